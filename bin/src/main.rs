@@ -1,1 +1,61 @@
-fn main(){}
+//! `arsync`: the command. It parses rsync-style arguments into an `engine::Config`, runs the
+//! engine, prints what the engine reports (errors on stderr with path and OS error, rsync's
+//! "skipping" notices, `-v` item lists) and exits with rsync's exit codes.
+
+mod cli;
+mod output;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn main() -> ExitCode {
+    let parsed = match cli::parse(std::env::args_os()) {
+        Ok(p) => p,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line, rsync's usage exit code.
+            let msg = e.kind().as_str().map(str::to_string).unwrap_or_default();
+            let full = e.to_string();
+            let line = full
+                .lines()
+                .find(|l| l.starts_with("error:"))
+                .map(|l| l.trim_start_matches("error:").trim().to_string())
+                .unwrap_or(msg);
+            eprintln!("arsync: {line} (see arsync --help)");
+            eprintln!("arsync error: syntax or usage error (code 1)");
+            return ExitCode::from(1);
+        }
+    };
+    if parsed.version {
+        println!("arsync {}", env!("CARGO_PKG_VERSION"));
+        match engine::io_uring_status() {
+            Ok(()) => println!("io_uring: available"),
+            Err(e) => println!("io_uring: unavailable ({e})"),
+        }
+        println!("features: thread-per-core, work stealing, compio 0.19");
+        return ExitCode::SUCCESS;
+    }
+    output::init_logging(parsed.verbose, parsed.quiet);
+    if let Err(e) = cli::check_paths(&parsed.config) {
+        eprintln!("arsync: {}", e.message);
+        eprintln!("arsync error: {} (code {})", output::code_text(e.code), e.code);
+        return ExitCode::from(e.code as u8);
+    }
+    let observer = Arc::new(output::Printer::new(parsed.verbose, parsed.quiet));
+    let report = engine::run(&parsed.config, observer.clone());
+    let code = output::exit_code(&report);
+    if parsed.verbose > 0 && !parsed.quiet {
+        output::summary(&report);
+    }
+    if let Some(f) = &report.fatal {
+        eprintln!("arsync: {f}");
+    }
+    if code != 0 {
+        eprintln!("arsync error: {} (code {code})", output::code_text(code));
+    }
+    ExitCode::from(code as u8)
+}

@@ -1,1 +1,259 @@
-//! placeholder
+//! `engine`: arsync's thread-per-core copy engine.
+//!
+//! It owns the core threads (one per core, each pinned and running its own compio runtime), the
+//! per-core context (buffer pool, in-flight limit, counters), the [`Task`](task) kinds, directory
+//! completion (a directory's metadata is applied after its last child), the error policy (one bad
+//! entry is reported and counted, never an early return), the [`Event`]s sent to an [`Observer`]
+//! and the final [`Report`]. It never parses arguments, renders, prints or picks exit codes: that is
+//! `bin`'s job.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use engine::{Config, Event, Observer, Root};
+//!
+//! struct Log;
+//! impl Observer for Log {
+//!     fn event(&self, event: &Event<'_>) {
+//!         if let Event::Error { path, op, error, .. } = event {
+//!             eprintln!("{op} {}: {error}", path.display());
+//!         }
+//!     }
+//! }
+//!
+//! let mut config = Config::archive();
+//! config.roots.push(Root { src: "/usr/share/doc/".into(), dst: "/tmp/doc-copy".into(), rel: "".into() });
+//! let report = engine::run(&config, Arc::new(Log));
+//! println!("{} files, {} bytes, {} errors", report.files, report.bytes, report.errors);
+//! ```
+
+mod core;
+mod task;
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use fsops::FileType;
+pub use scheduler::WorkerStats;
+
+/// One transfer root: make `dst` a copy of `src` (a directory's contents go *into* `dst`).
+#[derive(Clone, Debug)]
+pub struct Root {
+    /// The source path as given (a trailing `/` follows a symlink to a directory, as in rsync).
+    pub src: PathBuf,
+    /// The destination path of this entry.
+    pub dst: PathBuf,
+    /// The name this root has in item events (`-v`): e.g. `src` for `arsync src dst/`, empty for
+    /// `arsync src/ dst/` (its children are then listed as `name`, the root itself as `./`).
+    pub rel: PathBuf,
+}
+
+/// What to copy and how. Build it with [`Config::archive`] (= rsync `-a`) or field by field.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The transfer roots, in order.
+    pub roots: Vec<Root>,
+    /// A destination directory to create (one level, like rsync) before the roots are copied.
+    pub create_dest_dir: Option<PathBuf>,
+    /// `-r`: descend into directories.
+    pub recursive: bool,
+    /// `-l`: copy symlinks as symlinks (otherwise they are skipped, with rsync's message).
+    pub links: bool,
+    /// `-p`: permissions.
+    pub perms: bool,
+    /// `-t`: modification times.
+    pub times: bool,
+    /// `-U`: access times.
+    pub atimes: bool,
+    /// `-o`: owner (root only).
+    pub owner: bool,
+    /// `-g`: group.
+    pub group: bool,
+    /// `--devices`: character and block devices.
+    pub devices: bool,
+    /// `--specials`: FIFOs and sockets.
+    pub specials: bool,
+    /// `--open-noatime`: open sources with `O_NOATIME`.
+    pub open_noatime: bool,
+    /// Core threads; 0 means one per available CPU.
+    pub threads: usize,
+    /// Pin each core thread to its CPU.
+    pub pin: bool,
+    /// Tasks a core runs concurrently (bounds fds and buffers per core).
+    pub inflight_per_core: usize,
+    /// Files up to this size are copied with inline syscalls; larger ones through io_uring.
+    pub small_file_max: u64,
+    /// Buffer size of the io_uring pipeline.
+    pub chunk_size: usize,
+    /// Chunks in flight per large file.
+    pub ring_depth: usize,
+}
+
+impl Config {
+    /// The settings of rsync's `-a` (`-rlptgoD`), with no roots yet.
+    pub fn archive() -> Self {
+        Self {
+            roots: Vec::new(),
+            create_dest_dir: None,
+            recursive: true,
+            links: true,
+            perms: true,
+            times: true,
+            atimes: false,
+            owner: true,
+            group: true,
+            devices: true,
+            specials: true,
+            open_noatime: false,
+            threads: 0,
+            pin: true,
+            inflight_per_core: 32,
+            small_file_max: 256 * 1024,
+            chunk_size: 1024 * 1024,
+            ring_depth: 4,
+        }
+    }
+
+    /// Nothing preserved and nothing recursive: the state before any flag.
+    pub fn none() -> Self {
+        Self {
+            recursive: false,
+            links: false,
+            perms: false,
+            times: false,
+            owner: false,
+            group: false,
+            devices: false,
+            specials: false,
+            ..Self::archive()
+        }
+    }
+}
+
+/// How a failed entry counts toward the exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Partial transfer (rsync exit 23).
+    Partial,
+    /// A source file vanished between scan and copy (rsync exit 24).
+    Vanished,
+    /// The destination could not be set up (rsync exit 11).
+    FileIo,
+}
+
+/// Why an entry was skipped on purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// A directory without `-r`.
+    Directory,
+    /// A symlink without `-l`, a device without `--devices`, a FIFO or socket without `--specials`.
+    NonRegular,
+}
+
+/// What the engine tells its observer, from any core thread.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// An entry failed; the run goes on.
+    Error {
+        /// The source path (or destination path for destination-side failures).
+        path: &'a Path,
+        /// The operation that failed (a syscall name or a short phrase).
+        op: &'static str,
+        /// The OS error.
+        error: &'a io::Error,
+        /// How it counts.
+        class: ErrorClass,
+    },
+    /// An entry skipped on purpose (rsync prints these).
+    Skipped {
+        /// The name relative to the transfer root.
+        path: &'a Path,
+        /// Why.
+        reason: SkipReason,
+    },
+    /// An entry was created or updated (only sent when [`Observer::wants_items`]).
+    Item {
+        /// The name relative to the transfer root (directories end without `/`).
+        path: &'a Path,
+        /// Its type.
+        file_type: FileType,
+        /// Bytes of content written.
+        bytes: u64,
+    },
+}
+
+/// Receives [`Event`]s. Called concurrently from every core thread: keep it cheap.
+pub trait Observer: Send + Sync {
+    /// One event.
+    fn event(&self, event: &Event<'_>);
+    /// Whether to send [`Event::Item`] for every entry (costs a path join per entry).
+    fn wants_items(&self) -> bool {
+        false
+    }
+}
+
+/// An observer that ignores everything.
+pub struct NullObserver;
+
+impl Observer for NullObserver {
+    fn event(&self, _: &Event<'_>) {}
+}
+
+/// Counters of one core thread.
+#[derive(Clone, Debug, Default)]
+pub struct CoreReport {
+    /// The scheduler's counters (pops, steals, parks).
+    pub sched: WorkerStats,
+    /// Tasks run.
+    pub tasks: u64,
+    /// Files copied through the io_uring pipeline.
+    pub ring_files: u64,
+}
+
+/// The outcome of a run.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Regular files copied.
+    pub files: u64,
+    /// Directories completed.
+    pub dirs: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Devices, FIFOs and sockets created.
+    pub specials: u64,
+    /// Content bytes written.
+    pub bytes: u64,
+    /// Entries that failed (exit 23 class).
+    pub errors: u64,
+    /// Source entries that vanished (exit 24 class).
+    pub vanished: u64,
+    /// Destination set-up failures (exit 11 class).
+    pub file_io_errors: u64,
+    /// Entries skipped on purpose.
+    pub skipped: u64,
+    /// A failure that stopped the whole run (runtime setup): its message.
+    pub fatal: Option<String>,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// Per-core counters.
+    pub cores: Vec<CoreReport>,
+}
+
+/// Copy according to `config`, telling `observer` about failures and (if it wants) every item.
+///
+/// The process umask is set to 0 for the duration of the run (the engine applies the caller's
+/// umask itself where rsync would) and restored afterwards.
+pub fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
+    core::run(config, observer)
+}
+
+/// Whether this process can set up an io_uring runtime (for `--version` and early diagnostics).
+pub fn io_uring_status() -> Result<(), String> {
+    compio::runtime::RuntimeBuilder::new()
+        .build()
+        .map(drop)
+        .map_err(|e| e.to_string())
+}

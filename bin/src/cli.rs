@@ -1,0 +1,372 @@
+//! The command line: one clap definition (with its help text) per flag, rsync's order-sensitive
+//! flag semantics (`-a --no-p` turns perms off, `--no-p -a` leaves them on), and rsync's path
+//! semantics turning `SRC... DEST` into engine roots.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+use clap::{Arg, ArgAction, Command, value_parser};
+
+/// A usage error: printed as one line, exit code 1, nothing written.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+/// An argument error rsync reports with a specific exit code before transferring anything.
+#[derive(Debug)]
+pub struct ArgError {
+    pub message: String,
+    pub code: i32,
+}
+
+/// Flags that map to engine toggles: (clap id, help, short, long, toggles set on, toggles set off)
+/// Each entry names the toggles it switches; order on the command line decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Toggle {
+    Recursive,
+    Links,
+    Perms,
+    Times,
+    Atimes,
+    Owner,
+    Group,
+    Devices,
+    Specials,
+}
+
+struct FlagDef {
+    id: &'static str,
+    short: Option<char>,
+    long: &'static str,
+    help: &'static str,
+    on: &'static [Toggle],
+    value: bool,
+}
+
+const ARCHIVE: &[Toggle] = &[
+    Toggle::Recursive,
+    Toggle::Links,
+    Toggle::Perms,
+    Toggle::Times,
+    Toggle::Group,
+    Toggle::Owner,
+    Toggle::Devices,
+    Toggle::Specials,
+];
+
+/// Every toggling flag and its `--no-` form, in the order of rsync's help.
+const FLAGS: &[FlagDef] = &[
+    FlagDef { id: "archive", short: Some('a'), long: "archive", help: "archive mode: -rlptgoD (no -A, -X, -U, -N, -H) [default: off]", on: ARCHIVE, value: true },
+    FlagDef { id: "recursive", short: Some('r'), long: "recursive", help: "recurse into directories [default: off]", on: &[Toggle::Recursive], value: true },
+    FlagDef { id: "no-recursive", short: None, long: "no-recursive", help: "turn off -r (also --no-r)", on: &[Toggle::Recursive], value: false },
+    FlagDef { id: "links", short: Some('l'), long: "links", help: "copy symlinks as symlinks [default: off: symlinks are skipped]", on: &[Toggle::Links], value: true },
+    FlagDef { id: "no-links", short: None, long: "no-links", help: "turn off -l (also --no-l)", on: &[Toggle::Links], value: false },
+    FlagDef { id: "perms", short: Some('p'), long: "perms", help: "preserve permissions, including setuid/setgid/sticky [default: off: source mode masked by the umask]", on: &[Toggle::Perms], value: true },
+    FlagDef { id: "no-perms", short: None, long: "no-perms", help: "turn off -p (also --no-p)", on: &[Toggle::Perms], value: false },
+    FlagDef { id: "times", short: Some('t'), long: "times", help: "preserve modification times, to the nanosecond [default: off]", on: &[Toggle::Times], value: true },
+    FlagDef { id: "no-times", short: None, long: "no-times", help: "turn off -t (also --no-t)", on: &[Toggle::Times], value: false },
+    FlagDef { id: "atimes", short: Some('U'), long: "atimes", help: "preserve access (use) times [default: off]", on: &[Toggle::Atimes], value: true },
+    FlagDef { id: "no-atimes", short: None, long: "no-atimes", help: "turn off -U (also --no-U)", on: &[Toggle::Atimes], value: false },
+    FlagDef { id: "group", short: Some('g'), long: "group", help: "preserve group [default: off]", on: &[Toggle::Group], value: true },
+    FlagDef { id: "no-group", short: None, long: "no-group", help: "turn off -g (also --no-g)", on: &[Toggle::Group], value: false },
+    FlagDef { id: "owner", short: Some('o'), long: "owner", help: "preserve owner (super-user only) [default: off]", on: &[Toggle::Owner], value: true },
+    FlagDef { id: "no-owner", short: None, long: "no-owner", help: "turn off -o (also --no-o)", on: &[Toggle::Owner], value: false },
+    FlagDef { id: "D", short: Some('D'), long: "D", help: "same as --devices --specials", on: &[Toggle::Devices, Toggle::Specials], value: true },
+    FlagDef { id: "no-D", short: None, long: "no-D", help: "turn off -D", on: &[Toggle::Devices, Toggle::Specials], value: false },
+    FlagDef { id: "devices", short: None, long: "devices", help: "preserve device files (super-user only) [default: off]", on: &[Toggle::Devices], value: true },
+    FlagDef { id: "no-devices", short: None, long: "no-devices", help: "turn off --devices", on: &[Toggle::Devices], value: false },
+    FlagDef { id: "specials", short: None, long: "specials", help: "preserve special files (FIFOs, sockets) [default: off]", on: &[Toggle::Specials], value: true },
+    FlagDef { id: "no-specials", short: None, long: "no-specials", help: "turn off --specials", on: &[Toggle::Specials], value: false },
+];
+
+fn short_alias(id: &str) -> Option<&'static str> {
+    Some(match id {
+        "no-recursive" => "no-r",
+        "no-links" => "no-l",
+        "no-perms" => "no-p",
+        "no-times" => "no-t",
+        "no-atimes" => "no-U",
+        "no-group" => "no-g",
+        "no-owner" => "no-o",
+        _ => return None,
+    })
+}
+
+/// The clap command: the single definition of every flag, used for parsing, `--help`, and (later)
+/// the man page and completions.
+pub fn command() -> Command {
+    let mut cmd = Command::new("arsync")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Copy and synchronise directory trees like rsync -a, on a thread-per-core io_uring engine")
+        .override_usage("arsync [OPTIONS] SRC... DEST")
+        .after_help(
+            "Path semantics are rsync's: `arsync -a src dst` copies the directory src into dst \
+             (dst/src); `arsync -a src/ dst` copies the contents of src into dst. DEST is created \
+             if missing (one level). Exit codes are rsync's: 0 ok, 1 usage, 3 bad input/output \
+             path, 11 file I/O (destination), 23 partial transfer, 24 source files vanished.",
+        )
+        .disable_version_flag(true)
+        .arg(
+            Arg::new("version")
+                .short('V')
+                .long("version")
+                .action(ArgAction::SetTrue)
+                .help("print the version, io_uring status and features, then exit")
+                .help_heading("Info"),
+        )
+        .arg(
+            Arg::new("verbose")
+                .short('v')
+                .long("verbose")
+                .action(ArgAction::Count)
+                .help("increase verbosity: -v lists every item copied [default: off]")
+                .help_heading("Info"),
+        )
+        .arg(
+            Arg::new("quiet")
+                .short('q')
+                .long("quiet")
+                .action(ArgAction::SetTrue)
+                .help("suppress non-error messages [default: off]")
+                .help_heading("Info"),
+        );
+    for f in FLAGS {
+        let mut a = Arg::new(f.id)
+            .long(f.long)
+            .action(ArgAction::Count)
+            .help(f.help)
+            .help_heading("What to copy");
+        if let Some(s) = f.short {
+            a = a.short(s);
+        }
+        if let Some(alias) = short_alias(f.id) {
+            a = a.alias(alias);
+        }
+        if f.id.starts_with("no-") {
+            a = a.hide_short_help(true);
+        }
+        cmd = cmd.arg(a);
+    }
+    cmd.arg(
+        Arg::new("open-noatime")
+            .long("open-noatime")
+            .action(ArgAction::SetTrue)
+            .help("open source files with O_NOATIME, so reading them leaves their atime [default: off]")
+            .help_heading("What to copy"),
+    )
+    .arg(
+        Arg::new("threads")
+            .long("threads")
+            .value_name("N")
+            .value_parser(value_parser!(usize))
+            .help("core threads, one io_uring runtime each [default: one per available CPU]")
+            .help_heading("Engine"),
+    )
+    .arg(
+        Arg::new("no-pin")
+            .long("no-pin")
+            .action(ArgAction::SetTrue)
+            .help("do not pin core threads to CPUs [default: pinned]")
+            .help_heading("Engine"),
+    )
+    .arg(
+        Arg::new("paths")
+            .value_name("SRC... DEST")
+            .num_args(0..)
+            .value_parser(value_parser!(OsString))
+            .help("one or more sources, then the destination"),
+    )
+}
+
+/// Everything `main` needs from the command line.
+pub struct Parsed {
+    pub config: engine::Config,
+    pub verbose: u8,
+    pub quiet: bool,
+    pub version: bool,
+}
+
+/// Apply the toggling flags in command-line order (clap has validated the arguments already;
+/// this walk only recovers the order, which clap does not keep for repeated flags).
+fn toggles(args: &[OsString], cfg: &mut engine::Config) {
+    let mut events: Vec<&FlagDef> = Vec::new();
+    for a in args.iter().skip(1) {
+        let b = a.as_bytes();
+        if b == b"--" {
+            break;
+        }
+        if let Some(long) = b.strip_prefix(b"--") {
+            let name = long.split(|&c| c == b'=').next().unwrap_or(long);
+            if let Some(f) = FLAGS
+                .iter()
+                .find(|f| f.long.as_bytes() == name || short_alias(f.id).is_some_and(|s| s.as_bytes() == name))
+            {
+                events.push(f);
+            }
+        } else if let Some(shorts) = b.strip_prefix(b"-") {
+            for &c in shorts {
+                if let Some(f) = FLAGS.iter().find(|f| f.short == Some(c as char)) {
+                    events.push(f);
+                }
+            }
+        }
+    }
+    for f in events {
+        for t in f.on {
+            let v = f.value;
+            match t {
+                Toggle::Recursive => cfg.recursive = v,
+                Toggle::Links => cfg.links = v,
+                Toggle::Perms => cfg.perms = v,
+                Toggle::Times => cfg.times = v,
+                Toggle::Atimes => cfg.atimes = v,
+                Toggle::Owner => cfg.owner = v,
+                Toggle::Group => cfg.group = v,
+                Toggle::Devices => cfg.devices = v,
+                Toggle::Specials => cfg.specials = v,
+            }
+        }
+    }
+}
+
+/// Parse the arguments; `Err` is a usage error (exit 1).
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::Error> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let m = command().try_get_matches_from(&args)?;
+    let mut config = engine::Config::none();
+    toggles(&args, &mut config);
+    config.open_noatime = m.get_flag("open-noatime");
+    if let Some(n) = m.get_one::<usize>("threads") {
+        config.threads = *n;
+    }
+    config.pin = !m.get_flag("no-pin");
+    let paths: Vec<OsString> = m
+        .get_many::<OsString>("paths")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    let version = m.get_flag("version");
+    if !version {
+        if paths.len() < 2 {
+            return Err(command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "need at least one SRC and a DEST (listing a single path is not supported)",
+            ));
+        }
+        if config.threads > 4096 {
+            return Err(command().error(
+                clap::error::ErrorKind::ValueValidation,
+                "--threads must be between 0 and 4096",
+            ));
+        }
+        let (dest, sources) = paths.split_last().expect("checked above");
+        let (roots, create) = plan(sources, dest, config.recursive).map_err(|e| {
+            command().error(clap::error::ErrorKind::ValueValidation, e.0)
+        })?;
+        config.roots = roots;
+        config.create_dest_dir = create;
+    }
+    Ok(Parsed {
+        config,
+        verbose: m.get_count("verbose"),
+        quiet: m.get_flag("quiet"),
+        version,
+    })
+}
+
+fn has_trailing_slash(p: &OsString) -> bool {
+    let b = p.as_bytes();
+    b.ends_with(b"/") || b.ends_with(b"/.") || b == b"."
+}
+
+fn base_name(p: &Path) -> Option<OsString> {
+    p.file_name().map(|n| n.to_os_string())
+}
+
+/// rsync's path semantics: which roots, and whether DEST must be created as a directory.
+fn plan(
+    sources: &[OsString],
+    dest: &OsString,
+    recursive: bool,
+) -> Result<(Vec<engine::Root>, Option<PathBuf>), UsageError> {
+    let dest_path = PathBuf::from(dest);
+    let dest_is_dir = std::fs::metadata(&dest_path).map(|m| m.is_dir()).unwrap_or(false);
+    let dest_exists = std::fs::symlink_metadata(&dest_path).is_ok();
+    let single = sources.len() == 1;
+    let src0_is_dir = std::fs::metadata(PathBuf::from(&sources[0]))
+        .map(|m| m.is_dir())
+        .unwrap_or(false);
+    // File to file: one non-directory source, DEST not a directory and without a trailing slash.
+    if single && !src0_is_dir && !dest_is_dir && !has_trailing_slash(dest) {
+        let src = PathBuf::from(&sources[0]);
+        if std::fs::symlink_metadata(&src).is_ok() {
+            let rel = base_name(&dest_path).unwrap_or_default();
+            return Ok((
+                vec![engine::Root {
+                    src,
+                    dst: dest_path,
+                    rel: PathBuf::from(rel),
+                }],
+                None,
+            ));
+        }
+    }
+    let mut roots = Vec::new();
+    for s in sources {
+        let src = PathBuf::from(s);
+        if has_trailing_slash(s) {
+            roots.push(engine::Root {
+                src,
+                dst: dest_path.clone(),
+                rel: PathBuf::new(),
+            });
+            continue;
+        }
+        let Some(name) = base_name(&src) else {
+            return Err(UsageError(format!(
+                "cannot tell the name of source {:?}",
+                src.display()
+            )));
+        };
+        if name.as_bytes() == b".." {
+            return Err(UsageError(format!(
+                "source {:?} has no name to copy under; add a trailing slash",
+                src.display()
+            )));
+        }
+        roots.push(engine::Root {
+            src,
+            dst: dest_path.join(&name),
+            rel: PathBuf::from(OsString::from_vec(name.into_vec())),
+        });
+    }
+    // rsync creates DEST (one level) unless the only source is a directory that will be skipped.
+    let all_skipped_dirs = !recursive
+        && sources
+            .iter()
+            .all(|s| std::fs::metadata(PathBuf::from(s)).is_ok_and(|m| m.is_dir()));
+    let create = (!dest_exists && !all_skipped_dirs).then(|| dest_path.clone());
+    Ok((roots, create))
+}
+
+/// Arguments rsync refuses with a specific code before any transfer (checked after parsing, with
+/// the file system as it is): a file-to-file destination whose parent is missing (exit 3).
+pub fn check_paths(cfg: &engine::Config) -> Result<(), ArgError> {
+    if cfg.create_dest_dir.is_none() && cfg.roots.len() == 1 {
+        let r = &cfg.roots[0];
+        let parent = r
+            .dst
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if std::fs::metadata(parent).is_err() {
+            return Err(ArgError {
+                message: format!(
+                    "change_dir \"{}\" failed: No such file or directory (2)",
+                    parent.display()
+                ),
+                code: 3,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! What the command prints: the observer that renders engine events (errors, skips, `-v` items)
+//! the way rsync does, the end-of-run summary, logging setup, and the report → exit code mapping.
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use engine::{ErrorClass, Event, FileType, Observer, Report, SkipReason};
+
+/// Renders events; shared by every core thread (each line is written under the stream's lock).
+pub struct Printer {
+    verbose: u8,
+    quiet: bool,
+}
+
+impl Printer {
+    pub fn new(verbose: u8, quiet: bool) -> Self {
+        Self { verbose, quiet }
+    }
+}
+
+/// A path as rsync prints it: bytes as they are, except control characters as `\#ooo`.
+pub fn escape(p: &Path) -> Vec<u8> {
+    let mut out = Vec::with_capacity(p.as_os_str().len());
+    for &b in p.as_os_str().as_bytes() {
+        if b < 0x20 || b == 0x7f {
+            out.extend_from_slice(format!("\\#{b:03o}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out
+}
+
+fn errno_text(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => {
+            let s = e.to_string();
+            let text = s.split(" (os error").next().unwrap_or(&s).to_string();
+            format!("{text} ({code})")
+        }
+        None => e.to_string(),
+    }
+}
+
+impl Observer for Printer {
+    fn event(&self, event: &Event<'_>) {
+        match event {
+            Event::Error {
+                path,
+                op,
+                error,
+                class,
+            } => {
+                let mut line = Vec::new();
+                let what = if *class == ErrorClass::Vanished {
+                    "file has vanished: ".to_string()
+                } else {
+                    format!("{op} ")
+                };
+                line.extend_from_slice(format!("arsync: {what}\"").as_bytes());
+                line.extend_from_slice(&escape(path));
+                if *class == ErrorClass::Vanished {
+                    line.extend_from_slice(b"\"\n");
+                } else {
+                    line.extend_from_slice(format!("\" failed: {}\n", errno_text(error)).as_bytes());
+                }
+                let _ = std::io::stderr().lock().write_all(&line);
+                tracing::debug!(op = *op, ?class, "entry failed");
+            }
+            Event::Skipped { path, reason } => {
+                if self.quiet {
+                    return;
+                }
+                let mut line = Vec::new();
+                match reason {
+                    SkipReason::Directory => {
+                        line.extend_from_slice(b"skipping directory ");
+                        line.extend_from_slice(&escape(path));
+                    }
+                    SkipReason::NonRegular => {
+                        line.extend_from_slice(b"skipping non-regular file \"");
+                        line.extend_from_slice(&escape(path));
+                        line.push(b'"');
+                    }
+                }
+                line.push(b'\n');
+                let _ = std::io::stdout().lock().write_all(&line);
+            }
+            Event::Item { path, file_type, .. } => {
+                let mut line = escape(path);
+                if *file_type == FileType::Dir {
+                    if line.is_empty() {
+                        line.extend_from_slice(b".");
+                    }
+                    line.push(b'/');
+                }
+                line.push(b'\n');
+                let _ = std::io::stdout().lock().write_all(&line);
+            }
+        }
+    }
+
+    fn wants_items(&self) -> bool {
+        self.verbose > 0 && !self.quiet
+    }
+}
+
+/// The `-v` end-of-run lines.
+pub fn summary(r: &Report) {
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "\n{} files, {} dirs, {} symlinks, {} specials; {} bytes in {:.3} s ({:.0} bytes/sec)",
+        r.files,
+        r.dirs,
+        r.symlinks,
+        r.specials,
+        r.bytes,
+        secs,
+        r.bytes as f64 / secs
+    );
+}
+
+/// rsync's exit code for a finished run: 11 for a destination that could not be set up, then 23
+/// for any failed entry, 24 when source files vanished (23 wins over 24), else 0.
+pub fn exit_code(r: &Report) -> i32 {
+    if r.fatal.is_some() || r.file_io_errors > 0 {
+        11
+    } else if r.errors > 0 {
+        23
+    } else if r.vanished > 0 {
+        24
+    } else {
+        0
+    }
+}
+
+/// rsync's text for an exit code.
+pub fn code_text(code: i32) -> &'static str {
+    match code {
+        1 => "syntax or usage error",
+        3 => "errors selecting input/output files, dirs",
+        11 => "error in file IO",
+        20 => "received SIGINT, SIGTERM, or SIGHUP",
+        23 => "some files/attrs were not transferred (see previous errors)",
+        24 => "some files vanished before they could be transferred",
+        25 => "the --max-delete limit stopped deletions",
+        _ => "error",
+    }
+}
+
+/// Logging through tracing: `RUST_LOG` wins; otherwise warnings, more with `-vv`/`-vvv`, errors
+/// only with `-q`.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if quiet {
+        "error"
+    } else {
+        match verbose {
+            0 | 1 => "warn",
+            2 => "info",
+            3 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,293 @@
+//! The core threads: one per CPU, each pinned (unless `--no-pin`), each with its own compio
+//! runtime and [`Core`] context, running the core loop over the scheduler's worker.
+//!
+//! The loop keeps up to `inflight_per_core` tasks running as local futures. When it holds none and
+//! the scheduler has nothing to give, it parks on its [`Doorbell`], which the scheduler rings through
+//! the [`scheduler::Unpark`] hook: a cross-thread wake that also wakes a runtime blocked in
+//! `io_uring_enter`, coalesced to one pending wake per core (compio 0.19 spins past 64 queued
+//! cross-thread wakes).
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+use std::time::Instant;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::task::AtomicWaker;
+use scheduler::{Idle, Pop, Scheduler, Unpark, Worker};
+
+use crate::task::{self, Task};
+use crate::{Config, CoreReport, Observer, Report};
+
+/// A per-core wake-up flag plus the waker of the future parked on it.
+#[derive(Default)]
+pub(crate) struct Doorbell {
+    rung: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Doorbell {
+    fn ring(&self) {
+        self.rung.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.rung.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.rung.swap(false, Ordering::AcqRel) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+struct Doorbells(Arc<Vec<Doorbell>>);
+
+impl Unpark for Doorbells {
+    fn unpark(&self, index: usize) {
+        self.0[index].ring();
+    }
+}
+
+/// Counters one core keeps without atomics; summed at the end.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub files: Cell<u64>,
+    pub dirs: Cell<u64>,
+    pub symlinks: Cell<u64>,
+    pub specials: Cell<u64>,
+    pub bytes: Cell<u64>,
+    pub errors: Cell<u64>,
+    pub vanished: Cell<u64>,
+    pub file_io_errors: Cell<u64>,
+    pub skipped: Cell<u64>,
+    pub tasks: Cell<u64>,
+    pub ring_files: Cell<u64>,
+}
+
+pub(crate) fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
+/// What every core shares, read-only during the run.
+pub(crate) struct RunShared {
+    pub config: Config,
+    pub policy: fsops::MetaPolicy,
+    pub observer: Arc<dyn Observer>,
+    pub wants_items: bool,
+    pub pid: u32,
+}
+
+/// The per-core context, owned by one core thread.
+pub(crate) struct Core {
+    pub index: usize,
+    pub shared: Arc<RunShared>,
+    pub worker: RefCell<Worker<Task>>,
+    pub pool: fsops::BufPool,
+    pub small_buf: RefCell<Vec<u8>>,
+    pub dir_reader: RefCell<fsops::DirReader>,
+    pub batch: RefCell<Vec<Task>>,
+    pub counters: Counters,
+    pub temp_seq: Cell<u64>,
+}
+
+impl Core {
+    pub fn push(&self, t: Task) {
+        self.worker.borrow_mut().push(t);
+    }
+}
+
+struct CoreOut {
+    counters: Counters,
+    report: CoreReport,
+    fatal: Option<String>,
+}
+
+pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
+    let start = Instant::now();
+    let threads = if config.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        config.threads
+    };
+    let umask = fsops::sys::set_umask(0);
+    let policy = fsops::MetaPolicy {
+        perms: config.perms,
+        times: config.times,
+        atimes: config.atimes,
+        owner: config.owner,
+        group: config.group,
+        umask,
+        euid: fsops::sys::geteuid(),
+        egid: fsops::sys::getegid(),
+    };
+    let shared = Arc::new(RunShared {
+        config: config.clone(),
+        policy,
+        wants_items: observer.wants_items(),
+        observer,
+        pid: std::process::id(),
+    });
+    let mut report = Report::default();
+
+    // The destination directory, if it has to be created, comes before any core starts.
+    if let Some(dir) = &config.create_dest_dir {
+        match fsops::sys::mkdir_path(dir, 0o777 & !umask) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                shared.observer.event(&crate::Event::Error {
+                    path: dir,
+                    op: "mkdir",
+                    error: &e,
+                    class: crate::ErrorClass::FileIo,
+                });
+                report.file_io_errors += 1;
+                fsops::sys::set_umask(umask);
+                report.elapsed = start.elapsed();
+                return report;
+            }
+        }
+    }
+
+    let bells: Arc<Vec<Doorbell>> = Arc::new((0..threads).map(|_| Doorbell::default()).collect());
+    let sched = Scheduler::new(threads, Box::new(Doorbells(Arc::clone(&bells))));
+    for i in 0..config.roots.len() {
+        sched.inject(Task::Root(i));
+    }
+    let core_ids = if config.pin {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let outs = scheduler::run_threads(sched, |i| {
+        let shared = Arc::clone(&shared);
+        let bells = Arc::clone(&bells);
+        let core_id = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
+        move |worker: Worker<Task>| core_thread(i, worker, shared, bells, core_id)
+    });
+    fsops::sys::set_umask(umask);
+    for out in outs {
+        let c = &out.counters;
+        report.files += c.files.get();
+        report.dirs += c.dirs.get();
+        report.symlinks += c.symlinks.get();
+        report.specials += c.specials.get();
+        report.bytes += c.bytes.get();
+        report.errors += c.errors.get();
+        report.vanished += c.vanished.get();
+        report.file_io_errors += c.file_io_errors.get();
+        report.skipped += c.skipped.get();
+        if report.fatal.is_none() {
+            report.fatal = out.fatal;
+        }
+        report.cores.push(out.report);
+    }
+    report.elapsed = start.elapsed();
+    report
+}
+
+fn core_thread(
+    index: usize,
+    worker: Worker<Task>,
+    shared: Arc<RunShared>,
+    bells: Arc<Vec<Doorbell>>,
+    core_id: Option<core_affinity::CoreId>,
+) -> CoreOut {
+    if let Some(id) = core_id {
+        core_affinity::set_for_current(id);
+    }
+    let rt = match compio::runtime::RuntimeBuilder::new()
+        .sync_queue_size(4096)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            worker.abort();
+            return CoreOut {
+                counters: Counters::default(),
+                report: CoreReport::default(),
+                fatal: Some(format!("cannot set up io_uring on core {index}: {e}")),
+            };
+        }
+    };
+    let config = &shared.config;
+    let core = Rc::new(Core {
+        index,
+        pool: fsops::BufPool::new(config.chunk_size, config.ring_depth * 2),
+        small_buf: RefCell::new(Vec::with_capacity(
+            (config.small_file_max as usize).clamp(4096, 1 << 20),
+        )),
+        dir_reader: RefCell::new(fsops::DirReader::default()),
+        batch: RefCell::new(Vec::new()),
+        counters: Counters::default(),
+        temp_seq: Cell::new(0),
+        worker: RefCell::new(worker),
+        shared: Arc::clone(&shared),
+    });
+    let bell = &bells[index];
+    rt.block_on(core_loop(Rc::clone(&core), bell));
+    drop(rt);
+    let core = Rc::try_unwrap(core).ok().expect("core context still shared after the run");
+    let worker = core.worker.into_inner();
+    CoreOut {
+        report: CoreReport {
+            sched: worker.stats(),
+            tasks: core.counters.tasks.get(),
+            ring_files: core.counters.ring_files.get(),
+        },
+        counters: core.counters,
+        fatal: None,
+    }
+}
+
+type LocalTask = Pin<Box<dyn Future<Output = ()>>>;
+
+async fn core_loop(core: Rc<Core>, bell: &Doorbell) {
+    let limit = core.shared.config.inflight_per_core.max(1);
+    let mut inflight: FuturesUnordered<LocalTask> = FuturesUnordered::new();
+    loop {
+        while inflight.len() < limit {
+            let popped = core.worker.borrow_mut().pop();
+            match popped {
+                Pop::Task(t) => {
+                    bump(&core.counters.tasks, 1);
+                    inflight.push(Box::pin(task::run(Rc::clone(&core), t)));
+                }
+                Pop::Empty => break,
+                Pop::Done => {
+                    if core.worker.borrow().is_cancelled() {
+                        return;
+                    }
+                    break;
+                }
+            }
+        }
+        if inflight.is_empty() {
+            let idle = core.worker.borrow_mut().go_idle();
+            match idle {
+                Idle::Park => {
+                    bell.wait().await;
+                    core.worker.borrow_mut().unparked();
+                }
+                Idle::Retry => {}
+                Idle::Done => return,
+            }
+        } else {
+            inflight.next().await;
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! File data movement: inline `read`/`write` for small files (they complete in memory on a warm
+//! cache and the ring would only add a worker-thread hand-off per op on ext4), and an io_uring
+//! pipeline with several owned buffers in flight for large files.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::rc::Rc;
+
+use compio::BufResult;
+use compio::buf::{IntoInner, IoBuf};
+use compio::driver::op::{ReadAt, WriteAt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use crate::bufpool::BufPool;
+use crate::sys;
+
+/// Copy a whole (small) file with inline syscalls through `buf`, reading until end of file.
+/// Returns the number of bytes copied.
+pub fn copy_inline(src: &OwnedFd, dst: &OwnedFd, buf: &mut Vec<u8>) -> io::Result<u64> {
+    let cap = buf.capacity().max(4096);
+    buf.resize(cap, 0);
+    let mut total = 0u64;
+    loop {
+        let n = sys::read(src.as_fd(), buf)?;
+        if n == 0 {
+            break;
+        }
+        sys::write_all(dst.as_fd(), &buf[..n])?;
+        total += n as u64;
+    }
+    Ok(total)
+}
+
+/// The outcome of a ring copy.
+pub struct RingCopy {
+    /// Bytes written.
+    pub bytes: u64,
+    /// The source fd, handed back.
+    pub src: OwnedFd,
+    /// The destination fd, handed back for the metadata steps.
+    pub dst: OwnedFd,
+}
+
+/// Copy `size` bytes from `src` to `dst` through the current compio runtime's ring, with up to
+/// `depth` chunks of `pool.buf_size()` in flight (each chunk is read, then written, at its own
+/// offset). A source that ends before `size` is an error (`UnexpectedEof`): the file shrank while
+/// it was copied. Must run inside a compio runtime.
+pub async fn copy_ring(
+    src: OwnedFd,
+    dst: OwnedFd,
+    size: u64,
+    pool: &BufPool,
+    depth: usize,
+) -> io::Result<RingCopy> {
+    let src = Rc::new(src);
+    let dst = Rc::new(dst);
+    let chunk = pool.buf_size() as u64;
+    let mut next = 0u64;
+    let mut inflight = FuturesUnordered::new();
+    let mut result: io::Result<u64> = Ok(0);
+    loop {
+        while inflight.len() < depth.max(1) && next < size && result.is_ok() {
+            let len = chunk.min(size - next) as usize;
+            let buf = pool.take();
+            inflight.push(copy_chunk(Rc::clone(&src), Rc::clone(&dst), next, len, buf));
+            next += len as u64;
+        }
+        match inflight.next().await {
+            None => break,
+            Some((r, buf)) => {
+                pool.give(buf);
+                match (r, &mut result) {
+                    (Ok(n), Ok(total)) => *total += n,
+                    (Err(e), Ok(_)) => result = Err(e),
+                    (_, Err(_)) => {}
+                }
+            }
+        }
+    }
+    drop(inflight);
+    let bytes = result?;
+    let src = Rc::try_unwrap(src).map_err(|_| io::Error::other("source fd still shared"))?;
+    let dst = Rc::try_unwrap(dst).map_err(|_| io::Error::other("destination fd still shared"))?;
+    Ok(RingCopy { bytes, src, dst })
+}
+
+async fn copy_chunk(
+    src: Rc<OwnedFd>,
+    dst: Rc<OwnedFd>,
+    off: u64,
+    len: usize,
+    mut buf: Vec<u8>,
+) -> (io::Result<u64>, Vec<u8>) {
+    // Read until the chunk is full (short reads are legal) or the file ends. Each read targets the
+    // window right after the bytes already read, so nothing stale is ever written.
+    buf.clear();
+    buf.reserve(len);
+    while buf.len() < len {
+        let filled = buf.len();
+        let op = ReadAt::new(Rc::clone(&src), off + filled as u64, Window(buf, len));
+        let BufResult(r, op) = compio::runtime::submit(op).await.into_inner();
+        buf = op.0;
+        match r {
+            Ok(0) => {
+                return (
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while it was being copied",
+                    )),
+                    buf,
+                );
+            }
+            // SAFETY: the kernel initialised `n` bytes right after the `filled` ones already there.
+            Ok(n) => unsafe { buf.set_len(filled + n) },
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    // Write it all at its offset.
+    let filled = buf.len();
+    let mut written = 0usize;
+    while written < filled {
+        let op = WriteAt::new(Rc::clone(&dst), off + written as u64, buf.slice(written..));
+        let BufResult(r, slice) = compio::runtime::submit(op).await.into_inner();
+        buf = slice.into_inner();
+        match r {
+            Ok(0) => return (Err(io::Error::from(io::ErrorKind::WriteZero)), buf),
+            Ok(n) => written += n,
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    (Ok(filled as u64), buf)
+}
+
+/// A read target: the spare capacity of a `Vec<u8>` after its initialised bytes, up to a total
+/// length of `.1`. The length is only changed by the caller, from the op's result.
+struct Window(Vec<u8>, usize);
+
+impl compio::buf::IoBufMut for Window {
+    fn as_uninit(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
+        let limit = self.1.saturating_sub(self.0.len());
+        let spare = self.0.spare_capacity_mut();
+        let n = limit.min(spare.len());
+        &mut spare[..n]
+    }
+}
+
+impl IoBuf for Window {
+    fn as_init(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl compio::buf::SetLen for Window {
+    unsafe fn set_len(&mut self, _len: usize) {
+        // The caller sets the Vec's length itself from the op result (see `copy_chunk`).
+    }
+}

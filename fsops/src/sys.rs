@@ -1,0 +1,381 @@
+//! Thin, fd-relative wrappers over the Linux system calls the engine issues inline on a core
+//! thread (calls io_uring has no opcode for, or that complete in memory and are cheaper inline:
+//! see DESIGN.md section 3).
+//!
+//! Every wrapper takes names as `&CStr` (one path component for destination-side calls), returns
+//! `io::Result` with the errno intact, and opens everything `O_CLOEXEC`.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use crate::meta::Stat;
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn cvt_fd(r: libc::c_int) -> io::Result<OwnedFd> {
+    let fd = cvt(r)?;
+    // SAFETY: the kernel just returned `fd` as a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn path_cstr(p: &Path) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Open a directory by path (following symlinks, as a user-given path is meant), `O_DIRECTORY`.
+pub fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+    let c = path_cstr(path)?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    cvt_fd(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// Open the sub-directory `name` of `dir` without following a symlink.
+pub fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+    cvt_fd(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// Open a source entry for reading: `O_NOFOLLOW | O_NONBLOCK` (a FIFO swapped in cannot hang the
+/// core), optionally `O_NOATIME` (retried without it on `EPERM`, as only the owner may use it).
+pub fn open_source(dir: BorrowedFd<'_>, name: &CStr, noatime: bool) -> io::Result<OwnedFd> {
+    let base = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    if noatime {
+        // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+        match cvt_fd(unsafe {
+            libc::openat(dir.as_raw_fd(), name.as_ptr(), base | libc::O_NOATIME)
+        }) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            r => return r,
+        }
+    }
+    // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+    cvt_fd(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), base) })
+}
+
+/// Open a source file given by path (a root of the transfer), without following a final symlink.
+pub fn open_source_path(path: &Path, noatime: bool) -> io::Result<OwnedFd> {
+    let c = path_cstr(path)?;
+    let base = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    if noatime {
+        // SAFETY: `c` is NUL-terminated and lives for the call.
+        match cvt_fd(unsafe { libc::open(c.as_ptr(), base | libc::O_NOATIME) }) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            r => return r,
+        }
+    }
+    // SAFETY: `c` is NUL-terminated and lives for the call.
+    cvt_fd(unsafe { libc::open(c.as_ptr(), base) })
+}
+
+/// Create a new regular file `name` in `dir` exclusively (`O_CREAT | O_EXCL | O_NOFOLLOW`) for
+/// writing, with `mode` (the process umask applies).
+pub fn create_excl(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+    cvt_fd(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })
+}
+
+/// `fstat` an open fd.
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat64>::uninit();
+    // SAFETY: `st` is a valid out-pointer of the right type.
+    cvt(unsafe { libc::fstat64(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat64 succeeded, so it filled the struct.
+    Ok(Stat::from_stat(&unsafe { st.assume_init() }))
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: the entry itself, never a symlink's target.
+pub fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
+    stat_at_raw(dir.as_raw_fd(), name, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+fn stat_at_raw(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<Stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat64>::uninit();
+    // SAFETY: valid pointers for the duration of the call.
+    cvt(unsafe { libc::fstatat64(dir, name.as_ptr(), st.as_mut_ptr(), flags) })?;
+    // SAFETY: fstatat64 succeeded, so it filled the struct.
+    Ok(Stat::from_stat(&unsafe { st.assume_init() }))
+}
+
+/// `lstat` a path (a root of the transfer; a trailing `/` makes the kernel follow a final symlink,
+/// which is rsync's meaning of `src/`).
+pub fn lstat_path(path: &Path) -> io::Result<Stat> {
+    let c = path_cstr(path)?;
+    stat_at_raw(libc::AT_FDCWD, &c, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+/// `stat` a path, following symlinks.
+pub fn stat_path(path: &Path) -> io::Result<Stat> {
+    let c = path_cstr(path)?;
+    stat_at_raw(libc::AT_FDCWD, &c, 0)
+}
+
+/// `mkdirat(dir, name, mode)`.
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t) }).map(drop)
+}
+
+/// `mkdir(path, mode)` for a user-given destination directory.
+pub fn mkdir_path(path: &Path, mode: u32) -> io::Result<()> {
+    let c = path_cstr(path)?;
+    // SAFETY: `c` is NUL-terminated and lives for the call.
+    cvt(unsafe { libc::mkdir(c.as_ptr(), mode as libc::mode_t) }).map(drop)
+}
+
+/// `symlinkat(target, dir, name)`; `target` is copied byte for byte.
+pub fn symlink_at(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: valid strings and fd for the duration of the call.
+    cvt(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
+/// `readlinkat(dir, name)`: the exact bytes of a symlink's target (any length up to PATH_MAX and
+/// beyond: the buffer grows until the target fits).
+pub fn readlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<std::ffi::CString> {
+    let mut cap = 256usize;
+    loop {
+        let mut buf = vec![0u8; cap];
+        // SAFETY: `buf` has `cap` writable bytes; fd and name are valid for the call.
+        let n = unsafe {
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                cap,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n < cap {
+            buf.truncate(n);
+            return std::ffi::CString::new(buf).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        cap *= 4;
+    }
+}
+
+/// `readlink` of a user-given path.
+pub fn readlink_path(path: &Path) -> io::Result<std::ffi::CString> {
+    let c = path_cstr(path)?;
+    // SAFETY: AT_FDCWD is always a valid directory fd argument.
+    readlink_at(unsafe { BorrowedFd::borrow_raw(libc::AT_FDCWD) }, &c)
+}
+
+/// `mknodat(dir, name, mode, dev)` for devices, FIFOs and sockets.
+pub fn mknod_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32, dev: u64) -> io::Result<()> {
+    // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+    cvt(unsafe {
+        libc::mknodat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            mode as libc::mode_t,
+            dev as libc::dev_t,
+        )
+    })
+    .map(drop)
+}
+
+/// `renameat2(olddir, old, newdir, new, flags)`.
+pub fn rename_at(
+    olddir: BorrowedFd<'_>,
+    old: &CStr,
+    newdir: BorrowedFd<'_>,
+    new: &CStr,
+    flags: u32,
+) -> io::Result<()> {
+    // SAFETY: valid fds and NUL-terminated names for the duration of the call.
+    cvt(unsafe {
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            old.as_ptr(),
+            newdir.as_raw_fd(),
+            new.as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// `unlinkat(dir, name, flags)` (`AT_REMOVEDIR` for a directory).
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
+}
+
+/// `fchown(fd, uid, gid)`; `u32::MAX` leaves that id unchanged.
+pub fn fchown(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    cvt(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }).map(drop)
+}
+
+/// `fchownat(dir, name, uid, gid, AT_SYMLINK_NOFOLLOW)`.
+pub fn lchown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+    cvt(unsafe {
+        libc::fchownat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// `fchmod(fd, mode)`.
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(drop)
+}
+
+/// `fchmodat(dir, name, mode, 0)`: for devices, FIFOs and sockets just created under a temporary
+/// name by us (never for a name that could be a symlink).
+pub fn chmod_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+    cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t, 0) })
+        .map(drop)
+}
+
+/// A timestamp for [`futimens`]/[`lutimens_at`]: seconds and nanoseconds, or "leave unchanged".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Time {
+    /// Set to this (seconds, nanoseconds).
+    At(i64, i64),
+    /// Leave unchanged (`UTIME_OMIT`).
+    Omit,
+}
+
+fn timespec(t: Time) -> libc::timespec {
+    match t {
+        Time::At(s, ns) => libc::timespec {
+            tv_sec: s as libc::time_t,
+            tv_nsec: ns as _,
+        },
+        Time::Omit => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+    }
+}
+
+/// `futimens(fd, [atime, mtime])`.
+pub fn futimens(fd: BorrowedFd<'_>, atime: Time, mtime: Time) -> io::Result<()> {
+    let ts = [timespec(atime), timespec(mtime)];
+    // SAFETY: `ts` is a valid array of two timespecs for the call.
+    cvt(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) }).map(drop)
+}
+
+/// `utimensat(dir, name, [atime, mtime], AT_SYMLINK_NOFOLLOW)`.
+pub fn lutimens_at(dir: BorrowedFd<'_>, name: &CStr, atime: Time, mtime: Time) -> io::Result<()> {
+    let ts = [timespec(atime), timespec(mtime)];
+    // SAFETY: valid fd, name and timespec array for the call.
+    cvt(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+    .map(drop)
+}
+
+/// `fallocate(fd, 0, offset, len)`: reserve the destination's blocks before writing.
+pub fn fallocate(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    cvt(unsafe { libc::fallocate64(fd.as_raw_fd(), 0, offset as i64, len as i64) }).map(drop)
+}
+
+/// `posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)`.
+pub fn fadvise_sequential(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    let r = unsafe { libc::posix_fadvise64(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
+    if r != 0 {
+        Err(io::Error::from_raw_os_error(r))
+    } else {
+        Ok(())
+    }
+}
+
+/// `read(fd, buf)` at the current offset, retried on `EINTR`.
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` writable bytes.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Write all of `buf` at the current offset, retried on `EINTR` and short writes.
+pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for `buf.len()` readable bytes.
+        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// Set the process umask, returning the previous one.
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// The effective uid of the process.
+pub fn geteuid() -> u32 {
+    // SAFETY: cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The effective gid of the process.
+pub fn getegid() -> u32 {
+    // SAFETY: cannot fail.
+    unsafe { libc::getegid() }
+}
