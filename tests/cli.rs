@@ -1,1 +1,263 @@
+//! The command line as a user meets it: help and version, usage errors (exit 1, nothing
+//! written), rsync's path forms, errors with path and OS error and rsync's exit codes, `-v`/`-q`.
 
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+
+use common::*;
+
+fn s(x: &str) -> &OsStr {
+    OsStr::new(x)
+}
+
+#[test]
+fn help_lists_flags_with_defaults() {
+    let out = run(&[s("--help")]);
+    assert_eq!(code(&out), 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--archive", "--recursive", "--links", "--perms", "--times", "--group", "--owner",
+        "--atimes", "--open-noatime", "--threads", "--no-pin", "--verbose", "--quiet"] {
+        assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
+    }
+    assert!(text.contains("[default:"), "--help gives no defaults");
+}
+
+#[test]
+fn version_reports_io_uring() {
+    let out = run(&[s("--version")]);
+    assert_eq!(code(&out), 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(&format!("arsync {}", env!("CARGO_PKG_VERSION"))), "{text}");
+    assert!(text.contains("io_uring:"), "{text}");
+}
+
+#[test]
+fn usage_errors_exit_1_and_write_nothing() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"x");
+    let dst = t.path().join("dst");
+    for args in [
+        vec![s("--bogus-flag"), src.as_os_str(), dst.as_os_str()],
+        vec![s("-a"), src.as_os_str()],
+        vec![s("-a")],
+        vec![s("--threads"), s("lots"), src.as_os_str(), dst.as_os_str()],
+        vec![s("-a"), s("--threads"), s("999999"), src.as_os_str(), dst.as_os_str()],
+    ] {
+        let out = run(&args);
+        assert_eq!(code(&out), 1, "args {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.lines().next().is_some_and(|l| l.starts_with("arsync: ")), "{err}");
+        assert!(!dst.exists(), "a usage error wrote {}", dst.display());
+    }
+}
+
+#[test]
+fn missing_source_is_reported_others_copied_exit_23() {
+    let t = Scratch::new();
+    let a = t.path().join("a");
+    write(&a, b"alpha");
+    let b = t.path().join("b");
+    write(&b, b"beta");
+    let missing = t.path().join("nope");
+    let dst = t.path().join("dst");
+    let out = run(&[s("-a"), missing.as_os_str(), a.as_os_str(), b.as_os_str(), dst.as_os_str()]);
+    assert_eq!(code(&out), 23);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&missing.display().to_string()) && err.contains("No such file or directory (2)"), "{err}");
+    assert_eq!(fs::read(dst.join("a")).unwrap(), b"alpha");
+    assert_eq!(fs::read(dst.join("b")).unwrap(), b"beta");
+    // With only one source left, rsync makes DEST that file; so do we.
+    let dst2 = t.path().join("dst2");
+    let out = run(&[s("-a"), missing.as_os_str(), a.as_os_str(), dst2.as_os_str()]);
+    assert_eq!(code(&out), 23);
+    assert_eq!(fs::read(&dst2).unwrap(), b"alpha");
+}
+
+#[test]
+fn destination_parent_missing_exit_11() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"x");
+    let dst = t.path().join("no/such/parent/dst");
+    let src_arg = format!("{}/", src.display());
+    let out = run(&[s("-a"), s(&src_arg), dst.as_os_str()]);
+    assert_eq!(code(&out), 11, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mkdir"));
+}
+
+#[test]
+fn file_to_missing_parent_exit_3() {
+    let t = Scratch::new();
+    let f = t.path().join("f");
+    write(&f, b"x");
+    let dst = t.path().join("nodir/x");
+    let out = run(&[s("-a"), f.as_os_str(), dst.as_os_str()]);
+    assert_eq!(code(&out), 3, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn unreadable_file_reported_rest_copied_exit_23() {
+    if is_root() {
+        // Root reads everything; make the failure real with a file that vanishes instead: a
+        // source directory entry whose open fails with ELOOP (a symlink swapped for a file is the
+        // race test of the reliability issue). Use a FIFO-free stand-in: a name too long to open.
+        eprintln!("NOTE: as root an unreadable file cannot be made; covered by the unprivileged tests");
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("ok1"), b"1");
+    write(&src.join("ok2"), b"2");
+    write(&src.join("locked"), b"secret");
+    chmod(&src.join("locked"), 0o000);
+    let dst = t.path().join("dst");
+    let src_arg = format!("{}/", src.display());
+    let out = run(&[s("-a"), s(&src_arg), dst.as_os_str()]);
+    if is_root() {
+        assert_eq!(code(&out), 0);
+    } else {
+        assert_eq!(code(&out), 23);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("locked") && err.contains("Permission denied (13)"), "{err}");
+    }
+    assert_eq!(fs::read(dst.join("ok1")).unwrap(), b"1");
+    assert_eq!(fs::read(dst.join("ok2")).unwrap(), b"2");
+}
+
+#[test]
+fn failing_entry_as_root_is_reported_and_counted() {
+    // As root, make one destination entry impossible: a directory in the way of a file whose
+    // rename then fails (EISDIR), while its siblings are copied.
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("a"), b"1");
+    write(&src.join("blocked"), b"2");
+    write(&src.join("c"), b"3");
+    let dst = t.path().join("dst");
+    fs::create_dir_all(dst.join("blocked/inside")).unwrap();
+    let src_arg = format!("{}/", src.display());
+    let out = run(&[s("-a"), s(&src_arg), dst.as_os_str()]);
+    assert_eq!(code(&out), 23, "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("blocked") && err.contains("rename"), "{err}");
+    assert_eq!(fs::read(dst.join("a")).unwrap(), b"1");
+    assert_eq!(fs::read(dst.join("c")).unwrap(), b"3");
+    // Nothing half-written is left under a temporary name.
+    for e in fs::read_dir(&dst).unwrap() {
+        let n = e.unwrap().file_name();
+        assert!(!n.to_string_lossy().starts_with(".~arsync-"), "temp left: {n:?}");
+    }
+}
+
+#[test]
+fn path_forms() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("f"), b"file");
+    write(&src.join("sub/g"), b"gee");
+    // src copies the directory itself into DEST; DEST is created.
+    let d1 = t.path().join("d1");
+    assert_eq!(code(&run(&[s("-a"), src.as_os_str(), d1.as_os_str()])), 0);
+    assert_eq!(fs::read(d1.join("src/sub/g")).unwrap(), b"gee");
+    // src/ copies its contents.
+    let d2 = t.path().join("d2");
+    let src_slash = format!("{}/", src.display());
+    assert_eq!(code(&run(&[s("-a"), s(&src_slash), d2.as_os_str()])), 0);
+    assert_eq!(fs::read(d2.join("sub/g")).unwrap(), b"gee");
+    // A file to a new file name.
+    let d3 = t.path().join("renamed");
+    assert_eq!(code(&run(&[s("-a"), src.join("f").as_os_str(), d3.as_os_str()])), 0);
+    assert_eq!(fs::read(&d3).unwrap(), b"file");
+    // A file into an existing directory.
+    assert_eq!(code(&run(&[s("-a"), src.join("f").as_os_str(), d2.join("sub").as_os_str()])), 0);
+    assert_eq!(fs::read(d2.join("sub/f")).unwrap(), b"file");
+    // A file to DEST/ (created as a directory).
+    let d4 = t.path().join("d4");
+    let d4_slash = format!("{}/", d4.display());
+    assert_eq!(code(&run(&[s("-a"), src.join("f").as_os_str(), s(&d4_slash)])), 0);
+    assert_eq!(fs::read(d4.join("f")).unwrap(), b"file");
+    // Several sources into a new directory.
+    let d5 = t.path().join("d5");
+    assert_eq!(
+        code(&run(&[s("-a"), src.join("f").as_os_str(), src.join("sub").as_os_str(), d5.as_os_str()])),
+        0
+    );
+    assert_eq!(fs::read(d5.join("f")).unwrap(), b"file");
+    assert_eq!(fs::read(d5.join("sub/g")).unwrap(), b"gee");
+    // Overwriting an existing file.
+    write(&src.join("f"), b"new content");
+    assert_eq!(code(&run(&[s("-a"), src.join("f").as_os_str(), d3.as_os_str()])), 0);
+    assert_eq!(fs::read(&d3).unwrap(), b"new content");
+}
+
+#[test]
+fn verbose_lists_items_and_quiet_silences_skips() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("sub/g"), b"gee");
+    std::os::unix::fs::symlink("sub/g", src.join("lnk")).unwrap();
+    let dst = t.path().join("dst");
+    let out = run(&[s("-av"), src.as_os_str(), dst.as_os_str()]);
+    assert_eq!(code(&out), 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for l in ["src/", "src/sub/", "src/sub/g", "src/lnk"] {
+        assert!(text.lines().any(|x| x == l), "-v lacks {l}:\n{text}");
+    }
+    // Without -l the symlink is skipped with rsync's message; -q silences it.
+    let dst2 = t.path().join("dst2");
+    let out = run(&[s("-r"), src.as_os_str(), dst2.as_os_str()]);
+    assert_eq!(code(&out), 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("skipping non-regular file \"src/lnk\""));
+    let dst3 = t.path().join("dst3");
+    let out = run(&[s("-rq"), src.as_os_str(), dst3.as_os_str()]);
+    assert_eq!(code(&out), 0);
+    assert!(out.stdout.is_empty(), "-q printed {}", String::from_utf8_lossy(&out.stdout));
+    assert!(!dst3.join("src/lnk").exists());
+}
+
+#[test]
+fn flag_order_decides_like_rsync() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"x");
+    chmod(&src.join("f"), 0o4711);
+    // -a --no-p: perms off, so setuid is dropped and the umask applies.
+    let d1 = t.path().join("d1");
+    assert_eq!(code(&run(&[s("-a"), s("--no-p"), src.as_os_str(), d1.as_os_str()])), 0);
+    let m1 = fs::metadata(d1.join("src/f")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(m1.permissions().mode() & 0o7000, 0);
+    // --no-p -a: -a comes later and turns perms back on.
+    let d2 = t.path().join("d2");
+    assert_eq!(code(&run(&[s("--no-p"), s("-a"), src.as_os_str(), d2.as_os_str()])), 0);
+    assert_eq!(fs::metadata(d2.join("src/f")).unwrap().permissions().mode() & 0o7777, 0o4711);
+}
+
+#[test]
+fn open_noatime_and_atimes() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let f = src.join("f");
+    write(&f, b"x");
+    set_times(&f, 1_500_000_000, 123_456_789);
+    let dst = t.path().join("dst");
+    let out = run(&[s("-a"), s("-U"), s("--open-noatime"), src.as_os_str(), dst.as_os_str()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::fs::MetadataExt;
+    let ms = fs::metadata(&f).unwrap();
+    let md = fs::metadata(dst.join("src/f")).unwrap();
+    // -U copies the atime; --open-noatime left the source's atime as it was.
+    assert_eq!((md.atime(), md.atime_nsec()), (ms.atime(), ms.atime_nsec()));
+    assert_eq!((ms.atime(), ms.atime_nsec()), (1_500_000_000 - 1000, 123_456_796));
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_500_000_000, 123_456_789));
+}

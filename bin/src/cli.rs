@@ -8,15 +8,13 @@ use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction, Command, value_parser};
 
-/// A usage error: printed as one line, exit code 1, nothing written.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
 /// An argument error rsync reports with a specific exit code before transferring anything.
 #[derive(Debug)]
 pub struct ArgError {
     pub message: String,
     pub code: i32,
+    /// Notices rsync prints on stdout before this error (e.g. "skipping directory src").
+    pub notices: Vec<String>,
 }
 
 /// Flags that map to engine toggles: (clap id, help, short, long, toggles set on, toggles set off)
@@ -229,10 +227,20 @@ fn toggles(args: &[OsString], cfg: &mut engine::Config) {
     }
 }
 
-/// Parse the arguments; `Err` is a usage error (exit 1).
-pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::Error> {
+/// Why the command line was refused.
+pub enum Refused {
+    /// clap's verdict (usage error, or help/version display).
+    Clap(clap::Error),
+    /// An argument rsync refuses with this message and exit code before any transfer.
+    Arg(ArgError),
+}
+
+/// Parse the arguments.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused> {
     let args: Vec<OsString> = args.into_iter().collect();
-    let m = command().try_get_matches_from(&args)?;
+    let m = command()
+        .try_get_matches_from(&args)
+        .map_err(Refused::Clap)?;
     let mut config = engine::Config::none();
     toggles(&args, &mut config);
     config.open_noatime = m.get_flag("open-noatime");
@@ -247,21 +255,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, clap::E
     let version = m.get_flag("version");
     if !version {
         if paths.len() < 2 {
-            return Err(command().error(
+            return Err(Refused::Clap(command().error(
                 clap::error::ErrorKind::MissingRequiredArgument,
                 "need at least one SRC and a DEST (listing a single path is not supported)",
-            ));
+            )));
         }
         if config.threads > 4096 {
-            return Err(command().error(
+            return Err(Refused::Clap(command().error(
                 clap::error::ErrorKind::ValueValidation,
                 "--threads must be between 0 and 4096",
-            ));
+            )));
         }
         let (dest, sources) = paths.split_last().expect("checked above");
-        let (roots, create) = plan(sources, dest, config.recursive).map_err(|e| {
-            command().error(clap::error::ErrorKind::ValueValidation, e.0)
-        })?;
+        let (roots, create) = plan(sources, dest, config.recursive).map_err(Refused::Arg)?;
         config.roots = roots;
         config.create_dest_dir = create;
     }
@@ -278,6 +284,15 @@ fn has_trailing_slash(p: &OsString) -> bool {
     b.ends_with(b"/") || b.ends_with(b"/.") || b == b"."
 }
 
+/// The name rsync shows for a source root: empty (shown as ".") for `src/`, else its last part.
+fn shown_name(s: &OsString) -> PathBuf {
+    if has_trailing_slash(s) {
+        PathBuf::new()
+    } else {
+        PathBuf::from(base_name(Path::new(s)).unwrap_or_default())
+    }
+}
+
 fn base_name(p: &Path) -> Option<OsString> {
     p.file_name().map(|n| n.to_os_string())
 }
@@ -287,28 +302,64 @@ fn plan(
     sources: &[OsString],
     dest: &OsString,
     recursive: bool,
-) -> Result<(Vec<engine::Root>, Option<PathBuf>), UsageError> {
+) -> Result<(Vec<engine::Root>, Option<PathBuf>), ArgError> {
     let dest_path = PathBuf::from(dest);
     let dest_is_dir = std::fs::metadata(&dest_path).map(|m| m.is_dir()).unwrap_or(false);
     let dest_exists = std::fs::symlink_metadata(&dest_path).is_ok();
-    let single = sources.len() == 1;
-    let src0_is_dir = std::fs::metadata(PathBuf::from(&sources[0]))
-        .map(|m| m.is_dir())
-        .unwrap_or(false);
-    // File to file: one non-directory source, DEST not a directory and without a trailing slash.
-    if single && !src0_is_dir && !dest_is_dir && !has_trailing_slash(dest) {
-        let src = PathBuf::from(&sources[0]);
-        if std::fs::symlink_metadata(&src).is_ok() {
-            let rel = base_name(&dest_path).unwrap_or_default();
-            return Ok((
-                vec![engine::Root {
-                    src,
-                    dst: dest_path,
-                    rel: PathBuf::from(rel),
-                }],
-                None,
-            ));
+    // rsync decides "file to file" on what it will actually transfer: a missing source is
+    // reported and does not count, nor does a directory skipped for lack of -r.
+    let is_dir = |s: &OsString| std::fs::metadata(PathBuf::from(s)).is_ok_and(|m| m.is_dir());
+    let transferable: Vec<&OsString> = sources
+        .iter()
+        .filter(|s| std::fs::symlink_metadata(PathBuf::from(s)).is_ok())
+        .filter(|s| recursive || !is_dir(s))
+        .collect();
+    let to_one_name = transferable.len() <= 1
+        && !dest_is_dir
+        && !has_trailing_slash(dest)
+        && transferable.first().is_none_or(|s| !is_dir(s));
+    if to_one_name {
+        let parent = dest_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if std::fs::metadata(parent).is_err() {
+            let notices = sources
+                .iter()
+                .filter(|s| !recursive && is_dir(s))
+                .map(|s| format!("skipping directory {}", shown_name(s).display()))
+                .collect();
+            return Err(ArgError {
+                message: format!(
+                    "change_dir \"{}\" failed: No such file or directory (2)",
+                    parent.display()
+                ),
+                code: 3,
+                notices,
+            });
         }
+        let roots = sources
+            .iter()
+            .map(|s| {
+                let src = PathBuf::from(s);
+                if transferable.first() == Some(&s) {
+                    let rel = base_name(&dest_path).unwrap_or_default();
+                    engine::Root {
+                        src,
+                        dst: dest_path.clone(),
+                        rel: PathBuf::from(rel),
+                    }
+                } else {
+                    // Missing (reported by the engine) or a directory it will skip.
+                    engine::Root {
+                        dst: dest_path.join(base_name(&src).unwrap_or_default()),
+                        rel: shown_name(s),
+                        src,
+                    }
+                }
+            })
+            .collect();
+        return Ok((roots, None));
     }
     let mut roots = Vec::new();
     for s in sources {
@@ -322,16 +373,21 @@ fn plan(
             continue;
         }
         let Some(name) = base_name(&src) else {
-            return Err(UsageError(format!(
-                "cannot tell the name of source {:?}",
-                src.display()
-            )));
+            return Err(ArgError {
+                message: format!("cannot tell the name of source {:?}", src.display()),
+                code: 1,
+                notices: Vec::new(),
+            });
         };
         if name.as_bytes() == b".." {
-            return Err(UsageError(format!(
-                "source {:?} has no name to copy under; add a trailing slash",
-                src.display()
-            )));
+            return Err(ArgError {
+                message: format!(
+                    "source {:?} has no name to copy under; add a trailing slash",
+                    src.display()
+                ),
+                code: 1,
+                notices: Vec::new(),
+            });
         }
         roots.push(engine::Root {
             src,
@@ -339,34 +395,8 @@ fn plan(
             rel: PathBuf::from(OsString::from_vec(name.into_vec())),
         });
     }
-    // rsync creates DEST (one level) unless the only source is a directory that will be skipped.
-    let all_skipped_dirs = !recursive
-        && sources
-            .iter()
-            .all(|s| std::fs::metadata(PathBuf::from(s)).is_ok_and(|m| m.is_dir()));
-    let create = (!dest_exists && !all_skipped_dirs).then(|| dest_path.clone());
+    // rsync creates DEST (one level) when it is to be a directory.
+    let create = (!dest_exists).then(|| dest_path.clone());
     Ok((roots, create))
 }
 
-/// Arguments rsync refuses with a specific code before any transfer (checked after parsing, with
-/// the file system as it is): a file-to-file destination whose parent is missing (exit 3).
-pub fn check_paths(cfg: &engine::Config) -> Result<(), ArgError> {
-    if cfg.create_dest_dir.is_none() && cfg.roots.len() == 1 {
-        let r = &cfg.roots[0];
-        let parent = r
-            .dst
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if std::fs::metadata(parent).is_err() {
-            return Err(ArgError {
-                message: format!(
-                    "change_dir \"{}\" failed: No such file or directory (2)",
-                    parent.display()
-                ),
-                code: 3,
-            });
-        }
-    }
-    Ok(())
-}

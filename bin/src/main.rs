@@ -11,7 +11,18 @@ use std::sync::Arc;
 fn main() -> ExitCode {
     let parsed = match cli::parse(std::env::args_os()) {
         Ok(p) => p,
-        Err(e) => {
+        Err(cli::Refused::Arg(e)) => {
+            let quiet = std::env::args().any(|a| a == "-q" || a == "--quiet");
+            if !quiet {
+                for n in &e.notices {
+                    println!("{n}");
+                }
+            }
+            eprintln!("arsync: {}", e.message);
+            eprintln!("arsync error: {} (code {})", output::code_text(e.code), e.code);
+            return ExitCode::from(e.code as u8);
+        }
+        Err(cli::Refused::Clap(e)) => {
             use clap::error::ErrorKind;
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = e.print();
@@ -40,11 +51,6 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     output::init_logging(parsed.verbose, parsed.quiet);
-    if let Err(e) = cli::check_paths(&parsed.config) {
-        eprintln!("arsync: {}", e.message);
-        eprintln!("arsync error: {} (code {})", output::code_text(e.code), e.code);
-        return ExitCode::from(e.code as u8);
-    }
     let observer = Arc::new(output::Printer::new(parsed.verbose, parsed.quiet));
     let report = engine::run(&parsed.config, observer.clone());
     let code = output::exit_code(&report);

@@ -100,6 +100,7 @@ pub(crate) struct Core {
     pub batch: RefCell<Vec<Task>>,
     pub counters: Counters,
     pub temp_seq: Cell<u64>,
+    pub ring_slots: crate::limit::LocalSemaphore,
 }
 
 impl Core {
@@ -227,7 +228,10 @@ fn core_thread(
     let config = &shared.config;
     let core = Rc::new(Core {
         index,
-        pool: fsops::BufPool::new(config.chunk_size, config.ring_depth * 2),
+        pool: fsops::BufPool::new(
+            config.chunk_size,
+            config.ring_depth * config.ring_files_per_core,
+        ),
         small_buf: RefCell::new(Vec::with_capacity(
             (config.small_file_max as usize).clamp(4096, 1 << 20),
         )),
@@ -235,6 +239,7 @@ fn core_thread(
         batch: RefCell::new(Vec::new()),
         counters: Counters::default(),
         temp_seq: Cell::new(0),
+        ring_slots: crate::limit::LocalSemaphore::new(config.ring_files_per_core),
         worker: RefCell::new(worker),
         shared: Arc::clone(&shared),
     });

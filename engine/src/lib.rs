@@ -29,6 +29,7 @@
 //! ```
 
 mod core;
+mod limit;
 mod task;
 
 use std::io;
@@ -90,6 +91,9 @@ pub struct Config {
     pub chunk_size: usize,
     /// Chunks in flight per large file.
     pub ring_depth: usize,
+    /// Large files a core streams at once (buffer memory per core is at most
+    /// `ring_files_per_core × ring_depth × chunk_size`).
+    pub ring_files_per_core: usize,
 }
 
 impl Config {
@@ -114,6 +118,7 @@ impl Config {
             small_file_max: 256 * 1024,
             chunk_size: 1024 * 1024,
             ring_depth: 4,
+            ring_files_per_core: 2,
         }
     }
 

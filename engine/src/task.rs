@@ -223,7 +223,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         src: src_dir,
         dst: dst_dir,
         src_path: parent_or_dot(&root.src),
-        rel: parent_or_dot(&root.rel),
+        rel: root.rel.parent().map(Path::to_path_buf).unwrap_or_default(),
         stat: None,
         created_gid,
         dst_name: (src_name != dst_name).then_some(dst_name),
@@ -436,6 +436,7 @@ async fn copy_file(
                 return Err(("fallocate", e, ErrorClass::Partial));
             }
             let _ = sys::fadvise_sequential(src.as_fd());
+            let _slot = core.ring_slots.acquire().await;
             let out = fsops::copy::copy_ring(src, dst, st.size, &core.pool, cfg.ring_depth)
                 .await
                 .map_err(dst_err("copy"))?;

@@ -1,0 +1,334 @@
+//! Shared helpers of the black-box tests: run the built `arsync` (and rsync as an oracle), build
+//! test trees with exact attributes, and the tree-diff helper.
+
+#![allow(dead_code)]
+
+pub mod treediff;
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The binary under test.
+pub fn arsync() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_arsync"))
+}
+
+/// Run arsync with `args`, returning its output.
+pub fn run(args: &[&OsStr]) -> Output {
+    arsync().args(args).output().expect("run arsync")
+}
+
+/// Exit code of an output (signals become -1).
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether a command exists on PATH.
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd} >/dev/null 2>&1"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// rsync must be there when root (the test command installs it); otherwise a test may skip.
+pub fn require_rsync() -> bool {
+    if have("rsync") {
+        return true;
+    }
+    assert!(
+        !is_root(),
+        "rsync is missing: the test command installs it (apt-get install rsync)"
+    );
+    eprintln!("SKIP: rsync is not installed and we are not root to install it");
+    false
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("no NUL")
+}
+
+/// Set atime/mtime with nanoseconds, without following symlinks.
+pub fn set_times(p: &Path, sec: i64, nsec: i64) {
+    let ts = [
+        libc::timespec {
+            tv_sec: sec - 1000,
+            tv_nsec: (nsec + 7) % 1_000_000_000,
+        },
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: nsec,
+        },
+    ];
+    let c = cpath(p);
+    // SAFETY: valid path and timespec array.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    assert_eq!(r, 0, "utimensat {}: {}", p.display(), std::io::Error::last_os_error());
+}
+
+pub fn chmod(p: &Path, mode: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+pub fn lchown(p: &Path, uid: u32, gid: u32) {
+    let c = cpath(p);
+    // SAFETY: valid path.
+    let r = unsafe { libc::lchown(c.as_ptr(), uid, gid) };
+    assert_eq!(r, 0, "lchown {}: {}", p.display(), std::io::Error::last_os_error());
+}
+
+pub fn mknod(p: &Path, mode: u32, dev: u64) {
+    let c = cpath(p);
+    // SAFETY: valid path.
+    let r = unsafe { libc::mknod(c.as_ptr(), mode, dev) };
+    assert_eq!(r, 0, "mknod {}: {}", p.display(), std::io::Error::last_os_error());
+}
+
+pub fn mkfifo(p: &Path) {
+    mknod(p, libc::S_IFIFO | 0o644, 0);
+}
+
+pub fn write(p: &Path, data: &[u8]) {
+    fs::write(p, data).expect("write");
+}
+
+/// Deterministic content of `len` bytes.
+pub fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Options for [`build_tree`].
+pub struct TreeOpts {
+    /// Add root-only entries (a char device, files owned by other uids).
+    pub root_only: bool,
+    /// Files in the wide directory.
+    pub wide: usize,
+    /// Depth of the deep chain.
+    pub depth: usize,
+}
+
+/// Build the standard fidelity tree under `root` (which must not exist). Every entry gets an
+/// mtime with a nanosecond part that is not a multiple of 1000; directory times are set last.
+pub fn build_tree(root: &Path, o: &TreeOpts) {
+    fs::create_dir_all(root).unwrap();
+    let mut t = 1_600_000_000i64;
+    let mut stamp = |p: &Path| {
+        t += 3607;
+        set_times(p, t, (t % 1_000_000) * 997 + 123);
+    };
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let d = |p: &Path, dirs: &mut Vec<PathBuf>| {
+        fs::create_dir_all(p).unwrap();
+        dirs.push(p.to_path_buf());
+    };
+    // Empty file and empty directory.
+    write(&root.join("empty"), b"");
+    stamp(&root.join("empty"));
+    d(&root.join("emptydir"), &mut dirs);
+    // Files of several sizes, including ones taking the io_uring path (> 256 KiB).
+    for (i, len) in [1usize, 100, 4095, 4096, 65_537, 300_000, 3 * 1024 * 1024 + 17].iter().enumerate() {
+        let p = root.join(format!("data{i}.bin"));
+        write(&p, &content(i as u64 + 1, *len));
+        stamp(&p);
+    }
+    // Modes: 0000, setuid, setgid, setuid+setgid exec, 0444, 0777.
+    for (name, mode) in [
+        ("mode0000", 0o000),
+        ("setuid", 0o4755),
+        ("setgid", 0o2755),
+        ("suidsgid", 0o6711),
+        ("ro", 0o444),
+        ("all", 0o777),
+        ("odd", 0o1604),
+    ] {
+        let p = root.join(name);
+        write(&p, name.as_bytes());
+        chmod(&p, mode);
+        stamp(&p);
+    }
+    // Directories with restrictive modes and children.
+    d(&root.join("ro555/sub"), &mut dirs);
+    dirs.push(root.join("ro555"));
+    write(&root.join("ro555/child"), b"in a 0555 dir");
+    stamp(&root.join("ro555/child"));
+    write(&root.join("ro555/sub/deeper"), b"deeper");
+    stamp(&root.join("ro555/sub/deeper"));
+    d(&root.join("private700"), &mut dirs);
+    write(&root.join("private700/secret"), b"secret");
+    chmod(&root.join("private700/secret"), 0o600);
+    stamp(&root.join("private700/secret"));
+    d(&root.join("sticky"), &mut dirs);
+    write(&root.join("sticky/f"), b"sticky child");
+    stamp(&root.join("sticky/f"));
+    d(&root.join("setgiddir"), &mut dirs);
+    write(&root.join("setgiddir/f"), b"x");
+    stamp(&root.join("setgiddir/f"));
+    // Symlinks: relative, absolute, dangling, to a directory, a self-loop.
+    d(&root.join("links"), &mut dirs);
+    for (name, target) in [
+        ("rel", "../data0.bin"),
+        ("abs", "/etc/hostname"),
+        ("dangling", "does/not/exist"),
+        ("todir", "../emptydir"),
+        ("loop", "loop"),
+    ] {
+        let p = root.join("links").join(name);
+        symlink(target, &p).unwrap();
+        stamp(&p);
+    }
+    // A FIFO and a socket.
+    d(&root.join("special"), &mut dirs);
+    mkfifo(&root.join("special/fifo"));
+    stamp(&root.join("special/fifo"));
+    {
+        let sock = root.join("special/sock");
+        let l = std::os::unix::net::UnixListener::bind(&sock).expect("bind socket");
+        drop(l);
+        stamp(&sock);
+    }
+    // Names as bytes: non-UTF-8, newline, 255 bytes, spaces and unicode.
+    d(&root.join("names"), &mut dirs);
+    for name in [
+        &b"caf\xe9-latin1"[..],
+        b"new\nline",
+        b"with space",
+        "ünïcødé".as_bytes(),
+        &[b'n'; 255][..],
+    ] {
+        let p = root.join("names").join(OsStr::from_bytes(name));
+        write(&p, name);
+        stamp(&p);
+    }
+    {
+        let p = root.join("names").join(OsStr::from_bytes(b"dir\xff"));
+        d(&p, &mut dirs);
+        write(&p.join("inside"), b"inside a non-UTF-8 dir");
+        stamp(&p.join("inside"));
+    }
+    // A deep chain and a wide directory.
+    let mut deep = root.join("deep");
+    for i in 0..o.depth {
+        deep = deep.join(format!("d{i}"));
+    }
+    fs::create_dir_all(&deep).unwrap();
+    write(&deep.join("leaf"), b"bottom");
+    stamp(&deep.join("leaf"));
+    let mut p = deep.clone();
+    while p != *root {
+        dirs.push(p.clone());
+        p.pop();
+    }
+    d(&root.join("wide"), &mut dirs);
+    for i in 0..o.wide {
+        let p = root.join("wide").join(format!("f{i:05}"));
+        write(&p, &content(i as u64 + 1000, i % 700));
+        stamp(&p);
+    }
+    if o.root_only {
+        mknod(&root.join("special/null"), libc::S_IFCHR | 0o666, libc::makedev(1, 3));
+        stamp(&root.join("special/null"));
+        mknod(&root.join("special/blk"), libc::S_IFBLK | 0o640, libc::makedev(7, 200));
+        stamp(&root.join("special/blk"));
+        d(&root.join("owned"), &mut dirs);
+        for (name, uid, gid) in [("u1000", 1000, 1000), ("u12345", 12345, 54321), ("g7", 0, 7)] {
+            let p = root.join("owned").join(name);
+            write(&p, name.as_bytes());
+            lchown(&p, uid, gid);
+            stamp(&p);
+        }
+        let sgid = root.join("owned/setuid-other");
+        write(&sgid, b"setuid owned by 1000");
+        lchown(&sgid, 1000, 1000);
+        chmod(&sgid, 0o4750);
+        stamp(&sgid);
+        let l = root.join("owned/link-other");
+        symlink("u1000", &l).unwrap();
+        lchown(&l, 1000, 1001);
+        stamp(&l);
+        let od = root.join("owned/dir-other");
+        d(&od, &mut dirs);
+        lchown(&od, 2000, 2001);
+        let f = root.join("special/fifo-other");
+        mkfifo(&f);
+        lchown(&f, 3000, 3001);
+        stamp(&f);
+    }
+    // Directory modes and times last, deepest first (the set order does not touch parents).
+    dirs.push(root.to_path_buf());
+    dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    dirs.dedup();
+    for p in &dirs {
+        stamp(p);
+    }
+    chmod(&root.join("ro555/sub"), 0o555);
+    chmod(&root.join("ro555"), 0o555);
+    chmod(&root.join("private700"), 0o700);
+    chmod(&root.join("sticky"), 0o1777);
+    chmod(&root.join("setgiddir"), 0o2775);
+    // chmod does not change mtime; re-stamp nothing.
+}
+
+/// Make every directory under `p` writable again so a temp dir can be removed.
+pub fn make_removable(p: &Path) {
+    if let Ok(list) = treediff::walk(p) {
+        for r in list {
+            let f = p.join(r);
+            if let Ok(m) = fs::symlink_metadata(&f)
+                && m.is_dir()
+            {
+                let _ = fs::set_permissions(&f, fs::Permissions::from_mode(0o755));
+            }
+        }
+    }
+}
+
+/// A temp dir under /var/tmp (a real disk file system, not tmpfs) that cleans itself up.
+pub struct Scratch(pub tempfile::TempDir);
+
+impl Scratch {
+    pub fn new() -> Self {
+        let base = Path::new("/var/tmp");
+        let dir = if base.is_dir() {
+            tempfile::Builder::new().prefix("arsync-test-").tempdir_in(base)
+        } else {
+            tempfile::Builder::new().prefix("arsync-test-").tempdir()
+        }
+        .expect("tempdir");
+        Scratch(dir)
+    }
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        make_removable(self.0.path());
+    }
+}
+
+/// Assert that two trees are identical for `check`, printing the differences if not.
+#[track_caller]
+pub fn assert_same(a: &Path, b: &Path, check: treediff::Check) {
+    let d = treediff::diff(a, b, check);
+    assert!(d.is_empty(), "trees differ ({} differences):\n{}", d.len(), d.iter().take(40).cloned().collect::<Vec<_>>().join("\n"));
+}
