@@ -19,13 +19,20 @@ fn opts() -> TreeOpts {
 
 fn archive_copy(threads: &str, extra: &[&str]) {
     if !is_root() {
-        eprintln!("NOTE: not root: owners, devices and other-uid files are left out of this tree");
+        skip(
+            "archive_copy",
+            "not root: owners, devices and other-uid files are left out of the tree",
+        );
     }
     let s = Scratch::new();
     let src = s.path().join("src");
     let dst = s.path().join("dst");
     build_tree(&src, &opts());
-    let mut args: Vec<&OsStr> = vec![OsStr::new("-a"), OsStr::new("--threads"), OsStr::new(threads)];
+    let mut args: Vec<&OsStr> = vec![
+        OsStr::new("-a"),
+        OsStr::new("--threads"),
+        OsStr::new(threads),
+    ];
     args.extend(extra.iter().map(OsStr::new));
     let src_arg = format!("{}/", src.display());
     args.push(OsStr::new(&src_arg));
@@ -37,7 +44,11 @@ fn archive_copy(threads: &str, extra: &[&str]) {
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.stderr.is_empty(), "unexpected stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "unexpected stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_same(&src, &dst, treediff::Check::archive());
     // No temporary file is left behind.
     for p in treediff::walk(&dst).unwrap() {
@@ -129,7 +140,10 @@ fn rerun_over_existing_copy_is_still_exact() {
     chmod(&src.join("ro555"), 0o555);
     let out = run(&[OsStr::new("-a"), OsStr::new(&src_arg), dst.as_os_str()]);
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(std::fs::read(dst.join("ro555/child")).unwrap(), b"changed content");
+    assert_eq!(
+        std::fs::read(dst.join("ro555/child")).unwrap(),
+        b"changed content"
+    );
     let mut check = treediff::Check::archive();
     check.dir_mtime = false; // the edit above moved the source directory's mtime
     assert_same(&src, &dst, check);
@@ -141,9 +155,14 @@ fn large_file_through_the_ring_is_exact() {
     let src = s.path().join("src");
     std::fs::create_dir(&src).unwrap();
     // Sizes around the chunk size and not a multiple of it, plus one of several chunks.
-    for (i, len) in [256 * 1024 + 1, 1024 * 1024, 1024 * 1024 + 1, 9 * 1024 * 1024 + 333]
-        .iter()
-        .enumerate()
+    for (i, len) in [
+        256 * 1024 + 1,
+        1024 * 1024,
+        1024 * 1024 + 1,
+        9 * 1024 * 1024 + 333,
+    ]
+    .iter()
+    .enumerate()
     {
         write(&src.join(format!("big{i}")), &content(77 + i as u64, *len));
     }
@@ -156,13 +175,24 @@ fn large_file_through_the_ring_is_exact() {
 
 /// Walk (and optionally create) `levels` directories named `name` below `base` with fd-relative
 /// calls, then create or read `leaf`. Paths beyond PATH_MAX need this.
-fn deep_leaf(base: &Path, name: &str, levels: usize, create: Option<&[u8]>) -> std::io::Result<Vec<u8>> {
+fn deep_leaf(
+    base: &Path,
+    name: &str,
+    levels: usize,
+    create: Option<&[u8]>,
+) -> std::io::Result<Vec<u8>> {
     use std::ffi::CString;
     use std::io::{Read, Write};
-    use std::os::fd::{FromRawFd, OwnedFd, AsRawFd};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let open_dir = |dir: i32, n: &CString| -> std::io::Result<OwnedFd> {
         // SAFETY: valid fd and NUL-terminated name.
-        let fd = unsafe { libc::openat(dir, n.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+        let fd = unsafe {
+            libc::openat(
+                dir,
+                n.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -180,9 +210,20 @@ fn deep_leaf(base: &Path, name: &str, levels: usize, create: Option<&[u8]>) -> s
         cur = open_dir(cur.as_raw_fd(), &cname)?;
     }
     let leaf = CString::new("leaf").unwrap();
-    let flags = if create.is_some() { libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC } else { libc::O_RDONLY };
+    let flags = if create.is_some() {
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC
+    } else {
+        libc::O_RDONLY
+    };
     // SAFETY: valid fd and name.
-    let fd = unsafe { libc::openat(cur.as_raw_fd(), leaf.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+    let fd = unsafe {
+        libc::openat(
+            cur.as_raw_fd(),
+            leaf.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            0o644,
+        )
+    };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }

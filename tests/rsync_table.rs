@@ -10,12 +10,14 @@ use std::process::Command;
 
 use common::*;
 
+/// What a form yields: the SRC... DEST arguments, the directory to compare, and whether the
+/// compared root's own attributes come from the source.
+type FormArgs = (Vec<OsString>, std::path::PathBuf, bool);
+
 /// A path form: how to build the arguments from (scratch, src dir) and where the result lands.
 struct Form {
     name: &'static str,
-    /// Returns (SRC... DEST args, the directory to compare, whether the compared root's own
-    /// attributes come from the source).
-    args: fn(&Path, &Path, &str) -> (Vec<OsString>, std::path::PathBuf, bool),
+    args: fn(&Path, &Path, &str) -> FormArgs,
 }
 
 fn os(p: impl AsRef<std::ffi::OsStr>) -> OsString {
@@ -49,7 +51,12 @@ const FORMS: &[Form] = &[
         args: |t, src, tag| {
             let d = t.join(format!("{tag}-several"));
             (
-                vec![os(src.join("data0.bin")), os(src.join("links")), os(src.join("ro555")), os(&d)],
+                vec![
+                    os(src.join("data0.bin")),
+                    os(src.join("links")),
+                    os(src.join("ro555")),
+                    os(&d),
+                ],
                 d,
                 false,
             )
@@ -60,7 +67,11 @@ const FORMS: &[Form] = &[
         args: |t, src, tag| {
             let d = t.join(format!("{tag}-f2f"));
             std::fs::create_dir_all(&d).unwrap();
-            (vec![os(src.join("setuid")), os(d.join("renamed"))], d, false)
+            (
+                vec![os(src.join("setuid")), os(d.join("renamed"))],
+                d,
+                false,
+            )
         },
     },
     Form {
@@ -83,19 +94,33 @@ const FORMS: &[Form] = &[
         name: "missing source among others",
         args: |t, src, tag| {
             let d = t.join(format!("{tag}-missing"));
-            (vec![os(src.join("no-such-entry")), os(src.join("data1.bin")), os(&d)], d, false)
+            (
+                vec![
+                    os(src.join("no-such-entry")),
+                    os(src.join("data1.bin")),
+                    os(&d),
+                ],
+                d,
+                false,
+            )
         },
     },
     Form {
         name: "missing destination parent",
         args: |t, src, tag| {
             let d = t.join(format!("{tag}-noparent/a/b"));
-            (vec![os(src), os(&d)], t.join(format!("{tag}-noparent")), false)
+            (
+                vec![os(src), os(&d)],
+                t.join(format!("{tag}-noparent")),
+                false,
+            )
         },
     },
 ];
 
-const FLAGS: &[&str] = &["-a", "-r", "-l", "-p", "-t", "-g", "-o", "-D", "-rl", "-rt", "-rp", "-rlptgoD", "-U", "-rU"];
+const FLAGS: &[&str] = &[
+    "-a", "-r", "-l", "-p", "-t", "-g", "-o", "-D", "-rl", "-rt", "-rp", "-rlptgoD", "-U", "-rU",
+];
 
 fn skipping_lines(out: &[u8]) -> Vec<String> {
     let mut v: Vec<String> = String::from_utf8_lossy(out)
@@ -109,7 +134,7 @@ fn skipping_lines(out: &[u8]) -> Vec<String> {
 
 #[test]
 fn flags_times_path_forms_match_rsync() {
-    if !require_rsync() {
+    if !require_rsync("flags_times_path_forms_match_rsync") {
         return;
     }
     let t = Scratch::new();
@@ -131,7 +156,11 @@ fn flags_times_path_forms_match_rsync() {
             let tag_a = format!("a{fi}-{pi}");
             let (args_r, out_r, root_attrs) = (form.args)(t.path(), &src, &tag_r);
             let (args_a, out_a, _) = (form.args)(t.path(), &src, &tag_a);
-            let r = Command::new("rsync").arg(flag).args(&args_r).output().expect("rsync");
+            let r = Command::new("rsync")
+                .arg(flag)
+                .args(&args_r)
+                .output()
+                .expect("rsync");
             let a = arsync().arg(flag).args(&args_a).output().expect("arsync");
             let what = format!("{flag} / {}", form.name);
             if r.status.code() != a.status.code() {
@@ -146,7 +175,9 @@ fn flags_times_path_forms_match_rsync() {
             }
             let (sr, sa) = (skipping_lines(&r.stdout), skipping_lines(&a.stdout));
             if sr != sa {
-                failures.push(format!("{what}: skipping notices differ\n  rsync: {sr:?}\n  arsync: {sa:?}"));
+                failures.push(format!(
+                    "{what}: skipping notices differ\n  rsync: {sr:?}\n  arsync: {sa:?}"
+                ));
             }
             let times = flag.contains('t') || *flag == "-a";
             let check = treediff::Check {
@@ -164,10 +195,15 @@ fn flags_times_path_forms_match_rsync() {
                 (true, true) => {
                     let d = treediff::diff(&out_r, &out_a, check);
                     if !d.is_empty() {
-                        failures.push(format!("{what}: trees differ:\n  {}", d.iter().take(10).cloned().collect::<Vec<_>>().join("\n  ")));
+                        failures.push(format!(
+                            "{what}: trees differ:\n  {}",
+                            d.iter().take(10).cloned().collect::<Vec<_>>().join("\n  ")
+                        ));
                     }
                 }
-                (er, ea) => failures.push(format!("{what}: destination exists: rsync {er}, arsync {ea}")),
+                (er, ea) => failures.push(format!(
+                    "{what}: destination exists: rsync {er}, arsync {ea}"
+                )),
             }
         }
     }

@@ -54,27 +54,174 @@ const ARCHIVE: &[Toggle] = &[
 
 /// Every toggling flag and its `--no-` form, in the order of rsync's help.
 const FLAGS: &[FlagDef] = &[
-    FlagDef { id: "archive", short: Some('a'), long: "archive", help: "archive mode: -rlptgoD (no -A, -X, -U, -N, -H) [default: off]", on: ARCHIVE, value: true },
-    FlagDef { id: "recursive", short: Some('r'), long: "recursive", help: "recurse into directories [default: off]", on: &[Toggle::Recursive], value: true },
-    FlagDef { id: "no-recursive", short: None, long: "no-recursive", help: "turn off -r (also --no-r)", on: &[Toggle::Recursive], value: false },
-    FlagDef { id: "links", short: Some('l'), long: "links", help: "copy symlinks as symlinks [default: off: symlinks are skipped]", on: &[Toggle::Links], value: true },
-    FlagDef { id: "no-links", short: None, long: "no-links", help: "turn off -l (also --no-l)", on: &[Toggle::Links], value: false },
-    FlagDef { id: "perms", short: Some('p'), long: "perms", help: "preserve permissions, including setuid/setgid/sticky [default: off: source mode masked by the umask]", on: &[Toggle::Perms], value: true },
-    FlagDef { id: "no-perms", short: None, long: "no-perms", help: "turn off -p (also --no-p)", on: &[Toggle::Perms], value: false },
-    FlagDef { id: "times", short: Some('t'), long: "times", help: "preserve modification times, to the nanosecond [default: off]", on: &[Toggle::Times], value: true },
-    FlagDef { id: "no-times", short: None, long: "no-times", help: "turn off -t (also --no-t)", on: &[Toggle::Times], value: false },
-    FlagDef { id: "atimes", short: Some('U'), long: "atimes", help: "preserve access (use) times [default: off]", on: &[Toggle::Atimes], value: true },
-    FlagDef { id: "no-atimes", short: None, long: "no-atimes", help: "turn off -U (also --no-U)", on: &[Toggle::Atimes], value: false },
-    FlagDef { id: "group", short: Some('g'), long: "group", help: "preserve group [default: off]", on: &[Toggle::Group], value: true },
-    FlagDef { id: "no-group", short: None, long: "no-group", help: "turn off -g (also --no-g)", on: &[Toggle::Group], value: false },
-    FlagDef { id: "owner", short: Some('o'), long: "owner", help: "preserve owner (super-user only) [default: off]", on: &[Toggle::Owner], value: true },
-    FlagDef { id: "no-owner", short: None, long: "no-owner", help: "turn off -o (also --no-o)", on: &[Toggle::Owner], value: false },
-    FlagDef { id: "D", short: Some('D'), long: "D", help: "same as --devices --specials", on: &[Toggle::Devices, Toggle::Specials], value: true },
-    FlagDef { id: "no-D", short: None, long: "no-D", help: "turn off -D", on: &[Toggle::Devices, Toggle::Specials], value: false },
-    FlagDef { id: "devices", short: None, long: "devices", help: "preserve device files (super-user only) [default: off]", on: &[Toggle::Devices], value: true },
-    FlagDef { id: "no-devices", short: None, long: "no-devices", help: "turn off --devices", on: &[Toggle::Devices], value: false },
-    FlagDef { id: "specials", short: None, long: "specials", help: "preserve special files (FIFOs, sockets) [default: off]", on: &[Toggle::Specials], value: true },
-    FlagDef { id: "no-specials", short: None, long: "no-specials", help: "turn off --specials", on: &[Toggle::Specials], value: false },
+    FlagDef {
+        id: "archive",
+        short: Some('a'),
+        long: "archive",
+        help: "archive mode: -rlptgoD (no -A, -X, -U, -N, -H) [default: off]",
+        on: ARCHIVE,
+        value: true,
+    },
+    FlagDef {
+        id: "recursive",
+        short: Some('r'),
+        long: "recursive",
+        help: "recurse into directories [default: off]",
+        on: &[Toggle::Recursive],
+        value: true,
+    },
+    FlagDef {
+        id: "no-recursive",
+        short: None,
+        long: "no-recursive",
+        help: "turn off -r (also --no-r)",
+        on: &[Toggle::Recursive],
+        value: false,
+    },
+    FlagDef {
+        id: "links",
+        short: Some('l'),
+        long: "links",
+        help: "copy symlinks as symlinks [default: off: symlinks are skipped]",
+        on: &[Toggle::Links],
+        value: true,
+    },
+    FlagDef {
+        id: "no-links",
+        short: None,
+        long: "no-links",
+        help: "turn off -l (also --no-l)",
+        on: &[Toggle::Links],
+        value: false,
+    },
+    FlagDef {
+        id: "perms",
+        short: Some('p'),
+        long: "perms",
+        help: "preserve permissions, including setuid/setgid/sticky [default: off: source mode masked by the umask]",
+        on: &[Toggle::Perms],
+        value: true,
+    },
+    FlagDef {
+        id: "no-perms",
+        short: None,
+        long: "no-perms",
+        help: "turn off -p (also --no-p)",
+        on: &[Toggle::Perms],
+        value: false,
+    },
+    FlagDef {
+        id: "times",
+        short: Some('t'),
+        long: "times",
+        help: "preserve modification times, to the nanosecond [default: off]",
+        on: &[Toggle::Times],
+        value: true,
+    },
+    FlagDef {
+        id: "no-times",
+        short: None,
+        long: "no-times",
+        help: "turn off -t (also --no-t)",
+        on: &[Toggle::Times],
+        value: false,
+    },
+    FlagDef {
+        id: "atimes",
+        short: Some('U'),
+        long: "atimes",
+        help: "preserve access (use) times [default: off]",
+        on: &[Toggle::Atimes],
+        value: true,
+    },
+    FlagDef {
+        id: "no-atimes",
+        short: None,
+        long: "no-atimes",
+        help: "turn off -U (also --no-U)",
+        on: &[Toggle::Atimes],
+        value: false,
+    },
+    FlagDef {
+        id: "group",
+        short: Some('g'),
+        long: "group",
+        help: "preserve group [default: off]",
+        on: &[Toggle::Group],
+        value: true,
+    },
+    FlagDef {
+        id: "no-group",
+        short: None,
+        long: "no-group",
+        help: "turn off -g (also --no-g)",
+        on: &[Toggle::Group],
+        value: false,
+    },
+    FlagDef {
+        id: "owner",
+        short: Some('o'),
+        long: "owner",
+        help: "preserve owner (super-user only) [default: off]",
+        on: &[Toggle::Owner],
+        value: true,
+    },
+    FlagDef {
+        id: "no-owner",
+        short: None,
+        long: "no-owner",
+        help: "turn off -o (also --no-o)",
+        on: &[Toggle::Owner],
+        value: false,
+    },
+    FlagDef {
+        id: "D",
+        short: Some('D'),
+        long: "D",
+        help: "same as --devices --specials",
+        on: &[Toggle::Devices, Toggle::Specials],
+        value: true,
+    },
+    FlagDef {
+        id: "no-D",
+        short: None,
+        long: "no-D",
+        help: "turn off -D",
+        on: &[Toggle::Devices, Toggle::Specials],
+        value: false,
+    },
+    FlagDef {
+        id: "devices",
+        short: None,
+        long: "devices",
+        help: "preserve device files (super-user only) [default: off]",
+        on: &[Toggle::Devices],
+        value: true,
+    },
+    FlagDef {
+        id: "no-devices",
+        short: None,
+        long: "no-devices",
+        help: "turn off --devices",
+        on: &[Toggle::Devices],
+        value: false,
+    },
+    FlagDef {
+        id: "specials",
+        short: None,
+        long: "specials",
+        help: "preserve special files (FIFOs, sockets) [default: off]",
+        on: &[Toggle::Specials],
+        value: true,
+    },
+    FlagDef {
+        id: "no-specials",
+        short: None,
+        long: "no-specials",
+        help: "turn off --specials",
+        on: &[Toggle::Specials],
+        value: false,
+    },
 ];
 
 fn short_alias(id: &str) -> Option<&'static str> {
@@ -195,10 +342,9 @@ fn toggles(args: &[OsString], cfg: &mut engine::Config) {
         }
         if let Some(long) = b.strip_prefix(b"--") {
             let name = long.split(|&c| c == b'=').next().unwrap_or(long);
-            if let Some(f) = FLAGS
-                .iter()
-                .find(|f| f.long.as_bytes() == name || short_alias(f.id).is_some_and(|s| s.as_bytes() == name))
-            {
+            if let Some(f) = FLAGS.iter().find(|f| {
+                f.long.as_bytes() == name || short_alias(f.id).is_some_and(|s| s.as_bytes() == name)
+            }) {
                 events.push(f);
             }
         } else if let Some(shorts) = b.strip_prefix(b"-") {
@@ -304,7 +450,9 @@ fn plan(
     recursive: bool,
 ) -> Result<(Vec<engine::Root>, Option<PathBuf>), ArgError> {
     let dest_path = PathBuf::from(dest);
-    let dest_is_dir = std::fs::metadata(&dest_path).map(|m| m.is_dir()).unwrap_or(false);
+    let dest_is_dir = std::fs::metadata(&dest_path)
+        .map(|m| m.is_dir())
+        .unwrap_or(false);
     let dest_exists = std::fs::symlink_metadata(&dest_path).is_ok();
     // rsync decides "file to file" on what it will actually transfer: a missing source is
     // reported and does not count, nor does a directory skipped for lack of -r.
@@ -399,4 +547,3 @@ fn plan(
     let create = (!dest_exists).then(|| dest_path.clone());
     Ok((roots, create))
 }
-

@@ -19,7 +19,11 @@ fn main() -> ExitCode {
                 }
             }
             eprintln!("arsync: {}", e.message);
-            eprintln!("arsync error: {} (code {})", output::code_text(e.code), e.code);
+            eprintln!(
+                "arsync error: {} (code {})",
+                output::code_text(e.code),
+                e.code
+            );
             return ExitCode::from(e.code as u8);
         }
         Err(cli::Refused::Clap(e)) => {

@@ -63,7 +63,9 @@ impl Observer for Printer {
                 if *class == ErrorClass::Vanished {
                     line.extend_from_slice(b"\"\n");
                 } else {
-                    line.extend_from_slice(format!("\" failed: {}\n", errno_text(error)).as_bytes());
+                    line.extend_from_slice(
+                        format!("\" failed: {}\n", errno_text(error)).as_bytes(),
+                    );
                 }
                 let _ = std::io::stderr().lock().write_all(&line);
                 tracing::debug!(op = *op, ?class, "entry failed");
@@ -87,7 +89,9 @@ impl Observer for Printer {
                 line.push(b'\n');
                 let _ = std::io::stdout().lock().write_all(&line);
             }
-            Event::Item { path, file_type, .. } => {
+            Event::Item {
+                path, file_type, ..
+            } => {
                 let mut line = escape(path);
                 if *file_type == FileType::Dir {
                     if line.is_empty() {

@@ -246,7 +246,9 @@ fn core_thread(
     let bell = &bells[index];
     rt.block_on(core_loop(Rc::clone(&core), bell));
     drop(rt);
-    let core = Rc::try_unwrap(core).ok().expect("core context still shared after the run");
+    let core = Rc::try_unwrap(core)
+        .ok()
+        .expect("core context still shared after the run");
     let worker = core.worker.into_inner();
     CoreOut {
         report: CoreReport {
@@ -291,6 +293,13 @@ async fn core_loop(core: Rc<Core>, bell: &Doorbell) {
                 Idle::Retry => {}
                 Idle::Done => return,
             }
+        } else if inflight.len() < limit && core.worker.borrow_mut().hungry() {
+            // Room for more and nothing visible: wait for a task to finish *or* for work to
+            // appear anywhere (a push rings our doorbell), so a core streaming a large file still
+            // steals the moment another core has work to share.
+            let bell_wait = std::pin::pin!(bell.wait());
+            futures_util::future::select(inflight.next(), bell_wait).await;
+            core.worker.borrow_mut().unparked();
         } else {
             inflight.next().await;
         }

@@ -1,7 +1,7 @@
 //! `engine`: arsync's thread-per-core copy engine.
 //!
 //! It owns the core threads (one per core, each pinned and running its own compio runtime), the
-//! per-core context (buffer pool, in-flight limit, counters), the [`Task`](task) kinds, directory
+//! per-core context (buffer pool, in-flight limit, counters), the task kinds, directory
 //! completion (a directory's metadata is applied after its last child), the error policy (one bad
 //! entry is reported and counted, never an early return), the [`Event`]s sent to an [`Observer`]
 //! and the final [`Report`]. It never parses arguments, renders, prints or picks exit codes: that is

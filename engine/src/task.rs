@@ -123,7 +123,9 @@ fn item(core: &Core, rel: PathBuf, file_type: FileType, bytes: u64) {
 
 fn skip(core: &Core, rel: &Path, reason: SkipReason) {
     bump(&core.counters.skipped, 1);
-    core.shared.observer.event(&Event::Skipped { path: rel, reason });
+    core.shared
+        .observer
+        .event(&Event::Skipped { path: rel, reason });
 }
 
 fn temp_name(core: &Core) -> CString {
@@ -137,8 +139,7 @@ fn temp_name(core: &Core) -> CString {
 }
 
 fn path_name(p: &Path) -> Option<CString> {
-    p.file_name()
-        .and_then(|n| CString::new(n.as_bytes()).ok())
+    p.file_name().and_then(|n| CString::new(n.as_bytes()).ok())
 }
 
 fn parent_or_dot(p: &Path) -> PathBuf {
@@ -307,13 +308,9 @@ fn finish_dir(core: &Core, node: &DirNode) {
         .parent
         .as_ref()
         .map_or(core.shared.policy.egid, |p| p.created_gid);
-    if let Err((op, e)) = fsops::meta::apply_fd(
-        node.dst.as_fd(),
-        st,
-        &core.shared.policy,
-        created_gid,
-        true,
-    ) {
+    if let Err((op, e)) =
+        fsops::meta::apply_fd(node.dst.as_fd(), st, &core.shared.policy, created_gid, true)
+    {
         report(core, &node.src_path, op.name(), &e, ErrorClass::Partial);
         return;
     }
@@ -351,7 +348,10 @@ async fn entry(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, mut file_typ
                 report(core, &p, op, &e, class);
             }
         }
-        FileType::Symlink | FileType::CharDev | FileType::BlockDev | FileType::Fifo
+        FileType::Symlink
+        | FileType::CharDev
+        | FileType::BlockDev
+        | FileType::Fifo
         | FileType::Socket => {
             let wanted = match file_type {
                 FileType::Symlink => cfg.links,
@@ -407,7 +407,8 @@ async fn copy_file(
 ) -> EntryResult {
     let cfg = &core.shared.config;
     let policy = &core.shared.policy;
-    let src = sys::open_source(parent.src.as_fd(), name, cfg.open_noatime).map_err(src_err("open"))?;
+    let src =
+        sys::open_source(parent.src.as_fd(), name, cfg.open_noatime).map_err(src_err("open"))?;
     let st = sys::fstat(src.as_fd()).map_err(src_err("fstat"))?;
     if st.file_type() != FileType::File {
         return Err((
@@ -419,12 +420,13 @@ async fn copy_file(
     let needs_chown = policy.chown_ids(&st, parent.created_gid).is_some();
     let (create_mode, chmod_needed) = policy.create_mode(&st, needs_chown);
     let dir = parent.dst.as_fd();
-    let (tmp, dst) = with_temp(core, |t| sys::create_excl(dir, t, create_mode))
-        .map_err(dst_err("create"))?;
+    let (tmp, dst) =
+        with_temp(core, |t| sys::create_excl(dir, t, create_mode)).map_err(dst_err("create"))?;
     let result = async {
         let (bytes, dst) = if st.size <= cfg.small_file_max {
             let mut buf = core.small_buf.borrow_mut();
-            let n = fsops::copy::copy_inline(&src, &dst, &mut buf).map_err(dst_err("copy"))?;
+            let n =
+                fsops::copy::copy_inline(&src, &dst, st.size, &mut buf).map_err(src_err("read"))?;
             (n, dst)
         } else {
             if let Err(e) = sys::fallocate(dst.as_fd(), 0, st.size)

@@ -72,6 +72,8 @@ mod tests {
         assert!(b2.is_empty());
         assert_ne!(b2.as_ptr(), pa, "LIFO: the last given back comes first");
         p.give(Vec::with_capacity(10));
+        assert_eq!(p.cached(), 1, "a buffer of the wrong size is not kept");
+        p.give(b2);
         assert_eq!(p.cached(), 2);
     }
 }

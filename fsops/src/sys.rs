@@ -164,12 +164,7 @@ pub fn readlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<std::ffi::CSt
         let mut buf = vec![0u8; cap];
         // SAFETY: `buf` has `cap` writable bytes; fd and name are valid for the call.
         let n = unsafe {
-            libc::readlinkat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                cap,
-            )
+            libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), cap)
         };
         if n < 0 {
             return Err(io::Error::last_os_error());
@@ -177,7 +172,8 @@ pub fn readlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<std::ffi::CSt
         let n = n as usize;
         if n < cap {
             buf.truncate(n);
-            return std::ffi::CString::new(buf).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+            return std::ffi::CString::new(buf)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
         }
         cap *= 4;
     }

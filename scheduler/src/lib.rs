@@ -164,7 +164,9 @@ impl<T: Send> Scheduler<T> {
     /// A scheduler for `n` workers (at least 1) that wakes parked workers through `unpark`.
     pub fn new(n: usize, unpark: Box<dyn Unpark>) -> Self {
         let n = n.max(1);
-        let workers: Vec<_> = (0..n).map(|_| crossbeam_deque::Worker::new_lifo()).collect();
+        let workers: Vec<_> = (0..n)
+            .map(|_| crossbeam_deque::Worker::new_lifo())
+            .collect();
         let stealers = workers.iter().map(|w| w.stealer()).collect();
         let shared = Arc::new(Shared {
             injector: Injector::new(),
@@ -354,6 +356,23 @@ impl<T: Send> Worker<T> {
         self.shared.finish();
     }
 
+    /// Declare that this worker, still active and holding unfinished tasks, has room for more
+    /// work: it is marked as a sleeper (so the next push anywhere wakes it through [`Unpark`])
+    /// without leaving the active count. Returns `false` when work is already visible (pop
+    /// instead). After waiting, call [`Worker::unparked`].
+    pub fn hungry(&mut self) -> bool {
+        if self.shared.done.load(Ordering::Acquire) {
+            return false;
+        }
+        self.shared.sleeping[self.index].store(true, Ordering::SeqCst);
+        self.shared.sleepers.fetch_add(1, Ordering::SeqCst);
+        if self.shared.any_work() {
+            self.cancel_sleep();
+            return false;
+        }
+        true
+    }
+
     /// Called after waking from a park: clears the sleeping mark if nobody else did.
     pub fn unparked(&mut self) {
         self.cancel_sleep();
@@ -475,7 +494,9 @@ pub fn drive<T: Send>(
             Pop::Empty => match worker.go_idle() {
                 Idle::Park => {
                     // Park until woken; spurious wake-ups just loop back to pop.
-                    if !worker.is_done() && worker.shared.sleeping[worker.index].load(Ordering::SeqCst) {
+                    if !worker.is_done()
+                        && worker.shared.sleeping[worker.index].load(Ordering::SeqCst)
+                    {
                         unpark.park();
                     }
                     worker.unparked();

@@ -34,7 +34,11 @@ fn run_tree(threads: usize, n: usize) -> (Vec<AtomicU8>, Vec<WorkerStats>) {
 
 fn assert_exactly_once(seen: &[AtomicU8]) {
     for (i, s) in seen.iter().enumerate() {
-        assert_eq!(s.load(Ordering::Relaxed), 1, "task {i} ran a wrong number of times");
+        assert_eq!(
+            s.load(Ordering::Relaxed),
+            1,
+            "task {i} ran a wrong number of times"
+        );
     }
 }
 
@@ -189,7 +193,10 @@ fn panic_stops_everyone_and_is_reraised() {
         .map(|s| s.to_string())
         .or_else(|| err.downcast_ref::<String>().cloned())
         .unwrap_or_default();
-    assert!(msg.contains("task 5000 exploded"), "unexpected panic payload {msg:?}");
+    assert!(
+        msg.contains("task 5000 exploded"),
+        "unexpected panic payload {msg:?}"
+    );
 }
 
 #[test]

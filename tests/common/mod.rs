@@ -42,8 +42,20 @@ pub fn have(cmd: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Record that a test skipped part of its work, with the reason: printed, and appended to the
+/// file named by `ARSYNC_TEST_SKIPLOG` (the test command counts those lines).
+pub fn skip(test: &str, reason: &str) {
+    eprintln!("SKIP {test}: {reason}");
+    if let Some(p) = std::env::var_os("ARSYNC_TEST_SKIPLOG") {
+        use std::io::Write;
+        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(p) {
+            let _ = writeln!(f, "SKIP {test}: {reason}");
+        }
+    }
+}
+
 /// rsync must be there when root (the test command installs it); otherwise a test may skip.
-pub fn require_rsync() -> bool {
+pub fn require_rsync(test: &str) -> bool {
     if have("rsync") {
         return true;
     }
@@ -51,7 +63,10 @@ pub fn require_rsync() -> bool {
         !is_root(),
         "rsync is missing: the test command installs it (apt-get install rsync)"
     );
-    eprintln!("SKIP: rsync is not installed and we are not root to install it");
+    skip(
+        test,
+        "rsync is not installed and we are not root to install it",
+    );
     false
 }
 
@@ -73,8 +88,21 @@ pub fn set_times(p: &Path, sec: i64, nsec: i64) {
     ];
     let c = cpath(p);
     // SAFETY: valid path and timespec array.
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
-    assert_eq!(r, 0, "utimensat {}: {}", p.display(), std::io::Error::last_os_error());
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "utimensat {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 pub fn chmod(p: &Path, mode: u32) {
@@ -85,14 +113,26 @@ pub fn lchown(p: &Path, uid: u32, gid: u32) {
     let c = cpath(p);
     // SAFETY: valid path.
     let r = unsafe { libc::lchown(c.as_ptr(), uid, gid) };
-    assert_eq!(r, 0, "lchown {}: {}", p.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "lchown {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 pub fn mknod(p: &Path, mode: u32, dev: u64) {
     let c = cpath(p);
     // SAFETY: valid path.
     let r = unsafe { libc::mknod(c.as_ptr(), mode, dev) };
-    assert_eq!(r, 0, "mknod {}: {}", p.display(), std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "mknod {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 pub fn mkfifo(p: &Path) {
@@ -145,7 +185,18 @@ pub fn build_tree(root: &Path, o: &TreeOpts) {
     stamp(&root.join("empty"));
     d(&root.join("emptydir"), &mut dirs);
     // Files of several sizes, including ones taking the io_uring path (> 256 KiB).
-    for (i, len) in [1usize, 100, 4095, 4096, 65_537, 300_000, 3 * 1024 * 1024 + 17].iter().enumerate() {
+    for (i, len) in [
+        1usize,
+        100,
+        4095,
+        4096,
+        65_537,
+        300_000,
+        3 * 1024 * 1024 + 17,
+    ]
+    .iter()
+    .enumerate()
+    {
         let p = root.join(format!("data{i}.bin"));
         write(&p, &content(i as u64 + 1, *len));
         stamp(&p);
@@ -244,12 +295,24 @@ pub fn build_tree(root: &Path, o: &TreeOpts) {
         stamp(&p);
     }
     if o.root_only {
-        mknod(&root.join("special/null"), libc::S_IFCHR | 0o666, libc::makedev(1, 3));
+        mknod(
+            &root.join("special/null"),
+            libc::S_IFCHR | 0o666,
+            libc::makedev(1, 3),
+        );
         stamp(&root.join("special/null"));
-        mknod(&root.join("special/blk"), libc::S_IFBLK | 0o640, libc::makedev(7, 200));
+        mknod(
+            &root.join("special/blk"),
+            libc::S_IFBLK | 0o640,
+            libc::makedev(7, 200),
+        );
         stamp(&root.join("special/blk"));
         d(&root.join("owned"), &mut dirs);
-        for (name, uid, gid) in [("u1000", 1000, 1000), ("u12345", 12345, 54321), ("g7", 0, 7)] {
+        for (name, uid, gid) in [
+            ("u1000", 1000, 1000),
+            ("u12345", 12345, 54321),
+            ("g7", 0, 7),
+        ] {
             let p = root.join("owned").join(name);
             write(&p, name.as_bytes());
             lchown(&p, uid, gid);
@@ -308,7 +371,9 @@ impl Scratch {
     pub fn new() -> Self {
         let base = Path::new("/var/tmp");
         let dir = if base.is_dir() {
-            tempfile::Builder::new().prefix("arsync-test-").tempdir_in(base)
+            tempfile::Builder::new()
+                .prefix("arsync-test-")
+                .tempdir_in(base)
         } else {
             tempfile::Builder::new().prefix("arsync-test-").tempdir()
         }
@@ -330,5 +395,10 @@ impl Drop for Scratch {
 #[track_caller]
 pub fn assert_same(a: &Path, b: &Path, check: treediff::Check) {
     let d = treediff::diff(a, b, check);
-    assert!(d.is_empty(), "trees differ ({} differences):\n{}", d.len(), d.iter().take(40).cloned().collect::<Vec<_>>().join("\n"));
+    assert!(
+        d.is_empty(),
+        "trees differ ({} differences):\n{}",
+        d.len(),
+        d.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+    );
 }

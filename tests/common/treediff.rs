@@ -119,12 +119,23 @@ pub fn diff(a: &Path, b: &Path, check: Check) -> Vec<String> {
         out.push(format!("extra in copy: {}", show(p)));
     }
     for p in sa.keys().filter(|p| sb.contains_key(*p)) {
-        let at = |r: &Path, p: &Path| if p.as_os_str().is_empty() { r.to_path_buf() } else { r.join(p) };
+        let at = |r: &Path, p: &Path| {
+            if p.as_os_str().is_empty() {
+                r.to_path_buf()
+            } else {
+                r.join(p)
+            }
+        };
         let (pa, pb) = (at(a, p), at(b, p));
         let (ea, eb) = match (entry(&pa), entry(&pb)) {
             (Ok(x), Ok(y)) => (x, y),
             (x, y) => {
-                out.push(format!("{}: stat failed {:?} {:?}", show(p), x.err(), y.err()));
+                out.push(format!(
+                    "{}: stat failed {:?} {:?}",
+                    show(p),
+                    x.err(),
+                    y.err()
+                ));
                 continue;
             }
         };
@@ -159,7 +170,10 @@ pub fn diff(a: &Path, b: &Path, check: Check) -> Vec<String> {
             out.push(format!("{n}: mtime {:?} vs {:?}", ea.mtime, eb.mtime));
         }
         if ea.link != eb.link {
-            out.push(format!("{n}: symlink target {:?} vs {:?}", ea.link, eb.link));
+            out.push(format!(
+                "{n}: symlink target {:?} vs {:?}",
+                ea.link, eb.link
+            ));
         }
         if matches!(ea.kind, libc::S_IFCHR | libc::S_IFBLK) && ea.rdev != eb.rdev {
             out.push(format!("{n}: rdev {:x} vs {:x}", ea.rdev, eb.rdev));

@@ -1,0 +1,264 @@
+//! fsops against a real file system (a temp dir on /var/tmp): each wrapper does what it says, with
+//! errno intact, and the data paths copy exactly.
+
+use std::ffi::CString;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use fsops::sys::{self, Time};
+use fsops::{DirReader, FileType, MetaPolicy};
+
+fn tmp() -> tempfile::TempDir {
+    let base = std::path::Path::new("/var/tmp");
+    if base.is_dir() {
+        tempfile::tempdir_in(base).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    }
+}
+
+fn c(s: &[u8]) -> CString {
+    CString::new(s).unwrap()
+}
+
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn create_excl_is_exclusive_and_nofollow() {
+    let t = tmp();
+    let d = sys::open_dir_path(t.path()).unwrap();
+    let fd = sys::create_excl(d.as_fd(), &c(b"f"), 0o600).unwrap();
+    drop(fd);
+    let e = sys::create_excl(d.as_fd(), &c(b"f"), 0o600).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    // A dangling symlink in the way is not followed.
+    std::os::unix::fs::symlink(t.path().join("target"), t.path().join("l")).unwrap();
+    let e = sys::create_excl(d.as_fd(), &c(b"l"), 0o600).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    assert!(!t.path().join("target").exists());
+}
+
+#[test]
+fn open_source_refuses_symlinks_and_does_not_hang_on_fifos() {
+    let t = tmp();
+    std::fs::write(t.path().join("f"), b"x").unwrap();
+    std::os::unix::fs::symlink("f", t.path().join("l")).unwrap();
+    let fifo = c(t.path().join("p").as_os_str().as_bytes());
+    // SAFETY: valid path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let d = sys::open_dir_path(t.path()).unwrap();
+    assert!(sys::open_source(d.as_fd(), &c(b"f"), true).is_ok());
+    let e = sys::open_source(d.as_fd(), &c(b"l"), false).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+    // O_NONBLOCK: opening a FIFO with no writer returns at once.
+    let fd = sys::open_source(d.as_fd(), &c(b"p"), false).unwrap();
+    assert_eq!(sys::fstat(fd.as_fd()).unwrap().file_type(), FileType::Fifo);
+}
+
+#[test]
+fn readlink_returns_exact_long_targets() {
+    let t = tmp();
+    let mut target = b"../".to_vec();
+    target.extend(std::iter::repeat_n(b'x', 1500));
+    target.extend_from_slice(b"\xff\n end");
+    let d = sys::open_dir_path(t.path()).unwrap();
+    sys::symlink_at(&c(&target), d.as_fd(), &c(b"l")).unwrap();
+    let got = sys::readlink_at(d.as_fd(), &c(b"l")).unwrap();
+    assert_eq!(got.as_bytes(), &target[..]);
+}
+
+#[test]
+fn dir_reader_streams_every_name_in_small_batches() {
+    let t = tmp();
+    let mut names = Vec::new();
+    for i in 0..500u32 {
+        let mut n = format!("entry-{i}-").into_bytes();
+        if i % 7 == 0 {
+            n.push(0xe9); // not UTF-8
+        }
+        if i % 11 == 0 {
+            n.push(b'\n');
+        }
+        std::fs::write(t.path().join(std::ffi::OsStr::from_bytes(&n)), b"").unwrap();
+        names.push(n);
+    }
+    std::fs::create_dir(t.path().join("sub")).unwrap();
+    names.push(b"sub".to_vec());
+    let d = sys::open_dir_path(t.path()).unwrap();
+    let mut r = DirReader::new(1024);
+    let mut seen = Vec::new();
+    let mut batches = 0;
+    while r.fill(d.as_fd()).unwrap() {
+        batches += 1;
+        for e in r.entries() {
+            if e.name.to_bytes() == b"sub" {
+                assert!(matches!(e.file_type, FileType::Dir | FileType::Unknown));
+            }
+            seen.push(e.name.to_bytes().to_vec());
+        }
+    }
+    assert!(
+        batches > 5,
+        "a 1 KiB buffer must take several batches, took {batches}"
+    );
+    seen.sort();
+    names.sort();
+    assert_eq!(seen, names);
+}
+
+#[test]
+fn special_files_rename_and_times() {
+    let t = tmp();
+    let d = sys::open_dir_path(t.path()).unwrap();
+    sys::mknod_at(d.as_fd(), &c(b"fifo"), libc::S_IFIFO | 0o600, 0).unwrap();
+    sys::chmod_at(d.as_fd(), &c(b"fifo"), 0o640).unwrap();
+    sys::lutimens_at(
+        d.as_fd(),
+        &c(b"fifo"),
+        Time::Omit,
+        Time::At(1_234_567_890, 987_654_321),
+    )
+    .unwrap();
+    sys::rename_at(d.as_fd(), &c(b"fifo"), d.as_fd(), &c(b"p2"), 0).unwrap();
+    let m = std::fs::symlink_metadata(t.path().join("p2")).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o640);
+    assert_eq!((m.mtime(), m.mtime_nsec()), (1_234_567_890, 987_654_321));
+    assert!(!t.path().join("fifo").exists());
+    let e = sys::unlink_at(d.as_fd(), &c(b"fifo"), 0).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+}
+
+fn policy(perms: bool, umask: u32) -> MetaPolicy {
+    MetaPolicy {
+        perms,
+        times: true,
+        atimes: false,
+        owner: true,
+        group: true,
+        umask,
+        euid: sys::geteuid(),
+        egid: sys::getegid(),
+    }
+}
+
+#[test]
+fn policy_modes_follow_rsync() {
+    let st = fsops::Stat {
+        mode: libc::S_IFREG | 0o4775,
+        uid: sys::geteuid(),
+        gid: sys::getegid(),
+        ..Default::default()
+    };
+    // With -p the special bits stay and force the private create + chmod path.
+    let p = policy(true, 0o022);
+    assert_eq!(p.final_perm(&st), 0o4775);
+    assert_eq!(p.create_mode(&st, false), (0o600, true));
+    // Without -p: masked by the umask, special bits dropped, created with the final bits.
+    let p = policy(false, 0o027);
+    assert_eq!(p.final_perm(&st), 0o750);
+    assert_eq!(p.create_mode(&st, false), (0o750, false));
+    // A needed chown forces the private create.
+    assert_eq!(
+        policy(true, 0).create_mode(&fsops::Stat { mode: 0o644, ..st }, true),
+        (0o600, true)
+    );
+}
+
+#[test]
+fn apply_fd_keeps_setuid_after_chown_and_sets_ns_times() {
+    let t = tmp();
+    let d = sys::open_dir_path(t.path()).unwrap();
+    let fd = sys::create_excl(d.as_fd(), &c(b"f"), 0o600).unwrap();
+    let root = sys::geteuid() == 0;
+    let st = fsops::Stat {
+        mode: libc::S_IFREG | 0o6755,
+        uid: if root { 1234 } else { sys::geteuid() },
+        gid: if root { 4321 } else { sys::getegid() },
+        mtime: (1_000_000_000, 123_456_789),
+        atime: (900_000_000, 1),
+        ..Default::default()
+    };
+    let p = policy(true, 0);
+    let chmod_needed = p.create_mode(&st, p.chown_ids(&st, p.egid).is_some()).1;
+    fsops::meta::apply_fd(fd.as_fd(), &st, &p, p.egid, chmod_needed).unwrap();
+    let m = std::fs::metadata(t.path().join("f")).unwrap();
+    assert_eq!(
+        m.permissions().mode() & 0o7777,
+        0o6755,
+        "setuid/setgid lost"
+    );
+    assert_eq!((m.mtime(), m.mtime_nsec()), (1_000_000_000, 123_456_789));
+    assert_ne!(
+        m.atime(),
+        900_000_000,
+        "atime must not be copied without -U"
+    );
+    if root {
+        assert_eq!((m.uid(), m.gid()), (1234, 4321));
+    }
+}
+
+#[test]
+fn copy_inline_is_exact() {
+    let t = tmp();
+    for (i, n) in [0usize, 1, 4095, 4096, 70_000].iter().enumerate() {
+        let src = t.path().join(format!("s{i}"));
+        std::fs::write(&src, data(*n, i as u8)).unwrap();
+        let d = sys::open_dir_path(t.path()).unwrap();
+        let s = sys::open_source(d.as_fd(), &c(format!("s{i}").as_bytes()), false).unwrap();
+        let o = sys::create_excl(d.as_fd(), &c(format!("d{i}").as_bytes()), 0o644).unwrap();
+        let mut buf = Vec::with_capacity(8192);
+        assert_eq!(
+            fsops::copy::copy_inline(&s, &o, *n as u64, &mut buf).unwrap(),
+            *n as u64
+        );
+        assert_eq!(
+            std::fs::read(t.path().join(format!("d{i}"))).unwrap(),
+            data(*n, i as u8)
+        );
+    }
+    // Told a larger size than the file has: an error, not a short copy.
+    let d = sys::open_dir_path(t.path()).unwrap();
+    let s = sys::open_source(d.as_fd(), &c(b"s1"), false).unwrap();
+    let o = sys::create_excl(d.as_fd(), &c(b"shrunk"), 0o644).unwrap();
+    let e = fsops::copy::copy_inline(&s, &o, 10, &mut Vec::with_capacity(4096)).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+}
+
+#[test]
+fn copy_ring_is_exact_and_detects_a_shrunk_source() {
+    let t = tmp();
+    let rt = compio::runtime::Runtime::new().expect("io_uring runtime");
+    let pool = fsops::BufPool::new(64 * 1024, 8);
+    for (i, n) in [1usize, 65_536, 65_537, 1_000_003].iter().enumerate() {
+        let bytes = data(*n, 7 + i as u8);
+        std::fs::write(t.path().join(format!("s{i}")), &bytes).unwrap();
+        let d = sys::open_dir_path(t.path()).unwrap();
+        let s = sys::open_source(d.as_fd(), &c(format!("s{i}").as_bytes()), false).unwrap();
+        let o = sys::create_excl(d.as_fd(), &c(format!("d{i}").as_bytes()), 0o644).unwrap();
+        let out = rt
+            .block_on(fsops::copy::copy_ring(s, o, *n as u64, &pool, 3))
+            .unwrap();
+        assert_eq!(out.bytes, *n as u64);
+        assert_eq!(
+            std::fs::read(t.path().join(format!("d{i}"))).unwrap(),
+            bytes
+        );
+    }
+    assert!(pool.cached() > 0, "buffers come back to the pool");
+    // The size we were told is larger than the file: an error, never a short "success".
+    std::fs::write(t.path().join("short"), data(1000, 1)).unwrap();
+    let d = sys::open_dir_path(t.path()).unwrap();
+    let s = sys::open_source(d.as_fd(), &c(b"short"), false).unwrap();
+    let o = sys::create_excl(d.as_fd(), &c(b"short.out"), 0o644).unwrap();
+    let e = rt
+        .block_on(fsops::copy::copy_ring(s, o, 200_000, &pool, 3))
+        .err()
+        .expect("shrunk source must fail");
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+}
