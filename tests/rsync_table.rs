@@ -189,6 +189,9 @@ fn flags_times_path_forms_match_rsync() {
                 dir_mtime: times,
                 link_mtime: times,
                 root_attrs: root_attrs && times,
+                xattrs: false,
+                hardlinks: false,
+                blocks: false,
             };
             match (out_r.exists(), out_a.exists()) {
                 (false, false) => {}

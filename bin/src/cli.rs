@@ -30,6 +30,14 @@ enum Toggle {
     Group,
     Devices,
     Specials,
+    HardLinks,
+    Xattrs,
+    Acls,
+    Sparse,
+    CopyLinks,
+    CopyUnsafeLinks,
+    SafeLinks,
+    KeepDirlinks,
 }
 
 struct FlagDef {
@@ -222,6 +230,118 @@ const FLAGS: &[FlagDef] = &[
         on: &[Toggle::Specials],
         value: false,
     },
+    FlagDef {
+        id: "hard-links",
+        short: Some('H'),
+        long: "hard-links",
+        help: "preserve hard links: data copied once per inode, other names linked [default: off]",
+        on: &[Toggle::HardLinks],
+        value: true,
+    },
+    FlagDef {
+        id: "no-hard-links",
+        short: None,
+        long: "no-hard-links",
+        help: "turn off -H (also --no-H)",
+        on: &[Toggle::HardLinks],
+        value: false,
+    },
+    FlagDef {
+        id: "acls",
+        short: Some('A'),
+        long: "acls",
+        help: "preserve POSIX ACLs (implies -p) [default: off]",
+        on: &[Toggle::Acls, Toggle::Perms],
+        value: true,
+    },
+    FlagDef {
+        id: "no-acls",
+        short: None,
+        long: "no-acls",
+        help: "turn off -A (also --no-A)",
+        on: &[Toggle::Acls],
+        value: false,
+    },
+    FlagDef {
+        id: "xattrs",
+        short: Some('X'),
+        long: "xattrs",
+        help: "preserve extended attributes (user.*; trusted.* and security.* as root) [default: off]",
+        on: &[Toggle::Xattrs],
+        value: true,
+    },
+    FlagDef {
+        id: "no-xattrs",
+        short: None,
+        long: "no-xattrs",
+        help: "turn off -X (also --no-X)",
+        on: &[Toggle::Xattrs],
+        value: false,
+    },
+    FlagDef {
+        id: "sparse",
+        short: Some('S'),
+        long: "sparse",
+        help: "keep holes of sparse files as holes [default: off: holes are written as zeros]",
+        on: &[Toggle::Sparse],
+        value: true,
+    },
+    FlagDef {
+        id: "no-sparse",
+        short: None,
+        long: "no-sparse",
+        help: "turn off -S (also --no-S)",
+        on: &[Toggle::Sparse],
+        value: false,
+    },
+    FlagDef {
+        id: "copy-links",
+        short: Some('L'),
+        long: "copy-links",
+        help: "transform symlinks into what they point to [default: off]",
+        on: &[Toggle::CopyLinks],
+        value: true,
+    },
+    FlagDef {
+        id: "no-copy-links",
+        short: None,
+        long: "no-copy-links",
+        help: "turn off -L (also --no-L)",
+        on: &[Toggle::CopyLinks],
+        value: false,
+    },
+    FlagDef {
+        id: "copy-unsafe-links",
+        short: None,
+        long: "copy-unsafe-links",
+        help: "only symlinks pointing outside the tree are transformed [default: off]",
+        on: &[Toggle::CopyUnsafeLinks],
+        value: true,
+    },
+    FlagDef {
+        id: "safe-links",
+        short: None,
+        long: "safe-links",
+        help: "ignore symlinks pointing outside the tree [default: off]",
+        on: &[Toggle::SafeLinks],
+        value: true,
+    },
+    FlagDef {
+        id: "keep-dirlinks",
+        short: Some('K'),
+        long: "keep-dirlinks",
+        help: "treat a symlinked directory in DEST as that directory [default: off]",
+        on: &[Toggle::KeepDirlinks],
+        value: true,
+    },
+    FlagDef {
+        id: "no-keep-dirlinks",
+        short: None,
+        long: "no-keep-dirlinks",
+        help: "turn off -K (also --no-K)",
+        on: &[Toggle::KeepDirlinks],
+        value: false,
+    },
 ];
 
 fn short_alias(id: &str) -> Option<&'static str> {
@@ -233,6 +353,12 @@ fn short_alias(id: &str) -> Option<&'static str> {
         "no-atimes" => "no-U",
         "no-group" => "no-g",
         "no-owner" => "no-o",
+        "no-hard-links" => "no-H",
+        "no-acls" => "no-A",
+        "no-xattrs" => "no-X",
+        "no-sparse" => "no-S",
+        "no-copy-links" => "no-L",
+        "no-keep-dirlinks" => "no-K",
         _ => return None,
     })
 }
@@ -251,6 +377,7 @@ pub fn command() -> Command {
              path, 11 file I/O (destination), 23 partial transfer, 24 source files vanished.",
         )
         .disable_version_flag(true)
+        .args_override_self(true)
         .arg(
             Arg::new("version")
                 .short('V')
@@ -278,7 +405,7 @@ pub fn command() -> Command {
     for f in FLAGS {
         let mut a = Arg::new(f.id)
             .long(f.long)
-            .action(ArgAction::Count)
+            .action(ArgAction::SetTrue)
             .help(f.help)
             .help_heading("What to copy");
         if let Some(s) = f.short {
@@ -298,6 +425,29 @@ pub fn command() -> Command {
             .action(ArgAction::SetTrue)
             .help("open source files with O_NOATIME, so reading them leaves their atime [default: off]")
             .help_heading("What to copy"),
+    )
+    .arg(
+        Arg::new("one-file-system")
+            .short('x')
+            .long("one-file-system")
+            .action(ArgAction::Count)
+            .help("don't cross file system boundaries: the mount point is created empty; -xx leaves it out too [default: off]")
+            .help_heading("What to copy"),
+    )
+    .arg(
+        Arg::new("numeric-ids")
+            .long("numeric-ids")
+            .action(ArgAction::SetTrue)
+            .help("don't map uid/gid values by user/group name (ids are always kept as numbers on one host) [default: on]")
+            .help_heading("What to copy"),
+    )
+    .arg(
+        Arg::new("reflink")
+            .long("reflink")
+            .value_name("WHEN")
+            .value_parser(["auto", "always", "never"])
+            .help("clone file data (FICLONE) where the file system can: auto falls back to a copy, always fails a file that cannot be cloned, never shares no extents (no copy_file_range either) [default: auto]")
+            .help_heading("Engine"),
     )
     .arg(
         Arg::new("threads")
@@ -368,6 +518,14 @@ fn toggles(args: &[OsString], cfg: &mut engine::Config) {
                 Toggle::Group => cfg.group = v,
                 Toggle::Devices => cfg.devices = v,
                 Toggle::Specials => cfg.specials = v,
+                Toggle::HardLinks => cfg.hard_links = v,
+                Toggle::Xattrs => cfg.xattrs = v,
+                Toggle::Acls => cfg.acls = v,
+                Toggle::Sparse => cfg.sparse = v,
+                Toggle::CopyLinks => cfg.copy_links = v,
+                Toggle::CopyUnsafeLinks => cfg.copy_unsafe_links = v,
+                Toggle::SafeLinks => cfg.safe_links = v,
+                Toggle::KeepDirlinks => cfg.keep_dirlinks = v,
             }
         }
     }
@@ -394,6 +552,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         config.threads = *n;
     }
     config.pin = !m.get_flag("no-pin");
+    config.one_file_system = m.get_count("one-file-system");
+    config.reflink = match m.get_one::<String>("reflink").map(String::as_str) {
+        Some("always") => engine::Reflink::Always,
+        Some("never") => engine::Reflink::Never,
+        _ => engine::Reflink::Auto,
+    };
     let paths: Vec<OsString> = m
         .get_many::<OsString>("paths")
         .map(|v| v.cloned().collect())

@@ -70,8 +70,21 @@ impl Observer for Printer {
                 let _ = std::io::stderr().lock().write_all(&line);
                 tracing::debug!(op = *op, ?class, "entry failed");
             }
+            Event::Warning { message } => {
+                if !self.quiet {
+                    eprintln!("arsync: warning: {message}");
+                }
+            }
             Event::Skipped { path, reason } => {
                 if self.quiet {
+                    return;
+                }
+                // rsync names these only with -v.
+                if matches!(
+                    reason,
+                    SkipReason::UnsafeSymlink | SkipReason::OtherFileSystem
+                ) && self.verbose == 0
+                {
                     return;
                 }
                 let mut line = Vec::new();
@@ -82,6 +95,16 @@ impl Observer for Printer {
                     }
                     SkipReason::NonRegular => {
                         line.extend_from_slice(b"skipping non-regular file \"");
+                        line.extend_from_slice(&escape(path));
+                        line.push(b'"');
+                    }
+                    SkipReason::UnsafeSymlink => {
+                        line.extend_from_slice(b"ignoring unsafe symlink \"");
+                        line.extend_from_slice(&escape(path));
+                        line.push(b'"');
+                    }
+                    SkipReason::OtherFileSystem => {
+                        line.extend_from_slice(b"skipping mount point \"");
                         line.extend_from_slice(&escape(path));
                         line.push(b'"');
                     }

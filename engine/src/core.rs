@@ -74,6 +74,9 @@ pub(crate) struct Counters {
     pub skipped: Cell<u64>,
     pub tasks: Cell<u64>,
     pub ring_files: Cell<u64>,
+    pub cloned_files: Cell<u64>,
+    pub kernel_copied_files: Cell<u64>,
+    pub hard_links: Cell<u64>,
 }
 
 pub(crate) fn bump(c: &Cell<u64>, n: u64) {
@@ -87,6 +90,10 @@ pub(crate) struct RunShared {
     pub observer: Arc<dyn Observer>,
     pub wants_items: bool,
     pub pid: u32,
+    pub links: crate::links::LinkMap,
+    /// Set once the "destination does not support xattrs/ACLs" warning was given (touched only
+    /// on that error path).
+    pub xattr_warned: AtomicBool,
 }
 
 /// The per-core context, owned by one core thread.
@@ -101,6 +108,10 @@ pub(crate) struct Core {
     pub counters: Counters,
     pub temp_seq: Cell<u64>,
     pub ring_slots: crate::limit::LocalSemaphore,
+    /// Device pairs (source dev, destination dev) where FICLONE / copy_file_range failed with
+    /// "not supported here": not tried again on this core.
+    pub no_clone: RefCell<Vec<(u64, u64)>>,
+    pub no_kernel_copy: RefCell<Vec<(u64, u64)>>,
 }
 
 impl Core {
@@ -126,7 +137,7 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
     };
     let umask = fsops::sys::set_umask(0);
     let policy = fsops::MetaPolicy {
-        perms: config.perms,
+        perms: config.perms || config.acls,
         times: config.times,
         atimes: config.atimes,
         owner: config.owner,
@@ -134,6 +145,8 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
         umask,
         euid: fsops::sys::geteuid(),
         egid: fsops::sys::getegid(),
+        xattrs: config.xattrs,
+        acls: config.acls,
     };
     let shared = Arc::new(RunShared {
         config: config.clone(),
@@ -141,6 +154,8 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
         wants_items: observer.wants_items(),
         observer,
         pid: std::process::id(),
+        links: crate::links::LinkMap::new(),
+        xattr_warned: AtomicBool::new(false),
     });
     let mut report = Report::default();
 
@@ -187,6 +202,7 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
         report.dirs += c.dirs.get();
         report.symlinks += c.symlinks.get();
         report.specials += c.specials.get();
+        report.hard_links += c.hard_links.get();
         report.bytes += c.bytes.get();
         report.errors += c.errors.get();
         report.vanished += c.vanished.get();
@@ -240,6 +256,8 @@ fn core_thread(
         counters: Counters::default(),
         temp_seq: Cell::new(0),
         ring_slots: crate::limit::LocalSemaphore::new(config.ring_files_per_core),
+        no_clone: RefCell::new(Vec::new()),
+        no_kernel_copy: RefCell::new(Vec::new()),
         worker: RefCell::new(worker),
         shared: Arc::clone(&shared),
     });
@@ -255,6 +273,9 @@ fn core_thread(
             sched: worker.stats(),
             tasks: core.counters.tasks.get(),
             ring_files: core.counters.ring_files.get(),
+            cloned_files: core.counters.cloned_files.get(),
+            kernel_copied_files: core.counters.kernel_copied_files.get(),
+            hard_linked: core.counters.hard_links.get(),
         },
         counters: core.counters,
         fatal: None,

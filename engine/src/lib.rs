@@ -30,6 +30,7 @@
 
 mod core;
 mod limit;
+mod links;
 mod task;
 
 use std::io;
@@ -50,6 +51,18 @@ pub struct Root {
     /// The name this root has in item events (`-v`): e.g. `src` for `arsync src dst/`, empty for
     /// `arsync src/ dst/` (its children are then listed as `name`, the root itself as `./`).
     pub rel: PathBuf,
+}
+
+/// How to use reflinks (FICLONE) for file data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reflink {
+    /// Clone where source and destination share a file system that supports it, else copy
+    /// (in-kernel `copy_file_range` on one file system, else the io_uring pipeline).
+    Auto,
+    /// Clone or fail the file.
+    Always,
+    /// Never share extents: neither FICLONE nor `copy_file_range` (which clones on XFS/btrfs).
+    Never,
 }
 
 /// What to copy and how. Build it with [`Config::archive`] (= rsync `-a`) or field by field.
@@ -79,6 +92,27 @@ pub struct Config {
     pub specials: bool,
     /// `--open-noatime`: open sources with `O_NOATIME`.
     pub open_noatime: bool,
+    /// `-H`: keep hard links (data copied once per inode, other names linked).
+    pub hard_links: bool,
+    /// `-X`: extended attributes.
+    pub xattrs: bool,
+    /// `-A`: POSIX ACLs (implies `perms`).
+    pub acls: bool,
+    /// `-S`: keep holes of sparse files.
+    pub sparse: bool,
+    /// `-x` count: 1 = do not descend into other file systems (the mount point directory is
+    /// created empty), 2 = not even that.
+    pub one_file_system: u8,
+    /// `-L`: copy what symlinks point to.
+    pub copy_links: bool,
+    /// `--copy-unsafe-links`: copy what symlinks pointing outside the tree point to.
+    pub copy_unsafe_links: bool,
+    /// `--safe-links`: skip symlinks pointing outside the tree.
+    pub safe_links: bool,
+    /// `-K`: a symlink to a directory in the destination is used as that directory.
+    pub keep_dirlinks: bool,
+    /// `--reflink`.
+    pub reflink: Reflink,
     /// Core threads; 0 means one per available CPU.
     pub threads: usize,
     /// Pin each core thread to its CPU.
@@ -112,6 +146,16 @@ impl Config {
             devices: true,
             specials: true,
             open_noatime: false,
+            hard_links: false,
+            xattrs: false,
+            acls: false,
+            sparse: false,
+            one_file_system: 0,
+            copy_links: false,
+            copy_unsafe_links: false,
+            safe_links: false,
+            keep_dirlinks: false,
+            reflink: Reflink::Auto,
             threads: 0,
             pin: true,
             inflight_per_core: 32,
@@ -156,6 +200,10 @@ pub enum SkipReason {
     Directory,
     /// A symlink without `-l`, a device without `--devices`, a FIFO or socket without `--specials`.
     NonRegular,
+    /// A symlink pointing outside the tree, with `--safe-links`.
+    UnsafeSymlink,
+    /// A directory on another file system, with `-xx`.
+    OtherFileSystem,
 }
 
 /// What the engine tells its observer, from any core thread.
@@ -178,6 +226,12 @@ pub enum Event<'a> {
         path: &'a Path,
         /// Why.
         reason: SkipReason,
+    },
+    /// Something the user should know once, that is not a failed entry (e.g. the destination
+    /// does not support extended attributes).
+    Warning {
+        /// One line.
+        message: &'a str,
     },
     /// An entry was created or updated (only sent when [`Observer::wants_items`]).
     Item {
@@ -216,6 +270,12 @@ pub struct CoreReport {
     pub tasks: u64,
     /// Files copied through the io_uring pipeline.
     pub ring_files: u64,
+    /// Files cloned with FICLONE.
+    pub cloned_files: u64,
+    /// Files copied in the kernel with `copy_file_range`.
+    pub kernel_copied_files: u64,
+    /// Names made as hard links to an already copied inode.
+    pub hard_linked: u64,
 }
 
 /// The outcome of a run.
@@ -229,6 +289,8 @@ pub struct Report {
     pub symlinks: u64,
     /// Devices, FIFOs and sockets created.
     pub specials: u64,
+    /// Names created as hard links to an inode copied earlier in the run (`-H`).
+    pub hard_links: u64,
     /// Content bytes written.
     pub bytes: u64,
     /// Entries that failed (exit 23 class).

@@ -1,11 +1,12 @@
 //! Task kinds and what each does: start a root, scan one batch of a directory, copy one entry
-//! (file, directory, symlink, device, FIFO, socket), and finish a directory after its last child.
+//! (file, directory, symlink, device, FIFO, socket, hard link), and finish a directory after its
+//! last child.
 //!
 //! A [`Task`] is plain `Send` data (an index, an `Arc` of a directory node holding `OwnedFd`s, a
 //! name); compio objects never cross cores. Each directory being copied is a [`DirNode`] holding the
 //! source and destination directory fds, so every entry below it is opened, created and renamed
 //! relative to them (no path is resolved twice, none is limited by PATH_MAX, and nothing in the
-//! destination is followed).
+//! destination is followed unless `-K` asks for it).
 //!
 //! # Directory completion
 //!
@@ -24,10 +25,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use fsops::xattr::Target;
 use fsops::{FileType, Stat, sys};
 
 use crate::core::{Core, bump};
-use crate::{ErrorClass, Event, SkipReason};
+use crate::links::Claim;
+use crate::{ErrorClass, Event, Reflink, SkipReason};
 
 /// A unit of work for a core.
 pub(crate) enum Task {
@@ -46,7 +49,7 @@ pub(crate) enum Task {
 /// A directory being copied.
 pub(crate) struct DirNode {
     src: OwnedFd,
-    dst: OwnedFd,
+    dst: Arc<OwnedFd>,
     /// Source path for messages (the root as given, joined with the relative path).
     src_path: PathBuf,
     /// Path relative to the transfer root, for item events.
@@ -55,6 +58,12 @@ pub(crate) struct DirNode {
     stat: Option<Stat>,
     /// The gid new entries get in the destination directory (its gid if setgid, else the egid).
     created_gid: u32,
+    /// Device of the destination directory (FICLONE and copy_file_range need the same one).
+    dst_dev: u64,
+    /// Device of the transfer root (`-x`).
+    root_dev: u64,
+    /// Depth below the transfer root (for `--safe-links`/`--copy-unsafe-links`).
+    depth: usize,
     /// For a file root: the destination name when it differs from the source name.
     dst_name: Option<CString>,
     pending: AtomicUsize,
@@ -68,6 +77,19 @@ impl DirNode {
 
     fn child_rel(&self, name: &CStr) -> PathBuf {
         self.rel.join(OsStr::from_bytes(name.to_bytes()))
+    }
+
+    /// Whether a directory with this identity is this node or one of its ancestors (a loop
+    /// reached through followed symlinks).
+    fn has_ancestor(&self, id: (u64, u64)) -> bool {
+        let mut n = Some(self);
+        while let Some(d) = n {
+            if d.stat.is_some_and(|s| (s.dev, s.ino) == id) {
+                return true;
+            }
+            n = d.parent.as_deref();
+        }
+        false
     }
 }
 
@@ -128,6 +150,26 @@ fn skip(core: &Core, rel: &Path, reason: SkipReason) {
         .event(&Event::Skipped { path: rel, reason });
 }
 
+/// Attributes the destination cannot hold: one warning per run, not a failure per file.
+fn unsupported_xattrs(core: &Core, u: fsops::meta::Unsupported) {
+    if let Some(e) = u
+        && !core.shared.xattr_warned.swap(true, Ordering::Relaxed)
+    {
+        let what = if fsops::xattr::is_acl(&e.name) {
+            "ACLs"
+        } else {
+            "extended attributes"
+        };
+        let msg = format!(
+            "the destination file system does not support {what} ({}): they are not copied",
+            e.error
+        );
+        core.shared
+            .observer
+            .event(&Event::Warning { message: &msg });
+    }
+}
+
 fn temp_name(core: &Core) -> CString {
     let n = core.temp_seq.get();
     core.temp_seq.set(n + 1);
@@ -150,16 +192,35 @@ fn parent_or_dot(p: &Path) -> PathBuf {
 }
 
 async fn start_root(core: &Rc<Core>, index: usize) {
-    let root = core.shared.config.roots[index].clone();
-    let st = match sys::lstat_path(&root.src) {
+    let cfg = &core.shared.config;
+    let root = cfg.roots[index].clone();
+    let lst = match sys::lstat_path(&root.src) {
         Ok(st) => st,
         Err(e) => {
             report(core, &root.src, "link_stat", &e, ErrorClass::Partial);
             return;
         }
     };
+    // -L (and --copy-unsafe-links for an absolute root link) follow a symlink given as a root.
+    let st = if lst.file_type() == FileType::Symlink && cfg.copy_links {
+        match sys::stat_path(&root.src) {
+            Ok(st) => st,
+            Err(e) => {
+                report(
+                    core,
+                    &root.src,
+                    "stat (symlink has no referent)",
+                    &e,
+                    ErrorClass::Partial,
+                );
+                return;
+            }
+        }
+    } else {
+        lst
+    };
     if st.file_type() == FileType::Dir {
-        if !core.shared.config.recursive {
+        if !cfg.recursive {
             let shown = if root.rel.as_os_str().is_empty() {
                 PathBuf::from(".")
             } else {
@@ -182,14 +243,17 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 return;
             }
         };
-        let created_gid = created_gid_of(core, &dst);
+        let (created_gid, dst_dev) = dest_dir_facts(core, &dst);
         let node = Arc::new(DirNode {
             src,
-            dst,
+            dst: Arc::new(dst),
             src_path: root.src.clone(),
             rel: root.rel.clone(),
             stat: Some(st),
             created_gid,
+            dst_dev,
+            root_dev: st.dev,
+            depth: 0,
             dst_name: None,
             pending: AtomicUsize::new(1),
             parent: None,
@@ -219,26 +283,31 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             return;
         }
     };
-    let created_gid = created_gid_of(core, &dst_dir);
+    let (created_gid, dst_dev) = dest_dir_facts(core, &dst_dir);
     let node = Arc::new(DirNode {
         src: src_dir,
-        dst: dst_dir,
+        dst: Arc::new(dst_dir),
         src_path: parent_or_dot(&root.src),
         rel: root.rel.parent().map(Path::to_path_buf).unwrap_or_default(),
         stat: None,
         created_gid,
+        dst_dev,
+        root_dev: st.dev,
+        depth: 0,
         dst_name: (src_name != dst_name).then_some(dst_name),
         pending: AtomicUsize::new(1),
         parent: None,
     });
-    entry(core, &node, &src_name, st.file_type()).await;
+    entry(core, &node, &src_name, lst.file_type()).await;
     child_done(core, node);
 }
 
-fn created_gid_of(core: &Core, dir: &OwnedFd) -> u32 {
+/// The gid new entries get in a destination directory, and its device.
+fn dest_dir_facts(core: &Core, dir: &OwnedFd) -> (u32, u64) {
     match sys::fstat(dir.as_fd()) {
-        Ok(st) if st.mode & libc::S_ISGID != 0 => st.gid,
-        _ => core.shared.policy.egid,
+        Ok(st) if st.mode & libc::S_ISGID != 0 => (st.gid, st.dev),
+        Ok(st) => (core.shared.policy.egid, st.dev),
+        Err(_) => (core.shared.policy.egid, 0),
     }
 }
 
@@ -308,13 +377,46 @@ fn finish_dir(core: &Core, node: &DirNode) {
         .parent
         .as_ref()
         .map_or(core.shared.policy.egid, |p| p.created_gid);
-    if let Err((op, e)) =
-        fsops::meta::apply_fd(node.dst.as_fd(), st, &core.shared.policy, created_gid, true)
-    {
-        report(core, &node.src_path, op.name(), &e, ErrorClass::Partial);
-        return;
+    match fsops::meta::apply_fd(
+        node.dst.as_fd(),
+        st,
+        &core.shared.policy,
+        created_gid,
+        true,
+        Some(Target::Fd(node.src.as_fd())),
+    ) {
+        Ok(u) => unsupported_xattrs(core, u),
+        Err((op, e)) => {
+            report(core, &node.src_path, op.name(), &e, ErrorClass::Partial);
+            return;
+        }
     }
     bump(&core.counters.dirs, 1);
+}
+
+/// Whether a symlink target climbs out of the transfer root from a link at `depth` (rsync's
+/// `unsafe_symlink`): absolute, empty, or more `..` than directories below the root at any point.
+fn unsafe_target(target: &[u8], depth: usize) -> bool {
+    if target.is_empty() || target.starts_with(b"/") {
+        return true;
+    }
+    let mut d = depth as isize;
+    let parts: Vec<&[u8]> = target.split(|&b| b == b'/').collect();
+    let last = parts.len() - 1;
+    for (i, part) in parts.iter().enumerate() {
+        match *part {
+            b"" | b"." => {}
+            b".." => {
+                d -= 1;
+                if d < 0 {
+                    return true;
+                }
+            }
+            _ if i < last => d += 1,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Copy one entry of `parent`.
@@ -331,9 +433,56 @@ async fn entry(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, mut file_typ
         }
     }
     let dst_name = parent.dst_name.as_deref().unwrap_or(name);
+    let mut follow = false;
+    if file_type == FileType::Symlink && (cfg.copy_links || cfg.copy_unsafe_links || cfg.safe_links)
+    {
+        let unsafe_link = if cfg.copy_links {
+            false
+        } else {
+            match sys::readlink_at(parent.src.as_fd(), name) {
+                Ok(t) => unsafe_target(t.as_bytes(), parent.depth),
+                Err(e) => {
+                    report(
+                        core,
+                        &parent.child_src_path(name),
+                        "readlink",
+                        &e,
+                        source_class(&e),
+                    );
+                    return;
+                }
+            }
+        };
+        if cfg.copy_links || (cfg.copy_unsafe_links && unsafe_link) {
+            match sys::stat_at(parent.src.as_fd(), name) {
+                Ok(st) => {
+                    follow = true;
+                    file_type = st.file_type();
+                }
+                Err(e) => {
+                    let op = if e.raw_os_error() == Some(libc::ELOOP) {
+                        "stat (symlink loop)"
+                    } else {
+                        "stat (symlink has no referent)"
+                    };
+                    report(
+                        core,
+                        &parent.child_src_path(name),
+                        op,
+                        &e,
+                        ErrorClass::Partial,
+                    );
+                    return;
+                }
+            }
+        } else if cfg.safe_links && unsafe_link {
+            skip(core, &parent.child_rel(name), SkipReason::UnsafeSymlink);
+            return;
+        }
+    }
     match file_type {
         FileType::File => {
-            if let Err((op, e, class)) = copy_file(core, parent, name, dst_name).await {
+            if let Err((op, e, class)) = copy_file(core, parent, name, dst_name, follow).await {
                 let p = parent.child_src_path(name);
                 report(core, &p, op, &e, class);
             }
@@ -343,7 +492,7 @@ async fn entry(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, mut file_typ
                 skip(core, &parent.child_rel(name), SkipReason::Directory);
                 return;
             }
-            if let Err((op, e, class)) = enter_dir(core, parent, name) {
+            if let Err((op, e, class)) = enter_dir(core, parent, name, follow) {
                 let p = parent.child_src_path(name);
                 report(core, &p, op, &e, class);
             }
@@ -362,7 +511,9 @@ async fn entry(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, mut file_typ
                 skip(core, &parent.child_rel(name), SkipReason::NonRegular);
                 return;
             }
-            if let Err((op, e, class)) = make_other(core, parent, name, dst_name, file_type) {
+            if let Err((op, e, class)) =
+                make_other(core, parent, name, dst_name, file_type, follow).await
+            {
                 let p = parent.child_src_path(name);
                 report(core, &p, op, &e, class);
             }
@@ -371,17 +522,22 @@ async fn entry(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, mut file_typ
     }
 }
 
-type EntryResult<T = ()> = Result<T, (&'static str, io::Error, ErrorClass)>;
+type EntryError = (&'static str, io::Error, ErrorClass);
+type EntryResult<T = ()> = Result<T, EntryError>;
 
-fn src_err(op: &'static str) -> impl FnOnce(io::Error) -> (&'static str, io::Error, ErrorClass) {
+fn src_err(op: &'static str) -> impl FnOnce(io::Error) -> EntryError {
     move |e| {
         let class = source_class(&e);
         (op, e, class)
     }
 }
 
-fn dst_err(op: &'static str) -> impl FnOnce(io::Error) -> (&'static str, io::Error, ErrorClass) {
+fn dst_err(op: &'static str) -> impl FnOnce(io::Error) -> EntryError {
     move |e| (op, e, ErrorClass::Partial)
+}
+
+fn meta_err((op, e): (fsops::meta::MetaOp, io::Error)) -> EntryError {
+    (op.name(), e, ErrorClass::Partial)
 }
 
 /// Create a temporary name in `dir` with `make`, retrying on a name collision.
@@ -399,16 +555,78 @@ fn with_temp<T>(
     }
 }
 
+/// `-H`: for a name of a multi-link inode, either link it to the copy made for an earlier name
+/// (returns `Ok(true)`), or become the one that copies (`Ok(false)`; the caller must then report
+/// with [`hardlink_done`]).
+async fn hardlink_follow(
+    core: &Core,
+    parent: &DirNode,
+    dst_name: &CStr,
+    st: &Stat,
+    file_type: FileType,
+) -> EntryResult<bool> {
+    if !core.shared.config.hard_links || st.nlink < 2 || file_type == FileType::Dir {
+        return Ok(false);
+    }
+    let Claim::Link(dir, leader) = core.shared.links.claim((st.dev, st.ino), st.nlink).await else {
+        return Ok(false);
+    };
+    let ddir = parent.dst.as_fd();
+    match sys::link_at(dir.as_fd(), &leader, ddir, dst_name) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // A name from an earlier run: replace it atomically.
+            let (tmp, ()) = with_temp(core, |t| sys::link_at(dir.as_fd(), &leader, ddir, t))
+                .map_err(dst_err("link"))?;
+            if let Err(e) = sys::rename_at(ddir, &tmp, ddir, dst_name, 0) {
+                let _ = sys::unlink_at(ddir, &tmp, 0);
+                return Err(("rename", e, ErrorClass::Partial));
+            }
+        }
+        Err(e) => return Err(("link", e, ErrorClass::Partial)),
+    }
+    bump(&core.counters.hard_links, 1);
+    item(core, parent.child_rel(dst_name), file_type, 0);
+    Ok(true)
+}
+
+/// Tell waiting names of a multi-link inode how its leader fared.
+fn hardlink_done(core: &Core, parent: &DirNode, dst_name: &CStr, st: &Stat, ok: bool) {
+    if !core.shared.config.hard_links || st.nlink < 2 {
+        return;
+    }
+    let key = (st.dev, st.ino);
+    if ok {
+        core.shared
+            .links
+            .done(key, Arc::clone(&parent.dst), dst_name.to_owned());
+    } else {
+        core.shared.links.failed(key);
+    }
+}
+
+/// How a regular file's data gets to the destination.
+enum DataPath {
+    Inline,
+    Clone,
+    Kernel,
+    Ring(Vec<(u64, u64)>),
+}
+
 async fn copy_file(
     core: &Rc<Core>,
     parent: &Arc<DirNode>,
     name: &CStr,
     dst_name: &CStr,
+    follow: bool,
 ) -> EntryResult {
     let cfg = &core.shared.config;
-    let policy = &core.shared.policy;
-    let src =
-        sys::open_source(parent.src.as_fd(), name, cfg.open_noatime).map_err(src_err("open"))?;
+    let src = if follow {
+        sys::open_source_follow(parent.src.as_fd(), name, cfg.open_noatime)
+    } else {
+        sys::open_source(parent.src.as_fd(), name, cfg.open_noatime)
+    }
+    .map_err(src_err("open"))?;
     let st = sys::fstat(src.as_fd()).map_err(src_err("fstat"))?;
     if st.file_type() != FileType::File {
         return Err((
@@ -417,106 +635,251 @@ async fn copy_file(
             ErrorClass::Partial,
         ));
     }
-    let needs_chown = policy.chown_ids(&st, parent.created_gid).is_some();
-    let (create_mode, chmod_needed) = policy.create_mode(&st, needs_chown);
+    if hardlink_follow(core, parent, dst_name, &st, FileType::File).await? {
+        return Ok(());
+    }
+    let r = copy_file_data(core, parent, &src, &st, dst_name).await;
+    hardlink_done(core, parent, dst_name, &st, r.is_ok());
+    let bytes = r?;
+    bump(&core.counters.files, 1);
+    bump(&core.counters.bytes, bytes);
+    item(core, parent.child_rel(dst_name), FileType::File, bytes);
+    Ok(())
+}
+
+/// Choose how the data moves: FICLONE, `copy_file_range`, inline, or the ring (with only the
+/// data extents under `-S`).
+fn data_path(core: &Core, parent: &DirNode, src: &OwnedFd, st: &Stat) -> EntryResult<DataPath> {
+    let cfg = &core.shared.config;
+    let pair = (st.dev, parent.dst_dev);
+    if st.size > 0 && cfg.reflink != Reflink::Never {
+        let try_clone = cfg.reflink == Reflink::Always || !core.no_clone.borrow().contains(&pair);
+        if try_clone {
+            return Ok(DataPath::Clone);
+        }
+    }
+    let sparse = cfg.sparse && st.blocks.saturating_mul(512) < st.size;
+    if sparse {
+        let extents = sys::data_extents(src.as_fd(), st.size).map_err(src_err("lseek"))?;
+        return Ok(DataPath::Ring(extents));
+    }
+    if st.size <= cfg.small_file_max {
+        return Ok(DataPath::Inline);
+    }
+    if cfg.reflink == Reflink::Auto
+        && st.dev == parent.dst_dev
+        && !core.no_kernel_copy.borrow().contains(&pair)
+    {
+        return Ok(DataPath::Kernel);
+    }
+    Ok(DataPath::Ring(vec![(0, st.size)]))
+}
+
+fn not_here(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP) | Some(libc::EXDEV) | Some(libc::EINVAL) | Some(libc::ENOSYS)
+    )
+}
+
+/// Create the temporary destination, move the data, apply metadata, rename into place.
+async fn copy_file_data(
+    core: &Rc<Core>,
+    parent: &DirNode,
+    src: &OwnedFd,
+    st: &Stat,
+    dst_name: &CStr,
+) -> EntryResult<u64> {
+    let cfg = &core.shared.config;
+    let policy = &core.shared.policy;
+    let needs_chown = policy.chown_ids(st, parent.created_gid).is_some();
+    let (create_mode, chmod_needed) = policy.create_mode(st, needs_chown);
     let dir = parent.dst.as_fd();
     let (tmp, dst) =
         with_temp(core, |t| sys::create_excl(dir, t, create_mode)).map_err(dst_err("create"))?;
     let result = async {
-        let (bytes, dst) = if st.size <= cfg.small_file_max {
-            let mut buf = core.small_buf.borrow_mut();
-            let n =
-                fsops::copy::copy_inline(&src, &dst, st.size, &mut buf).map_err(src_err("read"))?;
-            (n, dst)
-        } else {
-            if let Err(e) = sys::fallocate(dst.as_fd(), 0, st.size)
-                && !matches!(
-                    e.raw_os_error(),
-                    Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL)
-                )
-            {
-                return Err(("fallocate", e, ErrorClass::Partial));
+        let mut path = data_path(core, parent, src, st)?;
+        let pair = (st.dev, parent.dst_dev);
+        if let DataPath::Clone = path {
+            match sys::ficlone(dst.as_fd(), src.as_fd()) {
+                Ok(()) => bump(&core.counters.cloned_files, 1),
+                Err(e) if cfg.reflink == Reflink::Always => {
+                    return Err(("clone (--reflink=always)", e, ErrorClass::Partial));
+                }
+                Err(e) if not_here(&e) => {
+                    core.no_clone.borrow_mut().push(pair);
+                    path = data_path(core, parent, src, st)?;
+                }
+                Err(e) => return Err(("clone", e, ErrorClass::Partial)),
             }
-            let _ = sys::fadvise_sequential(src.as_fd());
-            let _slot = core.ring_slots.acquire().await;
-            let out = fsops::copy::copy_ring(src, dst, st.size, &core.pool, cfg.ring_depth)
-                .await
-                .map_err(dst_err("copy"))?;
-            bump(&core.counters.ring_files, 1);
-            (out.bytes, out.dst)
+        }
+        if let DataPath::Kernel = path {
+            let _ = sys::fallocate(dst.as_fd(), 0, st.size);
+            match fsops::copy::copy_kernel(src, &dst, st.size, 16 << 20).await {
+                Ok(_) => bump(&core.counters.kernel_copied_files, 1),
+                Err(e) if not_here(&e) => {
+                    core.no_kernel_copy.borrow_mut().push(pair);
+                    sys::ftruncate(dst.as_fd(), 0).map_err(dst_err("ftruncate"))?;
+                    path = DataPath::Ring(vec![(0, st.size)]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(("read", e, ErrorClass::Partial));
+                }
+                Err(e) => return Err(("copy_file_range", e, ErrorClass::Partial)),
+            }
+        }
+        let dst = match path {
+            DataPath::Inline => {
+                let mut buf = core.small_buf.borrow_mut();
+                fsops::copy::copy_inline(src, &dst, st.size, &mut buf).map_err(src_err("read"))?;
+                dst
+            }
+            DataPath::Ring(extents) => {
+                for &(off, len) in &extents {
+                    if let Err(e) = sys::fallocate(dst.as_fd(), off, len)
+                        && !not_here(&e)
+                    {
+                        return Err(("fallocate", e, ErrorClass::Partial));
+                    }
+                }
+                let _ = sys::fadvise_sequential(src.as_fd());
+                let _slot = core.ring_slots.acquire().await;
+                let s2 = sys_dup(src).map_err(src_err("dup"))?;
+                let out =
+                    fsops::copy::copy_ring_ranges(s2, dst, &extents, &core.pool, cfg.ring_depth)
+                        .await
+                        .map_err(dst_err("copy"))?;
+                bump(&core.counters.ring_files, 1);
+                if extents.iter().map(|e| e.0 + e.1).max().unwrap_or(0) < st.size {
+                    // A trailing hole: set the size without writing it.
+                    sys::ftruncate(out.dst.as_fd(), st.size).map_err(dst_err("ftruncate"))?;
+                }
+                out.dst
+            }
+            DataPath::Clone | DataPath::Kernel => dst,
         };
-        fsops::meta::apply_fd(dst.as_fd(), &st, policy, parent.created_gid, chmod_needed)
-            .map_err(|(op, e)| (op.name(), e, ErrorClass::Partial))?;
+        let u = fsops::meta::apply_fd(
+            dst.as_fd(),
+            st,
+            policy,
+            parent.created_gid,
+            chmod_needed,
+            Some(Target::Fd(src.as_fd())),
+        )
+        .map_err(meta_err)?;
+        unsupported_xattrs(core, u);
         drop(dst);
         sys::rename_at(dir, &tmp, dir, dst_name, 0).map_err(dst_err("rename"))?;
-        Ok(bytes)
+        Ok(st.size)
     }
     .await;
-    match result {
-        Ok(bytes) => {
-            bump(&core.counters.files, 1);
-            bump(&core.counters.bytes, bytes);
-            item(core, parent.child_rel(dst_name), FileType::File, bytes);
-            Ok(())
-        }
-        Err(e) => {
-            let _ = sys::unlink_at(dir, &tmp, 0);
-            Err(e)
-        }
+    if result.is_err() {
+        let _ = sys::unlink_at(dir, &tmp, 0);
     }
+    result
+}
+
+fn sys_dup(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    fd.try_clone()
 }
 
 /// Create or reuse the destination directory `name` and start scanning the source one.
-fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr) -> EntryResult {
-    let src = sys::open_dir_at(parent.src.as_fd(), name).map_err(src_err("opendir"))?;
+fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) -> EntryResult {
+    let cfg = &core.shared.config;
+    let src = if follow {
+        sys::open_dir_at_follow(parent.src.as_fd(), name)
+    } else {
+        sys::open_dir_at(parent.src.as_fd(), name)
+    }
+    .map_err(src_err("opendir"))?;
     let st = sys::fstat(src.as_fd()).map_err(src_err("fstat"))?;
+    if follow && parent.has_ancestor((st.dev, st.ino)) {
+        return Err((
+            "opendir (directory loop through a followed symlink)",
+            io::Error::from_raw_os_error(libc::ELOOP),
+            ErrorClass::Partial,
+        ));
+    }
+    let other_fs = cfg.one_file_system > 0 && st.dev != parent.root_dev;
+    if other_fs && cfg.one_file_system > 1 {
+        skip(core, &parent.child_rel(name), SkipReason::OtherFileSystem);
+        return Ok(());
+    }
     let ddir = parent.dst.as_fd();
     let dst = match sys::mkdir_at(ddir, name, 0o700) {
         Ok(()) => sys::open_dir_at(ddir, name).map_err(dst_err("opendir"))?,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            match sys::open_dir_at(ddir, name) {
-                Ok(fd) => fd,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
-                    // A non-directory (or a symlink) is in the way: replace it, as rsync does.
-                    sys::unlink_at(ddir, name, 0).map_err(dst_err("unlink"))?;
-                    sys::mkdir_at(ddir, name, 0o700).map_err(dst_err("mkdir"))?;
-                    sys::open_dir_at(ddir, name).map_err(dst_err("opendir"))?
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match sys::open_dir_at(ddir, name) {
+            Ok(fd) => fd,
+            // O_DIRECTORY|O_NOFOLLOW on a symlink fails with ENOTDIR (or ELOOP).
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP))
+                    && cfg.keep_dirlinks =>
+            {
+                // -K: a symlink to a directory in the destination stands for that directory.
+                match sys::open_dir_at_follow(ddir, name) {
+                    Ok(fd) => fd,
+                    Err(_) => replace_with_dir(ddir, name)?,
                 }
-                Err(e) => return Err(("opendir", e, ErrorClass::Partial)),
             }
-        }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
+                // A non-directory (or a symlink) is in the way: replace it, as rsync does.
+                replace_with_dir(ddir, name)?
+            }
+            Err(e) => return Err(("opendir", e, ErrorClass::Partial)),
+        },
         Err(e) => return Err(("mkdir", e, ErrorClass::Partial)),
     };
-    let created_gid = created_gid_of(core, &dst);
+    let (created_gid, dst_dev) = dest_dir_facts(core, &dst);
     parent.pending.fetch_add(1, Ordering::AcqRel);
     let rel = parent.child_rel(name);
     item(core, rel.clone(), FileType::Dir, 0);
     let node = Arc::new(DirNode {
         src,
-        dst,
+        dst: Arc::new(dst),
         src_path: parent.child_src_path(name),
         rel,
         stat: Some(st),
         created_gid,
+        dst_dev,
+        root_dev: parent.root_dev,
+        depth: parent.depth + 1,
         dst_name: None,
         pending: AtomicUsize::new(1),
         parent: Some(Arc::clone(parent)),
     });
-    scan(core, node);
+    if other_fs {
+        // -x: the mount point is created (with its metadata), its contents are not copied.
+        child_done(core, node);
+    } else {
+        scan(core, node);
+    }
     Ok(())
+}
+
+fn replace_with_dir(ddir: std::os::fd::BorrowedFd<'_>, name: &CStr) -> EntryResult<OwnedFd> {
+    sys::unlink_at(ddir, name, 0).map_err(dst_err("unlink"))?;
+    sys::mkdir_at(ddir, name, 0o700).map_err(dst_err("mkdir"))?;
+    sys::open_dir_at(ddir, name).map_err(dst_err("opendir"))
 }
 
 /// Symlinks, devices, FIFOs and sockets: create under a temporary name, apply metadata by name
 /// without following, rename into place.
-fn make_other(
+async fn make_other(
     core: &Core,
     parent: &Arc<DirNode>,
     name: &CStr,
     dst_name: &CStr,
     file_type: FileType,
+    follow: bool,
 ) -> EntryResult {
     let policy = &core.shared.policy;
-    let st = sys::lstat_at(parent.src.as_fd(), name).map_err(src_err("lstat"))?;
+    let sdir = parent.src.as_fd();
+    let st = if follow {
+        sys::stat_at(sdir, name)
+    } else {
+        sys::lstat_at(sdir, name)
+    }
+    .map_err(src_err("lstat"))?;
     if st.file_type() != file_type {
         return Err((
             "lstat",
@@ -524,22 +887,34 @@ fn make_other(
             ErrorClass::Partial,
         ));
     }
+    if hardlink_follow(core, parent, dst_name, &st, file_type).await? {
+        return Ok(());
+    }
     let dir = parent.dst.as_fd();
     let is_link = file_type == FileType::Symlink;
-    let (tmp, ()) = if is_link {
-        let target = sys::readlink_at(parent.src.as_fd(), name).map_err(src_err("readlink"))?;
-        with_temp(core, |t| sys::symlink_at(&target, dir, t)).map_err(dst_err("symlink"))?
-    } else {
-        let mode = (st.mode & libc::S_IFMT) | 0o600;
-        with_temp(core, |t| sys::mknod_at(dir, t, mode, st.rdev)).map_err(dst_err("mknod"))?
-    };
-    let r = fsops::meta::apply_at(dir, &tmp, &st, policy, parent.created_gid, is_link)
-        .map_err(|(op, e)| (op.name(), e, ErrorClass::Partial))
-        .and_then(|()| sys::rename_at(dir, &tmp, dir, dst_name, 0).map_err(dst_err("rename")));
-    if let Err(e) = r {
-        let _ = sys::unlink_at(dir, &tmp, 0);
-        return Err(e);
-    }
+    let r = (|| {
+        let (tmp, ()) = if is_link {
+            let target = sys::readlink_at(sdir, name).map_err(src_err("readlink"))?;
+            with_temp(core, |t| sys::symlink_at(&target, dir, t)).map_err(dst_err("symlink"))?
+        } else {
+            let mode = (st.mode & libc::S_IFMT) | 0o600;
+            with_temp(core, |t| sys::mknod_at(dir, t, mode, st.rdev)).map_err(dst_err("mknod"))?
+        };
+        // Attributes of the entry itself; a followed link's target has none we can reach safely.
+        let xsrc = (!follow).then_some(Target::At(sdir, name));
+        let r = fsops::meta::apply_at(dir, &tmp, &st, policy, parent.created_gid, is_link, xsrc)
+            .map_err(meta_err)
+            .and_then(|u| {
+                unsupported_xattrs(core, u);
+                sys::rename_at(dir, &tmp, dir, dst_name, 0).map_err(dst_err("rename"))
+            });
+        if r.is_err() {
+            let _ = sys::unlink_at(dir, &tmp, 0);
+        }
+        r
+    })();
+    hardlink_done(core, parent, dst_name, &st, r.is_ok());
+    r?;
     if is_link {
         bump(&core.counters.symlinks, 1);
     } else {
@@ -547,4 +922,22 @@ fn make_other(
     }
     item(core, parent.child_rel(dst_name), file_type, 0);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unsafe_target;
+
+    #[test]
+    fn unsafe_symlinks_as_rsync() {
+        assert!(unsafe_target(b"/etc/passwd", 3));
+        assert!(unsafe_target(b"", 0));
+        assert!(unsafe_target(b"..", 0));
+        assert!(!unsafe_target(b"..", 1));
+        assert!(unsafe_target(b"../../x", 1));
+        assert!(!unsafe_target(b"a/../../x", 1));
+        assert!(unsafe_target(b"a/../../../x", 1));
+        assert!(!unsafe_target(b"sub/file", 0));
+        assert!(!unsafe_target(b"./x/./y", 0));
+    }
 }

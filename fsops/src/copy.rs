@@ -61,18 +61,36 @@ pub async fn copy_ring(
     pool: &BufPool,
     depth: usize,
 ) -> io::Result<RingCopy> {
+    copy_ring_ranges(src, dst, &[(0, size)], pool, depth).await
+}
+
+/// [`copy_ring`] over the given `(offset, length)` ranges only (the data extents of a sparse
+/// file: what lies between them is left unwritten, i.e. a hole).
+pub async fn copy_ring_ranges(
+    src: OwnedFd,
+    dst: OwnedFd,
+    ranges: &[(u64, u64)],
+    pool: &BufPool,
+    depth: usize,
+) -> io::Result<RingCopy> {
     let src = Rc::new(src);
     let dst = Rc::new(dst);
     let chunk = pool.buf_size() as u64;
-    let mut next = 0u64;
+    let mut pieces = ranges.iter().flat_map(|&(off, len)| {
+        (0..len.div_ceil(chunk)).map(move |i| {
+            let o = off + i * chunk;
+            (o, chunk.min(off + len - o) as usize)
+        })
+    });
     let mut inflight = FuturesUnordered::new();
     let mut result: io::Result<u64> = Ok(0);
     loop {
-        while inflight.len() < depth.max(1) && next < size && result.is_ok() {
-            let len = chunk.min(size - next) as usize;
+        while inflight.len() < depth.max(1) && result.is_ok() {
+            let Some((off, len)) = pieces.next() else {
+                break;
+            };
             let buf = pool.take();
-            inflight.push(copy_chunk(Rc::clone(&src), Rc::clone(&dst), next, len, buf));
-            next += len as u64;
+            inflight.push(copy_chunk(Rc::clone(&src), Rc::clone(&dst), off, len, buf));
         }
         match inflight.next().await {
             None => break,
@@ -91,6 +109,43 @@ pub async fn copy_ring(
     let src = Rc::try_unwrap(src).map_err(|_| io::Error::other("source fd still shared"))?;
     let dst = Rc::try_unwrap(dst).map_err(|_| io::Error::other("destination fd still shared"))?;
     Ok(RingCopy { bytes, src, dst })
+}
+
+/// Copy `size` bytes inside the kernel with `copy_file_range` (same file system: no user-space
+/// copy; a clone where the file system does that), in bounded steps, yielding to the runtime
+/// between steps so one big file does not hold the core. A source that ends early is an error.
+pub async fn copy_kernel(src: &OwnedFd, dst: &OwnedFd, size: u64, step: usize) -> io::Result<u64> {
+    let mut off = 0u64;
+    while off < size {
+        let want = (size - off).min(step as u64) as usize;
+        let n = sys::copy_file_range(src.as_fd(), off, dst.as_fd(), off, want)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while it was being copied",
+            ));
+        }
+        off += n as u64;
+        if off < size {
+            yield_now().await;
+        }
+    }
+    Ok(off)
+}
+
+/// Let the other tasks of this runtime run once.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 async fn copy_chunk(

@@ -3,7 +3,8 @@
 //! This crate owns the system calls and nothing above them: fd-relative opens, stats, creates,
 //! links, renames and metadata calls (`sys`), streaming `getdents64` (`dir`), file data movement
 //! through io_uring with owned buffers or inline syscalls (`copy`), the per-core buffer pool type
-//! (`bufpool`), and the metadata model with the order in which it is applied (`meta`).
+//! (`bufpool`), extended attributes and ACLs (`xattr`), and the metadata model with the order in
+//! which it is applied (`meta`).
 //!
 //! It never owns traversal order, threads, pinning, tasks, progress, CLI types, printing or exit
 //! codes. Every function returns `io::Result` with the OS error intact, so the engine can report
@@ -18,6 +19,7 @@ pub mod copy;
 pub mod dir;
 pub mod meta;
 pub mod sys;
+pub mod xattr;
 
 pub use bufpool::BufPool;
 pub use dir::{DirEntry, DirReader, FileType};

@@ -3,7 +3,7 @@
 //! # Order (DESIGN.md section 5)
 //!
 //! Regular file: create under a temporary name → write content → `fchown` (it clears
-//! setuid/setgid, so it comes first) → [xattrs, ACLs: the fidelity issue] → `fchmod` with the final
+//! setuid/setgid and `security.capability`, so it comes first) → xattrs, then ACLs → `fchmod` with the final
 //! mode including the special bits → `futimens` (mtime; atime only with `-U`) → the caller renames
 //! it into place. The create mode is private (0600) unless the final owner is already the creator's
 //! and the final mode has no special bits: then the file is created with its final permission bits
@@ -101,6 +101,10 @@ pub struct MetaPolicy {
     pub euid: u32,
     /// Effective gid of the process.
     pub egid: u32,
+    /// `-X`: extended attributes.
+    pub xattrs: bool,
+    /// `-A`: POSIX ACLs.
+    pub acls: bool,
 }
 
 impl MetaPolicy {
@@ -118,6 +122,24 @@ impl MetaPolicy {
             u32::MAX
         };
         (uid != u32::MAX || gid != u32::MAX).then_some((uid, gid))
+    }
+
+    /// Whether attribute `name` is copied: ACLs with `-A`; with `-X` every namespace the caller
+    /// may set (all of `user.*`, `trusted.*`, `security.*` as root; `user.*` otherwise).
+    pub fn xattr_wanted(&self, name: &[u8]) -> bool {
+        if crate::xattr::is_acl(name) {
+            return self.acls;
+        }
+        if !self.xattrs {
+            return false;
+        }
+        if self.euid == 0 {
+            name.starts_with(b"user.")
+                || name.starts_with(b"trusted.")
+                || name.starts_with(b"security.")
+        } else {
+            name.starts_with(b"user.")
+        }
     }
 
     /// The final permission bits of a new entry (rsync's `dest_mode` for a new file).
@@ -162,6 +184,8 @@ impl MetaPolicy {
 pub enum MetaOp {
     /// chown / fchown / fchownat.
     Chown,
+    /// Extended attributes or ACLs.
+    Xattr,
     /// chmod / fchmod / fchmodat.
     Chmod,
     /// futimens / utimensat.
@@ -173,21 +197,50 @@ impl MetaOp {
     pub fn name(self) -> &'static str {
         match self {
             MetaOp::Chown => "chown",
+            MetaOp::Xattr => "set xattr",
             MetaOp::Chmod => "chmod",
             MetaOp::Utimes => "utimes",
         }
     }
 }
 
+/// Attributes the destination file system does not support (`EOPNOTSUPP`): not a failure of the
+/// entry; the engine warns once per run.
+pub type Unsupported = Option<crate::xattr::XattrError>;
+
+fn copy_xattrs(
+    src: Option<crate::xattr::Target<'_>>,
+    dst: crate::xattr::Target<'_>,
+    policy: &MetaPolicy,
+    is_symlink: bool,
+) -> Result<(Unsupported, bool), (MetaOp, io::Error)> {
+    let Some(src) = src else {
+        return Ok((None, false));
+    };
+    if !policy.xattrs && !policy.acls {
+        return Ok((None, false));
+    }
+    // user.* attributes cannot exist on symlinks (the kernel refuses them).
+    let want = |n: &[u8]| policy.xattr_wanted(n) && !(is_symlink && n.starts_with(b"user."));
+    match crate::xattr::copy(src, dst, want) {
+        Ok(acl) => Ok((None, acl)),
+        Err(e) if e.unsupported => Ok((Some(e), false)),
+        Err(e) => Err((MetaOp::Xattr, e.error)),
+    }
+}
+
 /// Apply owner, mode and times to an open regular file or directory, in the documented order.
 /// `chmod_needed` is false when the entry was created with its final bits already.
+///
+/// `xsrc` is where to copy extended attributes and ACLs from (with `-X`/`-A`).
 pub fn apply_fd(
     fd: BorrowedFd<'_>,
     src: &Stat,
     policy: &MetaPolicy,
     created_gid: u32,
     chmod_needed: bool,
-) -> Result<(), (MetaOp, io::Error)> {
+    xsrc: Option<crate::xattr::Target<'_>>,
+) -> Result<Unsupported, (MetaOp, io::Error)> {
     let chowned = if let Some((u, g)) = policy.chown_ids(src, created_gid) {
         match sys::fchown(fd, u, g) {
             Ok(()) => true,
@@ -198,16 +251,20 @@ pub fn apply_fd(
     } else {
         false
     };
-    if chmod_needed || chowned {
+    let (unsupported, acl_set) = copy_xattrs(xsrc, crate::xattr::Target::Fd(fd), policy, false)?;
+    // An ACL moves the group bits; the final chmod makes mode and mask agree with the source.
+    if chmod_needed || chowned || acl_set {
         sys::fchmod(fd, policy.final_perm(src)).map_err(|e| (MetaOp::Chmod, e))?;
     }
     if let Some((a, m)) = policy.times(src) {
         sys::futimens(fd, a, m).map_err(|e| (MetaOp::Utimes, e))?;
     }
-    Ok(())
+    Ok(unsupported)
 }
 
 /// Apply owner, mode (unless a symlink) and times to `name` in `dir` without following it.
+///
+/// `xsrc` is where to copy extended attributes and ACLs from (with `-X`/`-A`).
 pub fn apply_at(
     dir: BorrowedFd<'_>,
     name: &CStr,
@@ -215,7 +272,8 @@ pub fn apply_at(
     policy: &MetaPolicy,
     created_gid: u32,
     is_symlink: bool,
-) -> Result<(), (MetaOp, io::Error)> {
+    xsrc: Option<crate::xattr::Target<'_>>,
+) -> Result<Unsupported, (MetaOp, io::Error)> {
     if let Some((u, g)) = policy.chown_ids(src, created_gid) {
         match sys::lchown_at(dir, name, u, g) {
             Ok(()) => {}
@@ -223,11 +281,17 @@ pub fn apply_at(
             Err(e) => return Err((MetaOp::Chown, e)),
         }
     }
+    let (unsupported, _) = copy_xattrs(
+        xsrc,
+        crate::xattr::Target::At(dir, name),
+        policy,
+        is_symlink,
+    )?;
     if !is_symlink {
         sys::chmod_at(dir, name, policy.final_perm(src)).map_err(|e| (MetaOp::Chmod, e))?;
     }
     if let Some((a, m)) = policy.times(src) {
         sys::lutimens_at(dir, name, a, m).map_err(|e| (MetaOp::Utimes, e))?;
     }
-    Ok(())
+    Ok(unsupported)
 }

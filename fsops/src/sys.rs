@@ -375,3 +375,157 @@ pub fn getegid() -> u32 {
     // SAFETY: cannot fail.
     unsafe { libc::getegid() }
 }
+
+/// `linkat(olddir, old, newdir, new, 0)`: a new name for an existing (non-directory) entry,
+/// never following a symlink `old`.
+pub fn link_at(
+    olddir: BorrowedFd<'_>,
+    old: &CStr,
+    newdir: BorrowedFd<'_>,
+    new: &CStr,
+) -> io::Result<()> {
+    // SAFETY: valid fds and NUL-terminated names for the duration of the call.
+    cvt(unsafe {
+        libc::linkat(
+            olddir.as_raw_fd(),
+            old.as_ptr(),
+            newdir.as_raw_fd(),
+            new.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
+}
+
+/// `ioctl(dst, FICLONE, src)`: share all of `src`'s extents (reflink). Fails with
+/// `EOPNOTSUPP`/`EXDEV`/`EINVAL` where the file system cannot.
+pub fn ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: FICLONE takes the source fd as its integer argument; both fds are valid.
+    cvt(unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) }).map(drop)
+}
+
+/// `copy_file_range(src, &off, dst, &off, len, 0)` at explicit offsets; returns bytes copied
+/// (0 at the end of the source).
+pub fn copy_file_range(
+    src: BorrowedFd<'_>,
+    src_off: u64,
+    dst: BorrowedFd<'_>,
+    dst_off: u64,
+    len: usize,
+) -> io::Result<usize> {
+    let mut so = src_off as libc::loff_t;
+    let mut dof = dst_off as libc::loff_t;
+    loop {
+        // SAFETY: valid fds and offset pointers for the call.
+        let n = unsafe {
+            libc::copy_file_range(src.as_raw_fd(), &mut so, dst.as_raw_fd(), &mut dof, len, 0)
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// `lseek(fd, off, SEEK_DATA)`: the start of the next data region at or after `off`, or `None`
+/// past the last one.
+pub fn seek_data(fd: BorrowedFd<'_>, off: u64) -> io::Result<Option<u64>> {
+    seek(fd, off, libc::SEEK_DATA)
+}
+
+/// `lseek(fd, off, SEEK_HOLE)`: the start of the next hole at or after `off` (end of file counts).
+pub fn seek_hole(fd: BorrowedFd<'_>, off: u64) -> io::Result<Option<u64>> {
+    seek(fd, off, libc::SEEK_HOLE)
+}
+
+fn seek(fd: BorrowedFd<'_>, off: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    // SAFETY: plain syscall on a valid fd.
+    let r = unsafe { libc::lseek64(fd.as_raw_fd(), off as i64, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    Ok(Some(r as u64))
+}
+
+/// The data regions of a file of `size` bytes as `(offset, length)`, found with
+/// SEEK_DATA/SEEK_HOLE. A file system without support reports the whole file as data.
+pub fn data_extents(fd: BorrowedFd<'_>, size: u64) -> io::Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut off = 0u64;
+    while off < size {
+        let start = match seek_data(fd, off) {
+            Ok(Some(s)) => s,
+            Ok(None) => break,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                return Ok(vec![(0, size)]);
+            }
+            Err(e) => return Err(e),
+        };
+        if start >= size {
+            break;
+        }
+        let end = seek_hole(fd, start)?.unwrap_or(size).min(size);
+        out.push((start, end - start));
+        off = end;
+    }
+    Ok(out)
+}
+
+/// `ftruncate(fd, len)`.
+pub fn ftruncate(fd: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    cvt(unsafe { libc::ftruncate64(fd.as_raw_fd(), len as i64) }).map(drop)
+}
+
+/// Open the directory `name` in `dir` *following* a symlink (for `-K`/`-L`, where the user asked
+/// for it).
+pub fn open_dir_at_follow(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+    cvt_fd(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// Open a source entry following a symlink (`-L`), `O_NONBLOCK` as [`open_source`].
+pub fn open_source_follow(dir: BorrowedFd<'_>, name: &CStr, noatime: bool) -> io::Result<OwnedFd> {
+    let base = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    if noatime {
+        // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+        match cvt_fd(unsafe {
+            libc::openat(dir.as_raw_fd(), name.as_ptr(), base | libc::O_NOATIME)
+        }) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+            r => return r,
+        }
+    }
+    // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+    cvt_fd(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), base) })
+}
+
+/// `fstatat(dir, name, 0)`: what a symlink points to.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
+    stat_at_raw(dir.as_raw_fd(), name, 0)
+}
+
+/// The supplementary groups of the process plus its effective gid.
+pub fn groups() -> Vec<u32> {
+    // SAFETY: a zero-sized query returns the count without writing.
+    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let mut v = vec![0 as libc::gid_t; n.max(0) as usize];
+    // SAFETY: `v` has room for `n` gids.
+    let got = unsafe { libc::getgroups(n, v.as_mut_ptr()) };
+    v.truncate(got.max(0) as usize);
+    v.push(getegid());
+    v
+}

@@ -143,6 +143,8 @@ fn policy(perms: bool, umask: u32) -> MetaPolicy {
         umask,
         euid: sys::geteuid(),
         egid: sys::getegid(),
+        xattrs: false,
+        acls: false,
     }
 }
 
@@ -185,7 +187,7 @@ fn apply_fd_keeps_setuid_after_chown_and_sets_ns_times() {
     };
     let p = policy(true, 0);
     let chmod_needed = p.create_mode(&st, p.chown_ids(&st, p.egid).is_some()).1;
-    fsops::meta::apply_fd(fd.as_fd(), &st, &p, p.egid, chmod_needed).unwrap();
+    fsops::meta::apply_fd(fd.as_fd(), &st, &p, p.egid, chmod_needed, None).unwrap();
     let m = std::fs::metadata(t.path().join("f")).unwrap();
     assert_eq!(
         m.permissions().mode() & 0o7777,
@@ -261,4 +263,51 @@ fn copy_ring_is_exact_and_detects_a_shrunk_source() {
         .err()
         .expect("shrunk source must fail");
     assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+}
+
+#[test]
+fn xattrs_copy_between_files_and_sparse_extents() {
+    use fsops::xattr::{self, Target};
+    let t = tmp();
+    std::fs::write(t.path().join("a"), b"a").unwrap();
+    std::fs::write(t.path().join("b"), b"b").unwrap();
+    let d = sys::open_dir_path(t.path()).unwrap();
+    let a = sys::open_source(d.as_fd(), &c(b"a"), false).unwrap();
+    // user.* xattrs need a file system that supports them (ext4 and xfs do).
+    if let Err(e) = xattr::set(Target::Fd(a.as_fd()), &c(b"user.k1"), b"v1\0binary") {
+        assert_eq!(e.raw_os_error(), Some(libc::EOPNOTSUPP), "unexpected: {e}");
+        return;
+    }
+    xattr::set(Target::Fd(a.as_fd()), &c(b"user.k2"), &vec![7u8; 3000]).unwrap();
+    let b = std::fs::OpenOptions::new()
+        .write(true)
+        .open(t.path().join("b"))
+        .unwrap();
+    let b: std::os::fd::OwnedFd = b.into();
+    let acl = xattr::copy(Target::Fd(a.as_fd()), Target::Fd(b.as_fd()), |n| {
+        n.starts_with(b"user.k2")
+    })
+    .unwrap();
+    assert!(!acl);
+    assert_eq!(
+        xattr::get(Target::At(d.as_fd(), &c(b"b")), &c(b"user.k2")).unwrap(),
+        vec![7u8; 3000]
+    );
+    assert!(
+        xattr::get(Target::Fd(b.as_fd()), &c(b"user.k1")).is_err(),
+        "the filter was ignored"
+    );
+    // Extents of a sparse file: data at 0 and at 8 MiB, a hole between and after.
+    let f = std::fs::File::create(t.path().join("sparse")).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[1u8; 4096], 0).unwrap();
+    f.write_all_at(&[2u8; 4096], 8 << 20).unwrap();
+    f.set_len(16 << 20).unwrap();
+    let ext = sys::data_extents(f.as_fd(), 16 << 20).unwrap();
+    assert_eq!(ext.len(), 2, "{ext:?}");
+    assert_eq!(ext[0].0, 0);
+    assert!(
+        ext[1].0 <= 8 << 20 && ext[1].0 + ext[1].1 >= (8 << 20) + 4096,
+        "{ext:?}"
+    );
 }

@@ -23,7 +23,17 @@ pub struct Check {
     /// Compare the root directories' own attributes too (false for `src dst/src` layouts where
     /// the roots are named differently but that is intended; the root's type is always compared).
     pub root_attrs: bool,
+    /// Extended attributes of every namespace, ACLs included (`system.posix_acl_*`).
+    pub xattrs: bool,
+    /// Hard-link groups: which names share an inode.
+    pub hardlinks: bool,
+    /// Allocated blocks of regular files: the copy may hold at most `blocks_slack` 512-byte
+    /// sectors more than the reference (holes must stay holes).
+    pub blocks: bool,
 }
+
+/// Slack allowed by [`Check::blocks`]: one 4 KiB block per data extent of a small sparse file.
+pub const BLOCKS_SLACK: u64 = 64;
 
 impl Check {
     /// Everything `-a` preserves.
@@ -37,12 +47,76 @@ impl Check {
             dir_mtime: true,
             link_mtime: true,
             root_attrs: true,
+            xattrs: false,
+            hardlinks: false,
+            blocks: false,
+        }
+    }
+
+    /// Everything `-aHAXS` preserves.
+    pub fn full() -> Self {
+        Self {
+            xattrs: true,
+            hardlinks: true,
+            blocks: true,
+            ..Self::archive()
         }
     }
 }
 
+/// Every extended attribute of `p` (not following a symlink), sorted.
+pub fn xattrs(p: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("no NUL");
+    let mut names = vec![0u8; 65536];
+    // SAFETY: valid path and buffer.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    names.truncate(n as usize);
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let cn = std::ffi::CString::new(name).expect("split at NUL");
+        let mut v = vec![0u8; 65536];
+        // SAFETY: valid path, name and buffer.
+        let m = unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        v.truncate(m.max(0) as usize);
+        out.push((name.to_vec(), v));
+    }
+    out.sort();
+    out
+}
+
+/// For each path of a tree whose inode has other names in the tree: the sorted list of them.
+fn link_groups(root: &Path, list: &[PathBuf]) -> BTreeMap<PathBuf, Vec<PathBuf>> {
+    let mut by_ino: BTreeMap<(u64, u64), Vec<PathBuf>> = BTreeMap::new();
+    for p in list {
+        if p.as_os_str().is_empty() {
+            continue;
+        }
+        if let Ok(m) = fs::symlink_metadata(root.join(p))
+            && !m.is_dir()
+            && m.nlink() > 1
+        {
+            by_ino
+                .entry((m.dev(), m.ino()))
+                .or_default()
+                .push(p.clone());
+        }
+    }
+    let mut out = BTreeMap::new();
+    for mut names in by_ino.into_values() {
+        names.sort();
+        for n in &names {
+            out.insert(n.clone(), names.clone());
+        }
+    }
+    out
+}
+
 #[derive(Debug)]
 struct Entry {
+    blocks: u64,
     kind: u32,
     mode: u32,
     uid: u32,
@@ -57,6 +131,7 @@ fn entry(p: &Path) -> std::io::Result<Entry> {
     let m = fs::symlink_metadata(p)?;
     let kind = m.mode() & libc::S_IFMT;
     Ok(Entry {
+        blocks: m.blocks(),
         kind,
         mode: m.mode() & 0o7777,
         uid: m.uid(),
@@ -178,6 +253,27 @@ pub fn diff(a: &Path, b: &Path, check: Check) -> Vec<String> {
         if matches!(ea.kind, libc::S_IFCHR | libc::S_IFBLK) && ea.rdev != eb.rdev {
             out.push(format!("{n}: rdev {:x} vs {:x}", ea.rdev, eb.rdev));
         }
+        if check.xattrs {
+            let (xa, xb) = (xattrs(&pa), xattrs(&pb));
+            if xa != xb {
+                let show_x = |v: &Vec<(Vec<u8>, Vec<u8>)>| {
+                    v.iter()
+                        .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+                        .collect::<Vec<_>>()
+                };
+                out.push(format!(
+                    "{n}: xattrs {:?} vs {:?}",
+                    show_x(&xa),
+                    show_x(&xb)
+                ));
+            }
+        }
+        if check.blocks && ea.kind == libc::S_IFREG && eb.blocks > ea.blocks + BLOCKS_SLACK {
+            out.push(format!(
+                "{n}: allocated blocks {} vs {}",
+                ea.blocks, eb.blocks
+            ));
+        }
         if check.content && ea.kind == libc::S_IFREG {
             if ea.size != eb.size {
                 out.push(format!("{n}: size {} vs {}", ea.size, eb.size));
@@ -187,6 +283,21 @@ pub fn diff(a: &Path, b: &Path, check: Check) -> Vec<String> {
                     (Ok(_), Ok(_)) => out.push(format!("{n}: content differs")),
                     (x, y) => out.push(format!("{n}: read failed {:?} {:?}", x.err(), y.err())),
                 }
+            }
+        }
+    }
+    if check.hardlinks {
+        let (ga, gb) = (link_groups(a, &la), link_groups(b, &lb));
+        for p in sa.keys() {
+            if ga.get(p) != gb.get(p) {
+                out.push(format!(
+                    "{}: hard-link group {:?} vs {:?}",
+                    show(p),
+                    ga.get(p)
+                        .map(|v| v.iter().map(|x| show(x)).collect::<Vec<_>>()),
+                    gb.get(p)
+                        .map(|v| v.iter().map(|x| show(x)).collect::<Vec<_>>())
+                ));
             }
         }
     }

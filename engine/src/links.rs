@@ -1,0 +1,196 @@
+//! The hard-link map for `-H`: which source inodes with `nlink > 1` have been copied, and where.
+//!
+//! Only entries whose source has more than one link ever touch it, so the common path (files with
+//! one link) takes no shared lock. It is sharded by inode number (64 shards, each a mutex around a
+//! small hash map, cache-padded), so two cores meet on a lock only when they handle inodes of the
+//! same shard at the same moment.
+//!
+//! Protocol: the first name of an inode to arrive *claims* it and copies the data (the leader);
+//! every later name either links to the leader's finished copy at once, or, while the leader is
+//! still copying, waits for it as a future (registered wakers, woken across cores), never blocking
+//! a core thread. If the leader fails, the next waiter becomes the leader and copies the data
+//! itself. An entry is dropped once every link the source reported has been seen; groups with
+//! names outside the tree keep theirs until the run ends.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+
+use crossbeam_utils::CachePadded;
+
+const SHARDS: usize = 64;
+
+/// Identity of a source inode.
+pub(crate) type Key = (u64, u64);
+
+enum State {
+    Copying(Vec<Waker>),
+    Done { dir: Arc<OwnedFd>, name: CString },
+    Failed,
+}
+
+struct Entry {
+    /// Names of this inode not seen yet.
+    remaining: u64,
+    state: State,
+}
+
+/// What a name of a multi-link inode should do.
+pub(crate) enum Claim {
+    /// Copy the data, then call [`LinkMap::done`] or [`LinkMap::failed`].
+    Leader,
+    /// Link to this destination name (in this destination directory).
+    Link(Arc<OwnedFd>, CString),
+}
+
+/// One shard: a lock around a small map, on its own cache line.
+type Shard = CachePadded<Mutex<HashMap<Key, Entry>>>;
+
+pub(crate) struct LinkMap {
+    shards: Box<[Shard]>,
+}
+
+impl LinkMap {
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS)
+                .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, key: Key) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+        let i = (key.1 ^ key.0.rotate_left(17)) as usize % SHARDS;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A name of inode `key` (which has `nlink` links) arrived: lead, link, or wait for the
+    /// leader. Resolves without blocking the thread.
+    pub async fn claim(&self, key: Key, nlink: u64) -> Claim {
+        {
+            let mut shard = self.shard(key);
+            match shard.get_mut(&key) {
+                None => {
+                    shard.insert(
+                        key,
+                        Entry {
+                            remaining: nlink.saturating_sub(1),
+                            state: State::Copying(Vec::new()),
+                        },
+                    );
+                    return Claim::Leader;
+                }
+                Some(e) => {
+                    e.remaining = e.remaining.saturating_sub(1);
+                }
+            }
+        }
+        std::future::poll_fn(|cx| {
+            let mut shard = self.shard(key);
+            let Some(e) = shard.get_mut(&key) else {
+                // Dropped meanwhile (link count changed under us): copy on our own.
+                return Poll::Ready(Claim::Leader);
+            };
+            match &mut e.state {
+                State::Done { dir, name } => {
+                    let claim = Claim::Link(Arc::clone(dir), name.clone());
+                    if e.remaining == 0 {
+                        shard.remove(&key);
+                    }
+                    Poll::Ready(claim)
+                }
+                State::Failed => {
+                    e.state = State::Copying(Vec::new());
+                    Poll::Ready(Claim::Leader)
+                }
+                State::Copying(waiters) => {
+                    if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                        waiters.push(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
+    /// The leader's copy of `key` is in place as `name` in `dir`.
+    pub fn done(&self, key: Key, dir: Arc<OwnedFd>, name: CString) {
+        let waiters = {
+            let mut shard = self.shard(key);
+            let Some(e) = shard.get_mut(&key) else { return };
+            let old = std::mem::replace(&mut e.state, State::Done { dir, name });
+            if e.remaining == 0 {
+                shard.remove(&key);
+            }
+            match old {
+                State::Copying(w) => w,
+                _ => Vec::new(),
+            }
+        };
+        waiters.into_iter().for_each(Waker::wake);
+    }
+
+    /// The leader of `key` failed: the next name to look becomes the leader.
+    pub fn failed(&self, key: Key) {
+        let waiters = {
+            let mut shard = self.shard(key);
+            let Some(e) = shard.get_mut(&key) else { return };
+            match std::mem::replace(&mut e.state, State::Failed) {
+                State::Copying(w) => w,
+                _ => Vec::new(),
+            }
+        };
+        waiters.into_iter().for_each(Waker::wake);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fd() -> Arc<OwnedFd> {
+        Arc::new(std::fs::File::open("/").expect("open /").into())
+    }
+
+    #[test]
+    fn leader_then_links_then_entry_dropped() {
+        let m = LinkMap::new();
+        let rt = compio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            assert!(matches!(m.claim((1, 7), 3).await, Claim::Leader));
+            m.done((1, 7), fd(), CString::new("a").unwrap());
+            for _ in 0..2 {
+                match m.claim((1, 7), 3).await {
+                    Claim::Link(_, n) => assert_eq!(n.as_bytes(), b"a"),
+                    Claim::Leader => panic!("second name copied again"),
+                }
+            }
+            // All three names seen: the entry is gone, so memory holds only open groups.
+            assert!(m.shard((1, 7)).is_empty());
+        });
+    }
+
+    #[test]
+    fn waiter_on_another_thread_is_woken_and_failure_hands_over() {
+        let m = Arc::new(LinkMap::new());
+        let rt = compio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            assert!(matches!(m.claim((2, 9), 3).await, Claim::Leader));
+        });
+        let m2 = Arc::clone(&m);
+        let follower = std::thread::spawn(move || {
+            let rt = compio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async { matches!(m2.claim((2, 9), 3).await, Claim::Leader) })
+        });
+        // The follower either registered already or will find the failed state: both end with
+        // it leading, which is what a failed leader must cause.
+        m.failed((2, 9));
+        assert!(
+            follower.join().unwrap(),
+            "the waiter must take over after a failure"
+        );
+    }
+}

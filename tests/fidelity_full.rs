@@ -1,0 +1,735 @@
+//! Full fidelity against rsync as the oracle (`-aHAXS`): hard-link groups, xattrs of every
+//! namespace, ACLs (access and default), sparse files; `-x` over a loop-mounted file system,
+//! `--reflink` on an XFS loop image, `-L` on symlink loops.
+//!
+//! Tests that mount take a machine-wide lock so they run one at a time.
+
+mod common;
+
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn sh(cmd: &str, args: &[&OsStr]) -> std::process::Output {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn setxattr(p: &Path, name: &str, value: &[u8]) {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    // SAFETY: valid path, name and value buffer.
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setxattr {name} on {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Build the `-HAXS` tree under `root`; `outside` receives the name of a hard-link group that
+/// lies outside the tree.
+fn build_full_tree(root: &Path, outside: &Path) {
+    fs::create_dir_all(root).unwrap();
+    // Hard links: 3 names in 3 directories; 100 names; a group with a name outside the tree.
+    for d in ["h1", "h2", "h3", "many"] {
+        fs::create_dir(root.join(d)).unwrap();
+    }
+    write(&root.join("h1/a"), b"three names");
+    fs::hard_link(root.join("h1/a"), root.join("h2/b")).unwrap();
+    fs::hard_link(root.join("h1/a"), root.join("h3/c")).unwrap();
+    write(&root.join("many/n000"), &content(5, 70_000));
+    for i in 1..100 {
+        fs::hard_link(root.join("many/n000"), root.join(format!("many/n{i:03}"))).unwrap();
+    }
+    write(&root.join("h1/half"), b"one name outside");
+    fs::hard_link(root.join("h1/half"), outside).unwrap();
+    fs::hard_link(root.join("h1/half"), root.join("h2/half2")).unwrap();
+    // A hard-linked FIFO (rsync -H links non-regular files too).
+    mkfifo(&root.join("h1/fifo"));
+    fs::hard_link(root.join("h1/fifo"), root.join("h3/fifo2")).unwrap();
+    // xattrs on a file and a directory, trusted.* on a symlink, security.capability on a file.
+    fs::create_dir(root.join("x")).unwrap();
+    write(&root.join("x/file"), b"with xattrs");
+    setxattr(&root.join("x/file"), "user.comment", b"hello");
+    setxattr(&root.join("x/file"), "user.binary", &[0, 1, 2, 255, 0]);
+    setxattr(&root.join("x/file"), "trusted.tag", b"root only");
+    setxattr(&root.join("x"), "user.dirattr", b"on a directory");
+    std::os::unix::fs::symlink("file", root.join("x/link")).unwrap();
+    setxattr(&root.join("x/link"), "trusted.linkattr", b"on a symlink");
+    write(&root.join("x/capable"), b"#!/bin/true\n");
+    chmod(&root.join("x/capable"), 0o755);
+    lchown(&root.join("x/capable"), 1000, 1000);
+    // vfs_cap_data v2: magic|effective, permitted = CAP_NET_BIND_SERVICE.
+    let mut cap = Vec::new();
+    cap.extend_from_slice(&0x0200_0001u32.to_le_bytes());
+    cap.extend_from_slice(&(1u32 << 10).to_le_bytes());
+    cap.extend_from_slice(&0u32.to_le_bytes());
+    cap.extend_from_slice(&0u32.to_le_bytes());
+    cap.extend_from_slice(&0u32.to_le_bytes());
+    setxattr(&root.join("x/capable"), "security.capability", &cap);
+    // ACLs: an access ACL on a file, a default ACL on a directory whose children inherit it.
+    write(&root.join("x/acl-file"), b"acl");
+    sh(
+        "setfacl",
+        &[
+            OsStr::new("-m"),
+            OsStr::new("u:1000:rw-,g:7:r--"),
+            root.join("x/acl-file").as_os_str(),
+        ],
+    );
+    fs::create_dir(root.join("acldir")).unwrap();
+    sh(
+        "setfacl",
+        &[
+            OsStr::new("-d"),
+            OsStr::new("-m"),
+            OsStr::new("u:1000:rwx,g:100:r-x"),
+            root.join("acldir").as_os_str(),
+        ],
+    );
+    sh(
+        "setfacl",
+        &[
+            OsStr::new("-m"),
+            OsStr::new("u:2000:r-x"),
+            root.join("acldir").as_os_str(),
+        ],
+    );
+    fs::create_dir(root.join("acldir/inherits")).unwrap();
+    write(&root.join("acldir/inherits/child"), b"inherited acl");
+    write(&root.join("acldir/child2"), b"inherited acl too");
+    // A 1 GiB sparse file with 3 data extents, and a small one ending in a hole.
+    let f = fs::File::create(root.join("sparse.img")).unwrap();
+    f.write_all_at(&content(1, 64 * 1024), 0).unwrap();
+    f.write_all_at(&content(2, 128 * 1024), 500 << 20).unwrap();
+    f.write_all_at(&content(3, 64 * 1024), (1 << 30) - 64 * 1024)
+        .unwrap();
+    drop(f);
+    let f = fs::File::create(root.join("tailhole")).unwrap();
+    f.write_all_at(b"head", 0).unwrap();
+    f.set_len(10 << 20).unwrap();
+    drop(f);
+    // Times last.
+    let mut t = 1_700_000_000;
+    for p in treediff::walk(root).unwrap().into_iter().rev() {
+        t += 11;
+        set_times(&root.join(&p), t, 123_456_789);
+    }
+}
+
+#[test]
+fn haxs_matches_rsync_attribute_by_attribute() {
+    if !is_root() {
+        skip(
+            "haxs_matches_rsync",
+            "needs root (trusted.* xattrs, owners, security.capability)",
+        );
+        return;
+    }
+    assert!(
+        require_rsync("haxs") && have("setfacl"),
+        "the test command installs rsync and acl"
+    );
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    build_full_tree(&src, &t.path().join("outside-name"));
+    let (dr, da) = (t.path().join("rsync"), t.path().join("arsync"));
+    let s = format!("{}/", src.display());
+    let r = Command::new("rsync")
+        .args(["-aHAXS", &s])
+        .arg(&dr)
+        .output()
+        .unwrap();
+    assert!(
+        r.status.success(),
+        "rsync: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    for threads in ["1", "2"] {
+        let da = da.with_extension(threads);
+        let a = run(&[
+            OsStr::new("-aHAXS"),
+            OsStr::new("--threads"),
+            OsStr::new(threads),
+            OsStr::new(&s),
+            da.as_os_str(),
+        ]);
+        assert_eq!(
+            code(&a),
+            0,
+            "arsync: {}",
+            String::from_utf8_lossy(&a.stderr)
+        );
+        // Against rsync's copy: every attribute, xattrs and ACLs, link groups, allocation.
+        assert_same(&dr, &da, treediff::Check::full());
+        // And against the source itself.
+        assert_same(&src, &da, treediff::Check::full());
+        // The sparse file stayed sparse: 3 extents' worth of blocks, not 1 GiB.
+        let m = fs::metadata(da.join("sparse.img")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert!(
+            m.blocks() * 512 < 4 << 20,
+            "sparse.img allocates {} bytes",
+            m.blocks() * 512
+        );
+        // The 100-name group is one inode: its data was written once.
+        let ino = fs::metadata(da.join("many/n000")).unwrap().ino();
+        for i in 1..100 {
+            assert_eq!(
+                fs::metadata(da.join(format!("many/n{i:03}")))
+                    .unwrap()
+                    .ino(),
+                ino
+            );
+        }
+        // security.capability survived the chown.
+        assert!(
+            treediff::xattrs(&da.join("x/capable"))
+                .iter()
+                .any(|(n, _)| n == b"security.capability")
+        );
+    }
+}
+
+#[test]
+fn without_h_and_s_names_are_copies_and_holes_are_zeros() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("a"), b"data");
+    fs::hard_link(src.join("a"), src.join("b")).unwrap();
+    let f = fs::File::create(src.join("sp")).unwrap();
+    f.write_all_at(b"x", 4 << 20).unwrap();
+    drop(f);
+    let d = t.path().join("dst");
+    let s = format!("{}/", src.display());
+    let a = run(&[OsStr::new("-a"), OsStr::new(&s), d.as_os_str()]);
+    assert_eq!(code(&a), 0);
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(
+        fs::metadata(d.join("a")).unwrap().ino(),
+        fs::metadata(d.join("b")).unwrap().ino()
+    );
+    // Holes written as zeros: the copy allocates the whole file, as rsync without -S.
+    assert!(fs::metadata(d.join("sp")).unwrap().blocks() * 512 >= 4 << 20);
+    assert_eq!(
+        fs::read(d.join("sp")).unwrap(),
+        fs::read(src.join("sp")).unwrap()
+    );
+}
+
+#[test]
+fn user_xattrs_and_acls_as_the_owner() {
+    // Also meaningful as non-root: user.* and ACLs are the caller's to copy.
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"x");
+    setxattr(&src.join("f"), "user.k", b"v");
+    let d = t.path().join("dst");
+    let s = format!("{}/", src.display());
+    let a = run(&[OsStr::new("-aX"), OsStr::new(&s), d.as_os_str()]);
+    assert_eq!(code(&a), 0, "{}", String::from_utf8_lossy(&a.stderr));
+    assert_eq!(
+        treediff::xattrs(&d.join("f")),
+        vec![(b"user.k".to_vec(), b"v".to_vec())]
+    );
+    // Without -X nothing is copied.
+    let d2 = t.path().join("dst2");
+    assert_eq!(
+        code(&run(&[OsStr::new("-a"), OsStr::new(&s), d2.as_os_str()])),
+        0
+    );
+    assert!(treediff::xattrs(&d2.join("f")).is_empty());
+}
+
+/// A loop-mounted file system; unmounted and detached on drop.
+struct Mount {
+    dir: PathBuf,
+}
+
+impl Mount {
+    fn new(img: &Path, size_mb: u64, mkfs: &[&str], dir: &Path) -> Mount {
+        let f = fs::File::create(img).unwrap();
+        f.set_len(size_mb << 20).unwrap();
+        drop(f);
+        let mut args: Vec<&OsStr> = mkfs[1..].iter().map(OsStr::new).collect();
+        args.push(img.as_os_str());
+        sh(mkfs[0], &args);
+        fs::create_dir_all(dir).unwrap();
+        sh(
+            "mount",
+            &[
+                OsStr::new("-o"),
+                OsStr::new("loop"),
+                img.as_os_str(),
+                dir.as_os_str(),
+            ],
+        );
+        Mount {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// Serialises the tests that mount (a lock file held for the test's duration).
+struct MountLock(#[allow(dead_code)] fs::File);
+
+fn mount_lock() -> MountLock {
+    use std::os::fd::AsRawFd;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/var/tmp/arsync-test-mount.lock")
+        .unwrap();
+    // SAFETY: flock on a valid fd; blocks until the lock is ours.
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    MountLock(f)
+}
+
+#[test]
+fn one_file_system_skips_a_mounted_file_system() {
+    if !is_root() {
+        skip("one_file_system", "needs root to loop-mount an ext4 image");
+        return;
+    }
+    let _l = mount_lock();
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("top"), b"on the root fs");
+    let m = Mount::new(
+        &t.path().join("inner.img"),
+        16,
+        &["mkfs.ext4", "-q", "-F"],
+        &src.join("mnt"),
+    );
+    write(&m.dir.join("inside"), b"on the mounted fs");
+    let s = format!("{}/", src.display());
+    for (flag, mnt_expected) in [("-ax", true), ("-axx", false)] {
+        let d = t.path().join(format!("dst{flag}"));
+        let r = t.path().join(format!("rsync{flag}"));
+        let a = run(&[OsStr::new(flag), OsStr::new(&s), d.as_os_str()]);
+        assert_eq!(code(&a), 0, "{}", String::from_utf8_lossy(&a.stderr));
+        let o = Command::new("rsync")
+            .args([flag, &s])
+            .arg(&r)
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        assert!(d.join("top").exists());
+        assert_eq!(
+            d.join("mnt").exists(),
+            mnt_expected,
+            "{flag}: mount point presence"
+        );
+        assert!(
+            !d.join("mnt/inside").exists(),
+            "{flag} crossed into the mounted file system"
+        );
+        // rsync does not set the mount point's times; we copy them from the mounted root.
+        let mut check = treediff::Check::archive();
+        check.root_attrs = false;
+        check.dir_mtime = false;
+        assert_same(&r, &d, check);
+        if mnt_expected {
+            use std::os::unix::fs::MetadataExt;
+            let (ms, md) = (
+                fs::metadata(&m.dir).unwrap(),
+                fs::metadata(d.join("mnt")).unwrap(),
+            );
+            assert_eq!((ms.mtime(), ms.mtime_nsec()), (md.mtime(), md.mtime_nsec()));
+            assert_eq!(ms.mode(), md.mode());
+        }
+    }
+    // Without -x the mounted file system is copied.
+    let d = t.path().join("dst-all");
+    assert_eq!(
+        code(&run(&[OsStr::new("-a"), OsStr::new(&s), d.as_os_str()])),
+        0
+    );
+    assert!(d.join("mnt/inside").exists());
+    drop(m);
+}
+
+/// Whether any extent of `p` is shared (FIEMAP's shared flag, as `filefrag -v` prints it).
+fn has_shared_extent(p: &Path) -> bool {
+    let out = Command::new("filefrag")
+        .arg("-v")
+        .arg(p)
+        .output()
+        .expect("filefrag (e2fsprogs)");
+    String::from_utf8_lossy(&out.stdout).contains("shared")
+}
+
+#[test]
+fn reflink_always_shares_and_never_does_not_on_xfs() {
+    if !is_root() {
+        skip("reflink", "needs root to loop-mount an XFS image");
+        return;
+    }
+    assert!(have("mkfs.xfs"), "the test command installs xfsprogs");
+    let _l = mount_lock();
+    let t = Scratch::new();
+    let m = Mount::new(
+        &t.path().join("xfs.img"),
+        320,
+        &["mkfs.xfs", "-q", "-f", "-m", "reflink=1"],
+        &t.path().join("xfs"),
+    );
+    let src = m.dir.join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("big"), &content(9, 3 << 20));
+    write(&src.join("small"), &content(10, 10_000));
+    let s = format!("{}/", src.display());
+    let always = m.dir.join("always");
+    let a = run(&[
+        OsStr::new("-a"),
+        OsStr::new("--reflink=always"),
+        OsStr::new(&s),
+        always.as_os_str(),
+    ]);
+    assert_eq!(code(&a), 0, "{}", String::from_utf8_lossy(&a.stderr));
+    let never = m.dir.join("never");
+    let a = run(&[
+        OsStr::new("-a"),
+        OsStr::new("--reflink=never"),
+        OsStr::new(&s),
+        never.as_os_str(),
+    ]);
+    assert_eq!(code(&a), 0, "{}", String::from_utf8_lossy(&a.stderr));
+    for f in ["big", "small"] {
+        assert!(
+            has_shared_extent(&always.join(f)),
+            "--reflink=always: {f} shares no extent"
+        );
+        assert!(
+            !has_shared_extent(&never.join(f)),
+            "--reflink=never: {f} shares an extent"
+        );
+    }
+    assert_same(&src, &always, treediff::Check::archive());
+    assert_same(&src, &never, treediff::Check::archive());
+    // Across file systems --reflink=always fails each file (exit 23); auto falls back.
+    let off = t.path().join("off-fs");
+    let a = run(&[
+        OsStr::new("-a"),
+        OsStr::new("--reflink=always"),
+        OsStr::new(&s),
+        off.as_os_str(),
+    ]);
+    assert_eq!(code(&a), 23);
+    assert!(!off.join("big").exists());
+    let auto = t.path().join("auto");
+    assert_eq!(
+        code(&run(&[OsStr::new("-a"), OsStr::new(&s), auto.as_os_str()])),
+        0
+    );
+    assert_same(&src, &auto, treediff::Check::archive());
+    drop(m);
+}
+
+#[test]
+fn copy_links_and_loops() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    write(&src.join("d/f"), b"target file");
+    std::os::unix::fs::symlink("d/f", src.join("to-file")).unwrap();
+    std::os::unix::fs::symlink("d", src.join("to-dir")).unwrap();
+    std::os::unix::fs::symlink("self", src.join("self")).unwrap();
+    std::os::unix::fs::symlink("..", src.join("d/up")).unwrap();
+    std::os::unix::fs::symlink("nowhere", src.join("dangling")).unwrap();
+    let s = format!("{}/", src.display());
+    let d = t.path().join("dst");
+    let a = run(&[OsStr::new("-aL"), OsStr::new(&s), d.as_os_str()]);
+    // The loops and the dangling link are reported, the rest copied: exit 23 as rsync.
+    assert_eq!(code(&a), 23);
+    let err = String::from_utf8_lossy(&a.stderr);
+    assert!(
+        err.contains("self") && err.contains("dangling") && err.contains("up"),
+        "{err}"
+    );
+    assert_eq!(fs::read(d.join("to-file")).unwrap(), b"target file");
+    assert!(fs::symlink_metadata(d.join("to-file")).unwrap().is_file());
+    assert!(fs::symlink_metadata(d.join("to-dir")).unwrap().is_dir());
+    assert_eq!(fs::read(d.join("to-dir/f")).unwrap(), b"target file");
+    // rsync gives the same exit code for the loops it can survive (with `d/up` pointing at an
+    // ancestor it recurses until paths are too long, exponentially with `to-dir` beside it).
+    if require_rsync("copy_links") {
+        fs::remove_file(src.join("d/up")).unwrap();
+        let r = Command::new("rsync")
+            .args(["-aL", &s])
+            .arg(t.path().join("r"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            r.status.code(),
+            Some(23),
+            "rsync's exit code for the same tree"
+        );
+        let d2 = t.path().join("dst2");
+        assert_eq!(
+            code(&run(&[OsStr::new("-aL"), OsStr::new(&s), d2.as_os_str()])),
+            23
+        );
+        // rsync leaves directory times unset after a sender error; we keep the source's.
+        let mut check = treediff::Check::archive();
+        check.root_attrs = false;
+        check.dir_mtime = false;
+        assert_same(&t.path().join("r"), &d2, check);
+        let ms = fs::metadata(src.join("d")).unwrap();
+        let md = fs::metadata(d2.join("d")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((ms.mtime(), ms.mtime_nsec()), (md.mtime(), md.mtime_nsec()));
+    }
+}
+
+#[test]
+fn safe_and_unsafe_links() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    write(&t.path().join("outside"), b"outside the tree");
+    write(&src.join("d/in"), b"inside");
+    std::os::unix::fs::symlink("../../outside", src.join("d/escape")).unwrap();
+    std::os::unix::fs::symlink(t.path().join("outside"), src.join("abs")).unwrap();
+    std::os::unix::fs::symlink("in", src.join("d/safe")).unwrap();
+    let s = format!("{}/", src.display());
+    let d1 = t.path().join("safe");
+    assert_eq!(
+        code(&run(&[
+            OsStr::new("-a"),
+            OsStr::new("--safe-links"),
+            OsStr::new(&s),
+            d1.as_os_str()
+        ])),
+        0
+    );
+    assert!(
+        fs::symlink_metadata(d1.join("d/safe"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(fs::symlink_metadata(d1.join("d/escape")).is_err());
+    assert!(fs::symlink_metadata(d1.join("abs")).is_err());
+    let d2 = t.path().join("unsafe");
+    assert_eq!(
+        code(&run(&[
+            OsStr::new("-a"),
+            OsStr::new("--copy-unsafe-links"),
+            OsStr::new(&s),
+            d2.as_os_str()
+        ])),
+        0
+    );
+    assert!(
+        fs::symlink_metadata(d2.join("d/safe"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(fs::read(d2.join("d/escape")).unwrap(), b"outside the tree");
+    assert!(fs::symlink_metadata(d2.join("abs")).unwrap().is_file());
+    if require_rsync("safe_links") {
+        for flag in ["--safe-links", "--copy-unsafe-links"] {
+            let r = t.path().join(format!("r{flag}"));
+            let o = Command::new("rsync")
+                .args(["-a", flag, &s])
+                .arg(&r)
+                .output()
+                .unwrap();
+            assert!(o.status.success());
+            let a = if flag == "--safe-links" { &d1 } else { &d2 };
+            // rsync leaves directory and symlink times unset after skipping an unsafe link;
+            // we keep the source's (checked against the source below).
+            let mut check = treediff::Check::archive();
+            check.root_attrs = false;
+            check.dir_mtime = false;
+            check.link_mtime = false;
+            assert_same(&r, a, check);
+        }
+        for a in [&d1, &d2] {
+            use std::os::unix::fs::MetadataExt;
+            let (ms, md) = (
+                fs::symlink_metadata(src.join("d/safe")).unwrap(),
+                fs::symlink_metadata(a.join("d/safe")).unwrap(),
+            );
+            assert_eq!((ms.mtime(), ms.mtime_nsec()), (md.mtime(), md.mtime_nsec()));
+        }
+    }
+}
+
+#[test]
+fn keep_dirlinks_uses_a_destination_symlink_to_a_directory() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("sub/f"), b"via the link");
+    let real = t.path().join("real");
+    fs::create_dir(&real).unwrap();
+    let d = t.path().join("dst");
+    fs::create_dir(&d).unwrap();
+    std::os::unix::fs::symlink(&real, d.join("sub")).unwrap();
+    let s = format!("{}/", src.display());
+    assert_eq!(
+        code(&run(&[OsStr::new("-aK"), OsStr::new(&s), d.as_os_str()])),
+        0
+    );
+    assert!(
+        fs::symlink_metadata(d.join("sub"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(fs::read(real.join("f")).unwrap(), b"via the link");
+    // Without -K the symlink is replaced by a real directory and nothing goes to `real`.
+    let real2 = t.path().join("real2");
+    fs::create_dir(&real2).unwrap();
+    let d2 = t.path().join("dst2");
+    fs::create_dir(&d2).unwrap();
+    std::os::unix::fs::symlink(&real2, d2.join("sub")).unwrap();
+    assert_eq!(
+        code(&run(&[OsStr::new("-a"), OsStr::new(&s), d2.as_os_str()])),
+        0
+    );
+    assert!(fs::symlink_metadata(d2.join("sub")).unwrap().is_dir());
+    assert!(!real2.join("f").exists());
+}
+
+#[test]
+fn destination_without_xattr_support_warns_once() {
+    if !is_root() {
+        skip("xattr_unsupported", "needs root to mount ramfs");
+        return;
+    }
+    let _l = mount_lock();
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..20 {
+        let f = src.join(format!("f{i}"));
+        write(&f, b"x");
+        setxattr(&f, "user.k", b"v");
+    }
+    let mnt = t.path().join("ramfs");
+    fs::create_dir(&mnt).unwrap();
+    sh(
+        "mount",
+        &[
+            OsStr::new("-t"),
+            OsStr::new("ramfs"),
+            OsStr::new("none"),
+            mnt.as_os_str(),
+        ],
+    );
+    let s = format!("{}/", src.display());
+    let a = run(&[OsStr::new("-aX"), OsStr::new(&s), mnt.join("d").as_os_str()]);
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert_eq!(code(&a), 0, "{}", String::from_utf8_lossy(&a.stderr));
+    let err = String::from_utf8_lossy(&a.stderr);
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one warning, not one per file:\n{err}"
+    );
+    assert!(
+        err.contains("warning") && err.contains("not supported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn non_root_rules_owner_skipped_group_only_if_member() {
+    if !is_root() {
+        skip(
+            "non_root_rules",
+            "needs root to set up files of other owners and switch user",
+        );
+        return;
+    }
+    if !have("setpriv") {
+        panic!("setpriv (util-linux) is missing");
+    }
+    let t = Scratch::new();
+    // The unprivileged user must reach the binary and the scratch directory.
+    chmod(t.path(), 0o755);
+    let bin = t.path().join("arsync");
+    fs::copy(env!("CARGO_BIN_EXE_arsync"), &bin).unwrap();
+    chmod(&bin, 0o755);
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("mine"), b"owned by nobody");
+    lchown(&src.join("mine"), 65534, 65534);
+    write(&src.join("other-owner"), b"readable, owned by 1000");
+    lchown(&src.join("other-owner"), 1000, 65534);
+    write(&src.join("other-group"), b"group 7, not nobody's");
+    lchown(&src.join("other-group"), 65534, 7);
+    for f in ["mine", "other-owner", "other-group"] {
+        chmod(&src.join(f), 0o644);
+    }
+    let dst = t.path().join("dst");
+    fs::create_dir(&dst).unwrap();
+    lchown(&dst, 65534, 65534);
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["-a", "--numeric-ids"])
+        .arg(format!("{}/", src.display()))
+        .arg(&dst)
+        .output()
+        .unwrap();
+    // -o is skipped silently and -g keeps only groups the user is in: no error, exit 0.
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::MetadataExt;
+    for f in ["mine", "other-owner", "other-group"] {
+        let m = fs::metadata(dst.join(f)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534), "{f}");
+        assert_eq!(
+            fs::read(dst.join(f)).unwrap(),
+            fs::read(src.join(f)).unwrap()
+        );
+    }
+}
