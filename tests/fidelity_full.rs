@@ -733,3 +733,35 @@ fn non_root_rules_owner_skipped_group_only_if_member() {
         );
     }
 }
+
+/// Regression: with many 3-name groups spread over directories handled by different cores, a
+/// leader that finished after all names had arrived left its waiters to copy the data again.
+#[test]
+fn many_hardlink_groups_across_directories_stay_linked() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    for d in 0..10 {
+        fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+    }
+    for i in 0..1500 {
+        let a = src.join(format!("d{}/i{i}_a", i % 10));
+        write(&a, &content(i as u64, (i * 37) % 5000));
+        fs::hard_link(&a, src.join(format!("d{}/i{i}_b", (i + 3) % 10))).unwrap();
+        fs::hard_link(&a, src.join(format!("d{}/i{i}_c", (i + 7) % 10))).unwrap();
+    }
+    let s = format!("{}/", src.display());
+    for threads in ["1", "2", "8"] {
+        let d = t.path().join(format!("dst{threads}"));
+        let a = run(&[
+            OsStr::new("-aH"),
+            OsStr::new("--threads"),
+            OsStr::new(threads),
+            OsStr::new(&s),
+            d.as_os_str(),
+        ]);
+        assert_eq!(code(&a), 0, "{}", String::from_utf8_lossy(&a.stderr));
+        let mut check = treediff::Check::archive();
+        check.hardlinks = true;
+        assert_same(&src, &d, check);
+    }
+}

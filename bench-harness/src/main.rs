@@ -1,233 +1,344 @@
-//! `arsync-bench`: reproducible datasets and measured runs of the built `arsync` binary.
+//! `arsync-bench`: the instrument behind every performance claim of arsync.
 //!
-//! This is the first slice of the benchmark harness (the performance issue grows it into the full
-//! side-by-side runner with peers, cache control, reports and plots). It does two jobs today:
-//!
-//! * `arsync-bench gen KIND DIR [--files N] [--seed S]` writes a reproducible tree: `small`
-//!   (files of 0–16 KiB, log-uniform, 100 per directory, fan-out 10), `flat` (all files in one
-//!   directory) or `deep` (a chain of directories with a few files per level). Same seed and
-//!   size, byte-identical tree (content, names, modes, nanosecond mtimes).
-//! * `arsync-bench run --arsync BIN --src DIR [--reps N] [-- ARGS...]` copies DIR with
-//!   `BIN ARGS DIR/ DEST/` into fresh destinations beside DIR, N times, and prints wall time, user
-//!   and system CPU, peak RSS and files/s per run and their medians, read from `wait4`'s rusage.
-//!   Destinations are deleted only after all runs (on journal-less ext4, creating files right after
-//!   a mass delete is up to 15× slower).
+//! * `gen KIND|all DIR [--scale S] [--seed N]`: reproducible datasets (`datasets` module).
+//! * `compare --data DIR [--datasets a,b] [--cache warm,cold] [--reps N] --arsync BIN
+//!   [--arsync-args "-a"] [--tools arsync,cp-a,...] [--peers-bin DIR] [--install-peers DIR]
+//!   [--out DIR] [--wait S]`: copies each dataset with arsync and every peer found, alternating
+//!   tools in each repetition, warm (source re-read first) and cold (page cache dropped), each run
+//!   into a fresh destination on the same file system after the same memory preparation; checks
+//!   the first copy of each tool (`verify`); writes `results.json`, `results.csv`, `report.md` and
+//!   an SVG chart per dataset under `OUT/<date>-<host>/` (default `perf/runs`).
+//! * `threads --data DIR --dataset NAME --max N [--reps R] --arsync BIN`: thread scaling of arsync
+//!   (`--threads 1..N`, unpinned past the CPU count, i.e. oversubscribed), with the scheduler's
+//!   steal counts from `--stats-json`.
+//! * `run --arsync BIN --src DIR [--reps N] [-- ARGS]`: quick repeated runs of arsync alone with
+//!   wall, CPU and peak RSS (used for the memory-bound check).
+
+mod datasets;
+mod report;
+mod runner;
+mod verify;
 
 use std::ffi::OsString;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-/// A small deterministic generator (xorshift64*), so datasets need no external crate.
-struct Rng(u64);
+struct Args(Vec<OsString>);
 
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+impl Args {
+    fn opt(&self, name: &str) -> Option<String> {
+        let i = self.0.iter().position(|a| a == name)?;
+        self.0.get(i + 1).map(|v| v.to_string_lossy().into_owned())
     }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    fn flag(&self, name: &str) -> bool {
+        self.0.iter().any(|a| a == name)
     }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+    fn list(&self, name: &str, default: &str) -> Vec<String> {
+        self.opt(name)
+            .unwrap_or_else(|| default.to_string())
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
     }
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
+    fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T>
+    where
+        T::Err: std::error::Error + Send + Sync + 'static,
+    {
+        Ok(match self.opt(name) {
+            Some(v) => v.parse().with_context(|| format!("{name} {v}"))?,
+            None => default,
+        })
     }
 }
 
-fn set_mtime(p: &Path, sec: i64, nsec: i64) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;
-    let ts = [
-        libc::timespec {
-            tv_sec: sec,
-            tv_nsec: nsec,
-        },
-        libc::timespec {
-            tv_sec: sec,
-            tv_nsec: nsec,
-        },
-    ];
-    // SAFETY: valid NUL-terminated path and a two-element timespec array.
-    let r = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            ts.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| p.display().to_string());
+fn today_host() -> String {
+    let mut t: libc::time_t = 0;
+    // SAFETY: time() writes the current time into `t`.
+    unsafe { libc::time(&mut t) };
+    // SAFETY: an all-zero tm is a valid value; gmtime_r fills it from `t`.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to `t` and `tm`.
+    unsafe { libc::gmtime_r(&t, &mut tm) };
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
+    format!(
+        "{:04}-{:02}-{:02}-{}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        host.trim()
+    )
+}
+
+fn environment(data: &Path, arsync: &Path) -> String {
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let version = Command::new(arsync)
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let fs_type = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(data)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "Machine: {cpus} CPUs, kernel {}, data on {fs_type}; {version}.",
+        kernel.trim()
+    )
+}
+
+/// Steals summed over cores, from an arsync `--stats-json` file.
+fn steals_from(stats: &Path) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(stats).ok()?).ok()?;
+    Some(
+        v.get("cores")?
+            .as_array()?
+            .iter()
+            .filter_map(|c| c.get("steals").and_then(|s| s.as_u64()))
+            .sum(),
+    )
+}
+
+fn compare(a: &Args) -> Result<()> {
+    let data = PathBuf::from(a.opt("--data").context("--data DIR")?);
+    let arsync = PathBuf::from(a.opt("--arsync").context("--arsync BIN")?);
+    let arsync_args: Vec<String> = a
+        .opt("--arsync-args")
+        .unwrap_or_else(|| "-a".into())
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let names = a.list("--datasets", "small,mixed");
+    let caches = a.list("--cache", "warm");
+    let reps: usize = a.num("--reps", 3)?;
+    let mut peers_bin = vec![PathBuf::from("/opt/peers/bin")];
+    if let Some(p) = a.opt("--peers-bin") {
+        peers_bin.insert(0, PathBuf::from(p));
     }
+    if let Some(root) = a.opt("--install-peers") {
+        runner::install_peers(Path::new(&root))?;
+        peers_bin.insert(0, Path::new(&root).join("bin"));
+    }
+    // Per-dataset arsync flags, e.g. "mixed:-aHAX;sparse:-aS" (the flags each dataset calls for).
+    let per_dataset: Vec<(String, Vec<String>)> = a
+        .opt("--arsync-args-for")
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|kv| kv.split_once(':'))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                v.split_whitespace().map(str::to_string).collect(),
+            )
+        })
+        .collect();
+    let mut tools = runner::tools(&arsync, &arsync_args, &peers_bin);
+    if let Some(only) = a.opt("--tools") {
+        let keep: Vec<&str> = only.split(',').collect();
+        tools.retain(|t| keep.contains(&t.name.as_str()));
+    }
+    let out =
+        PathBuf::from(a.opt("--out").unwrap_or_else(|| "perf/runs".into())).join(today_host());
+    let wait = Duration::from_secs(a.num("--wait", 370u64)?);
+    let mut dests = runner::Dests::new(data.join(".bench-dst"), wait)?;
+    let mut rows = Vec::new();
+    eprintln!(
+        "[arsync-bench] tools: {}",
+        tools
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for name in &names {
+        let src = data.join(name);
+        if !src.is_dir() {
+            bail!(
+                "{} is missing: make it with `arsync-bench gen {name} {}`",
+                src.display(),
+                data.display()
+            );
+        }
+        let (files, _dirs, _links, bytes) = runner::census(&src)?;
+        let mut tools = tools.clone();
+        if let Some((_, args)) = per_dataset.iter().find(|(k, _)| k == name) {
+            tools[0].args = args.clone();
+        }
+        eprintln!("[arsync-bench] {name}: arsync {}", tools[0].args.join(" "));
+        for cache in &caches {
+            for rep in 0..reps {
+                for k in 0..tools.len() {
+                    let tool = &tools[(rep + k) % tools.len()];
+                    match cache.as_str() {
+                        "cold" => runner::cold(Duration::from_secs(2))?,
+                        _ => runner::warm(&src)?,
+                    }
+                    runner::prefault();
+                    let dst = dests.next(&format!("{name}-{}-{cache}", tool.name));
+                    let s = runner::measure(&mut runner::command(tool, &src, &dst))?;
+                    let verdict = if rep == 0 && cache == &caches[0] {
+                        verify::verdict(&src, &dst).unwrap_or_else(|e| format!("unverified: {e}"))
+                    } else {
+                        String::new()
+                    };
+                    eprintln!(
+                        "[arsync-bench] {name} {cache} rep{rep} {:<8} wall {:.3} s cpu {:.2} s rss {:.1} MiB exit {} {verdict}",
+                        tool.name,
+                        s.wall,
+                        s.user + s.sys,
+                        s.rss_kib as f64 / 1024.0,
+                        s.code
+                    );
+                    rows.push(report::Row {
+                        dataset: name.clone(),
+                        cache: cache.clone(),
+                        tool: tool.name.clone(),
+                        rep,
+                        wall_s: s.wall,
+                        user_s: s.user,
+                        sys_s: s.sys,
+                        peak_rss_kib: s.rss_kib,
+                        exit: s.code,
+                        files,
+                        bytes,
+                        files_per_s: files as f64 / s.wall,
+                        mb_per_s: bytes as f64 / 1e6 / s.wall,
+                        steals: None,
+                        threads: None,
+                        verdict,
+                    });
+                }
+            }
+        }
+    }
+    eprintln!("[arsync-bench] deleting destinations (outside the timed runs)");
+    dests.delete_all();
+    report::write(
+        &out,
+        "arsync against its peers",
+        &environment(&data, &arsync),
+        &rows,
+    )?;
+    println!("{}", out.join("report.md").display());
     Ok(())
 }
 
-/// Log-uniform size in 0..=16 KiB (about 7% empty files, as the shared `small` dataset).
-fn small_size(rng: &mut Rng) -> usize {
-    if rng.below(14) == 0 {
-        return 0;
-    }
-    let exp = rng.below(15) as u32; // 2^0 .. 2^14
-    let base = 1usize << exp;
-    base + rng.below(base as u64) as usize
-}
-
-fn generate(kind: &str, dir: &Path, files: usize, seed: u64) -> Result<()> {
-    if dir.exists() {
-        bail!("{} exists: choose a new directory", dir.display());
-    }
-    fs::create_dir_all(dir)?;
-    let mut rng = Rng::new(seed);
-    let mut buf = vec![0u8; 32 * 1024];
-    let mut dirs = vec![dir.to_path_buf()];
-    let mut t = 1_650_000_000i64;
-    let mut write_file = |path: &Path, rng: &mut Rng, buf: &mut Vec<u8>| -> Result<()> {
-        let n = small_size(rng);
-        rng.fill(&mut buf[..n]);
-        fs::write(path, &buf[..n])?;
-        if rng.below(10) == 0 {
-            fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
-        }
-        t += 1 + rng.below(1000) as i64;
-        set_mtime(path, t, (rng.below(1_000_000) * 1000 + 123) as i64)?;
-        Ok(())
-    };
-    match kind {
-        "small" => {
-            // Fan-out 10 directories, files at depth 4, 100 per leaf directory.
-            let leaves = files.div_ceil(100);
-            for leaf in 0..leaves {
-                let rel = format!(
-                    "d{}/d{}/d{}/d{}",
-                    leaf / 1000 % 10,
-                    leaf / 100 % 10,
-                    leaf / 10 % 10,
-                    leaf % 10
-                );
-                let d = dir.join(&rel);
-                fs::create_dir_all(&d)?;
-                let mut p = d.clone();
-                while p != dir {
-                    dirs.push(p.clone());
-                    p.pop();
-                }
-                for i in 0..100.min(files - leaf * 100) {
-                    write_file(&d.join(format!("f{i:03}.dat")), &mut rng, &mut buf)?;
-                }
+fn threads(a: &Args) -> Result<()> {
+    let data = PathBuf::from(a.opt("--data").context("--data DIR")?);
+    let arsync = PathBuf::from(a.opt("--arsync").context("--arsync BIN")?);
+    let name = a.opt("--dataset").unwrap_or_else(|| "small".into());
+    let max: usize = a.num("--max", 8)?;
+    let reps: usize = a.num("--reps", 3)?;
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let src = data.join(&name);
+    let (files, _, _, bytes) = runner::census(&src)?;
+    let out = PathBuf::from(a.opt("--out").unwrap_or_else(|| "perf/runs".into()))
+        .join(format!("{}-threads", today_host()));
+    let mut dests = runner::Dests::new(
+        data.join(".bench-dst"),
+        Duration::from_secs(a.num("--wait", 370u64)?),
+    )?;
+    let stats =
+        std::env::temp_dir().join(format!("arsync-bench-stats-{}.json", std::process::id()));
+    let mut rows = Vec::new();
+    for rep in 0..reps {
+        for t in 1..=max {
+            runner::warm(&src)?;
+            runner::prefault();
+            let mut args = vec!["-a".to_string(), "--threads".into(), t.to_string()];
+            if t > cpus {
+                args.push("--no-pin".into());
             }
+            args.push("--stats-json".into());
+            args.push(stats.display().to_string());
+            let tool = runner::Tool {
+                name: "arsync".into(),
+                program: arsync.clone(),
+                args,
+                slash: true,
+            };
+            let dst = dests.next(&format!("{name}-t{t}"));
+            let s = runner::measure(&mut runner::command(&tool, &src, &dst))?;
+            let steals = steals_from(&stats);
+            eprintln!(
+                "[arsync-bench] threads {t} rep{rep} wall {:.3} s steals {steals:?}",
+                s.wall
+            );
+            rows.push(report::Row {
+                dataset: name.clone(),
+                cache: "warm".into(),
+                tool: "arsync".into(),
+                rep,
+                wall_s: s.wall,
+                user_s: s.user,
+                sys_s: s.sys,
+                peak_rss_kib: s.rss_kib,
+                exit: s.code,
+                files,
+                bytes,
+                files_per_s: files as f64 / s.wall,
+                mb_per_s: bytes as f64 / 1e6 / s.wall,
+                steals,
+                threads: Some(t),
+                verdict: String::new(),
+            });
         }
-        "flat" => {
-            for i in 0..files {
-                write_file(&dir.join(format!("f{i:07}")), &mut rng, &mut buf)?;
-            }
-        }
-        "deep" => {
-            let mut d = dir.to_path_buf();
-            let per_level = 3;
-            for level in 0..files.div_ceil(per_level) {
-                d.push(format!("level{level:04}"));
-                fs::create_dir(&d)?;
-                dirs.push(d.clone());
-                for i in 0..per_level {
-                    write_file(&d.join(format!("f{i}")), &mut rng, &mut buf)?;
-                }
-            }
-        }
-        other => bail!("unknown dataset kind {other:?} (small, flat, deep)"),
     }
-    dirs.sort();
-    dirs.dedup();
-    dirs.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    for d in &dirs {
-        t += 7;
-        set_mtime(d, t, 456_789_123)?;
-    }
+    let _ = fs::remove_file(&stats);
+    dests.delete_all();
+    report::write(
+        &out,
+        &format!("arsync thread scaling ({cpus} CPUs; more threads are oversubscribed)"),
+        &environment(&data, &arsync),
+        &rows,
+    )?;
+    println!("{}", out.join("report.md").display());
     Ok(())
 }
 
-struct Sample {
-    wall: f64,
-    user: f64,
-    sys: f64,
-    rss_kib: i64,
-    code: i32,
-}
-
-/// Run a command and measure it with `wait4` (the child's own rusage, peak RSS included).
-fn measure(cmd: &mut Command) -> Result<Sample> {
-    let start = Instant::now();
-    let child = cmd.spawn().context("spawn arsync")?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our child; `status` and `ru` are valid out-pointers.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    let wall = start.elapsed().as_secs_f64();
-    if r < 0 {
-        return Err(std::io::Error::last_os_error()).context("wait4");
-    }
-    std::mem::forget(child); // reaped by wait4 above
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    Ok(Sample {
-        wall,
-        user: tv(ru.ru_utime),
-        sys: tv(ru.ru_stime),
-        rss_kib: ru.ru_maxrss,
-        code: if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            -1
-        },
-    })
-}
-
-fn count_files(dir: &Path) -> Result<u64> {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d)? {
-            let e = e?;
-            if e.file_type()?.is_dir() {
-                stack.push(e.path());
-            } else {
-                n += 1;
-            }
-        }
-    }
-    Ok(n)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
-}
-
-fn run(arsync: &Path, src: &Path, reps: usize, extra: &[OsString]) -> Result<()> {
-    let files = count_files(src)?;
-    let parent = src.parent().unwrap_or(Path::new("."));
-    let stamp = std::process::id();
-    let mut dests = Vec::new();
-    let mut samples = Vec::new();
+fn quick_run(a: &Args) -> Result<()> {
+    let arsync = PathBuf::from(a.opt("--arsync").context("--arsync BIN")?);
+    let src = PathBuf::from(a.opt("--src").context("--src DIR")?);
+    let reps: usize = a.num("--reps", 3)?;
+    let extra: Vec<String> = match a.0.iter().position(|x| x == "--") {
+        Some(i) => a.0[i + 1..]
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect(),
+        None => vec!["-a".into()],
+    };
+    let (files, _, _, _) = runner::census(&src)?;
+    let parent = src.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut dests = runner::Dests::new(parent.join(".bench-dst"), Duration::ZERO)?;
+    let tool = runner::Tool {
+        name: "arsync".into(),
+        program: arsync,
+        args: extra,
+        slash: true,
+    };
+    let mut walls = Vec::new();
+    let mut rss = Vec::new();
     println!("run  wall_s  user_s  sys_s  peak_rss_MiB  files/s  exit");
     for rep in 0..reps {
-        let dst = parent.join(format!(".bench-{stamp}-{rep}"));
-        let mut src_arg = src.as_os_str().to_os_string();
-        src_arg.push("/");
-        let s = measure(Command::new(arsync).args(extra).arg(&src_arg).arg(&dst))?;
+        let dst = dests.next("run");
+        let s = runner::measure(&mut runner::command(&tool, &src, &dst))?;
         println!(
             "{rep:>3}  {:>6.3}  {:>6.3}  {:>5.3}  {:>12.1}  {:>7.0}  {}",
             s.wall,
@@ -237,73 +348,79 @@ fn run(arsync: &Path, src: &Path, reps: usize, extra: &[OsString]) -> Result<()>
             files as f64 / s.wall,
             s.code
         );
-        dests.push(dst);
-        samples.push(s);
+        walls.push(s.wall);
+        rss.push(s.rss_kib as f64 / 1024.0);
     }
+    walls.sort_by(|a, b| a.total_cmp(b));
+    rss.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "median  wall {:.3} s  user {:.3} s  sys {:.3} s  peak RSS {:.1} MiB  {:.0} files/s  ({files} files)",
-        median(samples.iter().map(|s| s.wall).collect()),
-        median(samples.iter().map(|s| s.user).collect()),
-        median(samples.iter().map(|s| s.sys).collect()),
-        median(samples.iter().map(|s| s.rss_kib as f64 / 1024.0).collect()),
-        median(samples.iter().map(|s| files as f64 / s.wall).collect()),
+        "median wall {:.3} s, peak RSS {:.1} MiB ({files} files)",
+        walls[walls.len() / 2],
+        rss[rss.len() / 2]
     );
-    std::io::stdout().flush()?;
-    for d in dests {
-        let _ = fs::remove_dir_all(d);
-    }
-    if samples.iter().any(|s| s.code != 0) {
-        bail!("a run exited non-zero");
-    }
+    dests.delete_all();
     Ok(())
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage: arsync-bench gen small|flat|deep DIR [--files N] [--seed S]\n       \
-         arsync-bench run --arsync BIN --src DIR [--reps N] [-- ARSYNC_ARGS...]"
+        "usage:\n  arsync-bench gen KIND|all DIR [--scale S] [--seed N]      (kinds: {})\n  \
+         arsync-bench compare --data DIR --arsync BIN [--datasets small,mixed] [--cache warm,cold] [--reps N]\n      \
+         [--arsync-args \"-a\"] [--arsync-args-for \"mixed:-aHAX;sparse:-aS\"] [--tools arsync,cp-a,rsync-a,cpz,xcp,fcp] [--peers-bin DIR] [--install-peers DIR] [--out DIR] [--wait S]\n  \
+         arsync-bench threads --data DIR --arsync BIN [--dataset small] [--max 8] [--reps 3]\n  \
+         arsync-bench run --arsync BIN --src DIR [--reps N] [-- ARSYNC_ARGS...]",
+        datasets::KINDS.join(", ")
     );
     std::process::exit(1);
 }
 
 fn main() -> Result<()> {
-    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let Some(cmd) = args.first().and_then(|a| a.to_str()) else {
+    let args = Args(std::env::args_os().skip(1).collect());
+    let Some(cmd) = args.0.first().and_then(|a| a.to_str()).map(str::to_string) else {
         usage()
     };
-    let opt = |name: &str| -> Option<OsString> {
-        let i = args.iter().position(|a| a == name)?;
-        args.get(i + 1).cloned()
-    };
-    match cmd {
+    match cmd.as_str() {
         "gen" => {
-            let (Some(kind), Some(dir)) = (args.get(1), args.get(2)) else {
+            let (Some(kind), Some(dir)) = (args.0.get(1), args.0.get(2)) else {
                 usage()
             };
-            let files = opt("--files")
-                .map(|v| v.to_string_lossy().parse())
-                .transpose()?
-                .unwrap_or(20_000usize);
-            let seed = opt("--seed")
-                .map(|v| v.to_string_lossy().parse())
-                .transpose()?
-                .unwrap_or(42u64);
-            generate(&kind.to_string_lossy(), &PathBuf::from(dir), files, seed)
+            let kind = kind.to_string_lossy().into_owned();
+            let scale: f64 = args.num("--scale", 1.0)?;
+            let seed: u64 = args.num("--seed", 42)?;
+            let dir = PathBuf::from(dir);
+            let kinds: Vec<&str> = if kind == "all" {
+                datasets::KINDS.to_vec()
+            } else {
+                vec![kind.as_str()]
+            };
+            for k in kinds {
+                let target = if args.flag("--into") || kinds_len_gt1(&kind) {
+                    dir.join(k)
+                } else {
+                    dir.clone()
+                };
+                eprintln!("[arsync-bench] generating {k} in {}", target.display());
+                datasets::generate(k, &target, scale, seed)?;
+            }
+            Ok(())
         }
-        "run" => {
-            let (Some(bin), Some(src)) = (opt("--arsync"), opt("--src")) else {
+        "compare" => compare(&args),
+        "threads" => threads(&args),
+        "run" => quick_run(&args),
+        "measure-child" => {
+            let Some(program) = args.0.get(1) else {
                 usage()
             };
-            let reps = opt("--reps")
-                .map(|v| v.to_string_lossy().parse())
-                .transpose()?
-                .unwrap_or(3usize);
-            let extra: Vec<OsString> = match args.iter().position(|a| a == "--") {
-                Some(i) => args[i + 1..].to_vec(),
-                None => vec![OsString::from("-a")],
-            };
-            run(&PathBuf::from(bin), &PathBuf::from(src), reps, &extra)
+            runner::measure_here(program, &args.0[2..])
+        }
+        "prefault" => {
+            runner::prefault_here();
+            Ok(())
         }
         _ => usage(),
     }
+}
+
+fn kinds_len_gt1(kind: &str) -> bool {
+    kind == "all"
 }

@@ -458,6 +458,14 @@ pub fn command() -> Command {
             .help_heading("Engine"),
     )
     .arg(
+        Arg::new("stats-json")
+            .long("stats-json")
+            .value_name("FILE")
+            .value_parser(value_parser!(std::path::PathBuf))
+            .help("write the run's statistics as JSON to FILE (schema: docs/stats-json.md) [default: none]")
+            .help_heading("Info"),
+    )
+    .arg(
         Arg::new("no-pin")
             .long("no-pin")
             .action(ArgAction::SetTrue)
@@ -476,6 +484,7 @@ pub fn command() -> Command {
 /// Everything `main` needs from the command line.
 pub struct Parsed {
     pub config: engine::Config,
+    pub stats_json: Option<PathBuf>,
     pub verbose: u8,
     pub quiet: bool,
     pub version: bool,
@@ -582,6 +591,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         config.create_dest_dir = create;
     }
     Ok(Parsed {
+        stats_json: m.get_one::<PathBuf>("stats-json").cloned(),
         config,
         verbose: m.get_count("verbose"),
         quiet: m.get_flag("quiet"),

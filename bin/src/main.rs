@@ -58,6 +58,11 @@ fn main() -> ExitCode {
     let observer = Arc::new(output::Printer::new(parsed.verbose, parsed.quiet));
     let report = engine::run(&parsed.config, observer.clone());
     let code = output::exit_code(&report);
+    if let Some(path) = &parsed.stats_json
+        && let Err(e) = std::fs::write(path, output::stats_json(&parsed.config, &report, code))
+    {
+        eprintln!("arsync: cannot write --stats-json {}: {e}", path.display());
+    }
     if parsed.verbose > 0 && !parsed.quiet {
         output::summary(&report);
     }

@@ -197,3 +197,49 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .with_target(false)
         .try_init();
 }
+
+/// The `--stats-json` document (schema in `docs/stats-json.md`).
+pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
+    let cores: Vec<serde_json::Value> = r
+        .cores
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            serde_json::json!({
+                "core": i,
+                "tasks": c.tasks,
+                "local_pops": c.sched.local_pops,
+                "injector_pops": c.sched.injector_pops,
+                "steals": c.sched.steals,
+                "pushes": c.sched.pushes,
+                "parks": c.sched.parks,
+                "ring_files": c.ring_files,
+                "cloned_files": c.cloned_files,
+                "kernel_copied_files": c.kernel_copied_files,
+                "hard_linked": c.hard_linked,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "schema": 1,
+        "version": env!("CARGO_PKG_VERSION"),
+        "exit_code": exit_code,
+        "wall_s": r.elapsed.as_secs_f64(),
+        "threads": r.cores.len(),
+        "pinned": cfg.pin,
+        "counts": {
+            "files": r.files,
+            "dirs": r.dirs,
+            "symlinks": r.symlinks,
+            "specials": r.specials,
+            "hard_links": r.hard_links,
+            "skipped": r.skipped,
+            "errors": r.errors,
+            "vanished": r.vanished,
+            "file_io_errors": r.file_io_errors,
+        },
+        "bytes": r.bytes,
+        "cores": cores,
+    });
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}

@@ -34,7 +34,16 @@ enum State {
 struct Entry {
     /// Names of this inode not seen yet.
     remaining: u64,
+    /// Names waiting for the leader right now; the entry stays until they have read it.
+    waiting: u64,
     state: State,
+}
+
+impl Entry {
+    /// Whether nobody will ever look at this entry again.
+    fn spent(&self) -> bool {
+        self.remaining == 0 && self.waiting == 0
+    }
 }
 
 /// What a name of a multi-link inode should do.
@@ -77,6 +86,7 @@ impl LinkMap {
                         key,
                         Entry {
                             remaining: nlink.saturating_sub(1),
+                            waiting: 0,
                             state: State::Copying(Vec::new()),
                         },
                     );
@@ -84,6 +94,7 @@ impl LinkMap {
                 }
                 Some(e) => {
                     e.remaining = e.remaining.saturating_sub(1);
+                    e.waiting += 1;
                 }
             }
         }
@@ -96,12 +107,14 @@ impl LinkMap {
             match &mut e.state {
                 State::Done { dir, name } => {
                     let claim = Claim::Link(Arc::clone(dir), name.clone());
-                    if e.remaining == 0 {
+                    e.waiting -= 1;
+                    if e.spent() {
                         shard.remove(&key);
                     }
                     Poll::Ready(claim)
                 }
                 State::Failed => {
+                    e.waiting -= 1;
                     e.state = State::Copying(Vec::new());
                     Poll::Ready(Claim::Leader)
                 }
@@ -122,7 +135,7 @@ impl LinkMap {
             let mut shard = self.shard(key);
             let Some(e) = shard.get_mut(&key) else { return };
             let old = std::mem::replace(&mut e.state, State::Done { dir, name });
-            if e.remaining == 0 {
+            if e.spent() {
                 shard.remove(&key);
             }
             match old {
@@ -170,6 +183,47 @@ mod tests {
             }
             // All three names seen: the entry is gone, so memory holds only open groups.
             assert!(m.shard((1, 7)).is_empty());
+        });
+    }
+
+    /// Regression: the leader finished after every name had arrived while two were still
+    /// waiting; the entry was dropped and the waiters copied the data again (broken groups).
+    #[test]
+    fn waiters_registered_before_done_still_link() {
+        let m = Arc::new(LinkMap::new());
+        let rt = compio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            assert!(matches!(m.claim((3, 5), 3).await, Claim::Leader));
+            let a = compio::runtime::spawn({
+                let m = Arc::clone(&m);
+                async move { m.claim((3, 5), 3).await }
+            });
+            let b = compio::runtime::spawn({
+                let m = Arc::clone(&m);
+                async move { m.claim((3, 5), 3).await }
+            });
+            // Let both register as waiters (all three names have now arrived).
+            for _ in 0..3 {
+                let mut y = false;
+                std::future::poll_fn(|cx| {
+                    if y {
+                        std::task::Poll::Ready(())
+                    } else {
+                        y = true;
+                        cx.waker().wake_by_ref();
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+            }
+            m.done((3, 5), fd(), CString::new("leader").unwrap());
+            for h in [a, b] {
+                match h.await.expect("task") {
+                    Claim::Link(_, n) => assert_eq!(n.as_bytes(), b"leader"),
+                    Claim::Leader => panic!("a waiter copied the data again"),
+                }
+            }
+            assert!(m.shard((3, 5)).is_empty());
         });
     }
 

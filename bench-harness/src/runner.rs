@@ -1,0 +1,300 @@
+//! Running tools side by side: cache control, the memory state before each run, the measured
+//! run itself (wall time and the child's own rusage from `wait4`), and the destinations, which are
+//! deleted in bulk only after every timed run (on journal-less ext4 creating files right after a
+//! mass delete is up to 15× slower).
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+
+/// One copy tool and how to call it.
+#[derive(Clone, Debug)]
+pub struct Tool {
+    /// Short name in reports.
+    pub name: String,
+    /// Program.
+    pub program: PathBuf,
+    /// Arguments before SRC and DEST.
+    pub args: Vec<String>,
+    /// Whether SRC gets a trailing `/` and DEST is the copy itself (rsync style); otherwise
+    /// `SRC DEST` with DEST not existing (cp style), which makes the same tree.
+    pub slash: bool,
+}
+
+fn find(program: &str, extra: &[PathBuf]) -> Option<PathBuf> {
+    for d in extra {
+        let p = d.join(program);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    })
+}
+
+/// arsync plus every peer found on PATH or in `peers_bin`.
+pub fn tools(arsync: &Path, arsync_args: &[String], peers_bin: &[PathBuf]) -> Vec<Tool> {
+    let mut v = vec![Tool {
+        name: "arsync".into(),
+        program: arsync.to_path_buf(),
+        args: arsync_args.to_vec(),
+        slash: true,
+    }];
+    let peers: [(&str, &str, &[&str], bool); 5] = [
+        ("cp-a", "cp", &["-a"], false),
+        ("rsync-a", "rsync", &["-a"], true),
+        ("cpz", "cpz", &[], false),
+        ("xcp", "xcp", &["-r", "--no-progress"], false),
+        ("fcp", "fcp", &[], false),
+    ];
+    for (name, prog, args, slash) in peers {
+        if let Some(program) = find(prog, peers_bin) {
+            v.push(Tool {
+                name: name.into(),
+                program,
+                args: args.iter().map(|s| s.to_string()).collect(),
+                slash,
+            });
+        }
+    }
+    v
+}
+
+/// Install the crates.io peers (xcp, cpz, fcp) into `root` with `cargo install`.
+pub fn install_peers(root: &Path) -> Result<()> {
+    let st = Command::new("cargo")
+        .args(["install", "--locked", "--root"])
+        .arg(root)
+        .args(["xcp", "cpz", "fcp"])
+        .status()
+        .context("cargo install")?;
+    anyhow::ensure!(st.success(), "cargo install of the peers failed");
+    Ok(())
+}
+
+/// One measured run.
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    pub wall: f64,
+    pub user: f64,
+    pub sys: f64,
+    pub rss_kib: i64,
+    pub code: i32,
+}
+
+/// Run `cmd` and measure it with `wait4`.
+///
+/// The command is started by a small helper process (`arsync-bench measure-child`) rather than by
+/// the harness itself: Linux carries a process's peak RSS over fork and exec, so a tool started
+/// directly by the harness would report at least the harness's own peak (its manifests and
+/// buffers) instead of its own.
+pub fn measure(cmd: &mut Command) -> Result<Sample> {
+    let me = std::env::current_exe().context("current_exe")?;
+    let out = Command::new(me)
+        .arg("measure-child")
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stderr(Stdio::null())
+        .output()
+        .context("spawn measure-child")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<&str> = text.split_whitespace().collect();
+    anyhow::ensure!(f.len() == 5, "measure-child printed {text:?}");
+    Ok(Sample {
+        wall: f[0].parse()?,
+        user: f[1].parse()?,
+        sys: f[2].parse()?,
+        rss_kib: f[3].parse()?,
+        code: f[4].parse()?,
+    })
+}
+
+/// The body of `arsync-bench measure-child PROGRAM ARGS...`: run it, print
+/// `wall user sys peak_rss_kib exit` on one line.
+pub fn measure_here(program: &OsString, args: &[OsString]) -> Result<()> {
+    let start = Instant::now();
+    let child = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("spawn")?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child; `status` and `ru` are valid out-pointers.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let wall = start.elapsed().as_secs_f64();
+    if r < 0 {
+        return Err(std::io::Error::last_os_error()).context("wait4");
+    }
+    std::mem::forget(child); // reaped by wait4 above
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    println!(
+        "{wall:.6} {:.6} {:.6} {} {code}",
+        tv(ru.ru_utime),
+        tv(ru.ru_stime),
+        ru.ru_maxrss
+    );
+    Ok(())
+}
+
+/// Build the command that copies `src` to `dst` with `tool`.
+pub fn command(tool: &Tool, src: &Path, dst: &Path) -> Command {
+    let mut c = Command::new(&tool.program);
+    c.args(&tool.args);
+    if tool.slash {
+        let mut s: OsString = src.as_os_str().to_owned();
+        s.push("/");
+        c.arg(s).arg(dst);
+    } else {
+        c.arg(src).arg(dst);
+    }
+    c
+}
+
+/// Read every file of `dir` so it sits in the page cache ("warm").
+pub fn warm(dir: &Path) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file()
+                && let Ok(mut f) = fs::File::open(e.path())
+            {
+                while f.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drop the page cache ("cold"; root only), then let freed memory settle.
+pub fn cold(settle: Duration) -> Result<()> {
+    Command::new("sync").status()?;
+    fs::write("/proc/sys/vm/drop_caches", b"3\n").context("drop_caches (needs root)")?;
+    std::thread::sleep(settle);
+    Ok(())
+}
+
+/// Touch and free 1 GiB so every run starts from the same memory state: this VM hands freed
+/// memory back to its host, and faulting it in again costs up to 2× on the next run.
+///
+/// It runs in a child process (`arsync-bench prefault`): a child inherits its parent's peak RSS
+/// across fork and exec, so touching the memory here would inflate every measured tool's RSS.
+pub fn prefault() {
+    if let Ok(me) = std::env::current_exe() {
+        let _ = Command::new(me).arg("prefault").status();
+    }
+}
+
+/// The body of `arsync-bench prefault`.
+pub fn prefault_here() {
+    let mut v = vec![0u8; 1 << 30];
+    for i in (0..v.len()).step_by(4096) {
+        v[i] = 1;
+    }
+    std::hint::black_box(&v);
+}
+
+/// Where destinations go and when they can be deleted.
+pub struct Dests {
+    pub root: PathBuf,
+    made: Vec<PathBuf>,
+}
+
+const STATE: &str = "/var/tmp/.arsync-bench-last-bulk-delete";
+
+impl Dests {
+    /// Destinations beside the datasets (same file system). Waits out the ext4 slow-create
+    /// window after an earlier bulk delete (`wait` seconds at most) unless told not to.
+    pub fn new(root: PathBuf, wait: Duration) -> Result<Self> {
+        fs::create_dir_all(&root)?;
+        if let Ok(m) = fs::metadata(STATE)
+            && let Ok(age) = SystemTime::now().duration_since(m.modified()?)
+            && age < wait
+        {
+            eprintln!(
+                "[arsync-bench] waiting {:.0} s after the last bulk delete (slow inode allocation)",
+                (wait - age).as_secs_f64()
+            );
+            std::thread::sleep(wait - age);
+        }
+        Ok(Self {
+            root,
+            made: Vec::new(),
+        })
+    }
+
+    /// A fresh, non-existing destination path.
+    pub fn next(&mut self, label: &str) -> PathBuf {
+        let p = self.root.join(format!("{label}-{}", self.made.len()));
+        self.made.push(p.clone());
+        p
+    }
+
+    /// Delete every destination (outside the timed runs) and record when.
+    pub fn delete_all(&mut self) {
+        for p in self.made.drain(..) {
+            make_writable(&p);
+            let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+        }
+        let _ = fs::write(STATE, b"");
+    }
+}
+
+fn make_writable(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if fs::symlink_metadata(&d)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o755));
+            if let Ok(rd) = fs::read_dir(&d) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+}
+
+/// Files, directories, symlinks and bytes of a tree.
+pub fn census(dir: &Path) -> Result<(u64, u64, u64, u64)> {
+    let (mut files, mut dirs, mut links, mut bytes) = (0, 0, 0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        dirs += 1;
+        for e in fs::read_dir(&d)? {
+            let e = e?;
+            let m = e.metadata()?;
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.file_type().is_symlink() {
+                links += 1;
+            } else {
+                files += 1;
+                bytes += m.len();
+            }
+        }
+    }
+    Ok((files, dirs, links, bytes))
+}
