@@ -176,6 +176,12 @@ fn unreadable_file_reported_rest_copied_exit_23() {
 
 #[test]
 fn failing_entry_as_root_is_reported_and_counted() {
+    for extra in [&[][..], &["--temp-names"][..]] {
+        failing_entry_case(extra);
+    }
+}
+
+fn failing_entry_case(extra: &[&str]) {
     // As root, make one destination entry impossible: a directory in the way of a file whose
     // rename then fails (EISDIR), while its siblings are copied.
     let t = Scratch::new();
@@ -187,7 +193,11 @@ fn failing_entry_as_root_is_reported_and_counted() {
     let dst = t.path().join("dst");
     fs::create_dir_all(dst.join("blocked/inside")).unwrap();
     let src_arg = format!("{}/", src.display());
-    let out = run(&[s("-a"), s(&src_arg), dst.as_os_str()]);
+    let mut args = vec![s("-a")];
+    args.extend(extra.iter().map(|x| s(x)));
+    args.push(s(&src_arg));
+    args.push(dst.as_os_str());
+    let out = run(&args);
     assert_eq!(code(&out), 23, "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("blocked") && err.contains("rename"), "{err}");

@@ -71,6 +71,11 @@ fn archive_two_threads() {
 }
 
 #[test]
+fn archive_through_temporary_names() {
+    archive_copy("2", &["--temp-names"]);
+}
+
+#[test]
 fn archive_oversubscribed_unpinned() {
     archive_copy("8", &["--no-pin"]);
 }

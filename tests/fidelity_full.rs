@@ -657,7 +657,20 @@ fn destination_without_xattr_support_warns_once() {
     );
     let s = format!("{}/", src.display());
     let a = run(&[OsStr::new("-aX"), OsStr::new(&s), mnt.join("d").as_os_str()]);
+    let mut check = treediff::Check::archive();
+    check.root_attrs = false;
+    let diffs = treediff::diff(&src, &mnt.join("d"), check);
+    let leftovers: Vec<_> = fs::read_dir(mnt.join("d"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| n.to_string_lossy().starts_with(".~arsync-"))
+                .collect()
+        })
+        .unwrap_or_default();
     let _ = Command::new("umount").arg(&mnt).status();
+    assert!(diffs.is_empty(), "{diffs:?}");
+    assert!(leftovers.is_empty(), "temporary names left: {leftovers:?}");
     assert_eq!(code(&a), 0, "{}", String::from_utf8_lossy(&a.stderr));
     let err = String::from_utf8_lossy(&a.stderr);
     assert_eq!(

@@ -188,6 +188,7 @@ fn compare(a: &Args) -> Result<()> {
                         "cold" => runner::cold(Duration::from_secs(2))?,
                         _ => runner::warm(&src)?,
                     }
+                    dests.ensure_room(bytes)?;
                     runner::prefault();
                     let dst = dests.next(&format!("{name}-{}-{cache}", tool.name));
                     let s = runner::measure(&mut runner::command(tool, &src, &dst))?;
@@ -261,6 +262,7 @@ fn threads(a: &Args) -> Result<()> {
     for rep in 0..reps {
         for t in 1..=max {
             runner::warm(&src)?;
+            dests.ensure_room(bytes)?;
             runner::prefault();
             let mut args = vec!["-a".to_string(), "--threads".into(), t.to_string()];
             if t > cpus {

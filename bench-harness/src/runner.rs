@@ -219,6 +219,22 @@ pub fn prefault_here() {
 pub struct Dests {
     pub root: PathBuf,
     made: Vec<PathBuf>,
+    wait: Duration,
+}
+
+/// Free bytes on the file system holding `p`.
+pub fn free_bytes(p: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return 0;
+    }
+    st.f_bavail as u64 * st.f_frsize as u64
 }
 
 const STATE: &str = "/var/tmp/.arsync-bench-last-bulk-delete";
@@ -241,7 +257,38 @@ impl Dests {
         Ok(Self {
             root,
             made: Vec::new(),
+            wait,
         })
+    }
+
+    /// Make sure a copy of `bytes` fits with room to spare: if not, delete the destinations kept
+    /// so far (outside any timed run) and wait out the slow-create window before going on.
+    pub fn ensure_room(&mut self, bytes: u64) -> Result<()> {
+        let need = bytes + bytes / 5 + (2 << 30);
+        if free_bytes(&self.root) >= need {
+            return Ok(());
+        }
+        eprintln!(
+            "[arsync-bench] {:.1} GB free, {:.1} GB needed: deleting {} kept destinations",
+            free_bytes(&self.root) as f64 / 1e9,
+            need as f64 / 1e9,
+            self.made.len()
+        );
+        self.delete_all();
+        anyhow::ensure!(
+            free_bytes(&self.root) >= need,
+            "not enough space on {} for a copy of {:.1} GB",
+            self.root.display(),
+            bytes as f64 / 1e9
+        );
+        if !self.wait.is_zero() {
+            eprintln!(
+                "[arsync-bench] waiting {} s after the bulk delete",
+                self.wait.as_secs()
+            );
+            std::thread::sleep(self.wait);
+        }
+        Ok(())
     }
 
     /// A fresh, non-existing destination path.

@@ -450,6 +450,13 @@ pub fn command() -> Command {
             .help_heading("Engine"),
     )
     .arg(
+        Arg::new("temp-names")
+            .long("temp-names")
+            .action(ArgAction::SetTrue)
+            .help("stage new files under temporary names and rename them into place, instead of unnamed O_TMPFILE files linked into place [default: O_TMPFILE where supported]")
+            .help_heading("Engine"),
+    )
+    .arg(
         Arg::new("threads")
             .long("threads")
             .value_name("N")
@@ -562,6 +569,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     }
     config.pin = !m.get_flag("no-pin");
     config.one_file_system = m.get_count("one-file-system");
+    config.temp_names = m.get_flag("temp-names");
     config.reflink = match m.get_one::<String>("reflink").map(String::as_str) {
         Some("always") => engine::Reflink::Always,
         Some("never") => engine::Reflink::Never,

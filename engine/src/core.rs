@@ -112,6 +112,8 @@ pub(crate) struct Core {
     /// "not supported here": not tried again on this core.
     pub no_clone: RefCell<Vec<(u64, u64)>>,
     pub no_kernel_copy: RefCell<Vec<(u64, u64)>>,
+    /// Destination devices without `O_TMPFILE`: files go through a temporary name there.
+    pub no_tmpfile: RefCell<Vec<u64>>,
 }
 
 impl Core {
@@ -258,6 +260,7 @@ fn core_thread(
         ring_slots: crate::limit::LocalSemaphore::new(config.ring_files_per_core),
         no_clone: RefCell::new(Vec::new()),
         no_kernel_copy: RefCell::new(Vec::new()),
+        no_tmpfile: RefCell::new(Vec::new()),
         worker: RefCell::new(worker),
         shared: Arc::clone(&shared),
     });

@@ -113,6 +113,10 @@ pub struct Config {
     pub keep_dirlinks: bool,
     /// `--reflink`.
     pub reflink: Reflink,
+    /// `--temp-names`: stage new files under temporary names (then `rename`) instead of as
+    /// unnamed `O_TMPFILE` files (then `linkat`), which is what file systems without `O_TMPFILE`
+    /// get anyway.
+    pub temp_names: bool,
     /// Core threads; 0 means one per available CPU.
     pub threads: usize,
     /// Pin each core thread to its CPU.
@@ -156,6 +160,7 @@ impl Config {
             safe_links: false,
             keep_dirlinks: false,
             reflink: Reflink::Auto,
+            temp_names: false,
             threads: 0,
             pin: true,
             inflight_per_core: 32,

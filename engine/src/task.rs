@@ -18,7 +18,7 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -682,7 +682,64 @@ fn not_here(e: &io::Error) -> bool {
     )
 }
 
-/// Create the temporary destination, move the data, apply metadata, rename into place.
+/// Where a file is written before it becomes visible.
+enum Staging {
+    /// An unnamed `O_TMPFILE` file: linked under its final name when complete.
+    Unnamed,
+    /// A temporary name in the destination directory: renamed over the final name.
+    Named(CString),
+}
+
+/// Create the destination file where nobody sees it yet: unnamed (`O_TMPFILE`) where the file
+/// system supports it, else under a temporary name.
+fn stage(core: &Core, parent: &DirNode, mode: u32) -> EntryResult<(Staging, OwnedFd)> {
+    let dir = parent.dst.as_fd();
+    if !core.shared.config.temp_names && !core.no_tmpfile.borrow().contains(&parent.dst_dev) {
+        match sys::open_tmpfile(dir, mode) {
+            Ok(fd) => return Ok((Staging::Unnamed, fd)),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+                ) =>
+            {
+                core.no_tmpfile.borrow_mut().push(parent.dst_dev);
+            }
+            Err(e) => return Err(("create", e, ErrorClass::Partial)),
+        }
+    }
+    let (tmp, fd) =
+        with_temp(core, |t| sys::create_excl(dir, t, mode)).map_err(dst_err("create"))?;
+    Ok((Staging::Named(tmp), fd))
+}
+
+/// Make a complete file visible under `name`, replacing what was there atomically.
+fn publish(
+    core: &Core,
+    dir: BorrowedFd<'_>,
+    staging: &Staging,
+    fd: &OwnedFd,
+    name: &CStr,
+) -> EntryResult {
+    match staging {
+        Staging::Named(tmp) => sys::rename_at(dir, tmp, dir, name, 0).map_err(dst_err("rename")),
+        Staging::Unnamed => match sys::link_fd(fd.as_fd(), dir, name) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // Replace an existing entry: a temporary name, then an atomic rename over it.
+                let (tmp, ()) = with_temp(core, |t| sys::link_fd(fd.as_fd(), dir, t))
+                    .map_err(dst_err("link"))?;
+                sys::rename_at(dir, &tmp, dir, name, 0).map_err(|e| {
+                    let _ = sys::unlink_at(dir, &tmp, 0);
+                    ("rename", e, ErrorClass::Partial)
+                })
+            }
+            Err(e) => Err(("link", e, ErrorClass::Partial)),
+        },
+    }
+}
+
+/// Stage the destination file, move the data, apply metadata, make it visible.
 async fn copy_file_data(
     core: &Rc<Core>,
     parent: &DirNode,
@@ -695,8 +752,7 @@ async fn copy_file_data(
     let needs_chown = policy.chown_ids(st, parent.created_gid).is_some();
     let (create_mode, chmod_needed) = policy.create_mode(st, needs_chown);
     let dir = parent.dst.as_fd();
-    let (tmp, dst) =
-        with_temp(core, |t| sys::create_excl(dir, t, create_mode)).map_err(dst_err("create"))?;
+    let (staging, dst) = stage(core, parent, create_mode)?;
     let result = async {
         let mut path = data_path(core, parent, src, st)?;
         let pair = (st.dev, parent.dst_dev);
@@ -768,13 +824,14 @@ async fn copy_file_data(
         )
         .map_err(meta_err)?;
         unsupported_xattrs(core, u);
-        drop(dst);
-        sys::rename_at(dir, &tmp, dir, dst_name, 0).map_err(dst_err("rename"))?;
+        publish(core, dir, &staging, &dst, dst_name)?;
         Ok(st.size)
     }
     .await;
-    if result.is_err() {
-        let _ = sys::unlink_at(dir, &tmp, 0);
+    if result.is_err()
+        && let Staging::Named(tmp) = &staging
+    {
+        let _ = sys::unlink_at(dir, tmp, 0);
     }
     result
 }
@@ -856,7 +913,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
     Ok(())
 }
 
-fn replace_with_dir(ddir: std::os::fd::BorrowedFd<'_>, name: &CStr) -> EntryResult<OwnedFd> {
+fn replace_with_dir(ddir: BorrowedFd<'_>, name: &CStr) -> EntryResult<OwnedFd> {
     sys::unlink_at(ddir, name, 0).map_err(dst_err("unlink"))?;
     sys::mkdir_at(ddir, name, 0o700).map_err(dst_err("mkdir"))?;
     sys::open_dir_at(ddir, name).map_err(dst_err("opendir"))

@@ -529,3 +529,54 @@ pub fn groups() -> Vec<u32> {
     v.push(getegid());
     v
 }
+
+/// Create an unnamed regular file in `dir` (`O_TMPFILE`), open for writing, with `mode`. It gets a
+/// name only through [`link_fd`], once complete; closed without one, it simply disappears.
+/// Fails with `EOPNOTSUPP`/`EISDIR` where the file system has no `O_TMPFILE`.
+pub fn open_tmpfile(dir: BorrowedFd<'_>, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: valid fd and a static NUL-terminated name for the duration of the call.
+    cvt_fd(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c".".as_ptr(),
+            libc::O_WRONLY | libc::O_TMPFILE | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })
+}
+
+/// Give the open file `fd` the name `name` in `dir` (`linkat`), failing with `EEXIST` if the name
+/// is taken. `AT_EMPTY_PATH` needs `CAP_DAC_READ_SEARCH`; without it (`ENOENT`) the file is linked
+/// through `/proc/self/fd`, which any user may do with a file of their own.
+pub fn link_fd(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: valid fds, a static empty name and a NUL-terminated name for the call.
+    let r = unsafe {
+        libc::linkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOENT) {
+        return Err(e);
+    }
+    let proc_path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .expect("no NUL in a formatted path");
+    // SAFETY: valid paths and fd for the call.
+    cvt(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            proc_path.as_ptr(),
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })
+    .map(drop)
+}
