@@ -114,6 +114,11 @@ pub(crate) struct Core {
     pub no_kernel_copy: RefCell<Vec<(u64, u64)>>,
     /// Destination devices without `O_TMPFILE`: files go through a temporary name there.
     pub no_tmpfile: RefCell<Vec<u64>>,
+    /// Large files this core is copying right now.
+    pub heavy: Cell<usize>,
+    /// A large file was handed back because this core was busy: take no new task until the
+    /// current large file is done (what waits in the deque is for the other cores to steal).
+    pub deferred: Cell<bool>,
 }
 
 impl Core {
@@ -261,6 +266,8 @@ fn core_thread(
         no_clone: RefCell::new(Vec::new()),
         no_kernel_copy: RefCell::new(Vec::new()),
         no_tmpfile: RefCell::new(Vec::new()),
+        heavy: Cell::new(0),
+        deferred: Cell::new(false),
         worker: RefCell::new(worker),
         shared: Arc::clone(&shared),
     });
@@ -291,7 +298,10 @@ async fn core_loop(core: Rc<Core>, bell: &Doorbell) {
     let limit = core.shared.config.inflight_per_core.max(1);
     let mut inflight: FuturesUnordered<LocalTask> = FuturesUnordered::new();
     loop {
-        while inflight.len() < limit {
+        // A core busy with a large file that handed one back takes nothing new until it is done.
+        let blocked = || core.deferred.get() && core.heavy.get() > 0;
+        while inflight.len() < limit && !blocked() {
+            core.deferred.set(false);
             let popped = core.worker.borrow_mut().pop();
             match popped {
                 Pop::Task(t) => {
@@ -317,7 +327,7 @@ async fn core_loop(core: Rc<Core>, bell: &Doorbell) {
                 Idle::Retry => {}
                 Idle::Done => return,
             }
-        } else if inflight.len() < limit && core.worker.borrow_mut().hungry() {
+        } else if inflight.len() < limit && !blocked() && core.worker.borrow_mut().hungry() {
             // Room for more and nothing visible: wait for a task to finish *or* for work to
             // appear anywhere (a push rings our doorbell), so a core streaming a large file still
             // steals the moment another core has work to share.

@@ -103,9 +103,42 @@ pub(crate) async fn run(core: Rc<Core>, task: Task) {
             name,
             file_type,
         } => {
-            entry(&core, &parent, &name, file_type).await;
+            if entry(&core, &parent, &name, file_type).await == Outcome::Deferred {
+                // Back on the deque, where another core can take it while this one is busy.
+                core.deferred.set(true);
+                core.push(Task::Entry {
+                    parent,
+                    name,
+                    file_type,
+                });
+                return;
+            }
             child_done(&core, parent);
         }
+    }
+}
+
+/// Whether an entry was handled, or handed back because this core is already busy with a large
+/// file (so that another core takes it instead of it waiting here).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Done,
+    Deferred,
+}
+
+/// Marks this core busy with a large file for as long as it lives.
+struct Heavy<'a>(&'a Core);
+
+impl<'a> Heavy<'a> {
+    fn new(core: &'a Core) -> Self {
+        core.heavy.set(core.heavy.get() + 1);
+        Heavy(core)
+    }
+}
+
+impl Drop for Heavy<'_> {
+    fn drop(&mut self) {
+        self.0.heavy.set(self.0.heavy.get() - 1);
     }
 }
 
@@ -420,7 +453,12 @@ fn unsafe_target(target: &[u8], depth: usize) -> bool {
 }
 
 /// Copy one entry of `parent`.
-async fn entry(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, mut file_type: FileType) {
+async fn entry(
+    core: &Rc<Core>,
+    parent: &Arc<DirNode>,
+    name: &CStr,
+    mut file_type: FileType,
+) -> Outcome {
     let cfg = &core.shared.config;
     if file_type == FileType::Unknown {
         match sys::lstat_at(parent.src.as_fd(), name) {
@@ -428,7 +466,7 @@ async fn entry(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, mut file_typ
             Err(e) => {
                 let p = parent.child_src_path(name);
                 report(core, &p, "lstat", &e, source_class(&e));
-                return;
+                return Outcome::Done;
             }
         }
     }
@@ -449,7 +487,7 @@ async fn entry(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, mut file_typ
                         &e,
                         source_class(&e),
                     );
-                    return;
+                    return Outcome::Done;
                 }
             }
         };
@@ -472,25 +510,26 @@ async fn entry(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, mut file_typ
                         &e,
                         ErrorClass::Partial,
                     );
-                    return;
+                    return Outcome::Done;
                 }
             }
         } else if cfg.safe_links && unsafe_link {
             skip(core, &parent.child_rel(name), SkipReason::UnsafeSymlink);
-            return;
+            return Outcome::Done;
         }
     }
     match file_type {
-        FileType::File => {
-            if let Err((op, e, class)) = copy_file(core, parent, name, dst_name, follow).await {
+        FileType::File => match copy_file(core, parent, name, dst_name, follow).await {
+            Ok(outcome) => return outcome,
+            Err((op, e, class)) => {
                 let p = parent.child_src_path(name);
                 report(core, &p, op, &e, class);
             }
-        }
+        },
         FileType::Dir => {
             if !cfg.recursive {
                 skip(core, &parent.child_rel(name), SkipReason::Directory);
-                return;
+                return Outcome::Done;
             }
             if let Err((op, e, class)) = enter_dir(core, parent, name, follow) {
                 let p = parent.child_src_path(name);
@@ -509,7 +548,7 @@ async fn entry(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, mut file_typ
             };
             if !wanted {
                 skip(core, &parent.child_rel(name), SkipReason::NonRegular);
-                return;
+                return Outcome::Done;
             }
             if let Err((op, e, class)) =
                 make_other(core, parent, name, dst_name, file_type, follow).await
@@ -520,6 +559,7 @@ async fn entry(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, mut file_typ
         }
         FileType::Unknown => {}
     }
+    Outcome::Done
 }
 
 type EntryError = (&'static str, io::Error, ErrorClass);
@@ -619,7 +659,7 @@ async fn copy_file(
     name: &CStr,
     dst_name: &CStr,
     follow: bool,
-) -> EntryResult {
+) -> EntryResult<Outcome> {
     let cfg = &core.shared.config;
     let src = if follow {
         sys::open_source_follow(parent.src.as_fd(), name, cfg.open_noatime)
@@ -635,16 +675,22 @@ async fn copy_file(
             ErrorClass::Partial,
         ));
     }
-    if hardlink_follow(core, parent, dst_name, &st, FileType::File).await? {
-        return Ok(());
+    // A large file while this core already streams one: hand it back for another core.
+    let large = st.size > cfg.small_file_max;
+    if large && core.heavy.get() > 0 && core.worker.borrow().count() > 1 {
+        return Ok(Outcome::Deferred);
     }
+    if hardlink_follow(core, parent, dst_name, &st, FileType::File).await? {
+        return Ok(Outcome::Done);
+    }
+    let _heavy = large.then(|| Heavy::new(core));
     let r = copy_file_data(core, parent, &src, &st, dst_name).await;
     hardlink_done(core, parent, dst_name, &st, r.is_ok());
     let bytes = r?;
     bump(&core.counters.files, 1);
     bump(&core.counters.bytes, bytes);
     item(core, parent.child_rel(dst_name), FileType::File, bytes);
-    Ok(())
+    Ok(Outcome::Done)
 }
 
 /// Choose how the data moves: FICLONE, `copy_file_range`, inline, or the ring (with only the
