@@ -778,3 +778,58 @@ fn many_hardlink_groups_across_directories_stay_linked() {
         assert_same(&src, &d, check);
     }
 }
+
+/// Regression: one core used to take every large file of a directory into its own in-flight set,
+/// leaving the other cores nothing to steal (8 × 256 MiB copied on one core). Now a core already
+/// streaming a large file hands the next ones back, and the other core copies some of them.
+#[test]
+fn large_files_are_shared_between_cores() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..12 {
+        write(&src.join(format!("big{i}")), &content(100 + i, 16 << 20));
+    }
+    let d = t.path().join("dst");
+    let stats = t.path().join("stats.json");
+    let s = format!("{}/", src.display());
+    let a = run(&[
+        OsStr::new("-a"),
+        OsStr::new("--threads"),
+        OsStr::new("2"),
+        OsStr::new("--no-pin"),
+        OsStr::new("--stats-json"),
+        stats.as_os_str(),
+        OsStr::new(&s),
+        d.as_os_str(),
+    ]);
+    assert_eq!(code(&a), 0, "{}", String::from_utf8_lossy(&a.stderr));
+    assert_same(&src, &d, treediff::Check::archive());
+    let doc = fs::read_to_string(&stats).unwrap();
+    // Per core: files whose data went through copy_file_range, the ring or FICLONE.
+    let v: Vec<u64> = doc
+        .split("\"core\":")
+        .skip(1)
+        .map(|c| {
+            [
+                "\"kernel_copied_files\":",
+                "\"ring_files\":",
+                "\"cloned_files\":",
+            ]
+            .iter()
+            .map(|k| {
+                c.split(k)
+                    .nth(1)
+                    .and_then(|x| x.trim_start().split(|ch: char| !ch.is_ascii_digit()).next())
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+        })
+        .collect();
+    assert_eq!(v.iter().sum::<u64>(), 12, "stats: {doc}");
+    assert!(
+        v.iter().all(|&n| n > 0),
+        "one core copied every large file: {v:?}"
+    );
+}

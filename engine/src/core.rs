@@ -297,16 +297,27 @@ type LocalTask = Pin<Box<dyn Future<Output = ()>>>;
 async fn core_loop(core: Rc<Core>, bell: &Doorbell) {
     let limit = core.shared.config.inflight_per_core.max(1);
     let mut inflight: FuturesUnordered<LocalTask> = FuturesUnordered::new();
+    // A core busy with a large file that handed one back takes nothing new until it is done.
+    let blocked = || core.deferred.get() && core.heavy.get() > 0;
     loop {
-        // A core busy with a large file that handed one back takes nothing new until it is done.
-        let blocked = || core.deferred.get() && core.heavy.get() > 0;
-        while inflight.len() < limit && !blocked() {
+        // Take tasks one at a time and run each as far as it goes at once: most finish right
+        // away (a small file, a directory batch), and what stays in the deque meanwhile is there
+        // for the other cores to steal. Only tasks that really wait stay in flight.
+        let mut budget = 64;
+        while inflight.len() < limit && !blocked() && budget > 0 {
+            budget -= 1;
             core.deferred.set(false);
             let popped = core.worker.borrow_mut().pop();
             match popped {
                 Pop::Task(t) => {
                     bump(&core.counters.tasks, 1);
-                    inflight.push(Box::pin(task::run(Rc::clone(&core), t)));
+                    let mut fut: LocalTask = Box::pin(task::run(Rc::clone(&core), t));
+                    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+                    if first.is_pending() {
+                        // FuturesUnordered polls a newly pushed future on its next turn, with
+                        // its own waker, so nothing is lost by the poll above.
+                        inflight.push(fut);
+                    }
                 }
                 Pop::Empty => break,
                 Pop::Done => {
@@ -316,6 +327,16 @@ async fn core_loop(core: Rc<Core>, bell: &Doorbell) {
                     break;
                 }
             }
+        }
+        if budget == 0 {
+            // Many tasks in a row: let the runtime reap completions and run woken tasks.
+            std::future::poll_fn(|cx| {
+                while let Poll::Ready(Some(())) = inflight.poll_next_unpin(cx) {}
+                Poll::Ready(())
+            })
+            .await;
+            yield_now().await;
+            continue;
         }
         if inflight.is_empty() {
             let idle = core.worker.borrow_mut().go_idle();
@@ -338,4 +359,19 @@ async fn core_loop(core: Rc<Core>, bell: &Doorbell) {
             inflight.next().await;
         }
     }
+}
+
+/// Let the other tasks of this runtime (and its ring) run once.
+async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
 }
