@@ -362,7 +362,7 @@ async fn core_loop(core: Rc<Core>, bell: &Doorbell) {
 }
 
 /// Let the other tasks of this runtime (and its ring) run once.
-async fn yield_now() {
+pub(crate) async fn yield_now() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
         if yielded {

@@ -67,17 +67,7 @@ mod tests {
                     peak.set(peak.get().max(active.get()));
                     // Yield a few times so the others get to run while we hold the permit.
                     for _ in 0..3 {
-                        let mut yielded = false;
-                        std::future::poll_fn(|cx| {
-                            if yielded {
-                                Poll::Ready(())
-                            } else {
-                                yielded = true;
-                                cx.waker().wake_by_ref();
-                                Poll::Pending
-                            }
-                        })
-                        .await;
+                        crate::core::yield_now().await;
                     }
                     active.set(active.get() - 1);
                 }));

@@ -59,7 +59,16 @@ pub fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
 /// Open a source entry for reading: `O_NOFOLLOW | O_NONBLOCK` (a FIFO swapped in cannot hang the
 /// core), optionally `O_NOATIME` (retried without it on `EPERM`, as only the owner may use it).
 pub fn open_source(dir: BorrowedFd<'_>, name: &CStr, noatime: bool) -> io::Result<OwnedFd> {
-    let base = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    open_read_at(dir, name, libc::O_NOFOLLOW, noatime)
+}
+
+fn open_read_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    extra: libc::c_int,
+    noatime: bool,
+) -> io::Result<OwnedFd> {
+    let base = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC | extra;
     if noatime {
         // SAFETY: valid fd and NUL-terminated name for the duration of the call.
         match cvt_fd(unsafe {
@@ -499,18 +508,7 @@ pub fn open_dir_at_follow(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedF
 
 /// Open a source entry following a symlink (`-L`), `O_NONBLOCK` as [`open_source`].
 pub fn open_source_follow(dir: BorrowedFd<'_>, name: &CStr, noatime: bool) -> io::Result<OwnedFd> {
-    let base = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
-    if noatime {
-        // SAFETY: valid fd and NUL-terminated name for the duration of the call.
-        match cvt_fd(unsafe {
-            libc::openat(dir.as_raw_fd(), name.as_ptr(), base | libc::O_NOATIME)
-        }) {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-            r => return r,
-        }
-    }
-    // SAFETY: valid fd and NUL-terminated name for the duration of the call.
-    cvt_fd(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), base) })
+    open_read_at(dir, name, 0, noatime)
 }
 
 /// `fstatat(dir, name, 0)`: what a symlink points to.
