@@ -227,7 +227,12 @@ fn compare(a: &Args) -> Result<()> {
             }
         }
         // Write what we have after every dataset, so an interrupted run still leaves a report.
-        report::write(&out, "arsync against its peers", &environment(&data, &arsync), &rows)?;
+        report::write(
+            &out,
+            "arsync against its peers",
+            &environment(&data, &arsync),
+            &rows,
+        )?;
     }
     eprintln!("[arsync-bench] deleting destinations (outside the timed runs)");
     dests.delete_all();
