@@ -787,8 +787,10 @@ fn large_files_are_shared_between_cores() {
     let t = Scratch::new();
     let src = t.path().join("src");
     fs::create_dir(&src).unwrap();
-    for i in 0..12 {
-        write(&src.join(format!("big{i}")), &content(100 + i, 16 << 20));
+    // Enough work (16 × 32 MiB) that the second core, woken by the scan's pushes, surely gets
+    // scheduled before the first core could have finished everything alone.
+    for i in 0..16 {
+        write(&src.join(format!("big{i}")), &content(100 + i, 32 << 20));
     }
     let d = t.path().join("dst");
     let stats = t.path().join("stats.json");
@@ -827,7 +829,7 @@ fn large_files_are_shared_between_cores() {
             .sum()
         })
         .collect();
-    assert_eq!(v.iter().sum::<u64>(), 12, "stats: {doc}");
+    assert_eq!(v.iter().sum::<u64>(), 16, "stats: {doc}");
     assert!(
         v.iter().all(|&n| n > 0),
         "one core copied every large file: {v:?}"
