@@ -258,3 +258,173 @@ fn tree_deeper_than_path_max_in_total() {
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(deep_leaf(&dst, &name, 100, None).unwrap(), b"very deep");
 }
+
+/// ctime (seconds, nanoseconds) of every entry of a tree, by path.
+fn ctimes(root: &Path) -> Vec<(std::path::PathBuf, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    treediff::walk(root)
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            let full = if p.as_os_str().is_empty() {
+                root.to_path_buf()
+            } else {
+                root.join(&p)
+            };
+            let m = std::fs::symlink_metadata(&full).unwrap();
+            (p, m.ctime(), m.ctime_nsec())
+        })
+        .collect()
+}
+
+#[test]
+fn second_run_changes_nothing() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    build_tree(
+        &src,
+        &TreeOpts {
+            root_only: is_root(),
+            wide: 200,
+            depth: 10,
+        },
+    );
+    let dst = s.path().join("dst");
+    let src_arg = format!("{}/", src.display());
+    let out = run(&[OsStr::new("-a"), OsStr::new(&src_arg), dst.as_os_str()]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let before = ctimes(&dst);
+    let stats = s.path().join("stats.json");
+    let out = run(&[
+        OsStr::new("-a"),
+        OsStr::new("--stats-json"),
+        stats.as_os_str(),
+        OsStr::new(&src_arg),
+        dst.as_os_str(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let after = ctimes(&dst);
+    let changed: Vec<_> = before
+        .iter()
+        .zip(&after)
+        .filter(|(a, b)| a != b)
+        .map(|(a, _)| a.0.display().to_string())
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "the second run touched {} entries, e.g. {:?}",
+        changed.len(),
+        &changed[..changed.len().min(5)]
+    );
+    let doc = std::fs::read_to_string(&stats).unwrap();
+    assert!(
+        doc.contains("\"files\": 0"),
+        "the second run copied files: {doc}"
+    );
+    assert_same(&src, &dst, treediff::Check::archive());
+}
+
+#[test]
+fn quick_check_size_and_time_then_ignore_times_and_size_only() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"original");
+    set_times(&src.join("f"), 1_600_000_000, 111_111_111);
+    let dst = s.path().join("dst");
+    let src_arg = format!("{}/", src.display());
+    assert_eq!(
+        code(&run(&[
+            OsStr::new("-a"),
+            OsStr::new(&src_arg),
+            dst.as_os_str()
+        ])),
+        0
+    );
+    // Same size, same mtime, other content: the quick check cannot see it (as rsync).
+    write(&src.join("f"), b"ORIGINAL");
+    set_times(&src.join("f"), 1_600_000_000, 111_111_111);
+    assert_eq!(
+        code(&run(&[
+            OsStr::new("-a"),
+            OsStr::new(&src_arg),
+            dst.as_os_str()
+        ])),
+        0
+    );
+    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"original");
+    // -I copies regardless.
+    assert_eq!(
+        code(&run(&[
+            OsStr::new("-aI"),
+            OsStr::new(&src_arg),
+            dst.as_os_str()
+        ])),
+        0
+    );
+    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"ORIGINAL");
+    // A different mtime (even by one nanosecond) is a change...
+    write(&src.join("f"), b"changed!");
+    set_times(&src.join("f"), 1_600_000_000, 111_111_112);
+    // ...but --size-only skips it and only sets the attributes that differ (the mtime), as rsync
+    // does; after that size and mtime match, so a plain run skips it too, and -I copies it.
+    assert_eq!(
+        code(&run(&[
+            OsStr::new("-a"),
+            OsStr::new("--size-only"),
+            OsStr::new(&src_arg),
+            dst.as_os_str()
+        ])),
+        0
+    );
+    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"ORIGINAL");
+    assert_eq!(
+        std::fs::metadata(dst.join("f")).unwrap().mtime_nsec(),
+        111_111_112
+    );
+    assert_eq!(
+        code(&run(&[
+            OsStr::new("-a"),
+            OsStr::new(&src_arg),
+            dst.as_os_str()
+        ])),
+        0
+    );
+    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"ORIGINAL");
+    assert_eq!(
+        code(&run(&[
+            OsStr::new("-aI"),
+            OsStr::new(&src_arg),
+            dst.as_os_str()
+        ])),
+        0
+    );
+    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"changed!");
+    // A different size is always a change.
+    write(&src.join("f"), b"longer content");
+    assert_eq!(
+        code(&run(&[
+            OsStr::new("-a"),
+            OsStr::new("--size-only"),
+            OsStr::new(&src_arg),
+            dst.as_os_str()
+        ])),
+        0
+    );
+    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"longer content");
+    // Metadata-only change: mode fixed in place, data untouched (same inode).
+    let ino = std::fs::metadata(dst.join("f")).unwrap().ino();
+    chmod(&src.join("f"), 0o640);
+    assert_eq!(
+        code(&run(&[
+            OsStr::new("-a"),
+            OsStr::new(&src_arg),
+            dst.as_os_str()
+        ])),
+        0
+    );
+    let m = std::fs::metadata(dst.join("f")).unwrap();
+    assert_eq!((m.ino(), m.mode() & 0o7777), (ino, 0o640));
+    assert_same(&src, &dst, treediff::Check::archive());
+}

@@ -450,6 +450,21 @@ pub fn command() -> Command {
             .help_heading("Engine"),
     )
     .arg(
+        Arg::new("ignore-times")
+            .short('I')
+            .long("ignore-times")
+            .action(ArgAction::SetTrue)
+            .help("don't skip files that match in size and mtime: copy every file [default: skip them]")
+            .help_heading("What to copy"),
+    )
+    .arg(
+        Arg::new("size-only")
+            .long("size-only")
+            .action(ArgAction::SetTrue)
+            .help("skip files that match in size, whatever their mtime [default: size and mtime must match, to the nanosecond]")
+            .help_heading("What to copy"),
+    )
+    .arg(
         Arg::new("temp-names")
             .long("temp-names")
             .action(ArgAction::SetTrue)
@@ -570,6 +585,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.pin = !m.get_flag("no-pin");
     config.one_file_system = m.get_count("one-file-system");
     config.temp_names = m.get_flag("temp-names");
+    config.quick_check = if m.get_flag("ignore-times") {
+        engine::QuickCheck::Never
+    } else if m.get_flag("size-only") {
+        engine::QuickCheck::SizeOnly
+    } else {
+        engine::QuickCheck::SizeAndTime
+    };
     config.reflink = match m.get_one::<String>("reflink").map(String::as_str) {
         Some("always") => engine::Reflink::Always,
         Some("never") => engine::Reflink::Never,

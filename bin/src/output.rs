@@ -234,6 +234,7 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
             "specials": r.specials,
             "hard_links": r.hard_links,
             "skipped": r.skipped,
+            "unchanged": r.unchanged,
             "errors": r.errors,
             "vanished": r.vanished,
             "file_io_errors": r.file_io_errors,

@@ -72,6 +72,7 @@ pub(crate) struct Counters {
     pub vanished: Cell<u64>,
     pub file_io_errors: Cell<u64>,
     pub skipped: Cell<u64>,
+    pub unchanged: Cell<u64>,
     pub tasks: Cell<u64>,
     pub ring_files: Cell<u64>,
     pub cloned_files: Cell<u64>,
@@ -215,6 +216,7 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
         report.vanished += c.vanished.get();
         report.file_io_errors += c.file_io_errors.get();
         report.skipped += c.skipped.get();
+        report.unchanged += c.unchanged.get();
         if report.fatal.is_none() {
             report.fatal = out.fatal;
         }

@@ -65,6 +65,17 @@ pub enum Reflink {
     Never,
 }
 
+/// How an existing destination file is judged up to date.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuickCheck {
+    /// Same size and same mtime (to the nanosecond): skipped (rsync's default quick check).
+    SizeAndTime,
+    /// `--size-only`: same size is enough.
+    SizeOnly,
+    /// `-I/--ignore-times`: always copied.
+    Never,
+}
+
 /// What to copy and how. Build it with [`Config::archive`] (= rsync `-a`) or field by field.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -113,6 +124,8 @@ pub struct Config {
     pub keep_dirlinks: bool,
     /// `--reflink`.
     pub reflink: Reflink,
+    /// How existing destination files are judged up to date.
+    pub quick_check: QuickCheck,
     /// `--temp-names`: stage new files under temporary names (then `rename`) instead of as
     /// unnamed `O_TMPFILE` files (then `linkat`), which is what file systems without `O_TMPFILE`
     /// get anyway.
@@ -161,6 +174,7 @@ impl Config {
             keep_dirlinks: false,
             reflink: Reflink::Auto,
             temp_names: false,
+            quick_check: QuickCheck::SizeAndTime,
             threads: 0,
             pin: true,
             inflight_per_core: 32,
@@ -306,6 +320,8 @@ pub struct Report {
     pub file_io_errors: u64,
     /// Entries skipped on purpose.
     pub skipped: u64,
+    /// Destination entries found up to date and left untouched (the quick check).
+    pub unchanged: u64,
     /// A failure that stopped the whole run (runtime setup): its message.
     pub fatal: Option<String>,
     /// Wall time of the run.

@@ -66,6 +66,9 @@ pub(crate) struct DirNode {
     depth: usize,
     /// For a file root: the destination name when it differs from the source name.
     dst_name: Option<CString>,
+    /// The destination directory was created by this run, so it held nothing before: no entry
+    /// in it needs a look at what is already there.
+    fresh: bool,
     pending: AtomicUsize,
     parent: Option<Arc<DirNode>>,
 }
@@ -269,8 +272,8 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 return;
             }
         };
-        let dst = match make_dest_dir_path(&root.dst) {
-            Ok(fd) => fd,
+        let (dst, fresh) = match make_dest_dir_path(&root.dst) {
+            Ok(v) => v,
             Err((op, e)) => {
                 report(core, &root.dst, op, &e, ErrorClass::FileIo);
                 return;
@@ -288,6 +291,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             root_dev: st.dev,
             depth: 0,
             dst_name: None,
+            fresh,
             pending: AtomicUsize::new(1),
             parent: None,
         });
@@ -328,6 +332,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         root_dev: st.dev,
         depth: 0,
         dst_name: (src_name != dst_name).then_some(dst_name),
+        fresh: false,
         pending: AtomicUsize::new(1),
         parent: None,
     });
@@ -344,14 +349,14 @@ fn dest_dir_facts(core: &Core, dir: &OwnedFd) -> (u32, u64) {
     }
 }
 
-/// Create (0700) or open the destination directory at a user-given path.
-fn make_dest_dir_path(path: &Path) -> Result<OwnedFd, (&'static str, io::Error)> {
-    match sys::mkdir_path(path, 0o700) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+/// Create (0700) or open the destination directory at a user-given path; whether it was created.
+fn make_dest_dir_path(path: &Path) -> Result<(OwnedFd, bool), (&'static str, io::Error)> {
+    let fresh = match sys::mkdir_path(path, 0o700) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
         Err(e) => return Err(("mkdir", e)),
-    }
-    sys::open_dir_path(path).map_err(|e| ("opendir", e))
+    };
+    Ok((sys::open_dir_path(path).map_err(|e| ("opendir", e))?, fresh))
 }
 
 /// Read one batch of `node`'s entries and push a task for each, plus a continuation.
@@ -406,6 +411,15 @@ fn child_done(core: &Core, mut node: Arc<DirNode>) {
 
 fn finish_dir(core: &Core, node: &DirNode) {
     let Some(st) = &node.stat else { return };
+    if !node.fresh
+        && !core.shared.config.xattrs
+        && !core.shared.config.acls
+        && let Ok(d) = sys::fstat(node.dst.as_fd())
+        && fsops::meta::matches(&d, st, &core.shared.policy, false)
+    {
+        bump(&core.counters.unchanged, 1);
+        return;
+    }
     let created_gid = node
         .parent
         .as_ref()
@@ -683,6 +697,11 @@ async fn copy_file(
     if hardlink_follow(core, parent, dst_name, &st, FileType::File).await? {
         return Ok(Outcome::Done);
     }
+    if up_to_date(core, parent, &st, dst_name) {
+        hardlink_done(core, parent, dst_name, &st, true);
+        bump(&core.counters.unchanged, 1);
+        return Ok(Outcome::Done);
+    }
     let _heavy = large.then(|| Heavy::new(core));
     let r = copy_file_data(core, parent, &src, &st, dst_name).await;
     hardlink_done(core, parent, dst_name, &st, r.is_ok());
@@ -691,6 +710,50 @@ async fn copy_file(
     bump(&core.counters.bytes, bytes);
     item(core, parent.child_rel(dst_name), FileType::File, bytes);
     Ok(Outcome::Done)
+}
+
+/// The quick check: an existing destination file of the same size (and, by default, the same
+/// mtime to the nanosecond) is left as it is; only attributes that differ are set on it. Returns
+/// whether the file needs no copy.
+fn up_to_date(core: &Core, parent: &DirNode, st: &Stat, dst_name: &CStr) -> bool {
+    let cfg = &core.shared.config;
+    if parent.fresh || cfg.quick_check == crate::QuickCheck::Never {
+        return false;
+    }
+    let dir = parent.dst.as_fd();
+    let Ok(d) = sys::lstat_at(dir, dst_name) else {
+        return false;
+    };
+    let same = d.file_type() == FileType::File
+        && d.size == st.size
+        && (cfg.quick_check == crate::QuickCheck::SizeOnly || d.mtime == st.mtime);
+    if !same {
+        return false;
+    }
+    let policy = &core.shared.policy;
+    if fsops::meta::matches(&d, st, policy, false) && !cfg.xattrs && !cfg.acls {
+        return true;
+    }
+    // Same data, other attributes: set them on the file in place.
+    let Ok(fd) = sys::open_source(dir, dst_name, false) else {
+        return false;
+    };
+    // The file may belong to anyone: compare with what it has, not with what a new file gets.
+    let uid = if policy.owner && policy.euid == 0 && d.uid != st.uid {
+        st.uid
+    } else {
+        u32::MAX
+    };
+    let gid = if policy.group && d.gid != st.gid {
+        st.gid
+    } else {
+        u32::MAX
+    };
+    if (uid != u32::MAX || gid != u32::MAX) && sys::fchown(fd.as_fd(), uid, gid).is_err() {
+        return false;
+    }
+    // chmod always: a chown just cleared setuid/setgid, and the bits may differ anyway.
+    fsops::meta::apply_fd(fd.as_fd(), st, policy, st.gid, true, None).is_ok()
 }
 
 /// Choose how the data moves: FICLONE, `copy_file_range`, inline, or the ring (with only the
@@ -909,8 +972,12 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         return Ok(());
     }
     let ddir = parent.dst.as_fd();
+    let mut fresh = false;
     let dst = match sys::mkdir_at(ddir, name, 0o700) {
-        Ok(()) => sys::open_dir_at(ddir, name).map_err(dst_err("opendir"))?,
+        Ok(()) => {
+            fresh = true;
+            sys::open_dir_at(ddir, name).map_err(dst_err("opendir"))?
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match sys::open_dir_at(ddir, name) {
             Ok(fd) => fd,
             // O_DIRECTORY|O_NOFOLLOW on a symlink fails with ENOTDIR (or ELOOP).
@@ -947,6 +1014,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         root_dev: parent.root_dev,
         depth: parent.depth + 1,
         dst_name: None,
+        fresh,
         pending: AtomicUsize::new(1),
         parent: Some(Arc::clone(parent)),
     });
@@ -995,6 +1063,11 @@ async fn make_other(
     }
     let dir = parent.dst.as_fd();
     let is_link = file_type == FileType::Symlink;
+    if other_up_to_date(core, parent, sdir, name, &st, dst_name, follow) {
+        hardlink_done(core, parent, dst_name, &st, true);
+        bump(&core.counters.unchanged, 1);
+        return Ok(());
+    }
     let r = (|| {
         let (tmp, ()) = if is_link {
             let target = sys::readlink_at(sdir, name).map_err(src_err("readlink"))?;
@@ -1025,6 +1098,40 @@ async fn make_other(
     }
     item(core, parent.child_rel(dst_name), file_type, 0);
     Ok(())
+}
+
+/// Whether an existing symlink, device, FIFO or socket in the destination is already what the
+/// source entry would make (same type, target or device number, and attributes).
+fn other_up_to_date(
+    core: &Core,
+    parent: &DirNode,
+    sdir: BorrowedFd<'_>,
+    name: &CStr,
+    st: &Stat,
+    dst_name: &CStr,
+    follow: bool,
+) -> bool {
+    let cfg = &core.shared.config;
+    if parent.fresh || follow || cfg.quick_check == crate::QuickCheck::Never || cfg.xattrs {
+        return false;
+    }
+    let dir = parent.dst.as_fd();
+    let Ok(d) = sys::lstat_at(dir, dst_name) else {
+        return false;
+    };
+    if d.file_type() != st.file_type() {
+        return false;
+    }
+    let is_link = st.file_type() == FileType::Symlink;
+    let same = if is_link {
+        matches!(
+            (sys::readlink_at(sdir, name), sys::readlink_at(dir, dst_name)),
+            (Ok(a), Ok(b)) if a == b
+        )
+    } else {
+        d.rdev == st.rdev
+    };
+    same && fsops::meta::matches(&d, st, &core.shared.policy, is_link)
 }
 
 #[cfg(test)]

@@ -179,6 +179,16 @@ impl MetaPolicy {
     }
 }
 
+/// Whether an existing destination entry `dst` already has every attribute the policy would give
+/// it from `src` (permission bits with `-p`, owner as root with `-o`, group with `-g`, mtime with
+/// `-t`), so that touching it can be skipped (extended attributes are not compared).
+pub fn matches(dst: &Stat, src: &Stat, policy: &MetaPolicy, is_symlink: bool) -> bool {
+    (is_symlink || !policy.perms || dst.perm() == policy.final_perm(src))
+        && (!policy.owner || policy.euid != 0 || dst.uid == src.uid)
+        && (!policy.group || dst.gid == src.gid)
+        && (!policy.times || dst.mtime == src.mtime)
+}
+
 /// Which metadata step failed, for the error report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetaOp {
