@@ -333,97 +333,38 @@ fn quick_check_size_and_time_then_ignore_times_and_size_only() {
     write(&src.join("f"), b"original");
     set_times(&src.join("f"), 1_600_000_000, 111_111_111);
     let dst = s.path().join("dst");
-    let src_arg = format!("{}/", src.display());
-    assert_eq!(
-        code(&run(&[
-            OsStr::new("-a"),
-            OsStr::new(&src_arg),
-            dst.as_os_str()
-        ])),
-        0
-    );
+    assert_eq!(code(&copy_contents(&["-a"], &src, &dst)), 0);
     // Same size, same mtime, other content: the quick check cannot see it (as rsync).
     write(&src.join("f"), b"ORIGINAL");
     set_times(&src.join("f"), 1_600_000_000, 111_111_111);
-    assert_eq!(
-        code(&run(&[
-            OsStr::new("-a"),
-            OsStr::new(&src_arg),
-            dst.as_os_str()
-        ])),
-        0
-    );
+    assert_eq!(code(&copy_contents(&["-a"], &src, &dst)), 0);
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"original");
     // -I copies regardless.
-    assert_eq!(
-        code(&run(&[
-            OsStr::new("-aI"),
-            OsStr::new(&src_arg),
-            dst.as_os_str()
-        ])),
-        0
-    );
+    assert_eq!(code(&copy_contents(&["-aI"], &src, &dst)), 0);
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"ORIGINAL");
     // A different mtime (even by one nanosecond) is a change...
     write(&src.join("f"), b"changed!");
     set_times(&src.join("f"), 1_600_000_000, 111_111_112);
     // ...but --size-only skips it and only sets the attributes that differ (the mtime), as rsync
     // does; after that size and mtime match, so a plain run skips it too, and -I copies it.
-    assert_eq!(
-        code(&run(&[
-            OsStr::new("-a"),
-            OsStr::new("--size-only"),
-            OsStr::new(&src_arg),
-            dst.as_os_str()
-        ])),
-        0
-    );
+    assert_eq!(code(&copy_contents(&["-a", "--size-only"], &src, &dst)), 0);
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"ORIGINAL");
     assert_eq!(
         std::fs::metadata(dst.join("f")).unwrap().mtime_nsec(),
         111_111_112
     );
-    assert_eq!(
-        code(&run(&[
-            OsStr::new("-a"),
-            OsStr::new(&src_arg),
-            dst.as_os_str()
-        ])),
-        0
-    );
+    assert_eq!(code(&copy_contents(&["-a"], &src, &dst)), 0);
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"ORIGINAL");
-    assert_eq!(
-        code(&run(&[
-            OsStr::new("-aI"),
-            OsStr::new(&src_arg),
-            dst.as_os_str()
-        ])),
-        0
-    );
+    assert_eq!(code(&copy_contents(&["-aI"], &src, &dst)), 0);
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"changed!");
     // A different size is always a change.
     write(&src.join("f"), b"longer content");
-    assert_eq!(
-        code(&run(&[
-            OsStr::new("-a"),
-            OsStr::new("--size-only"),
-            OsStr::new(&src_arg),
-            dst.as_os_str()
-        ])),
-        0
-    );
+    assert_eq!(code(&copy_contents(&["-a", "--size-only"], &src, &dst)), 0);
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"longer content");
     // Metadata-only change: mode fixed in place, data untouched (same inode).
     let ino = std::fs::metadata(dst.join("f")).unwrap().ino();
     chmod(&src.join("f"), 0o640);
-    assert_eq!(
-        code(&run(&[
-            OsStr::new("-a"),
-            OsStr::new(&src_arg),
-            dst.as_os_str()
-        ])),
-        0
-    );
+    assert_eq!(code(&copy_contents(&["-a"], &src, &dst)), 0);
     let m = std::fs::metadata(dst.join("f")).unwrap();
     assert_eq!((m.ino(), m.mode() & 0o7777), (ino, 0o640));
     assert_same(&src, &dst, treediff::Check::archive());

@@ -205,24 +205,17 @@ fn compare(a: &Args) -> Result<()> {
                         s.rss_kib as f64 / 1024.0,
                         s.code
                     );
-                    rows.push(report::Row {
-                        dataset: name.clone(),
-                        cache: cache.clone(),
-                        tool: tool.name.clone(),
+                    rows.push(report::Row::new(
+                        name,
+                        cache,
+                        &tool.name,
                         rep,
-                        wall_s: s.wall,
-                        user_s: s.user,
-                        sys_s: s.sys,
-                        peak_rss_kib: s.rss_kib,
-                        exit: s.code,
-                        files,
-                        bytes,
-                        files_per_s: files as f64 / s.wall,
-                        mb_per_s: bytes as f64 / 1e6 / s.wall,
-                        steals: None,
-                        threads: None,
+                        &s,
+                        (files, bytes),
+                        None,
+                        None,
                         verdict,
-                    });
+                    ));
                 }
             }
         }
@@ -290,24 +283,17 @@ fn threads(a: &Args) -> Result<()> {
                 "[arsync-bench] threads {t} rep{rep} wall {:.3} s steals {steals:?}",
                 s.wall
             );
-            rows.push(report::Row {
-                dataset: name.clone(),
-                cache: "warm".into(),
-                tool: "arsync".into(),
+            rows.push(report::Row::new(
+                &name,
+                "warm",
+                "arsync",
                 rep,
-                wall_s: s.wall,
-                user_s: s.user,
-                sys_s: s.sys,
-                peak_rss_kib: s.rss_kib,
-                exit: s.code,
-                files,
-                bytes,
-                files_per_s: files as f64 / s.wall,
-                mb_per_s: bytes as f64 / 1e6 / s.wall,
+                &s,
+                (files, bytes),
+                Some(t),
                 steals,
-                threads: Some(t),
-                verdict: String::new(),
-            });
+                String::new(),
+            ));
         }
     }
     let _ = fs::remove_file(&stats);

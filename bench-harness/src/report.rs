@@ -32,6 +32,41 @@ pub struct Row {
     pub verdict: String,
 }
 
+impl Row {
+    /// A row for one measured run of `tool` on `dataset` (`files` and `bytes` of the dataset).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dataset: &str,
+        cache: &str,
+        tool: &str,
+        rep: usize,
+        s: &crate::runner::Sample,
+        (files, bytes): (u64, u64),
+        threads: Option<usize>,
+        steals: Option<u64>,
+        verdict: String,
+    ) -> Self {
+        Row {
+            dataset: dataset.to_string(),
+            cache: cache.to_string(),
+            tool: tool.to_string(),
+            rep,
+            wall_s: s.wall,
+            user_s: s.user,
+            sys_s: s.sys,
+            peak_rss_kib: s.rss_kib,
+            exit: s.code,
+            files,
+            bytes,
+            files_per_s: files as f64 / s.wall,
+            mb_per_s: bytes as f64 / 1e6 / s.wall,
+            steals,
+            threads,
+            verdict,
+        }
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }

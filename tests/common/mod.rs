@@ -22,6 +22,15 @@ pub fn run(args: &[&OsStr]) -> Output {
     arsync().args(args).output().expect("run arsync")
 }
 
+/// Run `arsync FLAGS... SRC/ DST` (the contents of `src` into `dst`).
+pub fn copy_contents(flags: &[&str], src: &Path, dst: &Path) -> Output {
+    let src_arg = format!("{}/", src.display());
+    let mut args: Vec<&OsStr> = flags.iter().map(OsStr::new).collect();
+    args.push(OsStr::new(&src_arg));
+    args.push(dst.as_os_str());
+    run(&args)
+}
+
 /// Exit code of an output (signals become -1).
 pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
