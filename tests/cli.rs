@@ -372,3 +372,41 @@ fn open_noatime_and_atimes() {
     );
     assert_eq!((md.mtime(), md.mtime_nsec()), (1_500_000_000, 123_456_789));
 }
+
+#[test]
+fn source_onto_itself_changes_nothing_and_destination_inside_source_is_refused() {
+    use std::os::unix::fs::MetadataExt;
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("f"), b"data");
+    write(&src.join("sub/g"), b"more");
+    let before: Vec<i64> = ["f", "sub/g", "sub"]
+        .iter()
+        .map(|p| fs::metadata(src.join(p)).unwrap().ctime_nsec())
+        .collect();
+    let src_slash = format!("{}/", src.display());
+    for flags in [&["-a"][..], &["-aI"][..]] {
+        let mut args: Vec<&OsStr> = flags.iter().map(|f| s(f)).collect();
+        args.push(s(&src_slash));
+        args.push(s(&src_slash));
+        let out = run(&args);
+        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let after: Vec<i64> = ["f", "sub/g", "sub"]
+        .iter()
+        .map(|p| fs::metadata(src.join(p)).unwrap().ctime_nsec())
+        .collect();
+    assert_eq!(before, after, "copying a tree onto itself changed it");
+    assert_eq!(fs::read_dir(&src).unwrap().count(), 2);
+    // DEST inside SRC: refused with a one-line error, nothing written.
+    let inside = src.join("sub/copy");
+    let out = run(&[s("-a"), s(&src_slash), inside.as_os_str()]);
+    assert_eq!(code(&out), 1, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inside the source"));
+    assert!(!inside.exists());
+    // `arsync -a src src/sub/` would put src/sub/src inside src: refused too.
+    let out = run(&[s("-a"), src.as_os_str(), src.join("sub").as_os_str()]);
+    assert_eq!(code(&out), 1);
+    assert!(!src.join("sub/src").exists());
+}

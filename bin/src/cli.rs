@@ -747,7 +747,50 @@ fn plan(
             rel: PathBuf::from(OsString::from_vec(name.into_vec())),
         });
     }
+    if recursive {
+        roots = guard_overlap(roots)?;
+    }
     // rsync creates DEST (one level) when it is to be a directory.
     let create = (!dest_exists).then(|| dest_path.clone());
     Ok((roots, create))
+}
+
+/// Where a path is, symlinks resolved, even if its last component does not exist yet.
+fn resolved(p: &Path) -> Option<PathBuf> {
+    if let Ok(c) = std::fs::canonicalize(p) {
+        return Some(c);
+    }
+    let parent = p
+        .parent()
+        .filter(|x| !x.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Some(std::fs::canonicalize(parent).ok()?.join(p.file_name()?))
+}
+
+/// A directory copied onto itself has nothing to do (its root is dropped); a destination inside
+/// the directory being copied would copy its own output again and again, so it is refused before
+/// anything is written.
+fn guard_overlap(roots: Vec<engine::Root>) -> Result<Vec<engine::Root>, ArgError> {
+    let mut kept = Vec::with_capacity(roots.len());
+    for r in roots {
+        let src_is_dir = std::fs::metadata(&r.src).is_ok_and(|m| m.is_dir());
+        if let (true, Some(src), Some(dst)) = (src_is_dir, resolved(&r.src), resolved(&r.dst)) {
+            if src == dst {
+                continue;
+            }
+            if dst.starts_with(&src) {
+                return Err(ArgError {
+                    message: format!(
+                        "destination {:?} is inside the source {:?}: refused (the copy would copy itself)",
+                        r.dst.display(),
+                        r.src.display()
+                    ),
+                    code: 1,
+                    notices: Vec::new(),
+                });
+            }
+        }
+        kept.push(r);
+    }
+    Ok(kept)
 }
