@@ -227,14 +227,9 @@ fn compare(a: &Args) -> Result<()> {
             &rows,
         )?;
     }
+    // The report is already complete: it was written after the last dataset.
     eprintln!("[arsync-bench] deleting destinations (outside the timed runs)");
     dests.delete_all();
-    report::write(
-        &out,
-        "arsync against its peers",
-        &environment(&data, &arsync),
-        &rows,
-    )?;
     println!("{}", out.join("report.md").display());
     Ok(())
 }
