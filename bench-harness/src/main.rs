@@ -353,7 +353,8 @@ fn quick_run(a: &Args) -> Result<()> {
 }
 
 fn usage() -> ! {
-    eprintln!(
+    let help = std::env::args().any(|a| a == "--help" || a == "-h");
+    let text = format!(
         "usage:\n  arsync-bench gen KIND|all DIR [--scale S] [--seed N]      (kinds: {})\n  \
          arsync-bench compare --data DIR --arsync BIN [--datasets small,mixed] [--cache warm,cold] [--reps N]\n      \
          [--arsync-args \"-a\"] [--arsync-args-for \"mixed:-aHAX;sparse:-aS\"] [--tools arsync,cp-a,rsync-a,cpz,xcp,fcp] [--peers-bin DIR] [--install-peers DIR] [--out DIR] [--wait S]\n  \
@@ -361,11 +362,19 @@ fn usage() -> ! {
          arsync-bench run --arsync BIN --src DIR [--reps N] [-- ARSYNC_ARGS...]",
         datasets::KINDS.join(", ")
     );
+    if help {
+        println!("{text}");
+        std::process::exit(0);
+    }
+    eprintln!("{text}");
     std::process::exit(1);
 }
 
 fn main() -> Result<()> {
     let args = Args(std::env::args_os().skip(1).collect());
+    if args.flag("--help") || args.flag("-h") {
+        usage()
+    }
     let Some(cmd) = args.0.first().and_then(|a| a.to_str()).map(str::to_string) else {
         usage()
     };

@@ -450,6 +450,62 @@ pub fn command() -> Command {
             .help_heading("Engine"),
     )
     .arg(
+        Arg::new("copy-method")
+            .long("copy-method")
+            .value_name("HOW")
+            .value_parser(["auto", "copy-file-range", "uring"])
+            .help("how file data that is not cloned moves: auto = inline read/write for small files, copy_file_range for larger ones on one file system, else the io_uring pipeline; copy-file-range or uring force that path for every file [default: auto]")
+            .help_heading("Engine"),
+    )
+    .arg(
+        Arg::new("queue-depth")
+            .long("queue-depth")
+            .value_name("N")
+            .value_parser(value_parser!(u32).range(1..=256))
+            .help("reads and writes in flight per large file in the io_uring pipeline [default: 4]")
+            .help_heading("Engine"),
+    )
+    .arg(
+        Arg::new("buffer-size")
+            .long("buffer-size")
+            .value_name("SIZE")
+            .value_parser(parse_size)
+            .help("size of each io_uring pipeline buffer, e.g. 256K or 4M (4K..=64M) [default: 1M]")
+            .help_heading("Engine"),
+    )
+    .arg(
+        Arg::new("files-in-flight")
+            .long("files-in-flight")
+            .value_name("N")
+            .value_parser(value_parser!(u32).range(1..=65536))
+            .help("entries each core works on at once (bounds open fds: about 3 per entry) [default: 32]")
+            .help_heading("Engine"),
+    )
+    .arg(
+        Arg::new("large-files-in-flight")
+            .long("large-files-in-flight")
+            .value_name("N")
+            .value_parser(value_parser!(u32).range(1..=1024))
+            .help("large files each core streams through the io_uring pipeline at once (buffer memory per core: N x queue depth x buffer size) [default: 2]")
+            .help_heading("Engine"),
+    )
+    .arg(
+        Arg::new("inline-max")
+            .long("inline-max")
+            .value_name("SIZE")
+            .value_parser(parse_size)
+            .help("with --copy-method=auto, files up to SIZE are copied with inline read/write syscalls on the core (0..=64M) [default: 256K]")
+            .help_heading("Engine"),
+    )
+    .arg(
+        Arg::new("iowq-workers")
+            .long("iowq-workers")
+            .value_name("N")
+            .value_parser(value_parser!(u32).range(0..=4096))
+            .help("cap each core's io_uring kernel worker threads (IORING_REGISTER_IOWQ_MAX_WORKERS); 0 keeps the kernel's default [default: 4]")
+            .help_heading("Engine"),
+    )
+    .arg(
         Arg::new("ignore-times")
             .short('I')
             .long("ignore-times")
@@ -597,6 +653,51 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         Some("never") => engine::Reflink::Never,
         _ => engine::Reflink::Auto,
     };
+    config.copy_method = match m.get_one::<String>("copy-method").map(String::as_str) {
+        Some("copy-file-range") => engine::CopyMethod::CopyFileRange,
+        Some("uring") => engine::CopyMethod::Uring,
+        _ => engine::CopyMethod::Auto,
+    };
+    if let Some(&n) = m.get_one::<u32>("queue-depth") {
+        config.ring_depth = n as usize;
+    }
+    if let Some(&n) = m.get_one::<u64>("buffer-size") {
+        if !(4096..=64 << 20).contains(&n) {
+            return Err(usage("--buffer-size must be between 4K and 64M"));
+        }
+        config.chunk_size = n as usize;
+    }
+    if let Some(&n) = m.get_one::<u32>("files-in-flight") {
+        config.inflight_per_core = n as usize;
+    }
+    if let Some(&n) = m.get_one::<u32>("large-files-in-flight") {
+        config.ring_files_per_core = n as usize;
+    }
+    if let Some(&n) = m.get_one::<u64>("inline-max") {
+        if n > 64 << 20 {
+            return Err(usage("--inline-max must be at most 64M"));
+        }
+        config.small_file_max = n;
+    }
+    if let Some(&n) = m.get_one::<u32>("iowq-workers") {
+        config.iowq_max_workers = n;
+    }
+    match (config.reflink, config.copy_method) {
+        (
+            engine::Reflink::Always,
+            engine::CopyMethod::CopyFileRange | engine::CopyMethod::Uring,
+        ) => {
+            return Err(usage(
+                "--reflink=always clones every file or fails it: it cannot be combined with --copy-method",
+            ));
+        }
+        (engine::Reflink::Never, engine::CopyMethod::CopyFileRange) => {
+            return Err(usage(
+                "--reflink=never forbids copy_file_range (it shares extents on XFS and btrfs): it cannot be combined with --copy-method=copy-file-range",
+            ));
+        }
+        _ => {}
+    }
     let paths: Vec<OsString> = m
         .get_many::<OsString>("paths")
         .map(|v| v.cloned().collect())
@@ -627,6 +728,36 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         quiet: m.get_flag("quiet"),
         version,
     })
+}
+
+fn usage(message: &str) -> Refused {
+    Refused::Clap(command().error(clap::error::ErrorKind::ArgumentConflict, message))
+}
+
+/// A byte size as rsync reads one: a number with an optional suffix, `K`/`KiB` = 1024 and
+/// `KB` = 1000 (likewise M and G).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (num, suffix) = lower.split_at(digits_end);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 4096, 256K, 4M)"))?;
+    let mul: u64 = match suffix {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1000,
+        "mb" => 1000 * 1000,
+        "gb" => 1000 * 1000 * 1000,
+        _ => return Err(format!("{s:?} is not a size (e.g. 4096, 256K, 4M)")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn has_trailing_slash(p: &OsString) -> bool {

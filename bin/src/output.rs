@@ -213,6 +213,8 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
                 "steals": c.sched.steals,
                 "pushes": c.sched.pushes,
                 "parks": c.sched.parks,
+                "iowq_workers": c.iowq_workers,
+                "inline_files": c.inline_files,
                 "ring_files": c.ring_files,
                 "cloned_files": c.cloned_files,
                 "kernel_copied_files": c.kernel_copied_files,
@@ -240,6 +242,30 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
             "file_io_errors": r.file_io_errors,
         },
         "bytes": r.bytes,
+        "copy_methods": {
+            "inline": r.cores.iter().map(|c| c.inline_files).sum::<u64>(),
+            "uring": r.cores.iter().map(|c| c.ring_files).sum::<u64>(),
+            "copy_file_range": r.cores.iter().map(|c| c.kernel_copied_files).sum::<u64>(),
+            "clone": r.cores.iter().map(|c| c.cloned_files).sum::<u64>(),
+        },
+        "settings": {
+            "copy_method": match cfg.copy_method {
+                engine::CopyMethod::Auto => "auto",
+                engine::CopyMethod::CopyFileRange => "copy-file-range",
+                engine::CopyMethod::Uring => "uring",
+            },
+            "reflink": match cfg.reflink {
+                engine::Reflink::Auto => "auto",
+                engine::Reflink::Always => "always",
+                engine::Reflink::Never => "never",
+            },
+            "queue_depth": cfg.ring_depth,
+            "buffer_size": cfg.chunk_size,
+            "files_in_flight": cfg.inflight_per_core,
+            "large_files_in_flight": cfg.ring_files_per_core,
+            "inline_max": cfg.small_file_max,
+            "iowq_workers": cfg.iowq_max_workers,
+        },
         "cores": cores,
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default()

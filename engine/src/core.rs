@@ -74,6 +74,7 @@ pub(crate) struct Counters {
     pub skipped: Cell<u64>,
     pub unchanged: Cell<u64>,
     pub tasks: Cell<u64>,
+    pub inline_files: Cell<u64>,
     pub ring_files: Cell<u64>,
     pub cloned_files: Cell<u64>,
     pub kernel_copied_files: Cell<u64>,
@@ -251,6 +252,7 @@ fn core_thread(
         }
     };
     let config = &shared.config;
+    let iowq_workers = iowq_caps(&rt, config.iowq_max_workers);
     let core = Rc::new(Core {
         index,
         pool: fsops::BufPool::new(
@@ -284,6 +286,8 @@ fn core_thread(
         report: CoreReport {
             sched: worker.stats(),
             tasks: core.counters.tasks.get(),
+            iowq_workers,
+            inline_files: core.counters.inline_files.get(),
             ring_files: core.counters.ring_files.get(),
             cloned_files: core.counters.cloned_files.get(),
             kernel_copied_files: core.counters.kernel_copied_files.get(),
@@ -292,6 +296,18 @@ fn core_thread(
         counters: core.counters,
         fatal: None,
     }
+}
+
+/// Cap this ring's io-wq workers at `max` (0: leave the kernel's default) and return the caps in
+/// effect, `None` where the kernel cannot say (before 5.15).
+fn iowq_caps(rt: &compio::runtime::Runtime, max: u32) -> Option<[u32; 2]> {
+    use std::os::fd::AsRawFd;
+    let fd = rt.as_raw_fd();
+    if max > 0 {
+        fsops::sys::iowq_max_workers(fd, max, max).ok()?;
+    }
+    // Setting [0, 0] changes nothing and reads the current caps back.
+    fsops::sys::iowq_max_workers(fd, 0, 0).ok()
 }
 
 type LocalTask = Pin<Box<dyn Future<Output = ()>>>;

@@ -65,6 +65,21 @@ pub enum Reflink {
     Never,
 }
 
+/// How a regular file's data moves when it is not cloned (see [`Reflink`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyMethod {
+    /// Small files (up to [`Config::small_file_max`]) with inline `read`/`write` on the core;
+    /// larger ones with `copy_file_range` where source and destination share a file system,
+    /// else through the io_uring pipeline.
+    Auto,
+    /// Every file with `copy_file_range` in bounded steps (where the kernel refuses it, e.g.
+    /// across file systems of different types, the file falls back to the io_uring pipeline and
+    /// is counted there).
+    CopyFileRange,
+    /// Every file, small ones included, through the io_uring read/write pipeline.
+    Uring,
+}
+
 /// How an existing destination file is judged up to date.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuickCheck {
@@ -124,6 +139,11 @@ pub struct Config {
     pub keep_dirlinks: bool,
     /// `--reflink`.
     pub reflink: Reflink,
+    /// `--copy-method`: the path for data that is not cloned.
+    pub copy_method: CopyMethod,
+    /// Cap on each core's io_uring kernel worker threads (`IORING_REGISTER_IOWQ_MAX_WORKERS`,
+    /// bounded and unbounded alike); 0 keeps the kernel's default.
+    pub iowq_max_workers: u32,
     /// How existing destination files are judged up to date.
     pub quick_check: QuickCheck,
     /// `--temp-names`: stage new files under temporary names (then `rename`) instead of as
@@ -173,6 +193,8 @@ impl Config {
             safe_links: false,
             keep_dirlinks: false,
             reflink: Reflink::Auto,
+            copy_method: CopyMethod::Auto,
+            iowq_max_workers: 4,
             temp_names: false,
             quick_check: QuickCheck::SizeAndTime,
             threads: 0,
@@ -287,6 +309,11 @@ pub struct CoreReport {
     pub sched: WorkerStats,
     /// Tasks run.
     pub tasks: u64,
+    /// The io-wq worker caps of this core's ring, `[bounded, unbounded]` (`None`: the kernel
+    /// cannot report them).
+    pub iowq_workers: Option<[u32; 2]>,
+    /// Files copied with inline `read`/`write` syscalls on the core.
+    pub inline_files: u64,
     /// Files copied through the io_uring pipeline.
     pub ring_files: u64,
     /// Files cloned with FICLONE.

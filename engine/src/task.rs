@@ -30,7 +30,7 @@ use fsops::{FileType, Stat, sys};
 
 use crate::core::{Core, bump};
 use crate::links::Claim;
-use crate::{ErrorClass, Event, Reflink, SkipReason};
+use crate::{CopyMethod, ErrorClass, Event, Reflink, SkipReason};
 
 /// A unit of work for a core.
 pub(crate) enum Task {
@@ -772,14 +772,22 @@ fn data_path(core: &Core, parent: &DirNode, src: &OwnedFd, st: &Stat) -> EntryRe
         let extents = sys::data_extents(src.as_fd(), st.size).map_err(src_err("lseek"))?;
         return Ok(DataPath::Ring(extents));
     }
-    if st.size <= cfg.small_file_max {
+    if st.size == 0 {
         return Ok(DataPath::Inline);
     }
-    if cfg.reflink == Reflink::Auto
-        && st.dev == parent.dst_dev
-        && !core.no_kernel_copy.borrow().contains(&pair)
-    {
-        return Ok(DataPath::Kernel);
+    let kernel_ok = cfg.reflink != Reflink::Never && !core.no_kernel_copy.borrow().contains(&pair);
+    match cfg.copy_method {
+        CopyMethod::Uring => {}
+        CopyMethod::CopyFileRange if kernel_ok => return Ok(DataPath::Kernel),
+        CopyMethod::CopyFileRange => {}
+        CopyMethod::Auto => {
+            if st.size <= cfg.small_file_max {
+                return Ok(DataPath::Inline);
+            }
+            if st.dev == parent.dst_dev && kernel_ok {
+                return Ok(DataPath::Kernel);
+            }
+        }
     }
     Ok(DataPath::Ring(vec![(0, st.size)]))
 }
@@ -897,6 +905,7 @@ async fn copy_file_data(
             DataPath::Inline => {
                 let mut buf = core.small_buf.borrow_mut();
                 fsops::copy::copy_inline(src, &dst, st.size, &mut buf).map_err(src_err("read"))?;
+                bump(&core.counters.inline_files, 1);
                 dst
             }
             DataPath::Ring(extents) => {

@@ -578,3 +578,25 @@ pub fn link_fd(fd: BorrowedFd<'_>, dir: BorrowedFd<'_>, name: &CStr) -> io::Resu
     })
     .map(drop)
 }
+
+/// `IORING_REGISTER_IOWQ_MAX_WORKERS` on the ring `ring_fd`: cap its io-wq kernel worker threads
+/// at `bounded` (regular-file and block work) and `unbounded` (everything else); 0 leaves a
+/// value unchanged. Returns the previous `[bounded, unbounded]` caps.
+pub fn iowq_max_workers(ring_fd: RawFd, bounded: u32, unbounded: u32) -> io::Result<[u32; 2]> {
+    const IORING_REGISTER_IOWQ_MAX_WORKERS: libc::c_uint = 19;
+    let mut v = [bounded, unbounded];
+    // SAFETY: the register call reads and writes exactly two u32 at `v`, which lives across it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring_fd,
+            IORING_REGISTER_IOWQ_MAX_WORKERS,
+            v.as_mut_ptr(),
+            2u32,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}

@@ -1,0 +1,174 @@
+//! The engine's switches as a tuner uses them: every `--copy-method` gives an exact copy through
+//! the path it names (checked in `--stats-json`), the pipeline tunables work at their edges, the
+//! io-wq cap reaches the kernel, and contradictory combinations are usage errors.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::Path;
+
+use common::*;
+
+fn stats(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&fs::read_to_string(path).expect("stats file")).expect("stats JSON")
+}
+
+/// Regular files with content (size > 0) under `root`.
+fn nonempty_files(root: &Path) -> u64 {
+    let mut n = 0;
+    for p in treediff::walk(root).unwrap() {
+        let m = fs::symlink_metadata(root.join(&p)).unwrap();
+        if m.is_file() && m.len() > 0 {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn each_copy_method_is_exact_and_takes_its_path() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    build_tree(
+        &src,
+        &TreeOpts {
+            root_only: is_root(),
+            wide: 60,
+            depth: 6,
+        },
+    );
+    let with_data = nonempty_files(&src);
+    let files = |v: &serde_json::Value| v["counts"]["files"].as_u64().unwrap();
+    let method = |v: &serde_json::Value, m: &str| v["copy_methods"][m].as_u64().unwrap();
+    for (name, flags) in [
+        ("auto", vec!["--copy-method=auto", "--inline-max=4K"]),
+        ("cfr", vec!["--copy-method=copy-file-range"]),
+        // Many small pipeline buffers and an odd depth: files span several chunks.
+        (
+            "uring",
+            vec![
+                "--copy-method=uring",
+                "--buffer-size=4K",
+                "--queue-depth=3",
+                "--large-files-in-flight=1",
+                "--files-in-flight=1",
+            ],
+        ),
+    ] {
+        let dst = s.path().join(name);
+        let json = s.path().join(format!("{name}.json"));
+        let json_arg = json.display().to_string();
+        let mut args = vec!["-a", "--stats-json", &json_arg];
+        args.extend(flags.iter().copied());
+        let out = copy_contents(&args, &src, &dst);
+        assert_eq!(
+            code(&out),
+            0,
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same(&src, &dst, treediff::Check::archive());
+        let v = stats(&json);
+        let total = files(&v);
+        match name {
+            "auto" => {
+                // Files up to 4 KiB inline; larger ones copy_file_range (one file system).
+                assert!(method(&v, "inline") > 0, "{v}");
+                assert!(method(&v, "copy_file_range") > 0, "{v}");
+                assert_eq!(method(&v, "uring"), 0, "{v}");
+                assert_eq!(method(&v, "inline") + method(&v, "copy_file_range"), total);
+            }
+            "cfr" => {
+                assert_eq!(method(&v, "copy_file_range"), with_data, "{v}");
+                assert_eq!(method(&v, "inline"), total - with_data, "empty files: {v}");
+            }
+            _ => {
+                assert_eq!(method(&v, "uring"), with_data, "{v}");
+                assert_eq!(v["settings"]["buffer_size"], 4096, "{v}");
+                assert_eq!(v["settings"]["queue_depth"], 3, "{v}");
+            }
+        }
+    }
+}
+
+#[test]
+fn iowq_worker_cap_reaches_the_kernel() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"data");
+    let json = s.path().join("s.json");
+    let json_arg = json.display().to_string();
+    let out = copy_contents(
+        &[
+            "-a",
+            "--iowq-workers=3",
+            "--threads=2",
+            "--stats-json",
+            &json_arg,
+        ],
+        &src,
+        &s.path().join("dst"),
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let v = stats(&json);
+    for core in v["cores"].as_array().unwrap() {
+        if core["iowq_workers"].is_null() {
+            skip(
+                "iowq_worker_cap_reaches_the_kernel",
+                "the kernel does not report io-wq caps (before 5.15)",
+            );
+            return;
+        }
+        assert_eq!(core["iowq_workers"], serde_json::json!([3, 3]), "{v}");
+    }
+}
+
+#[test]
+fn contradictory_engine_flags_are_usage_errors() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"x");
+    let dst = s.path().join("dst");
+    for bad in [
+        &["--reflink=always", "--copy-method=uring"][..],
+        &["--reflink=always", "--copy-method=copy-file-range"],
+        &["--reflink=never", "--copy-method=copy-file-range"],
+        &["--buffer-size=1K"],
+        &["--buffer-size=1G"],
+        &["--buffer-size=12Q"],
+        &["--queue-depth=0"],
+        &["--files-in-flight=0"],
+        &["--inline-max=1G"],
+    ] {
+        let mut args: Vec<&OsStr> = vec![OsStr::new("-a")];
+        args.extend(bad.iter().map(OsStr::new));
+        args.push(src.as_os_str());
+        args.push(dst.as_os_str());
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(code(&out), 1, "{bad:?}: {err}");
+        assert!(err.starts_with("arsync: "), "{bad:?}: {err}");
+        assert!(!dst.exists(), "{bad:?} wrote the destination");
+    }
+    // Sizes as rsync reads them: K = 1024, KB = 1000.
+    let json = s.path().join("s.json");
+    let json_arg = json.display().to_string();
+    let out = copy_contents(
+        &[
+            "-a",
+            "--buffer-size=8KB",
+            "--inline-max=1K",
+            "--stats-json",
+            &json_arg,
+        ],
+        &src,
+        &dst,
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let v = stats(&json);
+    assert_eq!(v["settings"]["buffer_size"], 8000, "{v}");
+    assert_eq!(v["settings"]["inline_max"], 1024, "{v}");
+}
