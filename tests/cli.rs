@@ -287,7 +287,7 @@ fn verbose_lists_items_and_quiet_silences_skips() {
     let out = run(&[s("-av"), src.as_os_str(), dst.as_os_str()]);
     assert_eq!(code(&out), 0);
     let text = String::from_utf8_lossy(&out.stdout);
-    for l in ["src/", "src/sub/", "src/sub/g", "src/lnk"] {
+    for l in ["src/", "src/sub/", "src/sub/g", "src/lnk -> sub/g"] {
         assert!(text.lines().any(|x| x == l), "-v lacks {l}:\n{text}");
     }
     // Without -l the symlink is skipped with rsync's message; -q silences it.

@@ -506,6 +506,157 @@ pub fn command() -> Command {
             .help_heading("Engine"),
     )
     .arg(
+        Arg::new("checksum")
+            .short('c')
+            .long("checksum")
+            .action(ArgAction::SetTrue)
+            .help("skip files by content, not mtime: a destination file of the same size is compared by hash (XXH3-128) [default: size and mtime]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("modify-window")
+            .short('@')
+            .long("modify-window")
+            .value_name("NUM")
+            .value_parser(value_parser!(i64).range(-1..=i64::from(u32::MAX)))
+            .allow_negative_numbers(true)
+            .help("mtimes within NUM seconds count as equal (whole seconds, as rsync); -1 compares nanoseconds [default: nanoseconds, rsync's default is 0]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("update")
+            .short('u')
+            .long("update")
+            .action(ArgAction::SetTrue)
+            .help("skip entries that are newer in the destination [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("existing")
+            .long("existing")
+            .alias("ignore-non-existing")
+            .action(ArgAction::SetTrue)
+            .help("skip creating new entries in the destination: only update what is there [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("ignore-existing")
+            .long("ignore-existing")
+            .action(ArgAction::SetTrue)
+            .help("skip updating entries that already exist in the destination [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("delete")
+            .long("delete")
+            .action(ArgAction::SetTrue)
+            .help("delete destination entries the source does not have, in each directory once it is copied [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("delete-during")
+            .long("delete-during")
+            .alias("del")
+            .action(ArgAction::SetTrue)
+            .help("--delete, in each directory as the copy goes (the default --delete mode)")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("delete-after")
+            .long("delete-after")
+            .action(ArgAction::SetTrue)
+            .help("--delete, but only after everything is copied [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("delete-excluded")
+            .long("delete-excluded")
+            .action(ArgAction::SetTrue)
+            .help("also delete destination entries that are excluded (implies --delete) [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("max-delete")
+            .long("max-delete")
+            .value_name("NUM")
+            .value_parser(value_parser!(u64))
+            .help("delete at most NUM entries; the rest are kept and the run ends with exit code 25 [default: no limit]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("force")
+            .long("force")
+            .action(ArgAction::SetTrue)
+            .help("replace a non-empty directory by a non-directory even without --delete [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("exclude")
+            .long("exclude")
+            .value_name("PATTERN")
+            .action(ArgAction::Append)
+            .help("exclude entries matching PATTERN (rsync's pattern rules)")
+            .help_heading("Filters"),
+    )
+    .arg(
+        Arg::new("include")
+            .long("include")
+            .value_name("PATTERN")
+            .action(ArgAction::Append)
+            .help("don't exclude entries matching PATTERN (the first matching rule wins)")
+            .help_heading("Filters"),
+    )
+    .arg(
+        Arg::new("exclude-from")
+            .long("exclude-from")
+            .value_name("FILE")
+            .action(ArgAction::Append)
+            .value_parser(value_parser!(PathBuf))
+            .help("read exclude patterns from FILE, one per line (- for stdin)")
+            .help_heading("Filters"),
+    )
+    .arg(
+        Arg::new("include-from")
+            .long("include-from")
+            .value_name("FILE")
+            .action(ArgAction::Append)
+            .value_parser(value_parser!(PathBuf))
+            .help("read include patterns from FILE, one per line (- for stdin)")
+            .help_heading("Filters"),
+    )
+    .arg(
+        Arg::new("filter")
+            .short('f')
+            .long("filter")
+            .value_name("RULE")
+            .action(ArgAction::Append)
+            .help("add a filter rule: '- PATTERN' exclude, '+ PATTERN' include, 'P PATTERN' protect from deletion, 'R', 'H', 'S', '!' (as rsync)")
+            .help_heading("Filters"),
+    )
+    .arg(
+        Arg::new("dry-run")
+            .short('n')
+            .long("dry-run")
+            .action(ArgAction::SetTrue)
+            .help("show what would be done, change nothing [default: off]")
+            .help_heading("Info"),
+    )
+    .arg(
+        Arg::new("itemize-changes")
+            .short('i')
+            .long("itemize-changes")
+            .action(ArgAction::Count)
+            .help("list every change as rsync's 11-letter code and the name, e.g. >f+++++++++ or .d..t...... [default: off]")
+            .help_heading("Info"),
+    )
+    .arg(
+        Arg::new("stats")
+            .long("stats")
+            .action(ArgAction::SetTrue)
+            .help("print rsync's end-of-run statistics (files considered, created, deleted, transferred, bytes) [default: off]")
+            .help_heading("Info"),
+    )
+    .arg(
         Arg::new("ignore-times")
             .short('I')
             .long("ignore-times")
@@ -563,6 +714,8 @@ pub fn command() -> Command {
 pub struct Parsed {
     pub config: engine::Config,
     pub stats_json: Option<PathBuf>,
+    pub itemize: bool,
+    pub stats: bool,
     pub verbose: u8,
     pub quiet: bool,
     pub version: bool,
@@ -698,6 +851,34 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         }
         _ => {}
     }
+    config.checksum = m.get_flag("checksum");
+    config.modify_window = match m.get_one::<i64>("modify-window") {
+        None | Some(-1) => None,
+        Some(&n) => Some(n as u32),
+    };
+    config.update = m.get_flag("update");
+    config.existing = m.get_flag("existing");
+    config.ignore_existing = m.get_flag("ignore-existing");
+    config.force = m.get_flag("force");
+    config.dry_run = m.get_flag("dry-run");
+    config.max_delete = m.get_one::<u64>("max-delete").copied();
+    let delete_excluded = m.get_flag("delete-excluded");
+    config.delete = if m.get_flag("delete-after") {
+        Some(engine::Delete::After)
+    } else if m.get_flag("delete") || m.get_flag("delete-during") || delete_excluded {
+        Some(engine::Delete::During)
+    } else {
+        None
+    };
+    if config.delete.is_some() && !config.recursive {
+        return Err(usage(
+            "--delete does not work without --recursive (-r): nothing says which directory's contents to compare",
+        ));
+    }
+    config.filters = filters(&m).map_err(|e| usage(&e))?;
+    if delete_excluded {
+        config.filters.sender_only();
+    }
     let paths: Vec<OsString> = m
         .get_many::<OsString>("paths")
         .map(|v| v.cloned().collect())
@@ -717,17 +898,65 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             )));
         }
         let (dest, sources) = paths.split_last().expect("checked above");
-        let (roots, create) = plan(sources, dest, config.recursive).map_err(Refused::Arg)?;
+        let (roots, create) =
+            plan(sources, dest, config.recursive, &config.filters).map_err(Refused::Arg)?;
         config.roots = roots;
         config.create_dest_dir = create;
     }
     Ok(Parsed {
         stats_json: m.get_one::<PathBuf>("stats-json").cloned(),
+        itemize: m.get_count("itemize-changes") > 0,
+        stats: m.get_flag("stats"),
         config,
         verbose: m.get_count("verbose"),
         quiet: m.get_flag("quiet"),
         version,
     })
+}
+
+/// The filter rules in command-line order, whichever option gave them.
+fn filters(m: &clap::ArgMatches) -> Result<engine::Filters, String> {
+    let mut rules: Vec<(usize, &str, String)> = Vec::new();
+    for id in ["exclude", "include", "filter"] {
+        if let (Some(vals), Some(idx)) = (m.get_many::<String>(id), m.indices_of(id)) {
+            for (v, i) in vals.zip(idx) {
+                rules.push((i, id, v.clone()));
+            }
+        }
+    }
+    for (id, kind) in [("exclude-from", "exclude"), ("include-from", "include")] {
+        if let (Some(vals), Some(idx)) = (m.get_many::<PathBuf>(id), m.indices_of(id)) {
+            for (file, i) in vals.zip(idx) {
+                let text = if file.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())
+                } else {
+                    std::fs::read_to_string(file)
+                }
+                .map_err(|e| format!("--{id} {}: {e}", file.display()))?;
+                rules.push((
+                    i,
+                    if kind == "exclude" {
+                        "exclude-lines"
+                    } else {
+                        "include-lines"
+                    },
+                    text,
+                ));
+            }
+        }
+    }
+    rules.sort_by_key(|r| r.0);
+    let mut f = engine::Filters::new();
+    for (_, kind, v) in rules {
+        match kind {
+            "exclude" => f.exclude(&v)?,
+            "include" => f.include(&v)?,
+            "exclude-lines" => f.from_lines(&v, engine::filter::Action::Exclude)?,
+            "include-lines" => f.from_lines(&v, engine::filter::Action::Include)?,
+            _ => f.rule(&v)?,
+        }
+    }
+    Ok(f)
 }
 
 fn usage(message: &str) -> Refused {
@@ -783,6 +1012,7 @@ fn plan(
     sources: &[OsString],
     dest: &OsString,
     recursive: bool,
+    filters: &engine::Filters,
 ) -> Result<(Vec<engine::Root>, Option<PathBuf>), ArgError> {
     let dest_path = PathBuf::from(dest);
     let dest_is_dir = std::fs::metadata(&dest_path)
@@ -879,7 +1109,7 @@ fn plan(
         });
     }
     if recursive {
-        roots = guard_overlap(roots)?;
+        roots = guard_overlap(roots, filters)?;
     }
     // rsync creates DEST (one level) when it is to be a directory.
     let create = (!dest_exists).then(|| dest_path.clone());
@@ -901,7 +1131,10 @@ fn resolved(p: &Path) -> Option<PathBuf> {
 /// A directory copied onto itself has nothing to do (its root is dropped); a destination inside
 /// the directory being copied would copy its own output again and again, so it is refused before
 /// anything is written.
-fn guard_overlap(roots: Vec<engine::Root>) -> Result<Vec<engine::Root>, ArgError> {
+fn guard_overlap(
+    roots: Vec<engine::Root>,
+    filters: &engine::Filters,
+) -> Result<Vec<engine::Root>, ArgError> {
     let mut kept = Vec::with_capacity(roots.len());
     for r in roots {
         let src_is_dir = std::fs::metadata(&r.src).is_ok_and(|m| m.is_dir());
@@ -909,7 +1142,15 @@ fn guard_overlap(roots: Vec<engine::Root>) -> Result<Vec<engine::Root>, ArgError
             if src == dst {
                 continue;
             }
-            if dst.starts_with(&src) {
+            // A destination that the filters keep out of the transfer is never scanned.
+            let excluded = dst.strip_prefix(&src).is_ok_and(|below| {
+                let mut path = r.rel.clone();
+                below.components().any(|c| {
+                    path.push(c);
+                    filters.excludes(path.as_os_str().as_bytes(), true)
+                })
+            });
+            if dst.starts_with(&src) && !excluded {
                 return Err(ArgError {
                     message: format!(
                         "destination {:?} is inside the source {:?}: refused (the copy would copy itself)",

@@ -55,7 +55,22 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     output::init_logging(parsed.verbose, parsed.quiet);
-    let observer = Arc::new(output::Printer::new(parsed.verbose, parsed.quiet));
+    let observer = Arc::new(output::Printer::new(
+        parsed.verbose,
+        parsed.quiet,
+        parsed.itemize,
+    ));
+    if let Some(dir) = &parsed.config.create_dest_dir
+        && (parsed.verbose > 0 || parsed.itemize)
+        && !parsed.quiet
+    {
+        let shown = dir.to_string_lossy();
+        let shown = shown.trim_end_matches('/');
+        println!(
+            "created directory {}",
+            if shown.is_empty() { "/" } else { shown }
+        );
+    }
     let report = engine::run(&parsed.config, observer.clone());
     let code = output::exit_code(&report);
     if let Some(path) = &parsed.stats_json
@@ -63,8 +78,16 @@ fn main() -> ExitCode {
     {
         eprintln!("arsync: cannot write --stats-json {}: {e}", path.display());
     }
-    if parsed.verbose > 0 && !parsed.quiet {
-        output::summary(&report);
+    if parsed.stats && !parsed.quiet {
+        output::rsync_stats(&report, parsed.config.dry_run);
+    } else if parsed.verbose > 0 && !parsed.quiet {
+        output::summary(&report, parsed.config.dry_run);
+    }
+    if report.delete_skipped > 0 {
+        eprintln!(
+            "Deletions stopped due to --max-delete limit ({} skipped)",
+            report.delete_skipped
+        );
     }
     if let Some(f) = &report.fatal {
         eprintln!("arsync: {f}");

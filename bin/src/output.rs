@@ -5,28 +5,91 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use engine::{ErrorClass, Event, FileType, Observer, Report, SkipReason};
+use engine::{Change, ErrorClass, Event, FileType, How, Observer, Report, SkipReason};
 
 /// Renders events; shared by every core thread (each line is written under the stream's lock).
 pub struct Printer {
     verbose: u8,
     quiet: bool,
+    itemize: bool,
 }
 
 impl Printer {
-    pub fn new(verbose: u8, quiet: bool) -> Self {
-        Self { verbose, quiet }
+    pub fn new(verbose: u8, quiet: bool, itemize: bool) -> Self {
+        Self {
+            verbose,
+            quiet,
+            itemize,
+        }
     }
 }
 
-/// A path as rsync prints it: bytes as they are, except control characters as `\#ooo`.
+/// rsync's 11-letter `--itemize-changes` code (`YXcstpoguax`).
+pub fn itemize_code(file_type: FileType, c: &Change) -> String {
+    let y = match c.how {
+        How::Transfer => '>',
+        How::Local => 'c',
+        How::HardLink => 'h',
+        How::Attrs => '.',
+    };
+    let x = match file_type {
+        FileType::File => 'f',
+        FileType::Dir => 'd',
+        FileType::Symlink => 'L',
+        FileType::CharDev | FileType::BlockDev => 'D',
+        FileType::Fifo | FileType::Socket => 'S',
+        FileType::Unknown => '?',
+    };
+    if c.new {
+        return format!("{y}{x}+++++++++");
+    }
+    let f = |on: bool, l: char| if on { l } else { '.' };
+    [
+        y,
+        x,
+        f(c.checksum, 'c'),
+        f(c.size, 's'),
+        f(c.time, 't'),
+        f(c.perms, 'p'),
+        f(c.owner, 'o'),
+        f(c.group, 'g'),
+        '.',
+        f(c.acl, 'a'),
+        f(c.xattr, 'x'),
+    ]
+    .iter()
+    .collect()
+}
+
+/// A name as rsync lists it: directories end with `/`, the transfer root is `./`.
+fn listed(path: &Path, file_type: FileType) -> Vec<u8> {
+    let mut line = escape(path);
+    if file_type == FileType::Dir {
+        if line.is_empty() {
+            line.extend_from_slice(b".");
+        }
+        line.push(b'/');
+    }
+    line
+}
+
+/// A path as rsync prints it: valid UTF-8 as it is, control characters and bytes that are not
+/// valid UTF-8 as `\#ooo` (octal).
 pub fn escape(p: &Path) -> Vec<u8> {
-    let mut out = Vec::with_capacity(p.as_os_str().len());
-    for &b in p.as_os_str().as_bytes() {
-        if b < 0x20 || b == 0x7f {
-            out.extend_from_slice(format!("\\#{b:03o}").as_bytes());
-        } else {
-            out.push(b);
+    let bytes = p.as_os_str().as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let octal = |out: &mut Vec<u8>, b: u8| out.extend_from_slice(format!("\\#{b:03o}").as_bytes());
+    for chunk in bytes.utf8_chunks() {
+        for ch in chunk.valid().chars() {
+            if (ch as u32) < 0x20 || ch as u32 == 0x7f {
+                octal(&mut out, ch as u8);
+            } else {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+        for &b in chunk.invalid() {
+            octal(&mut out, b);
         }
     }
     out
@@ -113,15 +176,45 @@ impl Observer for Printer {
                 let _ = std::io::stdout().lock().write_all(&line);
             }
             Event::Item {
-                path, file_type, ..
+                path,
+                file_type,
+                change,
+                link,
+                ..
             } => {
-                let mut line = escape(path);
-                if *file_type == FileType::Dir {
-                    if line.is_empty() {
-                        line.extend_from_slice(b".");
-                    }
-                    line.push(b'/');
+                let mut line = Vec::new();
+                if self.itemize {
+                    line.extend_from_slice(itemize_code(*file_type, change).as_bytes());
+                    line.push(b' ');
+                } else if !change.new && change.how == How::Attrs {
+                    // Plain -v lists what was transferred or created, not attribute fixes.
+                    return;
                 }
+                line.extend_from_slice(&listed(path, *file_type));
+                match (link, change.how) {
+                    (Some(l), How::HardLink) => {
+                        line.extend_from_slice(b" => ");
+                        line.extend_from_slice(l);
+                    }
+                    (Some(l), _) => {
+                        line.extend_from_slice(b" -> ");
+                        line.extend_from_slice(l);
+                    }
+                    _ => {}
+                }
+                line.push(b'\n');
+                let _ = std::io::stdout().lock().write_all(&line);
+            }
+            Event::Deleted { path, file_type } => {
+                if self.quiet || (!self.itemize && self.verbose == 0) {
+                    return;
+                }
+                let mut line = if self.itemize {
+                    b"*deleting   ".to_vec()
+                } else {
+                    b"deleting ".to_vec()
+                };
+                line.extend_from_slice(&listed(path, *file_type));
                 line.push(b'\n');
                 let _ = std::io::stdout().lock().write_all(&line);
             }
@@ -129,22 +222,76 @@ impl Observer for Printer {
     }
 
     fn wants_items(&self) -> bool {
-        self.verbose > 0 && !self.quiet
+        (self.verbose > 0 || self.itemize) && !self.quiet
     }
 }
 
 /// The `-v` end-of-run lines.
-pub fn summary(r: &Report) {
+pub fn summary(r: &Report, dry_run: bool) {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     println!(
-        "\n{} files, {} dirs, {} symlinks, {} specials; {} bytes in {:.3} s ({:.0} bytes/sec)",
+        "\n{} files, {} dirs, {} symlinks, {} specials; {} bytes in {:.3} s ({:.0} bytes/sec){}",
         r.files,
         r.dirs,
         r.symlinks,
         r.specials,
         r.bytes,
         secs,
-        r.bytes as f64 / secs
+        r.bytes as f64 / secs,
+        if dry_run { " (DRY RUN)" } else { "" }
+    );
+}
+
+/// A number with rsync's thousands separators.
+fn commas(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// `--stats`: rsync's end-of-run statistics, with the lines that mean something for a local
+/// copy (no file list is sent, so those lines are left out).
+pub fn rsync_stats(r: &Report, dry_run: bool) {
+    let c = &r.considered;
+    let total = c.files + c.dirs + c.symlinks + c.specials;
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let mut by_type = Vec::new();
+    for (n, what) in [
+        (c.files, "reg"),
+        (c.dirs, "dir"),
+        (c.symlinks, "link"),
+        (c.specials, "special"),
+    ] {
+        if n > 0 {
+            by_type.push(format!("{what}: {}", commas(n)));
+        }
+    }
+    let by_type = if by_type.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", by_type.join(", "))
+    };
+    println!();
+    println!("Number of files: {}{by_type}", commas(total));
+    println!("Number of created files: {}", commas(r.created));
+    println!("Number of deleted files: {}", commas(r.deleted));
+    println!("Number of regular files transferred: {}", commas(r.files));
+    println!("Number of unchanged entries: {}", commas(r.unchanged));
+    println!("Number of skipped entries: {}", commas(r.skipped));
+    println!("Total file size: {} bytes", commas(c.bytes));
+    println!("Total transferred file size: {} bytes", commas(r.bytes));
+    println!(
+        "\ncopied {} bytes in {:.3} seconds  {:.2} bytes/sec{}",
+        commas(r.bytes),
+        secs,
+        r.bytes as f64 / secs,
+        if dry_run { " (DRY RUN)" } else { "" }
     );
 }
 
@@ -157,6 +304,8 @@ pub fn exit_code(r: &Report) -> i32 {
         23
     } else if r.vanished > 0 {
         24
+    } else if r.delete_skipped > 0 {
+        25
     } else {
         0
     }
@@ -242,6 +391,17 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
             "file_io_errors": r.file_io_errors,
         },
         "bytes": r.bytes,
+        "deleted": r.deleted,
+        "delete_skipped": r.delete_skipped,
+        "created": r.created,
+        "considered": {
+            "files": r.considered.files,
+            "dirs": r.considered.dirs,
+            "symlinks": r.considered.symlinks,
+            "specials": r.considered.specials,
+            "bytes": r.considered.bytes,
+        },
+        "dry_run": cfg.dry_run,
         "copy_methods": {
             "inline": r.cores.iter().map(|c| c.inline_files).sum::<u64>(),
             "uring": r.cores.iter().map(|c| c.ring_files).sum::<u64>(),

@@ -9,10 +9,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::Instant;
 
@@ -79,6 +80,11 @@ pub(crate) struct Counters {
     pub cloned_files: Cell<u64>,
     pub kernel_copied_files: Cell<u64>,
     pub hard_links: Cell<u64>,
+    pub deleted: Cell<u64>,
+    pub delete_skipped: Cell<u64>,
+    pub created: Cell<u64>,
+    pub seen: [Cell<u64>; 4],
+    pub seen_bytes: Cell<u64>,
 }
 
 pub(crate) fn bump(c: &Cell<u64>, n: u64) {
@@ -96,6 +102,12 @@ pub(crate) struct RunShared {
     /// Set once the "destination does not support xattrs/ACLs" warning was given (touched only
     /// on that error path).
     pub xattr_warned: AtomicBool,
+    /// Deletions so far, counted only under `--max-delete` (deletion path only).
+    pub deletes: AtomicU64,
+    /// The run created the destination directory (`Config::create_dest_dir`) itself.
+    pub created_dest: AtomicBool,
+    /// Stands in for destination directories that a dry run does not create.
+    pub placeholder: Arc<OwnedFd>,
 }
 
 /// The per-core context, owned by one core thread.
@@ -121,6 +133,8 @@ pub(crate) struct Core {
     /// A large file was handed back because this core was busy: take no new task until the
     /// current large file is done (what waits in the deque is for the other cores to steal).
     pub deferred: Cell<bool>,
+    /// `--delete-after`: deletions decided on this core, done when the run ends.
+    pub pending_deletes: RefCell<Vec<crate::sync::PendingDelete>>,
 }
 
 impl Core {
@@ -131,6 +145,7 @@ impl Core {
 
 struct CoreOut {
     counters: Counters,
+    pending_deletes: Vec<crate::sync::PendingDelete>,
     report: CoreReport,
     fatal: Option<String>,
 }
@@ -165,13 +180,26 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
         pid: std::process::id(),
         links: crate::links::LinkMap::new(),
         xattr_warned: AtomicBool::new(false),
+        deletes: AtomicU64::new(0),
+        created_dest: AtomicBool::new(false),
+        placeholder: Arc::new(match fsops::sys::memfd(c"arsync-dry-run") {
+            Ok(fd) => fd,
+            Err(e) => {
+                fsops::sys::set_umask(umask);
+                return Report {
+                    fatal: Some(format!("memfd_create: {e}")),
+                    elapsed: start.elapsed(),
+                    ..Report::default()
+                };
+            }
+        }),
     });
     let mut report = Report::default();
 
     // The destination directory, if it has to be created, comes before any core starts.
-    if let Some(dir) = &config.create_dest_dir {
+    if let Some(dir) = config.create_dest_dir.as_ref().filter(|_| !config.dry_run) {
         match fsops::sys::mkdir_path(dir, 0o777 & !umask) {
-            Ok(()) => {}
+            Ok(()) => shared.created_dest.store(true, Ordering::Relaxed),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 shared.observer.event(&crate::Event::Error {
@@ -204,6 +232,21 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
         let core_id = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
         move |worker: Worker<Task>| core_thread(i, worker, shared, bells, core_id)
     });
+    let mut pending = Vec::new();
+    let mut outs = outs;
+    for out in &mut outs {
+        pending.append(&mut out.pending_deletes);
+    }
+    if !pending.is_empty() {
+        // --delete-after: everything is copied; now the deletions, in the order they were found.
+        let main = Counters::default();
+        for p in pending {
+            crate::sync::delete_after(&shared, &main, p);
+        }
+        report.deleted += main.deleted.get();
+        report.delete_skipped += main.delete_skipped.get();
+        report.errors += main.errors.get();
+    }
     fsops::sys::set_umask(umask);
     for out in outs {
         let c = &out.counters;
@@ -218,6 +261,14 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
         report.file_io_errors += c.file_io_errors.get();
         report.skipped += c.skipped.get();
         report.unchanged += c.unchanged.get();
+        report.deleted += c.deleted.get();
+        report.created += c.created.get();
+        report.considered.files += c.seen[0].get();
+        report.considered.dirs += c.seen[1].get();
+        report.considered.symlinks += c.seen[2].get();
+        report.considered.specials += c.seen[3].get();
+        report.considered.bytes += c.seen_bytes.get();
+        report.delete_skipped += c.delete_skipped.get();
         if report.fatal.is_none() {
             report.fatal = out.fatal;
         }
@@ -246,6 +297,7 @@ fn core_thread(
             worker.abort();
             return CoreOut {
                 counters: Counters::default(),
+                pending_deletes: Vec::new(),
                 report: CoreReport::default(),
                 fatal: Some(format!("cannot set up io_uring on core {index}: {e}")),
             };
@@ -272,6 +324,7 @@ fn core_thread(
         no_tmpfile: RefCell::new(Vec::new()),
         heavy: Cell::new(0),
         deferred: Cell::new(false),
+        pending_deletes: RefCell::new(Vec::new()),
         worker: RefCell::new(worker),
         shared: Arc::clone(&shared),
     });
@@ -294,6 +347,7 @@ fn core_thread(
             hard_linked: core.counters.hard_links.get(),
         },
         counters: core.counters,
+        pending_deletes: core.pending_deletes.into_inner(),
         fatal: None,
     }
 }

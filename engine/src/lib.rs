@@ -29,8 +29,10 @@
 //! ```
 
 mod core;
+pub mod filter;
 mod limit;
 mod links;
+mod sync;
 mod task;
 
 use std::io;
@@ -38,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use filter::Filters;
 pub use fsops::FileType;
 pub use scheduler::WorkerStats;
 
@@ -78,6 +81,17 @@ pub enum CopyMethod {
     CopyFileRange,
     /// Every file, small ones included, through the io_uring read/write pipeline.
     Uring,
+}
+
+/// When `--delete` removes extraneous destination entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delete {
+    /// In each directory once all its children are done, before its metadata is applied
+    /// (`--delete`, `--delete-during`).
+    During,
+    /// After the whole transfer (`--delete-after`): nothing is deleted while files are still being
+    /// copied.
+    After,
 }
 
 /// How an existing destination file is judged up to date.
@@ -146,6 +160,30 @@ pub struct Config {
     pub iowq_max_workers: u32,
     /// How existing destination files are judged up to date.
     pub quick_check: QuickCheck,
+    /// `-c/--checksum`: a destination file of the same size is up to date only if its content
+    /// hashes the same (XXH3-128) as the source's, whatever the mtimes say.
+    pub checksum: bool,
+    /// `--modify-window=N`: mtimes within N seconds (compared as whole seconds) count as equal.
+    /// `None` (the default) compares to the nanosecond.
+    pub modify_window: Option<u32>,
+    /// `-u/--update`: leave destination entries that are newer than the source.
+    pub update: bool,
+    /// `--existing`: create nothing new, only update what the destination already has.
+    pub existing: bool,
+    /// `--ignore-existing`: leave every entry the destination already has (directories are
+    /// still descended).
+    pub ignore_existing: bool,
+    /// Include/exclude/protect rules.
+    pub filters: Filters,
+    /// `--delete`/`--delete-after`: remove destination entries the source does not have.
+    pub delete: Option<Delete>,
+    /// `--max-delete=N`: delete at most N entries; the rest are reported and the run ends with
+    /// exit code 25.
+    pub max_delete: Option<u64>,
+    /// `--force`: replace a non-empty directory by a non-directory even without `--delete`.
+    pub force: bool,
+    /// `-n/--dry-run`: decide and report everything, change nothing.
+    pub dry_run: bool,
     /// `--temp-names`: stage new files under temporary names (then `rename`) instead of as
     /// unnamed `O_TMPFILE` files (then `linkat`), which is what file systems without `O_TMPFILE`
     /// get anyway.
@@ -194,6 +232,16 @@ impl Config {
             keep_dirlinks: false,
             reflink: Reflink::Auto,
             copy_method: CopyMethod::Auto,
+            checksum: false,
+            modify_window: None,
+            update: false,
+            existing: false,
+            ignore_existing: false,
+            filters: Filters::new(),
+            delete: None,
+            max_delete: None,
+            force: false,
+            dry_run: false,
             iowq_max_workers: 4,
             temp_names: false,
             quick_check: QuickCheck::SizeAndTime,
@@ -282,7 +330,85 @@ pub enum Event<'a> {
         file_type: FileType,
         /// Bytes of content written.
         bytes: u64,
+        /// What changed (rsync's `--itemize-changes` letters).
+        change: &'a Change,
+        /// A symlink's target, or for a hard link the path (relative to the transfer root) of
+        /// the name it was linked to.
+        link: Option<&'a [u8]>,
     },
+    /// A destination entry the source does not have was deleted (or, with `dry_run`, would be).
+    /// Sent whatever [`Observer::wants_items`] says.
+    Deleted {
+        /// The name relative to the transfer root.
+        path: &'a Path,
+        /// Its type.
+        file_type: FileType,
+    },
+}
+
+/// How an item was brought up to date: the first letter of rsync's itemize string.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum How {
+    /// File content was written (`>`).
+    Transfer,
+    /// Created or changed locally: a directory, symlink, device or special (`c`).
+    Local,
+    /// Made a hard link to another name (`h`).
+    HardLink,
+    /// Only attributes changed (`.`).
+    #[default]
+    Attrs,
+}
+
+/// What differs between the source entry and what the destination had (rsync's itemize
+/// letters `c s t p o g a x`). `new` means the destination had nothing there (`+++++++++`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Change {
+    /// How it was updated.
+    pub how: How,
+    /// The destination had no such entry.
+    pub new: bool,
+    /// Content differs by checksum (`-c`), or a symlink's target changed (`c`).
+    pub checksum: bool,
+    /// Size differs (`s`).
+    pub size: bool,
+    /// Modification time differs (`t`).
+    pub time: bool,
+    /// Permissions differ (`p`).
+    pub perms: bool,
+    /// Owner differs (`o`).
+    pub owner: bool,
+    /// Group differs (`g`).
+    pub group: bool,
+    /// ACLs were set (`a`).
+    pub acl: bool,
+    /// Extended attributes were set (`x`).
+    pub xattr: bool,
+}
+
+impl Change {
+    /// A new entry of this kind.
+    pub fn new_entry(how: How) -> Self {
+        Self {
+            how,
+            new: true,
+            ..Self::default()
+        }
+    }
+
+    /// Whether anything at all changed.
+    pub fn any(&self) -> bool {
+        self.new
+            || self.how != How::Attrs
+            || self.checksum
+            || self.size
+            || self.time
+            || self.perms
+            || self.owner
+            || self.group
+            || self.acl
+            || self.xattr
+    }
 }
 
 /// Receives [`Event`]s. Called concurrently from every core thread: keep it cheap.
@@ -324,6 +450,21 @@ pub struct CoreReport {
     pub hard_linked: u64,
 }
 
+/// Source entries a run looked at (what rsync's `--stats` calls "Number of files").
+#[derive(Clone, Debug, Default)]
+pub struct Considered {
+    /// Regular files.
+    pub files: u64,
+    /// Directories (the transfer root included).
+    pub dirs: u64,
+    /// Symlinks.
+    pub symlinks: u64,
+    /// Devices, FIFOs and sockets.
+    pub specials: u64,
+    /// Total size of the regular files.
+    pub bytes: u64,
+}
+
 /// The outcome of a run.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -349,6 +490,14 @@ pub struct Report {
     pub skipped: u64,
     /// Destination entries found up to date and left untouched (the quick check).
     pub unchanged: u64,
+    /// Extraneous destination entries deleted (`--delete`; with `dry_run`, that would be).
+    pub deleted: u64,
+    /// Deletions not done because `--max-delete` was reached (rsync exit 25).
+    pub delete_skipped: u64,
+    /// Entries that did not exist in the destination before (files, directories, links, ...).
+    pub created: u64,
+    /// Source entries the run looked at (after filters), by type, and their file sizes.
+    pub considered: Considered,
     /// A failure that stopped the whole run (runtime setup): its message.
     pub fatal: Option<String>,
     /// Wall time of the run.

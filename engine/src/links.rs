@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
@@ -27,7 +28,11 @@ pub(crate) type Key = (u64, u64);
 
 enum State {
     Copying(Vec<Waker>),
-    Done { dir: Arc<OwnedFd>, name: CString },
+    Done {
+        dir: Arc<OwnedFd>,
+        name: CString,
+        rel: Arc<PathBuf>,
+    },
     Failed,
 }
 
@@ -50,8 +55,9 @@ impl Entry {
 pub(crate) enum Claim {
     /// Copy the data, then call [`LinkMap::done`] or [`LinkMap::failed`].
     Leader,
-    /// Link to this destination name (in this destination directory).
-    Link(Arc<OwnedFd>, CString),
+    /// Link to this destination name (in this destination directory); the leader's path
+    /// relative to the transfer root comes along for item events (empty when nobody asked).
+    Link(Arc<OwnedFd>, CString, Arc<PathBuf>),
 }
 
 /// One shard: a lock around a small map, on its own cache line.
@@ -105,8 +111,8 @@ impl LinkMap {
                 return Poll::Ready(Claim::Leader);
             };
             match &mut e.state {
-                State::Done { dir, name } => {
-                    let claim = Claim::Link(Arc::clone(dir), name.clone());
+                State::Done { dir, name, rel } => {
+                    let claim = Claim::Link(Arc::clone(dir), name.clone(), Arc::clone(rel));
                     e.waiting -= 1;
                     if e.spent() {
                         shard.remove(&key);
@@ -130,11 +136,18 @@ impl LinkMap {
     }
 
     /// The leader's copy of `key` is in place as `name` in `dir`.
-    pub fn done(&self, key: Key, dir: Arc<OwnedFd>, name: CString) {
+    pub fn done(&self, key: Key, dir: Arc<OwnedFd>, name: CString, rel: PathBuf) {
         let waiters = {
             let mut shard = self.shard(key);
             let Some(e) = shard.get_mut(&key) else { return };
-            let old = std::mem::replace(&mut e.state, State::Done { dir, name });
+            let old = std::mem::replace(
+                &mut e.state,
+                State::Done {
+                    dir,
+                    name,
+                    rel: Arc::new(rel),
+                },
+            );
             if e.spent() {
                 shard.remove(&key);
             }
@@ -174,10 +187,10 @@ mod tests {
         let rt = compio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
             assert!(matches!(m.claim((1, 7), 3).await, Claim::Leader));
-            m.done((1, 7), fd(), CString::new("a").unwrap());
+            m.done((1, 7), fd(), CString::new("a").unwrap(), PathBuf::new());
             for _ in 0..2 {
                 match m.claim((1, 7), 3).await {
-                    Claim::Link(_, n) => assert_eq!(n.as_bytes(), b"a"),
+                    Claim::Link(_, n, _) => assert_eq!(n.as_bytes(), b"a"),
                     Claim::Leader => panic!("second name copied again"),
                 }
             }
@@ -216,10 +229,15 @@ mod tests {
                 })
                 .await;
             }
-            m.done((3, 5), fd(), CString::new("leader").unwrap());
+            m.done(
+                (3, 5),
+                fd(),
+                CString::new("leader").unwrap(),
+                PathBuf::new(),
+            );
             for h in [a, b] {
                 match h.await.expect("task") {
-                    Claim::Link(_, n) => assert_eq!(n.as_bytes(), b"leader"),
+                    Claim::Link(_, n, _) => assert_eq!(n.as_bytes(), b"leader"),
                     Claim::Leader => panic!("a waiter copied the data again"),
                 }
             }

@@ -23,14 +23,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use fsops::xattr::Target;
 use fsops::{FileType, Stat, sys};
 
 use crate::core::{Core, bump};
 use crate::links::Claim;
-use crate::{CopyMethod, ErrorClass, Event, Reflink, SkipReason};
+use crate::sync::{self, Verdict};
+use crate::{Change, CopyMethod, Delete, ErrorClass, Event, How, Reflink, SkipReason};
 
 /// A unit of work for a core.
 pub(crate) enum Task {
@@ -71,6 +72,12 @@ pub(crate) struct DirNode {
     fresh: bool,
     pending: AtomicUsize,
     parent: Option<Arc<DirNode>>,
+    /// The transfer root it belongs to.
+    root: usize,
+    /// `--delete`: the source names seen by the scan (what is not among them is extraneous).
+    names: Option<sync::Names>,
+    /// Reading the source directory failed: its listing is incomplete, so nothing is deleted.
+    scan_failed: AtomicBool,
 }
 
 impl DirNode {
@@ -169,14 +176,49 @@ fn source_class(e: &io::Error) -> ErrorClass {
     }
 }
 
-fn item(core: &Core, rel: PathBuf, file_type: FileType, bytes: u64) {
+fn item(
+    core: &Core,
+    rel: PathBuf,
+    file_type: FileType,
+    bytes: u64,
+    change: &Change,
+    link: Option<&[u8]>,
+) {
+    if change.new {
+        bump(&core.counters.created, 1);
+    }
     if core.shared.wants_items {
         core.shared.observer.event(&Event::Item {
             path: &rel,
             file_type,
             bytes,
+            change,
+            link,
         });
     }
+}
+
+/// Whether the filter rules keep `name` (of type `ft`) in `node` out of the transfer.
+fn filtered(core: &Core, rel: &Path, name: &[u8], ft: FileType) -> bool {
+    let filters = &core.shared.config.filters;
+    if !filters.has_sender_rules() {
+        return false;
+    }
+    let mut path = Vec::with_capacity(rel.as_os_str().len() + 1 + name.len());
+    if !rel.as_os_str().is_empty() {
+        path.extend_from_slice(rel.as_os_str().as_bytes());
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    filters.excludes(&path, ft == FileType::Dir)
+}
+
+/// A destination directory for a node: opened, or (dry run, or `--existing`) absent.
+enum DestDir {
+    Existing(OwnedFd),
+    Created(OwnedFd),
+    /// Not there and not created (dry run): the placeholder stands in.
+    Absent,
 }
 
 fn skip(core: &Core, rel: &Path, reason: SkipReason) {
@@ -255,6 +297,16 @@ async fn start_root(core: &Rc<Core>, index: usize) {
     } else {
         lst
     };
+    if !root.rel.as_os_str().is_empty() {
+        let rel = root.rel.as_os_str().as_bytes();
+        let (parent, name) = match rel.iter().rposition(|&c| c == b'/') {
+            Some(i) => (Path::new(OsStr::from_bytes(&rel[..i])), &rel[i + 1..]),
+            None => (Path::new(""), rel),
+        };
+        if filtered(core, parent, name, st.file_type()) {
+            return;
+        }
+    }
     if st.file_type() == FileType::Dir {
         if !cfg.recursive {
             let shown = if root.rel.as_os_str().is_empty() {
@@ -272,8 +324,24 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 return;
             }
         };
-        let (dst, fresh) = match make_dest_dir_path(&root.dst) {
-            Ok(v) => v,
+        let dir = if cfg.dry_run {
+            match sys::open_dir_path(&root.dst) {
+                Ok(fd) => Ok(DestDir::Existing(fd)),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                    Ok(DestDir::Absent)
+                }
+                Err(e) => Err(("opendir", e)),
+            }
+        } else {
+            make_dest_dir_path(&root.dst)
+        };
+        let created_by_run = cfg.create_dest_dir.as_ref() == Some(&root.dst)
+            && core.shared.created_dest.load(Ordering::Relaxed);
+        let (dst, fresh) = match dir {
+            Ok(DestDir::Existing(fd)) if created_by_run => (Arc::new(fd), true),
+            Ok(DestDir::Existing(fd)) => (Arc::new(fd), false),
+            Ok(DestDir::Created(fd)) => (Arc::new(fd), true),
+            Ok(DestDir::Absent) => (Arc::clone(&core.shared.placeholder), true),
             Err((op, e)) => {
                 report(core, &root.dst, op, &e, ErrorClass::FileIo);
                 return;
@@ -282,7 +350,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         let (created_gid, dst_dev) = dest_dir_facts(core, &dst);
         let node = Arc::new(DirNode {
             src,
-            dst: Arc::new(dst),
+            dst,
             src_path: root.src.clone(),
             rel: root.rel.clone(),
             stat: Some(st),
@@ -294,8 +362,12 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             fresh,
             pending: AtomicUsize::new(1),
             parent: None,
+            root: index,
+            names: cfg.delete.map(|_| sync::Names::default()),
+            scan_failed: AtomicBool::new(false),
         });
-        item(core, root.rel.clone(), FileType::Dir, 0);
+        bump(&core.counters.seen[1], 1);
+        dir_item(core, &node, root.rel.clone());
         scan(core, node);
         return;
     }
@@ -314,7 +386,10 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         }
     };
     let dst_dir = match sys::open_dir_path(&parent_or_dot(&root.dst)) {
-        Ok(fd) => fd,
+        Ok(fd) => Arc::new(fd),
+        Err(e) if cfg.dry_run && e.raw_os_error() == Some(libc::ENOENT) => {
+            Arc::clone(&core.shared.placeholder)
+        }
         Err(e) => {
             report(core, &root.dst, "opendir", &e, ErrorClass::FileIo);
             return;
@@ -323,7 +398,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
     let (created_gid, dst_dev) = dest_dir_facts(core, &dst_dir);
     let node = Arc::new(DirNode {
         src: src_dir,
-        dst: Arc::new(dst_dir),
+        dst: dst_dir,
         src_path: parent_or_dot(&root.src),
         rel: root.rel.parent().map(Path::to_path_buf).unwrap_or_default(),
         stat: None,
@@ -335,6 +410,9 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         fresh: false,
         pending: AtomicUsize::new(1),
         parent: None,
+        root: index,
+        names: None,
+        scan_failed: AtomicBool::new(false),
     });
     entry(core, &node, &src_name, lst.file_type()).await;
     child_done(core, node);
@@ -350,13 +428,18 @@ fn dest_dir_facts(core: &Core, dir: &OwnedFd) -> (u32, u64) {
 }
 
 /// Create (0700) or open the destination directory at a user-given path; whether it was created.
-fn make_dest_dir_path(path: &Path) -> Result<(OwnedFd, bool), (&'static str, io::Error)> {
+fn make_dest_dir_path(path: &Path) -> Result<DestDir, (&'static str, io::Error)> {
     let fresh = match sys::mkdir_path(path, 0o700) {
         Ok(()) => true,
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
         Err(e) => return Err(("mkdir", e)),
     };
-    Ok((sys::open_dir_path(path).map_err(|e| ("opendir", e))?, fresh))
+    let fd = sys::open_dir_path(path).map_err(|e| ("opendir", e))?;
+    Ok(if fresh {
+        DestDir::Created(fd)
+    } else {
+        DestDir::Existing(fd)
+    })
 }
 
 /// Read one batch of `node`'s entries and push a task for each, plus a continuation.
@@ -371,6 +454,7 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
         }
         Err(e) => {
             drop(reader);
+            node.scan_failed.store(true, Ordering::Relaxed);
             report(core, &node.src_path, "getdents", &e, source_class(&e));
             child_done(core, node);
             return;
@@ -378,13 +462,33 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
     }
     let mut batch = core.batch.borrow_mut();
     batch.clear();
+    let filters = core.shared.config.filters.has_sender_rules();
+    let mut names = node
+        .names
+        .as_ref()
+        .map(|n| n.lock().unwrap_or_else(|p| p.into_inner()));
     for ent in reader.entries() {
+        let mut file_type = ent.file_type;
+        if filters {
+            if file_type == FileType::Unknown
+                && let Ok(st) = sys::lstat_at(node.src.as_fd(), ent.name)
+            {
+                file_type = st.file_type();
+            }
+            if filtered(core, &node.rel, ent.name.to_bytes(), file_type) {
+                continue;
+            }
+        }
+        if let Some(names) = names.as_mut() {
+            names.push(ent.name.to_owned());
+        }
         batch.push(Task::Entry {
             parent: Arc::clone(&node),
             name: ent.name.to_owned(),
-            file_type: ent.file_type,
+            file_type,
         });
     }
+    drop(names);
     drop(reader);
     node.pending.fetch_add(batch.len(), Ordering::AcqRel);
     // The continuation goes first: children pop before it (LIFO); an idle core steals it first.
@@ -392,6 +496,25 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
     let mut w = core.worker.borrow_mut();
     for t in batch.drain(..) {
         w.push(t);
+    }
+}
+
+/// The item event of a directory, when it is entered: new, or what differs from the source
+/// before any child is written into it.
+fn dir_item(core: &Core, node: &DirNode, rel: PathBuf) {
+    if !core.shared.wants_items && !node.fresh {
+        return;
+    }
+    let change = if node.fresh {
+        Change::new_entry(How::Local)
+    } else {
+        match (sys::fstat(node.dst.as_fd()), &node.stat) {
+            (Ok(d), Some(st)) => sync::attr_change(&core.shared, &d, st, false),
+            _ => return,
+        }
+    };
+    if change.new || sync::attrs_differ(&change) {
+        item(core, rel, FileType::Dir, 0, &change, None);
     }
 }
 
@@ -411,13 +534,58 @@ fn child_done(core: &Core, mut node: Arc<DirNode>) {
 
 fn finish_dir(core: &Core, node: &DirNode) {
     let Some(st) = &node.stat else { return };
-    if !node.fresh
-        && !core.shared.config.xattrs
-        && !core.shared.config.acls
-        && let Ok(d) = sys::fstat(node.dst.as_fd())
-        && fsops::meta::matches(&d, st, &core.shared.policy, false)
+    let cfg = &core.shared.config;
+    if let (Some(mode), Some(names)) = (cfg.delete, &node.names)
+        && !node.fresh
+        && !node.scan_failed.load(Ordering::Relaxed)
     {
-        bump(&core.counters.unchanged, 1);
+        let names = std::mem::take(&mut *names.lock().unwrap_or_else(|p| p.into_inner()));
+        match sync::extraneous(&core.shared, node.dst.as_fd(), &node.rel, names) {
+            Ok(victims) if victims.is_empty() => {}
+            Ok(victims) if mode == Delete::During => {
+                for (name, ft) in victims {
+                    sync::remove(
+                        &core.shared,
+                        &core.counters,
+                        node.dst.as_fd(),
+                        &name,
+                        ft,
+                        &node.rel,
+                    );
+                }
+            }
+            Ok(victims) => {
+                let root_rel = &cfg.roots[node.root].rel;
+                let below_root = node.rel.strip_prefix(root_rel).unwrap_or(&node.rel);
+                core.pending_deletes.borrow_mut().push(sync::PendingDelete {
+                    root: node.root,
+                    below_root: below_root.to_path_buf(),
+                    rel: node.rel.clone(),
+                    victims,
+                    stat: node.stat,
+                });
+            }
+            Err(e) => report(
+                core,
+                &node.src_path,
+                "opendir (delete)",
+                &e,
+                ErrorClass::Partial,
+            ),
+        }
+    }
+    if !node.fresh {
+        let Ok(d) = sys::fstat(node.dst.as_fd()) else {
+            return;
+        };
+        let change = sync::attr_change(&core.shared, &d, st, false);
+        if !sync::attrs_differ(&change) && !cfg.xattrs && !cfg.acls {
+            bump(&core.counters.unchanged, 1);
+            return;
+        }
+    }
+    if cfg.dry_run {
+        bump(&core.counters.dirs, 1);
         return;
     }
     let created_gid = node
@@ -485,6 +653,16 @@ async fn entry(
         }
     }
     let dst_name = parent.dst_name.as_deref().unwrap_or(name);
+    let kind = match file_type {
+        FileType::File => 0,
+        FileType::Dir => 1,
+        FileType::Symlink => 2,
+        _ => 3,
+    };
+    if kind != 0 {
+        // Files count once they are past a possible deferral (see `copy_file`).
+        bump(&core.counters.seen[kind], 1);
+    }
     let mut follow = false;
     if file_type == FileType::Symlink && (cfg.copy_links || cfg.copy_unsafe_links || cfg.safe_links)
     {
@@ -622,25 +800,57 @@ async fn hardlink_follow(
     if !core.shared.config.hard_links || st.nlink < 2 || file_type == FileType::Dir {
         return Ok(false);
     }
-    let Claim::Link(dir, leader) = core.shared.links.claim((st.dev, st.ino), st.nlink).await else {
+    let Claim::Link(dir, leader, leader_rel) =
+        core.shared.links.claim((st.dev, st.ino), st.nlink).await
+    else {
         return Ok(false);
     };
     let ddir = parent.dst.as_fd();
-    match sys::link_at(dir.as_fd(), &leader, ddir, dst_name) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            // A name from an earlier run: replace it atomically.
-            let (tmp, ()) = with_temp(core, |t| sys::link_at(dir.as_fd(), &leader, ddir, t))
-                .map_err(dst_err("link"))?;
-            if let Err(e) = sys::rename_at(ddir, &tmp, ddir, dst_name, 0) {
-                let _ = sys::unlink_at(ddir, &tmp, 0);
-                return Err(("rename", e, ErrorClass::Partial));
-            }
+    let cfg = &core.shared.config;
+    let mut change = Change::new_entry(How::HardLink);
+    if !parent.fresh
+        && let Ok(d) = sys::lstat_at(ddir, dst_name)
+    {
+        if (d.dev, d.ino) == sys::lstat_at(dir.as_fd(), &leader).map_or((0, 0), |l| (l.dev, l.ino))
+        {
+            // Already this link (an earlier run made it).
+            bump(&core.counters.unchanged, 1);
+            return Ok(true);
         }
-        Err(e) => return Err(("link", e, ErrorClass::Partial)),
+        if cfg.ignore_existing {
+            bump(&core.counters.skipped, 1);
+            return Ok(true);
+        }
+        change.new = false;
+    } else if cfg.existing {
+        bump(&core.counters.skipped, 1);
+        return Ok(true);
+    }
+    if !cfg.dry_run {
+        match sys::link_at(dir.as_fd(), &leader, ddir, dst_name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // A name from an earlier run: replace it atomically.
+                let (tmp, ()) = with_temp(core, |t| sys::link_at(dir.as_fd(), &leader, ddir, t))
+                    .map_err(dst_err("link"))?;
+                if let Err(e) = sync::rename_over(core, ddir, &tmp, dst_name, &parent.rel) {
+                    let _ = sys::unlink_at(ddir, &tmp, 0);
+                    return Err(("rename", e, ErrorClass::Partial));
+                }
+            }
+            Err(e) => return Err(("link", e, ErrorClass::Partial)),
+        }
     }
     bump(&core.counters.hard_links, 1);
-    item(core, parent.child_rel(dst_name), file_type, 0);
+    let target = leader_rel.as_os_str().as_bytes();
+    item(
+        core,
+        parent.child_rel(dst_name),
+        file_type,
+        0,
+        &change,
+        Some(target),
+    );
     Ok(true)
 }
 
@@ -651,9 +861,14 @@ fn hardlink_done(core: &Core, parent: &DirNode, dst_name: &CStr, st: &Stat, ok: 
     }
     let key = (st.dev, st.ino);
     if ok {
+        let rel = if core.shared.wants_items {
+            parent.child_rel(dst_name)
+        } else {
+            PathBuf::new()
+        };
         core.shared
             .links
-            .done(key, Arc::clone(&parent.dst), dst_name.to_owned());
+            .done(key, Arc::clone(&parent.dst), dst_name.to_owned(), rel);
     } else {
         core.shared.links.failed(key);
     }
@@ -694,12 +909,47 @@ async fn copy_file(
     if large && core.heavy.get() > 0 && core.worker.borrow().count() > 1 {
         return Ok(Outcome::Deferred);
     }
+    bump(&core.counters.seen[0], 1);
+    bump(&core.counters.seen_bytes, st.size);
     if hardlink_follow(core, parent, dst_name, &st, FileType::File).await? {
         return Ok(Outcome::Done);
     }
-    if up_to_date(core, parent, &st, dst_name) {
+    let rel = || parent.child_rel(dst_name);
+    let dir = parent.dst.as_fd();
+    let mut change = match sync::judge_file(core, parent.fresh, dir, &src, &st, dst_name).await {
+        Verdict::Skip => {
+            hardlink_done(core, parent, dst_name, &st, false);
+            bump(&core.counters.skipped, 1);
+            return Ok(Outcome::Done);
+        }
+        Verdict::Same(change) => {
+            let fixed = sync::attrs_differ(&change) || cfg.xattrs || cfg.acls;
+            if fixed && !cfg.dry_run && !fix_attrs(core, parent, &st, dst_name) {
+                // Could not set them in place: copy the file anew.
+                Change {
+                    how: How::Transfer,
+                    ..change
+                }
+            } else {
+                hardlink_done(core, parent, dst_name, &st, true);
+                bump(&core.counters.unchanged, 1);
+                if sync::attrs_differ(&change) {
+                    item(core, rel(), FileType::File, 0, &change, None);
+                }
+                return Ok(Outcome::Done);
+            }
+        }
+        Verdict::Copy(change) => change,
+    };
+    if cfg.dry_run {
+        if !parent.fresh {
+            // What a real run would remove to make way (reported, not done).
+            let _ = sync::make_way(core, dir, dst_name, &parent.rel);
+        }
         hardlink_done(core, parent, dst_name, &st, true);
-        bump(&core.counters.unchanged, 1);
+        bump(&core.counters.files, 1);
+        bump(&core.counters.bytes, st.size);
+        item(core, rel(), FileType::File, st.size, &change, None);
         return Ok(Outcome::Done);
     }
     let _heavy = large.then(|| Heavy::new(core));
@@ -708,34 +958,20 @@ async fn copy_file(
     let bytes = r?;
     bump(&core.counters.files, 1);
     bump(&core.counters.bytes, bytes);
-    item(core, parent.child_rel(dst_name), FileType::File, bytes);
+    change.how = How::Transfer;
+    item(core, rel(), FileType::File, bytes, &change, None);
     Ok(Outcome::Done)
 }
 
-/// The quick check: an existing destination file of the same size (and, by default, the same
-/// mtime to the nanosecond) is left as it is; only attributes that differ are set on it. Returns
-/// whether the file needs no copy.
-fn up_to_date(core: &Core, parent: &DirNode, st: &Stat, dst_name: &CStr) -> bool {
-    let cfg = &core.shared.config;
-    if parent.fresh || cfg.quick_check == crate::QuickCheck::Never {
-        return false;
-    }
+/// Same data, other attributes: set them on the destination file in place. Returns whether that
+/// worked.
+fn fix_attrs(core: &Core, parent: &DirNode, st: &Stat, dst_name: &CStr) -> bool {
     let dir = parent.dst.as_fd();
-    let Ok(d) = sys::lstat_at(dir, dst_name) else {
+    let policy = &core.shared.policy;
+    let Ok(fd) = sys::open_source(dir, dst_name, false) else {
         return false;
     };
-    let same = d.file_type() == FileType::File
-        && d.size == st.size
-        && (cfg.quick_check == crate::QuickCheck::SizeOnly || d.mtime == st.mtime);
-    if !same {
-        return false;
-    }
-    let policy = &core.shared.policy;
-    if fsops::meta::matches(&d, st, policy, false) && !cfg.xattrs && !cfg.acls {
-        return true;
-    }
-    // Same data, other attributes: set them on the file in place.
-    let Ok(fd) = sys::open_source(dir, dst_name, false) else {
+    let Ok(d) = sys::fstat(fd.as_fd()) else {
         return false;
     };
     // The file may belong to anyone: compare with what it has, not with what a new file gets.
@@ -837,16 +1073,19 @@ fn publish(
     staging: &Staging,
     fd: &OwnedFd,
     name: &CStr,
+    rel: &Path,
 ) -> EntryResult {
     match staging {
-        Staging::Named(tmp) => sys::rename_at(dir, tmp, dir, name, 0).map_err(dst_err("rename")),
+        Staging::Named(tmp) => {
+            sync::rename_over(core, dir, tmp, name, rel).map_err(dst_err("rename"))
+        }
         Staging::Unnamed => match sys::link_fd(fd.as_fd(), dir, name) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 // Replace an existing entry: a temporary name, then an atomic rename over it.
                 let (tmp, ()) = with_temp(core, |t| sys::link_fd(fd.as_fd(), dir, t))
                     .map_err(dst_err("link"))?;
-                sys::rename_at(dir, &tmp, dir, name, 0).map_err(|e| {
+                sync::rename_over(core, dir, &tmp, name, rel).map_err(|e| {
                     let _ = sys::unlink_at(dir, &tmp, 0);
                     ("rename", e, ErrorClass::Partial)
                 })
@@ -942,7 +1181,7 @@ async fn copy_file_data(
         )
         .map_err(meta_err)?;
         unsupported_xattrs(core, u);
-        publish(core, dir, &staging, &dst, dst_name)?;
+        publish(core, dir, &staging, &dst, dst_name, &parent.rel)?;
         Ok(st.size)
     }
     .await;
@@ -981,40 +1220,68 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         return Ok(());
     }
     let ddir = parent.dst.as_fd();
-    let mut fresh = false;
-    let dst = match sys::mkdir_at(ddir, name, 0o700) {
-        Ok(()) => {
-            fresh = true;
-            sys::open_dir_at(ddir, name).map_err(dst_err("opendir"))?
+    let dst = if cfg.dry_run || cfg.existing {
+        // Look, create nothing: a dry run pretends, --existing makes no new directories.
+        let found = if parent.fresh {
+            None
+        } else {
+            match sys::open_dir_at(ddir, name) {
+                Ok(fd) => Some(fd),
+                Err(e) if cfg.keep_dirlinks && e.raw_os_error() == Some(libc::ENOTDIR) => {
+                    sys::open_dir_at_follow(ddir, name).ok()
+                }
+                Err(_) => None,
+            }
+        };
+        match found {
+            Some(fd) => DestDir::Existing(fd),
+            None if cfg.existing => {
+                bump(&core.counters.skipped, 1);
+                return Ok(());
+            }
+            None => DestDir::Absent,
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match sys::open_dir_at(ddir, name) {
-            Ok(fd) => fd,
-            // O_DIRECTORY|O_NOFOLLOW on a symlink fails with ENOTDIR (or ELOOP).
-            Err(e)
-                if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP))
-                    && cfg.keep_dirlinks =>
-            {
-                // -K: a symlink to a directory in the destination stands for that directory.
-                match sys::open_dir_at_follow(ddir, name) {
-                    Ok(fd) => fd,
-                    Err(_) => replace_with_dir(ddir, name)?,
+    } else {
+        match sys::mkdir_at(ddir, name, 0o700) {
+            Ok(()) => DestDir::Created(sys::open_dir_at(ddir, name).map_err(dst_err("opendir"))?),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                match sys::open_dir_at(ddir, name) {
+                    Ok(fd) => DestDir::Existing(fd),
+                    // O_DIRECTORY|O_NOFOLLOW on a symlink fails with ENOTDIR (or ELOOP).
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP))
+                            && cfg.keep_dirlinks =>
+                    {
+                        // -K: a symlink to a directory in the destination stands for that
+                        // directory.
+                        match sys::open_dir_at_follow(ddir, name) {
+                            Ok(fd) => DestDir::Existing(fd),
+                            Err(_) => DestDir::Created(replace_with_dir(ddir, name)?),
+                        }
+                    }
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP)) =>
+                    {
+                        // A non-directory (or a symlink) is in the way: replace it, as rsync does.
+                        DestDir::Created(replace_with_dir(ddir, name)?)
+                    }
+                    Err(e) => return Err(("opendir", e, ErrorClass::Partial)),
                 }
             }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP)) => {
-                // A non-directory (or a symlink) is in the way: replace it, as rsync does.
-                replace_with_dir(ddir, name)?
-            }
-            Err(e) => return Err(("opendir", e, ErrorClass::Partial)),
-        },
-        Err(e) => return Err(("mkdir", e, ErrorClass::Partial)),
+            Err(e) => return Err(("mkdir", e, ErrorClass::Partial)),
+        }
+    };
+    let (dst, fresh) = match dst {
+        DestDir::Existing(fd) => (Arc::new(fd), false),
+        DestDir::Created(fd) => (Arc::new(fd), true),
+        DestDir::Absent => (Arc::clone(&core.shared.placeholder), true),
     };
     let (created_gid, dst_dev) = dest_dir_facts(core, &dst);
     parent.pending.fetch_add(1, Ordering::AcqRel);
     let rel = parent.child_rel(name);
-    item(core, rel.clone(), FileType::Dir, 0);
     let node = Arc::new(DirNode {
         src,
-        dst: Arc::new(dst),
+        dst,
         src_path: parent.child_src_path(name),
         rel,
         stat: Some(st),
@@ -1026,7 +1293,11 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         fresh,
         pending: AtomicUsize::new(1),
         parent: Some(Arc::clone(parent)),
+        root: parent.root,
+        names: cfg.delete.map(|_| sync::Names::default()),
+        scan_failed: AtomicBool::new(false),
     });
+    dir_item(core, &node, parent.child_rel(name));
     if other_fs {
         // -x: the mount point is created (with its metadata), its contents are not copied.
         child_done(core, node);
@@ -1071,16 +1342,35 @@ async fn make_other(
         return Ok(());
     }
     let dir = parent.dst.as_fd();
+    let cfg = &core.shared.config;
     let is_link = file_type == FileType::Symlink;
-    if other_up_to_date(core, parent, sdir, name, &st, dst_name, follow) {
-        hardlink_done(core, parent, dst_name, &st, true);
-        bump(&core.counters.unchanged, 1);
-        return Ok(());
-    }
+    let target = if is_link {
+        Some(sys::readlink_at(sdir, name).map_err(src_err("readlink"))?)
+    } else {
+        None
+    };
+    let change = match judge_other(core, parent, &st, dst_name, target.as_deref(), follow) {
+        None => {
+            hardlink_done(core, parent, dst_name, &st, !cfg.existing);
+            bump(&core.counters.skipped, 1);
+            return Ok(());
+        }
+        Some(c) if !c.any() => {
+            hardlink_done(core, parent, dst_name, &st, true);
+            bump(&core.counters.unchanged, 1);
+            return Ok(());
+        }
+        Some(c) => c,
+    };
     let r = (|| {
-        let (tmp, ()) = if is_link {
-            let target = sys::readlink_at(sdir, name).map_err(src_err("readlink"))?;
-            with_temp(core, |t| sys::symlink_at(&target, dir, t)).map_err(dst_err("symlink"))?
+        if cfg.dry_run {
+            if !parent.fresh {
+                let _ = sync::make_way(core, dir, dst_name, &parent.rel);
+            }
+            return Ok(());
+        }
+        let (tmp, ()) = if let Some(target) = &target {
+            with_temp(core, |t| sys::symlink_at(target, dir, t)).map_err(dst_err("symlink"))?
         } else {
             let mode = (st.mode & libc::S_IFMT) | 0o600;
             with_temp(core, |t| sys::mknod_at(dir, t, mode, st.rdev)).map_err(dst_err("mknod"))?
@@ -1091,7 +1381,7 @@ async fn make_other(
             .map_err(meta_err)
             .and_then(|u| {
                 unsupported_xattrs(core, u);
-                sys::rename_at(dir, &tmp, dir, dst_name, 0).map_err(dst_err("rename"))
+                sync::rename_over(core, dir, &tmp, dst_name, &parent.rel).map_err(dst_err("rename"))
             });
         if r.is_err() {
             let _ = sys::unlink_at(dir, &tmp, 0);
@@ -1105,42 +1395,64 @@ async fn make_other(
     } else {
         bump(&core.counters.specials, 1);
     }
-    item(core, parent.child_rel(dst_name), file_type, 0);
+    item(
+        core,
+        parent.child_rel(dst_name),
+        file_type,
+        0,
+        &change,
+        target.as_ref().map(|t| t.as_bytes()),
+    );
     Ok(())
 }
 
-/// Whether an existing symlink, device, FIFO or socket in the destination is already what the
-/// source entry would make (same type, target or device number, and attributes).
-fn other_up_to_date(
+/// What to do with a symlink, device, FIFO or socket: `None` to leave it (`-u`, `--existing`,
+/// `--ignore-existing`), else what differs from the destination (nothing: up to date; any
+/// difference means the entry is made anew, which is how rsync updates these too).
+fn judge_other(
     core: &Core,
     parent: &DirNode,
-    sdir: BorrowedFd<'_>,
-    name: &CStr,
     st: &Stat,
     dst_name: &CStr,
+    target: Option<&CStr>,
     follow: bool,
-) -> bool {
+) -> Option<Change> {
     let cfg = &core.shared.config;
-    if parent.fresh || follow || cfg.quick_check == crate::QuickCheck::Never || cfg.xattrs {
-        return false;
-    }
-    let dir = parent.dst.as_fd();
-    let Ok(d) = sys::lstat_at(dir, dst_name) else {
-        return false;
-    };
-    if d.file_type() != st.file_type() {
-        return false;
-    }
-    let is_link = st.file_type() == FileType::Symlink;
-    let same = if is_link {
-        matches!(
-            (sys::readlink_at(sdir, name), sys::readlink_at(dir, dst_name)),
-            (Ok(a), Ok(b)) if a == b
-        )
+    let new = Change::new_entry(How::Local);
+    let found = if parent.fresh {
+        None
     } else {
-        d.rdev == st.rdev
+        sys::lstat_at(parent.dst.as_fd(), dst_name).ok()
     };
-    same && fsops::meta::matches(&d, st, &core.shared.policy, is_link)
+    let Some(d) = found else {
+        return (!cfg.existing).then_some(new);
+    };
+    if cfg.ignore_existing {
+        return None;
+    }
+    if d.file_type() != st.file_type() {
+        return Some(new);
+    }
+    if cfg.update && d.mtime > st.mtime && !sync::same_mtime(d.mtime, st.mtime, cfg.modify_window) {
+        return None;
+    }
+    let is_link = target.is_some();
+    let mut change = sync::attr_change(&core.shared, &d, st, is_link);
+    change.how = How::Local;
+    change.checksum = match target {
+        Some(t) => {
+            sys::readlink_at(parent.dst.as_fd(), dst_name).map_or(true, |dt| dt.as_c_str() != t)
+        }
+        None => d.rdev != st.rdev,
+    };
+    if cfg.quick_check == crate::QuickCheck::Never || follow || cfg.xattrs {
+        // Made anew every time (as before): nothing cheap says their attributes are equal.
+        return Some(change);
+    }
+    if !change.checksum && !sync::attrs_differ(&change) {
+        return Some(Change::default());
+    }
+    Some(change)
 }
 
 #[cfg(test)]

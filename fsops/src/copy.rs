@@ -219,3 +219,29 @@ impl compio::buf::SetLen for Window {
         // The caller sets the Vec's length itself from the op result (see `copy_chunk`).
     }
 }
+
+/// Read from `fd` at `off` into `buf` (cleared first) until it holds `len` bytes or the file
+/// ends, through the current compio runtime's ring. Returns the buffer with what was read.
+pub async fn read_at_full(
+    fd: Rc<OwnedFd>,
+    off: u64,
+    len: usize,
+    mut buf: Vec<u8>,
+) -> (io::Result<usize>, Vec<u8>) {
+    buf.clear();
+    buf.reserve(len);
+    while buf.len() < len {
+        let filled = buf.len();
+        let op = ReadAt::new(Rc::clone(&fd), off + filled as u64, Window(buf, len));
+        let BufResult(r, op) = compio::runtime::submit(op).await.into_inner();
+        buf = op.0;
+        match r {
+            Ok(0) => break,
+            // SAFETY: the kernel initialised `n` bytes right after the `filled` ones already there.
+            Ok(n) => unsafe { buf.set_len(filled + n) },
+            Err(e) => return (Err(e), buf),
+        }
+    }
+    let n = buf.len();
+    (Ok(n), buf)
+}

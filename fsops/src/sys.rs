@@ -600,3 +600,11 @@ pub fn iowq_max_workers(ring_fd: RawFd, bounded: u32, unbounded: u32) -> io::Res
     }
     Ok(v)
 }
+
+/// An anonymous memory file (`memfd_create`). Not a directory: every `*at` call given it as the
+/// directory fails with `ENOTDIR`, which makes it a safe stand-in for a destination directory
+/// that does not exist (dry runs).
+pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid C string for the call.
+    cvt_fd(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })
+}

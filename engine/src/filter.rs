@@ -1,0 +1,542 @@
+//! rsync's include/exclude/protect rules: parsing (`--exclude`, `--include`, `--filter` rule
+//! strings and the lines of `--exclude-from`/`--include-from` files) and matching a path relative to
+//! the transfer root.
+//!
+//! Semantics follow rsync's "FILTER RULES" and "INCLUDE/EXCLUDE PATTERN RULES": the first matching
+//! rule decides; a leading `/` anchors a pattern at the transfer root; a trailing `/` matches only
+//! directories; a pattern with a `/` (other than a trailing one) or a `**` is matched against the
+//! whole relative path (unanchored: against any tail of it that starts after a `/`), other patterns
+//! against the last component only; `*` matches within one component, `**` across components, `?`
+//! one character other than `/`, `[...]` a character class (`!` or `^` negates, ranges), `\` quotes
+//! the next character; `dir/***` matches `dir` itself and everything below it.
+//!
+//! Each rule applies to the sending side (what is copied: `-`/`+`, `H`/`S`, or a rule with the `s`
+//! modifier), the receiving side (what `--delete` may remove: `-`/`+`, `P`/`R`, or the `r`
+//! modifier), or both. `--delete-excluded` makes plain `-`/`+` rules sending-side only.
+
+/// What a matching rule does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Exclude (on the sending side: not copied; on the receiving side: protected from deletion).
+    Exclude,
+    /// Include (stops the search: the entry is copied / may be deleted).
+    Include,
+}
+
+/// One parsed rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// What it does when it matches.
+    pub action: Action,
+    /// Applies to what is sent (copied).
+    pub sender: bool,
+    /// Applies to what may be deleted in the destination.
+    pub receiver: bool,
+    /// The `!` modifier: the rule applies when the pattern does *not* match.
+    pub negate: bool,
+    /// The pattern as written (for messages).
+    pub text: String,
+    /// Anchored at the transfer root (leading `/`).
+    anchored: bool,
+    /// Matches directories only (trailing `/`).
+    dir_only: bool,
+    /// Matched against the whole relative path (the pattern has a `/` or `**`).
+    full_path: bool,
+    /// The pattern bytes (leading and trailing `/` removed); a `dir/***` rule holds `dir` here and
+    /// sets `and_below`.
+    pat: Vec<u8>,
+    /// `dir/***`: the directory itself and everything below it.
+    and_below: bool,
+    /// `pat` has a wildcard (else it is compared byte for byte, backslashes included, as rsync).
+    wild: bool,
+}
+
+/// The ordered rule list of a run. Empty = everything is copied and everything extraneous may
+/// be deleted.
+#[derive(Clone, Debug, Default)]
+pub struct Filters {
+    rules: Vec<Rule>,
+}
+
+impl Filters {
+    /// No rules.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether there are no rules at all.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The rules, in order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// `--exclude=PATTERN` (rsync also honours a leading `- ` or `+ ` here).
+    pub fn exclude(&mut self, pattern: &str) -> Result<(), String> {
+        self.plain(pattern, Action::Exclude)
+    }
+
+    /// `--include=PATTERN` (rsync also honours a leading `- ` or `+ ` here).
+    pub fn include(&mut self, pattern: &str) -> Result<(), String> {
+        self.plain(pattern, Action::Include)
+    }
+
+    fn plain(&mut self, pattern: &str, action: Action) -> Result<(), String> {
+        if let Some(p) = pattern.strip_prefix("- ") {
+            return self.push(Action::Exclude, true, true, false, p);
+        }
+        if let Some(p) = pattern.strip_prefix("+ ") {
+            return self.push(Action::Include, true, true, false, p);
+        }
+        self.push(action, true, true, false, pattern)
+    }
+
+    /// The lines of an `--exclude-from`/`--include-from` file: blank lines and lines starting
+    /// with `;` or `#` are ignored.
+    pub fn from_lines(&mut self, text: &str, action: Action) -> Result<(), String> {
+        for line in text.lines() {
+            let line = line.strip_suffix('\r').unwrap_or(line);
+            if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+                continue;
+            }
+            self.plain(line, action)?;
+        }
+        Ok(())
+    }
+
+    /// `--filter=RULE`: `-`/`exclude`, `+`/`include`, `P`/`protect`, `R`/`risk`, `H`/`hide`,
+    /// `S`/`show`, each optionally followed by modifiers `!`, `s`, `r` (e.g. `-s`, `+!`), then one
+    /// space or `_` and the pattern; or `!`/`clear` alone, which drops every rule so far.
+    pub fn rule(&mut self, rule: &str) -> Result<(), String> {
+        let (head, pattern) = match rule.find([' ', '_']) {
+            Some(i) => (&rule[..i], Some(&rule[i + 1..])),
+            None => (rule, None),
+        };
+        const WORDS: [&str; 10] = [
+            "exclude",
+            "include",
+            "protect",
+            "risk",
+            "hide",
+            "show",
+            "clear",
+            "merge",
+            "dir-merge",
+            "",
+        ];
+        let (word, mods) = match WORDS
+            .iter()
+            .find(|w| !w.is_empty() && head.starts_with(**w))
+        {
+            Some(w) => head.split_at(w.len()),
+            None => head.split_at(head.chars().next().map_or(0, char::len_utf8)),
+        };
+        let (action, mut sender, mut receiver) = match word {
+            "-" | "exclude" => (Action::Exclude, true, true),
+            "+" | "include" => (Action::Include, true, true),
+            "P" | "protect" => (Action::Exclude, false, true),
+            "R" | "risk" => (Action::Include, false, true),
+            "H" | "hide" => (Action::Exclude, true, false),
+            "S" | "show" => (Action::Include, true, false),
+            "!" | "clear" => {
+                if pattern.is_some_and(|p| !p.is_empty()) || !mods.is_empty() {
+                    return Err(format!(
+                        "filter rule {rule:?}: a clear rule takes no pattern"
+                    ));
+                }
+                self.rules.clear();
+                return Ok(());
+            }
+            ":" | "." | "dir-merge" | "merge" => {
+                return Err(format!(
+                    "filter rule {rule:?}: merge rules are not supported (list the rules with --filter or --exclude-from)"
+                ));
+            }
+            _ => return Err(format!("unknown filter rule: {rule:?}")),
+        };
+        let mut negate = false;
+        for m in mods.chars() {
+            match m {
+                '!' => negate = true,
+                's' => {
+                    sender = true;
+                    receiver = false;
+                }
+                'r' => {
+                    receiver = true;
+                    sender = false;
+                }
+                _ => {
+                    return Err(format!(
+                        "filter rule {rule:?}: unsupported modifier {m:?} (supported: !, s, r)"
+                    ));
+                }
+            }
+        }
+        let Some(pattern) = pattern.filter(|p| !p.is_empty()) else {
+            return Err(format!("filter rule {rule:?} has no pattern"));
+        };
+        self.push(action, sender, receiver, negate, pattern)
+    }
+
+    fn push(
+        &mut self,
+        action: Action,
+        sender: bool,
+        receiver: bool,
+        negate: bool,
+        pattern: &str,
+    ) -> Result<(), String> {
+        if pattern.is_empty() {
+            return Err("empty filter pattern".into());
+        }
+        let mut p = pattern.as_bytes();
+        let anchored = p.starts_with(b"/");
+        if anchored {
+            p = &p[1..];
+        }
+        let mut dir_only = false;
+        while p.len() > 1 && p.ends_with(b"/") {
+            dir_only = true;
+            p = &p[..p.len() - 1];
+        }
+        let mut and_below = false;
+        if p.ends_with(b"/***") || p == b"***" {
+            and_below = true;
+            p = p.strip_suffix(b"/***").unwrap_or(b"");
+        }
+        let full_path = anchored
+            || p.contains(&b'/')
+            || p.windows(2).any(|w| w == b"**")
+            || (and_below && p.is_empty());
+        let wild = p.iter().any(|c| matches!(c, b'*' | b'?' | b'['));
+        self.rules.push(Rule {
+            action,
+            sender,
+            receiver,
+            negate,
+            text: pattern.to_string(),
+            anchored,
+            dir_only,
+            full_path,
+            pat: p.to_vec(),
+            and_below,
+            wild,
+        });
+        Ok(())
+    }
+
+    /// `--delete-excluded`: plain exclude/include rules stop protecting destination entries.
+    pub fn sender_only(&mut self) {
+        for r in &mut self.rules {
+            if r.sender {
+                r.receiver = false;
+            }
+        }
+    }
+
+    /// Whether any rule concerns the receiving side (deletion).
+    pub fn has_receiver_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.receiver)
+    }
+
+    /// Whether any rule concerns the sending side (what is copied).
+    pub fn has_sender_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.sender)
+    }
+
+    /// Whether the sending side skips `path` (relative to the transfer root, no leading `/`).
+    pub fn excludes(&self, path: &[u8], is_dir: bool) -> bool {
+        self.decide(path, is_dir, true)
+    }
+
+    /// Whether the receiving side protects `path` from deletion.
+    pub fn protects(&self, path: &[u8], is_dir: bool) -> bool {
+        self.decide(path, is_dir, false)
+    }
+
+    fn decide(&self, path: &[u8], is_dir: bool, sender: bool) -> bool {
+        for r in &self.rules {
+            if (sender && !r.sender) || (!sender && !r.receiver) {
+                continue;
+            }
+            if r.matches(path, is_dir) != r.negate {
+                return r.action == Action::Exclude;
+            }
+        }
+        false
+    }
+}
+
+impl Rule {
+    /// Whether the pattern matches `path` (the `!` modifier not applied).
+    pub fn matches(&self, path: &[u8], is_dir: bool) -> bool {
+        if self.and_below {
+            // `dir/***`: the directory itself, or anything whose path has it as a prefix.
+            if self.pat.is_empty() {
+                return true;
+            }
+            let hit = |p: &[u8]| {
+                if self.one(p) && is_dir {
+                    return true;
+                }
+                // A prefix ending at some '/'.
+                p.iter()
+                    .enumerate()
+                    .any(|(i, &c)| c == b'/' && self.one(&p[..i]))
+            };
+            return self.tails(path).any(hit);
+        }
+        if self.dir_only && !is_dir {
+            return false;
+        }
+        if !self.full_path {
+            let base = path.rsplit(|&c| c == b'/').next().unwrap_or(path);
+            return self.one(base);
+        }
+        self.tails(path).any(|t| self.one(t))
+    }
+
+    /// The parts of `path` the pattern is tried against: the whole path when anchored, else the
+    /// whole path and every tail after a `/`.
+    fn tails<'a>(&'a self, path: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let anchored = self.anchored;
+        std::iter::once(path).chain(
+            path.iter()
+                .enumerate()
+                .filter(move |&(_, &c)| c == b'/' && !anchored)
+                .map(move |(i, _)| &path[i + 1..]),
+        )
+    }
+
+    fn one(&self, s: &[u8]) -> bool {
+        if self.wild {
+            wildmatch(&self.pat, s)
+        } else {
+            self.pat == s
+        }
+    }
+}
+
+/// rsync's wildmatch over bytes: `*` (not `/`), `**` (anything), `?` (one byte, not `/`),
+/// `[...]` classes with `!`/`^`, ranges and `[:alpha:]`-style names, `\` quoting.
+pub fn wildmatch(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si) = (0usize, 0usize);
+    // Backtracking point for the last single `*`: (pattern index after it, string index).
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() || pi < p.len() {
+        let mut step: Option<(usize, usize)> = None; // (pattern advance, string advance)
+        if pi < p.len() {
+            match p[pi] {
+                b'*' if p.get(pi + 1) == Some(&b'*') => {
+                    // `**`: try every tail (recursion keeps this simple; patterns are short).
+                    let mut rest = pi + 2;
+                    while p.get(rest) == Some(&b'*') {
+                        rest += 1;
+                    }
+                    if (si..=s.len()).any(|k| wildmatch(&p[rest..], &s[k..])) {
+                        return true;
+                    }
+                }
+                b'*' => {
+                    star = Some((pi + 1, si));
+                    pi += 1;
+                    continue;
+                }
+                b'?' => {
+                    if si < s.len() && s[si] != b'/' {
+                        step = Some((1, 1));
+                    }
+                }
+                b'[' => match (si < s.len()).then(|| class(p, pi, s[si])) {
+                    Some(Some((true, next))) if s[si] != b'/' => step = Some((next - pi, 1)),
+                    Some(None) if s[si] == b'[' => step = Some((1, 1)),
+                    _ => {}
+                },
+                b'\\' if pi + 1 < p.len() => {
+                    if si < s.len() && p[pi + 1] == s[si] {
+                        step = Some((2, 1));
+                    }
+                }
+                c => {
+                    if si < s.len() && c == s[si] {
+                        step = Some((1, 1));
+                    }
+                }
+            }
+        }
+        if let Some((dp, ds)) = step {
+            pi += dp;
+            si += ds;
+            continue;
+        }
+        // Mismatch: let the last `*` swallow one more byte (never a `/`).
+        match star {
+            Some((sp, ss)) if ss < s.len() && s[ss] != b'/' => {
+                star = Some((sp, ss + 1));
+                pi = sp;
+                si = ss + 1;
+            }
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Match byte `c` against the class starting at `p[i] == '['`: (matched, index after `]`), or
+/// `None` for an unterminated class (then `[` is literal).
+fn class(p: &[u8], i: usize, c: u8) -> Option<(bool, usize)> {
+    let mut j = i + 1;
+    let negate = matches!(p.get(j), Some(b'!') | Some(b'^'));
+    if negate {
+        j += 1;
+    }
+    let mut hit = false;
+    let mut first = true;
+    while j < p.len() {
+        let b = p[j];
+        if b == b']' && !first {
+            return Some((hit != negate, j + 1));
+        }
+        first = false;
+        if b == b'['
+            && p.get(j + 1) == Some(&b':')
+            && let Some(end) = p[j + 2..].windows(2).position(|w| w == b":]")
+        {
+            let name = &p[j + 2..j + 2 + end];
+            hit |= match name {
+                b"alpha" => c.is_ascii_alphabetic(),
+                b"digit" => c.is_ascii_digit(),
+                b"alnum" => c.is_ascii_alphanumeric(),
+                b"upper" => c.is_ascii_uppercase(),
+                b"lower" => c.is_ascii_lowercase(),
+                b"space" => c.is_ascii_whitespace(),
+                b"punct" => c.is_ascii_punctuation(),
+                b"xdigit" => c.is_ascii_hexdigit(),
+                b"blank" => c == b' ' || c == b'\t',
+                b"cntrl" => c.is_ascii_control(),
+                b"print" => (0x20..0x7f).contains(&c),
+                b"graph" => c.is_ascii_graphic(),
+                _ => false,
+            };
+            j += 2 + end + 2;
+            continue;
+        }
+        let (lo, mut k) = if b == b'\\' && j + 1 < p.len() {
+            (p[j + 1], j + 2)
+        } else {
+            (b, j + 1)
+        };
+        if p.get(k) == Some(&b'-') && p.get(k + 1).is_some_and(|&e| e != b']') {
+            let (hi, after) = if p[k + 1] == b'\\' && k + 2 < p.len() {
+                (p[k + 2], k + 3)
+            } else {
+                (p[k + 1], k + 2)
+            };
+            hit |= lo <= c && c <= hi;
+            k = after;
+        } else {
+            hit |= lo == c;
+        }
+        j = k;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(rules: &[&str]) -> Filters {
+        let mut f = Filters::new();
+        for r in rules {
+            f.rule(r).unwrap();
+        }
+        f
+    }
+
+    #[test]
+    fn wildcards() {
+        assert!(wildmatch(b"*.o", b"x.o"));
+        assert!(!wildmatch(b"*.o", b"d/x.o"));
+        assert!(wildmatch(b"**.o", b"d/x.o"));
+        assert!(wildmatch(b"a?c", b"abc"));
+        assert!(!wildmatch(b"a?c", b"a/c"));
+        assert!(wildmatch(b"[a-c]x", b"bx"));
+        assert!(!wildmatch(b"[!a-c]x", b"bx"));
+        assert!(wildmatch(b"[[:digit:]]*", b"7up"));
+        // As rsync (unlike git): `a/**/b` needs a directory between.
+        assert!(!wildmatch(b"a/**/b", b"a/b"));
+        assert!(wildmatch(b"a/**/b", b"a/x/y/b"));
+        assert!(wildmatch(b"\\*", b"*"));
+        assert!(!wildmatch(b"\\*", b"x"));
+        assert!(wildmatch(b"*", b""));
+        assert!(wildmatch(b"f*o*o", b"foo-bar-o"));
+    }
+
+    #[test]
+    fn rsync_rule_semantics() {
+        // Basename patterns match at any depth.
+        let x = f(&["- *.tmp"]);
+        assert!(x.excludes(b"a/b/c.tmp", false));
+        assert!(!x.excludes(b"a/b/c.txt", false));
+        // Anchored.
+        let x = f(&["- /top"]);
+        assert!(x.excludes(b"top", true));
+        assert!(!x.excludes(b"a/top", true));
+        // Unanchored with a slash matches any tail.
+        let x = f(&["- sub/f"]);
+        assert!(x.excludes(b"a/sub/f", false));
+        assert!(!x.excludes(b"a/xsub/f", false));
+        // Directory only.
+        let x = f(&["- cache/"]);
+        assert!(x.excludes(b"a/cache", true));
+        assert!(!x.excludes(b"a/cache", false));
+        // First match wins.
+        let x = f(&["+ keep.log", "- *.log"]);
+        assert!(!x.excludes(b"keep.log", false));
+        assert!(x.excludes(b"other.log", false));
+        // dir/*** includes the directory and all below.
+        let x = f(&["+ /src/***", "- *"]);
+        assert!(!x.excludes(b"src", true));
+        assert!(!x.excludes(b"src/a/b", false));
+        assert!(x.excludes(b"doc", true));
+        // Negation.
+        let x = f(&["-! *.rs"]);
+        assert!(x.excludes(b"a.c", false));
+        assert!(!x.excludes(b"a.rs", false));
+        // Sides.
+        let x = f(&["P keep", "H hidden"]);
+        assert!(x.protects(b"keep", false));
+        assert!(!x.excludes(b"keep", false));
+        assert!(x.excludes(b"hidden", false));
+        assert!(!x.protects(b"hidden", false));
+        let mut x = f(&["- *.o"]);
+        assert!(x.protects(b"x.o", false));
+        x.sender_only();
+        assert!(!x.protects(b"x.o", false));
+        assert!(x.excludes(b"x.o", false));
+    }
+
+    #[test]
+    fn parsing() {
+        let mut x = Filters::new();
+        assert!(x.rule("exclude *.o").is_ok());
+        assert!(x.rule("+_keep").is_ok());
+        assert!(x.rule("!").is_ok());
+        assert!(x.is_empty());
+        assert!(x.rule("- ").is_err());
+        assert!(x.rule("dir-merge .rsync-filter").is_err());
+        assert!(x.rule("Q foo").is_err());
+        assert!(x.rule("-x foo").is_err());
+        let mut y = Filters::new();
+        y.exclude("+ inc").unwrap();
+        assert_eq!(y.rules()[0].action, Action::Include);
+        y.from_lines("# comment\n\n; also\n*.bak\n", Action::Exclude)
+            .unwrap();
+        assert_eq!(y.rules().len(), 2);
+    }
+}

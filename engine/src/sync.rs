@@ -1,0 +1,454 @@
+//! Sync decisions and deletion: whether an existing destination entry is up to date (the quick
+//! check, `-c` checksums, `-u`, `--existing`, `--ignore-existing`, `--modify-window`), what
+//! differs (for `--itemize-changes`), removing extraneous destination entries (`--delete`,
+//! `--delete-after`, `--max-delete`, protect rules), and making way for an entry of another type.
+//!
+//! Deletion never leaves the destination tree and never follows a destination symlink: every step
+//! is relative to an open directory fd, directories are opened with `O_NOFOLLOW|O_DIRECTORY`, and
+//! a symlink is removed as a name (`unlinkat`), never entered.
+
+use std::collections::HashSet;
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use fsops::{FileType, Stat, sys};
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::core::{Core, Counters, RunShared, bump};
+use crate::{Change, ErrorClass, Event, How, QuickCheck};
+
+/// Whether two mtimes are equal under `--modify-window` (`None`: to the nanosecond).
+pub(crate) fn same_mtime(a: (i64, i64), b: (i64, i64), window: Option<u32>) -> bool {
+    match window {
+        None => a == b,
+        Some(w) => a.0.abs_diff(b.0) <= u64::from(w),
+    }
+}
+
+/// What differs between an existing destination entry `d` and the source `st`, among the
+/// attributes this run preserves.
+pub(crate) fn attr_change(shared: &RunShared, d: &Stat, st: &Stat, is_link: bool) -> Change {
+    let p = &shared.policy;
+    Change {
+        size: st.file_type() == FileType::File && d.size != st.size,
+        time: p.times && !same_mtime(d.mtime, st.mtime, shared.config.modify_window),
+        perms: !is_link && p.perms && d.perm() != p.final_perm(st),
+        owner: p.owner && p.euid == 0 && d.uid != st.uid,
+        group: p.group && d.gid != st.gid,
+        ..Change::default()
+    }
+}
+
+/// Whether an attribute this run preserves differs.
+pub(crate) fn attrs_differ(c: &Change) -> bool {
+    c.time || c.perms || c.owner || c.group
+}
+
+/// The verdict on a regular file whose destination may exist.
+pub(crate) enum Verdict {
+    /// Leave it (`-u` found the destination newer, `--existing` found none, `--ignore-existing`
+    /// found one).
+    Skip,
+    /// Same data; attributes may differ (listed in the change).
+    Same(Change),
+    /// Copy the data (the change says what differed, or `new`).
+    Copy(Change),
+}
+
+/// Judge a regular file against what the destination has under `dst_name` in `dir`.
+pub(crate) async fn judge_file(
+    core: &Core,
+    fresh: bool,
+    dir: BorrowedFd<'_>,
+    src: &OwnedFd,
+    st: &Stat,
+    dst_name: &CStr,
+) -> Verdict {
+    let shared = &core.shared;
+    let cfg = &shared.config;
+    let new = || {
+        if cfg.existing {
+            Verdict::Skip
+        } else {
+            Verdict::Copy(Change::new_entry(How::Transfer))
+        }
+    };
+    if fresh {
+        return new();
+    }
+    let Ok(d) = sys::lstat_at(dir, dst_name) else {
+        return new();
+    };
+    if cfg.ignore_existing {
+        return Verdict::Skip;
+    }
+    if d.file_type() != FileType::File {
+        // Another type in the way: replaced by a new file.
+        return Verdict::Copy(Change::new_entry(How::Transfer));
+    }
+    if cfg.update && d.mtime > st.mtime && !same_mtime(d.mtime, st.mtime, cfg.modify_window) {
+        return Verdict::Skip;
+    }
+    let mut change = attr_change(shared, &d, st, false);
+    let same = match cfg.quick_check {
+        QuickCheck::Never => false,
+        _ if d.size != st.size => false,
+        _ if cfg.checksum => match same_content(core, dir, src, dst_name, st.size).await {
+            Ok(true) => true,
+            Ok(false) => {
+                change.checksum = true;
+                false
+            }
+            Err(_) => false,
+        },
+        QuickCheck::SizeOnly => true,
+        QuickCheck::SizeAndTime => !change.time,
+    };
+    if same {
+        change.how = How::Attrs;
+        Verdict::Same(change)
+    } else {
+        change.how = How::Transfer;
+        Verdict::Copy(change)
+    }
+}
+
+/// `-c`: hash the source and the destination file (XXH3-128) through the ring, both read at once
+/// chunk by chunk; many files are hashed at the same time on every core.
+async fn same_content(
+    core: &Core,
+    dir: BorrowedFd<'_>,
+    src: &OwnedFd,
+    dst_name: &CStr,
+    size: u64,
+) -> io::Result<bool> {
+    let dst = Rc::new(sys::open_source(dir, dst_name, false)?);
+    let src = Rc::new(src.try_clone()?);
+    let (mut hs, mut hd) = (Xxh3::new(), Xxh3::new());
+    let chunk = core.pool.buf_size();
+    let mut off = 0u64;
+    loop {
+        let (a, b) = futures_util::future::join(
+            fsops::copy::read_at_full(Rc::clone(&src), off, chunk, core.pool.take()),
+            fsops::copy::read_at_full(Rc::clone(&dst), off, chunk, core.pool.take()),
+        )
+        .await;
+        let ((ra, ba), (rb, bb)) = (a, b);
+        hs.update(&ba);
+        hd.update(&bb);
+        core.pool.give(ba);
+        core.pool.give(bb);
+        let (na, nb) = (ra?, rb?);
+        off += na as u64;
+        if na != nb {
+            // One file ended first: they differ (or changed while being read).
+            return Ok(false);
+        }
+        if na < chunk {
+            break;
+        }
+    }
+    Ok(off == size && hs.digest128() == hd.digest128())
+}
+
+/// What `--delete` needs of a directory: the source's names, collected while it is scanned.
+pub(crate) type Names = std::sync::Mutex<Vec<CString>>;
+
+/// A directory's extraneous entries whose deletion waits for the end of the run
+/// (`--delete-after`).
+pub(crate) struct PendingDelete {
+    /// The transfer root.
+    pub root: usize,
+    /// The directory's path below the root's destination.
+    pub below_root: PathBuf,
+    /// Its path relative to the transfer root (for messages and filter rules).
+    pub rel: PathBuf,
+    /// The entries to delete.
+    pub victims: Vec<(CString, FileType)>,
+    /// The source directory's attributes: its times are set again after the deletions.
+    pub stat: Option<Stat>,
+}
+
+/// The destination entries of `dst` that the source (`names`) does not have and no rule protects.
+pub(crate) fn extraneous(
+    shared: &RunShared,
+    dst: BorrowedFd<'_>,
+    rel: &Path,
+    names: Vec<CString>,
+) -> io::Result<Vec<(CString, FileType)>> {
+    let names: HashSet<CString> = names.into_iter().collect();
+    let fd = sys::open_dir_at(dst, c".")?;
+    let mut reader = fsops::DirReader::default();
+    let mut out = Vec::new();
+    let filters = &shared.config.filters;
+    while reader.fill(fd.as_fd())? {
+        for ent in reader.entries() {
+            if names.contains(ent.name) {
+                continue;
+            }
+            let mut ft = ent.file_type;
+            if ft == FileType::Unknown {
+                ft = sys::lstat_at(fd.as_fd(), ent.name)
+                    .map(|s| s.file_type())
+                    .unwrap_or(FileType::Unknown);
+            }
+            if filters.has_receiver_rules() {
+                let path = join(rel, ent.name);
+                if filters.protects(path.as_os_str().as_bytes(), ft == FileType::Dir) {
+                    continue;
+                }
+            }
+            out.push((ent.name.to_owned(), ft));
+        }
+    }
+    Ok(out)
+}
+
+fn join(rel: &Path, name: &CStr) -> PathBuf {
+    rel.join(OsStr::from_bytes(name.to_bytes()))
+}
+
+/// Delete `name` (of type `ft`) in `dir`, a directory with everything below it. Returns whether it
+/// is gone (with `dry_run`: would be). Failures are reported with their path and counted; entries a
+/// rule protects, and entries `--max-delete` spares, are kept (and so is every directory above
+/// them).
+pub(crate) fn remove(
+    shared: &RunShared,
+    counters: &Counters,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    ft: FileType,
+    rel: &Path,
+) -> bool {
+    remove_inner(shared, counters, dir, name, ft, rel, true)
+}
+
+/// [`remove`]; `announce` says whether the entry itself is reported as deleted (its contents
+/// always are): not when it only makes way for a new entry of another type.
+fn remove_inner(
+    shared: &RunShared,
+    counters: &Counters,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    ft: FileType,
+    rel: &Path,
+    announce: bool,
+) -> bool {
+    let cfg = &shared.config;
+    let path = join(rel, name);
+    let mut complete = true;
+    if ft == FileType::Dir {
+        match sys::open_dir_at(dir, name) {
+            Ok(fd) => {
+                let mut reader = fsops::DirReader::default();
+                let mut children = Vec::new();
+                loop {
+                    match reader.fill(fd.as_fd()) {
+                        Ok(true) => children
+                            .extend(reader.entries().map(|e| (e.name.to_owned(), e.file_type))),
+                        Ok(false) => break,
+                        Err(e) => {
+                            failed(shared, counters, &path, "opendir (delete)", &e);
+                            return false;
+                        }
+                    }
+                }
+                for (child, mut cft) in children {
+                    if cft == FileType::Unknown {
+                        cft = sys::lstat_at(fd.as_fd(), &child)
+                            .map(|s| s.file_type())
+                            .unwrap_or(FileType::Unknown);
+                    }
+                    if cfg.filters.has_receiver_rules() {
+                        let cp = join(&path, &child);
+                        if cfg
+                            .filters
+                            .protects(cp.as_os_str().as_bytes(), cft == FileType::Dir)
+                        {
+                            complete = false;
+                            continue;
+                        }
+                    }
+                    complete &=
+                        remove_inner(shared, counters, fd.as_fd(), &child, cft, &path, true);
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return true,
+            Err(e) => {
+                failed(shared, counters, &path, "opendir (delete)", &e);
+                return false;
+            }
+        }
+    }
+    if !complete {
+        return false;
+    }
+    if announce
+        && let Some(max) = cfg.max_delete
+        && shared.deletes.fetch_add(1, Ordering::Relaxed) >= max
+    {
+        bump(&counters.delete_skipped, 1);
+        return false;
+    }
+    if !cfg.dry_run {
+        let flags = if ft == FileType::Dir {
+            libc::AT_REMOVEDIR
+        } else {
+            0
+        };
+        match sys::unlink_at(dir, name, flags) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return true,
+            Err(e) => {
+                let op = if ft == FileType::Dir {
+                    "rmdir (delete)"
+                } else {
+                    "unlink (delete)"
+                };
+                failed(shared, counters, &path, op, &e);
+                return false;
+            }
+        }
+    }
+    if announce {
+        bump(&counters.deleted, 1);
+        shared.observer.event(&Event::Deleted {
+            path: &path,
+            file_type: ft,
+        });
+    }
+    true
+}
+
+fn failed(shared: &RunShared, counters: &Counters, path: &Path, op: &'static str, e: &io::Error) {
+    bump(&counters.errors, 1);
+    shared.observer.event(&Event::Error {
+        path,
+        op,
+        error: e,
+        class: ErrorClass::Partial,
+    });
+}
+
+/// A directory (or anything else) sits where a non-directory must go: remove it. An empty
+/// directory always goes; a non-empty one only with `--delete` or `--force` (rsync's rule), its
+/// contents reported as deletions. In a dry run nothing is removed, only reported.
+pub(crate) fn make_way(
+    core: &Core,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    rel: &Path,
+) -> io::Result<()> {
+    let shared = &core.shared;
+    let cfg = &shared.config;
+    let may_delete = cfg.delete.is_some() || cfg.force;
+    if cfg.dry_run {
+        if may_delete && sys::lstat_at(dir, name).is_ok_and(|d| d.file_type() == FileType::Dir) {
+            remove_inner(shared, &core.counters, dir, name, FileType::Dir, rel, false);
+        }
+        return Ok(());
+    }
+    match sys::unlink_at(dir, name, libc::AT_REMOVEDIR) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => sys::unlink_at(dir, name, 0),
+        Err(e)
+            if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST))
+                && may_delete =>
+        {
+            if remove_inner(shared, &core.counters, dir, name, FileType::Dir, rel, false) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `rename(from, to)` in `dir`; a directory in the way at `to` is removed first (see
+/// [`make_way`]).
+pub(crate) fn rename_over(
+    core: &Core,
+    dir: BorrowedFd<'_>,
+    from: &CStr,
+    to: &CStr,
+    rel: &Path,
+) -> io::Result<()> {
+    match sys::rename_at(dir, from, dir, to, 0) {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EISDIR) | Some(libc::ENOTEMPTY) | Some(libc::EEXIST)
+            ) =>
+        {
+            make_way(core, dir, to, rel).map_err(|e2| {
+                if e2.raw_os_error() == Some(libc::ENOTEMPTY) {
+                    io::Error::new(
+                        e2.kind(),
+                        "cannot delete non-empty directory to make way (use --delete or --force)",
+                    )
+                } else {
+                    e2
+                }
+            })?;
+            sys::rename_at(dir, from, dir, to, 0)
+        }
+        r => r,
+    }
+}
+
+/// Run the `--delete-after` deletions of one root's directory, then set its times again.
+pub(crate) fn delete_after(shared: &RunShared, counters: &Counters, p: PendingDelete) {
+    let root = &shared.config.roots[p.root];
+    let mut fd = match sys::open_dir_path(&root.dst) {
+        Ok(fd) => fd,
+        Err(e) => return failed(shared, counters, &root.dst, "opendir (delete)", &e),
+    };
+    for part in p.below_root.components() {
+        let Ok(name) = CString::new(part.as_os_str().as_bytes()) else {
+            return;
+        };
+        fd = match sys::open_dir_at(fd.as_fd(), &name) {
+            Ok(fd) => fd,
+            Err(e) => return failed(shared, counters, &p.rel, "opendir (delete)", &e),
+        };
+    }
+    let mut any = false;
+    for (name, ft) in &p.victims {
+        any |= remove(shared, counters, fd.as_fd(), name, *ft, &p.rel);
+    }
+    if any
+        && !shared.config.dry_run
+        && shared.policy.times
+        && let Some(st) = p.stat
+    {
+        let atime = if shared.policy.atimes {
+            sys::Time::At(st.atime.0, st.atime.1)
+        } else {
+            sys::Time::Omit
+        };
+        if let Err(e) = sys::futimens(fd.as_fd(), atime, sys::Time::At(st.mtime.0, st.mtime.1)) {
+            failed(shared, counters, &p.rel, "utimes", &e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_mtime;
+
+    #[test]
+    fn modify_window() {
+        assert!(same_mtime((10, 5), (10, 5), None));
+        assert!(!same_mtime((10, 5), (10, 6), None));
+        assert!(same_mtime((10, 5), (10, 6), Some(0)));
+        assert!(!same_mtime((10, 5), (11, 5), Some(0)));
+        assert!(same_mtime((10, 5), (12, 0), Some(2)));
+        assert!(!same_mtime((10, 5), (13, 0), Some(2)));
+    }
+}

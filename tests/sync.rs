@@ -1,0 +1,548 @@
+//! Sync behaviour against rsync on the same trees: `--delete` (and `--delete-after`,
+//! `--delete-excluded`, `--max-delete`), filter rules, `-n` (changes nothing), `-i` (rsync's
+//! change codes), `-c`, `-u`, `--existing`, `--ignore-existing`, `--modify-window`, `--stats`.
+//! Where rsync is the oracle, the test runs `rsync -n -i` (or a real rsync copy) on an identical
+//! tree and compares.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `rsync ARGS SRC/ DST` (as root: the test command installs rsync).
+fn rsync(flags: &[&str], src: &Path, dst: &Path) -> Output {
+    Command::new("rsync")
+        .args(flags)
+        .arg(format!("{}/", src.display()))
+        .arg(dst)
+        .output()
+        .expect("run rsync")
+}
+
+/// The item lines of an `-i` run, sorted, without the "created directory" notice; a hard-link
+/// line keeps only its own name (which name leads a group is an implementation detail).
+fn items(o: &Output) -> BTreeSet<String> {
+    text(o)
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with("created directory"))
+        .map(|l| match l.split_once(" => ") {
+            Some((a, _)) if l.starts_with('h') => a.to_string(),
+            _ => l.to_string(),
+        })
+        .collect()
+}
+
+/// Every path under `root` with its type letter, for comparing what two tools produced.
+fn listing(root: &Path) -> BTreeSet<String> {
+    treediff::walk(root)
+        .unwrap()
+        .into_iter()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| {
+            let m = fs::symlink_metadata(root.join(&p)).unwrap();
+            let t = if m.is_dir() {
+                'd'
+            } else if m.file_type().is_symlink() {
+                'l'
+            } else {
+                'f'
+            };
+            format!("{t} {}", p.display())
+        })
+        .collect()
+}
+
+/// Everything about a tree that any change would disturb: names, types, inodes, sizes, modes,
+/// mtimes and ctimes (nanoseconds), symlink targets, file contents.
+fn snapshot(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in treediff::walk(root).unwrap() {
+        let full = if p.as_os_str().is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&p)
+        };
+        let m = fs::symlink_metadata(&full).unwrap();
+        let extra = if m.is_file() {
+            format!("{:?}", fs::read(&full).unwrap())
+        } else if m.file_type().is_symlink() {
+            fs::read_link(&full).unwrap().display().to_string()
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "{} ino={} mode={:o} size={} m={}.{} c={}.{} {extra}",
+            p.display(),
+            m.ino(),
+            m.mode(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec()
+        ));
+    }
+    out
+}
+
+/// A source tree for the filter and delete cases: object files, caches, logs at several depths,
+/// a symlink, names with classes of characters.
+fn filter_tree(root: &Path) {
+    for (p, data) in [
+        ("top.txt", "t"),
+        ("a.o", "o"),
+        ("keep.log", "k"),
+        ("x.log", "x"),
+        ("ab.txt", "ab"),
+        ("cd.txt", "cd"),
+        ("src/main.c", "c"),
+        ("src/main.o", "o"),
+        ("src/cache/blob", "b"),
+        ("src/deep/er/z", "z"),
+        ("src/deep/er/y.c", "y"),
+        ("cache", "a file named cache"),
+        ("doc/cache/page", "p"),
+        ("doc/readme", "r"),
+        ("keep/one", "1"),
+        ("keep/sub/two", "2"),
+        ("a/b/z", "z"),
+        ("a/z", "z"),
+    ] {
+        let f = root.join(p);
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        write(&f, data.as_bytes());
+    }
+    symlink("top.txt", root.join("link.o")).unwrap();
+}
+
+#[test]
+fn filters_select_what_rsync_selects() {
+    if !require_rsync("filters_select_what_rsync_selects") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    filter_tree(&src);
+    let list = s.path().join("excludes.txt");
+    fs::write(&list, "# comment\n; another\n\n*.log\n/doc/\n").unwrap();
+    let list_arg = format!("--exclude-from={}", list.display());
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--exclude=*.o"],
+        vec!["--exclude=/top.txt", "--exclude=/src/main.c"],
+        vec!["--exclude=cache/"],
+        vec!["--exclude=cache"],
+        vec!["--include=*/", "--include=*.c", "--exclude=*"],
+        vec!["--exclude=src/**/z"],
+        vec!["--exclude=a/**/z"],
+        vec!["--filter=- [ab]?.txt"],
+        vec!["--filter=+ /keep/***", "--filter=- /*"],
+        vec!["--include=keep.log", "--exclude=*.log"],
+        vec!["--exclude=deep/er"],
+        vec!["--filter=-! */", "--filter=+ *"],
+        vec!["--exclude=*", "--include=*.c"],
+        vec![&list_arg],
+        vec!["--filter=exclude *.o", "--filter=!", "--exclude=*.c"],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        let mut args = vec!["-a", "-i"];
+        args.extend(flags.iter().copied());
+        // What rsync would transfer into an empty destination, and what it actually copies.
+        let want_dst = s.path().join(format!("rsync{i}"));
+        let got_dst = s.path().join(format!("arsync{i}"));
+        let mut dry = args.clone();
+        dry.push("-n");
+        let want = rsync(&dry, &src, &want_dst);
+        assert_eq!(code(&want), 0, "rsync {flags:?}: {}", err(&want));
+        let got = copy_contents(&dry, &src, &got_dst);
+        assert_eq!(code(&got), 0, "arsync {flags:?}: {}", err(&got));
+        assert_eq!(items(&got), items(&want), "-n -i with {flags:?}");
+        assert!(!got_dst.exists(), "-n created {}", got_dst.display());
+        let want = rsync(&args, &src, &want_dst);
+        assert_eq!(code(&want), 0, "{}", err(&want));
+        let got = copy_contents(&args, &src, &got_dst);
+        assert_eq!(code(&got), 0, "{}", err(&got));
+        assert_eq!(listing(&got_dst), listing(&want_dst), "copy with {flags:?}");
+    }
+    // The same anchoring when the source is named without a trailing slash (the transfer root
+    // is then its parent: `/src/...`).
+    let named = |tool: &str, dst: &Path| -> Output {
+        let mut c = if tool == "rsync" {
+            Command::new("rsync")
+        } else {
+            arsync()
+        };
+        c.args(["-a", "--exclude=/src/top.txt", "--exclude=src/src/deep/"])
+            .arg(&src)
+            .arg(dst)
+            .output()
+            .unwrap()
+    };
+    let (w, g) = (s.path().join("nw"), s.path().join("ng"));
+    assert_eq!(code(&named("rsync", &w)), 0);
+    assert_eq!(code(&named("arsync", &g)), 0);
+    assert_eq!(listing(&g), listing(&w));
+    assert!(!g.join("src/top.txt").exists() && g.join("src/src/main.c").exists());
+}
+
+#[test]
+fn bad_filter_rules_are_usage_errors() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let dst = s.path().join("dst");
+    for bad in [
+        "--filter=Q x",
+        "--filter=dir-merge .rules",
+        "--filter=-",
+        "--exclude-from=/nonexistent/list",
+    ] {
+        let out = copy_contents(&["-a", bad], &src, &dst);
+        assert_eq!(code(&out), 1, "{bad}: {}", err(&out));
+        assert!(err(&out).starts_with("arsync: "), "{bad}: {}", err(&out));
+        assert!(!dst.exists());
+    }
+    let out = copy_contents(&["-t", "--delete"], &src, &dst);
+    assert_eq!(code(&out), 1, "--delete without -r: {}", err(&out));
+}
+
+/// The destination of an earlier copy, then changed: extraneous files and a whole subtree, a file
+/// where the source has a directory, a non-empty directory where the source has a file, a
+/// symlink to a directory outside the tree, an excluded file.
+fn stale_destination(s: &Path, src: &Path, dst: &Path) -> PathBuf {
+    let out = copy_contents(&["-a"], src, dst);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    write(&dst.join("extra.txt"), b"extra");
+    write(&dst.join("src/extra.c"), b"extra");
+    fs::create_dir_all(dst.join("gone/deeper/still")).unwrap();
+    write(&dst.join("gone/deeper/still/f"), b"f");
+    write(&dst.join("gone/g"), b"g");
+    fs::remove_dir_all(dst.join("keep/sub")).unwrap();
+    write(
+        &dst.join("keep/sub"),
+        b"a file where the source has a directory",
+    );
+    fs::remove_file(dst.join("ab.txt")).unwrap();
+    fs::create_dir_all(dst.join("ab.txt/inner")).unwrap();
+    write(
+        &dst.join("ab.txt/inner/f"),
+        b"a directory where the source has a file",
+    );
+    let outside = s.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    write(&outside.join("precious"), b"must survive");
+    symlink(&outside, dst.join("escape")).unwrap();
+    write(&dst.join("junk.o"), b"excluded on both sides");
+    outside
+}
+
+#[test]
+fn delete_removes_exactly_the_extraneous_entries() {
+    if !require_rsync("delete_removes_exactly_the_extraneous_entries") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    filter_tree(&src);
+    for (mode, tag) in [("--delete", "d"), ("--delete-after", "a")] {
+        let dst = s.path().join(format!("dst-{tag}"));
+        let ref_dst = s.path().join(format!("ref-{tag}"));
+        let outside = stale_destination(&s.path().join(tag), &src, &dst);
+        stale_destination(&s.path().join(format!("r{tag}")), &src, &ref_dst);
+        // What rsync would delete (its own dry run on an identical destination).
+        let flags = ["-a", "-i", mode, "--exclude=*.o"];
+        let mut dry = flags.to_vec();
+        dry.push("-n");
+        let want = rsync(&dry, &src, &ref_dst);
+        assert_eq!(code(&want), 0, "{}", err(&want));
+        let before = snapshot(&dst);
+        let got = copy_contents(&dry, &src, &dst);
+        assert_eq!(code(&got), 0, "{}", err(&got));
+        assert_eq!(snapshot(&dst), before, "{mode} -n changed the destination");
+        let deleting = |o: &Output| -> BTreeSet<String> {
+            items(o)
+                .into_iter()
+                .filter(|l| l.starts_with("*deleting"))
+                .collect()
+        };
+        assert_eq!(deleting(&got), deleting(&want), "{mode} -n -i deletions");
+        assert!(!deleting(&got).is_empty());
+        let got = copy_contents(&flags, &src, &dst);
+        assert_eq!(code(&got), 0, "{mode}: {}", err(&got));
+        // Everything but the excluded (hence protected) file is now exactly the source.
+        assert!(dst.join("junk.o").exists(), "an excluded file was deleted");
+        let mtime = |p: &Path| {
+            let m = fs::symlink_metadata(p).unwrap();
+            (m.mtime(), m.mtime_nsec())
+        };
+        assert_eq!(
+            mtime(&dst),
+            mtime(&src),
+            "{mode}: root mtime after deletions"
+        );
+        fs::remove_file(dst.join("junk.o")).unwrap();
+        let (sec, ns) = mtime(&src);
+        set_times(&dst, sec, ns);
+        for o in ["a.o", "src/main.o", "link.o"] {
+            // Excluded from the transfer but present from the first copy: kept too.
+            assert!(fs::symlink_metadata(dst.join(o)).is_ok(), "{o} was deleted");
+        }
+        assert_same(&src, &dst, treediff::Check::archive());
+        assert_eq!(
+            fs::read(outside.join("precious")).unwrap(),
+            b"must survive",
+            "deletion followed a destination symlink"
+        );
+        // --delete-excluded removes the excluded ones as well.
+        let out = copy_contents(&["-a", "--delete-excluded", "--exclude=*.o"], &src, &dst);
+        assert_eq!(code(&out), 0, "{}", err(&out));
+        for o in ["a.o", "src/main.o", "link.o"] {
+            assert!(fs::symlink_metadata(dst.join(o)).is_err(), "{o} was kept");
+        }
+    }
+}
+
+#[test]
+fn protect_rules_and_max_delete() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    filter_tree(&src);
+    let dst = s.path().join("dst");
+    assert_eq!(code(&copy_contents(&["-a"], &src, &dst)), 0);
+    for i in 0..5 {
+        write(&dst.join(format!("extra{i}")), b"x");
+    }
+    write(&dst.join("src/precious.db"), b"keep me");
+    // P protects from deletion without excluding anything from the copy.
+    let out = copy_contents(
+        &["-a", "--delete", "--filter=P *.db", "--max-delete=2"],
+        &src,
+        &dst,
+    );
+    assert_eq!(code(&out), 25, "--max-delete reached: {}", err(&out));
+    assert!(err(&out).contains("--max-delete"), "{}", err(&out));
+    let left = (0..5)
+        .filter(|i| dst.join(format!("extra{i}")).exists())
+        .count();
+    assert_eq!(left, 3, "exactly 2 deletions");
+    assert!(dst.join("src/precious.db").exists());
+    let json = s.path().join("s.json");
+    let out = copy_contents(
+        &[
+            "-a",
+            "--delete",
+            "--filter=P *.db",
+            "--stats-json",
+            json.to_str().unwrap(),
+        ],
+        &src,
+        &dst,
+    );
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["deleted"], 3, "{v}");
+    assert!(dst.join("src/precious.db").exists());
+    fs::remove_file(dst.join("src/precious.db")).unwrap();
+    assert_eq!(code(&copy_contents(&["-a"], &src, &dst)), 0);
+    assert_same(&src, &dst, treediff::Check::archive());
+}
+
+#[test]
+fn dry_run_changes_nothing_and_itemizes_like_rsync() {
+    if !require_rsync("dry_run_changes_nothing_and_itemizes_like_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    build_tree(
+        &src,
+        &TreeOpts {
+            root_only: false,
+            wide: 30,
+            depth: 4,
+        },
+    );
+    // An empty destination: every line of rsync's -n -i listing, the same.
+    let want = rsync(&["-a", "-n", "-i"], &src, &s.path().join("r0"));
+    let got = copy_contents(&["-a", "-n", "-i"], &src, &s.path().join("a0"));
+    assert_eq!(code(&got), 0, "{}", err(&got));
+    assert_eq!(items(&got), items(&want));
+    assert!(!s.path().join("a0").exists());
+    // A stale destination: -n leaves it bit-identical.
+    let dst = s.path().join("dst");
+    assert_eq!(code(&copy_contents(&["-a"], &src, &dst)), 0);
+    write(&dst.join("data0.bin"), b"Z");
+    write(&dst.join("stray"), b"stray");
+    fs::remove_dir_all(dst.join("links")).unwrap();
+    chmod(&dst.join("ro"), 0o600);
+    let before = snapshot(&dst);
+    let got = copy_contents(&["-a", "-n", "-i", "--delete"], &src, &dst);
+    assert_eq!(code(&got), 0, "{}", err(&got));
+    assert_eq!(snapshot(&dst), before, "-n changed the destination");
+    let lines = items(&got);
+    for l in [
+        ">f..t...... data0.bin",
+        ".f...p..... ro",
+        "*deleting   stray",
+        "cd+++++++++ links/",
+        "cL+++++++++ links/rel -> ../data0.bin",
+    ] {
+        assert!(lines.contains(l), "missing {l:?} in {lines:#?}");
+    }
+    // The real run then does exactly that, and a further -n -i lists nothing.
+    let out = copy_contents(&["-a", "--delete"], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    assert_same(&src, &dst, treediff::Check::archive());
+    let again = copy_contents(&["-a", "-n", "-i", "--delete"], &src, &dst);
+    assert!(items(&again).is_empty(), "{:#?}", items(&again));
+}
+
+#[test]
+fn checksum_finds_what_size_and_mtime_miss() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for (i, len) in [10usize, 5000, 3 << 20].iter().enumerate() {
+        write(&src.join(format!("f{i}")), &content(i as u64 + 9, *len));
+        set_times(&src.join(format!("f{i}")), 1_700_000_000, 123_456_789);
+    }
+    let dst = s.path().join("dst");
+    assert_eq!(code(&copy_contents(&["-a"], &src, &dst)), 0);
+    // Same size, same mtime, different bytes (the last byte of each file).
+    for i in 0..3 {
+        let p = dst.join(format!("f{i}"));
+        let mut d = fs::read(&p).unwrap();
+        *d.last_mut().unwrap() ^= 0xff;
+        fs::write(&p, &d).unwrap();
+        set_times(&p, 1_700_000_000, 123_456_789);
+    }
+    let out = copy_contents(&["-a", "-i"], &src, &dst);
+    assert_eq!(code(&out), 0);
+    assert!(items(&out).is_empty(), "the quick check saw a change");
+    assert_ne!(
+        fs::read(dst.join("f0")).unwrap(),
+        fs::read(src.join("f0")).unwrap()
+    );
+    let out = copy_contents(&["-a", "-i", "-c"], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    let lines = items(&out);
+    for i in 0..3 {
+        assert!(lines.contains(&format!(">fc........ f{i}")), "{lines:#?}");
+    }
+    assert_same(&src, &dst, treediff::Check::archive());
+    let out = copy_contents(&["-a", "-i", "-c"], &src, &dst);
+    assert!(
+        items(&out).is_empty(),
+        "-c found a difference after the copy"
+    );
+}
+
+#[test]
+fn update_existing_ignore_existing_and_modify_window() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("newdir")).unwrap();
+    write(&src.join("old"), b"source");
+    set_times(&src.join("old"), 1_600_000_000, 0);
+    write(&src.join("new"), b"source");
+    set_times(&src.join("new"), 1_700_000_000, 0);
+    write(&src.join("fresh"), b"only in source");
+    write(&src.join("newdir/f"), b"f");
+    let mk = |name: &str| {
+        let d = s.path().join(name);
+        fs::create_dir(&d).unwrap();
+        write(&d.join("old"), b"dest!!");
+        set_times(&d.join("old"), 1_650_000_000, 0); // newer than the source
+        write(&d.join("new"), b"dest!!");
+        set_times(&d.join("new"), 1_650_000_000, 0); // older than the source
+        d
+    };
+    let d = mk("u");
+    assert_eq!(code(&copy_contents(&["-a", "-u"], &src, &d)), 0);
+    assert_eq!(
+        fs::read(d.join("old")).unwrap(),
+        b"dest!!",
+        "-u replaced a newer file"
+    );
+    assert_eq!(fs::read(d.join("new")).unwrap(), b"source");
+    assert!(d.join("fresh").exists());
+    let d = mk("existing");
+    assert_eq!(code(&copy_contents(&["-a", "--existing"], &src, &d)), 0);
+    assert!(!d.join("fresh").exists() && !d.join("newdir").exists());
+    assert_eq!(fs::read(d.join("old")).unwrap(), b"source");
+    let d = mk("ignore");
+    assert_eq!(
+        code(&copy_contents(&["-a", "--ignore-existing"], &src, &d)),
+        0
+    );
+    assert_eq!(fs::read(d.join("old")).unwrap(), b"dest!!");
+    assert_eq!(fs::read(d.join("new")).unwrap(), b"dest!!");
+    assert!(d.join("fresh").exists() && d.join("newdir/f").exists());
+    // --modify-window: an mtime one second off (same size and data) is "the same" with a window
+    // of 1, copied again by default (nanosecond comparison).
+    let d = s.path().join("mw");
+    assert_eq!(code(&copy_contents(&["-a"], &src, &d)), 0);
+    set_times(&d.join("fresh"), 1_000_000_001, 0);
+    set_times(&src.join("fresh"), 1_000_000_000, 5);
+    let json = s.path().join("mw.json");
+    let j = json.to_str().unwrap();
+    let out = copy_contents(&["-a", "--modify-window=1", "--stats-json", j], &src, &d);
+    assert_eq!(code(&out), 0);
+    let files = |p: &Path| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(p).unwrap()).unwrap();
+        v["counts"]["files"].as_u64().unwrap()
+    };
+    assert_eq!(files(&json), 0, "--modify-window=1 copied a file");
+    let out = copy_contents(&["-a", "--stats-json", j], &src, &d);
+    assert_eq!(code(&out), 0);
+    assert_eq!(
+        files(&json),
+        1,
+        "the nanosecond default did not see the change"
+    );
+}
+
+#[test]
+fn stats_and_destination_inside_an_excluded_source_dir() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    filter_tree(&src);
+    let out = run(&[
+        OsStr::new("-a"),
+        OsStr::new("--stats"),
+        OsStr::new(&format!("{}/", src.display())),
+        s.path().join("d").as_os_str(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("Number of files: 30 (reg: 18, dir: 11, link: 1)"),
+        "{t}"
+    );
+    assert!(t.contains("Number of regular files transferred: 18"), "{t}");
+    assert!(t.contains("Number of deleted files: 0"), "{t}");
+    // A destination inside the source is fine when the filters keep it out of the scan.
+    let inner = src.join("backup");
+    let out = copy_contents(&["-a", "--exclude=/backup/"], &src, &inner);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    assert!(inner.join("src/main.c").exists() && !inner.join("backup").exists());
+    let out = copy_contents(&["-a"], &src, &src.join("backup2"));
+    assert_eq!(
+        code(&out),
+        1,
+        "unexcluded destination inside the source must be refused"
+    );
+}
