@@ -591,6 +591,37 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("link-dest")
+            .long("link-dest")
+            .value_name("DIR")
+            .action(ArgAction::Append)
+            .value_parser(value_parser!(PathBuf))
+            .help("hard link files that are unchanged relative to DIR (a relative DIR is relative to the destination directory; up to 20, tried in order) instead of copying them [default: none]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("inplace")
+            .long("inplace")
+            .action(ArgAction::SetTrue)
+            .help("write into destination files directly instead of staging a new file (an interrupted file stays partly written under its name) [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("partial")
+            .long("partial")
+            .action(ArgAction::SetTrue)
+            .help("keep a partly written file (as .NAME.~arsync-partial) when a copy fails or is killed; the next run checks its prefix against the source and copies only the rest [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("partial-dir")
+            .long("partial-dir")
+            .value_name("DIR")
+            .value_parser(value_parser!(OsString))
+            .help("like --partial, but keep partial files as DIR/NAME in each destination directory (DIR is one name, e.g. .rsync-partial; excluded from the transfer and from --delete) [default: none]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("exclude")
             .long("exclude")
             .value_name("PATTERN")
@@ -878,6 +909,44 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.filters = filters(&m).map_err(|e| usage(&e))?;
     if delete_excluded {
         config.filters.sender_only();
+    }
+    config.link_dest = m
+        .get_many::<PathBuf>("link-dest")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    if config.link_dest.len() > 20 {
+        return Err(usage(
+            "at most 20 --link-dest directories are allowed (as rsync)",
+        ));
+    }
+    config.inplace = m.get_flag("inplace");
+    config.partial = m.get_flag("partial");
+    if let Some(dir) = m.get_one::<OsString>("partial-dir") {
+        let b = dir.as_bytes();
+        if b.is_empty() || b.contains(&b'/') || b == b"." || b == b".." {
+            return Err(usage(
+                "--partial-dir must be one directory name (e.g. .rsync-partial), made in each destination directory",
+            ));
+        }
+        if config.inplace {
+            return Err(usage("--partial-dir cannot be used with --inplace"));
+        }
+        let name = std::ffi::CString::new(b.to_vec())
+            .map_err(|_| usage("--partial-dir contains a NUL byte"))?;
+        // As rsync: the partial directory is neither sent nor deleted.
+        config
+            .filters
+            .exclude(&format!("{}/", String::from_utf8_lossy(b)))
+            .map_err(|e| usage(&e))?;
+        config.partial_dir = Some(name);
+        config.partial = true;
+    } else if config.partial && !config.inplace {
+        // Partial files are kept for the next run, not deleted as extraneous.
+        config
+            .filters
+            .rule("P *.~arsync-partial")
+            .and_then(|()| config.filters.rule("P .~arsync-partial-*"))
+            .map_err(|e| usage(&e))?;
     }
     let paths: Vec<OsString> = m
         .get_many::<OsString>("paths")

@@ -184,6 +184,20 @@ pub struct Config {
     pub force: bool,
     /// `-n/--dry-run`: decide and report everything, change nothing.
     pub dry_run: bool,
+    /// `--link-dest=DIR` (up to 20, tried in order; a relative DIR is relative to the
+    /// destination directory): a new file whose counterpart in DIR has the same size, mtime and
+    /// attributes becomes a hard link to it instead of a copy.
+    pub link_dest: Vec<PathBuf>,
+    /// `--inplace`: write into the destination file itself (no staging; an interrupted file is
+    /// left partly written under its name, as the user asked).
+    pub inplace: bool,
+    /// `--partial`: stage each file under a fixed name (`.NAME.~arsync-partial`) that a failed or
+    /// killed run leaves behind and the next run resumes from (after checking that the kept prefix
+    /// equals the source's).
+    pub partial: bool,
+    /// `--partial-dir=DIR`: keep partial files as `DIR/NAME` in each destination directory
+    /// instead (DIR is one name; implies `partial`).
+    pub partial_dir: Option<std::ffi::CString>,
     /// `--temp-names`: stage new files under temporary names (then `rename`) instead of as
     /// unnamed `O_TMPFILE` files (then `linkat`), which is what file systems without `O_TMPFILE`
     /// get anyway.
@@ -242,6 +256,10 @@ impl Config {
             max_delete: None,
             force: false,
             dry_run: false,
+            link_dest: Vec::new(),
+            inplace: false,
+            partial: false,
+            partial_dir: None,
             iowq_max_workers: 4,
             temp_names: false,
             quick_check: QuickCheck::SizeAndTime,

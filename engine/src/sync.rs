@@ -156,6 +156,92 @@ async fn same_content(
     Ok(off == size && hs.digest128() == hd.digest128())
 }
 
+/// Where to resume an opened partial (or `--inplace`) destination file of `dsize` bytes for a
+/// source of `ssize`: at the start of the first chunk of its prefix that differs from the source
+/// (compared byte for byte through the ring; a chunk written out of order leaves zeros before it,
+/// which this finds), so only what is missing or wrong is copied. A file not shorter than the
+/// source is rewritten from 0.
+pub(crate) async fn resume_point(
+    core: &Core,
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    dsize: u64,
+    ssize: u64,
+) -> u64 {
+    if dsize == 0 || dsize >= ssize {
+        return 0;
+    }
+    let (Ok(s), Ok(d)) = (src.try_clone(), dst.try_clone()) else {
+        return 0;
+    };
+    let (s, d) = (Rc::new(s), Rc::new(d));
+    let chunk = core.pool.buf_size() as u64;
+    let mut off = 0u64;
+    while off < dsize {
+        let want = chunk.min(dsize - off) as usize;
+        let ((ra, ba), (rb, bb)) = futures_util::future::join(
+            fsops::copy::read_at_full(Rc::clone(&s), off, want, core.pool.take()),
+            fsops::copy::read_at_full(Rc::clone(&d), off, want, core.pool.take()),
+        )
+        .await;
+        let same = matches!((ra, rb), (Ok(a), Ok(b)) if a == want && b == want) && ba == bb;
+        core.pool.give(ba);
+        core.pool.give(bb);
+        if !same {
+            return off;
+        }
+        off += want as u64;
+    }
+    dsize
+}
+
+/// Remove the `.~arsync-PID-CORE-N` temporary files that a killed run (of named staging:
+/// `--temp-names`, or a file system without `O_TMPFILE`) left in `dir`; those of a live arsync
+/// process other than this one are left alone.
+pub(crate) fn remove_stale_temps(
+    shared: &RunShared,
+    counters: &Counters,
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+) {
+    let Ok(fd) = sys::open_dir_at(dir, c".") else {
+        return;
+    };
+    let mut reader = fsops::DirReader::default();
+    let mut stale = Vec::new();
+    while let Ok(true) = reader.fill(fd.as_fd()) {
+        for ent in reader.entries() {
+            let Some(rest) = ent.name.to_bytes().strip_prefix(b".~arsync-") else {
+                continue;
+            };
+            let Some(pid) = rest
+                .split(|&c| c == b'-')
+                .next()
+                .and_then(|p| std::str::from_utf8(p).ok())
+                .and_then(|p| u32::from_str_radix(p, 16).ok())
+            else {
+                continue;
+            };
+            if pid != shared.pid && !sys::process_alive(pid) {
+                stale.push(ent.name.to_owned());
+            }
+        }
+    }
+    for name in stale {
+        if let Err(e) = sys::unlink_at(fd.as_fd(), &name, 0)
+            && e.raw_os_error() != Some(libc::ENOENT)
+        {
+            failed(
+                shared,
+                counters,
+                &join(rel, &name),
+                "unlink (stale temporary)",
+                &e,
+            );
+        }
+    }
+}
+
 /// What `--delete` needs of a directory: the source's names, collected while it is scanned.
 pub(crate) type Names = std::sync::Mutex<Vec<CString>>;
 

@@ -78,6 +78,8 @@ pub(crate) struct DirNode {
     names: Option<sync::Names>,
     /// Reading the source directory failed: its listing is incomplete, so nothing is deleted.
     scan_failed: AtomicBool,
+    /// `--link-dest`: this directory's counterpart in each reference tree (where it exists).
+    link_dest: Option<Vec<Option<OwnedFd>>>,
 }
 
 impl DirNode {
@@ -365,6 +367,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             root: index,
             names: cfg.delete.map(|_| sync::Names::default()),
             scan_failed: AtomicBool::new(false),
+            link_dest: link_dest_roots(cfg, &root),
         });
         bump(&core.counters.seen[1], 1);
         dir_item(core, &node, root.rel.clone());
@@ -413,9 +416,67 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         root: index,
         names: None,
         scan_failed: AtomicBool::new(false),
+        link_dest: None,
     });
     entry(core, &node, &src_name, lst.file_type()).await;
     child_done(core, node);
+}
+
+/// `--link-dest`: the reference directories for a directory root (a relative one is relative to
+/// the destination directory, i.e. the root's destination without the root's own name).
+fn link_dest_roots(cfg: &crate::Config, root: &crate::Root) -> Option<Vec<Option<OwnedFd>>> {
+    if cfg.link_dest.is_empty() {
+        return None;
+    }
+    let mut dest_dir = root.dst.clone();
+    for _ in root.rel.components() {
+        dest_dir.pop();
+    }
+    Some(
+        cfg.link_dest
+            .iter()
+            .map(|d| {
+                let base = if d.is_absolute() {
+                    d.clone()
+                } else {
+                    dest_dir.join(d)
+                };
+                sys::open_dir_path(&base.join(&root.rel)).ok()
+            })
+            .collect(),
+    )
+}
+
+/// `--link-dest`: link `dst_name` to an identical file in a reference tree. Returns whether it
+/// did.
+fn link_from_reference(
+    core: &Core,
+    parent: &DirNode,
+    name: &CStr,
+    dst_name: &CStr,
+    st: &Stat,
+) -> bool {
+    let Some(dirs) = &parent.link_dest else {
+        return false;
+    };
+    for dir in dirs.iter().flatten() {
+        let Ok(r) = sys::lstat_at(dir.as_fd(), name) else {
+            continue;
+        };
+        if r.file_type() != FileType::File || r.size != st.size {
+            continue;
+        }
+        let c = sync::attr_change(&core.shared, &r, st, false);
+        if sync::attrs_differ(&c) {
+            continue;
+        }
+        if core.shared.config.dry_run
+            || sys::link_at(dir.as_fd(), name, parent.dst.as_fd(), dst_name).is_ok()
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// The gid new entries get in a destination directory, and its device.
@@ -535,6 +596,13 @@ fn child_done(core: &Core, mut node: Arc<DirNode>) {
 fn finish_dir(core: &Core, node: &DirNode) {
     let Some(st) = &node.stat else { return };
     let cfg = &core.shared.config;
+    if !node.fresh
+        && !cfg.dry_run
+        && cfg.delete.is_none()
+        && (cfg.temp_names || core.no_tmpfile.borrow().contains(&node.dst_dev))
+    {
+        sync::remove_stale_temps(&core.shared, &core.counters, node.dst.as_fd(), &node.rel);
+    }
     if let (Some(mode), Some(names)) = (cfg.delete, &node.names)
         && !node.fresh
         && !node.scan_failed.load(Ordering::Relaxed)
@@ -941,6 +1009,11 @@ async fn copy_file(
         }
         Verdict::Copy(change) => change,
     };
+    if change.new && link_from_reference(core, parent, name, dst_name, &st) {
+        hardlink_done(core, parent, dst_name, &st, true);
+        bump(&core.counters.hard_links, 1);
+        return Ok(Outcome::Done);
+    }
     if cfg.dry_run {
         if !parent.fresh {
             // What a real run would remove to make way (reported, not done).
@@ -1041,15 +1114,123 @@ enum Staging {
     Unnamed,
     /// A temporary name in the destination directory: renamed over the final name.
     Named(CString),
+    /// `--partial`/`--partial-dir`: a fixed name (in the destination directory, or in the
+    /// partial directory below it) that outlives a failed or killed run and is resumed from.
+    Partial {
+        /// The directory holding it: the destination directory, or the partial directory.
+        dir: OwnedFd,
+        /// Its name there.
+        name: CString,
+        /// It lives in the partial directory (removed when empty after the rename).
+        in_partial_dir: bool,
+    },
+    /// `--inplace`: the destination file itself.
+    InPlace,
+}
+
+impl Staging {
+    /// Whether the file was opened rather than created, so its owner and mode are whatever an
+    /// earlier run or user left.
+    fn reused(&self, resumed_from: Option<u64>) -> bool {
+        matches!(self, Staging::Partial { .. } | Staging::InPlace) && resumed_from.is_some()
+    }
+}
+
+/// The fixed name of a partial file for `name` when it stays in the destination directory.
+fn partial_name(name: &CStr) -> CString {
+    let b = name.to_bytes();
+    let mut v = Vec::with_capacity(b.len() + 18);
+    if b.len() + 18 <= 255 {
+        v.extend_from_slice(b".");
+        v.extend_from_slice(b);
+        v.extend_from_slice(b".~arsync-partial");
+    } else {
+        let h = xxhash_rust::xxh3::xxh3_128(b);
+        v.extend_from_slice(format!(".~arsync-partial-{h:032x}").as_bytes());
+    }
+    CString::new(v).expect("no NUL in a file name")
 }
 
 /// Create the destination file where nobody sees it yet: unnamed (`O_TMPFILE`) where the file
-/// system supports it, else under a temporary name.
-fn stage(core: &Core, parent: &DirNode, mode: u32) -> EntryResult<(Staging, OwnedFd)> {
+/// system supports it, else under a temporary name; with `--partial` under its fixed partial name
+/// (an existing partial file is opened, the caller resumes it); with `--inplace` the destination
+/// itself. Returns the staging, the fd, and for an opened existing file its size.
+fn stage(
+    core: &Core,
+    parent: &DirNode,
+    dst_name: &CStr,
+    mode: u32,
+) -> EntryResult<(Staging, OwnedFd, Option<u64>)> {
     let dir = parent.dst.as_fd();
-    if !core.shared.config.temp_names && !core.no_tmpfile.borrow().contains(&parent.dst_dev) {
+    let cfg = &core.shared.config;
+    // Open `name` in `d` if it is a regular file, else create it (making way for anything else).
+    let open_or_create = |d: BorrowedFd<'_>, name: &CStr| -> EntryResult<(OwnedFd, Option<u64>)> {
+        match sys::open_write(d, name) {
+            Ok(fd) => {
+                let st = sys::fstat(fd.as_fd()).map_err(dst_err("fstat"))?;
+                if st.file_type() == FileType::File {
+                    return Ok((fd, Some(st.size)));
+                }
+                drop(fd);
+                sync::make_way(core, d, name, &parent.rel).map_err(dst_err("unlink"))?;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ELOOP) | Some(libc::EISDIR) | Some(libc::ENXIO)
+                ) =>
+            {
+                sync::make_way(core, d, name, &parent.rel).map_err(dst_err("unlink"))?;
+            }
+            Err(e) => return Err(("open", e, ErrorClass::Partial)),
+        }
+        Ok((
+            sys::create_excl(d, name, mode).map_err(dst_err("create"))?,
+            None,
+        ))
+    };
+    if cfg.inplace {
+        let (fd, size) = open_or_create(dir, dst_name)?;
+        return Ok((Staging::InPlace, fd, size));
+    }
+    if cfg.partial {
+        let (pdir, name, in_partial_dir) = match &cfg.partial_dir {
+            Some(pd) => {
+                let fd = match sys::open_dir_at(dir, pd) {
+                    Ok(fd) => fd,
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                        match sys::mkdir_at(dir, pd, 0o700) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                            Err(e) => return Err(("mkdir (partial dir)", e, ErrorClass::Partial)),
+                        }
+                        sys::open_dir_at(dir, pd).map_err(dst_err("opendir (partial dir)"))?
+                    }
+                    Err(e) => return Err(("opendir (partial dir)", e, ErrorClass::Partial)),
+                };
+                (fd, dst_name.to_owned(), true)
+            }
+            None => (
+                sys::open_dir_at(dir, c".").map_err(dst_err("opendir"))?,
+                partial_name(dst_name),
+                false,
+            ),
+        };
+        let (fd, size) = open_or_create(pdir.as_fd(), &name)?;
+        return Ok((
+            Staging::Partial {
+                dir: pdir,
+                name,
+                in_partial_dir,
+            },
+            fd,
+            size,
+        ));
+    }
+    if !cfg.temp_names && !core.no_tmpfile.borrow().contains(&parent.dst_dev) {
         match sys::open_tmpfile(dir, mode) {
-            Ok(fd) => return Ok((Staging::Unnamed, fd)),
+            Ok(fd) => return Ok((Staging::Unnamed, fd, None)),
             Err(e)
                 if matches!(
                     e.raw_os_error(),
@@ -1063,7 +1244,7 @@ fn stage(core: &Core, parent: &DirNode, mode: u32) -> EntryResult<(Staging, Owne
     }
     let (tmp, fd) =
         with_temp(core, |t| sys::create_excl(dir, t, mode)).map_err(dst_err("create"))?;
-    Ok((Staging::Named(tmp), fd))
+    Ok((Staging::Named(tmp), fd, None))
 }
 
 /// Make a complete file visible under `name`, replacing what was there atomically.
@@ -1076,8 +1257,32 @@ fn publish(
     rel: &Path,
 ) -> EntryResult {
     match staging {
+        Staging::InPlace => Ok(()),
         Staging::Named(tmp) => {
             sync::rename_over(core, dir, tmp, name, rel).map_err(dst_err("rename"))
+        }
+        Staging::Partial {
+            dir: pdir,
+            name: pname,
+            in_partial_dir,
+        } => {
+            let r = if *in_partial_dir {
+                match sys::rename_at(pdir.as_fd(), pname, dir, name, 0) {
+                    Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                        sync::make_way(core, dir, name, rel)
+                            .and_then(|()| sys::rename_at(pdir.as_fd(), pname, dir, name, 0))
+                    }
+                    r => r,
+                }
+            } else {
+                sync::rename_over(core, dir, pname, name, rel)
+            };
+            r.map_err(dst_err("rename"))?;
+            if *in_partial_dir && let Some(pd) = &core.shared.config.partial_dir {
+                // Gone once empty, as rsync leaves it.
+                let _ = sys::unlink_at(dir, pd, libc::AT_REMOVEDIR);
+            }
+            Ok(())
         }
         Staging::Unnamed => match sys::link_fd(fd.as_fd(), dir, name) {
             Ok(()) => Ok(()),
@@ -1095,7 +1300,8 @@ fn publish(
     }
 }
 
-/// Stage the destination file, move the data, apply metadata, make it visible.
+/// Stage the destination file, move the data, apply metadata, make it visible. Returns the bytes
+/// written (less than the size when a partial file was resumed).
 async fn copy_file_data(
     core: &Rc<Core>,
     parent: &DirNode,
@@ -1108,10 +1314,34 @@ async fn copy_file_data(
     let needs_chown = policy.chown_ids(st, parent.created_gid).is_some();
     let (create_mode, chmod_needed) = policy.create_mode(st, needs_chown);
     let dir = parent.dst.as_fd();
-    let (staging, dst) = stage(core, parent, create_mode)?;
+    let (staging, dst, existing) = stage(core, parent, dst_name, create_mode)?;
     let result = async {
-        let mut path = data_path(core, parent, src, st)?;
+        // A partial (or in-place) file from an earlier run: keep the prefix that matches.
+        let mut from = 0u64;
+        if let Some(size) = existing {
+            from = sync::resume_point(core, src, &dst, size, st.size).await;
+            if size > st.size || (from == 0 && size > 0 && cfg.sparse) {
+                sys::ftruncate(dst.as_fd(), from).map_err(dst_err("ftruncate"))?;
+            }
+        }
+        let mut path = if from > 0 {
+            DataPath::Ring(vec![(from, st.size - from)])
+        } else {
+            data_path(core, parent, src, st)?
+        };
+        if from == st.size {
+            path = DataPath::Ring(Vec::new());
+        }
         let pair = (st.dev, parent.dst_dev);
+        // A file that outlives a killed run must keep a size that says how far it got.
+        let keep_size = matches!(staging, Staging::Partial { .. } | Staging::InPlace);
+        let prealloc = |fd: &OwnedFd, off: u64, len: u64| {
+            if keep_size {
+                sys::fallocate_keep_size(fd.as_fd(), off, len)
+            } else {
+                sys::fallocate(fd.as_fd(), off, len)
+            }
+        };
         if let DataPath::Clone = path {
             match sys::ficlone(dst.as_fd(), src.as_fd()) {
                 Ok(()) => bump(&core.counters.cloned_files, 1),
@@ -1126,7 +1356,7 @@ async fn copy_file_data(
             }
         }
         if let DataPath::Kernel = path {
-            let _ = sys::fallocate(dst.as_fd(), 0, st.size);
+            let _ = prealloc(&dst, 0, st.size);
             match fsops::copy::copy_kernel(src, &dst, st.size, 16 << 20).await {
                 Ok(_) => bump(&core.counters.kernel_copied_files, 1),
                 Err(e) if not_here(&e) => {
@@ -1149,7 +1379,7 @@ async fn copy_file_data(
             }
             DataPath::Ring(extents) => {
                 for &(off, len) in &extents {
-                    if let Err(e) = sys::fallocate(dst.as_fd(), off, len)
+                    if let Err(e) = prealloc(&dst, off, len)
                         && !not_here(&e)
                     {
                         return Err(("fallocate", e, ErrorClass::Partial));
@@ -1163,26 +1393,45 @@ async fn copy_file_data(
                         .await
                         .map_err(dst_err("copy"))?;
                 bump(&core.counters.ring_files, 1);
-                if extents.iter().map(|e| e.0 + e.1).max().unwrap_or(0) < st.size {
-                    // A trailing hole: set the size without writing it.
-                    sys::ftruncate(out.dst.as_fd(), st.size).map_err(dst_err("ftruncate"))?;
-                }
                 out.dst
             }
             DataPath::Clone | DataPath::Kernel => dst,
         };
+        if existing.is_some() || cfg.sparse {
+            // Set the size exactly: a trailing hole, or a reused file that was longer.
+            sys::ftruncate(dst.as_fd(), st.size).map_err(dst_err("ftruncate"))?;
+        }
+        let reused = staging.reused(existing);
+        if reused {
+            // Whoever made it, give it the source's owner (a chown clears setuid/setgid, so the
+            // chmod below always runs).
+            let d = sys::fstat(dst.as_fd()).map_err(dst_err("fstat"))?;
+            let uid = if policy.owner && policy.euid == 0 && d.uid != st.uid {
+                st.uid
+            } else {
+                u32::MAX
+            };
+            let gid = if policy.group && d.gid != st.gid {
+                st.gid
+            } else {
+                u32::MAX
+            };
+            if uid != u32::MAX || gid != u32::MAX {
+                sys::fchown(dst.as_fd(), uid, gid).map_err(dst_err("chown"))?;
+            }
+        }
         let u = fsops::meta::apply_fd(
             dst.as_fd(),
             st,
             policy,
-            parent.created_gid,
-            chmod_needed,
+            if reused { st.gid } else { parent.created_gid },
+            chmod_needed || reused,
             Some(Target::Fd(src.as_fd())),
         )
         .map_err(meta_err)?;
         unsupported_xattrs(core, u);
         publish(core, dir, &staging, &dst, dst_name, &parent.rel)?;
-        Ok(st.size)
+        Ok(st.size - from)
     }
     .await;
     if result.is_err()
@@ -1296,6 +1545,14 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         root: parent.root,
         names: cfg.delete.map(|_| sync::Names::default()),
         scan_failed: AtomicBool::new(false),
+        link_dest: parent.link_dest.as_ref().map(|dirs| {
+            dirs.iter()
+                .map(|d| {
+                    d.as_ref()
+                        .and_then(|fd| sys::open_dir_at(fd.as_fd(), name).ok())
+                })
+                .collect()
+        }),
     });
     dir_item(core, &node, parent.child_rel(name));
     if other_fs {

@@ -321,6 +321,21 @@ pub fn fallocate(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
     cvt(unsafe { libc::fallocate64(fd.as_raw_fd(), 0, offset as i64, len as i64) }).map(drop)
 }
 
+/// `fallocate(fd, FALLOC_FL_KEEP_SIZE, offset, len)`: reserve blocks without changing the file
+/// size, so the size keeps saying how far a write got (partial files).
+pub fn fallocate_keep_size(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    cvt(unsafe {
+        libc::fallocate64(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            offset as i64,
+            len as i64,
+        )
+    })
+    .map(drop)
+}
+
 /// `posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)`.
 pub fn fadvise_sequential(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: plain syscall on a valid fd.
@@ -607,4 +622,32 @@ pub fn iowq_max_workers(ring_fd: RawFd, bounded: u32, unbounded: u32) -> io::Res
 pub fn memfd(name: &CStr) -> io::Result<OwnedFd> {
     // SAFETY: `name` is a valid C string for the call.
     cvt_fd(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) })
+}
+
+/// Open an existing `name` in `dir` for reading and writing, without following a symlink and
+/// without blocking on a FIFO (`O_RDWR|O_NOFOLLOW|O_NONBLOCK`); the caller checks the type with
+/// `fstat`.
+pub fn open_write(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+    cvt_fd(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// Whether a process with this pid exists (`kill(pid, 0)` succeeds or is refused for lack of
+/// permission).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
