@@ -1329,7 +1329,8 @@ async fn copy_file_data(
         } else {
             data_path(core, parent, src, st)?
         };
-        if from == st.size {
+        if from > 0 && from == st.size {
+            // The kept file is already complete.
             path = DataPath::Ring(Vec::new());
         }
         let pair = (st.dev, parent.dst_dev);
