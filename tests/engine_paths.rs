@@ -172,3 +172,42 @@ fn contradictory_engine_flags_are_usage_errors() {
     assert_eq!(v["settings"]["buffer_size"], 8000, "{v}");
     assert_eq!(v["settings"]["inline_max"], 1024, "{v}");
 }
+
+/// Regression: with `--copy-method=uring`, a large file streaming while several small files of a
+/// subdirectory waited for a pipeline slot lost a wake-up and the run never ended.
+#[test]
+fn uring_pipeline_slots_never_hang() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("big"), &content(3, 24 << 20));
+    for i in 0..8 {
+        write(
+            &src.join(format!("sub/s{i}")),
+            &content(i, 100 + i as usize),
+        );
+    }
+    for threads in ["--threads=1", "--threads=2"] {
+        let dst = s.path().join(threads);
+        let mut child = arsync()
+            .args(["-a", "--copy-method=uring", threads])
+            .arg(format!("{}/", src.display()))
+            .arg(&dst)
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{threads}: the copy hung (killed after 60 s)");
+            }
+            std::thread::yield_now();
+        };
+        assert!(status.success(), "{threads}: {status}");
+        assert_same(&src, &dst, treediff::Check::archive());
+    }
+}

@@ -41,7 +41,12 @@ impl LocalSemaphore {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         self.0.free.set(self.0.free.get() + 1);
-        if let Some(w) = self.0.waiters.borrow_mut().pop_front() {
+        // Wake every waiter: the ones that do not get the permit register again. Waking only the
+        // first one lost wake-ups: a future polled twice while waiting is queued twice, and the
+        // stale second entry "used up" the wake-up meant for the next waiter (a hang with
+        // `--copy-method=uring`). Waiters are at most the core's tasks in flight.
+        let waiters = std::mem::take(&mut *self.0.waiters.borrow_mut());
+        for w in waiters {
             w.wake();
         }
     }
@@ -78,5 +83,63 @@ mod tests {
             assert_eq!(peak.get(), 2);
             assert_eq!(active.get(), 0);
         });
+    }
+
+    /// Regression: a waiter polled twice while waiting was queued twice; the release after its
+    /// own then woke that stale entry instead of the next waiter, which was never woken.
+    #[test]
+    fn a_waiter_polled_twice_does_not_swallow_the_next_wake_up() {
+        use std::future::Future;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Context, Wake};
+
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let sem = LocalSemaphore::new(1);
+        let (wa, wb) = (
+            Arc::new(Count(AtomicUsize::new(0))),
+            Arc::new(Count(AtomicUsize::new(0))),
+        );
+        let (waker_a, waker_b) = (Waker::from(wa.clone()), Waker::from(wb.clone()));
+        let held = std::pin::pin!(sem.acquire());
+        let Poll::Ready(p) = held.poll(&mut Context::from_waker(&waker_a)) else {
+            panic!("first acquire must succeed");
+        };
+        let mut a = std::pin::pin!(sem.acquire());
+        let mut b = std::pin::pin!(sem.acquire());
+        assert!(
+            a.as_mut()
+                .poll(&mut Context::from_waker(&waker_a))
+                .is_pending()
+        );
+        assert!(
+            a.as_mut()
+                .poll(&mut Context::from_waker(&waker_a))
+                .is_pending()
+        );
+        assert!(
+            b.as_mut()
+                .poll(&mut Context::from_waker(&waker_b))
+                .is_pending()
+        );
+        drop(p);
+        let Poll::Ready(pa) = a.as_mut().poll(&mut Context::from_waker(&waker_a)) else {
+            panic!("a was woken and the permit is free");
+        };
+        drop(pa);
+        assert!(
+            wb.0.load(Ordering::SeqCst) > 0,
+            "b was never woken: a lost wake-up"
+        );
+        assert!(
+            b.as_mut()
+                .poll(&mut Context::from_waker(&waker_b))
+                .is_ready()
+        );
     }
 }

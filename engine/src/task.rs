@@ -603,6 +603,12 @@ fn finish_dir(core: &Core, node: &DirNode) {
     {
         sync::remove_stale_temps(&core.shared, &core.counters, node.dst.as_fd(), &node.rel);
     }
+    if let Some(pd) = &cfg.partial_dir
+        && !cfg.dry_run
+    {
+        // Gone once empty, as rsync leaves it (a kept partial file keeps it).
+        let _ = sys::unlink_at(node.dst.as_fd(), pd, libc::AT_REMOVEDIR);
+    }
     if let (Some(mode), Some(names)) = (cfg.delete, &node.names)
         && !node.fresh
         && !node.scan_failed.load(Ordering::Relaxed)
@@ -1277,12 +1283,9 @@ fn publish(
             } else {
                 sync::rename_over(core, dir, pname, name, rel)
             };
-            r.map_err(dst_err("rename"))?;
-            if *in_partial_dir && let Some(pd) = &core.shared.config.partial_dir {
-                // Gone once empty, as rsync leaves it.
-                let _ = sys::unlink_at(dir, pd, libc::AT_REMOVEDIR);
-            }
-            Ok(())
+            // (An emptied partial directory is removed when its directory is finished, when no
+            // other file of it can be using it any more.)
+            r.map_err(dst_err("rename"))
         }
         Staging::Unnamed => match sys::link_fd(fd.as_fd(), dir, name) {
             Ok(()) => Ok(()),
