@@ -303,6 +303,153 @@ fn threads(a: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Regular files under `dir`, in a fixed order.
+fn file_list(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let mut entries: Vec<_> = fs::read_dir(&d)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let t = e.file_type()?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Change `pct` percent of the files (a different set each `round`): new content of the same
+/// size plus one byte, and a new mtime, as an edit would.
+fn touch_some(files: &[PathBuf], pct: f64, round: usize) -> Result<usize> {
+    let step = ((100.0 / pct).round() as usize).max(1);
+    let mut n = 0;
+    for f in files.iter().skip(round % step).step_by(step) {
+        let mut data = fs::read(f)?;
+        for b in data.iter_mut() {
+            *b = b.wrapping_add(1);
+        }
+        data.push(round as u8);
+        fs::write(f, &data)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// `arsync-bench resync`: the catch-up pass of a migration. Both tools first make their own
+/// copy of a tree; then, alternating, each re-syncs it with nothing changed, and with `--pct`
+/// percent of the files changed before each round.
+fn resync(a: &Args) -> Result<()> {
+    let data = PathBuf::from(a.opt("--data").context("--data DIR")?);
+    let arsync = PathBuf::from(a.opt("--arsync").context("--arsync BIN")?);
+    let want_files: u64 = a.num("--files", 100_000)?;
+    let reps: usize = a.num("--reps", 5)?;
+    let pct: f64 = a.num("--pct", 1.0)?;
+    let src = data.join(format!("resync-{want_files}"));
+    if !src.is_dir() {
+        eprintln!(
+            "[arsync-bench] generating {} ({want_files} files)",
+            src.display()
+        );
+        datasets::generate("small", &src, want_files as f64 / 20_000.0, 42)?;
+    }
+    let (files, _, _, bytes) = runner::census(&src)?;
+    let out = PathBuf::from(a.opt("--out").unwrap_or_else(|| "perf/runs".into()))
+        .join(format!("{}-resync", today_host()));
+    let mut dests = runner::Dests::new(
+        data.join(".bench-dst"),
+        Duration::from_secs(a.num("--wait", 370u64)?),
+    )?;
+    let tools = [
+        runner::Tool {
+            name: "arsync".into(),
+            program: arsync.clone(),
+            args: vec!["-a".into()],
+            slash: true,
+        },
+        runner::Tool {
+            name: "rsync-a".into(),
+            program: "rsync".into(),
+            args: vec!["-a".into()],
+            slash: true,
+        },
+    ];
+    let dsts: Vec<PathBuf> = tools
+        .iter()
+        .map(|t| dests.next(&format!("resync-{}", t.name)))
+        .collect();
+    dests.ensure_room(2 * bytes)?;
+    for (t, d) in tools.iter().zip(&dsts) {
+        eprintln!("[arsync-bench] first copy with {}", t.name);
+        let s = runner::measure(&mut runner::command(t, &src, d))?;
+        anyhow::ensure!(
+            s.code == 0,
+            "{} failed the first copy (exit {})",
+            t.name,
+            s.code
+        );
+    }
+    let list = file_list(&src)?;
+    let mut rows = Vec::new();
+    for scenario in ["no-change", "changed"] {
+        let label = if scenario == "changed" {
+            format!("resync {pct}% changed")
+        } else {
+            "resync no change".to_string()
+        };
+        for rep in 0..reps {
+            let changed = if scenario == "changed" {
+                touch_some(&list, pct, rep)?
+            } else {
+                0
+            };
+            runner::warm(&src)?;
+            for d in &dsts {
+                runner::warm(d)?;
+            }
+            for k in 0..tools.len() {
+                let i = (k + rep) % tools.len();
+                runner::prefault();
+                let s = runner::measure(&mut runner::command(&tools[i], &src, &dsts[i]))?;
+                eprintln!(
+                    "[arsync-bench] {label} rep{rep} {} ({changed} changed) wall {:.3} s exit {}",
+                    tools[i].name, s.wall, s.code
+                );
+                let verdict = if rep + 1 == reps {
+                    verify::verdict(&src, &dsts[i]).unwrap_or_else(|e| format!("unverified: {e}"))
+                } else {
+                    String::new()
+                };
+                rows.push(report::Row::new(
+                    &label,
+                    "warm",
+                    &tools[i].name,
+                    rep,
+                    &s,
+                    (files, bytes),
+                    None,
+                    None,
+                    verdict,
+                ));
+            }
+        }
+    }
+    dests.delete_all();
+    report::write(
+        &out,
+        &format!(
+            "re-sync of a {files}-file tree (the catch-up pass): no change, and {pct}% of the files changed"
+        ),
+        &environment(&data, &arsync),
+        &rows,
+    )?;
+    println!("{}", out.join("report.md").display());
+    Ok(())
+}
+
 fn quick_run(a: &Args) -> Result<()> {
     let arsync = PathBuf::from(a.opt("--arsync").context("--arsync BIN")?);
     let src = PathBuf::from(a.opt("--src").context("--src DIR")?);
@@ -359,6 +506,7 @@ fn usage() -> ! {
          arsync-bench compare --data DIR --arsync BIN [--datasets small,mixed] [--cache warm,cold] [--reps N]\n      \
          [--arsync-args \"-a\"] [--arsync-args-for \"mixed:-aHAX;sparse:-aS\"] [--tools arsync,cp-a,rsync-a,cpz,xcp,fcp] [--peers-bin DIR] [--install-peers DIR] [--out DIR] [--wait S]\n  \
          arsync-bench threads --data DIR --arsync BIN [--dataset small] [--max 8] [--reps 3]\n  \
+         arsync-bench resync --data DIR --arsync BIN [--files 100000] [--pct 1] [--reps 5]\n  \
          arsync-bench run --arsync BIN --src DIR [--reps N] [-- ARSYNC_ARGS...]",
         datasets::KINDS.join(", ")
     );
@@ -405,6 +553,7 @@ fn main() -> Result<()> {
         }
         "compare" => compare(&args),
         "threads" => threads(&args),
+        "resync" => resync(&args),
         "run" => quick_run(&args),
         "measure-child" => {
             let Some(program) = args.0.get(1) else {

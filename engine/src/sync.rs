@@ -65,7 +65,7 @@ pub(crate) async fn judge_file(
     core: &Core,
     fresh: bool,
     dir: BorrowedFd<'_>,
-    src: &OwnedFd,
+    src: Option<&OwnedFd>,
     st: &Stat,
     dst_name: &CStr,
 ) -> Verdict {
@@ -99,6 +99,7 @@ pub(crate) async fn judge_file(
         QuickCheck::Never => false,
         _ if d.size != st.size => false,
         _ if cfg.checksum => match same_content(core, dir, src, dst_name, st.size).await {
+            // (Without an open source there is nothing to hash: judged again once it is open.)
             Ok(true) => true,
             Ok(false) => {
                 change.checksum = true;
@@ -123,10 +124,13 @@ pub(crate) async fn judge_file(
 async fn same_content(
     core: &Core,
     dir: BorrowedFd<'_>,
-    src: &OwnedFd,
+    src: Option<&OwnedFd>,
     dst_name: &CStr,
     size: u64,
 ) -> io::Result<bool> {
+    let Some(src) = src else {
+        return Ok(false);
+    };
     let dst = Rc::new(sys::open_source(dir, dst_name, false)?);
     let src = Rc::new(src.try_clone()?);
     let (mut hs, mut hd) = (Xxh3::new(), Xxh3::new());

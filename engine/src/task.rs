@@ -964,6 +964,39 @@ async fn copy_file(
     follow: bool,
 ) -> EntryResult<Outcome> {
     let cfg = &core.shared.config;
+    // The re-sync fast path: judge an existing destination file by a stat of the source, so an
+    // unchanged file costs two stats and no open (a file that needs work is opened and judged
+    // again by its open fd below, so a swap in between is still caught).
+    if !parent.fresh
+        && !cfg.checksum
+        && cfg.quick_check != crate::QuickCheck::Never
+        && !cfg.xattrs
+        && !cfg.acls
+        && let Ok(st) = if follow {
+            sys::stat_at(parent.src.as_fd(), name)
+        } else {
+            sys::lstat_at(parent.src.as_fd(), name)
+        }
+        && st.file_type() == FileType::File
+        && !(cfg.hard_links && st.nlink > 1)
+    {
+        let dir = parent.dst.as_fd();
+        match sync::judge_file(core, false, dir, None, &st, dst_name).await {
+            Verdict::Same(change) if !sync::attrs_differ(&change) => {
+                bump(&core.counters.seen[0], 1);
+                bump(&core.counters.seen_bytes, st.size);
+                bump(&core.counters.unchanged, 1);
+                return Ok(Outcome::Done);
+            }
+            Verdict::Skip => {
+                bump(&core.counters.seen[0], 1);
+                bump(&core.counters.seen_bytes, st.size);
+                bump(&core.counters.skipped, 1);
+                return Ok(Outcome::Done);
+            }
+            _ => {}
+        }
+    }
     let src = if follow {
         sys::open_source_follow(parent.src.as_fd(), name, cfg.open_noatime)
     } else {
@@ -990,31 +1023,32 @@ async fn copy_file(
     }
     let rel = || parent.child_rel(dst_name);
     let dir = parent.dst.as_fd();
-    let mut change = match sync::judge_file(core, parent.fresh, dir, &src, &st, dst_name).await {
-        Verdict::Skip => {
-            hardlink_done(core, parent, dst_name, &st, false);
-            bump(&core.counters.skipped, 1);
-            return Ok(Outcome::Done);
-        }
-        Verdict::Same(change) => {
-            let fixed = sync::attrs_differ(&change) || cfg.xattrs || cfg.acls;
-            if fixed && !cfg.dry_run && !fix_attrs(core, parent, &st, dst_name) {
-                // Could not set them in place: copy the file anew.
-                Change {
-                    how: How::Transfer,
-                    ..change
-                }
-            } else {
-                hardlink_done(core, parent, dst_name, &st, true);
-                bump(&core.counters.unchanged, 1);
-                if sync::attrs_differ(&change) {
-                    item(core, rel(), FileType::File, 0, &change, None);
-                }
+    let mut change =
+        match sync::judge_file(core, parent.fresh, dir, Some(&src), &st, dst_name).await {
+            Verdict::Skip => {
+                hardlink_done(core, parent, dst_name, &st, false);
+                bump(&core.counters.skipped, 1);
                 return Ok(Outcome::Done);
             }
-        }
-        Verdict::Copy(change) => change,
-    };
+            Verdict::Same(change) => {
+                let fixed = sync::attrs_differ(&change) || cfg.xattrs || cfg.acls;
+                if fixed && !cfg.dry_run && !fix_attrs(core, parent, &st, dst_name) {
+                    // Could not set them in place: copy the file anew.
+                    Change {
+                        how: How::Transfer,
+                        ..change
+                    }
+                } else {
+                    hardlink_done(core, parent, dst_name, &st, true);
+                    bump(&core.counters.unchanged, 1);
+                    if sync::attrs_differ(&change) {
+                        item(core, rel(), FileType::File, 0, &change, None);
+                    }
+                    return Ok(Outcome::Done);
+                }
+            }
+            Verdict::Copy(change) => change,
+        };
     if change.new && link_from_reference(core, parent, name, dst_name, &st) {
         hardlink_done(core, parent, dst_name, &st, true);
         bump(&core.counters.hard_links, 1);
@@ -1495,33 +1529,50 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
             None => DestDir::Absent,
         }
     } else {
-        match sys::mkdir_at(ddir, name, 0o700) {
-            Ok(()) => DestDir::Created(sys::open_dir_at(ddir, name).map_err(dst_err("opendir"))?),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                match sys::open_dir_at(ddir, name) {
-                    Ok(fd) => DestDir::Existing(fd),
-                    // O_DIRECTORY|O_NOFOLLOW on a symlink fails with ENOTDIR (or ELOOP).
-                    Err(e)
-                        if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP))
-                            && cfg.keep_dirlinks =>
-                    {
-                        // -K: a symlink to a directory in the destination stands for that
-                        // directory.
-                        match sys::open_dir_at_follow(ddir, name) {
-                            Ok(fd) => DestDir::Existing(fd),
-                            Err(_) => DestDir::Created(replace_with_dir(ddir, name)?),
-                        }
-                    }
-                    Err(e)
-                        if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP)) =>
-                    {
-                        // A non-directory (or a symlink) is in the way: replace it, as rsync does.
-                        DestDir::Created(replace_with_dir(ddir, name)?)
-                    }
-                    Err(e) => return Err(("opendir", e, ErrorClass::Partial)),
+        // On a re-sync most directories exist: try to open before trying to create.
+        let existing = if parent.fresh {
+            None
+        } else {
+            sys::open_dir_at(ddir, name).ok()
+        };
+        if let Some(fd) = existing {
+            DestDir::Existing(fd)
+        } else {
+            match sys::mkdir_at(ddir, name, 0o700) {
+                Ok(()) => {
+                    DestDir::Created(sys::open_dir_at(ddir, name).map_err(dst_err("opendir"))?)
                 }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    match sys::open_dir_at(ddir, name) {
+                        Ok(fd) => DestDir::Existing(fd),
+                        // O_DIRECTORY|O_NOFOLLOW on a symlink fails with ENOTDIR (or ELOOP).
+                        Err(e)
+                            if matches!(
+                                e.raw_os_error(),
+                                Some(libc::ENOTDIR) | Some(libc::ELOOP)
+                            ) && cfg.keep_dirlinks =>
+                        {
+                            // -K: a symlink to a directory in the destination stands for that
+                            // directory.
+                            match sys::open_dir_at_follow(ddir, name) {
+                                Ok(fd) => DestDir::Existing(fd),
+                                Err(_) => DestDir::Created(replace_with_dir(ddir, name)?),
+                            }
+                        }
+                        Err(e)
+                            if matches!(
+                                e.raw_os_error(),
+                                Some(libc::ENOTDIR) | Some(libc::ELOOP)
+                            ) =>
+                        {
+                            // A non-directory (or a symlink) is in the way: replace it, as rsync does.
+                            DestDir::Created(replace_with_dir(ddir, name)?)
+                        }
+                        Err(e) => return Err(("opendir", e, ErrorClass::Partial)),
+                    }
+                }
+                Err(e) => return Err(("mkdir", e, ErrorClass::Partial)),
             }
-            Err(e) => return Err(("mkdir", e, ErrorClass::Partial)),
         }
     };
     let (dst, fresh) = match dst {
