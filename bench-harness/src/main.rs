@@ -396,9 +396,9 @@ fn resync(a: &Args) -> Result<()> {
     let mut rows = Vec::new();
     for scenario in ["no-change", "changed"] {
         let label = if scenario == "changed" {
-            format!("resync {pct}% changed")
+            format!("resync-{pct}pct-changed")
         } else {
-            "resync no change".to_string()
+            "resync-no-change".to_string()
         };
         for rep in 0..reps {
             let changed = if scenario == "changed" {
