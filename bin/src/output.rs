@@ -362,6 +362,7 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
                 "steals": c.sched.steals,
                 "pushes": c.sched.pushes,
                 "parks": c.sched.parks,
+                "io_uring": c.io_uring,
                 "iowq_workers": c.iowq_workers,
                 "inline_files": c.inline_files,
                 "ring_files": c.ring_files,

@@ -304,7 +304,17 @@ fn core_thread(
         }
     };
     let config = &shared.config;
-    let iowq_workers = iowq_caps(&rt, config.iowq_max_workers);
+    let io_uring = rt.driver_type().is_iouring();
+    let iowq_workers = if io_uring {
+        iowq_caps(&rt, config.iowq_max_workers)
+    } else {
+        if index == 0 {
+            shared.observer.event(&crate::Event::Warning {
+                message: "io_uring is not available to this process (refused or missing opcodes): copying with epoll and a thread pool instead (slower)",
+            });
+        }
+        None
+    };
     let core = Rc::new(Core {
         index,
         pool: fsops::BufPool::new(
@@ -339,6 +349,7 @@ fn core_thread(
         report: CoreReport {
             sched: worker.stats(),
             tasks: core.counters.tasks.get(),
+            io_uring,
             iowq_workers,
             inline_files: core.counters.inline_files.get(),
             ring_files: core.counters.ring_files.get(),

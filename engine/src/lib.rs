@@ -453,6 +453,8 @@ pub struct CoreReport {
     pub sched: WorkerStats,
     /// Tasks run.
     pub tasks: u64,
+    /// Whether this core ran on io_uring (`false`: compio's epoll + thread-pool fallback).
+    pub io_uring: bool,
     /// The io-wq worker caps of this core's ring, `[bounded, unbounded]` (`None`: the kernel
     /// cannot report them).
     pub iowq_workers: Option<[u32; 2]>,
@@ -533,9 +535,15 @@ pub fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
 }
 
 /// Whether this process can set up an io_uring runtime (for `--version` and early diagnostics).
+/// `Err` says why not; the engine then runs on compio's fallback driver (epoll and a thread
+/// pool), slower but complete.
 pub fn io_uring_status() -> Result<(), String> {
-    compio::runtime::RuntimeBuilder::new()
-        .build()
-        .map(drop)
-        .map_err(|e| e.to_string())
+    match compio::runtime::RuntimeBuilder::new().build() {
+        Ok(rt) if rt.driver_type().is_iouring() => Ok(()),
+        Ok(_) => Err(
+            "io_uring_setup is refused or the kernel lacks the needed opcodes; using epoll and a thread pool"
+                .into(),
+        ),
+        Err(e) => Err(e.to_string()),
+    }
 }
