@@ -10,23 +10,10 @@ use std::ffi::{CString, OsStr};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
-
-fn sh(cmd: &str, args: &[&OsStr]) -> std::process::Output {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn setxattr(p: &Path, name: &str, value: &[u8]) {
     let c = CString::new(p.as_os_str().as_bytes()).unwrap();
@@ -265,57 +252,6 @@ fn user_xattrs_and_acls_as_the_owner() {
         0
     );
     assert!(treediff::xattrs(&d2.join("f")).is_empty());
-}
-
-/// A loop-mounted file system; unmounted and detached on drop.
-struct Mount {
-    dir: PathBuf,
-}
-
-impl Mount {
-    fn new(img: &Path, size_mb: u64, mkfs: &[&str], dir: &Path) -> Mount {
-        let f = fs::File::create(img).unwrap();
-        f.set_len(size_mb << 20).unwrap();
-        drop(f);
-        let mut args: Vec<&OsStr> = mkfs[1..].iter().map(OsStr::new).collect();
-        args.push(img.as_os_str());
-        sh(mkfs[0], &args);
-        fs::create_dir_all(dir).unwrap();
-        sh(
-            "mount",
-            &[
-                OsStr::new("-o"),
-                OsStr::new("loop"),
-                img.as_os_str(),
-                dir.as_os_str(),
-            ],
-        );
-        Mount {
-            dir: dir.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
-    }
-}
-
-/// Serialises the tests that mount (a lock file held for the test's duration).
-struct MountLock(#[allow(dead_code)] fs::File);
-
-fn mount_lock() -> MountLock {
-    use std::os::fd::AsRawFd;
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open("/var/tmp/arsync-test-mount.lock")
-        .unwrap();
-    // SAFETY: flock on a valid fd; blocks until the lock is ours.
-    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
-    MountLock(f)
 }
 
 #[test]

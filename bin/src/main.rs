@@ -4,6 +4,7 @@
 
 mod cli;
 mod output;
+mod signals;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -71,7 +72,9 @@ fn main() -> ExitCode {
             if shown.is_empty() { "/" } else { shown }
         );
     }
-    let report = engine::run(&parsed.config, observer.clone());
+    let stop = engine::Stop::new();
+    signals::stop_on_signals(stop.clone());
+    let report = engine::run_with_stop(&parsed.config, observer.clone(), &stop);
     let code = output::exit_code(&report);
     if let Some(path) = &parsed.stats_json
         && let Err(e) = std::fs::write(path, output::stats_json(&parsed.config, &report, code))

@@ -295,10 +295,13 @@ pub fn rsync_stats(r: &Report, dry_run: bool) {
     );
 }
 
-/// rsync's exit code for a finished run: 11 for a destination that could not be set up, then 23
-/// for any failed entry, 24 when source files vanished (23 wins over 24), else 0.
+/// rsync's exit code for a finished run: 20 when a signal stopped it, 11 for a destination that
+/// could not be set up, then 23 for any failed entry, 24 when source files vanished (23 wins over
+/// 24), 25 when `--max-delete` stopped deletions, else 0.
 pub fn exit_code(r: &Report) -> i32 {
-    if r.fatal.is_some() || r.file_io_errors > 0 {
+    if r.interrupted {
+        20
+    } else if r.fatal.is_some() || r.file_io_errors > 0 {
         11
     } else if r.errors > 0 {
         23

@@ -150,7 +150,7 @@ struct CoreOut {
     fatal: Option<String>,
 }
 
-pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
+pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>, stop: &crate::Stop) -> Report {
     let start = Instant::now();
     let threads = if config.threads == 0 {
         std::thread::available_parallelism()
@@ -159,6 +159,14 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
     } else {
         config.threads
     };
+    // Open files: raise the soft limit to the hard one, then keep the tasks in flight within it
+    // (about 4 fds per task: source, staged file, a dup for the ring, directory fds).
+    let nofile = fsops::sys::raise_nofile_limit();
+    let mut config = config.clone();
+    let budget = nofile.saturating_sub(24) / (threads as u64 * 4).max(1);
+    config.inflight_per_core = config.inflight_per_core.min(budget.max(1) as usize);
+    config.ring_files_per_core = config.ring_files_per_core.min(config.inflight_per_core);
+    let config = &config;
     let umask = fsops::sys::set_umask(0);
     let policy = fsops::MetaPolicy {
         perms: config.perms || config.acls,
@@ -221,6 +229,8 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
     for i in 0..config.roots.len() {
         sched.inject(Task::Root(i));
     }
+    let canceller = sched.canceller();
+    stop.install(Box::new(move || canceller.cancel()));
     let core_ids = if config.pin {
         core_affinity::get_core_ids().unwrap_or_default()
     } else {
@@ -232,12 +242,14 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
         let core_id = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
         move |worker: Worker<Task>| core_thread(i, worker, shared, bells, core_id)
     });
+    stop.uninstall();
+    report.interrupted = stop.is_requested();
     let mut pending = Vec::new();
     let mut outs = outs;
     for out in &mut outs {
         pending.append(&mut out.pending_deletes);
     }
-    if !pending.is_empty() {
+    if !pending.is_empty() && !report.interrupted {
         // --delete-after: everything is copied; now the deletions, in the order they were found.
         let main = Counters::default();
         for p in pending {
@@ -439,7 +451,14 @@ async fn core_loop(core: Rc<Core>, bell: &Doorbell) {
             futures_util::future::select(inflight.next(), bell_wait).await;
             core.worker.borrow_mut().unparked();
         } else {
-            inflight.next().await;
+            // Also listen to the doorbell: a stop request must reach a core that is busy
+            // streaming a large file.
+            let bell_wait = std::pin::pin!(bell.wait());
+            futures_util::future::select(inflight.next(), bell_wait).await;
+        }
+        if core.worker.borrow().is_cancelled() {
+            // Stopped: the in-flight tasks are dropped here (staged files are discarded).
+            return;
         }
     }
 }

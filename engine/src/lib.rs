@@ -520,6 +520,8 @@ pub struct Report {
     pub considered: Considered,
     /// A failure that stopped the whole run (runtime setup): its message.
     pub fatal: Option<String>,
+    /// The run was stopped through [`Stop::request`] before it finished.
+    pub interrupted: bool,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Per-core counters.
@@ -531,7 +533,64 @@ pub struct Report {
 /// The process umask is set to 0 for the duration of the run (the engine applies the caller's
 /// umask itself where rsync would) and restored afterwards.
 pub fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
-    core::run(config, observer)
+    core::run(config, observer, &Stop::new())
+}
+
+/// [`run`], stoppable from another thread (e.g. a signal handler thread) through `stop`.
+pub fn run_with_stop(config: &Config, observer: Arc<dyn Observer>, stop: &Stop) -> Report {
+    core::run(config, observer, stop)
+}
+
+/// Stops a run from outside: every core drops what it is doing at its next wake-up (a file being
+/// staged is discarded, never published half-written; `--partial` files are kept), pending
+/// `--delete-after` deletions are skipped, and the report says `interrupted`.
+#[derive(Clone, Default)]
+pub struct Stop(Arc<StopInner>);
+
+#[derive(Default)]
+struct StopInner {
+    requested: std::sync::atomic::AtomicBool,
+    cancel: std::sync::Mutex<Option<Box<dyn Fn() + Send>>>,
+}
+
+impl Stop {
+    /// A handle not yet requested.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask the run to stop (idempotent; callable from any thread).
+    pub fn request(&self) {
+        self.0
+            .requested
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(c) = self
+            .0
+            .cancel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            c();
+        }
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_requested(&self) -> bool {
+        self.0.requested.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn install(&self, cancel: Box<dyn Fn() + Send>) {
+        let mut slot = self.0.cancel.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_requested() {
+            cancel();
+        }
+        *slot = Some(cancel);
+    }
+
+    fn uninstall(&self) {
+        *self.0.cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 /// Whether this process can set up an io_uring runtime (for `--version` and early diagnostics).

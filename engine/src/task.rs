@@ -839,7 +839,35 @@ fn src_err(op: &'static str) -> impl FnOnce(io::Error) -> EntryError {
 }
 
 fn dst_err(op: &'static str) -> impl FnOnce(io::Error) -> EntryError {
-    move |e| (op, e, ErrorClass::Partial)
+    move |e| {
+        let class = if out_of_space(&e) {
+            ErrorClass::FileIo
+        } else {
+            ErrorClass::Partial
+        };
+        (op, e, class)
+    }
+}
+
+/// A full destination (no space, quota, file too large): rsync's "error in file IO" (exit 11).
+fn out_of_space(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
+    )
+}
+
+/// An error of a data copy, which reads the source and writes the destination: a full
+/// destination is a write error (exit 11), anything else is judged as a source error.
+fn data_err(op: &'static str) -> impl FnOnce(io::Error) -> EntryError {
+    move |e| {
+        if out_of_space(&e) {
+            ("write", e, ErrorClass::FileIo)
+        } else {
+            let class = source_class(&e);
+            (op, e, class)
+        }
+    }
 }
 
 fn meta_err((op, e): (fsops::meta::MetaOp, io::Error)) -> EntryError {
@@ -946,6 +974,12 @@ fn hardlink_done(core: &Core, parent: &DirNode, dst_name: &CStr, st: &Stat, ok: 
     } else {
         core.shared.links.failed(key);
     }
+}
+
+/// Whether the data moved inline (which checks growth and shrinking itself).
+enum PathKind {
+    Inline,
+    Other,
 }
 
 /// How a regular file's data gets to the destination.
@@ -1279,7 +1313,7 @@ fn stage(
             {
                 core.no_tmpfile.borrow_mut().push(parent.dst_dev);
             }
-            Err(e) => return Err(("create", e, ErrorClass::Partial)),
+            Err(e) => return Err(dst_err("create")(e)),
         }
     }
     let (tmp, fd) =
@@ -1332,7 +1366,7 @@ fn publish(
                     ("rename", e, ErrorClass::Partial)
                 })
             }
-            Err(e) => Err(("link", e, ErrorClass::Partial)),
+            Err(e) => Err(dst_err("link")(e)),
         },
     }
 }
@@ -1352,6 +1386,15 @@ async fn copy_file_data(
     let (create_mode, chmod_needed) = policy.create_mode(st, needs_chown);
     let dir = parent.dst.as_fd();
     let (staging, dst, existing) = stage(core, parent, dst_name, create_mode)?;
+    // A named temporary is removed whatever happens, the future being dropped (a stop request)
+    // included, unless it was published.
+    let mut temp = TempGuard {
+        dir,
+        name: match &staging {
+            Staging::Named(tmp) => Some(tmp.clone()),
+            _ => None,
+        },
+    };
     let result = async {
         // A partial (or in-place) file from an earlier run: keep the prefix that matches.
         let mut from = 0u64;
@@ -1405,13 +1448,18 @@ async fn copy_file_data(
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                     return Err(("read", e, ErrorClass::Partial));
                 }
-                Err(e) => return Err(("copy_file_range", e, ErrorClass::Partial)),
+                Err(e) => return Err(data_err("copy_file_range")(e)),
             }
         }
+        let path_kind = if matches!(path, DataPath::Inline) {
+            PathKind::Inline
+        } else {
+            PathKind::Other
+        };
         let dst = match path {
             DataPath::Inline => {
                 let mut buf = core.small_buf.borrow_mut();
-                fsops::copy::copy_inline(src, &dst, st.size, &mut buf).map_err(src_err("read"))?;
+                fsops::copy::copy_inline(src, &dst, st.size, &mut buf).map_err(data_err("read"))?;
                 bump(&core.counters.inline_files, 1);
                 dst
             }
@@ -1420,7 +1468,7 @@ async fn copy_file_data(
                     if let Err(e) = prealloc(&dst, off, len)
                         && !not_here(&e)
                     {
-                        return Err(("fallocate", e, ErrorClass::Partial));
+                        return Err(dst_err("fallocate")(e));
                     }
                 }
                 let _ = sys::fadvise_sequential(src.as_fd());
@@ -1429,12 +1477,26 @@ async fn copy_file_data(
                 let out =
                     fsops::copy::copy_ring_ranges(s2, dst, &extents, &core.pool, cfg.ring_depth)
                         .await
-                        .map_err(dst_err("copy"))?;
+                        .map_err(data_err("copy"))?;
                 bump(&core.counters.ring_files, 1);
                 out.dst
             }
             DataPath::Clone | DataPath::Kernel => dst,
         };
+        if !matches!(path_kind, PathKind::Inline) {
+            // Whatever moved the data (ring, copy_file_range, clone), the source must still be
+            // what was measured, or the copy may be torn: never published.
+            let now = sys::fstat(src.as_fd()).map_err(src_err("fstat"))?;
+            if now.size != st.size || now.mtime != st.mtime {
+                return Err((
+                    "read",
+                    io::Error::other(
+                        "file changed while being copied (size or mtime moved); not published",
+                    ),
+                    ErrorClass::Partial,
+                ));
+            }
+        }
         if existing.is_some() || cfg.sparse {
             // Set the size exactly: a trailing hole, or a reused file that was longer.
             sys::ftruncate(dst.as_fd(), st.size).map_err(dst_err("ftruncate"))?;
@@ -1472,12 +1534,24 @@ async fn copy_file_data(
         Ok(st.size - from)
     }
     .await;
-    if result.is_err()
-        && let Staging::Named(tmp) = &staging
-    {
-        let _ = sys::unlink_at(dir, tmp, 0);
+    if result.is_ok() {
+        temp.name = None;
     }
     result
+}
+
+/// Unlinks a staged temporary name when dropped, unless disarmed (`name = None`).
+struct TempGuard<'a> {
+    dir: BorrowedFd<'a>,
+    name: Option<CString>,
+}
+
+impl Drop for TempGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = &self.name {
+            let _ = sys::unlink_at(self.dir, n, 0);
+        }
+    }
 }
 
 fn sys_dup(fd: &OwnedFd) -> io::Result<OwnedFd> {

@@ -26,13 +26,20 @@ pub fn copy_inline(src: &OwnedFd, dst: &OwnedFd, size: u64, buf: &mut Vec<u8>) -
     buf.resize(cap, 0);
     let mut total = 0u64;
     while total < size {
-        let want = (size - total).min(cap as u64) as usize;
-        let n = sys::read(src.as_fd(), &mut buf[..want])?;
+        let left = size - total;
+        let want = left.min(cap as u64) as usize;
+        // The last read asks for one byte more than is left (same syscall): getting it means the
+        // file grew while it was being copied.
+        let ask = if left < cap as u64 { want + 1 } else { want };
+        let n = sys::read(src.as_fd(), &mut buf[..ask])?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "file shrank while it was being copied",
             ));
+        }
+        if n > want {
+            return Err(io::Error::other("file grew while it was being copied"));
         }
         sys::write_all(dst.as_fd(), &buf[..n])?;
         total += n as u64;

@@ -411,3 +411,68 @@ pub fn assert_same(a: &Path, b: &Path, check: treediff::Check) {
         d.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
     );
 }
+
+/// Run a command that must succeed.
+pub fn sh(cmd: &str, args: &[&OsStr]) -> std::process::Output {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A loop-mounted file system; unmounted and detached on drop.
+pub struct Mount {
+    pub dir: PathBuf,
+}
+
+impl Mount {
+    pub fn new(img: &Path, size_mb: u64, mkfs: &[&str], dir: &Path) -> Mount {
+        let f = fs::File::create(img).unwrap();
+        f.set_len(size_mb << 20).unwrap();
+        drop(f);
+        let mut args: Vec<&OsStr> = mkfs[1..].iter().map(OsStr::new).collect();
+        args.push(img.as_os_str());
+        sh(mkfs[0], &args);
+        fs::create_dir_all(dir).unwrap();
+        sh(
+            "mount",
+            &[
+                OsStr::new("-o"),
+                OsStr::new("loop"),
+                img.as_os_str(),
+                dir.as_os_str(),
+            ],
+        );
+        Mount {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// Serialises the tests that mount (a lock file held for the test's duration).
+pub struct MountLock(#[allow(dead_code)] fs::File);
+
+pub fn mount_lock() -> MountLock {
+    use std::os::fd::AsRawFd;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/var/tmp/arsync-test-mount.lock")
+        .unwrap();
+    // SAFETY: flock on a valid fd; blocks until the lock is ours.
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
+    MountLock(f)
+}
