@@ -300,3 +300,292 @@ fn a_low_fd_limit_still_completes() {
     assert_eq!(code(&out), 0, "{}", err(&out));
     assert_same(&src, &dst, treediff::Check::archive());
 }
+
+/// Whether the binary under test has the fault-injection hooks (`--features arsync/test-hooks`,
+/// which the test command uses).
+fn hooks_or_skip(test: &str) -> bool {
+    let out = arsync().arg("--version").output().unwrap();
+    if String::from_utf8_lossy(&out.stdout).contains("test-hooks") {
+        return true;
+    }
+    skip(
+        test,
+        "binary built without --features arsync/test-hooks (scripts/test.sh builds it with them)",
+    );
+    false
+}
+
+fn with_hook(hook: &str, flags: &[&str], src: &Path, dst: &Path) -> Output {
+    let mut c = arsync();
+    c.env("ARSYNC_TEST_HOOK", hook)
+        .args(flags)
+        .arg(format!("{}/", src.display()))
+        .arg(dst);
+    c.output().unwrap()
+}
+
+/// A small tree: `victim`, `grow`, `shrink` (each 300 KiB and 3 KiB variants), a directory `dir`
+/// with 3,000 files (more than one getdents batch), and bystanders.
+fn race_tree(root: &Path) {
+    fs::create_dir_all(root.join("dir")).unwrap();
+    fs::create_dir_all(root.join("keep")).unwrap();
+    for name in ["victim", "grow", "shrink"] {
+        write(&root.join(name), &content(9, 3000));
+        write(&root.join(format!("{name}-big")), &content(10, 300_000));
+    }
+    for i in 0..3000 {
+        write(
+            &root.join(format!("dir/f{i:04}")),
+            format!("{i}").as_bytes(),
+        );
+    }
+    for i in 0..10 {
+        write(&root.join(format!("keep/k{i}")), b"bystander");
+    }
+}
+
+#[test]
+fn a_file_deleted_before_it_is_opened_is_vanished_exit_24() {
+    if !hooks_or_skip("a_file_deleted_before_it_is_opened_is_vanished_exit_24") {
+        return;
+    }
+    let s = Scratch::new();
+    for (name, flags) in [
+        ("victim", &["-a"][..]),
+        ("victim-big", &["-a", "--copy-method=uring"]),
+    ] {
+        let src = s.path().join(format!("src-{name}"));
+        race_tree(&src);
+        let dst = s.path().join(format!("dst-{name}"));
+        let out = with_hook(&format!("before-open={name}:unlink"), flags, &src, &dst);
+        let e = err(&out);
+        assert!(
+            e.contains("test hook BeforeOpen"),
+            "the race was not hit: {e}"
+        );
+        assert_eq!(code(&out), 24, "{name}: {e}");
+        assert!(e.contains("file has vanished"), "{e}");
+        assert!(e.contains(name), "{e}");
+        assert!(!dst.join(name).exists());
+        // Everything else arrived; the root's mtime moved with the deletion, so a re-run
+        // (which copies nothing) settles it.
+        assert_eq!(code(&copy_contents(&["-a"], &src, &dst)), 0);
+        assert_same(&src, &dst, treediff::Check::archive());
+        // 23 wins over 24 when both happen: a non-empty directory stands where a file must go.
+        write(&src.join(name), b"back");
+        let dst2 = s.path().join(format!("dst2-{name}"));
+        fs::create_dir_all(dst2.join("keep/k3/in-the-way")).unwrap();
+        let out = with_hook(&format!("before-open={name}:unlink"), flags, &src, &dst2);
+        let e = err(&out);
+        assert!(e.contains("file has vanished") && e.contains("k3"), "{e}");
+        assert_eq!(code(&out), 23, "{e}");
+    }
+}
+
+#[test]
+fn a_file_that_grows_or_shrinks_while_copied_is_reported_not_published() {
+    if !hooks_or_skip("a_file_that_grows_or_shrinks_while_copied_is_reported_not_published") {
+        return;
+    }
+    let s = Scratch::new();
+    for (name, action, flags) in [
+        ("grow", "append", &["-a"][..]),
+        ("shrink", "truncate", &["-a"]),
+        ("grow-big", "append", &["-a"]),
+        ("shrink-big", "truncate", &["-a"]),
+        ("grow-big", "append", &["-a", "--copy-method=uring"]),
+        ("shrink-big", "truncate", &["-a", "--copy-method=uring"]),
+    ] {
+        let tag = format!("{name}{}", flags.len());
+        let src = s.path().join(format!("src-{tag}"));
+        race_tree(&src);
+        let dst = s.path().join(format!("dst-{tag}"));
+        let out = with_hook(&format!("after-stat={name}:{action}"), flags, &src, &dst);
+        let e = err(&out);
+        assert!(
+            e.contains("test hook AfterStat"),
+            "the race was not hit: {e}"
+        );
+        assert_eq!(code(&out), 23, "{tag}: {e}");
+        assert!(
+            e.contains(name)
+                && (e.contains("grew") || e.contains("shrank") || e.contains("changed")),
+            "{tag}: {e}"
+        );
+        assert!(!dst.join(name).exists(), "{tag}: a torn copy was published");
+        // A re-run copies the file as it is now.
+        let out = copy_contents(&["-a"], &src, &dst);
+        assert_eq!(code(&out), 0, "{}", err(&out));
+        assert_same(&src, &dst, treediff::Check::archive());
+    }
+}
+
+#[test]
+fn a_directory_emptied_while_scanned_loses_only_its_files() {
+    if !hooks_or_skip("a_directory_emptied_while_scanned_loses_only_its_files") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    race_tree(&src);
+    let dst = s.path().join("dst");
+    let out = with_hook("after-batch=dir:empty-dir", &["-a"], &src, &dst);
+    let e = err(&out);
+    assert!(
+        e.contains("test hook AfterBatch"),
+        "the race was not hit: {e}"
+    );
+    assert_eq!(code(&out), 24, "{e}");
+    assert_eq!(fs::read_dir(src.join("dir")).unwrap().count(), 0);
+    // Everything else is complete; the emptied directory exists, holding at most what was
+    // copied before the files went away.
+    for i in 0..10 {
+        assert_eq!(
+            fs::read(dst.join(format!("keep/k{i}"))).unwrap(),
+            b"bystander"
+        );
+    }
+    let out = copy_contents(&["-a", "--delete"], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    assert_same(&src, &dst, treediff::Check::archive());
+}
+
+#[test]
+fn a_destination_directory_swapped_for_a_symlink_writes_nothing_outside() {
+    if !hooks_or_skip("a_destination_directory_swapped_for_a_symlink_writes_nothing_outside") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    race_tree(&src);
+    let outside = s.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let dst = s.path().join("dst");
+    // A first copy, so that `keep` exists in the destination; then, as the second run is about
+    // to enter it, `keep` is replaced by a symlink to a directory outside the tree.
+    assert_eq!(code(&copy_contents(&["-a"], &src, &dst)), 0);
+    write(&src.join("keep/new"), b"new file");
+    let hook = format!("before-enter=keep:swap-symlink={}", outside.display());
+    let out = with_hook(&hook, &["-a"], &src, &dst);
+    let e = err(&out);
+    assert!(
+        e.contains("test hook BeforeEnter"),
+        "the race was not hit: {e}"
+    );
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "something was written through the symlink"
+    );
+    assert_eq!(code(&out), 0, "{e}");
+    // The symlink was replaced by a real directory (as rsync does); the moved-away original is
+    // left where the swap put it.
+    assert!(fs::symlink_metadata(dst.join("keep")).unwrap().is_dir());
+    fs::remove_dir_all(dst.join("keep.moved")).unwrap();
+    let out = copy_contents(&["-a"], &src, &dst);
+    assert_eq!(code(&out), 0);
+    assert_same(&src, &dst, treediff::Check::archive());
+}
+
+#[test]
+fn a_directory_onto_an_existing_file_is_refused_like_rsync() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("a"), b"a");
+    let file = s.path().join("file");
+    write(&file, b"precious");
+    for arg in [format!("{}/", src.display()), src.display().to_string()] {
+        let out = arsync().args(["-a", &arg]).arg(&file).output().unwrap();
+        assert_eq!(code(&out), 3, "rsync's code: {}", err(&out));
+        assert!(
+            err(&out).contains("destination must be a directory"),
+            "{}",
+            err(&out)
+        );
+        assert_eq!(fs::read(&file).unwrap(), b"precious");
+        if have("rsync") {
+            let r = Command::new("rsync")
+                .args(["-a", &arg])
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert_eq!(code(&r), code(&out), "same exit code as rsync");
+        }
+    }
+}
+
+#[test]
+fn a_tree_deeper_than_path_max_is_copied() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    // 60 levels of 100-byte names: about 6,000 bytes of path, beyond PATH_MAX (4096). Built
+    // with fd-relative calls, since no path to the bottom can be used.
+    let name = std::ffi::CString::new("d".repeat(100)).unwrap();
+    fs::create_dir(&src).unwrap();
+    let mut dir = fs::File::open(&src).unwrap();
+    for level in 0..60 {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: plain *at syscalls on a valid directory fd and C strings.
+        unsafe {
+            assert_eq!(libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755), 0);
+            let f = std::ffi::CString::new(format!("file{level}")).unwrap();
+            let fd = libc::openat(
+                dir.as_raw_fd(),
+                f.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY,
+                0o644,
+            );
+            assert!(fd >= 0);
+            assert_eq!(libc::write(fd, b"x".as_ptr().cast(), 1), 1);
+            libc::close(fd);
+            let next = libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_DIRECTORY | libc::O_RDONLY,
+            );
+            assert!(next >= 0);
+            dir = fs::File::from_raw_fd(next);
+        }
+    }
+    let dst = s.path().join("dst");
+    let out = copy_contents(&["-a"], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    // Compare level by level through fds (paths are too long for the tree-diff helper).
+    let (mut a, mut b) = (fs::File::open(&src).unwrap(), fs::File::open(&dst).unwrap());
+    for level in 0..60 {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let f = std::ffi::CString::new(format!("file{level}")).unwrap();
+        // SAFETY: fstatat/openat on valid directory fds.
+        unsafe {
+            let mut sa: libc::stat = std::mem::zeroed();
+            let mut sb: libc::stat = std::mem::zeroed();
+            assert_eq!(libc::fstatat(a.as_raw_fd(), f.as_ptr(), &mut sa, 0), 0);
+            assert_eq!(
+                libc::fstatat(b.as_raw_fd(), f.as_ptr(), &mut sb, 0),
+                0,
+                "level {level} missing"
+            );
+            assert_eq!(
+                (sa.st_size, sa.st_mtime, sa.st_mtime_nsec),
+                (sb.st_size, sb.st_mtime, sb.st_mtime_nsec)
+            );
+            let na = libc::openat(
+                a.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_DIRECTORY | libc::O_RDONLY,
+            );
+            let nb = libc::openat(
+                b.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_DIRECTORY | libc::O_RDONLY,
+            );
+            assert!(na >= 0 && nb >= 0, "level {level} directory missing");
+            a = fs::File::from_raw_fd(na);
+            b = fs::File::from_raw_fd(nb);
+        }
+    }
+    // Let the scratch directory be removed: rm -rf copes, but std's remove_dir_all needs help
+    // with no path limit either way.
+    let _ = Command::new("rm").arg("-rf").arg(&src).arg(&dst).status();
+}

@@ -1143,6 +1143,14 @@ fn plan(
             .collect();
         return Ok((roots, None));
     }
+    if dest_exists && !dest_is_dir {
+        // rsync refuses before anything is written (exit 3).
+        return Err(ArgError {
+            message: "destination must be a directory when copying more than 1 file".into(),
+            code: 3,
+            notices: Vec::new(),
+        });
+    }
     let mut roots = Vec::new();
     for s in sources {
         let src = PathBuf::from(s);

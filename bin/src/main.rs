@@ -52,7 +52,14 @@ fn main() -> ExitCode {
             Ok(()) => println!("io_uring: available"),
             Err(e) => println!("io_uring: unavailable ({e})"),
         }
-        println!("features: thread-per-core, work stealing, compio 0.19");
+        println!(
+            "features: thread-per-core, work stealing, compio 0.19 (io_uring, epoll fallback){}",
+            if engine::hooks::ENABLED {
+                ", test-hooks"
+            } else {
+                ""
+            }
+        );
         return ExitCode::SUCCESS;
     }
     output::init_logging(parsed.verbose, parsed.quiet);

@@ -30,6 +30,8 @@
 
 mod core;
 pub mod filter;
+#[doc(hidden)]
+pub mod hooks;
 mod limit;
 mod links;
 mod sync;

@@ -521,6 +521,15 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
             return;
         }
     }
+    #[cfg(feature = "test-hooks")]
+    {
+        let base = node
+            .rel
+            .file_name()
+            .map_or(b".".to_vec(), |n| n.as_bytes().to_vec());
+        let base = CString::new(base).expect("no NUL in a file name");
+        crate::hooks::fire(crate::hooks::Point::AfterBatch, node.src.as_fd(), &base);
+    }
     let mut batch = core.batch.borrow_mut();
     batch.clear();
     let filters = core.shared.config.filters.has_sender_rules();
@@ -998,6 +1007,7 @@ async fn copy_file(
     follow: bool,
 ) -> EntryResult<Outcome> {
     let cfg = &core.shared.config;
+    crate::hooks::fire(crate::hooks::Point::BeforeOpen, parent.src.as_fd(), name);
     // The re-sync fast path: judge an existing destination file by a stat of the source, so an
     // unchanged file costs two stats and no open (a file that needs work is opened and judged
     // again by its open fd below, so a swap in between is still caught).
@@ -1052,6 +1062,7 @@ async fn copy_file(
     }
     bump(&core.counters.seen[0], 1);
     bump(&core.counters.seen_bytes, st.size);
+    crate::hooks::fire(crate::hooks::Point::AfterStat, parent.src.as_fd(), name);
     if hardlink_follow(core, parent, dst_name, &st, FileType::File).await? {
         return Ok(Outcome::Done);
     }
@@ -1581,6 +1592,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         return Ok(());
     }
     let ddir = parent.dst.as_fd();
+    crate::hooks::fire(crate::hooks::Point::BeforeEnter, ddir, name);
     let dst = if cfg.dry_run || cfg.existing {
         // Look, create nothing: a dry run pretends, --existing makes no new directories.
         let found = if parent.fresh {

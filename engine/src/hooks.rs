@@ -1,0 +1,146 @@
+//! Test-only fault injection (cargo feature `test-hooks`, off in normal builds): makes the races
+//! of the reliability tests deterministic. Without the feature every hook is an empty inline
+//! function.
+//!
+//! `ARSYNC_TEST_HOOK="POINT=NAME:ACTION[;...]"` fires ACTION once, the first time the engine
+//! reaches POINT for an entry called NAME:
+//!
+//! | point | where | entry |
+//! |---|---|---|
+//! | `before-open` | a source file is about to be looked at (stat/open) | the file |
+//! | `after-stat` | a source file is open and measured, before its data moves | the file |
+//! | `after-batch` | a source directory's first batch of names was read | the directory |
+//! | `before-enter` | a destination directory is about to be opened or made | the directory |
+//!
+//! Actions (all relative to the directory holding NAME): `unlink` (the file vanishes), `append`
+//! (the file grows by 64 KiB), `truncate` (the file shrinks to half), `empty-dir` (at `after-batch`:
+//! every file of the directory being scanned is removed), `swap-symlink=TARGET` (NAME is renamed to `NAME.moved` and a
+//! symlink to TARGET takes its place).
+
+/// Where a hook can fire.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[allow(dead_code)]
+pub(crate) enum Point {
+    BeforeOpen,
+    AfterStat,
+    AfterBatch,
+    BeforeEnter,
+}
+
+/// Run the hook registered for `point` and `name`, if any (test builds only).
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub(crate) fn fire(_point: Point, _dir: std::os::fd::BorrowedFd<'_>, _name: &std::ffi::CStr) {}
+
+/// Whether this build has the hooks (for `--version`).
+pub const ENABLED: bool = cfg!(feature = "test-hooks");
+
+#[cfg(feature = "test-hooks")]
+pub(crate) use imp::fire;
+
+#[cfg(feature = "test-hooks")]
+mod imp {
+    use super::Point;
+    use std::ffi::{CStr, CString};
+    use std::os::fd::{AsFd, BorrowedFd};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use fsops::sys;
+
+    struct Hook {
+        point: Point,
+        name: Vec<u8>,
+        action: String,
+        fired: AtomicBool,
+    }
+
+    fn hooks() -> &'static [Hook] {
+        static HOOKS: OnceLock<Vec<Hook>> = OnceLock::new();
+        HOOKS.get_or_init(|| {
+            let spec = std::env::var("ARSYNC_TEST_HOOK").unwrap_or_default();
+            spec.split(';')
+                .filter_map(|h| {
+                    let (point, rest) = h.split_once('=')?;
+                    let (name, action) = rest.split_once(':')?;
+                    let point = match point {
+                        "before-open" => Point::BeforeOpen,
+                        "after-stat" => Point::AfterStat,
+                        "after-batch" => Point::AfterBatch,
+                        "before-enter" => Point::BeforeEnter,
+                        _ => return None,
+                    };
+                    Some(Hook {
+                        point,
+                        name: name.as_bytes().to_vec(),
+                        action: action.to_string(),
+                        fired: AtomicBool::new(false),
+                    })
+                })
+                .collect()
+        })
+    }
+
+    pub(crate) fn fire(point: Point, dir: BorrowedFd<'_>, name: &CStr) {
+        for h in hooks() {
+            if h.point == point
+                && h.name == name.to_bytes()
+                && !h.fired.swap(true, Ordering::SeqCst)
+            {
+                eprintln!(
+                    "arsync: test hook {point:?} {}: {}",
+                    name.to_string_lossy(),
+                    h.action
+                );
+                act(&h.action, dir, name);
+            }
+        }
+    }
+
+    fn act(action: &str, dir: BorrowedFd<'_>, name: &CStr) {
+        use std::io::Write;
+        use std::os::fd::FromRawFd;
+        let open = |flags: libc::c_int| {
+            // SAFETY: valid fd and name; the result is checked and owned below.
+            let fd = unsafe {
+                libc::openat(std::os::fd::AsRawFd::as_raw_fd(&dir), name.as_ptr(), flags)
+            };
+            assert!(fd >= 0, "test hook: open {name:?} failed");
+            // SAFETY: a new fd we own.
+            unsafe { std::fs::File::from_raw_fd(fd) }
+        };
+        match action {
+            "unlink" => sys::unlink_at(dir, name, 0).expect("test hook: unlink"),
+            "append" => {
+                let mut f = open(libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC);
+                f.write_all(&[0x5a; 64 * 1024]).expect("test hook: append");
+            }
+            "truncate" => {
+                let f = open(libc::O_WRONLY | libc::O_CLOEXEC);
+                let len = f.metadata().expect("test hook: stat").len();
+                f.set_len(len / 2).expect("test hook: truncate");
+            }
+            "empty-dir" => {
+                // At `after-batch`, `dir` is the directory being scanned itself.
+                let d = sys::open_dir_at(dir, c".").expect("test hook: opendir");
+                let mut r = fsops::DirReader::default();
+                let mut names = Vec::new();
+                while r.fill(d.as_fd()).expect("test hook: getdents") {
+                    names.extend(r.entries().map(|e| e.name.to_owned()));
+                }
+                for n in names {
+                    let _ = sys::unlink_at(d.as_fd(), &n, 0);
+                }
+            }
+            a if a.starts_with("swap-symlink=") => {
+                let target = CString::new(&a["swap-symlink=".len()..]).expect("no NUL");
+                let mut moved = name.to_bytes().to_vec();
+                moved.extend_from_slice(b".moved");
+                let moved = CString::new(moved).expect("no NUL");
+                sys::rename_at(dir, name, dir, &moved, 0).expect("test hook: rename");
+                sys::symlink_at(&target, dir, name).expect("test hook: symlink");
+            }
+            other => panic!("unknown test hook action {other:?}"),
+        }
+    }
+}
