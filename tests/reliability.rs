@@ -589,3 +589,62 @@ fn a_tree_deeper_than_path_max_is_copied() {
     // with no path limit either way.
     let _ = Command::new("rm").arg("-rf").arg(&src).arg(&dst).status();
 }
+
+#[test]
+fn permission_errors_as_an_unprivileged_user() {
+    if !is_root() || !have("setpriv") {
+        skip(
+            "permission_errors_as_an_unprivileged_user",
+            "needs root (to set up the tree and drop to uid 65534 with setpriv)",
+        );
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    let base = s.path();
+    fs::set_permissions(base, fs::Permissions::from_mode(0o755)).unwrap();
+    // The binary where uid 65534 can run it.
+    let bin = base.join("arsync");
+    fs::copy(env!("CARGO_BIN_EXE_arsync"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let src = base.join("src");
+    fs::create_dir_all(src.join("open/sub")).unwrap();
+    fs::create_dir_all(src.join("closed")).unwrap();
+    fs::create_dir_all(src.join("ro")).unwrap();
+    write(&src.join("open/a"), b"a");
+    write(&src.join("open/sub/b"), b"b");
+    write(&src.join("locked"), b"secret");
+    write(&src.join("closed/inside"), b"hidden");
+    write(&src.join("ro/new"), b"cannot land");
+    let dst = base.join("dst");
+    fs::create_dir_all(dst.join("ro")).unwrap();
+    for p in treediff::walk(&src).unwrap() {
+        lchown(&src.join(&p), 65534, 65534);
+    }
+    lchown(&dst, 65534, 65534);
+    // The destination directory `ro` belongs to root and is read-only for everyone else.
+    chmod(&dst.join("ro"), 0o555);
+    chmod(&src.join("locked"), 0o000);
+    chmod(&src.join("closed"), 0o000);
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["-rlpt", &format!("{}/", src.display())])
+        .arg(&dst)
+        .output()
+        .unwrap();
+    let e = err(&out);
+    assert_eq!(code(&out), 23, "{e}");
+    for what in ["locked", "closed", "ro/new"] {
+        assert!(
+            e.lines()
+                .any(|l| l.contains(what) && l.contains("Permission denied (13)")),
+            "{what} not reported: {e}"
+        );
+    }
+    assert_eq!(fs::read(dst.join("open/a")).unwrap(), b"a");
+    assert_eq!(fs::read(dst.join("open/sub/b")).unwrap(), b"b");
+    assert!(!dst.join("locked").exists() && !dst.join("ro/new").exists());
+    chmod(&src.join("closed"), 0o755);
+    chmod(&dst.join("ro"), 0o755);
+}
