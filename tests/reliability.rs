@@ -648,3 +648,60 @@ fn permission_errors_as_an_unprivileged_user() {
     chmod(&src.join("closed"), 0o755);
     chmod(&dst.join("ro"), 0o755);
 }
+
+#[test]
+fn verify_catches_a_planted_mismatch() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    race_tree(&src);
+    // Without a fault every file is read back and found equal.
+    let dst = s.path().join("clean");
+    let json = s.path().join("v.json");
+    let out = copy_contents(
+        &["-a", "--verify", "--stats-json", json.to_str().unwrap()],
+        &src,
+        &dst,
+    );
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["verified"], v["counts"]["files"], "{v}");
+    assert_same(&src, &dst, treediff::Check::archive());
+    if !hooks_or_skip("verify_catches_a_planted_mismatch") {
+        return;
+    }
+    for (name, flags) in [
+        ("victim", &["-a", "--verify"][..]),
+        ("victim-big", &["-a", "--verify", "--copy-method=uring"]),
+        ("victim-big", &["-a", "--verify"]),
+    ] {
+        let dst = s.path().join(format!("bad-{name}-{}", flags.len()));
+        let out = with_hook(&format!("after-write={name}:flip"), flags, &src, &dst);
+        let e = err(&out);
+        assert!(
+            e.contains("test hook AfterWrite"),
+            "the fault was not planted: {e}"
+        );
+        assert_eq!(code(&out), 23, "{e}");
+        assert!(e.contains("verify") && e.contains(name), "{e}");
+        assert!(
+            !dst.join(name).exists(),
+            "a file that failed verification was published"
+        );
+        // Without --verify the same planted fault goes unnoticed: the mismatch is real.
+        let dst2 = s.path().join(format!("unverified-{name}-{}", flags.len()));
+        let unverified: Vec<&str> = flags.iter().copied().filter(|f| *f != "--verify").collect();
+        let out = with_hook(
+            &format!("after-write={name}:flip"),
+            &unverified,
+            &src,
+            &dst2,
+        );
+        assert_eq!(code(&out), 0, "{}", err(&out));
+        assert!(err(&out).contains("test hook AfterWrite"));
+        assert_ne!(
+            fs::read(dst2.join(name)).unwrap(),
+            fs::read(src.join(name)).unwrap(),
+            "the planted fault did not corrupt the unverified copy"
+        );
+    }
+}

@@ -591,6 +591,13 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("verify")
+            .long("verify")
+            .action(ArgAction::SetTrue)
+            .help("read every written file back and compare it with the source before publishing it; a mismatch is an error (exit 23) [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("link-dest")
             .long("link-dest")
             .value_name("DIR")
@@ -919,6 +926,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             "at most 20 --link-dest directories are allowed (as rsync)",
         ));
     }
+    config.verify = m.get_flag("verify");
     config.inplace = m.get_flag("inplace");
     config.partial = m.get_flag("partial");
     if let Some(dir) = m.get_one::<OsString>("partial-dir") {

@@ -398,6 +398,7 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
         "deleted": r.deleted,
         "delete_skipped": r.delete_skipped,
         "created": r.created,
+        "verified": r.verified,
         "considered": {
             "files": r.considered.files,
             "dirs": r.considered.dirs,

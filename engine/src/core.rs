@@ -83,6 +83,7 @@ pub(crate) struct Counters {
     pub deleted: Cell<u64>,
     pub delete_skipped: Cell<u64>,
     pub created: Cell<u64>,
+    pub verified: Cell<u64>,
     pub seen: [Cell<u64>; 4],
     pub seen_bytes: Cell<u64>,
 }
@@ -275,6 +276,7 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>, stop: &crate::St
         report.unchanged += c.unchanged.get();
         report.deleted += c.deleted.get();
         report.created += c.created.get();
+        report.verified += c.verified.get();
         report.considered.files += c.seen[0].get();
         report.considered.dirs += c.seen[1].get();
         report.considered.symlinks += c.seen[2].get();

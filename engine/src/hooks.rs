@@ -11,6 +11,7 @@
 //! | `after-stat` | a source file is open and measured, before its data moves | the file |
 //! | `after-batch` | a source directory's first batch of names was read | the directory |
 //! | `before-enter` | a destination directory is about to be opened or made | the directory |
+//! | `after-write` | a file's data is written, before `--verify` reads it back | the file (the only action is `flip`: its first byte is inverted) |
 //!
 //! Actions (all relative to the directory holding NAME): `unlink` (the file vanishes), `append`
 //! (the file grows by 64 KiB), `truncate` (the file shrinks to half), `empty-dir` (at `after-batch`:
@@ -25,7 +26,14 @@ pub(crate) enum Point {
     AfterStat,
     AfterBatch,
     BeforeEnter,
+    AfterWrite,
 }
+
+/// Corrupt the first byte of a written destination file (`after-write=NAME:flip`), for the
+/// `--verify` test (test builds only).
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub(crate) fn fire_written(_fd: std::os::fd::BorrowedFd<'_>, _name: &std::ffi::CStr) {}
 
 /// Run the hook registered for `point` and `name`, if any (test builds only).
 #[cfg(not(feature = "test-hooks"))]
@@ -36,7 +44,7 @@ pub(crate) fn fire(_point: Point, _dir: std::os::fd::BorrowedFd<'_>, _name: &std
 pub const ENABLED: bool = cfg!(feature = "test-hooks");
 
 #[cfg(feature = "test-hooks")]
-pub(crate) use imp::fire;
+pub(crate) use imp::{fire, fire_written};
 
 #[cfg(feature = "test-hooks")]
 mod imp {
@@ -68,6 +76,7 @@ mod imp {
                         "after-stat" => Point::AfterStat,
                         "after-batch" => Point::AfterBatch,
                         "before-enter" => Point::BeforeEnter,
+                        "after-write" => Point::AfterWrite,
                         _ => return None,
                     };
                     Some(Hook {
@@ -79,6 +88,29 @@ mod imp {
                 })
                 .collect()
         })
+    }
+
+    pub(crate) fn fire_written(fd: BorrowedFd<'_>, name: &CStr) {
+        for h in hooks() {
+            if h.point == Point::AfterWrite
+                && h.name == name.to_bytes()
+                && !h.fired.swap(true, Ordering::SeqCst)
+            {
+                eprintln!(
+                    "arsync: test hook AfterWrite {}: {}",
+                    name.to_string_lossy(),
+                    h.action
+                );
+                let mut b = [0u8; 1];
+                // SAFETY: pread/pwrite of one byte at offset 0 on a valid fd.
+                unsafe {
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(&fd);
+                    assert_eq!(libc::pread(fd, b.as_mut_ptr().cast(), 1, 0), 1);
+                    b[0] ^= 0xff;
+                    assert_eq!(libc::pwrite(fd, b.as_ptr().cast(), 1, 0), 1);
+                }
+            }
+        }
     }
 
     pub(crate) fn fire(point: Point, dir: BorrowedFd<'_>, name: &CStr) {

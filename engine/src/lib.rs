@@ -190,6 +190,9 @@ pub struct Config {
     /// destination directory): a new file whose counterpart in DIR has the same size, mtime and
     /// attributes becomes a hard link to it instead of a copy.
     pub link_dest: Vec<PathBuf>,
+    /// `--verify`: read every written file back and compare it with the source before it is
+    /// published; a mismatch fails the file (exit 23).
+    pub verify: bool,
     /// `--inplace`: write into the destination file itself (no staging; an interrupted file is
     /// left partly written under its name, as the user asked).
     pub inplace: bool,
@@ -259,6 +262,7 @@ impl Config {
             force: false,
             dry_run: false,
             link_dest: Vec::new(),
+            verify: false,
             inplace: false,
             partial: false,
             partial_dir: None,
@@ -518,6 +522,8 @@ pub struct Report {
     pub delete_skipped: u64,
     /// Entries that did not exist in the destination before (files, directories, links, ...).
     pub created: u64,
+    /// Files read back and found equal to the source (`--verify`).
+    pub verified: u64,
     /// Source entries the run looked at (after filters), by type, and their file sizes.
     pub considered: Considered,
     /// A failure that stopped the whole run (runtime setup): its message.

@@ -199,6 +199,36 @@ pub(crate) async fn resume_point(
     dsize
 }
 
+/// `--verify`: whether the written destination holds exactly the source's `size` bytes, both
+/// read back through the ring chunk by chunk (two reads in flight per file).
+pub(crate) async fn same_bytes(
+    core: &Core,
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    size: u64,
+) -> io::Result<bool> {
+    let (s, d) = (Rc::new(src.try_clone()?), Rc::new(dst.try_clone()?));
+    let chunk = core.pool.buf_size() as u64;
+    let mut off = 0u64;
+    while off < size {
+        let want = chunk.min(size - off) as usize;
+        let ((ra, ba), (rb, bb)) = futures_util::future::join(
+            fsops::copy::read_at_full(Rc::clone(&s), off, want, core.pool.take()),
+            fsops::copy::read_at_full(Rc::clone(&d), off, want, core.pool.take()),
+        )
+        .await;
+        let same = ba == bb;
+        core.pool.give(ba);
+        core.pool.give(bb);
+        let (na, nb) = (ra?, rb?);
+        if !same || na != want || nb != want {
+            return Ok(false);
+        }
+        off += want as u64;
+    }
+    Ok(true)
+}
+
 /// Remove the `.~arsync-PID-CORE-N` temporary files that a killed run (of named staging:
 /// `--temp-names`, or a file system without `O_TMPFILE`) left in `dir`; those of a live arsync
 /// process other than this one are left alone.

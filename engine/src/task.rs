@@ -1508,6 +1508,22 @@ async fn copy_file_data(
                 ));
             }
         }
+        crate::hooks::fire_written(dst.as_fd(), dst_name);
+        if cfg.verify {
+            match sync::same_bytes(core, src, &dst, st.size).await {
+                Ok(true) => bump(&core.counters.verified, 1),
+                Ok(false) => {
+                    return Err((
+                        "verify",
+                        io::Error::other(
+                            "the written file differs from the source when read back; not published",
+                        ),
+                        ErrorClass::Partial,
+                    ));
+                }
+                Err(e) => return Err(data_err("verify")(e)),
+            }
+        }
         if existing.is_some() || cfg.sparse {
             // Set the size exactly: a trailing hole, or a reused file that was longer.
             sys::ftruncate(dst.as_fd(), st.size).map_err(dst_err("ftruncate"))?;

@@ -97,15 +97,15 @@ pub fn open_source_path(path: &Path, noatime: bool) -> io::Result<OwnedFd> {
     cvt_fd(unsafe { libc::open(c.as_ptr(), base) })
 }
 
-/// Create a new regular file `name` in `dir` exclusively (`O_CREAT | O_EXCL | O_NOFOLLOW`) for
-/// writing, with `mode` (the process umask applies).
+/// Create a new regular file `name` in `dir` exclusively (`O_CREAT | O_EXCL | O_NOFOLLOW`), open
+/// for reading and writing (`--verify` reads it back), with `mode` (the process umask applies).
 pub fn create_excl(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<OwnedFd> {
     // SAFETY: valid fd and NUL-terminated name for the duration of the call.
     cvt_fd(unsafe {
         libc::openat(
             dir.as_raw_fd(),
             name.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
             mode as libc::c_uint,
         )
     })
@@ -543,7 +543,8 @@ pub fn groups() -> Vec<u32> {
     v
 }
 
-/// Create an unnamed regular file in `dir` (`O_TMPFILE`), open for writing, with `mode`. It gets a
+/// Create an unnamed regular file in `dir` (`O_TMPFILE`), open for reading and writing, with
+/// `mode`. It gets a
 /// name only through [`link_fd`], once complete; closed without one, it simply disappears.
 /// Fails with `EOPNOTSUPP`/`EISDIR` where the file system has no `O_TMPFILE`.
 pub fn open_tmpfile(dir: BorrowedFd<'_>, mode: u32) -> io::Result<OwnedFd> {
@@ -552,7 +553,7 @@ pub fn open_tmpfile(dir: BorrowedFd<'_>, mode: u32) -> io::Result<OwnedFd> {
         libc::openat(
             dir.as_raw_fd(),
             c".".as_ptr(),
-            libc::O_WRONLY | libc::O_TMPFILE | libc::O_CLOEXEC,
+            libc::O_RDWR | libc::O_TMPFILE | libc::O_CLOEXEC,
             mode as libc::c_uint,
         )
     })
