@@ -421,8 +421,8 @@ fn a_file_that_grows_or_shrinks_while_copied_is_reported_not_published() {
 }
 
 #[test]
-fn a_directory_emptied_while_scanned_loses_only_its_files() {
-    if !hooks_or_skip("a_directory_emptied_while_scanned_loses_only_its_files") {
+fn a_directory_removed_while_scanned_loses_only_its_files() {
+    if !hooks_or_skip("a_directory_removed_while_scanned_loses_only_its_files") {
         return;
     }
     let s = Scratch::new();
@@ -436,7 +436,10 @@ fn a_directory_emptied_while_scanned_loses_only_its_files() {
         "the race was not hit: {e}"
     );
     assert_eq!(code(&out), 24, "{e}");
-    assert_eq!(fs::read_dir(src.join("dir")).unwrap().count(), 0);
+    assert!(
+        !src.join("dir").exists(),
+        "the hook did not remove the directory"
+    );
     // Everything else is complete; the emptied directory exists, holding at most what was
     // copied before the files went away.
     for i in 0..10 {
@@ -702,6 +705,61 @@ fn verify_catches_a_planted_mismatch() {
             fs::read(dst2.join(name)).unwrap(),
             fs::read(src.join(name)).unwrap(),
             "the planted fault did not corrupt the unverified copy"
+        );
+    }
+}
+
+#[test]
+fn a_source_file_swapped_for_a_fifo_or_symlink_is_neither_followed_nor_hangs() {
+    if !hooks_or_skip("a_source_file_swapped_for_a_fifo_or_symlink_is_neither_followed_nor_hangs") {
+        return;
+    }
+    let s = Scratch::new();
+    let secret = s.path().join("secret");
+    write(&secret, b"outside the tree");
+    for (action, what) in [
+        ("swap-fifo".to_string(), "fifo"),
+        (format!("swap-symlink={}", secret.display()), "symlink"),
+    ] {
+        let src = s.path().join(format!("src-{what}"));
+        race_tree(&src);
+        let dst = s.path().join(format!("dst-{what}"));
+        // The swap happens after the scan saw a regular file and right before it is opened.
+        let mut c = arsync();
+        c.env("ARSYNC_TEST_HOOK", format!("before-open=victim:{action}"))
+            .arg("-a")
+            .arg(format!("{}/", src.display()))
+            .arg(&dst)
+            .stdin(std::process::Stdio::null());
+        let mut child = c.stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("{what}: the copy hung on the swapped entry");
+            }
+            std::thread::yield_now();
+        };
+        let mut e = String::new();
+        use std::io::Read;
+        child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
+        assert!(
+            e.contains("test hook BeforeOpen"),
+            "the race was not hit: {e}"
+        );
+        assert_eq!(status.code(), Some(23), "{what}: {e}");
+        assert!(e.contains("victim"), "{e}");
+        assert!(
+            fs::symlink_metadata(dst.join("victim")).map_or(true, |m| m.is_file()
+                && fs::read(dst.join("victim")).unwrap() != b"outside the tree"),
+            "{what}: the swapped entry was followed"
+        );
+        assert!(
+            !dst.join("victim").exists(),
+            "{what}: something was published for it"
         );
     }
 }

@@ -163,6 +163,19 @@ mod imp {
                 for n in names {
                     let _ = sys::unlink_at(d.as_fd(), &n, 0);
                 }
+                // Then the directory itself goes (found through its fd's path).
+                let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
+                if let Ok(p) = std::fs::read_link(fd_path) {
+                    let _ = std::fs::remove_dir(p);
+                }
+            }
+            "swap-fifo" => {
+                sys::unlink_at(dir, name, 0).expect("test hook: unlink");
+                // SAFETY: mkfifoat on a valid fd and C string.
+                let r = unsafe {
+                    libc::mkfifoat(std::os::fd::AsRawFd::as_raw_fd(&dir), name.as_ptr(), 0o644)
+                };
+                assert_eq!(r, 0, "test hook: mkfifo");
             }
             a if a.starts_with("swap-symlink=") => {
                 let target = CString::new(&a["swap-symlink=".len()..]).expect("no NUL");
