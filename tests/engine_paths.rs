@@ -211,3 +211,116 @@ fn uring_pipeline_slots_never_hang() {
         assert_same(&src, &dst, treediff::Check::archive());
     }
 }
+
+/// Pages of `p` in the page cache (mincore over a read-only mapping).
+fn resident_pages(p: &Path) -> usize {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(p).unwrap();
+    let len = f.metadata().unwrap().len() as usize;
+    if len == 0 {
+        return 0;
+    }
+    let pages = len.div_ceil(4096);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a read-only shared mapping of a file we hold open, unmapped before return; mincore
+    // writes one byte per page into `vec`, which has exactly that many.
+    unsafe {
+        let m = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(m, libc::MAP_FAILED);
+        assert_eq!(libc::mincore(m, len, vec.as_mut_ptr()), 0);
+        libc::munmap(m, len);
+    }
+    vec.iter().filter(|&&b| b & 1 == 1).count()
+}
+
+/// Drop `p`'s pages from the page cache.
+fn evict(p: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(p).unwrap();
+    // SAFETY: fdatasync/posix_fadvise on a valid fd.
+    unsafe {
+        libc::fdatasync(f.as_raw_fd());
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
+#[test]
+fn direct_io_bypasses_the_page_cache_and_is_exact() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for (name, len) in [
+        ("big", 16usize << 20),
+        ("odd", 300_001),
+        ("exact", 1 << 20),
+        ("small", 100),
+        ("empty", 0),
+    ] {
+        write(&src.join(name), &content(len as u64, len));
+    }
+    for (i, flags) in [
+        vec!["--direct"],
+        vec!["--direct", "--buffer-size=64K", "--queue-depth=3"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for f in ["big", "odd", "exact"] {
+            evict(&src.join(f));
+        }
+        let before = resident_pages(&src.join("big"));
+        let dst = s.path().join(format!("dst{i}"));
+        let json = s.path().join(format!("d{i}.json"));
+        let j = json.display().to_string();
+        let mut args = vec!["-a", "--stats-json", &j];
+        args.extend(flags.iter().copied());
+        let out = copy_contents(&args, &src, &dst);
+        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["copy_methods"]["uring"], 3, "{v}");
+        // Neither side went through the page cache: the source stays out of it, and the
+        // destination was never in it.
+        if String::from_utf8_lossy(&out.stderr).contains("refuses O_DIRECT") {
+            skip(
+                "direct_io_bypasses_the_page_cache_and_is_exact",
+                "this file system has no O_DIRECT",
+            );
+        } else {
+            assert!(
+                resident_pages(&src.join("big")) <= before + 16,
+                "the source was read through the page cache"
+            );
+            assert!(
+                resident_pages(&dst.join("big")) <= 16,
+                "the destination was written through the page cache"
+            );
+        }
+        assert_same(&src, &dst, treediff::Check::archive());
+    }
+    // Without --direct the same copy fills the page cache (so the check above can fail).
+    evict(&src.join("big"));
+    let dst = s.path().join("buffered");
+    assert_eq!(
+        code(&copy_contents(&["-a", "--copy-method=uring"], &src, &dst)),
+        0
+    );
+    assert!(resident_pages(&src.join("big")) > 1000);
+    let out = copy_contents(
+        &["-a", "--direct", "--buffer-size=6000"],
+        &src,
+        &s.path().join("x"),
+    );
+    assert_eq!(
+        code(&out),
+        1,
+        "an unaligned buffer with --direct is a usage error"
+    );
+}

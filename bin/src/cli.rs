@@ -458,6 +458,13 @@ pub fn command() -> Command {
             .help_heading("Engine"),
     )
     .arg(
+        Arg::new("direct")
+            .long("direct")
+            .action(ArgAction::SetTrue)
+            .help("read and write large files with O_DIRECT through the io_uring pipeline, bypassing the page cache (cold bulk moves; --buffer-size must be a multiple of 4K) [default: off]")
+            .help_heading("Engine"),
+    )
+    .arg(
         Arg::new("queue-depth")
             .long("queue-depth")
             .value_name("N")
@@ -872,6 +879,24 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     }
     if let Some(&n) = m.get_one::<u32>("iowq-workers") {
         config.iowq_max_workers = n;
+    }
+    config.direct = m.get_flag("direct");
+    if config.direct {
+        if config.copy_method == engine::CopyMethod::CopyFileRange {
+            return Err(usage(
+                "--direct moves data through the io_uring pipeline: it cannot be combined with --copy-method=copy-file-range",
+            ));
+        }
+        if config.reflink == engine::Reflink::Always {
+            return Err(usage(
+                "--direct cannot be combined with --reflink=always (a clone moves no data)",
+            ));
+        }
+        if !config.chunk_size.is_multiple_of(4096) {
+            return Err(usage(
+                "--direct needs a --buffer-size that is a multiple of 4K",
+            ));
+        }
     }
     match (config.reflink, config.copy_method) {
         (

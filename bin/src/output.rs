@@ -424,6 +424,7 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
                 engine::Reflink::Always => "always",
                 engine::Reflink::Never => "never",
             },
+            "direct": cfg.direct,
             "queue_depth": cfg.ring_depth,
             "buffer_size": cfg.chunk_size,
             "files_in_flight": cfg.inflight_per_core,

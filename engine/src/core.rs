@@ -103,6 +103,8 @@ pub(crate) struct RunShared {
     /// Set once the "destination does not support xattrs/ACLs" warning was given (touched only
     /// on that error path).
     pub xattr_warned: AtomicBool,
+    /// Set once the "`--direct` refused" warning was given.
+    pub direct_warned: AtomicBool,
     /// Deletions so far, counted only under `--max-delete` (deletion path only).
     pub deletes: AtomicU64,
     /// The run created the destination directory (`Config::create_dest_dir`) itself.
@@ -189,6 +191,7 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>, stop: &crate::St
         pid: std::process::id(),
         links: crate::links::LinkMap::new(),
         xattr_warned: AtomicBool::new(false),
+        direct_warned: AtomicBool::new(false),
         deletes: AtomicU64::new(0),
         created_dest: AtomicBool::new(false),
         placeholder: Arc::new(match fsops::sys::memfd(c"arsync-dry-run") {
@@ -331,9 +334,14 @@ fn core_thread(
     };
     let core = Rc::new(Core {
         index,
-        pool: fsops::BufPool::new(
+        pool: fsops::BufPool::new_aligned(
             config.chunk_size,
             config.ring_depth * config.ring_files_per_core,
+            if config.direct {
+                fsops::copy::DIRECT_ALIGN
+            } else {
+                0
+            },
         ),
         small_buf: RefCell::new(Vec::with_capacity(
             (config.small_file_max as usize).clamp(4096, 1 << 20),

@@ -157,6 +157,10 @@ pub struct Config {
     pub reflink: Reflink,
     /// `--copy-method`: the path for data that is not cloned.
     pub copy_method: CopyMethod,
+    /// `--direct`: large files (above `small_file_max`) are read and written with `O_DIRECT`
+    /// through the io_uring pipeline, bypassing the page cache (cold bulk moves). Where a file
+    /// system refuses direct I/O the file is copied buffered (a warning says so once).
+    pub direct: bool,
     /// Cap on each core's io_uring kernel worker threads (`IORING_REGISTER_IOWQ_MAX_WORKERS`,
     /// bounded and unbounded alike); 0 keeps the kernel's default.
     pub iowq_max_workers: u32,
@@ -251,6 +255,7 @@ impl Config {
             keep_dirlinks: false,
             reflink: Reflink::Auto,
             copy_method: CopyMethod::Auto,
+            direct: false,
             checksum: false,
             modify_window: None,
             update: false,

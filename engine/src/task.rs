@@ -230,6 +230,18 @@ fn skip(core: &Core, rel: &Path, reason: SkipReason) {
         .event(&Event::Skipped { path: rel, reason });
 }
 
+/// `--direct` refused by a file system: one warning per run; the files go buffered.
+fn direct_refused(core: &Core, e: &io::Error) {
+    if !core.shared.direct_warned.swap(true, Ordering::Relaxed) {
+        let msg = format!(
+            "--direct: a file system refuses O_DIRECT ({e}): those files are copied through the page cache"
+        );
+        core.shared
+            .observer
+            .event(&Event::Warning { message: &msg });
+    }
+}
+
 /// Attributes the destination cannot hold: one warning per run, not a failure per file.
 fn unsupported_xattrs(core: &Core, u: fsops::meta::Unsupported) {
     if let Some(e) = u
@@ -1178,7 +1190,7 @@ fn data_path(core: &Core, parent: &DirNode, src: &OwnedFd, st: &Stat) -> EntryRe
             if st.size <= cfg.small_file_max {
                 return Ok(DataPath::Inline);
             }
-            if st.dev == parent.dst_dev && kernel_ok {
+            if st.dev == parent.dst_dev && kernel_ok && !cfg.direct {
                 return Ok(DataPath::Kernel);
             }
         }
@@ -1485,11 +1497,40 @@ async fn copy_file_data(
                 let _ = sys::fadvise_sequential(src.as_fd());
                 let _slot = core.ring_slots.acquire().await;
                 let s2 = sys_dup(src).map_err(src_err("dup"))?;
-                let out =
-                    fsops::copy::copy_ring_ranges(s2, dst, &extents, &core.pool, cfg.ring_depth)
-                        .await
-                        .map_err(data_err("copy"))?;
+                // --direct: only for large files, only with aligned extents, only where both file
+                // systems take it (else buffered, said once).
+                let direct = cfg.direct
+                    && st.size > cfg.small_file_max
+                    && extents.iter().all(|&(o, _)| o.is_multiple_of(fsops::copy::DIRECT_ALIGN as u64))
+                    && match sys::set_direct(s2.as_fd(), true)
+                        .and_then(|()| sys::set_direct(dst.as_fd(), true))
+                    {
+                        Ok(()) => true,
+                        Err(e) => {
+                            let _ = sys::set_direct(s2.as_fd(), false);
+                            let _ = sys::set_direct(dst.as_fd(), false);
+                            direct_refused(core, &e);
+                            false
+                        }
+                    };
+                let out = fsops::copy::copy_ring_ranges_with(
+                    s2,
+                    dst,
+                    &extents,
+                    &core.pool,
+                    cfg.ring_depth,
+                    direct,
+                )
+                .await
+                .map_err(data_err("copy"))?;
                 bump(&core.counters.ring_files, 1);
+                if direct {
+                    // Back to buffered for what follows (read-back, metadata); the last block was
+                    // written whole, so the size is set exactly.
+                    let _ = sys::set_direct(out.src.as_fd(), false);
+                    sys::set_direct(out.dst.as_fd(), false).map_err(dst_err("fcntl"))?;
+                    sys::ftruncate(out.dst.as_fd(), st.size).map_err(dst_err("ftruncate"))?;
+                }
                 out.dst
             }
             DataPath::Clone | DataPath::Kernel => dst,

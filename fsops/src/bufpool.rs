@@ -12,15 +12,23 @@ pub struct BufPool {
     free: RefCell<Vec<Vec<u8>>>,
     buf_size: usize,
     max_cached: usize,
+    spare: usize,
 }
 
 impl BufPool {
     /// A pool of buffers of `buf_size` bytes, keeping at most `max_cached` free ones.
     pub fn new(buf_size: usize, max_cached: usize) -> Self {
+        Self::new_aligned(buf_size, max_cached, 0)
+    }
+
+    /// A pool whose buffers hold `buf_size` bytes plus `align` spare ones, so that `buf_size`
+    /// bytes starting at an `align`-aligned address fit in each (for `O_DIRECT`).
+    pub fn new_aligned(buf_size: usize, max_cached: usize, align: usize) -> Self {
         Self {
             free: RefCell::new(Vec::with_capacity(max_cached)),
             buf_size,
             max_cached,
+            spare: align,
         }
     }
 
@@ -29,19 +37,19 @@ impl BufPool {
         self.buf_size
     }
 
-    /// Take an empty buffer (length 0, capacity `buf_size`).
+    /// Take an empty buffer (length 0, capacity at least `buf_size` plus the alignment spare).
     pub fn take(&self) -> Vec<u8> {
         self.free
             .borrow_mut()
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.buf_size))
+            .unwrap_or_else(|| Vec::with_capacity(self.buf_size + self.spare))
     }
 
     /// Give a buffer back; it is cleared, and dropped if the pool is full or it has the wrong size.
     pub fn give(&self, mut buf: Vec<u8>) {
         buf.clear();
         let mut free = self.free.borrow_mut();
-        if free.len() < self.max_cached && buf.capacity() == self.buf_size {
+        if free.len() < self.max_cached && buf.capacity() >= self.buf_size + self.spare {
             free.push(buf);
         }
     }

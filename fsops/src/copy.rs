@@ -80,6 +80,25 @@ pub async fn copy_ring_ranges(
     pool: &BufPool,
     depth: usize,
 ) -> io::Result<RingCopy> {
+    copy_ring_ranges_with(src, dst, ranges, pool, depth, false).await
+}
+
+/// The alignment `O_DIRECT` transfers use here: buffer addresses, file offsets and lengths are
+/// multiples of it (4 KiB covers every common logical block size).
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// [`copy_ring_ranges`]; with `direct`, `src` and `dst` are open with `O_DIRECT` and the pool's
+/// buffers have [`DIRECT_ALIGN`] spare bytes ([`BufPool::new_aligned`]): every read and write is
+/// aligned, the last chunk of a file is written rounded up to the alignment with zeros, and the
+/// caller sets the exact size afterwards (`ftruncate`).
+pub async fn copy_ring_ranges_with(
+    src: OwnedFd,
+    dst: OwnedFd,
+    ranges: &[(u64, u64)],
+    pool: &BufPool,
+    depth: usize,
+    direct: bool,
+) -> io::Result<RingCopy> {
     let src = Rc::new(src);
     let dst = Rc::new(dst);
     let chunk = pool.buf_size() as u64;
@@ -97,7 +116,14 @@ pub async fn copy_ring_ranges(
                 break;
             };
             let buf = pool.take();
-            inflight.push(copy_chunk(Rc::clone(&src), Rc::clone(&dst), off, len, buf));
+            inflight.push(copy_chunk(
+                Rc::clone(&src),
+                Rc::clone(&dst),
+                off,
+                len,
+                buf,
+                direct,
+            ));
         }
         match inflight.next().await {
             None => break,
@@ -161,36 +187,69 @@ async fn copy_chunk(
     off: u64,
     len: usize,
     mut buf: Vec<u8>,
+    direct: bool,
 ) -> (io::Result<u64>, Vec<u8>) {
+    // With O_DIRECT the data starts at the first aligned address of the buffer (`pad` bytes in);
+    // reads ask for the chunk rounded up to the alignment (only the end of the file is short).
+    buf.clear();
+    let ask = if direct {
+        len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN
+    } else {
+        len
+    };
+    // Reserve first: the padding depends on where the allocation is.
+    buf.reserve(if direct { DIRECT_ALIGN + ask } else { ask });
+    let pad = if direct {
+        (DIRECT_ALIGN - buf.as_ptr() as usize % DIRECT_ALIGN) % DIRECT_ALIGN
+    } else {
+        0
+    };
+    buf.resize(pad, 0);
     // Read until the chunk is full (short reads are legal) or the file ends. Each read targets the
     // window right after the bytes already read, so nothing stale is ever written.
-    buf.clear();
-    buf.reserve(len);
-    while buf.len() < len {
-        let filled = buf.len();
-        let op = ReadAt::new(Rc::clone(&src), off + filled as u64, Window(buf, len));
+    while buf.len() - pad < len {
+        let filled = buf.len() - pad;
+        if direct && !filled.is_multiple_of(DIRECT_ALIGN) {
+            // A short O_DIRECT read that is not aligned is the end of the file.
+            break;
+        }
+        let op = ReadAt::new(Rc::clone(&src), off + filled as u64, Window(buf, pad + ask));
         let BufResult(r, op) = compio::runtime::submit(op).await.into_inner();
         buf = op.0;
         match r {
-            Ok(0) => {
-                return (
-                    Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "file shrank while it was being copied",
-                    )),
-                    buf,
-                );
-            }
-            // SAFETY: the kernel initialised `n` bytes right after the `filled` ones already there.
-            Ok(n) => unsafe { buf.set_len(filled + n) },
+            Ok(0) => break,
+            // SAFETY: the kernel initialised `n` bytes right after the ones already there.
+            Ok(n) => unsafe { buf.set_len(pad + filled + n) },
             Err(e) => return (Err(e), buf),
         }
     }
+    if buf.len() - pad < len {
+        return (
+            Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while it was being copied",
+            )),
+            buf,
+        );
+    }
+    // Bytes beyond the chunk (a file that grew) are not ours to write; the caller's check after
+    // the copy reports the growth.
+    buf.truncate(pad + len);
+    let filled = len;
+    let end = if direct {
+        buf.resize(pad + ask, 0);
+        pad + ask
+    } else {
+        pad + len
+    };
     // Write it all at its offset.
-    let filled = buf.len();
-    let mut written = 0usize;
-    while written < filled {
-        let op = WriteAt::new(Rc::clone(&dst), off + written as u64, buf.slice(written..));
+    let mut written = pad;
+    while written < end {
+        let op = WriteAt::new(
+            Rc::clone(&dst),
+            off + (written - pad) as u64,
+            buf.slice(written..end),
+        );
         let BufResult(r, slice) = compio::runtime::submit(op).await.into_inner();
         buf = slice.into_inner();
         match r {

@@ -676,3 +676,21 @@ pub fn raise_nofile_limit() -> u64 {
     }
     lim.rlim_cur
 }
+
+/// Turn `O_DIRECT` on or off for an open file (`fcntl(F_SETFL)`; it applies to the open file
+/// description, so to every dup of it). Fails with `EINVAL` where the file system has no direct
+/// I/O.
+pub fn set_direct(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: fcntl F_GETFL on a valid fd.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    let new = if on {
+        flags | libc::O_DIRECT
+    } else {
+        flags & !libc::O_DIRECT
+    };
+    if new == flags {
+        return Ok(());
+    }
+    // SAFETY: fcntl F_SETFL on a valid fd with flags derived from its own.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) }).map(drop)
+}
