@@ -695,6 +695,28 @@ pub fn command() -> Command {
             .help_heading("Info"),
     )
     .arg(
+        Arg::new("progress")
+            .long("progress")
+            .action(ArgAction::SetTrue)
+            .help("show each file as it completes, with its size, the overall rate and how many files are left, as rsync's --progress [default: off]")
+            .help_heading("Info"),
+    )
+    .arg(
+        Arg::new("partial-progress")
+            .short('P')
+            .action(ArgAction::SetTrue)
+            .help("same as --partial --progress")
+            .help_heading("Info"),
+    )
+    .arg(
+        Arg::new("info")
+            .long("info")
+            .value_name("FLAGS")
+            .value_parser(["progress2", "progress0", "progress1"])
+            .help("progress2: one line for the whole transfer (bytes, percent, rate, ETA, files left), a live bar on a terminal, a line a second otherwise [default: none]")
+            .help_heading("Info"),
+    )
+    .arg(
         Arg::new("stats")
             .long("stats")
             .action(ArgAction::SetTrue)
@@ -759,6 +781,10 @@ pub fn command() -> Command {
 pub struct Parsed {
     pub config: engine::Config,
     pub stats_json: Option<PathBuf>,
+    /// `--progress` (per file).
+    pub progress_files: bool,
+    /// `--info=progress2` (whole transfer).
+    pub progress_total: bool,
     pub itemize: bool,
     pub stats: bool,
     pub verbose: u8,
@@ -953,7 +979,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     }
     config.verify = m.get_flag("verify");
     config.inplace = m.get_flag("inplace");
-    config.partial = m.get_flag("partial");
+    config.partial = m.get_flag("partial") || m.get_flag("partial-progress");
     if let Some(dir) = m.get_one::<OsString>("partial-dir") {
         let b = dir.as_bytes();
         if b.is_empty() || b.contains(&b'/') || b == b"." || b == b".." {
@@ -1005,7 +1031,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         config.roots = roots;
         config.create_dest_dir = create;
     }
+    let info = m.get_one::<String>("info").map(String::as_str);
     Ok(Parsed {
+        progress_files: (m.get_flag("progress") || m.get_flag("partial-progress"))
+            && info != Some("progress0"),
+        progress_total: info == Some("progress2"),
         stats_json: m.get_one::<PathBuf>("stats-json").cloned(),
         itemize: m.get_count("itemize-changes") > 0,
         stats: m.get_flag("stats"),

@@ -4,6 +4,7 @@
 
 mod cli;
 mod output;
+mod progress;
 mod signals;
 
 use std::process::ExitCode;
@@ -63,10 +64,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     output::init_logging(parsed.verbose, parsed.quiet);
+    let live = engine::Progress::new();
     let observer = Arc::new(output::Printer::new(
         parsed.verbose,
         parsed.quiet,
         parsed.itemize,
+        parsed.progress_files.then(|| live.clone()),
     ));
     if let Some(dir) = &parsed.config.create_dest_dir
         && (parsed.verbose > 0 || parsed.itemize)
@@ -81,7 +84,12 @@ fn main() -> ExitCode {
     }
     let stop = engine::Stop::new();
     signals::stop_on_signals(stop.clone());
-    let report = engine::run_with_stop(&parsed.config, observer.clone(), &stop);
+    let display =
+        (parsed.progress_total && !parsed.quiet).then(|| progress::Display::start(live.clone()));
+    let report = engine::run_with_progress(&parsed.config, observer.clone(), &stop, &live);
+    if let Some(d) = display {
+        d.finish();
+    }
     let code = output::exit_code(&report);
     if let Some(path) = &parsed.stats_json
         && let Err(e) = std::fs::write(path, output::stats_json(&parsed.config, &report, code))

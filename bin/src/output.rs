@@ -12,14 +12,22 @@ pub struct Printer {
     verbose: u8,
     quiet: bool,
     itemize: bool,
+    /// `--progress`: the run's live counters and its start, for the line after each file.
+    progress: Option<(engine::Progress, std::time::Instant)>,
 }
 
 impl Printer {
-    pub fn new(verbose: u8, quiet: bool, itemize: bool) -> Self {
+    pub fn new(
+        verbose: u8,
+        quiet: bool,
+        itemize: bool,
+        progress: Option<engine::Progress>,
+    ) -> Self {
         Self {
             verbose,
             quiet,
             itemize,
+            progress: progress.map(|p| (p, std::time::Instant::now())),
         }
     }
 }
@@ -180,7 +188,7 @@ impl Observer for Printer {
                 file_type,
                 change,
                 link,
-                ..
+                bytes,
             } => {
                 let mut line = Vec::new();
                 if self.itemize {
@@ -203,6 +211,16 @@ impl Observer for Printer {
                     _ => {}
                 }
                 line.push(b'\n');
+                if let Some((p, start)) = &self.progress
+                    && *file_type == FileType::File
+                    && change.how == How::Transfer
+                {
+                    line.extend_from_slice(
+                        crate::progress::file_line(*bytes, &p.snapshot(), start.elapsed())
+                            .as_bytes(),
+                    );
+                    line.push(b'\n');
+                }
                 let _ = std::io::stdout().lock().write_all(&line);
             }
             Event::Deleted { path, file_type } => {
@@ -222,7 +240,7 @@ impl Observer for Printer {
     }
 
     fn wants_items(&self) -> bool {
-        (self.verbose > 0 || self.itemize) && !self.quiet
+        (self.verbose > 0 || self.itemize || self.progress.is_some()) && !self.quiet
     }
 }
 
@@ -242,18 +260,7 @@ pub fn summary(r: &Report, dry_run: bool) {
     );
 }
 
-/// A number with rsync's thousands separators.
-fn commas(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
+use crate::progress::commas;
 
 /// `--stats`: rsync's end-of-run statistics, with the lines that mean something for a local
 /// copy (no file list is sent, so those lines are left out).

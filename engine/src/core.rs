@@ -84,6 +84,7 @@ pub(crate) struct Counters {
     pub delete_skipped: Cell<u64>,
     pub created: Cell<u64>,
     pub verified: Cell<u64>,
+    pub checked: Cell<u64>,
     pub seen: [Cell<u64>; 4],
     pub seen_bytes: Cell<u64>,
 }
@@ -109,6 +110,8 @@ pub(crate) struct RunShared {
     pub deletes: AtomicU64,
     /// The run created the destination directory (`Config::create_dest_dir`) itself.
     pub created_dest: AtomicBool,
+    /// Live counters for a progress display.
+    pub progress: crate::Progress,
     /// Stands in for destination directories that a dry run does not create.
     pub placeholder: Arc<OwnedFd>,
 }
@@ -144,6 +147,19 @@ impl Core {
     pub fn push(&self, t: Task) {
         self.worker.borrow_mut().push(t);
     }
+
+    /// Publish this core's counters for the progress display (plain stores to its own line).
+    pub fn publish_progress(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if let Some(slot) = self.shared.progress.slot(self.index) {
+            let c = &self.counters;
+            slot.files.store(c.files.get(), Relaxed);
+            slot.checked.store(c.checked.get(), Relaxed);
+            slot.bytes.store(c.bytes.get(), Relaxed);
+            slot.seen_files.store(c.seen[0].get(), Relaxed);
+            slot.seen_bytes.store(c.seen_bytes.get(), Relaxed);
+        }
+    }
 }
 
 struct CoreOut {
@@ -153,7 +169,12 @@ struct CoreOut {
     fatal: Option<String>,
 }
 
-pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>, stop: &crate::Stop) -> Report {
+pub(crate) fn run(
+    config: &Config,
+    observer: Arc<dyn Observer>,
+    stop: &crate::Stop,
+    progress: &crate::Progress,
+) -> Report {
     let start = Instant::now();
     let threads = if config.threads == 0 {
         std::thread::available_parallelism()
@@ -193,6 +214,7 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>, stop: &crate::St
         xattr_warned: AtomicBool::new(false),
         direct_warned: AtomicBool::new(false),
         deletes: AtomicU64::new(0),
+        progress: progress.clone(),
         created_dest: AtomicBool::new(false),
         placeholder: Arc::new(match fsops::sys::memfd(c"arsync-dry-run") {
             Ok(fd) => fd,
@@ -233,6 +255,7 @@ pub(crate) fn run(config: &Config, observer: Arc<dyn Observer>, stop: &crate::St
     for i in 0..config.roots.len() {
         sched.inject(Task::Root(i));
     }
+    progress.start(threads);
     let canceller = sched.canceller();
     stop.install(Box::new(move || canceller.cancel()));
     let core_ids = if config.pin {

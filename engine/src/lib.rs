@@ -546,12 +546,118 @@ pub struct Report {
 /// The process umask is set to 0 for the duration of the run (the engine applies the caller's
 /// umask itself where rsync would) and restored afterwards.
 pub fn run(config: &Config, observer: Arc<dyn Observer>) -> Report {
-    core::run(config, observer, &Stop::new())
+    core::run(config, observer, &Stop::new(), &Progress::new())
 }
 
 /// [`run`], stoppable from another thread (e.g. a signal handler thread) through `stop`.
 pub fn run_with_stop(config: &Config, observer: Arc<dyn Observer>, stop: &Stop) -> Report {
-    core::run(config, observer, stop)
+    core::run(config, observer, stop, &Progress::new())
+}
+
+/// [`run_with_stop`], publishing live counters to `progress` (read them from another thread with
+/// [`Progress::snapshot`]).
+pub fn run_with_progress(
+    config: &Config,
+    observer: Arc<dyn Observer>,
+    stop: &Stop,
+    progress: &Progress,
+) -> Report {
+    core::run(config, observer, stop, progress)
+}
+
+/// Live counters of a run, for a progress display. Each core writes only its own cache line
+/// (plain stores after each file, no shared read-modify-write on the per-file path); readers add
+/// the lines up. Directories still being listed are counted in one shared atomic, touched once
+/// per directory.
+#[derive(Clone, Default)]
+pub struct Progress(Arc<ProgressInner>);
+
+#[derive(Default)]
+struct ProgressInner {
+    cores: std::sync::OnceLock<Vec<crossbeam_utils::CachePadded<ProgressSlot>>>,
+    scanning: std::sync::atomic::AtomicUsize,
+    started: std::sync::atomic::AtomicBool,
+}
+
+/// One core's counters.
+#[derive(Default)]
+pub(crate) struct ProgressSlot {
+    pub files: std::sync::atomic::AtomicU64,
+    pub checked: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+    pub seen_files: std::sync::atomic::AtomicU64,
+    pub seen_bytes: std::sync::atomic::AtomicU64,
+}
+
+/// What a run has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgressSnapshot {
+    /// Regular files whose data was written so far (rsync's `xfr#`).
+    pub files: u64,
+    /// Regular files dealt with so far, whatever happened to them (copied, unchanged, linked,
+    /// skipped, failed).
+    pub checked: u64,
+    /// Content bytes written, counted when a file's writes have completed.
+    pub bytes: u64,
+    /// Regular files found by the scan so far (a growing estimate of the total while `scanning`).
+    pub seen_files: u64,
+    /// Their total size.
+    pub seen_bytes: u64,
+    /// Some directory is still being listed: the totals are still growing.
+    pub scanning: bool,
+}
+
+impl Progress {
+    /// Counters for a run that has not started.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add up the cores' counters now.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut s = ProgressSnapshot {
+            scanning: self.0.scanning.load(Relaxed) > 0 || !self.0.started.load(Relaxed),
+            ..ProgressSnapshot::default()
+        };
+        if let Some(cores) = self.0.cores.get() {
+            for c in cores {
+                s.files += c.files.load(Relaxed);
+                s.checked += c.checked.load(Relaxed);
+                s.bytes += c.bytes.load(Relaxed);
+                s.seen_files += c.seen_files.load(Relaxed);
+                s.seen_bytes += c.seen_bytes.load(Relaxed);
+            }
+        }
+        s
+    }
+
+    pub(crate) fn start(&self, cores: usize) {
+        let _ = self.0.cores.set(
+            (0..cores)
+                .map(|_| crossbeam_utils::CachePadded::new(ProgressSlot::default()))
+                .collect(),
+        );
+        self.0
+            .started
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn slot(&self, core: usize) -> Option<&ProgressSlot> {
+        self.0.cores.get().and_then(|c| c.get(core)).map(|c| &**c)
+    }
+
+    pub(crate) fn scan_started(&self) {
+        self.0
+            .scanning
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn scan_ended(&self) {
+        self.0
+            .scanning
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Stops a run from outside: every core drops what it is doing at its next wake-up (a file being

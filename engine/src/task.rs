@@ -108,7 +108,10 @@ impl DirNode {
 /// Run one task to completion.
 pub(crate) async fn run(core: Rc<Core>, task: Task) {
     match task {
-        Task::Root(i) => start_root(&core, i).await,
+        Task::Root(i) => {
+            start_root(&core, i).await;
+            core.publish_progress();
+        }
         Task::Scan(node) => scan(&core, node),
         Task::Entry {
             parent,
@@ -126,6 +129,7 @@ pub(crate) async fn run(core: Rc<Core>, task: Task) {
                 return;
             }
             child_done(&core, parent);
+            core.publish_progress();
         }
     }
 }
@@ -190,6 +194,8 @@ fn item(
         bump(&core.counters.created, 1);
     }
     if core.shared.wants_items {
+        // The counters the observer may read (`--progress`) include this item.
+        core.publish_progress();
         core.shared.observer.event(&Event::Item {
             path: &rel,
             file_type,
@@ -383,6 +389,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         });
         bump(&core.counters.seen[1], 1);
         dir_item(core, &node, root.rel.clone());
+        core.shared.progress.scan_started();
         scan(core, node);
         return;
     }
@@ -522,11 +529,13 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
         Ok(true) => {}
         Ok(false) => {
             drop(reader);
+            core.shared.progress.scan_ended();
             child_done(core, node);
             return;
         }
         Err(e) => {
             drop(reader);
+            core.shared.progress.scan_ended();
             node.scan_failed.store(true, Ordering::Relaxed);
             report(core, &node.src_path, "getdents", &e, source_class(&e));
             child_done(core, node);
@@ -807,8 +816,10 @@ async fn entry(
     }
     match file_type {
         FileType::File => match copy_file(core, parent, name, dst_name, follow).await {
-            Ok(outcome) => return outcome,
+            Ok(Outcome::Deferred) => return Outcome::Deferred,
+            Ok(Outcome::Done) => bump(&core.counters.checked, 1),
             Err((op, e, class)) => {
+                bump(&core.counters.checked, 1);
                 let p = parent.child_src_path(name);
                 report(core, &p, op, &e, class);
             }
@@ -1757,6 +1768,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         // -x: the mount point is created (with its metadata), its contents are not copied.
         child_done(core, node);
     } else {
+        core.shared.progress.scan_started();
         scan(core, node);
     }
     Ok(())
