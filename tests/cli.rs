@@ -509,3 +509,64 @@ fn progress_lines_and_bar_end_with_true_totals() {
     );
     assert!(tty.contains(&with_commas(total_bytes)), "{tty:?}");
 }
+
+#[test]
+fn man_page_and_completions_are_generated_from_the_flags() {
+    let man = run(&[s("--gen-man")]);
+    assert_eq!(code(&man), 0);
+    let text = String::from_utf8_lossy(&man.stdout).into_owned();
+    assert!(text.contains(".TH arsync 1"), "{text}");
+    for flag in [
+        "archive",
+        "delete",
+        "exclude",
+        "partial",
+        "copy\\-method",
+        "stats\\-json",
+    ] {
+        assert!(
+            text.contains(&format!("\\-\\-{flag}")),
+            "man page lacks --{flag}"
+        );
+    }
+    if have("man") {
+        let t = Scratch::new();
+        let p = t.path().join("arsync.1");
+        fs::write(&p, &man.stdout).unwrap();
+        let out = std::process::Command::new("man")
+            .arg("-l")
+            .arg(&p)
+            .env("MANPAGER", "cat")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "man cannot render it: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&[s("--gen-completions"), s(shell)]);
+        assert_eq!(code(&out), 0, "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            script.contains("delete-after") && script.contains("itemize-changes"),
+            "{shell}"
+        );
+        if have(shell) {
+            let t = Scratch::new();
+            let p = t.path().join("completion");
+            fs::write(&p, &out.stdout).unwrap();
+            let check = std::process::Command::new(shell)
+                .arg("-n")
+                .arg(&p)
+                .output()
+                .unwrap();
+            assert!(
+                check.status.success(),
+                "{shell} -n: {}",
+                String::from_utf8_lossy(&check.stderr)
+            );
+        }
+    }
+}

@@ -387,6 +387,21 @@ pub fn command() -> Command {
                 .help_heading("Info"),
         )
         .arg(
+            Arg::new("gen-man")
+                .long("gen-man")
+                .action(ArgAction::SetTrue)
+                .help("print the man page (roff) to stdout, then exit: arsync --gen-man > /usr/local/share/man/man1/arsync.1")
+                .help_heading("Info"),
+        )
+        .arg(
+            Arg::new("gen-completions")
+                .long("gen-completions")
+                .value_name("SHELL")
+                .value_parser(["bash", "zsh", "fish"])
+                .help("print the shell completion script to stdout, then exit (see the README for where to put it)")
+                .help_heading("Info"),
+        )
+        .arg(
             Arg::new("verbose")
                 .short('v')
                 .long("verbose")
@@ -778,8 +793,17 @@ pub fn command() -> Command {
 }
 
 /// Everything `main` needs from the command line.
+/// A file generated from the flag definitions instead of a copy.
+pub enum Generate {
+    /// `--gen-man`.
+    Man,
+    /// `--gen-completions SHELL`.
+    Completions(String),
+}
+
 pub struct Parsed {
     pub config: engine::Config,
+    pub generate: Option<Generate>,
     pub stats_json: Option<PathBuf>,
     /// `--progress` (per file).
     pub progress_files: bool,
@@ -1011,7 +1035,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         .get_many::<OsString>("paths")
         .map(|v| v.cloned().collect())
         .unwrap_or_default();
-    let version = m.get_flag("version");
+    let generate = if m.get_flag("gen-man") {
+        Some(Generate::Man)
+    } else {
+        m.get_one::<String>("gen-completions")
+            .map(|sh| Generate::Completions(sh.clone()))
+    };
+    let version = m.get_flag("version") || generate.is_some();
     if !version {
         if paths.len() < 2 {
             return Err(Refused::Clap(command().error(
@@ -1033,6 +1063,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     }
     let info = m.get_one::<String>("info").map(String::as_str);
     Ok(Parsed {
+        generate,
         progress_files: (m.get_flag("progress") || m.get_flag("partial-progress"))
             && info != Some("progress0"),
         progress_total: info == Some("progress2"),
@@ -1305,4 +1336,22 @@ fn guard_overlap(
         kept.push(r);
     }
     Ok(kept)
+}
+
+/// Write the man page or a completion script, generated from the same definitions as `--help`.
+pub fn generate(what: &Generate, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let cmd = command();
+    match what {
+        Generate::Man => clap_mangen::Man::new(cmd).render(out),
+        Generate::Completions(shell) => {
+            let shell = match shell.as_str() {
+                "zsh" => clap_complete::Shell::Zsh,
+                "fish" => clap_complete::Shell::Fish,
+                _ => clap_complete::Shell::Bash,
+            };
+            let mut cmd = cmd;
+            clap_complete::generate(shell, &mut cmd, "arsync", out);
+            Ok(())
+        }
+    }
 }

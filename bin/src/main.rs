@@ -47,6 +47,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(what) = &parsed.generate {
+        return match cli::generate(what, &mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("arsync: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     if parsed.version {
         println!("arsync {}", env!("CARGO_PKG_VERSION"));
         match engine::io_uring_status() {
