@@ -71,6 +71,15 @@ fn each_copy_method_is_exact_and_takes_its_path() {
         assert_same(&src, &dst, treediff::Check::archive());
         let v = stats(&json);
         let total = files(&v);
+        // Latency percentiles: one data step per file, ordered quantiles.
+        let data = &v["latency"]["data"];
+        assert_eq!(data["count"].as_u64(), Some(total), "{v}");
+        let q = |k: &str| data[k].as_f64().unwrap();
+        assert!(
+            q("p50_us") <= q("p90_us") && q("p90_us") <= q("p99_us") && q("p99_us") <= q("max_us"),
+            "{v}"
+        );
+        assert!(v["phases_s"]["copy"].as_f64().unwrap() > 0.0, "{v}");
         match name {
             "auto" => {
                 // Files up to 4 KiB inline; larger ones copy_file_range (one file system).

@@ -1061,6 +1061,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         config.roots = roots;
         config.create_dest_dir = create;
     }
+    // Latency histograms cost two clock reads per timed step: only when someone reads them.
+    config.measure = m.get_one::<PathBuf>("stats-json").is_some();
     let info = m.get_one::<String>("info").map(String::as_str);
     Ok(Parsed {
         generate,

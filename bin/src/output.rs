@@ -382,8 +382,34 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
             })
         })
         .collect();
+    let mut latency = serde_json::Map::new();
+    let mut phases: std::collections::BTreeMap<&str, f64> = ["scan", "copy", "metadata", "delete"]
+        .into_iter()
+        .map(|p| (p, 0.0))
+        .collect();
+    if let Some(l) = &r.latency {
+        for (op, h) in &l.0 {
+            let sum_ns: f64 = h.iter_recorded().fold(0.0, |acc, v| {
+                acc + v.value_iterated_to() as f64 * v.count_at_value() as f64
+            });
+            *phases.entry(op.phase()).or_default() += sum_ns / 1e9;
+            latency.insert(
+                op.name().into(),
+                serde_json::json!({
+                    "count": h.len(),
+                    "p50_us": h.value_at_quantile(0.5) as f64 / 1e3,
+                    "p90_us": h.value_at_quantile(0.9) as f64 / 1e3,
+                    "p99_us": h.value_at_quantile(0.99) as f64 / 1e3,
+                    "max_us": h.max() as f64 / 1e3,
+                    "total_s": sum_ns / 1e9,
+                }),
+            );
+        }
+    }
     let doc = serde_json::json!({
         "schema": 1,
+        "latency": latency,
+        "phases_s": phases,
         "version": env!("CARGO_PKG_VERSION"),
         "exit_code": exit_code,
         "wall_s": r.elapsed.as_secs_f64(),

@@ -139,6 +139,8 @@ pub(crate) struct Core {
     /// A large file was handed back because this core was busy: take no new task until the
     /// current large file is done (what waits in the deque is for the other cores to steal).
     pub deferred: Cell<bool>,
+    /// Latency histograms (with `Config::measure`).
+    pub lat: crate::latency::Recorder,
     /// `--delete-after`: deletions decided on this core, done when the run ends.
     pub pending_deletes: RefCell<Vec<crate::sync::PendingDelete>>,
 }
@@ -164,6 +166,7 @@ impl Core {
 
 struct CoreOut {
     counters: Counters,
+    latency: Option<crate::latency::Latencies>,
     pending_deletes: Vec<crate::sync::PendingDelete>,
     report: CoreReport,
     fatal: Option<String>,
@@ -301,6 +304,12 @@ pub(crate) fn run(
         report.skipped += c.skipped.get();
         report.unchanged += c.unchanged.get();
         report.deleted += c.deleted.get();
+        if let Some(l) = &out.latency {
+            match &mut report.latency {
+                Some(all) => all.merge(l),
+                None => report.latency = Some(l.clone()),
+            }
+        }
         report.created += c.created.get();
         report.verified += c.verified.get();
         report.considered.files += c.seen[0].get();
@@ -337,6 +346,7 @@ fn core_thread(
             worker.abort();
             return CoreOut {
                 counters: Counters::default(),
+                latency: None,
                 pending_deletes: Vec::new(),
                 report: CoreReport::default(),
                 fatal: Some(format!("cannot set up io_uring on core {index}: {e}")),
@@ -380,6 +390,7 @@ fn core_thread(
         heavy: Cell::new(0),
         deferred: Cell::new(false),
         pending_deletes: RefCell::new(Vec::new()),
+        lat: crate::latency::Recorder::new(config.measure),
         worker: RefCell::new(worker),
         shared: Arc::clone(&shared),
     });
@@ -404,6 +415,7 @@ fn core_thread(
         },
         counters: core.counters,
         pending_deletes: core.pending_deletes.into_inner(),
+        latency: core.lat.into_inner(),
         fatal: None,
     }
 }

@@ -32,6 +32,7 @@ mod core;
 pub mod filter;
 #[doc(hidden)]
 pub mod hooks;
+pub mod latency;
 mod limit;
 mod links;
 mod sync;
@@ -194,6 +195,8 @@ pub struct Config {
     /// destination directory): a new file whose counterpart in DIR has the same size, mtime and
     /// attributes becomes a hard link to it instead of a copy.
     pub link_dest: Vec<PathBuf>,
+    /// Time each operation into per-core latency histograms (reported in [`Report::latency`]).
+    pub measure: bool,
     /// `--verify`: read every written file back and compare it with the source before it is
     /// published; a mismatch fails the file (exit 23).
     pub verify: bool,
@@ -268,6 +271,7 @@ impl Config {
             dry_run: false,
             link_dest: Vec::new(),
             verify: false,
+            measure: false,
             inplace: false,
             partial: false,
             partial_dir: None,
@@ -535,6 +539,8 @@ pub struct Report {
     pub fatal: Option<String>,
     /// The run was stopped through [`Stop::request`] before it finished.
     pub interrupted: bool,
+    /// Per-operation latencies, all cores merged (with [`Config::measure`]).
+    pub latency: Option<latency::Latencies>,
     /// Wall time of the run.
     pub elapsed: Duration,
     /// Per-core counters.

@@ -29,6 +29,7 @@ use fsops::xattr::Target;
 use fsops::{FileType, Stat, sys};
 
 use crate::core::{Core, bump};
+use crate::latency::Op;
 use crate::links::Claim;
 use crate::sync::{self, Verdict};
 use crate::{Change, CopyMethod, Delete, ErrorClass, Event, How, Reflink, SkipReason};
@@ -525,7 +526,10 @@ fn make_dest_dir_path(path: &Path) -> Result<DestDir, (&'static str, io::Error)>
 /// Read one batch of `node`'s entries and push a task for each, plus a continuation.
 fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
     let mut reader = core.dir_reader.borrow_mut();
-    match reader.fill(node.src.as_fd()) {
+    let t = core.lat.start();
+    let filled = reader.fill(node.src.as_fd());
+    core.lat.record(Op::Getdents, t);
+    match filled {
         Ok(true) => {}
         Ok(false) => {
             drop(reader);
@@ -648,6 +652,7 @@ fn finish_dir(core: &Core, node: &DirNode) {
             Ok(victims) if victims.is_empty() => {}
             Ok(victims) if mode == Delete::During => {
                 for (name, ft) in victims {
+                    let t = core.lat.start();
                     sync::remove(
                         &core.shared,
                         &core.counters,
@@ -656,6 +661,7 @@ fn finish_dir(core: &Core, node: &DirNode) {
                         ft,
                         &node.rel,
                     );
+                    core.lat.record(Op::Delete, t);
                 }
             }
             Ok(victims) => {
@@ -696,14 +702,17 @@ fn finish_dir(core: &Core, node: &DirNode) {
         .parent
         .as_ref()
         .map_or(core.shared.policy.egid, |p| p.created_gid);
-    match fsops::meta::apply_fd(
+    let t = core.lat.start();
+    let applied = fsops::meta::apply_fd(
         node.dst.as_fd(),
         st,
         &core.shared.policy,
         created_gid,
         true,
         Some(Target::Fd(node.src.as_fd())),
-    ) {
+    );
+    core.lat.record(Op::Meta, t);
+    match applied {
         Ok(u) => unsupported_xattrs(core, u),
         Err((op, e)) => {
             report(core, &node.src_path, op.name(), &e, ErrorClass::Partial);
@@ -1034,6 +1043,7 @@ async fn copy_file(
     // The re-sync fast path: judge an existing destination file by a stat of the source, so an
     // unchanged file costs two stats and no open (a file that needs work is opened and judged
     // again by its open fd below, so a swap in between is still caught).
+    let t = core.lat.start();
     if !parent.fresh
         && !cfg.checksum
         && cfg.quick_check != crate::QuickCheck::Never
@@ -1048,7 +1058,9 @@ async fn copy_file(
         && !(cfg.hard_links && st.nlink > 1)
     {
         let dir = parent.dst.as_fd();
-        match sync::judge_file(core, false, dir, None, &st, dst_name).await {
+        let verdict = sync::judge_file(core, false, dir, None, &st, dst_name).await;
+        core.lat.record(Op::Stat, t);
+        match verdict {
             Verdict::Same(change) if !sync::attrs_differ(&change) => {
                 bump(&core.counters.seen[0], 1);
                 bump(&core.counters.seen_bytes, st.size);
@@ -1064,13 +1076,17 @@ async fn copy_file(
             _ => {}
         }
     }
+    let t = core.lat.start();
     let src = if follow {
         sys::open_source_follow(parent.src.as_fd(), name, cfg.open_noatime)
     } else {
         sys::open_source(parent.src.as_fd(), name, cfg.open_noatime)
     }
     .map_err(src_err("open"))?;
+    core.lat.record(Op::Open, t);
+    let t = core.lat.start();
     let st = sys::fstat(src.as_fd()).map_err(src_err("fstat"))?;
+    core.lat.record(Op::Stat, t);
     if st.file_type() != FileType::File {
         return Err((
             "open",
@@ -1419,7 +1435,10 @@ async fn copy_file_data(
     let needs_chown = policy.chown_ids(st, parent.created_gid).is_some();
     let (create_mode, chmod_needed) = policy.create_mode(st, needs_chown);
     let dir = parent.dst.as_fd();
+    let t = core.lat.start();
     let (staging, dst, existing) = stage(core, parent, dst_name, create_mode)?;
+    core.lat.record(Op::Create, t);
+    let t_data = core.lat.start();
     // A named temporary is removed whatever happens, the future being dropped (a stop request)
     // included, unless it was published.
     let mut temp = TempGuard {
@@ -1599,6 +1618,8 @@ async fn copy_file_data(
                 sys::fchown(dst.as_fd(), uid, gid).map_err(dst_err("chown"))?;
             }
         }
+        core.lat.record(Op::Data, t_data);
+        let t = core.lat.start();
         let u = fsops::meta::apply_fd(
             dst.as_fd(),
             st,
@@ -1609,7 +1630,10 @@ async fn copy_file_data(
         )
         .map_err(meta_err)?;
         unsupported_xattrs(core, u);
+        core.lat.record(Op::Meta, t);
+        let t = core.lat.start();
         publish(core, dir, &staging, &dst, dst_name, &parent.rel)?;
+        core.lat.record(Op::Publish, t);
         Ok(st.size - from)
     }
     .await;
@@ -1661,6 +1685,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
     }
     let ddir = parent.dst.as_fd();
     crate::hooks::fire(crate::hooks::Point::BeforeEnter, ddir, name);
+    let t = core.lat.start();
     let dst = if cfg.dry_run || cfg.existing {
         // Look, create nothing: a dry run pretends, --existing makes no new directories.
         let found = if parent.fresh {
@@ -1729,6 +1754,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
             }
         }
     };
+    core.lat.record(Op::Mkdir, t);
     let (dst, fresh) = match dst {
         DestDir::Existing(fd) => (Arc::new(fd), false),
         DestDir::Created(fd) => (Arc::new(fd), true),
