@@ -763,3 +763,68 @@ fn a_source_file_swapped_for_a_fifo_or_symlink_is_neither_followed_nor_hangs() {
         );
     }
 }
+
+/// Peak RSS (KiB) and exit code of a child run, from wait4's rusage.
+fn run_rss(mut c: Command) -> (i64, i32) {
+    let child = c.spawn().unwrap();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; wait4 fills it for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for our own child, with valid pointers.
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut ru) };
+    assert_eq!(r, child.id() as i32);
+    (ru.ru_maxrss, libc::WEXITSTATUS(status))
+}
+
+#[test]
+fn a_million_entry_tree_stays_within_64_mib() {
+    use std::os::fd::AsRawFd;
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    // 1,000 directories × 1,000 empty files: a million entries, built with *at calls.
+    let root = fs::File::open(&src).unwrap();
+    for d in 0..1000 {
+        let dn = std::ffi::CString::new(format!("d{d:03}")).unwrap();
+        // SAFETY: *at calls on valid fds with C strings; every fd opened here is closed here.
+        unsafe {
+            assert_eq!(libc::mkdirat(root.as_raw_fd(), dn.as_ptr(), 0o755), 0);
+            let dfd = libc::openat(
+                root.as_raw_fd(),
+                dn.as_ptr(),
+                libc::O_DIRECTORY | libc::O_RDONLY,
+            );
+            assert!(dfd >= 0);
+            for f in 0..1000 {
+                let fname = std::ffi::CString::new(format!("f{f:03}")).unwrap();
+                let fd = libc::openat(
+                    dfd,
+                    fname.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                );
+                assert!(fd >= 0);
+                libc::close(fd);
+            }
+            libc::close(dfd);
+        }
+    }
+    let dst = s.path().join("dst");
+    let mut c = arsync();
+    c.args(["-a"]).arg(format!("{}/", src.display())).arg(&dst);
+    let (rss_kib, rc) = run_rss(c);
+    assert_eq!(rc, 0);
+    eprintln!("1,000,000 entries: peak RSS {} KiB", rss_kib);
+    assert!(
+        rss_kib < 64 * 1024,
+        "peak RSS {rss_kib} KiB exceeds the 64 MiB goal"
+    );
+    // Spot checks (a full diff of a million entries is the slow part; the counts say enough).
+    assert_eq!(fs::read_dir(&dst).unwrap().count(), 1000);
+    for d in [0, 499, 999] {
+        assert_eq!(
+            fs::read_dir(dst.join(format!("d{d:03}"))).unwrap().count(),
+            1000
+        );
+    }
+}
