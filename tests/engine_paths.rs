@@ -204,18 +204,7 @@ fn uring_pipeline_slots_never_hang() {
             .arg(&dst)
             .spawn()
             .unwrap();
-        let start = std::time::Instant::now();
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            if start.elapsed() > std::time::Duration::from_secs(60) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{threads}: the copy hung (killed after 60 s)");
-            }
-            std::thread::yield_now();
-        };
+        let status = wait_bounded(&mut child, 60, threads);
         assert!(status.success(), "{threads}: {status}");
         assert_same(&src, &dst, treediff::Check::archive());
     }

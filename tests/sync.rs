@@ -547,44 +547,10 @@ fn stats_and_destination_inside_an_excluded_source_dir() {
     );
 }
 
-/// Start `arsync ARGS SRC/ DST`, wait until `ready()` says the copy of the big file is under way,
-/// then SIGKILL it. Panics if the run ended before that (the race was not hit).
+/// SIGKILL a copy once `ready(pid)` says it is under way.
 fn kill_mid_copy(args: &[&str], src: &Path, dst: &Path, ready: impl Fn(u32) -> bool) {
-    /// Kills the child if the test fails while it runs (no orphan outlives the test).
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut child = Reap(
-        arsync()
-            .args(args)
-            .arg(format!("{}/", src.display()))
-            .arg(dst)
-            .spawn()
-            .expect("spawn arsync"),
-    );
-    let pid = child.0.id();
-    let start = std::time::Instant::now();
-    loop {
-        if ready(pid) {
-            break;
-        }
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("the copy ended ({status}) before it could be interrupted");
-        }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(120),
-            "the copy never started writing"
-        );
-        std::thread::yield_now();
-    }
-    // SAFETY: plain kill(2) on our own child.
-    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
-    let status = child.0.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
+    let status = signal_mid_copy(args, src, dst, libc::SIGKILL, ready);
     assert_eq!(
         status.signal(),
         Some(libc::SIGKILL),
@@ -619,15 +585,6 @@ fn file_size(p: &Path) -> Option<u64> {
     fs::symlink_metadata(p).ok().map(|m| m.len())
 }
 
-/// Names under `root` that a finished copy never has: arsync's temporaries and partial files.
-fn leftovers(root: &Path) -> Vec<PathBuf> {
-    treediff::walk(root)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("~arsync"))
-        .collect()
-}
-
 const SLOW: [&str; 4] = [
     "--copy-method=uring",
     "--buffer-size=4K",
@@ -660,7 +617,7 @@ fn killed_run_leaves_nothing_half_written_and_a_rerun_is_exact() {
         !dst.join("big").exists(),
         "a half-written file under its final name"
     );
-    assert!(leftovers(&dst).is_empty(), "{:?}", leftovers(&dst));
+    assert!(temporaries(&dst).is_empty(), "{:?}", temporaries(&dst));
     let out = copy_contents(&["-a"], &src, &dst);
     assert_eq!(code(&out), 0, "{}", err(&out));
     assert_same(&src, &dst, treediff::Check::archive());
@@ -669,15 +626,15 @@ fn killed_run_leaves_nothing_half_written_and_a_rerun_is_exact() {
     let mut args = vec!["-a", "--temp-names"];
     args.extend(SLOW);
     kill_mid_copy(&args, &src, &dst, |_| {
-        !leftovers(&dst).is_empty()
-            && leftovers(&dst)
+        !temporaries(&dst).is_empty()
+            && temporaries(&dst)
                 .iter()
                 .any(|p| file_size(&dst.join(p)).unwrap_or(0) > 0)
     });
     assert!(!dst.join("big").exists());
     // The big file's temporary (and, if the kill landed between a small file's create and
     // rename, that one's too): only temporaries, nothing under a final name.
-    let left = leftovers(&dst);
+    let left = temporaries(&dst);
     assert!(
         !left.is_empty()
             && left.iter().all(|p| p
@@ -689,7 +646,7 @@ fn killed_run_leaves_nothing_half_written_and_a_rerun_is_exact() {
     );
     let out = copy_contents(&["-a", "--temp-names"], &src, &dst);
     assert_eq!(code(&out), 0, "{}", err(&out));
-    assert!(leftovers(&dst).is_empty(), "{:?}", leftovers(&dst));
+    assert!(temporaries(&dst).is_empty(), "{:?}", temporaries(&dst));
     assert_same(&src, &dst, treediff::Check::archive());
 }
 
@@ -744,7 +701,7 @@ fn partial_resumes_with_only_the_missing_bytes() {
         );
         assert!(bytes > 0);
         assert!(
-            !p.exists() && leftovers(&dst).is_empty(),
+            !p.exists() && temporaries(&dst).is_empty(),
             "{tag}: partial file left"
         );
         assert!(

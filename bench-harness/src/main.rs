@@ -245,12 +245,7 @@ fn threads(a: &Args) -> Result<()> {
         .unwrap_or(1);
     let src = data.join(&name);
     let (files, _, _, bytes) = runner::census(&src)?;
-    let out = PathBuf::from(a.opt("--out").unwrap_or_else(|| "perf/runs".into()))
-        .join(format!("{}-threads", today_host()));
-    let mut dests = runner::Dests::new(
-        data.join(".bench-dst"),
-        Duration::from_secs(a.num("--wait", 370u64)?),
-    )?;
+    let (out, mut dests) = out_and_dests(a, &data, "threads")?;
     let stats =
         std::env::temp_dir().join(format!("arsync-bench-stats-{}.json", std::process::id()));
     let mut rows = Vec::new();
@@ -301,6 +296,18 @@ fn threads(a: &Args) -> Result<()> {
     )?;
     println!("{}", out.join("report.md").display());
     Ok(())
+}
+
+/// The report directory (`--out`, default `perf/runs`, then `<date>-<host>-KIND`) and the
+/// destinations under the data directory (waiting `--wait` seconds after a bulk delete).
+fn out_and_dests(a: &Args, data: &Path, kind: &str) -> Result<(PathBuf, runner::Dests)> {
+    let out = PathBuf::from(a.opt("--out").unwrap_or_else(|| "perf/runs".into()))
+        .join(format!("{}-{kind}", today_host()));
+    let dests = runner::Dests::new(
+        data.join(".bench-dst"),
+        Duration::from_secs(a.num("--wait", 370u64)?),
+    )?;
+    Ok((out, dests))
 }
 
 /// Regular files under `dir`, in a fixed order.
@@ -357,12 +364,7 @@ fn resync(a: &Args) -> Result<()> {
         datasets::generate("small", &src, want_files as f64 / 20_000.0, 42)?;
     }
     let (files, _, _, bytes) = runner::census(&src)?;
-    let out = PathBuf::from(a.opt("--out").unwrap_or_else(|| "perf/runs".into()))
-        .join(format!("{}-resync", today_host()));
-    let mut dests = runner::Dests::new(
-        data.join(".bench-dst"),
-        Duration::from_secs(a.num("--wait", 370u64)?),
-    )?;
+    let (out, mut dests) = out_and_dests(a, &data, "resync")?;
     let tools = [
         runner::Tool {
             name: "arsync".into(),

@@ -160,11 +160,36 @@ async fn same_content(
     Ok(off == size && hs.digest128() == hd.digest128())
 }
 
+/// The offset of the first pool-sized chunk in which `a` and `b` differ within their first `len`
+/// bytes (`len` if they agree throughout), comparing byte for byte with both files read through
+/// the ring at once. A file shorter than `len` differs where it ends.
+async fn first_difference(core: &Core, a: &OwnedFd, b: &OwnedFd, len: u64) -> io::Result<u64> {
+    let (a, b) = (Rc::new(a.try_clone()?), Rc::new(b.try_clone()?));
+    let chunk = core.pool.buf_size() as u64;
+    let mut off = 0u64;
+    while off < len {
+        let want = chunk.min(len - off) as usize;
+        let ((ra, ba), (rb, bb)) = futures_util::future::join(
+            fsops::copy::read_at_full(Rc::clone(&a), off, want, core.pool.take()),
+            fsops::copy::read_at_full(Rc::clone(&b), off, want, core.pool.take()),
+        )
+        .await;
+        let same = ba == bb;
+        core.pool.give(ba);
+        core.pool.give(bb);
+        let (na, nb) = (ra?, rb?);
+        if !same || na != want || nb != want {
+            return Ok(off);
+        }
+        off += want as u64;
+    }
+    Ok(len)
+}
+
 /// Where to resume an opened partial (or `--inplace`) destination file of `dsize` bytes for a
 /// source of `ssize`: at the start of the first chunk of its prefix that differs from the source
-/// (compared byte for byte through the ring; a chunk written out of order leaves zeros before it,
-/// which this finds), so only what is missing or wrong is copied. A file not shorter than the
-/// source is rewritten from 0.
+/// (a chunk written out of order leaves zeros before it, which this finds), so only what is
+/// missing or wrong is copied. A file not shorter than the source is rewritten from 0.
 pub(crate) async fn resume_point(
     core: &Core,
     src: &OwnedFd,
@@ -175,58 +200,17 @@ pub(crate) async fn resume_point(
     if dsize == 0 || dsize >= ssize {
         return 0;
     }
-    let (Ok(s), Ok(d)) = (src.try_clone(), dst.try_clone()) else {
-        return 0;
-    };
-    let (s, d) = (Rc::new(s), Rc::new(d));
-    let chunk = core.pool.buf_size() as u64;
-    let mut off = 0u64;
-    while off < dsize {
-        let want = chunk.min(dsize - off) as usize;
-        let ((ra, ba), (rb, bb)) = futures_util::future::join(
-            fsops::copy::read_at_full(Rc::clone(&s), off, want, core.pool.take()),
-            fsops::copy::read_at_full(Rc::clone(&d), off, want, core.pool.take()),
-        )
-        .await;
-        let same = matches!((ra, rb), (Ok(a), Ok(b)) if a == want && b == want) && ba == bb;
-        core.pool.give(ba);
-        core.pool.give(bb);
-        if !same {
-            return off;
-        }
-        off += want as u64;
-    }
-    dsize
+    first_difference(core, src, dst, dsize).await.unwrap_or(0)
 }
 
-/// `--verify`: whether the written destination holds exactly the source's `size` bytes, both
-/// read back through the ring chunk by chunk (two reads in flight per file).
+/// `--verify`: whether the written destination holds exactly the source's `size` bytes.
 pub(crate) async fn same_bytes(
     core: &Core,
     src: &OwnedFd,
     dst: &OwnedFd,
     size: u64,
 ) -> io::Result<bool> {
-    let (s, d) = (Rc::new(src.try_clone()?), Rc::new(dst.try_clone()?));
-    let chunk = core.pool.buf_size() as u64;
-    let mut off = 0u64;
-    while off < size {
-        let want = chunk.min(size - off) as usize;
-        let ((ra, ba), (rb, bb)) = futures_util::future::join(
-            fsops::copy::read_at_full(Rc::clone(&s), off, want, core.pool.take()),
-            fsops::copy::read_at_full(Rc::clone(&d), off, want, core.pool.take()),
-        )
-        .await;
-        let same = ba == bb;
-        core.pool.give(ba);
-        core.pool.give(bb);
-        let (na, nb) = (ra?, rb?);
-        if !same || na != want || nb != want {
-            return Ok(false);
-        }
-        off += want as u64;
-    }
-    Ok(true)
+    Ok(first_difference(core, src, dst, size).await? == size)
 }
 
 /// Remove the `.~arsync-PID-CORE-N` temporary files that a killed run (of named staging:

@@ -1172,17 +1172,9 @@ fn fix_attrs(core: &Core, parent: &DirNode, st: &Stat, dst_name: &CStr) -> bool 
         return false;
     };
     // The file may belong to anyone: compare with what it has, not with what a new file gets.
-    let uid = if policy.owner && policy.euid == 0 && d.uid != st.uid {
-        st.uid
-    } else {
-        u32::MAX
-    };
-    let gid = if policy.group && d.gid != st.gid {
-        st.gid
-    } else {
-        u32::MAX
-    };
-    if (uid != u32::MAX || gid != u32::MAX) && sys::fchown(fd.as_fd(), uid, gid).is_err() {
+    if let Some((uid, gid)) = policy.chown_existing(&d, st)
+        && sys::fchown(fd.as_fd(), uid, gid).is_err()
+    {
         return false;
     }
     // chmod always: a chown just cleared setuid/setgid, and the bits may differ anyway.
@@ -1604,17 +1596,7 @@ async fn copy_file_data(
             // Whoever made it, give it the source's owner (a chown clears setuid/setgid, so the
             // chmod below always runs).
             let d = sys::fstat(dst.as_fd()).map_err(dst_err("fstat"))?;
-            let uid = if policy.owner && policy.euid == 0 && d.uid != st.uid {
-                st.uid
-            } else {
-                u32::MAX
-            };
-            let gid = if policy.group && d.gid != st.gid {
-                st.gid
-            } else {
-                u32::MAX
-            };
-            if uid != u32::MAX || gid != u32::MAX {
+            if let Some((uid, gid)) = policy.chown_existing(&d, st) {
                 sys::fchown(dst.as_fd(), uid, gid).map_err(dst_err("chown"))?;
             }
         }

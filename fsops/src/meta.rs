@@ -124,6 +124,22 @@ impl MetaPolicy {
         (uid != u32::MAX || gid != u32::MAX).then_some((uid, gid))
     }
 
+    /// The uid/gid to pass to `chown` (`u32::MAX` = leave) to give an *existing* file `dst`
+    /// (made by anyone) the owner and group of `src`; `None` when both already match.
+    pub fn chown_existing(&self, dst: &Stat, src: &Stat) -> Option<(u32, u32)> {
+        let uid = if self.owner && self.euid == 0 && dst.uid != src.uid {
+            src.uid
+        } else {
+            u32::MAX
+        };
+        let gid = if self.group && dst.gid != src.gid {
+            src.gid
+        } else {
+            u32::MAX
+        };
+        (uid != u32::MAX || gid != u32::MAX).then_some((uid, gid))
+    }
+
     /// Whether attribute `name` is copied: ACLs with `-A`; with `-X` every namespace the caller
     /// may set (all of `user.*`, `trusted.*`, `security.*` as root; `user.*` otherwise).
     pub fn xattr_wanted(&self, name: &[u8]) -> bool {

@@ -476,3 +476,76 @@ pub fn mount_lock() -> MountLock {
     assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) }, 0);
     MountLock(f)
 }
+
+/// Start `arsync ARGS SRC/ DST`, wait until `ready(pid)` says the copy is under way, then send
+/// `sig` and return how it ended. Panics if the run ended first (the race was not hit); the child
+/// is killed if the test fails while it runs, so no orphan outlives the test.
+pub fn signal_mid_copy(
+    args: &[&str],
+    src: &Path,
+    dst: &Path,
+    sig: i32,
+    ready: impl Fn(u32) -> bool,
+) -> std::process::ExitStatus {
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(
+        arsync()
+            .args(args)
+            .arg(format!("{}/", src.display()))
+            .arg(dst)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn arsync"),
+    );
+    let pid = child.0.id();
+    let start = std::time::Instant::now();
+    while !ready(pid) {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("the copy ended ({status}) before it could be interrupted");
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "the copy never got under way"
+        );
+        std::thread::yield_now();
+    }
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+    child.0.wait().expect("wait for arsync")
+}
+
+/// Wait for `child` at most `secs` seconds; a run that takes longer is killed and the test fails
+/// (a hang must not hang the test suite).
+pub fn wait_bounded(
+    child: &mut std::process::Child,
+    secs: u64,
+    what: &str,
+) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return st;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: the copy hung (killed after {secs} s)");
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// arsync's temporaries and partial files under `root` (what a finished copy never has).
+pub fn temporaries(root: &Path) -> Vec<PathBuf> {
+    treediff::walk(root)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("~arsync"))
+        .collect()
+}
