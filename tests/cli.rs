@@ -570,3 +570,204 @@ fn man_page_and_completions_are_generated_from_the_flags() {
         }
     }
 }
+
+/// A tree with a file, a subdirectory, a symlink and a hard link, for the format tests.
+fn format_tree(root: &std::path::Path) {
+    fs::create_dir_all(root.join("d")).unwrap();
+    write(&root.join("d/a"), &content(7, 3000));
+    write(&root.join("b"), b"bee");
+    std::os::unix::fs::symlink("a", root.join("d/l")).unwrap();
+    fs::hard_link(root.join("d/a"), root.join("h")).unwrap();
+    chmod(&root.join("b"), 0o4751);
+    set_times(&root.join("b"), 1_600_000_000, 0);
+}
+
+/// Sorted lines, for output whose order depends on the scheduling.
+fn sorted_lines(b: &[u8]) -> Vec<String> {
+    let mut v: Vec<String> = String::from_utf8_lossy(b)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn out_format_matches_rsync() {
+    if !require_rsync("out_format_matches_rsync") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    format_tree(&src);
+    // Every escape both programs fill in alike for a local copy (rsync's %b counts its
+    // protocol bytes, which a local copy without a protocol has no equivalent of).
+    let fmt = "%i %n%L|%l|%B|%U|%G|%M|%o";
+    let ours = t.path().join("ours");
+    let theirs = t.path().join("theirs");
+    let o = copy_contents(&["-aH", &format!("--out-format={fmt}")], &src, &ours);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let r = sh(
+        "rsync",
+        &[
+            s("-aH"),
+            s(&format!("--out-format={fmt}")),
+            s(&format!("{}/", src.display())),
+            theirs.as_os_str(),
+        ],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let listed = |b: &[u8], dir: &std::path::Path| {
+        let created = format!("created directory {}", dir.display());
+        let lines = sorted_lines(b);
+        assert!(lines.contains(&created), "{lines:?}");
+        lines
+            .into_iter()
+            .filter(|l| *l != created)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(&o.stdout, &ours), listed(&r.stdout, &theirs));
+    // Without %i, attribute-only changes are not listed (as -v); a changed file is.
+    fs::write(src.join("b"), b"bzz").unwrap();
+    set_times(&src.join("b"), 1_600_000_000, 0);
+    set_times(&src.join("d"), 1_600_000_000, 0);
+    let o = copy_contents(&["-aHc", "--out-format=%n (%l)"], &src, &ours);
+    assert_eq!(code(&o), 0);
+    assert_eq!(sorted_lines(&o.stdout), ["b (3)"]);
+    // An escape arsync cannot fill in is a usage error before anything is written.
+    let none = t.path().join("none");
+    let o = copy_contents(&["-a", "--out-format=%h %n"], &src, &none);
+    assert_eq!(code(&o), 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("%h"));
+    assert!(!none.exists());
+}
+
+#[test]
+fn log_file_records_items_errors_and_the_end() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    format_tree(&src);
+    let dst = t.path().join("dst");
+    let log = t.path().join("run.log");
+    let log_arg = format!("--log-file={}", log.display());
+    // -q: nothing on stdout, everything in the log.
+    let o = copy_contents(&["-aHq", &log_arg], &src, &dst);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout.is_empty());
+    let text = fs::read_to_string(&log).unwrap();
+    let prefix = |l: &str| -> Option<String> {
+        // "YYYY/MM/DD HH:MM:SS [PID] rest"
+        let b = l.as_bytes();
+        let shape = b.len() > 22
+            && b[4] == b'/'
+            && b[7] == b'/'
+            && b[10] == b' '
+            && b[13] == b':'
+            && b[16] == b':'
+            && b[19] == b' '
+            && b[20] == b'[';
+        let close = l.find("] ")?;
+        (shape && l[21..close].parse::<u32>().is_ok()).then(|| l[close + 2..].to_string())
+    };
+    let items: Vec<String> = text.lines().filter_map(prefix).collect();
+    assert_eq!(
+        items.len(),
+        text.lines().count(),
+        "every line has the time and PID prefix:\n{text}"
+    );
+    assert!(items[0].starts_with("arsync ") && items[0].contains("started"));
+    assert!(items.last().unwrap().ends_with("exit code 0"), "{text}");
+    // The engine's info events (settings, totals) are there too, with the same prefix.
+    let events = |l: &&String| l.starts_with(" INFO ");
+    assert!(
+        items
+            .iter()
+            .filter(events)
+            .any(|l| l.contains("run started threads="))
+    );
+    assert!(
+        items
+            .iter()
+            .filter(events)
+            .any(|l| l.contains("run finished files=2"))
+    );
+    // The item lines are what -i prints.
+    let dst_i = t.path().join("dst_i");
+    let i = copy_contents(&["-aHi"], &src, &dst_i);
+    let shown: Vec<String> = sorted_lines(&i.stdout)
+        .into_iter()
+        .filter(|l| !l.starts_with("created directory"))
+        .collect();
+    let created = format!("created directory {}", dst.display());
+    assert!(items.contains(&created), "{text}");
+    let mut logged: Vec<String> = items[1..items.len() - 1]
+        .iter()
+        .filter(|l| !events(l) && **l != created)
+        .cloned()
+        .collect();
+    logged.sort();
+    assert_eq!(logged, shown);
+    assert!(
+        logged.contains(&"hf+++++++++ h => d/a".to_string())
+            || logged.contains(&"hf+++++++++ d/a => h".to_string())
+    );
+    // A second run appends: a deletion and an error (a missing source) are logged too.
+    fs::remove_file(src.join("b")).unwrap();
+    let missing = t.path().join("missing");
+    let o = run(&[
+        s("-aHq"),
+        s("--delete"),
+        s(&log_arg),
+        missing.as_os_str(),
+        s(&format!("{}/", src.display())),
+        dst.as_os_str(),
+    ]);
+    assert_eq!(code(&o), 23);
+    let text = fs::read_to_string(&log).unwrap();
+    let second: Vec<String> = text.lines().filter_map(prefix).skip(items.len()).collect();
+    assert!(second.iter().any(|l| l == "*deleting   b"), "{text}");
+    assert!(
+        second
+            .iter()
+            .any(|l| l.contains("missing") && l.contains("No such file or directory")),
+        "{text}"
+    );
+    assert!(second.last().unwrap().ends_with("exit code 23"), "{text}");
+    // A log that cannot be opened: rsync's file I/O error, before anything is copied.
+    let o = copy_contents(
+        &["-a", "--log-file=/nonexistent-dir/x.log"],
+        &src,
+        &t.path().join("never"),
+    );
+    assert_eq!(code(&o), 11);
+    assert!(!t.path().join("never").exists());
+}
+
+#[test]
+fn verbosity_levels_reach_tracing() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    format_tree(&src);
+    let levels = |flags: &[&str], env: Option<&str>, dst: &str| {
+        let mut c = arsync();
+        c.env_remove("RUST_LOG");
+        if let Some(e) = env {
+            c.env("RUST_LOG", e);
+        }
+        let o = c
+            .args(flags)
+            .arg(format!("{}/", src.display()))
+            .arg(t.path().join(dst))
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0);
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        (e.contains("run started"), e.contains("file copied"))
+    };
+    assert_eq!(levels(&["-a"], None, "d0"), (false, false));
+    assert_eq!(levels(&["-av"], None, "d1"), (false, false));
+    assert_eq!(levels(&["-avv"], None, "d2"), (true, false));
+    assert_eq!(levels(&["-avvv"], None, "d3"), (true, true));
+    assert_eq!(levels(&["-a"], Some("debug"), "d4"), (true, true));
+    assert_eq!(levels(&["-aq"], None, "d5"), (false, false));
+}

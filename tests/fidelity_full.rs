@@ -771,3 +771,66 @@ fn large_files_are_shared_between_cores() {
         "one core copied every large file: {v:?}"
     );
 }
+
+/// Per-core numbers from a `--stats-json` document: the value of `key` in each core's object.
+fn per_core(doc: &str, key: &str) -> Vec<u64> {
+    doc.split("\"core\":")
+        .skip(1)
+        .map(|c| {
+            c.split(&format!("\"{key}\":"))
+                .nth(1)
+                .and_then(|x| x.trim_start().split(|ch: char| !ch.is_ascii_digit()).next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+#[test]
+fn one_large_file_is_split_between_cores() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    // 48 chunks of 1 MiB plus a short last one: the second core, woken by the shared helper
+    // task, joins long before the first could have copied them all.
+    let data = content(77, (48 << 20) + 12345);
+    write(&src.join("huge"), &data);
+    write(&src.join("small"), b"next to it");
+    let s = format!("{}/", src.display());
+    for (threads, chunk, split) in [("2", "1M", true), ("1", "1M", false), ("2", "0", false)] {
+        let d = t.path().join(format!("dst-{threads}-{chunk}"));
+        let stats = t.path().join(format!("stats-{threads}-{chunk}.json"));
+        let a = run(&[
+            OsStr::new("-a"),
+            OsStr::new("--threads"),
+            OsStr::new(threads),
+            OsStr::new("--no-pin"),
+            OsStr::new(&format!("--split-chunk={chunk}")),
+            OsStr::new("--stats-json"),
+            stats.as_os_str(),
+            OsStr::new(&s),
+            d.as_os_str(),
+        ]);
+        assert_eq!(code(&a), 0, "{}", String::from_utf8_lossy(&a.stderr));
+        assert_same(&src, &d, treediff::Check::archive());
+        assert_eq!(fs::read(d.join("huge")).unwrap(), data);
+        let doc = fs::read_to_string(&stats).unwrap();
+        let chunks = per_core(&doc, "split_chunks");
+        let files = per_core(&doc, "split_files");
+        if split {
+            assert_eq!(files.iter().sum::<u64>(), 1, "{doc}");
+            assert_eq!(
+                chunks.iter().sum::<u64>(),
+                49,
+                "every chunk copied once: {doc}"
+            );
+            assert!(
+                chunks.iter().all(|&n| n > 0),
+                "one core copied every chunk: {chunks:?}"
+            );
+        } else {
+            assert_eq!(chunks.iter().sum::<u64>(), 0, "{doc}");
+            assert_eq!(files.iter().sum::<u64>(), 0, "{doc}");
+        }
+    }
+}

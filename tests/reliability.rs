@@ -348,10 +348,24 @@ fn a_file_that_grows_or_shrinks_while_copied_is_reported_not_published() {
         ("shrink-big", "truncate", &["-a"]),
         ("grow-big", "append", &["-a", "--copy-method=uring"]),
         ("shrink-big", "truncate", &["-a", "--copy-method=uring"]),
+        // Split across cores: 3 chunks of 1 MiB copied by two cores.
+        (
+            "grow-huge",
+            "append",
+            &["-a", "--split-chunk=1M", "--threads=2"],
+        ),
+        (
+            "shrink-huge",
+            "truncate",
+            &["-a", "--split-chunk=1M", "--threads=2"],
+        ),
     ] {
         let tag = format!("{name}{}", flags.len());
         let src = s.path().join(format!("src-{tag}"));
         race_tree(&src);
+        if name.ends_with("-huge") {
+            write(&src.join(name), &content(11, 3 << 20));
+        }
         let dst = s.path().join(format!("dst-{tag}"));
         let out = with_hook(&format!("after-stat={name}:{action}"), flags, &src, &dst);
         let e = err(&out);

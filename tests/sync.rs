@@ -257,7 +257,11 @@ fn delete_removes_exactly_the_extraneous_entries() {
     let s = Scratch::new();
     let src = s.path().join("src");
     filter_tree(&src);
-    for (mode, tag) in [("--delete", "d"), ("--delete-after", "a")] {
+    for (mode, tag) in [
+        ("--delete", "d"),
+        ("--delete-after", "a"),
+        ("--delete-delay", "y"),
+    ] {
         let dst = s.path().join(format!("dst-{tag}"));
         let ref_dst = s.path().join(format!("ref-{tag}"));
         let outside = stale_destination(&s.path().join(tag), &src, &dst);

@@ -11,6 +11,9 @@
 //! * `threads --data DIR --dataset NAME --max N [--reps R] --arsync BIN`: thread scaling of arsync
 //!   (`--threads 1..N`, unpinned past the CPU count, i.e. oversubscribed), with the scheduler's
 //!   steal counts from `--stats-json`.
+//! * `sweep --data DIR --arsync BIN --variants "ARGS;ARGS" [--base "-a"] [--datasets a,b]
+//!   [--cache warm,cold] [--reps N]`: arsync alone with each flag set (an empty one is the
+//!   defaults), alternated and reported like `compare`: the figures behind the defaults.
 //! * `run --arsync BIN --src DIR [--reps N] [-- ARGS]`: quick repeated runs of arsync alone with
 //!   wall, CPU and peak RSS (used for the memory-bound check).
 
@@ -154,8 +157,42 @@ fn compare(a: &Args) -> Result<()> {
     }
     let out =
         PathBuf::from(a.opt("--out").unwrap_or_else(|| "perf/runs".into())).join(today_host());
-    let wait = Duration::from_secs(a.num("--wait", 370u64)?);
-    let mut dests = runner::Dests::new(data.join(".bench-dst"), wait)?;
+    let plan = Plan {
+        data: &data,
+        arsync: &arsync,
+        names: &names,
+        caches: &caches,
+        reps,
+        wait: Duration::from_secs(a.num("--wait", 370u64)?),
+        out: &out,
+        title: "arsync against its peers",
+    };
+    alternate(&plan, &tools, &per_dataset)
+}
+
+/// What [`alternate`] runs and where it reports.
+struct Plan<'a> {
+    data: &'a Path,
+    arsync: &'a Path,
+    names: &'a [String],
+    caches: &'a [String],
+    reps: usize,
+    wait: Duration,
+    out: &'a Path,
+    title: &'a str,
+}
+
+/// Each dataset with each tool, alternating the tools in each repetition, warm or cold, each run
+/// into a fresh destination; the first copy of each tool is checked; the report is rewritten
+/// after every dataset. `per_dataset` replaces the first tool's arguments for a dataset.
+fn alternate(
+    plan: &Plan<'_>,
+    tools: &[runner::Tool],
+    per_dataset: &[(String, Vec<String>)],
+) -> Result<()> {
+    let (data, names, caches, reps, out) =
+        (plan.data, plan.names, plan.caches, plan.reps, plan.out);
+    let mut dests = runner::Dests::new(data.join(".bench-dst"), plan.wait)?;
     let mut rows = Vec::new();
     eprintln!(
         "[arsync-bench] tools: {}",
@@ -165,7 +202,7 @@ fn compare(a: &Args) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for name in &names {
+    for name in names {
         let src = data.join(name);
         if !src.is_dir() {
             bail!(
@@ -175,12 +212,12 @@ fn compare(a: &Args) -> Result<()> {
             );
         }
         let (files, _dirs, _links, bytes) = runner::census(&src)?;
-        let mut tools = tools.clone();
+        let mut tools = tools.to_vec();
         if let Some((_, args)) = per_dataset.iter().find(|(k, _)| k == name) {
             tools[0].args = args.clone();
         }
         eprintln!("[arsync-bench] {name}: arsync {}", tools[0].args.join(" "));
-        for cache in &caches {
+        for cache in caches {
             for rep in 0..reps {
                 for k in 0..tools.len() {
                     let tool = &tools[(rep + k) % tools.len()];
@@ -220,18 +257,66 @@ fn compare(a: &Args) -> Result<()> {
             }
         }
         // Write what we have after every dataset, so an interrupted run still leaves a report.
-        report::write(
-            &out,
-            "arsync against its peers",
-            &environment(&data, &arsync),
-            &rows,
-        )?;
+        report::write(out, plan.title, &environment(data, plan.arsync), &rows)?;
     }
     // The report is already complete: it was written after the last dataset.
     eprintln!("[arsync-bench] deleting destinations (outside the timed runs)");
     dests.delete_all();
     println!("{}", out.join("report.md").display());
     Ok(())
+}
+
+/// `arsync-bench sweep`: arsync alone with each of several flag sets on one dataset, alternating
+/// them like `compare` alternates tools: the figures behind the engine's defaults.
+fn sweep(a: &Args) -> Result<()> {
+    let data = PathBuf::from(a.opt("--data").context("--data DIR")?);
+    let arsync = PathBuf::from(a.opt("--arsync").context("--arsync BIN")?);
+    let base: Vec<String> = a
+        .opt("--base")
+        .unwrap_or_else(|| "-a".into())
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let variants = a
+        .opt("--variants")
+        .context("--variants \"ARGS;ARGS;...\"")?;
+    let tools: Vec<runner::Tool> = variants
+        .split(';')
+        .map(str::trim)
+        .map(|v| {
+            let extra: Vec<String> = v.split_whitespace().map(str::to_string).collect();
+            runner::Tool {
+                name: if extra.is_empty() {
+                    "defaults".into()
+                } else {
+                    extra.join(" ")
+                },
+                program: arsync.clone(),
+                args: base.iter().cloned().chain(extra).collect(),
+                slash: true,
+            }
+        })
+        .collect();
+    anyhow::ensure!(!tools.is_empty(), "--variants lists no flag set");
+    let names = a.list("--datasets", "small");
+    let caches = a.list("--cache", "warm");
+    let out = PathBuf::from(a.opt("--out").unwrap_or_else(|| "perf/runs".into())).join(format!(
+        "{}-sweep-{}-{}",
+        today_host(),
+        names.join("+"),
+        caches.join("+")
+    ));
+    let plan = Plan {
+        data: &data,
+        arsync: &arsync,
+        names: &names,
+        caches: &caches,
+        reps: a.num("--reps", 3)?,
+        wait: Duration::from_secs(a.num("--wait", 370u64)?),
+        out: &out,
+        title: &format!("arsync {} with each flag set", base.join(" ")),
+    };
+    alternate(&plan, &tools, &[])
 }
 
 fn threads(a: &Args) -> Result<()> {
@@ -509,7 +594,8 @@ fn usage() -> ! {
          [--arsync-args \"-a\"] [--arsync-args-for \"mixed:-aHAX;sparse:-aS\"] [--tools arsync,cp-a,rsync-a,cpz,xcp,fcp] [--peers-bin DIR] [--install-peers DIR] [--out DIR] [--wait S]\n  \
          arsync-bench threads --data DIR --arsync BIN [--dataset small] [--max 8] [--reps 3]\n  \
          arsync-bench resync --data DIR --arsync BIN [--files 100000] [--pct 1] [--reps 5]\n  \
-         arsync-bench run --arsync BIN --src DIR [--reps N] [-- ARSYNC_ARGS...]",
+         arsync-bench run --arsync BIN --src DIR [--reps N] [-- ARSYNC_ARGS...]\n  \
+         arsync-bench sweep --data DIR --arsync BIN --variants \"ARGS;ARGS;...\" [--base \"-a\"] [--datasets small] [--cache warm,cold] [--reps 3] [--out DIR] [--wait S]",
         datasets::KINDS.join(", ")
     );
     if help {
@@ -557,6 +643,7 @@ fn main() -> Result<()> {
         "threads" => threads(&args),
         "resync" => resync(&args),
         "run" => quick_run(&args),
+        "sweep" => sweep(&args),
         "measure-child" => {
             let Some(program) = args.0.get(1) else {
                 usage()

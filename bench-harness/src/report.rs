@@ -107,7 +107,7 @@ pub fn write(dir: &Path, title: &str, env: &str, rows: &[Row]) -> Result<()> {
     fs::write(dir.join("results.csv"), csv)?;
 
     let mut md = format!(
-        "# {title}\n\n{env}\n\nMedians over the repetitions; runs alternate tools. `ratio` = tool's median wall / arsync's median wall in the same run (> 1: arsync is faster). Verdict: what the copy lost (`OK` = nothing).\n"
+        "# {title}\n\n{env}\n\nMedians over the repetitions; runs alternate tools. `ratio` = tool's median wall / arsync's (in a sweep: the defaults') median wall in the same run (> 1: arsync, or the defaults, faster). Verdict: what the copy lost (`OK` = nothing).\n"
     );
     let mut groups: BTreeMap<(String, String), Vec<&Row>> = BTreeMap::new();
     for r in rows {
@@ -127,7 +127,7 @@ pub fn write(dir: &Path, title: &str, env: &str, rows: &[Row]) -> Result<()> {
         }
         let arsync_med = by_tool
             .iter()
-            .find(|(k, _)| k.as_str() == "arsync")
+            .find(|(k, _)| k.as_str() == "arsync" || k.as_str() == "defaults")
             .map(|(_, v)| median(v.iter().map(|r| r.wall_s).collect()));
         let mut lines: Vec<(f64, String)> = Vec::new();
         for (tool, v) in &by_tool {

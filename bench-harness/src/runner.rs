@@ -167,8 +167,16 @@ pub fn command(tool: &Tool, src: &Path, dst: &Path) -> Command {
     c
 }
 
-/// Read every file of `dir` so it sits in the page cache ("warm").
+/// Read every file of `dir` so it sits in the page cache ("warm"), then write back whatever the
+/// previous runs left dirty: otherwise a run that starts with gigabytes of another run's dirty
+/// pages is throttled by their writeback (measured: 8 × 256 MiB warm swung between 0.4 and 2.5 s).
 pub fn warm(dir: &Path) -> Result<()> {
+    warm_read(dir)?;
+    Command::new("sync").status()?;
+    Ok(())
+}
+
+fn warm_read(dir: &Path) -> Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

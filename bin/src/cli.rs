@@ -406,7 +406,7 @@ pub fn command() -> Command {
                 .short('v')
                 .long("verbose")
                 .action(ArgAction::Count)
-                .help("increase verbosity: -v lists every item copied [default: off]")
+                .help("increase verbosity: -v lists every item copied, -vv adds the engine's settings and totals, -vvv every directory and file it handles, -vvvv each data path (RUST_LOG overrides) [default: off]")
                 .help_heading("Info"),
         )
         .arg(
@@ -520,6 +520,14 @@ pub fn command() -> Command {
             .help_heading("Engine"),
     )
     .arg(
+        Arg::new("split-chunk")
+            .long("split-chunk")
+            .value_name("SIZE")
+            .value_parser(parse_size)
+            .help("a file copied with copy_file_range that is at least twice SIZE is cut into chunks of SIZE that several cores copy at once; 0 never splits (1M..=1G) [default: 64M]")
+            .help_heading("Engine"),
+    )
+    .arg(
         Arg::new("iowq-workers")
             .long("iowq-workers")
             .value_name("N")
@@ -586,9 +594,25 @@ pub fn command() -> Command {
     .arg(
         Arg::new("delete-after")
             .long("delete-after")
+            .visible_alias("delete-delay")
             .action(ArgAction::SetTrue)
-            .help("--delete, but only after everything is copied [default: off]")
+            .help("--delete, but the deletions found during the walk are made after everything is copied (rsync's --delete-delay; the same outcome as its --delete-after) [default: off]")
             .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("whole-file")
+            .short('W')
+            .long("whole-file")
+            .action(ArgAction::SetTrue)
+            .help("copy whole files, no delta transfer: always so for a local copy, as in rsync (accepted for compatibility) [default: on]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("preallocate")
+            .long("preallocate")
+            .action(ArgAction::SetTrue)
+            .help("allocate destination files before writing: arsync always fallocates the data ranges of files it streams (accepted for compatibility) [default: on]")
+            .help_heading("Engine"),
     )
     .arg(
         Arg::new("delete-excluded")
@@ -777,6 +801,28 @@ pub fn command() -> Command {
             .help_heading("Info"),
     )
     .arg(
+        Arg::new("log-file")
+            .long("log-file")
+            .value_name("FILE")
+            .value_parser(value_parser!(std::path::PathBuf))
+            .help("append what is done to FILE: every item and deletion (see --log-file-format), errors, a start and an end line, each prefixed with the time and PID [default: none]")
+            .help_heading("Info"),
+    )
+    .arg(
+        Arg::new("log-file-format")
+            .long("log-file-format")
+            .value_name("FMT")
+            .help("the item lines of --log-file: %i itemize code, %n name, %L link target, %l size, %b bytes copied, %o operation, %f path, %B perms, %U uid, %G gid, %M mtime, %t time, %p PID; %'l adds commas, %-10n pads [default: '%i %n%L']")
+            .help_heading("Info"),
+    )
+    .arg(
+        Arg::new("out-format")
+            .long("out-format")
+            .value_name("FMT")
+            .help("print each item changed to stdout in FMT (escapes as --log-file-format); -i is --out-format='%i %n%L' [default: none]")
+            .help_heading("Info"),
+    )
+    .arg(
         Arg::new("no-pin")
             .long("no-pin")
             .action(ArgAction::SetTrue)
@@ -810,6 +856,12 @@ pub struct Parsed {
     /// `--info=progress2` (whole transfer).
     pub progress_total: bool,
     pub itemize: bool,
+    /// `--out-format`: item lines on stdout.
+    pub out_format: Option<crate::logfmt::Format>,
+    /// `--log-file` and its line format.
+    pub log_file: Option<(PathBuf, crate::logfmt::Format)>,
+    /// The sources and the destination as given.
+    pub paths: Vec<OsString>,
     pub stats: bool,
     pub verbose: u8,
     pub quiet: bool,
@@ -926,6 +978,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             return Err(usage("--inline-max must be at most 64M"));
         }
         config.small_file_max = n;
+    }
+    if let Some(&n) = m.get_one::<u64>("split-chunk") {
+        if n != 0 && !((1 << 20)..=(1 << 30)).contains(&n) {
+            return Err(usage("--split-chunk must be 0 or between 1M and 1G"));
+        }
+        config.split_chunk = n;
     }
     if let Some(&n) = m.get_one::<u32>("iowq-workers") {
         config.iowq_max_workers = n;
@@ -1064,7 +1122,26 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     // Latency histograms cost two clock reads per timed step: only when someone reads them.
     config.measure = m.get_one::<PathBuf>("stats-json").is_some();
     let info = m.get_one::<String>("info").map(String::as_str);
+    let format = |id: &str, fallback: Option<&str>| {
+        m.get_one::<String>(id)
+            .map(String::as_str)
+            .or(fallback)
+            .map(|f| {
+                crate::logfmt::Format::parse(f).map_err(|e| {
+                    Refused::Clap(command().error(
+                        clap::error::ErrorKind::ValueValidation,
+                        format!("--{id}: {e}"),
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let out_format = format("out-format", None)?;
+    let log_format = format("log-file-format", Some(crate::logfmt::DEFAULT_LOG_FORMAT))?;
     Ok(Parsed {
+        paths,
+        out_format,
+        log_file: m.get_one::<PathBuf>("log-file").cloned().zip(log_format),
         generate,
         progress_files: (m.get_flag("progress") || m.get_flag("partial-progress"))
             && info != Some("progress0"),

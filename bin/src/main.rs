@@ -3,6 +3,7 @@
 //! "skipping" notices, `-v` item lists) and exits with rsync's exit codes.
 
 mod cli;
+mod logfmt;
 mod output;
 mod progress;
 mod signals;
@@ -72,24 +73,50 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    output::init_logging(parsed.verbose, parsed.quiet);
+    let log = match &parsed.log_file {
+        None => None,
+        Some((path, format)) => match logfmt::LogFile::open(path, format.clone()) {
+            Ok(l) => Some(Arc::new(l)),
+            Err(e) => {
+                // rsync: "failed to open log-file": a file I/O error before anything is copied.
+                eprintln!("arsync: failed to open log-file {}: {e}", path.display());
+                eprintln!("arsync error: {} (code 11)", output::code_text(11));
+                return ExitCode::from(11);
+            }
+        },
+    };
+    output::init_logging(
+        parsed.verbose,
+        parsed.quiet,
+        log.as_ref().and_then(|l| l.try_clone_file().ok()),
+    );
+    if let Some(l) = &log {
+        let mut line = format!("arsync {} started: ", env!("CARGO_PKG_VERSION")).into_bytes();
+        line.extend_from_slice(&logfmt::describe(&parsed.paths));
+        l.message(&line);
+    }
     let live = engine::Progress::new();
     let observer = Arc::new(output::Printer::new(
         parsed.verbose,
         parsed.quiet,
         parsed.itemize,
         parsed.progress_files.then(|| live.clone()),
+        parsed.out_format.clone(),
+        log.clone(),
     ));
-    if let Some(dir) = &parsed.config.create_dest_dir
-        && (parsed.verbose > 0 || parsed.itemize)
-        && !parsed.quiet
-    {
+    if let Some(dir) = &parsed.config.create_dest_dir {
         let shown = dir.to_string_lossy();
         let shown = shown.trim_end_matches('/');
-        println!(
+        let line = format!(
             "created directory {}",
             if shown.is_empty() { "/" } else { shown }
         );
+        if (parsed.verbose > 0 || parsed.itemize || parsed.out_format.is_some()) && !parsed.quiet {
+            println!("{line}");
+        }
+        if let Some(l) = &log {
+            l.message(line.as_bytes());
+        }
     }
     let stop = engine::Stop::new();
     signals::stop_on_signals(stop.clone());
@@ -118,9 +145,28 @@ fn main() -> ExitCode {
     }
     if let Some(f) = &report.fatal {
         eprintln!("arsync: {f}");
+        if let Some(l) = &log {
+            l.message(format!("arsync: {f}").as_bytes());
+        }
     }
     if code != 0 {
         eprintln!("arsync error: {} (code {code})", output::code_text(code));
+    }
+    if let Some(l) = &log {
+        let r = &report;
+        l.message(
+            format!(
+                "copied {} bytes  total size {}  files {}  deleted {}  errors {}  in {:.3} s{}; exit code {code}",
+                r.bytes,
+                r.considered.bytes,
+                r.files,
+                r.deleted,
+                r.errors + r.file_io_errors + r.vanished,
+                r.elapsed.as_secs_f64(),
+                if parsed.config.dry_run { " (DRY RUN)" } else { "" },
+            )
+            .as_bytes(),
+        );
     }
     ExitCode::from(code as u8)
 }

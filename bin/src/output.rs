@@ -5,15 +5,23 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use engine::{Change, ErrorClass, Event, FileType, How, Observer, Report, SkipReason};
+
+use crate::logfmt::{Format, Line, LogFile};
 
 /// Renders events; shared by every core thread (each line is written under the stream's lock).
 pub struct Printer {
     verbose: u8,
     quiet: bool,
-    itemize: bool,
+    /// The format of the item lines on stdout: `--out-format`, else `%i %n%L` with `-i`, else
+    /// `%n%L` with `-v` or `--progress`; none lists nothing.
+    listing: Option<Format>,
     /// `--progress`: the run's live counters and its start, for the line after each file.
     progress: Option<(engine::Progress, std::time::Instant)>,
+    /// `--log-file`.
+    log: Option<Arc<LogFile>>,
 }
 
 impl Printer {
@@ -22,12 +30,25 @@ impl Printer {
         quiet: bool,
         itemize: bool,
         progress: Option<engine::Progress>,
+        out_format: Option<Format>,
+        log: Option<Arc<LogFile>>,
     ) -> Self {
+        let listing = out_format.or_else(|| {
+            let fmt = if itemize {
+                "%i %n%L"
+            } else if verbose > 0 || progress.is_some() {
+                "%n%L"
+            } else {
+                return None;
+            };
+            Some(Format::parse(fmt).expect("a valid built-in format"))
+        });
         Self {
             verbose,
             quiet,
-            itemize,
+            listing,
             progress: progress.map(|p| (p, std::time::Instant::now())),
+            log,
         }
     }
 }
@@ -70,7 +91,7 @@ pub fn itemize_code(file_type: FileType, c: &Change) -> String {
 }
 
 /// A name as rsync lists it: directories end with `/`, the transfer root is `./`.
-fn listed(path: &Path, file_type: FileType) -> Vec<u8> {
+pub fn listed(path: &Path, file_type: FileType) -> Vec<u8> {
     let mut line = escape(path);
     if file_type == FileType::Dir {
         if line.is_empty() {
@@ -139,9 +160,15 @@ impl Observer for Printer {
                     );
                 }
                 let _ = std::io::stderr().lock().write_all(&line);
+                if let Some(log) = &self.log {
+                    log.message(&line);
+                }
                 tracing::debug!(op = *op, ?class, "entry failed");
             }
             Event::Warning { message } => {
+                if let Some(log) = &self.log {
+                    log.message(format!("arsync: warning: {message}").as_bytes());
+                }
                 if !self.quiet {
                     eprintln!("arsync: warning: {message}");
                 }
@@ -189,27 +216,29 @@ impl Observer for Printer {
                 change,
                 link,
                 bytes,
+                stat,
             } => {
-                let mut line = Vec::new();
-                if self.itemize {
-                    line.extend_from_slice(itemize_code(*file_type, change).as_bytes());
-                    line.push(b' ');
-                } else if !change.new && change.how == How::Attrs {
-                    // Plain -v lists what was transferred or created, not attribute fixes.
+                let what = Line {
+                    path,
+                    file_type: *file_type,
+                    change: Some(change),
+                    bytes: *bytes,
+                    stat: *stat,
+                    link: *link,
+                };
+                if let Some(log) = &self.log {
+                    log.item(&what);
+                }
+                if self.quiet {
                     return;
                 }
-                line.extend_from_slice(&listed(path, *file_type));
-                match (link, change.how) {
-                    (Some(l), How::HardLink) => {
-                        line.extend_from_slice(b" => ");
-                        line.extend_from_slice(l);
-                    }
-                    (Some(l), _) => {
-                        line.extend_from_slice(b" -> ");
-                        line.extend_from_slice(l);
-                    }
-                    _ => {}
+                let Some(f) = &self.listing else { return };
+                if !f.itemizes && !change.new && change.how == How::Attrs {
+                    // Without %i (plain -v), rsync lists what was transferred or created, not
+                    // attribute fixes.
+                    return;
                 }
+                let mut line = f.render(&what);
                 line.push(b'\n');
                 if let Some((p, start)) = &self.progress
                     && *file_type == FileType::File
@@ -224,15 +253,29 @@ impl Observer for Printer {
                 let _ = std::io::stdout().lock().write_all(&line);
             }
             Event::Deleted { path, file_type } => {
-                if self.quiet || (!self.itemize && self.verbose == 0) {
+                let what = Line {
+                    path,
+                    file_type: *file_type,
+                    change: None,
+                    bytes: 0,
+                    stat: None,
+                    link: None,
+                };
+                if let Some(log) = &self.log {
+                    log.item(&what);
+                }
+                if self.quiet
+                    || !(self.verbose > 0 || self.listing.as_ref().is_some_and(|f| f.itemizes))
+                {
                     return;
                 }
-                let mut line = if self.itemize {
-                    b"*deleting   ".to_vec()
+                let Some(f) = &self.listing else { return };
+                let mut line = if f.itemizes {
+                    f.render(&what)
                 } else {
-                    b"deleting ".to_vec()
+                    // rsync lists a deletion this way whatever the format.
+                    [b"deleting ".as_slice(), &listed(path, *file_type)].concat()
                 };
-                line.extend_from_slice(&listed(path, *file_type));
                 line.push(b'\n');
                 let _ = std::io::stdout().lock().write_all(&line);
             }
@@ -240,7 +283,7 @@ impl Observer for Printer {
     }
 
     fn wants_items(&self) -> bool {
-        (self.verbose > 0 || self.itemize || self.progress.is_some()) && !self.quiet
+        (self.listing.is_some() && !self.quiet) || self.log.is_some()
     }
 }
 
@@ -336,9 +379,12 @@ pub fn code_text(code: i32) -> &'static str {
 }
 
 /// Logging through tracing: `RUST_LOG` wins; otherwise warnings, more with `-vv`/`-vvv`, errors
-/// only with `-q`.
-pub fn init_logging(verbose: u8, quiet: bool) {
-    use tracing_subscriber::EnvFilter;
+/// only with `-q`. The events go to stderr and, with `--log-file`, to the log file too (there at
+/// `info` or the `-vv`/`-vvv` level, whichever is more, and without colours).
+pub fn init_logging(verbose: u8, quiet: bool, log: Option<std::fs::File>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
     let default = if quiet {
         "error"
     } else {
@@ -349,11 +395,25 @@ pub fn init_logging(verbose: u8, quiet: bool) {
             _ => "trace",
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let from_env = || EnvFilter::try_from_default_env().ok();
+    use std::io::IsTerminal;
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        .with_filter(from_env().unwrap_or_else(|| EnvFilter::new(default)));
+    let file = log.map(|f| {
+        let level = if verbose >= 3 { default } else { "info" };
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::sync::Mutex::new(f))
+            .with_timer(crate::logfmt::LogTime)
+            .with_ansi(false)
+            .with_target(false)
+            .with_filter(from_env().unwrap_or_else(|| EnvFilter::new(level)))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(stderr)
+        .with(file)
         .try_init();
 }
 
@@ -378,6 +438,8 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
                 "ring_files": c.ring_files,
                 "cloned_files": c.cloned_files,
                 "kernel_copied_files": c.kernel_copied_files,
+                "split_files": c.split_files,
+                "split_chunks": c.split_chunks,
                 "hard_linked": c.hard_linked,
             })
         })
@@ -445,6 +507,7 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
             "uring": r.cores.iter().map(|c| c.ring_files).sum::<u64>(),
             "copy_file_range": r.cores.iter().map(|c| c.kernel_copied_files).sum::<u64>(),
             "clone": r.cores.iter().map(|c| c.cloned_files).sum::<u64>(),
+            "split_across_cores": r.cores.iter().map(|c| c.split_files).sum::<u64>(),
         },
         "settings": {
             "copy_method": match cfg.copy_method {
@@ -463,6 +526,7 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
             "files_in_flight": cfg.inflight_per_core,
             "large_files_in_flight": cfg.ring_files_per_core,
             "inline_max": cfg.small_file_max,
+            "split_chunk": cfg.split_chunk,
             "iowq_workers": cfg.iowq_max_workers,
         },
         "cores": cores,

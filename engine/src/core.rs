@@ -79,6 +79,8 @@ pub(crate) struct Counters {
     pub ring_files: Cell<u64>,
     pub cloned_files: Cell<u64>,
     pub kernel_copied_files: Cell<u64>,
+    pub split_files: Cell<u64>,
+    pub split_chunks: Cell<u64>,
     pub hard_links: Cell<u64>,
     pub deleted: Cell<u64>,
     pub delete_skipped: Cell<u64>,
@@ -259,6 +261,17 @@ pub(crate) fn run(
         sched.inject(Task::Root(i));
     }
     progress.start(threads);
+    tracing::info!(
+        threads,
+        roots = config.roots.len(),
+        files_in_flight_per_core = config.inflight_per_core,
+        ring_files_per_core = config.ring_files_per_core,
+        queue_depth = config.ring_depth,
+        buffer_size = config.chunk_size,
+        open_files_limit = nofile,
+        dry_run = config.dry_run,
+        "run started"
+    );
     let canceller = sched.canceller();
     stop.install(Box::new(move || canceller.cancel()));
     let core_ids = if config.pin {
@@ -324,6 +337,16 @@ pub(crate) fn run(
         report.cores.push(out.report);
     }
     report.elapsed = start.elapsed();
+    tracing::info!(
+        files = report.files,
+        bytes = report.bytes,
+        unchanged = report.unchanged,
+        deleted = report.deleted,
+        errors = report.errors + report.file_io_errors,
+        steals = report.cores.iter().map(|c| c.sched.steals).sum::<u64>(),
+        seconds = report.elapsed.as_secs_f64(),
+        "run finished"
+    );
     report
 }
 
@@ -365,6 +388,7 @@ fn core_thread(
         }
         None
     };
+    tracing::debug!(core = index, io_uring, iowq_workers = ?iowq_workers, cpu = ?core_id.map(|c| c.id), "core started");
     let core = Rc::new(Core {
         index,
         pool: fsops::BufPool::new_aligned(
@@ -411,6 +435,8 @@ fn core_thread(
             ring_files: core.counters.ring_files.get(),
             cloned_files: core.counters.cloned_files.get(),
             kernel_copied_files: core.counters.kernel_copied_files.get(),
+            split_files: core.counters.split_files.get(),
+            split_chunks: core.counters.split_chunks.get(),
             hard_linked: core.counters.hard_links.get(),
         },
         counters: core.counters,

@@ -9,23 +9,48 @@
 //!
 //! # Example
 //!
-//! ```no_run
+//! ```
 //! use std::sync::Arc;
-//! use engine::{Config, Event, Observer, Root};
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use engine::{Config, Event, FileType, Observer, Root};
 //!
-//! struct Log;
-//! impl Observer for Log {
+//! /// Counts the files created and prints every error (path, operation, OS error).
+//! #[derive(Default)]
+//! struct Watch {
+//!     files: AtomicU64,
+//! }
+//! impl Observer for Watch {
 //!     fn event(&self, event: &Event<'_>) {
-//!         if let Event::Error { path, op, error, .. } = event {
-//!             eprintln!("{op} {}: {error}", path.display());
+//!         match event {
+//!             Event::Item { path, file_type: FileType::File, bytes, .. } => {
+//!                 println!("copied {} ({bytes} bytes)", path.display());
+//!                 self.files.fetch_add(1, Ordering::Relaxed);
+//!             }
+//!             Event::Error { path, op, error, .. } => eprintln!("{op} {}: {error}", path.display()),
+//!             _ => {}
 //!         }
+//!     }
+//!     // Ask for an event per item (costs a path join per entry; off by default).
+//!     fn wants_items(&self) -> bool {
+//!         true
 //!     }
 //! }
 //!
+//! let tmp = std::env::temp_dir().join(format!("engine-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(tmp.join("src/sub")).unwrap();
+//! std::fs::write(tmp.join("src/a"), b"hello").unwrap();
+//! std::fs::write(tmp.join("src/sub/b"), b"world").unwrap();
+//!
+//! // rsync -a SRC/ DST: the contents of src into dst (dst is made if missing).
 //! let mut config = Config::archive();
-//! config.roots.push(Root { src: "/usr/share/doc/".into(), dst: "/tmp/doc-copy".into(), rel: "".into() });
-//! let report = engine::run(&config, Arc::new(Log));
-//! println!("{} files, {} bytes, {} errors", report.files, report.bytes, report.errors);
+//! config.create_dest_dir = Some(tmp.join("dst"));
+//! config.roots.push(Root { src: tmp.join("src/"), dst: tmp.join("dst"), rel: "".into() });
+//! let watch = Arc::new(Watch::default());
+//! let report = engine::run(&config, watch.clone());
+//! assert_eq!((report.files, report.bytes, report.errors), (2, 10, 0));
+//! assert_eq!(watch.files.load(Ordering::Relaxed), 2);
+//! assert_eq!(std::fs::read(tmp.join("dst/sub/b")).unwrap(), b"world");
+//! std::fs::remove_dir_all(&tmp).unwrap();
 //! ```
 
 mod core;
@@ -35,6 +60,7 @@ pub mod hooks;
 pub mod latency;
 mod limit;
 mod links;
+mod split;
 mod sync;
 mod task;
 
@@ -45,6 +71,7 @@ use std::time::Duration;
 
 pub use filter::Filters;
 pub use fsops::FileType;
+pub use fsops::Stat;
 pub use scheduler::WorkerStats;
 
 /// One transfer root: make `dst` a copy of `src` (a directory's contents go *into* `dst`).
@@ -222,6 +249,9 @@ pub struct Config {
     pub inflight_per_core: usize,
     /// Files up to this size are copied with inline syscalls; larger ones through io_uring.
     pub small_file_max: u64,
+    /// `--split-chunk`: a file copied with `copy_file_range` that is at least twice this size is
+    /// cut into chunks of this size that several cores copy at once (0: never).
+    pub split_chunk: u64,
     /// Buffer size of the io_uring pipeline.
     pub chunk_size: usize,
     /// Chunks in flight per large file.
@@ -282,6 +312,7 @@ impl Config {
             pin: true,
             inflight_per_core: 32,
             small_file_max: 256 * 1024,
+            split_chunk: 64 << 20,
             chunk_size: 1024 * 1024,
             ring_depth: 4,
             ring_files_per_core: 2,
@@ -363,6 +394,9 @@ pub enum Event<'a> {
         file_type: FileType,
         /// Bytes of content written.
         bytes: u64,
+        /// The source entry's attributes, when the engine has them (`--log-file-format`'s `%l`,
+        /// `%M`, `%B`, `%U`, `%G`).
+        stat: Option<&'a Stat>,
         /// What changed (rsync's `--itemize-changes` letters).
         change: &'a Change,
         /// A symlink's target, or for a hard link the path (relative to the transfer root) of
@@ -481,6 +515,10 @@ pub struct CoreReport {
     pub cloned_files: u64,
     /// Files copied in the kernel with `copy_file_range`.
     pub kernel_copied_files: u64,
+    /// Large files this core owned and copied with other cores' help (`--split-chunk`).
+    pub split_files: u64,
+    /// Chunks of split files this core copied (its own files' and other cores').
+    pub split_chunks: u64,
     /// Names made as hard links to an already copied inode.
     pub hard_linked: u64,
 }

@@ -420,6 +420,7 @@ fn remove_inner(
         }
     }
     if announce {
+        tracing::debug!(path = %path.display(), "deleted");
         bump(&counters.deleted, 1);
         shared.observer.event(&Event::Deleted {
             path: &path,

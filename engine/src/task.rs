@@ -46,6 +46,8 @@ pub(crate) enum Task {
         name: CString,
         file_type: FileType,
     },
+    /// Help copy chunks of a large file another core owns (`split`).
+    Chunk(Arc<crate::split::SplitCopy>),
 }
 
 /// A directory being copied.
@@ -114,6 +116,10 @@ pub(crate) async fn run(core: Rc<Core>, task: Task) {
             core.publish_progress();
         }
         Task::Scan(node) => scan(&core, node),
+        Task::Chunk(job) => {
+            let n = job.work().await;
+            bump(&core.counters.split_chunks, n);
+        }
         Task::Entry {
             parent,
             name,
@@ -186,7 +192,7 @@ fn source_class(e: &io::Error) -> ErrorClass {
 fn item(
     core: &Core,
     rel: PathBuf,
-    file_type: FileType,
+    (file_type, stat): (FileType, Option<&Stat>),
     bytes: u64,
     change: &Change,
     link: Option<&[u8]>,
@@ -201,6 +207,7 @@ fn item(
             path: &rel,
             file_type,
             bytes,
+            stat,
             change,
             link,
         });
@@ -534,6 +541,7 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
         Ok(false) => {
             drop(reader);
             core.shared.progress.scan_ended();
+            tracing::debug!(core = core.index, dir = %node.rel.display(), "directory listed");
             child_done(core, node);
             return;
         }
@@ -585,6 +593,12 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
     }
     drop(names);
     drop(reader);
+    tracing::trace!(
+        core = core.index,
+        dir = %node.rel.display(),
+        entries = batch.len(),
+        "directory batch listed"
+    );
     node.pending.fetch_add(batch.len(), Ordering::AcqRel);
     // The continuation goes first: children pop before it (LIFO); an idle core steals it first.
     core.push(Task::Scan(node));
@@ -609,7 +623,14 @@ fn dir_item(core: &Core, node: &DirNode, rel: PathBuf) {
         }
     };
     if change.new || sync::attrs_differ(&change) {
-        item(core, rel, FileType::Dir, 0, &change, None);
+        item(
+            core,
+            rel,
+            (FileType::Dir, node.stat.as_ref()),
+            0,
+            &change,
+            None,
+        );
     }
 }
 
@@ -989,7 +1010,7 @@ async fn hardlink_follow(
     item(
         core,
         parent.child_rel(dst_name),
-        file_type,
+        (file_type, Some(st)),
         0,
         &change,
         Some(target),
@@ -1126,7 +1147,7 @@ async fn copy_file(
                     hardlink_done(core, parent, dst_name, &st, true);
                     bump(&core.counters.unchanged, 1);
                     if sync::attrs_differ(&change) {
-                        item(core, rel(), FileType::File, 0, &change, None);
+                        item(core, rel(), (FileType::File, Some(&st)), 0, &change, None);
                     }
                     return Ok(Outcome::Done);
                 }
@@ -1146,7 +1167,14 @@ async fn copy_file(
         hardlink_done(core, parent, dst_name, &st, true);
         bump(&core.counters.files, 1);
         bump(&core.counters.bytes, st.size);
-        item(core, rel(), FileType::File, st.size, &change, None);
+        item(
+            core,
+            rel(),
+            (FileType::File, Some(&st)),
+            st.size,
+            &change,
+            None,
+        );
         return Ok(Outcome::Done);
     }
     let _heavy = large.then(|| Heavy::new(core));
@@ -1156,7 +1184,15 @@ async fn copy_file(
     bump(&core.counters.files, 1);
     bump(&core.counters.bytes, bytes);
     change.how = How::Transfer;
-    item(core, rel(), FileType::File, bytes, &change, None);
+    tracing::debug!(core = core.index, file = %rel().display(), bytes, "file copied");
+    item(
+        core,
+        rel(),
+        (FileType::File, Some(&st)),
+        bytes,
+        &change,
+        None,
+    );
     Ok(Outcome::Done)
 }
 
@@ -1470,7 +1506,10 @@ async fn copy_file_data(
         };
         if let DataPath::Clone = path {
             match sys::ficlone(dst.as_fd(), src.as_fd()) {
-                Ok(()) => bump(&core.counters.cloned_files, 1),
+                Ok(()) => {
+                    bump(&core.counters.cloned_files, 1);
+                    tracing::trace!(size = st.size, "data cloned (FICLONE)");
+                }
                 Err(e) if cfg.reflink == Reflink::Always => {
                     return Err(("clone (--reflink=always)", e, ErrorClass::Partial));
                 }
@@ -1483,8 +1522,20 @@ async fn copy_file_data(
         }
         if let DataPath::Kernel = path {
             let _ = prealloc(&dst, 0, st.size);
-            match fsops::copy::copy_kernel(src, &dst, st.size, 16 << 20).await {
-                Ok(_) => bump(&core.counters.kernel_copied_files, 1),
+            let split = cfg.split_chunk > 0
+                && st.size >= 2 * cfg.split_chunk
+                && !keep_size
+                && core.worker.borrow().count() > 1;
+            let copied = if split {
+                copy_split(core, src, &dst, st.size).await
+            } else {
+                fsops::copy::copy_kernel(src, &dst, st.size, 16 << 20).await
+            };
+            match copied {
+                Ok(_) => {
+                    bump(&core.counters.kernel_copied_files, 1);
+                    tracing::trace!(size = st.size, "data copied by copy_file_range");
+                }
                 Err(e) if not_here(&e) => {
                     core.no_kernel_copy.borrow_mut().push(pair);
                     sys::ftruncate(dst.as_fd(), 0).map_err(dst_err("ftruncate"))?;
@@ -1506,6 +1557,7 @@ async fn copy_file_data(
                 let mut buf = core.small_buf.borrow_mut();
                 fsops::copy::copy_inline(src, &dst, st.size, &mut buf).map_err(data_err("read"))?;
                 bump(&core.counters.inline_files, 1);
+                tracing::trace!(size = st.size, "data copied inline (read/write on the core)");
                 dst
             }
             DataPath::Ring(extents) => {
@@ -1546,6 +1598,7 @@ async fn copy_file_data(
                 .await
                 .map_err(data_err("copy"))?;
                 bump(&core.counters.ring_files, 1);
+                tracing::trace!(size = st.size, direct, extents = extents.len(), "data copied through the ring");
                 if direct {
                     // Back to buffered for what follows (read-back, metadata); the last block was
                     // written whole, so the size is set exactly.
@@ -1637,6 +1690,48 @@ impl Drop for TempGuard<'_> {
             let _ = sys::unlink_at(self.dir, n, 0);
         }
     }
+}
+
+/// Copy a large file with `copy_file_range` on several cores: offer helper tasks to the other
+/// cores, copy chunks here too, and wait for the chunks the helpers took. While it runs this
+/// core takes no new task (the others take the rest of the tree).
+async fn copy_split(core: &Core, src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<u64> {
+    let job = Arc::new(crate::split::SplitCopy::new(
+        src,
+        dst,
+        size,
+        core.shared.config.split_chunk,
+    )?);
+    let helpers = (core.worker.borrow().count() as u64 - 1).min(job.chunks() - 1);
+    for _ in 0..helpers {
+        core.worker
+            .borrow_mut()
+            .share(Task::Chunk(Arc::clone(&job)));
+    }
+    // Blocked while this file is copied (the core loop stops taking tasks): the helper tasks
+    // go to the other cores.
+    core.deferred.set(true);
+    struct Abandon<'a>(&'a crate::split::SplitCopy, bool);
+    impl Drop for Abandon<'_> {
+        fn drop(&mut self) {
+            if !self.1 {
+                self.0.abandon();
+            }
+        }
+    }
+    let mut guard = Abandon(&job, false);
+    let mine = job.work().await;
+    bump(&core.counters.split_chunks, mine);
+    let r = job.wait().await;
+    guard.1 = true;
+    bump(&core.counters.split_files, 1);
+    tracing::trace!(
+        size,
+        chunks = job.chunks(),
+        by_owner = mine,
+        "large file copied by several cores"
+    );
+    r.map(|()| size)
 }
 
 fn sys_dup(fd: &OwnedFd) -> io::Result<OwnedFd> {
@@ -1873,7 +1968,7 @@ async fn make_other(
     item(
         core,
         parent.child_rel(dst_name),
-        file_type,
+        (file_type, Some(&st)),
         0,
         &change,
         target.as_ref().map(|t| t.as_bytes()),

@@ -167,7 +167,7 @@ pub async fn copy_kernel(src: &OwnedFd, dst: &OwnedFd, size: u64, step: usize) -
 }
 
 /// Let the other tasks of this runtime run once.
-async fn yield_now() {
+pub async fn yield_now() {
     let mut yielded = false;
     std::future::poll_fn(|cx| {
         if yielded {

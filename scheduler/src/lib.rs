@@ -263,6 +263,19 @@ impl<T: Send> Worker<T> {
         }
     }
 
+    /// Offer a task to every worker: it goes to the shared injector, which any worker checks
+    /// before stealing from another's deque, and one sleeping worker is woken to take it. For
+    /// help that this worker must not take itself (it is busy with the same job).
+    pub fn share(&mut self, task: T) {
+        debug_assert!(self.active, "share from an idle worker");
+        self.shared.injector.push(task);
+        self.stats.pushes += 1;
+        fence(Ordering::SeqCst);
+        if self.shared.sleepers.load(Ordering::Relaxed) > 0 {
+            self.shared.wake_one();
+        }
+    }
+
     /// Take the next task: own deque first (LIFO), then the injector, then the other workers'
     /// deques (FIFO end, in batches).
     pub fn pop(&mut self) -> Pop<T> {
