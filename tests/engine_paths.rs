@@ -1,6 +1,7 @@
 //! The engine's switches as a tuner uses them: every `--copy-method` gives an exact copy through
 //! the path it names (checked in `--stats-json`), the pipeline tunables work at their edges, the
-//! io-wq cap reaches the kernel, and contradictory combinations are usage errors.
+//! io-wq cap reaches the kernel, every `--route` is exact and goes where it was sent, and
+//! contradictory combinations are usage errors.
 
 mod common;
 
@@ -98,6 +99,95 @@ fn each_copy_method_is_exact_and_takes_its_path() {
                 assert_eq!(v["settings"]["queue_depth"], 3, "{v}");
             }
         }
+    }
+}
+
+#[test]
+fn each_route_is_exact_and_counted_where_it_was_sent() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    build_tree(
+        &src,
+        &TreeOpts {
+            root_only: is_root(),
+            wide: 60,
+            depth: 6,
+        },
+    );
+    let classes = ["stat", "open", "create", "meta"];
+    let count =
+        |v: &serde_json::Value, class: &str, via: &str| v["routes"][class][via].as_u64().unwrap();
+    for (round, (name, spec, want)) in [
+        ("inline", "all=inline", ["inline"; 4]),
+        // all=ring leaves meta inline: io_uring has no fchmod/futimens/fchown.
+        ("ring", "all=ring", ["ring", "ring", "ring", "inline"]),
+        ("worker", "all=worker", ["worker"; 4]),
+        (
+            "mixed",
+            "stat=worker,open=ring,create=worker",
+            ["worker", "ring", "worker", "inline"],
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dst = s.path().join(name);
+        let json = s.path().join(format!("{name}.json"));
+        let json_arg = json.display().to_string();
+        let route = format!("--route={spec}");
+        // A first copy, then (after a change to one file) a re-sync whose quick check stats.
+        let out = copy_contents(
+            &["-a", &route, "--meta-workers=3", "--stats-json", &json_arg],
+            &src,
+            &dst,
+        );
+        assert_eq!(
+            code(&out),
+            0,
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same(&src, &dst, treediff::Check::archive());
+        let v = stats(&json);
+        for (class, via) in classes.iter().zip(want) {
+            assert_eq!(v["settings"]["routes"][class], via, "{name}: {v}");
+        }
+        // Every new file was opened, created and given its metadata on the path asked for.
+        let files = v["copy_methods"]["inline"].as_u64().unwrap()
+            + v["copy_methods"]["copy_file_range"].as_u64().unwrap();
+        for (class, via) in classes[1..].iter().zip(&want[1..]) {
+            assert!(count(&v, class, via) >= files, "{name} {class}: {v}");
+            for other in ["inline", "ring", "worker"].iter().filter(|o| *o != via) {
+                assert_eq!(count(&v, class, other), 0, "{name} {class} {other}: {v}");
+            }
+        }
+        // New content of a new size and a new mtime in every round.
+        let changed = src.join("wide/f00007");
+        fs::write(&changed, "x".repeat(100 + round)).unwrap();
+        set_times(&changed, 1_700_000_000 + round as i64, 5);
+        let out = copy_contents(&["-ai", &route, "--stats-json", &json_arg], &src, &dst);
+        assert_eq!(
+            code(&out),
+            0,
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            listed.contains(">f.st...... wide/f00007"),
+            "{name}: {listed}"
+        );
+        assert_same(&src, &dst, treediff::Check::archive());
+        let v = stats(&json);
+        // The quick check stats both sides of every file through the stat route.
+        assert!(count(&v, "stat", want[0]) > 0, "{name}: {v}");
+        // And a third run finds nothing to do.
+        let out = copy_contents(&["-ai", &route], &src, &dst);
+        assert!(
+            out.stdout.is_empty(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 }
 

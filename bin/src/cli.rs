@@ -528,6 +528,22 @@ pub fn command() -> Command {
             .help_heading("Engine"),
     )
     .arg(
+        Arg::new("route")
+            .long("route")
+            .value_name("CLASS=PATH")
+            .action(ArgAction::Append)
+            .help("where a class of per-file calls runs: CLASS is stat, open, create, meta or all; PATH is inline (a syscall on the core), ring (io_uring; not for meta) or worker (a metadata worker thread), e.g. --route stat=ring,meta=worker (see docs/tuning.md) [default: all=inline]")
+            .help_heading("Engine"),
+    )
+    .arg(
+        Arg::new("meta-workers")
+            .long("meta-workers")
+            .value_name("N")
+            .value_parser(value_parser!(u32).range(0..=1024))
+            .help("metadata worker threads for the classes --route sends to workers; 0 = one per core thread [default: 0]")
+            .help_heading("Engine"),
+    )
+    .arg(
         Arg::new("iowq-workers")
             .long("iowq-workers")
             .value_name("N")
@@ -984,6 +1000,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             return Err(usage("--split-chunk must be 0 or between 1M and 1G"));
         }
         config.split_chunk = n;
+    }
+    if let Some(specs) = m.get_many::<String>("route") {
+        let specs: Vec<&str> = specs.map(String::as_str).collect();
+        config.routes = engine::Routes::parse(&specs).map_err(|e| usage(&e))?;
+    }
+    if let Some(&n) = m.get_one::<u32>("meta-workers") {
+        config.meta_workers = n as usize;
     }
     if let Some(&n) = m.get_one::<u32>("iowq-workers") {
         config.iowq_max_workers = n;

@@ -417,6 +417,24 @@ pub fn init_logging(verbose: u8, quiet: bool, log: Option<std::fs::File>) {
         .try_init();
 }
 
+/// Calls per routed class and path, summed over `cores`:
+/// `{"stat": {"inline": n, "ring": n, "worker": n}, ...}`.
+fn routes_json(cores: &[[[u64; 3]; 4]]) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (ci, class) in engine::ROUTE_CLASSES.iter().enumerate() {
+        let mut by = serde_json::Map::new();
+        for (vi, via) in [engine::Via::Inline, engine::Via::Ring, engine::Via::Worker]
+            .iter()
+            .enumerate()
+        {
+            let n: u64 = cores.iter().map(|c| c[ci][vi]).sum();
+            by.insert(via.name().to_string(), n.into());
+        }
+        out.insert(class.to_string(), by.into());
+    }
+    out.into()
+}
+
 /// The `--stats-json` document (schema in `docs/stats-json.md`).
 pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
     let cores: Vec<serde_json::Value> = r
@@ -440,6 +458,7 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
                 "kernel_copied_files": c.kernel_copied_files,
                 "split_files": c.split_files,
                 "split_chunks": c.split_chunks,
+                "routes": routes_json(&[c.routed]),
                 "hard_linked": c.hard_linked,
             })
         })
@@ -509,6 +528,7 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
             "clone": r.cores.iter().map(|c| c.cloned_files).sum::<u64>(),
             "split_across_cores": r.cores.iter().map(|c| c.split_files).sum::<u64>(),
         },
+        "routes": routes_json(&r.cores.iter().map(|c| c.routed).collect::<Vec<_>>()),
         "settings": {
             "copy_method": match cfg.copy_method {
                 engine::CopyMethod::Auto => "auto",
@@ -527,6 +547,12 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
             "large_files_in_flight": cfg.ring_files_per_core,
             "inline_max": cfg.small_file_max,
             "split_chunk": cfg.split_chunk,
+            "routes": engine::ROUTE_CLASSES
+                .iter()
+                .zip(cfg.routes.0)
+                .map(|(c, v)| (c.to_string(), serde_json::Value::from(v.name())))
+                .collect::<serde_json::Map<_, _>>(),
+            "meta_workers": cfg.meta_workers,
             "iowq_workers": cfg.iowq_max_workers,
         },
         "cores": cores,

@@ -81,6 +81,8 @@ pub(crate) struct Counters {
     pub kernel_copied_files: Cell<u64>,
     pub split_files: Cell<u64>,
     pub split_chunks: Cell<u64>,
+    /// Calls per routed class and path (`route`).
+    pub routed: [[Cell<u64>; 3]; 4],
     pub hard_links: Cell<u64>,
     pub deleted: Cell<u64>,
     pub delete_skipped: Cell<u64>,
@@ -116,6 +118,8 @@ pub(crate) struct RunShared {
     pub progress: crate::Progress,
     /// Stands in for destination directories that a dry run does not create.
     pub placeholder: Arc<OwnedFd>,
+    /// The metadata workers, when some op class is routed to them.
+    pub workers: Option<crate::workers::Workers>,
 }
 
 /// The per-core context, owned by one core thread.
@@ -221,6 +225,27 @@ pub(crate) fn run(
         deletes: AtomicU64::new(0),
         progress: progress.clone(),
         created_dest: AtomicBool::new(false),
+        workers: if config.routes.needs_workers() {
+            // Started here, on the unpinned main thread, so they may run on any CPU.
+            let n = if config.meta_workers == 0 {
+                threads
+            } else {
+                config.meta_workers
+            };
+            match crate::workers::Workers::start(n) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    fsops::sys::set_umask(umask);
+                    return Report {
+                        fatal: Some(format!("cannot start the metadata workers: {e}")),
+                        elapsed: start.elapsed(),
+                        ..Report::default()
+                    };
+                }
+            }
+        } else {
+            None
+        },
         placeholder: Arc::new(match fsops::sys::memfd(c"arsync-dry-run") {
             Ok(fd) => fd,
             Err(e) => {
@@ -437,6 +462,9 @@ fn core_thread(
             kernel_copied_files: core.counters.kernel_copied_files.get(),
             split_files: core.counters.split_files.get(),
             split_chunks: core.counters.split_chunks.get(),
+            routed: std::array::from_fn(|c| {
+                std::array::from_fn(|v| core.counters.routed[c][v].get())
+            }),
             hard_linked: core.counters.hard_links.get(),
         },
         counters: core.counters,

@@ -60,9 +60,11 @@ pub mod hooks;
 pub mod latency;
 mod limit;
 mod links;
+mod route;
 mod split;
 mod sync;
 mod task;
+mod workers;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -72,6 +74,7 @@ use std::time::Duration;
 pub use filter::Filters;
 pub use fsops::FileType;
 pub use fsops::Stat;
+pub use route::{CLASSES as ROUTE_CLASSES, Routes, Via};
 pub use scheduler::WorkerStats;
 
 /// One transfer root: make `dst` a copy of `src` (a directory's contents go *into* `dst`).
@@ -252,6 +255,12 @@ pub struct Config {
     /// `--split-chunk`: a file copied with `copy_file_range` that is at least twice this size is
     /// cut into chunks of this size that several cores copy at once (0: never).
     pub split_chunk: u64,
+    /// `--route`: where each class of per-file system calls runs (inline on the core, on the
+    /// ring, or on a metadata worker).
+    pub routes: Routes,
+    /// `--meta-workers`: metadata worker threads, started only when some class is routed to
+    /// them (0: one per core thread).
+    pub meta_workers: usize,
     /// Buffer size of the io_uring pipeline.
     pub chunk_size: usize,
     /// Chunks in flight per large file.
@@ -313,6 +322,8 @@ impl Config {
             inflight_per_core: 32,
             small_file_max: 256 * 1024,
             split_chunk: 64 << 20,
+            routes: Routes::default(),
+            meta_workers: 0,
             chunk_size: 1024 * 1024,
             ring_depth: 4,
             ring_files_per_core: 2,
@@ -519,6 +530,8 @@ pub struct CoreReport {
     pub split_files: u64,
     /// Chunks of split files this core copied (its own files' and other cores').
     pub split_chunks: u64,
+    /// Calls per routed class ([`ROUTE_CLASSES`]) and path (inline, ring, worker).
+    pub routed: [[u64; 3]; 4],
     /// Names made as hard links to an already copied inode.
     pub hard_linked: u64,
 }

@@ -14,6 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use fsops::{FileType, Stat, sys};
@@ -64,7 +65,7 @@ pub(crate) enum Verdict {
 pub(crate) async fn judge_file(
     core: &Core,
     fresh: bool,
-    dir: BorrowedFd<'_>,
+    node: &Arc<crate::task::DirNode>,
     src: Option<&OwnedFd>,
     st: &Stat,
     dst_name: &CStr,
@@ -81,7 +82,9 @@ pub(crate) async fn judge_file(
     if fresh {
         return new();
     }
-    let Ok(d) = sys::lstat_at(dir, dst_name) else {
+    let dir = node.dst_fd();
+    let Ok(d) = crate::route::stat_at(core, node, crate::route::Side::Dst, dst_name, false).await
+    else {
         return new();
     };
     if cfg.ignore_existing {

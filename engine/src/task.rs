@@ -31,6 +31,7 @@ use fsops::{FileType, Stat, sys};
 use crate::core::{Core, bump};
 use crate::latency::Op;
 use crate::links::Claim;
+use crate::route::{self, Side};
 use crate::sync::{self, Verdict};
 use crate::{Change, CopyMethod, Delete, ErrorClass, Event, How, Reflink, SkipReason};
 
@@ -48,6 +49,18 @@ pub(crate) enum Task {
     },
     /// Help copy chunks of a large file another core owns (`split`).
     Chunk(Arc<crate::split::SplitCopy>),
+}
+
+impl DirNode {
+    /// The source directory's fd.
+    pub(crate) fn src_fd(&self) -> BorrowedFd<'_> {
+        self.src.as_fd()
+    }
+
+    /// The destination directory's fd.
+    pub(crate) fn dst_fd(&self) -> BorrowedFd<'_> {
+        self.dst.as_fd()
+    }
 }
 
 /// A directory being copied.
@@ -1070,16 +1083,11 @@ async fn copy_file(
         && cfg.quick_check != crate::QuickCheck::Never
         && !cfg.xattrs
         && !cfg.acls
-        && let Ok(st) = if follow {
-            sys::stat_at(parent.src.as_fd(), name)
-        } else {
-            sys::lstat_at(parent.src.as_fd(), name)
-        }
+        && let Ok(st) = route::stat_at(core, parent, Side::Src, name, follow).await
         && st.file_type() == FileType::File
         && !(cfg.hard_links && st.nlink > 1)
     {
-        let dir = parent.dst.as_fd();
-        let verdict = sync::judge_file(core, false, dir, None, &st, dst_name).await;
+        let verdict = sync::judge_file(core, false, parent, None, &st, dst_name).await;
         core.lat.record(Op::Stat, t);
         match verdict {
             Verdict::Same(change) if !sync::attrs_differ(&change) => {
@@ -1098,12 +1106,9 @@ async fn copy_file(
         }
     }
     let t = core.lat.start();
-    let src = if follow {
-        sys::open_source_follow(parent.src.as_fd(), name, cfg.open_noatime)
-    } else {
-        sys::open_source(parent.src.as_fd(), name, cfg.open_noatime)
-    }
-    .map_err(src_err("open"))?;
+    let src = route::open_source(core, parent, name, follow)
+        .await
+        .map_err(src_err("open"))?;
     core.lat.record(Op::Open, t);
     let t = core.lat.start();
     let st = sys::fstat(src.as_fd()).map_err(src_err("fstat"))?;
@@ -1129,7 +1134,7 @@ async fn copy_file(
     let rel = || parent.child_rel(dst_name);
     let dir = parent.dst.as_fd();
     let mut change =
-        match sync::judge_file(core, parent.fresh, dir, Some(&src), &st, dst_name).await {
+        match sync::judge_file(core, parent.fresh, parent, Some(&src), &st, dst_name).await {
             Verdict::Skip => {
                 hardlink_done(core, parent, dst_name, &st, false);
                 bump(&core.counters.skipped, 1);
@@ -1307,9 +1312,9 @@ fn partial_name(name: &CStr) -> CString {
 /// system supports it, else under a temporary name; with `--partial` under its fixed partial name
 /// (an existing partial file is opened, the caller resumes it); with `--inplace` the destination
 /// itself. Returns the staging, the fd, and for an opened existing file its size.
-fn stage(
+async fn stage(
     core: &Core,
-    parent: &DirNode,
+    parent: &Arc<DirNode>,
     dst_name: &CStr,
     mode: u32,
 ) -> EntryResult<(Staging, OwnedFd, Option<u64>)> {
@@ -1381,7 +1386,7 @@ fn stage(
         ));
     }
     if !cfg.temp_names && !core.no_tmpfile.borrow().contains(&parent.dst_dev) {
-        match sys::open_tmpfile(dir, mode) {
+        match route::create_tmpfile(core, parent, mode).await {
             Ok(fd) => return Ok((Staging::Unnamed, fd, None)),
             Err(e)
                 if matches!(
@@ -1453,7 +1458,7 @@ fn publish(
 /// written (less than the size when a partial file was resumed).
 async fn copy_file_data(
     core: &Rc<Core>,
-    parent: &DirNode,
+    parent: &Arc<DirNode>,
     src: &OwnedFd,
     st: &Stat,
     dst_name: &CStr,
@@ -1464,7 +1469,7 @@ async fn copy_file_data(
     let (create_mode, chmod_needed) = policy.create_mode(st, needs_chown);
     let dir = parent.dst.as_fd();
     let t = core.lat.start();
-    let (staging, dst, existing) = stage(core, parent, dst_name, create_mode)?;
+    let (staging, dst, existing) = stage(core, parent, dst_name, create_mode).await?;
     core.lat.record(Op::Create, t);
     let t_data = core.lat.start();
     // A named temporary is removed whatever happens, the future being dropped (a stop request)
@@ -1655,15 +1660,16 @@ async fn copy_file_data(
         }
         core.lat.record(Op::Data, t_data);
         let t = core.lat.start();
-        let u = fsops::meta::apply_fd(
-            dst.as_fd(),
+        let (dst, u) = route::apply_meta(
+            core,
+            dst,
             st,
-            policy,
             if reused { st.gid } else { parent.created_gid },
             chmod_needed || reused,
-            Some(Target::Fd(src.as_fd())),
+            src,
         )
-        .map_err(meta_err)?;
+        .await;
+        let u = u.map_err(meta_err)?;
         unsupported_xattrs(core, u);
         core.lat.record(Op::Meta, t);
         let t = core.lat.start();

@@ -1,0 +1,354 @@
+//! The op routing table: where each class of per-file system call runs.
+//!
+//! | class | what | inline (default) | ring | worker |
+//! |---|---|---|---|---|
+//! | `stat` | the quick check's `lstat` of the source and of the destination | `fstatat` on the core | `IORING_OP_STATX` | `fstatat` on a metadata worker |
+//! | `open` | opening a source file | `openat` on the core | `IORING_OP_OPENAT` | `openat` on a worker |
+//! | `create` | the unnamed staged file (`O_TMPFILE`) | `openat` on the core | `IORING_OP_OPENAT` | `openat` on a worker |
+//! | `meta` | owner, xattrs/ACLs, mode and times of a written file | on the core | (no io_uring op) | on a worker |
+//!
+//! Inline is the default for every class because it measured fastest on local file systems
+//! (`docs/tuning.md`): ext4 hands a STATX, and an OPENAT that creates, to an io-wq kernel thread,
+//! so the ring adds a thread hop to a call that takes a microsecond or two. The ring and the
+//! workers are for storage where these calls block for long (network and parallel file systems):
+//! there a blocked call stalls only a worker or a kernel thread, and the core goes on. `--route`
+//! forces a path per class; `--stats-json` counts where each call went.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use compio::buf::BufResult;
+use compio::driver::op::{OpenFile, PathStat};
+use fsops::{Stat, sys};
+
+use crate::core::{Core, bump};
+use crate::task::DirNode;
+
+/// Where a class of calls runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Via {
+    /// A plain system call on the core thread.
+    #[default]
+    Inline,
+    /// An io_uring operation on the core's ring.
+    Ring,
+    /// A plain system call on a metadata worker thread.
+    Worker,
+}
+
+impl Via {
+    /// The name used by `--route` and the stats JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Inline => "inline",
+            Via::Ring => "ring",
+            Via::Worker => "worker",
+        }
+    }
+}
+
+/// The classes of calls that can be routed, in the order of [`Routes::get`]'s index.
+pub const CLASSES: [&str; 4] = ["stat", "open", "create", "meta"];
+
+/// The routing table: one [`Via`] per class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Routes(pub [Via; 4]);
+
+/// A class's index in [`CLASSES`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Class {
+    Stat = 0,
+    Open = 1,
+    Create = 2,
+    Meta = 3,
+}
+
+impl Routes {
+    /// Parse `--route` values: `CLASS=PATH[,CLASS=PATH...]`, with `all` for every class (later
+    /// entries win); PATH is `inline`, `ring` or `worker`.
+    pub fn parse(specs: &[&str]) -> Result<Routes, String> {
+        let mut r = Routes::default();
+        for spec in specs {
+            for item in spec.split(',').filter(|s| !s.is_empty()) {
+                let (class, path) = item
+                    .split_once('=')
+                    .ok_or_else(|| format!("--route {item:?}: expected CLASS=PATH"))?;
+                let via = match path {
+                    "inline" => Via::Inline,
+                    "ring" => Via::Ring,
+                    "worker" => Via::Worker,
+                    _ => {
+                        return Err(format!("--route {item:?}: PATH is inline, ring or worker"));
+                    }
+                };
+                let which: Vec<usize> = match class {
+                    "all" => (0..CLASSES.len()).collect(),
+                    c => vec![CLASSES.iter().position(|k| *k == c).ok_or_else(|| {
+                        format!(
+                            "--route {item:?}: CLASS is one of {}, or all",
+                            CLASSES.join(", ")
+                        )
+                    })?],
+                };
+                for i in which {
+                    r.0[i] = if i == Class::Meta as usize && via == Via::Ring {
+                        if class == "all" {
+                            // io_uring has no fchown/fchmod/futimens: metadata stays inline.
+                            Via::Inline
+                        } else {
+                            return Err(
+                                "--route meta=ring: io_uring has no fchown, fchmod or futimens; meta goes inline or to a worker".into(),
+                            );
+                        }
+                    } else {
+                        via
+                    };
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    /// Whether any class uses the metadata workers.
+    pub fn needs_workers(&self) -> bool {
+        self.0.contains(&Via::Worker)
+    }
+
+    pub(crate) fn get(&self, c: Class) -> Via {
+        self.0[c as usize]
+    }
+}
+
+/// Which of a directory's two fds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Src,
+    Dst,
+}
+
+/// A directory fd that an io_uring op or a worker can own for as long as it needs it.
+pub(crate) struct DirFd(pub Arc<DirNode>, pub Side);
+
+impl AsFd for DirFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self.1 {
+            Side::Src => self.0.src_fd(),
+            Side::Dst => self.0.dst_fd(),
+        }
+    }
+}
+
+fn count(core: &Core, c: Class, via: Via) {
+    bump(&core.counters.routed[c as usize][via as usize], 1);
+}
+
+fn workers(core: &Core) -> &crate::workers::Workers {
+    core.shared
+        .workers
+        .as_ref()
+        .expect("the metadata workers run when a class is routed to them")
+}
+
+/// `lstat` (or `stat` when `follow`) of `name` in one of `node`'s directories.
+pub(crate) async fn stat_at(
+    core: &Core,
+    node: &Arc<DirNode>,
+    side: Side,
+    name: &CStr,
+    follow: bool,
+) -> io::Result<Stat> {
+    let via = core.shared.config.routes.get(Class::Stat);
+    count(core, Class::Stat, via);
+    let plain = move |d: BorrowedFd<'_>, name: &CStr| {
+        if follow {
+            sys::stat_at(d, name)
+        } else {
+            sys::lstat_at(d, name)
+        }
+    };
+    match via {
+        Via::Inline => plain(DirFd::borrow(node, side), name),
+        Via::Ring => {
+            let op = PathStat::new(DirFd(Arc::clone(node), side), name.to_owned(), follow);
+            let BufResult(r, op) = compio::runtime::submit(op).await;
+            r?;
+            Ok(from_libc(&compio::buf::IntoInner::into_inner(op)))
+        }
+        Via::Worker => {
+            let dir = DirFd(Arc::clone(node), side);
+            let name = name.to_owned();
+            workers(core).call(move || plain(dir.as_fd(), &name)).await
+        }
+    }
+}
+
+impl DirFd {
+    fn borrow(node: &DirNode, side: Side) -> BorrowedFd<'_> {
+        match side {
+            Side::Src => node.src_fd(),
+            Side::Dst => node.dst_fd(),
+        }
+    }
+}
+
+/// The attributes the engine uses, from compio's `stat` (built from `statx`; its ctime is the
+/// birth time in compio 0.19, and the engine never reads ctime).
+#[allow(clippy::unnecessary_cast)] // the field types differ between rustix's backends
+fn from_libc(s: &rustix::fs::Stat) -> Stat {
+    Stat {
+        dev: s.st_dev as u64,
+        ino: s.st_ino as u64,
+        mode: s.st_mode as u32,
+        nlink: s.st_nlink as u64,
+        uid: s.st_uid as u32,
+        gid: s.st_gid as u32,
+        rdev: s.st_rdev as u64,
+        size: s.st_size as u64,
+        blocks: s.st_blocks as u64,
+        atime: (s.st_atime as i64, s.st_atime_nsec as i64),
+        mtime: (s.st_mtime as i64, s.st_mtime_nsec as i64),
+        ctime: (0, 0),
+    }
+}
+
+/// Open a source file for reading (`O_NOFOLLOW` unless `follow`; `O_NOATIME` when asked and
+/// allowed), as [`sys::open_source`] does.
+pub(crate) async fn open_source(
+    core: &Core,
+    node: &Arc<DirNode>,
+    name: &CStr,
+    follow: bool,
+) -> io::Result<OwnedFd> {
+    let noatime = core.shared.config.open_noatime;
+    let via = core.shared.config.routes.get(Class::Open);
+    count(core, Class::Open, via);
+    let plain = move |d: BorrowedFd<'_>, name: &CStr| {
+        if follow {
+            sys::open_source_follow(d, name, noatime)
+        } else {
+            sys::open_source(d, name, noatime)
+        }
+    };
+    match via {
+        Via::Inline => plain(node.src_fd(), name),
+        Via::Ring => {
+            let base = libc::O_RDONLY
+                | libc::O_NONBLOCK
+                | libc::O_CLOEXEC
+                | if follow { 0 } else { libc::O_NOFOLLOW };
+            if noatime {
+                match ring_open(node, Side::Src, name, base | libc::O_NOATIME, 0).await {
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+                    r => return r,
+                }
+            }
+            ring_open(node, Side::Src, name, base, 0).await
+        }
+        Via::Worker => {
+            let dir = DirFd(Arc::clone(node), Side::Src);
+            let name = name.to_owned();
+            workers(core).call(move || plain(dir.as_fd(), &name)).await
+        }
+    }
+}
+
+async fn ring_open(
+    node: &Arc<DirNode>,
+    side: Side,
+    name: &CStr,
+    flags: i32,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    let op = OpenFile::new(
+        DirFd(Arc::clone(node), side),
+        name.to_owned(),
+        rustix::fs::OFlags::from_bits_retain(flags as u32),
+        rustix::fs::Mode::from_bits_retain(mode),
+    );
+    let BufResult(r, op) = compio::runtime::submit(op).await;
+    r?;
+    Ok(compio::buf::IntoInner::into_inner(op))
+}
+
+/// An unnamed file (`O_TMPFILE`, read-write) in `node`'s destination directory.
+pub(crate) async fn create_tmpfile(
+    core: &Core,
+    node: &Arc<DirNode>,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    let via = core.shared.config.routes.get(Class::Create);
+    count(core, Class::Create, via);
+    match via {
+        Via::Inline => sys::open_tmpfile(node.dst_fd(), mode),
+        Via::Ring => {
+            ring_open(
+                node,
+                Side::Dst,
+                c".",
+                libc::O_RDWR | libc::O_TMPFILE | libc::O_CLOEXEC,
+                mode,
+            )
+            .await
+        }
+        Via::Worker => {
+            let dir = DirFd(Arc::clone(node), Side::Dst);
+            workers(core)
+                .call(move || sys::open_tmpfile(dir.as_fd(), mode))
+                .await
+        }
+    }
+}
+
+/// Apply a written file's metadata (owner, xattrs/ACLs, mode, times). Takes the destination fd
+/// and gives it back, so a worker can own it while it works.
+pub(crate) async fn apply_meta(
+    core: &Core,
+    dst: OwnedFd,
+    st: &Stat,
+    created_gid: u32,
+    chmod: bool,
+    src: &OwnedFd,
+) -> (
+    OwnedFd,
+    Result<fsops::meta::Unsupported, (fsops::meta::MetaOp, io::Error)>,
+) {
+    let policy = &core.shared.policy;
+    let via = core.shared.config.routes.get(Class::Meta);
+    count(core, Class::Meta, via);
+    if via != Via::Worker {
+        let r = fsops::meta::apply_fd(
+            dst.as_fd(),
+            st,
+            policy,
+            created_gid,
+            chmod,
+            Some(fsops::xattr::Target::Fd(src.as_fd())),
+        );
+        return (dst, r);
+    }
+    // The source fd is read only for xattrs and ACLs: duplicated only when they are copied.
+    let src = if policy.xattrs || policy.acls {
+        match src.try_clone() {
+            Ok(fd) => Some(fd),
+            Err(e) => return (dst, Err((fsops::meta::MetaOp::Xattr, e))),
+        }
+    } else {
+        None
+    };
+    let (policy, st) = (*policy, *st);
+    workers(core)
+        .call(move || {
+            let r = fsops::meta::apply_fd(
+                dst.as_fd(),
+                &st,
+                &policy,
+                created_gid,
+                chmod,
+                src.as_ref().map(|s| fsops::xattr::Target::Fd(s.as_fd())),
+            );
+            (dst, r)
+        })
+        .await
+}
