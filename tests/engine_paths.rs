@@ -114,18 +114,34 @@ fn each_route_is_exact_and_counted_where_it_was_sent() {
             depth: 6,
         },
     );
-    let classes = ["stat", "open", "create", "meta"];
+    let classes = ["stat", "open", "create", "meta", "read"];
     let count =
         |v: &serde_json::Value, class: &str, via: &str| v["routes"][class][via].as_u64().unwrap();
+    // Settings per class, and where the calls may be counted (auto: inline or ring, depending
+    // on what the page cache holds).
     for (round, (name, spec, want)) in [
-        ("inline", "all=inline", ["inline"; 4]),
-        // all=ring leaves meta inline: io_uring has no fchmod/futimens/fchown.
-        ("ring", "all=ring", ["ring", "ring", "ring", "inline"]),
-        ("worker", "all=worker", ["worker"; 4]),
+        (
+            "defaults",
+            "",
+            ["inline", "auto", "inline", "inline", "auto"],
+        ),
+        ("inline", "all=inline", ["inline"; 5]),
+        // meta has no ring op: all=ring leaves it as it was.
+        (
+            "ring",
+            "all=ring",
+            ["ring", "ring", "ring", "inline", "ring"],
+        ),
+        // read has no worker path: all=worker leaves it as it was.
+        (
+            "worker",
+            "all=worker",
+            ["worker", "worker", "worker", "worker", "auto"],
+        ),
         (
             "mixed",
-            "stat=worker,open=ring,create=worker",
-            ["worker", "ring", "worker", "inline"],
+            "stat=worker,open=ring,create=worker,read=inline",
+            ["worker", "ring", "worker", "inline", "inline"],
         ),
     ]
     .into_iter()
@@ -134,7 +150,11 @@ fn each_route_is_exact_and_counted_where_it_was_sent() {
         let dst = s.path().join(name);
         let json = s.path().join(format!("{name}.json"));
         let json_arg = json.display().to_string();
-        let route = format!("--route={spec}");
+        let route = if spec.is_empty() {
+            "--route=".to_string()
+        } else {
+            format!("--route={spec}")
+        };
         // A first copy, then (after a change to one file) a re-sync whose quick check stats.
         let out = copy_contents(
             &["-a", &route, "--meta-workers=3", "--stats-json", &json_arg],
@@ -152,16 +172,33 @@ fn each_route_is_exact_and_counted_where_it_was_sent() {
         for (class, via) in classes.iter().zip(want) {
             assert_eq!(v["settings"]["routes"][class], via, "{name}: {v}");
         }
-        // Every new file was opened, created and given its metadata on the path asked for.
+        let counted = |class: &str, via: &str| -> u64 {
+            if via == "auto" {
+                count(&v, class, "inline") + count(&v, class, "ring")
+            } else {
+                count(&v, class, via)
+            }
+        };
+        let others = |class: &str, via: &str| -> u64 {
+            ["inline", "ring", "worker"]
+                .iter()
+                .filter(|o| **o != via && !(via == "auto" && **o != "worker"))
+                .map(|o| count(&v, class, o))
+                .sum()
+        };
+        // Every new file was opened, created, read and given its metadata on the path asked for.
         let files = v["copy_methods"]["inline"].as_u64().unwrap()
             + v["copy_methods"]["copy_file_range"].as_u64().unwrap();
         for (class, via) in classes[1..].iter().zip(&want[1..]) {
-            assert!(count(&v, class, via) >= files, "{name} {class}: {v}");
-            for other in ["inline", "ring", "worker"].iter().filter(|o| *o != via) {
-                assert_eq!(count(&v, class, other), 0, "{name} {class} {other}: {v}");
+            let n = counted(class, via);
+            if *class == "read" {
+                // Small files with data (empty ones read nothing).
+                assert!(n > 0 && n <= files, "{name} {class}: {v}");
+            } else {
+                assert!(n >= files, "{name} {class}: {v}");
             }
+            assert_eq!(others(class, via), 0, "{name} {class}: {v}");
         }
-        // New content of a new size and a new mtime in every round.
         let changed = src.join("wide/f00007");
         fs::write(&changed, "x".repeat(100 + round)).unwrap();
         set_times(&changed, 1_700_000_000 + round as i64, 5);
@@ -189,6 +226,73 @@ fn each_route_is_exact_and_counted_where_it_was_sent() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
+    // A class cannot take a path it has no implementation for: a usage error before anything.
+    for bad in [
+        "meta=ring",
+        "read=worker",
+        "stat=auto",
+        "create=auto",
+        "nope=inline",
+    ] {
+        let out = copy_contents(
+            &["-a", &format!("--route={bad}")],
+            &src,
+            &s.path().join("never"),
+        );
+        assert_eq!(code(&out), 1, "{bad}");
+        assert!(!s.path().join("never").exists());
+    }
+}
+
+/// A cold source (page cache dropped, root only): the small files' opens and reads that would
+/// wait for the disk go to the ring (auto), and the copy is exact.
+#[test]
+fn cold_small_files_go_to_the_ring_and_stay_exact() {
+    if !is_root() {
+        skip(
+            "cold_small_files_go_to_the_ring_and_stay_exact",
+            "dropping the page cache needs root",
+        );
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    for d in 0..10 {
+        for f in 0..50 {
+            let p = src.join(format!("d{d}/f{f}"));
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            write(&p, &content((d * 50 + f) as u64, 100 + f * 37));
+        }
+    }
+    let sync = std::process::Command::new("sync").status().unwrap();
+    assert!(sync.success());
+    // Evict the source's pages and inodes.
+    fs::write("/proc/sys/vm/drop_caches", b"3\n").unwrap();
+    let json = s.path().join("cold.json");
+    let json_arg = json.display().to_string();
+    let dst = s.path().join("dst");
+    let out = copy_contents(&["-a", "--stats-json", &json_arg], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_same(&src, &dst, treediff::Check::archive());
+    let v = stats(&json);
+    let ring = v["routes"]["read"]["ring"].as_u64().unwrap()
+        + v["routes"]["open"]["ring"].as_u64().unwrap();
+    assert!(
+        ring > 0,
+        "nothing waited for the disk after drop_caches: {v}"
+    );
+    // Warm now: a second copy reads everything inline.
+    let json2 = s.path().join("warm.json");
+    let json2_arg = json2.display().to_string();
+    let out = copy_contents(
+        &["-a", "--stats-json", &json2_arg],
+        &src,
+        &s.path().join("dst2"),
+    );
+    assert_eq!(code(&out), 0);
+    let v = stats(&json2);
+    assert_eq!(v["routes"]["read"]["ring"].as_u64(), Some(0), "{v}");
+    assert_eq!(v["routes"]["read"]["inline"].as_u64(), Some(500), "{v}");
 }
 
 #[test]

@@ -532,7 +532,7 @@ pub fn command() -> Command {
             .long("route")
             .value_name("CLASS=PATH")
             .action(ArgAction::Append)
-            .help("where a class of per-file calls runs: CLASS is stat, open, create, meta or all; PATH is inline (a syscall on the core), ring (io_uring; not for meta) or worker (a metadata worker thread), e.g. --route stat=ring,meta=worker (see docs/tuning.md) [default: all=inline]")
+            .help("where a class of per-file calls runs: CLASS is stat, open, create, meta, read (small-file data) or all; PATH is inline (a syscall on the core), ring (io_uring; not for meta), worker (a metadata worker thread; not for read) or auto (open, read: on the core when the page cache can answer, else the ring), e.g. --route stat=ring,meta=worker (see docs/tuning.md) [default: open=auto,read=auto, the rest inline]")
             .help_heading("Engine"),
     )
     .arg(

@@ -419,7 +419,7 @@ pub fn init_logging(verbose: u8, quiet: bool, log: Option<std::fs::File>) {
 
 /// Calls per routed class and path, summed over `cores`:
 /// `{"stat": {"inline": n, "ring": n, "worker": n}, ...}`.
-fn routes_json(cores: &[[[u64; 3]; 4]]) -> serde_json::Value {
+fn routes_json(cores: &[[[u64; 3]; 5]]) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for (ci, class) in engine::ROUTE_CLASSES.iter().enumerate() {
         let mut by = serde_json::Map::new();

@@ -82,7 +82,7 @@ pub(crate) struct Counters {
     pub split_files: Cell<u64>,
     pub split_chunks: Cell<u64>,
     /// Calls per routed class and path (`route`).
-    pub routed: [[Cell<u64>; 3]; 4],
+    pub routed: [[Cell<u64>; 3]; 5],
     pub hard_links: Cell<u64>,
     pub deleted: Cell<u64>,
     pub delete_skipped: Cell<u64>,

@@ -531,7 +531,7 @@ pub struct CoreReport {
     /// Chunks of split files this core copied (its own files' and other cores').
     pub split_chunks: u64,
     /// Calls per routed class ([`ROUTE_CLASSES`]) and path (inline, ring, worker).
-    pub routed: [[u64; 3]; 4],
+    pub routed: [[u64; 3]; 5],
     /// Names made as hard links to an already copied inode.
     pub hard_linked: u64,
 }

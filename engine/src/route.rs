@@ -1,18 +1,23 @@
 //! The op routing table: where each class of per-file system call runs.
 //!
-//! | class | what | inline (default) | ring | worker |
-//! |---|---|---|---|---|
-//! | `stat` | the quick check's `lstat` of the source and of the destination | `fstatat` on the core | `IORING_OP_STATX` | `fstatat` on a metadata worker |
-//! | `open` | opening a source file | `openat` on the core | `IORING_OP_OPENAT` | `openat` on a worker |
-//! | `create` | the unnamed staged file (`O_TMPFILE`) | `openat` on the core | `IORING_OP_OPENAT` | `openat` on a worker |
-//! | `meta` | owner, xattrs/ACLs, mode and times of a written file | on the core | (no io_uring op) | on a worker |
+//! | class | what | inline | ring | worker | auto |
+//! |---|---|---|---|---|---|
+//! | `stat` | the quick check's `lstat` of the source and of the destination | `fstatat` on the core (default) | `IORING_OP_STATX` | `fstatat` on a metadata worker | |
+//! | `open` | opening a source file | `openat` on the core | `IORING_OP_OPENAT` | `openat` on a worker | `openat2(RESOLVE_CACHED)` on the core, the ring when the inode is not cached (default) |
+//! | `create` | the unnamed staged file (`O_TMPFILE`) | `openat` on the core (default) | `IORING_OP_OPENAT` | `openat` on a worker | |
+//! | `meta` | owner, xattrs/ACLs, mode and times of a written file | on the core (default) | | on a worker | |
+//! | `read` | the data of a small file (up to `--inline-max`) | `read` on the core | one `IORING_OP_READ` of the whole file | | `preadv2(RWF_NOWAIT)` on the core, the ring when the data is not cached (default) |
 //!
-//! Inline is the default for every class because it measured fastest on local file systems
-//! (`docs/tuning.md`): ext4 hands a STATX, and an OPENAT that creates, to an io-wq kernel thread,
-//! so the ring adds a thread hop to a call that takes a microsecond or two. The ring and the
-//! workers are for storage where these calls block for long (network and parallel file systems):
-//! there a blocked call stalls only a worker or a kernel thread, and the core goes on. `--route`
-//! forces a path per class; `--stats-json` counts where each call went.
+//! Inline is fastest for calls the kernel answers from its caches (`docs/tuning.md`): ext4 hands
+//! a STATX, and an OPENAT that creates, to an io-wq kernel thread, so the ring adds a thread hop
+//! to a call that takes a microsecond or two. But an inline call that has to wait for the disk
+//! holds the core, and with it every other file the core could have had in flight: on a cold
+//! source that makes the copy run at queue depth one per core. `auto` asks the kernel to answer
+//! from its caches only (`RESOLVE_CACHED`, `RWF_NOWAIT`) and sends just the calls that would
+//! wait to the ring, where dozens per core are in flight at once. The workers are for storage
+//! whose metadata calls block for long (network and parallel file systems). `--route` forces a
+//! path per class; `--stats-json` counts where each call went (an `auto` call is counted where it
+//! ended up: inline or ring).
 
 use std::ffi::CStr;
 use std::io;
@@ -36,6 +41,8 @@ pub enum Via {
     Ring,
     /// A plain system call on a metadata worker thread.
     Worker,
+    /// On the core if the kernel can answer from its caches, else on the ring.
+    Auto,
 }
 
 impl Via {
@@ -45,16 +52,33 @@ impl Via {
             Via::Inline => "inline",
             Via::Ring => "ring",
             Via::Worker => "worker",
+            Via::Auto => "auto",
         }
     }
 }
 
 /// The classes of calls that can be routed, in the order of [`Routes::get`]'s index.
-pub const CLASSES: [&str; 4] = ["stat", "open", "create", "meta"];
+pub const CLASSES: [&str; 5] = ["stat", "open", "create", "meta", "read"];
+
+/// The paths each class can take, in [`CLASSES`] order.
+const ALLOWED: [&[Via]; 5] = [
+    &[Via::Inline, Via::Ring, Via::Worker],
+    &[Via::Inline, Via::Ring, Via::Worker, Via::Auto],
+    &[Via::Inline, Via::Ring, Via::Worker],
+    &[Via::Inline, Via::Worker],
+    &[Via::Inline, Via::Ring, Via::Auto],
+];
 
 /// The routing table: one [`Via`] per class.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Routes(pub [Via; 4]);
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Routes(pub [Via; 5]);
+
+impl Default for Routes {
+    /// Inline, except `open` and `read`: `auto`.
+    fn default() -> Self {
+        Routes([Via::Inline, Via::Auto, Via::Inline, Via::Inline, Via::Auto])
+    }
+}
 
 /// A class's index in [`CLASSES`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,11 +87,13 @@ pub(crate) enum Class {
     Open = 1,
     Create = 2,
     Meta = 3,
+    Read = 4,
 }
 
 impl Routes {
-    /// Parse `--route` values: `CLASS=PATH[,CLASS=PATH...]`, with `all` for every class (later
-    /// entries win); PATH is `inline`, `ring` or `worker`.
+    /// Parse `--route` values: `CLASS=PATH[,CLASS=PATH...]` (later entries win); PATH is
+    /// `inline`, `ring`, `worker` or `auto`; CLASS `all` sets every class that can take PATH and
+    /// leaves the others as they are.
     pub fn parse(specs: &[&str]) -> Result<Routes, String> {
         let mut r = Routes::default();
         for spec in specs {
@@ -79,33 +105,40 @@ impl Routes {
                     "inline" => Via::Inline,
                     "ring" => Via::Ring,
                     "worker" => Via::Worker,
+                    "auto" => Via::Auto,
                     _ => {
-                        return Err(format!("--route {item:?}: PATH is inline, ring or worker"));
+                        return Err(format!(
+                            "--route {item:?}: PATH is inline, ring, worker or auto"
+                        ));
                     }
                 };
-                let which: Vec<usize> = match class {
-                    "all" => (0..CLASSES.len()).collect(),
-                    c => vec![CLASSES.iter().position(|k| *k == c).ok_or_else(|| {
-                        format!(
-                            "--route {item:?}: CLASS is one of {}, or all",
-                            CLASSES.join(", ")
-                        )
-                    })?],
-                };
-                for i in which {
-                    r.0[i] = if i == Class::Meta as usize && via == Via::Ring {
-                        if class == "all" {
-                            // io_uring has no fchown/fchmod/futimens: metadata stays inline.
-                            Via::Inline
-                        } else {
-                            return Err(
-                                "--route meta=ring: io_uring has no fchown, fchmod or futimens; meta goes inline or to a worker".into(),
-                            );
+                if class == "all" {
+                    for (i, allowed) in ALLOWED.iter().enumerate() {
+                        if allowed.contains(&via) {
+                            r.0[i] = via;
                         }
-                    } else {
-                        via
-                    };
+                    }
+                    continue;
                 }
+                let i = CLASSES.iter().position(|k| *k == class).ok_or_else(|| {
+                    format!(
+                        "--route {item:?}: CLASS is one of {}, or all",
+                        CLASSES.join(", ")
+                    )
+                })?;
+                if !ALLOWED[i].contains(&via) {
+                    let ok: Vec<&str> = ALLOWED[i].iter().map(|v| v.name()).collect();
+                    return Err(format!(
+                        "--route {item:?}: {class} can go {}{}",
+                        ok.join(", "),
+                        if class == "meta" {
+                            " (io_uring has no fchown, fchmod or futimens)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+                r.0[i] = via;
             }
         }
         Ok(r)
@@ -140,8 +173,14 @@ impl AsFd for DirFd {
     }
 }
 
-fn count(core: &Core, c: Class, via: Via) {
-    bump(&core.counters.routed[c as usize][via as usize], 1);
+/// Count a call of class `c` where it ran (an `auto` call is counted as inline or ring).
+pub(crate) fn count(core: &Core, c: Class, via: Via) {
+    let i = match via {
+        Via::Inline => 0,
+        Via::Ring | Via::Auto => 1,
+        Via::Worker => 2,
+    };
+    bump(&core.counters.routed[c as usize][i], 1);
 }
 
 fn workers(core: &Core) -> &crate::workers::Workers {
@@ -169,7 +208,7 @@ pub(crate) async fn stat_at(
         }
     };
     match via {
-        Via::Inline => plain(DirFd::borrow(node, side), name),
+        Via::Inline | Via::Auto => plain(DirFd::borrow(node, side), name),
         Via::Ring => {
             let op = PathStat::new(DirFd(Arc::clone(node), side), name.to_owned(), follow);
             let BufResult(r, op) = compio::runtime::submit(op).await;
@@ -222,7 +261,17 @@ pub(crate) async fn open_source(
     follow: bool,
 ) -> io::Result<OwnedFd> {
     let noatime = core.shared.config.open_noatime;
-    let via = core.shared.config.routes.get(Class::Open);
+    let mut via = core.shared.config.routes.get(Class::Open);
+    if via == Via::Auto {
+        match sys::open_source_cached(node.src_fd(), name, noatime, follow) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            r => {
+                count(core, Class::Open, Via::Inline);
+                return r;
+            }
+        }
+        via = Via::Ring;
+    }
     count(core, Class::Open, via);
     let plain = move |d: BorrowedFd<'_>, name: &CStr| {
         if follow {
@@ -232,7 +281,7 @@ pub(crate) async fn open_source(
         }
     };
     match via {
-        Via::Inline => plain(node.src_fd(), name),
+        Via::Inline | Via::Auto => plain(node.src_fd(), name),
         Via::Ring => {
             let base = libc::O_RDONLY
                 | libc::O_NONBLOCK
@@ -281,7 +330,7 @@ pub(crate) async fn create_tmpfile(
     let via = core.shared.config.routes.get(Class::Create);
     count(core, Class::Create, via);
     match via {
-        Via::Inline => sys::open_tmpfile(node.dst_fd(), mode),
+        Via::Inline | Via::Auto => sys::open_tmpfile(node.dst_fd(), mode),
         Via::Ring => {
             ring_open(
                 node,
@@ -351,4 +400,42 @@ pub(crate) async fn apply_meta(
             (dst, r)
         })
         .await
+}
+
+/// Copy the data of a small file (up to `--inline-max`) into the staged `dst`: inline `read`s,
+/// one ring read of the whole file, or (`auto`) inline when the data is cached and the ring when
+/// it is not. `src` is at offset 0.
+pub(crate) async fn copy_small(
+    core: &Core,
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    size: u64,
+) -> io::Result<u64> {
+    let via = core.shared.config.routes.get(Class::Read);
+    let ring = |core: &Core| {
+        count(core, Class::Read, Via::Ring);
+        let src = src.try_clone();
+        async move { fsops::copy::copy_small_async(src?, dst, size).await }
+    };
+    match via {
+        Via::Ring => ring(core).await,
+        Via::Auto => {
+            let cached = {
+                let mut buf = core.small_buf.borrow_mut();
+                fsops::copy::copy_inline_cached(src, dst, size, &mut buf)?
+            };
+            match cached {
+                fsops::copy::Inline::Copied(n) => {
+                    count(core, Class::Read, Via::Inline);
+                    Ok(n)
+                }
+                fsops::copy::Inline::NotCached => ring(core).await,
+            }
+        }
+        Via::Inline | Via::Worker => {
+            count(core, Class::Read, Via::Inline);
+            let mut buf = core.small_buf.borrow_mut();
+            fsops::copy::copy_inline(src, dst, size, &mut buf)
+        }
+    }
 }

@@ -1559,8 +1559,9 @@ async fn copy_file_data(
         };
         let dst = match path {
             DataPath::Inline => {
-                let mut buf = core.small_buf.borrow_mut();
-                fsops::copy::copy_inline(src, &dst, st.size, &mut buf).map_err(data_err("read"))?;
+                route::copy_small(core, src, &dst, st.size)
+                    .await
+                    .map_err(data_err("read"))?;
                 bump(&core.counters.inline_files, 1);
                 tracing::trace!(size = st.size, "data copied inline (read/write on the core)");
                 dst

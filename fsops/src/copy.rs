@@ -47,6 +47,123 @@ pub fn copy_inline(src: &OwnedFd, dst: &OwnedFd, size: u64, buf: &mut Vec<u8>) -
     Ok(total)
 }
 
+/// What [`copy_inline_cached`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inline {
+    /// Copied: this many bytes.
+    Copied(u64),
+    /// The file's data is not in the page cache: nothing was read or written (copy it with
+    /// [`copy_small_async`], which does not hold the core while the disk works).
+    NotCached,
+}
+
+/// [`copy_inline`], except that the first read does not wait for the disk: a file whose data
+/// is not in the page cache is reported as [`Inline::NotCached`] before anything is written.
+pub fn copy_inline_cached(
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    size: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<Inline> {
+    if size == 0 {
+        return Ok(Inline::Copied(0));
+    }
+    let cap = buf.capacity().max(4096);
+    buf.resize(cap, 0);
+    let want = size.min(cap as u64) as usize;
+    let ask = if size < cap as u64 { want + 1 } else { want };
+    let n = match sys::read_nowait(src.as_fd(), &mut buf[..ask]) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Inline::NotCached),
+        Err(e) => return Err(e),
+    };
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "file shrank while it was being copied",
+        ));
+    }
+    if n > want {
+        return Err(io::Error::other("file grew while it was being copied"));
+    }
+    sys::write_all(dst.as_fd(), &buf[..n])?;
+    if n as u64 == size {
+        return Ok(Inline::Copied(size));
+    }
+    // Partly cached (or a large inline file): the rest with ordinary reads.
+    let rest = copy_inline_from(src, dst, size, n as u64, buf)?;
+    Ok(Inline::Copied(rest))
+}
+
+/// The loop of [`copy_inline`] from `done` bytes on (the file position is there).
+fn copy_inline_from(
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    size: u64,
+    mut total: u64,
+    buf: &mut [u8],
+) -> io::Result<u64> {
+    let cap = buf.len();
+    while total < size {
+        let left = size - total;
+        let want = left.min(cap as u64) as usize;
+        let ask = if left < cap as u64 { want + 1 } else { want };
+        let n = sys::read(src.as_fd(), &mut buf[..ask])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while it was being copied",
+            ));
+        }
+        if n > want {
+            return Err(io::Error::other("file grew while it was being copied"));
+        }
+        sys::write_all(dst.as_fd(), &buf[..n])?;
+        total += n as u64;
+    }
+    Ok(total)
+}
+
+/// Copy a small file whose data is not in the page cache: one io_uring read of the whole file
+/// (plus a byte, to catch growth) into a buffer of its own, so the core goes on with other files
+/// while the disk works and many such reads are queued at once; then an inline write (the
+/// destination is in the page cache). `src` is read from offset 0.
+pub async fn copy_small_async(src: OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<u64> {
+    let src = Rc::new(src);
+    let mut data: Vec<u8> = Vec::new();
+    loop {
+        let want = size as usize + 1 - data.len();
+        let op = ReadAt::new(Rc::clone(&src), data.len() as u64, Vec::with_capacity(want));
+        let res = compio::runtime::submit(op).await.into_inner();
+        // SAFETY: the kernel wrote `n` bytes at the start of the buffer; map_advanced sets its
+        // length to that, as compio's own `read_at` does.
+        let BufResult(r, buf) = unsafe { compio::driver::op::BufResultExt::map_advanced(res) };
+        let n = r?;
+        if n == 0 {
+            break;
+        }
+        if data.is_empty() {
+            data = buf;
+        } else {
+            data.extend_from_slice(&buf[..n]);
+        }
+        if data.len() as u64 > size {
+            break;
+        }
+    }
+    match (data.len() as u64).cmp(&size) {
+        std::cmp::Ordering::Less => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "file shrank while it was being copied",
+        )),
+        std::cmp::Ordering::Greater => Err(io::Error::other("file grew while it was being copied")),
+        std::cmp::Ordering::Equal => {
+            sys::write_all(dst.as_fd(), &data)?;
+            Ok(size)
+        }
+    }
+}
+
 /// The outcome of a ring copy.
 pub struct RingCopy {
     /// Bytes written.

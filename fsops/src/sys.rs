@@ -348,6 +348,40 @@ pub fn fadvise_sequential(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// `read(fd, buf)` at the current offset, retried on `EINTR`.
+/// `read` that returns `WouldBlock` instead of waiting for the disk (`preadv2` with
+/// `RWF_NOWAIT`, at the file position): data in the page cache is read, anything else is left to
+/// an asynchronous path. Where the kernel or file system cannot do it, an ordinary `read`.
+pub fn read_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    if UNSUPPORTED.load(Ordering::Relaxed) {
+        return read(fd, buf);
+    }
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    loop {
+        // SAFETY: one iovec describing `buf`, valid for `buf.len()` writable bytes; offset -1 is
+        // the file position.
+        let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => return Err(io::ErrorKind::WouldBlock.into()),
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => {
+                UNSUPPORTED.store(true, Ordering::Relaxed);
+                return read(fd, buf);
+            }
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Read `fd` at its file position.
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` is valid for `buf.len()` writable bytes.
@@ -524,6 +558,68 @@ pub fn open_dir_at_follow(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedF
 /// Open a source entry following a symlink (`-L`), `O_NONBLOCK` as [`open_source`].
 pub fn open_source_follow(dir: BorrowedFd<'_>, name: &CStr, noatime: bool) -> io::Result<OwnedFd> {
     open_read_at(dir, name, 0, noatime)
+}
+
+/// Open a source file for reading only if the whole lookup can be done from the kernel's caches
+/// (`openat2` with `RESOLVE_CACHED`, Linux 5.12): `WouldBlock` when the inode would have to be
+/// read from the disk, so the caller can open it asynchronously instead. Where `openat2` is
+/// missing, an ordinary open. Same flags as [`open_source`] (or [`open_source_follow`]).
+pub fn open_source_cached(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    noatime: bool,
+    follow: bool,
+) -> io::Result<OwnedFd> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
+    let plain = || {
+        if follow {
+            open_source_follow(dir, name, noatime)
+        } else {
+            open_source(dir, name, noatime)
+        }
+    };
+    if UNSUPPORTED.load(Ordering::Relaxed) {
+        return plain();
+    }
+    let base = libc::O_RDONLY
+        | libc::O_NONBLOCK
+        | libc::O_CLOEXEC
+        | if follow { 0 } else { libc::O_NOFOLLOW };
+    let attempt = |flags: libc::c_int| {
+        // SAFETY: open_how is plain data; zeroed is valid and the fields are set below.
+        let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+        how.flags = flags as u64;
+        how.resolve = libc::RESOLVE_CACHED;
+        // SAFETY: valid fd, NUL-terminated name and a pointer to `how` with its size, for the
+        // duration of the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        cvt_fd(r as libc::c_int)
+    };
+    let r = if noatime {
+        match attempt(base | libc::O_NOATIME) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => attempt(base),
+            r => r,
+        }
+    } else {
+        attempt(base)
+    };
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => {
+            UNSUPPORTED.store(true, Ordering::Relaxed);
+            plain()
+        }
+        r => r,
+    }
 }
 
 /// `fstatat(dir, name, 0)`: what a symlink points to.
