@@ -745,25 +745,12 @@ fn large_files_are_shared_between_cores() {
     assert_same(&src, &d, treediff::Check::archive());
     let doc = fs::read_to_string(&stats).unwrap();
     // Per core: files whose data went through copy_file_range, the ring or FICLONE.
-    let v: Vec<u64> = doc
-        .split("\"core\":")
-        .skip(1)
-        .map(|c| {
-            [
-                "\"kernel_copied_files\":",
-                "\"ring_files\":",
-                "\"cloned_files\":",
-            ]
-            .iter()
-            .map(|k| {
-                c.split(k)
-                    .nth(1)
-                    .and_then(|x| x.trim_start().split(|ch: char| !ch.is_ascii_digit()).next())
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0)
-            })
-            .sum()
-        })
+    let by = |k: &str| per_core(&doc, k);
+    let v: Vec<u64> = by("kernel_copied_files")
+        .iter()
+        .zip(by("ring_files"))
+        .zip(by("cloned_files"))
+        .map(|((a, b), c)| a + b + c)
         .collect();
     assert_eq!(v.iter().sum::<u64>(), 16, "stats: {doc}");
     assert!(

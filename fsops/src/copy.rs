@@ -24,27 +24,7 @@ pub fn copy_inline(src: &OwnedFd, dst: &OwnedFd, size: u64, buf: &mut Vec<u8>) -
     }
     let cap = buf.capacity().max(4096);
     buf.resize(cap, 0);
-    let mut total = 0u64;
-    while total < size {
-        let left = size - total;
-        let want = left.min(cap as u64) as usize;
-        // The last read asks for one byte more than is left (same syscall): getting it means the
-        // file grew while it was being copied.
-        let ask = if left < cap as u64 { want + 1 } else { want };
-        let n = sys::read(src.as_fd(), &mut buf[..ask])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while it was being copied",
-            ));
-        }
-        if n > want {
-            return Err(io::Error::other("file grew while it was being copied"));
-        }
-        sys::write_all(dst.as_fd(), &buf[..n])?;
-        total += n as u64;
-    }
-    Ok(total)
+    copy_inline_from(src, dst, size, 0, buf)
 }
 
 /// What [`copy_inline_cached`] did.
@@ -95,7 +75,9 @@ pub fn copy_inline_cached(
     Ok(Inline::Copied(rest))
 }
 
-/// The loop of [`copy_inline`] from `done` bytes on (the file position is there).
+/// The loop of [`copy_inline`] from `total` bytes on (the file position is there). The last
+/// read asks for one byte more than is left (same syscall): getting it means the file grew
+/// while it was being copied.
 fn copy_inline_from(
     src: &OwnedFd,
     dst: &OwnedFd,
