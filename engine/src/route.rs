@@ -57,7 +57,7 @@ impl Via {
     }
 }
 
-/// The classes of calls that can be routed, in the order of [`Routes::get`]'s index.
+/// The classes of calls that can be routed, in the order of the [`Routes`] table.
 pub const CLASSES: [&str; 5] = ["stat", "open", "create", "meta", "read"];
 
 /// The paths each class can take, in [`CLASSES`] order.
