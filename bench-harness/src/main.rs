@@ -40,6 +40,14 @@ impl Args {
     fn flag(&self, name: &str) -> bool {
         self.0.iter().any(|a| a == name)
     }
+    /// A whitespace-separated argument list, e.g. `--arsync-args "-a -H"`.
+    fn words(&self, name: &str, default: &str) -> Vec<String> {
+        self.opt(name)
+            .unwrap_or_else(|| default.to_string())
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
     fn list(&self, name: &str, default: &str) -> Vec<String> {
         self.opt(name)
             .unwrap_or_else(|| default.to_string())
@@ -120,12 +128,7 @@ fn steals_from(stats: &Path) -> Option<u64> {
 fn compare(a: &Args) -> Result<()> {
     let data = PathBuf::from(a.opt("--data").context("--data DIR")?);
     let arsync = PathBuf::from(a.opt("--arsync").context("--arsync BIN")?);
-    let arsync_args: Vec<String> = a
-        .opt("--arsync-args")
-        .unwrap_or_else(|| "-a".into())
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let arsync_args: Vec<String> = a.words("--arsync-args", "-a");
     let names = a.list("--datasets", "small,mixed");
     let caches = a.list("--cache", "warm");
     let reps: usize = a.num("--reps", 3)?;
@@ -271,12 +274,7 @@ fn alternate(
 fn sweep(a: &Args) -> Result<()> {
     let data = PathBuf::from(a.opt("--data").context("--data DIR")?);
     let arsync = PathBuf::from(a.opt("--arsync").context("--arsync BIN")?);
-    let base: Vec<String> = a
-        .opt("--base")
-        .unwrap_or_else(|| "-a".into())
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let base: Vec<String> = a.words("--base", "-a");
     let variants = a
         .opt("--variants")
         .context("--variants \"ARGS;ARGS;...\"")?;

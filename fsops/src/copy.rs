@@ -57,16 +57,7 @@ pub fn copy_inline_cached(
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Inline::NotCached),
         Err(e) => return Err(e),
     };
-    if n == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "file shrank while it was being copied",
-        ));
-    }
-    if n > want {
-        return Err(io::Error::other("file grew while it was being copied"));
-    }
-    sys::write_all(dst.as_fd(), &buf[..n])?;
+    write_read(dst, &buf[..n], want)?;
     if n as u64 == size {
         return Ok(Inline::Copied(size));
     }
@@ -91,19 +82,25 @@ fn copy_inline_from(
         let want = left.min(cap as u64) as usize;
         let ask = if left < cap as u64 { want + 1 } else { want };
         let n = sys::read(src.as_fd(), &mut buf[..ask])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while it was being copied",
-            ));
-        }
-        if n > want {
-            return Err(io::Error::other("file grew while it was being copied"));
-        }
-        sys::write_all(dst.as_fd(), &buf[..n])?;
+        write_read(dst, &buf[..n], want)?;
         total += n as u64;
     }
     Ok(total)
+}
+
+/// Write what one read returned, after checking it against the `want` bytes that were left of
+/// the measured size: nothing means the file shrank, more means it grew (never a torn copy).
+fn write_read(dst: &OwnedFd, got: &[u8], want: usize) -> io::Result<()> {
+    if got.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "file shrank while it was being copied",
+        ));
+    }
+    if got.len() > want {
+        return Err(io::Error::other("file grew while it was being copied"));
+    }
+    sys::write_all(dst.as_fd(), got)
 }
 
 /// Copy a small file whose data is not in the page cache: one io_uring read of the whole file
