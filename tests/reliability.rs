@@ -257,8 +257,7 @@ fn a_low_fd_limit_still_completes() {
 /// Whether the binary under test has the fault-injection hooks (`--features arsync/test-hooks`,
 /// which the test command uses).
 fn hooks_or_skip(test: &str) -> bool {
-    let out = arsync().arg("--version").output().unwrap();
-    if String::from_utf8_lossy(&out.stdout).contains("test-hooks") {
+    if has_hooks() {
         return true;
     }
     skip(

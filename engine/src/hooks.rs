@@ -12,6 +12,7 @@
 //! | `after-batch` | a source directory's first batch of names was read | the directory |
 //! | `before-enter` | a destination directory is about to be opened or made | the directory |
 //! | `after-write` | a file's data is written, before `--verify` reads it back | the file (the only action is `flip`: its first byte is inverted) |
+//! | `split` | a large file's helper tasks were offered to the other cores | the file (the only action is `wait-helper`: the owner claims no chunk until another core has claimed one) |
 //!
 //! Actions (all relative to the directory holding NAME): `unlink` (the file vanishes), `append`
 //! (the file grows by 64 KiB), `truncate` (the file shrinks to half), `empty-dir` (at `after-batch`:
@@ -27,6 +28,7 @@ pub(crate) enum Point {
     AfterBatch,
     BeforeEnter,
     AfterWrite,
+    Split,
 }
 
 /// Corrupt the first byte of a written destination file (`after-write=NAME:flip`), for the
@@ -34,6 +36,13 @@ pub(crate) enum Point {
 #[cfg(not(feature = "test-hooks"))]
 #[inline(always)]
 pub(crate) fn fire_written(_fd: std::os::fd::BorrowedFd<'_>, _name: &std::ffi::CStr) {}
+
+/// Whether `split=NAME:wait-helper` is registered for this file (fires once; test builds only).
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub(crate) fn split_waits(_name: &std::ffi::CStr) -> bool {
+    false
+}
 
 /// Run the hook registered for `point` and `name`, if any (test builds only).
 #[cfg(not(feature = "test-hooks"))]
@@ -44,7 +53,7 @@ pub(crate) fn fire(_point: Point, _dir: std::os::fd::BorrowedFd<'_>, _name: &std
 pub const ENABLED: bool = cfg!(feature = "test-hooks");
 
 #[cfg(feature = "test-hooks")]
-pub(crate) use imp::{fire, fire_written};
+pub(crate) use imp::{fire, fire_written, split_waits};
 
 #[cfg(feature = "test-hooks")]
 mod imp {
@@ -77,6 +86,7 @@ mod imp {
                         "after-batch" => Point::AfterBatch,
                         "before-enter" => Point::BeforeEnter,
                         "after-write" => Point::AfterWrite,
+                        "split" => Point::Split,
                         _ => return None,
                     };
                     Some(Hook {
@@ -111,6 +121,15 @@ mod imp {
                 }
             }
         }
+    }
+
+    pub(crate) fn split_waits(name: &CStr) -> bool {
+        hooks().iter().any(|h| {
+            h.point == Point::Split
+                && h.action == "wait-helper"
+                && h.name == name.to_bytes()
+                && !h.fired.swap(true, Ordering::SeqCst)
+        })
     }
 
     pub(crate) fn fire(point: Point, dir: BorrowedFd<'_>, name: &CStr) {

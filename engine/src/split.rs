@@ -54,6 +54,12 @@ impl SplitCopy {
         self.size.div_ceil(self.chunk)
     }
 
+    /// Whether any chunk has been claimed yet.
+    #[cfg_attr(not(feature = "test-hooks"), allow(dead_code))]
+    pub(crate) fn claimed_any(&self) -> bool {
+        self.next.load(Ordering::Acquire) > 0
+    }
+
     fn claim(&self) -> Option<(u64, u64)> {
         if self.stop.load(Ordering::Acquire) {
             return None;

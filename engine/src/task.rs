@@ -1532,7 +1532,7 @@ async fn copy_file_data(
                 && !keep_size
                 && core.worker.borrow().count() > 1;
             let copied = if split {
-                copy_split(core, src, &dst, st.size).await
+                copy_split(core, src, &dst, st.size, dst_name).await
             } else {
                 fsops::copy::copy_kernel(src, &dst, st.size, 16 << 20).await
             };
@@ -1702,7 +1702,13 @@ impl Drop for TempGuard<'_> {
 /// Copy a large file with `copy_file_range` on several cores: offer helper tasks to the other
 /// cores, copy chunks here too, and wait for the chunks the helpers took. While it runs this
 /// core takes no new task (the others take the rest of the tree).
-async fn copy_split(core: &Core, src: &OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<u64> {
+async fn copy_split(
+    core: &Core,
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    size: u64,
+    name: &CStr,
+) -> io::Result<u64> {
     let job = Arc::new(crate::split::SplitCopy::new(
         src,
         dst,
@@ -1727,6 +1733,14 @@ async fn copy_split(core: &Core, src: &OwnedFd, dst: &OwnedFd, size: u64) -> io:
         }
     }
     let mut guard = Abandon(&job, false);
+    if helpers > 0 && crate::hooks::split_waits(name) {
+        // Test hook: hold this core (blocking it, as the hook means to) until another core has
+        // taken a helper task and claimed a chunk, so a test can see the work shared whatever
+        // else the machine is doing.
+        while !job.claimed_any() {
+            std::thread::yield_now();
+        }
+    }
     let mine = job.work().await;
     bump(&core.counters.split_chunks, mine);
     let r = job.wait().await;

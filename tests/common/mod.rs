@@ -22,6 +22,16 @@ pub fn run(args: &[&OsStr]) -> Output {
     arsync().args(args).output().expect("run arsync")
 }
 
+/// Whether the binary under test has the test-only fault-injection hooks (`--features
+/// arsync/test-hooks`, which the test command builds with).
+pub fn has_hooks() -> bool {
+    let out = arsync()
+        .arg("--version")
+        .output()
+        .expect("run arsync --version");
+    String::from_utf8_lossy(&out.stdout).contains("test-hooks")
+}
+
 /// Run `arsync FLAGS... SRC/ DST` (the contents of `src` into `dst`).
 pub fn copy_contents(flags: &[&str], src: &Path, dst: &Path) -> Output {
     let src_arg = format!("{}/", src.display());
