@@ -7,10 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-for tool in rsync:rsync setfacl:acl getfattr:attr mkfs.xfs:xfsprogs /usr/bin/time:time filefrag:e2fsprogs mkfs.ext4:e2fsprogs setpriv:util-linux; do
+for tool in rsync:rsync setfacl:acl getfattr:attr mkfs.xfs:xfsprogs /usr/bin/time:time filefrag:e2fsprogs mkfs.ext4:e2fsprogs setpriv:util-linux mpirun:openmpi-bin mpicc:libopenmpi-dev pkg-config:pkg-config; do
   cmd=${tool%%:*}; pkg=${tool##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done
+# The `mpi` feature's bindings are generated with libclang at build time.
+ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1 || ls /usr/lib/llvm-*/lib/libclang-*.so >/dev/null 2>&1 || need_pkgs+=(libclang-dev)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing: ${need_pkgs[*]}"
@@ -26,18 +28,19 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy (warnings are errors; default build, and with the test-only hooks)"
 cargo clippy --workspace --all-targets --release -- -D warnings
-cargo clippy --workspace --all-targets --release --features arsync/test-hooks -- -D warnings
+cargo clippy --workspace --all-targets --release --features arsync/test-hooks,arsync/mpi -- -D warnings
 
 echo "== cargo doc (warnings are errors)"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --features arsync/mpi
 
 echo "== cargo test"
 log=$(mktemp)
 export ARSYNC_TEST_SKIPLOG=$(mktemp)
 set +e
 # The binary under test carries the test-only fault-injection hooks (inert unless
-# ARSYNC_TEST_HOOK is set; see engine/src/hooks.rs): the race tests need them.
-cargo test --workspace --release --no-fail-fast --features arsync/test-hooks 2>&1 | tee "$log"
+# ARSYNC_TEST_HOOK is set; see engine/src/hooks.rs): the race tests need them. It also has the
+# multi-node mode (--features mpi), which tests/mpi.rs runs under mpirun with 2 and 3 ranks.
+cargo test --workspace --release --no-fail-fast --features arsync/test-hooks,arsync/mpi 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')

@@ -536,6 +536,13 @@ pub fn command() -> Command {
             .help_heading("Engine"),
     )
     .arg(
+        Arg::new("mpi")
+            .long("mpi")
+            .action(ArgAction::SetTrue)
+            .help("run as one rank of a multi-node copy launched by mpirun (mpirun -np N arsync --mpi -a SRC/ DST/): ranks share the tree by work stealing and split large files; needs a build with --features mpi (see docs/scaling.md)")
+            .help_heading("Engine"),
+    )
+    .arg(
         Arg::new("meta-workers")
             .long("meta-workers")
             .value_name("N")
@@ -879,6 +886,9 @@ pub struct Parsed {
     /// The sources and the destination as given.
     pub paths: Vec<OsString>,
     pub stats: bool,
+    /// `--mpi`: one rank of a multi-node run.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    pub mpi: bool,
     pub verbose: u8,
     pub quiet: bool,
     pub version: bool,
@@ -1159,6 +1169,25 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             })
             .transpose()
     };
+    let mpi = m.get_flag("mpi");
+    if mpi {
+        if !cfg!(feature = "mpi") {
+            return Err(usage(
+                "--mpi: this arsync was built without MPI support (build it with: cargo build --release --features mpi)",
+            ));
+        }
+        if config.roots.len() != 1 {
+            return Err(usage("--mpi copies one source tree: give one SRC and DST"));
+        }
+        if !config.link_dest.is_empty() {
+            return Err(usage("--mpi cannot be combined with --link-dest"));
+        }
+        if config.delete == Some(engine::Delete::After) {
+            return Err(usage(
+                "--mpi deletes during the walk: use --delete, not --delete-after/--delete-delay",
+            ));
+        }
+    }
     let out_format = format("out-format", None)?;
     let log_format = format("log-file-format", Some(crate::logfmt::DEFAULT_LOG_FORMAT))?;
     Ok(Parsed {
@@ -1172,6 +1201,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         stats_json: m.get_one::<PathBuf>("stats-json").cloned(),
         itemize: m.get_count("itemize-changes") > 0,
         stats: m.get_flag("stats"),
+        mpi,
         config,
         verbose: m.get_count("verbose"),
         quiet: m.get_flag("quiet"),

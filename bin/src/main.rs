@@ -4,6 +4,8 @@
 
 mod cli;
 mod logfmt;
+#[cfg(feature = "mpi")]
+mod mpi_mode;
 mod output;
 mod progress;
 mod signals;
@@ -64,7 +66,8 @@ fn main() -> ExitCode {
             Err(e) => println!("io_uring: unavailable ({e})"),
         }
         println!(
-            "features: thread-per-core, work stealing, compio 0.19 (io_uring, epoll fallback){}",
+            "features: thread-per-core, work stealing, compio 0.19 (io_uring, epoll fallback){}{}",
+            if cfg!(feature = "mpi") { ", mpi" } else { "" },
             if engine::hooks::ENABLED {
                 ", test-hooks"
             } else {
@@ -104,6 +107,12 @@ fn main() -> ExitCode {
         parsed.out_format.clone(),
         log.clone(),
     ));
+    #[cfg(feature = "mpi")]
+    if parsed.mpi {
+        let stop = engine::Stop::new();
+        signals::stop_on_signals(stop.clone());
+        return ExitCode::from(mpi_mode::run(&parsed, observer, &stop) as u8);
+    }
     if let Some(dir) = &parsed.config.create_dest_dir {
         let shown = dir.to_string_lossy();
         let shown = shown.trim_end_matches('/');

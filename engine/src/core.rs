@@ -88,9 +88,26 @@ pub(crate) struct Counters {
     pub delete_skipped: Cell<u64>,
     pub created: Cell<u64>,
     pub verified: Cell<u64>,
+    pub delegated: Cell<u64>,
     pub checked: Cell<u64>,
     pub seen: [Cell<u64>; 4],
     pub seen_bytes: Cell<u64>,
+}
+
+/// What `config` preserves, for a process whose umask was `umask`.
+pub(crate) fn meta_policy(config: &Config, umask: u32) -> fsops::MetaPolicy {
+    fsops::MetaPolicy {
+        perms: config.perms || config.acls,
+        times: config.times,
+        atimes: config.atimes,
+        owner: config.owner,
+        group: config.group,
+        umask,
+        euid: fsops::sys::geteuid(),
+        egid: fsops::sys::getegid(),
+        xattrs: config.xattrs,
+        acls: config.acls,
+    }
 }
 
 pub(crate) fn bump(c: &Cell<u64>, n: u64) {
@@ -201,18 +218,7 @@ pub(crate) fn run(
     config.ring_files_per_core = config.ring_files_per_core.min(config.inflight_per_core);
     let config = &config;
     let umask = fsops::sys::set_umask(0);
-    let policy = fsops::MetaPolicy {
-        perms: config.perms || config.acls,
-        times: config.times,
-        atimes: config.atimes,
-        owner: config.owner,
-        group: config.group,
-        umask,
-        euid: fsops::sys::geteuid(),
-        egid: fsops::sys::getegid(),
-        xattrs: config.xattrs,
-        acls: config.acls,
-    };
+    let policy = meta_policy(config, umask);
     let shared = Arc::new(RunShared {
         config: config.clone(),
         policy,
@@ -350,6 +356,7 @@ pub(crate) fn run(
         }
         report.created += c.created.get();
         report.verified += c.verified.get();
+        report.delegated += c.delegated.get();
         report.considered.files += c.seen[0].get();
         report.considered.dirs += c.seen[1].get();
         report.considered.symlinks += c.seen[2].get();

@@ -60,6 +60,7 @@ pub mod hooks;
 pub mod latency;
 mod limit;
 mod links;
+pub mod remote;
 mod route;
 mod split;
 mod sync;
@@ -261,6 +262,9 @@ pub struct Config {
     /// `--meta-workers`: metadata worker threads, started only when some class is routed to
     /// them (0: one per core thread).
     pub meta_workers: usize,
+    /// Hands parts of the tree to another process (the MPI mode): asked before each directory
+    /// is listed and before each file that needs its data copied. `None`: everything here.
+    pub delegate: Option<Arc<dyn Delegate>>,
     /// Buffer size of the io_uring pipeline.
     pub chunk_size: usize,
     /// Chunks in flight per large file.
@@ -324,6 +328,7 @@ impl Config {
             split_chunk: 64 << 20,
             routes: Routes::default(),
             meta_workers: 0,
+            delegate: None,
             chunk_size: 1024 * 1024,
             ring_depth: 4,
             ring_files_per_core: 2,
@@ -344,6 +349,20 @@ impl Config {
             ..Self::archive()
         }
     }
+}
+
+/// Takes parts of a run away from it, for a caller that spreads one tree over several processes
+/// (arsync's MPI mode). Called from the core threads; keep it cheap (it is asked once per
+/// directory and once per file whose data is about to be copied).
+pub trait Delegate: Send + Sync + std::fmt::Debug {
+    /// A source directory `rel` (relative to the transfer root's parent, as in item events) whose
+    /// destination directory now exists, about to be listed. `true`: someone else copies its
+    /// contents and applies its metadata; this run neither lists it nor touches it again.
+    fn take_dir(&self, rel: &Path) -> bool;
+    /// A regular file `rel` whose data is about to be copied (the quick check found it changed or
+    /// missing), with its source stat. `true`: someone else copies it; this run counts it in
+    /// [`Report::delegated`] and leaves its destination as it is.
+    fn take_file(&self, rel: &Path, st: &Stat) -> bool;
 }
 
 /// How a failed entry counts toward the exit status.
@@ -584,6 +603,8 @@ pub struct Report {
     pub created: u64,
     /// Files read back and found equal to the source (`--verify`).
     pub verified: u64,
+    /// Files and directories handed to a [`Delegate`].
+    pub delegated: u64,
     /// Source entries the run looked at (after filters), by type, and their file sizes.
     pub considered: Considered,
     /// A failure that stopped the whole run (runtime setup): its message.

@@ -667,8 +667,12 @@ fn finish_dir(core: &Core, node: &DirNode) {
     if !node.fresh
         && !cfg.dry_run
         && cfg.delete.is_none()
-        && (cfg.temp_names || core.no_tmpfile.borrow().contains(&node.dst_dev))
+        && (cfg.temp_names
+            || cfg.delegate.is_some()
+            || core.no_tmpfile.borrow().contains(&node.dst_dev))
     {
+        // Named temporaries (`--temp-names`, file systems without O_TMPFILE, and the large
+        // files of the MPI mode) that a killed run left behind.
         sync::remove_stale_temps(&core.shared, &core.counters, node.dst.as_fd(), &node.rel);
     }
     if let Some(pd) = &cfg.partial_dir
@@ -1159,6 +1163,15 @@ async fn copy_file(
             }
             Verdict::Copy(change) => change,
         };
+    if !cfg.dry_run
+        && let Some(d) = &cfg.delegate
+        && d.take_file(&rel(), &st)
+    {
+        // Another process copies it (the MPI mode); a hard-link leader hands over its names too.
+        hardlink_done(core, parent, dst_name, &st, false);
+        bump(&core.counters.delegated, 1);
+        return Ok(Outcome::Done);
+    }
     if change.new && link_from_reference(core, parent, name, dst_name, &st) {
         hardlink_done(core, parent, dst_name, &st, true);
         bump(&core.counters.hard_links, 1);
@@ -1888,6 +1901,18 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         }),
     });
     dir_item(core, &node, parent.child_rel(name));
+    if !other_fs
+        && !cfg.dry_run
+        && let Some(d) = &cfg.delegate
+        && d.take_dir(&node.rel)
+    {
+        // Another process lists it and applies its metadata (the MPI mode): only the parent's
+        // count of open children goes down here.
+        bump(&core.counters.delegated, 1);
+        drop(node);
+        child_done(core, Arc::clone(parent));
+        return Ok(());
+    }
     if other_fs {
         // -x: the mount point is created (with its metadata), its contents are not copied.
         child_done(core, node);

@@ -177,7 +177,8 @@ impl MetaPolicy {
         }
     }
 
-    fn times(&self, src: &Stat) -> Option<(Time, Time)> {
+    /// The (atime, mtime) to set on a copy of `src`, or `None` when neither is preserved.
+    pub fn times(&self, src: &Stat) -> Option<(Time, Time)> {
         if !self.times && !self.atimes {
             return None;
         }
