@@ -152,8 +152,24 @@ fn a_skewed_tree_is_shared_between_ranks() {
         let dst = t.path().join(format!("np{np}"));
         let json = t.path().join(format!("np{np}.json"));
         let json_arg = format!("--stats-json={}", json.display());
-        let out = mpirun(np, &["-a", "--split-chunk=1M", &json_arg], &src, &dst);
+        let out = mpirun(
+            np,
+            &["-a", "--split-chunk=1M", "--info=progress2", &json_arg],
+            &src,
+            &dst,
+        );
         ok(&out);
+        // Rank 0 prints the merged progress; its last line has every rank's totals.
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text
+            .lines()
+            .rfind(|l| l.contains("xfr#"))
+            .unwrap_or_default();
+        assert!(
+            last.contains("100%") && last.contains("(xfr#406, to-chk=0/406)"),
+            "{text}"
+        );
+        assert!(last.ends_with(&format!("[{np} ranks]")), "{text}");
         assert_same(&src, &dst, treediff::Check::archive());
         let v: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();

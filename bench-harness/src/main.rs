@@ -14,12 +14,18 @@
 //! * `sweep --data DIR --arsync BIN --variants "ARGS;ARGS" [--base "-a"] [--datasets a,b]
 //!   [--cache warm,cold] [--reps N]`: arsync alone with each flag set (an empty one is the
 //!   defaults), alternated and reported like `compare`: the figures behind the defaults.
+//! * `sched [--tasks N] [--cost-us C] [--max M] [--reps R]`: the scheduler alone with synthetic
+//!   tasks of known cost: throughput, efficiency, steals and termination overhead per thread count.
+//! * `ranks --data DIR --dataset NAME --max N --arsync BIN`: the multi-node mode (`--mpi`, an
+//!   arsync built with `--features mpi`) under `mpirun -np 1..N` on this host, with each rank's
+//!   bytes and steals.
 //! * `run --arsync BIN --src DIR [--reps N] [-- ARGS]`: quick repeated runs of arsync alone with
 //!   wall, CPU and peak RSS (used for the memory-bound check).
 
 mod datasets;
 mod report;
 mod runner;
+mod sched;
 mod verify;
 
 use std::ffi::OsString;
@@ -318,17 +324,47 @@ fn sweep(a: &Args) -> Result<()> {
 }
 
 fn threads(a: &Args) -> Result<()> {
+    scaling(a, false)
+}
+
+fn ranks(a: &Args) -> Result<()> {
+    scaling(a, true)
+}
+
+/// Per-rank figures of a `--mpi` run's stats: (bytes, steals) of each rank.
+fn ranks_from(stats: &Path) -> Option<Vec<(u64, u64)>> {
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(stats).ok()?).ok()?;
+    Some(
+        v.get("mpi")?
+            .get("ranks")?
+            .as_array()?
+            .iter()
+            .map(|r| {
+                (
+                    r["bytes"].as_u64().unwrap_or(0),
+                    r["steals"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Thread scaling (`threads`: `--threads 1..N`) or rank scaling (`ranks`: `mpirun -np 1..N
+/// arsync --mpi`, each rank with `--rank-args`, default one unpinned thread).
+fn scaling(a: &Args, mpi: bool) -> Result<()> {
     let data = PathBuf::from(a.opt("--data").context("--data DIR")?);
     let arsync = PathBuf::from(a.opt("--arsync").context("--arsync BIN")?);
     let name = a.opt("--dataset").unwrap_or_else(|| "small".into());
-    let max: usize = a.num("--max", 8)?;
+    let max: usize = a.num("--max", if mpi { 4 } else { 8 })?;
+    let rank_args = a.words("--rank-args", "-a --threads 1 --no-pin");
+    let mut per_rank = String::new();
     let reps: usize = a.num("--reps", 3)?;
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     let src = data.join(&name);
     let (files, _, _, bytes) = runner::census(&src)?;
-    let (out, mut dests) = out_and_dests(a, &data, "threads")?;
+    let (out, mut dests) = out_and_dests(a, &data, if mpi { "ranks" } else { "threads" })?;
     let stats =
         std::env::temp_dir().join(format!("arsync-bench-stats-{}.json", std::process::id()));
     let mut rows = Vec::new();
@@ -337,23 +373,52 @@ fn threads(a: &Args) -> Result<()> {
             runner::warm(&src)?;
             dests.ensure_room(bytes)?;
             runner::prefault();
-            let mut args = vec!["-a".to_string(), "--threads".into(), t.to_string()];
-            if t > cpus {
+            let mut args = if mpi {
+                let mut v: Vec<String> = ["--allow-run-as-root", "--oversubscribe", "-np"]
+                    .map(String::from)
+                    .to_vec();
+                v.push(t.to_string());
+                v.push(arsync.display().to_string());
+                v.push("--mpi".into());
+                v.extend(rank_args.iter().cloned());
+                v
+            } else {
+                vec!["-a".to_string(), "--threads".into(), t.to_string()]
+            };
+            if t > cpus && !mpi {
                 args.push("--no-pin".into());
             }
             args.push("--stats-json".into());
             args.push(stats.display().to_string());
             let tool = runner::Tool {
                 name: "arsync".into(),
-                program: arsync.clone(),
+                program: if mpi { "mpirun".into() } else { arsync.clone() },
                 args,
                 slash: true,
             };
             let dst = dests.next(&format!("{name}-t{t}"));
             let s = runner::measure(&mut runner::command(&tool, &src, &dst))?;
-            let steals = steals_from(&stats);
+            let steals = if mpi {
+                let r = ranks_from(&stats).unwrap_or_default();
+                per_rank += &format!(
+                    "| {t} | {rep} | {:.3} | {} | {} |\n",
+                    s.wall,
+                    r.iter()
+                        .map(|x| x.0.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" / "),
+                    r.iter()
+                        .map(|x| x.1.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" / ")
+                );
+                Some(r.iter().map(|x| x.1).sum())
+            } else {
+                steals_from(&stats)
+            };
             eprintln!(
-                "[arsync-bench] threads {t} rep{rep} wall {:.3} s steals {steals:?}",
+                "[arsync-bench] {} {t} rep{rep} wall {:.3} s steals {steals:?}",
+                if mpi { "ranks" } else { "threads" },
                 s.wall
             );
             rows.push(report::Row::new(
@@ -371,12 +436,23 @@ fn threads(a: &Args) -> Result<()> {
     }
     let _ = fs::remove_file(&stats);
     dests.delete_all();
-    report::write(
-        &out,
-        &format!("arsync thread scaling ({cpus} CPUs; more threads are oversubscribed)"),
-        &environment(&data, &arsync),
-        &rows,
-    )?;
+    let title = if mpi {
+        format!(
+            "arsync --mpi rank scaling (mpirun -np 1..{max} on one host, {cpus} CPUs; each rank: {})",
+            rank_args.join(" ")
+        )
+    } else {
+        format!("arsync thread scaling ({cpus} CPUs; more threads are oversubscribed)")
+    };
+    report::write(&out, &title, &environment(&data, &arsync), &rows)?;
+    if mpi {
+        fs::write(
+            out.join("ranks.md"),
+            format!(
+                "# Per-rank figures\n\n| ranks | rep | wall s | bytes per rank | steals per rank |\n|---|---|---|---|---|\n{per_rank}"
+            ),
+        )?;
+    }
     println!("{}", out.join("report.md").display());
     Ok(())
 }
@@ -591,6 +667,8 @@ fn usage() -> ! {
          arsync-bench compare --data DIR --arsync BIN [--datasets small,mixed] [--cache warm,cold] [--reps N]\n      \
          [--arsync-args \"-a\"] [--arsync-args-for \"mixed:-aHAX;sparse:-aS\"] [--tools arsync,cp-a,rsync-a,cpz,xcp,fcp] [--peers-bin DIR] [--install-peers DIR] [--out DIR] [--wait S]\n  \
          arsync-bench threads --data DIR --arsync BIN [--dataset small] [--max 8] [--reps 3]\n  \
+         arsync-bench ranks --data DIR --arsync BIN_WITH_MPI [--dataset small] [--max 4] [--reps 3]\n  \
+         arsync-bench sched [--tasks 262144] [--cost-us 5] [--max 8] [--reps 3] [--out DIR]\n  \
          arsync-bench resync --data DIR --arsync BIN [--files 100000] [--pct 1] [--reps 5]\n  \
          arsync-bench run --arsync BIN --src DIR [--reps N] [-- ARSYNC_ARGS...]\n  \
          arsync-bench sweep --data DIR --arsync BIN --variants \"ARGS;ARGS;...\" [--base \"-a\"] [--datasets small] [--cache warm,cold] [--reps 3] [--out DIR] [--wait S]",
@@ -639,6 +717,18 @@ fn main() -> Result<()> {
         }
         "compare" => compare(&args),
         "threads" => threads(&args),
+        "ranks" => ranks(&args),
+        "sched" => {
+            let out = PathBuf::from(args.opt("--out").unwrap_or_else(|| "perf/runs".into()))
+                .join(format!("{}-sched", today_host()));
+            sched::bench(
+                args.num("--tasks", 1u64 << 18)?,
+                args.num("--cost-us", 5u64)?,
+                args.num("--max", 8usize)?,
+                args.num("--reps", 3usize)?,
+                &out,
+            )
+        }
         "resync" => resync(&args),
         "run" => quick_run(&args),
         "sweep" => sweep(&args),

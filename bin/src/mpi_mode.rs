@@ -39,6 +39,7 @@ const WORK: i32 = 2;
 const NOWORK: i32 = 3;
 const WEIGHT: i32 = 4;
 const DONE: i32 = 5;
+const PROGRESS: i32 = 6;
 
 /// A directory to copy (relative name as in item events) and its weight, `2^-weight`.
 #[derive(Clone, Debug)]
@@ -59,7 +60,6 @@ struct LinkName {
 }
 
 /// What the engine of this rank hands over to the MPI layer (shared with the core threads).
-#[derive(Debug)]
 struct Share {
     /// Requests from idle ranks that the next directories entered should satisfy.
     hungry: AtomicUsize,
@@ -74,6 +74,35 @@ struct Share {
     split_min: u64,
     hard_links: bool,
     root: Root,
+    /// The live counters of the piece being copied, and the sum of the finished pieces'.
+    live: Mutex<Option<engine::Progress>>,
+    finished: Mutex<[u64; 5]>,
+}
+
+impl std::fmt::Debug for Share {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Share")
+            .field("hungry", &self.hungry)
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Share {
+    /// This rank's progress: files, checked, bytes, seen files, seen bytes.
+    fn progress(&self) -> [u64; 5] {
+        let mut v = *self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = &*self.live.lock().unwrap_or_else(|p| p.into_inner()) {
+            let s = p.snapshot();
+            for (a, b) in
+                v.iter_mut()
+                    .zip([s.files, s.checked, s.bytes, s.seen_files, s.seen_bytes])
+            {
+                *a += b;
+            }
+        }
+        v
+    }
 }
 
 impl engine::Delegate for Share {
@@ -389,6 +418,8 @@ pub fn run(
         },
         hard_links: base.hard_links && !base.dry_run,
         root: root.clone(),
+        live: Mutex::new(None),
+        finished: Mutex::new([0; 5]),
     });
     let mut report = Report::default();
     let mut figs = RankFigures::default();
@@ -418,7 +449,23 @@ pub fn run(
                     .weight
                     .lock()
                     .unwrap_or_else(|p| p.into_inner()) = item.weight;
-                let mut r = engine::run_with_stop(&cfg, Arc::clone(&observer), stop);
+                let live = engine::Progress::new();
+                *runner_share.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(live.clone());
+                let mut r = engine::run_with_progress(&cfg, Arc::clone(&observer), stop, &live);
+                {
+                    let s = live.snapshot();
+                    let mut f = runner_share
+                        .finished
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    for (a, b) in
+                        f.iter_mut()
+                            .zip([s.files, s.checked, s.bytes, s.seen_files, s.seen_bytes])
+                    {
+                        *a += b;
+                    }
+                    *runner_share.live.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
                 if !item.root {
                     // The giver counted this directory already.
                     r.considered.dirs = r.considered.dirs.saturating_sub(1);
@@ -435,8 +482,8 @@ pub fn run(
         walk(
             &world,
             &share,
-            &to_runner,
-            &from_runner,
+            (&to_runner, &from_runner),
+            parsed.progress_total && !parsed.quiet,
             &mut report,
             &mut figs,
         );
@@ -502,8 +549,24 @@ pub fn run(
     }
     merged.elapsed = started.elapsed();
     merged.latency = None;
+    // Per-core figures stay local: rank 0's own core threads, per piece it ran.
+    merged.cores = std::mem::take(&mut report.cores);
     let code = crate::output::exit_code(&merged);
     if me == 0 {
+        if parsed.progress_total && !parsed.quiet {
+            let sum = engine::ProgressSnapshot {
+                files: merged.files,
+                checked: merged.considered.files,
+                bytes: merged.bytes,
+                seen_files: merged.considered.files,
+                seen_bytes: merged.considered.bytes,
+                scanning: false,
+            };
+            println!(
+                "{} [{n} ranks]",
+                crate::progress::line(&sum, merged.elapsed, true)
+            );
+        }
         print_merged(parsed, &merged, &per_rank, code);
     }
     code
@@ -520,13 +583,18 @@ fn die() -> ! {
 fn walk(
     world: &mpi::topology::SimpleCommunicator,
     share: &Share,
-    to_runner: &mpsc::Sender<Item>,
-    from_runner: &mpsc::Receiver<(u32, Report)>,
+    (to_runner, from_runner): (&mpsc::Sender<Item>, &mpsc::Receiver<(u32, Report)>),
+    show_progress: bool,
     report: &mut Report,
     figs: &mut RankFigures,
 ) {
     let me = world.rank();
     let n = world.size();
+    // `--info=progress2`: every rank sends its counters to rank 0 once a second; rank 0 prints
+    // the sum.
+    let start = Instant::now();
+    let mut next_progress = start + Duration::from_secs(1);
+    let mut ranks_progress = vec![[0u64; 5]; n as usize];
     let mut queue: VecDeque<Item> = VecDeque::new();
     let mut pending: VecDeque<i32> = VecDeque::new();
     let mut busy = false;
@@ -616,6 +684,11 @@ fn walk(
                 }
                 WEIGHT => credit.add(u32::from_le_bytes(body[..4].try_into().expect("4"))),
                 DONE => done = true,
+                PROGRESS => {
+                    for (i, v) in ranks_progress[from as usize].iter_mut().enumerate() {
+                        *v = u64::from_le_bytes(body[i * 8..i * 8 + 8].try_into().expect("8"));
+                    }
+                }
                 t => eprintln!("arsync: rank {me}: unexpected message tag {t}"),
             }
         }
@@ -639,6 +712,31 @@ fn walk(
             share.hungry.store(0, Ordering::Release);
             for to in pending.drain(..) {
                 send(to, NOWORK, &[]);
+            }
+        }
+        if show_progress && Instant::now() >= next_progress {
+            next_progress += Duration::from_secs(1);
+            let mine = share.progress();
+            if me == 0 {
+                ranks_progress[0] = mine;
+                let mut sum = engine::ProgressSnapshot {
+                    scanning: true,
+                    ..Default::default()
+                };
+                for r in &ranks_progress {
+                    sum.files += r[0];
+                    sum.checked += r[1];
+                    sum.bytes += r[2];
+                    sum.seen_files += r[3];
+                    sum.seen_bytes += r[4];
+                }
+                println!(
+                    "{} [{n} ranks]",
+                    crate::progress::line(&sum, start.elapsed(), false)
+                );
+            } else {
+                let body: Vec<u8> = mine.iter().flat_map(|v| v.to_le_bytes()).collect();
+                send(0, PROGRESS, &body);
             }
         }
         if me == 0 && credit.whole() && !busy && queue.is_empty() {
