@@ -260,3 +260,52 @@ fn a_rank_that_dies_fails_the_run_and_a_rerun_completes_it() {
         );
     }
 }
+
+/// Regression: a directory the engine gave away for a waiting rank went to the giver's own
+/// runner when the giver's piece had already ended, so on a tree whose root holds one directory
+/// rank 1 could end up with nothing.
+#[test]
+fn a_tree_with_one_top_directory_reaches_every_rank() {
+    if !mpi_or_skip("a_tree_with_one_top_directory_reaches_every_rank") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    for d in 0..8 {
+        let dir = src.join(format!("only/d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..30 {
+            write(&dir.join(format!("f{f}")), &content(d * 30 + f, 2000));
+        }
+    }
+    for rep in 0..3 {
+        let dst = t.path().join(format!("dst{rep}"));
+        let json = t.path().join(format!("s{rep}.json"));
+        let json_arg = format!("--stats-json={}", json.display());
+        // With the test hooks, the directories the engine gives away reach the main thread
+        // only once the piece has ended (the ordering that exposed the bug).
+        let out = Command::new("mpirun")
+            .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+            .env("ARSYNC_TEST_HOOK", "mpi-outbox-after-piece")
+            .arg(env!("CARGO_BIN_EXE_arsync"))
+            .args(["--mpi", "-a", "--threads=1", "--no-pin", &json_arg])
+            .arg(format!("{}/", src.display()))
+            .arg(&dst)
+            .output()
+            .unwrap();
+        ok(&out);
+        assert_same(&src, &dst, treediff::Check::archive());
+        let v: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+        let files: Vec<u64> = v["mpi"]["ranks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["files"].as_u64().unwrap())
+            .collect();
+        assert!(
+            files.iter().all(|&f| f > 0),
+            "rep {rep}: a rank copied nothing: {files:?}"
+        );
+    }
+}

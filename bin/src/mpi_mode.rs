@@ -595,6 +595,8 @@ fn walk(
     let start = Instant::now();
     let mut next_progress = start + Duration::from_secs(1);
     let mut ranks_progress = vec![[0u64; 5]; n as usize];
+    let hold_outbox = engine::hooks::ENABLED
+        && std::env::var("ARSYNC_TEST_HOOK").is_ok_and(|h| h == "mpi-outbox-after-piece");
     let mut queue: VecDeque<Item> = VecDeque::new();
     let mut pending: VecDeque<i32> = VecDeque::new();
     let mut busy = false;
@@ -612,11 +614,14 @@ fn walk(
             pending.push_back(st.source_rank());
         }
         share.hungry.store(pending.len(), Ordering::Release);
-        queue.push_back(Item {
-            rel: PathBuf::new(),
-            weight: 0,
-            root: true,
-        });
+        busy = true;
+        to_runner
+            .send(Item {
+                rel: PathBuf::new(),
+                weight: 0,
+                root: true,
+            })
+            .expect("the runner lives");
     } else {
         send(0, REQ, &[]);
         figs.requests += 1;
@@ -644,7 +649,13 @@ fn walk(
             }
         }
         // Directories the engine gave away (after the results: a finished piece gives no more).
-        let given = std::mem::take(&mut *share.outbox.lock().unwrap_or_else(|p| p.into_inner()));
+        // The test hook holds them until the piece has ended, the ordering that once sent them
+        // to this rank's own runner.
+        let given = if hold_outbox && busy {
+            Vec::new()
+        } else {
+            std::mem::take(&mut *share.outbox.lock().unwrap_or_else(|p| p.into_inner()))
+        };
         if !given.is_empty() {
             progressed = true;
             queue.extend(given);
@@ -695,17 +706,18 @@ fn walk(
         if done {
             return;
         }
-        if !busy && let Some(it) = queue.pop_front() {
-            busy = true;
-            progressed = true;
-            to_runner.send(it).expect("the runner lives");
-        }
-        // Requests waiting for a directory: served from the queue while the runner works.
+        // Requests waiting for a directory first (the engine gave these away for them), then
+        // this rank's own runner.
         while !pending.is_empty() && !queue.is_empty() {
             let to = pending.pop_front().expect("not empty");
             let it = queue.pop_back().expect("not empty");
             send(to, WORK, &encode_items(std::slice::from_ref(&it)));
             figs.given += 1;
+        }
+        if !busy && let Some(it) = queue.pop_front() {
+            busy = true;
+            progressed = true;
+            to_runner.send(it).expect("the runner lives");
         }
         if !busy && !pending.is_empty() {
             // Nothing more will be given from here.
