@@ -132,16 +132,19 @@ fn a_skewed_tree_is_shared_between_ranks() {
     }
     let t = Scratch::new();
     let src = t.path().join("src");
-    // One directory holds 90% of the bytes (6 files of 6 MiB); the rest is 20 directories of
-    // small files.
+    // One directory holds 90% of the bytes (6 files of 5.5 MiB: five 1 MiB chunks and a short
+    // one each); the rest is 20 directories of small files.
     fs::create_dir_all(src.join("heavy")).unwrap();
     for f in 0..6 {
-        write(&src.join(format!("heavy/h{f}")), &content(f, 6 << 20));
+        write(
+            &src.join(format!("heavy/h{f}")),
+            &content(f, (11 << 20) / 2),
+        );
     }
     for d in 0..20 {
         let dir = src.join(format!("light{d}"));
         fs::create_dir_all(&dir).unwrap();
-        for f in 0..20 {
+        for f in 0..18 {
             write(
                 &dir.join(format!("f{f}")),
                 &content(1000 + d * 20 + f, 10_000),
@@ -166,7 +169,7 @@ fn a_skewed_tree_is_shared_between_ranks() {
             .rfind(|l| l.contains("xfr#"))
             .unwrap_or_default();
         assert!(
-            last.contains("100%") && last.contains("(xfr#406, to-chk=0/406)"),
+            last.contains("100%") && last.contains("(xfr#366, to-chk=0/366)"),
             "{text}"
         );
         assert!(last.ends_with(&format!("[{np} ranks]")), "{text}");
@@ -188,7 +191,16 @@ fn a_skewed_tree_is_shared_between_ranks() {
             "{v}"
         );
         assert!(v["mpi"]["steals"].as_u64().unwrap() > 0, "no steal: {v}");
-        assert_eq!(v["counts"]["files"].as_u64().unwrap(), 6 + 400, "{v}");
+        assert_eq!(v["counts"]["files"].as_u64().unwrap(), 6 + 360, "{v}");
+        // The chunks are dealt by bytes: no two ranks differ by more than one chunk (dealt
+        // round-robin, one rank got every short last chunk).
+        let chunk_bytes: Vec<u64> = ranks
+            .iter()
+            .map(|r| r["chunk_bytes"].as_u64().unwrap())
+            .collect();
+        assert_eq!(chunk_bytes.iter().sum::<u64>(), 6 * (11 << 20) / 2, "{v}");
+        let spread = chunk_bytes.iter().max().unwrap() - chunk_bytes.iter().min().unwrap();
+        assert!(spread <= 1 << 20, "chunk bytes per rank: {chunk_bytes:?}");
     }
 }
 

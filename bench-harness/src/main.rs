@@ -391,7 +391,7 @@ fn scaling(a: &Args, mpi: bool) -> Result<()> {
             args.push("--stats-json".into());
             args.push(stats.display().to_string());
             let tool = runner::Tool {
-                name: "arsync".into(),
+                name: if mpi { "arsync --mpi" } else { "arsync" }.into(),
                 program: if mpi { "mpirun".into() } else { arsync.clone() },
                 args,
                 slash: true,
@@ -424,7 +424,7 @@ fn scaling(a: &Args, mpi: bool) -> Result<()> {
             rows.push(report::Row::new(
                 &name,
                 "warm",
-                "arsync",
+                &tool.name,
                 rep,
                 &s,
                 (files, bytes),

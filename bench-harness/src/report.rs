@@ -120,6 +120,7 @@ pub fn write(dir: &Path, title: &str, env: &str, rows: &[Row]) -> Result<()> {
         let mut by_tool: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
         for r in rs {
             let key = match r.threads {
+                Some(t) if r.tool.ends_with("--mpi") => format!("mpirun -np {t} {}", r.tool),
                 Some(t) => format!("{} --threads {t}", r.tool),
                 None => r.tool.clone(),
             };

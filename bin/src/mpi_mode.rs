@@ -12,7 +12,8 @@
 //! holds weight 1 again (exact: weights are powers of two, summed as a binary number).
 //!
 //! Phase 2, what needs every rank: files of at least twice `--split-chunk` are staged by the rank
-//! that found them (a named temporary) and copied in chunks dealt round-robin to all ranks, then
+//! that found them (a named temporary) and copied in chunks dealt to all ranks (each chunk to the
+//! rank with the fewest bytes so far), then
 //! finished (metadata, rename) by their stager; with `-H`, multi-link files are grouped by
 //! (file-system id, inode) over all ranks (`st_dev` differs between the clients of a network file
 //! system; `statvfs`'s `f_fsid` does not), each group is copied once by one rank and its other
@@ -849,12 +850,17 @@ fn split_files(
             off += chunk;
         }
     }
-    let my_chunks: Vec<_> = chunks
-        .into_iter()
-        .enumerate()
-        .filter(|(j, _)| j % n == me as usize)
-        .map(|(_, c)| c)
-        .collect();
+    // Dealt to the rank with the fewest bytes so far (the same on every rank): round-robin
+    // would give one rank every short last chunk.
+    let mut load = vec![0u64; n];
+    let mut my_chunks = Vec::new();
+    for c in chunks {
+        let r = (0..n).min_by_key(|&r| (load[r], r)).expect("n > 0");
+        load[r] += c.2;
+        if r == me as usize {
+            my_chunks.push(c);
+        }
+    }
     // This rank's chunks on as many threads as it has cores.
     let threads = if cfg.threads == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
