@@ -84,6 +84,10 @@ fn fidelity_tree(src: &Path) {
     fs::hard_link(src.join("links/x/one"), src.join("spread3/one-more")).unwrap();
     write(&src.join("links/x/bigl"), &content(2, 3 << 20));
     fs::hard_link(src.join("links/x/bigl"), src.join("spread5/bigl")).unwrap();
+    // Extended attributes on a small file, a large (split) one and a directory.
+    setxattr(&src.join("spread1/f3"), "user.note", b"small");
+    setxattr(&src.join("spread0/big"), "user.note", &[0, 1, 2, 255]);
+    setxattr(&src.join("spread4"), "user.dir", b"d");
     // Directory times last: adding the links changed them.
     for (i, d) in [
         "links/x", "links/y", "links", "spread0", "spread3", "spread5", ".",
@@ -104,17 +108,18 @@ fn ranks_copy_exactly_what_one_process_copies() {
     let src = t.path().join("src");
     fidelity_tree(&src);
     let single = t.path().join("single");
-    ok(&copy_contents(&["-aH"], &src, &single));
+    ok(&copy_contents(&["-aHX"], &src, &single));
     let mut check = treediff::Check::archive();
     check.hardlinks = true;
+    check.xattrs = true;
     for np in [2, 3] {
         let dst = t.path().join(format!("np{np}"));
-        let out = mpirun(np, &["-aH", "--split-chunk=1M"], &src, &dst);
+        let out = mpirun(np, &["-aHX", "--split-chunk=1M"], &src, &dst);
         ok(&out);
         assert_same(&src, &dst, check);
         assert_same(&single, &dst, check);
         // A second run finds everything done and changes nothing.
-        let again = mpirun(np, &["-aH", "--split-chunk=1M", "--stats"], &src, &dst);
+        let again = mpirun(np, &["-aHX", "--split-chunk=1M", "--stats"], &src, &dst);
         ok(&again);
         let text = String::from_utf8_lossy(&again.stdout);
         assert!(

@@ -41,6 +41,29 @@ pub fn copy_contents(flags: &[&str], src: &Path, dst: &Path) -> Output {
     run(&args)
 }
 
+/// Set extended attribute `name` on `p` (not following a symlink).
+pub fn setxattr(p: &Path, name: &str, value: &[u8]) {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    // SAFETY: valid path, name and value buffer.
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "setxattr {name} on {}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
 /// Exit code of an output (signals become -1).
 pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
