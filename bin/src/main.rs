@@ -107,6 +107,9 @@ fn main() -> ExitCode {
         parsed.out_format.clone(),
         log.clone(),
     ));
+    // Before any thread is started: the descriptor table grows now, without the RCU grace
+    // period that growing it costs a multi-threaded process (see engine::prepare_process).
+    engine::prepare_process(&parsed.config);
     #[cfg(feature = "mpi")]
     if parsed.mpi {
         let stop = engine::Stop::new();

@@ -211,7 +211,7 @@ pub(crate) fn run(
     };
     // Open files: raise the soft limit to the hard one, then keep the tasks in flight within it
     // (about 4 fds per task: source, staged file, a dup for the ring, directory fds).
-    let nofile = fsops::sys::raise_nofile_limit();
+    let nofile = crate::prepare_process(config);
     let mut config = config.clone();
     let budget = nofile.saturating_sub(24) / (threads as u64 * 4).max(1);
     config.inflight_per_core = config.inflight_per_core.min(budget.max(1) as usize);

@@ -619,6 +619,29 @@ pub struct Report {
     pub cores: Vec<CoreReport>,
 }
 
+/// Ready the process for a run of `config`: raise the open-files soft limit to the hard one and
+/// grow the descriptor table to what the run will use, returning the limit. [`run`] does it
+/// itself; a program that starts threads of its own (a signal handler thread, a progress display)
+/// should call it first, while it has one thread: growing the table of a multi-threaded process
+/// waits for an RCU grace period (10–25 ms here) at each doubling, stalling every core that opens
+/// a file at that moment.
+pub fn prepare_process(config: &Config) -> u64 {
+    let nofile = fsops::sys::raise_nofile_limit();
+    let threads = if config.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        config.threads
+    } as u64;
+    // Files in flight (about 4 descriptors each) plus the directories held open along the paths
+    // being copied.
+    let want = (threads * config.inflight_per_core as u64 * 4 + 512)
+        .next_power_of_two()
+        .min(nofile.saturating_sub(1))
+        .min(1 << 16);
+    let _ = fsops::sys::reserve_fd_table(want as u32);
+    nofile
+}
+
 /// Copy according to `config`, telling `observer` about failures and (if it wants) every item.
 ///
 /// The process umask is set to 0 for the duration of the run (the engine applies the caller's
@@ -801,5 +824,33 @@ pub fn io_uring_status() -> Result<(), String> {
                 .into(),
         ),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The descriptor table's size, from `/proc/self/status` (`FDSize`).
+    fn fd_table_size() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("FDSize:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    }
+
+    #[test]
+    fn prepare_process_grows_the_descriptor_table_once() {
+        let mut cfg = crate::Config::archive();
+        cfg.threads = 4;
+        cfg.inflight_per_core = 32;
+        let nofile = crate::prepare_process(&cfg);
+        // 4 threads × 32 files × 4 descriptors + 512, to a power of two (unless the limit is lower).
+        let want = (4 * 32 * 4 + 512u64).next_power_of_two().min(nofile - 1);
+        assert!(
+            fd_table_size() >= want,
+            "FDSize {} < {want}",
+            fd_table_size()
+        );
     }
 }

@@ -773,6 +773,34 @@ pub fn raise_nofile_limit() -> u64 {
     lim.rlim_cur
 }
 
+/// Grow this process's file-descriptor table now to hold at least `n` descriptors (a dup to
+/// descriptor `n - 1`, closed at once; the table never shrinks). Once a process has several
+/// threads, every growth of the table waits for an RCU grace period (`expand_fdtable` calls
+/// `synchronize_rcu` when the table is shared), which stalls every thread opening a file for
+/// 10–25 ms on this VM; growing it while the process has one thread, or once instead of at
+/// each doubling, avoids that.
+pub fn reserve_fd_table(n: u32) -> io::Result<()> {
+    if n < 2 {
+        return Ok(());
+    }
+    // SAFETY: a constant C string; the result is checked and closed below.
+    let probe = cvt_fd(unsafe { libc::open(c"/".as_ptr(), libc::O_PATH | libc::O_CLOEXEC) })?;
+    // SAFETY: F_DUPFD_CLOEXEC on a valid fd; the new fd (if any) is closed at once.
+    let high = unsafe {
+        libc::fcntl(
+            probe.as_raw_fd(),
+            libc::F_DUPFD_CLOEXEC,
+            (n - 1) as libc::c_int,
+        )
+    };
+    if high < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `high` is a descriptor we just created and own.
+    unsafe { libc::close(high) };
+    Ok(())
+}
+
 /// Turn `O_DIRECT` on or off for an open file (`fcntl(F_SETFL)`; it applies to the open file
 /// description, so to every dup of it). Fails with `EINVAL` where the file system has no direct
 /// I/O.
