@@ -326,3 +326,32 @@ fn a_tree_with_one_top_directory_reaches_every_rank() {
         );
     }
 }
+
+#[test]
+fn delete_reaches_directories_that_other_ranks_copied() {
+    if !mpi_or_skip("delete_reaches_directories_that_other_ranks_copied") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    for d in 0..6 {
+        fs::create_dir_all(src.join(format!("d{d}/sub"))).unwrap();
+        for f in 0..3 {
+            write(&src.join(format!("d{d}/sub/f{f}")), b"x");
+        }
+    }
+    let dst = t.path().join("dst");
+    ok(&copy_contents(&["-a"], &src, &dst));
+    for d in 0..6 {
+        write(&dst.join(format!("d{d}/extra")), b"old");
+        write(&dst.join(format!("d{d}/sub/extra")), b"old");
+        fs::create_dir_all(dst.join(format!("d{d}/sub/gone/deeper"))).unwrap();
+    }
+    let json = t.path().join("s.json");
+    let json_arg = format!("--stats-json={}", json.display());
+    ok(&mpirun(3, &["-a", "--delete", &json_arg], &src, &dst));
+    assert_same(&src, &dst, treediff::Check::archive());
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["deleted"].as_u64().unwrap(), 6 * 4, "{v}");
+    assert!(v["mpi"]["steals"].as_u64().unwrap() > 0, "{v}");
+}
