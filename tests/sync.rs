@@ -654,6 +654,63 @@ fn killed_run_leaves_nothing_half_written_and_a_rerun_is_exact() {
     assert_same(&src, &dst, treediff::Check::archive());
 }
 
+/// A new subtree is made under a temporary directory name and its files under their final
+/// names inside it: a killed run leaves that temporary directory (never a final path to a
+/// half-written file), and the next run removes it and copies exactly.
+#[test]
+fn killed_run_in_a_new_subtree_leaves_only_a_temporary_directory() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    big_source(&src.join("tree"), 192);
+    let dst = s.path().join("dst");
+    // The destination exists and is up to date at its top, so only `tree` is new.
+    fs::create_dir_all(&dst).unwrap();
+    let mut args = vec!["-a"];
+    args.extend(SLOW);
+    kill_mid_copy(&args, &src, &dst, |_| {
+        temporaries(&dst)
+            .iter()
+            .any(|p| p.ends_with("big") && file_size(&dst.join(p)).unwrap_or(0) > (1 << 20))
+    });
+    assert!(
+        !dst.join("tree").exists(),
+        "the new subtree is visible before it is complete"
+    );
+    let temps = temporaries(&dst);
+    assert!(
+        temps.iter().any(|p| p.components().count() == 1),
+        "no temporary directory: {temps:?}"
+    );
+    let out = copy_contents(&["-a"], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    assert_same(&src, &dst, treediff::Check::archive());
+    assert!(temporaries(&dst).is_empty(), "{:?}", temporaries(&dst));
+    // SIGINT instead: the run stops cleanly (exit 20), renames the subtree into place with the
+    // files it completed, and removes the half-written one.
+    let dst = s.path().join("dst-int");
+    fs::create_dir_all(&dst).unwrap();
+    let status = signal_mid_copy(&args, &src, &dst, libc::SIGINT, |_| {
+        temporaries(&dst)
+            .iter()
+            .any(|p| p.ends_with("big") && file_size(&dst.join(p)).unwrap_or(0) > (1 << 20))
+    });
+    assert_eq!(status.code(), Some(20), "{status}");
+    assert!(temporaries(&dst).is_empty(), "{:?}", temporaries(&dst));
+    assert!(
+        !dst.join("tree/big").exists(),
+        "a half-written file under its final name"
+    );
+    for i in 0..5 {
+        let name = format!("tree/sub/s{i}");
+        if let Ok(got) = fs::read(dst.join(&name)) {
+            assert_eq!(got, fs::read(src.join(&name)).unwrap(), "{name}");
+        }
+    }
+    let out = copy_contents(&["-a"], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    assert_same(&src, &dst, treediff::Check::archive());
+}
+
 #[test]
 fn partial_resumes_with_only_the_missing_bytes() {
     let s = Scratch::new();

@@ -137,6 +137,64 @@ pub(crate) struct RunShared {
     pub placeholder: Arc<OwnedFd>,
     /// The metadata workers, when some op class is routed to them.
     pub workers: Option<crate::workers::Workers>,
+    /// The tops of the new subtrees made under temporary names (one entry per such subtree,
+    /// not per file): any still unpublished when the run ends (it was stopped) is renamed into
+    /// place then, with the complete files it holds.
+    pub staged: std::sync::Mutex<Vec<Arc<StagedDir>>>,
+}
+
+/// The top of a new destination subtree, made in its parent under a temporary name so that its
+/// files can be created under their final names without ever being visible half-written.
+pub(crate) struct StagedDir {
+    parent: Arc<OwnedFd>,
+    tmp: std::ffi::CString,
+    name: std::ffi::CString,
+    done: AtomicBool,
+}
+
+impl StagedDir {
+    /// Rename it to its own name (once; never over an entry that appeared meanwhile).
+    pub(crate) fn publish(&self) -> std::io::Result<()> {
+        use std::os::fd::AsFd;
+        if self.done.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let d = self.parent.as_fd();
+        match fsops::sys::rename_at(d, &self.tmp, d, &self.name, libc::RENAME_NOREPLACE) {
+            // A file system without RENAME_NOREPLACE: a plain rename, where nothing is in the way.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                match fsops::sys::lstat_at(d, &self.name) {
+                    Err(n) if n.raw_os_error() == Some(libc::ENOENT) => {
+                        fsops::sys::rename_at(d, &self.tmp, d, &self.name, 0)
+                    }
+                    _ => Err(e),
+                }
+            }
+            r => r,
+        }
+    }
+}
+
+impl RunShared {
+    /// Record a subtree top made as `tmp` in `parent`, to become `name`.
+    pub(crate) fn stage_dir(
+        &self,
+        parent: Arc<OwnedFd>,
+        tmp: std::ffi::CString,
+        name: std::ffi::CString,
+    ) -> Arc<StagedDir> {
+        let d = Arc::new(StagedDir {
+            parent,
+            tmp,
+            name,
+            done: AtomicBool::new(false),
+        });
+        self.staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::clone(&d));
+        d
+    }
 }
 
 /// The per-core context, owned by one core thread.
@@ -252,6 +310,7 @@ pub(crate) fn run(
         } else {
             None
         },
+        staged: std::sync::Mutex::new(Vec::new()),
         placeholder: Arc::new(match fsops::sys::memfd(c"arsync-dry-run") {
             Ok(fd) => fd,
             Err(e) => {
@@ -318,6 +377,17 @@ pub(crate) fn run(
     });
     stop.uninstall();
     report.interrupted = stop.is_requested();
+    // A stopped run leaves no subtree under a temporary name: what was completed in it becomes
+    // visible, as rsync leaves the files it finished (directories not finished keep the
+    // permissions they were made with, 0700, and no times, as a stopped rsync leaves them).
+    for d in shared
+        .staged
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+    {
+        let _ = d.publish();
+    }
     let mut pending = Vec::new();
     let mut outs = outs;
     for out in &mut outs {

@@ -350,6 +350,38 @@ pub(crate) async fn create_tmpfile(
     }
 }
 
+/// Create `name` in a destination directory nobody sees yet (a new subtree made under a
+/// temporary name), on the `create` route like [`create_tmpfile`].
+pub(crate) async fn create_named(
+    core: &Core,
+    node: &Arc<DirNode>,
+    name: &CStr,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    let via = core.shared.config.routes.get(Class::Create);
+    count(core, Class::Create, via);
+    match via {
+        Via::Inline | Via::Auto => sys::create_excl(node.dst_fd(), name, mode),
+        Via::Ring => {
+            ring_open(
+                node,
+                Side::Dst,
+                name,
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                mode,
+            )
+            .await
+        }
+        Via::Worker => {
+            let dir = DirFd(Arc::clone(node), Side::Dst);
+            let name = name.to_owned();
+            workers(core)
+                .call(move || sys::create_excl(dir.as_fd(), &name, mode))
+                .await
+        }
+    }
+}
+
 /// Apply a written file's metadata (owner, xattrs/ACLs, mode, times). Takes the destination fd
 /// and gives it back, so a worker can own it while it works.
 pub(crate) async fn apply_meta(

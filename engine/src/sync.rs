@@ -244,12 +244,23 @@ pub(crate) fn remove_stale_temps(
                 continue;
             };
             if pid != shared.pid && !sys::process_alive(pid) {
-                stale.push(ent.name.to_owned());
+                stale.push((ent.name.to_owned(), ent.file_type));
             }
         }
     }
-    for name in stale {
-        if let Err(e) = sys::unlink_at(fd.as_fd(), &name, 0)
+    for (name, mut ft) in stale {
+        if ft == FileType::Unknown {
+            ft = sys::lstat_at(fd.as_fd(), &name)
+                .map(|s| s.file_type())
+                .unwrap_or(FileType::Unknown);
+        }
+        // A killed run's new subtree (made under a temporary name) goes whole.
+        let r = if ft == FileType::Dir {
+            remove_tree(fd.as_fd(), &name)
+        } else {
+            sys::unlink_at(fd.as_fd(), &name, 0)
+        };
+        if let Err(e) = r
             && e.raw_os_error() != Some(libc::ENOENT)
         {
             failed(
@@ -261,6 +272,29 @@ pub(crate) fn remove_stale_temps(
             );
         }
     }
+}
+
+/// Remove directory `name` in `dir` and everything below it, without following symlinks.
+fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    let fd = sys::open_dir_at(dir, name)?;
+    let mut reader = fsops::DirReader::default();
+    let mut children = Vec::new();
+    while reader.fill(fd.as_fd())? {
+        children.extend(reader.entries().map(|e| (e.name.to_owned(), e.file_type)));
+    }
+    for (child, mut ft) in children {
+        if ft == FileType::Unknown {
+            ft = sys::lstat_at(fd.as_fd(), &child)
+                .map(|s| s.file_type())
+                .unwrap_or(FileType::Unknown);
+        }
+        if ft == FileType::Dir {
+            remove_tree(fd.as_fd(), &child)?;
+        } else {
+            sys::unlink_at(fd.as_fd(), &child, 0)?;
+        }
+    }
+    sys::unlink_at(dir, name, libc::AT_REMOVEDIR)
 }
 
 /// What `--delete` needs of a directory: the source's names, collected while it is scanned.

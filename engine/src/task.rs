@@ -96,6 +96,16 @@ pub(crate) struct DirNode {
     scan_failed: AtomicBool,
     /// `--link-dest`: this directory's counterpart in each reference tree (where it exists).
     link_dest: Option<Vec<Option<OwnedFd>>>,
+    /// This directory is (or is inside) a new subtree made under a temporary name: nobody sees
+    /// its entries until the subtree's top is renamed into place, so files in it are created
+    /// under their final names (no unnamed file and `linkat`).
+    hidden: bool,
+    /// The top of such a subtree: it was made in its parent under this temporary name, and is
+    /// renamed to its own name when finished.
+    staged: Option<Arc<crate::core::StagedDir>>,
+    /// The destination directory existed and may hold temporaries of a killed run (its mtime
+    /// differs from the source's, or times are not kept): swept when finished.
+    sweep: bool,
 }
 
 impl DirNode {
@@ -389,6 +399,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             }
         };
         let (created_gid, dst_dev) = dest_dir_facts(core, &dst);
+        let sweep = !fresh && may_hold_temps(cfg, &dst, &st);
         let node = Arc::new(DirNode {
             src,
             dst,
@@ -407,6 +418,9 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             names: cfg.delete.map(|_| sync::Names::default()),
             scan_failed: AtomicBool::new(false),
             link_dest: link_dest_roots(cfg, &root),
+            hidden: false,
+            staged: None,
+            sweep,
         });
         bump(&core.counters.seen[1], 1);
         dir_item(core, &node, root.rel.clone());
@@ -457,6 +471,9 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         names: None,
         scan_failed: AtomicBool::new(false),
         link_dest: None,
+        hidden: false,
+        staged: None,
+        sweep: false,
     });
     entry(core, &node, &src_name, lst.file_type()).await;
     child_done(core, node);
@@ -525,6 +542,26 @@ fn dest_dir_facts(core: &Core, dir: &OwnedFd) -> (u32, u64) {
         Ok(st) if st.mode & libc::S_ISGID != 0 => (st.gid, st.dev),
         Ok(st) => (core.shared.policy.egid, st.dev),
         Err(_) => (core.shared.policy.egid, 0),
+    }
+}
+
+/// Whether new subtrees are made under a temporary name (the default staging: not with
+/// `--inplace`, `--partial` or `--temp-names`, whose files have names of their own, nor when
+/// another process takes directories over by their final names, the MPI mode).
+fn stages_dirs(cfg: &crate::Config) -> bool {
+    !cfg.inplace && !cfg.partial && !cfg.temp_names && cfg.delegate.is_none() && !cfg.dry_run
+}
+
+/// Whether an existing destination directory may hold what a killed run left (a temporary
+/// file or subtree): making one changed its mtime after the run had set it from the source, so
+/// with `-t` a directory whose mtime equals the source's holds none.
+fn may_hold_temps(cfg: &crate::Config, dst: &OwnedFd, src: &Stat) -> bool {
+    if cfg.dry_run {
+        return false;
+    }
+    match sys::fstat(dst.as_fd()) {
+        Ok(d) => !cfg.times || d.mtime != src.mtime,
+        Err(_) => false,
     }
 }
 
@@ -662,12 +699,28 @@ fn child_done(core: &Core, mut node: Arc<DirNode>) {
 }
 
 fn finish_dir(core: &Core, node: &DirNode) {
+    finish_dir_meta(core, node);
+    if let Some(staged) = &node.staged
+        && let Err(e) = staged.publish()
+    {
+        report(
+            core,
+            &node.src_path,
+            "rename (new directory)",
+            &e,
+            ErrorClass::Partial,
+        );
+    }
+}
+
+fn finish_dir_meta(core: &Core, node: &DirNode) {
     let Some(st) = &node.stat else { return };
     let cfg = &core.shared.config;
     if !node.fresh
         && !cfg.dry_run
         && cfg.delete.is_none()
-        && (cfg.temp_names
+        && (node.sweep
+            || cfg.temp_names
             || cfg.delegate.is_some()
             || core.no_tmpfile.borrow().contains(&node.dst_dev))
     {
@@ -1296,6 +1349,9 @@ enum Staging {
     },
     /// `--inplace`: the destination file itself.
     InPlace,
+    /// A file created under its final name inside a new subtree that nobody sees yet (removed
+    /// if it fails or the run stops before it is complete).
+    Direct(CString),
 }
 
 impl Staging {
@@ -1360,6 +1416,12 @@ async fn stage(
             None,
         ))
     };
+    if parent.hidden {
+        let fd = route::create_named(core, parent, dst_name, mode)
+            .await
+            .map_err(dst_err("create"))?;
+        return Ok((Staging::Direct(dst_name.to_owned()), fd, None));
+    }
     if cfg.inplace {
         let (fd, size) = open_or_create(dir, dst_name)?;
         return Ok((Staging::InPlace, fd, size));
@@ -1427,7 +1489,7 @@ fn publish(
     rel: &Path,
 ) -> EntryResult {
     match staging {
-        Staging::InPlace => Ok(()),
+        Staging::InPlace | Staging::Direct(_) => Ok(()),
         Staging::Named(tmp) => {
             sync::rename_over(core, dir, tmp, name, rel).map_err(dst_err("rename"))
         }
@@ -1490,7 +1552,7 @@ async fn copy_file_data(
     let mut temp = TempGuard {
         dir,
         name: match &staging {
-            Staging::Named(tmp) => Some(tmp.clone()),
+            Staging::Named(tmp) | Staging::Direct(tmp) => Some(tmp.clone()),
             _ => None,
         },
     };
@@ -1797,6 +1859,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
     let ddir = parent.dst.as_fd();
     crate::hooks::fire(crate::hooks::Point::BeforeEnter, ddir, name);
     let t = core.lat.start();
+    let mut staged = None;
     let dst = if cfg.dry_run || cfg.existing {
         // Look, create nothing: a dry run pretends, --existing makes no new directories.
         let found = if parent.fresh {
@@ -1821,12 +1884,26 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
     } else {
         // On a re-sync most directories exist: try to open before trying to create.
         let existing = if parent.fresh {
-            None
+            Err(None)
         } else {
-            sys::open_dir_at(ddir, name).ok()
+            sys::open_dir_at(ddir, name).map_err(|e| e.raw_os_error())
         };
-        if let Some(fd) = existing {
+        let absent = matches!(existing, Err(None) | Err(Some(libc::ENOENT)));
+        if let Ok(fd) = existing {
             DestDir::Existing(fd)
+        } else if absent && !parent.hidden && stages_dirs(cfg) {
+            // A new subtree: made under a temporary name, renamed into place when finished.
+            let (tmp, ()) =
+                with_temp(core, |t| sys::mkdir_at(ddir, t, 0o700)).map_err(dst_err("mkdir"))?;
+            let fd = sys::open_dir_at(ddir, &tmp).map_err(|e| {
+                let _ = sys::unlink_at(ddir, &tmp, libc::AT_REMOVEDIR);
+                dst_err("opendir")(e)
+            })?;
+            staged = Some(
+                core.shared
+                    .stage_dir(Arc::clone(&parent.dst), tmp, name.to_owned()),
+            );
+            DestDir::Created(fd)
         } else {
             match sys::mkdir_at(ddir, name, 0o700) {
                 Ok(()) => {
@@ -1871,6 +1948,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         DestDir::Created(fd) => (Arc::new(fd), true),
         DestDir::Absent => (Arc::clone(&core.shared.placeholder), true),
     };
+    let sweep = !fresh && may_hold_temps(cfg, &dst, &st);
     let (created_gid, dst_dev) = dest_dir_facts(core, &dst);
     parent.pending.fetch_add(1, Ordering::AcqRel);
     let rel = parent.child_rel(name);
@@ -1899,6 +1977,9 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                 })
                 .collect()
         }),
+        hidden: parent.hidden || staged.is_some(),
+        sweep,
+        staged,
     });
     dir_item(core, &node, parent.child_rel(name));
     if !other_fs
