@@ -711,6 +711,29 @@ fn killed_run_in_a_new_subtree_leaves_only_a_temporary_directory() {
     assert_same(&src, &dst, treediff::Check::archive());
 }
 
+/// The sweep for a killed run's temporaries never touches an entry the source has, even one
+/// whose name looks like ours (a process id that is not running).
+#[test]
+fn sources_named_like_our_temporaries_are_copied_and_kept() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join(".~arsync-7ffffffe-0-0/inner")).unwrap();
+    write(&src.join(".~arsync-7ffffffe-0-0/inner/f"), b"user data");
+    write(&src.join(".~arsync-7ffffffe-0-1"), b"a user file");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("sub/.~arsync-7ffffffe-1-0"), b"another");
+    let dst = s.path().join("dst");
+    let out = copy_contents(&["-a"], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    assert_same(&src, &dst, treediff::Check::archive());
+    // A change in each directory: the re-run finds their mtimes changed and sweeps them.
+    write(&src.join("new"), b"n");
+    write(&src.join("sub/new"), b"n");
+    let out = copy_contents(&["-a"], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    assert_same(&src, &dst, treediff::Check::archive());
+}
+
 #[test]
 fn partial_resumes_with_only_the_missing_bytes() {
     let s = Scratch::new();

@@ -223,6 +223,7 @@ pub(crate) fn remove_stale_temps(
     shared: &RunShared,
     counters: &Counters,
     dir: BorrowedFd<'_>,
+    src: BorrowedFd<'_>,
     rel: &Path,
 ) {
     let Ok(fd) = sys::open_dir_at(dir, c".") else {
@@ -243,7 +244,11 @@ pub(crate) fn remove_stale_temps(
             else {
                 continue;
             };
-            if pid != shared.pid && !sys::process_alive(pid) {
+            // A name the source has too is the user's, copied like any other, never ours.
+            if pid != shared.pid
+                && !sys::process_alive(pid)
+                && sys::lstat_at(src, ent.name).is_err()
+            {
                 stale.push((ent.name.to_owned(), ent.file_type));
             }
         }

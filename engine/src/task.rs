@@ -726,7 +726,13 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
     {
         // Named temporaries (`--temp-names`, file systems without O_TMPFILE, and the large
         // files of the MPI mode) that a killed run left behind.
-        sync::remove_stale_temps(&core.shared, &core.counters, node.dst.as_fd(), &node.rel);
+        sync::remove_stale_temps(
+            &core.shared,
+            &core.counters,
+            node.dst.as_fd(),
+            node.src.as_fd(),
+            &node.rel,
+        );
     }
     if let Some(pd) = &cfg.partial_dir
         && !cfg.dry_run
