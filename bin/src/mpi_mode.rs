@@ -1023,29 +1023,12 @@ fn link_groups(
         if let Some(p) = names[0].parent() {
             touched.insert(p.to_path_buf());
         }
-        let Ok(lst) = std::fs::symlink_metadata(&leader) else {
-            continue;
-        };
         for other in &names[1..] {
             let (_, dst) = paths(root, other);
-            use std::os::unix::fs::MetadataExt;
-            if std::fs::symlink_metadata(&dst)
-                .is_ok_and(|m| m.dev() == lst.dev() && m.ino() == lst.ino())
-            {
-                continue;
-            }
-            let tmp = dst.with_file_name(format!(
-                ".~arsync-{:x}-l-{}",
-                std::process::id(),
-                figs.linked
-            ));
-            let r = std::fs::hard_link(&leader, &tmp).and_then(|()| {
-                std::fs::rename(&tmp, &dst).inspect_err(|_| {
-                    let _ = std::fs::remove_file(&tmp);
-                })
-            });
+            let r = engine::remote::link_over(&leader, &dst);
             match r {
-                Ok(()) => {
+                Ok(false) => {}
+                Ok(true) => {
                     figs.linked += 1;
                     report.hard_links += 1;
                     if let Some(p) = other.parent() {

@@ -47,14 +47,41 @@ fn open_src(src: &Path) -> io::Result<(File, Stat)> {
     Ok((f, st))
 }
 
+/// Temporary names of this process next to `dst` (`.~arsync-PID-m-N`), never the same twice.
+fn temp_beside(dst: &Path) -> PathBuf {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let dir = dst.parent().unwrap_or(Path::new("."));
+    dir.join(format!(".~arsync-{:x}-m-{n:x}", std::process::id()))
+}
+
+/// Make `dst` another name of `leader` (a hard link made under a temporary name, then renamed
+/// over whatever `dst` was). `Ok(false)`: it already was.
+pub fn link_over(leader: &Path, dst: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let l = std::fs::symlink_metadata(leader)?;
+    if std::fs::symlink_metadata(dst).is_ok_and(|m| m.dev() == l.dev() && m.ino() == l.ino()) {
+        return Ok(false);
+    }
+    loop {
+        let tmp = temp_beside(dst);
+        match std::fs::hard_link(leader, &tmp) {
+            Ok(()) => {
+                return std::fs::rename(&tmp, dst).map(|()| true).inspect_err(|_| {
+                    let _ = std::fs::remove_file(&tmp);
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Create the temporary for `src` next to `dst`, as long as the source (its space reserved).
 pub fn stage(src: &Path, dst: &Path) -> io::Result<Staged> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
     let (_, st) = open_src(src)?;
-    let dir = dst.parent().unwrap_or(Path::new("."));
     loop {
-        let n = SEQ.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".~arsync-{:x}-m-{n:x}", std::process::id()));
+        let tmp = temp_beside(dst);
         match OpenOptions::new()
             .write(true)
             .create_new(true)

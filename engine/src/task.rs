@@ -398,8 +398,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 return;
             }
         };
-        let (created_gid, dst_dev) = dest_dir_facts(core, &dst);
-        let sweep = !fresh && may_hold_temps(cfg, &dst, &st);
+        let (created_gid, dst_dev, sweep) = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
         let node = Arc::new(DirNode {
             src,
             dst,
@@ -452,7 +451,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             return;
         }
     };
-    let (created_gid, dst_dev) = dest_dir_facts(core, &dst_dir);
+    let (created_gid, dst_dev, _) = dest_dir_facts(core, &dst_dir, None);
     let node = Arc::new(DirNode {
         src: src_dir,
         dst: dst_dir,
@@ -536,12 +535,22 @@ fn link_from_reference(
     false
 }
 
-/// The gid new entries get in a destination directory, and its device.
-fn dest_dir_facts(core: &Core, dir: &OwnedFd) -> (u32, u64) {
+/// The gid new entries get in a destination directory, its device, and (for an existing one,
+/// given the source directory's stat) whether it may hold a killed run's temporaries: one
+/// `fstat` for all three.
+fn dest_dir_facts(core: &Core, dir: &OwnedFd, existing_src: Option<&Stat>) -> (u32, u64, bool) {
+    let egid = core.shared.policy.egid;
     match sys::fstat(dir.as_fd()) {
-        Ok(st) if st.mode & libc::S_ISGID != 0 => (st.gid, st.dev),
-        Ok(st) => (core.shared.policy.egid, st.dev),
-        Err(_) => (core.shared.policy.egid, 0),
+        Ok(st) => (
+            if st.mode & libc::S_ISGID != 0 {
+                st.gid
+            } else {
+                egid
+            },
+            st.dev,
+            existing_src.is_some_and(|src| may_hold_temps(&core.shared.config, &st, src)),
+        ),
+        Err(_) => (egid, 0, false),
     }
 }
 
@@ -555,14 +564,8 @@ fn stages_dirs(cfg: &crate::Config) -> bool {
 /// Whether an existing destination directory may hold what a killed run left (a temporary
 /// file or subtree): making one changed its mtime after the run had set it from the source, so
 /// with `-t` a directory whose mtime equals the source's holds none.
-fn may_hold_temps(cfg: &crate::Config, dst: &OwnedFd, src: &Stat) -> bool {
-    if cfg.dry_run {
-        return false;
-    }
-    match sys::fstat(dst.as_fd()) {
-        Ok(d) => !cfg.times || d.mtime != src.mtime,
-        Err(_) => false,
-    }
+fn may_hold_temps(cfg: &crate::Config, dst: &Stat, src: &Stat) -> bool {
+    !cfg.dry_run && (!cfg.times || dst.mtime != src.mtime)
 }
 
 /// Create (0700) or open the destination directory at a user-given path; whether it was created.
@@ -1954,8 +1957,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         DestDir::Created(fd) => (Arc::new(fd), true),
         DestDir::Absent => (Arc::clone(&core.shared.placeholder), true),
     };
-    let sweep = !fresh && may_hold_temps(cfg, &dst, &st);
-    let (created_gid, dst_dev) = dest_dir_facts(core, &dst);
+    let (created_gid, dst_dev, sweep) = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
     parent.pending.fetch_add(1, Ordering::AcqRel);
     let rel = parent.child_rel(name);
     let node = Arc::new(DirNode {
