@@ -141,7 +141,9 @@ impl engine::Delegate for Share {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .entry(st.dev)
-                .or_insert_with(|| fsid(&paths(&self.root, rel).0).unwrap_or(st.dev));
+                .or_insert_with(|| {
+                    engine::remote::fs_id(&paths(&self.root, rel).0).unwrap_or(st.dev)
+                });
             self.links
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -162,16 +164,6 @@ impl engine::Delegate for Share {
         }
         false
     }
-}
-
-/// The file-system id of the file system holding `p`.
-fn fsid(p: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
-    let mut v = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: a valid C string and an out-pointer of the right type.
-    let r = unsafe { libc::statvfs(c.as_ptr(), v.as_mut_ptr()) };
-    // SAFETY: statvfs succeeded, so it filled the struct.
-    (r == 0).then(|| unsafe { v.assume_init() }.f_fsid)
 }
 
 /// Source and destination paths of the entry named `rel` (as in item events) under `root`.

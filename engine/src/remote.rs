@@ -47,6 +47,12 @@ fn open_src(src: &Path) -> io::Result<(File, Stat)> {
     Ok((f, st))
 }
 
+/// The file-system id of `path` (the key, with the inode, of a hard-link group over several
+/// hosts: `st_dev` differs between the clients of a network file system).
+pub fn fs_id(path: &Path) -> io::Result<u64> {
+    sys::fs_id(path)
+}
+
 /// Temporary names of this process next to `dst` (`.~arsync-PID-m-N`), never the same twice.
 fn temp_beside(dst: &Path) -> PathBuf {
     static SEQ: AtomicU64 = AtomicU64::new(0);

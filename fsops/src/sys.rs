@@ -773,6 +773,17 @@ pub fn raise_nofile_limit() -> u64 {
     lim.rlim_cur
 }
 
+/// The id of the file system holding `path` (`statvfs`'s `f_fsid`): unlike `st_dev`, the same on
+/// every client of a network file system.
+pub fn fs_id(path: &Path) -> io::Result<u64> {
+    let c = path_cstr(path)?;
+    let mut v = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a valid C string and an out-pointer of the right type.
+    cvt(unsafe { libc::statvfs(c.as_ptr(), v.as_mut_ptr()) })?;
+    // SAFETY: statvfs succeeded, so it filled the struct.
+    Ok(unsafe { v.assume_init() }.f_fsid)
+}
+
 /// Grow this process's file-descriptor table now to hold at least `n` descriptors (a dup to
 /// descriptor `n - 1`, closed at once; the table never shrinks). Once a process has several
 /// threads, every growth of the table waits for an RCU grace period (`expand_fdtable` calls
