@@ -85,7 +85,7 @@ fn snapshot(root: &Path) -> Vec<String> {
             String::new()
         };
         out.push(format!(
-            "{} ino={} mode={:o} size={} m={}.{} c={}.{} {extra}",
+            "{} ino={} mode={:o} size={} m={}.{} c={}.{} x={:?} {extra}",
             p.display(),
             m.ino(),
             m.mode(),
@@ -93,7 +93,8 @@ fn snapshot(root: &Path) -> Vec<String> {
             m.mtime(),
             m.mtime_nsec(),
             m.ctime(),
-            m.ctime_nsec()
+            m.ctime_nsec(),
+            treediff::xattrs(&full)
         ));
     }
     out
@@ -412,6 +413,91 @@ fn dry_run_changes_nothing_and_itemizes_like_rsync() {
     assert_same(&src, &dst, treediff::Check::archive());
     let again = copy_contents(&["-a", "-n", "-i", "--delete"], &src, &dst);
     assert!(items(&again).is_empty(), "{:#?}", items(&again));
+}
+
+#[test]
+fn xattrs_and_acls_are_compared_on_a_resync() {
+    let name = "xattrs_and_acls_are_compared_on_a_resync";
+    if !require_rsync(name) {
+        return;
+    }
+    if !have("setfacl") {
+        assert!(
+            !is_root(),
+            "setfacl is missing: the test command installs acl"
+        );
+        return skip(name, "setfacl is not installed");
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    let d = src.join("d");
+    fs::create_dir_all(&d).unwrap();
+    write(&d.join("f"), b"file");
+    write(&d.join("plain"), b"no attributes");
+    symlink("f", d.join("l")).unwrap();
+    mkfifo(&d.join("p"));
+    setxattr(&d.join("f"), "user.a", b"1");
+    setxattr(&d.join("f"), "user.b", b"1");
+    setxattr(&d, "user.d", b"1");
+    if is_root() {
+        // user.* cannot exist on a symlink; trusted.* can (as root).
+        setxattr(&d.join("l"), "trusted.t", b"1");
+    }
+    let (ours, theirs) = (s.path().join("ours"), s.path().join("theirs"));
+    assert_eq!(code(&copy_contents(&["-aAX"], &src, &ours)), 0);
+    assert_eq!(code(&rsync(&["-aAX"], &src, &theirs)), 0);
+    assert_same(&src, &ours, treediff::Check::full());
+
+    // Nothing changed: nothing listed, nothing touched (ctimes and attributes as they were).
+    let before = snapshot(&ours);
+    let again = copy_contents(&["-aAXi"], &src, &ours);
+    assert_eq!(code(&again), 0, "{}", err(&again));
+    assert!(items(&again).is_empty(), "{:#?}", items(&again));
+    assert_eq!(
+        snapshot(&ours),
+        before,
+        "an unchanged re-sync touched the destination"
+    );
+
+    // Attributes change without the mtime moving: one value changed, one removed, an ACL added.
+    setxattr(&d.join("f"), "user.a", b"2");
+    let c = std::ffi::CString::new(d.join("f").as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(
+        // SAFETY: valid path and attribute name.
+        unsafe { libc::removexattr(c.as_ptr(), c"user.b".as_ptr()) },
+        0
+    );
+    setxattr(&d, "user.d", b"2");
+    for f in ["f", "p"] {
+        let out = Command::new("setfacl")
+            .args(["-m", "u:nobody:r"])
+            .arg(d.join(f))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "setfacl: {}", err(&out));
+    }
+    if is_root() {
+        setxattr(&d.join("l"), "trusted.t", b"2");
+    }
+    let want = rsync(&["-aAXi"], &src, &theirs);
+    assert_eq!(code(&want), 0, "{}", err(&want));
+    let got = copy_contents(&["-aAXi"], &src, &ours);
+    assert_eq!(code(&got), 0, "{}", err(&got));
+    assert_eq!(items(&got), items(&want));
+    assert!(
+        items(&got).contains(".f.......ax d/f"),
+        "{:#?}",
+        items(&got)
+    );
+    assert_same(&src, &ours, treediff::Check::full());
+    assert_eq!(
+        treediff::xattrs(&ours.join("d/f")),
+        treediff::xattrs(&d.join("f"))
+    );
+    let before = snapshot(&ours);
+    let again = copy_contents(&["-aAXi"], &src, &ours);
+    assert!(items(&again).is_empty(), "{:#?}", items(&again));
+    assert_eq!(snapshot(&ours), before);
 }
 
 #[test]

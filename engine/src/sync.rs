@@ -45,9 +45,10 @@ pub(crate) fn attr_change(shared: &RunShared, d: &Stat, st: &Stat, is_link: bool
     }
 }
 
-/// Whether an attribute this run preserves differs.
+/// Whether an attribute this run preserves differs (extended attributes and ACLs only once
+/// compared, which [`attr_change`] does not do).
 pub(crate) fn attrs_differ(c: &Change) -> bool {
-    c.time || c.perms || c.owner || c.group
+    c.time || c.perms || c.owner || c.group || c.xattr || c.acl
 }
 
 /// The verdict on a regular file whose destination may exist.

@@ -526,6 +526,18 @@ fn link_from_reference(
         if sync::attrs_differ(&c) {
             continue;
         }
+        // With -X/-A a reference file must carry the same attributes too (as rsync checks).
+        if (core.shared.config.xattrs || core.shared.config.acls)
+            && !fsops::meta::xattr_plan(
+                Target::At(parent.src.as_fd(), name),
+                Target::At(dir.as_fd(), name),
+                &core.shared.policy,
+                false,
+            )
+            .is_ok_and(|p| p.is_empty())
+        {
+            continue;
+        }
         if core.shared.config.dry_run
             || sys::link_at(dir.as_fd(), name, parent.dst.as_fd(), dst_name).is_ok()
         {
@@ -671,7 +683,19 @@ fn dir_item(core: &Core, node: &DirNode, rel: PathBuf) {
         Change::new_entry(How::Local)
     } else {
         match (sys::fstat(node.dst.as_fd()), &node.stat) {
-            (Ok(d), Some(st)) => sync::attr_change(&core.shared, &d, st, false),
+            (Ok(d), Some(st)) => {
+                let mut c = sync::attr_change(&core.shared, &d, st, false);
+                if let Ok(p) = fsops::meta::xattr_plan(
+                    Target::Fd(node.src.as_fd()),
+                    Target::Fd(node.dst.as_fd()),
+                    &core.shared.policy,
+                    false,
+                ) {
+                    c.xattr = p.touches_xattr();
+                    c.acl = p.touches_acl();
+                }
+                c
+            }
             _ => return,
         }
     };
@@ -784,19 +808,48 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
             ),
         }
     }
+    // An existing directory: only what differs is written (its attributes compared, not copied).
+    let mut plan = None;
     if !node.fresh {
         let Ok(d) = sys::fstat(node.dst.as_fd()) else {
             return;
         };
         let change = sync::attr_change(&core.shared, &d, st, false);
-        if !sync::attrs_differ(&change) && !cfg.xattrs && !cfg.acls {
+        let p = match fsops::meta::xattr_plan(
+            Target::Fd(node.src.as_fd()),
+            Target::Fd(node.dst.as_fd()),
+            &core.shared.policy,
+            false,
+        ) {
+            Ok(p) => p,
+            Err((op, e)) => {
+                report(core, &node.src_path, op.name(), &e, ErrorClass::Partial);
+                return;
+            }
+        };
+        if !sync::attrs_differ(&change) && p.is_empty() {
             bump(&core.counters.unchanged, 1);
             return;
         }
+        plan = Some(p);
     }
     if cfg.dry_run {
         bump(&core.counters.dirs, 1);
         return;
+    }
+    if let Some(Err(e)) = plan.as_ref().map(|p| p.apply(Target::Fd(node.dst.as_fd()))) {
+        if e.unsupported {
+            unsupported_xattrs(core, Some(e));
+        } else {
+            report(
+                core,
+                &node.src_path,
+                "set xattr",
+                &e.error,
+                ErrorClass::Partial,
+            );
+            return;
+        }
     }
     let created_gid = node
         .parent
@@ -809,7 +862,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         &core.shared.policy,
         created_gid,
         true,
-        Some(Target::Fd(node.src.as_fd())),
+        plan.is_none().then(|| Target::Fd(node.src.as_fd())),
     );
     core.lat.record(Op::Meta, t);
     match applied {
@@ -1147,8 +1200,6 @@ async fn copy_file(
     if !parent.fresh
         && !cfg.checksum
         && cfg.quick_check != crate::QuickCheck::Never
-        && !cfg.xattrs
-        && !cfg.acls
         && let Ok(st) = route::stat_at(core, parent, Side::Src, name, follow).await
         && st.file_type() == FileType::File
         && !(cfg.hard_links && st.nlink > 1)
@@ -1156,7 +1207,17 @@ async fn copy_file(
         let verdict = sync::judge_file(core, false, parent, None, &st, dst_name).await;
         core.lat.record(Op::Stat, t);
         match verdict {
-            Verdict::Same(change) if !sync::attrs_differ(&change) => {
+            Verdict::Same(change)
+                if !sync::attrs_differ(&change)
+                    && (!(cfg.xattrs || cfg.acls)
+                        || fsops::meta::xattr_plan(
+                            Target::At(parent.src.as_fd(), name),
+                            Target::At(parent.dst.as_fd(), dst_name),
+                            &core.shared.policy,
+                            false,
+                        )
+                        .is_ok_and(|p| p.is_empty())) =>
+            {
                 bump(&core.counters.seen[0], 1);
                 bump(&core.counters.seen_bytes, st.size);
                 bump(&core.counters.unchanged, 1);
@@ -1206,9 +1267,8 @@ async fn copy_file(
                 bump(&core.counters.skipped, 1);
                 return Ok(Outcome::Done);
             }
-            Verdict::Same(change) => {
-                let fixed = sync::attrs_differ(&change) || cfg.xattrs || cfg.acls;
-                if fixed && !cfg.dry_run && !fix_attrs(core, parent, &st, dst_name) {
+            Verdict::Same(mut change) => {
+                if !fix_attrs(core, parent, &src, &st, dst_name, &mut change) {
                     // Could not set them in place: copy the file anew.
                     Change {
                         how: How::Transfer,
@@ -1278,23 +1338,64 @@ async fn copy_file(
 
 /// Same data, other attributes: set them on the destination file in place. Returns whether that
 /// worked.
-fn fix_attrs(core: &Core, parent: &DirNode, st: &Stat, dst_name: &CStr) -> bool {
+fn fix_attrs(
+    core: &Core,
+    parent: &DirNode,
+    src: &OwnedFd,
+    st: &Stat,
+    dst_name: &CStr,
+    change: &mut Change,
+) -> bool {
+    let cfg = &core.shared.config;
+    let with_xattrs = cfg.xattrs || cfg.acls;
+    if !sync::attrs_differ(change) && !with_xattrs {
+        return true;
+    }
     let dir = parent.dst.as_fd();
     let policy = &core.shared.policy;
     let Ok(fd) = sys::open_source(dir, dst_name, false) else {
         return false;
     };
+    let plan = if with_xattrs {
+        match fsops::meta::xattr_plan(
+            Target::Fd(src.as_fd()),
+            Target::Fd(fd.as_fd()),
+            policy,
+            false,
+        ) {
+            Ok(p) => p,
+            Err(_) => return false,
+        }
+    } else {
+        fsops::xattr::Plan::default()
+    };
+    change.xattr = plan.touches_xattr();
+    change.acl = plan.touches_acl();
+    if cfg.dry_run || !sync::attrs_differ(change) {
+        return true;
+    }
     let Ok(d) = sys::fstat(fd.as_fd()) else {
         return false;
     };
     // The file may belong to anyone: compare with what it has, not with what a new file gets.
-    if let Some((uid, gid)) = policy.chown_existing(&d, st)
-        && sys::fchown(fd.as_fd(), uid, gid).is_err()
+    let chowned = match policy.chown_existing(&d, st) {
+        Some((uid, gid)) if sys::fchown(fd.as_fd(), uid, gid).is_err() => return false,
+        Some(_) => true,
+        None => false,
+    };
+    if plan.apply(Target::Fd(fd.as_fd())).is_err() {
+        return false;
+    }
+    // A chown clears setuid/setgid and an ACL moves the group bits: chmod after either.
+    if (change.perms || chowned || change.acl)
+        && sys::fchmod(fd.as_fd(), policy.final_perm(st)).is_err()
     {
         return false;
     }
-    // chmod always: a chown just cleared setuid/setgid, and the bits may differ anyway.
-    fsops::meta::apply_fd(fd.as_fd(), st, policy, st.gid, true, None).is_ok()
+    match policy.times(st) {
+        Some((a, m)) if change.time || cfg.atimes => sys::futimens(fd.as_fd(), a, m).is_ok(),
+        _ => true,
+    }
 }
 
 /// Choose how the data moves: FICLONE, `copy_file_range`, inline, or the ring (with only the
@@ -2054,7 +2155,7 @@ async fn make_other(
     } else {
         None
     };
-    let change = match judge_other(core, parent, &st, dst_name, target.as_deref(), follow) {
+    let change = match judge_other(core, parent, &st, name, dst_name, target.as_deref(), follow) {
         None => {
             hardlink_done(core, parent, dst_name, &st, !cfg.existing);
             bump(&core.counters.skipped, 1);
@@ -2118,6 +2219,7 @@ fn judge_other(
     core: &Core,
     parent: &DirNode,
     st: &Stat,
+    name: &CStr,
     dst_name: &CStr,
     target: Option<&CStr>,
     follow: bool,
@@ -2150,12 +2252,32 @@ fn judge_other(
         }
         None => d.rdev != st.rdev,
     };
-    if cfg.quick_check == crate::QuickCheck::Never || follow || cfg.xattrs {
-        // Made anew every time (as before): nothing cheap says their attributes are equal.
+    if cfg.quick_check == crate::QuickCheck::Never || follow {
+        // Made anew every time (as before): a followed link's target has no attributes we can
+        // compare safely.
         return Some(change);
+    }
+    if cfg.xattrs || cfg.acls {
+        // Compared by name without following; any difference makes the entry anew (with them).
+        match fsops::meta::xattr_plan(
+            Target::At(parent.src.as_fd(), name),
+            Target::At(parent.dst.as_fd(), dst_name),
+            &core.shared.policy,
+            is_link,
+        ) {
+            Ok(p) => {
+                change.xattr = p.touches_xattr();
+                change.acl = p.touches_acl();
+            }
+            Err(_) => return Some(change),
+        }
     }
     if !change.checksum && !sync::attrs_differ(&change) {
         return Some(Change::default());
+    }
+    if !change.checksum {
+        // Only attributes differ: remade, but listed as an attribute change (rsync's `.L`).
+        change.how = How::Attrs;
     }
     Some(change)
 }

@@ -256,6 +256,22 @@ fn copy_xattrs(
     }
 }
 
+/// How the attributes (`-X`) and ACLs (`-A`) of an existing destination entry `dst` differ from
+/// its source's: empty when neither is preserved or both sides match. An unsupported side has
+/// none.
+pub fn xattr_plan(
+    src: crate::xattr::Target<'_>,
+    dst: crate::xattr::Target<'_>,
+    policy: &MetaPolicy,
+    is_symlink: bool,
+) -> Result<crate::xattr::Plan, (MetaOp, io::Error)> {
+    if !policy.xattrs && !policy.acls {
+        return Ok(crate::xattr::Plan::default());
+    }
+    let want = |n: &[u8]| policy.xattr_wanted(n) && !(is_symlink && n.starts_with(b"user."));
+    crate::xattr::Plan::between(src, dst, want).map_err(|e| (MetaOp::Xattr, e.error))
+}
+
 /// Apply owner, mode and times to an open regular file or directory, in the documented order.
 /// `chmod_needed` is false when the entry was created with its final bits already.
 ///

@@ -4,7 +4,8 @@
 //! Regular files and directories are reached through their open fd (`f*xattr`). Symlinks,
 //! devices, FIFOs and sockets have no fd we may open safely, so they are reached by name without
 //! following (`l*xattr`) through `/proc/self/fd/DIRFD/NAME`, which keeps the path short whatever
-//! the depth and resolves relative to the already-open directory.
+//! the depth and resolves relative to the already-open directory; on Linux 6.13 and later the
+//! `*xattrat` calls do the same without the `/proc` walk.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -36,8 +37,19 @@ fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
 }
 
 /// Call `f(buf_ptr, len)` with a growing buffer until the value fits (`ERANGE` retried).
+/// The first try uses a buffer on the stack, so an entry without attributes (the common case)
+/// costs no allocation.
 fn sized(mut f: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Result<Vec<u8>> {
-    let mut cap = 256usize;
+    let mut first = [0u8; 256];
+    let n = f(first.as_mut_ptr().cast(), first.len());
+    if n >= 0 {
+        return Ok(first[..n as usize].to_vec());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ERANGE) {
+        return Err(e);
+    }
+    let mut cap = 1024usize;
     loop {
         let mut buf = vec![0u8; cap];
         let n = f(buf.as_mut_ptr().cast(), cap);
@@ -53,6 +65,58 @@ fn sized(mut f: impl FnMut(*mut libc::c_void, usize) -> isize) -> io::Result<Vec
     }
 }
 
+/// The `*xattrat` system calls (Linux 6.13): attributes of an entry by name relative to an open
+/// directory, without the `/proc/self/fd` path walk. Same numbers on every architecture that has
+/// them; older kernels answer `ENOSYS` once and the `/proc` path is used from then on.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+mod at {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    pub const SYS_SETXATTRAT: libc::c_long = 463;
+    pub const SYS_GETXATTRAT: libc::c_long = 464;
+    pub const SYS_LISTXATTRAT: libc::c_long = 465;
+    pub const SYS_REMOVEXATTRAT: libc::c_long = 466;
+
+    /// `struct xattr_args` of the kernel's uapi.
+    #[repr(C)]
+    pub struct XattrArgs {
+        pub value: u64,
+        pub size: u32,
+        pub flags: u32,
+    }
+
+    /// Set once when the kernel lacks the calls; read-only afterwards (no contention).
+    static MISSING: AtomicBool = AtomicBool::new(false);
+
+    pub fn available() -> bool {
+        !MISSING.load(Ordering::Relaxed)
+    }
+
+    /// `Some(result)` when the call ran, `None` (and remembered) when the kernel lacks it.
+    pub fn ran(r: isize) -> Option<isize> {
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            MISSING.store(true, Ordering::Relaxed);
+            return None;
+        }
+        Some(r)
+    }
+}
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+)))]
+mod at {
+    pub fn available() -> bool {
+        false
+    }
+}
+
 /// The attribute names of `t` (may include `system.posix_acl_*`).
 pub fn list(t: Target<'_>) -> io::Result<Vec<CString>> {
     let raw = match t {
@@ -60,17 +124,48 @@ pub fn list(t: Target<'_>) -> io::Result<Vec<CString>> {
             // SAFETY: the closure passes a buffer of `len` writable bytes.
             sized(|p, len| unsafe { libc::flistxattr(fd.as_raw_fd(), p.cast(), len) })
         }
-        Target::At(dir, name) => {
-            let path = proc_path(dir, name);
-            // SAFETY: valid path and a buffer of `len` writable bytes.
-            sized(|p, len| unsafe { libc::llistxattr(path.as_ptr(), p.cast(), len) })
-        }
+        Target::At(dir, name) => list_at(dir, name),
     }?;
     Ok(raw
         .split(|&b| b == 0)
         .filter(|n| !n.is_empty())
         .map(|n| CString::new(n).expect("split at NUL"))
         .collect())
+}
+
+fn list_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    ))]
+    if at::available() {
+        let mut missing = false;
+        let r = sized(|p, len| {
+            // SAFETY: valid directory fd, NUL-terminated name, and a buffer of `len` writable
+            // bytes; AT_SYMLINK_NOFOLLOW as for llistxattr.
+            let r = unsafe {
+                libc::syscall(
+                    at::SYS_LISTXATTRAT,
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                    p,
+                    len,
+                )
+            } as isize;
+            at::ran(r).unwrap_or_else(|| {
+                missing = true;
+                0
+            })
+        });
+        if !missing {
+            return r;
+        }
+    }
+    let path = proc_path(dir, name);
+    // SAFETY: valid path and a buffer of `len` writable bytes.
+    sized(|p, len| unsafe { libc::llistxattr(path.as_ptr(), p.cast(), len) })
 }
 
 /// The value of attribute `attr` of `t`.
@@ -81,6 +176,41 @@ pub fn get(t: Target<'_>, attr: &CStr) -> io::Result<Vec<u8>> {
             sized(|p, len| unsafe { libc::fgetxattr(fd.as_raw_fd(), attr.as_ptr(), p, len) })
         }
         Target::At(dir, name) => {
+            #[cfg(any(
+                target_arch = "x86_64",
+                target_arch = "aarch64",
+                target_arch = "riscv64"
+            ))]
+            if at::available() {
+                let mut missing = false;
+                let r = sized(|p, len| {
+                    let mut args = at::XattrArgs {
+                        value: p as u64,
+                        size: u32::try_from(len).unwrap_or(u32::MAX),
+                        flags: 0,
+                    };
+                    // SAFETY: valid directory fd and names; `args` points at a buffer of
+                    // `len` writable bytes and lives across the call.
+                    let r = unsafe {
+                        libc::syscall(
+                            at::SYS_GETXATTRAT,
+                            dir.as_raw_fd(),
+                            name.as_ptr(),
+                            libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                            attr.as_ptr(),
+                            &mut args as *mut at::XattrArgs,
+                            std::mem::size_of::<at::XattrArgs>(),
+                        )
+                    } as isize;
+                    at::ran(r).unwrap_or_else(|| {
+                        missing = true;
+                        0
+                    })
+                });
+                if !missing {
+                    return r;
+                }
+            }
             let path = proc_path(dir, name);
             // SAFETY: valid path, name, and a buffer of `len` writable bytes.
             sized(|p, len| unsafe { libc::lgetxattr(path.as_ptr(), attr.as_ptr(), p, len) })
@@ -102,6 +232,38 @@ pub fn set(t: Target<'_>, attr: &CStr, value: &[u8]) -> io::Result<()> {
             )
         },
         Target::At(dir, name) => {
+            #[cfg(any(
+                target_arch = "x86_64",
+                target_arch = "aarch64",
+                target_arch = "riscv64"
+            ))]
+            if at::available() {
+                let args = at::XattrArgs {
+                    value: value.as_ptr() as u64,
+                    size: u32::try_from(value.len()).unwrap_or(u32::MAX),
+                    flags: 0,
+                };
+                // SAFETY: valid directory fd and names; `args` points at `value`, which
+                // outlives the call.
+                let r = unsafe {
+                    libc::syscall(
+                        at::SYS_SETXATTRAT,
+                        dir.as_raw_fd(),
+                        name.as_ptr(),
+                        libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                        attr.as_ptr(),
+                        &args as *const at::XattrArgs,
+                        std::mem::size_of::<at::XattrArgs>(),
+                    )
+                } as isize;
+                if let Some(r) = at::ran(r) {
+                    return if r < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(())
+                    };
+                }
+            }
             let path = proc_path(dir, name);
             // SAFETY: valid path, name and value buffer for the call.
             unsafe {
@@ -113,6 +275,48 @@ pub fn set(t: Target<'_>, attr: &CStr, value: &[u8]) -> io::Result<()> {
                     0,
                 )
             }
+        }
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Remove attribute `attr` of `t`.
+pub fn remove(t: Target<'_>, attr: &CStr) -> io::Result<()> {
+    let r = match t {
+        // SAFETY: valid fd and name.
+        Target::Fd(fd) => unsafe { libc::fremovexattr(fd.as_raw_fd(), attr.as_ptr()) },
+        Target::At(dir, name) => {
+            #[cfg(any(
+                target_arch = "x86_64",
+                target_arch = "aarch64",
+                target_arch = "riscv64"
+            ))]
+            if at::available() {
+                // SAFETY: valid directory fd and NUL-terminated names.
+                let r = unsafe {
+                    libc::syscall(
+                        at::SYS_REMOVEXATTRAT,
+                        dir.as_raw_fd(),
+                        name.as_ptr(),
+                        libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                        attr.as_ptr(),
+                    )
+                } as isize;
+                if let Some(r) = at::ran(r) {
+                    return if r < 0 {
+                        Err(io::Error::last_os_error())
+                    } else {
+                        Ok(())
+                    };
+                }
+            }
+            let path = proc_path(dir, name);
+            // SAFETY: valid path and name.
+            unsafe { libc::lremovexattr(path.as_ptr(), attr.as_ptr()) }
         }
     };
     if r < 0 {
@@ -187,4 +391,181 @@ pub fn copy(
         }
     }
     Ok(!acls.is_empty())
+}
+
+/// What it takes to give an existing entry the attributes of its source: values to set (new or
+/// different) and names to remove (absent from the source), limited to the names a run copies.
+#[derive(Debug, Default)]
+pub struct Plan {
+    set: Vec<(CString, Vec<u8>)>,
+    remove: Vec<CString>,
+}
+
+impl Plan {
+    /// Compare the attributes of `src` and `dst` that `want` accepts. Reads only: two lists, and
+    /// the values of the names they share or the source alone has.
+    pub fn between(
+        src: Target<'_>,
+        dst: Target<'_>,
+        want: impl Fn(&[u8]) -> bool,
+    ) -> Result<Self, XattrError> {
+        let listed = |t| match list(t) {
+            Ok(n) => Ok(n.into_iter().filter(|n| want(n.to_bytes())).collect()),
+            // No attribute support: nothing to compare on this side.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(Vec::new()),
+            Err(error) => Err(XattrError {
+                name: Vec::new(),
+                error,
+                unsupported: false,
+            }),
+        };
+        let s: Vec<CString> = listed(src)?;
+        let d: Vec<CString> = listed(dst)?;
+        let mut plan = Plan::default();
+        if s.is_empty() && d.is_empty() {
+            return Ok(plan);
+        }
+        for n in &s {
+            let value = match get(src, n) {
+                Ok(v) => v,
+                Err(e) if e.raw_os_error() == Some(libc::ENODATA) => continue,
+                Err(error) => {
+                    return Err(XattrError {
+                        name: n.to_bytes().to_vec(),
+                        error,
+                        unsupported: false,
+                    });
+                }
+            };
+            let same = d.contains(n) && get(dst, n).is_ok_and(|v| v == value);
+            if !same {
+                plan.set.push((n.clone(), value));
+            }
+        }
+        plan.remove = d.into_iter().filter(|n| !s.contains(n)).collect();
+        // Plain attributes first, ACLs last (the caller's chmod then matches mode and mask).
+        plan.set.sort_by_key(|(n, _)| is_acl(n.to_bytes()));
+        Ok(plan)
+    }
+
+    /// Whether the destination already matches.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+
+    /// Whether an ACL is set or removed.
+    pub fn touches_acl(&self) -> bool {
+        self.names().any(|n| is_acl(n.to_bytes()))
+    }
+
+    /// Whether an attribute other than an ACL is set or removed.
+    pub fn touches_xattr(&self) -> bool {
+        self.names().any(|n| !is_acl(n.to_bytes()))
+    }
+
+    fn names(&self) -> impl Iterator<Item = &CString> {
+        self.set.iter().map(|(n, _)| n).chain(self.remove.iter())
+    }
+
+    /// Make `dst` match: removals first, then the values, ACLs last. `security.*` refusals are
+    /// ignored, as when copying.
+    pub fn apply(&self, dst: Target<'_>) -> Result<(), XattrError> {
+        let fail = |n: &CString, error: io::Error| {
+            let b = n.to_bytes();
+            let code = error.raw_os_error();
+            if b.starts_with(b"security.") && matches!(code, Some(libc::EPERM) | Some(libc::EACCES))
+            {
+                return Ok(());
+            }
+            Err(XattrError {
+                name: b.to_vec(),
+                unsupported: matches!(code, Some(libc::EOPNOTSUPP)),
+                error,
+            })
+        };
+        for n in &self.remove {
+            match remove(dst, n) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+                Err(e) => fail(n, e)?,
+            }
+        }
+        for (n, v) in &self.set {
+            if let Err(e) = set(dst, n, v) {
+                fail(n, e)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn c(s: &str) -> CString {
+        CString::new(s).unwrap()
+    }
+
+    fn dir_and_files() -> Option<(tempfile::TempDir, std::fs::File)> {
+        let t = tempfile::tempdir().ok()?;
+        std::fs::write(t.path().join("a"), b"a").ok()?;
+        std::fs::write(t.path().join("b"), b"b").ok()?;
+        let d = std::fs::File::open(t.path()).ok()?;
+        // user.* attributes need a file system that has them (tmpfs, ext4, xfs do).
+        let probe = Target::At(d.as_fd(), c"a");
+        if let Err(e) = set(probe, c"user.probe", b"1") {
+            eprintln!("SKIP: no user xattrs in {}: {e}", t.path().display());
+            return None;
+        }
+        remove(probe, c"user.probe").unwrap();
+        Some((t, d))
+    }
+
+    #[test]
+    fn a_plan_sets_what_differs_and_removes_what_is_gone() {
+        let Some((_t, d)) = dir_and_files() else {
+            return;
+        };
+        let (a, b) = (Target::At(d.as_fd(), c"a"), Target::At(d.as_fd(), c"b"));
+        let all = |_: &[u8]| true;
+        assert!(Plan::between(a, b, all).unwrap().is_empty());
+        set(a, &c("user.same"), b"1").unwrap();
+        set(b, &c("user.same"), b"1").unwrap();
+        assert!(Plan::between(a, b, all).unwrap().is_empty());
+        // Longer than the first (stack) buffer of a read.
+        let long = vec![7u8; 3000];
+        set(a, &c("user.changed"), &long).unwrap();
+        set(b, &c("user.changed"), b"old").unwrap();
+        set(b, &c("user.gone"), b"x").unwrap();
+        set(a, &c("user.added"), b"").unwrap();
+        let plan = Plan::between(a, b, all).unwrap();
+        assert!(plan.touches_xattr() && !plan.touches_acl());
+        // A filter leaves the names it rejects alone.
+        let only_changed = Plan::between(a, b, |n: &[u8]| n == b"user.changed").unwrap();
+        assert_eq!(only_changed.set.len(), 1);
+        assert!(only_changed.remove.is_empty());
+        plan.apply(b).unwrap();
+        let mut names = list(b).unwrap();
+        names.sort();
+        assert_eq!(names, [c("user.added"), c("user.changed"), c("user.same")]);
+        assert_eq!(get(b, c"user.changed").unwrap(), long);
+        assert!(Plan::between(a, b, all).unwrap().is_empty());
+    }
+
+    #[test]
+    fn by_name_and_by_fd_agree() {
+        let Some((t, d)) = dir_and_files() else {
+            return;
+        };
+        set(Target::At(d.as_fd(), c"a"), c"user.k", b"v").unwrap();
+        let f = std::fs::File::open(t.path().join("a")).unwrap();
+        assert_eq!(list(Target::Fd(f.as_fd())).unwrap(), [c("user.k")]);
+        assert_eq!(list(Target::At(d.as_fd(), c"a")).unwrap(), [c("user.k")]);
+        assert_eq!(get(Target::Fd(f.as_fd()), c"user.k").unwrap(), b"v");
+        assert_eq!(get(Target::At(d.as_fd(), c"a"), c"user.k").unwrap(), b"v");
+        let missing = get(Target::At(d.as_fd(), c"a"), c"user.none").unwrap_err();
+        assert_eq!(missing.raw_os_error(), Some(libc::ENODATA));
+    }
 }
