@@ -232,6 +232,55 @@ fn user_xattrs_and_acls_as_the_owner() {
 }
 
 #[test]
+fn acls_inherited_from_a_default_acl_are_replaced_by_the_sources() {
+    if !have("setfacl") {
+        assert!(
+            !is_root(),
+            "setfacl is missing: the test command installs acl"
+        );
+        return skip("inherited_acls", "setfacl is not installed");
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("plain"), b"no ACL");
+    write(&src.join("sub/acl"), b"an ACL of its own");
+    mkfifo(&src.join("fifo"));
+    std::os::unix::fs::symlink("plain", src.join("link")).unwrap();
+    let setfacl = |args: &[&str], p: &Path| {
+        let o = Command::new("setfacl").args(args).arg(p).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    setfacl(&["-m", "u:daemon:r"], &src.join("sub/acl"));
+    // The destination's parent hands a default ACL to everything made in it.
+    let top = t.path().join("top");
+    fs::create_dir(&top).unwrap();
+    setfacl(&["-d", "-m", "u:nobody:rwx"], &top);
+    for (flags, exact) in [("-aA", true), ("-a", false)] {
+        let d = top.join(format!("copy{flags}"));
+        let a = run(&[
+            OsStr::new(flags),
+            OsStr::new(&format!("{}/", src.display())),
+            d.as_os_str(),
+        ]);
+        assert_eq!(code(&a), 0, "{}", String::from_utf8_lossy(&a.stderr));
+        for p in ["", "plain", "sub", "sub/acl", "fifo"] {
+            let (want, got) = (treediff::xattrs(&src.join(p)), treediff::xattrs(&d.join(p)));
+            if exact {
+                // -A: exactly the source's ACLs (none where it has none), as rsync -A.
+                assert_eq!(got, want, "{p:?}");
+            } else {
+                // Without -A the inherited ACL stays, as with rsync -a and cp -a.
+                assert!(
+                    got.iter().any(|(n, _)| n == b"system.posix_acl_access"),
+                    "{p:?}: {got:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn one_file_system_skips_a_mounted_file_system() {
     if !is_root() {
         skip("one_file_system", "needs root to loop-mount an ext4 image");

@@ -169,7 +169,12 @@ pub fn finish(config: &Config, staged: &Staged) -> io::Result<()> {
     let umask = sys::set_umask(0);
     sys::set_umask(umask);
     let policy = crate::core::meta_policy(config, umask);
-    let xsrc = (config.xattrs || config.acls).then(|| fsops::xattr::Target::Fd(src.as_fd()));
+    // Made equal, not copied: the temporary may have inherited an ACL from its directory.
+    let xsrc = if config.xattrs || config.acls {
+        fsops::meta::Xattrs::Match(fsops::xattr::Target::Fd(src.as_fd()))
+    } else {
+        fsops::meta::Xattrs::None
+    };
     fsops::meta::apply_fd(tmp.as_fd(), &st, &policy, created_gid, true, xsrc)
         .map_err(|(op, e)| io::Error::new(e.kind(), format!("{op:?}: {e}")))?;
     std::fs::rename(&staged.tmp, &staged.dst)

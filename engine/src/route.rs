@@ -391,6 +391,7 @@ pub(crate) async fn apply_meta(
     created_gid: u32,
     chmod: bool,
     src: &OwnedFd,
+    inherits_acl: bool,
 ) -> (
     OwnedFd,
     Result<fsops::meta::Unsupported, (fsops::meta::MetaOp, io::Error)>,
@@ -405,7 +406,7 @@ pub(crate) async fn apply_meta(
             policy,
             created_gid,
             chmod,
-            Some(fsops::xattr::Target::Fd(src.as_fd())),
+            fsops::meta::Xattrs::from(fsops::xattr::Target::Fd(src.as_fd()), inherits_acl),
         );
         return (dst, r);
     }
@@ -427,7 +428,9 @@ pub(crate) async fn apply_meta(
                 &policy,
                 created_gid,
                 chmod,
-                src.as_ref().map(|s| fsops::xattr::Target::Fd(s.as_fd())),
+                src.as_ref().map_or(fsops::meta::Xattrs::None, |s| {
+                    fsops::meta::Xattrs::from(fsops::xattr::Target::Fd(s.as_fd()), inherits_acl)
+                }),
             );
             (dst, r)
         })

@@ -106,6 +106,9 @@ pub(crate) struct DirNode {
     /// The destination directory existed and may hold temporaries of a killed run (its mtime
     /// differs from the source's, or times are not kept): swept when finished.
     sweep: bool,
+    /// `-A` and the destination directory has a default ACL: entries made in it inherit an
+    /// access ACL, which their source's ACLs must replace (not merely be added to).
+    inherits_acl: bool,
 }
 
 impl DirNode {
@@ -398,7 +401,12 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 return;
             }
         };
-        let (created_gid, dst_dev, sweep) = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
+        let DestFacts {
+            created_gid,
+            dev: dst_dev,
+            sweep,
+            inherits_acl,
+        } = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
         let node = Arc::new(DirNode {
             src,
             dst,
@@ -420,6 +428,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             hidden: false,
             staged: None,
             sweep,
+            inherits_acl,
         });
         bump(&core.counters.seen[1], 1);
         dir_item(core, &node, root.rel.clone());
@@ -451,7 +460,12 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             return;
         }
     };
-    let (created_gid, dst_dev, _) = dest_dir_facts(core, &dst_dir, None);
+    let DestFacts {
+        created_gid,
+        dev: dst_dev,
+        inherits_acl,
+        ..
+    } = dest_dir_facts(core, &dst_dir, None);
     let node = Arc::new(DirNode {
         src: src_dir,
         dst: dst_dir,
@@ -473,6 +487,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         hidden: false,
         staged: None,
         sweep: false,
+        inherits_acl,
     });
     entry(core, &node, &src_name, lst.file_type()).await;
     child_done(core, node);
@@ -547,22 +562,41 @@ fn link_from_reference(
     false
 }
 
-/// The gid new entries get in a destination directory, its device, and (for an existing one,
-/// given the source directory's stat) whether it may hold a killed run's temporaries: one
-/// `fstat` for all three.
-fn dest_dir_facts(core: &Core, dir: &OwnedFd, existing_src: Option<&Stat>) -> (u32, u64, bool) {
+/// What one look at a destination directory tells: one `fstat` (and with `-A` one
+/// `fgetxattr`) per directory.
+struct DestFacts {
+    /// The gid new entries get (the directory's if setgid, else the egid).
+    created_gid: u32,
+    /// The device it is on.
+    dev: u64,
+    /// For an existing one, given the source directory's stat: it may hold a killed run's
+    /// temporaries.
+    sweep: bool,
+    /// `-A` and it has a default ACL (which new entries inherit).
+    inherits_acl: bool,
+}
+
+fn dest_dir_facts(core: &Core, dir: &OwnedFd, existing_src: Option<&Stat>) -> DestFacts {
     let egid = core.shared.policy.egid;
+    let inherits_acl = core.shared.policy.acls
+        && fsops::xattr::get(Target::Fd(dir.as_fd()), c"system.posix_acl_default").is_ok();
     match sys::fstat(dir.as_fd()) {
-        Ok(st) => (
-            if st.mode & libc::S_ISGID != 0 {
+        Ok(st) => DestFacts {
+            created_gid: if st.mode & libc::S_ISGID != 0 {
                 st.gid
             } else {
                 egid
             },
-            st.dev,
-            existing_src.is_some_and(|src| may_hold_temps(&core.shared.config, &st, src)),
-        ),
-        Err(_) => (egid, 0, false),
+            dev: st.dev,
+            sweep: existing_src.is_some_and(|src| may_hold_temps(&core.shared.config, &st, src)),
+            inherits_acl,
+        },
+        Err(_) => DestFacts {
+            created_gid: egid,
+            dev: 0,
+            sweep: false,
+            inherits_acl,
+        },
     }
 }
 
@@ -862,7 +896,10 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         &core.shared.policy,
         created_gid,
         true,
-        plan.is_none().then(|| Target::Fd(node.src.as_fd())),
+        match plan {
+            Some(_) => fsops::meta::Xattrs::None,
+            None => fsops::meta::Xattrs::from(Target::Fd(node.src.as_fd()), node.inherits_acl),
+        },
     );
     core.lat.record(Op::Meta, t);
     match applied {
@@ -1853,6 +1890,8 @@ async fn copy_file_data(
             if reused { st.gid } else { parent.created_gid },
             chmod_needed || reused,
             src,
+            // A reused file (`--inplace`, `--partial`) may carry attributes of its own.
+            parent.inherits_acl || reused,
         )
         .await;
         let u = u.map_err(meta_err)?;
@@ -2058,7 +2097,12 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         DestDir::Created(fd) => (Arc::new(fd), true),
         DestDir::Absent => (Arc::clone(&core.shared.placeholder), true),
     };
-    let (created_gid, dst_dev, sweep) = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
+    let DestFacts {
+        created_gid,
+        dev: dst_dev,
+        sweep,
+        inherits_acl,
+    } = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
     parent.pending.fetch_add(1, Ordering::AcqRel);
     let rel = parent.child_rel(name);
     let node = Arc::new(DirNode {
@@ -2089,6 +2133,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         hidden: parent.hidden || staged.is_some(),
         sweep,
         staged,
+        inherits_acl,
     });
     dir_item(core, &node, parent.child_rel(name));
     if !other_fs
@@ -2182,7 +2227,11 @@ async fn make_other(
             with_temp(core, |t| sys::mknod_at(dir, t, mode, st.rdev)).map_err(dst_err("mknod"))?
         };
         // Attributes of the entry itself; a followed link's target has none we can reach safely.
-        let xsrc = (!follow).then_some(Target::At(sdir, name));
+        let xsrc = if follow {
+            fsops::meta::Xattrs::None
+        } else {
+            fsops::meta::Xattrs::from(Target::At(sdir, name), parent.inherits_acl)
+        };
         let r = fsops::meta::apply_at(dir, &tmp, &st, policy, parent.created_gid, is_link, xsrc)
             .map_err(meta_err)
             .and_then(|u| {

@@ -235,21 +235,50 @@ impl MetaOp {
 /// entry; the engine warns once per run.
 pub type Unsupported = Option<crate::xattr::XattrError>;
 
+/// Where a new entry's extended attributes and ACLs come from (with `-X`/`-A`).
+#[derive(Clone, Copy)]
+pub enum Xattrs<'a> {
+    /// None are copied (neither option, or no source to read them from).
+    None,
+    /// Copied from this source onto an entry that has none of its own.
+    Copy(crate::xattr::Target<'a>),
+    /// Made equal to this source's: the entry may already carry some (an access ACL inherited
+    /// from its directory's default ACL), which are replaced or removed.
+    Match(crate::xattr::Target<'a>),
+}
+
+impl<'a> Xattrs<'a> {
+    /// `Match` when the new entry may have inherited an ACL (its directory has a default ACL and
+    /// ACLs are preserved), else `Copy`.
+    pub fn from(src: crate::xattr::Target<'a>, inherits_acl: bool) -> Self {
+        if inherits_acl {
+            Xattrs::Match(src)
+        } else {
+            Xattrs::Copy(src)
+        }
+    }
+}
+
 fn copy_xattrs(
-    src: Option<crate::xattr::Target<'_>>,
+    src: Xattrs<'_>,
     dst: crate::xattr::Target<'_>,
     policy: &MetaPolicy,
     is_symlink: bool,
 ) -> Result<(Unsupported, bool), (MetaOp, io::Error)> {
-    let Some(src) = src else {
-        return Ok((None, false));
-    };
     if !policy.xattrs && !policy.acls {
         return Ok((None, false));
     }
     // user.* attributes cannot exist on symlinks (the kernel refuses them).
     let want = |n: &[u8]| policy.xattr_wanted(n) && !(is_symlink && n.starts_with(b"user."));
-    match crate::xattr::copy(src, dst, want) {
+    let r = match src {
+        Xattrs::None => return Ok((None, false)),
+        Xattrs::Copy(src) => crate::xattr::copy(src, dst, want),
+        Xattrs::Match(src) => crate::xattr::Plan::between(src, dst, want).and_then(|p| {
+            p.apply(dst)?;
+            Ok(p.touches_acl())
+        }),
+    };
+    match r {
         Ok(acl) => Ok((None, acl)),
         Err(e) if e.unsupported => Ok((Some(e), false)),
         Err(e) => Err((MetaOp::Xattr, e.error)),
@@ -275,14 +304,14 @@ pub fn xattr_plan(
 /// Apply owner, mode and times to an open regular file or directory, in the documented order.
 /// `chmod_needed` is false when the entry was created with its final bits already.
 ///
-/// `xsrc` is where to copy extended attributes and ACLs from (with `-X`/`-A`).
+/// `xsrc` is where extended attributes and ACLs come from (with `-X`/`-A`).
 pub fn apply_fd(
     fd: BorrowedFd<'_>,
     src: &Stat,
     policy: &MetaPolicy,
     created_gid: u32,
     chmod_needed: bool,
-    xsrc: Option<crate::xattr::Target<'_>>,
+    xsrc: Xattrs<'_>,
 ) -> Result<Unsupported, (MetaOp, io::Error)> {
     let chowned = if let Some((u, g)) = policy.chown_ids(src, created_gid) {
         match sys::fchown(fd, u, g) {
@@ -307,7 +336,7 @@ pub fn apply_fd(
 
 /// Apply owner, mode (unless a symlink) and times to `name` in `dir` without following it.
 ///
-/// `xsrc` is where to copy extended attributes and ACLs from (with `-X`/`-A`).
+/// `xsrc` is where extended attributes and ACLs come from (with `-X`/`-A`).
 pub fn apply_at(
     dir: BorrowedFd<'_>,
     name: &CStr,
@@ -315,7 +344,7 @@ pub fn apply_at(
     policy: &MetaPolicy,
     created_gid: u32,
     is_symlink: bool,
-    xsrc: Option<crate::xattr::Target<'_>>,
+    xsrc: Xattrs<'_>,
 ) -> Result<Unsupported, (MetaOp, io::Error)> {
     if let Some((u, g)) = policy.chown_ids(src, created_gid) {
         match sys::lchown_at(dir, name, u, g) {

@@ -187,7 +187,15 @@ fn apply_fd_keeps_setuid_after_chown_and_sets_ns_times() {
     };
     let p = policy(true, 0);
     let chmod_needed = p.create_mode(&st, p.chown_ids(&st, p.egid).is_some()).1;
-    fsops::meta::apply_fd(fd.as_fd(), &st, &p, p.egid, chmod_needed, None).unwrap();
+    fsops::meta::apply_fd(
+        fd.as_fd(),
+        &st,
+        &p,
+        p.egid,
+        chmod_needed,
+        fsops::meta::Xattrs::None,
+    )
+    .unwrap();
     let m = std::fs::metadata(t.path().join("f")).unwrap();
     assert_eq!(
         m.permissions().mode() & 0o7777,
