@@ -81,6 +81,29 @@ impl LinkMap {
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether a name of inode `key` has been claimed and its group is still open (a later name
+    /// will link rather than copy).
+    pub fn known(&self, key: Key) -> bool {
+        self.shard(key).contains_key(&key)
+    }
+
+    /// A further name of inode `key` arrived and its leader has finished: take the link at
+    /// once. `None` (and nothing recorded) when the group is unknown or its leader still copying;
+    /// the caller then goes through [`LinkMap::claim`].
+    pub fn link_if_done(&self, key: Key) -> Option<(Arc<OwnedFd>, CString, Arc<PathBuf>)> {
+        let mut shard = self.shard(key);
+        let e = shard.get_mut(&key)?;
+        let State::Done { dir, name, rel } = &e.state else {
+            return None;
+        };
+        let link = (Arc::clone(dir), name.clone(), Arc::clone(rel));
+        e.remaining = e.remaining.saturating_sub(1);
+        if e.spent() {
+            shard.remove(&key);
+        }
+        Some(link)
+    }
+
     /// A name of inode `key` (which has `nlink` links) arrived: lead, link, or wait for the
     /// leader. Resolves without blocking the thread.
     pub async fn claim(&self, key: Key, nlink: u64) -> Claim {

@@ -46,6 +46,8 @@ pub(crate) enum Task {
         parent: Arc<DirNode>,
         name: CString,
         file_type: FileType,
+        /// The inode number the directory listing gave (`d_ino`).
+        ino: u64,
     },
     /// Help copy chunks of a large file another core owns (`split`).
     Chunk(Arc<crate::split::SplitCopy>),
@@ -150,14 +152,16 @@ pub(crate) async fn run(core: Rc<Core>, task: Task) {
             parent,
             name,
             file_type,
+            ino,
         } => {
-            if entry(&core, &parent, &name, file_type).await == Outcome::Deferred {
+            if entry(&core, &parent, &name, file_type, ino).await == Outcome::Deferred {
                 // Back on the deque, where another core can take it while this one is busy.
                 core.deferred.set(true);
                 core.push(Task::Entry {
                     parent,
                     name,
                     file_type,
+                    ino,
                 });
                 return;
             }
@@ -489,7 +493,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         sweep: false,
         inherits_acl,
     });
-    entry(core, &node, &src_name, lst.file_type()).await;
+    entry(core, &node, &src_name, lst.file_type(), lst.ino).await;
     child_done(core, node);
 }
 
@@ -688,6 +692,7 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
             parent: Arc::clone(&node),
             name: ent.name.to_owned(),
             file_type,
+            ino: ent.ino,
         });
     }
     drop(names);
@@ -943,6 +948,7 @@ async fn entry(
     parent: &Arc<DirNode>,
     name: &CStr,
     mut file_type: FileType,
+    ino: u64,
 ) -> Outcome {
     let cfg = &core.shared.config;
     if file_type == FileType::Unknown {
@@ -1014,7 +1020,7 @@ async fn entry(
         }
     }
     match file_type {
-        FileType::File => match copy_file(core, parent, name, dst_name, follow).await {
+        FileType::File => match copy_file(core, parent, name, dst_name, follow, ino).await {
             Ok(Outcome::Deferred) => return Outcome::Deferred,
             Ok(Outcome::Done) => bump(&core.counters.checked, 1),
             Err((op, e, class)) => {
@@ -1122,21 +1128,30 @@ fn with_temp<T>(
 
 /// `-H`: for a name of a multi-link inode, either link it to the copy made for an earlier name
 /// (returns `Ok(true)`), or become the one that copies (`Ok(false)`; the caller must then report
-/// with [`hardlink_done`]).
+/// with [`hardlink_done`]). With `only_if_done` it links only when the copy is finished and
+/// otherwise returns `Ok(false)` having claimed nothing.
 async fn hardlink_follow(
     core: &Core,
     parent: &DirNode,
     dst_name: &CStr,
     st: &Stat,
     file_type: FileType,
+    only_if_done: bool,
 ) -> EntryResult<bool> {
     if !core.shared.config.hard_links || st.nlink < 2 || file_type == FileType::Dir {
         return Ok(false);
     }
-    let Claim::Link(dir, leader, leader_rel) =
-        core.shared.links.claim((st.dev, st.ino), st.nlink).await
-    else {
-        return Ok(false);
+    let key = (st.dev, st.ino);
+    let (dir, leader, leader_rel) = if only_if_done {
+        match core.shared.links.link_if_done(key) {
+            Some(link) => link,
+            None => return Ok(false),
+        }
+    } else {
+        match core.shared.links.claim(key, st.nlink).await {
+            Claim::Link(dir, leader, rel) => (dir, leader, rel),
+            Claim::Leader => return Ok(false),
+        }
     };
     let ddir = parent.dst.as_fd();
     let cfg = &core.shared.config;
@@ -1227,9 +1242,27 @@ async fn copy_file(
     name: &CStr,
     dst_name: &CStr,
     follow: bool,
+    ino: u64,
 ) -> EntryResult<Outcome> {
     let cfg = &core.shared.config;
     crate::hooks::fire(crate::hooks::Point::BeforeOpen, parent.src.as_fd(), name);
+    // `-H`: a further name of an inode already claimed (its number from the listing) needs only
+    // a stat by name to be linked, not an open, fstat and close.
+    if cfg.hard_links
+        && !follow
+        && let Some(dev) = parent.stat.map(|s| s.dev)
+        && core.shared.links.known((dev, ino))
+        && let Ok(st) = route::stat_at(core, parent, Side::Src, name, false).await
+        && st.file_type() == FileType::File
+        && st.nlink > 1
+        && (st.dev, st.ino) == (dev, ino)
+        // (Not linked when its leader is still copying: the name then waits for it below.)
+        && hardlink_follow(core, parent, dst_name, &st, FileType::File, true).await?
+    {
+        bump(&core.counters.seen[0], 1);
+        bump(&core.counters.seen_bytes, st.size);
+        return Ok(Outcome::Done);
+    }
     // The re-sync fast path: judge an existing destination file by a stat of the source, so an
     // unchanged file costs two stats and no open (a file that needs work is opened and judged
     // again by its open fd below, so a swap in between is still caught).
@@ -1292,7 +1325,7 @@ async fn copy_file(
     bump(&core.counters.seen[0], 1);
     bump(&core.counters.seen_bytes, st.size);
     crate::hooks::fire(crate::hooks::Point::AfterStat, parent.src.as_fd(), name);
-    if hardlink_follow(core, parent, dst_name, &st, FileType::File).await? {
+    if hardlink_follow(core, parent, dst_name, &st, FileType::File, false).await? {
         return Ok(Outcome::Done);
     }
     let rel = || parent.child_rel(dst_name);
@@ -2189,7 +2222,7 @@ async fn make_other(
             ErrorClass::Partial,
         ));
     }
-    if hardlink_follow(core, parent, dst_name, &st, file_type).await? {
+    if hardlink_follow(core, parent, dst_name, &st, file_type, false).await? {
         return Ok(());
     }
     let dir = parent.dst.as_fd();
