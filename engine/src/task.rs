@@ -1233,6 +1233,8 @@ enum DataPath {
     Inline,
     Clone,
     Kernel,
+    /// `-S`: `copy_file_range` of each data extent (the holes are never written).
+    KernelRanges(Vec<(u64, u64)>),
     Ring(Vec<(u64, u64)>),
 }
 
@@ -1479,15 +1481,20 @@ fn data_path(core: &Core, parent: &DirNode, src: &OwnedFd, st: &Stat) -> EntryRe
             return Ok(DataPath::Clone);
         }
     }
+    let kernel_ok = cfg.reflink != Reflink::Never && !core.no_kernel_copy.borrow().contains(&pair);
     let sparse = cfg.sparse && st.blocks.saturating_mul(512) < st.size;
     if sparse {
         let extents = sys::data_extents(src.as_fd(), st.size).map_err(src_err("lseek"))?;
+        // Only the data extents, in the kernel where it can (`copy_file_range` range by range
+        // leaves the holes between them unwritten), else through the ring.
+        if kernel_ok && !cfg.direct && cfg.copy_method != CopyMethod::Uring {
+            return Ok(DataPath::KernelRanges(extents));
+        }
         return Ok(DataPath::Ring(extents));
     }
     if st.size == 0 {
         return Ok(DataPath::Inline);
     }
-    let kernel_ok = cfg.reflink != Reflink::Never && !core.no_kernel_copy.borrow().contains(&pair);
     match cfg.copy_method {
         CopyMethod::Uring => {}
         CopyMethod::CopyFileRange if kernel_ok => return Ok(DataPath::Kernel),
@@ -1807,6 +1814,39 @@ async fn copy_file_data(
                 Err(e) => return Err(data_err("copy_file_range")(e)),
             }
         }
+        if let DataPath::KernelRanges(extents) = &path {
+            let mut copied = Ok(0);
+            for &(off, len) in extents {
+                if let Err(e) = prealloc(&dst, off, len)
+                    && !not_here(&e)
+                {
+                    return Err(dst_err("fallocate")(e));
+                }
+                copied = fsops::copy::copy_kernel_range(src, &dst, off, len, 16 << 20).await;
+                if copied.is_err() {
+                    break;
+                }
+            }
+            match copied {
+                Ok(_) => {
+                    bump(&core.counters.kernel_copied_files, 1);
+                    tracing::trace!(
+                        size = st.size,
+                        extents = extents.len(),
+                        "data extents copied by copy_file_range"
+                    );
+                }
+                Err(e) if not_here(&e) => {
+                    core.no_kernel_copy.borrow_mut().push(pair);
+                    sys::ftruncate(dst.as_fd(), 0).map_err(dst_err("ftruncate"))?;
+                    path = DataPath::Ring(extents.clone());
+                }
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(("read", e, ErrorClass::Partial));
+                }
+                Err(e) => return Err(data_err("copy_file_range")(e)),
+            }
+        }
         let path_kind = if matches!(path, DataPath::Inline) {
             PathKind::Inline
         } else {
@@ -1869,7 +1909,7 @@ async fn copy_file_data(
                 }
                 out.dst
             }
-            DataPath::Clone | DataPath::Kernel => dst,
+            DataPath::Clone | DataPath::Kernel | DataPath::KernelRanges(_) => dst,
         };
         if !matches!(path_kind, PathKind::Inline) {
             // Whatever moved the data (ring, copy_file_range, clone), the source must still be

@@ -244,7 +244,20 @@ pub async fn copy_ring_ranges_with(
 /// copy; a clone where the file system does that), in bounded steps, yielding to the runtime
 /// between steps so one big file does not hold the core. A source that ends early is an error.
 pub async fn copy_kernel(src: &OwnedFd, dst: &OwnedFd, size: u64, step: usize) -> io::Result<u64> {
-    let mut off = 0u64;
+    copy_kernel_range(src, dst, 0, size, step).await
+}
+
+/// [`copy_kernel`] of the `len` bytes at `start` (one data extent of a sparse file), to the same
+/// offset. Returns the end offset reached.
+pub async fn copy_kernel_range(
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    start: u64,
+    len: u64,
+    step: usize,
+) -> io::Result<u64> {
+    let size = start + len;
+    let mut off = start;
     while off < size {
         let want = (size - off).min(step as u64) as usize;
         let n = sys::copy_file_range(src.as_fd(), off, dst.as_fd(), off, want)?;
