@@ -139,33 +139,54 @@ fn list_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
         target_arch = "aarch64",
         target_arch = "riscv64"
     ))]
-    if at::available() {
-        let mut missing = false;
-        let r = sized(|p, len| {
-            // SAFETY: valid directory fd, NUL-terminated name, and a buffer of `len` writable
-            // bytes; AT_SYMLINK_NOFOLLOW as for llistxattr.
-            let r = unsafe {
-                libc::syscall(
-                    at::SYS_LISTXATTRAT,
-                    dir.as_raw_fd(),
-                    name.as_ptr(),
-                    libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
-                    p,
-                    len,
-                )
-            } as isize;
-            at::ran(r).unwrap_or_else(|| {
-                missing = true;
-                0
-            })
-        });
-        if !missing {
-            return r;
+    if let Some(r) = sized_at(|p, len| {
+        // SAFETY: valid directory fd, NUL-terminated name, and a buffer of `len` writable
+        // bytes; AT_SYMLINK_NOFOLLOW as for llistxattr.
+        unsafe {
+            libc::syscall(
+                at::SYS_LISTXATTRAT,
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                p,
+                len,
+            ) as isize
         }
+    }) {
+        return r;
     }
     let path = proc_path(dir, name);
     // SAFETY: valid path and a buffer of `len` writable bytes.
     sized(|p, len| unsafe { libc::llistxattr(path.as_ptr(), p.cast(), len) })
+}
+
+/// [`sized`] for a reading `*xattrat` call; `None` when the kernel lacks the calls.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+fn sized_at(mut f: impl FnMut(*mut libc::c_void, usize) -> isize) -> Option<io::Result<Vec<u8>>> {
+    if !at::available() {
+        return None;
+    }
+    let mut missing = false;
+    let r = sized(|p, len| {
+        at::ran(f(p, len)).unwrap_or_else(|| {
+            missing = true;
+            0
+        })
+    });
+    (!missing).then_some(r)
+}
+
+/// A system call's result as `Ok(())` or the OS error.
+fn unit(r: isize) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// The value of attribute `attr` of `t`.
@@ -181,35 +202,27 @@ pub fn get(t: Target<'_>, attr: &CStr) -> io::Result<Vec<u8>> {
                 target_arch = "aarch64",
                 target_arch = "riscv64"
             ))]
-            if at::available() {
-                let mut missing = false;
-                let r = sized(|p, len| {
-                    let mut args = at::XattrArgs {
-                        value: p as u64,
-                        size: u32::try_from(len).unwrap_or(u32::MAX),
-                        flags: 0,
-                    };
-                    // SAFETY: valid directory fd and names; `args` points at a buffer of
-                    // `len` writable bytes and lives across the call.
-                    let r = unsafe {
-                        libc::syscall(
-                            at::SYS_GETXATTRAT,
-                            dir.as_raw_fd(),
-                            name.as_ptr(),
-                            libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
-                            attr.as_ptr(),
-                            &mut args as *mut at::XattrArgs,
-                            std::mem::size_of::<at::XattrArgs>(),
-                        )
-                    } as isize;
-                    at::ran(r).unwrap_or_else(|| {
-                        missing = true;
-                        0
-                    })
-                });
-                if !missing {
-                    return r;
+            if let Some(r) = sized_at(|p, len| {
+                let mut args = at::XattrArgs {
+                    value: p as u64,
+                    size: u32::try_from(len).unwrap_or(u32::MAX),
+                    flags: 0,
+                };
+                // SAFETY: valid directory fd and names; `args` points at a buffer of `len`
+                // writable bytes and lives across the call.
+                unsafe {
+                    libc::syscall(
+                        at::SYS_GETXATTRAT,
+                        dir.as_raw_fd(),
+                        name.as_ptr(),
+                        libc::AT_SYMLINK_NOFOLLOW as libc::c_uint,
+                        attr.as_ptr(),
+                        &mut args as *mut at::XattrArgs,
+                        std::mem::size_of::<at::XattrArgs>(),
+                    ) as isize
                 }
+            }) {
+                return r;
             }
             let path = proc_path(dir, name);
             // SAFETY: valid path, name, and a buffer of `len` writable bytes.
@@ -257,11 +270,7 @@ pub fn set(t: Target<'_>, attr: &CStr, value: &[u8]) -> io::Result<()> {
                     )
                 } as isize;
                 if let Some(r) = at::ran(r) {
-                    return if r < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(())
-                    };
+                    return unit(r);
                 }
             }
             let path = proc_path(dir, name);
@@ -277,11 +286,7 @@ pub fn set(t: Target<'_>, attr: &CStr, value: &[u8]) -> io::Result<()> {
             }
         }
     };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    unit(r as isize)
 }
 
 /// Remove attribute `attr` of `t`.
@@ -307,11 +312,7 @@ pub fn remove(t: Target<'_>, attr: &CStr) -> io::Result<()> {
                     )
                 } as isize;
                 if let Some(r) = at::ran(r) {
-                    return if r < 0 {
-                        Err(io::Error::last_os_error())
-                    } else {
-                        Ok(())
-                    };
+                    return unit(r);
                 }
             }
             let path = proc_path(dir, name);
@@ -319,11 +320,7 @@ pub fn remove(t: Target<'_>, attr: &CStr) -> io::Result<()> {
             unsafe { libc::lremovexattr(path.as_ptr(), attr.as_ptr()) }
         }
     };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    unit(r as isize)
 }
 
 /// Why copying attributes failed.
