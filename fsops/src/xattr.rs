@@ -335,6 +335,58 @@ pub struct XattrError {
     pub unsupported: bool,
 }
 
+/// The names of `t` that `want` accepts; none where the file system has no attributes.
+fn wanted_names(t: Target<'_>, want: &impl Fn(&[u8]) -> bool) -> Result<Vec<CString>, XattrError> {
+    match list(t) {
+        Ok(n) => Ok(n.into_iter().filter(|n| want(n.to_bytes())).collect()),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(Vec::new()),
+        Err(error) => Err(XattrError {
+            name: Vec::new(),
+            error,
+            unsupported: false,
+        }),
+    }
+}
+
+/// The names of `t` that `want` accepts, with their values (a name removed between the list
+/// and the read is left out), plain attributes first and ACLs last.
+fn wanted_values(
+    t: Target<'_>,
+    want: &impl Fn(&[u8]) -> bool,
+) -> Result<Vec<(CString, Vec<u8>)>, XattrError> {
+    let mut out = Vec::new();
+    for n in wanted_names(t, want)? {
+        match get(t, &n) {
+            Ok(v) => out.push((n, v)),
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+            Err(error) => {
+                return Err(XattrError {
+                    name: n.to_bytes().to_vec(),
+                    error,
+                    unsupported: false,
+                });
+            }
+        }
+    }
+    out.sort_by_key(|(n, _)| is_acl(n.to_bytes()));
+    Ok(out)
+}
+
+/// A failed write of attribute `n`: ignored for a refused `security.*` attribute (best effort),
+/// else the error to report.
+fn write_failed(n: &CStr, error: io::Error) -> Result<(), XattrError> {
+    let b = n.to_bytes();
+    let code = error.raw_os_error();
+    if b.starts_with(b"security.") && matches!(code, Some(libc::EPERM) | Some(libc::EACCES)) {
+        return Ok(());
+    }
+    Err(XattrError {
+        name: b.to_vec(),
+        unsupported: matches!(code, Some(libc::EOPNOTSUPP)),
+        error,
+    })
+}
+
 /// Copy the attributes of `src` that `want` accepts onto `dst`, the ACLs last (so the caller's
 /// following `chmod` makes the mode and the ACL mask agree, as in the source). `security.*`
 /// attributes are best effort: a refusal is ignored. Returns whether an ACL was set.
@@ -343,51 +395,13 @@ pub fn copy(
     dst: Target<'_>,
     want: impl Fn(&[u8]) -> bool,
 ) -> Result<bool, XattrError> {
-    let names = match list(src) {
-        Ok(n) => n,
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP)) => {
-            return Ok(false);
-        }
-        Err(error) => {
-            return Err(XattrError {
-                name: Vec::new(),
-                error,
-                unsupported: false,
-            });
-        }
-    };
-    let (acls, plain): (Vec<_>, Vec<_>) = names
-        .into_iter()
-        .filter(|n| want(n.to_bytes()))
-        .partition(|n| is_acl(n.to_bytes()));
-    for n in plain.iter().chain(acls.iter()) {
-        let value = match get(src, n) {
-            Ok(v) => v,
-            // Removed between list and get: nothing to copy.
-            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => continue,
-            Err(error) => {
-                return Err(XattrError {
-                    name: n.to_bytes().to_vec(),
-                    error,
-                    unsupported: false,
-                });
-            }
-        };
-        if let Err(error) = set(dst, n, &value) {
-            let b = n.to_bytes();
-            let code = error.raw_os_error();
-            if b.starts_with(b"security.") && matches!(code, Some(libc::EPERM) | Some(libc::EACCES))
-            {
-                continue;
-            }
-            return Err(XattrError {
-                name: b.to_vec(),
-                unsupported: matches!(code, Some(libc::EOPNOTSUPP)),
-                error,
-            });
+    let values = wanted_values(src, &want)?;
+    for (n, v) in &values {
+        if let Err(e) = set(dst, n, v) {
+            write_failed(n, e)?;
         }
     }
-    Ok(!acls.is_empty())
+    Ok(values.iter().any(|(n, _)| is_acl(n.to_bytes())))
 }
 
 /// What it takes to give an existing entry the attributes of its source: values to set (new or
@@ -400,49 +414,25 @@ pub struct Plan {
 
 impl Plan {
     /// Compare the attributes of `src` and `dst` that `want` accepts. Reads only: two lists, and
-    /// the values of the names they share or the source alone has.
+    /// the values of the source's names and of the destination's names the source has too.
     pub fn between(
         src: Target<'_>,
         dst: Target<'_>,
         want: impl Fn(&[u8]) -> bool,
     ) -> Result<Self, XattrError> {
-        let listed = |t| match list(t) {
-            Ok(n) => Ok(n.into_iter().filter(|n| want(n.to_bytes())).collect()),
-            // No attribute support: nothing to compare on this side.
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(Vec::new()),
-            Err(error) => Err(XattrError {
-                name: Vec::new(),
-                error,
-                unsupported: false,
-            }),
-        };
-        let s: Vec<CString> = listed(src)?;
-        let d: Vec<CString> = listed(dst)?;
-        let mut plan = Plan::default();
-        if s.is_empty() && d.is_empty() {
-            return Ok(plan);
-        }
-        for n in &s {
-            let value = match get(src, n) {
-                Ok(v) => v,
-                Err(e) if e.raw_os_error() == Some(libc::ENODATA) => continue,
-                Err(error) => {
-                    return Err(XattrError {
-                        name: n.to_bytes().to_vec(),
-                        error,
-                        unsupported: false,
-                    });
-                }
-            };
-            let same = d.contains(n) && get(dst, n).is_ok_and(|v| v == value);
-            if !same {
-                plan.set.push((n.clone(), value));
-            }
-        }
-        plan.remove = d.into_iter().filter(|n| !s.contains(n)).collect();
-        // Plain attributes first, ACLs last (the caller's chmod then matches mode and mask).
-        plan.set.sort_by_key(|(n, _)| is_acl(n.to_bytes()));
-        Ok(plan)
+        let s = wanted_values(src, &want)?;
+        let d = wanted_names(dst, &want)?;
+        let remove = d
+            .iter()
+            .filter(|n| !s.iter().any(|(m, _)| m == *n))
+            .cloned()
+            .collect();
+        // (In wanted_values' order: plain attributes first, ACLs last.)
+        let set = s
+            .into_iter()
+            .filter(|(n, v)| !(d.contains(n) && get(dst, n).is_ok_and(|dv| dv == *v)))
+            .collect();
+        Ok(Plan { set, remove })
     }
 
     /// Whether the destination already matches.
@@ -467,29 +457,16 @@ impl Plan {
     /// Make `dst` match: removals first, then the values, ACLs last. `security.*` refusals are
     /// ignored, as when copying.
     pub fn apply(&self, dst: Target<'_>) -> Result<(), XattrError> {
-        let fail = |n: &CString, error: io::Error| {
-            let b = n.to_bytes();
-            let code = error.raw_os_error();
-            if b.starts_with(b"security.") && matches!(code, Some(libc::EPERM) | Some(libc::EACCES))
-            {
-                return Ok(());
-            }
-            Err(XattrError {
-                name: b.to_vec(),
-                unsupported: matches!(code, Some(libc::EOPNOTSUPP)),
-                error,
-            })
-        };
         for n in &self.remove {
             match remove(dst, n) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
-                Err(e) => fail(n, e)?,
+                Err(e) => write_failed(n, e)?,
             }
         }
         for (n, v) in &self.set {
             if let Err(e) = set(dst, n, v) {
-                fail(n, e)?;
+                write_failed(n, e)?;
             }
         }
         Ok(())
