@@ -1,7 +1,8 @@
 //! The engine's switches as a tuner uses them: every `--copy-method` gives an exact copy through
 //! the path it names (checked in `--stats-json`), the pipeline tunables work at their edges, the
 //! io-wq cap reaches the kernel, every `--route` is exact and goes where it was sent, and
-//! contradictory combinations are usage errors.
+//! contradictory combinations are usage errors; a `copy_file_range` from a cold source runs off
+//! the core.
 
 mod common;
 
@@ -10,6 +11,14 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
+
+/// Held by the tests that depend on what is in the page cache: one of them drops the whole cache,
+/// which would turn another's warm copy cold.
+static PAGE_CACHE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn page_cache() -> std::sync::MutexGuard<'static, ()> {
+    PAGE_CACHE.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn stats(path: &Path) -> serde_json::Value {
     serde_json::from_str(&fs::read_to_string(path).expect("stats file")).expect("stats JSON")
@@ -248,6 +257,7 @@ fn each_route_is_exact_and_counted_where_it_was_sent() {
 /// wait for the disk go to the ring (auto), and the copy is exact.
 #[test]
 fn cold_small_files_go_to_the_ring_and_stay_exact() {
+    let _cache = page_cache();
     if !is_root() {
         skip(
             "cold_small_files_go_to_the_ring_and_stay_exact",
@@ -443,8 +453,74 @@ fn evict(p: &Path) {
     }
 }
 
+/// Sum of one per-core counter of a stats JSON document.
+fn per_core_sum(v: &serde_json::Value, key: &str) -> u64 {
+    v["cores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c[key].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn cold_kernel_copies_leave_the_core_and_stay_exact() {
+    let _cache = page_cache();
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    // A sparse file of three data extents far apart, and a plain file past --inline-max: both
+    // go to copy_file_range (-S: extent by extent).
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(src.join("sparse")).unwrap();
+        f.write_all_at(&content(1, 256 << 10), 0).unwrap();
+        f.write_all_at(&content(2, 256 << 10), 32 << 20).unwrap();
+        f.write_all_at(&content(3, 256 << 10), (64 << 20) - (256 << 10))
+            .unwrap();
+    }
+    write(&src.join("plain"), &content(4, 3 << 20));
+    for f in ["sparse", "plain"] {
+        evict(&src.join(f));
+    }
+    if resident_pages(&src.join("plain")) > 0 || resident_pages(&src.join("sparse")) > 0 {
+        skip(
+            "cold_kernel_copies_leave_the_core_and_stay_exact",
+            "this file system keeps the pages in memory (tmpfs?)",
+        );
+        return;
+    }
+    let copy = |dst: &str| {
+        let json = s.path().join(format!("{dst}.json"));
+        let j = json.display().to_string();
+        let out = copy_contents(&["-aS", "--stats-json", &j], &src, &s.path().join(dst));
+        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+        assert_same(&src, &s.path().join(dst), treediff::Check::archive());
+        stats(&json)
+    };
+    let v = copy("cold");
+    assert_eq!(per_core_sum(&v, "kernel_copied_files"), 2, "{v}");
+    assert_eq!(
+        per_core_sum(&v, "offloaded_files"),
+        2,
+        "the cold copies stayed on the cores: {v}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(s.path().join("cold/sparse")).unwrap();
+    assert!(
+        m.blocks() * 512 < 2 << 20,
+        "sparse allocates {} bytes",
+        m.blocks() * 512
+    );
+    // Warm now: every copy runs on its core.
+    let v = copy("warm");
+    assert_eq!(per_core_sum(&v, "kernel_copied_files"), 2, "{v}");
+    assert_eq!(per_core_sum(&v, "offloaded_files"), 0, "{v}");
+}
+
 #[test]
 fn direct_io_bypasses_the_page_cache_and_is_exact() {
+    let _cache = page_cache();
     let s = Scratch::new();
     let src = s.path().join("src");
     fs::create_dir(&src).unwrap();

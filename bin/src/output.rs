@@ -458,6 +458,7 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
                 "kernel_copied_files": c.kernel_copied_files,
                 "split_files": c.split_files,
                 "split_chunks": c.split_chunks,
+                "offloaded_files": c.offloaded_files,
                 "routes": routes_json(&[c.routed]),
                 "hard_linked": c.hard_linked,
             })

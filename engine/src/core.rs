@@ -81,6 +81,7 @@ pub(crate) struct Counters {
     pub kernel_copied_files: Cell<u64>,
     pub split_files: Cell<u64>,
     pub split_chunks: Cell<u64>,
+    pub offloaded_files: Cell<u64>,
     /// Calls per routed class and path (`route`).
     pub routed: [[Cell<u64>; 3]; 5],
     pub hard_links: Cell<u64>,
@@ -137,6 +138,13 @@ pub(crate) struct RunShared {
     pub placeholder: Arc<OwnedFd>,
     /// The metadata workers, when some op class is routed to them.
     pub workers: Option<crate::workers::Workers>,
+    /// The threads that run cold `copy_file_range` copies, started on first need (`None` inside:
+    /// they could not be started, and the copies stay on the cores).
+    pub copy_pool: std::sync::OnceLock<Option<crate::workers::Workers>>,
+    /// The CPUs the run's main thread may use (the copy pool's threads run on all of them).
+    pub cpus: Option<fsops::sys::CpuMask>,
+    /// Core threads, for sizing the copy pool.
+    pub threads: usize,
     /// The tops of the new subtrees made under temporary names (one entry per such subtree,
     /// not per file): any still unpublished when the run ends (it was stopped) is renamed into
     /// place then, with the complete files it holds.
@@ -176,6 +184,16 @@ impl StagedDir {
 }
 
 impl RunShared {
+    /// The cold-copy pool, started on the first call: two threads per core, 4 to 64.
+    pub(crate) fn copy_pool(&self) -> Option<&crate::workers::Workers> {
+        self.copy_pool
+            .get_or_init(|| {
+                let n = (self.threads * 2).clamp(4, 64);
+                crate::workers::Workers::start(n, "copy", self.cpus).ok()
+            })
+            .as_ref()
+    }
+
     /// Record a subtree top made as `tmp` in `parent`, to become `name`.
     pub(crate) fn stage_dir(
         &self,
@@ -296,7 +314,7 @@ pub(crate) fn run(
             } else {
                 config.meta_workers
             };
-            match crate::workers::Workers::start(n) {
+            match crate::workers::Workers::start(n, "meta", None) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     fsops::sys::set_umask(umask);
@@ -311,6 +329,9 @@ pub(crate) fn run(
             None
         },
         staged: std::sync::Mutex::new(Vec::new()),
+        copy_pool: std::sync::OnceLock::new(),
+        cpus: fsops::sys::CpuMask::current().ok(),
+        threads,
         placeholder: Arc::new(match fsops::sys::memfd(c"arsync-dry-run") {
             Ok(fd) => fd,
             Err(e) => {
@@ -539,6 +560,7 @@ fn core_thread(
             kernel_copied_files: core.counters.kernel_copied_files.get(),
             split_files: core.counters.split_files.get(),
             split_chunks: core.counters.split_chunks.get(),
+            offloaded_files: core.counters.offloaded_files.get(),
             routed: std::array::from_fn(|c| {
                 std::array::from_fn(|v| core.counters.routed[c][v].get())
             }),

@@ -549,6 +549,9 @@ pub struct CoreReport {
     pub split_files: u64,
     /// Chunks of split files this core copied (its own files' and other cores').
     pub split_chunks: u64,
+    /// Files copied with `copy_file_range` whose source was not in the page cache: the copy ran
+    /// on a thread of the cold-copy pool, not on the core.
+    pub offloaded_files: u64,
     /// Calls per routed class ([`ROUTE_CLASSES`]) and path (inline, ring, worker).
     pub routed: [[u64; 3]; 5],
     /// Names made as hard links to an already copied inode.

@@ -1511,6 +1511,50 @@ fn data_path(core: &Core, parent: &DirNode, src: &OwnedFd, st: &Stat) -> EntryRe
     Ok(DataPath::Ring(vec![(0, st.size)]))
 }
 
+/// `copy_file_range` of `ranges` on a thread of the cold-copy pool when the source is not in the
+/// page cache (`None`: it is, or the pool could not be started; copy on the core). A blocking
+/// copy from the disk would hold the core, and every other file it has in flight, for as long as
+/// the reads take; on the pool the core goes on and several cold files are read at once. A warm
+/// source costs one `preadv2(RWF_NOWAIT)` of one byte. Returns the end offset of the last range.
+async fn copy_cold(
+    core: &Core,
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    ranges: &[(u64, u64)],
+) -> Option<io::Result<u64>> {
+    let &(first, _) = ranges.iter().find(|r| r.1 > 0)?;
+    if sys::is_cached(src.as_fd(), first) != Some(false) {
+        return None;
+    }
+    let pool = core.shared.copy_pool()?;
+    let (src, dst) = match (src.try_clone(), dst.try_clone()) {
+        (Ok(s), Ok(d)) => (s, d),
+        _ => return None,
+    };
+    let ranges = ranges.to_vec();
+    bump(&core.counters.offloaded_files, 1);
+    // Dropped with this future (a stop request): the thread stops at its next step.
+    struct Wanted(Arc<AtomicBool>);
+    impl Drop for Wanted {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Relaxed);
+        }
+    }
+    let wanted = Wanted(Arc::new(AtomicBool::new(true)));
+    let flag = Arc::clone(&wanted.0);
+    let r = pool
+        .call(move || {
+            let mut end = 0;
+            for (off, len) in ranges {
+                end = fsops::copy::copy_kernel_range_blocking(&src, &dst, off, len, &flag)?;
+            }
+            Ok(end)
+        })
+        .await;
+    drop(wanted);
+    Some(r)
+}
+
 fn not_here(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -1795,6 +1839,8 @@ async fn copy_file_data(
                 && core.worker.borrow().count() > 1;
             let copied = if split {
                 copy_split(core, src, &dst, st.size, dst_name).await
+            } else if let Some(r) = copy_cold(core, src, &dst, &[(0, st.size)]).await {
+                r
             } else {
                 fsops::copy::copy_kernel(src, &dst, st.size, 16 << 20).await
             };
@@ -1815,16 +1861,22 @@ async fn copy_file_data(
             }
         }
         if let DataPath::KernelRanges(extents) = &path {
-            let mut copied = Ok(0);
             for &(off, len) in extents {
                 if let Err(e) = prealloc(&dst, off, len)
                     && !not_here(&e)
                 {
                     return Err(dst_err("fallocate")(e));
                 }
-                copied = fsops::copy::copy_kernel_range(src, &dst, off, len, 16 << 20).await;
-                if copied.is_err() {
-                    break;
+            }
+            let mut copied = Ok(0);
+            if let Some(r) = copy_cold(core, src, &dst, extents).await {
+                copied = r;
+            } else {
+                for &(off, len) in extents {
+                    copied = fsops::copy::copy_kernel_range(src, &dst, off, len, 16 << 20).await;
+                    if copied.is_err() {
+                        break;
+                    }
                 }
             }
             match copied {

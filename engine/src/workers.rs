@@ -5,6 +5,11 @@
 //! The threads are started by the run's main thread before the core threads pin themselves, so
 //! they may run on any CPU (a thread spawned by a pinned core would inherit its one-CPU mask and
 //! compete with it). They exist only when some op class is routed to them.
+//!
+//! The same pool type, started on first need by a core and unpinned by its threads, runs the
+//! copies that would wait for the disk (`copy_file_range` of a source not in the page cache), so
+//! a core keeps its other files going meanwhile: the counterpart, for a call io_uring has no
+//! opcode for, of sending a cold open or read to the ring.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
@@ -24,16 +29,25 @@ struct Slot<T> {
 }
 
 impl Workers {
-    /// Start `n` threads (at least one).
-    pub(crate) fn start(n: usize) -> std::io::Result<Self> {
+    /// Start `n` threads (at least one) named `arsync-{kind}-{i}`; with `cpus`, each first
+    /// allows itself on those CPUs (a pool started from a pinned core would otherwise inherit
+    /// that core's single CPU).
+    pub(crate) fn start(
+        n: usize,
+        kind: &str,
+        cpus: Option<fsops::sys::CpuMask>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let mut threads = Vec::new();
         for i in 0..n.max(1) {
             let rx = rx.clone();
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("arsync-meta-{i}"))
+                    .name(format!("arsync-{kind}-{i}"))
                     .spawn(move || {
+                        if let Some(m) = cpus {
+                            let _ = m.apply();
+                        }
                         while let Ok(job) = rx.recv() {
                             job();
                         }

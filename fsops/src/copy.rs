@@ -275,6 +275,34 @@ pub async fn copy_kernel_range(
     Ok(off)
 }
 
+/// [`copy_kernel_range`] for a thread that may block, in steps of 16 MiB; between steps it
+/// gives up (`ErrorKind::Interrupted`) once `wanted` is false (its caller went away).
+pub fn copy_kernel_range_blocking(
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    start: u64,
+    len: u64,
+    wanted: &std::sync::atomic::AtomicBool,
+) -> io::Result<u64> {
+    let size = start + len;
+    let mut off = start;
+    while off < size {
+        if !wanted.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        let want = (size - off).min(16 << 20) as usize;
+        let n = sys::copy_file_range(src.as_fd(), off, dst.as_fd(), off, want)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while it was being copied",
+            ));
+        }
+        off += n as u64;
+    }
+    Ok(off)
+}
+
 /// Let the other tasks of this runtime run once.
 pub async fn yield_now() {
     let mut yielded = false;

@@ -336,6 +336,30 @@ pub fn fallocate_keep_size(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Res
     .map(drop)
 }
 
+/// The set of CPUs a thread may run on (`sched_getaffinity`/`sched_setaffinity`).
+#[derive(Clone, Copy)]
+pub struct CpuMask(libc::cpu_set_t);
+
+impl CpuMask {
+    /// The calling thread's mask.
+    pub fn current() -> io::Result<Self> {
+        // SAFETY: an all-zero cpu_set_t is a valid empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: the kernel writes at most size_of::<cpu_set_t>() bytes into `set`.
+        cvt(unsafe {
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set)
+        })?;
+        Ok(Self(set))
+    }
+
+    /// Let the calling thread run on these CPUs.
+    pub fn apply(&self) -> io::Result<()> {
+        // SAFETY: the kernel reads size_of::<cpu_set_t>() bytes from a live set.
+        cvt(unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0) })
+            .map(drop)
+    }
+}
+
 /// `posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)`.
 pub fn fadvise_sequential(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: plain syscall on a valid fd.
@@ -344,6 +368,26 @@ pub fn fadvise_sequential(fd: BorrowedFd<'_>) -> io::Result<()> {
         Err(io::Error::from_raw_os_error(r))
     } else {
         Ok(())
+    }
+}
+
+/// Whether the byte at `offset` of `fd` is in the page cache: a one-byte `preadv2` with
+/// `RWF_NOWAIT`, which fails with `EAGAIN` instead of reading from the disk. `None` where the
+/// kernel or file system cannot say.
+pub fn is_cached(fd: BorrowedFd<'_>, offset: u64) -> Option<bool> {
+    let mut byte = 0u8;
+    let iov = libc::iovec {
+        iov_base: (&raw mut byte).cast(),
+        iov_len: 1,
+    };
+    // SAFETY: one iovec over a live local byte; the kernel writes at most 1 byte into it.
+    let r = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, offset as i64, libc::RWF_NOWAIT) };
+    if r >= 0 {
+        return Some(true);
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => Some(false),
+        _ => None,
     }
 }
 
