@@ -804,3 +804,43 @@ fn a_million_entry_tree_stays_within_64_mib() {
         );
     }
 }
+
+#[test]
+fn remove_source_files_keeps_a_file_written_to_after_its_copy() {
+    if !hooks_or_skip("remove_source_files_keeps_a_file_written_to_after_its_copy") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    race_tree(&src);
+    let dst = s.path().join("dst");
+    // `grow` gets 64 KiB more after its copy is in place, just before its source is removed.
+    let out = with_hook(
+        "before-remove=grow:append",
+        &["-a", "--remove-source-files"],
+        &src,
+        &dst,
+    );
+    let e = err(&out);
+    assert!(
+        e.contains("test hook BeforeRemove"),
+        "the race was not hit: {e}"
+    );
+    assert_eq!(code(&out), 23, "{e}");
+    assert!(
+        e.contains("grow") && e.contains("changed since it was copied"),
+        "{e}"
+    );
+    // The grown file stays, with everything written to it; every other file is gone from the
+    // source and whole in the destination.
+    assert_eq!(fs::metadata(src.join("grow")).unwrap().len(), 3000 + 65536);
+    assert_eq!(fs::read(dst.join("grow")).unwrap(), content(9, 3000));
+    let left: Vec<_> = treediff::walk(&src)
+        .unwrap()
+        .into_iter()
+        .filter(|p| fs::symlink_metadata(src.join(p)).unwrap().is_file())
+        .collect();
+    assert_eq!(left, vec![std::path::PathBuf::from("grow")]);
+    assert_eq!(fs::read(dst.join("dir/f2999")).unwrap(), b"2999");
+    assert_eq!(fs::read(dst.join("keep/k9")).unwrap(), b"bystander");
+}

@@ -1,6 +1,7 @@
 //! Sync behaviour against rsync on the same trees: `--delete` (and `--delete-after`,
 //! `--delete-excluded`, `--max-delete`), filter rules, `-n` (changes nothing), `-i` (rsync's
-//! change codes), `-c`, `-u`, `--existing`, `--ignore-existing`, `--modify-window`, `--stats`.
+//! change codes), `-c`, `-u`, `--existing`, `--ignore-existing`, `--max-size`/`--min-size`,
+//! `--remove-source-files`, `--modify-window`, `--stats`.
 //! Where rsync is the oracle, the test runs `rsync -n -i` (or a real rsync copy) on an identical
 //! tree and compares.
 
@@ -968,4 +969,190 @@ fn link_dest_links_unchanged_files() {
     let got = linked("b2");
     assert_eq!(got, linked("r2"), "linked the same files as rsync");
     assert!(got.contains("top.txt") && !got.contains("src/main.c") && !got.contains("doc/readme"));
+}
+
+#[test]
+fn size_limits_leave_files_alone_as_rsync_does() {
+    if !require_rsync("size_limits_leave_files_alone_as_rsync_does") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    for (p, len) in [
+        ("small", 100),
+        ("big", 5000),
+        ("sub/k2", 2048),
+        ("sub/k2p", 2049),
+        ("sub/empty", 0),
+        ("sub/d/k1", 1024),
+    ] {
+        let f = src.join(p);
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        write(&f, &content(len as u64, len));
+    }
+    symlink("big", src.join("link")).unwrap();
+    // Whole seconds everywhere: rsync compares times to the second, arsync to the nanosecond.
+    let stamp = |root: &Path| {
+        for (i, p) in treediff::walk(root).unwrap().into_iter().rev().enumerate() {
+            set_times(&root.join(&p), 1_700_000_000 + i as i64 * 7, 0);
+        }
+    };
+    stamp(&src);
+    // A destination from an earlier run, since changed: `big` holds other data (of another
+    // size), and `extra` is not in the source.
+    let base = s.path().join("base");
+    assert_eq!(code(&rsync(&["-a"], &src, &base)), 0);
+    write(&base.join("big"), b"older content");
+    write(&base.join("extra"), b"x");
+    stamp(&base);
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--max-size=2K"],
+        vec!["--min-size=2K"],
+        vec!["--max-size=2K-1"],
+        vec!["--max-size=2KB"],
+        vec!["--max-size=1.5k"],
+        vec!["--min-size=1", "--max-size=4.9K"],
+        vec!["--max-size=0"],
+        vec!["--min-size=2049b", "--max-size=5000"],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        let (want, got) = (
+            s.path().join(format!("rsync{i}")),
+            s.path().join(format!("arsync{i}")),
+        );
+        for d in [&want, &got] {
+            assert_eq!(code(&rsync(&["-a"], &base, d)), 0);
+        }
+        let mut args = vec!["-a", "-i", "--delete"];
+        args.extend(flags.iter().copied());
+        let mut dry = args.clone();
+        dry.push("-n");
+        let w = rsync(&dry, &src, &want);
+        assert_eq!(code(&w), 0, "rsync {flags:?}: {}", err(&w));
+        let g = copy_contents(&dry, &src, &got);
+        assert_eq!(code(&g), 0, "arsync {flags:?}: {}", err(&g));
+        assert_eq!(items(&g), items(&w), "-n -i with {flags:?}");
+        let w = rsync(&args, &src, &want);
+        assert_eq!(code(&w), 0, "{}", err(&w));
+        let g = copy_contents(&args, &src, &got);
+        assert_eq!(code(&g), 0, "{}", err(&g));
+        assert_eq!(listing(&got), listing(&want), "copy with {flags:?}");
+        for p in treediff::walk(&want).unwrap() {
+            let m = fs::symlink_metadata(want.join(&p)).unwrap();
+            if m.is_file() {
+                assert_eq!(
+                    fs::read(got.join(&p)).unwrap(),
+                    fs::read(want.join(&p)).unwrap(),
+                    "{} with {flags:?}",
+                    p.display()
+                );
+            }
+        }
+    }
+    // The files left alone are named with -vv, as rsync names them.
+    let out = copy_contents(&["-a", "-n", "-vv", "--max-size=2K"], &src, &base);
+    assert_eq!(code(&out), 0);
+    let t = text(&out);
+    assert!(t.contains("big is over max-size\n"), "{t}");
+    assert!(t.contains("sub/k2p is over max-size\n"), "{t}");
+    let out = copy_contents(&["-a", "-n", "--max-size=2Q"], &src, &base);
+    assert_eq!(code(&out), 1, "a size rsync would refuse is a usage error");
+}
+
+#[test]
+fn remove_source_files_removes_what_rsync_removes() {
+    if !require_rsync("remove_source_files_removes_what_rsync_removes") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    for (p, len) in [
+        ("a", 10),
+        ("sub/b", 20),
+        ("sub/deeper/c", 30),
+        ("same", 40),
+        ("attr", 50),
+        ("big", 5000),
+        ("h1", 60),
+    ] {
+        let f = src.join(p);
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        write(&f, &content(len as u64, len));
+    }
+    fs::hard_link(src.join("h1"), src.join("sub/h2")).unwrap();
+    symlink("a", src.join("link")).unwrap();
+    let fifo = Command::new("mkfifo")
+        .arg(src.join("fifo"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    // Whole seconds: rsync compares times to the second.
+    for (i, p) in treediff::walk(&src).unwrap().into_iter().rev().enumerate() {
+        set_times(&src.join(&p), 1_700_000_000 + i as i64 * 7, 0);
+    }
+    // The destination already has `same` (identical) and `attr` (another mode).
+    let base = s.path().join("base");
+    fs::create_dir(&base).unwrap();
+    for f in ["same", "attr"] {
+        assert!(
+            Command::new("cp")
+                .arg("-a")
+                .arg(src.join(f))
+                .arg(base.join(f))
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    fs::set_permissions(
+        base.join("attr"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let flags = ["-aH", "--max-size=1K", "--remove-source-files"];
+    let mut runs = Vec::new();
+    for tool in ["rsync", "arsync"] {
+        let (from, to) = (s.path().join(format!("src-{tool}")), s.path().join(tool));
+        for (a, b) in [(&src, &from), (&base, &to)] {
+            assert_eq!(code(&rsync(&["-aH"], a, b)), 0);
+        }
+        // A dry run removes nothing.
+        let mut dry = flags.to_vec();
+        dry.push("-n");
+        let out = if tool == "rsync" {
+            rsync(&dry, &from, &to)
+        } else {
+            copy_contents(&dry, &from, &to)
+        };
+        assert_eq!(code(&out), 0, "{tool} -n: {}", err(&out));
+        assert_eq!(listing(&from), listing(&src), "{tool} -n removed something");
+        let out = if tool == "rsync" {
+            rsync(&flags, &from, &to)
+        } else {
+            copy_contents(&flags, &from, &to)
+        };
+        assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
+        runs.push((listing(&from), listing(&to), to));
+    }
+    let (rsync_left, rsync_dst, _) = &runs[0];
+    let (left, dst, to) = &runs[1];
+    assert_eq!(left, rsync_left, "what stays in the source");
+    assert_eq!(dst, rsync_dst, "what the destination holds");
+    // Only directories and the file over --max-size stay.
+    assert_eq!(
+        left.iter()
+            .filter(|l| l.starts_with("f "))
+            .collect::<Vec<_>>(),
+        vec!["f big"]
+    );
+    // The copies are whole, and the hard link survived the removal of its other name.
+    assert_eq!(fs::read(to.join("sub/h2")).unwrap(), content(60, 60));
+    assert_eq!(
+        fs::metadata(to.join("h1")).unwrap().ino(),
+        fs::metadata(to.join("sub/h2")).unwrap().ino()
+    );
+    assert_eq!(
+        fs::metadata(to.join("attr")).unwrap().mode() & 0o777,
+        fs::metadata(src.join("attr")).unwrap().mode() & 0o777
+    );
 }

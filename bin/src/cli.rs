@@ -593,6 +593,13 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("remove-source-files")
+            .long("remove-source-files")
+            .action(ArgAction::SetTrue)
+            .help("remove from the source every non-directory that is in sync in the destination (copied, linked or already up to date); a file that changed since it was copied is kept and reported [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("ignore-existing")
             .long("ignore-existing")
             .action(ArgAction::SetTrue)
@@ -642,6 +649,22 @@ pub fn command() -> Command {
             .long("delete-excluded")
             .action(ArgAction::SetTrue)
             .help("also delete destination entries that are excluded (implies --delete) [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("max-size")
+            .long("max-size")
+            .value_name("SIZE")
+            .value_parser(parse_size)
+            .help("leave regular files larger than SIZE alone: not copied, not updated, not deleted (e.g. 100M, 1.5G, 2K-1; K = 1024, KB = 1000) [default: no limit]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("min-size")
+            .long("min-size")
+            .value_name("SIZE")
+            .value_parser(parse_size)
+            .help("leave regular files smaller than SIZE alone, as --max-size does larger ones [default: no limit]")
             .help_heading("Sync"),
     )
     .arg(
@@ -1066,6 +1089,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.force = m.get_flag("force");
     config.dry_run = m.get_flag("dry-run");
     config.max_delete = m.get_one::<u64>("max-delete").copied();
+    config.max_size = m.get_one::<u64>("max-size").copied();
+    config.remove_source_files = m.get_flag("remove-source-files");
+    config.min_size = m.get_one::<u64>("min-size").copied();
     let delete_excluded = m.get_flag("delete-excluded");
     config.delete = if m.get_flag("delete-after") {
         Some(engine::Delete::After)
@@ -1182,6 +1208,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         if !config.link_dest.is_empty() {
             return Err(usage("--mpi cannot be combined with --link-dest"));
         }
+        if config.remove_source_files {
+            return Err(usage("--mpi cannot be combined with --remove-source-files"));
+        }
         if config.delete == Some(engine::Delete::After) {
             return Err(usage(
                 "--mpi deletes during the walk: use --delete, not --delete-after/--delete-delay",
@@ -1260,28 +1289,62 @@ fn usage(message: &str) -> Refused {
 
 /// A byte size as rsync reads one: a number with an optional suffix, `K`/`KiB` = 1024 and
 /// `KB` = 1000 (likewise M and G).
+/// A size as rsync reads one: a number, a fraction allowed (`1.5M`), then an optional unit `B`,
+/// `K`, `M`, `G`, `T` or `P` (powers of 1024; `KiB` the same; `KB` powers of 1000; any case),
+/// then an optional `+1` or `-1` (one byte more or less).
 fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let lower = t.to_ascii_lowercase();
-    let digits_end = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
-    let (num, suffix) = lower.split_at(digits_end);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 4096, 256K, 4M)"))?;
-    let mul: u64 = match suffix {
-        "" | "b" => 1,
-        "k" | "kib" => 1 << 10,
-        "m" | "mib" => 1 << 20,
-        "g" | "gib" => 1 << 30,
-        "kb" => 1000,
-        "mb" => 1000 * 1000,
-        "gb" => 1000 * 1000 * 1000,
-        _ => return Err(format!("{s:?} is not a size (e.g. 4096, 256K, 4M)")),
+    let bad = || format!("{s:?} is not a size (e.g. 4096, 256K, 1.5M, 4GB, 2K-1)");
+    let t = s.trim().to_ascii_lowercase();
+    let (t, offset) = if let Some(r) = t.strip_suffix("+1") {
+        (r, 1i128)
+    } else if let Some(r) = t.strip_suffix("-1") {
+        (r, -1)
+    } else {
+        (t.as_str(), 0)
     };
-    n.checked_mul(mul)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    let num_end = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(num_end);
+    let (whole, frac) = num.split_once('.').unwrap_or((num, ""));
+    if whole.is_empty() && frac.is_empty() || frac.contains('.') {
+        return Err(bad());
+    }
+    let (letter, rest) = unit.split_at(unit.len().min(1));
+    let power = match letter {
+        "" | "b" if rest.is_empty() => 0,
+        "k" => 1,
+        "m" => 2,
+        "g" => 3,
+        "t" => 4,
+        "p" => 5,
+        _ => return Err(bad()),
+    };
+    let base: u128 = match rest {
+        "" | "ib" => 1024,
+        "b" if power > 0 => 1000,
+        _ => return Err(bad()),
+    };
+    let mul = base.pow(power);
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    // The fraction, exactly: digits over their power of ten, rounded down to whole bytes.
+    let frac_bytes = if frac.is_empty() {
+        0
+    } else {
+        let digits: u128 = frac.parse().map_err(|_| bad())?;
+        let scale = 10u128.checked_pow(frac.len() as u32).ok_or_else(bad)?;
+        digits.checked_mul(mul).ok_or_else(bad)? / scale
+    };
+    let bytes = whole
+        .checked_mul(mul)
+        .and_then(|b| b.checked_add(frac_bytes))
+        .ok_or_else(|| format!("{s:?} is too large"))? as i128
+        + offset;
+    u64::try_from(bytes).map_err(|_| format!("{s:?} is out of range"))
 }
 
 fn has_trailing_slash(p: &OsString) -> bool {
@@ -1484,6 +1547,49 @@ pub fn generate(what: &Generate, out: &mut dyn std::io::Write) -> std::io::Resul
             let mut cmd = cmd;
             clap_complete::generate(shell, &mut cmd, "arsync", out);
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_read_as_rsync_reads_them() {
+        for (s, want) in [
+            ("0", 0),
+            ("4096", 4096),
+            ("100b", 100),
+            ("2K", 2048),
+            ("2k", 2048),
+            ("2KiB", 2048),
+            ("2KB", 2000),
+            ("2kb", 2000),
+            ("1.5k", 1536),
+            ("1.5M", 3 << 19),
+            ("2K-1", 2047),
+            ("2K+1", 2049),
+            ("1G", 1 << 30),
+            ("1t", 1 << 40),
+            ("1P", 1 << 50),
+            ("4.9K", 5017),
+            (".5k", 512),
+        ] {
+            assert_eq!(parse_size(s), Ok(want), "{s}");
+        }
+        for s in [
+            "",
+            "abc",
+            "2Q",
+            "1.2.3",
+            "k",
+            "2bb",
+            "0-1",
+            "99999999999P",
+            "2Kix",
+        ] {
+            assert!(parse_size(s).is_err(), "{s} was accepted");
         }
     }
 }

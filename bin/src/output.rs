@@ -177,11 +177,13 @@ impl Observer for Printer {
                 if self.quiet {
                     return;
                 }
-                // rsync names these only with -v.
+                // rsync names these only with -v, and files outside the size limits with -vv.
                 if matches!(
                     reason,
                     SkipReason::UnsafeSymlink | SkipReason::OtherFileSystem
                 ) && self.verbose == 0
+                    || matches!(reason, SkipReason::OverMaxSize | SkipReason::UnderMinSize)
+                        && self.verbose < 2
                 {
                     return;
                 }
@@ -205,6 +207,14 @@ impl Observer for Printer {
                         line.extend_from_slice(b"skipping mount point \"");
                         line.extend_from_slice(&escape(path));
                         line.push(b'"');
+                    }
+                    SkipReason::OverMaxSize => {
+                        line.extend_from_slice(&escape(path));
+                        line.extend_from_slice(b" is over max-size");
+                    }
+                    SkipReason::UnderMinSize => {
+                        line.extend_from_slice(&escape(path));
+                        line.extend_from_slice(b" is under min-size");
                     }
                 }
                 line.push(b'\n');

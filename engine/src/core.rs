@@ -242,6 +242,9 @@ pub(crate) struct Core {
     pub lat: crate::latency::Recorder,
     /// `--delete-after`: deletions decided on this core, done when the run ends.
     pub pending_deletes: RefCell<Vec<crate::sync::PendingDelete>>,
+    /// `--remove-source-files` with `-H`: names of multi-link source files, removed once the
+    /// run is over (removing one earlier would hide the link from names not yet copied).
+    pub pending_removals: RefCell<Vec<crate::task::PendingRemoval>>,
 }
 
 impl Core {
@@ -267,6 +270,7 @@ struct CoreOut {
     counters: Counters,
     latency: Option<crate::latency::Latencies>,
     pending_deletes: Vec<crate::sync::PendingDelete>,
+    pending_removals: Vec<crate::task::PendingRemoval>,
     report: CoreReport,
     fatal: Option<String>,
 }
@@ -424,6 +428,22 @@ pub(crate) fn run(
         report.delete_skipped += main.delete_skipped.get();
         report.errors += main.errors.get();
     }
+    if !report.interrupted {
+        // --remove-source-files -H: the multi-link names, now that every name is copied.
+        for out in &outs {
+            for r in &out.pending_removals {
+                if let Err((path, op, e)) = r.remove() {
+                    report.errors += 1;
+                    shared.observer.event(&crate::Event::Error {
+                        path: &path,
+                        op,
+                        error: &e,
+                        class: crate::ErrorClass::Partial,
+                    });
+                }
+            }
+        }
+    }
     fsops::sys::set_umask(umask);
     for out in outs {
         let c = &out.counters;
@@ -494,6 +514,7 @@ fn core_thread(
                 counters: Counters::default(),
                 latency: None,
                 pending_deletes: Vec::new(),
+                pending_removals: Vec::new(),
                 report: CoreReport::default(),
                 fatal: Some(format!("cannot set up io_uring on core {index}: {e}")),
             };
@@ -537,6 +558,7 @@ fn core_thread(
         heavy: Cell::new(0),
         deferred: Cell::new(false),
         pending_deletes: RefCell::new(Vec::new()),
+        pending_removals: RefCell::new(Vec::new()),
         lat: crate::latency::Recorder::new(config.measure),
         worker: RefCell::new(worker),
         shared: Arc::clone(&shared),
@@ -568,6 +590,7 @@ fn core_thread(
         },
         counters: core.counters,
         pending_deletes: core.pending_deletes.into_inner(),
+        pending_removals: core.pending_removals.into_inner(),
         latency: core.lat.into_inner(),
         fatal: None,
     }

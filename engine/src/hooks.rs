@@ -12,6 +12,7 @@
 //! | `after-batch` | a source directory's first batch of names was read | the directory |
 //! | `before-enter` | a destination directory is about to be opened or made | the directory |
 //! | `after-write` | a file's data is written, before `--verify` reads it back | the file (the only action is `flip`: its first byte is inverted) |
+//! | `before-remove` | `--remove-source-files`: a source entry in sync is about to be checked and removed | the entry |
 //! | `split` | a large file's helper tasks were offered to the other cores | the file (the only action is `wait-helper`: the owner claims no chunk until another core has claimed one) |
 //!
 //! Actions (all relative to the directory holding NAME): `unlink` (the file vanishes), `append`
@@ -28,6 +29,7 @@ pub(crate) enum Point {
     AfterBatch,
     BeforeEnter,
     AfterWrite,
+    BeforeRemove,
     Split,
 }
 
@@ -86,6 +88,7 @@ mod imp {
                         "after-batch" => Point::AfterBatch,
                         "before-enter" => Point::BeforeEnter,
                         "after-write" => Point::AfterWrite,
+                        "before-remove" => Point::BeforeRemove,
                         "split" => Point::Split,
                         _ => return None,
                     };

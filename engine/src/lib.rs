@@ -211,6 +211,16 @@ pub struct Config {
     /// `--ignore-existing`: leave every entry the destination already has (directories are
     /// still descended).
     pub ignore_existing: bool,
+    /// `--min-size`/`--max-size`: regular files smaller / larger than this (bytes) are left
+    /// alone, as rsync leaves them: not copied, their destination copies not updated, and not
+    /// deleted as extraneous either.
+    pub min_size: Option<u64>,
+    /// See [`Config::min_size`].
+    pub max_size: Option<u64>,
+    /// `--remove-source-files`: once a non-directory is in sync in the destination (copied,
+    /// linked, or found up to date), remove it from the source; a regular file whose size or
+    /// mtime no longer matches its copy is kept and reported.
+    pub remove_source_files: bool,
     /// Include/exclude/protect rules.
     pub filters: Filters,
     /// `--delete`/`--delete-after`: remove destination entries the source does not have.
@@ -307,6 +317,9 @@ impl Config {
             update: false,
             existing: false,
             ignore_existing: false,
+            min_size: None,
+            max_size: None,
+            remove_source_files: false,
             filters: Filters::new(),
             delete: None,
             max_delete: None,
@@ -387,6 +400,10 @@ pub enum SkipReason {
     UnsafeSymlink,
     /// A directory on another file system, with `-xx`.
     OtherFileSystem,
+    /// A regular file larger than `--max-size`.
+    OverMaxSize,
+    /// A regular file smaller than `--min-size`.
+    UnderMinSize,
 }
 
 /// What the engine tells its observer, from any core thread.

@@ -80,6 +80,20 @@ pub(crate) async fn judge_file(
             Verdict::Copy(Change::new_entry(How::Transfer))
         }
     };
+    let limit = if cfg.max_size.is_some_and(|m| st.size > m) {
+        Some(crate::SkipReason::OverMaxSize)
+    } else if cfg.min_size.is_some_and(|m| st.size < m) {
+        Some(crate::SkipReason::UnderMinSize)
+    } else {
+        None
+    };
+    if let Some(reason) = limit {
+        let rel = node.child_rel(dst_name);
+        shared
+            .observer
+            .event(&crate::Event::Skipped { path: &rel, reason });
+        return Verdict::Skip;
+    }
     if fresh {
         return new();
     }

@@ -16,10 +16,13 @@
 //! it to zero applies the directory's metadata (all children's writes happen-before it through the
 //! `AcqRel` chain) and then finishes its parent the same way.
 
+use std::cell::Cell;
 use std::ffi::{CStr, CString, OsStr};
+use std::fs;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -118,7 +121,7 @@ impl DirNode {
         self.src_path.join(OsStr::from_bytes(name.to_bytes()))
     }
 
-    fn child_rel(&self, name: &CStr) -> PathBuf {
+    pub(crate) fn child_rel(&self, name: &CStr) -> PathBuf {
         self.rel.join(OsStr::from_bytes(name.to_bytes()))
     }
 
@@ -1019,10 +1022,19 @@ async fn entry(
             return Outcome::Done;
         }
     }
+    // `--remove-source-files`: the entry is in sync unless it failed or was left alone on
+    // purpose (skipped, or handed to another process), which the copy marks in `left`.
+    let left = Cell::new(false);
+    let in_sync = |_: &Core| cfg.remove_source_files && !cfg.dry_run && !left.get();
     match file_type {
-        FileType::File => match copy_file(core, parent, name, dst_name, follow, ino).await {
+        FileType::File => match copy_file(core, parent, name, dst_name, follow, ino, &left).await {
             Ok(Outcome::Deferred) => return Outcome::Deferred,
-            Ok(Outcome::Done) => bump(&core.counters.checked, 1),
+            Ok(Outcome::Done) => {
+                bump(&core.counters.checked, 1);
+                if in_sync(core) {
+                    remove_source(core, parent, name, dst_name, follow);
+                }
+            }
             Err((op, e, class)) => {
                 bump(&core.counters.checked, 1);
                 let p = parent.child_src_path(name);
@@ -1053,16 +1065,97 @@ async fn entry(
                 skip(core, &parent.child_rel(name), SkipReason::NonRegular);
                 return Outcome::Done;
             }
-            if let Err((op, e, class)) =
-                make_other(core, parent, name, dst_name, file_type, follow).await
-            {
-                let p = parent.child_src_path(name);
-                report(core, &p, op, &e, class);
+            match make_other(core, parent, name, dst_name, file_type, follow, &left).await {
+                Ok(()) if in_sync(core) => remove_source(core, parent, name, dst_name, follow),
+                Ok(()) => {}
+                Err((op, e, class)) => {
+                    let p = parent.child_src_path(name);
+                    report(core, &p, op, &e, class);
+                }
             }
         }
         FileType::Unknown => {}
     }
     Outcome::Done
+}
+
+/// `--remove-source-files -H`: a multi-link source name to remove when the run is over, if it
+/// still has the size and mtime it had when its copy was checked.
+pub(crate) struct PendingRemoval {
+    path: PathBuf,
+    size: u64,
+    mtime: (i64, i64),
+}
+
+impl PendingRemoval {
+    /// Remove the name; on failure the path, the operation and the error.
+    pub(crate) fn remove(&self) -> Result<(), (PathBuf, &'static str, io::Error)> {
+        let fail = |op, e| Err((self.path.clone(), op, e));
+        match fs::symlink_metadata(&self.path) {
+            Ok(m) if m.size() == self.size && (m.mtime(), m.mtime_nsec()) == self.mtime => {}
+            Ok(_) => return fail("remove source file", changed_since_copied()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return fail("lstat", e),
+        }
+        match fs::remove_file(&self.path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => fail("unlink", e),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn changed_since_copied() -> io::Error {
+    io::Error::other("skipping sender-side removal: the file changed since it was copied")
+}
+
+/// `--remove-source-files`: `name` of `parent` is in sync in the destination; remove it from the
+/// source. A regular file is removed only if its size (and, with `-t`, its mtime) still match
+/// the destination's copy, as rsync 3.1+ checks, so a file written to meanwhile is kept and
+/// reported. With `-H` a multi-link file's names wait for the end of the run.
+fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, follow: bool) {
+    let cfg = &core.shared.config;
+    let src = parent.src.as_fd();
+    crate::hooks::fire(crate::hooks::Point::BeforeRemove, src, name);
+    let path = || parent.child_src_path(name);
+    let st = match if follow {
+        sys::stat_at(src, name)
+    } else {
+        sys::lstat_at(src, name)
+    } {
+        Ok(st) => st,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => return report(core, &path(), "lstat", &e, source_class(&e)),
+    };
+    if st.file_type() == FileType::File {
+        let same = sys::stat_at(parent.dst.as_fd(), dst_name).is_ok_and(|d| {
+            d.file_type() == FileType::File
+                && d.size == st.size
+                && (!cfg.times || d.mtime == st.mtime)
+        });
+        if !same {
+            return report(
+                core,
+                &path(),
+                "remove source file",
+                &changed_since_copied(),
+                ErrorClass::Partial,
+            );
+        }
+        if cfg.hard_links && st.nlink > 1 {
+            core.pending_removals.borrow_mut().push(PendingRemoval {
+                path: path(),
+                size: st.size,
+                mtime: st.mtime,
+            });
+            return;
+        }
+    }
+    match sys::unlink_at(src, name, 0) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            report(core, &path(), "unlink", &e, source_class(&e))
+        }
+        _ => {}
+    }
 }
 
 type EntryError = (&'static str, io::Error, ErrorClass);
@@ -1137,6 +1230,7 @@ async fn hardlink_follow(
     st: &Stat,
     file_type: FileType,
     only_if_done: bool,
+    left: &Cell<bool>,
 ) -> EntryResult<bool> {
     if !core.shared.config.hard_links || st.nlink < 2 || file_type == FileType::Dir {
         return Ok(false);
@@ -1167,11 +1261,13 @@ async fn hardlink_follow(
         }
         if cfg.ignore_existing {
             bump(&core.counters.skipped, 1);
+            left.set(true);
             return Ok(true);
         }
         change.new = false;
     } else if cfg.existing {
         bump(&core.counters.skipped, 1);
+        left.set(true);
         return Ok(true);
     }
     if !cfg.dry_run {
@@ -1245,6 +1341,7 @@ async fn copy_file(
     dst_name: &CStr,
     follow: bool,
     ino: u64,
+    left: &Cell<bool>,
 ) -> EntryResult<Outcome> {
     let cfg = &core.shared.config;
     crate::hooks::fire(crate::hooks::Point::BeforeOpen, parent.src.as_fd(), name);
@@ -1259,7 +1356,7 @@ async fn copy_file(
         && st.nlink > 1
         && (st.dev, st.ino) == (dev, ino)
         // (Not linked when its leader is still copying: the name then waits for it below.)
-        && hardlink_follow(core, parent, dst_name, &st, FileType::File, true).await?
+        && hardlink_follow(core, parent, dst_name, &st, FileType::File, true, left).await?
     {
         bump(&core.counters.seen[0], 1);
         bump(&core.counters.seen_bytes, st.size);
@@ -1299,6 +1396,7 @@ async fn copy_file(
                 bump(&core.counters.seen[0], 1);
                 bump(&core.counters.seen_bytes, st.size);
                 bump(&core.counters.skipped, 1);
+                left.set(true);
                 return Ok(Outcome::Done);
             }
             _ => {}
@@ -1327,7 +1425,7 @@ async fn copy_file(
     bump(&core.counters.seen[0], 1);
     bump(&core.counters.seen_bytes, st.size);
     crate::hooks::fire(crate::hooks::Point::AfterStat, parent.src.as_fd(), name);
-    if hardlink_follow(core, parent, dst_name, &st, FileType::File, false).await? {
+    if hardlink_follow(core, parent, dst_name, &st, FileType::File, false, left).await? {
         return Ok(Outcome::Done);
     }
     let rel = || parent.child_rel(dst_name);
@@ -1337,6 +1435,7 @@ async fn copy_file(
             Verdict::Skip => {
                 hardlink_done(core, parent, dst_name, &st, false);
                 bump(&core.counters.skipped, 1);
+                left.set(true);
                 return Ok(Outcome::Done);
             }
             Verdict::Same(mut change) => {
@@ -1364,6 +1463,7 @@ async fn copy_file(
         // Another process copies it (the MPI mode); a hard-link leader hands over its names too.
         hardlink_done(core, parent, dst_name, &st, false);
         bump(&core.counters.delegated, 1);
+        left.set(true);
         return Ok(Outcome::Done);
     }
     if change.new && link_from_reference(core, parent, name, dst_name, &st) {
@@ -2298,6 +2398,7 @@ async fn make_other(
     dst_name: &CStr,
     file_type: FileType,
     follow: bool,
+    left: &Cell<bool>,
 ) -> EntryResult {
     let policy = &core.shared.policy;
     let sdir = parent.src.as_fd();
@@ -2314,7 +2415,7 @@ async fn make_other(
             ErrorClass::Partial,
         ));
     }
-    if hardlink_follow(core, parent, dst_name, &st, file_type, false).await? {
+    if hardlink_follow(core, parent, dst_name, &st, file_type, false, left).await? {
         return Ok(());
     }
     let dir = parent.dst.as_fd();
@@ -2329,6 +2430,7 @@ async fn make_other(
         None => {
             hardlink_done(core, parent, dst_name, &st, !cfg.existing);
             bump(&core.counters.skipped, 1);
+            left.set(true);
             return Ok(());
         }
         Some(c) if !c.any() => {
