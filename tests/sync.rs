@@ -1,7 +1,7 @@
 //! Sync behaviour against rsync on the same trees: `--delete` (and `--delete-after`,
 //! `--delete-excluded`, `--max-delete`), filter rules, `-n` (changes nothing), `-i` (rsync's
 //! change codes), `-c`, `-u`, `--existing`, `--ignore-existing`, `--max-size`/`--min-size`,
-//! `--remove-source-files`, `--modify-window`, `--stats`.
+//! `--remove-source-files`, `-b`/`--backup-dir`/`--suffix`, `--modify-window`, `--stats`.
 //! Where rsync is the oracle, the test runs `rsync -n -i` (or a real rsync copy) on an identical
 //! tree and compares.
 
@@ -1155,4 +1155,131 @@ fn remove_source_files_removes_what_rsync_removes() {
         fs::metadata(to.join("attr")).unwrap().mode() & 0o777,
         fs::metadata(src.join("attr")).unwrap().mode() & 0o777
     );
+}
+
+/// Every path under `root` with its type, and a file's content or a symlink's target.
+fn contents(root: &Path) -> BTreeSet<String> {
+    if !root.exists() {
+        return BTreeSet::new();
+    }
+    treediff::walk(root)
+        .unwrap()
+        .into_iter()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| {
+            let full = root.join(&p);
+            let m = fs::symlink_metadata(&full).unwrap();
+            if m.is_dir() {
+                format!("d {}", p.display())
+            } else if m.file_type().is_symlink() {
+                format!(
+                    "l {} -> {}",
+                    p.display(),
+                    fs::read_link(&full).unwrap().display()
+                )
+            } else {
+                format!("f {} {:?}", p.display(), fs::read(&full).unwrap())
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn backups_are_kept_as_rsync_keeps_them() {
+    if !require_rsync("backups_are_kept_as_rsync_keeps_them") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("t")).unwrap();
+    fs::create_dir_all(src.join("keep")).unwrap();
+    write(&src.join("f"), b"new content");
+    write(&src.join("s"), b"same");
+    write(&src.join("keep/g"), b"new g, longer");
+    symlink("new", src.join("l")).unwrap();
+    // The destination of an earlier run, since changed at the source.
+    let base = s.path().join("base");
+    fs::create_dir_all(base.join("gone/sub")).unwrap();
+    fs::create_dir_all(base.join("keep")).unwrap();
+    write(&base.join("f"), b"old");
+    write(&base.join("s"), b"same");
+    write(&base.join("keep/g"), b"old g");
+    symlink("old", base.join("l")).unwrap();
+    write(&base.join("t"), b"a file where a directory goes");
+    write(&base.join("gone/a"), b"a");
+    write(&base.join("gone/sub/b"), b"b");
+    write(&base.join("extra"), b"x");
+    for root in [&src, &base] {
+        for (i, p) in treediff::walk(root).unwrap().into_iter().rev().enumerate() {
+            let full = root.join(&p);
+            if !fs::symlink_metadata(&full)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+            {
+                set_times(&full, 1_700_000_000 + i as i64 * 7, 0);
+            }
+        }
+    }
+    // `s` is the same file on both sides.
+    set_times(&base.join("s"), 1_600_000_000, 0);
+    set_times(&src.join("s"), 1_600_000_000, 0);
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["-b", "--delete"],
+        vec!["--backup-dir=../bak", "--delete"],
+        vec!["--backup-dir=../bak", "--suffix=.old"],
+        vec!["-b", "--suffix=.old"],
+        vec!["-b", "--inplace"],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        let mut args = vec!["-a"];
+        args.extend(flags.iter().copied());
+        let mut got = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let top = s.path().join(format!("{tool}{i}"));
+            let dst = top.join("d");
+            fs::create_dir(&top).unwrap();
+            assert_eq!(code(&rsync(&["-a"], &base, &dst)), 0);
+            let ino = fs::metadata(dst.join("f")).unwrap().ino();
+            let out = if tool == "rsync" {
+                rsync(&args, &src, &dst)
+            } else {
+                copy_contents(&args, &src, &dst)
+            };
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
+            if flags.contains(&"--inplace") {
+                assert_eq!(fs::metadata(dst.join("f")).unwrap().ino(), ino, "{tool}");
+            }
+            got.push((contents(&dst), contents(&top.join("bak"))));
+        }
+        assert_eq!(got[1].0, got[0].0, "the destination with {flags:?}");
+        assert_eq!(got[1].1, got[0].1, "the backup directory with {flags:?}");
+        assert!(
+            got[1].0.iter().chain(&got[1].1).any(|l| l.contains("old")),
+            "no backup was made with {flags:?}: {:?}",
+            got[1]
+        );
+    }
+    // A dry run makes no backup.
+    let dst = s.path().join("dry");
+    assert_eq!(code(&rsync(&["-a"], &base, &dst)), 0);
+    let before = contents(&dst);
+    let out = copy_contents(&["-a", "-n", "-b", "--delete"], &src, &dst);
+    assert_eq!(code(&out), 0);
+    assert_eq!(contents(&dst), before);
+    // A backup directory inside the destination is not deleted by the next --delete run.
+    let dst = s.path().join("inside");
+    assert_eq!(code(&rsync(&["-a"], &base, &dst)), 0);
+    for _ in 0..2 {
+        let out = copy_contents(&["-a", "--backup-dir=.bk", "--delete"], &src, &dst);
+        assert_eq!(code(&out), 0, "{}", err(&out));
+    }
+    assert_eq!(fs::read(dst.join(".bk/f")).unwrap(), b"old");
+    assert_eq!(fs::read(dst.join(".bk/gone/sub/b")).unwrap(), b"b");
+    // A suffix that cannot work is a usage error.
+    for bad in [&["-b", "--suffix="][..], &["-b", "--suffix=a/b"]] {
+        let mut args = vec!["-a"];
+        args.extend(bad.iter().copied());
+        assert_eq!(code(&copy_contents(&args, &src, &dst)), 1, "{bad:?}");
+    }
 }

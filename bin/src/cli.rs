@@ -593,6 +593,31 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("backup")
+            .short('b')
+            .long("backup")
+            .action(ArgAction::SetTrue)
+            .help("keep every destination file that is replaced or deleted under a backup name: NAME~ beside it, or DIR/PATH with --backup-dir [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("backup-dir")
+            .long("backup-dir")
+            .value_name("DIR")
+            .value_parser(value_parser!(PathBuf))
+            .help("with -b (implied): keep the backups in DIR under their paths in the destination (a relative DIR is relative to the destination directory; on the destination's file system) [default: beside the file]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("suffix")
+            .long("suffix")
+            .value_name("SUFFIX")
+            .value_parser(value_parser!(OsString))
+            .allow_hyphen_values(true)
+            .help("appended to backup names [default: ~, or nothing with --backup-dir]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("remove-source-files")
             .long("remove-source-files")
             .action(ArgAction::SetTrue)
@@ -1147,6 +1172,43 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             .rule("P *.~arsync-partial")
             .and_then(|()| config.filters.rule("P .~arsync-partial-*"))
             .map_err(|e| usage(&e))?;
+    }
+    let backup_dir = m.get_one::<PathBuf>("backup-dir").cloned();
+    if m.get_flag("backup") || backup_dir.is_some() {
+        let with_dir = backup_dir.is_some();
+        let suffix = m
+            .get_one::<OsString>("suffix")
+            .cloned()
+            .unwrap_or_else(|| engine::backup::default_suffix(with_dir));
+        engine::backup::check_suffix(&suffix, with_dir).map_err(|e| usage(&e))?;
+        if !with_dir && config.delete.is_some() && !delete_excluded {
+            // As rsync: the backups made beside their files are not deleted as extraneous.
+            let mut rule = b"P *".to_vec();
+            rule.extend_from_slice(suffix.as_bytes());
+            config
+                .filters
+                .rule(&String::from_utf8_lossy(&rule))
+                .map_err(|e| usage(&e))?;
+        }
+        if let Some(d) = &backup_dir
+            && d.is_relative()
+            && d.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            // A backup directory inside the destination is never deleted as extraneous (rsync
+            // would delete it, moving its backups into DIR/DIR).
+            let mut rule = b"P /".to_vec();
+            rule.extend_from_slice(d.as_os_str().as_bytes());
+            rule.push(b'/');
+            config
+                .filters
+                .rule(&String::from_utf8_lossy(&rule))
+                .map_err(|e| usage(&e))?;
+        }
+        config.backup = Some(engine::backup::Backup {
+            dir: backup_dir,
+            suffix,
+        });
     }
     let paths: Vec<OsString> = m
         .get_many::<OsString>("paths")

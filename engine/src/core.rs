@@ -293,6 +293,18 @@ pub(crate) fn run(
     // (about 4 fds per task: source, staged file, a dup for the ring, directory fds).
     let nofile = crate::prepare_process(config);
     let mut config = config.clone();
+    // A relative --backup-dir is relative to the destination directory, as rsync has it.
+    if let Some(root) = config.roots.first() {
+        let mut dest_dir = root.dst.clone();
+        for _ in root.rel.components() {
+            dest_dir.pop();
+        }
+        if let Some(d) = config.backup.as_mut().and_then(|b| b.dir.as_mut())
+            && d.is_relative()
+        {
+            *d = dest_dir.join(&*d);
+        }
+    }
     let budget = nofile.saturating_sub(24) / (threads as u64 * 4).max(1);
     config.inflight_per_core = config.inflight_per_core.min(budget.max(1) as usize);
     config.ring_files_per_core = config.ring_files_per_core.min(config.inflight_per_core);

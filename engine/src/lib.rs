@@ -53,6 +53,7 @@
 //! std::fs::remove_dir_all(&tmp).unwrap();
 //! ```
 
+pub mod backup;
 mod core;
 pub mod filter;
 #[doc(hidden)]
@@ -217,6 +218,9 @@ pub struct Config {
     pub min_size: Option<u64>,
     /// See [`Config::min_size`].
     pub max_size: Option<u64>,
+    /// `-b/--backup`, `--backup-dir`, `--suffix`: keep every destination non-directory that is
+    /// replaced or deleted under a backup name (see [`backup`]).
+    pub backup: Option<backup::Backup>,
     /// `--remove-source-files`: once a non-directory is in sync in the destination (copied,
     /// linked, or found up to date), remove it from the source; a regular file whose size or
     /// mtime no longer matches its copy is kept and reported.
@@ -320,6 +324,7 @@ impl Config {
             min_size: None,
             max_size: None,
             remove_source_files: false,
+            backup: None,
             filters: Filters::new(),
             delete: None,
             max_delete: None,

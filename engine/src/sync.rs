@@ -462,9 +462,24 @@ fn remove_inner(
         } else {
             0
         };
-        match sys::unlink_at(dir, name, flags) {
+        let removed = match &cfg.backup {
+            Some(b) if ft != FileType::Dir => crate::backup::move_away(b, dir, name, rel),
+            _ => sys::unlink_at(dir, name, flags),
+        };
+        match removed {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return true,
+            Err(e)
+                if ft == FileType::Dir
+                    && e.raw_os_error() == Some(libc::ENOTEMPTY)
+                    && cfg.backup.is_some() =>
+            {
+                // Backups are in it (its files' beside them, or a backup directory): it stays,
+                // as rsync leaves it, with a word, not an error.
+                let message = format!("cannot delete non-empty directory: {}", path.display());
+                shared.observer.event(&Event::Warning { message: &message });
+                return false;
+            }
             Err(e) => {
                 let op = if ft == FileType::Dir {
                     "rmdir (delete)"
@@ -517,7 +532,10 @@ pub(crate) fn make_way(
     }
     match sys::unlink_at(dir, name, libc::AT_REMOVEDIR) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => sys::unlink_at(dir, name, 0),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => match &cfg.backup {
+            Some(b) => crate::backup::move_away(b, dir, name, rel),
+            None => sys::unlink_at(dir, name, 0),
+        },
         Err(e)
             if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST))
                 && may_delete =>
@@ -541,6 +559,9 @@ pub(crate) fn rename_over(
     to: &CStr,
     rel: &Path,
 ) -> io::Result<()> {
+    if let Some(b) = &core.shared.config.backup {
+        crate::backup::keep(b, dir, to, rel)?;
+    }
     match sys::rename_at(dir, from, dir, to, 0) {
         Err(e)
             if matches!(

@@ -1755,6 +1755,12 @@ async fn stage(
     }
     if cfg.inplace {
         let (fd, size) = open_or_create(dir, dst_name)?;
+        if size.is_some()
+            && let Some(b) = &cfg.backup
+        {
+            // The old content is about to be overwritten where it is: keep a copy.
+            crate::backup::copy(b, dir, dst_name, &parent.rel, &fd).map_err(dst_err("backup"))?;
+        }
         return Ok((Staging::InPlace, fd, size));
     }
     if cfg.partial {
@@ -2297,7 +2303,12 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                             // directory.
                             match sys::open_dir_at_follow(ddir, name) {
                                 Ok(fd) => DestDir::Existing(fd),
-                                Err(_) => DestDir::Created(replace_with_dir(ddir, name)?),
+                                Err(_) => DestDir::Created(replace_with_dir(
+                                    core,
+                                    ddir,
+                                    name,
+                                    &parent.rel,
+                                )?),
                             }
                         }
                         Err(e)
@@ -2307,7 +2318,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                             ) =>
                         {
                             // A non-directory (or a symlink) is in the way: replace it, as rsync does.
-                            DestDir::Created(replace_with_dir(ddir, name)?)
+                            DestDir::Created(replace_with_dir(core, ddir, name, &parent.rel)?)
                         }
                         Err(e) => return Err(("opendir", e, ErrorClass::Partial)),
                     }
@@ -2383,8 +2394,18 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
     Ok(())
 }
 
-fn replace_with_dir(ddir: BorrowedFd<'_>, name: &CStr) -> EntryResult<OwnedFd> {
-    sys::unlink_at(ddir, name, 0).map_err(dst_err("unlink"))?;
+fn replace_with_dir(
+    core: &Core,
+    ddir: BorrowedFd<'_>,
+    name: &CStr,
+    parent_rel: &Path,
+) -> EntryResult<OwnedFd> {
+    match &core.shared.config.backup {
+        Some(b) => {
+            crate::backup::move_away(b, ddir, name, parent_rel).map_err(dst_err("backup"))?
+        }
+        None => sys::unlink_at(ddir, name, 0).map_err(dst_err("unlink"))?,
+    }
     sys::mkdir_at(ddir, name, 0o700).map_err(dst_err("mkdir"))?;
     sys::open_dir_at(ddir, name).map_err(dst_err("opendir"))
 }

@@ -1,0 +1,187 @@
+//! `-b/--backup`, `--backup-dir=DIR`, `--suffix=SUF`: a destination non-directory that the run
+//! replaces (new content, another type, a new symlink target) or deletes is kept under a backup
+//! name first, as rsync keeps it: `NAME~` beside it, or `DIR/PATH` (the same relative path, plus
+//! the suffix if one is given) in the backup directory.
+//!
+//! Three ways to keep one, by what happens to the original next:
+//! - `keep` before a rename puts the new entry over the old name: a hard link to the backup
+//!   name, so the old entry stays visible under its name until the rename replaces it (a file
+//!   system without hard links, or a backup directory on another file system, gets a rename
+//!   instead, and the name is briefly absent);
+//! - `move_away` when the entry is deleted: a rename to the backup name;
+//! - `copy` before `--inplace` writes into the old file: its data and attributes are copied to
+//!   the backup name (a link would share the inode being rewritten).
+//!
+//! An older backup under the same name is replaced. Directories are never backed up themselves:
+//! a deleted directory's files are, one by one (with `--backup-dir` they all leave, so the
+//! directory can go; beside them, they stay, and so does the directory, as with rsync).
+//! Directories made inside the backup directory get mode 0755.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use fsops::FileType;
+use fsops::sys;
+
+/// Where backups go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backup {
+    /// `--backup-dir`: the directory the relative paths are kept under (absolute, or relative to
+    /// the working directory); `None`: beside the original.
+    pub dir: Option<PathBuf>,
+    /// Appended to the name (`~` by default without a backup directory, nothing with one).
+    pub suffix: OsString,
+}
+
+/// The backup name of `name` (whose parent is `parent_rel` below the transfer root): the
+/// directory it goes in (`None`: `dir`, the original's own) and the name there.
+fn target(b: &Backup, name: &CStr, parent_rel: &Path) -> io::Result<(Option<OwnedFd>, CString)> {
+    let mut bname = name.to_bytes().to_vec();
+    bname.extend_from_slice(b.suffix.as_bytes());
+    let bname = CString::new(bname).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let Some(root) = &b.dir else {
+        return Ok((None, bname));
+    };
+    let d = root.join(parent_rel);
+    let fd = match sys::open_dir_path(&d) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&d)?;
+            sys::open_dir_path(&d)?
+        }
+        Err(e) => return Err(e),
+    };
+    Ok((Some(fd), bname))
+}
+
+/// Clear the backup name of an older backup (a directory there is left: the new backup then
+/// fails with the error that says so).
+fn clear(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    match sys::unlink_at(dir, name, 0) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Before `name` in `dir` is replaced by a rename over it: keep the entry there (if any, and not
+/// a directory) under its backup name, leaving it in place.
+pub(crate) fn keep(
+    b: &Backup,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    parent_rel: &Path,
+) -> io::Result<()> {
+    match sys::lstat_at(dir, name) {
+        Ok(st) if st.file_type() != FileType::Dir => {}
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    let (bdir, bname) = target(b, name, parent_rel)?;
+    let bd = bdir.as_ref().map_or(dir, |f| f.as_fd());
+    clear(bd, &bname)?;
+    match sys::link_at(dir, name, bd, &bname) {
+        Ok(()) => Ok(()),
+        // No hard links here (or across to the backup directory): move it instead.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EXDEV | libc::EPERM | libc::EMLINK)
+            ) =>
+        {
+            sys::rename_at(dir, name, bd, &bname, 0).map_err(cross_device)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Before `name` in `dir` (a non-directory) is deleted: move it to its backup name instead.
+pub(crate) fn move_away(
+    b: &Backup,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    parent_rel: &Path,
+) -> io::Result<()> {
+    let (bdir, bname) = target(b, name, parent_rel)?;
+    let bd = bdir.as_ref().map_or(dir, |f| f.as_fd());
+    sys::rename_at(dir, name, bd, &bname, 0).map_err(cross_device)
+}
+
+/// Before `--inplace` rewrites the regular file `old` (open, named `name` in `dir`): copy its
+/// data, mode and times to its backup name.
+pub(crate) fn copy(
+    b: &Backup,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    parent_rel: &Path,
+    old: &OwnedFd,
+) -> io::Result<()> {
+    let st = sys::fstat(old.as_fd())?;
+    let (bdir, bname) = target(b, name, parent_rel)?;
+    let bd = bdir.as_ref().map_or(dir, |f| f.as_fd());
+    clear(bd, &bname)?;
+    let new = sys::create_excl(bd, &bname, 0o600)?;
+    let keep_going = std::sync::atomic::AtomicBool::new(true);
+    let copied = fsops::copy::copy_kernel_range_blocking(old, &new, 0, st.size, &keep_going)
+        .or_else(|_| {
+            // copy_file_range refused (another file system kind): plain reads and writes.
+            sys::ftruncate(new.as_fd(), 0)?;
+            let mut from = std::fs::File::from(old.try_clone()?);
+            let mut to = std::fs::File::from(new.try_clone()?);
+            use std::io::Seek;
+            from.seek(io::SeekFrom::Start(0))?;
+            std::io::copy(&mut from, &mut to)
+        });
+    if let Err(e) = copied {
+        let _ = sys::unlink_at(bd, &bname, 0);
+        return Err(e);
+    }
+    sys::fchmod(new.as_fd(), st.mode & 0o7777)?;
+    sys::futimens(
+        new.as_fd(),
+        sys::Time::At(st.atime.0, st.atime.1),
+        sys::Time::At(st.mtime.0, st.mtime.1),
+    )
+}
+
+fn cross_device(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::EXDEV) {
+        io::Error::new(
+            e.kind(),
+            "the backup directory is on another file system than the destination (a backup is moved there, not copied)",
+        )
+    } else {
+        e
+    }
+}
+
+/// The suffix rsync uses when none is given.
+pub fn default_suffix(with_dir: bool) -> OsString {
+    if with_dir {
+        OsString::new()
+    } else {
+        OsString::from("~")
+    }
+}
+
+/// Whether `suffix` can be used: not empty without a backup directory (the backup would be the
+/// file itself), no `/`.
+pub fn check_suffix(suffix: &OsStr, with_dir: bool) -> Result<(), String> {
+    if suffix.as_bytes().contains(&b'/') {
+        return Err(format!(
+            "--suffix cannot contain a slash: {:?}",
+            suffix.to_string_lossy()
+        ));
+    }
+    if suffix.is_empty() && !with_dir {
+        return Err("--suffix cannot be empty without --backup-dir".into());
+    }
+    Ok(())
+}
