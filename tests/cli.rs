@@ -1,5 +1,6 @@
 //! The command line as a user meets it: help and version, usage errors (exit 1, nothing
-//! written), rsync's path forms, errors with path and OS error and rsync's exit codes, `-v`/`-q`.
+//! written), rsync's path forms (`--mkpath` included), errors with path and OS error and rsync's
+//! exit codes, `-v`/`-q`.
 
 mod common;
 
@@ -778,4 +779,87 @@ fn verbosity_levels_reach_tracing() {
     assert_eq!(levels(&["-avvv"], None, "d3"), (true, true));
     assert_eq!(levels(&["-a"], Some("debug"), "d4"), (true, true));
     assert_eq!(levels(&["-aq"], None, "d5"), (false, false));
+}
+
+#[test]
+fn mkpath_makes_the_missing_parents_as_rsync_does() {
+    if !require_rsync("mkpath_makes_the_missing_parents_as_rsync_does") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("f"), b"file");
+    write(&src.join("sub/g"), b"g");
+    let s = |p: &str| t.path().join(p).into_os_string();
+    // (source, destination below the tool's top directory)
+    let cases = [
+        (format!("{}/", src.display()), "a/b/"),
+        (src.join("f").display().to_string(), "x/y"),
+        (src.join("f").display().to_string(), "x2/y/"),
+        (src.display().to_string(), "z/w"),
+    ];
+    for tool in ["rsync", "arsync"] {
+        for (from, to) in &cases {
+            let dest = s(&format!("{tool}/{to}"));
+            let out = if tool == "rsync" {
+                std::process::Command::new("rsync")
+                    .args(["-a", "--mkpath"])
+                    .arg(from)
+                    .arg(&dest)
+                    .output()
+                    .unwrap()
+            } else {
+                run(&[
+                    OsStr::new("-a"),
+                    OsStr::new("--mkpath"),
+                    OsStr::new(from),
+                    &dest,
+                ])
+            };
+            assert_eq!(code(&out), 0, "{tool} {from} {to}");
+        }
+    }
+    let tree = |root: &str| {
+        let r = t.path().join(root);
+        treediff::walk(&r)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let m = fs::symlink_metadata(r.join(&p)).unwrap();
+                format!("{} {}", m.is_dir(), p.display())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tree("arsync"), tree("rsync"));
+    assert_eq!(fs::read(t.path().join("arsync/x/y")).unwrap(), b"file");
+    // -i names them; -n makes none; without --mkpath a missing parent is rsync's exit 3.
+    let out = run(&[
+        OsStr::new("-a"),
+        OsStr::new("-i"),
+        OsStr::new("--mkpath"),
+        OsStr::new(&format!("{}/", src.display())),
+        &s("new/p/q/"),
+    ]);
+    assert_eq!(code(&out), 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&format!(
+            "created 3 directories for {}\n",
+            t.path().join("new/p/q").display()
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run(&[
+        OsStr::new("-a"),
+        OsStr::new("-n"),
+        OsStr::new("--mkpath"),
+        OsStr::new(&format!("{}/", src.display())),
+        &s("dry/p/q/"),
+    ]);
+    assert_eq!(code(&out), 0);
+    assert!(!t.path().join("dry").exists());
+    let out = run(&[OsStr::new("-a"), src.join("f").as_os_str(), &s("none/p/q")]);
+    assert_eq!(code(&out), 3);
+    assert!(!t.path().join("none").exists());
 }

@@ -1283,3 +1283,56 @@ fn backups_are_kept_as_rsync_keeps_them() {
         assert_eq!(code(&copy_contents(&args, &src, &dst)), 1, "{bad:?}");
     }
 }
+
+#[test]
+fn omit_dir_and_link_times_as_rsync_does() {
+    if !require_rsync("omit_dir_and_link_times_as_rsync_does") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("d/e")).unwrap();
+    write(&src.join("d/f"), b"f");
+    write(&src.join("d/e/g"), b"g");
+    symlink("f", src.join("d/l")).unwrap();
+    for (i, p) in treediff::walk(&src).unwrap().into_iter().rev().enumerate() {
+        set_times(&src.join(&p), 1_500_000_000 + i as i64 * 11, 0);
+    }
+    let mtime = |p: &Path| fs::symlink_metadata(p).unwrap().mtime();
+    for flag in ["-O", "-J"] {
+        let mut kept = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("{tool}{flag}"));
+            let args = ["-a", "-i", flag];
+            let first = if tool == "rsync" {
+                rsync(&args, &src, &dst)
+            } else {
+                copy_contents(&args, &src, &dst)
+            };
+            assert_eq!(code(&first), 0, "{tool} {flag}: {}", err(&first));
+            // Which entries got the source's mtime.
+            kept.push(
+                treediff::walk(&src)
+                    .unwrap()
+                    .into_iter()
+                    .map(|p| (p.clone(), mtime(&src.join(&p)) == mtime(&dst.join(&p))))
+                    .collect::<Vec<_>>(),
+            );
+            // And a second run has nothing to say.
+            let again = if tool == "rsync" {
+                rsync(&args, &src, &dst)
+            } else {
+                copy_contents(&args, &src, &dst)
+            };
+            assert_eq!(items(&again), BTreeSet::new(), "{tool} {flag} again");
+        }
+        assert_eq!(kept[1], kept[0], "{flag}: which mtimes were kept");
+        let dir_kept = kept[1].iter().any(|(p, k)| *k && p.as_os_str() == "d/e");
+        let link_kept = kept[1].iter().any(|(p, k)| *k && p.as_os_str() == "d/l");
+        assert_eq!(
+            (dir_kept, link_kept),
+            (flag == "-J", flag == "-O"),
+            "{flag}"
+        );
+    }
+}

@@ -25,6 +25,8 @@ enum Toggle {
     Links,
     Perms,
     Times,
+    OmitDirTimes,
+    OmitLinkTimes,
     Atimes,
     Owner,
     Group,
@@ -132,6 +134,38 @@ const FLAGS: &[FlagDef] = &[
         long: "no-times",
         help: "turn off -t (also --no-t)",
         on: &[Toggle::Times],
+        value: false,
+    },
+    FlagDef {
+        id: "omit-dir-times",
+        short: Some('O'),
+        long: "omit-dir-times",
+        help: "with -t, leave directories' modification times alone [default: off]",
+        on: &[Toggle::OmitDirTimes],
+        value: true,
+    },
+    FlagDef {
+        id: "no-omit-dir-times",
+        short: None,
+        long: "no-omit-dir-times",
+        help: "turn off -O (also --no-O)",
+        on: &[Toggle::OmitDirTimes],
+        value: false,
+    },
+    FlagDef {
+        id: "omit-link-times",
+        short: Some('J'),
+        long: "omit-link-times",
+        help: "with -t, leave symlinks' modification times alone [default: off]",
+        on: &[Toggle::OmitLinkTimes],
+        value: true,
+    },
+    FlagDef {
+        id: "no-omit-link-times",
+        short: None,
+        long: "no-omit-link-times",
+        help: "turn off -J (also --no-J)",
+        on: &[Toggle::OmitLinkTimes],
         value: false,
     },
     FlagDef {
@@ -351,6 +385,8 @@ fn short_alias(id: &str) -> Option<&'static str> {
         "no-perms" => "no-p",
         "no-times" => "no-t",
         "no-atimes" => "no-U",
+        "no-omit-dir-times" => "no-O",
+        "no-omit-link-times" => "no-J",
         "no-group" => "no-g",
         "no-owner" => "no-o",
         "no-hard-links" => "no-H",
@@ -590,6 +626,13 @@ pub fn command() -> Command {
             .alias("ignore-non-existing")
             .action(ArgAction::SetTrue)
             .help("skip creating new entries in the destination: only update what is there [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("mkpath")
+            .long("mkpath")
+            .action(ArgAction::SetTrue)
+            .help("create the destination's missing parent directories (not in a dry run) [default: off: a missing parent is an error]")
             .help_heading("Sync"),
     )
     .arg(
@@ -934,6 +977,8 @@ pub struct Parsed {
     /// The sources and the destination as given.
     pub paths: Vec<OsString>,
     pub stats: bool,
+    /// `--mkpath`: the missing directories to create (`mkdir -p`) before the run.
+    pub make_path: Option<PathBuf>,
     /// `--mpi`: one rank of a multi-node run.
     #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
     pub mpi: bool,
@@ -974,6 +1019,8 @@ fn toggles(args: &[OsString], cfg: &mut engine::Config) {
                 Toggle::Links => cfg.links = v,
                 Toggle::Perms => cfg.perms = v,
                 Toggle::Times => cfg.times = v,
+                Toggle::OmitDirTimes => cfg.omit_dir_times = v,
+                Toggle::OmitLinkTimes => cfg.omit_link_times = v,
                 Toggle::Atimes => cfg.atimes = v,
                 Toggle::Owner => cfg.owner = v,
                 Toggle::Group => cfg.group = v,
@@ -1221,6 +1268,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             .map(|sh| Generate::Completions(sh.clone()))
     };
     let version = m.get_flag("version") || generate.is_some();
+    let mut make_path = None;
     if !version {
         if paths.len() < 2 {
             return Err(Refused::Clap(command().error(
@@ -1235,10 +1283,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             )));
         }
         let (dest, sources) = paths.split_last().expect("checked above");
-        let (roots, create) =
-            plan(sources, dest, config.recursive, &config.filters).map_err(Refused::Arg)?;
+        let (roots, create, above) = plan(
+            sources,
+            dest,
+            config.recursive,
+            &config.filters,
+            m.get_flag("mkpath"),
+        )
+        .map_err(Refused::Arg)?;
         config.roots = roots;
         config.create_dest_dir = create;
+        make_path = above;
     }
     // Latency histograms cost two clock reads per timed step: only when someone reads them.
     config.measure = m.get_one::<PathBuf>("stats-json").is_some();
@@ -1292,6 +1347,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         stats_json: m.get_one::<PathBuf>("stats-json").cloned(),
         itemize: m.get_count("itemize-changes") > 0,
         stats: m.get_flag("stats"),
+        make_path,
         mpi,
         config,
         verbose: m.get_count("verbose"),
@@ -1428,12 +1484,17 @@ fn base_name(p: &Path) -> Option<OsString> {
 }
 
 /// rsync's path semantics: which roots, and whether DEST must be created as a directory.
+/// The roots of a run, the destination directory to create (one level, as rsync), and with
+/// `--mkpath` the missing directories above it (or above the destination file) to create first.
+type Plan = (Vec<engine::Root>, Option<PathBuf>, Option<PathBuf>);
+
 fn plan(
     sources: &[OsString],
     dest: &OsString,
     recursive: bool,
     filters: &engine::Filters,
-) -> Result<(Vec<engine::Root>, Option<PathBuf>), ArgError> {
+    mkpath: bool,
+) -> Result<Plan, ArgError> {
     let dest_path = PathBuf::from(dest);
     let dest_is_dir = std::fs::metadata(&dest_path)
         .map(|m| m.is_dir())
@@ -1456,7 +1517,8 @@ fn plan(
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        if std::fs::metadata(parent).is_err() {
+        let missing_parent = std::fs::metadata(parent).is_err();
+        if missing_parent && !mkpath {
             let notices = sources
                 .iter()
                 .filter(|s| !recursive && is_dir(s))
@@ -1492,7 +1554,7 @@ fn plan(
                 }
             })
             .collect();
-        return Ok((roots, None));
+        return Ok((roots, None, missing_parent.then(|| parent.to_path_buf())));
     }
     if dest_exists && !dest_is_dir {
         // rsync refuses before anything is written (exit 3).
@@ -1539,9 +1601,13 @@ fn plan(
     if recursive {
         roots = guard_overlap(roots, filters)?;
     }
-    // rsync creates DEST (one level) when it is to be a directory.
+    // rsync creates DEST (one level) when it is to be a directory; --mkpath what is above it.
     let create = (!dest_exists).then(|| dest_path.clone());
-    Ok((roots, create))
+    let above = dest_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && mkpath && std::fs::metadata(p).is_err())
+        .map(Path::to_path_buf);
+    Ok((roots, create, above))
 }
 
 /// Where a path is, symlinks resolved, even if its last component does not exist yet.

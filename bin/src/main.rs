@@ -107,6 +107,38 @@ fn main() -> ExitCode {
         parsed.out_format.clone(),
         log.clone(),
     ));
+    let shows_items =
+        (parsed.verbose > 0 || parsed.itemize || parsed.out_format.is_some()) && !parsed.quiet;
+    let mut made_path = false;
+    if let Some(dir) = &parsed.make_path {
+        // --mkpath: the missing directories above the destination (mode 0777 less the umask),
+        // named as rsync names them, the destination directory included when it is made too.
+        let top = parsed.config.create_dest_dir.as_ref().unwrap_or(dir);
+        let missing = top
+            .ancestors()
+            .take_while(|p| !p.as_os_str().is_empty() && std::fs::symlink_metadata(p).is_err())
+            .count();
+        let shown = top.to_string_lossy();
+        let line = format!(
+            "created {missing} director{} for {}",
+            if missing == 1 { "y" } else { "ies" },
+            shown.trim_end_matches('/')
+        );
+        if shows_items {
+            println!("{line}");
+        }
+        if let Some(l) = &log {
+            l.message(line.as_bytes());
+        }
+        if !parsed.config.dry_run {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                eprintln!("arsync: mkdir {:?} failed: {e}", dir.display());
+                eprintln!("arsync error: {} (code 11)", output::code_text(11));
+                return ExitCode::from(11);
+            }
+            made_path = true;
+        }
+    }
     // Before any thread is started: the descriptor table grows now, without the RCU grace
     // period that growing it costs a multi-threaded process (see engine::prepare_process).
     engine::prepare_process(&parsed.config);
@@ -116,14 +148,19 @@ fn main() -> ExitCode {
         signals::stop_on_signals(stop.clone());
         return ExitCode::from(mpi_mode::run(&parsed, observer, &stop) as u8);
     }
-    if let Some(dir) = &parsed.config.create_dest_dir {
+    if let Some(dir) = parsed
+        .config
+        .create_dest_dir
+        .as_ref()
+        .filter(|_| !made_path)
+    {
         let shown = dir.to_string_lossy();
         let shown = shown.trim_end_matches('/');
         let line = format!(
             "created directory {}",
             if shown.is_empty() { "/" } else { shown }
         );
-        if (parsed.verbose > 0 || parsed.itemize || parsed.out_format.is_some()) && !parsed.quiet {
+        if shows_items {
             println!("{line}");
         }
         if let Some(l) = &log {

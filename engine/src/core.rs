@@ -100,6 +100,8 @@ pub(crate) fn meta_policy(config: &Config, umask: u32) -> fsops::MetaPolicy {
     fsops::MetaPolicy {
         perms: config.perms || config.acls,
         times: config.times,
+        omit_dir_times: config.omit_dir_times,
+        omit_link_times: config.omit_link_times,
         atimes: config.atimes,
         owner: config.owner,
         group: config.group,

@@ -155,6 +155,10 @@ pub struct Config {
     pub perms: bool,
     /// `-t`: modification times.
     pub times: bool,
+    /// `-O/--omit-dir-times`: `-t` leaves directories alone.
+    pub omit_dir_times: bool,
+    /// `-J/--omit-link-times`: `-t` leaves symlinks alone.
+    pub omit_link_times: bool,
     /// `-U`: access times.
     pub atimes: bool,
     /// `-o`: owner (root only).
@@ -298,6 +302,8 @@ impl Config {
             links: true,
             perms: true,
             times: true,
+            omit_dir_times: false,
+            omit_link_times: false,
             atimes: false,
             owner: true,
             group: true,

@@ -37,7 +37,8 @@ pub(crate) fn attr_change(shared: &RunShared, d: &Stat, st: &Stat, is_link: bool
     let p = &shared.policy;
     Change {
         size: st.file_type() == FileType::File && d.size != st.size,
-        time: p.times && !same_mtime(d.mtime, st.mtime, shared.config.modify_window),
+        time: p.keeps_mtime(st.file_type())
+            && !same_mtime(d.mtime, st.mtime, shared.config.modify_window),
         perms: !is_link && p.perms && d.perm() != p.final_perm(st),
         owner: p.owner && p.euid == 0 && d.uid != st.uid,
         group: p.group && d.gid != st.gid,
@@ -607,7 +608,7 @@ pub(crate) fn delete_after(shared: &RunShared, counters: &Counters, p: PendingDe
     }
     if any
         && !shared.config.dry_run
-        && shared.policy.times
+        && shared.policy.keeps_mtime(FileType::Dir)
         && let Some(st) = p.stat
     {
         let atime = if shared.policy.atimes {

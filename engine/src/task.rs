@@ -618,7 +618,7 @@ fn stages_dirs(cfg: &crate::Config) -> bool {
 /// file or subtree): making one changed its mtime after the run had set it from the source, so
 /// with `-t` a directory whose mtime equals the source's holds none.
 fn may_hold_temps(cfg: &crate::Config, dst: &Stat, src: &Stat) -> bool {
-    !cfg.dry_run && (!cfg.times || dst.mtime != src.mtime)
+    !cfg.dry_run && (!cfg.times || cfg.omit_dir_times || dst.mtime != src.mtime)
 }
 
 /// Create (0700) or open the destination directory at a user-given path; whether it was created.

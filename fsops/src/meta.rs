@@ -89,6 +89,10 @@ pub struct MetaPolicy {
     pub perms: bool,
     /// `-t`: modification times.
     pub times: bool,
+    /// `-O`: not for directories.
+    pub omit_dir_times: bool,
+    /// `-J`: not for symlinks.
+    pub omit_link_times: bool,
     /// `-U`: access times.
     pub atimes: bool,
     /// `-o`: owner (honoured only when running as root, as rsync).
@@ -177,12 +181,21 @@ impl MetaPolicy {
         }
     }
 
+    /// Whether the mtime of an entry of type `ft` is preserved: `-t`, less directories with
+    /// `-O` and symlinks with `-J`.
+    pub fn keeps_mtime(&self, ft: crate::FileType) -> bool {
+        self.times
+            && !(ft == crate::FileType::Dir && self.omit_dir_times)
+            && !(ft == crate::FileType::Symlink && self.omit_link_times)
+    }
+
     /// The (atime, mtime) to set on a copy of `src`, or `None` when neither is preserved.
     pub fn times(&self, src: &Stat) -> Option<(Time, Time)> {
-        if !self.times && !self.atimes {
+        let keep_m = self.keeps_mtime(src.file_type());
+        if !keep_m && !self.atimes {
             return None;
         }
-        let m = if self.times {
+        let m = if keep_m {
             Time::At(src.mtime.0, src.mtime.1)
         } else {
             Time::Omit
@@ -203,7 +216,7 @@ pub fn matches(dst: &Stat, src: &Stat, policy: &MetaPolicy, is_symlink: bool) ->
     (is_symlink || !policy.perms || dst.perm() == policy.final_perm(src))
         && (!policy.owner || policy.euid != 0 || dst.uid == src.uid)
         && (!policy.group || dst.gid == src.gid)
-        && (!policy.times || dst.mtime == src.mtime)
+        && (!policy.keeps_mtime(src.file_type()) || dst.mtime == src.mtime)
 }
 
 /// Which metadata step failed, for the error report.

@@ -137,6 +137,8 @@ fn policy(perms: bool, umask: u32) -> MetaPolicy {
     MetaPolicy {
         perms,
         times: true,
+        omit_dir_times: false,
+        omit_link_times: false,
         atimes: false,
         owner: true,
         group: true,
