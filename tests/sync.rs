@@ -1,7 +1,8 @@
 //! Sync behaviour against rsync on the same trees: `--delete` (and `--delete-after`,
 //! `--delete-excluded`, `--max-delete`), filter rules, `-n` (changes nothing), `-i` (rsync's
 //! change codes), `-c`, `-u`, `--existing`, `--ignore-existing`, `--max-size`/`--min-size`,
-//! `--remove-source-files`, `-b`/`--backup-dir`/`--suffix`, `--modify-window`, `--stats`.
+//! `--remove-source-files`, `-b`/`--backup-dir`/`--suffix`, `-O`/`-J`, `--chmod`, `--ignore-missing-args`,
+//! `--delete-missing-args`, `--modify-window`, `--stats`.
 //! Where rsync is the oracle, the test runs `rsync -n -i` (or a real rsync copy) on an identical
 //! tree and compares.
 
@@ -1334,5 +1335,141 @@ fn omit_dir_and_link_times_as_rsync_does() {
             (flag == "-J", flag == "-O"),
             "{flag}"
         );
+    }
+}
+
+#[test]
+fn missing_source_args_are_ignored_or_deleted_as_rsync_does() {
+    if !require_rsync("missing_source_args_are_ignored_or_deleted_as_rsync_does") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("a"), b"a");
+    let base = s.path().join("base");
+    fs::create_dir_all(base.join("gone")).unwrap();
+    fs::create_dir_all(base.join("gdir")).unwrap();
+    write(&base.join("gone/x"), b"x");
+    write(&base.join("gfile"), b"y");
+    let arg = |n: &str| src.join(n).display().to_string();
+    let cases: Vec<(Vec<&str>, Vec<String>)> = vec![
+        (vec!["--ignore-missing-args"], vec![arg("a"), arg("nope")]),
+        (
+            vec!["--delete-missing-args"],
+            vec![
+                arg("a"),
+                arg("gfile"),
+                arg("gdir"),
+                arg("gone"),
+                arg("nope"),
+            ],
+        ),
+        (vec!["--delete-missing-args", "--force"], vec![arg("gone")]),
+        (
+            vec!["--ignore-missing-args"],
+            vec![format!("{}/", arg("nope"))],
+        ),
+        (vec![], vec![arg("a"), arg("nope")]),
+    ];
+    for (i, (flags, sources)) in cases.iter().enumerate() {
+        let mut results = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("{tool}{i}"));
+            assert_eq!(code(&rsync(&["-a"], &base, &dst)), 0);
+            let mut c = if tool == "rsync" {
+                Command::new("rsync")
+            } else {
+                arsync()
+            };
+            c.args(["-a", "-i"]).args(flags).args(sources);
+            let out = c.arg(format!("{}/", dst.display())).output().unwrap();
+            results.push((code(&out), items(&out), listing(&dst)));
+        }
+        assert_eq!(results[1], results[0], "{flags:?} {sources:?}");
+    }
+}
+
+#[test]
+fn chmod_gives_the_modes_rsync_gives() {
+    if !require_rsync("chmod_gives_the_modes_rsync_gives") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    for (dir, mode) in [("d755", 0o755), ("d700", 0o700), ("d2775", 0o2775)] {
+        fs::create_dir_all(src.join(dir)).unwrap();
+        for (file, fmode) in [
+            ("f644", 0o644),
+            ("f755", 0o755),
+            ("f600", 0o600),
+            ("f4750", 0o4750),
+        ] {
+            let f = src.join(dir).join(file);
+            write(&f, file.as_bytes());
+            fs::set_permissions(&f, fs::Permissions::from_mode(fmode)).unwrap();
+        }
+        fs::set_permissions(src.join(dir), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let modes = |root: &Path| {
+        treediff::walk(root)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let m = fs::symlink_metadata(root.join(&p)).unwrap().mode();
+                format!("{} {:o}", p.display(), m & 0o7777)
+            })
+            .collect::<Vec<_>>()
+    };
+    let specs = [
+        "Dg+s,ug+w,Fo-w,+X",
+        "D755,F644",
+        "go-rwx",
+        "u=rwX,go=rX",
+        "+w",
+        "a+t",
+        "Fu+s,Dg-s",
+        "o=",
+        "ug=rw,Da+x",
+        "-x,u+X",
+        "g=u,o=g",
+        "g+u,u-o",
+        "u=g",
+        "o+u,g-u",
+        "=",
+    ];
+    for (i, spec) in specs.iter().enumerate() {
+        let arg = format!("--chmod={spec}");
+        // With -p (in -a) the modes are the tweaked source's; without it new entries get the
+        // tweaked mode less the umask.
+        for (j, base) in [&["-a"][..], &["-rt"]].iter().enumerate() {
+            let mut args = base.to_vec();
+            args.push(&arg);
+            let (want, got) = (
+                s.path().join(format!("rsync{i}-{j}")),
+                s.path().join(format!("arsync{i}-{j}")),
+            );
+            let w = rsync(&args, &src, &want);
+            assert_eq!(code(&w), 0, "rsync {args:?}: {}", err(&w));
+            let g = copy_contents(&args, &src, &got);
+            assert_eq!(code(&g), 0, "arsync {args:?}: {}", err(&g));
+            assert_eq!(modes(&got), modes(&want), "{args:?}");
+            // A second run with the same --chmod has nothing to change.
+            let again = copy_contents(&[&["-i"][..], &args].concat(), &src, &got);
+            assert_eq!(items(&again), BTreeSet::new(), "{args:?} again");
+        }
+    }
+    for bad in [
+        "--chmod=u",
+        "--chmod=u+q",
+        "--chmod=D8",
+        "--chmod=DFu+x",
+        "--chmod=Fu",
+    ] {
+        let w = rsync(&["-a", bad], &src, &s.path().join("rbad"));
+        assert_ne!(code(&w), 0, "rsync accepted {bad}");
+        let g = copy_contents(&["-a", bad], &src, &s.path().join("abad"));
+        assert_eq!(code(&g), 1, "{bad}");
     }
 }

@@ -629,6 +629,28 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("ignore-missing-args")
+            .long("ignore-missing-args")
+            .action(ArgAction::SetTrue)
+            .help("a source argument that does not exist is no error: it is passed over [default: off: exit code 23]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("delete-missing-args")
+            .long("delete-missing-args")
+            .action(ArgAction::SetTrue)
+            .help("a source argument that does not exist deletes its name in the destination (a non-empty directory only with --delete or --force) [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("chmod")
+            .long("chmod")
+            .value_name("CHMOD")
+            .action(ArgAction::Append)
+            .help("change the permissions the destination gets, as rsync does: comma-separated [D|F][ugoa][+-=][rwxXst] items or [D|F]octal, e.g. Dg+s,ug+w,Fo-w,+X or D755,F644 (repeatable) [default: none]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("mkpath")
             .long("mkpath")
             .action(ArgAction::SetTrue)
@@ -1163,6 +1185,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.max_delete = m.get_one::<u64>("max-delete").copied();
     config.max_size = m.get_one::<u64>("max-size").copied();
     config.remove_source_files = m.get_flag("remove-source-files");
+    if let Some(specs) = m.get_many::<String>("chmod") {
+        let umask = engine::process_umask();
+        for spec in specs {
+            config.chmod.parse(spec, umask).map_err(|e| usage(&e))?;
+        }
+    }
+    config.missing_args = if m.get_flag("delete-missing-args") {
+        engine::MissingArgs::Delete
+    } else if m.get_flag("ignore-missing-args") {
+        engine::MissingArgs::Ignore
+    } else {
+        engine::MissingArgs::Error
+    };
     config.min_size = m.get_one::<u64>("min-size").copied();
     let delete_excluded = m.get_flag("delete-excluded");
     config.delete = if m.get_flag("delete-after") {

@@ -216,6 +216,10 @@ impl Observer for Printer {
                         line.extend_from_slice(&escape(path));
                         line.extend_from_slice(b" is under min-size");
                     }
+                    SkipReason::NonEmptyDirectory => {
+                        line.extend_from_slice(b"cannot delete non-empty directory: ");
+                        line.extend_from_slice(&escape(path));
+                    }
                 }
                 line.push(b'\n');
                 let _ = std::io::stdout().lock().write_all(&line);

@@ -110,6 +110,7 @@ pub(crate) fn meta_policy(config: &Config, umask: u32) -> fsops::MetaPolicy {
         egid: fsops::sys::getegid(),
         xattrs: config.xattrs,
         acls: config.acls,
+        chmod: config.chmod,
     }
 }
 

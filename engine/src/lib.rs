@@ -75,6 +75,15 @@ use std::time::Duration;
 
 pub use filter::Filters;
 pub use fsops::FileType;
+pub use fsops::meta::Chmod;
+
+/// The process's umask (read by setting and restoring it: call it while the process has one
+/// thread, as the command line does before a run).
+pub fn process_umask() -> u32 {
+    let m = fsops::sys::set_umask(0o022);
+    fsops::sys::set_umask(m);
+    m
+}
 pub use fsops::Stat;
 pub use route::{CLASSES as ROUTE_CLASSES, Routes, Via};
 pub use scheduler::WorkerStats;
@@ -155,6 +164,8 @@ pub struct Config {
     pub perms: bool,
     /// `-t`: modification times.
     pub times: bool,
+    /// `--chmod`: permission modifiers applied to every source mode first.
+    pub chmod: fsops::meta::Chmod,
     /// `-O/--omit-dir-times`: `-t` leaves directories alone.
     pub omit_dir_times: bool,
     /// `-J/--omit-link-times`: `-t` leaves symlinks alone.
@@ -225,6 +236,9 @@ pub struct Config {
     /// `-b/--backup`, `--backup-dir`, `--suffix`: keep every destination non-directory that is
     /// replaced or deleted under a backup name (see [`backup`]).
     pub backup: Option<backup::Backup>,
+    /// What a source argument that does not exist means (`--ignore-missing-args`,
+    /// `--delete-missing-args`).
+    pub missing_args: MissingArgs,
     /// `--remove-source-files`: once a non-directory is in sync in the destination (copied,
     /// linked, or found up to date), remove it from the source; a regular file whose size or
     /// mtime no longer matches its copy is kept and reported.
@@ -304,6 +318,7 @@ impl Config {
             times: true,
             omit_dir_times: false,
             omit_link_times: false,
+            chmod: fsops::meta::Chmod::default(),
             atimes: false,
             owner: true,
             group: true,
@@ -330,6 +345,7 @@ impl Config {
             min_size: None,
             max_size: None,
             remove_source_files: false,
+            missing_args: MissingArgs::Error,
             backup: None,
             filters: Filters::new(),
             delete: None,
@@ -400,6 +416,19 @@ pub enum ErrorClass {
     FileIo,
 }
 
+/// What a source argument that does not exist means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MissingArgs {
+    /// An error (rsync exit 23).
+    #[default]
+    Error,
+    /// Nothing (`--ignore-missing-args`).
+    Ignore,
+    /// Delete the entry of that name in the destination (`--delete-missing-args`); a non-empty
+    /// directory only with `--delete` or `--force`.
+    Delete,
+}
+
 /// Why an entry was skipped on purpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SkipReason {
@@ -415,6 +444,10 @@ pub enum SkipReason {
     OverMaxSize,
     /// A regular file smaller than `--min-size`.
     UnderMinSize,
+    /// A directory to delete that is not empty and may not be emptied (`--delete-missing-args`
+    /// without `--delete`/`--force`), or that still holds backups (`-b`): rsync's "cannot delete
+    /// non-empty directory", not an error.
+    NonEmptyDirectory,
 }
 
 /// What the engine tells its observer, from any core thread.

@@ -477,8 +477,10 @@ fn remove_inner(
             {
                 // Backups are in it (its files' beside them, or a backup directory): it stays,
                 // as rsync leaves it, with a word, not an error.
-                let message = format!("cannot delete non-empty directory: {}", path.display());
-                shared.observer.event(&Event::Warning { message: &message });
+                shared.observer.event(&Event::Skipped {
+                    path: &path,
+                    reason: crate::SkipReason::NonEmptyDirectory,
+                });
                 return false;
             }
             Err(e) => {

@@ -335,6 +335,17 @@ async fn start_root(core: &Rc<Core>, index: usize) {
     let root = cfg.roots[index].clone();
     let lst = match sys::lstat_path(&root.src) {
         Ok(st) => st,
+        // (A source named with a trailing slash is a directory to enter: missing, an error.)
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !root.rel.as_os_str().is_empty() => {
+            match cfg.missing_args {
+                crate::MissingArgs::Error => {
+                    report(core, &root.src, "link_stat", &e, ErrorClass::Partial)
+                }
+                crate::MissingArgs::Ignore => {}
+                crate::MissingArgs::Delete => delete_missing(core, &root),
+            }
+            return;
+        }
         Err(e) => {
             report(core, &root.src, "link_stat", &e, ErrorClass::Partial);
             return;
@@ -1077,6 +1088,50 @@ async fn entry(
         FileType::Unknown => {}
     }
     Outcome::Done
+}
+
+/// `--delete-missing-args`: the source argument `root` does not exist; delete what the
+/// destination has under its name, as rsync does: a non-directory or an empty directory always,
+/// a non-empty directory only with `--delete` or `--force` (else it stays, with a word).
+fn delete_missing(core: &Core, root: &crate::Root) {
+    let shared = &core.shared;
+    let cfg = &shared.config;
+    let (Some(parent), Some(name)) = (root.dst.parent(), root.dst.file_name()) else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let Ok(name) = CString::new(name.as_bytes()) else {
+        return;
+    };
+    let dir = match sys::open_dir_path(parent) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => return report(core, parent, "opendir (delete)", &e, ErrorClass::Partial),
+    };
+    let ft = match sys::lstat_at(dir.as_fd(), &name) {
+        Ok(st) => st.file_type(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => return report(core, &root.dst, "lstat", &e, ErrorClass::Partial),
+    };
+    let rel_parent = root.rel.parent().unwrap_or(Path::new(""));
+    if ft == FileType::Dir && cfg.delete.is_none() && !cfg.force {
+        let empty = sys::open_dir_at(dir.as_fd(), &name).and_then(|d| {
+            let mut reader = fsops::DirReader::default();
+            Ok(!reader.fill(d.as_fd())? || reader.entries().next().is_none())
+        });
+        if !empty.unwrap_or(false) {
+            shared.observer.event(&Event::Skipped {
+                path: &root.rel,
+                reason: SkipReason::NonEmptyDirectory,
+            });
+            return;
+        }
+    }
+    sync::remove(shared, &core.counters, dir.as_fd(), &name, ft, rel_parent);
 }
 
 /// `--remove-source-files -H`: a multi-link source name to remove when the run is over, if it

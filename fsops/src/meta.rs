@@ -82,6 +82,175 @@ impl Stat {
     }
 }
 
+/// `--chmod`: rsync's permission modifiers, applied to a source entry's mode before it is used
+/// for the destination: comma-separated items, each optionally `D` (directories only) or `F`
+/// (everything else), then either octal digits (`D755`) or `[ugoa]*` and one of `+`, `-`, `=`
+/// with `[rwxXst]*` (`go-w`, `Fa+r`, `u=rwX`). Without `ugoa`, rsync applies the umask to the
+/// bits (`+w` under umask 022 is `u+w`). A port of rsync's `parse_chmod`/`tweak_mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Chmod {
+    rules: [ChmodRule; Chmod::MAX],
+    len: u8,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ChmodRule {
+    /// An octal item: the exact permission bits.
+    set: Option<u32>,
+    /// `ugoa` as rsync encodes them (0o100, 0o010, 0o001 each), 0o111 when none was given.
+    who: u32,
+    op: u8,
+    /// `rwx` as 4, 2, 1.
+    what: u32,
+    /// `g=u` and the like: the bits are copied from this class (a shift: 6, 3 or 0).
+    copy: Option<u32>,
+    /// The set-id bits of the classes named (`u`: setuid, `g`: setgid).
+    top: u32,
+    /// The set-id and sticky bits the item sets (`s`, `t`).
+    top_oct: u32,
+    /// Without `ugoa`: the complement of the umask.
+    mask: u32,
+    dirs_only: bool,
+    files_only: bool,
+    /// `X`: execute only for directories and files that have some execute bit.
+    x_keep: bool,
+}
+
+impl Chmod {
+    /// At most this many items in all.
+    pub const MAX: usize = 32;
+
+    /// Whether there is nothing to apply.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Add the items of one `--chmod` value; `umask` is the process's (for items without
+    /// `ugoa`).
+    pub fn parse(&mut self, spec: &str, umask: u32) -> Result<(), String> {
+        let bad = || format!("invalid --chmod value: {spec:?}");
+        for item in spec.split(',') {
+            let b = item.as_bytes();
+            let mut i = 0;
+            let mut rule = ChmodRule {
+                mask: 0o7777,
+                ..ChmodRule::default()
+            };
+            while i < b.len() && matches!(b[i], b'D' | b'F') {
+                match b[i] {
+                    b'D' if !rule.files_only => rule.dirs_only = true,
+                    b'F' if !rule.dirs_only => rule.files_only = true,
+                    _ => return Err(bad()),
+                }
+                i += 1;
+            }
+            if i < b.len() && b[i].is_ascii_digit() {
+                let digits = &item[i..];
+                if !digits.bytes().all(|c| (b'0'..=b'7').contains(&c)) {
+                    return Err(bad());
+                }
+                let v = u32::from_str_radix(digits, 8).map_err(|_| bad())?;
+                if v > 0o7777 {
+                    return Err(bad());
+                }
+                rule.set = Some(v);
+            } else {
+                while i < b.len() && matches!(b[i], b'u' | b'g' | b'o' | b'a') {
+                    match b[i] {
+                        b'u' => {
+                            rule.who |= 0o100;
+                            rule.top |= 0o4000;
+                        }
+                        b'g' => {
+                            rule.who |= 0o010;
+                            rule.top |= 0o2000;
+                        }
+                        b'o' => rule.who |= 0o001,
+                        _ => rule.who |= 0o111,
+                    }
+                    i += 1;
+                }
+                rule.op = *b.get(i).ok_or_else(bad)?;
+                if !matches!(rule.op, b'+' | b'-' | b'=') {
+                    return Err(bad());
+                }
+                i += 1;
+                let rest = &b[i..];
+                match rest {
+                    b"u" => rule.copy = Some(6),
+                    b"g" => rule.copy = Some(3),
+                    b"o" => rule.copy = Some(0),
+                    _ => {
+                        for &c in rest {
+                            match c {
+                                b'r' => rule.what |= 4,
+                                b'w' => rule.what |= 2,
+                                b'x' => rule.what |= 1,
+                                b'X' => {
+                                    rule.x_keep = true;
+                                    rule.what |= 1;
+                                }
+                                b's' => {
+                                    rule.top_oct |= if rule.top != 0 { rule.top } else { 0o4000 }
+                                }
+                                b't' => rule.top_oct |= 0o1000,
+                                _ => return Err(bad()),
+                            }
+                        }
+                    }
+                }
+                if rule.who == 0 {
+                    rule.who = 0o111;
+                    rule.mask = !umask & 0o7777;
+                }
+            }
+            if usize::from(self.len) == Self::MAX {
+                return Err(format!("at most {} --chmod items", Self::MAX));
+            }
+            self.rules[usize::from(self.len)] = rule;
+            self.len += 1;
+        }
+        Ok(())
+    }
+
+    /// `mode` (type bits included) with the items applied in order.
+    pub fn apply(&self, mode: u32) -> u32 {
+        let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
+        let was_x = mode & 0o111 != 0;
+        let kind = mode & !0o7777;
+        let all = 0o7777;
+        let mut m = mode & all;
+        for r in &self.rules[..usize::from(self.len)] {
+            if r.dirs_only && !is_dir || r.files_only && is_dir {
+                continue;
+            }
+            if let Some(v) = r.set {
+                m = v;
+                continue;
+            }
+            // A copied class (`g=u`) brings its rwx bits only; `=` then clears the set-id bits
+            // of the classes named too (as rsync 3.5 does).
+            let (what, top_oct, clear_top) = match r.copy {
+                Some(shift) => ((m >> shift) & 7, 0, r.top),
+                None => (r.what, r.top_oct, if r.top_oct != 0 { r.top } else { 0 }),
+            };
+            let bits = (r.who * what) & r.mask;
+            let (and, or) = match r.op {
+                b'+' => (all, bits | top_oct),
+                b'-' => (all & !(bits | top_oct), 0),
+                _ => (all & !(r.who * 7) & !clear_top, bits | top_oct),
+            };
+            m &= and;
+            m |= if r.x_keep && !was_x && !is_dir {
+                or & !0o111
+            } else {
+                or
+            };
+        }
+        m | kind
+    }
+}
+
 /// Which attributes to preserve and the facts about the process that decide how.
 #[derive(Clone, Copy, Debug)]
 pub struct MetaPolicy {
@@ -109,6 +278,8 @@ pub struct MetaPolicy {
     pub xattrs: bool,
     /// `-A`: POSIX ACLs.
     pub acls: bool,
+    /// `--chmod`: applied to the source's permission bits first.
+    pub chmod: Chmod,
 }
 
 impl MetaPolicy {
@@ -164,10 +335,15 @@ impl MetaPolicy {
 
     /// The final permission bits of a new entry (rsync's `dest_mode` for a new file).
     pub fn final_perm(&self, src: &Stat) -> u32 {
-        if self.perms {
+        let perm = if self.chmod.is_empty() {
             src.perm()
         } else {
-            src.perm() & 0o777 & !self.umask
+            self.chmod.apply(src.mode) & 0o7777
+        };
+        if self.perms {
+            perm
+        } else {
+            perm & 0o777 & !self.umask
         }
     }
 

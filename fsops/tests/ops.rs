@@ -147,6 +147,7 @@ fn policy(perms: bool, umask: u32) -> MetaPolicy {
         egid: sys::getegid(),
         xattrs: false,
         acls: false,
+        chmod: Default::default(),
     }
 }
 
