@@ -1,8 +1,9 @@
 //! Sync behaviour against rsync on the same trees: `--delete` (and `--delete-after`,
 //! `--delete-excluded`, `--max-delete`), filter rules, `-n` (changes nothing), `-i` (rsync's
 //! change codes), `-c`, `-u`, `--existing`, `--ignore-existing`, `--max-size`/`--min-size`,
-//! `--remove-source-files`, `-b`/`--backup-dir`/`--suffix`, `-O`/`-J`, `--chmod`, `--ignore-missing-args`,
-//! `--delete-missing-args`, `--modify-window`, `--stats`.
+//! `--remove-source-files`, `-b`/`--backup-dir`/`--suffix`, `-O`/`-J`, `--chmod`,
+//! `--usermap`/`--groupmap`/`--chown`, `--ignore-missing-args`, `--delete-missing-args`,
+//! `--modify-window`, `--stats`.
 //! Where rsync is the oracle, the test runs `rsync -n -i` (or a real rsync copy) on an identical
 //! tree and compares.
 
@@ -1471,5 +1472,84 @@ fn chmod_gives_the_modes_rsync_gives() {
         assert_ne!(code(&w), 0, "rsync accepted {bad}");
         let g = copy_contents(&["-a", bad], &src, &s.path().join("abad"));
         assert_eq!(code(&g), 1, "{bad}");
+    }
+}
+
+#[test]
+fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
+    if !is_root() {
+        skip(
+            "usermap_groupmap_and_chown_give_the_owners_rsync_gives",
+            "changing owners needs root",
+        );
+        return;
+    }
+    if !require_rsync("usermap_groupmap_and_chown_give_the_owners_rsync_gives") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    for (name, uid, gid) in [
+        ("root", 0, 0),
+        ("daemon", 1, 1),
+        ("u1000", 1000, 1000),
+        ("u1500", 1500, 100),
+        ("u2000", 2000, 2),
+        ("d/inner", 1200, 1200),
+    ] {
+        let f = src.join(name);
+        write(&f, name.as_bytes());
+        std::os::unix::fs::lchown(&f, Some(uid), Some(gid)).unwrap();
+    }
+    std::os::unix::fs::lchown(src.join("d"), Some(1100), Some(1100)).unwrap();
+    symlink("root", src.join("link")).unwrap();
+    std::os::unix::fs::lchown(src.join("link"), Some(1300), Some(1300)).unwrap();
+    let owners = |root: &Path| {
+        treediff::walk(root)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let m = fs::symlink_metadata(root.join(&p)).unwrap();
+                format!("{} {}:{}", p.display(), m.uid(), m.gid())
+            })
+            .collect::<Vec<_>>()
+    };
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--usermap=1000-1999:daemon,0:2", "--groupmap=*:users"],
+        vec!["--chown=bin:users"],
+        vec!["--chown=:daemon"],
+        vec!["--chown=1234"],
+        vec![
+            "--usermap=daemon:1234,2000-2100:3",
+            "--groupmap=1000-1300:7",
+        ],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        let mut args = vec!["-a"];
+        args.extend(flags.iter().copied());
+        let (want, got) = (
+            s.path().join(format!("rsync{i}")),
+            s.path().join(format!("arsync{i}")),
+        );
+        let w = rsync(&args, &src, &want);
+        assert_eq!(code(&w), 0, "rsync {flags:?}: {}", err(&w));
+        let g = copy_contents(&args, &src, &got);
+        assert_eq!(code(&g), 0, "arsync {flags:?}: {}", err(&g));
+        assert_eq!(owners(&got), owners(&want), "{flags:?}");
+        let again = copy_contents(&[&["-i"][..], &args].concat(), &src, &got);
+        assert_eq!(items(&again), BTreeSet::new(), "{flags:?} again");
+    }
+    for bad in [
+        &["--usermap=1000"][..],
+        &["--usermap=2000-:3"],
+        &["--chown=no-such-user-here"],
+        &["--groupmap=*:no-such-group-here"],
+        &["--chown=bin", "--usermap=*:daemon"],
+    ] {
+        let mut args = vec!["-a"];
+        args.extend(bad.iter().copied());
+        let g = copy_contents(&args, &src, &s.path().join("bad"));
+        assert_eq!(code(&g), 1, "{bad:?}");
     }
 }

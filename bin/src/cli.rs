@@ -651,6 +651,27 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("usermap")
+            .long("usermap")
+            .value_name("FROM:TO,...")
+            .help("with -o (as root): give copies of files owned by FROM the owner TO; FROM is *, a uid, a range LOW-HIGH or a user name, TO a name or uid; first match wins [default: none]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("groupmap")
+            .long("groupmap")
+            .value_name("FROM:TO,...")
+            .help("with -g: the same for groups [default: none]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("chown")
+            .long("chown")
+            .value_name("USER:GROUP")
+            .help("with -o/-g: every copy gets this owner and/or group (either may be empty) [default: none]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("mkpath")
             .long("mkpath")
             .action(ArgAction::SetTrue)
@@ -1185,6 +1206,45 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.max_delete = m.get_one::<u64>("max-delete").copied();
     config.max_size = m.get_one::<u64>("max-size").copied();
     config.remove_source_files = m.get_flag("remove-source-files");
+    let usermap = m.get_one::<String>("usermap");
+    let groupmap = m.get_one::<String>("groupmap");
+    if let Some(spec) = usermap {
+        config
+            .uid_map
+            .parse(spec, engine::user_id)
+            .map_err(|e| usage(&format!("--usermap: {e}")))?;
+    }
+    if let Some(spec) = groupmap {
+        config
+            .gid_map
+            .parse(spec, engine::group_id)
+            .map_err(|e| usage(&format!("--groupmap: {e}")))?;
+    }
+    if let Some(spec) = m.get_one::<String>("chown") {
+        let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
+        if !user.is_empty() {
+            if usermap.is_some() {
+                return Err(usage(
+                    "--chown with a user cannot be combined with --usermap",
+                ));
+            }
+            config
+                .uid_map
+                .parse(&format!("*:{user}"), engine::user_id)
+                .map_err(|e| usage(&format!("--chown: {e}")))?;
+        }
+        if !group.is_empty() {
+            if groupmap.is_some() {
+                return Err(usage(
+                    "--chown with a group cannot be combined with --groupmap",
+                ));
+            }
+            config
+                .gid_map
+                .parse(&format!("*:{group}"), engine::group_id)
+                .map_err(|e| usage(&format!("--chown: {e}")))?;
+        }
+    }
     if let Some(specs) = m.get_many::<String>("chmod") {
         let umask = engine::process_umask();
         for spec in specs {

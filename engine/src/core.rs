@@ -111,6 +111,8 @@ pub(crate) fn meta_policy(config: &Config, umask: u32) -> fsops::MetaPolicy {
         xattrs: config.xattrs,
         acls: config.acls,
         chmod: config.chmod,
+        uid_map: config.uid_map,
+        gid_map: config.gid_map,
     }
 }
 

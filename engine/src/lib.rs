@@ -75,7 +75,8 @@ use std::time::Duration;
 
 pub use filter::Filters;
 pub use fsops::FileType;
-pub use fsops::meta::Chmod;
+pub use fsops::meta::{Chmod, IdMap};
+pub use fsops::sys::{group_id, user_id};
 
 /// The process's umask (read by setting and restoring it: call it while the process has one
 /// thread, as the command line does before a run).
@@ -166,6 +167,10 @@ pub struct Config {
     pub times: bool,
     /// `--chmod`: permission modifiers applied to every source mode first.
     pub chmod: fsops::meta::Chmod,
+    /// `--usermap`/`--chown`: source uids to destination uids.
+    pub uid_map: fsops::meta::IdMap,
+    /// `--groupmap`/`--chown`: source gids to destination gids.
+    pub gid_map: fsops::meta::IdMap,
     /// `-O/--omit-dir-times`: `-t` leaves directories alone.
     pub omit_dir_times: bool,
     /// `-J/--omit-link-times`: `-t` leaves symlinks alone.
@@ -319,6 +324,8 @@ impl Config {
             omit_dir_times: false,
             omit_link_times: false,
             chmod: fsops::meta::Chmod::default(),
+            uid_map: fsops::meta::IdMap::default(),
+            gid_map: fsops::meta::IdMap::default(),
             atimes: false,
             owner: true,
             group: true,

@@ -40,8 +40,8 @@ pub(crate) fn attr_change(shared: &RunShared, d: &Stat, st: &Stat, is_link: bool
         time: p.keeps_mtime(st.file_type())
             && !same_mtime(d.mtime, st.mtime, shared.config.modify_window),
         perms: !is_link && p.perms && d.perm() != p.final_perm(st),
-        owner: p.owner && p.euid == 0 && d.uid != st.uid,
-        group: p.group && d.gid != st.gid,
+        owner: p.owner && p.euid == 0 && d.uid != p.ids(st).0,
+        group: p.group && d.gid != p.ids(st).1,
         ..Change::default()
     }
 }

@@ -251,6 +251,84 @@ impl Chmod {
     }
 }
 
+/// `--usermap`/`--groupmap`/`--chown`: which destination id a source id becomes. Rules are
+/// tried in order, the first that matches wins, and an id no rule matches stays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdMap {
+    /// (lowest, highest, new id) of each rule.
+    rules: [(u32, u32, u32); IdMap::MAX],
+    len: u8,
+}
+
+impl IdMap {
+    /// At most this many rules.
+    pub const MAX: usize = 32;
+
+    /// Whether no rule is set.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The id `id` becomes.
+    pub fn map(&self, id: u32) -> u32 {
+        self.rules[..usize::from(self.len)]
+            .iter()
+            .find(|r| (r.0..=r.1).contains(&id))
+            .map_or(id, |r| r.2)
+    }
+
+    /// Add the rules of one `--usermap`/`--groupmap` value, rsync's `FROM:TO[,FROM:TO...]`:
+    /// FROM is `*` (every id), a number, a range `LOW-HIGH`, or a name (the id it has here: a
+    /// local copy has one user database); TO is a name or a number. `id_of` looks a name up.
+    /// Name patterns other than `*` are refused.
+    pub fn parse(&mut self, spec: &str, id_of: impl Fn(&str) -> Option<u32>) -> Result<(), String> {
+        for item in spec.split(',') {
+            let (from, to) = item
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{item:?} is not FROM:TO"))?;
+            let to = Self::id(to, &id_of)?;
+            let (lo, hi) = if from == "*" {
+                (0, u32::MAX)
+            } else if let Some((a, b)) = from.split_once('-')
+                && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+            {
+                let bad = || format!("bad range {from:?} (LOW-HIGH, both given)");
+                (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?)
+            } else if from.bytes().any(|c| matches!(c, b'*' | b'?' | b'[')) {
+                return Err(format!(
+                    "name patterns other than * are not supported: {from:?}"
+                ));
+            } else {
+                let id = Self::id(from, &id_of)?;
+                (id, id)
+            };
+            self.push(lo, hi, to)?;
+        }
+        Ok(())
+    }
+
+    /// Map every id to `to` (`--chown`).
+    pub fn all_to(&mut self, to: u32) -> Result<(), String> {
+        self.push(0, u32::MAX, to)
+    }
+
+    fn push(&mut self, lo: u32, hi: u32, to: u32) -> Result<(), String> {
+        if usize::from(self.len) == Self::MAX {
+            return Err(format!("at most {} id mapping rules", Self::MAX));
+        }
+        self.rules[usize::from(self.len)] = (lo, hi, to);
+        self.len += 1;
+        Ok(())
+    }
+
+    fn id(s: &str, id_of: &impl Fn(&str) -> Option<u32>) -> Result<u32, String> {
+        if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
+            return s.parse().map_err(|_| format!("bad id {s:?}"));
+        }
+        id_of(s).ok_or_else(|| format!("unknown user or group {s:?}"))
+    }
+}
+
 /// Which attributes to preserve and the facts about the process that decide how.
 #[derive(Clone, Copy, Debug)]
 pub struct MetaPolicy {
@@ -280,19 +358,30 @@ pub struct MetaPolicy {
     pub acls: bool,
     /// `--chmod`: applied to the source's permission bits first.
     pub chmod: Chmod,
+    /// `--usermap`/`--chown`: applied to the source's uid first.
+    pub uid_map: IdMap,
+    /// `--groupmap`/`--chown`: applied to the source's gid first.
+    pub gid_map: IdMap,
 }
 
 impl MetaPolicy {
+    /// The owner and group a copy of `src` should have: its own, through `--usermap`,
+    /// `--groupmap` and `--chown`.
+    pub fn ids(&self, src: &Stat) -> (u32, u32) {
+        (self.uid_map.map(src.uid), self.gid_map.map(src.gid))
+    }
+
     /// The uid/gid to pass to `chown` (`u32::MAX` = leave), given what a fresh entry got at
     /// creation (`created_gid`: the egid, or the parent's gid under a setgid directory).
     pub fn chown_ids(&self, src: &Stat, created_gid: u32) -> Option<(u32, u32)> {
-        let uid = if self.owner && self.euid == 0 && src.uid != self.euid {
-            src.uid
+        let (src_uid, src_gid) = self.ids(src);
+        let uid = if self.owner && self.euid == 0 && src_uid != self.euid {
+            src_uid
         } else {
             u32::MAX
         };
-        let gid = if self.group && src.gid != created_gid {
-            src.gid
+        let gid = if self.group && src_gid != created_gid {
+            src_gid
         } else {
             u32::MAX
         };
@@ -302,13 +391,14 @@ impl MetaPolicy {
     /// The uid/gid to pass to `chown` (`u32::MAX` = leave) to give an *existing* file `dst`
     /// (made by anyone) the owner and group of `src`; `None` when both already match.
     pub fn chown_existing(&self, dst: &Stat, src: &Stat) -> Option<(u32, u32)> {
-        let uid = if self.owner && self.euid == 0 && dst.uid != src.uid {
-            src.uid
+        let (src_uid, src_gid) = self.ids(src);
+        let uid = if self.owner && self.euid == 0 && dst.uid != src_uid {
+            src_uid
         } else {
             u32::MAX
         };
-        let gid = if self.group && dst.gid != src.gid {
-            src.gid
+        let gid = if self.group && dst.gid != src_gid {
+            src_gid
         } else {
             u32::MAX
         };
@@ -390,8 +480,8 @@ impl MetaPolicy {
 /// `-t`), so that touching it can be skipped (extended attributes are not compared).
 pub fn matches(dst: &Stat, src: &Stat, policy: &MetaPolicy, is_symlink: bool) -> bool {
     (is_symlink || !policy.perms || dst.perm() == policy.final_perm(src))
-        && (!policy.owner || policy.euid != 0 || dst.uid == src.uid)
-        && (!policy.group || dst.gid == src.gid)
+        && (!policy.owner || policy.euid != 0 || dst.uid == policy.ids(src).0)
+        && (!policy.group || dst.gid == policy.ids(src).1)
         && (!policy.keeps_mtime(src.file_type()) || dst.mtime == src.mtime)
 }
 

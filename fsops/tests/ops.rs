@@ -148,6 +148,8 @@ fn policy(perms: bool, umask: u32) -> MetaPolicy {
         xattrs: false,
         acls: false,
         chmod: Default::default(),
+        uid_map: Default::default(),
+        gid_map: Default::default(),
     }
 }
 
