@@ -855,7 +855,7 @@ fn split_files(
     }
     // This rank's chunks on as many threads as it has cores.
     let threads = if cfg.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        engine::default_threads()
     } else {
         cfg.threads
     };

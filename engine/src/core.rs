@@ -288,9 +288,7 @@ pub(crate) fn run(
 ) -> Report {
     let start = Instant::now();
     let threads = if config.threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        crate::default_threads()
     } else {
         config.threads
     };

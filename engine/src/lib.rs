@@ -78,6 +78,13 @@ pub use fsops::FileType;
 pub use fsops::meta::{Chmod, IdMap};
 pub use fsops::sys::{group_id, user_id};
 
+/// The core threads a run starts when `Config::threads` is 0: the CPUs this process may use
+/// (`available_parallelism`, which reads the CPU mask and the cgroup quota files: read once).
+pub fn default_threads() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// The process's umask (read by setting and restoring it: call it while the process has one
 /// thread, as the command line does before a run).
 pub fn process_umask() -> u32 {
@@ -699,7 +706,7 @@ pub struct Report {
 pub fn prepare_process(config: &Config) -> u64 {
     let nofile = fsops::sys::raise_nofile_limit();
     let threads = if config.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        default_threads()
     } else {
         config.threads
     } as u64;
