@@ -9,12 +9,10 @@
 //! the first error and the owner's waker.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Poll, Waker};
-
-use fsops::sys;
 
 /// The state shared by the cores copying one file.
 pub(crate) struct SplitCopy {
@@ -112,15 +110,7 @@ impl SplitCopy {
     async fn copy_range(&self, mut off: u64, len: u64) -> io::Result<()> {
         let end = off + len;
         while off < end {
-            let want = (end - off).min(16 << 20) as usize;
-            let n = sys::copy_file_range(self.src.as_fd(), off, self.dst.as_fd(), off, want)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while it was being copied",
-                ));
-            }
-            off += n as u64;
+            off = fsops::copy::copy_step(&self.src, &self.dst, off, end, 16 << 20)?;
             if self.stop.load(Ordering::Acquire) {
                 return Ok(());
             }

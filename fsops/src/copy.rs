@@ -259,20 +259,27 @@ pub async fn copy_kernel_range(
     let size = start + len;
     let mut off = start;
     while off < size {
-        let want = (size - off).min(step as u64) as usize;
-        let n = sys::copy_file_range(src.as_fd(), off, dst.as_fd(), off, want)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while it was being copied",
-            ));
-        }
-        off += n as u64;
+        off = copy_step(src, dst, off, size, step)?;
         if off < size {
             yield_now().await;
         }
     }
     Ok(off)
+}
+
+/// One `copy_file_range` of at most `step` bytes at `off` (same offset on both sides), not
+/// past `end`; returns the offset reached. A source that ends early is an error: the file
+/// shrank while it was being copied.
+pub fn copy_step(src: &OwnedFd, dst: &OwnedFd, off: u64, end: u64, step: usize) -> io::Result<u64> {
+    let want = (end - off).min(step as u64) as usize;
+    let n = sys::copy_file_range(src.as_fd(), off, dst.as_fd(), off, want)?;
+    if n == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "file shrank while it was being copied",
+        ));
+    }
+    Ok(off + n as u64)
 }
 
 /// [`copy_kernel_range`] for a thread that may block, in steps of 16 MiB; between steps it
@@ -290,15 +297,7 @@ pub fn copy_kernel_range_blocking(
         if !wanted.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(io::ErrorKind::Interrupted.into());
         }
-        let want = (size - off).min(16 << 20) as usize;
-        let n = sys::copy_file_range(src.as_fd(), off, dst.as_fd(), off, want)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank while it was being copied",
-            ));
-        }
-        off += n as u64;
+        off = copy_step(src, dst, off, size, 16 << 20)?;
     }
     Ok(off)
 }
