@@ -862,3 +862,58 @@ fn one_large_file_is_split_between_cores() {
         }
     }
 }
+
+#[test]
+fn followed_symlinks_join_their_targets_hard_link_group() {
+    if !require_rsync("followed_symlinks_join_their_targets_hard_link_group") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("f"), b"two links");
+    fs::hard_link(src.join("f"), src.join("sub/g")).unwrap();
+    for i in 0..10 {
+        std::os::unix::fs::symlink("f", src.join(format!("l{i}"))).unwrap();
+    }
+    write(&src.join("h"), b"one link");
+    std::os::unix::fs::symlink("h", src.join("m")).unwrap();
+    // The names, grouped by the inode they got in `root`.
+    let groups = |root: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let mut by_ino: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+        for p in treediff::walk(root).unwrap() {
+            let m = fs::symlink_metadata(root.join(&p)).unwrap();
+            if m.is_file() {
+                by_ino
+                    .entry(m.ino())
+                    .or_default()
+                    .push(p.display().to_string());
+            }
+        }
+        let mut g: Vec<Vec<String>> = by_ino.into_values().collect();
+        g.sort();
+        g
+    };
+    let s = format!("{}/", src.display());
+    let r = Command::new("rsync")
+        .args(["-aHL", &s])
+        .arg(t.path().join("rsync"))
+        .output()
+        .unwrap();
+    assert!(r.status.success());
+    let want = groups(&t.path().join("rsync"));
+    assert_eq!(want.len(), 3, "{want:?}");
+    for threads in ["1", "2"] {
+        let dst = t.path().join(format!("arsync{threads}"));
+        let a = run(&[
+            OsStr::new("-aHL"),
+            OsStr::new("--threads"),
+            OsStr::new(threads),
+            OsStr::new(&s),
+            dst.as_os_str(),
+        ]);
+        assert_eq!(code(&a), 0, "{}", String::from_utf8_lossy(&a.stderr));
+        assert_eq!(groups(&dst), want, "--threads {threads}");
+    }
+}

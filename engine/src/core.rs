@@ -320,7 +320,7 @@ pub(crate) fn run(
         wants_items: observer.wants_items(),
         observer,
         pid: std::process::id(),
-        links: crate::links::LinkMap::new(),
+        links: crate::links::LinkMap::new(config.copy_links || config.copy_unsafe_links),
         xattr_warned: AtomicBool::new(false),
         direct_warned: AtomicBool::new(false),
         deletes: AtomicU64::new(0),

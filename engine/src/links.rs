@@ -10,7 +10,9 @@
 //! still copying, waits for it as a future (registered wakers, woken across cores), never blocking
 //! a core thread. If the leader fails, the next waiter becomes the leader and copies the data
 //! itself. An entry is dropped once every link the source reported has been seen; groups with
-//! names outside the tree keep theirs until the run ends.
+//! names outside the tree keep theirs until the run ends. With `-L` (or `--copy-unsafe-links`) a
+//! followed symlink is one more name of its target's inode, uncounted in its link count, so no
+//! entry is dropped: every name that reaches the inode joins the group, as with rsync.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -65,14 +67,18 @@ type Shard = CachePadded<Mutex<HashMap<Key, Entry>>>;
 
 pub(crate) struct LinkMap {
     shards: Box<[Shard]>,
+    /// Keep every entry to the end of the run (symlinks are followed: more names than links).
+    keep_all: bool,
 }
 
 impl LinkMap {
-    pub fn new() -> Self {
+    /// A map; with `keep_all`, entries stay when their link count has been seen.
+    pub fn new(keep_all: bool) -> Self {
         Self {
             shards: (0..SHARDS)
                 .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
                 .collect(),
+            keep_all,
         }
     }
 
@@ -98,7 +104,7 @@ impl LinkMap {
         };
         let link = (Arc::clone(dir), name.clone(), Arc::clone(rel));
         e.remaining = e.remaining.saturating_sub(1);
-        if e.spent() {
+        if e.spent() && !self.keep_all {
             shard.remove(&key);
         }
         Some(link)
@@ -137,7 +143,7 @@ impl LinkMap {
                 State::Done { dir, name, rel } => {
                     let claim = Claim::Link(Arc::clone(dir), name.clone(), Arc::clone(rel));
                     e.waiting -= 1;
-                    if e.spent() {
+                    if e.spent() && !self.keep_all {
                         shard.remove(&key);
                     }
                     Poll::Ready(claim)
@@ -171,7 +177,7 @@ impl LinkMap {
                     rel: Arc::new(rel),
                 },
             );
-            if e.spent() {
+            if e.spent() && !self.keep_all {
                 shard.remove(&key);
             }
             match old {
@@ -206,7 +212,7 @@ mod tests {
 
     #[test]
     fn leader_then_links_then_entry_dropped() {
-        let m = LinkMap::new();
+        let m = LinkMap::new(false);
         let rt = compio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
             assert!(matches!(m.claim((1, 7), 3).await, Claim::Leader));
@@ -226,7 +232,7 @@ mod tests {
     /// waiting; the entry was dropped and the waiters copied the data again (broken groups).
     #[test]
     fn waiters_registered_before_done_still_link() {
-        let m = Arc::new(LinkMap::new());
+        let m = Arc::new(LinkMap::new(false));
         let rt = compio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
             assert!(matches!(m.claim((3, 5), 3).await, Claim::Leader));
@@ -270,7 +276,7 @@ mod tests {
 
     #[test]
     fn waiter_on_another_thread_is_woken_and_failure_hands_over() {
-        let m = Arc::new(LinkMap::new());
+        let m = Arc::new(LinkMap::new(false));
         let rt = compio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
             assert!(matches!(m.claim((2, 9), 3).await, Claim::Leader));

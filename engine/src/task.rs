@@ -1140,13 +1140,20 @@ pub(crate) struct PendingRemoval {
     path: PathBuf,
     size: u64,
     mtime: (i64, i64),
+    /// The name is a symlink followed by `-L`: its target's size and mtime are compared.
+    follow: bool,
 }
 
 impl PendingRemoval {
     /// Remove the name; on failure the path, the operation and the error.
     pub(crate) fn remove(&self) -> Result<(), (PathBuf, &'static str, io::Error)> {
         let fail = |op, e| Err((self.path.clone(), op, e));
-        match fs::symlink_metadata(&self.path) {
+        let now = if self.follow {
+            fs::metadata(&self.path)
+        } else {
+            fs::symlink_metadata(&self.path)
+        };
+        match now {
             Ok(m) if m.size() == self.size && (m.mtime(), m.mtime_nsec()) == self.mtime => {}
             Ok(_) => return fail("remove source file", changed_since_copied()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -1182,7 +1189,7 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
         Err(e) => return report(core, &path(), "lstat", &e, source_class(&e)),
     };
     if st.file_type() == FileType::File {
-        let same = sys::stat_at(parent.dst.as_fd(), dst_name).is_ok_and(|d| {
+        let same = sys::lstat_at(parent.dst.as_fd(), dst_name).is_ok_and(|d| {
             d.file_type() == FileType::File
                 && d.size == st.size
                 && (!cfg.times || d.mtime == st.mtime)
@@ -1201,6 +1208,7 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
                 path: path(),
                 size: st.size,
                 mtime: st.mtime,
+                follow,
             });
             return;
         }
