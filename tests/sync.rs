@@ -710,9 +710,25 @@ fn killed_run_leaves_nothing_half_written_and_a_rerun_is_exact() {
         !dst.join("big").exists(),
         "a half-written file under its final name"
     );
-    assert!(temporaries(&dst).is_empty(), "{:?}", temporaries(&dst));
+    // The big file left nothing (its data was in an unnamed file). A new subtree is made under a
+    // temporary name and renamed into place when finished, so if the kill came first, `sub` is
+    // still there under that name: a whole-subtree temporary, never a file under a final name.
+    for p in temporaries(&dst) {
+        let top = p.components().next().unwrap().as_os_str().to_string_lossy();
+        assert!(top.starts_with(".~arsync-"), "{p:?}");
+    }
+    for p in treediff::walk(&dst).unwrap() {
+        let under_final_names = !p.to_string_lossy().contains("~arsync");
+        if under_final_names && fs::symlink_metadata(dst.join(&p)).unwrap().is_file() {
+            assert_eq!(
+                fs::read(dst.join(&p)).unwrap(),
+                fs::read(src.join(&p)).unwrap()
+            );
+        }
+    }
     let out = copy_contents(&["-a"], &src, &dst);
     assert_eq!(code(&out), 0, "{}", err(&out));
+    assert!(temporaries(&dst).is_empty(), "{:?}", temporaries(&dst));
     assert_same(&src, &dst, treediff::Check::archive());
     // Named staging (--temp-names): the killed run leaves its temporary; the next one removes it.
     let dst = s.path().join("dst-named");
