@@ -36,6 +36,15 @@ fn rsync(flags: &[&str], src: &Path, dst: &Path) -> Output {
         .expect("run rsync")
 }
 
+/// `rsync FLAGS SRC/ DST` or the same with arsync, by `tool`'s name.
+fn by_tool(tool: &str, flags: &[&str], src: &Path, dst: &Path) -> Output {
+    if tool == "rsync" {
+        rsync(flags, src, dst)
+    } else {
+        copy_contents(flags, src, dst)
+    }
+}
+
 /// The item lines of an `-i` run, sorted, without the "created directory" notice; a hard-link
 /// line keeps only its own name (which name leads a group is an implementation detail).
 fn items(o: &Output) -> BTreeSet<String> {
@@ -961,11 +970,7 @@ fn link_dest_links_unchanged_files() {
     for (tool, dst) in [("arsync", "b2"), ("rsync", "r2")] {
         let dst = s.path().join(dst);
         let flags = ["-a", "--link-dest=../backup1"];
-        let out = if tool == "rsync" {
-            rsync(&flags, &src, &dst)
-        } else {
-            copy_contents(&flags, &src, &dst)
-        };
+        let out = by_tool(tool, &flags, &src, &dst);
         assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
         if tool == "arsync" {
             // (rsync 3.2 leaves some directory mtimes unset here: the comparison with it is on
@@ -1137,18 +1142,10 @@ fn remove_source_files_removes_what_rsync_removes() {
         // A dry run removes nothing.
         let mut dry = flags.to_vec();
         dry.push("-n");
-        let out = if tool == "rsync" {
-            rsync(&dry, &from, &to)
-        } else {
-            copy_contents(&dry, &from, &to)
-        };
+        let out = by_tool(tool, &dry, &from, &to);
         assert_eq!(code(&out), 0, "{tool} -n: {}", err(&out));
         assert_eq!(listing(&from), listing(&src), "{tool} -n removed something");
-        let out = if tool == "rsync" {
-            rsync(&flags, &from, &to)
-        } else {
-            copy_contents(&flags, &from, &to)
-        };
+        let out = by_tool(tool, &flags, &from, &to);
         assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
         runs.push((listing(&from), listing(&to), to));
     }
@@ -1259,11 +1256,7 @@ fn backups_are_kept_as_rsync_keeps_them() {
             fs::create_dir(&top).unwrap();
             assert_eq!(code(&rsync(&["-a"], &base, &dst)), 0);
             let ino = fs::metadata(dst.join("f")).unwrap().ino();
-            let out = if tool == "rsync" {
-                rsync(&args, &src, &dst)
-            } else {
-                copy_contents(&args, &src, &dst)
-            };
+            let out = by_tool(tool, &args, &src, &dst);
             assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
             if flags.contains(&"--inplace") {
                 assert_eq!(fs::metadata(dst.join("f")).unwrap().ino(), ino, "{tool}");
@@ -1322,11 +1315,7 @@ fn omit_dir_and_link_times_as_rsync_does() {
         for tool in ["rsync", "arsync"] {
             let dst = s.path().join(format!("{tool}{flag}"));
             let args = ["-a", "-i", flag];
-            let first = if tool == "rsync" {
-                rsync(&args, &src, &dst)
-            } else {
-                copy_contents(&args, &src, &dst)
-            };
+            let first = by_tool(tool, &args, &src, &dst);
             assert_eq!(code(&first), 0, "{tool} {flag}: {}", err(&first));
             // Which entries got the source's mtime.
             kept.push(
@@ -1337,11 +1326,7 @@ fn omit_dir_and_link_times_as_rsync_does() {
                     .collect::<Vec<_>>(),
             );
             // And a second run has nothing to say.
-            let again = if tool == "rsync" {
-                rsync(&args, &src, &dst)
-            } else {
-                copy_contents(&args, &src, &dst)
-            };
+            let again = by_tool(tool, &args, &src, &dst);
             assert_eq!(items(&again), BTreeSet::new(), "{tool} {flag} again");
         }
         assert_eq!(kept[1], kept[0], "{flag}: which mtimes were kept");

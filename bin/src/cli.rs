@@ -1206,45 +1206,21 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.max_delete = m.get_one::<u64>("max-delete").copied();
     config.max_size = m.get_one::<u64>("max-size").copied();
     config.remove_source_files = m.get_flag("remove-source-files");
-    let usermap = m.get_one::<String>("usermap");
-    let groupmap = m.get_one::<String>("groupmap");
-    if let Some(spec) = usermap {
-        config
-            .uid_map
-            .parse(spec, engine::user_id)
-            .map_err(|e| usage(&format!("--usermap: {e}")))?;
-    }
-    if let Some(spec) = groupmap {
-        config
-            .gid_map
-            .parse(spec, engine::group_id)
-            .map_err(|e| usage(&format!("--groupmap: {e}")))?;
-    }
-    if let Some(spec) = m.get_one::<String>("chown") {
-        let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
-        if !user.is_empty() {
-            if usermap.is_some() {
-                return Err(usage(
-                    "--chown with a user cannot be combined with --usermap",
-                ));
-            }
-            config
-                .uid_map
-                .parse(&format!("*:{user}"), engine::user_id)
-                .map_err(|e| usage(&format!("--chown: {e}")))?;
-        }
-        if !group.is_empty() {
-            if groupmap.is_some() {
-                return Err(usage(
-                    "--chown with a group cannot be combined with --groupmap",
-                ));
-            }
-            config
-                .gid_map
-                .parse(&format!("*:{group}"), engine::group_id)
-                .map_err(|e| usage(&format!("--chown: {e}")))?;
-        }
-    }
+    let (chown_user, chown_group) = m
+        .get_one::<String>("chown")
+        .map_or(("", ""), |s| s.split_once(':').unwrap_or((s, "")));
+    id_map(
+        &mut config.uid_map,
+        ("--usermap", m.get_one::<String>("usermap")),
+        ("user", chown_user),
+        engine::user_id,
+    )?;
+    id_map(
+        &mut config.gid_map,
+        ("--groupmap", m.get_one::<String>("groupmap")),
+        ("group", chown_group),
+        engine::group_id,
+    )?;
     if let Some(specs) = m.get_many::<String>("chmod") {
         let umask = engine::process_umask();
         for spec in specs {
@@ -1449,6 +1425,29 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         quiet: m.get_flag("quiet"),
         version,
     })
+}
+
+/// `--usermap`/`--groupmap` (`map`: the flag and its value) or `--chown`'s user or group half
+/// (`chown`: which half and its value, empty when not given) into `ids`; both at once is a usage
+/// error. `lookup` finds a name's id.
+fn id_map(
+    ids: &mut engine::IdMap,
+    map: (&str, Option<&String>),
+    chown: (&str, &str),
+    lookup: fn(&str) -> Option<u32>,
+) -> Result<(), Refused> {
+    let (flag, spec) = match (map, chown) {
+        ((flag, Some(_)), (half, c)) if !c.is_empty() => {
+            return Err(usage(&format!(
+                "--chown with a {half} cannot be combined with {flag}"
+            )));
+        }
+        ((flag, Some(spec)), _) => (flag, spec.clone()),
+        (_, (_, c)) if !c.is_empty() => ("--chown", format!("*:{c}")),
+        _ => return Ok(()),
+    };
+    ids.parse(&spec, lookup)
+        .map_err(|e| usage(&format!("{flag}: {e}")))
 }
 
 /// The filter rules in command-line order, whichever option gave them.
