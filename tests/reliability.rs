@@ -1,6 +1,7 @@
 //! Faults a data mover must survive: io_uring refused by a seccomp filter, SIGINT/SIGTERM,
 //! a full destination file system, a low fd limit, and source files that change while they are
-//! read. Each test asserts the fault was actually hit.
+//! read, and a source directory that cannot be read under `--delete` (`--ignore-errors`). Each
+//! test asserts the fault was actually hit.
 
 mod common;
 
@@ -616,6 +617,101 @@ fn permission_errors_as_an_unprivileged_user() {
     assert!(!dst.join("locked").exists() && !dst.join("ro/new").exists());
     chmod(&src.join("closed"), 0o755);
     chmod(&dst.join("ro"), 0o755);
+}
+
+/// `--delete` after a source directory could not be read: its destination counterpart is left
+/// alone unless `--ignore-errors`, which deletes in it as rsync does (rsync run the same way is
+/// the oracle). Runs as uid 65534, for whom the directory is unreadable.
+#[test]
+fn ignore_errors_deletes_under_an_unreadable_source_directory() {
+    if !is_root() || !have("setpriv") || !have("rsync") {
+        skip(
+            "ignore_errors_deletes_under_an_unreadable_source_directory",
+            "needs root (to drop to uid 65534 with setpriv) and rsync",
+        );
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    let base = s.path();
+    fs::set_permissions(base, fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = base.join("arsync");
+    fs::copy(env!("CARGO_BIN_EXE_arsync"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let src = base.join("src");
+    for (p, data) in [("ok/a", "a"), ("bad/b", "b")] {
+        fs::create_dir_all(src.join(p).parent().unwrap()).unwrap();
+        write(&src.join(p), data.as_bytes());
+    }
+    let run = |tool: &Path, flags: &[&str], dst: &Path| -> Output {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(tool)
+            .args(flags)
+            .arg(format!("{}/", src.display()))
+            .arg(dst)
+            .output()
+            .unwrap()
+    };
+    let stale = |name: &str| -> std::path::PathBuf {
+        let dst = base.join(name);
+        for p in ["ok/extra", "bad/extra", "bad/sub/deeper", "extra_top"] {
+            fs::create_dir_all(dst.join(p).parent().unwrap()).unwrap();
+            write(&dst.join(p), b"stale");
+        }
+        dst
+    };
+    let mut dsts = Vec::new();
+    for (name, flags) in [
+        ("kept", &["-a", "--delete"][..]),
+        ("ignored", &["-a", "--delete", "--ignore-errors"]),
+    ] {
+        let rsync_dst = stale(&format!("rsync-{name}"));
+        let arsync_dst = stale(&format!("arsync-{name}"));
+        for p in treediff::walk(base).unwrap() {
+            lchown(&base.join(&p), 65534, 65534);
+        }
+        chmod(&src.join("bad"), 0o000);
+        let want = run(Path::new("rsync"), flags, &rsync_dst);
+        let got = run(&bin, flags, &arsync_dst);
+        chmod(&src.join("bad"), 0o755);
+        assert_eq!(code(&want), 23, "{}", err(&want));
+        let e = err(&got);
+        assert_eq!(code(&got), 23, "{e}");
+        assert!(
+            e.lines()
+                .any(|l| l.contains("src/bad") && l.contains("Permission denied (13)")),
+            "{e}"
+        );
+        assert_eq!(fs::read(arsync_dst.join("ok/a")).unwrap(), b"a");
+        dsts.push((name, rsync_dst, arsync_dst));
+    }
+    for (name, want, got) in &dsts {
+        let list = |r: &Path| -> Vec<_> {
+            treediff::walk(r)
+                .unwrap()
+                .into_iter()
+                .filter(|p| !p.starts_with("ok"))
+                .collect()
+        };
+        let (want, got) = (list(want), list(got));
+        if *name == "kept" {
+            // What a listing could not show is never deleted (rsync goes further and deletes
+            // nothing anywhere after an I/O error).
+            assert!(got.iter().any(|p| p.ends_with("bad/sub/deeper")), "{got:?}");
+            assert!(
+                want.iter().any(|p| p.ends_with("bad/sub/deeper")),
+                "{want:?}"
+            );
+        } else {
+            assert_eq!(got, want, "--ignore-errors");
+            assert!(
+                !got.iter()
+                    .any(|p| p.starts_with("bad") && p != Path::new("bad")),
+                "{got:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! change codes), `-c`, `-u`, `--existing`, `--ignore-existing`, `--max-size`/`--min-size`,
 //! `--remove-source-files`, `-b`/`--backup-dir`/`--suffix`, `-O`/`-J`, `--chmod`,
 //! `--usermap`/`--groupmap`/`--chown`, `--ignore-missing-args`, `--delete-missing-args`,
-//! `--modify-window`, `--stats`.
+//! `--modify-window`, `-m/--prune-empty-dirs`, `--stats`.
 //! Where rsync is the oracle, the test runs `rsync -n -i` (or a real rsync copy) on an identical
 //! tree and compares.
 
@@ -209,6 +209,80 @@ fn filters_select_what_rsync_selects() {
     assert_eq!(code(&named("arsync", &g)), 0);
     assert_eq!(listing(&g), listing(&w));
     assert!(!g.join("src/top.txt").exists() && g.join("src/src/main.c").exists());
+}
+
+#[test]
+fn prune_empty_dirs_prunes_what_rsync_prunes() {
+    if !require_rsync("prune_empty_dirs_prunes_what_rsync_prunes") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    filter_tree(&src);
+    // Directories with nothing but directories, at any depth, or only what a rule excludes.
+    for d in [
+        "empty",
+        "chain/a/b/c",
+        "only-o/sub",
+        "wide/1",
+        "wide/2",
+        "wide/3/4",
+    ] {
+        fs::create_dir_all(src.join(d)).unwrap();
+    }
+    write(&src.join("only-o/x.o"), b"o");
+    write(&src.join("only-o/sub/y.o"), b"o");
+    fs::create_dir_all(src.join("links")).unwrap();
+    symlink("nowhere", src.join("links/dangling")).unwrap();
+    write(&src.join("wide/3/4/leaf"), b"leaf");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["-m"],
+        vec!["-m", "--exclude=*.o"],
+        vec!["-m", "--include=*/", "--include=*.c", "--exclude=*"],
+        vec!["--prune-empty-dirs", "--exclude=links/", "--exclude=leaf"],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        let mut args = vec!["-a", "-i"];
+        args.extend(flags.iter().copied());
+        let want_dst = s.path().join(format!("rsync{i}"));
+        let got_dst = s.path().join(format!("arsync{i}"));
+        let mut dry = args.clone();
+        dry.push("-n");
+        let want = rsync(&dry, &src, &want_dst);
+        assert_eq!(code(&want), 0, "rsync {flags:?}: {}", err(&want));
+        let got = copy_contents(&dry, &src, &got_dst);
+        assert_eq!(code(&got), 0, "arsync {flags:?}: {}", err(&got));
+        assert_eq!(items(&got), items(&want), "-n -i with {flags:?}");
+        let want = rsync(&args, &src, &want_dst);
+        assert_eq!(code(&want), 0, "{}", err(&want));
+        let got = copy_contents(&args, &src, &got_dst);
+        assert_eq!(code(&got), 0, "{}", err(&got));
+        assert_eq!(listing(&got_dst), listing(&want_dst), "copy with {flags:?}");
+        assert!(!got_dst.join("empty").exists() && !got_dst.join("chain").exists());
+    }
+    // With --delete a pruned directory is extraneous: its destination counterpart goes, with
+    // what it holds (an excluded file in it is protected, which keeps the directory too).
+    let mut dsts = Vec::new();
+    for tool in ["rsync", "arsync"] {
+        let dst = s.path().join(format!("del-{tool}"));
+        let out = by_tool(tool, &["-a"], &src, &dst);
+        assert_eq!(code(&out), 0, "{}", err(&out));
+        write(&dst.join("chain/a/b/stale"), b"stale");
+        write(&dst.join("wide/2/stale"), b"stale");
+        dsts.push(dst);
+    }
+    let flags = ["-a", "-i", "-m", "--delete", "--exclude=*.o"];
+    let want = rsync(&flags, &src, &dsts[0]);
+    assert_eq!(code(&want), 0, "{}", err(&want));
+    let got = copy_contents(&flags, &src, &dsts[1]);
+    assert_eq!(code(&got), 0, "{}", err(&got));
+    assert_eq!(items(&got), items(&want));
+    assert_eq!(listing(&dsts[1]), listing(&dsts[0]));
+    assert!(!dsts[1].join("chain").exists() && !dsts[1].join("empty").exists());
+    assert!(
+        dsts[1].join("only-o/x.o").exists(),
+        "an excluded file was deleted"
+    );
 }
 
 #[test]

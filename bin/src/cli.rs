@@ -787,6 +787,21 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("ignore-errors")
+            .long("ignore-errors")
+            .action(ArgAction::SetTrue)
+            .help("delete even in a directory whose source could not be read, or was read only in part (its destination entries then count as extraneous) [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("prune-empty-dirs")
+            .short('m')
+            .long("prune-empty-dirs")
+            .action(ArgAction::SetTrue)
+            .help("leave out source directories that hold nothing but directories once the filter rules are applied [default: off]")
+            .help_heading("Filters"),
+    )
+    .arg(
         Arg::new("force")
             .long("force")
             .action(ArgAction::SetTrue)
@@ -1202,6 +1217,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.existing = m.get_flag("existing");
     config.ignore_existing = m.get_flag("ignore-existing");
     config.force = m.get_flag("force");
+    config.ignore_errors = m.get_flag("ignore-errors");
+    config.prune_empty_dirs = m.get_flag("prune-empty-dirs");
     config.dry_run = m.get_flag("dry-run");
     config.max_delete = m.get_one::<u64>("max-delete").copied();
     config.max_size = m.get_one::<u64>("max-size").copied();

@@ -270,6 +270,13 @@ pub struct Config {
     /// destination directory): a new file whose counterpart in DIR has the same size, mtime and
     /// attributes becomes a hard link to it instead of a copy.
     pub link_dest: Vec<PathBuf>,
+    /// `-m/--prune-empty-dirs`: a source directory that holds nothing but directories (at any
+    /// depth) once the filter rules are applied is left out of the transfer, as if excluded (so
+    /// `--delete` removes its destination counterpart, as rsync does).
+    pub prune_empty_dirs: bool,
+    /// `--ignore-errors`: delete in a destination directory even when its source directory could
+    /// not be read (or was read only in part): its destination entries then count as extraneous.
+    pub ignore_errors: bool,
     /// Time each operation into per-core latency histograms (reported in [`Report::latency`]).
     pub measure: bool,
     /// `--verify`: read every written file back and compare it with the source before it is
@@ -367,6 +374,8 @@ impl Config {
             force: false,
             dry_run: false,
             link_dest: Vec::new(),
+            prune_empty_dirs: false,
+            ignore_errors: false,
             verify: false,
             measure: false,
             inplace: false,

@@ -448,6 +448,12 @@ fn remove_inner(
         }
     }
     if !complete {
+        // Something in it stays (a protected or excluded entry, or one --max-delete spared):
+        // said on standard output, as rsync says it.
+        shared.observer.event(&Event::Skipped {
+            path: &path,
+            reason: crate::SkipReason::NonEmptyDirectory,
+        });
         return false;
     }
     if announce

@@ -262,6 +262,54 @@ fn filtered(core: &Core, rel: &Path, name: &[u8], ft: FileType) -> bool {
     filters.excludes(&path, ft == FileType::Dir)
 }
 
+/// `-m`: whether the source directory `name` in `dir` (`rel` in the transfer) holds, at any
+/// depth, an entry other than a directory that the filter rules keep. A directory that cannot be
+/// read counts as holding something (its own scan then reports the error). A listing is read
+/// whole before its subdirectories are, so a directory with a file costs one listing.
+fn holds_content(core: &Core, dir: BorrowedFd<'_>, name: &CStr, rel: PathBuf) -> bool {
+    let Ok(fd) = sys::open_dir_at(dir, name) else {
+        return true;
+    };
+    let mut reader = fsops::dir::DirReader::new(16 * 1024);
+    // Directories still to read, as (parent, name, path): opened when popped, so a wide level
+    // of empty directories holds no descriptors.
+    let mut todo: Vec<(Rc<OwnedFd>, CString, PathBuf)> = Vec::new();
+    let mut current = Some((Rc::new(fd), rel));
+    while let Some((fd, rel)) = current.take() {
+        loop {
+            match reader.fill(fd.as_fd()) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(_) => return true,
+            }
+            for ent in reader.entries() {
+                let mut ft = ent.file_type;
+                if ft == FileType::Unknown {
+                    match sys::lstat_at(fd.as_fd(), ent.name) {
+                        Ok(st) => ft = st.file_type(),
+                        Err(_) => return true,
+                    }
+                }
+                if filtered(core, &rel, ent.name.to_bytes(), ft) {
+                    continue;
+                }
+                if ft != FileType::Dir {
+                    return true;
+                }
+                let sub = rel.join(OsStr::from_bytes(ent.name.to_bytes()));
+                todo.push((Rc::clone(&fd), ent.name.to_owned(), sub));
+            }
+        }
+        if let Some((parent, name, rel)) = todo.pop() {
+            match sys::open_dir_at(parent.as_fd(), &name) {
+                Ok(sub) => current = Some((Rc::new(sub), rel)),
+                Err(_) => return true,
+            }
+        }
+    }
+    false
+}
+
 /// A destination directory for a node: opened, or (dry run, or `--existing`) absent.
 enum DestDir {
     Existing(OwnedFd),
@@ -683,19 +731,27 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
     let mut batch = core.batch.borrow_mut();
     batch.clear();
     let filters = core.shared.config.filters.has_sender_rules();
+    let prune = core.shared.config.prune_empty_dirs;
     let mut names = node
         .names
         .as_ref()
         .map(|n| n.lock().unwrap_or_else(|p| p.into_inner()));
     for ent in reader.entries() {
         let mut file_type = ent.file_type;
-        if filters {
+        if filters || prune {
             if file_type == FileType::Unknown
                 && let Ok(st) = sys::lstat_at(node.src.as_fd(), ent.name)
             {
                 file_type = st.file_type();
             }
             if filtered(core, &node.rel, ent.name.to_bytes(), file_type) {
+                continue;
+            }
+            if prune
+                && file_type == FileType::Dir
+                && !holds_content(core, node.src.as_fd(), ent.name, node.child_rel(ent.name))
+            {
+                // Left out as if excluded (and so extraneous to --delete), as rsync's -m.
                 continue;
             }
         }
@@ -793,6 +849,44 @@ fn finish_dir(core: &Core, node: &DirNode) {
     }
 }
 
+/// `--delete`/`--delete-after`: remove (now, or at the end of the run) the entries of the
+/// destination directory `dst` (`rel` in transfer root `root`) that the source listing `names`
+/// lacks and no rule protects; `stat` is the source directory's, whose times are set again after
+/// a later deletion.
+fn delete_extraneous(
+    core: &Core,
+    dst: BorrowedFd<'_>,
+    (root, rel): (usize, &Path),
+    stat: Option<Stat>,
+    names: Vec<CString>,
+    src_path: &Path,
+) {
+    let cfg = &core.shared.config;
+    let Some(mode) = cfg.delete else { return };
+    match sync::extraneous(&core.shared, dst, rel, names) {
+        Ok(victims) if victims.is_empty() => {}
+        Ok(victims) if mode == Delete::During => {
+            for (name, ft) in victims {
+                let t = core.lat.start();
+                sync::remove(&core.shared, &core.counters, dst, &name, ft, rel);
+                core.lat.record(Op::Delete, t);
+            }
+        }
+        Ok(victims) => {
+            let root_rel = &cfg.roots[root].rel;
+            let below_root = rel.strip_prefix(root_rel).unwrap_or(rel);
+            core.pending_deletes.borrow_mut().push(sync::PendingDelete {
+                root,
+                below_root: below_root.to_path_buf(),
+                rel: rel.to_path_buf(),
+                victims,
+                stat,
+            });
+        }
+        Err(e) => report(core, src_path, "opendir (delete)", &e, ErrorClass::Partial),
+    }
+}
+
 fn finish_dir_meta(core: &Core, node: &DirNode) {
     let Some(st) = &node.stat else { return };
     let cfg = &core.shared.config;
@@ -820,46 +914,19 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         // Gone once empty, as rsync leaves it (a kept partial file keeps it).
         let _ = sys::unlink_at(node.dst.as_fd(), pd, libc::AT_REMOVEDIR);
     }
-    if let (Some(mode), Some(names)) = (cfg.delete, &node.names)
+    if let Some(names) = &node.names
         && !node.fresh
-        && !node.scan_failed.load(Ordering::Relaxed)
+        && (cfg.ignore_errors || !node.scan_failed.load(Ordering::Relaxed))
     {
         let names = std::mem::take(&mut *names.lock().unwrap_or_else(|p| p.into_inner()));
-        match sync::extraneous(&core.shared, node.dst.as_fd(), &node.rel, names) {
-            Ok(victims) if victims.is_empty() => {}
-            Ok(victims) if mode == Delete::During => {
-                for (name, ft) in victims {
-                    let t = core.lat.start();
-                    sync::remove(
-                        &core.shared,
-                        &core.counters,
-                        node.dst.as_fd(),
-                        &name,
-                        ft,
-                        &node.rel,
-                    );
-                    core.lat.record(Op::Delete, t);
-                }
-            }
-            Ok(victims) => {
-                let root_rel = &cfg.roots[node.root].rel;
-                let below_root = node.rel.strip_prefix(root_rel).unwrap_or(&node.rel);
-                core.pending_deletes.borrow_mut().push(sync::PendingDelete {
-                    root: node.root,
-                    below_root: below_root.to_path_buf(),
-                    rel: node.rel.clone(),
-                    victims,
-                    stat: node.stat,
-                });
-            }
-            Err(e) => report(
-                core,
-                &node.src_path,
-                "opendir (delete)",
-                &e,
-                ErrorClass::Partial,
-            ),
-        }
+        delete_extraneous(
+            core,
+            node.dst.as_fd(),
+            (node.root, &node.rel),
+            node.stat,
+            names,
+            &node.src_path,
+        );
     }
     // An existing directory: only what differs is written (its attributes compared, not copied).
     let mut plan = None;
@@ -2280,12 +2347,32 @@ fn sys_dup(fd: &OwnedFd) -> io::Result<OwnedFd> {
 /// Create or reuse the destination directory `name` and start scanning the source one.
 fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) -> EntryResult {
     let cfg = &core.shared.config;
-    let src = if follow {
+    let src = match if follow {
         sys::open_dir_at_follow(parent.src.as_fd(), name)
     } else {
         sys::open_dir_at(parent.src.as_fd(), name)
-    }
-    .map_err(src_err("opendir"))?;
+    } {
+        Ok(fd) => fd,
+        Err(e) => {
+            if cfg.ignore_errors
+                && !parent.fresh
+                && !parent.hidden
+                && let Ok(dst) = sys::open_dir_at(parent.dst.as_fd(), name)
+            {
+                // --ignore-errors: an unreadable source directory lists nothing, so everything
+                // in its destination counterpart is extraneous (as rsync deletes it).
+                delete_extraneous(
+                    core,
+                    dst.as_fd(),
+                    (parent.root, &parent.child_rel(name)),
+                    None,
+                    Vec::new(),
+                    &parent.child_src_path(name),
+                );
+            }
+            return Err(src_err("opendir")(e));
+        }
+    };
     let st = sys::fstat(src.as_fd()).map_err(src_err("fstat"))?;
     if follow && parent.has_ancestor((st.dev, st.ino)) {
         return Err((
