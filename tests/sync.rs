@@ -3,7 +3,7 @@
 //! change codes), `-c`, `-u`, `--existing`, `--ignore-existing`, `--max-size`/`--min-size`,
 //! `--remove-source-files`, `-b`/`--backup-dir`/`--suffix`, `-O`/`-J`, `--chmod`,
 //! `--usermap`/`--groupmap`/`--chown`, `--ignore-missing-args`, `--delete-missing-args`,
-//! `--modify-window`, `-m/--prune-empty-dirs`, `--stats`.
+//! `--modify-window`, `-m/--prune-empty-dirs`, `--files-from`/`-R`, `--stats`.
 //! Where rsync is the oracle, the test runs `rsync -n -i` (or a real rsync copy) on an identical
 //! tree and compares.
 
@@ -1626,5 +1626,171 @@ fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
         args.extend(bad.iter().copied());
         let g = copy_contents(&args, &src, &s.path().join("bad"));
         assert_eq!(code(&g), 1, "{bad:?}");
+    }
+}
+
+/// `tool` (rsync or arsync) with exactly these arguments, run in `cwd`.
+fn in_dir(tool: &str, args: &[&str], cwd: &Path) -> Output {
+    let mut c = if tool == "rsync" {
+        Command::new("rsync")
+    } else {
+        arsync()
+    };
+    c.args(args).current_dir(cwd).output().unwrap()
+}
+
+/// Names, types, modes and (but for the top) mtimes of a tree: what `--files-from` and `-R`
+/// runs of two tools must agree on.
+fn shape(root: &Path, times: bool) -> BTreeSet<String> {
+    treediff::walk(root)
+        .unwrap()
+        .into_iter()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| {
+            let m = fs::symlink_metadata(root.join(&p)).unwrap();
+            let t = if times && !m.file_type().is_symlink() {
+                format!(" {}.{}", m.mtime(), m.mtime_nsec())
+            } else {
+                String::new()
+            };
+            format!("{} {:o}{t}", p.display(), m.mode())
+        })
+        .collect()
+}
+
+#[test]
+fn files_from_and_relative_select_what_rsync_selects() {
+    if !require_rsync("files_from_and_relative_select_what_rsync_selects") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let src = base.join("src");
+    for f in [
+        "a/b/f1",
+        "a/b/f9",
+        "a/top",
+        "c/cf",
+        "c/sub/csf",
+        "d/df",
+        "d/sub/dsf",
+        "e/f2",
+        "y/yf",
+    ] {
+        fs::create_dir_all(src.join(f).parent().unwrap()).unwrap();
+        write(&src.join(f), f.as_bytes());
+    }
+    symlink("f1", src.join("a/b/link")).unwrap();
+    // Implied directories carry their own attributes, which must reach the destination.
+    chmod(&src.join("a"), 0o750);
+    // (Old times everywhere: rsync compares them to the second, so a directory made in the
+    // second its source was made would keep its creation time.)
+    for (i, p) in treediff::walk(&src).unwrap().iter().rev().enumerate() {
+        if !fs::symlink_metadata(src.join(p))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+        {
+            set_times(&src.join(p), 1_000_000_000 + i as i64, 5);
+        }
+    }
+    let list = |name: &str, text: &str| -> String {
+        let p = base.join(name);
+        fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let plain = list(
+        "plain",
+        "a/b/f1\na/b/link\nc\nd/\n/e/f2\n# a comment\n\n; another\nmissing\ny/yf\n",
+    );
+    let cleaned = list("cleaned", "x/../y/yf\n./a/./b/f9\n");
+    let nul = list("nul", "a/b/f1\0c/\0");
+    let dot = list("dot", ".\n");
+    let ff = |l: &str| format!("--files-from={l}");
+    let (plain_ff, cleaned_ff, nul_ff, dot_ff) = (ff(&plain), ff(&cleaned), ff(&nul), ff(&dot));
+    let cases: Vec<(Vec<&str>, bool)> = vec![
+        (vec!["-a", "-i", &plain_ff, "src"], true),
+        (vec!["-a", "-r", "-i", &plain_ff, "src"], true),
+        (
+            vec!["-a", "-i", "--no-implied-dirs", &plain_ff, "src"],
+            false,
+        ),
+        (vec!["-a", "-i", &cleaned_ff, "src"], true),
+        (vec!["-a", "-i", "--from0", &nul_ff, "src"], true),
+        (vec!["-a", "-i", &dot_ff, "src"], true),
+        (
+            vec!["-a", "-i", "--ignore-missing-args", &plain_ff, "src"],
+            true,
+        ),
+        (
+            vec!["-a", "-i", "-R", "src/a/b/f1", "src/./c", "src/d/"],
+            true,
+        ),
+        (vec!["-a", "-i", "--relative", "src/./a/./b"], true),
+        (vec!["-a", "-i", "-R", "--no-R", "src/a/b"], true),
+    ];
+    for (i, (args, times)) in cases.iter().enumerate() {
+        let mut outs = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = format!("{tool}-{i}");
+            let mut a = args.clone();
+            a.push(&dst);
+            outs.push((in_dir(tool, &a, base), base.join(&dst)));
+        }
+        let ((want, want_dst), (got, got_dst)) = (&outs[0], &outs[1]);
+        assert_eq!(code(got), code(want), "{args:?}: {}", err(got));
+        assert_eq!(items(got), items(want), "{args:?}");
+        assert_eq!(shape(got_dst, *times), shape(want_dst, *times), "{args:?}");
+        if args.contains(&plain_ff.as_str()) && !args.contains(&"--ignore-missing-args") {
+            assert_eq!(code(got), 23);
+            assert!(err(got).contains("link_stat") && err(got).contains("missing"));
+        }
+    }
+    // --delete goes only into the directories whose whole listing is in the transfer; a
+    // missing listed name is deleted from the destination with --delete-missing-args.
+    for (i, flags) in [
+        vec!["-a", "-r", "-i", "--delete", &plain_ff, "src"],
+        vec!["-a", "-r", "-i", "--delete", &dot_ff, "src"],
+        vec!["-a", "-i", "--delete-missing-args", &plain_ff, "src"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut outs = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = base.join(format!("del-{tool}-{i}"));
+            for f in ["c/stale", "a/b/stale", "topstale", "zz/inside", "missing"] {
+                fs::create_dir_all(dst.join(f).parent().unwrap()).unwrap();
+                write(&dst.join(f), b"stale");
+            }
+            let mut a = flags.clone();
+            let d = dst.display().to_string();
+            a.push(&d);
+            outs.push((in_dir(tool, &a, base), dst));
+        }
+        let ((want, want_dst), (got, got_dst)) = (&outs[0], &outs[1]);
+        assert_eq!(code(got), code(want), "{flags:?}: {}", err(got));
+        assert_eq!(items(got), items(want), "{flags:?}");
+        assert_eq!(listing(got_dst), listing(want_dst), "{flags:?}");
+    }
+    // Usage: one SRC only, a readable list, no `..` in a -R path; a base that is not a
+    // directory is rsync's exit 3. Nothing is written.
+    let dst = base.join("refused");
+    let dst_s = dst.display().to_string();
+    for (args, want) in [
+        (vec!["-a", &plain_ff, "src", "src", &dst_s], 1),
+        (
+            vec!["-a", "--files-from=/nonexistent/list", "src", &dst_s],
+            1,
+        ),
+        (vec!["-a", "-R", "../x/y", &dst_s], 1),
+        (vec!["-a", &plain_ff, "src/a/b/f1", &dst_s], 3),
+        (vec!["-a", &plain_ff, "nonexistent", &dst_s], 3),
+    ] {
+        let w = in_dir("rsync", &args, base);
+        assert_eq!(code(&w), want, "rsync {args:?}");
+        let g = in_dir("arsync", &args, base);
+        assert_eq!(code(&g), want, "{args:?}: {}", err(&g));
+        assert!(!dst.exists(), "{args:?} wrote");
     }
 }

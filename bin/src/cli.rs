@@ -2,9 +2,10 @@
 //! flag semantics (`-a --no-p` turns perms off, `--no-p -a` leaves them on), and rsync's path
 //! semantics turning `SRC... DEST` into engine roots.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::{Arg, ArgAction, Command, value_parser};
 
@@ -863,6 +864,47 @@ pub fn command() -> Command {
             .help_heading("Filters"),
     )
     .arg(
+        Arg::new("files-from")
+            .long("files-from")
+            .value_name("FILE")
+            .value_parser(value_parser!(PathBuf))
+            .help("transfer exactly the paths listed in FILE (one per line, relative to the one SRC; - for stdin); implies -R and, as rsync, -a does not imply -r with it")
+            .help_heading("Filters"),
+    )
+    .arg(
+        Arg::new("from0")
+            .short('0')
+            .long("from0")
+            .action(ArgAction::SetTrue)
+            .help("the lines of --files-from, --exclude-from and --include-from files end with a NUL byte, not a newline")
+            .help_heading("Filters"),
+    )
+    .arg(
+        Arg::new("relative")
+            .short('R')
+            .long("relative")
+            .action(ArgAction::SetTrue)
+            .overrides_with("no-relative")
+            .help("use the source paths as given below DEST (a /./ in a path marks where the copied part starts) [default: off]")
+            .help_heading("Filters"),
+    )
+    .arg(
+        Arg::new("no-relative")
+            .long("no-relative")
+            .visible_alias("no-R")
+            .action(ArgAction::SetTrue)
+            .overrides_with("relative")
+            .help("turn off -R (also implied by --files-from)")
+            .help_heading("Filters"),
+    )
+    .arg(
+        Arg::new("no-implied-dirs")
+            .long("no-implied-dirs")
+            .action(ArgAction::SetTrue)
+            .help("with -R: directories on the way to a listed path keep their destination attributes (made, they get default permissions)")
+            .help_heading("Filters"),
+    )
+    .arg(
         Arg::new("exclude-from")
             .long("exclude-from")
             .value_name("FILE")
@@ -1047,7 +1089,7 @@ pub struct Parsed {
 
 /// Apply the toggling flags in command-line order (clap has validated the arguments already;
 /// this walk only recovers the order, which clap does not keep for repeated flags).
-fn toggles(args: &[OsString], cfg: &mut engine::Config) {
+fn toggles(args: &[OsString], cfg: &mut engine::Config, archive_recurses: bool) {
     let mut events: Vec<&FlagDef> = Vec::new();
     for a in args.iter().skip(1) {
         let b = a.as_bytes();
@@ -1071,6 +1113,10 @@ fn toggles(args: &[OsString], cfg: &mut engine::Config) {
     }
     for f in events {
         for t in f.on {
+            if !archive_recurses && f.id == "archive" && matches!(t, Toggle::Recursive) {
+                // --files-from: -a does not imply -r (as rsync).
+                continue;
+            }
             let v = f.value;
             match t {
                 Toggle::Recursive => cfg.recursive = v,
@@ -1112,7 +1158,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         .try_get_matches_from(&args)
         .map_err(Refused::Clap)?;
     let mut config = engine::Config::none();
-    toggles(&args, &mut config);
+    toggles(&args, &mut config, !m.contains_id("files-from"));
     config.open_noatime = m.get_flag("open-noatime");
     if let Some(n) = m.get_one::<usize>("threads") {
         config.threads = *n;
@@ -1371,13 +1417,50 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             )));
         }
         let (dest, sources) = paths.split_last().expect("checked above");
-        let (roots, create, above) = plan(
-            sources,
-            dest,
-            config.recursive,
-            &config.filters,
-            m.get_flag("mkpath"),
-        )
+        let files_from = m.get_one::<PathBuf>("files-from");
+        let relative =
+            m.get_flag("relative") || (files_from.is_some() && !m.get_flag("no-relative"));
+        config.no_implied_dirs = m.get_flag("no-implied-dirs");
+        let listed;
+        let sources = match files_from {
+            Some(list) => {
+                if sources.len() != 1 {
+                    return Err(usage(
+                        "--files-from takes exactly one SRC: the directory the listed paths are relative to",
+                    ));
+                }
+                let names = read_list(list, m.get_flag("from0")).map_err(|e| usage(&e))?;
+                if relative {
+                    listed = relative_list(&sources[0], &names);
+                } else {
+                    // --no-relative: each listed path is an ordinary source.
+                    listed = names
+                        .iter()
+                        .map(|n| {
+                            let mut p = sources[0].as_bytes().to_vec();
+                            if !p.ends_with(b"/") {
+                                p.push(b'/');
+                            }
+                            p.extend_from_slice(n);
+                            OsString::from_vec(p)
+                        })
+                        .collect();
+                }
+                &listed[..]
+            }
+            None => sources,
+        };
+        let (roots, create, above) = if relative {
+            plan_relative(sources, dest, files_from.is_some(), m.get_flag("mkpath"))
+        } else {
+            plan(
+                sources,
+                dest,
+                config.recursive,
+                &config.filters,
+                m.get_flag("mkpath"),
+            )
+        }
         .map_err(Refused::Arg)?;
         config.roots = roots;
         config.create_dest_dir = create;
@@ -1412,6 +1495,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         }
         if !config.link_dest.is_empty() {
             return Err(usage("--mpi cannot be combined with --link-dest"));
+        }
+        if config.roots.iter().any(|r| r.select.is_some()) {
+            return Err(usage(
+                "--mpi cannot be combined with --files-from or -R/--relative",
+            ));
         }
         if config.remove_source_files {
             return Err(usage("--mpi cannot be combined with --remove-source-files"));
@@ -1486,6 +1574,11 @@ fn filters(m: &clap::ArgMatches) -> Result<engine::Filters, String> {
                     std::fs::read_to_string(file)
                 }
                 .map_err(|e| format!("--{id} {}: {e}", file.display()))?;
+                let text = if m.get_flag("from0") {
+                    text.replace('\0', "\n")
+                } else {
+                    text
+                };
                 rules.push((
                     i,
                     if kind == "exclude" {
@@ -1654,6 +1747,7 @@ fn plan(
                         src,
                         dst: dest_path.clone(),
                         rel: PathBuf::from(rel),
+                        select: None,
                     }
                 } else {
                     // Missing (reported by the engine) or a directory it will skip.
@@ -1661,6 +1755,7 @@ fn plan(
                         dst: dest_path.join(base_name(&src).unwrap_or_default()),
                         rel: shown_name(s),
                         src,
+                        select: None,
                     }
                 }
             })
@@ -1683,6 +1778,7 @@ fn plan(
                 src,
                 dst: dest_path.clone(),
                 rel: PathBuf::new(),
+                select: None,
             });
             continue;
         }
@@ -1707,6 +1803,7 @@ fn plan(
             src,
             dst: dest_path.join(&name),
             rel: PathBuf::from(OsString::from_vec(name.into_vec())),
+            select: None,
         });
     }
     if recursive {
@@ -1719,6 +1816,153 @@ fn plan(
         .filter(|p| !p.as_os_str().is_empty() && mkpath && std::fs::metadata(p).is_err())
         .map(Path::to_path_buf);
     Ok((roots, create, above))
+}
+
+/// The names of a `--files-from` list: one per line (per NUL-ended record with `--from0`); a
+/// trailing carriage return is dropped; without `--from0`, blank lines and lines starting with
+/// `#` or `;` are ignored, as rsync reads the list.
+fn read_list(file: &Path, from0: bool) -> Result<Vec<Vec<u8>>, String> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    let read = if file.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut text)
+    } else {
+        std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut text))
+    };
+    read.map_err(|e| format!("failed to open files-from file {}: {e}", file.display()))?;
+    let sep = if from0 { 0 } else { b'\n' };
+    Ok(text
+        .split(|&c| c == sep)
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.is_empty() && (from0 || !(l.starts_with(b"#") || l.starts_with(b";"))))
+        .map(<[u8]>::to_vec)
+        .collect())
+}
+
+/// The `--files-from` names as `-R` sources: `SRC/PREFIX/./PATH`, cleaned as rsync cleans
+/// them (a name's first `/./` moves its prefix into the source directory).
+fn relative_list(src: &OsString, names: &[Vec<u8>]) -> Vec<OsString> {
+    names
+        .iter()
+        .map(|n| {
+            let (prefix, path, contents) = engine::select::clean_list_name(n);
+            let mut p = src.as_bytes().to_vec();
+            if !prefix.is_empty() {
+                p.push(b'/');
+                p.extend_from_slice(&prefix);
+            }
+            p.extend_from_slice(b"/./");
+            p.extend_from_slice(&path);
+            if contents && !path.is_empty() {
+                p.push(b'/');
+            }
+            OsString::from_vec(p)
+        })
+        .collect()
+}
+
+/// `-R/--relative` (and `--files-from`): every source is `BASE/./PATH` (or a path whose
+/// directories are all replicated: `BASE` is `/` for an absolute one, else `.`); one root per
+/// base, walking only the selected paths, all into DEST as a directory.
+fn plan_relative(
+    sources: &[OsString],
+    dest: &OsString,
+    listed: bool,
+    mkpath: bool,
+) -> Result<Plan, ArgError> {
+    let dest_path = PathBuf::from(dest);
+    let dest_exists = std::fs::symlink_metadata(&dest_path).is_ok();
+    if dest_exists && !std::fs::metadata(&dest_path).is_ok_and(|m| m.is_dir()) {
+        return Err(ArgError {
+            message: "destination must be a directory when copying with -R/--files-from".into(),
+            code: 3,
+            notices: Vec::new(),
+        });
+    }
+    let mut bases: Vec<(PathBuf, engine::Selection)> = Vec::new();
+    for s in sources {
+        let b = s.as_bytes();
+        let (base, rel): (&[u8], &[u8]) = match b.windows(3).position(|w| w == b"/./") {
+            Some(0) => (b"/", &b[3..]),
+            Some(i) => (&b[..i], &b[i + 3..]),
+            None if b.starts_with(b"/") => (b"/", b),
+            None => (b".", b),
+        };
+        let contents = rel.is_empty() || rel.ends_with(b"/") || rel.ends_with(b"/.") || rel == b".";
+        let mut parts: Vec<&[u8]> = Vec::new();
+        for c in rel.split(|&c| c == b'/') {
+            match c {
+                b"" | b"." => {}
+                b".." if !listed => {
+                    return Err(ArgError {
+                        message: format!(
+                            "found \"..\" dir in relative path: {}",
+                            s.to_string_lossy()
+                        ),
+                        code: 1,
+                        notices: Vec::new(),
+                    });
+                }
+                b".." => {
+                    parts.pop();
+                }
+                c => parts.push(c),
+            }
+        }
+        let base = PathBuf::from(OsStr::from_bytes(base));
+        match std::fs::metadata(&base) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) | Err(_) if listed => {
+                let e = std::fs::metadata(&base)
+                    .map_or_else(|e| e, |_| std::io::Error::from_raw_os_error(libc::ENOTDIR));
+                return Err(ArgError {
+                    message: format!(
+                        "change_dir \"{}\" failed: {}",
+                        base.display(),
+                        engine_error_text(&e)
+                    ),
+                    code: 3,
+                    notices: Vec::new(),
+                });
+            }
+            // (A missing -R source is reported by the engine, as any missing name.)
+            _ => {}
+        }
+        let path = parts.join(&b'/');
+        match bases.iter_mut().find(|(b, _)| *b == base) {
+            Some((_, sel)) => sel.add(&path, contents),
+            None => {
+                let mut sel = engine::Selection::new();
+                sel.add(&path, contents);
+                bases.push((base, sel));
+            }
+        }
+    }
+    let roots = bases
+        .into_iter()
+        .map(|(base, sel)| engine::Root {
+            src: base,
+            dst: dest_path.clone(),
+            rel: PathBuf::new(),
+            select: Some(Arc::new(sel)),
+        })
+        .collect();
+    let create = (!dest_exists).then(|| dest_path.clone());
+    let above = dest_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && mkpath && std::fs::metadata(p).is_err())
+        .map(Path::to_path_buf);
+    Ok((roots, create, above))
+}
+
+/// An OS error as rsync prints it: `Text (errno)`.
+fn engine_error_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text).to_string();
+    match e.raw_os_error() {
+        Some(n) => format!("{text} ({n})"),
+        None => text,
+    }
 }
 
 /// Where a path is, symlinks resolved, even if its last component does not exist yet.

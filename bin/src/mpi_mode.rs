@@ -433,6 +433,7 @@ pub fn run(
                         src,
                         dst,
                         rel: item.rel.clone(),
+                        select: None,
                     }];
                     cfg.create_dest_dir = None;
                 }
@@ -999,6 +1000,7 @@ fn link_groups(
                 src,
                 dst,
                 rel: names[0].clone(),
+                select: None,
             }
         })
         .collect();

@@ -44,7 +44,7 @@
 //! // rsync -a SRC/ DST: the contents of src into dst (dst is made if missing).
 //! let mut config = Config::archive();
 //! config.create_dest_dir = Some(tmp.join("dst"));
-//! config.roots.push(Root { src: tmp.join("src/"), dst: tmp.join("dst"), rel: "".into() });
+//! config.roots.push(Root { src: tmp.join("src/"), dst: tmp.join("dst"), rel: "".into(), select: None });
 //! let watch = Arc::new(Watch::default());
 //! let report = engine::run(&config, watch.clone());
 //! assert_eq!((report.files, report.bytes, report.errors), (2, 10, 0));
@@ -63,6 +63,7 @@ mod limit;
 mod links;
 pub mod remote;
 mod route;
+pub mod select;
 mod split;
 mod sync;
 mod task;
@@ -77,6 +78,7 @@ pub use filter::Filters;
 pub use fsops::FileType;
 pub use fsops::meta::{Chmod, IdMap};
 pub use fsops::sys::{group_id, user_id};
+pub use select::Selection;
 
 /// The core threads a run starts when `Config::threads` is 0: the CPUs this process may use
 /// (`available_parallelism`, which reads the CPU mask and the cgroup quota files: read once).
@@ -106,6 +108,9 @@ pub struct Root {
     /// The name this root has in item events (`-v`): e.g. `src` for `arsync src dst/`, empty for
     /// `arsync src/ dst/` (its children are then listed as `name`, the root itself as `./`).
     pub rel: PathBuf,
+    /// `--files-from`/`-R`: only these paths below `src` (a directory) are transferred, made
+    /// under `dst` with the directories on their way; `None`: all of `src`.
+    pub select: Option<Arc<Selection>>,
 }
 
 /// How to use reflinks (FICLONE) for file data.
@@ -277,6 +282,9 @@ pub struct Config {
     /// `--ignore-errors`: delete in a destination directory even when its source directory could
     /// not be read (or was read only in part): its destination entries then count as extraneous.
     pub ignore_errors: bool,
+    /// `--no-implied-dirs`: the directories on the way to a `--files-from`/`-R` path keep their
+    /// destination attributes (made, they get the default permissions) instead of the source's.
+    pub no_implied_dirs: bool,
     /// Time each operation into per-core latency histograms (reported in [`Report::latency`]).
     pub measure: bool,
     /// `--verify`: read every written file back and compare it with the source before it is
@@ -376,6 +384,7 @@ impl Config {
             link_dest: Vec::new(),
             prune_empty_dirs: false,
             ignore_errors: false,
+            no_implied_dirs: false,
             verify: false,
             measure: false,
             inplace: false,

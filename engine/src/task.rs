@@ -35,6 +35,7 @@ use crate::core::{Core, bump};
 use crate::latency::Op;
 use crate::links::Claim;
 use crate::route::{self, Side};
+use crate::select::Scope;
 use crate::sync::{self, Verdict};
 use crate::{Change, CopyMethod, Delete, ErrorClass, Event, How, Reflink, SkipReason};
 
@@ -114,6 +115,8 @@ pub(crate) struct DirNode {
     /// `-A` and the destination directory has a default ACL: entries made in it inherit an
     /// access ACL, which their source's ACLs must replace (not merely be added to).
     inherits_acl: bool,
+    /// `--files-from`/`-R`: what of the source directory belongs to the transfer.
+    scope: Scope,
 }
 
 impl DirNode {
@@ -428,7 +431,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         }
     }
     if st.file_type() == FileType::Dir {
-        if !cfg.recursive {
+        if !cfg.recursive && root.select.is_none() {
             let shown = if root.rel.as_os_str().is_empty() {
                 PathBuf::from(".")
             } else {
@@ -473,12 +476,18 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             sweep,
             inherits_acl,
         } = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
+        // A selection's root is the directory the paths are relative to: unless it is selected
+        // itself, its attributes are not the destination's business.
+        let (scope, listed) = match &root.select {
+            Some(sel) => (Scope::root(sel, cfg.recursive), sel.listed(0)),
+            None => (Scope::All, true),
+        };
         let node = Arc::new(DirNode {
             src,
             dst,
             src_path: root.src.clone(),
             rel: root.rel.clone(),
-            stat: Some(st),
+            stat: listed.then_some(st),
             created_gid,
             dst_dev,
             root_dev: st.dev,
@@ -488,16 +497,22 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             pending: AtomicUsize::new(1),
             parent: None,
             root: index,
-            names: cfg.delete.map(|_| sync::Names::default()),
+            names: cfg
+                .delete
+                .filter(|_| scope.lists_all())
+                .map(|_| sync::Names::default()),
             scan_failed: AtomicBool::new(false),
             link_dest: link_dest_roots(cfg, &root),
             hidden: false,
             staged: None,
             sweep,
             inherits_acl,
+            scope,
         });
         bump(&core.counters.seen[1], 1);
-        dir_item(core, &node, root.rel.clone());
+        if listed {
+            dir_item(core, &node, root.rel.clone());
+        }
         core.shared.progress.scan_started();
         scan(core, node);
         return;
@@ -554,6 +569,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         staged: None,
         sweep: false,
         inherits_acl,
+        scope: Scope::All,
     });
     entry(core, &node, &src_name, lst.file_type(), lst.ino).await;
     child_done(core, node);
@@ -697,6 +713,18 @@ fn make_dest_dir_path(path: &Path) -> Result<DestDir, (&'static str, io::Error)>
 
 /// Read one batch of `node`'s entries and push a task for each, plus a continuation.
 fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
+    match &node.scope {
+        Scope::Names(sel, at) => {
+            let (sel, at) = (Arc::clone(sel), *at);
+            return scan_names(core, node, &sel, at);
+        }
+        Scope::Empty => {
+            core.shared.progress.scan_ended();
+            child_done(core, node);
+            return;
+        }
+        Scope::All | Scope::Contents(..) => {}
+    }
     let mut reader = core.dir_reader.borrow_mut();
     let t = core.lat.start();
     let filled = reader.fill(node.src.as_fd());
@@ -780,6 +808,58 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
     for t in batch.drain(..) {
         w.push(t);
     }
+}
+
+/// A directory walked by names (`--files-from`, `-R`): one `lstat` per selected name below
+/// node `at` of `sel`, a task for each that exists and no rule excludes. A selected name that
+/// does not exist is reported as rsync reports it (or passed over, or deleted from the
+/// destination, with `--ignore-missing-args`/`--delete-missing-args`).
+fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: usize) {
+    let cfg = &core.shared.config;
+    let mut tasks = Vec::new();
+    for name in sel.children(at) {
+        let st = match sys::lstat_at(node.src.as_fd(), name) {
+            Ok(st) => st,
+            Err(e) => {
+                let missing = e.kind() == io::ErrorKind::NotFound;
+                match cfg.missing_args {
+                    crate::MissingArgs::Ignore if missing => {}
+                    crate::MissingArgs::Delete if missing => {
+                        if !node.fresh && !node.hidden {
+                            let shown = node.child_rel(name);
+                            delete_missing_at(core, node.dst.as_fd(), name, &node.rel, &shown);
+                        }
+                    }
+                    _ => report(
+                        core,
+                        &node.child_src_path(name),
+                        "link_stat",
+                        &e,
+                        ErrorClass::Partial,
+                    ),
+                }
+                continue;
+            }
+        };
+        if filtered(core, &node.rel, name.to_bytes(), st.file_type()) {
+            continue;
+        }
+        tasks.push(Task::Entry {
+            parent: Arc::clone(&node),
+            name: name.to_owned(),
+            file_type: st.file_type(),
+            ino: st.ino,
+        });
+    }
+    node.pending.fetch_add(tasks.len(), Ordering::AcqRel);
+    core.shared.progress.scan_ended();
+    {
+        let mut w = core.worker.borrow_mut();
+        for t in tasks {
+            w.push(t);
+        }
+    }
+    child_done(core, node);
 }
 
 /// The item event of a directory, when it is entered: new, or what differs from the source
@@ -1120,7 +1200,7 @@ async fn entry(
             }
         },
         FileType::Dir => {
-            if !cfg.recursive {
+            if !cfg.recursive && parent.scope.lists_all() {
                 skip(core, &parent.child_rel(name), SkipReason::Directory);
                 return Outcome::Done;
             }
@@ -1161,8 +1241,6 @@ async fn entry(
 /// destination has under its name, as rsync does: a non-directory or an empty directory always,
 /// a non-empty directory only with `--delete` or `--force` (else it stays, with a word).
 fn delete_missing(core: &Core, root: &crate::Root) {
-    let shared = &core.shared;
-    let cfg = &shared.config;
     let (Some(parent), Some(name)) = (root.dst.parent(), root.dst.file_name()) else {
         return;
     };
@@ -1179,26 +1257,34 @@ fn delete_missing(core: &Core, root: &crate::Root) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,
         Err(e) => return report(core, parent, "opendir (delete)", &e, ErrorClass::Partial),
     };
-    let ft = match sys::lstat_at(dir.as_fd(), &name) {
+    let rel_parent = root.rel.parent().unwrap_or(Path::new(""));
+    delete_missing_at(core, dir.as_fd(), &name, rel_parent, &root.dst);
+}
+
+/// [`delete_missing`] of `name` in the destination directory `dir` (`rel` in the transfer;
+/// `shown` names it in messages).
+fn delete_missing_at(core: &Core, dir: BorrowedFd<'_>, name: &CStr, rel: &Path, shown: &Path) {
+    let shared = &core.shared;
+    let cfg = &shared.config;
+    let ft = match sys::lstat_at(dir, name) {
         Ok(st) => st.file_type(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        Err(e) => return report(core, &root.dst, "lstat", &e, ErrorClass::Partial),
+        Err(e) => return report(core, shown, "lstat", &e, ErrorClass::Partial),
     };
-    let rel_parent = root.rel.parent().unwrap_or(Path::new(""));
     if ft == FileType::Dir && cfg.delete.is_none() && !cfg.force {
-        let empty = sys::open_dir_at(dir.as_fd(), &name).and_then(|d| {
+        let empty = sys::open_dir_at(dir, name).and_then(|d| {
             let mut reader = fsops::DirReader::default();
             Ok(!reader.fill(d.as_fd())? || reader.entries().next().is_none())
         });
         if !empty.unwrap_or(false) {
             shared.observer.event(&Event::Skipped {
-                path: &root.rel,
+                path: &rel.join(OsStr::from_bytes(name.to_bytes())),
                 reason: SkipReason::NonEmptyDirectory,
             });
             return;
         }
     }
-    sync::remove(shared, &core.counters, dir.as_fd(), &name, ft, rel_parent);
+    sync::remove(shared, &core.counters, dir, name, ft, rel);
 }
 
 /// `--remove-source-files -H`: a multi-link source name to remove when the run is over, if it
@@ -2347,6 +2433,7 @@ fn sys_dup(fd: &OwnedFd) -> io::Result<OwnedFd> {
 /// Create or reuse the destination directory `name` and start scanning the source one.
 fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) -> EntryResult {
     let cfg = &core.shared.config;
+    let (scope, implied) = parent.scope.child(name, cfg.recursive);
     let src = match if follow {
         sys::open_dir_at_follow(parent.src.as_fd(), name)
     } else {
@@ -2491,12 +2578,21 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
     } = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
     parent.pending.fetch_add(1, Ordering::AcqRel);
     let rel = parent.child_rel(name);
+    // --no-implied-dirs: a directory only on the way to a selected path keeps what it has, or,
+    // made now, the default permissions (as rsync makes it).
+    let keep_attrs = implied && cfg.no_implied_dirs;
+    if keep_attrs && fresh && !cfg.dry_run {
+        let mode = 0o777 & !core.shared.policy.umask;
+        if let Err(e) = sys::fchmod(dst.as_fd(), mode) {
+            report(core, &rel, "chmod", &e, ErrorClass::Partial);
+        }
+    }
     let node = Arc::new(DirNode {
         src,
         dst,
         src_path: parent.child_src_path(name),
         rel,
-        stat: Some(st),
+        stat: (!keep_attrs).then_some(st),
         created_gid,
         dst_dev,
         root_dev: parent.root_dev,
@@ -2506,7 +2602,10 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         pending: AtomicUsize::new(1),
         parent: Some(Arc::clone(parent)),
         root: parent.root,
-        names: cfg.delete.map(|_| sync::Names::default()),
+        names: cfg
+            .delete
+            .filter(|_| scope.lists_all())
+            .map(|_| sync::Names::default()),
         scan_failed: AtomicBool::new(false),
         link_dest: parent.link_dest.as_ref().map(|dirs| {
             dirs.iter()
@@ -2520,8 +2619,11 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         sweep,
         staged,
         inherits_acl,
+        scope,
     });
-    dir_item(core, &node, parent.child_rel(name));
+    if !keep_attrs {
+        dir_item(core, &node, parent.child_rel(name));
+    }
     if !other_fs
         && !cfg.dry_run
         && let Some(d) = &cfg.delegate
