@@ -1794,3 +1794,120 @@ fn files_from_and_relative_select_what_rsync_selects() {
         assert!(!dst.exists(), "{args:?} wrote");
     }
 }
+
+/// Names, types, link counts, modes, sizes and file contents of a tree (not times: a fresh
+/// directory's mtime is the second it was made, which rsync compares to the second).
+fn linked_shape(root: &Path) -> BTreeSet<String> {
+    treediff::walk(root)
+        .unwrap()
+        .into_iter()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| {
+            let full = root.join(&p);
+            let m = fs::symlink_metadata(&full).unwrap();
+            let data = if m.is_file() {
+                String::from_utf8_lossy(&fs::read(&full).unwrap()).into_owned()
+            } else {
+                String::new()
+            };
+            format!(
+                "{} n={} {:o} {} {data}",
+                p.display(),
+                m.nlink(),
+                m.mode(),
+                m.size()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn reference_trees_act_as_rsync_link_compare_and_copy_dest() {
+    if !require_rsync("reference_trees_act_as_rsync_link_compare_and_copy_dest") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let src = base.join("src");
+    let (r1, r2) = (base.join("ref1"), base.join("ref2"));
+    for (p, data) in [
+        ("same", "same"),
+        ("quick-same", "data"),
+        ("perm", "permdiff"),
+        ("size", "content g"),
+        ("only-src", "new"),
+        ("replaced", "longer content"),
+        ("sub/deep", "deep"),
+        ("second", "in ref2 only"),
+    ] {
+        fs::create_dir_all(src.join(p).parent().unwrap()).unwrap();
+        write(&src.join(p), data.as_bytes());
+    }
+    fs::create_dir_all(src.join("emptydir")).unwrap();
+    symlink("same", src.join("link")).unwrap();
+    mkfifo(&src.join("fifo"));
+    // (Old times everywhere, symlinks included: rsync compares them to the second.)
+    for (i, p) in treediff::walk(&src).unwrap().iter().rev().enumerate() {
+        set_times(&src.join(p), 1_500_000_000 + i as i64, 0);
+    }
+    // ref1: mostly the source; one file with other data of the same size and mtime (the quick
+    // check calls it the same), one with other permissions, one of another size, a directory
+    // with other permissions, a file the source lacks. ref2 holds what ref1 lacks.
+    let out = by_tool("rsync", &["-a", "--exclude=second"], &src, &r1);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    let keep = fs::metadata(r1.join("quick-same")).unwrap();
+    write(&r1.join("quick-same"), b"DATA");
+    set_times(&r1.join("quick-same"), keep.mtime(), keep.mtime_nsec());
+    chmod(&r1.join("perm"), 0o600);
+    write(&r1.join("size"), b"x");
+    chmod(&r1.join("emptydir"), 0o700);
+    write(&r1.join("only-ref"), b"only in the reference");
+    let out = by_tool(
+        "rsync",
+        &["-a", "--include=second", "--exclude=*"],
+        &src,
+        &r2,
+    );
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    let refs = [
+        format!("../{}", r1.file_name().unwrap().to_str().unwrap()),
+        r2.display().to_string(),
+    ];
+    for kind in ["link", "compare", "copy"] {
+        for extra in [&[][..], &["-n"], &["-c"], &["--size-only"]] {
+            let mut outs = Vec::new();
+            for tool in ["rsync", "arsync"] {
+                let dst = base.join(format!("{tool}-{kind}-{}", extra.join("")));
+                fs::create_dir_all(&dst).unwrap();
+                // An existing file the reference matches exactly, and one already up to date.
+                write(&dst.join("replaced"), b"old");
+                let cp = Command::new("cp")
+                    .arg("-a")
+                    .arg(src.join("same"))
+                    .arg(dst.join("same"))
+                    .status()
+                    .unwrap();
+                assert!(cp.success());
+                let mut flags = vec!["-a", "-i"];
+                flags.extend(extra.iter().copied());
+                let r1_flag = format!("--{kind}-dest={}", refs[0]);
+                let r2_flag = format!("--{kind}-dest={}", refs[1]);
+                flags.extend([r1_flag.as_str(), r2_flag.as_str()]);
+                let out = by_tool(tool, &flags, &src, &dst);
+                assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
+                outs.push((out, dst));
+            }
+            let ((want, want_dst), (got, got_dst)) = (&outs[0], &outs[1]);
+            let what = format!("--{kind}-dest {extra:?}");
+            assert_eq!(items(got), items(want), "{what}");
+            assert_eq!(linked_shape(got_dst), linked_shape(want_dst), "{what}");
+        }
+    }
+    let out = copy_contents(
+        &["-a", "--link-dest=x", "--copy-dest=y"],
+        &src,
+        &base.join("refused"),
+    );
+    assert_eq!(code(&out), 1, "{}", err(&out));
+    assert!(err(&out).contains("conflicts") && !base.join("refused").exists());
+}

@@ -826,6 +826,24 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("compare-dest")
+            .long("compare-dest")
+            .value_name("DIR")
+            .action(ArgAction::Append)
+            .value_parser(value_parser!(PathBuf))
+            .help("leave out of the destination what is unchanged relative to DIR (and remove a destination file equal to it); like --link-dest otherwise [default: none]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("copy-dest")
+            .long("copy-dest")
+            .value_name("DIR")
+            .action(ArgAction::Append)
+            .value_parser(value_parser!(PathBuf))
+            .help("copy from DIR (instead of from the source) what is unchanged relative to it; like --link-dest otherwise [default: none]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("inplace")
             .long("inplace")
             .action(ArgAction::SetTrue)
@@ -1315,14 +1333,30 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     if delete_excluded {
         config.filters.sender_only();
     }
-    config.link_dest = m
-        .get_many::<PathBuf>("link-dest")
-        .map(|v| v.cloned().collect())
-        .unwrap_or_default();
-    if config.link_dest.len() > 20 {
-        return Err(usage(
-            "at most 20 --link-dest directories are allowed (as rsync)",
-        ));
+    let kinds: Vec<(&str, engine::AltDest)> = [
+        ("link-dest", engine::AltDest::Link),
+        ("compare-dest", engine::AltDest::Compare),
+        ("copy-dest", engine::AltDest::Copy),
+    ]
+    .into_iter()
+    .filter(|(id, _)| m.contains_id(id))
+    .collect();
+    if let [(a, _), (b, _), ..] = kinds[..] {
+        return Err(usage(&format!(
+            "the --{b} option conflicts with the --{a} option (as rsync)"
+        )));
+    }
+    if let Some(&(id, kind)) = kinds.first() {
+        config.alt_dest = kind;
+        config.alt_dest_dirs = m
+            .get_many::<PathBuf>(id)
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default();
+        if config.alt_dest_dirs.len() > 20 {
+            return Err(usage(&format!(
+                "at most 20 --{id} directories are allowed (as rsync)"
+            )));
+        }
     }
     config.verify = m.get_flag("verify");
     config.inplace = m.get_flag("inplace");
@@ -1493,8 +1527,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         if config.roots.len() != 1 {
             return Err(usage("--mpi copies one source tree: give one SRC and DST"));
         }
-        if !config.link_dest.is_empty() {
-            return Err(usage("--mpi cannot be combined with --link-dest"));
+        if !config.alt_dest_dirs.is_empty() {
+            return Err(usage(
+                "--mpi cannot be combined with --link-dest, --compare-dest or --copy-dest",
+            ));
         }
         if config.roots.iter().any(|r| r.select.is_some()) {
             return Err(usage(

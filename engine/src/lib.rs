@@ -53,6 +53,7 @@
 //! std::fs::remove_dir_all(&tmp).unwrap();
 //! ```
 
+mod altdest;
 pub mod backup;
 mod core;
 pub mod filter;
@@ -111,6 +112,20 @@ pub struct Root {
     /// `--files-from`/`-R`: only these paths below `src` (a directory) are transferred, made
     /// under `dst` with the directories on their way; `None`: all of `src`.
     pub select: Option<Arc<Selection>>,
+}
+
+/// What a reference tree (`--link-dest`, `--compare-dest`, `--copy-dest`) does for an entry
+/// whose counterpart there is the same (rsync's rules: same data by the quick check, and the
+/// same attributes, for "exact").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AltDest {
+    /// An exact match is hard-linked into the destination (a file, symlink, device or special).
+    Link,
+    /// An exact match is left out of the destination (and an existing destination file equal to
+    /// it is removed): the destination gets only what differs from the reference.
+    Compare,
+    /// A match is copied from the reference (a local copy instead of one from the source).
+    Copy,
 }
 
 /// How to use reflinks (FICLONE) for file data.
@@ -271,10 +286,12 @@ pub struct Config {
     pub force: bool,
     /// `-n/--dry-run`: decide and report everything, change nothing.
     pub dry_run: bool,
-    /// `--link-dest=DIR` (up to 20, tried in order; a relative DIR is relative to the
-    /// destination directory): a new file whose counterpart in DIR has the same size, mtime and
-    /// attributes becomes a hard link to it instead of a copy.
-    pub link_dest: Vec<PathBuf>,
+    /// `--link-dest`/`--compare-dest`/`--copy-dest=DIR` (up to 20, tried in order; a relative
+    /// DIR is relative to the destination directory): reference trees for entries the
+    /// destination lacks (what is done with a match: [`Config::alt_dest`]).
+    pub alt_dest_dirs: Vec<PathBuf>,
+    /// What a match in [`Config::alt_dest_dirs`] does.
+    pub alt_dest: AltDest,
     /// `-m/--prune-empty-dirs`: a source directory that holds nothing but directories (at any
     /// depth) once the filter rules are applied is left out of the transfer, as if excluded (so
     /// `--delete` removes its destination counterpart, as rsync does).
@@ -381,7 +398,8 @@ impl Config {
             max_delete: None,
             force: false,
             dry_run: false,
-            link_dest: Vec::new(),
+            alt_dest_dirs: Vec::new(),
+            alt_dest: AltDest::Link,
             prune_empty_dirs: false,
             ignore_errors: false,
             no_implied_dirs: false,

@@ -116,7 +116,11 @@ pub(crate) async fn judge_file(
     let mut change = attr_change(shared, &d, st, false);
     let same = match cfg.quick_check {
         QuickCheck::Never => false,
-        _ if d.size != st.size => false,
+        _ if d.size != st.size => {
+            // With -c the data counts as compared (rsync reports `c` too): it differs.
+            change.checksum = cfg.checksum;
+            false
+        }
         _ if cfg.checksum => match same_content(core, dir, src, dst_name, st.size).await {
             // (Without an open source there is nothing to hash: judged again once it is open.)
             Ok(true) => true,
@@ -140,7 +144,7 @@ pub(crate) async fn judge_file(
 
 /// `-c`: hash the source and the destination file (XXH3-128) through the ring, both read at once
 /// chunk by chunk; many files are hashed at the same time on every core.
-async fn same_content(
+pub(crate) async fn same_content(
     core: &Core,
     dir: BorrowedFd<'_>,
     src: Option<&OwnedFd>,

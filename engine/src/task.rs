@@ -31,13 +31,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use fsops::xattr::Target;
 use fsops::{FileType, Stat, sys};
 
+use crate::altdest::{self, Level};
 use crate::core::{Core, bump};
 use crate::latency::Op;
 use crate::links::Claim;
 use crate::route::{self, Side};
 use crate::select::Scope;
 use crate::sync::{self, Verdict};
-use crate::{Change, CopyMethod, Delete, ErrorClass, Event, How, Reflink, SkipReason};
+use crate::{AltDest, Change, CopyMethod, Delete, ErrorClass, Event, How, Reflink, SkipReason};
 
 /// A unit of work for a core.
 pub(crate) enum Task {
@@ -101,7 +102,7 @@ pub(crate) struct DirNode {
     /// Reading the source directory failed: its listing is incomplete, so nothing is deleted.
     scan_failed: AtomicBool,
     /// `--link-dest`: this directory's counterpart in each reference tree (where it exists).
-    link_dest: Option<Vec<Option<OwnedFd>>>,
+    alt_dest: Option<Vec<Option<OwnedFd>>>,
     /// This directory is (or is inside) a new subtree made under a temporary name: nobody sees
     /// its entries until the subtree's top is renamed into place, so files in it are created
     /// under their final names (no unnamed file and `linkat`).
@@ -502,7 +503,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 .filter(|_| scope.lists_all())
                 .map(|_| sync::Names::default()),
             scan_failed: AtomicBool::new(false),
-            link_dest: link_dest_roots(cfg, &root),
+            alt_dest: alt_dest_roots(cfg, &root),
             hidden: false,
             staged: None,
             sweep,
@@ -564,7 +565,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         root: index,
         names: None,
         scan_failed: AtomicBool::new(false),
-        link_dest: None,
+        alt_dest: None,
         hidden: false,
         staged: None,
         sweep: false,
@@ -575,10 +576,10 @@ async fn start_root(core: &Rc<Core>, index: usize) {
     child_done(core, node);
 }
 
-/// `--link-dest`: the reference directories for a directory root (a relative one is relative to
+/// `--link-dest`/`--compare-dest`/`--copy-dest`: the reference directories for a directory root (a relative one is relative to
 /// the destination directory, i.e. the root's destination without the root's own name).
-fn link_dest_roots(cfg: &crate::Config, root: &crate::Root) -> Option<Vec<Option<OwnedFd>>> {
-    if cfg.link_dest.is_empty() {
+fn alt_dest_roots(cfg: &crate::Config, root: &crate::Root) -> Option<Vec<Option<OwnedFd>>> {
+    if cfg.alt_dest_dirs.is_empty() {
         return None;
     }
     let mut dest_dir = root.dst.clone();
@@ -586,7 +587,7 @@ fn link_dest_roots(cfg: &crate::Config, root: &crate::Root) -> Option<Vec<Option
         dest_dir.pop();
     }
     Some(
-        cfg.link_dest
+        cfg.alt_dest_dirs
             .iter()
             .map(|d| {
                 let base = if d.is_absolute() {
@@ -600,48 +601,66 @@ fn link_dest_roots(cfg: &crate::Config, root: &crate::Root) -> Option<Vec<Option
     )
 }
 
-/// `--link-dest`: link `dst_name` to an identical file in a reference tree. Returns whether it
-/// did.
-fn link_from_reference(
-    core: &Core,
-    parent: &DirNode,
+/// `--link-dest`/`--compare-dest` for a destination file that exists: when a reference file
+/// matches the source exactly, the destination file becomes a link to it (an atomic rename over
+/// it) or, with `--compare-dest`, is removed, as rsync does. Returns whether it did either
+/// (`Some(linked)`), or `None` to go on as without references.
+async fn exact_reference_for_existing(
+    core: &Rc<Core>,
+    parent: &Arc<DirNode>,
     name: &CStr,
     dst_name: &CStr,
+    src: &OwnedFd,
     st: &Stat,
-) -> bool {
-    let Some(dirs) = &parent.link_dest else {
-        return false;
-    };
-    for dir in dirs.iter().flatten() {
-        let Ok(r) = sys::lstat_at(dir.as_fd(), name) else {
-            continue;
-        };
-        if r.file_type() != FileType::File || r.size != st.size {
-            continue;
-        }
-        let c = sync::attr_change(&core.shared, &r, st, false);
-        if sync::attrs_differ(&c) {
-            continue;
-        }
-        // With -X/-A a reference file must carry the same attributes too (as rsync checks).
-        if (core.shared.config.xattrs || core.shared.config.acls)
-            && !fsops::meta::xattr_plan(
-                Target::At(parent.src.as_fd(), name),
-                Target::At(dir.as_fd(), name),
-                &core.shared.policy,
-                false,
-            )
-            .is_ok_and(|p| p.is_empty())
-        {
-            continue;
-        }
-        if core.shared.config.dry_run
-            || sys::link_at(dir.as_fd(), name, parent.dst.as_fd(), dst_name).is_ok()
-        {
-            return true;
-        }
+    dirs: &[Option<OwnedFd>],
+) -> Option<bool> {
+    let cfg = &core.shared.config;
+    let dir = parent.dst.as_fd();
+    let d = sys::lstat_at(dir, dst_name).ok()?;
+    if d.file_type() != FileType::File {
+        return None;
     }
-    false
+    let m = altdest::file_match(core, dirs, parent.src.as_fd(), name, Some(src), st).await?;
+    if m.level != Level::Exact {
+        return None;
+    }
+    let reference = dirs[m.dir].as_ref()?;
+    if cfg.alt_dest == AltDest::Link {
+        if (d.dev, d.ino) == (m.stat.dev, m.stat.ino) {
+            // Already that file: up to date as it is.
+            return None;
+        }
+        if !cfg.dry_run {
+            let linked = with_temp(core, |t| sys::link_at(reference.as_fd(), name, dir, t))
+                .and_then(|(tmp, ())| {
+                    sync::rename_over(core, dir, &tmp, dst_name, &parent.rel).inspect_err(|_| {
+                        let _ = sys::unlink_at(dir, &tmp, 0);
+                    })
+                });
+            if let Err(e) = linked {
+                // Copied as without references instead (rsync's "try a copy").
+                tracing::debug!(path = %parent.child_rel(dst_name).display(), error = %e, "link to the reference failed");
+                return None;
+            }
+        }
+        bump(&core.counters.hard_links, 1);
+        Some(true)
+    } else {
+        if !cfg.dry_run
+            && let Err(e) = sys::unlink_at(dir, dst_name, 0)
+        {
+            report(
+                core,
+                &parent.child_rel(dst_name),
+                "unlink",
+                &e,
+                ErrorClass::Partial,
+            );
+            return Some(false);
+        }
+        bump(&core.counters.unchanged, 1);
+        Some(false)
+    }
 }
 
 /// What one look at a destination directory tells: one `fstat` (and with `-A` one
@@ -869,7 +888,17 @@ fn dir_item(core: &Core, node: &DirNode, rel: PathBuf) {
         return;
     }
     let change = if node.fresh {
-        Change::new_entry(How::Local)
+        match (&node.alt_dest, &node.stat) {
+            // Itemized against a reference directory, as rsync does.
+            (Some(dirs), Some(st)) => match altdest::dir_match(core, dirs, node.src.as_fd(), st) {
+                Some(b) => Change {
+                    how: How::Local,
+                    ..sync::attr_change(&core.shared, &b, st, false)
+                },
+                None => Change::new_entry(How::Local),
+            },
+            _ => Change::new_entry(How::Local),
+        }
     } else {
         match (sys::fstat(node.dst.as_fd()), &node.stat) {
             (Ok(d), Some(st)) => {
@@ -1585,6 +1614,9 @@ async fn copy_file(
     if !parent.fresh
         && !cfg.checksum
         && cfg.quick_check != crate::QuickCheck::Never
+        // (--link-dest and --compare-dest look at the reference tree even for an up-to-date
+        // destination file.)
+        && (parent.alt_dest.is_none() || cfg.alt_dest == AltDest::Copy)
         && let Ok(st) = route::stat_at(core, parent, Side::Src, name, follow).await
         && st.file_type() == FileType::File
         && !(cfg.hard_links && st.nlink > 1)
@@ -1646,6 +1678,15 @@ async fn copy_file(
     }
     let rel = || parent.child_rel(dst_name);
     let dir = parent.dst.as_fd();
+    if !parent.fresh
+        && cfg.alt_dest != AltDest::Copy
+        && let Some(dirs) = &parent.alt_dest
+        && let Some(done) =
+            exact_reference_for_existing(core, parent, name, dst_name, &src, &st, dirs).await
+    {
+        hardlink_done(core, parent, dst_name, &st, done);
+        return Ok(Outcome::Done);
+    }
     let mut change =
         match sync::judge_file(core, parent.fresh, parent, Some(&src), &st, dst_name).await {
             Verdict::Skip => {
@@ -1682,10 +1723,57 @@ async fn copy_file(
         left.set(true);
         return Ok(Outcome::Done);
     }
-    if change.new && link_from_reference(core, parent, name, dst_name, &st) {
-        hardlink_done(core, parent, dst_name, &st, true);
-        bump(&core.counters.hard_links, 1);
-        return Ok(Outcome::Done);
+    if change.new
+        && let Some(dirs) = &parent.alt_dest
+        && let Some(m) =
+            altdest::file_match(core, dirs, parent.src.as_fd(), name, Some(&src), &st).await
+    {
+        let reference = dirs[m.dir]
+            .as_ref()
+            .expect("a match is in an open reference");
+        match (cfg.alt_dest, m.level) {
+            (AltDest::Link, Level::Exact)
+                if cfg.dry_run || sys::link_at(reference.as_fd(), name, dir, dst_name).is_ok() =>
+            {
+                hardlink_done(core, parent, dst_name, &st, true);
+                bump(&core.counters.hard_links, 1);
+                return Ok(Outcome::Done);
+            }
+            (AltDest::Compare, Level::Exact) => {
+                // The reference has it: the destination does without.
+                hardlink_done(core, parent, dst_name, &st, false);
+                bump(&core.counters.unchanged, 1);
+                return Ok(Outcome::Done);
+            }
+            (_, Level::Exact | Level::SameData) => {
+                // A local copy from the reference (rsync's `cf`), then the source's attributes.
+                let mut local = sync::attr_change(&core.shared, &m.stat, &st, false);
+                local.how = How::Local;
+                let r = if cfg.dry_run {
+                    Ok(0)
+                } else {
+                    match sys::open_source(reference.as_fd(), name, cfg.open_noatime) {
+                        Ok(from) => copy_file_data(core, parent, &from, &st, dst_name).await,
+                        Err(e) => Err(src_err("open (reference)")(e)),
+                    }
+                };
+                hardlink_done(core, parent, dst_name, &st, r.is_ok());
+                let bytes = r?;
+                bump(&core.counters.files, 1);
+                bump(&core.counters.bytes, bytes);
+                if sync::attrs_differ(&local) {
+                    item(core, rel(), (FileType::File, Some(&st)), 0, &local, None);
+                }
+                return Ok(Outcome::Done);
+            }
+            (_, _) => {
+                // Copied from the source, itemized against the reference (rsync's basis).
+                change = sync::attr_change(&core.shared, &m.stat, &st, false);
+                change.how = How::Transfer;
+                // (With -c the data was compared, and differs.)
+                change.checksum = cfg.checksum;
+            }
+        }
     }
     if cfg.dry_run {
         if !parent.fresh {
@@ -2607,7 +2695,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
             .filter(|_| scope.lists_all())
             .map(|_| sync::Names::default()),
         scan_failed: AtomicBool::new(false),
-        link_dest: parent.link_dest.as_ref().map(|dirs| {
+        alt_dest: parent.alt_dest.as_ref().map(|dirs| {
             dirs.iter()
                 .map(|d| {
                     d.as_ref()
@@ -2713,6 +2801,36 @@ async fn make_other(
         }
         Some(c) => c,
     };
+    let mut change = change;
+    if change.new
+        && !follow
+        && let Some(dirs) = &parent.alt_dest
+        && let Some(m) = altdest::other_match(core, dirs, sdir, name, &st, target.as_deref())
+    {
+        let reference = dirs[m.dir]
+            .as_ref()
+            .expect("a match is in an open reference");
+        match (cfg.alt_dest, m.level) {
+            (AltDest::Link, Level::Exact)
+                if cfg.dry_run || sys::link_at(reference.as_fd(), name, dir, dst_name).is_ok() =>
+            {
+                hardlink_done(core, parent, dst_name, &st, true);
+                bump(&core.counters.hard_links, 1);
+                return Ok(());
+            }
+            (AltDest::Compare, Level::Exact) => {
+                hardlink_done(core, parent, dst_name, &st, false);
+                bump(&core.counters.unchanged, 1);
+                return Ok(());
+            }
+            _ => {
+                // Made here, itemized against the reference (rsync's `c` with what differs).
+                change = sync::attr_change(&core.shared, &m.stat, &st, is_link);
+                change.how = How::Local;
+                change.checksum = m.level == Level::Exists;
+            }
+        }
+    }
     let r = (|| {
         if cfg.dry_run {
             if !parent.fresh {
@@ -2750,14 +2868,16 @@ async fn make_other(
     } else {
         bump(&core.counters.specials, 1);
     }
-    item(
-        core,
-        parent.child_rel(dst_name),
-        (file_type, Some(&st)),
-        0,
-        &change,
-        target.as_ref().map(|t| t.as_bytes()),
-    );
+    if change.new || change.checksum || sync::attrs_differ(&change) {
+        item(
+            core,
+            parent.child_rel(dst_name),
+            (file_type, Some(&st)),
+            0,
+            &change,
+            target.as_ref().map(|t| t.as_bytes()),
+        );
+    }
     Ok(())
 }
 
