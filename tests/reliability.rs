@@ -940,3 +940,75 @@ fn remove_source_files_keeps_a_file_written_to_after_its_copy() {
     assert_eq!(fs::read(dst.join("dir/f2999")).unwrap(), b"2999");
     assert_eq!(fs::read(dst.join("keep/k9")).unwrap(), b"bystander");
 }
+
+/// `--stop-after`: a run that cannot finish by itself (a test hook holds one file until a stop
+/// is requested) is stopped by the time limit with rsync's exit code 30 and message; everything
+/// it published is complete, nothing temporary is left, and a re-run completes the copy. Bad
+/// limits are usage errors (exit 1, as rsync's) before anything is written.
+#[test]
+fn stop_after_ends_the_run_cleanly_with_code_30() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("dir")).unwrap();
+    for i in 0..20 {
+        write(&src.join(format!("dir/f{i}")), &content(i, 5000));
+    }
+    write(&src.join("big"), &content(12, 3_000_000));
+    write(&src.join("held"), &content(11, 200_000));
+    let dst = s.path().join("dst");
+    for (flags, message) in [
+        (&["-a", "--stop-after=0"][..], "invalid --stop-after value"),
+        (&["-a", "--stop-after=soon"], "invalid --stop-after value"),
+        (&["-a", "--stop-at=2020-01-01T00:00"], "not in the future"),
+        (&["-a", "--stop-at=25:00"], "invalid --stop-at format"),
+    ] {
+        let out = copy_contents(flags, &src, &dst);
+        assert_eq!(code(&out), 1, "{flags:?}: {}", err(&out));
+        assert!(err(&out).contains(message), "{flags:?}: {}", err(&out));
+        assert!(!dst.exists(), "{flags:?} wrote");
+        if have("rsync") {
+            let r = Command::new("rsync")
+                .args(flags)
+                .arg(format!("{}/", src.display()))
+                .arg(&dst)
+                .output()
+                .unwrap();
+            assert_eq!(code(&r), 1, "rsync {flags:?}");
+        }
+    }
+    // A limit that is not reached changes nothing.
+    let far = s.path().join("far");
+    let out = copy_contents(&["-a", "--stop-at=2099-12-31T23:59"], &src, &far);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    assert_same(&src, &far, treediff::Check::archive());
+    if !hooks_or_skip("stop_after_ends_the_run_cleanly_with_code_30") {
+        return;
+    }
+    // (1.2 s: the run reaches `held` long before, and waits there for the stop.)
+    let out = with_hook(
+        "before-open=held:hold",
+        &["-a", "--stop-after=0.02"],
+        &src,
+        &dst,
+    );
+    let e = err(&out);
+    assert!(e.contains("test hook BeforeOpen held: hold"), "{e}");
+    assert_eq!(code(&out), 30, "{e}");
+    assert!(e.contains("stopping at requested limit"), "{e}");
+    assert!(e.contains("(code 30)"), "{e}");
+    assert_eq!(temporaries(&dst), Vec::<std::path::PathBuf>::new());
+    for p in treediff::walk(&dst).unwrap() {
+        let (a, b) = (src.join(&p), dst.join(&p));
+        if b.is_file() {
+            assert_eq!(
+                fs::read(&a).unwrap(),
+                fs::read(&b).unwrap(),
+                "{}",
+                p.display()
+            );
+        }
+    }
+    let out = copy_contents(&["-a"], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    assert_same(&src, &dst, treediff::Check::archive());
+}

@@ -780,6 +780,21 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("stop-after")
+            .long("stop-after")
+            .visible_alias("time-limit")
+            .value_name("MINS")
+            .help("stop after MINS minutes (a fraction allowed): files being written are discarded, the run ends with exit code 30, a re-run goes on [default: no limit]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("stop-at")
+            .long("stop-at")
+            .value_name("y-m-dTh:m")
+            .help("stop at this local time (rsync's format: 2030-12-31T23:59, or abbreviated: 23:59, 12-31, :30); as --stop-after otherwise [default: no limit]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("max-delete")
             .long("max-delete")
             .value_name("NUM")
@@ -1103,6 +1118,8 @@ pub struct Parsed {
     pub verbose: u8,
     pub quiet: bool,
     pub version: bool,
+    /// `--stop-after`/`--stop-at`: when the run must stop (seconds since the epoch).
+    pub stop_at: Option<i64>,
 }
 
 /// Apply the toggling flags in command-line order (clap has validated the arguments already;
@@ -1517,6 +1534,27 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             })
             .transpose()
     };
+    // (Both given: the later one counts, as in rsync.)
+    let last = |id: &str| m.index_of(id).filter(|_| m.contains_id(id));
+    let (after, at) = match (last("stop-after"), last("stop-at")) {
+        (Some(a), Some(b)) if a < b => (None, m.get_one::<String>("stop-at")),
+        (Some(_), Some(_)) => (m.get_one::<String>("stop-after"), None),
+        _ => (
+            m.get_one::<String>("stop-after"),
+            m.get_one::<String>("stop-at"),
+        ),
+    };
+    let stop_at = match (after, at) {
+        (Some(after), _) => {
+            let d = crate::deadline::parse_stop_after(after).map_err(|e| usage(&e))?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            Some((now + d).as_secs() as i64 + i64::from((now + d).subsec_nanos() > 0))
+        }
+        (None, Some(at)) => Some(crate::deadline::parse_stop_at(at).map_err(|e| usage(&e))?),
+        (None, None) => None,
+    };
     let mpi = m.get_flag("mpi");
     if mpi {
         if !cfg!(feature = "mpi") {
@@ -1539,6 +1577,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         }
         if config.remove_source_files {
             return Err(usage("--mpi cannot be combined with --remove-source-files"));
+        }
+        if stop_at.is_some() {
+            return Err(usage(
+                "--mpi cannot be combined with --stop-after or --stop-at",
+            ));
         }
         if config.delete == Some(engine::Delete::After) {
             return Err(usage(
@@ -1565,6 +1608,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         verbose: m.get_count("verbose"),
         quiet: m.get_flag("quiet"),
         version,
+        stop_at,
     })
 }
 

@@ -3,6 +3,7 @@
 //! "skipping" notices, `-v` item lists) and exits with rsync's exit codes.
 
 mod cli;
+mod deadline;
 mod logfmt;
 #[cfg(feature = "mpi")]
 mod mpi_mode;
@@ -169,13 +170,19 @@ fn main() -> ExitCode {
     }
     let stop = engine::Stop::new();
     signals::stop_on_signals(stop.clone());
+    let limit = parsed.stop_at.map(|at| deadline::arm(stop.clone(), at));
     let display =
         (parsed.progress_total && !parsed.quiet).then(|| progress::Display::start(live.clone()));
     let report = engine::run_with_progress(&parsed.config, observer.clone(), &stop, &live);
     if let Some(d) = display {
         d.finish();
     }
-    let code = output::exit_code(&report);
+    let mut code = output::exit_code(&report);
+    if report.interrupted && limit.is_some_and(|hit| hit.load(std::sync::atomic::Ordering::SeqCst))
+    {
+        // --stop-after/--stop-at: rsync's "timeout" code.
+        code = 30;
+    }
     if let Some(path) = &parsed.stats_json
         && let Err(e) = std::fs::write(path, output::stats_json(&parsed.config, &report, code))
     {

@@ -388,6 +388,7 @@ pub fn code_text(code: i32) -> &'static str {
         23 => "some files/attrs were not transferred (see previous errors)",
         24 => "some files vanished before they could be transferred",
         25 => "the --max-delete limit stopped deletions",
+        30 => "timeout in data send/receive",
         _ => "error",
     }
 }

@@ -18,7 +18,8 @@
 //! Actions (all relative to the directory holding NAME): `unlink` (the file vanishes), `append`
 //! (the file grows by 64 KiB), `truncate` (the file shrinks to half), `empty-dir` (at `after-batch`:
 //! every file of the directory being scanned is removed), `swap-symlink=TARGET` (NAME is renamed to `NAME.moved` and a
-//! symlink to TARGET takes its place).
+//! symlink to TARGET takes its place), `hold` (the core waits there until the run is asked to
+//! stop: a run that cannot end by itself, for the time-limit tests).
 
 /// Where a hook can fire.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -54,8 +55,13 @@ pub(crate) fn fire(_point: Point, _dir: std::os::fd::BorrowedFd<'_>, _name: &std
 /// Whether this build has the hooks (for `--version`).
 pub const ENABLED: bool = cfg!(feature = "test-hooks");
 
+/// A stop was requested (what `hold` waits for; test builds only).
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub(crate) fn stopping() {}
+
 #[cfg(feature = "test-hooks")]
-pub(crate) use imp::{fire, fire_written, split_waits};
+pub(crate) use imp::{fire, fire_written, split_waits, stopping};
 
 #[cfg(feature = "test-hooks")]
 mod imp {
@@ -101,6 +107,12 @@ mod imp {
                 })
                 .collect()
         })
+    }
+
+    static STOPPING: AtomicBool = AtomicBool::new(false);
+
+    pub(crate) fn stopping() {
+        STOPPING.store(true, Ordering::SeqCst);
     }
 
     pub(crate) fn fire_written(fd: BorrowedFd<'_>, name: &CStr) {
@@ -165,6 +177,12 @@ mod imp {
         };
         match action {
             "unlink" => sys::unlink_at(dir, name, 0).expect("test hook: unlink"),
+            "hold" => {
+                // Polled: the hook runs on a core thread, which has nothing else to wait on.
+                while !STOPPING.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
             "append" => {
                 let mut f = open(libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC);
                 f.write_all(&[0x5a; 64 * 1024]).expect("test hook: append");

@@ -898,6 +898,7 @@ impl Stop {
         self.0
             .requested
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        hooks::stopping();
         if let Some(c) = self
             .0
             .cancel
