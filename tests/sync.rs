@@ -346,6 +346,7 @@ fn delete_removes_exactly_the_extraneous_entries() {
     filter_tree(&src);
     for (mode, tag) in [
         ("--delete", "d"),
+        ("--delete-before", "b"),
         ("--delete-after", "a"),
         ("--delete-delay", "y"),
     ] {
@@ -373,6 +374,20 @@ fn delete_removes_exactly_the_extraneous_entries() {
         assert!(!deleting(&got).is_empty());
         let got = copy_contents(&flags, &src, &dst);
         assert_eq!(code(&got), 0, "{mode}: {}", err(&got));
+        if mode == "--delete-before" {
+            // The top directory's deletions come before any of its files is written.
+            let lines: Vec<String> = text(&got).lines().map(str::to_string).collect();
+            let top = |l: &String, tag: &str| {
+                l.strip_prefix(tag)
+                    .is_some_and(|n| !n.trim_end_matches('/').contains('/'))
+            };
+            let last_delete = lines.iter().rposition(|l| top(l, "*deleting   "));
+            let first_write = lines.iter().position(|l| top(l, ">f"));
+            assert!(last_delete.is_some(), "{lines:?}");
+            if let (Some(d), Some(w)) = (last_delete, first_write) {
+                assert!(d < w, "{lines:?}");
+            }
+        }
         // Everything but the excluded (hence protected) file is now exactly the source.
         assert!(dst.join("junk.o").exists(), "an excluded file was deleted");
         let mtime = |p: &Path| {
@@ -403,6 +418,19 @@ fn delete_removes_exactly_the_extraneous_entries() {
         for o in ["a.o", "src/main.o", "link.o"] {
             assert!(fs::symlink_metadata(dst.join(o)).is_err(), "{o} was kept");
         }
+    }
+    // Two deletion timings at once: refused, as rsync refuses them.
+    for pair in [
+        ["--delete-before", "--delete-after"],
+        ["--del", "--delete-before"],
+    ] {
+        let dst = s.path().join("two-whens");
+        let mut flags = vec!["-a"];
+        flags.extend(pair);
+        assert_eq!(code(&rsync(&flags, &src, &dst)), 1, "rsync {pair:?}");
+        let out = copy_contents(&flags, &src, &dst);
+        assert_eq!(code(&out), 1, "{pair:?}: {}", err(&out));
+        assert!(!dst.exists());
     }
 }
 
@@ -1910,4 +1938,93 @@ fn reference_trees_act_as_rsync_link_compare_and_copy_dest() {
     );
     assert_eq!(code(&out), 1, "{}", err(&out));
     assert!(err(&out).contains("conflicts") && !base.join("refused").exists());
+}
+
+#[test]
+fn dirs_without_recursion_copy_what_rsync_copies() {
+    if !require_rsync("dirs_without_recursion_copy_what_rsync_copies") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let src = base.join("src");
+    for f in ["a/top", "c/cf", "c/sub/csf", "file"] {
+        fs::create_dir_all(src.join(f).parent().unwrap()).unwrap();
+        write(&src.join(f), f.as_bytes());
+    }
+    chmod(&src.join("c"), 0o750);
+    for (i, p) in treediff::walk(&src).unwrap().iter().rev().enumerate() {
+        set_times(&src.join(p), 1_200_000_000 + i as i64, 0);
+    }
+    for (i, args) in [
+        vec!["-a", "--no-r", "-d", "-i", "src"],
+        vec!["-a", "--no-r", "-d", "-i", "src/"],
+        vec!["-a", "--no-r", "--dirs", "-i", "--delete", "src/"],
+        vec!["-lptgoD", "-d", "-i", "src/file", "src/c/"],
+        vec!["-a", "--no-r", "-i", "src/"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut outs = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = base.join(format!("{tool}-{i}"));
+            // Stale entries: one at the top (deleted with --delete), one in a directory whose
+            // contents are not in the transfer (kept).
+            fs::create_dir_all(dst.join("c")).unwrap();
+            write(&dst.join("stale"), b"stale");
+            write(&dst.join("c/kept"), b"kept");
+            for p in ["stale", "c/kept", "c"] {
+                set_times(&dst.join(p), 1_100_000_000, 0);
+            }
+            let mut a = args.clone();
+            let d = format!("{}/", dst.display());
+            a.push(&d);
+            outs.push((in_dir(tool, &a, base), dst));
+        }
+        let ((want, want_dst), (got, got_dst)) = (&outs[0], &outs[1]);
+        assert_eq!(code(got), code(want), "{args:?}: {}", err(got));
+        assert_eq!(items(got), items(want), "{args:?}");
+        assert_eq!(shape(got_dst, true), shape(want_dst, true), "{args:?}");
+    }
+}
+
+#[test]
+fn copy_dirlinks_follows_only_links_to_directories_as_rsync() {
+    if !require_rsync("copy_dirlinks_follows_only_links_to_directories_as_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    for f in ["real/inner/file", "real/top"] {
+        fs::create_dir_all(src.join(f).parent().unwrap()).unwrap();
+        write(&src.join(f), f.as_bytes());
+    }
+    symlink("real/inner", src.join("dirlink")).unwrap();
+    symlink("real/top", src.join("filelink")).unwrap();
+    symlink("nowhere", src.join("dangling")).unwrap();
+    // A link back up: followed once it would loop, and refused there.
+    symlink("..", src.join("real/up")).unwrap();
+    let mut outs = Vec::new();
+    for tool in ["rsync", "arsync"] {
+        let dst = s.path().join(tool);
+        outs.push((
+            by_tool(tool, &["-a", "-k", "-i", "--exclude=up"], &src, &dst),
+            dst,
+        ));
+    }
+    let ((want, want_dst), (got, got_dst)) = (&outs[0], &outs[1]);
+    assert_eq!(code(got), code(want), "{}", err(got));
+    assert_eq!(items(got), items(want));
+    assert_eq!(listing(got_dst), listing(want_dst));
+    assert!(got_dst.join("dirlink/file").is_file());
+    assert!(
+        fs::symlink_metadata(got_dst.join("filelink"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // Without the exclude the loop through `up` is refused with an error, not followed forever.
+    let out = copy_contents(&["-a", "-k"], &src, &s.path().join("loop"));
+    assert_eq!(code(&out), 23, "{}", err(&out));
 }

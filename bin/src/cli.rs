@@ -734,6 +734,13 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("delete-before")
+            .long("delete-before")
+            .action(ArgAction::SetTrue)
+            .help("--delete, in each directory before its entries are copied (frees the space first; its source listing is read twice) [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("delete-after")
             .long("delete-after")
             .visible_alias("delete-delay")
@@ -913,13 +920,39 @@ pub fn command() -> Command {
             .help_heading("Filters"),
     )
     .arg(
+        Arg::new("copy-dirlinks")
+            .short('k')
+            .long("copy-dirlinks")
+            .action(ArgAction::SetTrue)
+            .help("copy a symlink to a directory as that directory (other symlinks stay symlinks) [default: off]")
+            .help_heading("What to copy"),
+    )
+    .arg(
+        Arg::new("dirs")
+            .short('d')
+            .long("dirs")
+            .action(ArgAction::SetTrue)
+            .overrides_with("no-dirs")
+            .help("without -r: make the directories named (with their attributes), and copy the entries of one named with a trailing slash, one level down [default: off: skipped]")
+            .help_heading("What to copy"),
+    )
+    .arg(
+        Arg::new("no-dirs")
+            .long("no-dirs")
+            .visible_alias("no-d")
+            .action(ArgAction::SetTrue)
+            .overrides_with("dirs")
+            .help("turn off -d")
+            .help_heading("What to copy"),
+    )
+    .arg(
         Arg::new("relative")
             .short('R')
             .long("relative")
             .action(ArgAction::SetTrue)
             .overrides_with("no-relative")
             .help("use the source paths as given below DEST (a /./ in a path marks where the copied part starts) [default: off]")
-            .help_heading("Filters"),
+            .help_heading("What to copy"),
     )
     .arg(
         Arg::new("no-relative")
@@ -928,14 +961,14 @@ pub fn command() -> Command {
             .action(ArgAction::SetTrue)
             .overrides_with("relative")
             .help("turn off -R (also implied by --files-from)")
-            .help_heading("Filters"),
+            .help_heading("What to copy"),
     )
     .arg(
         Arg::new("no-implied-dirs")
             .long("no-implied-dirs")
             .action(ArgAction::SetTrue)
             .help("with -R: directories on the way to a listed path keep their destination attributes (made, they get default permissions)")
-            .help_heading("Filters"),
+            .help_heading("What to copy"),
     )
     .arg(
         Arg::new("exclude-from")
@@ -1299,6 +1332,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.ignore_existing = m.get_flag("ignore-existing");
     config.force = m.get_flag("force");
     config.ignore_errors = m.get_flag("ignore-errors");
+    config.copy_dirlinks = m.get_flag("copy-dirlinks");
     config.prune_empty_dirs = m.get_flag("prune-empty-dirs");
     config.dry_run = m.get_flag("dry-run");
     config.max_delete = m.get_one::<u64>("max-delete").copied();
@@ -1334,16 +1368,29 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     };
     config.min_size = m.get_one::<u64>("min-size").copied();
     let delete_excluded = m.get_flag("delete-excluded");
+    if ["delete-before", "delete-during", "delete-after"]
+        .iter()
+        .filter(|id| m.get_flag(id))
+        .count()
+        > 1
+    {
+        return Err(usage(
+            "You may not combine multiple --delete-WHEN options (as rsync).",
+        ));
+    }
     config.delete = if m.get_flag("delete-after") {
         Some(engine::Delete::After)
+    } else if m.get_flag("delete-before") {
+        Some(engine::Delete::Before)
     } else if m.get_flag("delete") || m.get_flag("delete-during") || delete_excluded {
         Some(engine::Delete::During)
     } else {
         None
     };
-    if config.delete.is_some() && !config.recursive {
+    let dirs = m.get_flag("dirs") || m.contains_id("files-from");
+    if config.delete.is_some() && !config.recursive && !dirs {
         return Err(usage(
-            "--delete does not work without --recursive (-r): nothing says which directory's contents to compare",
+            "--delete does not work without --recursive (-r) or --dirs (-d): nothing says which directory's contents to compare",
         ));
     }
     config.filters = filters(&m).map_err(|e| usage(&e))?;
@@ -1507,10 +1554,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             plan(
                 sources,
                 dest,
-                config.recursive,
+                config.recursive || dirs,
                 &config.filters,
                 m.get_flag("mkpath"),
             )
+            .map(|(roots, create, above)| {
+                if dirs && !config.recursive {
+                    (roots.into_iter().map(dirs_only).collect(), create, above)
+                } else {
+                    (roots, create, above)
+                }
+            })
         }
         .map_err(Refused::Arg)?;
         config.roots = roots;
@@ -1896,6 +1950,17 @@ fn plan(
         .filter(|p| !p.as_os_str().is_empty() && mkpath && std::fs::metadata(p).is_err())
         .map(Path::to_path_buf);
     Ok((roots, create, above))
+}
+
+/// `-d/--dirs` without `-r`: a directory root is made with its attributes and, named with a
+/// trailing slash (its contents), its entries one level down (its subdirectories made empty).
+fn dirs_only(mut root: engine::Root) -> engine::Root {
+    if std::fs::metadata(&root.src).is_ok_and(|m| m.is_dir()) {
+        let mut sel = engine::Selection::new();
+        sel.add(b"", root.rel.as_os_str().is_empty());
+        root.select = Some(Arc::new(sel));
+    }
+    root
 }
 
 /// The names of a `--files-from` list: one per line (per NUL-ended record with `--from0`); a

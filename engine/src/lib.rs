@@ -158,6 +158,9 @@ pub enum CopyMethod {
 /// When `--delete` removes extraneous destination entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delete {
+    /// In each directory before any of its entries is copied (`--delete-before`): its source
+    /// listing is read once more for it.
+    Before,
     /// In each directory once all its children are done, before its metadata is applied
     /// (`--delete`, `--delete-during`).
     During,
@@ -233,6 +236,9 @@ pub struct Config {
     pub safe_links: bool,
     /// `-K`: a symlink to a directory in the destination is used as that directory.
     pub keep_dirlinks: bool,
+    /// `-k/--copy-dirlinks`: a source symlink to a directory is copied as that directory (a
+    /// symlink to anything else stays a symlink).
+    pub copy_dirlinks: bool,
     /// `--reflink`.
     pub reflink: Reflink,
     /// `--copy-method`: the path for data that is not cloned.
@@ -380,6 +386,7 @@ impl Config {
             copy_unsafe_links: false,
             safe_links: false,
             keep_dirlinks: false,
+            copy_dirlinks: false,
             reflink: Reflink::Auto,
             copy_method: CopyMethod::Auto,
             direct: false,

@@ -136,9 +136,10 @@ impl Scope {
         }
     }
 
-    /// Whether the directory's whole listing is read (so `--delete` may compare with it).
+    /// Whether the directory's whole listing is in the transfer (so `--delete` may compare the
+    /// destination with it): walked whole, or its contents selected (`dir/`, `-d`).
     pub(crate) fn lists_all(&self) -> bool {
-        matches!(self, Scope::All)
+        matches!(self, Scope::All | Scope::Contents(..))
     }
 }
 
@@ -230,6 +231,6 @@ mod tests {
         // named path is walked by names.
         assert!(matches!(d.child(c"other", false), (Scope::Empty, false)));
         assert!(matches!(d.child(c"sub", false), (Scope::Names(..), false)));
-        assert!(!root.lists_all() && Scope::All.lists_all());
+        assert!(!root.lists_all() && Scope::All.lists_all() && d.lists_all());
     }
 }

@@ -500,7 +500,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             root: index,
             names: cfg
                 .delete
-                .filter(|_| scope.lists_all())
+                .filter(|d| *d != Delete::Before && scope.lists_all())
                 .map(|_| sync::Names::default()),
             scan_failed: AtomicBool::new(false),
             alt_dest: alt_dest_roots(cfg, &root),
@@ -513,6 +513,9 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         bump(&core.counters.seen[1], 1);
         if listed {
             dir_item(core, &node, root.rel.clone());
+        }
+        if cfg.delete == Some(Delete::Before) && !node.fresh && node.scope.lists_all() {
+            delete_before(core, &node);
         }
         core.shared.progress.scan_started();
         scan(core, node);
@@ -786,20 +789,9 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
     for ent in reader.entries() {
         let mut file_type = ent.file_type;
         if filters || prune {
-            if file_type == FileType::Unknown
-                && let Ok(st) = sys::lstat_at(node.src.as_fd(), ent.name)
-            {
-                file_type = st.file_type();
-            }
-            if filtered(core, &node.rel, ent.name.to_bytes(), file_type) {
-                continue;
-            }
-            if prune
-                && file_type == FileType::Dir
-                && !holds_content(core, node.src.as_fd(), ent.name, node.child_rel(ent.name))
-            {
-                // Left out as if excluded (and so extraneous to --delete), as rsync's -m.
-                continue;
+            match admitted(core, &node, ent.name, file_type) {
+                Some(ft) => file_type = ft,
+                None => continue,
             }
         }
         if let Some(names) = names.as_mut() {
@@ -827,6 +819,67 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
     for t in batch.drain(..) {
         w.push(t);
     }
+}
+
+/// Whether entry `name` (type `ft` as listed) of `node`'s listing belongs to the transfer under
+/// the filter rules and `-m`; its type, looked up when the listing did not say.
+fn admitted(core: &Core, node: &DirNode, name: &CStr, mut ft: FileType) -> Option<FileType> {
+    if ft == FileType::Unknown
+        && let Ok(st) = sys::lstat_at(node.src.as_fd(), name)
+    {
+        ft = st.file_type();
+    }
+    if filtered(core, &node.rel, name.to_bytes(), ft) {
+        return None;
+    }
+    if core.shared.config.prune_empty_dirs
+        && ft == FileType::Dir
+        && !holds_content(core, node.src.as_fd(), name, node.child_rel(name))
+    {
+        // Left out as if excluded (and so extraneous to --delete), as rsync's -m.
+        return None;
+    }
+    Some(ft)
+}
+
+/// `--delete-before`: before any entry of `node` is copied, read its whole source listing
+/// (as the scan will admit it) and delete what the destination has beyond it, as rsync deletes
+/// before it transfers a directory. A listing that fails deletes nothing (but with
+/// `--ignore-errors`: what was read counts).
+fn delete_before(core: &Core, node: &DirNode) {
+    let cfg = &core.shared.config;
+    let mut names = Vec::new();
+    let listed = sys::open_dir_at(node.src.as_fd(), c".").and_then(|fd| {
+        let mut reader = fsops::DirReader::default();
+        while reader.fill(fd.as_fd())? {
+            for ent in reader.entries() {
+                if admitted(core, node, ent.name, ent.file_type).is_some() {
+                    names.push(ent.name.to_owned());
+                }
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = &listed {
+        report(
+            core,
+            &node.src_path,
+            "getdents (delete)",
+            e,
+            source_class(e),
+        );
+        if !cfg.ignore_errors {
+            return;
+        }
+    }
+    delete_extraneous(
+        core,
+        node.dst.as_fd(),
+        (node.root, &node.rel),
+        node.stat,
+        names,
+        &node.src_path,
+    );
 }
 
 /// A directory walked by names (`--files-from`, `-R`): one `lstat` per selected name below
@@ -974,7 +1027,7 @@ fn delete_extraneous(
     let Some(mode) = cfg.delete else { return };
     match sync::extraneous(&core.shared, dst, rel, names) {
         Ok(victims) if victims.is_empty() => {}
-        Ok(victims) if mode == Delete::During => {
+        Ok(victims) if mode != Delete::After => {
             for (name, ft) in victims {
                 let t = core.lat.start();
                 sync::remove(&core.shared, &core.counters, dst, &name, ft, rel);
@@ -1209,6 +1262,15 @@ async fn entry(
             return Outcome::Done;
         }
     }
+    if file_type == FileType::Symlink
+        && !follow
+        && cfg.copy_dirlinks
+        && sys::stat_at(parent.src.as_fd(), name).is_ok_and(|st| st.file_type() == FileType::Dir)
+    {
+        // -k: a symlink to a directory is copied as the directory.
+        follow = true;
+        file_type = FileType::Dir;
+    }
     // `--remove-source-files`: the entry is in sync unless it failed or was left alone on
     // purpose (skipped, or handed to another process), which the copy marks in `left`.
     let left = Cell::new(false);
@@ -1229,7 +1291,7 @@ async fn entry(
             }
         },
         FileType::Dir => {
-            if !cfg.recursive && parent.scope.lists_all() {
+            if !cfg.recursive && matches!(parent.scope, Scope::All) {
                 skip(core, &parent.child_rel(name), SkipReason::Directory);
                 return Outcome::Done;
             }
@@ -2692,7 +2754,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         root: parent.root,
         names: cfg
             .delete
-            .filter(|_| scope.lists_all())
+            .filter(|d| *d != Delete::Before && scope.lists_all())
             .map(|_| sync::Names::default()),
         scan_failed: AtomicBool::new(false),
         alt_dest: parent.alt_dest.as_ref().map(|dirs| {
@@ -2728,6 +2790,9 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         // -x: the mount point is created (with its metadata), its contents are not copied.
         child_done(core, node);
     } else {
+        if cfg.delete == Some(Delete::Before) && !node.fresh && node.scope.lists_all() {
+            delete_before(core, &node);
+        }
         core.shared.progress.scan_started();
         scan(core, node);
     }
