@@ -293,7 +293,9 @@ fn bad_filter_rules_are_usage_errors() {
     let dst = s.path().join("dst");
     for bad in [
         "--filter=Q x",
-        "--filter=dir-merge .rules",
+        "--filter=dir-merge sub/.rules",
+        "--filter=merge /nonexistent/rules",
+        "--filter=:x .rules",
         "--filter=-",
         "--exclude-from=/nonexistent/list",
     ] {
@@ -2027,4 +2029,116 @@ fn copy_dirlinks_follows_only_links_to_directories_as_rsync() {
     // Without the exclude the loop through `up` is refused with an error, not followed forever.
     let out = copy_contents(&["-a", "-k"], &src, &s.path().join("loop"));
     assert_eq!(code(&out), 23, "{}", err(&out));
+}
+
+#[test]
+fn merge_and_per_directory_filter_files_act_as_rsync() {
+    if !require_rsync("merge_and_per_directory_filter_files_act_as_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let src = base.join("src");
+    for f in [
+        "top.txt",
+        "top.o",
+        "a/x.log",
+        "a/keep.log",
+        "a/b/deep.log",
+        "a/b/z.tmp",
+        "c/c.tmp",
+        "c/c.txt",
+        "d/core",
+        "d/foo.o",
+        "d/bar.c",
+        "d/baz.old",
+        "d/qux.h",
+    ] {
+        fs::create_dir_all(src.join(f).parent().unwrap()).unwrap();
+        write(&src.join(f), f.as_bytes());
+    }
+    // Per-directory files: inherited, overridden by a subdirectory's, cleared with `!`, anchored
+    // at their own directory; a .cvsignore; a static merge file; a home .cvsignore.
+    fs::write(src.join(".rsync-filter"), "- *.tmp\n").unwrap();
+    fs::write(src.join("a/.rsync-filter"), "+ keep.log\n- *.log\n").unwrap();
+    fs::write(src.join("a/b/.rsync-filter"), "!\n- deep.log\n").unwrap();
+    fs::write(src.join("d/.cvsignore"), "bar.c\n").unwrap();
+    fs::write(src.join("c/.rules"), "- /c.txt\n").unwrap();
+    fs::write(base.join("static.rules"), "# comment\n- top.txt\n").unwrap();
+    fs::write(base.join(".cvsignore"), "*.h\n").unwrap();
+    // (Old times: rsync compares them to the second, so a destination directory made in the
+    // second its source was made would look up to date to it.)
+    for (i, p) in treediff::walk(&src).unwrap().iter().rev().enumerate() {
+        set_times(&src.join(p), 1_300_000_000 + i as i64, 0);
+    }
+    let run = |tool: &str, args: &[&str], dst: &Path| -> Output {
+        let mut c = if tool == "rsync" {
+            Command::new("rsync")
+        } else {
+            arsync()
+        };
+        c.env("HOME", base)
+            .env_remove("CVSIGNORE")
+            .args(args)
+            .arg("src/")
+            .arg(format!("{}/", dst.display()))
+            .current_dir(base)
+            .output()
+            .unwrap()
+    };
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["-F"],
+        vec!["-FF"],
+        vec!["-F", "--exclude=c", "-F"],
+        vec!["--filter=: .rules"],
+        vec!["--filter=:e .rules"],
+        vec!["--filter=dir-merge,n- .rsync-filter"],
+        vec!["--filter=. static.rules"],
+        vec!["--filter=merge static.rules", "-F"],
+        vec!["-C"],
+        vec!["--filter=:C"],
+        vec!["--include=*.old", "-C"],
+    ];
+    for (i, extra) in cases.iter().enumerate() {
+        let mut outs = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = base.join(format!("{tool}-{i}"));
+            let mut args = vec!["-a", "-i"];
+            args.extend(extra.iter().copied());
+            outs.push((run(tool, &args, &dst), dst));
+        }
+        let ((want, want_dst), (got, got_dst)) = (&outs[0], &outs[1]);
+        assert_eq!(code(got), code(want), "{extra:?}: {}", err(got));
+        assert_eq!(items(got), items(want), "{extra:?}");
+        assert_eq!(listing(got_dst), listing(want_dst), "{extra:?}");
+    }
+    // What --delete may remove: with --delete and --delete-before the destination's own merge
+    // files (as they were before the copy) protect, with --delete-after the ones just copied.
+    for mode in ["--delete", "--delete-before", "--delete-after"] {
+        for old_rules in [false, true] {
+            let mut outs = Vec::new();
+            for tool in ["rsync", "arsync"] {
+                let dst = base.join(format!("del-{tool}{mode}-{old_rules}"));
+                for f in ["a/b/stale.log", "a/stale.tmp", "stale.txt", "c/c.tmp"] {
+                    fs::create_dir_all(dst.join(f).parent().unwrap()).unwrap();
+                    write(&dst.join(f), b"stale");
+                }
+                if old_rules {
+                    fs::write(dst.join(".rsync-filter"), "- stale.txt\n").unwrap();
+                    fs::write(dst.join("c/.rsync-filter"), "- c.tmp\n").unwrap();
+                }
+                outs.push((run(tool, &["-a", "-i", "-F", mode], &dst), dst));
+            }
+            let ((want, want_dst), (got, got_dst)) = (&outs[0], &outs[1]);
+            let what = format!("{mode} (old rules: {old_rules})");
+            assert_eq!(code(got), code(want), "{what}: {}", err(got));
+            assert_eq!(items(got), items(want), "{what}");
+            assert_eq!(listing(got_dst), listing(want_dst), "{what}");
+        }
+    }
+    // A merge file that cannot be read is a usage error before anything is written.
+    let dst = base.join("refused");
+    let out = run("arsync", &["-a", "--filter=. /nonexistent/rules"], &dst);
+    assert_eq!(code(&out), 1, "{}", err(&out));
+    assert!(!dst.exists());
 }

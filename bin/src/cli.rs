@@ -971,6 +971,21 @@ pub fn command() -> Command {
             .help_heading("What to copy"),
     )
     .arg(
+        Arg::new("F")
+            .short('F')
+            .action(ArgAction::Count)
+            .help("read filter rules from .rsync-filter in every directory (--filter='dir-merge /.rsync-filter'); twice: also leave the .rsync-filter files out (--filter='- .rsync-filter')")
+            .help_heading("Filters"),
+    )
+    .arg(
+        Arg::new("cvs-exclude")
+            .short('C')
+            .long("cvs-exclude")
+            .action(ArgAction::SetTrue)
+            .help("leave out what CVS ignores: its default list, $HOME/.cvsignore, $CVSIGNORE and each directory's .cvsignore (after every other rule)")
+            .help_heading("Filters"),
+    )
+    .arg(
         Arg::new("exclude-from")
             .long("exclude-from")
             .value_name("FILE")
@@ -1725,7 +1740,21 @@ fn filters(m: &clap::ArgMatches) -> Result<engine::Filters, String> {
             }
         }
     }
+    // -F: the first is `dir-merge /.rsync-filter`, a second `- .rsync-filter`, in place.
+    // (clap gives one index for `-FF`: the second rule then follows the first in place.)
+    let at: Vec<usize> = m.indices_of("F").map(Iterator::collect).unwrap_or_default();
+    for k in 0..usize::from(m.get_count("F")).min(2) {
+        if let Some(&i) = at.get(k).or(at.last()) {
+            let rule = [": /.rsync-filter", "- .rsync-filter"][k];
+            rules.push((i, "filter", rule.to_string()));
+        }
+    }
     rules.sort_by_key(|r| r.0);
+    // -C: CVS's excludes and the per-directory .cvsignore files after every other rule.
+    if m.get_flag("cvs-exclude") {
+        rules.push((usize::MAX, "filter", "-C".into()));
+        rules.push((usize::MAX, "filter", ":C".into()));
+    }
     let mut f = engine::Filters::new();
     for (_, kind, v) in rules {
         match kind {

@@ -13,6 +13,15 @@
 //! Each rule applies to the sending side (what is copied: `-`/`+`, `H`/`S`, or a rule with the `s`
 //! modifier), the receiving side (what `--delete` may remove: `-`/`+`, `P`/`R`, or the `r`
 //! modifier), or both. `--delete-excluded` makes plain `-`/`+` rules sending-side only.
+//!
+//! Merge rules: `merge FILE` (`. FILE`) reads FILE's rules into the list where it stands;
+//! `dir-merge NAME` (`: NAME`, `-F`) reads NAME in every source directory as it is walked, its
+//! rules tried at the place of the `dir-merge` rule, newest directory first, inherited by
+//! subdirectories (not with `n`), anchored at their own directory ([`DirRules`]).
+
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
 
 /// What a matching rule does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +58,49 @@ pub struct Rule {
     and_below: bool,
     /// `pat` has a wildcard (else it is compared byte for byte, backslashes included, as rsync).
     wild: bool,
+    /// A per-directory rule: the directory (relative to the transfer root) its anchor is at.
+    base: Vec<u8>,
+}
+
+/// How the rules of a merge file are read (the modifiers of a `merge`/`dir-merge` rule).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct MergeMods {
+    /// `-` or `+`: every line is a pattern of this kind.
+    only: Option<Action>,
+    /// `w`: split on whitespace, no comments.
+    words: bool,
+    /// `n`: not inherited by subdirectories.
+    no_inherit: bool,
+    /// `C`: CVS style (`n`, `w`, `-`, and `!` clears).
+    cvs: bool,
+    /// `s`/`r`: the sides every rule of the file applies to.
+    sides: Option<(bool, bool)>,
+}
+
+/// A `dir-merge` rule.
+#[derive(Clone, Debug)]
+struct DirMerge {
+    /// Its rules are tried just before `rules[at]`.
+    at: usize,
+    /// The file name looked for in each directory.
+    name: CString,
+    /// The name was given with a leading `/`: the directories above each transfer root are read
+    /// too, from `/` down.
+    prescan: bool,
+    mods: MergeMods,
+}
+
+/// The per-directory rules in force in one source directory: for each `dir-merge` rule, the
+/// rules of this directory's file and those inherited from its parents' (newest first).
+#[derive(Clone, Debug, Default)]
+pub struct DirRules {
+    per_merge: Vec<Option<Arc<Level>>>,
+}
+
+#[derive(Debug)]
+struct Level {
+    rules: Vec<Rule>,
+    parent: Option<Arc<Level>>,
 }
 
 /// The ordered rule list of a run. Empty = everything is copied and everything extraneous may
@@ -56,6 +108,11 @@ pub struct Rule {
 #[derive(Clone, Debug, Default)]
 pub struct Filters {
     rules: Vec<Rule>,
+    merges: Vec<DirMerge>,
+    /// Nesting of merge files being read (a loop of merges is refused).
+    depth: usize,
+    /// `--delete-excluded`: rules read later (per-directory files) are sending-side only too.
+    sender_only: bool,
 }
 
 impl Filters {
@@ -66,7 +123,12 @@ impl Filters {
 
     /// Whether there are no rules at all.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && self.merges.is_empty()
+    }
+
+    /// Whether a `dir-merge` rule reads per-directory files.
+    pub fn has_dir_merges(&self) -> bool {
+        !self.merges.is_empty()
     }
 
     /// The rules, in order.
@@ -134,6 +196,14 @@ impl Filters {
             Some(w) => head.split_at(w.len()),
             None => head.split_at(head.chars().next().map_or(0, char::len_utf8)),
         };
+        let mods = mods.strip_prefix(',').unwrap_or(mods);
+        if matches!(word, "-" | "exclude") && mods == "C" && pattern.is_none_or(str::is_empty) {
+            self.cvs_excludes();
+            return Ok(());
+        }
+        if matches!(word, ":" | "." | "dir-merge" | "merge") {
+            return self.merge_rule(rule, word == ":" || word == "dir-merge", mods, pattern);
+        }
         let (action, mut sender, mut receiver) = match word {
             "-" | "exclude" => (Action::Exclude, true, true),
             "+" | "include" => (Action::Include, true, true),
@@ -148,12 +218,8 @@ impl Filters {
                     ));
                 }
                 self.rules.clear();
+                self.merges.clear();
                 return Ok(());
-            }
-            ":" | "." | "dir-merge" | "merge" => {
-                return Err(format!(
-                    "filter rule {rule:?}: merge rules are not supported (list the rules with --filter or --exclude-from)"
-                ));
             }
             _ => return Err(format!("unknown filter rule: {rule:?}")),
         };
@@ -225,12 +291,252 @@ impl Filters {
             pat: p.to_vec(),
             and_below,
             wild,
+            base: Vec::new(),
         });
         Ok(())
     }
 
+    /// `-C` (the rule `-C`): CVS's default ignore list, then the names in `$HOME/.cvsignore`
+    /// and in `$CVSIGNORE` (whitespace-separated), as excludes; a `!` among them clears the
+    /// list so far, as in CVS.
+    pub fn cvs_excludes(&mut self) {
+        const DEFAULT: &str = "RCS SCCS CVS CVS.adm RCSLOG cvslog.* tags TAGS .make.state \
+            .nse_depinfo *~ #* .#* ,* _$* *$ *.old *.bak *.BAK *.orig *.rej .del-* *.a *.olb \
+            *.o *.obj *.so *.exe *.Z *.elc *.ln core .svn/ .git/ .hg/ .bzr/";
+        let home = std::env::var_os("HOME")
+            .and_then(|h| std::fs::read(std::path::Path::new(&h).join(".cvsignore")).ok())
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+            .unwrap_or_default();
+        let env = std::env::var("CVSIGNORE").unwrap_or_default();
+        for word in DEFAULT
+            .split_whitespace()
+            .chain(home.split_whitespace())
+            .chain(env.split_whitespace())
+        {
+            if word == "!" {
+                self.rules.clear();
+                self.merges.clear();
+            } else {
+                // (A word is never empty, so this cannot fail.)
+                let _ = self.push(Action::Exclude, true, true, false, word);
+            }
+        }
+    }
+
+    /// `merge`/`.` and `dir-merge`/`:` with their modifiers (`-`, `+`, `C`, `e`, `n`, `w`, `s`,
+    /// `r`).
+    fn merge_rule(
+        &mut self,
+        rule: &str,
+        per_dir: bool,
+        mods: &str,
+        file: Option<&str>,
+    ) -> Result<(), String> {
+        let mut m = MergeMods::default();
+        let mut exclude_self = false;
+        for c in mods.chars() {
+            match c {
+                '-' => m.only = Some(Action::Exclude),
+                '+' => m.only = Some(Action::Include),
+                'C' => {
+                    m.cvs = true;
+                    m.words = true;
+                    m.no_inherit = true;
+                    m.only = Some(Action::Exclude);
+                }
+                'e' => exclude_self = true,
+                'n' => m.no_inherit = true,
+                'w' => m.words = true,
+                's' => m.sides = Some((true, m.sides.is_some_and(|s| s.1))),
+                'r' => m.sides = Some((m.sides.is_some_and(|s| s.0), true)),
+                _ => {
+                    return Err(format!(
+                        "filter rule {rule:?}: unsupported merge modifier {c:?} (supported: -, +, C, e, n, w, s, r)"
+                    ));
+                }
+            }
+        }
+        let file = match file.filter(|f| !f.is_empty()) {
+            Some(f) => f,
+            None if m.cvs => ".cvsignore",
+            None => return Err(format!("filter rule {rule:?} names no file")),
+        };
+        if !per_dir {
+            if self.depth > 16 {
+                return Err(format!("filter rule {rule:?}: merge files nest too deep"));
+            }
+            let text = if file == "-" {
+                let mut t = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut t).map(|_| t)
+            } else {
+                std::fs::read(file)
+            }
+            .map_err(|e| format!("failed to open merge file {file}: {e}"))?;
+            let (rules, _) = self.parse_merge(&text, m, b"")?;
+            self.rules.extend(rules);
+            return Ok(());
+        }
+        let prescan = file.starts_with('/');
+        let name = file.trim_start_matches('/');
+        if name.is_empty() || name.contains('/') {
+            return Err(format!(
+                "filter rule {rule:?}: a per-directory merge file is one name (or /NAME)"
+            ));
+        }
+        self.merges.push(DirMerge {
+            at: self.rules.len(),
+            name: CString::new(name).map_err(|_| format!("filter rule {rule:?}: NUL in name"))?,
+            prescan,
+            mods: m,
+        });
+        if exclude_self {
+            self.push(Action::Exclude, true, true, false, name)?;
+        }
+        Ok(())
+    }
+
+    /// The rules of a merge file's text (`base`: the directory its anchors are relative to), and
+    /// whether it cleared the rules inherited so far (`!`).
+    fn parse_merge(
+        &self,
+        text: &[u8],
+        m: MergeMods,
+        base: &[u8],
+    ) -> Result<(Vec<Rule>, bool), String> {
+        let text = String::from_utf8_lossy(text);
+        let mut tmp = Filters {
+            depth: self.depth + 1,
+            ..Filters::default()
+        };
+        let mut cleared = false;
+        let tokens: Vec<&str> = if m.words {
+            text.split_whitespace().collect()
+        } else {
+            text.lines()
+                .map(|l| l.strip_suffix('\r').unwrap_or(l))
+                .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+                .collect()
+        };
+        for t in tokens {
+            if t == "!" && (m.cvs || m.only.is_none()) {
+                tmp.rules.clear();
+                cleared = true;
+                continue;
+            }
+            match m.only {
+                Some(a) => tmp.push(a, true, true, false, t)?,
+                None => tmp.rule(t)?,
+            }
+        }
+        if !tmp.merges.is_empty() {
+            return Err("a merge file holds a dir-merge rule (not supported)".into());
+        }
+        for r in &mut tmp.rules {
+            r.base = base.to_vec();
+            if let Some((sender, receiver)) = m.sides {
+                r.sender = sender;
+                r.receiver = receiver;
+            }
+            if self.sender_only && r.sender {
+                r.receiver = false;
+            }
+        }
+        Ok((tmp.rules, cleared))
+    }
+
+    /// The per-directory rules of the source directory at `rel` (relative to the transfer root)
+    /// whose parent directory has `parent` (`None`: a transfer root), each merge file read with
+    /// `read` (`None`: there is none). A file with a bad rule is left out; its error is returned.
+    pub fn dir_rules(
+        &self,
+        parent: Option<&DirRules>,
+        rel: &[u8],
+        read: &mut dyn FnMut(&CStr) -> Option<Vec<u8>>,
+    ) -> (DirRules, Vec<String>) {
+        let mut errors = Vec::new();
+        let per_merge = self
+            .merges
+            .iter()
+            .enumerate()
+            .map(|(i, dm)| {
+                let inherited = parent
+                    .and_then(|p| p.per_merge.get(i).cloned().flatten())
+                    .filter(|_| !dm.mods.no_inherit);
+                let Some(text) = read(&dm.name) else {
+                    return inherited;
+                };
+                match self.parse_merge(&text, dm.mods, rel) {
+                    Ok((rules, cleared)) => Some(Arc::new(Level {
+                        rules,
+                        parent: if cleared { None } else { inherited },
+                    })),
+                    Err(e) => {
+                        errors.push(format!("{}: {e}", dm.name.to_string_lossy()));
+                        inherited
+                    }
+                }
+            })
+            .collect();
+        (DirRules { per_merge }, errors)
+    }
+
+    /// The rules inherited by a transfer root from the directories above it (`dir-merge` names
+    /// given with a leading `/`): `ancestors` are those directories from `/` down, each with the
+    /// path from it to the root. Anchored rules there count only where they reach into the
+    /// transfer.
+    pub fn prescan_rules(
+        &self,
+        ancestors: &[(std::path::PathBuf, Vec<u8>)],
+    ) -> (Option<DirRules>, Vec<String>) {
+        if !self.merges.iter().any(|m| m.prescan) {
+            return (None, Vec::new());
+        }
+        let mut errors = Vec::new();
+        let mut acc = DirRules {
+            per_merge: vec![None; self.merges.len()],
+        };
+        for (dir, down) in ancestors {
+            for (i, dm) in self.merges.iter().enumerate() {
+                if !dm.prescan || dm.mods.no_inherit {
+                    continue;
+                }
+                let path = dir.join(std::ffi::OsStr::from_bytes(dm.name.to_bytes()));
+                let Ok(text) = std::fs::read(path) else {
+                    continue;
+                };
+                match self.parse_merge(&text, dm.mods, b"") {
+                    Ok((rules, cleared)) => {
+                        let rules = rules
+                            .into_iter()
+                            .filter_map(|mut r| {
+                                if !r.anchored {
+                                    return Some(r);
+                                }
+                                // An anchor above the root: keep what names a path inside it.
+                                let rest = r.pat.strip_prefix(&down[..])?.strip_prefix(b"/")?;
+                                r.pat = rest.to_vec();
+                                Some(r)
+                            })
+                            .collect();
+                        acc.per_merge[i] = Some(Arc::new(Level {
+                            rules,
+                            parent: if cleared {
+                                None
+                            } else {
+                                acc.per_merge[i].take()
+                            },
+                        }));
+                    }
+                    Err(e) => errors.push(format!("{}: {e}", dm.name.to_string_lossy())),
+                }
+            }
+        }
+        (Some(acc), errors)
+    }
+
     /// `--delete-excluded`: plain exclude/include rules stop protecting destination entries.
     pub fn sender_only(&mut self) {
+        self.sender_only = true;
         for r in &mut self.rules {
             if r.sender {
                 r.receiver = false;
@@ -240,40 +546,90 @@ impl Filters {
 
     /// Whether any rule concerns the receiving side (deletion).
     pub fn has_receiver_rules(&self) -> bool {
-        self.rules.iter().any(|r| r.receiver)
+        self.rules.iter().any(|r| r.receiver) || !self.merges.is_empty()
     }
 
     /// Whether any rule concerns the sending side (what is copied).
     pub fn has_sender_rules(&self) -> bool {
-        self.rules.iter().any(|r| r.sender)
+        self.rules.iter().any(|r| r.sender) || !self.merges.is_empty()
     }
 
     /// Whether the sending side skips `path` (relative to the transfer root, no leading `/`).
     pub fn excludes(&self, path: &[u8], is_dir: bool) -> bool {
-        self.decide(path, is_dir, true)
+        self.decide(path, is_dir, true, None)
     }
 
     /// Whether the receiving side protects `path` from deletion.
     pub fn protects(&self, path: &[u8], is_dir: bool) -> bool {
-        self.decide(path, is_dir, false)
+        self.decide(path, is_dir, false, None)
     }
 
-    fn decide(&self, path: &[u8], is_dir: bool, sender: bool) -> bool {
-        for r in &self.rules {
-            if (sender && !r.sender) || (!sender && !r.receiver) {
-                continue;
+    /// [`Filters::excludes`] in a directory with per-directory rules `dir`.
+    pub fn excludes_in(&self, path: &[u8], is_dir: bool, dir: Option<&DirRules>) -> bool {
+        self.decide(path, is_dir, true, dir)
+    }
+
+    /// [`Filters::protects`] in a directory with per-directory rules `dir`.
+    pub fn protects_in(&self, path: &[u8], is_dir: bool, dir: Option<&DirRules>) -> bool {
+        self.decide(path, is_dir, false, dir)
+    }
+
+    fn decide(&self, path: &[u8], is_dir: bool, sender: bool, dir: Option<&DirRules>) -> bool {
+        let applies = |r: &Rule| (sender && r.sender) || (!sender && r.receiver);
+        let mut merges = self.merges.iter().enumerate().peekable();
+        for (i, r) in self.rules.iter().enumerate() {
+            while let Some((m, _)) = merges.next_if(|(_, dm)| dm.at <= i) {
+                if let Some(hit) = Self::decide_merge(m, path, is_dir, &applies, dir) {
+                    return hit;
+                }
             }
-            if r.matches(path, is_dir) != r.negate {
+            if applies(r) && r.matches(path, is_dir) != r.negate {
                 return r.action == Action::Exclude;
             }
         }
+        for (m, _) in merges {
+            if let Some(hit) = Self::decide_merge(m, path, is_dir, &applies, dir) {
+                return hit;
+            }
+        }
         false
+    }
+
+    fn decide_merge(
+        m: usize,
+        path: &[u8],
+        is_dir: bool,
+        applies: &dyn Fn(&Rule) -> bool,
+        dir: Option<&DirRules>,
+    ) -> Option<bool> {
+        let mut level = dir?.per_merge.get(m)?.as_deref();
+        while let Some(l) = level {
+            for r in &l.rules {
+                if applies(r) && r.matches(path, is_dir) != r.negate {
+                    return Some(r.action == Action::Exclude);
+                }
+            }
+            level = l.parent.as_deref();
+        }
+        None
     }
 }
 
 impl Rule {
     /// Whether the pattern matches `path` (the `!` modifier not applied).
     pub fn matches(&self, path: &[u8], is_dir: bool) -> bool {
+        // A per-directory rule's anchor is its own directory.
+        let path = if self.anchored && !self.base.is_empty() {
+            match path
+                .strip_prefix(&self.base[..])
+                .and_then(|p| p.strip_prefix(b"/"))
+            {
+                Some(p) => p,
+                None => return false,
+            }
+        } else {
+            path
+        };
         if self.and_below {
             // `dir/***`: the directory itself, or anything whose path has it as a prefix.
             if self.pat.is_empty() {
@@ -529,7 +885,10 @@ mod tests {
         assert!(x.rule("!").is_ok());
         assert!(x.is_empty());
         assert!(x.rule("- ").is_err());
-        assert!(x.rule("dir-merge .rsync-filter").is_err());
+        assert!(x.rule("dir-merge .rsync-filter").is_ok() && x.has_dir_merges());
+        assert!(x.rule("dir-merge a/.rsync-filter").is_err());
+        assert!(x.rule(":Q .rsync-filter").is_err());
+        assert!(x.rule(". /nonexistent/merge-file").is_err());
         assert!(x.rule("Q foo").is_err());
         assert!(x.rule("-x foo").is_err());
         let mut y = Filters::new();

@@ -21,6 +21,7 @@ use fsops::{FileType, Stat, sys};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::core::{Core, Counters, RunShared, bump};
+use crate::filter::DirRules;
 use crate::{Change, ErrorClass, Event, How, QuickCheck};
 
 /// Whether two mtimes are equal under `--modify-window` (`None`: to the nanosecond).
@@ -338,6 +339,8 @@ pub(crate) struct PendingDelete {
     pub victims: Vec<(CString, FileType)>,
     /// The source directory's attributes: its times are set again after the deletions.
     pub stat: Option<Stat>,
+    /// Its per-directory rules (which protect entries from deletion).
+    pub rules: Option<Arc<DirRules>>,
 }
 
 /// The destination entries of `dst` that the source (`names`) does not have and no rule protects.
@@ -346,6 +349,7 @@ pub(crate) fn extraneous(
     dst: BorrowedFd<'_>,
     rel: &Path,
     names: Vec<CString>,
+    rules: Option<&DirRules>,
 ) -> io::Result<Vec<(CString, FileType)>> {
     let names: HashSet<CString> = names.into_iter().collect();
     let fd = sys::open_dir_at(dst, c".")?;
@@ -365,7 +369,7 @@ pub(crate) fn extraneous(
             }
             if filters.has_receiver_rules() {
                 let path = join(rel, ent.name);
-                if filters.protects(path.as_os_str().as_bytes(), ft == FileType::Dir) {
+                if filters.protects_in(path.as_os_str().as_bytes(), ft == FileType::Dir, rules) {
                     continue;
                 }
             }
@@ -390,12 +394,16 @@ pub(crate) fn remove(
     name: &CStr,
     ft: FileType,
     rel: &Path,
+    rules: Option<&DirRules>,
 ) -> bool {
-    remove_inner(shared, counters, dir, name, ft, rel, true)
+    remove_inner(shared, counters, dir, name, ft, rel, true, rules)
 }
 
 /// [`remove`]; `announce` says whether the entry itself is reported as deleted (its contents
-/// always are): not when it only makes way for a new entry of another type.
+/// always are): not when it only makes way for a new entry of another type. `rules`: the
+/// per-directory rules of the directory the deletion started in, which protect inside the
+/// removed subtree too.
+#[allow(clippy::too_many_arguments)]
 fn remove_inner(
     shared: &RunShared,
     counters: &Counters,
@@ -404,6 +412,7 @@ fn remove_inner(
     ft: FileType,
     rel: &Path,
     announce: bool,
+    rules: Option<&DirRules>,
 ) -> bool {
     let cfg = &shared.config;
     let path = join(rel, name);
@@ -432,16 +441,25 @@ fn remove_inner(
                     }
                     if cfg.filters.has_receiver_rules() {
                         let cp = join(&path, &child);
-                        if cfg
-                            .filters
-                            .protects(cp.as_os_str().as_bytes(), cft == FileType::Dir)
-                        {
+                        if cfg.filters.protects_in(
+                            cp.as_os_str().as_bytes(),
+                            cft == FileType::Dir,
+                            rules,
+                        ) {
                             complete = false;
                             continue;
                         }
                     }
-                    complete &=
-                        remove_inner(shared, counters, fd.as_fd(), &child, cft, &path, true);
+                    complete &= remove_inner(
+                        shared,
+                        counters,
+                        fd.as_fd(),
+                        &child,
+                        cft,
+                        &path,
+                        true,
+                        rules,
+                    );
                 }
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return true,
@@ -539,7 +557,16 @@ pub(crate) fn make_way(
     let may_delete = cfg.delete.is_some() || cfg.force;
     if cfg.dry_run {
         if may_delete && sys::lstat_at(dir, name).is_ok_and(|d| d.file_type() == FileType::Dir) {
-            remove_inner(shared, &core.counters, dir, name, FileType::Dir, rel, false);
+            remove_inner(
+                shared,
+                &core.counters,
+                dir,
+                name,
+                FileType::Dir,
+                rel,
+                false,
+                None,
+            );
         }
         return Ok(());
     }
@@ -553,7 +580,16 @@ pub(crate) fn make_way(
             if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST))
                 && may_delete =>
         {
-            if remove_inner(shared, &core.counters, dir, name, FileType::Dir, rel, false) {
+            if remove_inner(
+                shared,
+                &core.counters,
+                dir,
+                name,
+                FileType::Dir,
+                rel,
+                false,
+                None,
+            ) {
                 Ok(())
             } else {
                 Err(e)
@@ -616,7 +652,15 @@ pub(crate) fn delete_after(shared: &RunShared, counters: &Counters, p: PendingDe
     }
     let mut any = false;
     for (name, ft) in &p.victims {
-        any |= remove(shared, counters, fd.as_fd(), name, *ft, &p.rel);
+        any |= remove(
+            shared,
+            counters,
+            fd.as_fd(),
+            name,
+            *ft,
+            &p.rel,
+            p.rules.as_deref(),
+        );
     }
     if any
         && !shared.config.dry_run

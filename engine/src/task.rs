@@ -33,6 +33,7 @@ use fsops::{FileType, Stat, sys};
 
 use crate::altdest::{self, Level};
 use crate::core::{Core, bump};
+use crate::filter::DirRules;
 use crate::latency::Op;
 use crate::links::Claim;
 use crate::route::{self, Side};
@@ -118,6 +119,12 @@ pub(crate) struct DirNode {
     inherits_acl: bool,
     /// `--files-from`/`-R`: what of the source directory belongs to the transfer.
     scope: Scope,
+    /// `dir-merge` rules in force here (`None`: the run has none).
+    dir_rules: Option<Arc<DirRules>>,
+    /// `--delete`/`--delete-before` with `dir-merge` rules: the rules of the destination's own
+    /// merge files, as they were before anything was copied into the directory (what protects
+    /// destination entries, as rsync's receiver reads them).
+    dest_rules: Option<Arc<DirRules>>,
 }
 
 impl DirNode {
@@ -252,7 +259,7 @@ fn item(
 }
 
 /// Whether the filter rules keep `name` (of type `ft`) in `node` out of the transfer.
-fn filtered(core: &Core, rel: &Path, name: &[u8], ft: FileType) -> bool {
+fn filtered(core: &Core, rel: &Path, name: &[u8], ft: FileType, dir: Option<&DirRules>) -> bool {
     let filters = &core.shared.config.filters;
     if !filters.has_sender_rules() {
         return false;
@@ -263,23 +270,171 @@ fn filtered(core: &Core, rel: &Path, name: &[u8], ft: FileType) -> bool {
         path.push(b'/');
     }
     path.extend_from_slice(name);
-    filters.excludes(&path, ft == FileType::Dir)
+    filters.excludes_in(&path, ft == FileType::Dir, dir)
+}
+
+/// A per-directory merge file (`dir-merge`) in source directory `dir`, if there is one.
+fn read_rules_file(dir: BorrowedFd<'_>, name: &CStr) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let fd = sys::open_source(dir, name, false).ok()?;
+    let mut text = Vec::new();
+    fs::File::from(fd).read_to_end(&mut text).ok()?;
+    Some(text)
+}
+
+/// The `dir-merge` rules of source directory `src` (at `rel`) below a directory with `parent`'s
+/// (`None` at a transfer root, which inherits from the directories above it where a rule asks
+/// for that: `above` lists them with their path down to the transfer root). A merge file with a
+/// bad rule is reported and left out.
+fn dir_rules_for(
+    core: &Core,
+    src: BorrowedFd<'_>,
+    src_path: &Path,
+    rel: &Path,
+    parent: Option<&Arc<DirRules>>,
+    above: &[(PathBuf, Vec<u8>)],
+) -> Option<Arc<DirRules>> {
+    let filters = &core.shared.config.filters;
+    if !filters.has_dir_merges() {
+        return None;
+    }
+    let prescanned;
+    let parent = match parent {
+        Some(p) => Some(&**p),
+        None => {
+            let (acc, errors) = filters.prescan_rules(above);
+            for e in errors {
+                report(
+                    core,
+                    src_path,
+                    "read filter rules",
+                    &io::Error::other(e),
+                    ErrorClass::Partial,
+                );
+            }
+            prescanned = acc;
+            prescanned.as_ref()
+        }
+    };
+    let (rules, errors) = filters.dir_rules(parent, rel.as_os_str().as_bytes(), &mut |name| {
+        read_rules_file(src, name)
+    });
+    for e in errors {
+        report(
+            core,
+            src_path,
+            "read filter rules",
+            &io::Error::other(e),
+            ErrorClass::Partial,
+        );
+    }
+    Some(Arc::new(rules))
+}
+
+/// [`DirNode::dest_rules`] of destination directory `dst` (at `rel`): read when deletion
+/// happens before or during the copy and the directory existed (`fresh`: made by this run, so
+/// nothing is deleted in it and the rules stay as inherited).
+fn dest_rules_for(
+    core: &Core,
+    dst: BorrowedFd<'_>,
+    fresh: bool,
+    rel: &Path,
+    parent: Option<&Arc<DirRules>>,
+    above: impl FnOnce() -> Vec<(PathBuf, Vec<u8>)>,
+) -> Option<Arc<DirRules>> {
+    let cfg = &core.shared.config;
+    if !cfg.filters.has_dir_merges() || !matches!(cfg.delete, Some(Delete::During | Delete::Before))
+    {
+        return None;
+    }
+    let prescanned;
+    let parent = match parent {
+        Some(p) => Some(&**p),
+        None => {
+            prescanned = cfg.filters.prescan_rules(&above()).0;
+            prescanned.as_ref()
+        }
+    };
+    if fresh {
+        return Some(Arc::new(parent.cloned().unwrap_or_default()));
+    }
+    let (rules, _) = cfg
+        .filters
+        .dir_rules(parent, rel.as_os_str().as_bytes(), &mut |name| {
+            read_rules_file(dst, name)
+        });
+    Some(Arc::new(rules))
+}
+
+/// The directories above a transfer root (from `/` down) on one side, each with its path down
+/// to the transfer root (`dir-merge /NAME` reads its files there too).
+fn dirs_above(root: &crate::Root, side: Side) -> Vec<(PathBuf, Vec<u8>)> {
+    let path = match side {
+        Side::Src => &root.src,
+        Side::Dst => &root.dst,
+    };
+    let Ok(top) = fs::canonicalize(path) else {
+        return Vec::new();
+    };
+    // The transfer root: the root's directory itself for `src/`, its parent for `src`.
+    let mut transfer_root = top.clone();
+    for _ in root.rel.components() {
+        transfer_root.pop();
+    }
+    let mut out = Vec::new();
+    let mut dir = transfer_root.clone();
+    loop {
+        let down = transfer_root
+            .strip_prefix(&dir)
+            .map(|p| p.as_os_str().as_bytes().to_vec())
+            .unwrap_or_default();
+        if dir != top {
+            out.push((dir.clone(), down));
+        }
+        if !dir.pop() {
+            break;
+        }
+    }
+    out.reverse();
+    // (The root's own directory is read as a level of its own, not as a parent.)
+    out.retain(|(d, _)| d != &top);
+    out
 }
 
 /// `-m`: whether the source directory `name` in `dir` (`rel` in the transfer) holds, at any
 /// depth, an entry other than a directory that the filter rules keep. A directory that cannot be
 /// read counts as holding something (its own scan then reports the error). A listing is read
 /// whole before its subdirectories are, so a directory with a file costs one listing.
-fn holds_content(core: &Core, dir: BorrowedFd<'_>, name: &CStr, rel: PathBuf) -> bool {
+fn holds_content(
+    core: &Core,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    rel: PathBuf,
+    parent_rules: Option<&Arc<DirRules>>,
+) -> bool {
     let Ok(fd) = sys::open_dir_at(dir, name) else {
         return true;
     };
+    let filters = &core.shared.config.filters;
+    // (Merge-file errors are reported when the directory itself is walked.)
+    let rules_of = |fd: BorrowedFd<'_>, rel: &Path, parent: Option<&Arc<DirRules>>| {
+        filters.has_dir_merges().then(|| {
+            let read = &mut |n: &CStr| read_rules_file(fd, n);
+            Arc::new(
+                filters
+                    .dir_rules(parent.map(|p| &**p), rel.as_os_str().as_bytes(), read)
+                    .0,
+            )
+        })
+    };
     let mut reader = fsops::dir::DirReader::new(16 * 1024);
-    // Directories still to read, as (parent, name, path): opened when popped, so a wide level
-    // of empty directories holds no descriptors.
-    let mut todo: Vec<(Rc<OwnedFd>, CString, PathBuf)> = Vec::new();
-    let mut current = Some((Rc::new(fd), rel));
-    while let Some((fd, rel)) = current.take() {
+    // Directories still to read, as (parent, name, path, parent's rules): opened when popped,
+    // so a wide level of empty directories holds no descriptors.
+    type Todo = (Rc<OwnedFd>, CString, PathBuf, Option<Arc<DirRules>>);
+    let mut todo: Vec<Todo> = Vec::new();
+    let rules = rules_of(fd.as_fd(), &rel, parent_rules);
+    let mut current = Some((Rc::new(fd), rel, rules));
+    while let Some((fd, rel, rules)) = current.take() {
         loop {
             match reader.fill(fd.as_fd()) {
                 Ok(true) => {}
@@ -294,19 +449,22 @@ fn holds_content(core: &Core, dir: BorrowedFd<'_>, name: &CStr, rel: PathBuf) ->
                         Err(_) => return true,
                     }
                 }
-                if filtered(core, &rel, ent.name.to_bytes(), ft) {
+                if filtered(core, &rel, ent.name.to_bytes(), ft, rules.as_deref()) {
                     continue;
                 }
                 if ft != FileType::Dir {
                     return true;
                 }
                 let sub = rel.join(OsStr::from_bytes(ent.name.to_bytes()));
-                todo.push((Rc::clone(&fd), ent.name.to_owned(), sub));
+                todo.push((Rc::clone(&fd), ent.name.to_owned(), sub, rules.clone()));
             }
         }
-        if let Some((parent, name, rel)) = todo.pop() {
+        if let Some((parent, name, rel, parent_rules)) = todo.pop() {
             match sys::open_dir_at(parent.as_fd(), &name) {
-                Ok(sub) => current = Some((Rc::new(sub), rel)),
+                Ok(sub) => {
+                    let rules = rules_of(sub.as_fd(), &rel, parent_rules.as_ref());
+                    current = Some((Rc::new(sub), rel, rules));
+                }
                 Err(_) => return true,
             }
         }
@@ -427,7 +585,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             Some(i) => (Path::new(OsStr::from_bytes(&rel[..i])), &rel[i + 1..]),
             None => (Path::new(""), rel),
         };
-        if filtered(core, parent, name, st.file_type()) {
+        if filtered(core, parent, name, st.file_type(), None) {
             return;
         }
     }
@@ -483,6 +641,17 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             Some(sel) => (Scope::root(sel, cfg.recursive), sel.listed(0)),
             None => (Scope::All, true),
         };
+        let dir_rules = dir_rules_for(
+            core,
+            src.as_fd(),
+            &root.src,
+            &root.rel,
+            None,
+            &dirs_above(&root, Side::Src),
+        );
+        let dest_rules = dest_rules_for(core, dst.as_fd(), fresh, &root.rel, None, || {
+            dirs_above(&root, Side::Dst)
+        });
         let node = Arc::new(DirNode {
             src,
             dst,
@@ -509,6 +678,8 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             sweep,
             inherits_acl,
             scope,
+            dir_rules,
+            dest_rules,
         });
         bump(&core.counters.seen[1], 1);
         if listed {
@@ -574,6 +745,8 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         sweep: false,
         inherits_acl,
         scope: Scope::All,
+        dir_rules: None,
+        dest_rules: None,
     });
     entry(core, &node, &src_name, lst.file_type(), lst.ino).await;
     child_done(core, node);
@@ -829,12 +1002,24 @@ fn admitted(core: &Core, node: &DirNode, name: &CStr, mut ft: FileType) -> Optio
     {
         ft = st.file_type();
     }
-    if filtered(core, &node.rel, name.to_bytes(), ft) {
+    if filtered(
+        core,
+        &node.rel,
+        name.to_bytes(),
+        ft,
+        node.dir_rules.as_deref(),
+    ) {
         return None;
     }
     if core.shared.config.prune_empty_dirs
         && ft == FileType::Dir
-        && !holds_content(core, node.src.as_fd(), name, node.child_rel(name))
+        && !holds_content(
+            core,
+            node.src.as_fd(),
+            name,
+            node.child_rel(name),
+            node.dir_rules.as_ref(),
+        )
     {
         // Left out as if excluded (and so extraneous to --delete), as rsync's -m.
         return None;
@@ -876,7 +1061,7 @@ fn delete_before(core: &Core, node: &DirNode) {
         core,
         node.dst.as_fd(),
         (node.root, &node.rel),
-        node.stat,
+        (node.stat, deletion_rules(core, node)),
         names,
         &node.src_path,
     );
@@ -913,7 +1098,13 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
                 continue;
             }
         };
-        if filtered(core, &node.rel, name.to_bytes(), st.file_type()) {
+        if filtered(
+            core,
+            &node.rel,
+            name.to_bytes(),
+            st.file_type(),
+            node.dir_rules.as_deref(),
+        ) {
             continue;
         }
         tasks.push(Task::Entry {
@@ -1011,6 +1202,16 @@ fn finish_dir(core: &Core, node: &DirNode) {
     }
 }
 
+/// The per-directory rules that protect `node`'s destination entries: the destination's own
+/// merge files as they were before the copy (`--delete`, `--delete-before`), or, deleting at
+/// the end, the source's (which the copy has just put there), as rsync's receiver reads them.
+fn deletion_rules<'a>(core: &Core, node: &'a DirNode) -> Option<&'a Arc<DirRules>> {
+    match core.shared.config.delete {
+        Some(Delete::After) => node.dir_rules.as_ref(),
+        _ => node.dest_rules.as_ref(),
+    }
+}
+
 /// `--delete`/`--delete-after`: remove (now, or at the end of the run) the entries of the
 /// destination directory `dst` (`rel` in transfer root `root`) that the source listing `names`
 /// lacks and no rule protects; `stat` is the source directory's, whose times are set again after
@@ -1019,18 +1220,26 @@ fn delete_extraneous(
     core: &Core,
     dst: BorrowedFd<'_>,
     (root, rel): (usize, &Path),
-    stat: Option<Stat>,
+    (stat, rules): (Option<Stat>, Option<&Arc<DirRules>>),
     names: Vec<CString>,
     src_path: &Path,
 ) {
     let cfg = &core.shared.config;
     let Some(mode) = cfg.delete else { return };
-    match sync::extraneous(&core.shared, dst, rel, names) {
+    match sync::extraneous(&core.shared, dst, rel, names, rules.map(|r| &**r)) {
         Ok(victims) if victims.is_empty() => {}
         Ok(victims) if mode != Delete::After => {
             for (name, ft) in victims {
                 let t = core.lat.start();
-                sync::remove(&core.shared, &core.counters, dst, &name, ft, rel);
+                sync::remove(
+                    &core.shared,
+                    &core.counters,
+                    dst,
+                    &name,
+                    ft,
+                    rel,
+                    rules.map(|r| &**r),
+                );
                 core.lat.record(Op::Delete, t);
             }
         }
@@ -1043,6 +1252,7 @@ fn delete_extraneous(
                 rel: rel.to_path_buf(),
                 victims,
                 stat,
+                rules: rules.cloned(),
             });
         }
         Err(e) => report(core, src_path, "opendir (delete)", &e, ErrorClass::Partial),
@@ -1085,7 +1295,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
             core,
             node.dst.as_fd(),
             (node.root, &node.rel),
-            node.stat,
+            (node.stat, deletion_rules(core, node)),
             names,
             &node.src_path,
         );
@@ -1375,7 +1585,7 @@ fn delete_missing_at(core: &Core, dir: BorrowedFd<'_>, name: &CStr, rel: &Path, 
             return;
         }
     }
-    sync::remove(shared, &core.counters, dir, name, ft, rel);
+    sync::remove(shared, &core.counters, dir, name, ft, rel, None);
 }
 
 /// `--remove-source-files -H`: a multi-link source name to remove when the run is over, if it
@@ -2602,7 +2812,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                     core,
                     dst.as_fd(),
                     (parent.root, &parent.child_rel(name)),
-                    None,
+                    (None, parent.dir_rules.as_ref()),
                     Vec::new(),
                     &parent.child_src_path(name),
                 );
@@ -2737,6 +2947,20 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
             report(core, &rel, "chmod", &e, ErrorClass::Partial);
         }
     }
+    let dir_rules = parent.dir_rules.as_ref().and_then(|p| {
+        dir_rules_for(
+            core,
+            src.as_fd(),
+            &parent.child_src_path(name),
+            &rel,
+            Some(p),
+            &[],
+        )
+    });
+    let dest_rules = parent
+        .dest_rules
+        .as_ref()
+        .and_then(|p| dest_rules_for(core, dst.as_fd(), fresh, &rel, Some(p), Vec::new));
     let node = Arc::new(DirNode {
         src,
         dst,
@@ -2770,6 +2994,8 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         staged,
         inherits_acl,
         scope,
+        dir_rules,
+        dest_rules,
     });
     if !keep_attrs {
         dir_item(core, &node, parent.child_rel(name));
