@@ -2142,3 +2142,63 @@ fn merge_and_per_directory_filter_files_act_as_rsync() {
     assert_eq!(code(&out), 1, "{}", err(&out));
     assert!(!dst.exists());
 }
+
+#[test]
+fn without_perms_existing_modes_are_kept_and_executability_follows_with_e() {
+    if !require_rsync("without_perms_existing_modes_are_kept_and_executability_follows_with_e") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    // f, g: content changes; u, v: up to date (only -E may touch their bits); n: new.
+    for (name, data, mode) in [
+        ("f", "new f", 0o755),
+        ("g", "new g", 0o644),
+        ("u", "same", 0o755),
+        ("v", "same", 0o644),
+        ("n", "new", 0o751),
+    ] {
+        write(&src.join(name), data.as_bytes());
+        chmod(&src.join(name), mode);
+        set_times(&src.join(name), 1_400_000_000, 0);
+    }
+    set_times(&src, 1_400_000_000, 0);
+    for flags in [
+        &["-rt"][..],
+        &["-rtE"],
+        &["-rtI"],
+        &["-rtE", "--inplace"],
+        &["-rtE", "--chmod=o-r"],
+        &["-rtp"],
+    ] {
+        let mut outs = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("{tool}{}", flags.join("")));
+            fs::create_dir_all(&dst).unwrap();
+            for (name, data, mode) in [
+                ("f", "old", 0o600),
+                ("g", "old", 0o700),
+                ("u", "same", 0o640),
+                ("v", "same", 0o751),
+            ] {
+                write(&dst.join(name), data.as_bytes());
+                chmod(&dst.join(name), mode);
+                set_times(&dst.join(name), 1_400_000_000, 0);
+            }
+            let mut args = flags.to_vec();
+            args.push("-i");
+            outs.push((by_tool(tool, &args, &src, &dst), dst));
+        }
+        let ((want, want_dst), (got, got_dst)) = (&outs[0], &outs[1]);
+        assert_eq!(code(got), code(want), "{flags:?}: {}", err(got));
+        let files = |o: &Output| -> BTreeSet<String> {
+            items(o)
+                .into_iter()
+                .filter(|l| !l.ends_with("./"))
+                .collect()
+        };
+        assert_eq!(files(got), files(want), "{flags:?}");
+        assert_eq!(shape(got_dst, false), shape(want_dst, false), "{flags:?}");
+    }
+}

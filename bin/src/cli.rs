@@ -920,6 +920,14 @@ pub fn command() -> Command {
             .help_heading("Filters"),
     )
     .arg(
+        Arg::new("executability")
+            .short('E')
+            .long("executability")
+            .action(ArgAction::SetTrue)
+            .help("without -p: make a destination file executable (an x for each r) or not, as its source is [default: off]")
+            .help_heading("What to copy"),
+    )
+    .arg(
         Arg::new("copy-dirlinks")
             .short('k')
             .long("copy-dirlinks")
@@ -1348,6 +1356,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.force = m.get_flag("force");
     config.ignore_errors = m.get_flag("ignore-errors");
     config.copy_dirlinks = m.get_flag("copy-dirlinks");
+    config.executability = m.get_flag("executability");
     config.prune_empty_dirs = m.get_flag("prune-empty-dirs");
     config.dry_run = m.get_flag("dry-run");
     config.max_delete = m.get_one::<u64>("max-delete").copied();

@@ -113,6 +113,7 @@ pub(crate) fn meta_policy(config: &Config, umask: u32) -> fsops::MetaPolicy {
         chmod: config.chmod,
         uid_map: config.uid_map,
         gid_map: config.gid_map,
+        executability: config.executability,
     }
 }
 

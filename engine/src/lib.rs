@@ -236,6 +236,9 @@ pub struct Config {
     pub safe_links: bool,
     /// `-K`: a symlink to a directory in the destination is used as that directory.
     pub keep_dirlinks: bool,
+    /// `-E/--executability`: without `-p`, a destination file's executability follows the
+    /// source's (an `x` for each `r`, or none).
+    pub executability: bool,
     /// `-k/--copy-dirlinks`: a source symlink to a directory is copied as that directory (a
     /// symlink to anything else stays a symlink).
     pub copy_dirlinks: bool,
@@ -387,6 +390,7 @@ impl Config {
             safe_links: false,
             keep_dirlinks: false,
             copy_dirlinks: false,
+            executability: false,
             reflink: Reflink::Auto,
             copy_method: CopyMethod::Auto,
             direct: false,

@@ -389,7 +389,7 @@ pub(crate) async fn apply_meta(
     dst: OwnedFd,
     st: &Stat,
     created_gid: u32,
-    chmod: bool,
+    chmod: (u32, bool),
     src: &OwnedFd,
     inherits_acl: bool,
 ) -> (
@@ -400,7 +400,7 @@ pub(crate) async fn apply_meta(
     let via = core.shared.config.routes.get(Class::Meta);
     count(core, Class::Meta, via);
     if via != Via::Worker {
-        let r = fsops::meta::apply_fd(
+        let r = fsops::meta::apply_fd_perm(
             dst.as_fd(),
             st,
             policy,
@@ -422,7 +422,7 @@ pub(crate) async fn apply_meta(
     let (policy, st) = (*policy, *st);
     workers(core)
         .call(move || {
-            let r = fsops::meta::apply_fd(
+            let r = fsops::meta::apply_fd_perm(
                 dst.as_fd(),
                 &st,
                 &policy,

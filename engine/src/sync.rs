@@ -40,7 +40,13 @@ pub(crate) fn attr_change(shared: &RunShared, d: &Stat, st: &Stat, is_link: bool
         size: st.file_type() == FileType::File && d.size != st.size,
         time: p.keeps_mtime(st.file_type())
             && !same_mtime(d.mtime, st.mtime, shared.config.modify_window),
-        perms: !is_link && p.perms && d.perm() != p.final_perm(st),
+        perms: !is_link
+            && if p.perms {
+                d.perm() != p.final_perm(st)
+            } else {
+                // (Without -p only -E changes an existing entry's bits.)
+                p.executability && d.perm() != p.dest_perm(st, Some(d.perm()))
+            },
         owner: p.owner && p.euid == 0 && d.uid != p.ids(st).0,
         group: p.group && d.gid != p.ids(st).1,
         ..Change::default()

@@ -2136,7 +2136,7 @@ fn fix_attrs(
     }
     // A chown clears setuid/setgid and an ACL moves the group bits: chmod after either.
     if (change.perms || chowned || change.acl)
-        && sys::fchmod(fd.as_fd(), policy.final_perm(st)).is_err()
+        && sys::fchmod(fd.as_fd(), policy.dest_perm(st, Some(d.perm()))).is_err()
     {
         return false;
     }
@@ -2454,7 +2454,20 @@ async fn copy_file_data(
     let cfg = &core.shared.config;
     let policy = &core.shared.policy;
     let needs_chown = policy.chown_ids(st, parent.created_gid).is_some();
-    let (create_mode, chmod_needed) = policy.create_mode(st, needs_chown);
+    // Without -p a file that replaces another keeps that one's permissions (rsync's dest_mode).
+    let replaced = if policy.perms || parent.fresh {
+        None
+    } else {
+        sys::lstat_at(parent.dst.as_fd(), dst_name)
+            .ok()
+            .filter(|d| d.file_type() == FileType::File)
+            .map(|d| d.perm())
+    };
+    let perm = policy.dest_perm(st, replaced);
+    let (create_mode, chmod_needed) = match replaced {
+        Some(_) => (0o600, true),
+        None => policy.create_mode(st, needs_chown),
+    };
     let dir = parent.dst.as_fd();
     let t = core.lat.start();
     let (staging, dst, existing) = stage(core, parent, dst_name, create_mode).await?;
@@ -2695,7 +2708,7 @@ async fn copy_file_data(
             dst,
             st,
             if reused { st.gid } else { parent.created_gid },
-            chmod_needed || reused,
+            (perm, chmod_needed || reused),
             src,
             // A reused file (`--inplace`, `--partial`) may carry attributes of its own.
             parent.inherits_acl || reused,

@@ -362,6 +362,8 @@ pub struct MetaPolicy {
     pub uid_map: IdMap,
     /// `--groupmap`/`--chown`: applied to the source's gid first.
     pub gid_map: IdMap,
+    /// `-E`: without `-p`, a regular file's executability follows the source's.
+    pub executability: bool,
 }
 
 impl MetaPolicy {
@@ -434,6 +436,27 @@ impl MetaPolicy {
             perm
         } else {
             perm & 0o777 & !self.umask
+        }
+    }
+
+    /// The permission bits a copy of `src` gets where the destination had an entry with
+    /// permissions `existing` (rsync's `dest_mode`): without `-p` an existing file keeps its
+    /// own, with `-E` made executable (an `x` for each `r`) or not as the source is; otherwise
+    /// [`MetaPolicy::final_perm`].
+    pub fn dest_perm(&self, src: &Stat, existing: Option<u32>) -> u32 {
+        match existing {
+            Some(old) if !self.perms => {
+                let mut m = old & 0o7777;
+                if self.executability && src.file_type() == crate::FileType::File {
+                    if src.mode & 0o111 == 0 {
+                        m &= !0o111;
+                    } else if old & 0o111 == 0 {
+                        m |= (m & 0o444) >> 2;
+                    }
+                }
+                m
+            }
+            _ => self.final_perm(src),
         }
     }
 
@@ -592,6 +615,20 @@ pub fn apply_fd(
     chmod_needed: bool,
     xsrc: Xattrs<'_>,
 ) -> Result<Unsupported, (MetaOp, io::Error)> {
+    let perm = policy.final_perm(src);
+    apply_fd_perm(fd, src, policy, created_gid, (perm, chmod_needed), xsrc)
+}
+
+/// [`apply_fd`] with the permission bits to set given (`perm`, and whether the entry needs a
+/// `fchmod` to get them): [`MetaPolicy::dest_perm`] for a file that replaces another.
+pub fn apply_fd_perm(
+    fd: BorrowedFd<'_>,
+    src: &Stat,
+    policy: &MetaPolicy,
+    created_gid: u32,
+    (perm, chmod_needed): (u32, bool),
+    xsrc: Xattrs<'_>,
+) -> Result<Unsupported, (MetaOp, io::Error)> {
     let chowned = if let Some((u, g)) = policy.chown_ids(src, created_gid) {
         match sys::fchown(fd, u, g) {
             Ok(()) => true,
@@ -605,7 +642,7 @@ pub fn apply_fd(
     let (unsupported, acl_set) = copy_xattrs(xsrc, crate::xattr::Target::Fd(fd), policy, false)?;
     // An ACL moves the group bits; the final chmod makes mode and mask agree with the source.
     if chmod_needed || chowned || acl_set {
-        sys::fchmod(fd, policy.final_perm(src)).map_err(|e| (MetaOp::Chmod, e))?;
+        sys::fchmod(fd, perm).map_err(|e| (MetaOp::Chmod, e))?;
     }
     if let Some((a, m)) = policy.times(src) {
         sys::futimens(fd, a, m).map_err(|e| (MetaOp::Utimes, e))?;

@@ -150,6 +150,7 @@ fn policy(perms: bool, umask: u32) -> MetaPolicy {
         chmod: Default::default(),
         uid_map: Default::default(),
         gid_map: Default::default(),
+        executability: false,
     }
 }
 
