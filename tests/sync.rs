@@ -2202,3 +2202,62 @@ fn without_perms_existing_modes_are_kept_and_executability_follows_with_e() {
         assert_eq!(shape(got_dst, false), shape(want_dst, false), "{flags:?}");
     }
 }
+
+#[test]
+fn double_itemize_lists_unchanged_entries_as_rsync() {
+    if !require_rsync("double_itemize_lists_unchanged_entries_as_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    for f in ["a", "b", "sub/c", "sub/deeper/d"] {
+        fs::create_dir_all(src.join(f).parent().unwrap()).unwrap();
+        write(&src.join(f), f.as_bytes());
+    }
+    symlink("a", src.join("link")).unwrap();
+    mkfifo(&src.join("fifo"));
+    fs::create_dir_all(src.join("empty")).unwrap();
+    for (i, p) in treediff::walk(&src).unwrap().iter().rev().enumerate() {
+        set_times(&src.join(p), 1_450_000_000 + i as i64, 0);
+    }
+    let mut outs = Vec::new();
+    for tool in ["rsync", "arsync"] {
+        let dst = s.path().join(tool);
+        let out = by_tool("rsync", &["-a"], &src, &dst);
+        assert_eq!(code(&out), 0);
+        // One file with other data (and an old mtime), one with other permissions.
+        write(&dst.join("b"), b"other data");
+        set_times(&dst.join("b"), 1_000_000_000, 0);
+        chmod(&dst.join("sub/c"), 0o600);
+        outs.push(by_tool(tool, &["-a", "-ii"], &src, &dst));
+    }
+    assert_eq!(code(&outs[1]), 0, "{}", err(&outs[1]));
+    assert_eq!(items(&outs[1]), items(&outs[0]));
+    assert!(
+        items(&outs[1]).contains(".f          a"),
+        "{:?}",
+        items(&outs[1])
+    );
+    // Files matched in a reference tree: `hf`, `.f` and `cf` with nothing else to say.
+    for kind in ["link", "compare", "copy"] {
+        let mut outs = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("{tool}-{kind}"));
+            let flag = format!("--{kind}-dest={}", s.path().join("rsync").display());
+            outs.push(by_tool(
+                tool,
+                &["-a", "-ii", "--exclude=link", &flag],
+                &src,
+                &dst,
+            ));
+        }
+        assert_eq!(code(&outs[1]), 0, "{}", err(&outs[1]));
+        let files = |o: &Output| -> BTreeSet<String> {
+            items(o)
+                .into_iter()
+                .filter(|l| l.as_bytes()[1] == b'f')
+                .collect()
+        };
+        assert_eq!(files(&outs[1]), files(&outs[0]), "--{kind}-dest");
+    }
+}

@@ -1357,6 +1357,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.ignore_errors = m.get_flag("ignore-errors");
     config.copy_dirlinks = m.get_flag("copy-dirlinks");
     config.executability = m.get_flag("executability");
+    config.itemize_unchanged = m.get_count("itemize-changes") > 1;
     config.prune_empty_dirs = m.get_flag("prune-empty-dirs");
     config.dry_run = m.get_flag("dry-run");
     config.max_delete = m.get_one::<u64>("max-delete").copied();

@@ -72,6 +72,12 @@ pub fn itemize_code(file_type: FileType, c: &Change) -> String {
     if c.new {
         return format!("{y}{x}+++++++++");
     }
+    if c.how != How::Transfer
+        && !(c.checksum || c.size || c.time || c.perms || c.owner || c.group || c.acl || c.xattr)
+    {
+        // Nothing differs (`-ii`, or a reference tree's match): spaces, as rsync prints them.
+        return format!("{y}{x}         ");
+    }
     let f = |on: bool, l: char| if on { l } else { '.' };
     [
         y,

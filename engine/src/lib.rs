@@ -236,6 +236,8 @@ pub struct Config {
     pub safe_links: bool,
     /// `-K`: a symlink to a directory in the destination is used as that directory.
     pub keep_dirlinks: bool,
+    /// `-ii`: item events for entries found up to date too (a [`Change`] with nothing set).
+    pub itemize_unchanged: bool,
     /// `-E/--executability`: without `-p`, a destination file's executability follows the
     /// source's (an `x` for each `r`, or none).
     pub executability: bool,
@@ -391,6 +393,7 @@ impl Config {
             keep_dirlinks: false,
             copy_dirlinks: false,
             executability: false,
+            itemize_unchanged: false,
             reflink: Reflink::Auto,
             copy_method: CopyMethod::Auto,
             direct: false,

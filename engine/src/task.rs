@@ -258,6 +258,24 @@ fn item(
     }
 }
 
+/// `-ii`: the item event of an entry found up to date (`how`: `Attrs`, or how a reference tree
+/// made it: a hard link, a local copy).
+fn unchanged_item(
+    core: &Core,
+    rel: PathBuf,
+    what: (FileType, Option<&Stat>),
+    how: How,
+    link: Option<&[u8]>,
+) {
+    if core.shared.config.itemize_unchanged {
+        let change = Change {
+            how,
+            ..Change::default()
+        };
+        item(core, rel, what, 0, &change, link);
+    }
+}
+
 /// Whether the filter rules keep `name` (of type `ft`) in `node` out of the transfer.
 fn filtered(core: &Core, rel: &Path, name: &[u8], ft: FileType, dir: Option<&DirRules>) -> bool {
     let filters = &core.shared.config.filters;
@@ -1170,6 +1188,14 @@ fn dir_item(core: &Core, node: &DirNode, rel: PathBuf) {
             &change,
             None,
         );
+    } else {
+        unchanged_item(
+            core,
+            rel,
+            (FileType::Dir, node.stat.as_ref()),
+            change.how,
+            None,
+        );
     }
 }
 
@@ -1910,6 +1936,8 @@ async fn copy_file(
                 bump(&core.counters.seen[0], 1);
                 bump(&core.counters.seen_bytes, st.size);
                 bump(&core.counters.unchanged, 1);
+                let what = (FileType::File, Some(&st));
+                unchanged_item(core, parent.child_rel(dst_name), what, How::Attrs, None);
                 return Ok(Outcome::Done);
             }
             Verdict::Skip => {
@@ -1979,6 +2007,8 @@ async fn copy_file(
                     bump(&core.counters.unchanged, 1);
                     if sync::attrs_differ(&change) {
                         item(core, rel(), (FileType::File, Some(&st)), 0, &change, None);
+                    } else {
+                        unchanged_item(core, rel(), (FileType::File, Some(&st)), How::Attrs, None);
                     }
                     return Ok(Outcome::Done);
                 }
@@ -2009,12 +2039,20 @@ async fn copy_file(
             {
                 hardlink_done(core, parent, dst_name, &st, true);
                 bump(&core.counters.hard_links, 1);
+                unchanged_item(
+                    core,
+                    rel(),
+                    (FileType::File, Some(&st)),
+                    How::HardLink,
+                    None,
+                );
                 return Ok(Outcome::Done);
             }
             (AltDest::Compare, Level::Exact) => {
                 // The reference has it: the destination does without.
                 hardlink_done(core, parent, dst_name, &st, false);
                 bump(&core.counters.unchanged, 1);
+                unchanged_item(core, rel(), (FileType::File, Some(&st)), How::Attrs, None);
                 return Ok(Outcome::Done);
             }
             (_, Level::Exact | Level::SameData) => {
@@ -2035,6 +2073,8 @@ async fn copy_file(
                 bump(&core.counters.bytes, bytes);
                 if sync::attrs_differ(&local) {
                     item(core, rel(), (FileType::File, Some(&st)), 0, &local, None);
+                } else {
+                    unchanged_item(core, rel(), (FileType::File, Some(&st)), How::Local, None);
                 }
                 return Ok(Outcome::Done);
             }
@@ -3101,6 +3141,9 @@ async fn make_other(
         Some(c) if !c.any() => {
             hardlink_done(core, parent, dst_name, &st, true);
             bump(&core.counters.unchanged, 1);
+            let link = target.as_ref().map(|t| t.as_bytes());
+            let what = (file_type, Some(&st));
+            unchanged_item(core, parent.child_rel(dst_name), what, How::Attrs, link);
             return Ok(());
         }
         Some(c) => c,
@@ -3120,11 +3163,17 @@ async fn make_other(
             {
                 hardlink_done(core, parent, dst_name, &st, true);
                 bump(&core.counters.hard_links, 1);
+                let link = target.as_ref().map(|t| t.as_bytes());
+                let what = (file_type, Some(&st));
+                unchanged_item(core, parent.child_rel(dst_name), what, How::HardLink, link);
                 return Ok(());
             }
             (AltDest::Compare, Level::Exact) => {
                 hardlink_done(core, parent, dst_name, &st, false);
                 bump(&core.counters.unchanged, 1);
+                let link = target.as_ref().map(|t| t.as_bytes());
+                let what = (file_type, Some(&st));
+                unchanged_item(core, parent.child_rel(dst_name), what, How::Attrs, link);
                 return Ok(());
             }
             _ => {
@@ -3172,6 +3221,7 @@ async fn make_other(
     } else {
         bump(&core.counters.specials, 1);
     }
+    let link = target.as_ref().map(|t| t.as_bytes());
     if change.new || change.checksum || sync::attrs_differ(&change) {
         item(
             core,
@@ -3179,8 +3229,11 @@ async fn make_other(
             (file_type, Some(&st)),
             0,
             &change,
-            target.as_ref().map(|t| t.as_bytes()),
+            link,
         );
+    } else {
+        let what = (file_type, Some(&st));
+        unchanged_item(core, parent.child_rel(dst_name), what, change.how, link);
     }
     Ok(())
 }
