@@ -560,6 +560,17 @@ fn a_tree_deeper_than_path_max_is_copied() {
     let _ = Command::new("rm").arg("-rf").arg(&src).arg(&dst).status();
 }
 
+/// The scratch directory `base` opened to everyone and a copy of the binary in it, where
+/// uid 65534 (the tests' unprivileged user, through setpriv) can run it.
+fn reachable_binary(base: &Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(base, fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = base.join("arsync");
+    fs::copy(env!("CARGO_BIN_EXE_arsync"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
 #[test]
 fn permission_errors_as_an_unprivileged_user() {
     if !is_root() || !have("setpriv") {
@@ -569,14 +580,9 @@ fn permission_errors_as_an_unprivileged_user() {
         );
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     let s = Scratch::new();
     let base = s.path();
-    fs::set_permissions(base, fs::Permissions::from_mode(0o755)).unwrap();
-    // The binary where uid 65534 can run it.
-    let bin = base.join("arsync");
-    fs::copy(env!("CARGO_BIN_EXE_arsync"), &bin).unwrap();
-    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = reachable_binary(base);
     let src = base.join("src");
     fs::create_dir_all(src.join("open/sub")).unwrap();
     fs::create_dir_all(src.join("closed")).unwrap();
@@ -631,13 +637,9 @@ fn ignore_errors_deletes_under_an_unreadable_source_directory() {
         );
         return;
     }
-    use std::os::unix::fs::PermissionsExt;
     let s = Scratch::new();
     let base = s.path();
-    fs::set_permissions(base, fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = base.join("arsync");
-    fs::copy(env!("CARGO_BIN_EXE_arsync"), &bin).unwrap();
-    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = reachable_binary(base);
     let src = base.join("src");
     for (p, data) in [("ok/a", "a"), ("bad/b", "b")] {
         fs::create_dir_all(src.join(p).parent().unwrap()).unwrap();

@@ -31,6 +31,14 @@ pub(crate) struct Match {
     pub stat: Stat,
 }
 
+/// Keep `(dir, level, stat)` as the best match so far if it is better than `best` (the first of
+/// each level wins, as rsync tries the references in order).
+fn note(best: &mut Option<Match>, dir: usize, level: Level, stat: Stat) {
+    if best.as_ref().is_none_or(|m| m.level < level) {
+        *best = Some(Match { dir, level, stat });
+    }
+}
+
 /// The best counterpart of regular file `name` (attributes `st`, open as `src` when `-c` must
 /// hash it) in the reference directories `dirs`, tried in order as rsync tries them: the first
 /// that exists, upgraded by the first with the same data, and the first exact match ends the
@@ -53,13 +61,7 @@ pub(crate) async fn file_match(
         if b.file_type() != FileType::File {
             continue;
         }
-        if best.is_none() {
-            best = Some(Match {
-                dir: i,
-                level: Level::Exists,
-                stat: b,
-            });
-        }
+        note(&mut best, i, Level::Exists, b);
         let same_data = b.size == st.size
             && match cfg.quick_check {
                 QuickCheck::Never => false,
@@ -73,19 +75,10 @@ pub(crate) async fn file_match(
         if !same_data {
             continue;
         }
-        if best.as_ref().is_none_or(|m| m.level < Level::SameData) {
-            best = Some(Match {
-                dir: i,
-                level: Level::SameData,
-                stat: b,
-            });
-        }
+        note(&mut best, i, Level::SameData, b);
         if same_attrs(core, src_dir, name, dir.as_fd(), &b, st, false) {
-            return Some(Match {
-                dir: i,
-                level: Level::Exact,
-                stat: b,
-            });
+            note(&mut best, i, Level::Exact, b);
+            break;
         }
     }
     best
@@ -111,13 +104,7 @@ pub(crate) fn other_match(
         if b.file_type() != st.file_type() {
             continue;
         }
-        if best.is_none() {
-            best = Some(Match {
-                dir: i,
-                level: Level::Exists,
-                stat: b,
-            });
-        }
+        note(&mut best, i, Level::Exists, b);
         let same = match target {
             Some(t) => sys::readlink_at(dir.as_fd(), name).is_ok_and(|bt| bt.as_c_str() == t),
             None => b.rdev == st.rdev,
@@ -125,19 +112,10 @@ pub(crate) fn other_match(
         if !same {
             continue;
         }
-        if best.as_ref().is_none_or(|m| m.level < Level::SameData) {
-            best = Some(Match {
-                dir: i,
-                level: Level::SameData,
-                stat: b,
-            });
-        }
+        note(&mut best, i, Level::SameData, b);
         if same_attrs(core, src_dir, name, dir.as_fd(), &b, st, target.is_some()) {
-            return Some(Match {
-                dir: i,
-                level: Level::Exact,
-                stat: b,
-            });
+            note(&mut best, i, Level::Exact, b);
+            break;
         }
     }
     best

@@ -561,18 +561,22 @@ pub(crate) fn make_way(
     let shared = &core.shared;
     let cfg = &shared.config;
     let may_delete = cfg.delete.is_some() || cfg.force;
+    // A directory in the way goes with its contents, not itself reported as deleted.
+    let clear = || {
+        remove_inner(
+            shared,
+            &core.counters,
+            dir,
+            name,
+            FileType::Dir,
+            rel,
+            false,
+            None,
+        )
+    };
     if cfg.dry_run {
         if may_delete && sys::lstat_at(dir, name).is_ok_and(|d| d.file_type() == FileType::Dir) {
-            remove_inner(
-                shared,
-                &core.counters,
-                dir,
-                name,
-                FileType::Dir,
-                rel,
-                false,
-                None,
-            );
+            clear();
         }
         return Ok(());
     }
@@ -586,16 +590,7 @@ pub(crate) fn make_way(
             if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST))
                 && may_delete =>
         {
-            if remove_inner(
-                shared,
-                &core.counters,
-                dir,
-                name,
-                FileType::Dir,
-                rel,
-                false,
-                None,
-            ) {
+            if clear() {
                 Ok(())
             } else {
                 Err(e)

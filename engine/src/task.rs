@@ -795,6 +795,39 @@ fn alt_dest_roots(cfg: &crate::Config, root: &crate::Root) -> Option<Vec<Option<
     )
 }
 
+/// A new entry `dst_name` whose counterpart `name` in a reference directory matches it exactly:
+/// hard-linked to it (`--link-dest`) or left out of the destination (`--compare-dest`). Returns
+/// whether it was (a link that failed leaves the entry to be made as usual, as rsync's "try a
+/// copy"; `--copy-dest` makes it as usual).
+fn take_exact_reference(
+    core: &Core,
+    parent: &DirNode,
+    (reference, name): (BorrowedFd<'_>, &CStr),
+    dst_name: &CStr,
+    (ft, st, link): (FileType, &Stat, Option<&[u8]>),
+) -> bool {
+    let cfg = &core.shared.config;
+    let how = match cfg.alt_dest {
+        AltDest::Link
+            if cfg.dry_run
+                || sys::link_at(reference, name, parent.dst.as_fd(), dst_name).is_ok() =>
+        {
+            hardlink_done(core, parent, dst_name, st, true);
+            bump(&core.counters.hard_links, 1);
+            How::HardLink
+        }
+        AltDest::Compare => {
+            // The reference has it: the destination does without.
+            hardlink_done(core, parent, dst_name, st, false);
+            bump(&core.counters.unchanged, 1);
+            How::Attrs
+        }
+        _ => return false,
+    };
+    unchanged_item(core, parent.child_rel(dst_name), (ft, Some(st)), how, link);
+    true
+}
+
 /// `--link-dest`/`--compare-dest` for a destination file that exists: when a reference file
 /// matches the source exactly, the destination file becomes a link to it (an atomic rename over
 /// it) or, with `--compare-dest`, is removed, as rsync does. Returns whether it did either
@@ -2034,25 +2067,15 @@ async fn copy_file(
             .as_ref()
             .expect("a match is in an open reference");
         match (cfg.alt_dest, m.level) {
-            (AltDest::Link, Level::Exact)
-                if cfg.dry_run || sys::link_at(reference.as_fd(), name, dir, dst_name).is_ok() =>
-            {
-                hardlink_done(core, parent, dst_name, &st, true);
-                bump(&core.counters.hard_links, 1);
-                unchanged_item(
+            (AltDest::Link | AltDest::Compare, Level::Exact)
+                if take_exact_reference(
                     core,
-                    rel(),
-                    (FileType::File, Some(&st)),
-                    How::HardLink,
-                    None,
-                );
-                return Ok(Outcome::Done);
-            }
-            (AltDest::Compare, Level::Exact) => {
-                // The reference has it: the destination does without.
-                hardlink_done(core, parent, dst_name, &st, false);
-                bump(&core.counters.unchanged, 1);
-                unchanged_item(core, rel(), (FileType::File, Some(&st)), How::Attrs, None);
+                    parent,
+                    (reference.as_fd(), name),
+                    dst_name,
+                    (FileType::File, &st, None),
+                ) =>
+            {
                 return Ok(Outcome::Done);
             }
             (_, Level::Exact | Level::SameData) => {
@@ -3158,22 +3181,15 @@ async fn make_other(
             .as_ref()
             .expect("a match is in an open reference");
         match (cfg.alt_dest, m.level) {
-            (AltDest::Link, Level::Exact)
-                if cfg.dry_run || sys::link_at(reference.as_fd(), name, dir, dst_name).is_ok() =>
+            (AltDest::Link | AltDest::Compare, Level::Exact)
+                if take_exact_reference(
+                    core,
+                    parent,
+                    (reference.as_fd(), name),
+                    dst_name,
+                    (file_type, &st, target.as_ref().map(|t| t.as_bytes())),
+                ) =>
             {
-                hardlink_done(core, parent, dst_name, &st, true);
-                bump(&core.counters.hard_links, 1);
-                let link = target.as_ref().map(|t| t.as_bytes());
-                let what = (file_type, Some(&st));
-                unchanged_item(core, parent.child_rel(dst_name), what, How::HardLink, link);
-                return Ok(());
-            }
-            (AltDest::Compare, Level::Exact) => {
-                hardlink_done(core, parent, dst_name, &st, false);
-                bump(&core.counters.unchanged, 1);
-                let link = target.as_ref().map(|t| t.as_bytes());
-                let what = (file_type, Some(&st));
-                unchanged_item(core, parent.child_rel(dst_name), what, How::Attrs, link);
                 return Ok(());
             }
             _ => {
