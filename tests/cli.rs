@@ -59,7 +59,7 @@ fn usage_errors_exit_1_and_write_nothing() {
     let dst = t.path().join("dst");
     for args in [
         vec![s("--bogus-flag"), src.as_os_str(), dst.as_os_str()],
-        vec![s("-a"), src.as_os_str()],
+        // (One path alone is a listing, as in rsync: `list_only_prints_what_rsync_prints`.)
         vec![s("-a")],
         vec![s("--threads"), s("lots"), src.as_os_str(), dst.as_os_str()],
         vec![
@@ -862,4 +862,57 @@ fn mkpath_makes_the_missing_parents_as_rsync_does() {
     let out = run(&[OsStr::new("-a"), src.join("f").as_os_str(), &s("none/p/q")]);
     assert_eq!(code(&out), 3);
     assert!(!t.path().join("none").exists());
+}
+
+/// `--list-only` and a lone SRC list the sources exactly as rsync lists them (mode, size with
+/// separators, local mtime, name, symlink target with -l, rsync's order, its errors).
+#[test]
+fn list_only_prints_what_rsync_prints() {
+    if !have("rsync") {
+        skip(
+            "list_only_prints_what_rsync_prints",
+            "rsync is not installed",
+        );
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    for (f, len) in [
+        ("b", 10),
+        ("a", 12_345),
+        ("x/w", 0),
+        ("x/y/z", 7),
+        ("sub/deep", 1),
+    ] {
+        fs::create_dir_all(src.join(f).parent().unwrap()).unwrap();
+        write(&src.join(f), &content(3, len));
+    }
+    std::os::unix::fs::symlink("a", src.join("link")).unwrap();
+    mkfifo(&src.join("fifo"));
+    chmod(&src.join("a"), 0o4751);
+    for (i, p) in treediff::walk(&src).unwrap().iter().enumerate() {
+        set_times(&src.join(p), 1_500_000_000 + 3600 * i as i64, 0);
+    }
+    for args in [
+        &["-a", "--list-only", "src/"][..],
+        &["--list-only", "src/"],
+        &["-r", "--list-only", "src/"],
+        &["-rl", "--list-only", "src/"],
+        &["-a", "src/"],
+        &["-a", "--list-only", "src/x", "src/a", "dest-not-listed"],
+        &["-a", "--list-only", "--exclude=x", "src"],
+        &["-a", "--list-only", "src/nonexistent"],
+    ] {
+        let run = |cmd: &mut std::process::Command| {
+            cmd.args(args).current_dir(s.path()).output().unwrap()
+        };
+        let want = run(&mut std::process::Command::new("rsync"));
+        let got = run(&mut arsync());
+        assert_eq!(code(&got), code(&want), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout),
+            String::from_utf8_lossy(&want.stdout),
+            "{args:?}"
+        );
+    }
 }

@@ -787,6 +787,13 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("list-only")
+            .long("list-only")
+            .action(ArgAction::SetTrue)
+            .help("list the sources (mode, size, mtime, name) instead of copying; also what one path alone does [default: off]")
+            .help_heading("Info"),
+    )
+    .arg(
         Arg::new("stop-after")
             .long("stop-after")
             .visible_alias("time-limit")
@@ -1174,6 +1181,9 @@ pub struct Parsed {
     pub verbose: u8,
     pub quiet: bool,
     pub version: bool,
+    /// `--list-only` (or one path alone): list the sources, copy nothing (and whether symlink
+    /// targets are shown: with `-l`).
+    pub list_only: Option<bool>,
     /// `--stop-after`/`--stop-at`: when the run must stop (seconds since the epoch).
     pub stop_at: Option<i64>,
 }
@@ -1412,7 +1422,21 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     } else {
         None
     };
-    let dirs = m.get_flag("dirs") || m.contains_id("files-from");
+    // --list-only, or one path alone (rsync lists it): a dry run into nowhere, one level down
+    // without -r (as rsync's implied --dirs).
+    let list_only = m.get_flag("list-only")
+        || m.get_many::<OsString>("paths")
+            .is_some_and(|p| p.len() == 1);
+    // (rsync lists symlinks, devices and specials whatever -l/-D say; a symlink's target only
+    // with -l.)
+    let list_targets = config.links;
+    if list_only {
+        config.dry_run = true;
+        config.links = true;
+        config.devices = true;
+        config.specials = true;
+    }
+    let dirs = m.get_flag("dirs") || m.contains_id("files-from") || list_only;
     if config.delete.is_some() && !config.recursive && !dirs {
         return Err(usage(
             "--delete does not work without --recursive (-r) or --dirs (-d): nothing says which directory's contents to compare",
@@ -1514,7 +1538,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             suffix,
         });
     }
-    let paths: Vec<OsString> = m
+    let mut paths: Vec<OsString> = m
         .get_many::<OsString>("paths")
         .map(|v| v.cloned().collect())
         .unwrap_or_default();
@@ -1527,11 +1551,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     let version = m.get_flag("version") || generate.is_some();
     let mut make_path = None;
     if !version {
-        if paths.len() < 2 {
+        if paths.is_empty() {
             return Err(Refused::Clap(command().error(
                 clap::error::ErrorKind::MissingRequiredArgument,
-                "need at least one SRC and a DEST (listing a single path is not supported)",
+                "need at least one SRC (and a DEST, or --list-only)",
             )));
+        }
+        if list_only {
+            // As rsync: with two paths or more the last is still DEST, and is not listed.
+            if paths.len() > 1 {
+                paths.pop();
+            }
+            paths.push(OsString::from(crate::listing::NOWHERE));
         }
         if config.threads > 4096 {
             return Err(Refused::Clap(command().error(
@@ -1687,6 +1718,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         verbose: m.get_count("verbose"),
         quiet: m.get_flag("quiet"),
         version,
+        list_only: list_only.then_some(list_targets),
         stop_at,
     })
 }

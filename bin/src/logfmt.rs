@@ -221,7 +221,7 @@ pub fn perms(mode: u32) -> String {
 }
 
 /// Seconds since the epoch in the local time zone, through `strftime`.
-fn local_time(secs: i64, fmt: &str) -> String {
+pub fn local_time(secs: i64, fmt: &str) -> String {
     let t: libc::time_t = secs;
     // SAFETY: `tm` is plain data that localtime_r fills in; both pointers are valid for the call.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };

@@ -4,6 +4,7 @@
 
 mod cli;
 mod deadline;
+mod listing;
 mod logfmt;
 #[cfg(feature = "mpi")]
 mod mpi_mode;
@@ -100,6 +101,22 @@ fn main() -> ExitCode {
         l.message(&line);
     }
     let live = engine::Progress::new();
+    if let Some(targets) = parsed.list_only {
+        let printer = output::Printer::new(0, parsed.quiet, false, None, None, None);
+        let lister = Arc::new(listing::Lister::new(printer, targets));
+        let stop = engine::Stop::new();
+        signals::stop_on_signals(stop.clone());
+        let report = engine::run_with_progress(&parsed.config, lister.clone(), &stop, &live);
+        lister.print();
+        let code = output::exit_code(&report);
+        if let Some(f) = &report.fatal {
+            eprintln!("arsync: {f}");
+        }
+        if code != 0 {
+            eprintln!("arsync error: {} (code {code})", output::code_text(code));
+        }
+        return ExitCode::from(code as u8);
+    }
     let observer = Arc::new(output::Printer::new(
         parsed.verbose,
         parsed.quiet,
