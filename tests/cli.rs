@@ -916,3 +916,74 @@ fn list_only_prints_what_rsync_prints() {
         );
     }
 }
+
+/// Names are printed as rsync prints them: control characters other than tab as `\#ooo`, tab
+/// and DEL as they are, valid UTF-8 as it is, other bytes as `\#ooo`, or raw with `-8`.
+#[test]
+fn odd_names_are_printed_as_rsync_prints_them() {
+    use std::os::unix::ffi::OsStrExt;
+    if !have("rsync") {
+        skip(
+            "odd_names_are_printed_as_rsync_prints_them",
+            "rsync is not installed",
+        );
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for name in [
+        &b"a\x01b"[..],
+        b"nl\nx",
+        b"tab\there",
+        b"del\x7fx",
+        b"esc\x1bx",
+        b"caf\xe9",
+        b"ok\xc3\xa9",
+        b"back\\slash",
+    ] {
+        write(&src.join(OsStr::from_bytes(name)), b"x");
+    }
+    for flags in [
+        &["-a", "-i"][..],
+        &["-a", "-i", "-8"],
+        &["-a", "--list-only"],
+    ] {
+        let mut outs = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let mut c = if tool == "rsync" {
+                std::process::Command::new("rsync")
+            } else {
+                arsync()
+            };
+            let out = c
+                .args(flags)
+                .arg("src/")
+                .arg(format!("{tool}-{}/", flags.len()))
+                .current_dir(s.path())
+                .output()
+                .unwrap();
+            assert_eq!(code(&out), 0, "{tool} {flags:?}");
+            let mut lines: Vec<Vec<u8>> = out
+                .stdout
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.starts_with(b"created directory") && !l.ends_with(b" ."))
+                .map(|l| l.splitn(5, |&b| b == b' ').last().unwrap_or(l).to_vec())
+                .collect();
+            lines.sort();
+            outs.push(lines);
+        }
+        assert_eq!(
+            outs[1]
+                .iter()
+                .map(|l| String::from_utf8_lossy(l))
+                .collect::<Vec<_>>(),
+            outs[0]
+                .iter()
+                .map(|l| String::from_utf8_lossy(l))
+                .collect::<Vec<_>>(),
+            "{flags:?}"
+        );
+        assert_eq!(outs[1], outs[0], "{flags:?} (bytes)");
+    }
+}

@@ -787,6 +787,14 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("8-bit-output")
+            .short('8')
+            .long("8-bit-output")
+            .action(ArgAction::SetTrue)
+            .help("print bytes of names that are not UTF-8 as they are, not escaped as \\#ooo [default: off]")
+            .help_heading("Info"),
+    )
+    .arg(
         Arg::new("list-only")
             .long("list-only")
             .action(ArgAction::SetTrue)
@@ -1367,6 +1375,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.ignore_errors = m.get_flag("ignore-errors");
     config.copy_dirlinks = m.get_flag("copy-dirlinks");
     config.executability = m.get_flag("executability");
+    if m.get_flag("8-bit-output") {
+        crate::output::EIGHT_BIT.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     config.itemize_unchanged = m.get_count("itemize-changes") > 1;
     config.prune_empty_dirs = m.get_flag("prune-empty-dirs");
     config.dry_run = m.get_flag("dry-run");

@@ -108,15 +108,17 @@ pub fn listed(path: &Path, file_type: FileType) -> Vec<u8> {
     line
 }
 
-/// A path as rsync prints it: valid UTF-8 as it is, control characters and bytes that are not
-/// valid UTF-8 as `\#ooo` (octal).
+/// A path as rsync prints it in a UTF-8 locale: valid UTF-8 as it is (tab and DEL too),
+/// other control characters and bytes that are not valid UTF-8 as `\#ooo` (octal; with `-8`
+/// such bytes as they are).
 pub fn escape(p: &Path) -> Vec<u8> {
     let bytes = p.as_os_str().as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let octal = |out: &mut Vec<u8>, b: u8| out.extend_from_slice(format!("\\#{b:03o}").as_bytes());
+    let raw_high = EIGHT_BIT.load(std::sync::atomic::Ordering::Relaxed);
     for chunk in bytes.utf8_chunks() {
         for ch in chunk.valid().chars() {
-            if (ch as u32) < 0x20 || ch as u32 == 0x7f {
+            if (ch as u32) < 0x20 && ch != '\t' {
                 octal(&mut out, ch as u8);
             } else {
                 let mut buf = [0u8; 4];
@@ -124,11 +126,18 @@ pub fn escape(p: &Path) -> Vec<u8> {
             }
         }
         for &b in chunk.invalid() {
-            octal(&mut out, b);
+            if raw_high {
+                out.push(b);
+            } else {
+                octal(&mut out, b);
+            }
         }
     }
     out
 }
+
+/// `-8/--8-bit-output`: bytes that are not UTF-8 are printed as they are, not as `\#ooo`.
+pub static EIGHT_BIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn errno_text(e: &std::io::Error) -> String {
     match e.raw_os_error() {
