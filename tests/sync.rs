@@ -78,6 +78,23 @@ fn listing(root: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// Files at `paths` below `root` (their directories made), each holding its own path.
+fn named_files(root: &Path, paths: &[&str]) {
+    for f in paths {
+        fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+        write(&root.join(f), f.as_bytes());
+    }
+}
+
+/// Old whole-second mtimes on everything below `root` (symlinks too), one second apart from
+/// `base`: rsync compares times to the second, so an entry made in the second its source was
+/// made would look up to date to it.
+fn age(root: &Path, base: i64) {
+    for (i, p) in treediff::walk(root).unwrap().iter().rev().enumerate() {
+        set_times(&root.join(p), base + i as i64, 0);
+    }
+}
+
 /// Everything about a tree that any change would disturb: names, types, inodes, sizes, modes,
 /// mtimes and ctimes (nanoseconds), symlink targets, file contents.
 fn snapshot(root: &Path) -> Vec<String> {
@@ -1696,20 +1713,20 @@ fn files_from_and_relative_select_what_rsync_selects() {
     let s = Scratch::new();
     let base = s.path();
     let src = base.join("src");
-    for f in [
-        "a/b/f1",
-        "a/b/f9",
-        "a/top",
-        "c/cf",
-        "c/sub/csf",
-        "d/df",
-        "d/sub/dsf",
-        "e/f2",
-        "y/yf",
-    ] {
-        fs::create_dir_all(src.join(f).parent().unwrap()).unwrap();
-        write(&src.join(f), f.as_bytes());
-    }
+    named_files(
+        &src,
+        &[
+            "a/b/f1",
+            "a/b/f9",
+            "a/top",
+            "c/cf",
+            "c/sub/csf",
+            "d/df",
+            "d/sub/dsf",
+            "e/f2",
+            "y/yf",
+        ],
+    );
     symlink("f1", src.join("a/b/link")).unwrap();
     // Implied directories carry their own attributes, which must reach the destination.
     chmod(&src.join("a"), 0o750);
@@ -1876,10 +1893,7 @@ fn reference_trees_act_as_rsync_link_compare_and_copy_dest() {
     fs::create_dir_all(src.join("emptydir")).unwrap();
     symlink("same", src.join("link")).unwrap();
     mkfifo(&src.join("fifo"));
-    // (Old times everywhere, symlinks included: rsync compares them to the second.)
-    for (i, p) in treediff::walk(&src).unwrap().iter().rev().enumerate() {
-        set_times(&src.join(p), 1_500_000_000 + i as i64, 0);
-    }
+    age(&src, 1_500_000_000);
     // ref1: mostly the source; one file with other data of the same size and mtime (the quick
     // check calls it the same), one with other permissions, one of another size, a directory
     // with other permissions, a file the source lacks. ref2 holds what ref1 lacks.
@@ -1950,14 +1964,9 @@ fn dirs_without_recursion_copy_what_rsync_copies() {
     let s = Scratch::new();
     let base = s.path();
     let src = base.join("src");
-    for f in ["a/top", "c/cf", "c/sub/csf", "file"] {
-        fs::create_dir_all(src.join(f).parent().unwrap()).unwrap();
-        write(&src.join(f), f.as_bytes());
-    }
+    named_files(&src, &["a/top", "c/cf", "c/sub/csf", "file"]);
     chmod(&src.join("c"), 0o750);
-    for (i, p) in treediff::walk(&src).unwrap().iter().rev().enumerate() {
-        set_times(&src.join(p), 1_200_000_000 + i as i64, 0);
-    }
+    age(&src, 1_200_000_000);
     for (i, args) in [
         vec!["-a", "--no-r", "-d", "-i", "src"],
         vec!["-a", "--no-r", "-d", "-i", "src/"],
@@ -1998,10 +2007,7 @@ fn copy_dirlinks_follows_only_links_to_directories_as_rsync() {
     }
     let s = Scratch::new();
     let src = s.path().join("src");
-    for f in ["real/inner/file", "real/top"] {
-        fs::create_dir_all(src.join(f).parent().unwrap()).unwrap();
-        write(&src.join(f), f.as_bytes());
-    }
+    named_files(&src, &["real/inner/file", "real/top"]);
     symlink("real/inner", src.join("dirlink")).unwrap();
     symlink("real/top", src.join("filelink")).unwrap();
     symlink("nowhere", src.join("dangling")).unwrap();
@@ -2039,24 +2045,24 @@ fn merge_and_per_directory_filter_files_act_as_rsync() {
     let s = Scratch::new();
     let base = s.path();
     let src = base.join("src");
-    for f in [
-        "top.txt",
-        "top.o",
-        "a/x.log",
-        "a/keep.log",
-        "a/b/deep.log",
-        "a/b/z.tmp",
-        "c/c.tmp",
-        "c/c.txt",
-        "d/core",
-        "d/foo.o",
-        "d/bar.c",
-        "d/baz.old",
-        "d/qux.h",
-    ] {
-        fs::create_dir_all(src.join(f).parent().unwrap()).unwrap();
-        write(&src.join(f), f.as_bytes());
-    }
+    named_files(
+        &src,
+        &[
+            "top.txt",
+            "top.o",
+            "a/x.log",
+            "a/keep.log",
+            "a/b/deep.log",
+            "a/b/z.tmp",
+            "c/c.tmp",
+            "c/c.txt",
+            "d/core",
+            "d/foo.o",
+            "d/bar.c",
+            "d/baz.old",
+            "d/qux.h",
+        ],
+    );
     // Per-directory files: inherited, overridden by a subdirectory's, cleared with `!`, anchored
     // at their own directory; a .cvsignore; a static merge file; a home .cvsignore.
     fs::write(src.join(".rsync-filter"), "- *.tmp\n").unwrap();
@@ -2066,11 +2072,7 @@ fn merge_and_per_directory_filter_files_act_as_rsync() {
     fs::write(src.join("c/.rules"), "- /c.txt\n").unwrap();
     fs::write(base.join("static.rules"), "# comment\n- top.txt\n").unwrap();
     fs::write(base.join(".cvsignore"), "*.h\n").unwrap();
-    // (Old times: rsync compares them to the second, so a destination directory made in the
-    // second its source was made would look up to date to it.)
-    for (i, p) in treediff::walk(&src).unwrap().iter().rev().enumerate() {
-        set_times(&src.join(p), 1_300_000_000 + i as i64, 0);
-    }
+    age(&src, 1_300_000_000);
     let run = |tool: &str, args: &[&str], dst: &Path| -> Output {
         let mut c = if tool == "rsync" {
             Command::new("rsync")
@@ -2210,16 +2212,11 @@ fn double_itemize_lists_unchanged_entries_as_rsync() {
     }
     let s = Scratch::new();
     let src = s.path().join("src");
-    for f in ["a", "b", "sub/c", "sub/deeper/d"] {
-        fs::create_dir_all(src.join(f).parent().unwrap()).unwrap();
-        write(&src.join(f), f.as_bytes());
-    }
+    named_files(&src, &["a", "b", "sub/c", "sub/deeper/d"]);
     symlink("a", src.join("link")).unwrap();
     mkfifo(&src.join("fifo"));
     fs::create_dir_all(src.join("empty")).unwrap();
-    for (i, p) in treediff::walk(&src).unwrap().iter().rev().enumerate() {
-        set_times(&src.join(p), 1_450_000_000 + i as i64, 0);
-    }
+    age(&src, 1_450_000_000);
     let mut outs = Vec::new();
     for tool in ["rsync", "arsync"] {
         let dst = s.path().join(tool);

@@ -31,6 +31,16 @@ pub(crate) struct Match {
     pub stat: Stat,
 }
 
+impl Match {
+    /// The open reference directory the match is in (`dirs`: those it was searched in).
+    pub(crate) fn reference<'a>(&self, dirs: &'a [Option<OwnedFd>]) -> BorrowedFd<'a> {
+        dirs[self.dir]
+            .as_ref()
+            .expect("a match is in an open reference")
+            .as_fd()
+    }
+}
+
 /// Keep `(dir, level, stat)` as the best match so far if it is better than `best` (the first of
 /// each level wins, as rsync tries the references in order).
 fn note(best: &mut Option<Match>, dir: usize, level: Level, stat: Stat) {

@@ -851,15 +851,15 @@ async fn exact_reference_for_existing(
     if m.level != Level::Exact {
         return None;
     }
-    let reference = dirs[m.dir].as_ref()?;
+    let reference = m.reference(dirs);
     if cfg.alt_dest == AltDest::Link {
         if (d.dev, d.ino) == (m.stat.dev, m.stat.ino) {
             // Already that file: up to date as it is.
             return None;
         }
         if !cfg.dry_run {
-            let linked = with_temp(core, |t| sys::link_at(reference.as_fd(), name, dir, t))
-                .and_then(|(tmp, ())| {
+            let linked =
+                with_temp(core, |t| sys::link_at(reference, name, dir, t)).and_then(|(tmp, ())| {
                     sync::rename_over(core, dir, &tmp, dst_name, &parent.rel).inspect_err(|_| {
                         let _ = sys::unlink_at(dir, &tmp, 0);
                     })
@@ -2063,15 +2063,13 @@ async fn copy_file(
         && let Some(m) =
             altdest::file_match(core, dirs, parent.src.as_fd(), name, Some(&src), &st).await
     {
-        let reference = dirs[m.dir]
-            .as_ref()
-            .expect("a match is in an open reference");
+        let reference = m.reference(dirs);
         match (cfg.alt_dest, m.level) {
             (AltDest::Link | AltDest::Compare, Level::Exact)
                 if take_exact_reference(
                     core,
                     parent,
-                    (reference.as_fd(), name),
+                    (reference, name),
                     dst_name,
                     (FileType::File, &st, None),
                 ) =>
@@ -2085,7 +2083,7 @@ async fn copy_file(
                 let r = if cfg.dry_run {
                     Ok(0)
                 } else {
-                    match sys::open_source(reference.as_fd(), name, cfg.open_noatime) {
+                    match sys::open_source(reference, name, cfg.open_noatime) {
                         Ok(from) => copy_file_data(core, parent, &from, &st, dst_name).await,
                         Err(e) => Err(src_err("open (reference)")(e)),
                     }
@@ -3177,15 +3175,13 @@ async fn make_other(
         && let Some(dirs) = &parent.alt_dest
         && let Some(m) = altdest::other_match(core, dirs, sdir, name, &st, target.as_deref())
     {
-        let reference = dirs[m.dir]
-            .as_ref()
-            .expect("a match is in an open reference");
+        let reference = m.reference(dirs);
         match (cfg.alt_dest, m.level) {
             (AltDest::Link | AltDest::Compare, Level::Exact)
                 if take_exact_reference(
                     core,
                     parent,
-                    (reference.as_fd(), name),
+                    (reference, name),
                     dst_name,
                     (file_type, &st, target.as_ref().map(|t| t.as_bytes())),
                 ) =>
