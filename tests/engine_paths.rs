@@ -1,5 +1,5 @@
 //! The engine's switches as a tuner uses them: every `--copy-method` gives an exact copy through
-//! the path it names (checked in `--stats-json`), the pipeline tunables work at their edges, the
+//! the path it names (checked in `--stats-json` and in `--stats`), the pipeline tunables work at their edges, the
 //! io-wq cap reaches the kernel, every `--route` is exact and goes where it was sent, and
 //! contradictory combinations are usage errors; a `copy_file_range` from a cold source runs off
 //! the core.
@@ -69,7 +69,7 @@ fn each_copy_method_is_exact_and_takes_its_path() {
         let dst = s.path().join(name);
         let json = s.path().join(format!("{name}.json"));
         let json_arg = json.display().to_string();
-        let mut args = vec!["-a", "--stats-json", &json_arg];
+        let mut args = vec!["-a", "--stats", "--stats-json", &json_arg];
         args.extend(flags.iter().copied());
         let out = copy_contents(&args, &src, &dst);
         assert_eq!(
@@ -90,6 +90,17 @@ fn each_copy_method_is_exact_and_takes_its_path() {
             "{v}"
         );
         assert!(v["phases_s"]["copy"].as_f64().unwrap() > 0.0, "{v}");
+        // --stats says the same in its text.
+        let line = format!(
+            "Files by copy method: clone {}, copy_file_range {} (split across cores {}), io_uring {}, inline {}",
+            method(&v, "clone"),
+            method(&v, "copy_file_range"),
+            method(&v, "split_across_cores"),
+            method(&v, "uring"),
+            method(&v, "inline"),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&line), "{name}: want {line:?} in\n{text}");
         match name {
             "auto" => {
                 // Files up to 4 KiB inline; larger ones copy_file_range (one file system).
@@ -109,6 +120,30 @@ fn each_copy_method_is_exact_and_takes_its_path() {
             }
         }
     }
+}
+
+#[test]
+fn trace_level_names_each_files_copy_method() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("small"), b"x").unwrap();
+    fs::write(src.join("sub/big"), vec![7u8; 1 << 20]).unwrap();
+    let out = copy_contents(
+        &["-a", "-vvvv", "--inline-max=4K"],
+        &src,
+        &s.path().join("dst"),
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let log = String::from_utf8_lossy(&out.stderr);
+    let method_of = |path: &str| {
+        log.lines()
+            .find(|l| l.contains("data c") && l.contains(&format!("path={path} ")))
+            .unwrap_or_else(|| panic!("no method line for {path} in\n{log}"))
+            .to_string()
+    };
+    assert!(method_of("small").contains("inline"), "{log}");
+    assert!(method_of("sub/big").contains("copy_file_range"), "{log}");
 }
 
 #[test]

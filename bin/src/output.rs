@@ -365,6 +365,16 @@ pub fn rsync_stats(r: &Report, dry_run: bool) {
     println!("Number of skipped entries: {}", commas(r.skipped));
     println!("Total file size: {} bytes", commas(c.bytes));
     println!("Total transferred file size: {} bytes", commas(r.bytes));
+    // arsync's own line: how the transferred files' data moved (rsync has no such line).
+    let sum = |f: fn(&engine::CoreReport) -> u64| commas(r.cores.iter().map(f).sum::<u64>());
+    println!(
+        "Files by copy method: clone {}, copy_file_range {} (split across cores {}), io_uring {}, inline {}",
+        sum(|c| c.cloned_files),
+        sum(|c| c.kernel_copied_files),
+        sum(|c| c.split_files),
+        sum(|c| c.ring_files),
+        sum(|c| c.inline_files),
+    );
     println!(
         "\ncopied {} bytes in {:.3} seconds  {:.2} bytes/sec{}",
         commas(r.bytes),

@@ -2575,7 +2575,7 @@ async fn copy_file_data(
             match sys::ficlone(dst.as_fd(), src.as_fd()) {
                 Ok(()) => {
                     bump(&core.counters.cloned_files, 1);
-                    tracing::trace!(size = st.size, "data cloned (FICLONE)");
+                    tracing::trace!(path = %parent.child_rel(dst_name).display(), size = st.size, "data cloned (FICLONE)");
                 }
                 Err(e) if cfg.reflink == Reflink::Always => {
                     return Err(("clone (--reflink=always)", e, ErrorClass::Partial));
@@ -2603,7 +2603,7 @@ async fn copy_file_data(
             match copied {
                 Ok(_) => {
                     bump(&core.counters.kernel_copied_files, 1);
-                    tracing::trace!(size = st.size, "data copied by copy_file_range");
+                    tracing::trace!(path = %parent.child_rel(dst_name).display(), size = st.size, "data copied by copy_file_range");
                 }
                 Err(e) if not_here(&e) => {
                     core.no_kernel_copy.borrow_mut().push(pair);
@@ -2639,6 +2639,7 @@ async fn copy_file_data(
                 Ok(_) => {
                     bump(&core.counters.kernel_copied_files, 1);
                     tracing::trace!(
+                        path = %parent.child_rel(dst_name).display(),
                         size = st.size,
                         extents = extents.len(),
                         "data extents copied by copy_file_range"
@@ -2666,7 +2667,7 @@ async fn copy_file_data(
                     .await
                     .map_err(data_err("read"))?;
                 bump(&core.counters.inline_files, 1);
-                tracing::trace!(size = st.size, "data copied inline (read/write on the core)");
+                tracing::trace!(path = %parent.child_rel(dst_name).display(), size = st.size, "data copied inline (read/write on the core)");
                 dst
             }
             DataPath::Ring(extents) => {
@@ -2707,7 +2708,7 @@ async fn copy_file_data(
                 .await
                 .map_err(data_err("copy"))?;
                 bump(&core.counters.ring_files, 1);
-                tracing::trace!(size = st.size, direct, extents = extents.len(), "data copied through the ring");
+                tracing::trace!(path = %parent.child_rel(dst_name).display(), size = st.size, direct, extents = extents.len(), "data copied through the ring");
                 if direct {
                     // Back to buffered for what follows (read-back, metadata); the last block was
                     // written whole, so the size is set exactly.
