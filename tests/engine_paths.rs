@@ -515,7 +515,10 @@ fn cold_kernel_copies_leave_the_core_and_stay_exact() {
             .unwrap();
     }
     write(&src.join("plain"), &content(4, 3 << 20));
-    for f in ["sparse", "plain"] {
+    // Six --split-chunk pieces: cold, read by the pool at six offsets (never split across the
+    // cores, where each would block in its reads).
+    write(&src.join("big"), &content(5, 6 << 20));
+    for f in ["sparse", "plain", "big"] {
         evict(&src.join(f));
     }
     if resident_pages(&src.join("plain")) > 0 || resident_pages(&src.join("sparse")) > 0 {
@@ -528,18 +531,25 @@ fn cold_kernel_copies_leave_the_core_and_stay_exact() {
     let copy = |dst: &str| {
         let json = s.path().join(format!("{dst}.json"));
         let j = json.display().to_string();
-        let out = copy_contents(&["-aS", "--stats-json", &j], &src, &s.path().join(dst));
+        let out = copy_contents(
+            &["-aS", "--split-chunk=1M", "--stats-json", &j],
+            &src,
+            &s.path().join(dst),
+        );
         assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
         assert_same(&src, &s.path().join(dst), treediff::Check::archive());
         stats(&json)
     };
     let v = copy("cold");
-    assert_eq!(per_core_sum(&v, "kernel_copied_files"), 2, "{v}");
+    assert_eq!(per_core_sum(&v, "kernel_copied_files"), 3, "{v}");
     assert_eq!(
         per_core_sum(&v, "offloaded_files"),
-        2,
+        3,
         "the cold copies stayed on the cores: {v}"
     );
+    // sparse: its 768 KiB of data in one piece; plain: 3; big: 6.
+    assert_eq!(per_core_sum(&v, "offloaded_pieces"), 10, "{v}");
+    assert_eq!(per_core_sum(&v, "split_files"), 0, "{v}");
     use std::os::unix::fs::MetadataExt;
     let m = fs::metadata(s.path().join("cold/sparse")).unwrap();
     assert!(
@@ -549,8 +559,9 @@ fn cold_kernel_copies_leave_the_core_and_stay_exact() {
     );
     // Warm now: every copy runs on its core.
     let v = copy("warm");
-    assert_eq!(per_core_sum(&v, "kernel_copied_files"), 2, "{v}");
+    assert_eq!(per_core_sum(&v, "kernel_copied_files"), 3, "{v}");
     assert_eq!(per_core_sum(&v, "offloaded_files"), 0, "{v}");
+    assert_eq!(per_core_sum(&v, "offloaded_pieces"), 0, "{v}");
 }
 
 #[test]

@@ -228,6 +228,8 @@ pub struct Dests {
     pub root: PathBuf,
     made: Vec<PathBuf>,
     wait: Duration,
+    /// The file whose mtime records the last bulk delete (shared by every run of the harness).
+    marker: PathBuf,
 }
 
 /// Free bytes on the file system holding `p`.
@@ -248,11 +250,36 @@ pub fn free_bytes(p: &Path) -> u64 {
 const STATE: &str = "/var/tmp/.arsync-bench-last-bulk-delete";
 
 impl Dests {
-    /// Destinations beside the datasets (same file system). Waits out the ext4 slow-create
-    /// window after an earlier bulk delete (`wait` seconds at most) unless told not to.
+    /// Destinations beside the datasets (same file system). Deletes what an earlier run that
+    /// did not finish (killed, failed) left there, since a copy into an existing directory nests
+    /// inside it and is neither a fair time nor a fair check; then waits out the ext4
+    /// slow-create window after an earlier bulk delete (`wait` seconds at most) unless told not
+    /// to.
     pub fn new(root: PathBuf, wait: Duration) -> Result<Self> {
+        Self::with_marker(root, wait, PathBuf::from(STATE))
+    }
+
+    /// [`Dests::new`] recording bulk deletes in `marker`.
+    fn with_marker(root: PathBuf, wait: Duration, marker: PathBuf) -> Result<Self> {
         fs::create_dir_all(&root)?;
-        if let Ok(m) = fs::metadata(STATE)
+        let left: Vec<PathBuf> = fs::read_dir(&root)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        if !left.is_empty() {
+            eprintln!(
+                "[arsync-bench] deleting {} destinations an earlier run left in {}",
+                left.len(),
+                root.display()
+            );
+            let mut leftovers = Self {
+                root: root.clone(),
+                made: left,
+                wait,
+                marker: marker.clone(),
+            };
+            leftovers.delete_all();
+        }
+        if let Ok(m) = fs::metadata(&marker)
             && let Ok(age) = SystemTime::now().duration_since(m.modified()?)
             && age < wait
         {
@@ -266,6 +293,7 @@ impl Dests {
             root,
             made: Vec::new(),
             wait,
+            marker,
         })
     }
 
@@ -301,7 +329,12 @@ impl Dests {
 
     /// A fresh, non-existing destination path.
     pub fn next(&mut self, label: &str) -> PathBuf {
-        let p = self.root.join(format!("{label}-{}", self.made.len()));
+        let mut n = self.made.len();
+        let mut p = self.root.join(format!("{label}-{n}"));
+        while fs::symlink_metadata(&p).is_ok() {
+            n += 1;
+            p = self.root.join(format!("{label}-{n}"));
+        }
         self.made.push(p.clone());
         p
     }
@@ -312,7 +345,7 @@ impl Dests {
             make_writable(&p);
             let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
         }
-        let _ = fs::write(STATE, b"");
+        let _ = fs::write(&self.marker, b"");
     }
 }
 
@@ -352,4 +385,42 @@ pub fn census(dir: &Path) -> Result<(u64, u64, u64, u64)> {
         }
     }
     Ok((files, dirs, links, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run that was killed leaves its destinations; the next run must not copy into them (a
+    /// copy into an existing directory nests inside it: a wrong time and a wrong verdict).
+    #[test]
+    fn destinations_left_by_a_killed_run_are_never_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join(".bench-dst");
+        let marker = tmp.path().join("marker");
+        // What a killed run leaves: its first destinations, one with content.
+        fs::create_dir_all(root.join("deep-cp-a-warm-0/d/e")).unwrap();
+        fs::write(root.join("deep-cp-a-warm-0/d/e/f"), b"x").unwrap();
+        fs::create_dir_all(root.join("deep-arsync-warm-1")).unwrap();
+        let mut d = Dests::with_marker(root.clone(), Duration::ZERO, marker.clone()).unwrap();
+        assert_eq!(fs::read_dir(&root).unwrap().count(), 0, "leftovers deleted");
+        assert!(
+            marker.exists(),
+            "the bulk delete is recorded for the slow-create wait"
+        );
+        let a = d.next("deep-cp-a-warm");
+        assert!(!a.exists());
+        // A name that exists by the time it is handed out (another process, a stale mount) is
+        // skipped, not reused.
+        fs::create_dir_all(root.join("deep-arsync-warm-1")).unwrap();
+        let b = d.next("deep-arsync-warm");
+        assert!(!b.exists(), "{}", b.display());
+        assert_ne!(a, b);
+        fs::create_dir_all(&a).unwrap();
+        fs::create_dir_all(&b).unwrap();
+        d.delete_all();
+        assert!(!a.exists() && !b.exists());
+        // What it did not make it leaves to the next run's start.
+        assert!(root.join("deep-arsync-warm-1").exists());
+    }
 }

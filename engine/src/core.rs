@@ -82,6 +82,7 @@ pub(crate) struct Counters {
     pub split_files: Cell<u64>,
     pub split_chunks: Cell<u64>,
     pub offloaded_files: Cell<u64>,
+    pub offloaded_pieces: Cell<u64>,
     /// Calls per routed class and path (`route`).
     pub routed: [[Cell<u64>; 3]; 5],
     pub hard_links: Cell<u64>,
@@ -599,6 +600,7 @@ fn core_thread(
             split_files: core.counters.split_files.get(),
             split_chunks: core.counters.split_chunks.get(),
             offloaded_files: core.counters.offloaded_files.get(),
+            offloaded_pieces: core.counters.offloaded_pieces.get(),
             routed: std::array::from_fn(|c| {
                 std::array::from_fn(|v| core.counters.routed[c][v].get())
             }),

@@ -677,6 +677,8 @@ pub struct CoreReport {
     /// Files copied with `copy_file_range` whose source was not in the page cache: the copy ran
     /// on a thread of the cold-copy pool, not on the core.
     pub offloaded_files: u64,
+    /// Pool jobs of those copies (a large cold file is cut into `--split-chunk` pieces).
+    pub offloaded_pieces: u64,
     /// Calls per routed class ([`ROUTE_CLASSES`]) and path (inline, ring, worker).
     pub routed: [[u64; 3]; 5],
     /// Names made as hard links to an already copied inode.

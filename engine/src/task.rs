@@ -2253,6 +2253,11 @@ fn data_path(core: &Core, parent: &DirNode, src: &OwnedFd, st: &Stat) -> EntryRe
 /// copy from the disk would hold the core, and every other file it has in flight, for as long as
 /// the reads take; on the pool the core goes on and several cold files are read at once. A warm
 /// source costs one `preadv2(RWF_NOWAIT)` of one byte. Returns the end offset of the last range.
+///
+/// A large file is cut into `--split-chunk` pieces, each a job of its own, so one cold file is
+/// read by as many pool threads at once as it has pieces (up to the pool's size): a cold read
+/// is bound by the requests in flight, not by the CPU, so this beats splitting it across the
+/// cores (where each core would block in its chunk's reads).
 async fn copy_cold(
     core: &Core,
     src: &OwnedFd,
@@ -2265,11 +2270,13 @@ async fn copy_cold(
     }
     let pool = core.shared.copy_pool()?;
     let (src, dst) = match (src.try_clone(), dst.try_clone()) {
-        (Ok(s), Ok(d)) => (s, d),
+        (Ok(s), Ok(d)) => (Arc::new(s), Arc::new(d)),
         _ => return None,
     };
-    let ranges = ranges.to_vec();
+    let end = ranges.last().map_or(0, |&(off, len)| off + len);
+    let pieces = cold_pieces(ranges, core.shared.config.split_chunk);
     bump(&core.counters.offloaded_files, 1);
+    bump(&core.counters.offloaded_pieces, pieces.len() as u64);
     // Dropped with this future (a stop request): the thread stops at its next step.
     struct Wanted(Arc<AtomicBool>);
     impl Drop for Wanted {
@@ -2278,18 +2285,60 @@ async fn copy_cold(
         }
     }
     let wanted = Wanted(Arc::new(AtomicBool::new(true)));
-    let flag = Arc::clone(&wanted.0);
-    let r = pool
-        .call(move || {
-            let mut end = 0;
-            for (off, len) in ranges {
-                end = fsops::copy::copy_kernel_range_blocking(&src, &dst, off, len, &flag)?;
+    let jobs = pieces.into_iter().map(|piece| {
+        let (src, dst, flag) = (Arc::clone(&src), Arc::clone(&dst), Arc::clone(&wanted.0));
+        pool.call(move || {
+            for (off, len) in piece {
+                if let Err(e) = fsops::copy::copy_kernel_range_blocking(&src, &dst, off, len, &flag)
+                {
+                    // The other pieces stop at their next step.
+                    flag.store(false, Ordering::Relaxed);
+                    return Err(e);
+                }
             }
-            Ok(end)
+            Ok(())
         })
-        .await;
+    });
+    let results = futures_util::future::join_all(jobs).await;
     drop(wanted);
-    Some(r)
+    // The error that stopped the copy, before the `Interrupted` of the pieces it stopped.
+    let mut err: Option<io::Error> = None;
+    for e in results.into_iter().filter_map(Result::err) {
+        let stopped = |e: &io::Error| e.kind() == io::ErrorKind::Interrupted;
+        if err.as_ref().is_none_or(|f| stopped(f) && !stopped(&e)) {
+            err = Some(e);
+        }
+    }
+    Some(err.map_or(Ok(end), Err))
+}
+
+/// The jobs of a cold copy: `ranges` grouped into pieces of about `chunk` bytes (a range longer
+/// than two chunks is cut; short ranges stay together). `chunk` 0: one piece.
+fn cold_pieces(ranges: &[(u64, u64)], chunk: u64) -> Vec<Vec<(u64, u64)>> {
+    let total: u64 = ranges.iter().map(|r| r.1).sum();
+    if chunk == 0 || total < 2 * chunk {
+        return vec![ranges.to_vec()];
+    }
+    let mut pieces = Vec::new();
+    let mut cur = Vec::new();
+    let mut cur_len = 0;
+    for &(mut off, mut len) in ranges {
+        while len > 0 {
+            let take = len.min(chunk - cur_len);
+            cur.push((off, take));
+            cur_len += take;
+            off += take;
+            len -= take;
+            if cur_len == chunk {
+                pieces.push(std::mem::take(&mut cur));
+                cur_len = 0;
+            }
+        }
+    }
+    if !cur.is_empty() {
+        pieces.push(cur);
+    }
+    pieces
 }
 
 fn not_here(e: &io::Error) -> bool {
@@ -2593,10 +2642,12 @@ async fn copy_file_data(
                 && st.size >= 2 * cfg.split_chunk
                 && !keep_size
                 && core.worker.borrow().count() > 1;
-            let copied = if split {
-                copy_split(core, src, &dst, st.size, dst_name).await
-            } else if let Some(r) = copy_cold(core, src, &dst, &[(0, st.size)]).await {
+            // A cold source goes to the pool first (in pieces when large); a warm large one is
+            // split across the cores.
+            let copied = if let Some(r) = copy_cold(core, src, &dst, &[(0, st.size)]).await {
                 r
+            } else if split {
+                copy_split(core, src, &dst, st.size, dst_name).await
             } else {
                 fsops::copy::copy_kernel(src, &dst, st.size, 16 << 20).await
             };
@@ -3323,7 +3374,34 @@ fn judge_other(
 
 #[cfg(test)]
 mod tests {
-    use super::unsafe_target;
+    use super::{cold_pieces, unsafe_target};
+
+    #[test]
+    fn cold_copies_are_cut_into_pieces_covering_every_byte_once() {
+        const M: u64 = 1 << 20;
+        // Below two chunks, or no chunking: one piece, the ranges as given.
+        assert_eq!(cold_pieces(&[(0, 3 * M)], 2 * M), vec![vec![(0, 3 * M)]]);
+        assert_eq!(cold_pieces(&[(0, 9 * M)], 0), vec![vec![(0, 9 * M)]]);
+        // A plain file: chunk-sized pieces and the rest.
+        assert_eq!(
+            cold_pieces(&[(0, 5 * M + 7)], 2 * M),
+            vec![vec![(0, 2 * M)], vec![(2 * M, 2 * M)], vec![(4 * M, M + 7)]]
+        );
+        // Sparse extents: short ones share a piece, a long one is cut.
+        let ranges = [(0, M), (10 * M, M), (20 * M, 3 * M), (40 * M, 1)];
+        let pieces = cold_pieces(&ranges, 2 * M);
+        assert_eq!(
+            pieces,
+            vec![
+                vec![(0, M), (10 * M, M)],
+                vec![(20 * M, 2 * M)],
+                vec![(22 * M, M), (40 * M, 1)]
+            ]
+        );
+        let flat: Vec<(u64, u64)> = pieces.concat();
+        let covered: u64 = flat.iter().map(|r| r.1).sum();
+        assert_eq!(covered, 5 * M + 1);
+    }
 
     #[test]
     fn unsafe_symlinks_as_rsync() {
