@@ -515,8 +515,8 @@ fn cold_kernel_copies_leave_the_core_and_stay_exact() {
             .unwrap();
     }
     write(&src.join("plain"), &content(4, 3 << 20));
-    // Six --split-chunk pieces: cold, read by the pool at six offsets (never split across the
-    // cores, where each would block in its reads).
+    // Six --split-chunk pieces: cold, copied on the pool piece by piece (never split across
+    // the cores, where each would block in its reads).
     write(&src.join("big"), &content(5, 6 << 20));
     for f in ["sparse", "plain", "big"] {
         evict(&src.join(f));

@@ -7,11 +7,16 @@
 //!
 //! Shared per split file (never per small file): the cursor, the count of chunks being copied,
 //! the first error and the owner's waker.
+//!
+//! A cold large file is not split across the cores (each would block in its reads); it goes to
+//! the cold-copy pool as a [`ColdCopy`]: the same cursor over `--split-chunk` pieces, claimed by
+//! the file's own pool job and by helper jobs that take pieces only while the file is the only
+//! cold one in the pool.
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::task::{Poll, Waker};
 
 /// The state shared by the cores copying one file.
@@ -157,5 +162,189 @@ struct Claimed<'a>(&'a SplitCopy);
 impl Drop for Claimed<'_> {
     fn drop(&mut self) {
         self.0.finish_one();
+    }
+}
+
+/// A cold file copied on the cold-copy pool (`task::copy_cold`): its pieces are claimed from a
+/// cursor by the file's own job and by helper jobs that run only when no other file's job waits
+/// for a thread. The own job copies pieces until none is left, then waits for the helpers'
+/// pieces in progress and returns the first error.
+pub(crate) struct ColdCopy {
+    src: OwnedFd,
+    dst: OwnedFd,
+    pieces: Vec<Vec<(u64, u64)>>,
+    /// Index of the next piece nobody has claimed.
+    next: AtomicUsize,
+    /// Pieces copied completely.
+    copied: AtomicU64,
+    /// Threads inside [`ColdCopy::work`] (counted before they claim).
+    busy: Mutex<usize>,
+    settled: Condvar,
+    /// Cleared on the first error or when the core gives up (stop request).
+    wanted: AtomicBool,
+    failed: Mutex<Option<io::Error>>,
+}
+
+impl ColdCopy {
+    pub(crate) fn new(src: OwnedFd, dst: OwnedFd, pieces: Vec<Vec<(u64, u64)>>) -> Self {
+        Self {
+            src,
+            dst,
+            pieces,
+            next: AtomicUsize::new(0),
+            copied: AtomicU64::new(0),
+            busy: Mutex::new(0),
+            settled: Condvar::new(),
+            wanted: AtomicBool::new(true),
+            failed: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn pieces(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// Pieces copied so far (all of them once [`ColdCopy::run`] returned `Ok`).
+    pub(crate) fn copied_pieces(&self) -> u64 {
+        self.copied.load(Ordering::Acquire)
+    }
+
+    /// The core went away: every thread stops at its next step.
+    pub(crate) fn abandon(&self) {
+        self.wanted.store(false, Ordering::Release);
+    }
+
+    /// Claim and copy pieces until none is left (or the copy stopped), or, before each piece,
+    /// until `give_way` says another job needs this thread (a helper's check: two writers on
+    /// one file contend for its inode lock, so a helper only takes pieces while the pool has
+    /// nothing else to do).
+    pub(crate) fn work(&self, give_way: impl Fn() -> bool) {
+        loop {
+            if give_way() {
+                return;
+            }
+            *self.busy.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+            let i = self.next.fetch_add(1, Ordering::AcqRel);
+            if i >= self.pieces.len() || !self.wanted.load(Ordering::Acquire) {
+                self.release();
+                return;
+            }
+            let r = self.pieces[i].iter().try_for_each(|&(off, len)| {
+                fsops::copy::copy_kernel_range_blocking(
+                    &self.src,
+                    &self.dst,
+                    off,
+                    len,
+                    &self.wanted,
+                )
+                .map(drop)
+            });
+            match r {
+                Ok(()) => {
+                    self.copied.fetch_add(1, Ordering::AcqRel);
+                }
+                Err(e) => {
+                    self.wanted.store(false, Ordering::Release);
+                    let mut f = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                    // The error that stopped the copy, before the `Interrupted` it caused.
+                    if f.as_ref().is_none_or(|f| {
+                        f.kind() == io::ErrorKind::Interrupted
+                            && e.kind() != io::ErrorKind::Interrupted
+                    }) {
+                        *f = Some(e);
+                    }
+                }
+            }
+            self.release();
+        }
+    }
+
+    fn release(&self) {
+        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        *b -= 1;
+        if *b == 0 {
+            self.settled.notify_all();
+        }
+    }
+
+    /// The file's own job: copy pieces, wait for the helpers' pieces in progress, return the
+    /// first error (`Interrupted` when the core gave up).
+    pub(crate) fn run(&self) -> io::Result<()> {
+        self.work(|| false);
+        let mut b = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        while *b > 0 {
+            b = self.settled.wait(b).unwrap_or_else(|p| p.into_inner());
+        }
+        drop(b);
+        if let Some(e) = self.failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        if self.copied_pieces() < self.pieces.len() as u64 {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ColdCopy;
+    use std::fs;
+    use std::io;
+    use std::os::fd::OwnedFd;
+    use std::sync::Arc;
+
+    fn files(len: usize) -> (tempfile::TempDir, Vec<u8>, OwnedFd, OwnedFd) {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
+        fs::write(dir.path().join("src"), &data).unwrap();
+        let src = fs::File::open(dir.path().join("src")).unwrap().into();
+        let dst = fs::File::create(dir.path().join("dst")).unwrap().into();
+        (dir, data, src, dst)
+    }
+
+    fn pieces(len: u64, chunk: u64) -> Vec<Vec<(u64, u64)>> {
+        (0..len.div_ceil(chunk))
+            .map(|i| vec![(i * chunk, chunk.min(len - i * chunk))])
+            .collect()
+    }
+
+    #[test]
+    fn helpers_and_the_own_job_copy_every_piece_once() {
+        let len = (5 << 20) + 123;
+        let (dir, data, src, dst) = files(len);
+        let job = Arc::new(ColdCopy::new(src, dst, pieces(len as u64, 1 << 20)));
+        // A helper that gives way at once takes nothing; two that help race the own job.
+        job.work(|| true);
+        assert_eq!(job.copied_pieces(), 0);
+        let helpers: Vec<_> = (0..2)
+            .map(|_| {
+                let j = Arc::clone(&job);
+                std::thread::spawn(move || j.work(|| false))
+            })
+            .collect();
+        job.run().unwrap();
+        assert_eq!(job.copied_pieces(), 6);
+        for h in helpers {
+            h.join().unwrap();
+        }
+        assert_eq!(fs::read(dir.path().join("dst")).unwrap(), data);
+    }
+
+    #[test]
+    fn the_first_error_is_returned_and_an_abandoned_copy_stops() {
+        let len = 3 << 20;
+        let (dir, _, src, _) = files(len);
+        // A destination open read-only: every write fails with EBADF.
+        let ro: OwnedFd = fs::File::open(dir.path().join("src")).unwrap().into();
+        let job = ColdCopy::new(src, ro, pieces(len as u64, 1 << 20));
+        let e = job.run().unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+        let (_dir, _, src, dst) = files(len);
+        let job = ColdCopy::new(src, dst, pieces(len as u64, 1 << 20));
+        job.abandon();
+        let e = job.run().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Interrupted);
+        assert_eq!(job.copied_pieces(), 0);
     }
 }

@@ -2270,46 +2270,39 @@ async fn copy_cold(
     }
     let pool = core.shared.copy_pool()?;
     let (src, dst) = match (src.try_clone(), dst.try_clone()) {
-        (Ok(s), Ok(d)) => (Arc::new(s), Arc::new(d)),
+        (Ok(s), Ok(d)) => (s, d),
         _ => return None,
     };
     let end = ranges.last().map_or(0, |&(off, len)| off + len);
-    let pieces = cold_pieces(ranges, core.shared.config.split_chunk);
+    let job = Arc::new(crate::split::ColdCopy::new(
+        src,
+        dst,
+        cold_pieces(ranges, core.shared.config.split_chunk),
+    ));
     bump(&core.counters.offloaded_files, 1);
-    bump(&core.counters.offloaded_pieces, pieces.len() as u64);
-    // Dropped with this future (a stop request): the thread stops at its next step.
-    struct Wanted(Arc<AtomicBool>);
-    impl Drop for Wanted {
+    // Dropped with this future (a stop request): the threads stop at their next step.
+    struct Abandon(Arc<crate::split::ColdCopy>);
+    impl Drop for Abandon {
         fn drop(&mut self) {
-            self.0.store(false, Ordering::Relaxed);
+            self.0.abandon();
         }
     }
-    let wanted = Wanted(Arc::new(AtomicBool::new(true)));
-    let jobs = pieces.into_iter().map(|piece| {
-        let (src, dst, flag) = (Arc::clone(&src), Arc::clone(&dst), Arc::clone(&wanted.0));
-        pool.call(move || {
-            for (off, len) in piece {
-                if let Err(e) = fsops::copy::copy_kernel_range_blocking(&src, &dst, off, len, &flag)
-                {
-                    // The other pieces stop at their next step.
-                    flag.store(false, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
-            Ok(())
-        })
-    });
-    let results = futures_util::future::join_all(jobs).await;
-    drop(wanted);
-    // The error that stopped the copy, before the `Interrupted` of the pieces it stopped.
-    let mut err: Option<io::Error> = None;
-    for e in results.into_iter().filter_map(Result::err) {
-        let stopped = |e: &io::Error| e.kind() == io::ErrorKind::Interrupted;
-        if err.as_ref().is_none_or(|f| stopped(f) && !stopped(&e)) {
-            err = Some(e);
-        }
+    let _abandon = Abandon(Arc::clone(&job));
+    // Helpers for the other pieces: before each piece, each gives way as soon as another cold
+    // file's job waits or runs in the pool (so many cold files are copied one thread each,
+    // without two writers contending for one file's inode lock: measured 15-20% slower with
+    // them), and takes pieces while this file is the pool's only one (one large file is read
+    // at several offsets at once: 3x faster than one thread).
+    let mine = Arc::clone(&job);
+    let result = pool.submit_primary(move || mine.run());
+    let helpers = (job.pieces() - 1).min(pool.size() - 1);
+    for _ in 0..helpers {
+        let (job, waiting) = (Arc::clone(&job), pool.waiting());
+        pool.spawn(move || job.work(|| !waiting.alone()));
     }
-    Some(err.map_or(Ok(end), Err))
+    let r = result.await;
+    bump(&core.counters.offloaded_pieces, job.copied_pieces());
+    Some(r.map(|()| end))
 }
 
 /// The jobs of a cold copy: `ranges` grouped into pieces of about `chunk` bytes (a range longer

@@ -11,6 +11,7 @@
 //! a core keeps its other files going meanwhile: the counterpart, for a call io_uring has no
 //! opcode for, of sending a cold open or read to the ring.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
@@ -20,7 +21,20 @@ type Job = Box<dyn FnOnce() + Send>;
 /// The pool. Dropping it closes the queue and joins the threads.
 pub(crate) struct Workers {
     tx: Option<crossbeam_channel::Sender<Job>>,
+    /// Jobs submitted with [`Workers::submit_primary`]: waiting for a thread, and running.
+    primaries: Arc<[AtomicUsize; 2]>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// Seen from a helper job: what the primary jobs are doing (`Workers::waiting`).
+pub(crate) struct Waiting(Arc<[AtomicUsize; 2]>);
+
+impl Waiting {
+    /// No primary job waits for a thread and at most one runs (the helper's own): the pool
+    /// would otherwise idle, so a helper may take the thread.
+    pub(crate) fn alone(&self) -> bool {
+        self.0[0].load(Ordering::Acquire) == 0 && self.0[1].load(Ordering::Acquire) <= 1
+    }
 }
 
 /// Where a result waits for its core.
@@ -56,7 +70,55 @@ impl Workers {
         }
         Ok(Self {
             tx: Some(tx),
+            primaries: Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]),
             threads,
+        })
+    }
+
+    /// The pool's threads.
+    pub(crate) fn size(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// A handle a helper job asks whether it may take the thread ([`Waiting::alone`]).
+    pub(crate) fn waiting(&self) -> Waiting {
+        Waiting(Arc::clone(&self.primaries))
+    }
+
+    /// Queue `f` with no result to wait for (a helper job).
+    pub(crate) fn spawn(&self, f: impl FnOnce() + Send + 'static) {
+        self.send(Box::new(f));
+    }
+
+    fn send(&self, job: Job) {
+        match &self.tx {
+            Some(tx) => {
+                if let Err(crossbeam_channel::SendError(job)) = tx.send(job) {
+                    job();
+                }
+            }
+            None => job(),
+        }
+    }
+
+    /// [`Workers::submit`] counted as a primary job, waiting and then running: helpers give way
+    /// to it.
+    pub(crate) fn submit_primary<T, F>(
+        &self,
+        f: F,
+    ) -> impl std::future::Future<Output = T> + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let counts = Arc::clone(&self.primaries);
+        counts[0].fetch_add(1, Ordering::AcqRel);
+        self.submit(move || {
+            counts[1].fetch_add(1, Ordering::AcqRel);
+            counts[0].fetch_sub(1, Ordering::AcqRel);
+            let r = f();
+            counts[1].fetch_sub(1, Ordering::AcqRel);
+            r
         })
     }
 
@@ -67,11 +129,21 @@ impl Workers {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> T {
+        self.submit(f).await
+    }
+
+    /// [`Workers::call`], queued now (not at the first poll): the future only waits for the
+    /// result.
+    pub(crate) fn submit<T, F>(&self, f: F) -> impl std::future::Future<Output = T> + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
         let slot = Arc::new(Slot {
             state: Mutex::new((None, None)),
         });
         let theirs = Arc::clone(&slot);
-        let job: Job = Box::new(move || {
+        self.send(Box::new(move || {
             let value = f();
             let waker = {
                 let mut s = theirs.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -81,15 +153,7 @@ impl Workers {
             if let Some(w) = waker {
                 w.wake();
             }
-        });
-        match &self.tx {
-            Some(tx) => {
-                if let Err(crossbeam_channel::SendError(job)) = tx.send(job) {
-                    job();
-                }
-            }
-            None => job(),
-        }
+        }));
         std::future::poll_fn(move |cx| {
             let mut s = slot.state.lock().unwrap_or_else(|p| p.into_inner());
             match s.0.take() {
@@ -100,7 +164,6 @@ impl Workers {
                 }
             }
         })
-        .await
     }
 }
 
