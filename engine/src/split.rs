@@ -10,8 +10,8 @@
 //!
 //! A cold large file is not split across the cores (each would block in its reads); it goes to
 //! the cold-copy pool as a [`ColdCopy`]: the same cursor over `--split-chunk` pieces, claimed by
-//! the file's own pool job and by helper jobs that take pieces only while the file is the only
-//! cold one in the pool.
+//! the file's own pool job and, when after its first piece the file is the only cold one in the
+//! pool, by helper jobs that give way as soon as another cold file arrives.
 
 use std::io;
 use std::os::fd::OwnedFd;

@@ -2288,18 +2288,29 @@ async fn copy_cold(
         }
     }
     let _abandon = Abandon(Arc::clone(&job));
-    // Helpers for the other pieces: before each piece, each gives way as soon as another cold
-    // file's job waits or runs in the pool (so many cold files are copied one thread each,
-    // without two writers contending for one file's inode lock: measured 15-20% slower with
-    // them), and takes pieces while this file is the pool's only one (one large file is read
-    // at several offsets at once: 3x faster than one thread).
     let mine = Arc::clone(&job);
-    let result = pool.submit_primary(move || mine.run());
     let helpers = (job.pieces() - 1).min(pool.size() - 1);
-    for _ in 0..helpers {
-        let (job, waiting) = (Arc::clone(&job), pool.waiting());
-        pool.spawn(move || job.work(|| !waiting.alone()));
-    }
+    let spawner = if helpers > 0 { pool.spawner() } else { None };
+    let result = pool.submit_primary(move || {
+        if let Some(spawner) = spawner {
+            // The first piece alone: by the time it is copied, the cores have handed over the
+            // other cold files they hold, so `alone` says whether this one has the pool to
+            // itself. Only then do helpers take pieces, and each gives way before its next
+            // piece as soon as another cold file's job waits or runs: two threads writing one
+            // file contend for its inode lock (28-32% of the samples spinning when helpers
+            // started with every file), while one lone large file gains from being read at
+            // several offsets at once (3x faster than one thread).
+            let first = std::cell::Cell::new(false);
+            mine.work(|| first.replace(true));
+            if spawner.alone() {
+                for _ in 0..helpers {
+                    let (job, waiting) = (Arc::clone(&mine), spawner.waiting());
+                    spawner.spawn(move || job.work(|| !waiting.alone()));
+                }
+            }
+        }
+        mine.run()
+    });
     let r = result.await;
     bump(&core.counters.offloaded_pieces, job.copied_pieces());
     Some(r.map(|()| end))

@@ -27,7 +27,34 @@ pub(crate) struct Workers {
 }
 
 /// Seen from a helper job: what the primary jobs are doing (`Workers::waiting`).
+#[derive(Clone)]
 pub(crate) struct Waiting(Arc<[AtomicUsize; 2]>);
+
+/// A job's way to queue more jobs on its own pool (`Workers::spawner`). It holds a sending end:
+/// kept only inside a job, never beyond the pool's life (the pool's threads end when the last
+/// sending end is gone).
+pub(crate) struct Spawner {
+    tx: crossbeam_channel::Sender<Job>,
+    waiting: Waiting,
+}
+
+impl Spawner {
+    /// See [`Waiting::alone`].
+    pub(crate) fn alone(&self) -> bool {
+        self.waiting.alone()
+    }
+
+    pub(crate) fn waiting(&self) -> Waiting {
+        self.waiting.clone()
+    }
+
+    /// Queue `f` (run here if the pool is gone).
+    pub(crate) fn spawn(&self, f: impl FnOnce() + Send + 'static) {
+        if let Err(crossbeam_channel::SendError(job)) = self.tx.send(Box::new(f)) {
+            job();
+        }
+    }
+}
 
 impl Waiting {
     /// No primary job waits for a thread and at most one runs (the helper's own): the pool
@@ -85,9 +112,12 @@ impl Workers {
         Waiting(Arc::clone(&self.primaries))
     }
 
-    /// Queue `f` with no result to wait for (a helper job).
-    pub(crate) fn spawn(&self, f: impl FnOnce() + Send + 'static) {
-        self.send(Box::new(f));
+    /// A [`Spawner`] for a job to queue helpers with (`None` once the pool is closing).
+    pub(crate) fn spawner(&self) -> Option<Spawner> {
+        Some(Spawner {
+            tx: self.tx.clone()?,
+            waiting: self.waiting(),
+        })
     }
 
     fn send(&self, job: Job) {
