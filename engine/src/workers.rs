@@ -9,7 +9,10 @@
 //! The same pool type, started on first need by a core and unpinned by its threads, runs the
 //! copies that would wait for the disk (`copy_file_range` of a source not in the page cache), so
 //! a core keeps its other files going meanwhile: the counterpart, for a call io_uring has no
-//! opcode for, of sending a cold open or read to the ring.
+//! opcode for, of sending a cold open or read to the ring. There a cold file's own job is a
+//! *primary* job (counted while it waits and while it runs); the helper jobs it may queue for
+//! its other pieces take a thread only while it is the pool's one primary ([`Waiting::alone`]).
+//! The counts are touched once per cold file, never per small file.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
