@@ -561,7 +561,7 @@ pub fn command() -> Command {
             .long("split-chunk")
             .value_name("SIZE")
             .value_parser(parse_size)
-            .help("a file copied with copy_file_range that is at least twice SIZE is cut into chunks of SIZE that several cores copy at once; 0 never splits (1M..=1G) [default: 64M]")
+            .help("a file copied with copy_file_range that is at least twice SIZE is cut into chunks of SIZE that several cores copy at once (a cold one: pieces that cold-copy threads copy, several at once while it is the only cold file); 0 never splits (1M..=1G) [default: 64M]")
             .help_heading("Engine"),
     )
     .arg(
