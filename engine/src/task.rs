@@ -316,20 +316,23 @@ fn dir_rules_for(
     if !filters.has_dir_merges() {
         return None;
     }
+    let report_all = |errors: Vec<_>| {
+        for e in errors {
+            report(
+                core,
+                src_path,
+                "read filter rules",
+                &io::Error::other(e),
+                ErrorClass::Partial,
+            );
+        }
+    };
     let prescanned;
     let parent = match parent {
         Some(p) => Some(&**p),
         None => {
             let (acc, errors) = filters.prescan_rules(above);
-            for e in errors {
-                report(
-                    core,
-                    src_path,
-                    "read filter rules",
-                    &io::Error::other(e),
-                    ErrorClass::Partial,
-                );
-            }
+            report_all(errors);
             prescanned = acc;
             prescanned.as_ref()
         }
@@ -337,15 +340,7 @@ fn dir_rules_for(
     let (rules, errors) = filters.dir_rules(parent, rel.as_os_str().as_bytes(), &mut |name| {
         read_rules_file(src, name)
     });
-    for e in errors {
-        report(
-            core,
-            src_path,
-            "read filter rules",
-            &io::Error::other(e),
-            ErrorClass::Partial,
-        );
-    }
+    report_all(errors);
     Some(Arc::new(rules))
 }
 

@@ -53,9 +53,7 @@ impl Spawner {
 
     /// Queue `f` (run here if the pool is gone).
     pub(crate) fn spawn(&self, f: impl FnOnce() + Send + 'static) {
-        if let Err(crossbeam_channel::SendError(job)) = self.tx.send(Box::new(f)) {
-            job();
-        }
+        send_or_run(Some(&self.tx), Box::new(f));
     }
 }
 
@@ -124,14 +122,7 @@ impl Workers {
     }
 
     fn send(&self, job: Job) {
-        match &self.tx {
-            Some(tx) => {
-                if let Err(crossbeam_channel::SendError(job)) = tx.send(job) {
-                    job();
-                }
-            }
-            None => job(),
-        }
+        send_or_run(self.tx.as_ref(), job);
     }
 
     /// [`Workers::submit`] counted as a primary job, waiting and then running: helpers give way
@@ -197,6 +188,20 @@ impl Workers {
                 }
             }
         })
+    }
+}
+
+/// Queue `job`, or run it on the calling thread when the pool is closing or gone.
+fn send_or_run(tx: Option<&crossbeam_channel::Sender<Job>>, job: Job) {
+    let unsent = match tx {
+        Some(tx) => tx
+            .send(job)
+            .err()
+            .map(|crossbeam_channel::SendError(job)| job),
+        None => Some(job),
+    };
+    if let Some(job) = unsent {
+        job();
     }
 }
 
