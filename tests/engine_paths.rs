@@ -320,12 +320,13 @@ fn cold_small_files_go_to_the_ring_and_stay_exact() {
     assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
     assert_same(&src, &dst, treediff::Check::archive());
     let v = stats(&json);
-    let ring = v["routes"]["read"]["ring"].as_u64().unwrap()
-        + v["routes"]["open"]["ring"].as_u64().unwrap();
-    assert!(
-        ring > 0,
-        "nothing waited for the disk after drop_caches: {v}"
-    );
+    // (Nearly) every open and read would wait for the disk.
+    for class in ["open", "read"] {
+        assert!(
+            v["routes"][class]["ring"].as_u64().unwrap() >= 450,
+            "the cold {class}s stayed on the cores: {v}"
+        );
+    }
     // Warm now: a second copy reads everything inline.
     let json2 = s.path().join("warm.json");
     let json2_arg = json2.display().to_string();
@@ -336,8 +337,16 @@ fn cold_small_files_go_to_the_ring_and_stay_exact() {
     );
     assert_eq!(code(&out), 0);
     let v = stats(&json2);
-    assert_eq!(v["routes"]["read"]["ring"].as_u64(), Some(0), "{v}");
-    assert_eq!(v["routes"]["read"]["inline"].as_u64(), Some(500), "{v}");
+    // `RWF_NOWAIT` may still refuse a cached page the kernel holds locked for a moment (reclaim,
+    // migration: a CI run saw 5 of 500), and such a read rightly goes to the ring; but a warm
+    // copy reads (nearly) everything on its core.
+    let (inline, ring) = (
+        v["routes"]["read"]["inline"].as_u64().unwrap(),
+        v["routes"]["read"]["ring"].as_u64().unwrap(),
+    );
+    assert_eq!(inline + ring, 500, "{v}");
+    assert!(ring <= 25, "a warm copy sent {ring} reads to the ring: {v}");
+    assert_eq!(v["routes"]["open"]["inline"].as_u64(), Some(500), "{v}");
 }
 
 #[test]
