@@ -21,6 +21,9 @@
 //!   bytes and steals.
 //! * `run --arsync BIN --src DIR [--reps N] [-- ARGS]`: quick repeated runs of arsync alone with
 //!   wall, CPU and peak RSS (used for the memory-bound check).
+//!
+//! The commands that time copies pause DAMON's proactive page reclaim while they run, where the
+//! machine runs it and the harness may (`runner::Damon`; `--keep-damon` leaves it running).
 
 mod datasets;
 mod report;
@@ -91,6 +94,9 @@ fn today_host() -> String {
     )
 }
 
+/// How many DAMON daemons this run paused (for the report's environment line).
+static DAMON_PAUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn environment(data: &Path, arsync: &Path) -> String {
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism()
@@ -113,8 +119,12 @@ fn environment(data: &Path, arsync: &Path) -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
+    let damon = match DAMON_PAUSED.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => String::new(),
+        n => format!(" DAMON reclaim ({n} kdamond) paused during the runs."),
+    };
     format!(
-        "Machine: {cpus} CPUs, kernel {}, data on {fs_type}; {version}.",
+        "Machine: {cpus} CPUs, kernel {}, data on {fs_type}; {version}.{damon}",
         kernel.trim()
     )
 }
@@ -671,7 +681,8 @@ fn usage() -> ! {
          arsync-bench sched [--tasks 262144] [--cost-us 5] [--max 8] [--reps 3] [--out DIR]\n  \
          arsync-bench resync --data DIR --arsync BIN [--files 100000] [--pct 1] [--reps 5]\n  \
          arsync-bench run --arsync BIN --src DIR [--reps N] [-- ARSYNC_ARGS...]\n  \
-         arsync-bench sweep --data DIR --arsync BIN --variants \"ARGS;ARGS;...\" [--base \"-a\"] [--datasets small] [--cache warm,cold] [--reps 3] [--out DIR] [--wait S]",
+         arsync-bench sweep --data DIR --arsync BIN --variants \"ARGS;ARGS;...\" [--base \"-a\"] [--datasets small] [--cache warm,cold] [--reps 3] [--out DIR] [--wait S]\n\
+         (the timing commands pause DAMON's page reclaim while they run; --keep-damon leaves it)",
         datasets::KINDS.join(", ")
     );
     if help {
@@ -690,6 +701,13 @@ fn main() -> Result<()> {
     let Some(cmd) = args.0.first().and_then(|a| a.to_str()).map(str::to_string) else {
         usage()
     };
+    // The commands that time copies run with DAMON's reclaim paused (`runner::Damon`).
+    let timed = ["compare", "threads", "ranks", "resync", "run", "sweep"].contains(&cmd.as_str());
+    let damon = runner::Damon::pause(
+        Path::new(runner::DAMON_ADMIN),
+        !timed || args.flag("--keep-damon"),
+    );
+    DAMON_PAUSED.store(damon.paused(), std::sync::atomic::Ordering::Relaxed);
     match cmd.as_str() {
         "gen" => {
             let (Some(kind), Some(dir)) = (args.0.get(1), args.0.get(2)) else {
