@@ -573,6 +573,52 @@ fn cold_kernel_copies_leave_the_core_and_stay_exact() {
     assert_eq!(per_core_sum(&v, "offloaded_pieces"), 0, "{v}");
 }
 
+/// While the cold-copy pool copies a cold large file, its core goes on to take other large
+/// files (each to the pool too): before, a core held one large file at a time, so two cores kept
+/// two of the pool's four threads busy.
+#[test]
+fn a_core_keeps_several_cold_large_files_on_the_pool() {
+    let _cache = page_cache();
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..6u64 {
+        write(&src.join(format!("f{i}")), &content(10 + i, 16 << 20));
+    }
+    for i in 0..6 {
+        evict(&src.join(format!("f{i}")));
+    }
+    if resident_pages(&src.join("f0")) > 0 {
+        skip(
+            "a_core_keeps_several_cold_large_files_on_the_pool",
+            "this file system keeps the pages in memory (tmpfs?)",
+        );
+        return;
+    }
+    let json = s.path().join("s.json");
+    let j = json.display().to_string();
+    let out = copy_contents(
+        &["-a", "--threads=2", "--split-chunk=0", "--stats-json", &j],
+        &src,
+        &s.path().join("dst"),
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_same(&src, &s.path().join("dst"), treediff::Check::archive());
+    let v = stats(&json);
+    assert_eq!(per_core_sum(&v, "offloaded_files"), 6, "{v}");
+    let peak = v["cores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["offloaded_peak"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        peak >= 2,
+        "no core had more than one cold file on the pool: {v}"
+    );
+}
+
 #[test]
 fn direct_io_bypasses_the_page_cache_and_is_exact() {
     let _cache = page_cache();

@@ -500,6 +500,7 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
                 "split_chunks": c.split_chunks,
                 "offloaded_files": c.offloaded_files,
                 "offloaded_pieces": c.offloaded_pieces,
+                "offloaded_peak": c.offloaded_peak,
                 "routes": routes_json(&[c.routed]),
                 "hard_linked": c.hard_linked,
             })

@@ -83,6 +83,9 @@ pub(crate) struct Counters {
     pub split_chunks: Cell<u64>,
     pub offloaded_files: Cell<u64>,
     pub offloaded_pieces: Cell<u64>,
+    /// Cold files of this core on the pool now, and the most at once.
+    pub offloaded_now: Cell<u64>,
+    pub offloaded_peak: Cell<u64>,
     /// Calls per routed class and path (`route`).
     pub routed: [[Cell<u64>; 3]; 5],
     pub hard_links: Cell<u64>,
@@ -601,6 +604,7 @@ fn core_thread(
             split_chunks: core.counters.split_chunks.get(),
             offloaded_files: core.counters.offloaded_files.get(),
             offloaded_pieces: core.counters.offloaded_pieces.get(),
+            offloaded_peak: core.counters.offloaded_peak.get(),
             routed: std::array::from_fn(|c| {
                 std::array::from_fn(|v| core.counters.routed[c][v].get())
             }),

@@ -679,6 +679,9 @@ pub struct CoreReport {
     pub offloaded_files: u64,
     /// Pool jobs of those copies (a large cold file is cut into `--split-chunk` pieces).
     pub offloaded_pieces: u64,
+    /// The most cold files this core had on the pool at once (it takes another large file
+    /// while the pool copies one).
+    pub offloaded_peak: u64,
     /// Calls per routed class ([`ROUTE_CLASSES`]) and path (inline, ring, worker).
     pub routed: [[u64; 3]; 5],
     /// Names made as hard links to an already copied inode.

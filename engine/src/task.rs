@@ -209,6 +209,24 @@ impl Drop for Heavy<'_> {
     }
 }
 
+impl Heavy<'_> {
+    /// The core is free while this file's data is copied elsewhere (on the cold-copy pool): it
+    /// may take another large file meanwhile, until the returned guard drops.
+    fn lighten(&self) -> Lightened<'_> {
+        self.0.heavy.set(self.0.heavy.get() - 1);
+        Lightened(self.0)
+    }
+}
+
+/// See [`Heavy::lighten`].
+struct Lightened<'a>(&'a Core);
+
+impl Drop for Lightened<'_> {
+    fn drop(&mut self) {
+        self.0.heavy.set(self.0.heavy.get() + 1);
+    }
+}
+
 fn report(core: &Core, path: &Path, op: &'static str, error: &io::Error, class: ErrorClass) {
     let c = &core.counters;
     match class {
@@ -2079,7 +2097,7 @@ async fn copy_file(
                     Ok(0)
                 } else {
                     match sys::open_source(reference, name, cfg.open_noatime) {
-                        Ok(from) => copy_file_data(core, parent, &from, &st, dst_name).await,
+                        Ok(from) => copy_file_data(core, parent, &from, &st, dst_name, None).await,
                         Err(e) => Err(src_err("open (reference)")(e)),
                     }
                 };
@@ -2121,8 +2139,8 @@ async fn copy_file(
         );
         return Ok(Outcome::Done);
     }
-    let _heavy = large.then(|| Heavy::new(core));
-    let r = copy_file_data(core, parent, &src, &st, dst_name).await;
+    let heavy = large.then(|| Heavy::new(core));
+    let r = copy_file_data(core, parent, &src, &st, dst_name, heavy.as_ref()).await;
     hardlink_done(core, parent, dst_name, &st, r.is_ok());
     let bytes = r?;
     bump(&core.counters.files, 1);
@@ -2258,6 +2276,7 @@ async fn copy_cold(
     src: &OwnedFd,
     dst: &OwnedFd,
     ranges: &[(u64, u64)],
+    heavy: Option<&Heavy<'_>>,
 ) -> Option<io::Result<u64>> {
     let &(first, _) = ranges.iter().find(|r| r.1 > 0)?;
     if sys::is_cached(src.as_fd(), first) != Some(false) {
@@ -2306,6 +2325,22 @@ async fn copy_cold(
         }
         mine.run()
     });
+    // While the pool copies, this core takes other large files (each to the pool too when
+    // cold): otherwise each core would have one cold file in flight, and two cores would keep
+    // two of the pool's threads busy (measured: `large` cold 1.09 s against xcp's 0.97 s, whose
+    // four threads each copy a file).
+    let _light = heavy.map(Heavy::lighten);
+    struct OnPool<'a>(&'a crate::core::Counters);
+    impl Drop for OnPool<'_> {
+        fn drop(&mut self) {
+            self.0.offloaded_now.set(self.0.offloaded_now.get() - 1);
+        }
+    }
+    let c = &core.counters;
+    c.offloaded_now.set(c.offloaded_now.get() + 1);
+    c.offloaded_peak
+        .set(c.offloaded_peak.get().max(c.offloaded_now.get()));
+    let _on_pool = OnPool(c);
     let r = result.await;
     bump(&core.counters.offloaded_pieces, job.copied_pieces());
     Some(r.map(|()| end))
@@ -2559,6 +2594,7 @@ async fn copy_file_data(
     src: &OwnedFd,
     st: &Stat,
     dst_name: &CStr,
+    heavy: Option<&Heavy<'_>>,
 ) -> EntryResult<u64> {
     let cfg = &core.shared.config;
     let policy = &core.shared.policy;
@@ -2643,7 +2679,7 @@ async fn copy_file_data(
                 && core.worker.borrow().count() > 1;
             // A cold source goes to the pool first (in pieces when large); a warm large one is
             // split across the cores.
-            let copied = if let Some(r) = copy_cold(core, src, &dst, &[(0, st.size)]).await {
+            let copied = if let Some(r) = copy_cold(core, src, &dst, &[(0, st.size)], heavy).await {
                 r
             } else if split {
                 copy_split(core, src, &dst, st.size, dst_name).await
@@ -2675,7 +2711,7 @@ async fn copy_file_data(
                 }
             }
             let mut copied = Ok(0);
-            if let Some(r) = copy_cold(core, src, &dst, extents).await {
+            if let Some(r) = copy_cold(core, src, &dst, extents, heavy).await {
                 copied = r;
             } else {
                 for &(off, len) in extents {
