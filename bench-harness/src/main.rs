@@ -245,7 +245,7 @@ fn alternate(
                         _ => runner::warm(&src)?,
                     }
                     dests.ensure_room(bytes)?;
-                    runner::prefault();
+                    runner::prefault(bytes);
                     let dst = dests.next(&format!("{name}-{}-{cache}", tool.name));
                     let s = runner::measure(&mut runner::command(tool, &src, &dst))?;
                     let verdict = if rep == 0 && cache == &caches[0] {
@@ -382,7 +382,7 @@ fn scaling(a: &Args, mpi: bool) -> Result<()> {
         for t in 1..=max {
             runner::warm(&src)?;
             dests.ensure_room(bytes)?;
-            runner::prefault();
+            runner::prefault(bytes);
             let mut args = if mpi {
                 let mut v: Vec<String> = ["--allow-run-as-root", "--oversubscribe", "-np"]
                     .map(String::from)
@@ -583,7 +583,7 @@ fn resync(a: &Args) -> Result<()> {
             }
             for k in 0..tools.len() {
                 let i = (k + rep) % tools.len();
-                runner::prefault();
+                runner::prefault(0);
                 let s = runner::measure(&mut runner::command(&tools[i], &src, &dsts[i]))?;
                 eprintln!(
                     "[arsync-bench] {label} rep{rep} {} ({changed} changed) wall {:.3} s exit {}",
@@ -757,7 +757,12 @@ fn main() -> Result<()> {
             runner::measure_here(program, &args.0[2..])
         }
         "prefault" => {
-            runner::prefault_here();
+            runner::prefault_here(
+                args.0
+                    .get(1)
+                    .and_then(|m| m.to_str()?.parse().ok())
+                    .unwrap_or(1024),
+            );
             Ok(())
         }
         _ => usage(),

@@ -203,20 +203,46 @@ pub fn cold(settle: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Touch and free 1 GiB so every run starts from the same memory state: this VM hands freed
-/// memory back to its host, and faulting it in again costs up to 2× on the next run.
+/// Touch and free memory so every run starts from the same memory state: this VM hands freed
+/// memory back to its host, and faulting it in again costs up to 2× on the next run. The amount
+/// covers what a copy of `bytes` puts in the page cache (source and destination) plus 1 GiB, at
+/// most half the available memory ([`prefault_bytes`]): with 1 GiB before each copy of the
+/// 2 GiB `large` set, every tool spent 3.1–3.9 CPU-s faulting in the rest, against 0.9–1.1 with
+/// 6 GiB (by hand, medians of 5).
 ///
 /// It runs in a child process (`arsync-bench prefault`): a child inherits its parent's peak RSS
 /// across fork and exec, so touching the memory here would inflate every measured tool's RSS.
-pub fn prefault() {
+pub fn prefault(bytes: u64) {
+    let want = prefault_bytes(bytes, mem_available());
     if let Ok(me) = std::env::current_exe() {
-        let _ = Command::new(me).arg("prefault").status();
+        let _ = Command::new(me)
+            .arg("prefault")
+            .arg((want >> 20).to_string())
+            .status();
     }
 }
 
-/// The body of `arsync-bench prefault`.
-pub fn prefault_here() {
-    let mut v = vec![0u8; 1 << 30];
+/// Bytes to touch before a copy of `bytes` with `available` bytes of memory available.
+pub fn prefault_bytes(bytes: u64, available: u64) -> u64 {
+    const GIB: u64 = 1 << 30;
+    (2 * bytes + GIB).min(available / 2).max(GIB)
+}
+
+/// `MemAvailable` from `/proc/meminfo`, in bytes (0 when unknown).
+fn mem_available() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib << 10)
+}
+
+/// The body of `arsync-bench prefault [MiB]` (1 GiB by default).
+pub fn prefault_here(mib: u64) {
+    let mut v = vec![0u8; (mib as usize) << 20];
     for i in (0..v.len()).step_by(4096) {
         v[i] = 1;
     }
@@ -460,6 +486,17 @@ pub fn census(dir: &Path) -> Result<(u64, u64, u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Enough memory is touched to cover the copy's page cache, within limits.
+    #[test]
+    fn prefault_covers_the_copy_within_half_the_memory() {
+        const G: u64 = 1 << 30;
+        assert_eq!(prefault_bytes(60 << 20, 20 * G), G + (120 << 20));
+        assert_eq!(prefault_bytes(2 * G, 20 * G), 5 * G);
+        assert_eq!(prefault_bytes(20 * G, 20 * G), 10 * G);
+        assert_eq!(prefault_bytes(2 * G, 0), G);
+        assert!(mem_available() > 0);
+    }
 
     /// Running kdamonds are paused for the runs and resumed afterwards; stopped ones are left
     /// alone, and `keep` touches nothing.
