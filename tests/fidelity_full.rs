@@ -851,9 +851,13 @@ fn one_large_file_is_split_between_cores() {
                 "every chunk copied once: {doc}"
             );
             if hooks {
+                // The hook guarantees that another core claimed a chunk before the owner went
+                // on; the owner itself may then find none left (a CI run: [0, 49], the owner's
+                // vCPU descheduled while the helper copied them all).
+                let owner = files.iter().position(|&f| f == 1).unwrap();
                 assert!(
-                    chunks.iter().all(|&n| n > 0),
-                    "one core copied every chunk: {chunks:?}"
+                    chunks.iter().enumerate().any(|(i, &n)| i != owner && n > 0),
+                    "no core but the owner (core {owner}) copied a chunk: {chunks:?}"
                 );
             }
         } else {
