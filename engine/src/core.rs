@@ -630,11 +630,78 @@ fn iowq_caps(rt: &compio::runtime::Runtime, max: u32) -> Option<[u32; 2]> {
     fsops::sys::iowq_max_workers(fd, 0, 0).ok()
 }
 
-type LocalTask = Pin<Box<dyn Future<Output = ()>>>;
+/// A task's future in a box that is used again for later tasks: the boxes of finished tasks wait
+/// in a per-core free list, so a task costs no allocation (a core runs at most `limit` + 1 at
+/// once). `F` is the one future type of [`task::run`].
+struct Slot<F: Future<Output = ()>> {
+    fut: Option<Pin<Box<Option<F>>>>,
+    free: FreeSlots<F>,
+}
+
+/// A core's boxes of finished tasks, for the next tasks.
+type FreeSlots<F> = Rc<RefCell<Vec<Pin<Box<Option<F>>>>>>;
+
+impl<F: Future<Output = ()>> Slot<F> {
+    fn new(free: &FreeSlots<F>, fut: F) -> Self {
+        let reused = free.borrow_mut().pop();
+        let boxed = match reused {
+            Some(mut b) => {
+                b.set(Some(fut));
+                b
+            }
+            None => Box::pin(Some(fut)),
+        };
+        Slot {
+            fut: Some(boxed),
+            free: Rc::clone(free),
+        }
+    }
+
+    /// Drop the future (finished or not) and put its box back in the free list.
+    fn release(&mut self) {
+        if let Some(mut b) = self.fut.take() {
+            b.set(None);
+            self.free.borrow_mut().push(b);
+        }
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Slot<F> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let Some(b) = self.fut.as_mut() else {
+            return Poll::Ready(());
+        };
+        let Some(f) = b.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let r = f.poll(cx);
+        if r.is_ready() {
+            self.release();
+        }
+        r
+    }
+}
+
+impl<F: Future<Output = ()>> Drop for Slot<F> {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
 
 async fn core_loop(core: Rc<Core>, bell: &Doorbell) {
+    core_loop_with(core, bell, task::run).await
+}
+
+async fn core_loop_with<F: Future<Output = ()>>(
+    core: Rc<Core>,
+    bell: &Doorbell,
+    run: impl Fn(Rc<Core>, task::Task) -> F,
+) {
     let limit = core.shared.config.inflight_per_core.max(1);
-    let mut inflight: FuturesUnordered<LocalTask> = FuturesUnordered::new();
+    let free: FreeSlots<F> = Rc::new(RefCell::new(Vec::new()));
+    let mut inflight: FuturesUnordered<Slot<F>> = FuturesUnordered::new();
     // A core busy with a large file that handed one back takes nothing new until it is done.
     let blocked = || core.deferred.get() && core.heavy.get() > 0;
     loop {
@@ -649,8 +716,9 @@ async fn core_loop(core: Rc<Core>, bell: &Doorbell) {
             match popped {
                 Pop::Task(t) => {
                     bump(&core.counters.tasks, 1);
-                    let mut fut: LocalTask = Box::pin(task::run(Rc::clone(&core), t));
-                    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+                    let mut fut = Slot::new(&free, run(Rc::clone(&core), t));
+                    let first =
+                        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await;
                     if first.is_pending() {
                         // FuturesUnordered polls a newly pushed future on its next turn, with
                         // its own waker, so nothing is lost by the poll above.

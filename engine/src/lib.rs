@@ -62,6 +62,7 @@ pub mod hooks;
 pub mod latency;
 mod limit;
 mod links;
+mod name;
 pub mod remote;
 mod route;
 pub mod select;

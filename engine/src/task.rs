@@ -50,7 +50,7 @@ pub(crate) enum Task {
     /// Copy one entry of a directory.
     Entry {
         parent: Arc<DirNode>,
-        name: CString,
+        name: crate::name::Name,
         file_type: FileType,
         /// The inode number the directory listing gave (`d_ino`).
         ino: u64,
@@ -251,9 +251,10 @@ fn source_class(e: &io::Error) -> ErrorClass {
     }
 }
 
+/// The item event of an entry (`rel` builds its path, only when something listens).
 fn item(
     core: &Core,
-    rel: PathBuf,
+    rel: impl FnOnce() -> PathBuf,
     (file_type, stat): (FileType, Option<&Stat>),
     bytes: u64,
     change: &Change,
@@ -266,7 +267,7 @@ fn item(
         // The counters the observer may read (`--progress`) include this item.
         core.publish_progress();
         core.shared.observer.event(&Event::Item {
-            path: &rel,
+            path: &rel(),
             file_type,
             bytes,
             stat,
@@ -280,7 +281,7 @@ fn item(
 /// made it: a hard link, a local copy).
 fn unchanged_item(
     core: &Core,
-    rel: PathBuf,
+    rel: impl FnOnce() -> PathBuf,
     what: (FileType, Option<&Stat>),
     how: How,
     link: Option<&[u8]>,
@@ -837,7 +838,13 @@ fn take_exact_reference(
         }
         _ => return false,
     };
-    unchanged_item(core, parent.child_rel(dst_name), (ft, Some(st)), how, link);
+    unchanged_item(
+        core,
+        || parent.child_rel(dst_name),
+        (ft, Some(st)),
+        how,
+        link,
+    );
     true
 }
 
@@ -1036,7 +1043,7 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
         }
         batch.push(Task::Entry {
             parent: Arc::clone(&node),
-            name: ent.name.to_owned(),
+            name: crate::name::Name::new(ent.name),
             file_type,
             ino: ent.ino,
         });
@@ -1173,7 +1180,7 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
         }
         tasks.push(Task::Entry {
             parent: Arc::clone(&node),
-            name: name.to_owned(),
+            name: crate::name::Name::new(name),
             file_type: st.file_type(),
             ino: st.ino,
         });
@@ -1228,7 +1235,7 @@ fn dir_item(core: &Core, node: &DirNode, rel: PathBuf) {
     if change.new || sync::attrs_differ(&change) {
         item(
             core,
-            rel,
+            || rel,
             (FileType::Dir, node.stat.as_ref()),
             0,
             &change,
@@ -1237,7 +1244,7 @@ fn dir_item(core: &Core, node: &DirNode, rel: PathBuf) {
     } else {
         unchanged_item(
             core,
-            rel,
+            || rel,
             (FileType::Dir, node.stat.as_ref()),
             change.how,
             None,
@@ -1878,7 +1885,7 @@ async fn hardlink_follow(
     let target = leader_rel.as_os_str().as_bytes();
     item(
         core,
-        parent.child_rel(dst_name),
+        || parent.child_rel(dst_name),
         (file_type, Some(st)),
         0,
         &change,
@@ -1983,7 +1990,7 @@ async fn copy_file(
                 bump(&core.counters.seen_bytes, st.size);
                 bump(&core.counters.unchanged, 1);
                 let what = (FileType::File, Some(&st));
-                unchanged_item(core, parent.child_rel(dst_name), what, How::Attrs, None);
+                unchanged_item(core, || parent.child_rel(dst_name), what, How::Attrs, None);
                 return Ok(Outcome::Done);
             }
             Verdict::Skip => {
@@ -2052,9 +2059,9 @@ async fn copy_file(
                     hardlink_done(core, parent, dst_name, &st, true);
                     bump(&core.counters.unchanged, 1);
                     if sync::attrs_differ(&change) {
-                        item(core, rel(), (FileType::File, Some(&st)), 0, &change, None);
+                        item(core, rel, (FileType::File, Some(&st)), 0, &change, None);
                     } else {
-                        unchanged_item(core, rel(), (FileType::File, Some(&st)), How::Attrs, None);
+                        unchanged_item(core, rel, (FileType::File, Some(&st)), How::Attrs, None);
                     }
                     return Ok(Outcome::Done);
                 }
@@ -2106,9 +2113,9 @@ async fn copy_file(
                 bump(&core.counters.files, 1);
                 bump(&core.counters.bytes, bytes);
                 if sync::attrs_differ(&local) {
-                    item(core, rel(), (FileType::File, Some(&st)), 0, &local, None);
+                    item(core, rel, (FileType::File, Some(&st)), 0, &local, None);
                 } else {
-                    unchanged_item(core, rel(), (FileType::File, Some(&st)), How::Local, None);
+                    unchanged_item(core, rel, (FileType::File, Some(&st)), How::Local, None);
                 }
                 return Ok(Outcome::Done);
             }
@@ -2131,7 +2138,7 @@ async fn copy_file(
         bump(&core.counters.bytes, st.size);
         item(
             core,
-            rel(),
+            rel,
             (FileType::File, Some(&st)),
             st.size,
             &change,
@@ -2147,14 +2154,7 @@ async fn copy_file(
     bump(&core.counters.bytes, bytes);
     change.how = How::Transfer;
     tracing::debug!(core = core.index, file = %rel().display(), bytes, "file copied");
-    item(
-        core,
-        rel(),
-        (FileType::File, Some(&st)),
-        bytes,
-        &change,
-        None,
-    );
+    item(core, rel, (FileType::File, Some(&st)), bytes, &change, None);
     Ok(Outcome::Done)
 }
 
@@ -2402,7 +2402,7 @@ enum Staging {
     InPlace,
     /// A file created under its final name inside a new subtree that nobody sees yet (removed
     /// if it fails or the run stops before it is complete).
-    Direct(CString),
+    Direct,
 }
 
 impl Staging {
@@ -2471,7 +2471,7 @@ async fn stage(
         let fd = route::create_named(core, parent, dst_name, mode)
             .await
             .map_err(dst_err("create"))?;
-        return Ok((Staging::Direct(dst_name.to_owned()), fd, None));
+        return Ok((Staging::Direct, fd, None));
     }
     if cfg.inplace {
         let (fd, size) = open_or_create(dir, dst_name)?;
@@ -2546,7 +2546,7 @@ fn publish(
     rel: &Path,
 ) -> EntryResult {
     match staging {
-        Staging::InPlace | Staging::Direct(_) => Ok(()),
+        Staging::InPlace | Staging::Direct => Ok(()),
         Staging::Named(tmp) => {
             sync::rename_over(core, dir, tmp, name, rel).map_err(dst_err("rename"))
         }
@@ -2623,7 +2623,8 @@ async fn copy_file_data(
     let mut temp = TempGuard {
         dir,
         name: match &staging {
-            Staging::Named(tmp) | Staging::Direct(tmp) => Some(tmp.clone()),
+            Staging::Named(tmp) => Some(tmp.as_c_str()),
+            Staging::Direct => Some(dst_name),
             _ => None,
         },
     };
@@ -2880,12 +2881,12 @@ async fn copy_file_data(
 /// Unlinks a staged temporary name when dropped, unless disarmed (`name = None`).
 struct TempGuard<'a> {
     dir: BorrowedFd<'a>,
-    name: Option<CString>,
+    name: Option<&'a CStr>,
 }
 
 impl Drop for TempGuard<'_> {
     fn drop(&mut self) {
-        if let Some(n) = &self.name {
+        if let Some(n) = self.name {
             let _ = sys::unlink_at(self.dir, n, 0);
         }
     }
@@ -3251,7 +3252,7 @@ async fn make_other(
             bump(&core.counters.unchanged, 1);
             let link = target.as_ref().map(|t| t.as_bytes());
             let what = (file_type, Some(&st));
-            unchanged_item(core, parent.child_rel(dst_name), what, How::Attrs, link);
+            unchanged_item(core, || parent.child_rel(dst_name), what, How::Attrs, link);
             return Ok(());
         }
         Some(c) => c,
@@ -3324,7 +3325,7 @@ async fn make_other(
     if change.new || change.checksum || sync::attrs_differ(&change) {
         item(
             core,
-            parent.child_rel(dst_name),
+            || parent.child_rel(dst_name),
             (file_type, Some(&st)),
             0,
             &change,
@@ -3332,7 +3333,7 @@ async fn make_other(
         );
     } else {
         let what = (file_type, Some(&st));
-        unchanged_item(core, parent.child_rel(dst_name), what, change.how, link);
+        unchanged_item(core, || parent.child_rel(dst_name), what, change.how, link);
     }
     Ok(())
 }
