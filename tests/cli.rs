@@ -50,6 +50,51 @@ fn version_reports_io_uring() {
     assert!(text.contains("io_uring:"), "{text}");
 }
 
+/// `arsync … | head`: stdout closed before arsync writes to it. The output stops, the run does
+/// not (rsync goes on too): the copy is complete and the exit code is the run's. Before, the first
+/// line `--version` or `--stats` printed panicked (exit 101), after a `-v` copy had finished.
+#[test]
+fn a_closed_stdout_stops_the_output_not_the_run() {
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..200 {
+        write(&src.join(format!("f{i}")), format!("file {i}").as_bytes());
+    }
+    let closed = || {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        writer
+    };
+    let status = arsync()
+        .arg("--version")
+        .stdout(closed())
+        .status()
+        .expect("run arsync");
+    assert_eq!(status.code(), Some(0), "--version into a closed pipe");
+    for (i, flags) in [&["-av"][..], &["-a", "--stats"], &["-av", "--stats", "-i"]]
+        .iter()
+        .enumerate()
+    {
+        let dst = t.path().join(format!("dst{i}"));
+        let out = arsync()
+            .args(*flags)
+            .arg(format!("{}/", src.display()))
+            .arg(&dst)
+            .stdout(closed())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run arsync");
+        assert_eq!(
+            code(&out),
+            0,
+            "{flags:?} into a closed pipe: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_same(&src, &dst, treediff::Check::archive());
+    }
+}
+
 #[test]
 fn usage_errors_exit_1_and_write_nothing() {
     let t = Scratch::new();

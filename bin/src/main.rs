@@ -2,6 +2,19 @@
 //! engine, prints what the engine reports (errors on stderr with path and OS error, rsync's
 //! "skipping" notices, `-v` item lists) and exits with rsync's exit codes.
 
+/// `println!` that never panics: when stdout is gone (`arsync -v … | head`) the output stops and
+/// the run goes on to its end and its exit code, as rsync's does.
+macro_rules! outln {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock());
+    }};
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod deadline;
 mod listing;
@@ -22,7 +35,7 @@ fn main() -> ExitCode {
             let quiet = std::env::args().any(|a| a == "-q" || a == "--quiet");
             if !quiet {
                 for n in &e.notices {
-                    println!("{n}");
+                    outln!("{n}");
                 }
             }
             eprintln!("arsync: {}", e.message);
@@ -62,12 +75,12 @@ fn main() -> ExitCode {
         };
     }
     if parsed.version {
-        println!("arsync {}", env!("CARGO_PKG_VERSION"));
+        outln!("arsync {}", env!("CARGO_PKG_VERSION"));
         match engine::io_uring_status() {
-            Ok(()) => println!("io_uring: available"),
-            Err(e) => println!("io_uring: unavailable ({e})"),
+            Ok(()) => outln!("io_uring: available"),
+            Err(e) => outln!("io_uring: unavailable ({e})"),
         }
-        println!(
+        outln!(
             "features: thread-per-core, work stealing, compio 0.19 (io_uring, epoll fallback){}{}",
             if cfg!(feature = "mpi") { ", mpi" } else { "" },
             if engine::hooks::ENABLED {
@@ -143,7 +156,7 @@ fn main() -> ExitCode {
             shown.trim_end_matches('/')
         );
         if shows_items {
-            println!("{line}");
+            outln!("{line}");
         }
         if let Some(l) = &log {
             l.message(line.as_bytes());
@@ -179,7 +192,7 @@ fn main() -> ExitCode {
             if shown.is_empty() { "/" } else { shown }
         );
         if shows_items {
-            println!("{line}");
+            outln!("{line}");
         }
         if let Some(l) = &log {
             l.message(line.as_bytes());

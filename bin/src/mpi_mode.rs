@@ -556,7 +556,7 @@ pub fn run(
                 seen_bytes: merged.considered.bytes,
                 scanning: false,
             };
-            println!(
+            outln!(
                 "{} [{n} ranks]",
                 crate::progress::line(&sum, merged.elapsed, true)
             );
@@ -736,7 +736,7 @@ fn walk(
                     sum.seen_files += r[3];
                     sum.seen_bytes += r[4];
                 }
-                println!(
+                outln!(
                     "{} [{n} ranks]",
                     crate::progress::line(&sum, start.elapsed(), false)
                 );
@@ -1085,11 +1085,15 @@ fn print_merged(
     }
     if parsed.stats && !parsed.quiet {
         crate::output::rsync_stats(merged, parsed.config.dry_run);
-        println!("MPI ranks: {}", per_rank.len());
+        outln!("MPI ranks: {}", per_rank.len());
         for (i, (r, f)) in per_rank.iter().enumerate() {
-            println!(
+            outln!(
                 "  rank {i}: {} files, {} bytes, {} pieces, {} steals, {} chunks",
-                r.files, r.bytes, f.pieces, f.stolen, f.chunks
+                r.files,
+                r.bytes,
+                f.pieces,
+                f.stolen,
+                f.chunks
             );
         }
     } else if parsed.verbose > 0 && !parsed.quiet {

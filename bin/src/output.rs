@@ -319,7 +319,7 @@ impl Observer for Printer {
 /// The `-v` end-of-run lines.
 pub fn summary(r: &Report, dry_run: bool) {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
-    println!(
+    outln!(
         "\n{} files, {} dirs, {} symlinks, {} specials; {} bytes in {:.3} s ({:.0} bytes/sec){}",
         r.files,
         r.dirs,
@@ -356,18 +356,18 @@ pub fn rsync_stats(r: &Report, dry_run: bool) {
     } else {
         format!(" ({})", by_type.join(", "))
     };
-    println!();
-    println!("Number of files: {}{by_type}", commas(total));
-    println!("Number of created files: {}", commas(r.created));
-    println!("Number of deleted files: {}", commas(r.deleted));
-    println!("Number of regular files transferred: {}", commas(r.files));
-    println!("Number of unchanged entries: {}", commas(r.unchanged));
-    println!("Number of skipped entries: {}", commas(r.skipped));
-    println!("Total file size: {} bytes", commas(c.bytes));
-    println!("Total transferred file size: {} bytes", commas(r.bytes));
+    outln!();
+    outln!("Number of files: {}{by_type}", commas(total));
+    outln!("Number of created files: {}", commas(r.created));
+    outln!("Number of deleted files: {}", commas(r.deleted));
+    outln!("Number of regular files transferred: {}", commas(r.files));
+    outln!("Number of unchanged entries: {}", commas(r.unchanged));
+    outln!("Number of skipped entries: {}", commas(r.skipped));
+    outln!("Total file size: {} bytes", commas(c.bytes));
+    outln!("Total transferred file size: {} bytes", commas(r.bytes));
     // arsync's own line: how the transferred files' data moved (rsync has no such line).
     let sum = |f: fn(&engine::CoreReport) -> u64| commas(r.cores.iter().map(f).sum::<u64>());
-    println!(
+    outln!(
         "Files by copy method: clone {}, copy_file_range {} (split across cores {}), io_uring {}, inline {}",
         sum(|c| c.cloned_files),
         sum(|c| c.kernel_copied_files),
@@ -375,7 +375,7 @@ pub fn rsync_stats(r: &Report, dry_run: bool) {
         sum(|c| c.ring_files),
         sum(|c| c.inline_files),
     );
-    println!(
+    outln!(
         "\ncopied {} bytes in {:.3} seconds  {:.2} bytes/sec{}",
         commas(r.bytes),
         secs,
