@@ -345,6 +345,26 @@ pub fn free_bytes(p: &Path) -> u64 {
 
 const STATE: &str = "/var/tmp/.arsync-bench-last-bulk-delete";
 
+/// Destinations of fewer entries than this are deleted without the slow-create wait.
+const FEW_ENTRIES: u64 = 1000;
+
+/// Of `dests` (path, entries, bytes), the ones of fewer than [`FEW_ENTRIES`] entries, largest
+/// first, that together free at least `short` bytes; `None` if they cannot.
+fn few_entries_first(dests: &[(PathBuf, u64, u64)], short: u64) -> Option<Vec<PathBuf>> {
+    let mut few: Vec<&(PathBuf, u64, u64)> = dests.iter().filter(|d| d.1 < FEW_ENTRIES).collect();
+    few.sort_by_key(|d| std::cmp::Reverse(d.2));
+    let mut freed = 0u64;
+    let mut out = Vec::new();
+    for (p, _, b) in few {
+        if freed >= short {
+            break;
+        }
+        freed += b;
+        out.push(p.clone());
+    }
+    (freed >= short).then_some(out)
+}
+
 impl Dests {
     /// Destinations beside the datasets (same file system). Deletes what an earlier run that
     /// did not finish (killed, failed) left there, since a copy into an existing directory nests
@@ -393,12 +413,40 @@ impl Dests {
         })
     }
 
-    /// Make sure a copy of `bytes` fits with room to spare: if not, delete the destinations kept
-    /// so far (outside any timed run) and wait out the slow-create window before going on.
+    /// Make sure a copy of `bytes` fits with room to spare. If not, first delete kept
+    /// destinations of few entries (full-size copies of `large` or `sparse`), largest first:
+    /// freeing a handful of inodes does not slow later creates, so there is no wait. Only if that
+    /// is not enough, delete every kept destination (outside any timed run) and wait out the
+    /// slow-create window before going on.
     pub fn ensure_room(&mut self, bytes: u64) -> Result<()> {
         let need = bytes + bytes / 5 + (2 << 30);
-        if free_bytes(&self.root) >= need {
+        let free = free_bytes(&self.root);
+        if free >= need {
             return Ok(());
+        }
+        let sized: Vec<(PathBuf, u64, u64)> = self
+            .made
+            .iter()
+            .map(|p| {
+                let (f, d, l, b) = census(p).unwrap_or((u64::MAX, 0, 0, 0));
+                (p.clone(), f.saturating_add(d).saturating_add(l), b)
+            })
+            .collect();
+        if let Some(few) = few_entries_first(&sized, need - free) {
+            eprintln!(
+                "[arsync-bench] {:.1} GB free, {:.1} GB needed: deleting {} kept destinations of few entries (no wait)",
+                free as f64 / 1e9,
+                need as f64 / 1e9,
+                few.len()
+            );
+            for p in &few {
+                make_writable(p);
+                let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
+            }
+            self.made.retain(|p| !few.contains(p));
+            if free_bytes(&self.root) >= need {
+                return Ok(());
+            }
         }
         eprintln!(
             "[arsync-bench] {:.1} GB free, {:.1} GB needed: deleting {} kept destinations",
@@ -486,6 +534,35 @@ pub fn census(dir: &Path) -> Result<(u64, u64, u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// When the disk runs short, full-size copies of few files go first (largest first, no
+    /// wait); trees of many files only when those cannot free enough.
+    #[test]
+    fn room_is_made_from_few_entry_destinations_first() {
+        const G: u64 = 1 << 30;
+        let d = |name: &str, entries: u64, bytes: u64| (PathBuf::from(name), entries, bytes);
+        let dests = [
+            d("small-0", 22_223, G / 10),
+            d("sparse-cpz-1", 9, 2 * G),
+            d("sparse-arsync-2", 9, 24 << 20),
+            d("sparse-fcp-3", 9, 2 * G),
+            d("large-xcp-4", 9, 2 * G + 1),
+        ];
+        assert_eq!(
+            few_entries_first(&dests, 3 * G),
+            Some(vec![
+                PathBuf::from("large-xcp-4"),
+                PathBuf::from("sparse-cpz-1")
+            ])
+        );
+        assert_eq!(
+            few_entries_first(&dests, G),
+            Some(vec![PathBuf::from("large-xcp-4")])
+        );
+        // All the few-entry ones together are not enough: the caller deletes everything.
+        assert_eq!(few_entries_first(&dests, 7 * G), None);
+        assert_eq!(few_entries_first(&dests[..1], 1), None);
+    }
 
     /// Enough memory is touched to cover the copy's page cache, within limits.
     #[test]
