@@ -694,6 +694,8 @@ async fn core_loop(core: Rc<Core>, bell: &Doorbell) {
     core_loop_with(core, bell, task::run).await
 }
 
+/// The core loop, generic over the task future's type only so that the free list of [`Slot`]
+/// boxes can name it (`task::run`'s future has no name of its own).
 async fn core_loop_with<F: Future<Output = ()>>(
     core: Rc<Core>,
     bell: &Doorbell,
