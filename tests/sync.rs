@@ -821,7 +821,9 @@ fn killed_run_leaves_nothing_half_written_and_a_rerun_is_exact() {
     let src = s.path().join("src");
     big_source(&src, 192);
     // Default staging: an unnamed O_TMPFILE file, visible only as an open fd of the process.
+    // (In a destination that exists: one the run makes is made under a temporary name, below.)
     let dst = s.path().join("dst");
+    fs::create_dir_all(&dst).unwrap();
     let mut args = vec!["-a"];
     args.extend(SLOW);
     let dst_str = dst.display().to_string();
@@ -941,6 +943,70 @@ fn killed_run_in_a_new_subtree_leaves_only_a_temporary_directory() {
             assert_eq!(got, fs::read(src.join(&name)).unwrap(), "{name}");
         }
     }
+    let out = copy_contents(&["-a"], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    assert_same(&src, &dst, treediff::Check::archive());
+}
+
+/// A destination directory the run makes (`SRC/ DEST`, DEST absent) is made beside its final
+/// name under a temporary one and renamed into place when complete, so a killed run leaves no
+/// DEST at all, only that temporary, which the next run removes; a stopped run (SIGINT) renames
+/// it into place with the files it completed.
+#[test]
+fn killed_run_into_a_new_destination_leaves_only_a_temporary_beside_it() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    big_source(&src, 192);
+    let out_dir = s.path().join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    let dst = out_dir.join("dst");
+    let mut args = vec!["-a"];
+    args.extend(SLOW);
+    let big_in_temporary = |_: u32| {
+        temporaries(&out_dir)
+            .iter()
+            .any(|p| p.ends_with("big") && file_size(&out_dir.join(p)).unwrap_or(0) > (1 << 20))
+    };
+    kill_mid_copy(&args, &src, &dst, big_in_temporary);
+    assert!(
+        fs::symlink_metadata(&dst).is_err(),
+        "the destination is visible before it is complete"
+    );
+    let left: Vec<String> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.len() == 1 && left[0].starts_with(".~arsync-") && left[0].contains("-root-"),
+        "{left:?}"
+    );
+    // A temporary of another destination (same parent) is not this run's to remove.
+    let other = out_dir.join(".~arsync-7ffffffe-0-0-root-0000000000000000");
+    fs::create_dir_all(other.join("inner")).unwrap();
+    let out = copy_contents(&["-a"], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    assert_same(&src, &dst, treediff::Check::archive());
+    let mut left: Vec<String> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".~arsync-7ffffffe-0-0-root-0000000000000000", "dst"]);
+    fs::remove_dir_all(&other).unwrap();
+    // SIGINT: exit 20, DEST in place with what was complete, nothing under a temporary name.
+    let dst = out_dir.join("dst-int");
+    let status = signal_mid_copy(&args, &src, &dst, libc::SIGINT, big_in_temporary);
+    assert_eq!(status.code(), Some(20), "{status}");
+    assert!(
+        temporaries(&out_dir).is_empty(),
+        "{:?}",
+        temporaries(&out_dir)
+    );
+    assert!(dst.is_dir());
+    assert!(
+        !dst.join("big").exists(),
+        "a half-written file under its final name"
+    );
     let out = copy_contents(&["-a"], &src, &dst);
     assert_eq!(code(&out), 0, "{}", err(&out));
     assert_same(&src, &dst, treediff::Check::archive());

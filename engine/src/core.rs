@@ -370,8 +370,18 @@ pub(crate) fn run(
     });
     let mut report = Report::default();
 
-    // The destination directory, if it has to be created, comes before any core starts.
-    if let Some(dir) = config.create_dest_dir.as_ref().filter(|_| !config.dry_run) {
+    // The destination directory, if it has to be created, comes before any core starts; unless
+    // it is the one root's own destination (`SRC/ DEST`), which that root makes under a
+    // temporary name and renames into place when finished (so its files need no staging of
+    // their own), and which a root that fails or is skipped leaves unmade, as rsync does.
+    let root_makes_it = |dir: &std::path::PathBuf| {
+        config.roots.len() == 1 && config.roots[0].dst == *dir && crate::task::stages_dirs(config)
+    };
+    if let Some(dir) = config
+        .create_dest_dir
+        .as_ref()
+        .filter(|d| !config.dry_run && !root_makes_it(d))
+    {
         match fsops::sys::mkdir_path(dir, 0o777 & !umask) {
             Ok(()) => shared.created_dest.store(true, Ordering::Relaxed),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}

@@ -306,6 +306,59 @@ pub(crate) fn remove_stale_temps(
     }
 }
 
+/// What ends the temporary name of a directory root's destination made under one
+/// (`.~arsync-PID-CORE-N-root-HASH`, the hash of the name it is for): how a later run tells its
+/// own leftovers in the destination's parent, a directory that is not the transfer's, from
+/// anything else there.
+pub(crate) fn root_temp_tag(name: &CStr) -> String {
+    format!("-root-{:016x}", xxhash_rust::xxh3::xxh3_64(name.to_bytes()))
+}
+
+/// Remove what a killed run left in `parent` for the same destination root: temporary
+/// directories named with `tag` ([`root_temp_tag`]) of an arsync process no longer running.
+/// `shown` is the root's destination path, for errors.
+pub(crate) fn remove_stale_roots(
+    shared: &RunShared,
+    counters: &Counters,
+    parent: BorrowedFd<'_>,
+    tag: &str,
+    shown: &Path,
+) {
+    let mut reader = fsops::DirReader::default();
+    let mut stale = Vec::new();
+    while let Ok(true) = reader.fill(parent) {
+        for ent in reader.entries() {
+            let Some(rest) = ent.name.to_bytes().strip_prefix(b".~arsync-") else {
+                continue;
+            };
+            if !rest.ends_with(tag.as_bytes()) {
+                continue;
+            }
+            let pid = rest
+                .split(|&c| c == b'-')
+                .next()
+                .and_then(|p| std::str::from_utf8(p).ok())
+                .and_then(|p| u32::from_str_radix(p, 16).ok());
+            if pid.is_some_and(|pid| pid != shared.pid && !sys::process_alive(pid)) {
+                stale.push(ent.name.to_owned());
+            }
+        }
+    }
+    for name in stale {
+        if let Err(e) = remove_tree(parent, &name)
+            && e.raw_os_error() != Some(libc::ENOENT)
+        {
+            failed(
+                shared,
+                counters,
+                &shown.with_file_name(OsStr::from_bytes(name.to_bytes())),
+                "unlink (stale temporary)",
+                &e,
+            );
+        }
+    }
+}
+
 /// Remove directory `name` in `dir` and everything below it, without following symlinks.
 fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     let fd = sys::open_dir_at(dir, name)?;

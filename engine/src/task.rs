@@ -405,7 +405,19 @@ fn dirs_above(root: &crate::Root, side: Side) -> Vec<(PathBuf, Vec<u8>)> {
         Side::Src => &root.src,
         Side::Dst => &root.dst,
     };
-    let Ok(top) = fs::canonicalize(path) else {
+    // (A destination root not made yet, or still under its temporary name: where it will be.)
+    let top = fs::canonicalize(path).or_else(|e| match (path.parent(), path.file_name()) {
+        (Some(p), Some(n)) if side == Side::Dst => {
+            let p = if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            };
+            fs::canonicalize(p).map(|p| p.join(n))
+        }
+        _ => Err(e),
+    });
+    let Ok(top) = top else {
         return Vec::new();
     };
     // The transfer root: the root's directory itself for `src/`, its parent for `src`.
@@ -638,6 +650,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 return;
             }
         };
+        let mut staged = None;
         let dir = if cfg.dry_run {
             match sys::open_dir_path(&root.dst) {
                 Ok(fd) => Ok(DestDir::Existing(fd)),
@@ -646,6 +659,11 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 }
                 Err(e) => Err(("opendir", e)),
             }
+        } else if stages_dirs(cfg) {
+            make_staged_root(core, &root.dst, (st.dev, st.ino)).map(|(d, s)| {
+                staged = s;
+                d
+            })
         } else {
             make_dest_dir_path(&root.dst)
         };
@@ -673,6 +691,14 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             Some(sel) => (Scope::root(sel, cfg.recursive), sel.listed(0)),
             None => (Scope::All, true),
         };
+        if staged.is_some() && !listed {
+            // Not among the selected paths: it keeps the permissions a new destination directory
+            // gets (as when made under its own name), not the temporary's 0700.
+            let mode = 0o777 & !core.shared.policy.umask;
+            if let Err(e) = sys::fchmod(dst.as_fd(), mode) {
+                report(core, &root.dst, "chmod", &e, ErrorClass::FileIo);
+            }
+        }
         let dir_rules = dir_rules_for(
             core,
             src.as_fd(),
@@ -684,6 +710,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         let dest_rules = dest_rules_for(core, dst.as_fd(), fresh, &root.rel, None, || {
             dirs_above(&root, Side::Dst)
         });
+        let alt_dest = alt_dest_roots(cfg, &root, dst.as_fd());
         let node = Arc::new(DirNode {
             src,
             dst,
@@ -704,9 +731,9 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 .filter(|d| *d != Delete::Before && scope.lists_all())
                 .map(|_| sync::Names::default()),
             scan_failed: AtomicBool::new(false),
-            alt_dest: alt_dest_roots(cfg, &root),
-            hidden: false,
-            staged: None,
+            alt_dest,
+            hidden: staged.is_some(),
+            staged,
             sweep,
             inherits_acl,
             scope,
@@ -786,7 +813,15 @@ async fn start_root(core: &Rc<Core>, index: usize) {
 
 /// `--link-dest`/`--compare-dest`/`--copy-dest`: the reference directories for a directory root (a relative one is relative to
 /// the destination directory, i.e. the root's destination without the root's own name).
-fn alt_dest_roots(cfg: &crate::Config, root: &crate::Root) -> Option<Vec<Option<OwnedFd>>> {
+///
+/// `dst` is the root's destination directory as opened: when the root is the destination
+/// directory itself (`SRC/ DEST`), a relative reference is opened from it, so that it resolves
+/// while the directory is still under its temporary name.
+fn alt_dest_roots(
+    cfg: &crate::Config,
+    root: &crate::Root,
+    dst: BorrowedFd<'_>,
+) -> Option<Vec<Option<OwnedFd>>> {
     if cfg.alt_dest_dirs.is_empty() {
         return None;
     }
@@ -798,12 +833,14 @@ fn alt_dest_roots(cfg: &crate::Config, root: &crate::Root) -> Option<Vec<Option<
         cfg.alt_dest_dirs
             .iter()
             .map(|d| {
-                let base = if d.is_absolute() {
-                    d.clone()
+                if d.is_absolute() {
+                    sys::open_dir_path(&d.join(&root.rel)).ok()
+                } else if root.rel.as_os_str().is_empty() {
+                    let c = CString::new(d.as_os_str().as_bytes()).ok()?;
+                    sys::open_dir_at_follow(dst, &c).ok()
                 } else {
-                    dest_dir.join(d)
-                };
-                sys::open_dir_path(&base.join(&root.rel)).ok()
+                    sys::open_dir_path(&dest_dir.join(d).join(&root.rel)).ok()
+                }
             })
             .collect(),
     )
@@ -951,7 +988,7 @@ fn dest_dir_facts(core: &Core, dir: &OwnedFd, existing_src: Option<&Stat>) -> De
 /// Whether new subtrees are made under a temporary name (the default staging: not with
 /// `--inplace`, `--partial` or `--temp-names`, whose files have names of their own, nor when
 /// another process takes directories over by their final names, the MPI mode).
-fn stages_dirs(cfg: &crate::Config) -> bool {
+pub(crate) fn stages_dirs(cfg: &crate::Config) -> bool {
     !cfg.inplace && !cfg.partial && !cfg.temp_names && cfg.delegate.is_none() && !cfg.dry_run
 }
 
@@ -975,6 +1012,77 @@ fn make_dest_dir_path(path: &Path) -> Result<DestDir, (&'static str, io::Error)>
     } else {
         DestDir::Existing(fd)
     })
+}
+
+/// A directory made under a temporary name, to be renamed into place.
+type Staged = Arc<crate::core::StagedDir>;
+
+/// Create or open a directory root's destination `path` with staging: when it does not exist,
+/// it is made in its parent under a temporary name (and renamed into place when the root is
+/// finished, as a new subdirectory is), so its files are created under their final names with
+/// nobody seeing them half-written; a temporary that a killed run left for the same name is
+/// removed first. Anything else (it exists, its parent cannot be read, or its parent is inside
+/// the source directory `src`, whose scan would find the temporary) goes as
+/// [`make_dest_dir_path`], which reports what is wrong.
+fn make_staged_root(
+    core: &Core,
+    path: &Path,
+    src: (u64, u64),
+) -> Result<(DestDir, Option<Staged>), (&'static str, io::Error)> {
+    let unstaged = || make_dest_dir_path(path).map(|d| (d, None));
+    let Some(name) = path_name(path) else {
+        return unstaged();
+    };
+    let Ok(parent) = sys::open_dir_path(&parent_or_dot(path)) else {
+        return unstaged();
+    };
+    match sys::lstat_at(parent.as_fd(), &name) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        _ => return unstaged(),
+    }
+    if within(parent.as_fd(), src) {
+        return unstaged();
+    }
+    let tag = sync::root_temp_tag(&name);
+    sync::remove_stale_roots(&core.shared, &core.counters, parent.as_fd(), &tag, path);
+    let (tmp, ()) = with_temp_named(core, &tag, |t| sys::mkdir_at(parent.as_fd(), t, 0o700))
+        .map_err(|e| ("mkdir", e))?;
+    let fd = sys::open_dir_at(parent.as_fd(), &tmp).map_err(|e| {
+        let _ = sys::unlink_at(parent.as_fd(), &tmp, libc::AT_REMOVEDIR);
+        ("opendir", e)
+    })?;
+    let staged = core.shared.stage_dir(Arc::new(parent), tmp, name);
+    Ok((DestDir::Created(fd), Some(staged)))
+}
+
+/// Whether directory `dir` is directory `top` (device, inode) or below it: its `..` chain,
+/// followed up to `/` (or to where it cannot be read, taken as inside, the cautious answer).
+fn within(dir: BorrowedFd<'_>, top: (u64, u64)) -> bool {
+    let mut here = match sys::fstat(dir) {
+        Ok(st) => st,
+        Err(_) => return true,
+    };
+    let mut fd = None::<OwnedFd>;
+    loop {
+        if (here.dev, here.ino) == top {
+            return true;
+        }
+        let at = fd.as_ref().map_or(dir, |f| f.as_fd());
+        let up = match sys::open_dir_at_follow(at, c"..") {
+            Ok(up) => up,
+            Err(_) => return true,
+        };
+        let above = match sys::fstat(up.as_fd()) {
+            Ok(st) => st,
+            Err(_) => return true,
+        };
+        if (above.dev, above.ino) == (here.dev, here.ino) {
+            // `/`: its own parent.
+            return false;
+        }
+        here = above;
+        fd = Some(up);
+    }
 }
 
 /// Read one batch of `node`'s entries and push a task for each, plus a continuation.
@@ -1798,6 +1906,22 @@ fn data_err(op: &'static str) -> impl FnOnce(io::Error) -> EntryError {
 
 fn meta_err((op, e): (fsops::meta::MetaOp, io::Error)) -> EntryError {
     (op.name(), e, ErrorClass::Partial)
+}
+
+/// [`with_temp`] for a root's destination: the temporary name ends with `tag`, which says the
+/// name it is for (see [`sync::root_temp_tag`]).
+fn with_temp_named<T>(
+    core: &Core,
+    tag: &str,
+    mut make: impl FnMut(&CStr) -> io::Result<T>,
+) -> io::Result<(CString, T)> {
+    with_temp(core, |t| {
+        let mut v = t.to_bytes().to_vec();
+        v.extend_from_slice(tag.as_bytes());
+        let named = CString::new(v).expect("no NUL in a formatted name");
+        make(&named).map(|r| (named, r))
+    })
+    .map(|(_, (named, r))| (named, r))
 }
 
 /// Create a temporary name in `dir` with `make`, retrying on a name collision.
