@@ -625,6 +625,50 @@ fn permission_errors_as_an_unprivileged_user() {
     chmod(&dst.join("ro"), 0o755);
 }
 
+/// A destination directory the run would make (`SRC/ DEST`, DEST absent) is not made when the
+/// source directory cannot be opened, as rsync does not make it (rsync run the same way is the
+/// oracle); before, arsync made an empty DEST. Runs as uid 65534, for whom SRC is unreadable.
+#[test]
+fn an_unreadable_source_root_makes_no_destination() {
+    if !is_root() || !have("setpriv") || !have("rsync") {
+        skip(
+            "an_unreadable_source_root_makes_no_destination",
+            "needs root (to drop to uid 65534 with setpriv) and rsync",
+        );
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let bin = reachable_binary(base);
+    let src = base.join("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("f"), b"data");
+    for p in treediff::walk(base).unwrap() {
+        lchown(&base.join(&p), 65534, 65534);
+    }
+    lchown(base, 65534, 65534);
+    chmod(&src, 0o000);
+    for (tool, name) in [(Path::new("rsync"), "rsync-dst"), (&*bin, "arsync-dst")] {
+        let dst = base.join(name);
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(tool)
+            .arg("-a")
+            .arg(format!("{}/", src.display()))
+            .arg(&dst)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 23, "{}: {}", tool.display(), err(&out));
+        assert!(
+            fs::symlink_metadata(&dst).is_err(),
+            "{} made {}",
+            tool.display(),
+            dst.display()
+        );
+    }
+    chmod(&src, 0o755);
+}
+
 /// `--delete` after a source directory could not be read: its destination counterpart is left
 /// alone unless `--ignore-errors`, which deletes in it as rsync does (rsync run the same way is
 /// the oracle). Runs as uid 65534, for whom the directory is unreadable.
