@@ -571,6 +571,18 @@ fn reachable_binary(base: &Path) -> std::path::PathBuf {
     bin
 }
 
+/// Run `tool FLAGS SRC/ DST` as uid and gid 65534 (through setpriv).
+fn as_nobody(tool: &Path, flags: &[&str], src: &Path, dst: &Path) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(tool)
+        .args(flags)
+        .arg(format!("{}/", src.display()))
+        .arg(dst)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn permission_errors_as_an_unprivileged_user() {
     if !is_root() || !have("setpriv") {
@@ -602,13 +614,7 @@ fn permission_errors_as_an_unprivileged_user() {
     chmod(&dst.join("ro"), 0o555);
     chmod(&src.join("locked"), 0o000);
     chmod(&src.join("closed"), 0o000);
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&bin)
-        .args(["-rlpt", &format!("{}/", src.display())])
-        .arg(&dst)
-        .output()
-        .unwrap();
+    let out = as_nobody(&bin, &["-rlpt"], &src, &dst);
     let e = err(&out);
     assert_eq!(code(&out), 23, "{e}");
     for what in ["locked", "closed", "ro/new"] {
@@ -650,14 +656,7 @@ fn an_unreadable_source_root_makes_no_destination() {
     chmod(&src, 0o000);
     for (tool, name) in [(Path::new("rsync"), "rsync-dst"), (&*bin, "arsync-dst")] {
         let dst = base.join(name);
-        let out = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(tool)
-            .arg("-a")
-            .arg(format!("{}/", src.display()))
-            .arg(&dst)
-            .output()
-            .unwrap();
+        let out = as_nobody(tool, &["-a"], &src, &dst);
         assert_eq!(code(&out), 23, "{}: {}", tool.display(), err(&out));
         assert!(
             fs::symlink_metadata(&dst).is_err(),
@@ -689,16 +688,7 @@ fn ignore_errors_deletes_under_an_unreadable_source_directory() {
         fs::create_dir_all(src.join(p).parent().unwrap()).unwrap();
         write(&src.join(p), data.as_bytes());
     }
-    let run = |tool: &Path, flags: &[&str], dst: &Path| -> Output {
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(tool)
-            .args(flags)
-            .arg(format!("{}/", src.display()))
-            .arg(dst)
-            .output()
-            .unwrap()
-    };
+    let run = |tool: &Path, flags: &[&str], dst: &Path| as_nobody(tool, flags, &src, dst);
     let stale = |name: &str| -> std::path::PathBuf {
         let dst = base.join(name);
         for p in ["ok/extra", "bad/extra", "bad/sub/deeper", "extra_top"] {
