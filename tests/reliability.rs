@@ -151,6 +151,87 @@ fn sigint_and_sigterm_stop_cleanly_with_exit_20() {
     }
 }
 
+/// A destination the run makes (`SRC/ DEST`, made beside its name under a temporary one) whose
+/// name something else takes while the copy is under way: the copy is not renamed over it; the
+/// failure is reported with DEST's path, and the copy stays beside it under its temporary name.
+/// (A test hook holds one file until the run is stopped, so DEST is taken mid-run.)
+#[test]
+fn a_destination_name_taken_during_the_run_is_reported_not_replaced() {
+    use std::io::{BufRead, Read};
+    if !hooks_or_skip("a_destination_name_taken_during_the_run_is_reported_not_replaced") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("a"), b"a");
+    write(&src.join("held"), b"held");
+    let out_dir = s.path().join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    let dst = out_dir.join("dst");
+    let mut child = arsync()
+        .env("ARSYNC_TEST_HOOK", "before-open=held:hold")
+        .args(["-a", "--threads=2"])
+        .arg(format!("{}/", src.display()))
+        .arg(&dst)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert_ne!(
+            stderr.read_line(&mut line).unwrap(),
+            0,
+            "ended before the hook: {seen}"
+        );
+        seen.push_str(&line);
+        if line.contains("held: hold") {
+            break;
+        }
+    }
+    fs::create_dir(&dst).unwrap();
+    write(&dst.join("theirs"), b"theirs");
+    // SAFETY: a signal to the child process this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    stderr.read_to_string(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(20), "{seen}");
+    assert!(
+        seen.lines().any(|l| l.contains("rename (new directory)")
+            && l.contains(&*dst.to_string_lossy())
+            && l.contains("File exists")),
+        "{seen}"
+    );
+    let theirs: Vec<_> = fs::read_dir(&dst)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(theirs, ["theirs"]);
+    assert_eq!(fs::read(dst.join("theirs")).unwrap(), b"theirs");
+    let kept: Vec<_> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p != &dst)
+        .collect();
+    assert!(
+        kept.len() == 1
+            && kept[0]
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".~arsync-"),
+        "{kept:?}"
+    );
+    // What it holds is complete (a file finished before the stop, or nothing).
+    for (name, data) in [("a", &b"a"[..]), ("held", b"held")] {
+        if let Ok(got) = fs::read(kept[0].join(name)) {
+            assert_eq!(got, data, "{name}");
+        }
+    }
+}
+
 #[test]
 fn full_destination_keeps_complete_files_and_a_rerun_finishes() {
     if !is_root() {

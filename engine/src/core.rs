@@ -167,6 +167,8 @@ pub(crate) struct StagedDir {
     parent: Arc<OwnedFd>,
     tmp: std::ffi::CString,
     name: std::ffi::CString,
+    /// Its destination path as errors show it.
+    pub(crate) shown: std::path::PathBuf,
     done: AtomicBool,
 }
 
@@ -210,11 +212,13 @@ impl RunShared {
         parent: Arc<OwnedFd>,
         tmp: std::ffi::CString,
         name: std::ffi::CString,
+        shown: std::path::PathBuf,
     ) -> Arc<StagedDir> {
         let d = Arc::new(StagedDir {
             parent,
             tmp,
             name,
+            shown,
             done: AtomicBool::new(false),
         });
         self.staged
@@ -434,14 +438,23 @@ pub(crate) fn run(
     report.interrupted = stop.is_requested();
     // A stopped run leaves no subtree under a temporary name: what was completed in it becomes
     // visible, as rsync leaves the files it finished (directories not finished keep the
-    // permissions they were made with, 0700, and no times, as a stopped rsync leaves them).
+    // permissions they were made with, 0700, and no times, as a stopped rsync leaves them). One
+    // that cannot be renamed (its name was taken meanwhile) stays under its temporary name, said.
     for d in shared
         .staged
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .drain(..)
     {
-        let _ = d.publish();
+        if let Err(e) = d.publish() {
+            report.errors += 1;
+            shared.observer.event(&crate::Event::Error {
+                path: &d.shown,
+                op: "rename (new directory)",
+                error: &e,
+                class: crate::ErrorClass::Partial,
+            });
+        }
     }
     let mut pending = Vec::new();
     let mut outs = outs;

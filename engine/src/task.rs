@@ -1051,7 +1051,9 @@ fn make_staged_root(
         let _ = sys::unlink_at(parent.as_fd(), &tmp, libc::AT_REMOVEDIR);
         ("opendir", e)
     })?;
-    let staged = core.shared.stage_dir(Arc::new(parent), tmp, name);
+    let staged = core
+        .shared
+        .stage_dir(Arc::new(parent), tmp, name, path.to_path_buf());
     Ok((DestDir::Created(fd), Some(staged)))
 }
 
@@ -1381,7 +1383,7 @@ fn finish_dir(core: &Core, node: &DirNode) {
     {
         report(
             core,
-            &node.src_path,
+            &staged.shown,
             "rename (new directory)",
             &e,
             ErrorClass::Partial,
@@ -3162,10 +3164,12 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                 let _ = sys::unlink_at(ddir, &tmp, libc::AT_REMOVEDIR);
                 dst_err("opendir")(e)
             })?;
-            staged = Some(
-                core.shared
-                    .stage_dir(Arc::clone(&parent.dst), tmp, name.to_owned()),
-            );
+            staged = Some(core.shared.stage_dir(
+                Arc::clone(&parent.dst),
+                tmp,
+                name.to_owned(),
+                parent.child_rel(name),
+            ));
             DestDir::Created(fd)
         } else {
             match sys::mkdir_at(ddir, name, 0o700) {
