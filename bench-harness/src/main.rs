@@ -102,15 +102,19 @@ fn environment(data: &Path, arsync: &Path) -> String {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    // The version and the build's features: a build with the test hooks or MPI linked in (what
+    // `scripts/test.sh` leaves in target/release) starts slower, and the report says which ran.
     let version = Command::new(arsync)
         .arg("--version")
         .output()
         .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string()
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            let mut lines = text.lines();
+            let first = lines.next().unwrap_or("").to_string();
+            match lines.find(|l| l.starts_with("features:")) {
+                Some(f) => format!("{first} ({f})"),
+                None => first,
+            }
         })
         .unwrap_or_default();
     let fs_type = Command::new("stat")
