@@ -664,6 +664,18 @@ fn as_nobody(tool: &Path, flags: &[&str], src: &Path, dst: &Path) -> Output {
         .unwrap()
 }
 
+/// Whether a test that runs as uid 65534 against rsync can run here (if not, it says why).
+fn nobody_and_rsync_or_skip(test: &str) -> bool {
+    if is_root() && have("setpriv") && have("rsync") {
+        return true;
+    }
+    skip(
+        test,
+        "needs root (to drop to uid 65534 with setpriv) and rsync",
+    );
+    false
+}
+
 #[test]
 fn permission_errors_as_an_unprivileged_user() {
     if !is_root() || !have("setpriv") {
@@ -717,11 +729,7 @@ fn permission_errors_as_an_unprivileged_user() {
 /// oracle); before, arsync made an empty DEST. Runs as uid 65534, for whom SRC is unreadable.
 #[test]
 fn an_unreadable_source_root_makes_no_destination() {
-    if !is_root() || !have("setpriv") || !have("rsync") {
-        skip(
-            "an_unreadable_source_root_makes_no_destination",
-            "needs root (to drop to uid 65534 with setpriv) and rsync",
-        );
+    if !nobody_and_rsync_or_skip("an_unreadable_source_root_makes_no_destination") {
         return;
     }
     let s = Scratch::new();
@@ -754,11 +762,7 @@ fn an_unreadable_source_root_makes_no_destination() {
 /// the oracle). Runs as uid 65534, for whom the directory is unreadable.
 #[test]
 fn ignore_errors_deletes_under_an_unreadable_source_directory() {
-    if !is_root() || !have("setpriv") || !have("rsync") {
-        skip(
-            "ignore_errors_deletes_under_an_unreadable_source_directory",
-            "needs root (to drop to uid 65534 with setpriv) and rsync",
-        );
+    if !nobody_and_rsync_or_skip("ignore_errors_deletes_under_an_unreadable_source_directory") {
         return;
     }
     let s = Scratch::new();
