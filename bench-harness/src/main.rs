@@ -710,6 +710,7 @@ fn main() -> Result<()> {
     let damon = runner::Damon::pause(
         Path::new(runner::DAMON_ADMIN),
         !timed || args.flag("--keep-damon"),
+        Path::new(runner::DAMON_RECORD),
     );
     DAMON_PAUSED.store(damon.paused(), std::sync::atomic::Ordering::Relaxed);
     match cmd.as_str() {

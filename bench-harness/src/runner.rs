@@ -260,21 +260,50 @@ pub fn prefault_here(mib: u64) {
 /// killed by a signal leaves them off: `echo on > .../kdamonds/N/state`).
 pub struct Damon {
     paused: Vec<PathBuf>,
+    record: PathBuf,
 }
 
 /// The sysfs directory of DAMON's kernel daemons.
 pub const DAMON_ADMIN: &str = "/sys/kernel/mm/damon/admin/kdamonds";
 
+/// Where a run lists the kdamonds it paused, until it resumes them. A run that is killed never
+/// resumes them (its guard is not dropped): the next run of the harness finds the list and
+/// resumes them itself. (On tmpfs: gone with a reboot, as the paused state is.)
+pub const DAMON_RECORD: &str = "/run/arsync-bench-damon-paused";
+
 impl Damon {
-    /// Pause every running kdamond under `admin` (a `kdamonds` directory); none when `keep`, or
-    /// where there is no DAMON or no right to write its state.
-    pub fn pause(admin: &Path, keep: bool) -> Self {
-        let mut paused = Vec::new();
+    /// Pause every running kdamond under `admin` (a `kdamonds` directory), listing them in
+    /// `record` first; none when `keep` (which also leaves `record` alone: the harness's own
+    /// helper processes run with it), or where there is no DAMON or no right to write its state.
+    /// Kdamonds that `record` lists and that are still paused (a killed run's) are taken over and
+    /// resumed with this run's own.
+    pub fn pause(admin: &Path, keep: bool, record: &Path) -> Self {
         if keep {
-            return Self { paused };
+            return Self {
+                paused: Vec::new(),
+                record: record.to_path_buf(),
+            };
         }
+        let left: Vec<PathBuf> = fs::read_to_string(record)
+            .map(|t| {
+                t.lines()
+                    .map(PathBuf::from)
+                    .filter(|p| fs::read_to_string(p).is_ok_and(|s| s.trim() == "off"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !left.is_empty() {
+            eprintln!(
+                "[arsync-bench] {} kdamond(s) left paused by a run that did not finish: resumed after this one",
+                left.len()
+            );
+        }
+        let mut guard = Self {
+            paused: left,
+            record: record.to_path_buf(),
+        };
         let Ok(dir) = fs::read_dir(admin) else {
-            return Self { paused };
+            return guard;
         };
         let mut states: Vec<PathBuf> = dir
             .filter_map(|e| e.ok())
@@ -282,25 +311,40 @@ impl Damon {
             .filter(|p| fs::read_to_string(p).is_ok_and(|s| s.trim() == "on"))
             .collect();
         states.sort();
+        let mut listed = guard.paused.clone();
+        listed.extend(states.iter().cloned());
+        if !states.is_empty() {
+            let text: String = listed
+                .iter()
+                .map(|p| format!("{}\n", p.display()))
+                .collect();
+            if let Err(e) = fs::write(record, text) {
+                eprintln!(
+                    "[arsync-bench] cannot record the paused DAMON ({}: {e}): a killed run would leave it paused",
+                    record.display()
+                );
+            }
+        }
+        let before = guard.paused.len();
         for state in states {
             match fs::write(&state, "off\n") {
-                Ok(()) => paused.push(state),
+                Ok(()) => guard.paused.push(state),
                 Err(e) => eprintln!(
                     "[arsync-bench] cannot pause DAMON ({}: {e}); warm runs may be partly cold",
                     state.display()
                 ),
             }
         }
-        if !paused.is_empty() {
+        if guard.paused.len() > before {
             eprintln!(
                 "[arsync-bench] DAMON reclaim paused for the runs ({} kdamond(s))",
-                paused.len()
+                guard.paused.len() - before
             );
         }
-        Self { paused }
+        guard
     }
 
-    /// How many kdamonds this guard paused.
+    /// How many kdamonds this guard keeps paused.
     pub fn paused(&self) -> usize {
         self.paused.len()
     }
@@ -309,12 +353,27 @@ impl Damon {
 impl Drop for Damon {
     fn drop(&mut self) {
         for state in &self.paused {
-            if let Err(e) = fs::write(state, "on\n") {
-                eprintln!(
-                    "[arsync-bench] could not resume DAMON ({}: {e})",
-                    state.display()
-                );
+            // A kdamond still winding down from the pause refuses to start (EBUSY) for a moment.
+            let mut tries = 0;
+            loop {
+                match fs::write(state, "on\n") {
+                    Ok(()) => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 200 => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "[arsync-bench] could not resume DAMON ({}: {e})",
+                            state.display()
+                        );
+                        break;
+                    }
+                }
             }
+        }
+        if !self.paused.is_empty() {
+            let _ = fs::remove_file(&self.record);
         }
     }
 }
@@ -587,21 +646,52 @@ mod tests {
         }
         fs::write(admin.join("nr_kdamonds"), "3\n").unwrap();
         let read = |k: &str| fs::read_to_string(admin.join(k).join("state")).unwrap();
+        let record = tmp.path().join("record");
         {
-            let g = Damon::pause(admin, true);
+            let g = Damon::pause(admin, true, &record);
             assert_eq!(g.paused(), 0);
             assert_eq!(read("0"), "on\n");
         }
         {
-            let g = Damon::pause(admin, false);
+            let g = Damon::pause(admin, false, &record);
             assert_eq!(g.paused(), 2);
             assert_eq!(
                 [read("0"), read("1"), read("2")],
                 ["off\n", "off\n", "off\n"]
             );
+            assert!(record.exists(), "the paused ones are listed while paused");
         }
         assert_eq!([read("0"), read("1"), read("2")], ["on\n", "off\n", "on\n"]);
-        assert_eq!(Damon::pause(&admin.join("none"), false).paused(), 0);
+        assert!(!record.exists());
+        assert_eq!(
+            Damon::pause(&admin.join("none"), false, &record).paused(),
+            0
+        );
+        // A run killed while they were paused (its guard never dropped): the next run takes
+        // them over and resumes them when it ends; `1`, stopped by someone else, stays stopped.
+        std::mem::forget(Damon::pause(admin, false, &record));
+        assert_eq!(
+            [read("0"), read("1"), read("2")],
+            ["off\n", "off\n", "off\n"]
+        );
+        {
+            let g = Damon::pause(admin, false, &record);
+            assert_eq!(g.paused(), 2);
+        }
+        assert_eq!([read("0"), read("1"), read("2")], ["on\n", "off\n", "on\n"]);
+        assert!(!record.exists());
+        // `keep` (also what the harness's helper processes run with, during a run) touches
+        // neither the kdamonds nor the record.
+        std::mem::forget(Damon::pause(admin, false, &record));
+        drop(Damon::pause(admin, true, &record));
+        assert_eq!(
+            [read("0"), read("1"), read("2")],
+            ["off\n", "off\n", "off\n"]
+        );
+        assert!(record.exists());
+        drop(Damon::pause(admin, false, &record));
+        assert_eq!([read("0"), read("1"), read("2")], ["on\n", "off\n", "on\n"]);
+        assert!(!record.exists());
     }
 
     /// A run that was killed leaves its destinations; the next run must not copy into them (a
