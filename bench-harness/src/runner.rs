@@ -284,9 +284,19 @@ impl Damon {
                 record: record.to_path_buf(),
             };
         }
+        // The record: the pid of the run that wrote it, then the paused `state` files. Taken
+        // over only when that run is gone (a live one, waiting for the same data or not, resumes
+        // its own).
+        let me = std::process::id();
         let left: Vec<PathBuf> = fs::read_to_string(record)
+            .ok()
+            .filter(|t| {
+                let pid = t.lines().next().and_then(|l| l.trim().parse::<u32>().ok());
+                pid.is_some_and(|p| p == me || !process_alive(p))
+            })
             .map(|t| {
                 t.lines()
+                    .skip(1)
                     .map(PathBuf::from)
                     .filter(|p| fs::read_to_string(p).is_ok_and(|s| s.trim() == "off"))
                     .collect()
@@ -314,10 +324,8 @@ impl Damon {
         let mut listed = guard.paused.clone();
         listed.extend(states.iter().cloned());
         if !states.is_empty() {
-            let text: String = listed
-                .iter()
-                .map(|p| format!("{}\n", p.display()))
-                .collect();
+            let mut text = format!("{me}\n");
+            text.extend(listed.iter().map(|p| format!("{}\n", p.display())));
             if let Err(e) = fs::write(record, text) {
                 eprintln!(
                     "[arsync-bench] cannot record the paused DAMON ({}: {e}): a killed run would leave it paused",
@@ -353,29 +361,28 @@ impl Damon {
 impl Drop for Damon {
     fn drop(&mut self) {
         for state in &self.paused {
-            // A kdamond still winding down from the pause refuses to start (EBUSY) for a moment.
-            let mut tries = 0;
-            loop {
-                match fs::write(state, "on\n") {
-                    Ok(()) => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 200 => {
-                        tries += 1;
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "[arsync-bench] could not resume DAMON ({}: {e})",
-                            state.display()
-                        );
-                        break;
-                    }
-                }
+            match fs::write(state, "on\n") {
+                // (EBUSY: it is running already, turned on by someone else meanwhile.)
+                Err(e) if e.raw_os_error() != Some(libc::EBUSY) => eprintln!(
+                    "[arsync-bench] could not resume DAMON ({}: {e})",
+                    state.display()
+                ),
+                _ => {}
             }
         }
         if !self.paused.is_empty() {
             let _ = fs::remove_file(&self.record);
         }
     }
+}
+
+/// Whether process `pid` runs (a zombie, killed but not yet reaped, does not).
+fn process_alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+        // `pid (comm) S ...`: the state follows the last `)`.
+        st.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
 }
 
 /// Where destinations go and when they can be deleted.
@@ -385,6 +392,24 @@ pub struct Dests {
     wait: Duration,
     /// The file whose mtime records the last bulk delete (shared by every run of the harness).
     marker: PathBuf,
+    /// Held for as long as this run uses `root`: a second run on the same data waits for it
+    /// (two runs would delete each other's destinations and time each other's copies).
+    _lock: Option<fs::File>,
+}
+
+/// Take the lock on `root` (`ROOT.lock` beside it) without waiting: `None` if another process
+/// (or another [`Dests`] of this one) holds it.
+fn try_lock_dests(root: &Path) -> std::io::Result<Option<fs::File>> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.with_extension("lock"))?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 /// Free bytes on the file system holding `p`.
@@ -437,6 +462,20 @@ impl Dests {
     /// [`Dests::new`] recording bulk deletes in `marker`.
     fn with_marker(root: PathBuf, wait: Duration, marker: PathBuf) -> Result<Self> {
         fs::create_dir_all(&root)?;
+        let lock = match try_lock_dests(&root)? {
+            Some(f) => f,
+            None => {
+                eprintln!(
+                    "[arsync-bench] another arsync-bench run is using {}: waiting for it to end",
+                    root.display()
+                );
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(root.with_extension("lock"))?;
+                f.lock()?;
+                f
+            }
+        };
         let left: Vec<PathBuf> = fs::read_dir(&root)?
             .map(|e| e.map(|e| e.path()))
             .collect::<std::io::Result<_>>()?;
@@ -451,6 +490,7 @@ impl Dests {
                 made: left,
                 wait,
                 marker: marker.clone(),
+                _lock: None,
             };
             leftovers.delete_all();
         }
@@ -469,6 +509,7 @@ impl Dests {
             made: Vec::new(),
             wait,
             marker,
+            _lock: Some(lock),
         })
     }
 
@@ -692,6 +733,36 @@ mod tests {
         drop(Damon::pause(admin, false, &record));
         assert_eq!([read("0"), read("1"), read("2")], ["on\n", "off\n", "on\n"]);
         assert!(!record.exists());
+    }
+
+    /// A record's writer counts as gone once it has exited, even before it is reaped.
+    #[test]
+    fn a_zombie_is_not_alive() {
+        assert!(process_alive(std::process::id()));
+        let mut c = Command::new("true").spawn().unwrap();
+        // Not reaped until the end: once it exits it is a zombie.
+        let start = Instant::now();
+        while process_alive(c.id()) && start.elapsed() < Duration::from_secs(60) {
+            std::thread::yield_now();
+        }
+        assert!(!process_alive(c.id()), "a zombie counted as running");
+        c.wait().unwrap();
+    }
+
+    /// Two runs on the same data never overlap: the second waits for the first (they would
+    /// delete each other's destinations); the lock goes with the run.
+    #[test]
+    fn one_run_at_a_time_uses_the_destinations() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join(".bench-dst");
+        let marker = tmp.path().join("marker");
+        let d = Dests::with_marker(root.clone(), Duration::ZERO, marker).unwrap();
+        assert!(
+            try_lock_dests(&root).unwrap().is_none(),
+            "free while a run uses the destinations"
+        );
+        drop(d);
+        assert!(try_lock_dests(&root).unwrap().is_some());
     }
 
     /// A run that was killed leaves its destinations; the next run must not copy into them (a
