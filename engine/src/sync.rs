@@ -243,6 +243,16 @@ pub(crate) async fn same_bytes(
     Ok(first_difference(core, src, dst, size).await? == size)
 }
 
+/// Whether `name` is one of arsync's temporary names (`.~arsync-PID-…`) made by a process other
+/// than this one that is no longer running.
+fn left_by_dead_run(shared: &RunShared, name: &[u8]) -> bool {
+    name.strip_prefix(b".~arsync-")
+        .and_then(|rest| rest.split(|&c| c == b'-').next())
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .and_then(|p| u32::from_str_radix(p, 16).ok())
+        .is_some_and(|pid| pid != shared.pid && !sys::process_alive(pid))
+}
+
 /// Remove the `.~arsync-PID-CORE-N` temporary files that a killed run (of named staging:
 /// `--temp-names`, or a file system without `O_TMPFILE`) left in `dir`; those of a live arsync
 /// process other than this one are left alone.
@@ -260,20 +270,8 @@ pub(crate) fn remove_stale_temps(
     let mut stale = Vec::new();
     while let Ok(true) = reader.fill(fd.as_fd()) {
         for ent in reader.entries() {
-            let Some(rest) = ent.name.to_bytes().strip_prefix(b".~arsync-") else {
-                continue;
-            };
-            let Some(pid) = rest
-                .split(|&c| c == b'-')
-                .next()
-                .and_then(|p| std::str::from_utf8(p).ok())
-                .and_then(|p| u32::from_str_radix(p, 16).ok())
-            else {
-                continue;
-            };
             // A name the source has too is the user's, copied like any other, never ours.
-            if pid != shared.pid
-                && !sys::process_alive(pid)
+            if left_by_dead_run(shared, ent.name.to_bytes())
                 && sys::lstat_at(src, ent.name).is_err()
             {
                 stale.push((ent.name.to_owned(), ent.file_type));
@@ -328,18 +326,8 @@ pub(crate) fn remove_stale_roots(
     let mut stale = Vec::new();
     while let Ok(true) = reader.fill(parent) {
         for ent in reader.entries() {
-            let Some(rest) = ent.name.to_bytes().strip_prefix(b".~arsync-") else {
-                continue;
-            };
-            if !rest.ends_with(tag.as_bytes()) {
-                continue;
-            }
-            let pid = rest
-                .split(|&c| c == b'-')
-                .next()
-                .and_then(|p| std::str::from_utf8(p).ok())
-                .and_then(|p| u32::from_str_radix(p, 16).ok());
-            if pid.is_some_and(|pid| pid != shared.pid && !sys::process_alive(pid)) {
+            let name = ent.name.to_bytes();
+            if name.ends_with(tag.as_bytes()) && left_by_dead_run(shared, name) {
                 stale.push(ent.name.to_owned());
             }
         }

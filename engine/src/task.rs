@@ -563,11 +563,11 @@ fn unsupported_xattrs(core: &Core, u: fsops::meta::Unsupported) {
     }
 }
 
-fn temp_name(core: &Core) -> CString {
+fn temp_name(core: &Core, tag: &str) -> CString {
     let n = core.temp_seq.get();
     core.temp_seq.set(n + 1);
     CString::new(format!(
-        ".~arsync-{:x}-{:x}-{:x}",
+        ".~arsync-{:x}-{:x}-{:x}{tag}",
         core.shared.pid, core.index, n
     ))
     .expect("no NUL in a formatted name")
@@ -1910,29 +1910,20 @@ fn meta_err((op, e): (fsops::meta::MetaOp, io::Error)) -> EntryError {
     (op.name(), e, ErrorClass::Partial)
 }
 
-/// [`with_temp`] for a root's destination: the temporary name ends with `tag`, which says the
-/// name it is for (see [`sync::root_temp_tag`]).
+/// Create a temporary name in `dir` with `make`, retrying on a name collision.
+fn with_temp<T>(core: &Core, make: impl FnMut(&CStr) -> io::Result<T>) -> io::Result<(CString, T)> {
+    with_temp_named(core, "", make)
+}
+
+/// [`with_temp`] with a name that ends with `tag` (a root's destination: the name it is for,
+/// see [`sync::root_temp_tag`]).
 fn with_temp_named<T>(
     core: &Core,
     tag: &str,
     mut make: impl FnMut(&CStr) -> io::Result<T>,
 ) -> io::Result<(CString, T)> {
-    with_temp(core, |t| {
-        let mut v = t.to_bytes().to_vec();
-        v.extend_from_slice(tag.as_bytes());
-        let named = CString::new(v).expect("no NUL in a formatted name");
-        make(&named).map(|r| (named, r))
-    })
-    .map(|(_, (named, r))| (named, r))
-}
-
-/// Create a temporary name in `dir` with `make`, retrying on a name collision.
-fn with_temp<T>(
-    core: &Core,
-    mut make: impl FnMut(&CStr) -> io::Result<T>,
-) -> io::Result<(CString, T)> {
     loop {
-        let tmp = temp_name(core);
+        let tmp = temp_name(core, tag);
         match make(&tmp) {
             Ok(v) => return Ok((tmp, v)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
