@@ -29,7 +29,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 fn main() -> ExitCode {
-    let parsed = match cli::parse(std::env::args_os()) {
+    let mut parsed = match cli::parse(std::env::args_os()) {
         Ok(p) => p,
         Err(cli::Refused::Arg(e)) => {
             let quiet = std::env::args().any(|a| a == "-q" || a == "--quiet");
@@ -114,6 +114,8 @@ fn main() -> ExitCode {
         l.message(&line);
     }
     let live = engine::Progress::new();
+    // One run, then the process exits (`--mpi` runs several and turns it off).
+    parsed.config.exit_after_run = true;
     if let Some(targets) = parsed.list_only {
         let printer = output::Printer::new(0, parsed.quiet, false, None, None, None);
         let lister = Arc::new(listing::Lister::new(printer, targets));
@@ -175,6 +177,7 @@ fn main() -> ExitCode {
     engine::prepare_process(&parsed.config);
     #[cfg(feature = "mpi")]
     if parsed.mpi {
+        parsed.config.exit_after_run = false;
         let stop = engine::Stop::new();
         signals::stop_on_signals(stop.clone());
         return ExitCode::from(mpi_mode::run(&parsed, observer, &stop) as u8);

@@ -428,12 +428,17 @@ pub(crate) fn run(
     } else {
         Vec::new()
     };
-    let outs = scheduler::run_threads(sched, |i| {
+    let make = |i: usize| {
         let shared = Arc::clone(&shared);
         let bells = Arc::clone(&bells);
         let core_id = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
         move |worker: Worker<Task>| core_thread(i, worker, shared, bells, core_id)
-    });
+    };
+    let outs = if config.exit_after_run {
+        scheduler::run_threads_lingering(sched, make)
+    } else {
+        scheduler::run_threads(sched, make)
+    };
     stop.uninstall();
     report.interrupted = stop.is_requested();
     // A stopped run leaves no subtree under a temporary name: what was completed in it becomes
@@ -608,10 +613,25 @@ fn core_thread(
     });
     let bell = &bells[index];
     rt.block_on(core_loop(Rc::clone(&core), bell));
-    drop(rt);
-    let core = Rc::try_unwrap(core)
-        .ok()
-        .expect("core context still shared after the run");
+    let core = match Rc::try_unwrap(core) {
+        // The process exits after the run: the ring's mappings and the buffers are left to the
+        // kernel's teardown at exit (unmapping them here, with the other threads still running,
+        // flushes every CPU's TLB once per mapping).
+        Ok(core) if config.exit_after_run => {
+            std::mem::forget(rt);
+            core
+        }
+        done => {
+            drop(rt);
+            done.or_else(Rc::try_unwrap)
+                .ok()
+                .expect("core context still shared after the run")
+        }
+    };
+    if config.exit_after_run {
+        std::mem::forget(core.small_buf.take());
+        core.pool.leak();
+    }
     let worker = core.worker.into_inner();
     CoreOut {
         report: CoreReport {

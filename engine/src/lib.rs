@@ -337,6 +337,11 @@ pub struct Config {
     pub threads: usize,
     /// Pin each core thread to its CPU.
     pub pin: bool,
+    /// The process exits right after this run (the command-line tool sets it): the core threads
+    /// keep their threads, rings and buffers to the end and the kernel tears them down at exit,
+    /// all at once (see `scheduler::run_threads_lingering`). Each run with it set leaves its
+    /// threads behind: leave it off in a process that runs many runs.
+    pub exit_after_run: bool,
     /// Tasks a core runs concurrently (bounds fds and buffers per core).
     pub inflight_per_core: usize,
     /// Files up to this size are copied with inline syscalls; larger ones through io_uring.
@@ -428,6 +433,7 @@ impl Config {
             quick_check: QuickCheck::SizeAndTime,
             threads: 0,
             pin: true,
+            exit_after_run: false,
             inflight_per_core: 32,
             small_file_max: 256 * 1024,
             split_chunk: 64 << 20,

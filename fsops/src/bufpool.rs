@@ -45,6 +45,14 @@ impl BufPool {
             .unwrap_or_else(|| Vec::with_capacity(self.buf_size + self.spare))
     }
 
+    /// Leave the free buffers allocated for good (the process is about to exit and the kernel
+    /// frees them with the rest of its memory, without unmapping each one first).
+    pub fn leak(&self) {
+        for buf in self.free.borrow_mut().drain(..) {
+            std::mem::forget(buf);
+        }
+    }
+
     /// Give a buffer back; it is cleared, and dropped if the pool is full or it has the wrong size.
     pub fn give(&self, mut buf: Vec<u8>) {
         buf.clear();

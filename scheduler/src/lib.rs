@@ -448,6 +448,77 @@ where
     results
 }
 
+/// [`run_threads`] for a process that exits right after the run (the command-line tool): the
+/// threads are not joined but outlive the call, each parked for good once it has handed its
+/// result back, and die with the process.
+///
+/// A thread that exits unmaps its stack (and its closure drops whatever it mapped) while the
+/// process's other threads still run, and each unmapping flushes the TLB of every CPU the process
+/// ran on (an IPI per CPU, costly in a VM); at process exit the kernel tears the whole address
+/// space down once, with no other thread left to flush. Each call leaves its threads behind, so
+/// a process that runs many runs uses [`run_threads`]. Panics are handled as there: the first one
+/// is re-raised here once every thread has reported.
+pub fn run_threads_lingering<T, R, F>(
+    sched: Scheduler<T>,
+    mut make: impl FnMut(usize) -> F,
+) -> Vec<R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: FnOnce(Worker<T>) -> R + Send + 'static,
+{
+    let workers = sched.into_workers();
+    let n = workers.len();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, w) in workers.into_iter().enumerate() {
+        let f = make(i);
+        let tx = tx.clone();
+        let shared = Arc::clone(&w.shared);
+        std::thread::Builder::new()
+            .name(format!("arsync-core-{}", w.index))
+            .spawn(move || {
+                let r = panic::catch_unwind(AssertUnwindSafe(|| f(w)));
+                if r.is_err() {
+                    shared.panicked.store(true, Ordering::SeqCst);
+                    shared.cancelled.store(true, Ordering::SeqCst);
+                    shared.finish();
+                }
+                let _ = tx.send((i, r));
+                drop(tx);
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("spawn worker thread");
+    }
+    drop(tx);
+    let mut slots: Vec<Option<std::thread::Result<R>>> = (0..n).map(|_| None).collect();
+    for (i, r) in rx.iter().take(n) {
+        slots[i] = Some(r);
+    }
+    let mut results = Vec::with_capacity(n);
+    let mut first_panic = None;
+    for r in slots {
+        match r {
+            Some(Ok(r)) => results.push(r),
+            Some(Err(p)) => {
+                if first_panic.is_none() {
+                    first_panic = Some(p);
+                }
+            }
+            None => {
+                if first_panic.is_none() {
+                    first_panic = Some(Box::new("a worker thread ended without its result"));
+                }
+            }
+        }
+    }
+    if let Some(p) = first_panic {
+        panic::resume_unwind(p);
+    }
+    results
+}
+
 /// A ready-made [`Unpark`] for plain OS threads: each worker parks with `std::thread::park` and
 /// is woken with `Thread::unpark`. Register each thread with [`ThreadUnpark::register`] before it
 /// parks for the first time.

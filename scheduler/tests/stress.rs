@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use scheduler::{Idle, Pop, Scheduler, ThreadUnpark, Worker, WorkerStats, drive, run_threads};
+use scheduler::{
+    Idle, Pop, Scheduler, ThreadUnpark, Worker, WorkerStats, drive, run_threads,
+    run_threads_lingering,
+};
 
 /// Run a binary-tree task space: task `i` spawns `2i+1` and `2i+2` below `n`. Returns per-id run
 /// counts and the worker stats.
@@ -221,4 +224,77 @@ fn cancel_stops_an_endless_run() {
     });
     assert!(canceller.is_cancelled());
     assert!(count.load(Ordering::Relaxed) > 100_000);
+}
+
+/// The lingering variant (the command-line tool's): every task runs once, the results come back in
+/// worker order, the call returns while the worker threads are still alive (parked), and a panic
+/// stops the others and is re-raised here.
+#[test]
+fn lingering_threads_return_results_in_order_and_stay_parked() {
+    let threads = 6;
+    let n = 1 << 16;
+    let seen: Arc<Vec<AtomicU8>> = Arc::new((0..n).map(|_| AtomicU8::new(0)).collect());
+    let unpark = ThreadUnpark::new(threads);
+    let sched = Scheduler::new(threads, Box::new(Arc::clone(&unpark)));
+    sched.inject(0usize);
+    let out = run_threads_lingering(sched, |i| {
+        let unpark = Arc::clone(&unpark);
+        let seen = Arc::clone(&seen);
+        move |w: Worker<usize>| {
+            let index = w.index();
+            // This thread's entry under /proc ("PID/task/TID"), if /proc is mounted.
+            let me = std::fs::read_link("/proc/thread-self").ok();
+            let stats = drive(w, &unpark, |t, w| {
+                seen[t].fetch_add(1, Ordering::Relaxed);
+                for c in [2 * t + 1, 2 * t + 2] {
+                    if c < n {
+                        w.push(c);
+                    }
+                }
+            });
+            (i, index, stats, me)
+        }
+    });
+    assert_exactly_once(&seen);
+    let order: Vec<usize> = out.iter().map(|(i, _, _, _)| *i).collect();
+    assert_eq!(order, (0..threads).collect::<Vec<_>>());
+    assert!(out.iter().all(|(i, index, _, _)| i == index));
+    let executed: u64 = out
+        .iter()
+        .map(|(_, _, s, _)| s.local_pops + s.injector_pops)
+        .sum();
+    assert!(executed > 0);
+    for (i, _, _, me) in &out {
+        match me {
+            Some(task) => assert!(
+                std::path::Path::new("/proc").join(task).exists(),
+                "worker {i}'s thread ({}) exited",
+                task.display()
+            ),
+            None => println!("skipped the thread check: /proc/thread-self cannot be read"),
+        }
+    }
+
+    let unpark = ThreadUnpark::new(threads);
+    let sched = Scheduler::new(threads, Box::new(Arc::clone(&unpark)));
+    for t in 0..threads as u64 {
+        sched.inject(t << 40);
+    }
+    let count = Arc::new(AtomicUsize::new(0));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_threads_lingering(sched, |_| {
+            let unpark = Arc::clone(&unpark);
+            let count = Arc::clone(&count);
+            move |w: Worker<u64>| {
+                drive(w, &unpark, |i, w| {
+                    if count.fetch_add(1, Ordering::Relaxed) == 5000 {
+                        panic!("task 5000 exploded");
+                    }
+                    w.push(i + 1);
+                })
+            }
+        })
+    }));
+    let err = result.expect_err("the panic was swallowed");
+    assert_eq!(err.downcast_ref::<&str>(), Some(&"task 5000 exploded"));
 }
