@@ -209,6 +209,7 @@ impl<T: Send> Scheduler<T> {
                 active: true,
                 steal_from: (index + 1) % shared.stealers.len(),
                 stats: WorkerStats::default(),
+                kept: Vec::new(),
             })
             .collect()
     }
@@ -222,6 +223,8 @@ pub struct Worker<T> {
     active: bool,
     steal_from: usize,
     stats: WorkerStats,
+    /// Tasks kept from the thieves ([`Worker::keep`]), each with the length the deque had then.
+    kept: Vec<(usize, T)>,
 }
 
 impl<T: Send> Worker<T> {
@@ -263,6 +266,38 @@ impl<T: Send> Worker<T> {
         }
     }
 
+    /// Keep a task for this worker: no other worker can steal it, and this one takes it, before
+    /// anything else, once its deque is down to the length it had when the task was kept (the
+    /// tasks pushed after it are gone, run here or stolen; at the latest when the deque is empty,
+    /// so a worker never goes idle holding one).
+    ///
+    /// For a directory's next listing batch, pushed before the batch's entries: kept, the entries
+    /// run first here as before, while a thief takes the oldest tasks of the deque (other
+    /// directories) instead of the next batch of the directory this worker is in, so two workers
+    /// meet in one directory only when there is nothing else to do. Call
+    /// [`Worker::release_kept`] before this worker stops taking tasks for a while.
+    pub fn keep(&mut self, task: T) {
+        debug_assert!(self.active, "keep from an idle worker");
+        self.kept.push((self.local.len(), task));
+        self.stats.pushes += 1;
+    }
+
+    /// Make the kept tasks stealable: they go to this worker's deque (on top, as the newest),
+    /// and a parked worker, if any, is woken. For a worker that will not pop for a while (busy
+    /// with what it has in flight), so that the others are not kept waiting for its tasks.
+    pub fn release_kept(&mut self) {
+        if self.kept.is_empty() {
+            return;
+        }
+        for (_, t) in self.kept.drain(..) {
+            self.local.push(t);
+        }
+        fence(Ordering::SeqCst);
+        if self.shared.sleepers.load(Ordering::Relaxed) > 0 {
+            self.shared.wake_one();
+        }
+    }
+
     /// Offer a task to every worker: it goes to the shared injector, which any worker checks
     /// before stealing from another's deque, and one sleeping worker is woken to take it. For
     /// help that this worker must not take itself (it is busy with the same job).
@@ -276,8 +311,8 @@ impl<T: Send> Worker<T> {
         }
     }
 
-    /// Take the next task: own deque first (LIFO), then the injector, then the other workers'
-    /// deques (FIFO end, in batches).
+    /// Take the next task: a kept task that is due ([`Worker::keep`]), then the own deque (LIFO),
+    /// then the injector, then the other workers' deques (FIFO end, in batches).
     pub fn pop(&mut self) -> Pop<T> {
         if self.shared.done.load(Ordering::Acquire) {
             return Pop::Done;
@@ -289,6 +324,15 @@ impl<T: Send> Worker<T> {
             if self.shared.done.load(Ordering::Acquire) {
                 return Pop::Done;
             }
+        }
+        if self
+            .kept
+            .last()
+            .is_some_and(|(mark, _)| self.local.len() <= *mark)
+            && let Some((_, t)) = self.kept.pop()
+        {
+            self.stats.local_pops += 1;
+            return Pop::Task(t);
         }
         if let Some(t) = self.local.pop() {
             self.stats.local_pops += 1;
@@ -333,6 +377,7 @@ impl<T: Send> Worker<T> {
             return Idle::Done;
         }
         debug_assert!(self.local.is_empty(), "go_idle with a non-empty deque");
+        debug_assert!(self.kept.is_empty(), "go_idle holding kept tasks");
         // Announce ourselves as a sleeper first, then look once more (see "Memory ordering").
         self.shared.sleeping[self.index].store(true, Ordering::SeqCst);
         self.shared.sleepers.fetch_add(1, Ordering::SeqCst);

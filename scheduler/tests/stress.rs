@@ -298,3 +298,54 @@ fn lingering_threads_return_results_in_order_and_stay_parked() {
     let err = result.expect_err("the panic was swallowed");
     assert_eq!(err.downcast_ref::<&str>(), Some(&"task 5000 exploded"));
 }
+
+/// A kept task (a directory's next batch) is never stolen; its worker takes it once the tasks
+/// pushed after it are gone (taken here or stolen), before the older ones; released, it can be
+/// stolen.
+#[test]
+fn kept_tasks_are_not_stolen_and_run_when_their_followers_are_gone() {
+    let unpark = ThreadUnpark::new(2);
+    let sched = Scheduler::new(2, Box::new(Arc::clone(&unpark)));
+    let mut w = sched.into_workers();
+    let mut thief = w.pop().unwrap();
+    let mut w = w.pop().unwrap();
+    let take = |w: &mut Worker<u32>| match w.pop() {
+        Pop::Task(t) => Some(t),
+        Pop::Empty => None,
+        Pop::Done => panic!("run declared done"),
+    };
+
+    // Own order: the followers (LIFO), then the kept task, then what was there before it.
+    w.push(1);
+    w.keep(100);
+    w.push(2);
+    w.push(3);
+    let order: Vec<u32> = std::iter::from_fn(|| take(&mut w)).collect();
+    assert_eq!(order, [3, 2, 100, 1]);
+
+    // A thief takes everything but the kept task, which its worker then takes at once.
+    w.push(1);
+    w.keep(100);
+    w.push(2);
+    w.push(3);
+    let stolen: Vec<u32> = std::iter::from_fn(|| take(&mut thief)).collect();
+    assert!(
+        !stolen.contains(&100),
+        "the kept task was stolen: {stolen:?}"
+    );
+    let mut rest: Vec<u32> = std::iter::from_fn(|| take(&mut w)).collect();
+    assert_eq!(
+        rest.first(),
+        Some(&100),
+        "kept task not taken first: {rest:?}"
+    );
+    rest.extend(stolen);
+    rest.sort_unstable();
+    assert_eq!(rest, [1, 2, 3, 100], "a task was lost or run twice");
+
+    // Released, it can be stolen.
+    w.keep(200);
+    w.release_kept();
+    assert_eq!(take(&mut thief), Some(200));
+    assert_eq!(take(&mut w), None);
+}
