@@ -779,11 +779,6 @@ async fn core_loop_with<F: Future<Output = ()>>(
                 }
             }
         }
-        if inflight.len() >= limit || blocked() {
-            // Taking nothing new for a while: what this core kept for itself (a directory's next
-            // batch) goes where the other cores can take it.
-            core.worker.borrow_mut().release_kept();
-        }
         if budget == 0 {
             // Many tasks in a row: let the runtime reap completions and run woken tasks.
             std::future::poll_fn(|cx| {

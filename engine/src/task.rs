@@ -1167,12 +1167,9 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
         "directory batch listed"
     );
     node.pending.fetch_add(batch.len(), Ordering::AcqRel);
-    // The continuation is kept from the other cores and runs here once the children are done:
-    // an idle core steals other directories first (the oldest tasks), rather than this one's
-    // next batch, so two cores create in one directory only when nothing else is left (they
-    // would take its lock in turn). A core that stops taking tasks releases it (core loop).
+    // The continuation goes first: children pop before it (LIFO); an idle core steals it first.
+    core.push(Task::Scan(node));
     let mut w = core.worker.borrow_mut();
-    w.keep(Task::Scan(node));
     for t in batch.drain(..) {
         w.push(t);
     }

@@ -209,7 +209,6 @@ impl<T: Send> Scheduler<T> {
                 active: true,
                 steal_from: (index + 1) % shared.stealers.len(),
                 stats: WorkerStats::default(),
-                kept: Vec::new(),
             })
             .collect()
     }
@@ -223,8 +222,6 @@ pub struct Worker<T> {
     active: bool,
     steal_from: usize,
     stats: WorkerStats,
-    /// Tasks kept from the thieves ([`Worker::keep`]), each with the length the deque had then.
-    kept: Vec<(usize, T)>,
 }
 
 impl<T: Send> Worker<T> {
@@ -266,38 +263,6 @@ impl<T: Send> Worker<T> {
         }
     }
 
-    /// Keep a task for this worker: no other worker can steal it, and this one takes it, before
-    /// anything else, once its deque is down to the length it had when the task was kept (the
-    /// tasks pushed after it are gone, run here or stolen; at the latest when the deque is empty,
-    /// so a worker never goes idle holding one).
-    ///
-    /// For a directory's next listing batch, pushed before the batch's entries: kept, the entries
-    /// run first here as before, while a thief takes the oldest tasks of the deque (other
-    /// directories) instead of the next batch of the directory this worker is in, so two workers
-    /// meet in one directory only when there is nothing else to do. Call
-    /// [`Worker::release_kept`] before this worker stops taking tasks for a while.
-    pub fn keep(&mut self, task: T) {
-        debug_assert!(self.active, "keep from an idle worker");
-        self.kept.push((self.local.len(), task));
-        self.stats.pushes += 1;
-    }
-
-    /// Make the kept tasks stealable: they go to this worker's deque (on top, as the newest),
-    /// and a parked worker, if any, is woken. For a worker that will not pop for a while (busy
-    /// with what it has in flight), so that the others are not kept waiting for its tasks.
-    pub fn release_kept(&mut self) {
-        if self.kept.is_empty() {
-            return;
-        }
-        for (_, t) in self.kept.drain(..) {
-            self.local.push(t);
-        }
-        fence(Ordering::SeqCst);
-        if self.shared.sleepers.load(Ordering::Relaxed) > 0 {
-            self.shared.wake_one();
-        }
-    }
-
     /// Offer a task to every worker: it goes to the shared injector, which any worker checks
     /// before stealing from another's deque, and one sleeping worker is woken to take it. For
     /// help that this worker must not take itself (it is busy with the same job).
@@ -311,8 +276,8 @@ impl<T: Send> Worker<T> {
         }
     }
 
-    /// Take the next task: a kept task that is due ([`Worker::keep`]), then the own deque (LIFO),
-    /// then the injector, then the other workers' deques (FIFO end, in batches).
+    /// Take the next task: own deque first (LIFO), then the injector, then the other workers'
+    /// deques (FIFO end, in batches).
     pub fn pop(&mut self) -> Pop<T> {
         if self.shared.done.load(Ordering::Acquire) {
             return Pop::Done;
@@ -324,15 +289,6 @@ impl<T: Send> Worker<T> {
             if self.shared.done.load(Ordering::Acquire) {
                 return Pop::Done;
             }
-        }
-        if self
-            .kept
-            .last()
-            .is_some_and(|(mark, _)| self.local.len() <= *mark)
-            && let Some((_, t)) = self.kept.pop()
-        {
-            self.stats.local_pops += 1;
-            return Pop::Task(t);
         }
         if let Some(t) = self.local.pop() {
             self.stats.local_pops += 1;
@@ -377,7 +333,6 @@ impl<T: Send> Worker<T> {
             return Idle::Done;
         }
         debug_assert!(self.local.is_empty(), "go_idle with a non-empty deque");
-        debug_assert!(self.kept.is_empty(), "go_idle holding kept tasks");
         // Announce ourselves as a sleeper first, then look once more (see "Memory ordering").
         self.shared.sleeping[self.index].store(true, Ordering::SeqCst);
         self.shared.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -455,40 +410,48 @@ where
         .enumerate()
         .map(|(i, w)| (w, make(i)))
         .collect();
-    let mut results = Vec::with_capacity(jobs.len());
-    let mut first_panic = None;
-    std::thread::scope(|scope| {
+    let outcomes = std::thread::scope(|scope| {
         let handles: Vec<_> = jobs
             .into_iter()
             .map(|(w, f)| {
-                let shared = Arc::clone(&w.shared);
-                std::thread::Builder::new()
-                    .name(format!("arsync-core-{}", w.index))
-                    .spawn_scoped(scope, move || {
-                        let r = panic::catch_unwind(AssertUnwindSafe(|| f(w)));
-                        if r.is_err() {
-                            shared.panicked.store(true, Ordering::SeqCst);
-                            shared.cancelled.store(true, Ordering::SeqCst);
-                            shared.finish();
-                        }
-                        r
-                    })
+                worker_thread(&w)
+                    .spawn_scoped(scope, move || run_worker(w, f))
                     .expect("spawn worker thread")
             })
             .collect();
-        for h in handles {
-            match h.join() {
-                Ok(Ok(r)) => results.push(r),
-                Ok(Err(p)) | Err(p) => {
-                    if first_panic.is_none() {
-                        first_panic = Some(p);
-                    }
-                }
-            }
-        }
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(Err))
+            .collect::<Vec<_>>()
     });
-    if let Some(p) = first_panic {
-        panic::resume_unwind(p);
+    results_or_first_panic(outcomes)
+}
+
+/// The thread a worker runs on.
+fn worker_thread<T>(w: &Worker<T>) -> std::thread::Builder {
+    std::thread::Builder::new().name(format!("arsync-core-{}", w.index))
+}
+
+/// Run a worker's closure; if it panics, every other worker is stopped.
+fn run_worker<T: Send, R>(w: Worker<T>, f: impl FnOnce(Worker<T>) -> R) -> std::thread::Result<R> {
+    let shared = Arc::clone(&w.shared);
+    let r = panic::catch_unwind(AssertUnwindSafe(|| f(w)));
+    if r.is_err() {
+        shared.panicked.store(true, Ordering::SeqCst);
+        shared.cancelled.store(true, Ordering::SeqCst);
+        shared.finish();
+    }
+    r
+}
+
+/// The workers' results in worker order, or the first panic re-raised.
+fn results_or_first_panic<R>(outcomes: Vec<std::thread::Result<R>>) -> Vec<R> {
+    let mut results = Vec::with_capacity(outcomes.len());
+    for r in outcomes {
+        match r {
+            Ok(r) => results.push(r),
+            Err(p) => panic::resume_unwind(p),
+        }
     }
     results
 }
@@ -518,17 +481,9 @@ where
     for (i, w) in workers.into_iter().enumerate() {
         let f = make(i);
         let tx = tx.clone();
-        let shared = Arc::clone(&w.shared);
-        std::thread::Builder::new()
-            .name(format!("arsync-core-{}", w.index))
+        worker_thread(&w)
             .spawn(move || {
-                let r = panic::catch_unwind(AssertUnwindSafe(|| f(w)));
-                if r.is_err() {
-                    shared.panicked.store(true, Ordering::SeqCst);
-                    shared.cancelled.store(true, Ordering::SeqCst);
-                    shared.finish();
-                }
-                let _ = tx.send((i, r));
+                let _ = tx.send((i, run_worker(w, f)));
                 drop(tx);
                 loop {
                     std::thread::park();
@@ -541,27 +496,12 @@ where
     for (i, r) in rx.iter().take(n) {
         slots[i] = Some(r);
     }
-    let mut results = Vec::with_capacity(n);
-    let mut first_panic = None;
-    for r in slots {
-        match r {
-            Some(Ok(r)) => results.push(r),
-            Some(Err(p)) => {
-                if first_panic.is_none() {
-                    first_panic = Some(p);
-                }
-            }
-            None => {
-                if first_panic.is_none() {
-                    first_panic = Some(Box::new("a worker thread ended without its result"));
-                }
-            }
-        }
-    }
-    if let Some(p) = first_panic {
-        panic::resume_unwind(p);
-    }
-    results
+    results_or_first_panic(
+        slots
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Box::new("a worker thread ended without its result"))))
+            .collect(),
+    )
 }
 
 /// A ready-made [`Unpark`] for plain OS threads: each worker parks with `std::thread::park` and

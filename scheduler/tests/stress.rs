@@ -166,40 +166,51 @@ fn spawn_after_others_went_idle() {
     }
 }
 
-#[test]
-fn panic_stops_everyone_and_is_reraised() {
+/// Endless chains of tasks on 8 workers, one of which panics at the 5000th task: only the panic
+/// can end the run. Returns what the run returned (its panic, if it was re-raised).
+fn endless_run_with_a_panic(lingering: bool) -> std::thread::Result<Vec<WorkerStats>> {
     let threads = 8;
     let unpark = ThreadUnpark::new(threads);
     let sched = Scheduler::new(threads, Box::new(Arc::clone(&unpark)));
     for t in 0..threads as u64 {
         sched.inject(t << 40);
     }
-    let count = AtomicUsize::new(0);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_threads(sched, |_| {
-            let unpark = Arc::clone(&unpark);
-            let count = &count;
-            move |w: Worker<u64>| {
-                drive(w, &unpark, |i, w| {
-                    if count.fetch_add(1, Ordering::Relaxed) == 5000 {
-                        panic!("task 5000 exploded");
-                    }
-                    // Endless chains: only the panic can stop this run.
-                    w.push(i + 1);
-                })
-            }
-        })
-    }));
-    let err = result.expect_err("the panic was swallowed");
-    let msg = err
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| err.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    assert!(
-        msg.contains("task 5000 exploded"),
-        "unexpected panic payload {msg:?}"
-    );
+    let count = Arc::new(AtomicUsize::new(0));
+    let make = |_| {
+        let unpark = Arc::clone(&unpark);
+        let count = Arc::clone(&count);
+        move |w: Worker<u64>| {
+            drive(w, &unpark, |i, w| {
+                if count.fetch_add(1, Ordering::Relaxed) == 5000 {
+                    panic!("task 5000 exploded");
+                }
+                w.push(i + 1);
+            })
+        }
+    };
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if lingering {
+            run_threads_lingering(sched, make)
+        } else {
+            run_threads(sched, make)
+        }
+    }))
+}
+
+#[test]
+fn panic_stops_everyone_and_is_reraised() {
+    for lingering in [false, true] {
+        let err = endless_run_with_a_panic(lingering).expect_err("the panic was swallowed");
+        let msg = err
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| err.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert!(
+            msg.contains("task 5000 exploded"),
+            "unexpected panic payload {msg:?} (lingering threads: {lingering})"
+        );
+    }
 }
 
 #[test]
@@ -227,8 +238,8 @@ fn cancel_stops_an_endless_run() {
 }
 
 /// The lingering variant (the command-line tool's): every task runs once, the results come back in
-/// worker order, the call returns while the worker threads are still alive (parked), and a panic
-/// stops the others and is re-raised here.
+/// worker order, and the call returns while the worker threads are still alive (parked). (Its
+/// panics: `panic_stops_everyone_and_is_reraised`.)
 #[test]
 fn lingering_threads_return_results_in_order_and_stay_parked() {
     let threads = 6;
@@ -274,78 +285,4 @@ fn lingering_threads_return_results_in_order_and_stay_parked() {
             None => println!("skipped the thread check: /proc/thread-self cannot be read"),
         }
     }
-
-    let unpark = ThreadUnpark::new(threads);
-    let sched = Scheduler::new(threads, Box::new(Arc::clone(&unpark)));
-    for t in 0..threads as u64 {
-        sched.inject(t << 40);
-    }
-    let count = Arc::new(AtomicUsize::new(0));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_threads_lingering(sched, |_| {
-            let unpark = Arc::clone(&unpark);
-            let count = Arc::clone(&count);
-            move |w: Worker<u64>| {
-                drive(w, &unpark, |i, w| {
-                    if count.fetch_add(1, Ordering::Relaxed) == 5000 {
-                        panic!("task 5000 exploded");
-                    }
-                    w.push(i + 1);
-                })
-            }
-        })
-    }));
-    let err = result.expect_err("the panic was swallowed");
-    assert_eq!(err.downcast_ref::<&str>(), Some(&"task 5000 exploded"));
-}
-
-/// A kept task (a directory's next batch) is never stolen; its worker takes it once the tasks
-/// pushed after it are gone (taken here or stolen), before the older ones; released, it can be
-/// stolen.
-#[test]
-fn kept_tasks_are_not_stolen_and_run_when_their_followers_are_gone() {
-    let unpark = ThreadUnpark::new(2);
-    let sched = Scheduler::new(2, Box::new(Arc::clone(&unpark)));
-    let mut w = sched.into_workers();
-    let mut thief = w.pop().unwrap();
-    let mut w = w.pop().unwrap();
-    let take = |w: &mut Worker<u32>| match w.pop() {
-        Pop::Task(t) => Some(t),
-        Pop::Empty => None,
-        Pop::Done => panic!("run declared done"),
-    };
-
-    // Own order: the followers (LIFO), then the kept task, then what was there before it.
-    w.push(1);
-    w.keep(100);
-    w.push(2);
-    w.push(3);
-    let order: Vec<u32> = std::iter::from_fn(|| take(&mut w)).collect();
-    assert_eq!(order, [3, 2, 100, 1]);
-
-    // A thief takes everything but the kept task, which its worker then takes at once.
-    w.push(1);
-    w.keep(100);
-    w.push(2);
-    w.push(3);
-    let stolen: Vec<u32> = std::iter::from_fn(|| take(&mut thief)).collect();
-    assert!(
-        !stolen.contains(&100),
-        "the kept task was stolen: {stolen:?}"
-    );
-    let mut rest: Vec<u32> = std::iter::from_fn(|| take(&mut w)).collect();
-    assert_eq!(
-        rest.first(),
-        Some(&100),
-        "kept task not taken first: {rest:?}"
-    );
-    rest.extend(stolen);
-    rest.sort_unstable();
-    assert_eq!(rest, [1, 2, 3, 100], "a task was lost or run twice");
-
-    // Released, it can be stolen.
-    w.keep(200);
-    w.release_kept();
-    assert_eq!(take(&mut thief), Some(200));
-    assert_eq!(take(&mut w), None);
 }
