@@ -909,6 +909,59 @@ fn mkpath_makes_the_missing_parents_as_rsync_does() {
     assert!(!t.path().join("none").exists());
 }
 
+/// The "created directory DEST" notice: printed when the run makes the destination directory,
+/// with `-v`, `-i` or `--progress` (a dry run: when it would), not when it exists already or
+/// `--mkpath` made it; rsync run the same way is the oracle for each case.
+#[test]
+fn created_directory_is_said_as_rsync_says_it() {
+    if !require_rsync("created_directory_is_said_as_rsync_says_it") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("f"), b"file");
+    let contents = format!("{}/", src.display());
+    let cases: [(&[&str], &str, Vec<&str>); 8] = [
+        (&["-av"], "new", vec![&contents]),
+        (&["-a", "--progress"], "new", vec![&contents]),
+        (&["-a"], "new", vec![&contents]),
+        (&["-avn"], "new", vec![&contents]),
+        (&["-av"], "several/", vec![&contents, &contents]),
+        (&["-av"], "existing", vec![&contents]),
+        (&["-av", "--mkpath"], "p/q/r", vec![&contents]),
+        (&["-avq"], "new", vec![&contents]),
+    ];
+    let said = |tool: &str, i: usize| {
+        let (flags, to, from) = &cases[i];
+        let top = t.path().join(format!("{tool}-{i}"));
+        fs::create_dir_all(top.join("existing")).unwrap();
+        let dest = top.join(to);
+        let mut cmd = if tool == "rsync" {
+            std::process::Command::new("rsync")
+        } else {
+            arsync()
+        };
+        let out = cmd.args(*flags).args(from).arg(&dest).output().unwrap();
+        assert_eq!(code(&out), 0, "{tool} {flags:?} {to}");
+        let made = dest.display().to_string();
+        let made = made.trim_end_matches('/');
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("created "))
+            .map(|l| l.replace(made, "DEST"))
+            .collect::<Vec<_>>()
+    };
+    let ours: Vec<_> = (0..cases.len()).map(|i| said("arsync", i)).collect();
+    for (i, lines) in ours.iter().enumerate() {
+        assert_eq!(*lines, said("rsync", i), "{:?}", cases[i]);
+    }
+    // (The cases say something where they should: the comparison is not between two silences.)
+    assert_eq!(ours[0], ["created directory DEST"]);
+    assert_eq!(ours[1], ["created directory DEST"]);
+    assert_eq!(ours[6], ["created 3 directories for DEST"]);
+}
+
 /// `--list-only` and a lone SRC list the sources exactly as rsync lists them (mode, size with
 /// separators, local mtime, name, symlink target with -l, rsync's order, its errors).
 #[test]

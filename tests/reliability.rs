@@ -230,6 +230,28 @@ fn a_destination_name_taken_during_the_run_is_reported_not_replaced() {
             assert_eq!(got, data, "{name}");
         }
     }
+    // A later run into the destination, which exists by now, copies into it and removes the
+    // copy left beside it (before, it stayed there for good).
+    let out = arsync()
+        .args(["-a"])
+        .arg(format!("{}/", src.display()))
+        .arg(&dst)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    let mut names: Vec<_> = fs::read_dir(&dst)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "held", "theirs"]);
+    assert_eq!(fs::read(dst.join("held")).unwrap(), b"held");
+    let left: Vec<_> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p != &dst)
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -745,13 +767,20 @@ fn an_unreadable_source_root_makes_no_destination() {
     chmod(&src, 0o000);
     for (tool, name) in [(Path::new("rsync"), "rsync-dst"), (&*bin, "arsync-dst")] {
         let dst = base.join(name);
-        let out = as_nobody(tool, &["-a"], &src, &dst);
+        let out = as_nobody(tool, &["-av"], &src, &dst);
         assert_eq!(code(&out), 23, "{}: {}", tool.display(), err(&out));
         assert!(
             fs::symlink_metadata(&dst).is_err(),
             "{} made {}",
             tool.display(),
             dst.display()
+        );
+        // Nor does it say it made it (arsync printed "created directory" before the run).
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !said.contains("created directory"),
+            "{}: {said}",
+            tool.display()
         );
     }
     chmod(&src, 0o755);

@@ -132,17 +132,22 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(code as u8);
     }
-    let observer = Arc::new(output::Printer::new(
+    let printer = output::Printer::new(
         parsed.verbose,
         parsed.quiet,
         parsed.itemize,
         parsed.progress_files.then(|| live.clone()),
         parsed.out_format.clone(),
         log.clone(),
-    ));
+    );
+    // (--mkpath's own line names the destination directory when it makes it.)
+    let observer = Arc::new(if parsed.make_path.is_some() && !parsed.config.dry_run {
+        printer.made_by_mkpath()
+    } else {
+        printer
+    });
     let shows_items =
         (parsed.verbose > 0 || parsed.itemize || parsed.out_format.is_some()) && !parsed.quiet;
-    let mut made_path = false;
     if let Some(dir) = &parsed.make_path {
         // --mkpath: the missing directories above the destination (mode 0777 less the umask),
         // named as rsync names them, the destination directory included when it is made too.
@@ -163,13 +168,12 @@ fn main() -> ExitCode {
         if let Some(l) = &log {
             l.message(line.as_bytes());
         }
-        if !parsed.config.dry_run {
-            if let Err(e) = std::fs::create_dir_all(dir) {
-                eprintln!("arsync: mkdir {:?} failed: {e}", dir.display());
-                eprintln!("arsync error: {} (code 11)", output::code_text(11));
-                return ExitCode::from(11);
-            }
-            made_path = true;
+        if !parsed.config.dry_run
+            && let Err(e) = std::fs::create_dir_all(dir)
+        {
+            eprintln!("arsync: mkdir {:?} failed: {e}", dir.display());
+            eprintln!("arsync error: {} (code 11)", output::code_text(11));
+            return ExitCode::from(11);
         }
     }
     // Before any thread is started: the descriptor table grows now, without the RCU grace
@@ -181,25 +185,6 @@ fn main() -> ExitCode {
         let stop = engine::Stop::new();
         signals::stop_on_signals(stop.clone());
         return ExitCode::from(mpi_mode::run(&parsed, observer, &stop) as u8);
-    }
-    if let Some(dir) = parsed
-        .config
-        .create_dest_dir
-        .as_ref()
-        .filter(|_| !made_path)
-    {
-        let shown = dir.to_string_lossy();
-        let shown = shown.trim_end_matches('/');
-        let line = format!(
-            "created directory {}",
-            if shown.is_empty() { "/" } else { shown }
-        );
-        if shows_items {
-            outln!("{line}");
-        }
-        if let Some(l) = &log {
-            l.message(line.as_bytes());
-        }
     }
     let stop = engine::Stop::new();
     signals::stop_on_signals(stop.clone());

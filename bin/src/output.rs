@@ -22,6 +22,8 @@ pub struct Printer {
     progress: Option<(engine::Progress, std::time::Instant)>,
     /// `--log-file`.
     log: Option<Arc<LogFile>>,
+    /// `--mkpath` made the destination directory and said so already.
+    made_by_mkpath: bool,
 }
 
 impl Printer {
@@ -49,7 +51,15 @@ impl Printer {
             listing,
             progress: progress.map(|p| (p, std::time::Instant::now())),
             log,
+            made_by_mkpath: false,
         }
+    }
+
+    /// `--mkpath` made the destination directory (its own line said so): no "created
+    /// directory" line for it.
+    pub fn made_by_mkpath(mut self) -> Self {
+        self.made_by_mkpath = true;
+        self
     }
 }
 
@@ -280,6 +290,24 @@ impl Observer for Printer {
                     line.push(b'\n');
                 }
                 let _ = std::io::stdout().lock().write_all(&line);
+            }
+            Event::DestCreated { path } => {
+                if self.made_by_mkpath {
+                    return;
+                }
+                // As rsync names it: without a trailing slash, the root as "/".
+                let shown = path.to_string_lossy();
+                let shown = shown.trim_end_matches('/');
+                let line = format!(
+                    "created directory {}",
+                    if shown.is_empty() { "/" } else { shown }
+                );
+                if let Some(log) = &self.log {
+                    log.message(line.as_bytes());
+                }
+                if self.listing.is_some() && !self.quiet {
+                    outln!("{line}");
+                }
             }
             Event::Deleted { path, file_type } => {
                 let what = Line {

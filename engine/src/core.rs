@@ -378,16 +378,29 @@ pub(crate) fn run(
     // it is the one root's own destination (`SRC/ DEST`), which that root makes under a
     // temporary name and renames into place when finished (so its files need no staging of
     // their own), and which a root that fails or is skipped leaves unmade, as rsync does.
+    // (A dry run's root says it would make it, when it finds no destination.)
     let root_makes_it = |dir: &std::path::PathBuf| {
-        config.roots.len() == 1 && config.roots[0].dst == *dir && crate::task::stages_dirs(config)
+        config.roots.len() == 1
+            && config.roots[0].dst == *dir
+            && (config.dry_run || crate::task::stages_dirs(config))
     };
-    if let Some(dir) = config
+    let created = |dir: &std::path::Path| {
+        shared
+            .observer
+            .event(&crate::Event::DestCreated { path: dir })
+    };
+    let dest_dir = config
         .create_dest_dir
         .as_ref()
-        .filter(|d| !config.dry_run && !root_makes_it(d))
-    {
+        .filter(|d| !root_makes_it(d));
+    if let Some(dir) = dest_dir.filter(|_| config.dry_run) {
+        created(dir);
+    } else if let Some(dir) = dest_dir {
         match fsops::sys::mkdir_path(dir, 0o777 & !umask) {
-            Ok(()) => shared.created_dest.store(true, Ordering::Relaxed),
+            Ok(()) => {
+                shared.created_dest.store(true, Ordering::Relaxed);
+                created(dir);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 shared.observer.event(&crate::Event::Error {

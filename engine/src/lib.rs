@@ -565,6 +565,15 @@ pub enum Event<'a> {
         /// the name it was linked to.
         link: Option<&'a [u8]>,
     },
+    /// The destination directory to create ([`Config::create_dest_dir`]) was made by the run
+    /// (or, with `dry_run`, would be): rsync's "created directory" notice. Sent once, before
+    /// anything is copied into it, and only when the run made it: not when it existed already,
+    /// nor when the root that was to make it failed first (an unreadable source directory).
+    /// Sent whatever [`Observer::wants_items`] says.
+    DestCreated {
+        /// The directory as it was named.
+        path: &'a Path,
+    },
     /// A destination entry the source does not have was deleted (or, with `dry_run`, would be).
     /// Sent whatever [`Observer::wants_items`] says.
     Deleted {

@@ -669,6 +669,15 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         };
         let created_by_run = cfg.create_dest_dir.as_ref() == Some(&root.dst)
             && core.shared.created_dest.load(Ordering::Relaxed);
+        if matches!(dir, Ok(DestDir::Created(_)))
+            || (cfg.dry_run && matches!(dir, Ok(DestDir::Absent)))
+        {
+            // The destination directory this root was to make (`SRC/ DEST`), made now (or, in
+            // a dry run, that would be).
+            if let Some(d) = cfg.create_dest_dir.as_ref().filter(|d| **d == root.dst) {
+                core.shared.observer.event(&Event::DestCreated { path: d });
+            }
+        }
         let (dst, fresh) = match dir {
             Ok(DestDir::Existing(fd)) if created_by_run => (Arc::new(fd), true),
             Ok(DestDir::Existing(fd)) => (Arc::new(fd), false),
@@ -1023,7 +1032,10 @@ type Staged = Arc<crate::core::StagedDir>;
 /// nobody seeing them half-written; a temporary that a killed run left for the same name is
 /// removed first. Anything else (it exists, its parent cannot be read, or its parent is inside
 /// the source directory `src`, whose scan would find the temporary) goes as
-/// [`make_dest_dir_path`], which reports what is wrong.
+/// [`make_dest_dir_path`], which reports what is wrong. A temporary that an earlier run left
+/// for the same name is removed also when the destination exists by now (that run was killed
+/// before making it, or could not rename its copy into place because the name had been taken
+/// meanwhile): this run copies into the destination itself.
 fn make_staged_root(
     core: &Core,
     path: &Path,
@@ -1036,15 +1048,21 @@ fn make_staged_root(
     let Ok(parent) = sys::open_dir_path(&parent_or_dot(path)) else {
         return unstaged();
     };
+    let tag = sync::root_temp_tag(&name);
+    let remove_stale =
+        || sync::remove_stale_roots(&core.shared, &core.counters, parent.as_fd(), &tag, path);
     match sys::lstat_at(parent.as_fd(), &name) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-        _ => return unstaged(),
+        Ok(_) => {
+            remove_stale();
+            return unstaged();
+        }
+        Err(_) => return unstaged(),
     }
     if within(parent.as_fd(), src) {
         return unstaged();
     }
-    let tag = sync::root_temp_tag(&name);
-    sync::remove_stale_roots(&core.shared, &core.counters, parent.as_fd(), &tag, path);
+    remove_stale();
     let (tmp, ()) = with_temp_named(core, &tag, |t| sys::mkdir_at(parent.as_fd(), t, 0o700))
         .map_err(|e| ("mkdir", e))?;
     let fd = sys::open_dir_at(parent.as_fd(), &tmp).map_err(|e| {
