@@ -1026,6 +1026,10 @@ fn make_dest_dir_path(path: &Path) -> Result<DestDir, (&'static str, io::Error)>
 /// A directory made under a temporary name, to be renamed into place.
 type Staged = Arc<crate::core::StagedDir>;
 
+/// The largest parent (its `st_size`: 64 KiB, about 2,000 names on ext4) that a run into an
+/// existing destination root lists for what earlier runs left beside that root.
+const STALE_SWEEP_MAX_DIR_SIZE: u64 = 64 << 10;
+
 /// Create or open a directory root's destination `path` with staging: when it does not exist,
 /// it is made in its parent under a temporary name (and renamed into place when the root is
 /// finished, as a new subdirectory is), so its files are created under their final names with
@@ -1035,7 +1039,8 @@ type Staged = Arc<crate::core::StagedDir>;
 /// [`make_dest_dir_path`], which reports what is wrong. A temporary that an earlier run left
 /// for the same name is removed also when the destination exists by now (that run was killed
 /// before making it, or could not rename its copy into place because the name had been taken
-/// meanwhile): this run copies into the destination itself.
+/// meanwhile) and the parent is small enough to list cheaply ([`STALE_SWEEP_MAX_DIR_SIZE`]):
+/// this run copies into the destination itself.
 fn make_staged_root(
     core: &Core,
     path: &Path,
@@ -1054,7 +1059,12 @@ fn make_staged_root(
     match sys::lstat_at(parent.as_fd(), &name) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
         Ok(_) => {
-            remove_stale();
+            // (Only where that listing is cheap: a parent of up to a few thousand names. A
+            // re-sync into a crowded parent keeps its cost; a later run that makes DEST anew
+            // sweeps whatever its size.)
+            if sys::fstat(parent.as_fd()).is_ok_and(|p| p.size <= STALE_SWEEP_MAX_DIR_SIZE) {
+                remove_stale();
+            }
             return unstaged();
         }
         Err(_) => return unstaged(),
