@@ -52,12 +52,12 @@ pub fn copy_inline_cached(
     buf.resize(cap, 0);
     let want = size.min(cap as u64) as usize;
     let ask = if size < cap as u64 { want + 1 } else { want };
-    let n = match sys::read_nowait(src.as_fd(), &mut buf[..ask]) {
+    let n = match sys::read_nowait_at(src.as_fd(), &mut buf[..ask], 0) {
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Inline::NotCached),
         Err(e) => return Err(e),
     };
-    write_read(dst, &buf[..n], want)?;
+    write_read(dst, &buf[..n], want, 0)?;
     if n as u64 == size {
         return Ok(Inline::Copied(size));
     }
@@ -66,7 +66,7 @@ pub fn copy_inline_cached(
     Ok(Inline::Copied(rest))
 }
 
-/// The loop of [`copy_inline`] from `total` bytes on (the file position is there). The last
+/// The loop of [`copy_inline`] from offset `total` on (positional reads and writes). The last
 /// read asks for one byte more than is left (same syscall): getting it means the file grew
 /// while it was being copied.
 fn copy_inline_from(
@@ -81,8 +81,8 @@ fn copy_inline_from(
         let left = size - total;
         let want = left.min(cap as u64) as usize;
         let ask = if left < cap as u64 { want + 1 } else { want };
-        let n = sys::read(src.as_fd(), &mut buf[..ask])?;
-        write_read(dst, &buf[..n], want)?;
+        let n = sys::read_at(src.as_fd(), &mut buf[..ask], total)?;
+        write_read(dst, &buf[..n], want, total)?;
         total += n as u64;
     }
     Ok(total)
@@ -90,7 +90,7 @@ fn copy_inline_from(
 
 /// Write what one read returned, after checking it against the `want` bytes that were left of
 /// the measured size: nothing means the file shrank, more means it grew (never a torn copy).
-fn write_read(dst: &OwnedFd, got: &[u8], want: usize) -> io::Result<()> {
+fn write_read(dst: &OwnedFd, got: &[u8], want: usize, offset: u64) -> io::Result<()> {
     if got.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -100,7 +100,7 @@ fn write_read(dst: &OwnedFd, got: &[u8], want: usize) -> io::Result<()> {
     if got.len() > want {
         return Err(io::Error::other("file grew while it was being copied"));
     }
-    sys::write_all(dst.as_fd(), got)
+    sys::write_all_at(dst.as_fd(), got, offset)
 }
 
 /// Copy a small file whose data is not in the page cache: one io_uring read of the whole file
@@ -137,7 +137,7 @@ pub async fn copy_small_async(src: OwnedFd, dst: &OwnedFd, size: u64) -> io::Res
         )),
         std::cmp::Ordering::Greater => Err(io::Error::other("file grew while it was being copied")),
         std::cmp::Ordering::Equal => {
-            sys::write_all(dst.as_fd(), &data)?;
+            sys::write_all_at(dst.as_fd(), &data, 0)?;
             Ok(size)
         }
     }

@@ -391,24 +391,34 @@ pub fn is_cached(fd: BorrowedFd<'_>, offset: u64) -> Option<bool> {
     }
 }
 
-/// `read(fd, buf)` at the current offset, retried on `EINTR`.
-/// `read` that returns `WouldBlock` instead of waiting for the disk (`preadv2` with
-/// `RWF_NOWAIT`, at the file position): data in the page cache is read, anything else is left to
-/// an asynchronous path. Where the kernel or file system cannot do it, an ordinary `read`.
-pub fn read_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+/// `read` at `offset` that returns `WouldBlock` instead of waiting for the disk (`preadv2`
+/// with `RWF_NOWAIT`): data in the page cache is read, anything else is left to an asynchronous
+/// path. Where the kernel or file system cannot do it, an ordinary [`read_at`].
+///
+/// Positional, as [`read_at`] and [`write_all_at`] are: a read or write at the file position
+/// takes the open file's `f_pos_lock` mutex in a multi-threaded process (`fdget_pos`), one
+/// lock and unlock per call on every small file's two calls.
+pub fn read_nowait_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     use std::sync::atomic::{AtomicBool, Ordering};
     static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
     if UNSUPPORTED.load(Ordering::Relaxed) {
-        return read(fd, buf);
+        return read_at(fd, buf, offset);
     }
     let iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
     loop {
-        // SAFETY: one iovec describing `buf`, valid for `buf.len()` writable bytes; offset -1 is
-        // the file position.
-        let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
+        // SAFETY: one iovec describing `buf`, valid for `buf.len()` writable bytes.
+        let n = unsafe {
+            libc::preadv2(
+                fd.as_raw_fd(),
+                &iov,
+                1,
+                offset as libc::off_t,
+                libc::RWF_NOWAIT,
+            )
+        };
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -418,18 +428,25 @@ pub fn read_nowait(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
             Some(libc::EAGAIN) => return Err(io::ErrorKind::WouldBlock.into()),
             Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => {
                 UNSUPPORTED.store(true, Ordering::Relaxed);
-                return read(fd, buf);
+                return read_at(fd, buf, offset);
             }
             _ => return Err(e),
         }
     }
 }
 
-/// Read `fd` at its file position.
-pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+/// `pread(fd, buf, offset)`, retried on `EINTR`.
+pub fn read_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     loop {
         // SAFETY: `buf` is valid for `buf.len()` writable bytes.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                offset as libc::off_t,
+            )
+        };
         if n >= 0 {
             return Ok(n as usize);
         }
@@ -440,11 +457,18 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
-/// Write all of `buf` at the current offset, retried on `EINTR` and short writes.
-pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+/// Write all of `buf` at `offset` (`pwrite`), retried on `EINTR` and short writes.
+pub fn write_all_at(fd: BorrowedFd<'_>, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
         // SAFETY: `buf` is valid for `buf.len()` readable bytes.
-        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) };
+        let n = unsafe {
+            libc::pwrite(
+                fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                offset as libc::off_t,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -456,6 +480,7 @@ pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
             return Err(io::Error::from(io::ErrorKind::WriteZero));
         }
         buf = &buf[n as usize..];
+        offset += n as u64;
     }
     Ok(())
 }

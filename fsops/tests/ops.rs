@@ -246,6 +246,50 @@ fn copy_inline_is_exact() {
     assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
 }
 
+/// The inline copies read and write at explicit offsets: a file larger than the buffer (several
+/// reads, the cached first one included) comes out exact, and so does one whose source fd was
+/// read from before (its file position is not where the copy starts).
+#[test]
+fn inline_copies_are_positional() {
+    let t = tmp();
+    let d = sys::open_dir_path(t.path()).unwrap();
+    let bytes = data(70_000, 3);
+    std::fs::write(t.path().join("s"), &bytes).unwrap();
+    for (i, moved) in [0usize, 100].into_iter().enumerate() {
+        let s = sys::open_source(d.as_fd(), &c(b"s"), false).unwrap();
+        if moved > 0 {
+            let mut skip = vec![0u8; moved];
+            // SAFETY: `skip` is valid for `moved` writable bytes.
+            let n = unsafe {
+                libc::read(
+                    std::os::fd::AsRawFd::as_raw_fd(&s),
+                    skip.as_mut_ptr().cast(),
+                    moved,
+                )
+            };
+            assert_eq!(n, moved as isize);
+        }
+        for cached in [false, true] {
+            let name = format!("d{i}{cached}");
+            let o = sys::create_excl(d.as_fd(), &c(name.as_bytes()), 0o644).unwrap();
+            let mut buf = Vec::with_capacity(8192);
+            let n = if cached {
+                match fsops::copy::copy_inline_cached(&s, &o, 70_000, &mut buf).unwrap() {
+                    fsops::copy::Inline::Copied(n) => n,
+                    fsops::copy::Inline::NotCached => panic!("just written, yet not cached"),
+                }
+            } else {
+                fsops::copy::copy_inline(&s, &o, 70_000, &mut buf).unwrap()
+            };
+            assert_eq!(n, 70_000);
+            assert!(
+                std::fs::read(t.path().join(&name)).unwrap() == bytes,
+                "{name}"
+            );
+        }
+    }
+}
+
 #[test]
 fn copy_ring_is_exact_and_detects_a_shrunk_source() {
     let t = tmp();
