@@ -204,17 +204,25 @@ fn a_destination_name_taken_during_the_run_is_reported_not_replaced() {
             && l.contains("File exists")),
         "{seen}"
     );
-    let theirs: Vec<_> = fs::read_dir(&dst)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(theirs, ["theirs"]);
+    // The names in DEST, sorted; what stands beside it.
+    let names = || {
+        let mut v: Vec<_> = fs::read_dir(&dst)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let beside = || -> Vec<_> {
+        fs::read_dir(&out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p != &dst)
+            .collect()
+    };
+    assert_eq!(names(), ["theirs"]);
     assert_eq!(fs::read(dst.join("theirs")).unwrap(), b"theirs");
-    let kept: Vec<_> = fs::read_dir(&out_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p != &dst)
-        .collect();
+    let kept = beside();
     assert!(
         kept.len() == 1
             && kept[0]
@@ -239,18 +247,9 @@ fn a_destination_name_taken_during_the_run_is_reported_not_replaced() {
         .output()
         .unwrap();
     assert_eq!(code(&out), 0, "{}", err(&out));
-    let mut names: Vec<_> = fs::read_dir(&dst)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["a", "held", "theirs"]);
+    assert_eq!(names(), ["a", "held", "theirs"]);
     assert_eq!(fs::read(dst.join("held")).unwrap(), b"held");
-    let left: Vec<_> = fs::read_dir(&out_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p != &dst)
-        .collect();
+    let left = beside();
     assert!(left.is_empty(), "{left:?}");
 }
 
