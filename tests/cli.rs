@@ -910,8 +910,9 @@ fn mkpath_makes_the_missing_parents_as_rsync_does() {
 }
 
 /// The "created directory DEST" notice: printed when the run makes the destination directory,
-/// with `-v`, `-i` or `--progress` (a dry run: when it would), not when it exists already or
-/// `--mkpath` made it; rsync run the same way is the oracle for each case.
+/// with `-v`, `--progress` or an `%i` format (`-i`), not with an `--out-format` without `%i` (a
+/// dry run: when it would), not when it exists already or `--mkpath` made it; rsync run the same
+/// way is the oracle for each case.
 #[test]
 fn created_directory_is_said_as_rsync_says_it() {
     if !require_rsync("created_directory_is_said_as_rsync_says_it") {
@@ -922,8 +923,10 @@ fn created_directory_is_said_as_rsync_says_it() {
     fs::create_dir_all(&src).unwrap();
     write(&src.join("f"), b"file");
     let contents = format!("{}/", src.display());
-    let cases: [(&[&str], &str, Vec<&str>); 8] = [
+    let cases: [(&[&str], &str, Vec<&str>); 10] = [
         (&["-av"], "new", vec![&contents]),
+        (&["-ai"], "new", vec![&contents]),
+        (&["-a", "--out-format=%n"], "new", vec![&contents]),
         (&["-a", "--progress"], "new", vec![&contents]),
         (&["-a"], "new", vec![&contents]),
         (&["-avn"], "new", vec![&contents]),
@@ -959,7 +962,8 @@ fn created_directory_is_said_as_rsync_says_it() {
     // (The cases say something where they should: the comparison is not between two silences.)
     assert_eq!(ours[0], ["created directory DEST"]);
     assert_eq!(ours[1], ["created directory DEST"]);
-    assert_eq!(ours[6], ["created 3 directories for DEST"]);
+    assert_eq!(ours[3], ["created directory DEST"]);
+    assert_eq!(ours[8], ["created 3 directories for DEST"]);
 }
 
 /// `--list-only` and a lone SRC list the sources exactly as rsync lists them (mode, size with

@@ -305,7 +305,11 @@ impl Observer for Printer {
                 if let Some(log) = &self.log {
                     log.message(line.as_bytes());
                 }
-                if self.listing.is_some() && !self.quiet {
+                // rsync prints it at `-v` (or `--progress`) or with an `%i` in the format.
+                let says = self.verbose > 0
+                    || self.progress.is_some()
+                    || self.listing.as_ref().is_some_and(|f| f.itemizes);
+                if says && !self.quiet {
                     outln!("{line}");
                 }
             }
