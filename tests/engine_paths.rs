@@ -693,3 +693,115 @@ fn direct_io_bypasses_the_page_cache_and_is_exact() {
         "an unaligned buffer with --direct is a usage error"
     );
 }
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes at most size_of::<cpu_set_t>() bytes into `set`.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    assert_eq!(r, 0, "sched_getaffinity");
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: reads one bit of a live set, below CPU_SETSIZE.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// The CPU of each core thread, as `--stats-json` reports it.
+fn core_cpus(json: &Path) -> Vec<Option<u64>> {
+    stats(json)["cores"]
+        .as_array()
+        .expect("cores[]")
+        .iter()
+        .map(|c| c["cpu"].as_u64())
+        .collect()
+}
+
+/// Concurrent runs on one host spread over the CPUs: a second one-thread run beside a running
+/// one pins itself to another CPU (both used to take the first allowed CPU and share it while the
+/// others idled), a run with a thread per CPU takes the free ones first, and a CPU is free again
+/// once the run that held it has ended. (A test hook holds the first run mid-copy; the claims of
+/// these runs are kept apart from other tests' runs by a namespace of their own.)
+#[test]
+fn concurrent_runs_pin_to_different_cpus() {
+    use std::io::{BufRead, Read};
+    let test = "concurrent_runs_pin_to_different_cpus";
+    if !has_hooks() {
+        skip(test, "binary built without --features arsync/test-hooks");
+        return;
+    }
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        skip(test, "this process may run on one CPU only");
+        return;
+    }
+    let want = |ids: &[usize]| ids.iter().map(|&c| Some(c as u64)).collect::<Vec<_>>();
+    let namespace = format!("arsync-test-{}", std::process::id());
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..20 {
+        write(&src.join(format!("f{i}")), &content(i, 3000));
+    }
+    write(&src.join("held"), b"held");
+    let run = |name: &str, flags: &[&str]| {
+        let json = s.path().join(format!("{name}.json"));
+        let mut c = arsync();
+        c.env("ARSYNC_TEST_CPU_CLAIMS", &namespace)
+            .args(["-a", "--stats-json"])
+            .arg(&json)
+            .args(flags)
+            .arg(format!("{}/", src.display()))
+            .arg(s.path().join(name));
+        (c, json)
+    };
+
+    // A: one thread, held mid-copy.
+    let (mut a, a_json) = run("a", &["--threads=1"]);
+    // (Killed if the test fails while it is held: no orphan outlives the test.)
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut a = Reap(
+        a.env("ARSYNC_TEST_HOOK", "before-open=held:hold")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = std::io::BufReader::new(a.0.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("held: hold") {
+        let mut line = String::new();
+        assert_ne!(stderr.read_line(&mut line).unwrap(), 0, "A ended: {seen}");
+        seen.push_str(&line);
+    }
+    // B: one thread beside A, on the next CPU.
+    let (mut b, b_json) = run("b", &["--threads=1"]);
+    assert_eq!(code(&b.output().unwrap()), 0);
+    assert_eq!(core_cpus(&b_json), want(&cpus[1..2]));
+    assert_same(&src, &s.path().join("b"), treediff::Check::archive());
+    // C: a thread per CPU beside A: the free CPUs first, then A's.
+    let (mut c, c_json) = run("c", &[&format!("--threads={}", cpus.len())]);
+    assert_eq!(code(&c.output().unwrap()), 0);
+    let mut order = cpus[1..].to_vec();
+    order.push(cpus[0]);
+    assert_eq!(core_cpus(&c_json), want(&order));
+    // A stops; it held the first CPU.
+    // SAFETY: a signal to the child process this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(a.0.id() as i32, libc::SIGINT) }, 0);
+    stderr.read_to_string(&mut seen).unwrap();
+    assert_eq!(a.0.wait().unwrap().code(), Some(20), "{seen}");
+    assert_eq!(core_cpus(&a_json), want(&cpus[..1]));
+    // D: with A gone, its CPU is free again.
+    let (mut d, d_json) = run("d", &["--threads=1"]);
+    assert_eq!(code(&d.output().unwrap()), 0);
+    assert_eq!(core_cpus(&d_json), want(&cpus[..1]));
+    // --no-pin: no CPU.
+    let (mut e, e_json) = run("e", &["--threads=2", "--no-pin"]);
+    assert_eq!(code(&e.output().unwrap()), 0);
+    assert_eq!(core_cpus(&e_json), [None, None]);
+}

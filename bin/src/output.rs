@@ -516,6 +516,7 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
         .map(|(i, c)| {
             serde_json::json!({
                 "core": i,
+                "cpu": c.cpu,
                 "tasks": c.tasks,
                 "local_pops": c.sched.local_pops,
                 "injector_pops": c.sched.injector_pops,

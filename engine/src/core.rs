@@ -317,7 +317,8 @@ pub(crate) fn run(
             *d = dest_dir.join(&*d);
         }
     }
-    let budget = nofile.saturating_sub(24) / (threads as u64 * 4).max(1);
+    // (24 for the process, one per core for its ring and one for its CPU claim.)
+    let budget = nofile.saturating_sub(24 + 2 * threads as u64) / (threads as u64 * 4).max(1);
     config.inflight_per_core = config.inflight_per_core.min(budget.max(1) as usize);
     config.ring_files_per_core = config.ring_files_per_core.min(config.inflight_per_core);
     let config = &config;
@@ -436,15 +437,20 @@ pub(crate) fn run(
     );
     let canceller = sched.canceller();
     stop.install(Box::new(move || canceller.cancel()));
-    let core_ids = if config.pin {
-        core_affinity::get_core_ids().unwrap_or_default()
-    } else {
-        Vec::new()
+    // Each core's CPU, claimed for the run so that concurrent runs spread (`placement`).
+    let placement = match &shared.cpus {
+        Some(mask) if config.pin => {
+            let prefix = crate::placement::claim_prefix();
+            crate::placement::place(threads, &mask.cpus(), |cpu, level| {
+                crate::placement::claim_slot(&prefix, cpu, level)
+            })
+        }
+        _ => crate::placement::Placement::unpinned(threads),
     };
     let make = |i: usize| {
         let shared = Arc::clone(&shared);
         let bells = Arc::clone(&bells);
-        let core_id = (!core_ids.is_empty()).then(|| core_ids[i % core_ids.len()]);
+        let core_id = placement.cpus[i].map(|id| core_affinity::CoreId { id });
         move |worker: Worker<Task>| core_thread(i, worker, shared, bells, core_id)
     };
     let outs = if config.exit_after_run {
@@ -540,6 +546,8 @@ pub(crate) fn run(
         }
         report.cores.push(out.report);
     }
+    // The run's CPU claims end here.
+    drop(placement);
     report.elapsed = start.elapsed();
     tracing::info!(
         files = report.files,
@@ -561,9 +569,9 @@ fn core_thread(
     bells: Arc<Vec<Doorbell>>,
     core_id: Option<core_affinity::CoreId>,
 ) -> CoreOut {
-    if let Some(id) = core_id {
-        core_affinity::set_for_current(id);
-    }
+    let cpu = core_id
+        .filter(|&id| core_affinity::set_for_current(id))
+        .map(|id| id.id);
     let rt = match compio::runtime::RuntimeBuilder::new()
         .sync_queue_size(4096)
         .build()
@@ -593,7 +601,7 @@ fn core_thread(
         }
         None
     };
-    tracing::debug!(core = index, io_uring, iowq_workers = ?iowq_workers, cpu = ?core_id.map(|c| c.id), "core started");
+    tracing::debug!(core = index, io_uring, iowq_workers = ?iowq_workers, cpu = ?cpu, "core started");
     let core = Rc::new(Core {
         index,
         pool: fsops::BufPool::new_aligned(
@@ -665,6 +673,7 @@ fn core_thread(
                 std::array::from_fn(|v| core.counters.routed[c][v].get())
             }),
             hard_linked: core.counters.hard_links.get(),
+            cpu,
         },
         counters: core.counters,
         pending_deletes: core.pending_deletes.into_inner(),

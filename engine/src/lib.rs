@@ -63,6 +63,7 @@ pub mod latency;
 mod limit;
 mod links;
 mod name;
+mod placement;
 pub mod remote;
 mod route;
 pub mod select;
@@ -702,6 +703,8 @@ pub struct CoreReport {
     pub routed: [[u64; 3]; 5],
     /// Names made as hard links to an already copied inode.
     pub hard_linked: u64,
+    /// The CPU this core was pinned to (`None`: not pinned).
+    pub cpu: Option<usize>,
 }
 
 /// Source entries a run looked at (what rsync's `--stats` calls "Number of files").

@@ -352,6 +352,14 @@ impl CpuMask {
         Ok(Self(set))
     }
 
+    /// The CPUs in the set, in ascending order.
+    pub fn cpus(&self) -> Vec<usize> {
+        (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: CPU_ISSET reads one bit of a live set; `cpu` is below CPU_SETSIZE.
+            .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &self.0) })
+            .collect()
+    }
+
     /// Let the calling thread run on these CPUs.
     pub fn apply(&self) -> io::Result<()> {
         // SAFETY: the kernel reads size_of::<cpu_set_t>() bytes from a live set.
