@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 
 use crossbeam_utils::CachePadded;
+use fsops::Stat;
 
 const SHARDS: usize = 64;
 
@@ -34,6 +35,8 @@ enum State {
         dir: Arc<OwnedFd>,
         name: CString,
         rel: Arc<PathBuf>,
+        /// The leader's source attributes (what a further name of the inode reports).
+        stat: Stat,
     },
     Failed,
 }
@@ -87,22 +90,23 @@ impl LinkMap {
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a name of inode `key` has been claimed and its group is still open (a later name
-    /// will link rather than copy).
-    pub fn known(&self, key: Key) -> bool {
-        self.shard(key).contains_key(&key)
-    }
-
     /// A further name of inode `key` arrived and its leader has finished: take the link at
-    /// once. `None` (and nothing recorded) when the group is unknown or its leader still copying;
-    /// the caller then goes through [`LinkMap::claim`].
-    pub fn link_if_done(&self, key: Key) -> Option<(Arc<OwnedFd>, CString, Arc<PathBuf>)> {
+    /// once (the leader's destination, its path for item events, its source attributes).
+    /// `None` (and nothing recorded) when the group is unknown or its leader still copying; the
+    /// caller then goes through [`LinkMap::claim`].
+    pub fn link_if_done(&self, key: Key) -> Option<(Arc<OwnedFd>, CString, Arc<PathBuf>, Stat)> {
         let mut shard = self.shard(key);
         let e = shard.get_mut(&key)?;
-        let State::Done { dir, name, rel } = &e.state else {
+        let State::Done {
+            dir,
+            name,
+            rel,
+            stat,
+        } = &e.state
+        else {
             return None;
         };
-        let link = (Arc::clone(dir), name.clone(), Arc::clone(rel));
+        let link = (Arc::clone(dir), name.clone(), Arc::clone(rel), *stat);
         e.remaining = e.remaining.saturating_sub(1);
         if e.spent() && !self.keep_all {
             shard.remove(&key);
@@ -140,7 +144,7 @@ impl LinkMap {
                 return Poll::Ready(Claim::Leader);
             };
             match &mut e.state {
-                State::Done { dir, name, rel } => {
+                State::Done { dir, name, rel, .. } => {
                     let claim = Claim::Link(Arc::clone(dir), name.clone(), Arc::clone(rel));
                     e.waiting -= 1;
                     if e.spent() && !self.keep_all {
@@ -164,8 +168,8 @@ impl LinkMap {
         .await
     }
 
-    /// The leader's copy of `key` is in place as `name` in `dir`.
-    pub fn done(&self, key: Key, dir: Arc<OwnedFd>, name: CString, rel: PathBuf) {
+    /// The leader's copy of `key` (source attributes `stat`) is in place as `name` in `dir`.
+    pub fn done(&self, key: Key, dir: Arc<OwnedFd>, name: CString, rel: PathBuf, stat: Stat) {
         let waiters = {
             let mut shard = self.shard(key);
             let Some(e) = shard.get_mut(&key) else { return };
@@ -175,6 +179,7 @@ impl LinkMap {
                     dir,
                     name,
                     rel: Arc::new(rel),
+                    stat,
                 },
             );
             if e.spent() && !self.keep_all {
@@ -216,7 +221,13 @@ mod tests {
         let rt = compio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
             assert!(matches!(m.claim((1, 7), 3).await, Claim::Leader));
-            m.done((1, 7), fd(), CString::new("a").unwrap(), PathBuf::new());
+            m.done(
+                (1, 7),
+                fd(),
+                CString::new("a").unwrap(),
+                PathBuf::new(),
+                Stat::default(),
+            );
             for _ in 0..2 {
                 match m.claim((1, 7), 3).await {
                     Claim::Link(_, n, _) => assert_eq!(n.as_bytes(), b"a"),
@@ -263,6 +274,7 @@ mod tests {
                 fd(),
                 CString::new("leader").unwrap(),
                 PathBuf::new(),
+                Stat::default(),
             );
             for h in [a, b] {
                 match h.await.expect("task") {

@@ -81,6 +81,9 @@ pub(crate) struct DirNode {
     rel: PathBuf,
     /// The source directory's attributes, applied at finish (`None`: a root's parent, untouched).
     stat: Option<Stat>,
+    /// The source directory's listing gives each entry's inode number as `stat` does
+    /// ([`sys::listing_gives_inode`]): `-H` links a further name of a copied inode by it alone.
+    listed_ino_exact: bool,
     /// The gid new entries get in the destination directory (its gid if setgid, else the egid).
     created_gid: u32,
     /// Device of the destination directory (FICLONE and copy_file_range need the same one).
@@ -720,12 +723,14 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             dirs_above(&root, Side::Dst)
         });
         let alt_dest = alt_dest_roots(cfg, &root, dst.as_fd());
+        let listed_ino_exact = sys::listing_gives_inode(src.as_fd());
         let node = Arc::new(DirNode {
             src,
             dst,
             src_path: root.src.clone(),
             rel: root.rel.clone(),
             stat: listed.then_some(st),
+            listed_ino_exact,
             created_gid,
             dst_dev,
             root_dev: st.dev,
@@ -796,6 +801,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         src_path: parent_or_dot(&root.src),
         rel: root.rel.parent().map(Path::to_path_buf).unwrap_or_default(),
         stat: None,
+        listed_ino_exact: false,
         created_gid,
         dst_dev,
         root_dev: st.dev,
@@ -1977,17 +1983,31 @@ async fn hardlink_follow(
         return Ok(false);
     }
     let key = (st.dev, st.ino);
-    let (dir, leader, leader_rel) = if only_if_done {
+    let leader = if only_if_done {
         match core.shared.links.link_if_done(key) {
-            Some(link) => link,
+            Some((dir, name, rel, _)) => (dir, name, rel),
             None => return Ok(false),
         }
     } else {
         match core.shared.links.claim(key, st.nlink).await {
-            Claim::Link(dir, leader, rel) => (dir, leader, rel),
+            Claim::Link(dir, name, rel) => (dir, name, rel),
             Claim::Leader => return Ok(false),
         }
     };
+    hardlink_make(core, parent, dst_name, st, file_type, leader, left).map(|()| true)
+}
+
+/// `-H`: make `dst_name` in `parent` a link to the `leader`'s copy (its destination directory,
+/// name, and path for item events); `st` is what the item reports.
+fn hardlink_make(
+    core: &Core,
+    parent: &DirNode,
+    dst_name: &CStr,
+    st: &Stat,
+    file_type: FileType,
+    (dir, leader, leader_rel): (Arc<OwnedFd>, CString, Arc<PathBuf>),
+    left: &Cell<bool>,
+) -> EntryResult<()> {
     let ddir = parent.dst.as_fd();
     let cfg = &core.shared.config;
     let mut change = Change::new_entry(How::HardLink);
@@ -1998,18 +2018,18 @@ async fn hardlink_follow(
         {
             // Already this link (an earlier run made it).
             bump(&core.counters.unchanged, 1);
-            return Ok(true);
+            return Ok(());
         }
         if cfg.ignore_existing {
             bump(&core.counters.skipped, 1);
             left.set(true);
-            return Ok(true);
+            return Ok(());
         }
         change.new = false;
     } else if cfg.existing {
         bump(&core.counters.skipped, 1);
         left.set(true);
-        return Ok(true);
+        return Ok(());
     }
     if !cfg.dry_run {
         match sys::link_at(dir.as_fd(), &leader, ddir, dst_name) {
@@ -2036,7 +2056,7 @@ async fn hardlink_follow(
         &change,
         Some(target),
     );
-    Ok(true)
+    Ok(())
 }
 
 /// Tell waiting names of a multi-link inode how its leader fared.
@@ -2053,7 +2073,7 @@ fn hardlink_done(core: &Core, parent: &DirNode, dst_name: &CStr, st: &Stat, ok: 
         };
         core.shared
             .links
-            .done(key, Arc::clone(&parent.dst), dst_name.to_owned(), rel);
+            .done(key, Arc::clone(&parent.dst), dst_name.to_owned(), rel, *st);
     } else {
         core.shared.links.failed(key);
     }
@@ -2086,21 +2106,19 @@ async fn copy_file(
 ) -> EntryResult<Outcome> {
     let cfg = &core.shared.config;
     crate::hooks::fire(crate::hooks::Point::BeforeOpen, parent.src.as_fd(), name);
-    // `-H`: a further name of an inode already claimed (its number from the listing) needs only
-    // a stat by name to be linked, not an open, fstat and close.
+    // `-H`: a further name of an inode whose leader has finished (its number from the listing,
+    // where the file system lists the numbers `stat` gives) is linked at once: no stat, open or
+    // close. (Not when the leader is still copying: the name then waits for it below.)
     if cfg.hard_links
         && !follow
+        && parent.listed_ino_exact
         && let Some(dev) = parent.stat.map(|s| s.dev)
-        && core.shared.links.known((dev, ino))
-        && let Ok(st) = route::stat_at(core, parent, Side::Src, name, false).await
-        && st.file_type() == FileType::File
-        && st.nlink > 1
-        && (st.dev, st.ino) == (dev, ino)
-        // (Not linked when its leader is still copying: the name then waits for it below.)
-        && hardlink_follow(core, parent, dst_name, &st, FileType::File, true, left).await?
+        && let Some((dir, leader, rel, st)) = core.shared.links.link_if_done((dev, ino))
     {
         bump(&core.counters.seen[0], 1);
         bump(&core.counters.seen_bytes, st.size);
+        let leader = (dir, leader, rel);
+        hardlink_make(core, parent, dst_name, &st, FileType::File, leader, left)?;
         return Ok(Outcome::Done);
     }
     // The re-sync fast path: judge an existing destination file by a stat of the source, so an
@@ -3270,12 +3288,18 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         .dest_rules
         .as_ref()
         .and_then(|p| dest_rules_for(core, dst.as_fd(), fresh, &rel, Some(p), Vec::new));
+    let listed_ino_exact = if parent.stat.is_some_and(|p| p.dev == st.dev) {
+        parent.listed_ino_exact
+    } else {
+        sys::listing_gives_inode(src.as_fd())
+    };
     let node = Arc::new(DirNode {
         src,
         dst,
         src_path: parent.child_src_path(name),
         rel,
         stat: (!keep_attrs).then_some(st),
+        listed_ino_exact,
         created_gid,
         dst_dev,
         root_dev: parent.root_dev,

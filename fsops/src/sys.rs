@@ -120,6 +120,33 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
     Ok(Stat::from_stat(&unsafe { st.assume_init() }))
 }
 
+/// Whether the directory listing (`getdents64`) of the file system holding `fd` gives each
+/// entry's inode number as `stat` does (`d_ino == st_ino`): ext2/3/4, XFS, btrfs, tmpfs, F2FS,
+/// ZFS and bcachefs, which hand out the inode's own number. Others (FUSE, CIFS without server
+/// inode numbers, network and stacked file systems) may list numbers `stat` never gives, or
+/// give another file's: `false` for them, and when `fstatfs` fails.
+pub fn listing_gives_inode(fd: BorrowedFd<'_>) -> bool {
+    const KNOWN: [i64; 7] = [
+        0xEF53,      // ext2/3/4
+        0x5846_5342, // XFS
+        0x9123_683E, // btrfs
+        0x0102_1994, // tmpfs
+        0xF2F5_2010, // F2FS
+        0x2FC1_2FC1, // ZFS
+        0xCA45_1A4E, // bcachefs
+    ];
+    let mut sf = std::mem::MaybeUninit::<libc::statfs64>::uninit();
+    // SAFETY: `sf` is a valid out-pointer of the right type.
+    if unsafe { libc::fstatfs64(fd.as_raw_fd(), sf.as_mut_ptr()) } != 0 {
+        return false;
+    }
+    // SAFETY: fstatfs64 succeeded, so it filled the struct.
+    let f_type = unsafe { sf.assume_init() }.f_type;
+    // (`f_type`'s integer type differs between architectures.)
+    #[allow(clippy::unnecessary_cast)]
+    KNOWN.contains(&(f_type as i64))
+}
+
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`: the entry itself, never a symlink's target.
 pub fn lstat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
     stat_at_raw(dir.as_raw_fd(), name, libc::AT_SYMLINK_NOFOLLOW)

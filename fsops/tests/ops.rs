@@ -369,3 +369,46 @@ fn xattrs_copy_between_files_and_sparse_extents() {
         "{ext:?}"
     );
 }
+
+/// `listing_gives_inode` says yes for the temp dir's file system and tmpfs, where every listed
+/// number is the one `stat` gives (checked entry by entry, hard links included), and no for procfs,
+/// which is not on its list.
+#[test]
+fn listing_gives_inode_where_listed_numbers_are_the_inodes() {
+    let d = tmp();
+    let shm_dir = tempfile::tempdir_in("/dev/shm").ok();
+    let mut dirs = vec![d.path()];
+    match &shm_dir {
+        Some(s) => dirs.push(s.path()),
+        None => println!("SKIP part: no /dev/shm to test tmpfs"),
+    }
+    for root in dirs {
+        for i in 0..40 {
+            std::fs::write(root.join(format!("f{i}")), data(i * 10, i as u8)).unwrap();
+            if i % 3 == 0 {
+                std::fs::hard_link(root.join(format!("f{i}")), root.join(format!("l{i}"))).unwrap();
+            }
+        }
+        std::fs::create_dir(root.join("sub")).unwrap();
+        let dir = sys::open_dir_path(root).unwrap();
+        if !sys::listing_gives_inode(dir.as_fd()) {
+            println!(
+                "SKIP part: {} is on a file system not on the list",
+                root.display()
+            );
+            continue;
+        }
+        let mut r = DirReader::new(1024);
+        let mut seen = 0;
+        while r.fill(dir.as_fd()).unwrap() {
+            for e in r.entries() {
+                let st = sys::lstat_at(dir.as_fd(), e.name).unwrap();
+                assert_eq!(e.ino, st.ino, "{:?} in {}", e.name, root.display());
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 40 + 14 + 1, "{}", root.display());
+    }
+    let proc_dir = sys::open_dir_path(std::path::Path::new("/proc")).unwrap();
+    assert!(!sys::listing_gives_inode(proc_dir.as_fd()));
+}
