@@ -679,13 +679,29 @@ fn out_format_matches_rsync() {
             .collect::<Vec<_>>()
     };
     assert_eq!(listed(&o.stdout, &ours), listed(&r.stdout, &theirs));
-    // Without %i, attribute-only changes are not listed (as -v); a changed file is.
+    // Without %i, a file's attribute-only changes are not listed (as -v); a changed file is,
+    // and so is a directory whose attributes were touched (as rsync lists them).
     fs::write(src.join("b"), b"bzz").unwrap();
     set_times(&src.join("b"), 1_600_000_000, 0);
     set_times(&src.join("d"), 1_600_000_000, 0);
     let o = copy_contents(&["-aHc", "--out-format=%n (%l)"], &src, &ours);
     assert_eq!(code(&o), 0);
-    assert_eq!(sorted_lines(&o.stdout), ["b (3)"]);
+    let r = sh(
+        "rsync",
+        &[
+            s("-aHc"),
+            s("--out-format=%n (%l)"),
+            s(&format!("{}/", src.display())),
+            theirs.as_os_str(),
+        ],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(sorted_lines(&o.stdout), sorted_lines(&r.stdout));
+    let ours_listed = sorted_lines(&o.stdout);
+    assert!(
+        ours_listed.len() == 2 && ours_listed[0] == "b (3)" && ours_listed[1].starts_with("d/ ("),
+        "{ours_listed:?}"
+    );
     // An escape arsync cannot fill in is a usage error before anything is written.
     let none = t.path().join("none");
     let o = copy_contents(&["-a", "--out-format=%h %n"], &src, &none);
@@ -964,6 +980,142 @@ fn created_directory_is_said_as_rsync_says_it() {
     assert_eq!(ours[1], ["created directory DEST"]);
     assert_eq!(ours[3], ["created directory DEST"]);
     assert_eq!(ours[8], ["created 3 directories for DEST"]);
+}
+
+/// What a run prints on stdout, without rsync's transfer chatter, arsync's summary, progress
+/// lines and the order (the cores finish entries in their own order).
+fn listed_lines(out: &std::process::Output, dest: &std::path::Path) -> Vec<String> {
+    let made = dest.display().to_string();
+    let made = made.trim_end_matches('/');
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("sending incremental")
+                && !l.starts_with("sent ")
+                && !l.starts_with("total size")
+                && !l.contains("xfr#")
+                && !l.contains(" specials; ")
+        })
+        .map(|l| l.replace(made, "DEST"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `--mkpath` makes every missing directory before the transfer, the destination directory too,
+/// and says so as rsync does: "created N directories for DEST" (1 directory: "created 1
+/// directory", not "created directory"), at `-v`, `--progress` or with `%i`, not with an
+/// `--out-format` without `%i`; the destination is then itemized as a directory that was there
+/// (`.d..t......`, not `cd+++++++++`).
+#[test]
+fn mkpath_is_said_and_itemized_as_rsync_does() {
+    if !require_rsync("mkpath_is_said_and_itemized_as_rsync_does") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("f"), b"file");
+    write(&src.join("sub/g"), b"g");
+    for p in ["sub/g", "sub", "f", ""] {
+        set_times(&src.join(p), 1_600_000_000, 0);
+    }
+    let contents = format!("{}/", src.display());
+    let cases: [(&[&str], &str); 8] = [
+        (&["-ai"], "p/q/r/"),
+        (&["-ai"], "existing/r"),
+        (&["-av"], "p/q/r"),
+        (&["-a", "--progress"], "p/q/r"),
+        (&["-a", "--out-format=%n"], "p/q/r"),
+        (&["-a", "--out-format=%i %n"], "p/q"),
+        (&["-aq"], "p/q/r"),
+        (&["-ai"], "existing"),
+    ];
+    let said = |tool: &str, i: usize| {
+        let (flags, to) = &cases[i];
+        let top = t.path().join(format!("{tool}-{i}"));
+        fs::create_dir_all(top.join("existing")).unwrap();
+        let dest = top.join(to);
+        let mut cmd = if tool == "rsync" {
+            std::process::Command::new("rsync")
+        } else {
+            arsync()
+        };
+        let out = cmd
+            .args(*flags)
+            .arg("--mkpath")
+            .arg(&contents)
+            .arg(&dest)
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{tool} {flags:?} {to}");
+        assert_same(&src, &dest, treediff::Check::archive());
+        listed_lines(&out, &dest)
+    };
+    let ours: Vec<_> = (0..cases.len()).map(|i| said("arsync", i)).collect();
+    for (i, lines) in ours.iter().enumerate() {
+        assert_eq!(*lines, said("rsync", i), "{:?}", cases[i]);
+    }
+    // (Not a comparison of two silences.)
+    assert!(ours[0].contains(&"created 3 directories for DEST".to_string()));
+    assert!(ours[0].contains(&".d..t...... ./".to_string()));
+    assert!(ours[1].contains(&"created 1 directory for DEST".to_string()));
+}
+
+/// Without `%i` (plain `-v`, an `--out-format`), rsync lists a directory whose attributes it
+/// touched (`./`, `sub/`), not a file whose attributes alone it fixed; arsync lists the same.
+#[test]
+fn verbose_lists_touched_directories_as_rsync_does() {
+    if !require_rsync("verbose_lists_touched_directories_as_rsync_does") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    for d in ["sub", "same", "deep/er"] {
+        fs::create_dir_all(src.join(d)).unwrap();
+    }
+    write(&src.join("f"), b"file");
+    write(&src.join("deep/er/g"), b"g");
+    for p in ["deep/er/g", "deep/er", "deep", "same", "sub", "f", ""] {
+        set_times(&src.join(p), 1_600_000_000, 0);
+    }
+    for (i, flags) in [&["-av"][..], &["-a", "--out-format=%n"]]
+        .iter()
+        .enumerate()
+    {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dest = t.path().join(format!("{tool}-{i}"));
+            let made = std::process::Command::new("rsync")
+                .arg("-a")
+                .arg(format!("{}/", src.display()))
+                .arg(&dest)
+                .output()
+                .unwrap();
+            assert_eq!(code(&made), 0);
+            // Times of two directories and the mode of a file differ now.
+            set_times(&dest, 1_700_000_000, 0);
+            set_times(&dest.join("deep/er"), 1_700_000_000, 0);
+            chmod(&dest.join("f"), 0o600);
+            let mut cmd = if tool == "rsync" {
+                std::process::Command::new("rsync")
+            } else {
+                arsync()
+            };
+            let out = cmd
+                .args(*flags)
+                .arg(format!("{}/", src.display()))
+                .arg(&dest)
+                .output()
+                .unwrap();
+            assert_eq!(code(&out), 0, "{tool} {flags:?}");
+            assert_same(&src, &dest, treediff::Check::archive());
+            seen.push(listed_lines(&out, &dest));
+        }
+        assert_eq!(seen[1], seen[0], "{flags:?}");
+        assert_eq!(seen[1], ["./", "deep/er/"], "{flags:?}");
+    }
 }
 
 /// `--list-only` and a lone SRC list the sources exactly as rsync lists them (mode, size with

@@ -1634,9 +1634,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             })
         }
         .map_err(Refused::Arg)?;
+        // --mkpath makes every missing directory before the run, the destination directory
+        // too when it is to be one (as rsync: the transfer then finds it there).
+        let premade = m.get_flag("mkpath") && create.is_some() && !config.dry_run;
+        make_path = if premade { create.clone() } else { above };
+        config.dest_premade = premade;
         config.roots = roots;
         config.create_dest_dir = create;
-        make_path = above;
     }
     // Latency histograms cost two clock reads per timed step: only when someone reads them.
     config.measure = m.get_one::<PathBuf>("stats-json").is_some();

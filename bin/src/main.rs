@@ -146,8 +146,7 @@ fn main() -> ExitCode {
     } else {
         printer
     });
-    let shows_items =
-        (parsed.verbose > 0 || parsed.itemize || parsed.out_format.is_some()) && !parsed.quiet;
+    let says_created = observer.says_created_dirs();
     if let Some(dir) = &parsed.make_path {
         // --mkpath: the missing directories above the destination (mode 0777 less the umask),
         // named as rsync names them, the destination directory included when it is made too.
@@ -162,7 +161,7 @@ fn main() -> ExitCode {
             if missing == 1 { "y" } else { "ies" },
             shown.trim_end_matches('/')
         );
-        if shows_items {
+        if says_created {
             outln!("{line}");
         }
         if let Some(l) = &log {

@@ -55,6 +55,15 @@ impl Printer {
         }
     }
 
+    /// Whether a "created directory" line (and `--mkpath`'s "created N directories") is printed:
+    /// as rsync, at `-v` or `--progress` or with an `%i` in the format, never with `-q`.
+    pub fn says_created_dirs(&self) -> bool {
+        (self.verbose > 0
+            || self.progress.is_some()
+            || self.listing.as_ref().is_some_and(|f| f.itemizes))
+            && !self.quiet
+    }
+
     /// `--mkpath` made the destination directory (its own line said so): no "created
     /// directory" line for it.
     pub fn made_by_mkpath(mut self) -> Self {
@@ -272,8 +281,10 @@ impl Observer for Printer {
                     return;
                 }
                 let Some(f) = &self.listing else { return };
-                if !f.itemizes && !change.new && change.how == How::Attrs {
-                    // Without %i (plain -v), rsync lists what was transferred or created, not
+                let touched_dir = *file_type == FileType::Dir && change.any();
+                if !f.itemizes && !change.new && change.how == How::Attrs && !touched_dir {
+                    // Without %i (plain -v, an --out-format), rsync lists what was transferred
+                    // or created, and a directory whose attributes it touched; not a file's
                     // attribute fixes.
                     return;
                 }
@@ -305,11 +316,7 @@ impl Observer for Printer {
                 if let Some(log) = &self.log {
                     log.message(line.as_bytes());
                 }
-                // rsync prints it at `-v` (or `--progress`) or with an `%i` in the format.
-                let says = self.verbose > 0
-                    || self.progress.is_some()
-                    || self.listing.as_ref().is_some_and(|f| f.itemizes);
-                if says && !self.quiet {
+                if self.says_created_dirs() {
                     outln!("{line}");
                 }
             }

@@ -189,6 +189,11 @@ pub struct Config {
     pub roots: Vec<Root>,
     /// A destination directory to create (one level, like rsync) before the roots are copied.
     pub create_dest_dir: Option<PathBuf>,
+    /// `--mkpath` made `create_dest_dir` (empty, with the directories above it) just before the
+    /// run: its entries need no look at what is there, as in a directory the run made, but it is
+    /// itemized as a directory that existed (as rsync, whose `--mkpath` makes it before the
+    /// transfer, itemizes it), and no "created directory" event is sent for it.
+    pub dest_premade: bool,
     /// `-r`: descend into directories.
     pub recursive: bool,
     /// `-l`: copy symlinks as symlinks (otherwise they are skipped, with rsync's message).
@@ -374,6 +379,7 @@ impl Config {
         Self {
             roots: Vec::new(),
             create_dest_dir: None,
+            dest_premade: false,
             recursive: true,
             links: true,
             perms: true,

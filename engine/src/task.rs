@@ -671,7 +671,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             make_dest_dir_path(&root.dst)
         };
         let created_by_run = cfg.create_dest_dir.as_ref() == Some(&root.dst)
-            && core.shared.created_dest.load(Ordering::Relaxed);
+            && (cfg.dest_premade || core.shared.created_dest.load(Ordering::Relaxed));
         if matches!(dir, Ok(DestDir::Created(_)))
             || (cfg.dry_run && matches!(dir, Ok(DestDir::Absent)))
         {
@@ -1343,10 +1343,16 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
 /// The item event of a directory, when it is entered: new, or what differs from the source
 /// before any child is written into it.
 fn dir_item(core: &Core, node: &DirNode, rel: PathBuf) {
-    if !core.shared.wants_items && !node.fresh {
+    let cfg = &core.shared.config;
+    // (`--mkpath`'s destination is new to the run but was there when the transfer began.)
+    let new = node.fresh
+        && !(cfg.dest_premade
+            && node.parent.is_none()
+            && cfg.create_dest_dir.as_ref() == Some(&cfg.roots[node.root].dst));
+    if !core.shared.wants_items && !new {
         return;
     }
-    let change = if node.fresh {
+    let change = if new {
         match (&node.alt_dest, &node.stat) {
             // Itemized against a reference directory, as rsync does.
             (Some(dirs), Some(st)) => match altdest::dir_match(core, dirs, node.src.as_fd(), st) {
