@@ -14,6 +14,11 @@
 //! * `sweep --data DIR --arsync BIN --variants "ARGS;ARGS" [--base "-a"] [--datasets a,b]
 //!   [--cache warm,cold] [--reps N]`: arsync alone with each flag set (an empty one is the
 //!   defaults), alternated and reported like `compare`: the figures behind the defaults.
+//! * `concurrent --data DIR --arsync BIN [--dataset small] [--jobs 2] [--base "-a --threads 1"]
+//!   [--variants ";--no-pin"] [--cache warm] [--reps 5]`: several arsync runs at once (parallel
+//!   jobs on one host), each copying the whole set into its own destination, the flag sets
+//!   alternated; a row is one repetition: wall = until the last job ended, CPU = all jobs'. The
+//!   figures behind where concurrent runs' cores go (`engine::placement`).
 //! * `sched [--tasks N] [--cost-us C] [--max M] [--reps R]`: the scheduler alone with synthetic
 //!   tasks of known cost: throughput, efficiency, steals and termination overhead per thread count.
 //! * `ranks --data DIR --dataset NAME --max N --arsync BIN`: the multi-node mode (`--mpi`, an
@@ -372,6 +377,118 @@ fn sweep(a: &Args) -> Result<()> {
     alternate(&plan, &tools, &[])
 }
 
+/// `arsync-bench concurrent`: `--jobs` arsync runs started together on one dataset, each into a
+/// destination of its own, for each flag set in turn (alternating like `sweep`). Each repetition
+/// is one row: wall time until the last job ended, the CPU time of all jobs, the largest RSS; the
+/// first repetition's copies are checked.
+fn concurrent(a: &Args) -> Result<()> {
+    let data = PathBuf::from(a.opt("--data").context("--data DIR")?);
+    let arsync = PathBuf::from(a.opt("--arsync").context("--arsync BIN")?);
+    let jobs: usize = a.num("--jobs", 2)?;
+    anyhow::ensure!(jobs >= 1, "--jobs must be at least 1");
+    let base: Vec<String> = a.words("--base", "-a --threads 1");
+    let variants = a.opt("--variants").unwrap_or_else(|| ";--no-pin".into());
+    let name = a.opt("--dataset").unwrap_or_else(|| "small".into());
+    let caches = a.list("--cache", "warm");
+    let reps: usize = a.num("--reps", 5)?;
+    let tools: Vec<(String, Vec<String>)> = variants
+        .split(';')
+        .map(|v| {
+            let extra: Vec<String> = v.split_whitespace().map(str::to_string).collect();
+            let label = if extra.is_empty() {
+                "defaults".into()
+            } else {
+                extra.join(" ")
+            };
+            (label, base.iter().cloned().chain(extra).collect())
+        })
+        .collect();
+    let src = data.join(&name);
+    anyhow::ensure!(src.is_dir(), "{} is missing", src.display());
+    let (files, _, _, bytes) = runner::census(&src)?;
+    let (out, mut dests) = out_and_dests(a, &data, &format!("concurrent-{name}-{jobs}jobs"))?;
+    let mut rows = Vec::new();
+    for cache in &caches {
+        for rep in 0..reps {
+            for k in 0..tools.len() {
+                let (label, args) = &tools[(rep + k) % tools.len()];
+                match cache.as_str() {
+                    "cold" => runner::cold(Duration::from_secs(2))?,
+                    _ => runner::warm(&src)?,
+                }
+                dests.ensure_room(bytes * jobs as u64)?;
+                runner::prefault(bytes * jobs as u64);
+                let dsts: Vec<PathBuf> = (0..jobs)
+                    .map(|j| dests.next(&format!("{name}-concurrent-{j}-{cache}")))
+                    .collect();
+                let tool = runner::Tool {
+                    name: label.clone(),
+                    program: arsync.clone(),
+                    args: args.clone(),
+                    slash: true,
+                };
+                let samples: Vec<runner::Sample> = std::thread::scope(|sc| {
+                    let handles: Vec<_> = dsts
+                        .iter()
+                        .map(|d| sc.spawn(|| runner::measure(&mut runner::command(&tool, &src, d))))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("a measuring thread panicked"))
+                        .collect::<Result<Vec<_>>>()
+                })?;
+                let all = runner::Sample {
+                    wall: samples.iter().map(|s| s.wall).fold(0.0, f64::max),
+                    user: samples.iter().map(|s| s.user).sum(),
+                    sys: samples.iter().map(|s| s.sys).sum(),
+                    rss_kib: samples.iter().map(|s| s.rss_kib).max().unwrap_or(0),
+                    code: samples.iter().map(|s| s.code).max().unwrap_or(0),
+                };
+                let verdict = if rep == 0 && cache == &caches[0] {
+                    let v: Vec<String> = dsts
+                        .iter()
+                        .map(|d| {
+                            verify::verdict(&src, d).unwrap_or_else(|e| format!("unverified: {e}"))
+                        })
+                        .collect();
+                    v.iter()
+                        .find(|v| *v != "OK")
+                        .cloned()
+                        .unwrap_or_else(|| "OK".into())
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "[arsync-bench] {name} {cache} rep{rep} {label:<10} {jobs} jobs: wall {} s, cpu {:.2} s, exit {} {verdict}",
+                    samples
+                        .iter()
+                        .map(|s| format!("{:.3}", s.wall))
+                        .collect::<Vec<_>>()
+                        .join(" / "),
+                    all.user + all.sys,
+                    all.code
+                );
+                rows.push(report::Row::new(
+                    &name,
+                    cache,
+                    label,
+                    rep,
+                    &all,
+                    (files * jobs as u64, bytes * jobs as u64),
+                    None,
+                    None,
+                    verdict,
+                ));
+            }
+        }
+    }
+    let title = format!("{jobs} concurrent runs of arsync {} with each flag set", base.join(" "));
+    report::write(&out, &title, &environment(&data, &arsync), &rows)?;
+    dests.delete_all();
+    println!("{}", out.join("report.md").display());
+    Ok(())
+}
+
 fn threads(a: &Args) -> Result<()> {
     scaling(a, false)
 }
@@ -721,6 +838,7 @@ fn usage() -> ! {
          arsync-bench resync --data DIR --arsync BIN [--files 100000] [--pct 1] [--reps 5]\n  \
          arsync-bench run --arsync BIN --src DIR [--reps N] [-- ARSYNC_ARGS...]\n  \
          arsync-bench sweep --data DIR --arsync BIN --variants \"ARGS;ARGS;...\" [--base \"-a\"] [--datasets small] [--cache warm,cold] [--reps 3] [--out DIR] [--wait S]\n\
+         arsync-bench concurrent --data DIR --arsync BIN [--dataset small] [--jobs 2] [--base \"-a --threads 1\"] [--variants \";--no-pin\"] [--cache warm] [--reps 5] [--out DIR] [--wait S]\n\
          (the timing commands pause DAMON's page reclaim while they run; --keep-damon leaves it)",
         datasets::KINDS.join(", ")
     );
@@ -741,7 +859,16 @@ fn main() -> Result<()> {
         usage()
     };
     // The commands that time copies run with DAMON's reclaim paused (`runner::Damon`).
-    let timed = ["compare", "threads", "ranks", "resync", "run", "sweep"].contains(&cmd.as_str());
+    let timed = [
+        "compare",
+        "threads",
+        "ranks",
+        "resync",
+        "run",
+        "sweep",
+        "concurrent",
+    ]
+    .contains(&cmd.as_str());
     let damon = runner::Damon::pause(
         Path::new(runner::DAMON_ADMIN),
         !timed || args.flag("--keep-damon"),
@@ -790,6 +917,7 @@ fn main() -> Result<()> {
         "resync" => resync(&args),
         "run" => quick_run(&args),
         "sweep" => sweep(&args),
+        "concurrent" => concurrent(&args),
         "measure-child" => {
             let Some(program) = args.0.get(1) else {
                 usage()
