@@ -482,7 +482,10 @@ fn concurrent(a: &Args) -> Result<()> {
             }
         }
     }
-    let title = format!("{jobs} concurrent runs of arsync {} with each flag set", base.join(" "));
+    let title = format!(
+        "{jobs} concurrent runs of arsync {} with each flag set",
+        base.join(" ")
+    );
     report::write(&out, &title, &environment(&data, &arsync), &rows)?;
     dests.delete_all();
     println!("{}", out.join("report.md").display());
