@@ -987,8 +987,8 @@ fn created_directory_is_said_as_rsync_says_it() {
 fn listed_lines(out: &std::process::Output, dest: &std::path::Path) -> Vec<String> {
     let made = dest.display().to_string();
     let made = made.trim_end_matches('/');
-    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
+    let mut v: Vec<String> = sorted_lines(&out.stdout)
+        .into_iter()
         .filter(|l| {
             !l.is_empty()
                 && !l.starts_with("sending incremental")

@@ -759,13 +759,6 @@ fn concurrent_runs_pin_to_different_cpus() {
     // A: one thread, held mid-copy.
     let (mut a, a_json) = run("a", &["--threads=1"]);
     // (Killed if the test fails while it is held: no orphan outlives the test.)
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut a = Reap(
         a.env("ARSYNC_TEST_HOOK", "before-open=held:hold")
             .stderr(std::process::Stdio::piped())

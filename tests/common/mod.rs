@@ -510,6 +510,17 @@ pub fn mount_lock() -> MountLock {
     MountLock(f)
 }
 
+/// A child process killed and reaped when dropped: a test that fails while it runs leaves no
+/// orphan behind.
+pub struct Reap(pub std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Start `arsync ARGS SRC/ DST`, wait until `ready(pid)` says the copy is under way, then send
 /// `sig` and return how it ended. Panics if the run ended first (the race was not hit); the child
 /// is killed if the test fails while it runs, so no orphan outlives the test.
@@ -520,13 +531,6 @@ pub fn signal_mid_copy(
     sig: i32,
     ready: impl Fn(u32) -> bool,
 ) -> std::process::ExitStatus {
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut child = Reap(
         arsync()
             .args(args)
