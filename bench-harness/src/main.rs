@@ -329,6 +329,27 @@ fn alternate(
     Ok(())
 }
 
+/// arsync with `base` and each `;`-separated flag set of `variants` added, named by its flags (an
+/// empty set: "defaults").
+fn variant_tools(arsync: &Path, base: &[String], variants: &str) -> Vec<runner::Tool> {
+    variants
+        .split(';')
+        .map(|v| {
+            let extra: Vec<String> = v.split_whitespace().map(str::to_string).collect();
+            runner::Tool {
+                name: if extra.is_empty() {
+                    "defaults".into()
+                } else {
+                    extra.join(" ")
+                },
+                program: arsync.to_path_buf(),
+                args: base.iter().cloned().chain(extra).collect(),
+                slash: true,
+            }
+        })
+        .collect()
+}
+
 /// `arsync-bench sweep`: arsync alone with each of several flag sets on one dataset, alternating
 /// them like `compare` alternates tools: the figures behind the engine's defaults.
 fn sweep(a: &Args) -> Result<()> {
@@ -338,23 +359,7 @@ fn sweep(a: &Args) -> Result<()> {
     let variants = a
         .opt("--variants")
         .context("--variants \"ARGS;ARGS;...\"")?;
-    let tools: Vec<runner::Tool> = variants
-        .split(';')
-        .map(str::trim)
-        .map(|v| {
-            let extra: Vec<String> = v.split_whitespace().map(str::to_string).collect();
-            runner::Tool {
-                name: if extra.is_empty() {
-                    "defaults".into()
-                } else {
-                    extra.join(" ")
-                },
-                program: arsync.clone(),
-                args: base.iter().cloned().chain(extra).collect(),
-                slash: true,
-            }
-        })
-        .collect();
+    let tools = variant_tools(&arsync, &base, &variants);
     anyhow::ensure!(!tools.is_empty(), "--variants lists no flag set");
     let names = a.list("--datasets", "small");
     let caches = a.list("--cache", "warm");
@@ -391,18 +396,7 @@ fn concurrent(a: &Args) -> Result<()> {
     let name = a.opt("--dataset").unwrap_or_else(|| "small".into());
     let caches = a.list("--cache", "warm");
     let reps: usize = a.num("--reps", 5)?;
-    let tools: Vec<(String, Vec<String>)> = variants
-        .split(';')
-        .map(|v| {
-            let extra: Vec<String> = v.split_whitespace().map(str::to_string).collect();
-            let label = if extra.is_empty() {
-                "defaults".into()
-            } else {
-                extra.join(" ")
-            };
-            (label, base.iter().cloned().chain(extra).collect())
-        })
-        .collect();
+    let tools = variant_tools(&arsync, &base, &variants);
     let src = data.join(&name);
     anyhow::ensure!(src.is_dir(), "{} is missing", src.display());
     let (files, _, _, bytes) = runner::census(&src)?;
@@ -411,7 +405,8 @@ fn concurrent(a: &Args) -> Result<()> {
     for cache in &caches {
         for rep in 0..reps {
             for k in 0..tools.len() {
-                let (label, args) = &tools[(rep + k) % tools.len()];
+                let tool = &tools[(rep + k) % tools.len()];
+                let label = &tool.name;
                 match cache.as_str() {
                     "cold" => runner::cold(Duration::from_secs(2))?,
                     _ => runner::warm(&src)?,
@@ -421,16 +416,10 @@ fn concurrent(a: &Args) -> Result<()> {
                 let dsts: Vec<PathBuf> = (0..jobs)
                     .map(|j| dests.next(&format!("{name}-concurrent-{j}-{cache}")))
                     .collect();
-                let tool = runner::Tool {
-                    name: label.clone(),
-                    program: arsync.clone(),
-                    args: args.clone(),
-                    slash: true,
-                };
                 let samples: Vec<runner::Sample> = std::thread::scope(|sc| {
                     let handles: Vec<_> = dsts
                         .iter()
-                        .map(|d| sc.spawn(|| runner::measure(&mut runner::command(&tool, &src, d))))
+                        .map(|d| sc.spawn(|| runner::measure(&mut runner::command(tool, &src, d))))
                         .collect();
                     handles
                         .into_iter()

@@ -132,20 +132,14 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(code as u8);
     }
-    let printer = output::Printer::new(
+    let observer = Arc::new(output::Printer::new(
         parsed.verbose,
         parsed.quiet,
         parsed.itemize,
         parsed.progress_files.then(|| live.clone()),
         parsed.out_format.clone(),
         log.clone(),
-    );
-    // (--mkpath's own line names the destination directory when it makes it.)
-    let observer = Arc::new(if parsed.make_path.is_some() && !parsed.config.dry_run {
-        printer.made_by_mkpath()
-    } else {
-        printer
-    });
+    ));
     let says_created = observer.says_created_dirs();
     if let Some(dir) = &parsed.make_path {
         // --mkpath: the missing directories above the destination (mode 0777 less the umask),

@@ -22,8 +22,6 @@ pub struct Printer {
     progress: Option<(engine::Progress, std::time::Instant)>,
     /// `--log-file`.
     log: Option<Arc<LogFile>>,
-    /// `--mkpath` made the destination directory and said so already.
-    made_by_mkpath: bool,
 }
 
 impl Printer {
@@ -51,7 +49,6 @@ impl Printer {
             listing,
             progress: progress.map(|p| (p, std::time::Instant::now())),
             log,
-            made_by_mkpath: false,
         }
     }
 
@@ -62,13 +59,6 @@ impl Printer {
             || self.progress.is_some()
             || self.listing.as_ref().is_some_and(|f| f.itemizes))
             && !self.quiet
-    }
-
-    /// `--mkpath` made the destination directory (its own line said so): no "created
-    /// directory" line for it.
-    pub fn made_by_mkpath(mut self) -> Self {
-        self.made_by_mkpath = true;
-        self
     }
 }
 
@@ -303,9 +293,7 @@ impl Observer for Printer {
                 let _ = std::io::stdout().lock().write_all(&line);
             }
             Event::DestCreated { path } => {
-                if self.made_by_mkpath {
-                    return;
-                }
+                // (Never for a destination `--mkpath` made: the run finds it there.)
                 // As rsync names it: without a trailing slash, the root as "/".
                 let shown = path.to_string_lossy();
                 let shown = shown.trim_end_matches('/');

@@ -1973,32 +1973,22 @@ fn with_temp_named<T>(
 }
 
 /// `-H`: for a name of a multi-link inode, either link it to the copy made for an earlier name
-/// (returns `Ok(true)`), or become the one that copies (`Ok(false)`; the caller must then report
-/// with [`hardlink_done`]). With `only_if_done` it links only when the copy is finished and
-/// otherwise returns `Ok(false)` having claimed nothing.
+/// (returns `Ok(true)`, after waiting for that copy if it is still being made), or become the one
+/// that copies (`Ok(false)`; the caller must then report with [`hardlink_done`]).
 async fn hardlink_follow(
     core: &Core,
     parent: &DirNode,
     dst_name: &CStr,
     st: &Stat,
     file_type: FileType,
-    only_if_done: bool,
     left: &Cell<bool>,
 ) -> EntryResult<bool> {
     if !core.shared.config.hard_links || st.nlink < 2 || file_type == FileType::Dir {
         return Ok(false);
     }
-    let key = (st.dev, st.ino);
-    let leader = if only_if_done {
-        match core.shared.links.link_if_done(key) {
-            Some((dir, name, rel, _)) => (dir, name, rel),
-            None => return Ok(false),
-        }
-    } else {
-        match core.shared.links.claim(key, st.nlink).await {
-            Claim::Link(dir, name, rel) => (dir, name, rel),
-            Claim::Leader => return Ok(false),
-        }
+    let leader = match core.shared.links.claim((st.dev, st.ino), st.nlink).await {
+        Claim::Link(dir, name, rel) => (dir, name, rel),
+        Claim::Leader => return Ok(false),
     };
     hardlink_make(core, parent, dst_name, st, file_type, leader, left).map(|()| true)
 }
@@ -2195,7 +2185,7 @@ async fn copy_file(
     bump(&core.counters.seen[0], 1);
     bump(&core.counters.seen_bytes, st.size);
     crate::hooks::fire(crate::hooks::Point::AfterStat, parent.src.as_fd(), name);
-    if hardlink_follow(core, parent, dst_name, &st, FileType::File, false, left).await? {
+    if hardlink_follow(core, parent, dst_name, &st, FileType::File, left).await? {
         return Ok(Outcome::Done);
     }
     let rel = || parent.child_rel(dst_name);
@@ -3406,7 +3396,7 @@ async fn make_other(
             ErrorClass::Partial,
         ));
     }
-    if hardlink_follow(core, parent, dst_name, &st, file_type, false, left).await? {
+    if hardlink_follow(core, parent, dst_name, &st, file_type, left).await? {
         return Ok(());
     }
     let dir = parent.dst.as_fd();

@@ -20,6 +20,20 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// Run a call that returns a byte count or -1 with `errno`, again while it fails with `EINTR`.
+fn retry_eintr(mut call: impl FnMut() -> isize) -> io::Result<usize> {
+    loop {
+        let n = call();
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 fn cvt_fd(r: libc::c_int) -> io::Result<OwnedFd> {
     let fd = cvt(r)?;
     // SAFETY: the kernel just returned `fd` as a new descriptor that nothing else owns.
@@ -443,78 +457,60 @@ pub fn read_nowait_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Re
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
     };
-    loop {
-        // SAFETY: one iovec describing `buf`, valid for `buf.len()` writable bytes.
-        let n = unsafe {
-            libc::preadv2(
-                fd.as_raw_fd(),
-                &iov,
-                1,
-                offset as libc::off_t,
-                libc::RWF_NOWAIT,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
+    // SAFETY: one iovec describing `buf`, valid for `buf.len()` writable bytes.
+    let r = retry_eintr(|| unsafe {
+        libc::preadv2(
+            fd.as_raw_fd(),
+            &iov,
+            1,
+            offset as libc::off_t,
+            libc::RWF_NOWAIT,
+        )
+    });
+    match r {
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(io::ErrorKind::WouldBlock.into()),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL)
+            ) =>
+        {
+            UNSUPPORTED.store(true, Ordering::Relaxed);
+            read_at(fd, buf, offset)
         }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) => return Err(io::ErrorKind::WouldBlock.into()),
-            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => {
-                UNSUPPORTED.store(true, Ordering::Relaxed);
-                return read_at(fd, buf, offset);
-            }
-            _ => return Err(e),
-        }
+        r => r,
     }
 }
 
 /// `pread(fd, buf, offset)`, retried on `EINTR`.
 pub fn read_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    loop {
-        // SAFETY: `buf` is valid for `buf.len()` writable bytes.
-        let n = unsafe {
-            libc::pread(
-                fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                offset as libc::off_t,
-            )
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    // SAFETY: `buf` is valid for `buf.len()` writable bytes.
+    retry_eintr(|| unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            offset as libc::off_t,
+        )
+    })
 }
 
 /// Write all of `buf` at `offset` (`pwrite`), retried on `EINTR` and short writes.
 pub fn write_all_at(fd: BorrowedFd<'_>, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
         // SAFETY: `buf` is valid for `buf.len()` readable bytes.
-        let n = unsafe {
+        let n = retry_eintr(|| unsafe {
             libc::pwrite(
                 fd.as_raw_fd(),
                 buf.as_ptr().cast(),
                 buf.len(),
                 offset as libc::off_t,
             )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        })?;
         if n == 0 {
             return Err(io::Error::from(io::ErrorKind::WriteZero));
         }
-        buf = &buf[n as usize..];
+        buf = &buf[n..];
         offset += n as u64;
     }
     Ok(())
@@ -601,19 +597,10 @@ pub fn copy_file_range(
 ) -> io::Result<usize> {
     let mut so = src_off as libc::loff_t;
     let mut dof = dst_off as libc::loff_t;
-    loop {
-        // SAFETY: valid fds and offset pointers for the call.
-        let n = unsafe {
-            libc::copy_file_range(src.as_raw_fd(), &mut so, dst.as_raw_fd(), &mut dof, len, 0)
-        };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
+    // SAFETY: valid fds and offset pointers for the call.
+    retry_eintr(|| unsafe {
+        libc::copy_file_range(src.as_raw_fd(), &mut so, dst.as_raw_fd(), &mut dof, len, 0)
+    })
 }
 
 /// `lseek(fd, off, SEEK_DATA)`: the start of the next data region at or after `off`, or `None`
