@@ -628,6 +628,15 @@ fn format_tree(root: &std::path::Path) {
     set_times(&root.join("b"), 1_600_000_000, 0);
 }
 
+/// The command for `tool`: rsync, or the arsync under test.
+fn tool_command(tool: &str) -> std::process::Command {
+    if tool == "rsync" {
+        std::process::Command::new("rsync")
+    } else {
+        arsync()
+    }
+}
+
 /// Sorted lines, for output whose order depends on the scheduling.
 fn sorted_lines(b: &[u8]) -> Vec<String> {
     let mut v: Vec<String> = String::from_utf8_lossy(b)
@@ -956,11 +965,7 @@ fn created_directory_is_said_as_rsync_says_it() {
         let top = t.path().join(format!("{tool}-{i}"));
         fs::create_dir_all(top.join("existing")).unwrap();
         let dest = top.join(to);
-        let mut cmd = if tool == "rsync" {
-            std::process::Command::new("rsync")
-        } else {
-            arsync()
-        };
+        let mut cmd = tool_command(tool);
         let out = cmd.args(*flags).args(from).arg(&dest).output().unwrap();
         assert_eq!(code(&out), 0, "{tool} {flags:?} {to}");
         let made = dest.display().to_string();
@@ -1037,11 +1042,7 @@ fn mkpath_is_said_and_itemized_as_rsync_does() {
         let top = t.path().join(format!("{tool}-{i}"));
         fs::create_dir_all(top.join("existing")).unwrap();
         let dest = top.join(to);
-        let mut cmd = if tool == "rsync" {
-            std::process::Command::new("rsync")
-        } else {
-            arsync()
-        };
+        let mut cmd = tool_command(tool);
         let out = cmd
             .args(*flags)
             .arg("--mkpath")
@@ -1098,11 +1099,7 @@ fn verbose_lists_touched_directories_as_rsync_does() {
             set_times(&dest, 1_700_000_000, 0);
             set_times(&dest.join("deep/er"), 1_700_000_000, 0);
             chmod(&dest.join("f"), 0o600);
-            let mut cmd = if tool == "rsync" {
-                std::process::Command::new("rsync")
-            } else {
-                arsync()
-            };
+            let mut cmd = tool_command(tool);
             let out = cmd
                 .args(*flags)
                 .arg(format!("{}/", src.display()))
@@ -1205,11 +1202,7 @@ fn odd_names_are_printed_as_rsync_prints_them() {
     ] {
         let mut outs = Vec::new();
         for tool in ["rsync", "arsync"] {
-            let mut c = if tool == "rsync" {
-                std::process::Command::new("rsync")
-            } else {
-                arsync()
-            };
+            let mut c = tool_command(tool);
             let out = c
                 .args(flags)
                 .arg("src/")
