@@ -22,9 +22,22 @@ pub fn copy_inline(src: &OwnedFd, dst: &OwnedFd, size: u64, buf: &mut Vec<u8>) -
     if size == 0 {
         return Ok(0);
     }
-    let cap = buf.capacity().max(4096);
-    buf.resize(cap, 0);
+    let buf = work_area(buf, size);
     copy_inline_from(src, dst, size, 0, buf)
+}
+
+/// The part of `buf` a copy of `size` bytes reads through: the whole file and the one byte
+/// past its end that detects growth, or the buffer's capacity (at least a page) when the file
+/// is larger. Only that part is zeroed, the first time it is needed: a core's buffer is sized
+/// for the largest small file, and zeroing all of it up front would fault in pages that the
+/// files of most trees never reach.
+fn work_area(buf: &mut Vec<u8>, size: u64) -> &mut [u8] {
+    let cap = buf.capacity().max(4096);
+    let need = size.saturating_add(1).min(cap as u64) as usize;
+    if buf.len() < need {
+        buf.resize(need, 0);
+    }
+    &mut buf[..need]
 }
 
 /// What [`copy_inline_cached`] did.
@@ -48,8 +61,8 @@ pub fn copy_inline_cached(
     if size == 0 {
         return Ok(Inline::Copied(0));
     }
-    let cap = buf.capacity().max(4096);
-    buf.resize(cap, 0);
+    let buf = work_area(buf, size);
+    let cap = buf.len();
     let want = size.min(cap as u64) as usize;
     let ask = if size < cap as u64 { want + 1 } else { want };
     let n = match sys::read_nowait_at(src.as_fd(), &mut buf[..ask], 0) {
