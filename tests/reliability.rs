@@ -587,17 +587,14 @@ fn a_directory_onto_an_existing_file_is_refused_like_rsync() {
     }
 }
 
-#[test]
-fn a_tree_deeper_than_path_max_is_copied() {
-    let s = Scratch::new();
-    let src = s.path().join("src");
-    // 60 levels of 100-byte names: about 6,000 bytes of path, beyond PATH_MAX (4096). Built
-    // with fd-relative calls, since no path to the bottom can be used.
-    let name = std::ffi::CString::new("d".repeat(100)).unwrap();
-    fs::create_dir(&src).unwrap();
-    let mut dir = fs::File::open(&src).unwrap();
-    for level in 0..60 {
-        use std::os::fd::{AsRawFd, FromRawFd};
+/// A chain of `levels` nested directories named `name` under a new directory `src`, each level
+/// holding a one-byte file `file<level>`. Built with fd-relative calls, since beyond PATH_MAX no
+/// path to the bottom can be used.
+fn build_chain(src: &Path, name: &std::ffi::CStr, levels: usize) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    fs::create_dir(src).unwrap();
+    let mut dir = fs::File::open(src).unwrap();
+    for level in 0..levels {
         // SAFETY: plain *at syscalls on a valid directory fd and C strings.
         unsafe {
             assert_eq!(libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755), 0);
@@ -620,6 +617,16 @@ fn a_tree_deeper_than_path_max_is_copied() {
             dir = fs::File::from_raw_fd(next);
         }
     }
+}
+
+#[test]
+fn a_tree_deeper_than_path_max_is_copied() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    // 60 levels of 100-byte names: about 6,000 bytes of path, beyond PATH_MAX (4096). Built
+    // with fd-relative calls, since no path to the bottom can be used.
+    let name = std::ffi::CString::new("d".repeat(100)).unwrap();
+    build_chain(&src, &name, 60);
     let dst = s.path().join("dst");
     let out = copy_contents(&["-a"], &src, &dst);
     assert_eq!(code(&out), 0, "{}", err(&out));
@@ -986,6 +993,77 @@ fn run_rss(args: &[&std::ffi::OsStr]) -> Option<(i64, i32)> {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no RSS from time(1): {e}"));
     Some((rss, code(&out)))
+}
+
+#[test]
+fn a_deep_chain_of_directories_stays_within_64_mib() {
+    // 1,000 levels of 200-byte names. Every directory of the chain is alive until the deepest is
+    // done; when each kept its path (source and relative), they held about 200 MB between them,
+    // growing with the square of the depth.
+    const LEVELS: usize = 1000;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    if lim.rlim_max < 4 * LEVELS as u64 {
+        skip(
+            "a_deep_chain_of_directories_stays_within_64_mib",
+            "the hard limit on open files is below two per level of the chain",
+        );
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    build_chain(
+        &src,
+        &std::ffi::CString::new("d".repeat(200)).unwrap(),
+        LEVELS,
+    );
+    let dst = s.path().join("dst");
+    let src_arg = format!("{}/", src.display());
+    let Some((rss_kib, rc)) = run_rss(&[
+        std::ffi::OsStr::new("-a"),
+        std::ffi::OsStr::new(&src_arg),
+        dst.as_os_str(),
+    ]) else {
+        skip(
+            "a_deep_chain_of_directories_stays_within_64_mib",
+            "GNU time is missing (the test command installs it)",
+        );
+        return;
+    };
+    assert_eq!(rc, 0);
+    eprintln!("{LEVELS} nested directories: peak RSS {rss_kib} KiB");
+    assert!(
+        rss_kib < 64 * 1024,
+        "peak RSS {rss_kib} KiB for a chain of {LEVELS} directories"
+    );
+    // Every level arrived: the bottom file, reached through fds.
+    let mut dir = fs::File::open(&dst).unwrap();
+    for level in 0..LEVELS {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let name = std::ffi::CString::new("d".repeat(200)).unwrap();
+        let f = std::ffi::CString::new(format!("file{level}")).unwrap();
+        // SAFETY: fstatat/openat on a valid directory fd and C strings.
+        unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            assert_eq!(
+                libc::fstatat(dir.as_raw_fd(), f.as_ptr(), &mut st, 0),
+                0,
+                "level {level}"
+            );
+            let next = libc::openat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::O_DIRECTORY | libc::O_RDONLY,
+            );
+            assert!(next >= 0, "level {level} directory missing");
+            dir = fs::File::from_raw_fd(next);
+        }
+    }
+    let _ = Command::new("rm").arg("-rf").arg(&src).arg(&dst).status();
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! is relative to an open directory fd, directories are opened with `O_NOFOLLOW|O_DIRECTORY`, and
 //! a symlink is removed as a name (`unlinkat`), never entered.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
@@ -251,6 +252,26 @@ fn left_by_dead_run(shared: &RunShared, name: &[u8]) -> bool {
         .and_then(|p| std::str::from_utf8(p).ok())
         .and_then(|p| u32::from_str_radix(p, 16).ok())
         .is_some_and(|pid| pid != shared.pid && !sys::process_alive(pid))
+}
+
+/// The path, relative to its transfer root, of the directory an operation works in, for what
+/// the operation may show (a message, a deletion's event, a backup's place): made only then.
+#[derive(Clone, Copy)]
+pub(crate) enum Rel<'a> {
+    /// A path at hand.
+    Given(&'a Path),
+    /// A directory node's path, made from the names above it ([`crate::task::DirNode::rel`]).
+    Of(&'a crate::task::DirNode),
+}
+
+impl<'a> Rel<'a> {
+    /// The path.
+    pub(crate) fn path(self) -> Cow<'a, Path> {
+        match self {
+            Rel::Given(p) => Cow::Borrowed(p),
+            Rel::Of(node) => Cow::Owned(node.rel()),
+        }
+    }
 }
 
 /// Remove the `.~arsync-PID-CORE-N` temporary files that a killed run (of named staging:
@@ -597,7 +618,7 @@ pub(crate) fn make_way(
     core: &Core,
     dir: BorrowedFd<'_>,
     name: &CStr,
-    rel: &Path,
+    rel: Rel<'_>,
 ) -> io::Result<()> {
     let shared = &core.shared;
     let cfg = &shared.config;
@@ -610,7 +631,7 @@ pub(crate) fn make_way(
             dir,
             name,
             FileType::Dir,
-            rel,
+            &rel.path(),
             false,
             None,
         )
@@ -624,7 +645,7 @@ pub(crate) fn make_way(
     match sys::unlink_at(dir, name, libc::AT_REMOVEDIR) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => match &cfg.backup {
-            Some(b) => crate::backup::move_away(b, dir, name, rel),
+            Some(b) => crate::backup::move_away(b, dir, name, &rel.path()),
             None => sys::unlink_at(dir, name, 0),
         },
         Err(e)
@@ -648,10 +669,10 @@ pub(crate) fn rename_over(
     dir: BorrowedFd<'_>,
     from: &CStr,
     to: &CStr,
-    rel: &Path,
+    rel: Rel<'_>,
 ) -> io::Result<()> {
     if let Some(b) = &core.shared.config.backup {
-        crate::backup::keep(b, dir, to, rel)?;
+        crate::backup::keep(b, dir, to, &rel.path())?;
     }
     match sys::rename_at(dir, from, dir, to, 0) {
         Err(e)

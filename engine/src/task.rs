@@ -75,10 +75,9 @@ impl DirNode {
 pub(crate) struct DirNode {
     src: OwnedFd,
     dst: Arc<OwnedFd>,
-    /// Source path for messages (the root as given, joined with the relative path).
-    src_path: PathBuf,
-    /// Path relative to the transfer root, for item events.
-    rel: PathBuf,
+    /// Where it stands: its paths (for messages, item events, filters) are made from it when
+    /// asked for, never kept.
+    place: Place,
     /// The source directory's attributes, applied at finish (`None`: a root's parent, untouched).
     stat: Option<Stat>,
     /// The source directory's listing gives each entry's inode number as `stat` does
@@ -130,13 +129,65 @@ pub(crate) struct DirNode {
     dest_rules: Option<Arc<DirRules>>,
 }
 
+/// Where a directory node stands: the top of a transfer (a directory root, or a file root's
+/// parent), whose two paths are given, or an entry of its parent's listing, known by its name
+/// alone. A node keeps no path of its own: a path per node would make a chain of nested
+/// directories (all alive until the deepest is done) hold memory by the square of its depth
+/// (166 MB for 5,000 levels of 3-byte names).
+enum Place {
+    /// The source path as given, and the path relative to the transfer root.
+    Top { src: PathBuf, rel: PathBuf },
+    /// The name in the parent's listing.
+    Child(crate::name::Name),
+}
+
 impl DirNode {
+    /// The source path (`src`) or the path relative to the transfer root of this directory, or
+    /// of its entry `child`: the top's path joined with the names down to here.
+    fn path_of(&self, src: bool, child: Option<&CStr>) -> PathBuf {
+        let mut names: Vec<&CStr> = Vec::new();
+        let mut node = self;
+        let top = loop {
+            match &node.place {
+                Place::Top { src: s, rel } => break if src { s } else { rel },
+                Place::Child(name) => {
+                    names.push(name);
+                    node = node
+                        .parent
+                        .as_deref()
+                        .expect("a listed directory has a parent");
+                }
+            }
+        };
+        let len = names
+            .iter()
+            .chain(&child)
+            .map(|n| n.to_bytes().len() + 1)
+            .sum::<usize>();
+        let mut path = PathBuf::with_capacity(top.as_os_str().len() + len);
+        path.push(top);
+        for name in names.iter().rev().chain(&child) {
+            path.push(OsStr::from_bytes(name.to_bytes()));
+        }
+        path
+    }
+
+    /// The source path of this directory (the root as given, joined with the names below it).
+    pub(crate) fn src_path(&self) -> PathBuf {
+        self.path_of(true, None)
+    }
+
+    /// The path of this directory relative to the transfer root.
+    pub(crate) fn rel(&self) -> PathBuf {
+        self.path_of(false, None)
+    }
+
     fn child_src_path(&self, name: &CStr) -> PathBuf {
-        self.src_path.join(OsStr::from_bytes(name.to_bytes()))
+        self.path_of(true, Some(name))
     }
 
     pub(crate) fn child_rel(&self, name: &CStr) -> PathBuf {
-        self.rel.join(OsStr::from_bytes(name.to_bytes()))
+        self.path_of(false, Some(name))
     }
 
     /// Whether a directory with this identity is this node or one of its ancestors (a loop
@@ -299,11 +350,18 @@ fn unchanged_item(
 }
 
 /// Whether the filter rules keep `name` (of type `ft`) in `node` out of the transfer.
-fn filtered(core: &Core, rel: &Path, name: &[u8], ft: FileType, dir: Option<&DirRules>) -> bool {
+fn filtered(
+    core: &Core,
+    rel: sync::Rel<'_>,
+    name: &[u8],
+    ft: FileType,
+    dir: Option<&DirRules>,
+) -> bool {
     let filters = &core.shared.config.filters;
     if !filters.has_sender_rules() {
         return false;
     }
+    let rel = rel.path();
     let mut path = Vec::with_capacity(rel.as_os_str().len() + 1 + name.len());
     if !rel.as_os_str().is_empty() {
         path.extend_from_slice(rel.as_os_str().as_bytes());
@@ -496,7 +554,13 @@ fn holds_content(
                         Err(_) => return true,
                     }
                 }
-                if filtered(core, &rel, ent.name.to_bytes(), ft, rules.as_deref()) {
+                if filtered(
+                    core,
+                    sync::Rel::Given(&rel),
+                    ent.name.to_bytes(),
+                    ft,
+                    rules.as_deref(),
+                ) {
                     continue;
                 }
                 if ft != FileType::Dir {
@@ -632,7 +696,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             Some(i) => (Path::new(OsStr::from_bytes(&rel[..i])), &rel[i + 1..]),
             None => (Path::new(""), rel),
         };
-        if filtered(core, parent, name, st.file_type(), None) {
+        if filtered(core, sync::Rel::Given(parent), name, st.file_type(), None) {
             return;
         }
     }
@@ -727,8 +791,10 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         let node = Arc::new(DirNode {
             src,
             dst,
-            src_path: root.src.clone(),
-            rel: root.rel.clone(),
+            place: Place::Top {
+                src: root.src.clone(),
+                rel: root.rel.clone(),
+            },
             stat: listed.then_some(st),
             listed_ino_exact,
             created_gid,
@@ -756,7 +822,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         });
         bump(&core.counters.seen[1], 1);
         if listed {
-            dir_item(core, &node, root.rel.clone());
+            dir_item(core, &node);
         }
         if cfg.delete == Some(Delete::Before) && !node.fresh && node.scope.lists_all() {
             delete_before(core, &node);
@@ -798,8 +864,10 @@ async fn start_root(core: &Rc<Core>, index: usize) {
     let node = Arc::new(DirNode {
         src: src_dir,
         dst: dst_dir,
-        src_path: parent_or_dot(&root.src),
-        rel: root.rel.parent().map(Path::to_path_buf).unwrap_or_default(),
+        place: Place::Top {
+            src: parent_or_dot(&root.src),
+            rel: root.rel.parent().map(Path::to_path_buf).unwrap_or_default(),
+        },
         stat: None,
         listed_ino_exact: false,
         created_gid,
@@ -932,9 +1000,11 @@ async fn exact_reference_for_existing(
         if !cfg.dry_run {
             let linked =
                 with_temp(core, |t| sys::link_at(reference, name, dir, t)).and_then(|(tmp, ())| {
-                    sync::rename_over(core, dir, &tmp, dst_name, &parent.rel).inspect_err(|_| {
-                        let _ = sys::unlink_at(dir, &tmp, 0);
-                    })
+                    sync::rename_over(core, dir, &tmp, dst_name, sync::Rel::Of(parent)).inspect_err(
+                        |_| {
+                            let _ = sys::unlink_at(dir, &tmp, 0);
+                        },
+                    )
                 });
             if let Err(e) = linked {
                 // Copied as without references instead (rsync's "try a copy").
@@ -1144,7 +1214,7 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
         Ok(false) => {
             drop(reader);
             core.shared.progress.scan_ended();
-            tracing::debug!(core = core.index, dir = %node.rel.display(), "directory listed");
+            tracing::debug!(core = core.index, dir = %node.rel().display(), "directory listed");
             child_done(core, node);
             return;
         }
@@ -1152,7 +1222,7 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
             drop(reader);
             core.shared.progress.scan_ended();
             node.scan_failed.store(true, Ordering::Relaxed);
-            report(core, &node.src_path, "getdents", &e, source_class(&e));
+            report(core, &node.src_path(), "getdents", &e, source_class(&e));
             child_done(core, node);
             return;
         }
@@ -1160,7 +1230,7 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
     #[cfg(feature = "test-hooks")]
     {
         let base = node
-            .rel
+            .rel()
             .file_name()
             .map_or(b".".to_vec(), |n| n.as_bytes().to_vec());
         let base = CString::new(base).expect("no NUL in a file name");
@@ -1196,7 +1266,7 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
     drop(reader);
     tracing::trace!(
         core = core.index,
-        dir = %node.rel.display(),
+        dir = %node.rel().display(),
         entries = batch.len(),
         "directory batch listed"
     );
@@ -1219,7 +1289,7 @@ fn admitted(core: &Core, node: &DirNode, name: &CStr, mut ft: FileType) -> Optio
     }
     if filtered(
         core,
-        &node.rel,
+        sync::Rel::Of(node),
         name.to_bytes(),
         ft,
         node.dir_rules.as_deref(),
@@ -1263,7 +1333,7 @@ fn delete_before(core: &Core, node: &DirNode) {
     if let Err(e) = &listed {
         report(
             core,
-            &node.src_path,
+            &node.src_path(),
             "getdents (delete)",
             e,
             source_class(e),
@@ -1275,10 +1345,10 @@ fn delete_before(core: &Core, node: &DirNode) {
     delete_extraneous(
         core,
         node.dst.as_fd(),
-        (node.root, &node.rel),
+        (node.root, &node.rel()),
         (node.stat, deletion_rules(core, node)),
         names,
-        &node.src_path,
+        &node.src_path(),
     );
 }
 
@@ -1299,7 +1369,7 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
                     crate::MissingArgs::Delete if missing => {
                         if !node.fresh && !node.hidden {
                             let shown = node.child_rel(name);
-                            delete_missing_at(core, node.dst.as_fd(), name, &node.rel, &shown);
+                            delete_missing_at(core, node.dst.as_fd(), name, &node.rel(), &shown);
                         }
                     }
                     _ => report(
@@ -1315,7 +1385,7 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
         };
         if filtered(
             core,
-            &node.rel,
+            sync::Rel::Of(&node),
             name.to_bytes(),
             st.file_type(),
             node.dir_rules.as_deref(),
@@ -1342,7 +1412,7 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
 
 /// The item event of a directory, when it is entered: new, or what differs from the source
 /// before any child is written into it.
-fn dir_item(core: &Core, node: &DirNode, rel: PathBuf) {
+fn dir_item(core: &Core, node: &DirNode) {
     let cfg = &core.shared.config;
     // (`--mkpath`'s destination is new to the run but was there when the transfer began.)
     let new = node.fresh
@@ -1385,7 +1455,7 @@ fn dir_item(core: &Core, node: &DirNode, rel: PathBuf) {
     if change.new || sync::attrs_differ(&change) {
         item(
             core,
-            || rel,
+            || node.rel(),
             (FileType::Dir, node.stat.as_ref()),
             0,
             &change,
@@ -1394,7 +1464,7 @@ fn dir_item(core: &Core, node: &DirNode, rel: PathBuf) {
     } else {
         unchanged_item(
             core,
-            || rel,
+            || node.rel(),
             (FileType::Dir, node.stat.as_ref()),
             change.how,
             None,
@@ -1506,7 +1576,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
             &core.counters,
             node.dst.as_fd(),
             node.src.as_fd(),
-            &node.rel,
+            &node.rel(),
         );
     }
     if let Some(pd) = &cfg.partial_dir
@@ -1523,10 +1593,10 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         delete_extraneous(
             core,
             node.dst.as_fd(),
-            (node.root, &node.rel),
+            (node.root, &node.rel()),
             (node.stat, deletion_rules(core, node)),
             names,
-            &node.src_path,
+            &node.src_path(),
         );
     }
     // An existing directory: only what differs is written (its attributes compared, not copied).
@@ -1544,7 +1614,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         ) {
             Ok(p) => p,
             Err((op, e)) => {
-                report(core, &node.src_path, op.name(), &e, ErrorClass::Partial);
+                report(core, &node.src_path(), op.name(), &e, ErrorClass::Partial);
                 return;
             }
         };
@@ -1564,7 +1634,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         } else {
             report(
                 core,
-                &node.src_path,
+                &node.src_path(),
                 "set xattr",
                 &e.error,
                 ErrorClass::Partial,
@@ -1592,7 +1662,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
     match applied {
         Ok(u) => unsupported_xattrs(core, u),
         Err((op, e)) => {
-            report(core, &node.src_path, op.name(), &e, ErrorClass::Partial);
+            report(core, &node.src_path(), op.name(), &e, ErrorClass::Partial);
             return;
         }
     }
@@ -2034,7 +2104,8 @@ fn hardlink_make(
                 // A name from an earlier run: replace it atomically.
                 let (tmp, ()) = with_temp(core, |t| sys::link_at(dir.as_fd(), &leader, ddir, t))
                     .map_err(dst_err("link"))?;
-                if let Err(e) = sync::rename_over(core, ddir, &tmp, dst_name, &parent.rel) {
+                if let Err(e) = sync::rename_over(core, ddir, &tmp, dst_name, sync::Rel::Of(parent))
+                {
                     let _ = sys::unlink_at(ddir, &tmp, 0);
                     return Err(("rename", e, ErrorClass::Partial));
                 }
@@ -2290,7 +2361,7 @@ async fn copy_file(
     if cfg.dry_run {
         if !parent.fresh {
             // What a real run would remove to make way (reported, not done).
-            let _ = sync::make_way(core, dir, dst_name, &parent.rel);
+            let _ = sync::make_way(core, dir, dst_name, sync::Rel::Of(parent));
         }
         hardlink_done(core, parent, dst_name, &st, true);
         bump(&core.counters.files, 1);
@@ -2608,7 +2679,7 @@ async fn stage(
                     return Ok((fd, Some(st.size)));
                 }
                 drop(fd);
-                sync::make_way(core, d, name, &parent.rel).map_err(dst_err("unlink"))?;
+                sync::make_way(core, d, name, sync::Rel::Of(parent)).map_err(dst_err("unlink"))?;
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e)
@@ -2617,7 +2688,7 @@ async fn stage(
                     Some(libc::ELOOP) | Some(libc::EISDIR) | Some(libc::ENXIO)
                 ) =>
             {
-                sync::make_way(core, d, name, &parent.rel).map_err(dst_err("unlink"))?;
+                sync::make_way(core, d, name, sync::Rel::Of(parent)).map_err(dst_err("unlink"))?;
             }
             Err(e) => return Err(("open", e, ErrorClass::Partial)),
         }
@@ -2638,7 +2709,7 @@ async fn stage(
             && let Some(b) = &cfg.backup
         {
             // The old content is about to be overwritten where it is: keep a copy.
-            crate::backup::copy(b, dir, dst_name, &parent.rel, &fd).map_err(dst_err("backup"))?;
+            crate::backup::copy(b, dir, dst_name, &parent.rel(), &fd).map_err(dst_err("backup"))?;
         }
         return Ok((Staging::InPlace, fd, size));
     }
@@ -2702,7 +2773,7 @@ fn publish(
     staging: &Staging,
     fd: &OwnedFd,
     name: &CStr,
-    rel: &Path,
+    rel: sync::Rel<'_>,
 ) -> EntryResult {
     match staging {
         Staging::InPlace | Staging::Direct => Ok(()),
@@ -3026,7 +3097,7 @@ async fn copy_file_data(
         unsupported_xattrs(core, u);
         core.lat.record(Op::Meta, t);
         let t = core.lat.start();
-        publish(core, dir, &staging, &dst, dst_name, &parent.rel)?;
+        publish(core, dir, &staging, &dst, dst_name, sync::Rel::Of(parent))?;
         core.lat.record(Op::Publish, t);
         Ok(st.size - from)
     }
@@ -3227,7 +3298,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                                     core,
                                     ddir,
                                     name,
-                                    &parent.rel,
+                                    &parent.rel(),
                                 )?),
                             }
                         }
@@ -3238,7 +3309,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                             ) =>
                         {
                             // A non-directory (or a symlink) is in the way: replace it, as rsync does.
-                            DestDir::Created(replace_with_dir(core, ddir, name, &parent.rel)?)
+                            DestDir::Created(replace_with_dir(core, ddir, name, &parent.rel())?)
                         }
                         Err(e) => return Err(("opendir", e, ErrorClass::Partial)),
                     }
@@ -3260,14 +3331,19 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         inherits_acl,
     } = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
     parent.pending.fetch_add(1, Ordering::AcqRel);
-    let rel = parent.child_rel(name);
     // --no-implied-dirs: a directory only on the way to a selected path keeps what it has, or,
     // made now, the default permissions (as rsync makes it).
     let keep_attrs = implied && cfg.no_implied_dirs;
     if keep_attrs && fresh && !cfg.dry_run {
         let mode = 0o777 & !core.shared.policy.umask;
         if let Err(e) = sys::fchmod(dst.as_fd(), mode) {
-            report(core, &rel, "chmod", &e, ErrorClass::Partial);
+            report(
+                core,
+                &parent.child_rel(name),
+                "chmod",
+                &e,
+                ErrorClass::Partial,
+            );
         }
     }
     let dir_rules = parent.dir_rules.as_ref().and_then(|p| {
@@ -3275,15 +3351,15 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
             core,
             src.as_fd(),
             &parent.child_src_path(name),
-            &rel,
+            &parent.child_rel(name),
             Some(p),
             &[],
         )
     });
-    let dest_rules = parent
-        .dest_rules
-        .as_ref()
-        .and_then(|p| dest_rules_for(core, dst.as_fd(), fresh, &rel, Some(p), Vec::new));
+    let dest_rules = parent.dest_rules.as_ref().and_then(|p| {
+        let rel = parent.child_rel(name);
+        dest_rules_for(core, dst.as_fd(), fresh, &rel, Some(p), Vec::new)
+    });
     let listed_ino_exact = if parent.stat.is_some_and(|p| p.dev == st.dev) {
         parent.listed_ino_exact
     } else {
@@ -3292,8 +3368,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
     let node = Arc::new(DirNode {
         src,
         dst,
-        src_path: parent.child_src_path(name),
-        rel,
+        place: Place::Child(crate::name::Name::new(name)),
         stat: (!keep_attrs).then_some(st),
         listed_ino_exact,
         created_gid,
@@ -3327,12 +3402,12 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         dest_rules,
     });
     if !keep_attrs {
-        dir_item(core, &node, parent.child_rel(name));
+        dir_item(core, &node);
     }
     if !other_fs
         && !cfg.dry_run
         && let Some(d) = &cfg.delegate
-        && d.take_dir(&node.rel)
+        && d.take_dir(&node.rel())
     {
         // Another process lists it and applies its metadata (the MPI mode): only the parent's
         // count of open children goes down here.
@@ -3454,7 +3529,7 @@ async fn make_other(
     let r = (|| {
         if cfg.dry_run {
             if !parent.fresh {
-                let _ = sync::make_way(core, dir, dst_name, &parent.rel);
+                let _ = sync::make_way(core, dir, dst_name, sync::Rel::Of(parent));
             }
             return Ok(());
         }
@@ -3474,7 +3549,8 @@ async fn make_other(
             .map_err(meta_err)
             .and_then(|u| {
                 unsupported_xattrs(core, u);
-                sync::rename_over(core, dir, &tmp, dst_name, &parent.rel).map_err(dst_err("rename"))
+                sync::rename_over(core, dir, &tmp, dst_name, sync::Rel::Of(parent))
+                    .map_err(dst_err("rename"))
             });
         if r.is_err() {
             let _ = sys::unlink_at(dir, &tmp, 0);
