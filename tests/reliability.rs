@@ -293,12 +293,18 @@ fn full_destination_keeps_complete_files_and_a_rerun_finishes() {
                 );
                 complete += 1;
             }
+            // Reported with the destination's path, where the write failed (as rsync's
+            // receiver reports it), not the source's.
             Err(_) => assert!(
-                e.contains(&format!("f{i:02}")),
-                "{name} failed silently: {e}"
+                e.contains(&format!("\"{}\"", dst.join(&name).display())),
+                "{name} failed silently or under another path: {e}"
             ),
         }
     }
+    assert!(
+        !e.contains(&src.display().to_string()),
+        "a destination failure named the source: {e}"
+    );
     assert!(
         complete > 0 && complete < 12,
         "the fault was not hit ({complete} fit)"
@@ -322,6 +328,27 @@ fn full_destination_keeps_complete_files_and_a_rerun_finishes() {
     let out = copy_contents(&["-a", "--delete"], &small_src, &dst);
     assert_eq!(code(&out), 0, "{}", err(&out));
     assert_same(&small_src, &dst, treediff::Check::archive());
+}
+
+#[test]
+fn a_failure_in_the_destination_names_the_destination_path() {
+    // A file whose name a non-empty directory holds in the destination (no --delete, no
+    // --force): it cannot be put in place. The message names the entry where that failed.
+    let s = Scratch::new();
+    let (src, dst) = (s.path().join("src"), s.path().join("dst"));
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("sub/f"), b"new");
+    fs::create_dir_all(dst.join("sub/f/inner")).unwrap();
+    write(&dst.join("sub/f/inner/x"), b"theirs");
+    let out = copy_contents(&["-a"], &src, &dst);
+    let e = err(&out);
+    assert_eq!(code(&out), 23, "{e}");
+    assert!(
+        e.contains(&format!("\"{}\"", dst.join("sub/f").display())),
+        "{e}"
+    );
+    assert!(!e.contains(&src.display().to_string()), "{e}");
+    assert_eq!(fs::read(dst.join("sub/f/inner/x")).unwrap(), b"theirs");
 }
 
 #[test]

@@ -135,21 +135,43 @@ pub(crate) struct DirNode {
 /// directories (all alive until the deepest is done) hold memory by the square of its depth
 /// (166 MB for 5,000 levels of 3-byte names).
 enum Place {
-    /// The source path as given, and the path relative to the transfer root.
-    Top { src: PathBuf, rel: PathBuf },
+    /// The source and destination paths as given, and the path relative to the transfer root.
+    Top {
+        src: PathBuf,
+        dst: PathBuf,
+        rel: PathBuf,
+    },
     /// The name in the parent's listing.
     Child(crate::name::Name),
 }
 
+/// Which of a directory node's paths [`DirNode::path_of`] makes.
+#[derive(Clone, Copy)]
+enum PathOf {
+    /// In the source tree, as the source was given.
+    Src,
+    /// In the destination tree, as the destination was given.
+    Dst,
+    /// Relative to the transfer root.
+    Rel,
+}
+
 impl DirNode {
-    /// The source path (`src`) or the path relative to the transfer root of this directory, or
-    /// of its entry `child`: the top's path joined with the names down to here.
-    fn path_of(&self, src: bool, child: Option<&CStr>) -> PathBuf {
+    /// One of the paths ([`PathOf`]) of this directory, or of its entry `child`: the top's path
+    /// joined with the names down to here. (A directory's name is the same on both sides; only
+    /// a file root can be renamed, and it is the `child` of its top.)
+    fn path_of(&self, of: PathOf, child: Option<&CStr>) -> PathBuf {
         let mut names: Vec<&CStr> = Vec::new();
         let mut node = self;
         let top = loop {
             match &node.place {
-                Place::Top { src: s, rel } => break if src { s } else { rel },
+                Place::Top { src, dst, rel } => {
+                    break match of {
+                        PathOf::Src => src,
+                        PathOf::Dst => dst,
+                        PathOf::Rel => rel,
+                    };
+                }
                 Place::Child(name) => {
                     names.push(name);
                     node = node
@@ -174,20 +196,31 @@ impl DirNode {
 
     /// The source path of this directory (the root as given, joined with the names below it).
     pub(crate) fn src_path(&self) -> PathBuf {
-        self.path_of(true, None)
+        self.path_of(PathOf::Src, None)
+    }
+
+    /// The destination path of this directory (the destination as given, joined with the
+    /// names below it), for the messages of what failed there.
+    fn dst_path(&self) -> PathBuf {
+        self.path_of(PathOf::Dst, None)
+    }
+
+    /// The destination path of entry `dst_name`.
+    fn child_dst_path(&self, dst_name: &CStr) -> PathBuf {
+        self.path_of(PathOf::Dst, Some(dst_name))
     }
 
     /// The path of this directory relative to the transfer root.
     pub(crate) fn rel(&self) -> PathBuf {
-        self.path_of(false, None)
+        self.path_of(PathOf::Rel, None)
     }
 
     fn child_src_path(&self, name: &CStr) -> PathBuf {
-        self.path_of(true, Some(name))
+        self.path_of(PathOf::Src, Some(name))
     }
 
     pub(crate) fn child_rel(&self, name: &CStr) -> PathBuf {
-        self.path_of(false, Some(name))
+        self.path_of(PathOf::Rel, Some(name))
     }
 
     /// Whether a directory with this identity is this node or one of its ancestors (a loop
@@ -793,6 +826,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             dst,
             place: Place::Top {
                 src: root.src.clone(),
+                dst: root.dst.clone(),
                 rel: root.rel.clone(),
             },
             stat: listed.then_some(st),
@@ -866,6 +900,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         dst: dst_dir,
         place: Place::Top {
             src: parent_or_dot(&root.src),
+            dst: parent_or_dot(&root.dst),
             rel: root.rel.parent().map(Path::to_path_buf).unwrap_or_default(),
         },
         stat: None,
@@ -1634,7 +1669,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         } else {
             report(
                 core,
-                &node.src_path(),
+                &node.dst_path(),
                 "set xattr",
                 &e.error,
                 ErrorClass::Partial,
@@ -1662,7 +1697,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
     match applied {
         Ok(u) => unsupported_xattrs(core, u),
         Err((op, e)) => {
-            report(core, &node.src_path(), op.name(), &e, ErrorClass::Partial);
+            report(core, &node.dst_path(), op.name(), &e, ErrorClass::Partial);
             return;
         }
     }
@@ -1793,10 +1828,9 @@ async fn entry(
                     remove_source(core, parent, name, dst_name, follow);
                 }
             }
-            Err((op, e, class)) => {
+            Err(err) => {
                 bump(&core.counters.checked, 1);
-                let p = parent.child_src_path(name);
-                report(core, &p, op, &e, class);
+                entry_failed(core, parent, name, dst_name, err);
             }
         },
         FileType::Dir => {
@@ -1804,9 +1838,8 @@ async fn entry(
                 skip(core, &parent.child_rel(name), SkipReason::Directory);
                 return Outcome::Done;
             }
-            if let Err((op, e, class)) = enter_dir(core, parent, name, follow) {
-                let p = parent.child_src_path(name);
-                report(core, &p, op, &e, class);
+            if let Err(err) = enter_dir(core, parent, name, follow) {
+                entry_failed(core, parent, name, dst_name, err);
             }
         }
         FileType::Symlink
@@ -1826,15 +1859,28 @@ async fn entry(
             match make_other(core, parent, name, dst_name, file_type, follow, &left).await {
                 Ok(()) if in_sync(core) => remove_source(core, parent, name, dst_name, follow),
                 Ok(()) => {}
-                Err((op, e, class)) => {
-                    let p = parent.child_src_path(name);
-                    report(core, &p, op, &e, class);
-                }
+                Err(err) => entry_failed(core, parent, name, dst_name, err),
             }
         }
         FileType::Unknown => {}
     }
     Outcome::Done
+}
+
+/// Report what failed for entry `name` of `parent` (`dst_name` in the destination), with the
+/// path of the side it failed on.
+fn entry_failed(
+    core: &Core,
+    parent: &DirNode,
+    name: &CStr,
+    dst_name: &CStr,
+    (op, e, class, side): EntryError,
+) {
+    let path = match side {
+        Side::Src => parent.child_src_path(name),
+        Side::Dst => parent.child_dst_path(dst_name),
+    };
+    report(core, &path, op, &e, class);
 }
 
 /// `--delete-missing-args`: the source argument `root` does not exist; delete what the
@@ -1974,13 +2020,16 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
     }
 }
 
-type EntryError = (&'static str, io::Error, ErrorClass);
+/// Why an entry failed: the operation, the OS error, how it counts, and the side it failed on,
+/// whose path the message names (a destination operation names the destination entry, as
+/// rsync's receiver does).
+type EntryError = (&'static str, io::Error, ErrorClass, Side);
 type EntryResult<T = ()> = Result<T, EntryError>;
 
 fn src_err(op: &'static str) -> impl FnOnce(io::Error) -> EntryError {
     move |e| {
         let class = source_class(&e);
-        (op, e, class)
+        (op, e, class, Side::Src)
     }
 }
 
@@ -1991,7 +2040,7 @@ fn dst_err(op: &'static str) -> impl FnOnce(io::Error) -> EntryError {
         } else {
             ErrorClass::Partial
         };
-        (op, e, class)
+        (op, e, class, Side::Dst)
     }
 }
 
@@ -2008,16 +2057,16 @@ fn out_of_space(e: &io::Error) -> bool {
 fn data_err(op: &'static str) -> impl FnOnce(io::Error) -> EntryError {
     move |e| {
         if out_of_space(&e) {
-            ("write", e, ErrorClass::FileIo)
+            ("write", e, ErrorClass::FileIo, Side::Dst)
         } else {
             let class = source_class(&e);
-            (op, e, class)
+            (op, e, class, Side::Src)
         }
     }
 }
 
 fn meta_err((op, e): (fsops::meta::MetaOp, io::Error)) -> EntryError {
-    (op.name(), e, ErrorClass::Partial)
+    (op.name(), e, ErrorClass::Partial, Side::Dst)
 }
 
 /// Create a temporary name in `dir` with `make`, retrying on a name collision.
@@ -2107,10 +2156,10 @@ fn hardlink_make(
                 if let Err(e) = sync::rename_over(core, ddir, &tmp, dst_name, sync::Rel::Of(parent))
                 {
                     let _ = sys::unlink_at(ddir, &tmp, 0);
-                    return Err(("rename", e, ErrorClass::Partial));
+                    return Err(("rename", e, ErrorClass::Partial, Side::Dst));
                 }
             }
-            Err(e) => return Err(("link", e, ErrorClass::Partial)),
+            Err(e) => return Err(("link", e, ErrorClass::Partial, Side::Dst)),
         }
     }
     bump(&core.counters.hard_links, 1);
@@ -2246,6 +2295,7 @@ async fn copy_file(
             "open",
             io::Error::other("changed type while being copied (no longer a regular file)"),
             ErrorClass::Partial,
+            Side::Src,
         ));
     }
     // A large file while this core already streams one: hand it back for another core.
@@ -2690,7 +2740,7 @@ async fn stage(
             {
                 sync::make_way(core, d, name, sync::Rel::Of(parent)).map_err(dst_err("unlink"))?;
             }
-            Err(e) => return Err(("open", e, ErrorClass::Partial)),
+            Err(e) => return Err(("open", e, ErrorClass::Partial, Side::Dst)),
         }
         Ok((
             sys::create_excl(d, name, mode).map_err(dst_err("create"))?,
@@ -2722,11 +2772,20 @@ async fn stage(
                         match sys::mkdir_at(dir, pd, 0o700) {
                             Ok(()) => {}
                             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                            Err(e) => return Err(("mkdir (partial dir)", e, ErrorClass::Partial)),
+                            Err(e) => {
+                                return Err((
+                                    "mkdir (partial dir)",
+                                    e,
+                                    ErrorClass::Partial,
+                                    Side::Dst,
+                                ));
+                            }
                         }
                         sys::open_dir_at(dir, pd).map_err(dst_err("opendir (partial dir)"))?
                     }
-                    Err(e) => return Err(("opendir (partial dir)", e, ErrorClass::Partial)),
+                    Err(e) => {
+                        return Err(("opendir (partial dir)", e, ErrorClass::Partial, Side::Dst));
+                    }
                 };
                 (fd, dst_name.to_owned(), true)
             }
@@ -2808,7 +2867,7 @@ fn publish(
                     .map_err(dst_err("link"))?;
                 sync::rename_over(core, dir, &tmp, name, rel).map_err(|e| {
                     let _ = sys::unlink_at(dir, &tmp, 0);
-                    ("rename", e, ErrorClass::Partial)
+                    ("rename", e, ErrorClass::Partial, Side::Dst)
                 })
             }
             Err(e) => Err(dst_err("link")(e)),
@@ -2893,13 +2952,13 @@ async fn copy_file_data(
                     tracing::trace!(path = %parent.child_rel(dst_name).display(), size = st.size, "data cloned (FICLONE)");
                 }
                 Err(e) if cfg.reflink == Reflink::Always => {
-                    return Err(("clone (--reflink=always)", e, ErrorClass::Partial));
+                    return Err(("clone (--reflink=always)", e, ErrorClass::Partial, Side::Dst));
                 }
                 Err(e) if not_here(&e) => {
                     core.no_clone.borrow_mut().push(pair);
                     path = data_path(core, parent, src, st)?;
                 }
-                Err(e) => return Err(("clone", e, ErrorClass::Partial)),
+                Err(e) => return Err(("clone", e, ErrorClass::Partial, Side::Dst)),
             }
         }
         if let DataPath::Kernel = path {
@@ -2928,7 +2987,7 @@ async fn copy_file_data(
                     path = DataPath::Ring(vec![(0, st.size)]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err(("read", e, ErrorClass::Partial));
+                    return Err(("read", e, ErrorClass::Partial, Side::Src));
                 }
                 Err(e) => return Err(data_err("copy_file_range")(e)),
             }
@@ -2968,7 +3027,7 @@ async fn copy_file_data(
                     path = DataPath::Ring(extents.clone());
                 }
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    return Err(("read", e, ErrorClass::Partial));
+                    return Err(("read", e, ErrorClass::Partial, Side::Src));
                 }
                 Err(e) => return Err(data_err("copy_file_range")(e)),
             }
@@ -3048,6 +3107,7 @@ async fn copy_file_data(
                         "file changed while being copied (size or mtime moved); not published",
                     ),
                     ErrorClass::Partial,
+                    Side::Src,
                 ));
             }
         }
@@ -3062,6 +3122,7 @@ async fn copy_file_data(
                             "the written file differs from the source when read back; not published",
                         ),
                         ErrorClass::Partial,
+                        Side::Dst,
                     ));
                 }
                 Err(e) => return Err(data_err("verify")(e)),
@@ -3218,6 +3279,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
             "opendir (directory loop through a followed symlink)",
             io::Error::from_raw_os_error(libc::ELOOP),
             ErrorClass::Partial,
+            Side::Src,
         ));
     }
     let other_fs = cfg.one_file_system > 0 && st.dev != parent.root_dev;
@@ -3311,10 +3373,10 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                             // A non-directory (or a symlink) is in the way: replace it, as rsync does.
                             DestDir::Created(replace_with_dir(core, ddir, name, &parent.rel())?)
                         }
-                        Err(e) => return Err(("opendir", e, ErrorClass::Partial)),
+                        Err(e) => return Err(("opendir", e, ErrorClass::Partial, Side::Dst)),
                     }
                 }
-                Err(e) => return Err(("mkdir", e, ErrorClass::Partial)),
+                Err(e) => return Err(("mkdir", e, ErrorClass::Partial, Side::Dst)),
             }
         }
     };
@@ -3469,6 +3531,7 @@ async fn make_other(
             "lstat",
             io::Error::other("changed type while being copied"),
             ErrorClass::Partial,
+            Side::Src,
         ));
     }
     if hardlink_follow(core, parent, dst_name, &st, file_type, left).await? {
