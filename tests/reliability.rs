@@ -1022,6 +1022,21 @@ fn run_rss(args: &[&std::ffi::OsStr]) -> Option<(i64, i32)> {
     Some((rss, code(&out)))
 }
 
+/// Peak RSS (KiB) and exit code of `arsync -a SRC/ DST` ([`run_rss`]); `None`, with test
+/// `test` reported as skipped, where GNU time is missing.
+fn copy_rss(test: &str, src: &Path, dst: &Path) -> Option<(i64, i32)> {
+    let src_arg = format!("{}/", src.display());
+    let r = run_rss(&[
+        std::ffi::OsStr::new("-a"),
+        std::ffi::OsStr::new(&src_arg),
+        dst.as_os_str(),
+    ]);
+    if r.is_none() {
+        skip(test, "GNU time is missing (the test command installs it)");
+    }
+    r
+}
+
 #[test]
 fn a_deep_chain_of_directories_stays_within_64_mib() {
     // 1,000 levels of 200-byte names. Every directory of the chain is alive until the deepest is
@@ -1049,16 +1064,11 @@ fn a_deep_chain_of_directories_stays_within_64_mib() {
         LEVELS,
     );
     let dst = s.path().join("dst");
-    let src_arg = format!("{}/", src.display());
-    let Some((rss_kib, rc)) = run_rss(&[
-        std::ffi::OsStr::new("-a"),
-        std::ffi::OsStr::new(&src_arg),
-        dst.as_os_str(),
-    ]) else {
-        skip(
-            "a_deep_chain_of_directories_stays_within_64_mib",
-            "GNU time is missing (the test command installs it)",
-        );
+    let Some((rss_kib, rc)) = copy_rss(
+        "a_deep_chain_of_directories_stays_within_64_mib",
+        &src,
+        &dst,
+    ) else {
         return;
     };
     assert_eq!(rc, 0);
@@ -1127,16 +1137,8 @@ fn a_million_entry_tree_stays_within_64_mib() {
         }
     }
     let dst = s.path().join("dst");
-    let src_arg = format!("{}/", src.display());
-    let Some((rss_kib, rc)) = run_rss(&[
-        std::ffi::OsStr::new("-a"),
-        std::ffi::OsStr::new(&src_arg),
-        dst.as_os_str(),
-    ]) else {
-        skip(
-            "a_million_entry_tree_stays_within_64_mib",
-            "GNU time is missing (the test command installs it)",
-        );
+    let Some((rss_kib, rc)) = copy_rss("a_million_entry_tree_stays_within_64_mib", &src, &dst)
+    else {
         return;
     };
     assert_eq!(rc, 0);
