@@ -1275,6 +1275,8 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
     batch.clear();
     let filters = core.shared.config.filters.has_sender_rules();
     let prune = core.shared.config.prune_empty_dirs;
+    // The directory's path, which the rules match entries by: made once for the batch.
+    let rel = (filters || prune).then(|| node.rel());
     let mut names = node
         .names
         .as_ref()
@@ -1282,7 +1284,7 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
     for ent in reader.entries() {
         let mut file_type = ent.file_type;
         if filters || prune {
-            match admitted(core, &node, ent.name, file_type) {
+            match admitted(core, &node, rel.as_deref(), ent.name, file_type) {
                 Some(ft) => file_type = ft,
                 None => continue,
             }
@@ -1315,8 +1317,15 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
 }
 
 /// Whether entry `name` (type `ft` as listed) of `node`'s listing belongs to the transfer under
-/// the filter rules and `-m`; its type, looked up when the listing did not say.
-fn admitted(core: &Core, node: &DirNode, name: &CStr, mut ft: FileType) -> Option<FileType> {
+/// the filter rules and `-m`; its type, looked up when the listing did not say. `rel`: the
+/// directory's path, when the caller made it once for many entries.
+fn admitted(
+    core: &Core,
+    node: &DirNode,
+    rel: Option<&Path>,
+    name: &CStr,
+    mut ft: FileType,
+) -> Option<FileType> {
     if ft == FileType::Unknown
         && let Ok(st) = sys::lstat_at(node.src.as_fd(), name)
     {
@@ -1324,7 +1333,7 @@ fn admitted(core: &Core, node: &DirNode, name: &CStr, mut ft: FileType) -> Optio
     }
     if filtered(
         core,
-        sync::Rel::Of(node),
+        rel.map_or(sync::Rel::Of(node), sync::Rel::Given),
         name.to_bytes(),
         ft,
         node.dir_rules.as_deref(),
@@ -1354,11 +1363,12 @@ fn admitted(core: &Core, node: &DirNode, name: &CStr, mut ft: FileType) -> Optio
 fn delete_before(core: &Core, node: &DirNode) {
     let cfg = &core.shared.config;
     let mut names = Vec::new();
+    let rel = node.rel();
     let listed = sys::open_dir_at(node.src.as_fd(), c".").and_then(|fd| {
         let mut reader = fsops::DirReader::default();
         while reader.fill(fd.as_fd())? {
             for ent in reader.entries() {
-                if admitted(core, node, ent.name, ent.file_type).is_some() {
+                if admitted(core, node, Some(&rel), ent.name, ent.file_type).is_some() {
                     names.push(ent.name.to_owned());
                 }
             }
