@@ -526,6 +526,8 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
                 "kernel_copied_files": c.kernel_copied_files,
                 "split_files": c.split_files,
                 "split_chunks": c.split_chunks,
+                "parked_dirs": c.parked_dirs,
+                "reopened_dirs": c.reopened_dirs,
                 "offloaded_files": c.offloaded_files,
                 "offloaded_pieces": c.offloaded_pieces,
                 "offloaded_peak": c.offloaded_peak,

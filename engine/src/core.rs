@@ -81,6 +81,9 @@ pub(crate) struct Counters {
     pub kernel_copied_files: Cell<u64>,
     pub split_files: Cell<u64>,
     pub split_chunks: Cell<u64>,
+    /// Directories whose fds this core parked, and reopened (`dirfds`).
+    pub parked_dirs: Cell<u64>,
+    pub reopened_dirs: Cell<u64>,
     pub offloaded_files: Cell<u64>,
     pub offloaded_pieces: Cell<u64>,
     /// Cold files of this core on the pool now, and the most at once.
@@ -159,6 +162,9 @@ pub(crate) struct RunShared {
     /// not per file): any still unpublished when the run ends (it was stopped) is renamed into
     /// place then, with the complete files it holds.
     pub staged: std::sync::Mutex<Vec<Arc<StagedDir>>>,
+    /// Directory nodes holding their fds open, and the share of the open-file limit they may
+    /// hold before nodes left with only subdirectories park theirs (`dirfds`).
+    pub open_dirs: crate::dirfds::OpenDirs,
 }
 
 /// The top of a new destination subtree, made in its parent under a temporary name so that its
@@ -237,7 +243,11 @@ pub(crate) struct Core {
     pub pool: fsops::BufPool,
     pub small_buf: RefCell<Vec<u8>>,
     pub dir_reader: RefCell<fsops::DirReader>,
+    /// A directory batch being listed: its non-directories, and its directories (pushed first,
+    /// so that this core finishes the files before it descends and an idle core steals whole
+    /// subtrees).
     pub batch: RefCell<Vec<Task>>,
+    pub batch_dirs: RefCell<Vec<Task>>,
     pub counters: Counters,
     pub temp_seq: Cell<u64>,
     pub ring_slots: crate::limit::LocalSemaphore,
@@ -317,8 +327,12 @@ pub(crate) fn run(
             *d = dest_dir.join(&*d);
         }
     }
-    // (24 for the process, one per core for its ring and one for its CPU claim.)
-    let budget = nofile.saturating_sub(24 + 2 * threads as u64) / (threads as u64 * 4).max(1);
+    // A quarter of the limit for open directories (two fds per directory node: beyond it, nodes
+    // waiting only for their subdirectories close theirs), the rest for the files in flight (24
+    // for the process, one per core for its ring and one for its CPU claim).
+    let dir_share = nofile / 4;
+    let budget =
+        (nofile - dir_share).saturating_sub(24 + 2 * threads as u64) / (threads as u64 * 4).max(1);
     config.inflight_per_core = config.inflight_per_core.min(budget.max(1) as usize);
     config.ring_files_per_core = config.ring_files_per_core.min(config.inflight_per_core);
     let config = &config;
@@ -358,6 +372,7 @@ pub(crate) fn run(
             None
         },
         staged: std::sync::Mutex::new(Vec::new()),
+        open_dirs: crate::dirfds::OpenDirs::new(dir_share as usize / 2),
         copy_pool: std::sync::OnceLock::new(),
         cpus: fsops::sys::CpuMask::current().ok(),
         threads,
@@ -618,6 +633,7 @@ fn core_thread(
         )),
         dir_reader: RefCell::new(fsops::DirReader::default()),
         batch: RefCell::new(Vec::new()),
+        batch_dirs: RefCell::new(Vec::new()),
         counters: Counters::default(),
         temp_seq: Cell::new(0),
         ring_slots: crate::limit::LocalSemaphore::new(config.ring_files_per_core),
@@ -666,6 +682,8 @@ fn core_thread(
             kernel_copied_files: core.counters.kernel_copied_files.get(),
             split_files: core.counters.split_files.get(),
             split_chunks: core.counters.split_chunks.get(),
+            parked_dirs: core.counters.parked_dirs.get(),
+            reopened_dirs: core.counters.reopened_dirs.get(),
             offloaded_files: core.counters.offloaded_files.get(),
             offloaded_pieces: core.counters.offloaded_pieces.get(),
             offloaded_peak: core.counters.offloaded_peak.get(),

@@ -56,6 +56,7 @@
 mod altdest;
 pub mod backup;
 mod core;
+mod dirfds;
 pub mod filter;
 #[doc(hidden)]
 pub mod hooks;
@@ -697,6 +698,12 @@ pub struct CoreReport {
     pub split_files: u64,
     /// Chunks of split files this core copied (its own files' and other cores').
     pub split_chunks: u64,
+    /// Directories whose open fds this core closed while only their subdirectories were left
+    /// (open directories over the run's share of the open-file limit: a deep tree).
+    pub parked_dirs: u64,
+    /// Parked directories this core opened again (through a finished subdirectory's `..`) to
+    /// apply their attributes.
+    pub reopened_dirs: u64,
     /// Files copied with `copy_file_range` whose source was not in the page cache: the copy ran
     /// on a thread of the cold-copy pool, not on the core.
     pub offloaded_files: u64,

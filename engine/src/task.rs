@@ -10,11 +10,13 @@
 //!
 //! # Directory completion
 //!
-//! `pending` counts the unfinished children of a node plus one for its scan. The scanner adds a
-//! batch's count *before* pushing the batch (so no child can finish first and drive it to zero);
-//! every finished child, and the scan at end of directory, subtracts one (`AcqRel`). Whoever takes
-//! it to zero applies the directory's metadata (all children's writes happen-before it through the
-//! `AcqRel` chain) and then finishes its parent the same way.
+//! `pending` counts the unfinished children of a node plus one for its scan, in two parts of one
+//! `AtomicU64` ([`BUSY`] units for the scan and the listed entries, 1 for each subdirectory node).
+//! The scanner adds a batch's count *before* pushing the batch (so no child can finish first and
+//! drive it to zero); every finished child, and the scan at end of directory, subtracts its unit
+//! (`AcqRel`). Whoever takes it to zero applies the directory's metadata (all children's writes
+//! happen-before it through the `AcqRel` chain) and then finishes its parent the same way. A node
+//! whose busy part reaches zero while subdirectories are left may park its fds ([`count_down`]).
 
 use std::cell::Cell;
 use std::ffi::{CStr, CString, OsStr};
@@ -26,13 +28,14 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use fsops::xattr::Target;
 use fsops::{FileType, Stat, sys};
 
 use crate::altdest::{self, Level};
 use crate::core::{Core, bump};
+use crate::dirfds::{DirFds, Parkable};
 use crate::filter::DirRules;
 use crate::latency::Op;
 use crate::links::Claim;
@@ -62,19 +65,36 @@ pub(crate) enum Task {
 impl DirNode {
     /// The source directory's fd.
     pub(crate) fn src_fd(&self) -> BorrowedFd<'_> {
-        self.src.as_fd()
+        self.fds.get().src()
     }
 
     /// The destination directory's fd.
     pub(crate) fn dst_fd(&self) -> BorrowedFd<'_> {
-        self.dst.as_fd()
+        self.fds.get().dst()
+    }
+
+    /// The destination directory's fd, shared (with a hard-link group's leader, a staged
+    /// subtree's top).
+    fn dst_arc(&self) -> &Arc<OwnedFd> {
+        &self.fds.get().dst
+    }
+
+    /// `--link-dest`/`--compare-dest`/`--copy-dest`: this directory's counterpart in each
+    /// reference tree (where it exists).
+    fn alt_dest(&self) -> Option<&Vec<Option<OwnedFd>>> {
+        self.fds.get().alt.as_ref()
     }
 }
 
 /// A directory being copied.
 pub(crate) struct DirNode {
-    src: OwnedFd,
-    dst: Arc<OwnedFd>,
+    /// The source and destination directories (and reference directories), open while
+    /// anything but its subdirectories is left to do; parked when open files run short
+    /// ([`crate::dirfds`], [`child_done`]).
+    fds: Parkable,
+    /// The source's and the destination's identity (device, inode), by which a parked node
+    /// knows its directories again when it reopens them; `None`: it never parks.
+    ids: Option<[(u64, u64); 2]>,
     /// Where it stands: its paths (for messages, item events, filters) are made from it when
     /// asked for, never kept.
     place: Place,
@@ -96,7 +116,10 @@ pub(crate) struct DirNode {
     /// The destination directory was created by this run, so it held nothing before: no entry
     /// in it needs a look at what is already there.
     fresh: bool,
-    pending: AtomicUsize,
+    /// Work left before it is finished: [`BUSY`] for its scan and for each listed entry not
+    /// done yet (a directory's, until it is a node of its own), 1 for each subdirectory node
+    /// not finished yet.
+    pending: AtomicU64,
     parent: Option<Arc<DirNode>>,
     /// The transfer root it belongs to.
     root: usize,
@@ -104,8 +127,6 @@ pub(crate) struct DirNode {
     names: Option<sync::Names>,
     /// Reading the source directory failed: its listing is incomplete, so nothing is deleted.
     scan_failed: AtomicBool,
-    /// `--link-dest`: this directory's counterpart in each reference tree (where it exists).
-    alt_dest: Option<Vec<Option<OwnedFd>>>,
     /// This directory is (or is inside) a new subtree made under a temporary name: nobody sees
     /// its entries until the subtree's top is renamed into place, so files in it are created
     /// under their final names (no unnamed file and `linkat`).
@@ -791,6 +812,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         let DestFacts {
             created_gid,
             dev: dst_dev,
+            ino: dst_ino,
             sweep,
             inherits_acl,
         } = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
@@ -821,9 +843,10 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         });
         let alt_dest = alt_dest_roots(cfg, &root, dst.as_fd());
         let listed_ino_exact = sys::listing_gives_inode(src.as_fd());
+        let ids = parkable_ids(cfg, &st, (dst_dev, dst_ino));
         let node = Arc::new(DirNode {
-            src,
-            dst,
+            fds: Parkable::new(DirFds::new(src, dst, alt_dest, &core.shared.open_dirs)),
+            ids,
             place: Place::Top {
                 src: root.src.clone(),
                 dst: root.dst.clone(),
@@ -837,7 +860,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             depth: 0,
             dst_name: None,
             fresh,
-            pending: AtomicUsize::new(1),
+            pending: AtomicU64::new(BUSY),
             parent: None,
             root: index,
             names: cfg
@@ -845,7 +868,6 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 .filter(|d| *d != Delete::Before && scope.lists_all())
                 .map(|_| sync::Names::default()),
             scan_failed: AtomicBool::new(false),
-            alt_dest,
             hidden: staged.is_some(),
             staged,
             sweep,
@@ -896,8 +918,8 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         ..
     } = dest_dir_facts(core, &dst_dir, None);
     let node = Arc::new(DirNode {
-        src: src_dir,
-        dst: dst_dir,
+        fds: Parkable::new(DirFds::new(src_dir, dst_dir, None, &core.shared.open_dirs)),
+        ids: None,
         place: Place::Top {
             src: parent_or_dot(&root.src),
             dst: parent_or_dot(&root.dst),
@@ -911,12 +933,11 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         depth: 0,
         dst_name: (src_name != dst_name).then_some(dst_name),
         fresh: false,
-        pending: AtomicUsize::new(1),
+        pending: AtomicU64::new(BUSY),
         parent: None,
         root: index,
         names: None,
         scan_failed: AtomicBool::new(false),
-        alt_dest: None,
         hidden: false,
         staged: None,
         sweep: false,
@@ -978,8 +999,7 @@ fn take_exact_reference(
     let cfg = &core.shared.config;
     let how = match cfg.alt_dest {
         AltDest::Link
-            if cfg.dry_run
-                || sys::link_at(reference, name, parent.dst.as_fd(), dst_name).is_ok() =>
+            if cfg.dry_run || sys::link_at(reference, name, parent.dst_fd(), dst_name).is_ok() =>
         {
             hardlink_done(core, parent, dst_name, st, true);
             bump(&core.counters.hard_links, 1);
@@ -1017,12 +1037,12 @@ async fn exact_reference_for_existing(
     dirs: &[Option<OwnedFd>],
 ) -> Option<bool> {
     let cfg = &core.shared.config;
-    let dir = parent.dst.as_fd();
+    let dir = parent.dst_fd();
     let d = sys::lstat_at(dir, dst_name).ok()?;
     if d.file_type() != FileType::File {
         return None;
     }
-    let m = altdest::file_match(core, dirs, parent.src.as_fd(), name, Some(src), st).await?;
+    let m = altdest::file_match(core, dirs, parent.src_fd(), name, Some(src), st).await?;
     if m.level != Level::Exact {
         return None;
     }
@@ -1074,6 +1094,8 @@ struct DestFacts {
     created_gid: u32,
     /// The device it is on.
     dev: u64,
+    /// Its inode number.
+    ino: u64,
     /// For an existing one, given the source directory's stat: it may hold a killed run's
     /// temporaries.
     sweep: bool,
@@ -1093,12 +1115,14 @@ fn dest_dir_facts(core: &Core, dir: &OwnedFd, existing_src: Option<&Stat>) -> De
                 egid
             },
             dev: st.dev,
+            ino: st.ino,
             sweep: existing_src.is_some_and(|src| may_hold_temps(&core.shared.config, &st, src)),
             inherits_acl,
         },
         Err(_) => DestFacts {
             created_gid: egid,
             dev: 0,
+            ino: 0,
             sweep: false,
             inherits_acl,
         },
@@ -1242,7 +1266,7 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
     }
     let mut reader = core.dir_reader.borrow_mut();
     let t = core.lat.start();
-    let filled = reader.fill(node.src.as_fd());
+    let filled = reader.fill(node.src_fd());
     core.lat.record(Op::Getdents, t);
     match filled {
         Ok(true) => {}
@@ -1269,10 +1293,12 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
             .file_name()
             .map_or(b".".to_vec(), |n| n.as_bytes().to_vec());
         let base = CString::new(base).expect("no NUL in a file name");
-        crate::hooks::fire(crate::hooks::Point::AfterBatch, node.src.as_fd(), &base);
+        crate::hooks::fire(crate::hooks::Point::AfterBatch, node.src_fd(), &base);
     }
     let mut batch = core.batch.borrow_mut();
+    let mut dirs = core.batch_dirs.borrow_mut();
     batch.clear();
+    dirs.clear();
     let filters = core.shared.config.filters.has_sender_rules();
     let prune = core.shared.config.prune_empty_dirs;
     // The directory's path, which the rules match entries by: made once for the batch.
@@ -1281,38 +1307,90 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
         .names
         .as_ref()
         .map(|n| n.lock().unwrap_or_else(|p| p.into_inner()));
-    for ent in reader.entries() {
-        let mut file_type = ent.file_type;
-        if filters || prune {
-            match admitted(core, &node, rel.as_deref(), ent.name, file_type) {
-                Some(ft) => file_type = ft,
-                None => continue,
+    // `None`: more to read later (a continuation task); `Some`: the listing ended here, with
+    // the error that ended it if any.
+    let mut ended: Option<Option<io::Error>> = None;
+    let mut reads = 1;
+    loop {
+        for ent in reader.entries() {
+            let mut file_type = ent.file_type;
+            if filters || prune {
+                match admitted(core, &node, rel.as_deref(), ent.name, file_type) {
+                    Some(ft) => file_type = ft,
+                    None => continue,
+                }
+            }
+            if let Some(names) = names.as_mut() {
+                names.push(ent.name.to_owned());
+            }
+            let task = Task::Entry {
+                parent: Arc::clone(&node),
+                name: crate::name::Name::new(ent.name),
+                file_type,
+                ino: ent.ino,
+            };
+            if file_type == FileType::Dir {
+                dirs.push(task);
+            } else {
+                batch.push(task);
             }
         }
-        if let Some(names) = names.as_mut() {
-            names.push(ent.name.to_owned());
+        // A short batch is most likely the last: look now, so that a small directory needs no
+        // continuation (whose scan unit would keep the directory busy, and its fds open, until
+        // the continuation ran after its whole subtree). A few short batches at most per task.
+        if !reader.short() || reads == 4 {
+            break;
         }
-        batch.push(Task::Entry {
-            parent: Arc::clone(&node),
-            name: crate::name::Name::new(ent.name),
-            file_type,
-            ino: ent.ino,
-        });
+        reads += 1;
+        let t = core.lat.start();
+        let more = reader.fill(node.src_fd());
+        core.lat.record(Op::Getdents, t);
+        match more {
+            Ok(true) => {}
+            Ok(false) => {
+                ended = Some(None);
+                break;
+            }
+            Err(e) => {
+                ended = Some(Some(e));
+                break;
+            }
+        }
     }
     drop(names);
     drop(reader);
     tracing::trace!(
         core = core.index,
         dir = %node.rel().display(),
-        entries = batch.len(),
+        entries = batch.len() + dirs.len(),
         "directory batch listed"
     );
-    node.pending.fetch_add(batch.len(), Ordering::AcqRel);
-    // The continuation goes first: children pop before it (LIFO); an idle core steals it first.
-    core.push(Task::Scan(node));
-    let mut w = core.worker.borrow_mut();
-    for t in batch.drain(..) {
-        w.push(t);
+    node.pending
+        .fetch_add((batch.len() + dirs.len()) as u64 * BUSY, Ordering::AcqRel);
+    if ended.is_none() {
+        // The continuation goes first: children pop before it (LIFO); an idle core steals it
+        // first.
+        core.push(Task::Scan(Arc::clone(&node)));
+    }
+    {
+        let mut w = core.worker.borrow_mut();
+        for t in dirs.drain(..).chain(batch.drain(..)) {
+            w.push(t);
+        }
+    }
+    drop((batch, dirs));
+    if let Some(error) = ended {
+        core.shared.progress.scan_ended();
+        match error {
+            None => {
+                tracing::debug!(core = core.index, dir = %node.rel().display(), "directory listed");
+            }
+            Some(e) => {
+                node.scan_failed.store(true, Ordering::Relaxed);
+                report(core, &node.src_path(), "getdents", &e, source_class(&e));
+            }
+        }
+        child_done(core, node);
     }
 }
 
@@ -1327,7 +1405,7 @@ fn admitted(
     mut ft: FileType,
 ) -> Option<FileType> {
     if ft == FileType::Unknown
-        && let Ok(st) = sys::lstat_at(node.src.as_fd(), name)
+        && let Ok(st) = sys::lstat_at(node.src_fd(), name)
     {
         ft = st.file_type();
     }
@@ -1344,7 +1422,7 @@ fn admitted(
         && ft == FileType::Dir
         && !holds_content(
             core,
-            node.src.as_fd(),
+            node.src_fd(),
             name,
             node.child_rel(name),
             node.dir_rules.as_ref(),
@@ -1364,7 +1442,7 @@ fn delete_before(core: &Core, node: &DirNode) {
     let cfg = &core.shared.config;
     let mut names = Vec::new();
     let rel = node.rel();
-    let listed = sys::open_dir_at(node.src.as_fd(), c".").and_then(|fd| {
+    let listed = sys::open_dir_at(node.src_fd(), c".").and_then(|fd| {
         let mut reader = fsops::DirReader::default();
         while reader.fill(fd.as_fd())? {
             for ent in reader.entries() {
@@ -1389,7 +1467,7 @@ fn delete_before(core: &Core, node: &DirNode) {
     }
     delete_extraneous(
         core,
-        node.dst.as_fd(),
+        node.dst_fd(),
         (node.root, &node.rel()),
         (node.stat, deletion_rules(core, node)),
         names,
@@ -1405,7 +1483,7 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
     let cfg = &core.shared.config;
     let mut tasks = Vec::new();
     for name in sel.children(at) {
-        let st = match sys::lstat_at(node.src.as_fd(), name) {
+        let st = match sys::lstat_at(node.src_fd(), name) {
             Ok(st) => st,
             Err(e) => {
                 let missing = e.kind() == io::ErrorKind::NotFound;
@@ -1414,7 +1492,7 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
                     crate::MissingArgs::Delete if missing => {
                         if !node.fresh && !node.hidden {
                             let shown = node.child_rel(name);
-                            delete_missing_at(core, node.dst.as_fd(), name, &node.rel(), &shown);
+                            delete_missing_at(core, node.dst_fd(), name, &node.rel(), &shown);
                         }
                     }
                     _ => report(
@@ -1444,7 +1522,8 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
             ino: st.ino,
         });
     }
-    node.pending.fetch_add(tasks.len(), Ordering::AcqRel);
+    node.pending
+        .fetch_add(tasks.len() as u64 * BUSY, Ordering::AcqRel);
     core.shared.progress.scan_ended();
     {
         let mut w = core.worker.borrow_mut();
@@ -1468,9 +1547,9 @@ fn dir_item(core: &Core, node: &DirNode) {
         return;
     }
     let change = if new {
-        match (&node.alt_dest, &node.stat) {
+        match (node.alt_dest(), &node.stat) {
             // Itemized against a reference directory, as rsync does.
-            (Some(dirs), Some(st)) => match altdest::dir_match(core, dirs, node.src.as_fd(), st) {
+            (Some(dirs), Some(st)) => match altdest::dir_match(core, dirs, node.src_fd(), st) {
                 Some(b) => Change {
                     how: How::Local,
                     ..sync::attr_change(&core.shared, &b, st, false)
@@ -1480,12 +1559,12 @@ fn dir_item(core: &Core, node: &DirNode) {
             _ => Change::new_entry(How::Local),
         }
     } else {
-        match (sys::fstat(node.dst.as_fd()), &node.stat) {
+        match (sys::fstat(node.dst_fd()), &node.stat) {
             (Ok(d), Some(st)) => {
                 let mut c = sync::attr_change(&core.shared, &d, st, false);
                 if let Ok(p) = fsops::meta::xattr_plan(
-                    Target::Fd(node.src.as_fd()),
-                    Target::Fd(node.dst.as_fd()),
+                    Target::Fd(node.src_fd()),
+                    Target::Fd(node.dst_fd()),
                     &core.shared.policy,
                     false,
                 ) {
@@ -1517,22 +1596,150 @@ fn dir_item(core: &Core, node: &DirNode) {
     }
 }
 
-/// One child of `node` is finished: count it down, finishing directories that reach zero.
-fn child_done(core: &Core, mut node: Arc<DirNode>) {
+/// One unit of a directory's `pending` that keeps its fds in use: its scan, or one listed entry
+/// (a directory's, until its node is made). A subdirectory's node counts 1, so the count of
+/// busy units is `pending / BUSY` and that of subdirectories `pending % BUSY`.
+const BUSY: u64 = 1 << 32;
+
+/// A busy unit of `node` is given back (its scan ended, or one of its entries is done): count
+/// it down, finishing directories that reach zero.
+fn child_done(core: &Core, node: Arc<DirNode>) {
+    count_down(core, node, BUSY, None);
+}
+
+/// One subdirectory of `node` is finished (`from`, when its fds are at hand): count it down.
+fn subdir_done(core: &Core, node: Arc<DirNode>, from: Option<Arc<DirNode>>) {
+    count_down(core, node, 1, from);
+}
+
+/// Give back `unit` of `node`'s count; whoever takes it to zero finishes the directory and
+/// then gives back the parent's unit for it, and so on up.
+///
+/// # Parking
+///
+/// When the last busy unit goes and subdirectories are left, nothing will use the node's fds
+/// until it is finished: no entry is left to open anything in it, and busy units are only ever
+/// added by its scan, which has ended. If the run holds more directories open than its share
+/// of the open-file limit, the node then parks (closes) them ([`park`]); its finisher (the
+/// thread that finishes its last subdirectory) reopens them through that subdirectory's `..`
+/// ([`reopen`]).
+fn count_down(core: &Core, mut node: Arc<DirNode>, mut unit: u64, mut from: Option<Arc<DirNode>>) {
     loop {
-        if node.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
+        let before = node.pending.fetch_sub(unit, Ordering::AcqRel);
+        if before != unit {
+            let after = before - unit;
+            if unit != BUSY || after >= BUSY || !park(core, &node) {
+                return;
+            }
+            // Its last subdirectory finished while it parked: finish it here (its fds are back).
         }
-        finish_dir(core, &node);
+        finish_dir(core, &node, from.as_deref());
         match node.parent.clone() {
-            Some(p) => node = p,
+            Some(p) => {
+                from = Some(node);
+                node = p;
+                unit = 1;
+            }
             None => return,
         }
     }
 }
 
-fn finish_dir(core: &Core, node: &DirNode) {
-    finish_dir_meta(core, node);
+/// Park `node`'s fds if open directories are over the run's share and it can be reopened;
+/// `node` has no busy unit left and some subdirectories. Returns whether `node` must be
+/// finished by the caller (its last subdirectory finished meanwhile).
+fn park(core: &Core, node: &DirNode) -> bool {
+    if node.ids.is_none() || !core.shared.open_dirs.pressed() {
+        return false;
+    }
+    // Hold a unit of our own while parking, so that no finisher runs meanwhile.
+    let mut v = node.pending.load(Ordering::Acquire);
+    loop {
+        if v == 0 {
+            // Finished by its last subdirectory already.
+            return false;
+        }
+        match node
+            .pending
+            .compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => break,
+            Err(now) => v = now,
+        }
+    }
+    // SAFETY: no busy unit is left (the scan ended, every entry is done, and only the scan
+    // adds busy units), and only the holders of busy units use the fds (`get`); the unit just
+    // taken keeps the finisher, the only other user, away until it is given back below.
+    let fds = unsafe { node.fds.take() };
+    if node.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // Every subdirectory finished meanwhile: the caller finishes it, with its fds.
+        if let Some(fds) = fds {
+            node.fds.put(fds);
+        }
+        return true;
+    }
+    if fds.is_some() {
+        bump(&core.counters.parked_dirs, 1);
+    }
+    false
+}
+
+/// Open a parked node's directories again for its finish: the `..` of its just finished
+/// subdirectory `from` (or, failing that, its paths), each checked to be the same directory.
+fn reopen(core: &Core, node: &DirNode, from: Option<&DirNode>) -> io::Result<()> {
+    let [src_id, dst_id] = node.ids.expect("only a node with identities parks");
+    let from = from.filter(|f| !f.fds.parked());
+    let again = |up: Option<BorrowedFd<'_>>, path: PathBuf, id: (u64, u64)| {
+        let same = |fd: &OwnedFd| sys::fstat(fd.as_fd()).is_ok_and(|s| (s.dev, s.ino) == id);
+        if let Some(fd) = up.and_then(|d| sys::open_dir_at(d, c"..").ok())
+            && same(&fd)
+        {
+            return Ok(fd);
+        }
+        let fd = sys::open_dir_path(&path)?;
+        if same(&fd) {
+            Ok(fd)
+        } else {
+            Err(io::Error::other(
+                "the directory was moved or replaced during the copy",
+            ))
+        }
+    };
+    let src = again(from.map(|f| f.src_fd()), node.src_path(), src_id)?;
+    let dst = again(from.map(|f| f.dst_fd()), node.dst_path(), dst_id)?;
+    node.fds.put(Box::new(DirFds::new(
+        src,
+        Arc::new(dst),
+        None,
+        &core.shared.open_dirs,
+    )));
+    bump(&core.counters.reopened_dirs, 1);
+    Ok(())
+}
+
+/// The identities by which a node can be reopened after parking, `None` where it cannot park:
+/// a dry run's absent destination (a stand-in), or an identity not known.
+fn parkable_ids(cfg: &crate::Config, src: &Stat, dst: (u64, u64)) -> Option<[(u64, u64); 2]> {
+    (!cfg.dry_run && dst.1 != 0).then_some([(src.dev, src.ino), dst])
+}
+
+fn finish_dir(core: &Core, node: &DirNode, from: Option<&DirNode>) {
+    let reopened = if node.fds.parked() {
+        reopen(core, node, from).map_err(|e| {
+            report(
+                core,
+                &node.dst_path(),
+                "reopen directory (to apply its attributes)",
+                &e,
+                ErrorClass::Partial,
+            );
+        })
+    } else {
+        Ok(())
+    };
+    if reopened.is_ok() {
+        finish_dir_meta(core, node);
+    }
     if let Some(staged) = &node.staged
         && let Err(e) = staged.publish()
     {
@@ -1619,8 +1826,8 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         sync::remove_stale_temps(
             &core.shared,
             &core.counters,
-            node.dst.as_fd(),
-            node.src.as_fd(),
+            node.dst_fd(),
+            node.src_fd(),
             &node.rel(),
         );
     }
@@ -1628,7 +1835,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         && !cfg.dry_run
     {
         // Gone once empty, as rsync leaves it (a kept partial file keeps it).
-        let _ = sys::unlink_at(node.dst.as_fd(), pd, libc::AT_REMOVEDIR);
+        let _ = sys::unlink_at(node.dst_fd(), pd, libc::AT_REMOVEDIR);
     }
     if let Some(names) = &node.names
         && !node.fresh
@@ -1637,7 +1844,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         let names = std::mem::take(&mut *names.lock().unwrap_or_else(|p| p.into_inner()));
         delete_extraneous(
             core,
-            node.dst.as_fd(),
+            node.dst_fd(),
             (node.root, &node.rel()),
             (node.stat, deletion_rules(core, node)),
             names,
@@ -1647,13 +1854,13 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
     // An existing directory: only what differs is written (its attributes compared, not copied).
     let mut plan = None;
     if !node.fresh {
-        let Ok(d) = sys::fstat(node.dst.as_fd()) else {
+        let Ok(d) = sys::fstat(node.dst_fd()) else {
             return;
         };
         let change = sync::attr_change(&core.shared, &d, st, false);
         let p = match fsops::meta::xattr_plan(
-            Target::Fd(node.src.as_fd()),
-            Target::Fd(node.dst.as_fd()),
+            Target::Fd(node.src_fd()),
+            Target::Fd(node.dst_fd()),
             &core.shared.policy,
             false,
         ) {
@@ -1673,7 +1880,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         bump(&core.counters.dirs, 1);
         return;
     }
-    if let Some(Err(e)) = plan.as_ref().map(|p| p.apply(Target::Fd(node.dst.as_fd()))) {
+    if let Some(Err(e)) = plan.as_ref().map(|p| p.apply(Target::Fd(node.dst_fd()))) {
         if e.unsupported {
             unsupported_xattrs(core, Some(e));
         } else {
@@ -1693,14 +1900,14 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         .map_or(core.shared.policy.egid, |p| p.created_gid);
     let t = core.lat.start();
     let applied = fsops::meta::apply_fd(
-        node.dst.as_fd(),
+        node.dst_fd(),
         st,
         &core.shared.policy,
         created_gid,
         true,
         match plan {
             Some(_) => fsops::meta::Xattrs::None,
-            None => fsops::meta::Xattrs::from(Target::Fd(node.src.as_fd()), node.inherits_acl),
+            None => fsops::meta::Xattrs::from(Target::Fd(node.src_fd()), node.inherits_acl),
         },
     );
     core.lat.record(Op::Meta, t);
@@ -1749,7 +1956,7 @@ async fn entry(
 ) -> Outcome {
     let cfg = &core.shared.config;
     if file_type == FileType::Unknown {
-        match sys::lstat_at(parent.src.as_fd(), name) {
+        match sys::lstat_at(parent.src_fd(), name) {
             Ok(st) => file_type = st.file_type(),
             Err(e) => {
                 let p = parent.child_src_path(name);
@@ -1775,7 +1982,7 @@ async fn entry(
         let unsafe_link = if cfg.copy_links {
             false
         } else {
-            match sys::readlink_at(parent.src.as_fd(), name) {
+            match sys::readlink_at(parent.src_fd(), name) {
                 Ok(t) => unsafe_target(t.as_bytes(), parent.depth),
                 Err(e) => {
                     report(
@@ -1790,7 +1997,7 @@ async fn entry(
             }
         };
         if cfg.copy_links || (cfg.copy_unsafe_links && unsafe_link) {
-            match sys::stat_at(parent.src.as_fd(), name) {
+            match sys::stat_at(parent.src_fd(), name) {
                 Ok(st) => {
                     follow = true;
                     file_type = st.file_type();
@@ -1819,7 +2026,7 @@ async fn entry(
     if file_type == FileType::Symlink
         && !follow
         && cfg.copy_dirlinks
-        && sys::stat_at(parent.src.as_fd(), name).is_ok_and(|st| st.file_type() == FileType::Dir)
+        && sys::stat_at(parent.src_fd(), name).is_ok_and(|st| st.file_type() == FileType::Dir)
     {
         // -k: a symlink to a directory is copied as the directory.
         follow = true;
@@ -1985,7 +2192,7 @@ fn changed_since_copied() -> io::Error {
 /// reported. With `-H` a multi-link file's names wait for the end of the run.
 fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, follow: bool) {
     let cfg = &core.shared.config;
-    let src = parent.src.as_fd();
+    let src = parent.src_fd();
     crate::hooks::fire(crate::hooks::Point::BeforeRemove, src, name);
     let path = || parent.child_src_path(name);
     let st = match if follow {
@@ -1998,7 +2205,7 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
         Err(e) => return report(core, &path(), "lstat", &e, source_class(&e)),
     };
     if st.file_type() == FileType::File {
-        let same = sys::lstat_at(parent.dst.as_fd(), dst_name).is_ok_and(|d| {
+        let same = sys::lstat_at(parent.dst_fd(), dst_name).is_ok_and(|d| {
             d.file_type() == FileType::File
                 && d.size == st.size
                 && (!cfg.times || d.mtime == st.mtime)
@@ -2133,7 +2340,7 @@ fn hardlink_make(
     (dir, leader, leader_rel): (Arc<OwnedFd>, CString, Arc<PathBuf>),
     left: &Cell<bool>,
 ) -> EntryResult<()> {
-    let ddir = parent.dst.as_fd();
+    let ddir = parent.dst_fd();
     let cfg = &core.shared.config;
     let mut change = Change::new_entry(How::HardLink);
     if !parent.fresh
@@ -2197,9 +2404,13 @@ fn hardlink_done(core: &Core, parent: &DirNode, dst_name: &CStr, st: &Stat, ok: 
         } else {
             PathBuf::new()
         };
-        core.shared
-            .links
-            .done(key, Arc::clone(&parent.dst), dst_name.to_owned(), rel, *st);
+        core.shared.links.done(
+            key,
+            Arc::clone(parent.dst_arc()),
+            dst_name.to_owned(),
+            rel,
+            *st,
+        );
     } else {
         core.shared.links.failed(key);
     }
@@ -2231,7 +2442,7 @@ async fn copy_file(
     left: &Cell<bool>,
 ) -> EntryResult<Outcome> {
     let cfg = &core.shared.config;
-    crate::hooks::fire(crate::hooks::Point::BeforeOpen, parent.src.as_fd(), name);
+    crate::hooks::fire(crate::hooks::Point::BeforeOpen, parent.src_fd(), name);
     // `-H`: a further name of an inode whose leader has finished (its number from the listing,
     // where the file system lists the numbers `stat` gives) is linked at once: no stat, open or
     // close. (Not when the leader is still copying: the name then waits for it below.)
@@ -2256,7 +2467,7 @@ async fn copy_file(
         && cfg.quick_check != crate::QuickCheck::Never
         // (--link-dest and --compare-dest look at the reference tree even for an up-to-date
         // destination file.)
-        && (parent.alt_dest.is_none() || cfg.alt_dest == AltDest::Copy)
+        && (parent.alt_dest().is_none() || cfg.alt_dest == AltDest::Copy)
         && let Ok(st) = route::stat_at(core, parent, Side::Src, name, follow).await
         && st.file_type() == FileType::File
         && !(cfg.hard_links && st.nlink > 1)
@@ -2268,8 +2479,8 @@ async fn copy_file(
                 if !sync::attrs_differ(&change)
                     && (!(cfg.xattrs || cfg.acls)
                         || fsops::meta::xattr_plan(
-                            Target::At(parent.src.as_fd(), name),
-                            Target::At(parent.dst.as_fd(), dst_name),
+                            Target::At(parent.src_fd(), name),
+                            Target::At(parent.dst_fd(), dst_name),
                             &core.shared.policy,
                             false,
                         )
@@ -2315,15 +2526,15 @@ async fn copy_file(
     }
     bump(&core.counters.seen[0], 1);
     bump(&core.counters.seen_bytes, st.size);
-    crate::hooks::fire(crate::hooks::Point::AfterStat, parent.src.as_fd(), name);
+    crate::hooks::fire(crate::hooks::Point::AfterStat, parent.src_fd(), name);
     if hardlink_follow(core, parent, dst_name, &st, FileType::File, left).await? {
         return Ok(Outcome::Done);
     }
     let rel = || parent.child_rel(dst_name);
-    let dir = parent.dst.as_fd();
+    let dir = parent.dst_fd();
     if !parent.fresh
         && cfg.alt_dest != AltDest::Copy
-        && let Some(dirs) = &parent.alt_dest
+        && let Some(dirs) = parent.alt_dest()
         && let Some(done) =
             exact_reference_for_existing(core, parent, name, dst_name, &src, &st, dirs).await
     {
@@ -2369,9 +2580,9 @@ async fn copy_file(
         return Ok(Outcome::Done);
     }
     if change.new
-        && let Some(dirs) = &parent.alt_dest
+        && let Some(dirs) = parent.alt_dest()
         && let Some(m) =
-            altdest::file_match(core, dirs, parent.src.as_fd(), name, Some(&src), &st).await
+            altdest::file_match(core, dirs, parent.src_fd(), name, Some(&src), &st).await
     {
         let reference = m.reference(dirs);
         match (cfg.alt_dest, m.level) {
@@ -2463,7 +2674,7 @@ fn fix_attrs(
     if !sync::attrs_differ(change) && !with_xattrs {
         return true;
     }
-    let dir = parent.dst.as_fd();
+    let dir = parent.dst_fd();
     let policy = &core.shared.policy;
     let Ok(fd) = sys::open_source(dir, dst_name, false) else {
         return false;
@@ -2728,7 +2939,7 @@ async fn stage(
     dst_name: &CStr,
     mode: u32,
 ) -> EntryResult<(Staging, OwnedFd, Option<u64>)> {
-    let dir = parent.dst.as_fd();
+    let dir = parent.dst_fd();
     let cfg = &core.shared.config;
     // Open `name` in `d` if it is a regular file, else create it (making way for anything else).
     let open_or_create = |d: BorrowedFd<'_>, name: &CStr| -> EntryResult<(OwnedFd, Option<u64>)> {
@@ -2902,7 +3113,7 @@ async fn copy_file_data(
     let replaced = if policy.perms || parent.fresh {
         None
     } else {
-        sys::lstat_at(parent.dst.as_fd(), dst_name)
+        sys::lstat_at(parent.dst_fd(), dst_name)
             .ok()
             .filter(|d| d.file_type() == FileType::File)
             .map(|d| d.perm())
@@ -2912,7 +3123,7 @@ async fn copy_file_data(
         Some(_) => (0o600, true),
         None => policy.create_mode(st, needs_chown),
     };
-    let dir = parent.dst.as_fd();
+    let dir = parent.dst_fd();
     let t = core.lat.start();
     let (staging, dst, existing) = stage(core, parent, dst_name, create_mode).await?;
     core.lat.record(Op::Create, t);
@@ -3258,16 +3469,16 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
     let cfg = &core.shared.config;
     let (scope, implied) = parent.scope.child(name, cfg.recursive);
     let src = match if follow {
-        sys::open_dir_at_follow(parent.src.as_fd(), name)
+        sys::open_dir_at_follow(parent.src_fd(), name)
     } else {
-        sys::open_dir_at(parent.src.as_fd(), name)
+        sys::open_dir_at(parent.src_fd(), name)
     } {
         Ok(fd) => fd,
         Err(e) => {
             if cfg.ignore_errors
                 && !parent.fresh
                 && !parent.hidden
-                && let Ok(dst) = sys::open_dir_at(parent.dst.as_fd(), name)
+                && let Ok(dst) = sys::open_dir_at(parent.dst_fd(), name)
             {
                 // --ignore-errors: an unreadable source directory lists nothing, so everything
                 // in its destination counterpart is extraneous (as rsync deletes it).
@@ -3297,7 +3508,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         skip(core, &parent.child_rel(name), SkipReason::OtherFileSystem);
         return Ok(());
     }
-    let ddir = parent.dst.as_fd();
+    let ddir = parent.dst_fd();
     crate::hooks::fire(crate::hooks::Point::BeforeEnter, ddir, name);
     let t = core.lat.start();
     let mut staged = None;
@@ -3341,7 +3552,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                 dst_err("opendir")(e)
             })?;
             staged = Some(core.shared.stage_dir(
-                Arc::clone(&parent.dst),
+                Arc::clone(parent.dst_arc()),
                 tmp,
                 name.to_owned(),
                 parent.child_rel(name),
@@ -3399,9 +3610,11 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
     let DestFacts {
         created_gid,
         dev: dst_dev,
+        ino: dst_ino,
         sweep,
         inherits_acl,
     } = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
+    // Its node is one of the parent's subdirectories until it is finished.
     parent.pending.fetch_add(1, Ordering::AcqRel);
     // --no-implied-dirs: a directory only on the way to a selected path keeps what it has, or,
     // made now, the default permissions (as rsync makes it).
@@ -3437,9 +3650,18 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
     } else {
         sys::listing_gives_inode(src.as_fd())
     };
+    let alt_dest = parent.alt_dest().map(|dirs| {
+        dirs.iter()
+            .map(|d| {
+                d.as_ref()
+                    .and_then(|fd| sys::open_dir_at(fd.as_fd(), name).ok())
+            })
+            .collect()
+    });
+    let ids = parkable_ids(cfg, &st, (dst_dev, dst_ino));
     let node = Arc::new(DirNode {
-        src,
-        dst,
+        fds: Parkable::new(DirFds::new(src, dst, alt_dest, &core.shared.open_dirs)),
+        ids,
         place: Place::Child(crate::name::Name::new(name)),
         stat: (!keep_attrs).then_some(st),
         listed_ino_exact,
@@ -3449,7 +3671,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         depth: parent.depth + 1,
         dst_name: None,
         fresh,
-        pending: AtomicUsize::new(1),
+        pending: AtomicU64::new(BUSY),
         parent: Some(Arc::clone(parent)),
         root: parent.root,
         names: cfg
@@ -3457,14 +3679,6 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
             .filter(|d| *d != Delete::Before && scope.lists_all())
             .map(|_| sync::Names::default()),
         scan_failed: AtomicBool::new(false),
-        alt_dest: parent.alt_dest.as_ref().map(|dirs| {
-            dirs.iter()
-                .map(|d| {
-                    d.as_ref()
-                        .and_then(|fd| sys::open_dir_at(fd.as_fd(), name).ok())
-                })
-                .collect()
-        }),
         hidden: parent.hidden || staged.is_some(),
         sweep,
         staged,
@@ -3485,7 +3699,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         // count of open children goes down here.
         bump(&core.counters.delegated, 1);
         drop(node);
-        child_done(core, Arc::clone(parent));
+        subdir_done(core, Arc::clone(parent), None);
         return Ok(());
     }
     if other_fs {
@@ -3529,7 +3743,7 @@ async fn make_other(
     left: &Cell<bool>,
 ) -> EntryResult {
     let policy = &core.shared.policy;
-    let sdir = parent.src.as_fd();
+    let sdir = parent.src_fd();
     let st = if follow {
         sys::stat_at(sdir, name)
     } else {
@@ -3547,7 +3761,7 @@ async fn make_other(
     if hardlink_follow(core, parent, dst_name, &st, file_type, left).await? {
         return Ok(());
     }
-    let dir = parent.dst.as_fd();
+    let dir = parent.dst_fd();
     let cfg = &core.shared.config;
     let is_link = file_type == FileType::Symlink;
     let target = if is_link {
@@ -3575,7 +3789,7 @@ async fn make_other(
     let mut change = change;
     if change.new
         && !follow
-        && let Some(dirs) = &parent.alt_dest
+        && let Some(dirs) = parent.alt_dest()
         && let Some(m) = altdest::other_match(core, dirs, sdir, name, &st, target.as_deref())
     {
         let reference = m.reference(dirs);
@@ -3671,7 +3885,7 @@ fn judge_other(
     let found = if parent.fresh {
         None
     } else {
-        sys::lstat_at(parent.dst.as_fd(), dst_name).ok()
+        sys::lstat_at(parent.dst_fd(), dst_name).ok()
     };
     let Some(d) = found else {
         return (!cfg.existing).then_some(new);
@@ -3690,7 +3904,7 @@ fn judge_other(
     change.how = How::Local;
     change.checksum = match target {
         Some(t) => {
-            sys::readlink_at(parent.dst.as_fd(), dst_name).map_or(true, |dt| dt.as_c_str() != t)
+            sys::readlink_at(parent.dst_fd(), dst_name).map_or(true, |dt| dt.as_c_str() != t)
         }
         None => d.rdev != st.rdev,
     };
@@ -3702,8 +3916,8 @@ fn judge_other(
     if cfg.xattrs || cfg.acls {
         // Compared by name without following; any difference makes the entry anew (with them).
         match fsops::meta::xattr_plan(
-            Target::At(parent.src.as_fd(), name),
-            Target::At(parent.dst.as_fd(), dst_name),
+            Target::At(parent.src_fd(), name),
+            Target::At(parent.dst_fd(), dst_name),
             &core.shared.policy,
             is_link,
         ) {

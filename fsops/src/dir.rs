@@ -117,6 +117,16 @@ impl DirReader {
         }
     }
 
+    /// Whether the last batch left room for the longest entry there can be: a local file system
+    /// fills a batch as far as the directory goes, so after such a batch one more read most
+    /// likely returns the end (a network file system may stop short anywhere, and the next
+    /// read then simply returns more).
+    pub fn short(&self) -> bool {
+        // struct linux_dirent64: 19 bytes and a name of up to 255 bytes and its NUL, 8-aligned.
+        const LONGEST: usize = (19 + 256 + 7) & !7;
+        self.buf.len() - self.len >= LONGEST
+    }
+
     /// The entries of the last batch, `.` and `..` skipped.
     pub fn entries(&self) -> impl Iterator<Item = DirEntry<'_>> {
         let buf = &self.buf[..self.len];
