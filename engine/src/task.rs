@@ -1866,7 +1866,11 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         ) {
             Ok(p) => p,
             Err((op, e)) => {
-                report(core, &node.src_path(), op.name(), &e, ErrorClass::Partial);
+                let path = match op {
+                    fsops::meta::MetaOp::ReadSrcXattrs => node.src_path(),
+                    _ => node.dst_path(),
+                };
+                report(core, &path, op.name(), &e, ErrorClass::Partial);
                 return;
             }
         };

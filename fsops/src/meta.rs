@@ -519,6 +519,10 @@ pub enum MetaOp {
     Chmod,
     /// futimens / utimensat.
     Utimes,
+    /// Reading the source's extended attributes or ACLs (to compare them).
+    ReadSrcXattrs,
+    /// Reading the destination's extended attributes or ACLs (to compare them).
+    ReadDstXattrs,
 }
 
 impl MetaOp {
@@ -529,6 +533,7 @@ impl MetaOp {
             MetaOp::Xattr => "set xattr",
             MetaOp::Chmod => "chmod",
             MetaOp::Utimes => "utimes",
+            MetaOp::ReadSrcXattrs | MetaOp::ReadDstXattrs => "get xattr",
         }
     }
 }
@@ -575,10 +580,12 @@ fn copy_xattrs(
     let r = match src {
         Xattrs::None => return Ok((None, false)),
         Xattrs::Copy(src) => crate::xattr::copy(src, dst, want),
-        Xattrs::Match(src) => crate::xattr::Plan::between(src, dst, want).and_then(|p| {
-            p.apply(dst)?;
-            Ok(p.touches_acl())
-        }),
+        Xattrs::Match(src) => crate::xattr::Plan::between(src, dst, want)
+            .map_err(|e| e.error)
+            .and_then(|p| {
+                p.apply(dst)?;
+                Ok(p.touches_acl())
+            }),
     };
     match r {
         Ok(acl) => Ok((None, acl)),
@@ -600,7 +607,14 @@ pub fn xattr_plan(
         return Ok(crate::xattr::Plan::default());
     }
     let want = |n: &[u8]| policy.xattr_wanted(n) && !(is_symlink && n.starts_with(b"user."));
-    crate::xattr::Plan::between(src, dst, want).map_err(|e| (MetaOp::Xattr, e.error))
+    crate::xattr::Plan::between(src, dst, want).map_err(|e| {
+        let op = if e.in_dst {
+            MetaOp::ReadDstXattrs
+        } else {
+            MetaOp::ReadSrcXattrs
+        };
+        (op, e.error.error)
+    })
 }
 
 /// Apply owner, mode and times to an open regular file or directory, in the documented order.

@@ -323,6 +323,15 @@ pub fn remove(t: Target<'_>, attr: &CStr) -> io::Result<()> {
     unit(r as isize)
 }
 
+/// Why comparing the attributes of two entries ([`Plan::between`]) failed, and on which side.
+#[derive(Debug)]
+pub struct PlanError {
+    /// What failed.
+    pub error: XattrError,
+    /// Reading the destination's failed (else the source's).
+    pub in_dst: bool,
+}
+
 /// Why copying attributes failed.
 #[derive(Debug)]
 pub struct XattrError {
@@ -419,9 +428,15 @@ impl Plan {
         src: Target<'_>,
         dst: Target<'_>,
         want: impl Fn(&[u8]) -> bool,
-    ) -> Result<Self, XattrError> {
-        let s = wanted_values(src, &want)?;
-        let d = wanted_names(dst, &want)?;
+    ) -> Result<Self, PlanError> {
+        let s = wanted_values(src, &want).map_err(|error| PlanError {
+            error,
+            in_dst: false,
+        })?;
+        let d = wanted_names(dst, &want).map_err(|error| PlanError {
+            error,
+            in_dst: true,
+        })?;
         let remove = d
             .iter()
             .filter(|n| !s.iter().any(|(m, _)| m == *n))
@@ -526,6 +541,23 @@ mod tests {
         assert_eq!(names, [c("user.added"), c("user.changed"), c("user.same")]);
         assert_eq!(get(b, c"user.changed").unwrap(), long);
         assert!(Plan::between(a, b, all).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_failed_comparison_says_which_side_could_not_be_read() {
+        // A message names the path of the side whose attributes could not be read (until
+        // session 17 a directory's always named its source).
+        let Some((_t, d)) = dir_and_files() else {
+            return;
+        };
+        let (a, gone) = (Target::At(d.as_fd(), c"a"), Target::At(d.as_fd(), c"gone"));
+        let all = |_: &[u8]| true;
+        let e = Plan::between(a, gone, all).unwrap_err();
+        assert!(e.in_dst);
+        assert_eq!(e.error.error.raw_os_error(), Some(libc::ENOENT));
+        let e = Plan::between(gone, a, all).unwrap_err();
+        assert!(!e.in_dst);
+        assert_eq!(e.error.error.raw_os_error(), Some(libc::ENOENT));
     }
 
     #[test]
