@@ -93,8 +93,9 @@ pub(crate) struct DirNode {
     /// ([`crate::dirfds`], [`child_done`]).
     fds: Parkable,
     /// The source's and the destination's identity (device, inode), by which a parked node
-    /// knows its directories again when it reopens them; `None`: it never parks.
-    ids: Option<[(u64, u64); 2]>,
+    /// knows its directories again when it reopens them (the destination's `None`: a dry run's
+    /// stand-in for a directory it does not make); `None`: it never parks.
+    ids: Option<Ids>,
     /// Where it stands: its paths (for messages, item events, filters) are made from it when
     /// asked for, never kept.
     place: Place,
@@ -149,6 +150,10 @@ pub(crate) struct DirNode {
     /// destination entries, as rsync's receiver reads them).
     dest_rules: Option<Arc<DirRules>>,
 }
+
+/// A directory node's source and destination identities (device, inode; the destination's
+/// `None` for a dry run's stand-in), see [`DirNode::ids`].
+type Ids = ((u64, u64), Option<(u64, u64)>);
 
 /// Where a directory node stands: the top of a transfer (a directory root, or a file root's
 /// parent), whose two paths are given, or an entry of its parent's listing, known by its name
@@ -843,7 +848,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         });
         let alt_dest = alt_dest_roots(cfg, &root, dst.as_fd());
         let listed_ino_exact = sys::listing_gives_inode(src.as_fd());
-        let ids = parkable_ids(cfg, &st, (dst_dev, dst_ino));
+        let ids = parkable_ids(core, &st, &dst, (dst_dev, dst_ino));
         let node = Arc::new(DirNode {
             fds: Parkable::new(DirFds::new(src, dst, alt_dest, &core.shared.open_dirs)),
             ids,
@@ -1687,7 +1692,7 @@ fn park(core: &Core, node: &DirNode) -> bool {
 /// Open a parked node's directories again for its finish: the `..` of its just finished
 /// subdirectory `from` (or, failing that, its paths), each checked to be the same directory.
 fn reopen(core: &Core, node: &DirNode, from: Option<&DirNode>) -> io::Result<()> {
-    let [src_id, dst_id] = node.ids.expect("only a node with identities parks");
+    let (src_id, dst_id) = node.ids.expect("only a node with identities parks");
     let from = from.filter(|f| !f.fds.parked());
     let again = |up: Option<BorrowedFd<'_>>, path: PathBuf, id: (u64, u64)| {
         let same = |fd: &OwnedFd| sys::fstat(fd.as_fd()).is_ok_and(|s| (s.dev, s.ino) == id);
@@ -1706,10 +1711,13 @@ fn reopen(core: &Core, node: &DirNode, from: Option<&DirNode>) -> io::Result<()>
         }
     };
     let src = again(from.map(|f| f.src_fd()), node.src_path(), src_id)?;
-    let dst = again(from.map(|f| f.dst_fd()), node.dst_path(), dst_id)?;
+    let dst = match dst_id {
+        Some(id) => Arc::new(again(from.map(|f| f.dst_fd()), node.dst_path(), id)?),
+        None => Arc::clone(&core.shared.placeholder),
+    };
     node.fds.put(Box::new(DirFds::new(
         src,
-        Arc::new(dst),
+        dst,
         None,
         &core.shared.open_dirs,
     )));
@@ -1717,10 +1725,16 @@ fn reopen(core: &Core, node: &DirNode, from: Option<&DirNode>) -> io::Result<()>
     Ok(())
 }
 
-/// The identities by which a node can be reopened after parking, `None` where it cannot park:
-/// a dry run's absent destination (a stand-in), or an identity not known.
-fn parkable_ids(cfg: &crate::Config, src: &Stat, dst: (u64, u64)) -> Option<[(u64, u64); 2]> {
-    (!cfg.dry_run && dst.1 != 0).then_some([(src.dev, src.ino), dst])
+/// The identities by which a node can be reopened after parking (see [`DirNode::ids`]), `None`
+/// where the destination's is not known.
+fn parkable_ids(
+    core: &Core,
+    src: &Stat,
+    dst: &Arc<OwnedFd>,
+    (dev, ino): (u64, u64),
+) -> Option<Ids> {
+    let stand_in = Arc::ptr_eq(dst, &core.shared.placeholder);
+    (stand_in || ino != 0).then_some(((src.dev, src.ino), (!stand_in).then_some((dev, ino))))
 }
 
 fn finish_dir(core: &Core, node: &DirNode, from: Option<&DirNode>) {
@@ -3662,7 +3676,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
             })
             .collect()
     });
-    let ids = parkable_ids(cfg, &st, (dst_dev, dst_ino));
+    let ids = parkable_ids(core, &st, &dst, (dst_dev, dst_ino));
     let node = Arc::new(DirNode {
         fds: Parkable::new(DirFds::new(src, dst, alt_dest, &core.shared.open_dirs)),
         ids,
