@@ -813,40 +813,7 @@ fn a_tree_deeper_than_path_max_is_copied() {
     let dst = s.path().join("dst");
     let out = copy_contents(&["-a"], &src, &dst);
     assert_eq!(code(&out), 0, "{}", err(&out));
-    // Compare level by level through fds (paths are too long for the tree-diff helper).
-    let (mut a, mut b) = (fs::File::open(&src).unwrap(), fs::File::open(&dst).unwrap());
-    for level in 0..60 {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        let f = std::ffi::CString::new(format!("file{level}")).unwrap();
-        // SAFETY: fstatat/openat on valid directory fds.
-        unsafe {
-            let mut sa: libc::stat = std::mem::zeroed();
-            let mut sb: libc::stat = std::mem::zeroed();
-            assert_eq!(libc::fstatat(a.as_raw_fd(), f.as_ptr(), &mut sa, 0), 0);
-            assert_eq!(
-                libc::fstatat(b.as_raw_fd(), f.as_ptr(), &mut sb, 0),
-                0,
-                "level {level} missing"
-            );
-            assert_eq!(
-                (sa.st_size, sa.st_mtime, sa.st_mtime_nsec),
-                (sb.st_size, sb.st_mtime, sb.st_mtime_nsec)
-            );
-            let na = libc::openat(
-                a.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_DIRECTORY | libc::O_RDONLY,
-            );
-            let nb = libc::openat(
-                b.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_DIRECTORY | libc::O_RDONLY,
-            );
-            assert!(na >= 0 && nb >= 0, "level {level} directory missing");
-            a = fs::File::from_raw_fd(na);
-            b = fs::File::from_raw_fd(nb);
-        }
-    }
+    same_chain(&src, &dst, &name, 60);
     // Let the scratch directory be removed: rm -rf copes, but std's remove_dir_all needs help
     // with no path limit either way.
     let _ = Command::new("rm").arg("-rf").arg(&src).arg(&dst).status();

@@ -1270,10 +1270,7 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
         Scope::All | Scope::Contents(..) => {}
     }
     let mut reader = core.dir_reader.borrow_mut();
-    let t = core.lat.start();
-    let filled = reader.fill(node.src_fd());
-    core.lat.record(Op::Getdents, t);
-    match filled {
+    match getdents(core, &mut reader, &node) {
         Ok(true) => {}
         Ok(false) => {
             drop(reader);
@@ -1347,10 +1344,7 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
             break;
         }
         reads += 1;
-        let t = core.lat.start();
-        let more = reader.fill(node.src_fd());
-        core.lat.record(Op::Getdents, t);
-        match more {
+        match getdents(core, &mut reader, &node) {
             Ok(true) => {}
             Ok(false) => {
                 ended = Some(None);
@@ -1397,6 +1391,14 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
         }
         child_done(core, node);
     }
+}
+
+/// Read `node`'s next batch into `reader` (timed); `false` at the end of the directory.
+fn getdents(core: &Core, reader: &mut fsops::DirReader, node: &DirNode) -> io::Result<bool> {
+    let t = core.lat.start();
+    let filled = reader.fill(node.src_fd());
+    core.lat.record(Op::Getdents, t);
+    filled
 }
 
 /// Whether entry `name` (type `ft` as listed) of `node`'s listing belongs to the transfer under
