@@ -614,11 +614,27 @@ fn a_directory_onto_an_existing_file_is_refused_like_rsync() {
     }
 }
 
+/// The subdirectory `name` of `dir`, opened (through the fd: chains go beyond PATH_MAX).
+fn enter(dir: &fs::File, name: &std::ffi::CStr) -> fs::File {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: openat on a valid directory fd and a C string; the fd it returns is owned by the
+    // File alone.
+    unsafe {
+        let fd = libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        assert!(fd >= 0, "{name:?} missing");
+        fs::File::from_raw_fd(fd)
+    }
+}
+
 /// A chain of `levels` nested directories named `name` under a new directory `src`, each level
 /// holding a one-byte file `file<level>`. Built with fd-relative calls, since beyond PATH_MAX no
 /// path to the bottom can be used.
 fn build_chain(src: &Path, name: &std::ffi::CStr, levels: usize) {
-    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::fd::AsRawFd;
     fs::create_dir(src).unwrap();
     let mut dir = fs::File::open(src).unwrap();
     for level in 0..levels {
@@ -635,13 +651,7 @@ fn build_chain(src: &Path, name: &std::ffi::CStr, levels: usize) {
             assert!(fd >= 0);
             assert_eq!(libc::write(fd, b"x".as_ptr().cast(), 1), 1);
             libc::close(fd);
-            let next = libc::openat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_DIRECTORY | libc::O_RDONLY,
-            );
-            assert!(next >= 0);
-            dir = fs::File::from_raw_fd(next);
+            dir = enter(&dir, name);
         }
     }
 }
@@ -649,7 +659,7 @@ fn build_chain(src: &Path, name: &std::ffi::CStr, levels: usize) {
 /// Give each directory of a chain made by [`build_chain`] its own mode and mtime (level `l`:
 /// 0o750 or 0o705 by parity, mtime 1,500,000,000 + `l`), through fds.
 fn stamp_chain(src: &Path, name: &std::ffi::CStr, levels: usize) {
-    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::fd::AsRawFd;
     let mut dir = fs::File::open(src).unwrap();
     for level in 0..=levels {
         // SAFETY: fchmod/futimens/openat on a valid directory fd, a timespec array and a C
@@ -665,13 +675,7 @@ fn stamp_chain(src: &Path, name: &std::ffi::CStr, levels: usize) {
             if level == levels {
                 break;
             }
-            let next = libc::openat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_DIRECTORY | libc::O_RDONLY,
-            );
-            assert!(next >= 0);
-            dir = fs::File::from_raw_fd(next);
+            dir = enter(&dir, name);
         }
     }
 }
@@ -679,7 +683,7 @@ fn stamp_chain(src: &Path, name: &std::ffi::CStr, levels: usize) {
 /// Compare two chains level by level through fds (their paths are beyond PATH_MAX): each
 /// directory's mode and mtime, each level's file's size and mtime.
 fn same_chain(a: &Path, b: &Path, name: &std::ffi::CStr, levels: usize) {
-    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::fd::AsRawFd;
     let (mut da, mut db) = (fs::File::open(a).unwrap(), fs::File::open(b).unwrap());
     for level in 0..=levels {
         // SAFETY: fstat/fstatat/openat on valid directory fds and C strings; the stat buffers
@@ -709,13 +713,8 @@ fn same_chain(a: &Path, b: &Path, name: &std::ffi::CStr, levels: usize) {
                 (sb.st_size, sb.st_mtime, sb.st_mtime_nsec),
                 "file at level {level}"
             );
-            let (na, nb) = (
-                libc::openat(da.as_raw_fd(), name.as_ptr(), libc::O_DIRECTORY),
-                libc::openat(db.as_raw_fd(), name.as_ptr(), libc::O_DIRECTORY),
-            );
-            assert!(na >= 0 && nb >= 0, "level {level} directory missing");
-            da = fs::File::from_raw_fd(na);
-            db = fs::File::from_raw_fd(nb);
+            da = enter(&da, name);
+            db = enter(&db, name);
         }
     }
 }
@@ -1189,29 +1188,13 @@ fn a_deep_chain_of_directories_stays_within_64_mib() {
         rss_kib < 64 * 1024,
         "peak RSS {rss_kib} KiB for a chain of {LEVELS} directories"
     );
-    // Every level arrived: the bottom file, reached through fds.
-    let mut dir = fs::File::open(&dst).unwrap();
-    for level in 0..LEVELS {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        let name = std::ffi::CString::new("d".repeat(200)).unwrap();
-        let f = std::ffi::CString::new(format!("file{level}")).unwrap();
-        // SAFETY: fstatat/openat on a valid directory fd and C strings.
-        unsafe {
-            let mut st: libc::stat = std::mem::zeroed();
-            assert_eq!(
-                libc::fstatat(dir.as_raw_fd(), f.as_ptr(), &mut st, 0),
-                0,
-                "level {level}"
-            );
-            let next = libc::openat(
-                dir.as_raw_fd(),
-                name.as_ptr(),
-                libc::O_DIRECTORY | libc::O_RDONLY,
-            );
-            assert!(next >= 0, "level {level} directory missing");
-            dir = fs::File::from_raw_fd(next);
-        }
-    }
+    // Every level arrived, with its attributes (compared through fds).
+    same_chain(
+        &src,
+        &dst,
+        &std::ffi::CString::new("d".repeat(200)).unwrap(),
+        LEVELS,
+    );
     let _ = Command::new("rm").arg("-rf").arg(&src).arg(&dst).status();
 }
 
