@@ -1698,18 +1698,19 @@ fn reopen(core: &Core, node: &DirNode, from: Option<&DirNode>) -> io::Result<()>
     let from = from.filter(|f| !f.fds.parked());
     let again = |up: Option<BorrowedFd<'_>>, path: PathBuf, id: (u64, u64)| {
         let same = |fd: &OwnedFd| sys::fstat(fd.as_fd()).is_ok_and(|s| (s.dev, s.ino) == id);
-        if let Some(fd) = up.and_then(|d| sys::open_dir_at(d, c"..").ok())
-            && same(&fd)
-        {
-            return Ok(fd);
-        }
-        let fd = sys::open_dir_path(&path)?;
-        if same(&fd) {
-            Ok(fd)
-        } else {
-            Err(io::Error::other(
-                "the directory was moved or replaced during the copy",
-            ))
+        let moved = || io::Error::other("the directory was moved or replaced during the copy");
+        // Through `..` first; the path (which inside a new subtree still under its temporary
+        // name does not exist yet) only when that fails, and then `..`'s error is the one told.
+        let first = match up.map(|d| sys::open_dir_at(d, c"..")) {
+            Some(Ok(fd)) if same(&fd) => return Ok(fd),
+            Some(Ok(_)) => Some(moved()),
+            Some(Err(e)) => Some(e),
+            None => None,
+        };
+        match sys::open_dir_path(&path) {
+            Ok(fd) if same(&fd) => Ok(fd),
+            Ok(_) => Err(moved()),
+            Err(e) => Err(first.unwrap_or(e)),
         }
     };
     let src = again(from.map(|f| f.src_fd()), node.src_path(), src_id)?;
