@@ -44,6 +44,16 @@ impl DirFds {
             _counted: open.count(),
         }
     }
+
+    /// The source directory.
+    pub fn src(&self) -> BorrowedFd<'_> {
+        self.src.as_fd()
+    }
+
+    /// The destination directory.
+    pub fn dst(&self) -> BorrowedFd<'_> {
+        self.dst.as_fd()
+    }
 }
 
 /// The run's count of directory nodes holding their fds open, and how many it may hold before
@@ -148,18 +158,6 @@ impl Drop for Parkable {
             // `Box::into_raw` and is freed once.
             drop(unsafe { Box::from_raw(p) });
         }
-    }
-}
-
-impl DirFds {
-    /// The source directory.
-    pub fn src(&self) -> BorrowedFd<'_> {
-        self.src.as_fd()
-    }
-
-    /// The destination directory.
-    pub fn dst(&self) -> BorrowedFd<'_> {
-        self.dst.as_fd()
     }
 }
 

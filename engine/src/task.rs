@@ -1659,20 +1659,16 @@ fn park(core: &Core, node: &DirNode) -> bool {
     if node.ids.is_none() || !core.shared.open_dirs.pressed() {
         return false;
     }
-    // Hold a unit of our own while parking, so that no finisher runs meanwhile.
-    let mut v = node.pending.load(Ordering::Acquire);
-    loop {
-        if v == 0 {
-            // Finished by its last subdirectory already.
-            return false;
-        }
-        match node
-            .pending
-            .compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => break,
-            Err(now) => v = now,
-        }
+    // Hold a unit of our own while parking, so that no finisher runs meanwhile (none at all if
+    // its last subdirectory has finished it already).
+    if node
+        .pending
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+            (v != 0).then_some(v + 1)
+        })
+        .is_err()
+    {
+        return false;
     }
     // SAFETY: no busy unit is left (the scan ended, every entry is done, and only the scan
     // adds busy units), and only the holders of busy units use the fds (`get`); the unit just
@@ -1741,20 +1737,17 @@ fn parkable_ids(
 }
 
 fn finish_dir(core: &Core, node: &DirNode, from: Option<&DirNode>) {
-    let reopened = if node.fds.parked() {
-        reopen(core, node, from).map_err(|e| {
-            report(
-                core,
-                &node.dst_path(),
-                "reopen directory (to apply its attributes)",
-                &e,
-                ErrorClass::Partial,
-            );
-        })
+    if node.fds.parked()
+        && let Err(e) = reopen(core, node, from)
+    {
+        report(
+            core,
+            &node.dst_path(),
+            "reopen directory (to apply its attributes)",
+            &e,
+            ErrorClass::Partial,
+        );
     } else {
-        Ok(())
-    };
-    if reopened.is_ok() {
         finish_dir_meta(core, node);
     }
     if let Some(staged) = &node.staged
