@@ -680,6 +680,48 @@ fn stamp_chain(src: &Path, name: &std::ffi::CStr, levels: usize) {
     }
 }
 
+/// The leaves [`add_leaves`] gives level `level` of a comb: names of its own at each level, so
+/// that whatever a file system's hash order, at most levels some leaf is listed before the next
+/// level (and, entered last, keeps the level's directory waiting).
+fn leaves(level: usize) -> [String; 2] {
+    [format!("leaf{level}"), format!("twig{level}")]
+}
+
+/// Make a chain from [`build_chain`] a comb: each level gets two more subdirectories
+/// ([`leaves`]), each holding a file `x` of `level` bytes (mode 0o700, mtime 1,400,000,000 +
+/// level, set after the file).
+fn add_leaves(src: &Path, name: &std::ffi::CStr, levels: usize) {
+    use std::os::fd::AsRawFd;
+    let mut dir = fs::File::open(src).unwrap();
+    for level in 0..levels {
+        for leaf in leaves(level) {
+            let leaf = std::ffi::CString::new(leaf).unwrap();
+            // SAFETY: plain *at syscalls on valid fds, C strings and a timespec array that
+            // outlive the calls.
+            unsafe {
+                assert_eq!(libc::mkdirat(dir.as_raw_fd(), leaf.as_ptr(), 0o700), 0);
+                let leaf = enter(&dir, &leaf);
+                let fd = libc::openat(
+                    leaf.as_raw_fd(),
+                    c"x".as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY,
+                    0o644,
+                );
+                assert!(fd >= 0);
+                let data = vec![b'y'; level];
+                assert_eq!(libc::write(fd, data.as_ptr().cast(), level), level as isize);
+                libc::close(fd);
+                let t = libc::timespec {
+                    tv_sec: 1_400_000_000 + level as libc::time_t,
+                    tv_nsec: 0,
+                };
+                assert_eq!(libc::futimens(leaf.as_raw_fd(), [t, t].as_ptr()), 0);
+            }
+        }
+        dir = enter(&dir, name);
+    }
+}
+
 /// Compare two chains level by level through fds (their paths are beyond PATH_MAX): each
 /// directory's mode and mtime, each level's file's size and mtime.
 fn same_chain(a: &Path, b: &Path, name: &std::ffi::CStr, levels: usize) {
@@ -713,6 +755,26 @@ fn same_chain(a: &Path, b: &Path, name: &std::ffi::CStr, levels: usize) {
                 (sb.st_size, sb.st_mtime, sb.st_mtime_nsec),
                 "file at level {level}"
             );
+            // A comb's leaves ([`add_leaves`]): their mode and mtime, and their file's size.
+            for leaf in leaves(level)
+                .iter()
+                .flat_map(|l| [l.clone(), format!("{l}/x")])
+            {
+                let leaf = std::ffi::CString::new(leaf).unwrap();
+                if libc::fstatat(da.as_raw_fd(), leaf.as_ptr(), &mut sa, 0) != 0 {
+                    continue;
+                }
+                assert_eq!(
+                    libc::fstatat(db.as_raw_fd(), leaf.as_ptr(), &mut sb, 0),
+                    0,
+                    "{leaf:?} at level {level} missing"
+                );
+                assert_eq!(
+                    (sa.st_mode, sa.st_size, sa.st_mtime, sa.st_mtime_nsec),
+                    (sb.st_mode, sb.st_size, sb.st_mtime, sb.st_mtime_nsec),
+                    "{leaf:?} at level {level}"
+                );
+            }
             da = enter(&da, name);
             db = enter(&db, name);
         }
@@ -795,6 +857,68 @@ fn a_chain_far_deeper_than_the_open_file_limit_is_copied_with_its_attributes() {
             sum("parked_dirs") > LEVELS as u64 / 2,
             "{mode} {threads}: {v}"
         );
+        assert_eq!(sum("parked_dirs"), sum("reopened_dirs"), "{mode} {threads}");
+        let _ = Command::new("rm").arg("-rf").arg(&dst).status();
+    }
+    let _ = Command::new("rm").arg("-rf").arg(&src).status();
+}
+
+#[test]
+fn a_comb_far_deeper_than_the_open_file_limit_is_copied_on_any_number_of_cores() {
+    // A chain whose every level also holds two leaf subdirectories, under a limit of 64 open
+    // files, 16 KB of path deep. A directory with a listed subdirectory not yet entered kept its
+    // fds, so with one core, which entered the next level before a leaf (listing order), the
+    // levels stayed open and the copy failed with EMFILE (files and directories reported, exit
+    // 23). Now it parks them while a subdirectory is copied, gets
+    // them back through that subdirectory's `..` when it is finished, or, on another core, from
+    // the transfer's top, name by name in runs shorter than PATH_MAX.
+    const LEVELS: usize = 1500;
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    let name = std::ffi::CString::new("d".repeat(10)).unwrap();
+    build_chain(&src, &name, LEVELS);
+    add_leaves(&src, &name, LEVELS);
+    stamp_chain(&src, &name, LEVELS);
+    for (mode, threads) in [
+        ("-a", "--threads=1"),
+        ("-a", "--threads=3"),
+        ("-an", "--threads=2"),
+    ] {
+        let dst = s.path().join(format!("dst{mode}{threads}"));
+        let json = s.path().join(format!("stats{mode}{threads}.json"));
+        let src_arg = format!("{}/", src.display());
+        let json_arg = json.display().to_string();
+        let flags = [
+            mode,
+            threads,
+            "--stats-json",
+            &json_arg,
+            &src_arg,
+            dst.to_str().unwrap(),
+        ];
+        let args: Vec<&std::ffi::OsStr> = flags.iter().map(std::ffi::OsStr::new).collect();
+        let out = run_with_nofile(64, &args);
+        assert_eq!(code(&out), 0, "{mode} {threads}: {}", err(&out));
+        if mode == "-an" {
+            assert!(!dst.exists(), "a dry run made the destination");
+        } else {
+            same_chain(&src, &dst, &name, LEVELS);
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+        let sum = |k: &str| {
+            v["cores"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c[k].as_u64().unwrap())
+                .sum::<u64>()
+        };
+        assert!(
+            sum("parked_dirs") > LEVELS as u64 / 2,
+            "{mode} {threads}: {v}"
+        );
+        // (Each time a node parked, its fds came back once.)
         assert_eq!(sum("parked_dirs"), sum("reopened_dirs"), "{mode} {threads}");
         let _ = Command::new("rm").arg("-rf").arg(&dst).status();
     }

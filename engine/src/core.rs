@@ -179,6 +179,11 @@ pub(crate) struct StagedDir {
 }
 
 impl StagedDir {
+    /// The temporary name it was made under in its parent (until [`StagedDir::publish`]).
+    pub(crate) fn tmp(&self) -> &std::ffi::CStr {
+        &self.tmp
+    }
+
     /// Rename it to its own name (once; never over an entry that appeared meanwhile).
     pub(crate) fn publish(&self) -> std::io::Result<()> {
         use std::os::fd::AsFd;

@@ -1,14 +1,16 @@
 //! A directory node's open directories (source, destination, `--link-dest` references), which a
-//! node that waits only for its subdirectories gives up when open files run short, and gets
-//! back from a finished subdirectory (`..`, identity checked) when it is finished itself.
+//! node whose files are done gives up while one of its subdirectories is copied, when open files
+//! run short, and gets back (identity checked) from a finished subdirectory's `..` or from its
+//! transfer's top when it needs them again.
 //!
 //! Every directory being copied keeps its source and destination open until its last child is
 //! done, so that each entry is opened, created and renamed relative to them. In a chain of
 //! nested directories every level is alive until the deepest is done: without parking, a chain
 //! deeper than about a quarter of the open-file limit failed with `EMFILE` (500 levels under a
 //! hard limit of 1,024, where rsync copies it). A node *parks* (closes its fds) when nothing but
-//! its subdirectories is left to do and the run holds more directory nodes open than its share
-//! of the limit ([`OpenDirs`]); see `task::child_done` for the protocol that makes this safe.
+//! its subdirectories (listed or being copied) is left to do and the run holds more directory
+//! nodes open than its share of the limit ([`OpenDirs`]); see `task::count_down` for the
+//! protocol that makes this safe.
 //!
 //! The fds sit behind an atomic pointer ([`Parkable`]): reading them is a plain load on the
 //! per-file path, with no lock and no write to a shared line.
@@ -137,7 +139,8 @@ impl Parkable {
     }
 
     /// Put fds back into a parked slot (a slot that holds some keeps them; the new ones close).
-    pub fn put(&self, fds: Box<DirFds>) {
+    /// Returns whether they went in.
+    pub fn put(&self, fds: Box<DirFds>) -> bool {
         let p = Box::into_raw(fds);
         if self
             .0
@@ -146,7 +149,9 @@ impl Parkable {
         {
             // SAFETY: `p` came from `Box::into_raw` just above and was not published.
             drop(unsafe { Box::from_raw(p) });
+            return false;
         }
+        true
     }
 }
 
@@ -186,11 +191,11 @@ mod tests {
         drop(taken);
         assert_eq!(open.open(), 8);
         assert!(!open.pressed());
-        slot.put(Box::new(fds(&open)));
+        assert!(slot.put(Box::new(fds(&open))));
         assert!(!slot.parked());
         assert_eq!(open.open(), 9);
         // A put into a slot that holds fds drops the newcomer.
-        slot.put(Box::new(fds(&open)));
+        assert!(!slot.put(Box::new(fds(&open))));
         assert_eq!(open.open(), 9);
         drop(others);
         drop(slot);

@@ -11,12 +11,14 @@
 //! # Directory completion
 //!
 //! `pending` counts the unfinished children of a node plus one for its scan, in two parts of one
-//! `AtomicU64` ([`BUSY`] units for the scan and the listed entries, 1 for each subdirectory node).
+//! `AtomicU64` ([`BUSY`] units for the scan, the listed entries that are not directories and a
+//! listed directory being entered; 1 for each listed directory and each subdirectory node).
 //! The scanner adds a batch's count *before* pushing the batch (so no child can finish first and
 //! drive it to zero); every finished child, and the scan at end of directory, subtracts its unit
 //! (`AcqRel`). Whoever takes it to zero applies the directory's metadata (all children's writes
 //! happen-before it through the `AcqRel` chain) and then finishes its parent the same way. A node
-//! whose busy part reaches zero while subdirectories are left may park its fds ([`count_down`]).
+//! whose busy part reaches zero while subdirectories are left may park its fds ([`count_down`]);
+//! entering a listed subdirectory turns its unit into a busy one first ([`enter_listed`]).
 
 use std::cell::Cell;
 use std::ffi::{CStr, CString, OsStr};
@@ -28,7 +30,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use fsops::xattr::Target;
 use fsops::{FileType, Stat, sys};
@@ -117,10 +119,14 @@ pub(crate) struct DirNode {
     /// The destination directory was created by this run, so it held nothing before: no entry
     /// in it needs a look at what is already there.
     fresh: bool,
-    /// Work left before it is finished: [`BUSY`] for its scan and for each listed entry not
-    /// done yet (a directory's, until it is a node of its own), 1 for each subdirectory node
-    /// not finished yet.
+    /// Work left before it is finished: [`BUSY`] for its scan and for each listed entry that
+    /// is not a directory and not done yet, and for each listed directory being entered; 1 for
+    /// each listed directory not entered yet and for each subdirectory node not finished yet;
+    /// [`PARKING`] while a thread parks its fds.
     pending: AtomicU64,
+    /// Listed subdirectories not entered yet (a hint for parking: exact only while nothing is
+    /// listed or entered meanwhile).
+    queued_dirs: AtomicU32,
     parent: Option<Arc<DirNode>>,
     /// The transfer root it belongs to.
     root: usize,
@@ -281,7 +287,13 @@ pub(crate) async fn run(core: Rc<Core>, task: Task) {
             file_type,
             ino,
         } => {
+            // A listed directory: the parent's fds (back if it parked them) while it is entered.
+            if file_type == FileType::Dir && !enter_listed(&core, &parent) {
+                child_done(&core, parent);
+                return;
+            }
             if entry(&core, &parent, &name, file_type, ino).await == Outcome::Deferred {
+                debug_assert!(file_type != FileType::Dir, "only files are handed back");
                 // Back on the deque, where another core can take it while this one is busy.
                 core.deferred.set(true);
                 core.push(Task::Entry {
@@ -866,6 +878,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             dst_name: None,
             fresh,
             pending: AtomicU64::new(BUSY),
+            queued_dirs: AtomicU32::new(0),
             parent: None,
             root: index,
             names: cfg
@@ -939,6 +952,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         dst_name: (src_name != dst_name).then_some(dst_name),
         fresh: false,
         pending: AtomicU64::new(BUSY),
+        queued_dirs: AtomicU32::new(0),
         parent: None,
         root: index,
         names: None,
@@ -1364,8 +1378,15 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
         entries = batch.len() + dirs.len(),
         "directory batch listed"
     );
-    node.pending
-        .fetch_add((batch.len() + dirs.len()) as u64 * BUSY, Ordering::AcqRel);
+    // (A listed directory counts 1 until it is entered: see `enter_listed`.)
+    node.pending.fetch_add(
+        batch.len() as u64 * BUSY + dirs.len() as u64,
+        Ordering::AcqRel,
+    );
+    if !dirs.is_empty() {
+        node.queued_dirs
+            .fetch_add(dirs.len() as u32, Ordering::Relaxed);
+    }
     if ended.is_none() {
         // The continuation goes first: children pop before it (LIFO); an idle core steals it
         // first.
@@ -1529,8 +1550,15 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
             ino: st.ino,
         });
     }
-    node.pending
-        .fetch_add(tasks.len() as u64 * BUSY, Ordering::AcqRel);
+    let dirs = tasks
+        .iter()
+        .filter(|t| matches!(t, Task::Entry { file_type, .. } if *file_type == FileType::Dir))
+        .count();
+    node.pending.fetch_add(
+        (tasks.len() - dirs) as u64 * BUSY + dirs as u64,
+        Ordering::AcqRel,
+    );
+    node.queued_dirs.fetch_add(dirs as u32, Ordering::Relaxed);
     core.shared.progress.scan_ended();
     {
         let mut w = core.worker.borrow_mut();
@@ -1603,10 +1631,15 @@ fn dir_item(core: &Core, node: &DirNode) {
     }
 }
 
-/// One unit of a directory's `pending` that keeps its fds in use: its scan, or one listed entry
-/// (a directory's, until its node is made). A subdirectory's node counts 1, so the count of
-/// busy units is `pending / BUSY` and that of subdirectories `pending % BUSY`.
+/// One unit of a directory's `pending` that keeps its fds in use: its scan, one listed entry
+/// that is not a directory, or a listed directory being entered. A listed directory not entered
+/// yet and a subdirectory's node count 1 each, so the count of busy units is `pending / BUSY`
+/// and that of subdirectories (listed or entered) `pending % BUSY` (less [`PARKING`]).
 const BUSY: u64 = 1 << 32;
+
+/// Set in a directory's `pending` while a thread parks its fds ([`park`]): a thread about to
+/// enter one of its listed subdirectories waits for it to go ([`enter_listed`]).
+const PARKING: u64 = 1 << 31;
 
 /// A busy unit of `node` is given back (its scan ended, or one of its entries is done): count
 /// it down, finishing directories that reach zero.
@@ -1624,14 +1657,26 @@ fn subdir_done(core: &Core, node: Arc<DirNode>, from: Option<Arc<DirNode>>) {
 ///
 /// # Parking
 ///
-/// When the last busy unit goes and subdirectories are left, nothing will use the node's fds
-/// until it is finished: no entry is left to open anything in it, and busy units are only ever
-/// added by its scan, which has ended. If the run holds more directories open than its share
-/// of the open-file limit, the node then parks (closes) them ([`park`]); its finisher (the
-/// thread that finishes its last subdirectory) reopens them through that subdirectory's `..`
-/// ([`reopen`]).
+/// When the last busy unit goes and subdirectories are left, nothing uses the node's fds until
+/// one of its listed subdirectories is entered or it is finished: busy units are only added by
+/// its scan (which has ended) and by a thread about to enter a listed subdirectory. If the run
+/// holds more directories open than its share of the open-file limit, the node then parks
+/// (closes) them ([`park`]). The thread that finishes a subdirectory of a parked node gets them
+/// back through that subdirectory's `..` ([`reopen`]) when the node is finished with it, or when
+/// listed subdirectories are still to be entered; a thread entering one finds them back, or
+/// opens them from the transfer's top itself ([`enter_listed`]).
 fn count_down(core: &Core, mut node: Arc<DirNode>, mut unit: u64, mut from: Option<Arc<DirNode>>) {
     loop {
+        if unit == 1
+            && node.fds.parked()
+            && node.queued_dirs.load(Ordering::Relaxed) > 0
+            && let Some(f) = from.as_deref()
+        {
+            // Listed subdirectories are still to be entered: get the fds back while the
+            // finished one's `..` is at hand (its unit, not yet given back, keeps the node
+            // from finishing meanwhile). Failing that, the next one entered tries from the top.
+            let _ = reopen(core, &node, Some(f));
+        }
         let before = node.pending.fetch_sub(unit, Ordering::AcqRel);
         if before != unit {
             let after = before - unit;
@@ -1655,29 +1700,58 @@ fn count_down(core: &Core, mut node: Arc<DirNode>, mut unit: u64, mut from: Opti
 /// Park `node`'s fds if open directories are over the run's share and it can be reopened;
 /// `node` has no busy unit left and some subdirectories. Returns whether `node` must be
 /// finished by the caller (its last subdirectory finished meanwhile).
+///
+/// A node parks only while one of its subdirectories is being copied (whose finish can bring
+/// the fds back cheaply); not with listed subdirectories alone, the next of which would reopen
+/// them at once. A transfer's top never parks: reopening starts from it.
 fn park(core: &Core, node: &DirNode) -> bool {
-    if node.ids.is_none() || !core.shared.open_dirs.pressed() {
+    if node.ids.is_none()
+        || matches!(node.place, Place::Top { .. })
+        || !core.shared.open_dirs.pressed()
+    {
         return false;
     }
-    // Hold a unit of our own while parking, so that no finisher runs meanwhile (none at all if
-    // its last subdirectory has finished it already).
+    let queued = u64::from(node.queued_dirs.load(Ordering::Relaxed));
+    // Raise the flag: threads about to enter a listed subdirectory wait until it is down, and no
+    // finisher runs meanwhile (none at all if its last subdirectory has finished it already).
     if node
         .pending
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
-            (v != 0).then_some(v + 1)
+            (v < BUSY && v & PARKING == 0 && v.saturating_sub(queued) > 0).then_some(v | PARKING)
         })
         .is_err()
     {
         return false;
     }
-    // SAFETY: no busy unit is left (the scan ended, every entry is done, and only the scan
-    // adds busy units), and only the holders of busy units use the fds (`get`); the unit just
-    // taken keeps the finisher, the only other user, away until it is given back below.
-    let fds = unsafe { node.fds.take() };
-    if node.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+    // SAFETY: no busy unit was left when the flag went up; only holders of busy units use the
+    // fds (`get`), and a thread that adds one to enter a listed subdirectory waits until the
+    // flag is down (and, if a busy unit came meanwhile, the fds are back, below); the flag keeps
+    // the finisher, the only other user, away.
+    let mut fds = unsafe { node.fds.take() };
+    // A node with reference directories keeps them while listed subdirectories are left to
+    // enter: a reopened node gets none back.
+    let keep = fds.as_ref().is_some_and(|f| f.alt.is_some())
+        && node.queued_dirs.load(Ordering::Relaxed) > 0;
+    let after = loop {
+        let v = node.pending.load(Ordering::Acquire);
+        if (keep || v >= BUSY)
+            && let Some(f) = fds.take()
+        {
+            // Someone is entering a listed subdirectory: it gets the fds back.
+            node.fds.put(f);
+        }
+        if node
+            .pending
+            .compare_exchange(v, v - PARKING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            break v - PARKING;
+        }
+    };
+    if after == 0 {
         // Every subdirectory finished meanwhile: the caller finishes it, with its fds.
-        if let Some(fds) = fds {
-            node.fds.put(fds);
+        if let Some(f) = fds {
+            node.fds.put(f);
         }
         return true;
     }
@@ -1687,41 +1761,121 @@ fn park(core: &Core, node: &DirNode) -> bool {
     false
 }
 
-/// Open a parked node's directories again for its finish: the `..` of its just finished
-/// subdirectory `from` (or, failing that, its paths), each checked to be the same directory.
+/// A listed subdirectory of `node` is about to be entered: turn its unit into a busy one, so
+/// that the node keeps its fds until it is entered, and get them back if the node parked them
+/// (from its transfer's top). Returns `false`, reported, when they cannot be had.
+fn enter_listed(core: &Core, node: &DirNode) -> bool {
+    let before = node.pending.fetch_add(BUSY - 1, Ordering::AcqRel);
+    node.queued_dirs.fetch_sub(1, Ordering::Relaxed);
+    if before & PARKING != 0 {
+        // A thread is parking the fds: it sees this busy unit and puts them back before the
+        // flag goes down.
+        let mut spins = 0u32;
+        while node.pending.load(Ordering::Acquire) & PARKING != 0 {
+            if spins < 64 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+    if !node.fds.parked() {
+        return true;
+    }
+    match reopen(core, node, None) {
+        Ok(()) => true,
+        Err(e) => {
+            report(
+                core,
+                &node.dst_path(),
+                "reopen directory (to enter its subdirectories)",
+                &e,
+                ErrorClass::Partial,
+            );
+            false
+        }
+    }
+}
+
+/// Open a parked node's directories again: through the `..` of its just finished subdirectory
+/// `from`, or else from its transfer's top ([`open_from_top`]), each checked to be the same
+/// directory.
 fn reopen(core: &Core, node: &DirNode, from: Option<&DirNode>) -> io::Result<()> {
     let (src_id, dst_id) = node.ids.expect("only a node with identities parks");
     let from = from.filter(|f| !f.fds.parked());
-    let again = |up: Option<BorrowedFd<'_>>, path: PathBuf, id: (u64, u64)| {
-        let same = |fd: &OwnedFd| sys::fstat(fd.as_fd()).is_ok_and(|s| (s.dev, s.ino) == id);
-        let moved = || io::Error::other("the directory was moved or replaced during the copy");
-        // Through `..` first; the path (which inside a new subtree still under its temporary
-        // name does not exist yet) only when that fails, and then `..`'s error is the one told.
-        let first = match up.map(|d| sys::open_dir_at(d, c"..")) {
-            Some(Ok(fd)) if same(&fd) => return Ok(fd),
-            Some(Ok(_)) => Some(moved()),
+    let same = |fd: OwnedFd, id: (u64, u64)| {
+        if sys::fstat(fd.as_fd()).is_ok_and(|s| (s.dev, s.ino) == id) {
+            Ok(fd)
+        } else {
+            Err(io::Error::other(
+                "the directory was moved or replaced during the copy",
+            ))
+        }
+    };
+    let again = |up: Option<BorrowedFd<'_>>, side: PathOf, id: (u64, u64)| {
+        // Through `..` first; from the top only when that fails, and then `..`'s error is the
+        // one told.
+        let first = match up.map(|d| sys::open_dir_at(d, c"..").and_then(|fd| same(fd, id))) {
+            Some(Ok(fd)) => return Ok(fd),
             Some(Err(e)) => Some(e),
             None => None,
         };
-        match sys::open_dir_path(&path) {
-            Ok(fd) if same(&fd) => Ok(fd),
-            Ok(_) => Err(moved()),
-            Err(e) => Err(first.unwrap_or(e)),
-        }
+        open_from_top(node, side)
+            .and_then(|fd| same(fd, id))
+            .map_err(|e| first.unwrap_or(e))
     };
-    let src = again(from.map(|f| f.src_fd()), node.src_path(), src_id)?;
+    let src = again(from.map(|f| f.src_fd()), PathOf::Src, src_id)?;
     let dst = match dst_id {
-        Some(id) => Arc::new(again(from.map(|f| f.dst_fd()), node.dst_path(), id)?),
+        Some(id) => Arc::new(again(from.map(|f| f.dst_fd()), PathOf::Dst, id)?),
         None => Arc::clone(&core.shared.placeholder),
     };
-    node.fds.put(Box::new(DirFds::new(
-        src,
-        dst,
-        None,
-        &core.shared.open_dirs,
-    )));
-    bump(&core.counters.reopened_dirs, 1);
+    let fds = DirFds::new(src, dst, None, &core.shared.open_dirs);
+    if node.fds.put(Box::new(fds)) {
+        bump(&core.counters.reopened_dirs, 1);
+    }
     Ok(())
+}
+
+/// Open `node`'s source or destination directory from its transfer's top (which never parks),
+/// name by name down the nodes in between, in relative paths shorter than `PATH_MAX` (a chain
+/// may be far deeper). Symlinks are followed (a directory entered through one, `-L`/`-K`); the
+/// caller checks the identity of what it opened. Below a new subtree's top, the destination
+/// names go through the top's temporary name.
+fn open_from_top(node: &DirNode, side: PathOf) -> io::Result<OwnedFd> {
+    let mut names: Vec<&CStr> = Vec::new();
+    let mut n = node;
+    while let Place::Child(name) = &n.place {
+        names.push(match (&n.staged, side) {
+            (Some(staged), PathOf::Dst) => staged.tmp(),
+            _ => name,
+        });
+        n = n
+            .parent
+            .as_deref()
+            .expect("a listed directory has a parent");
+    }
+    let top = n.fds.get();
+    let base = match side {
+        PathOf::Dst => top.dst(),
+        _ => top.src(),
+    };
+    let mut at: Option<OwnedFd> = None;
+    let mut path: Vec<u8> = Vec::new();
+    for (i, name) in names.iter().rev().enumerate() {
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name.to_bytes());
+        let next = names.len() - 1 - i;
+        let last = next == 0;
+        if last || path.len() + 1 + names[next - 1].to_bytes().len() >= libc::PATH_MAX as usize {
+            let c = CString::new(std::mem::take(&mut path)).expect("no NUL in a file name");
+            let dir = at.as_ref().map_or(base, |d| d.as_fd());
+            at = Some(sys::open_dir_at_follow(dir, &c)?);
+        }
+    }
+    at.ok_or_else(|| io::Error::other("a transfer's top is not reopened"))
 }
 
 /// The identities by which a node can be reopened after parking (see [`DirNode::ids`]), `None`
@@ -3686,6 +3840,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         dst_name: None,
         fresh,
         pending: AtomicU64::new(BUSY),
+        queued_dirs: AtomicU32::new(0),
         parent: Some(Arc::clone(parent)),
         root: parent.root,
         names: cfg
