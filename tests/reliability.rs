@@ -723,8 +723,9 @@ fn add_leaves(src: &Path, name: &std::ffi::CStr, levels: usize) {
 }
 
 /// Compare two chains level by level through fds (their paths are beyond PATH_MAX): each
-/// directory's mode and mtime, each level's file's size and mtime.
-fn same_chain(a: &Path, b: &Path, name: &std::ffi::CStr, levels: usize) {
+/// directory's mode and mtime, each level's file's size and mtime; with `linked`, each file of
+/// `b` must be the same inode as `a`'s (hard-linked by `--link-dest`).
+fn same_chain(a: &Path, b: &Path, name: &std::ffi::CStr, levels: usize, linked: bool) {
     use std::os::fd::AsRawFd;
     let (mut da, mut db) = (fs::File::open(a).unwrap(), fs::File::open(b).unwrap());
     for level in 0..=levels {
@@ -755,6 +756,10 @@ fn same_chain(a: &Path, b: &Path, name: &std::ffi::CStr, levels: usize) {
                 (sb.st_size, sb.st_mtime, sb.st_mtime_nsec),
                 "file at level {level}"
             );
+            assert!(
+                !linked || sa.st_ino == sb.st_ino,
+                "file at level {level} not linked"
+            );
             // A comb's leaves ([`add_leaves`]): their mode and mtime, and their file's size.
             for leaf in leaves(level)
                 .iter()
@@ -773,6 +778,11 @@ fn same_chain(a: &Path, b: &Path, name: &std::ffi::CStr, levels: usize) {
                     (sa.st_mode, sa.st_size, sa.st_mtime, sa.st_mtime_nsec),
                     (sb.st_mode, sb.st_size, sb.st_mtime, sb.st_mtime_nsec),
                     "{leaf:?} at level {level}"
+                );
+                let file = sa.st_mode & libc::S_IFMT == libc::S_IFREG;
+                assert!(
+                    !linked || !file || sa.st_ino == sb.st_ino,
+                    "{leaf:?} at level {level} not linked"
                 );
             }
             da = enter(&da, name);
@@ -840,7 +850,7 @@ fn a_chain_far_deeper_than_the_open_file_limit_is_copied_with_its_attributes() {
         if mode == "-an" {
             assert!(!dst.exists(), "a dry run made the destination");
         } else {
-            same_chain(&src, &dst, &name, LEVELS);
+            same_chain(&src, &dst, &name, LEVELS, false);
         }
         let v: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
@@ -869,9 +879,11 @@ fn a_comb_far_deeper_than_the_open_file_limit_is_copied_on_any_number_of_cores()
     // files, 16 KB of path deep. A directory with a listed subdirectory not yet entered kept its
     // fds, so with one core, which entered the next level before a leaf (listing order), the
     // levels stayed open and the copy failed with EMFILE (files and directories reported, exit
-    // 23). Now it parks them while a subdirectory is copied, gets
-    // them back through that subdirectory's `..` when it is finished, or, on another core, from
-    // the transfer's top, name by name in runs shorter than PATH_MAX.
+    // 23). Now it parks them while a subdirectory is copied, gets them back through that
+    // subdirectory's `..` when it is finished, or, on another core, from the transfer's top,
+    // name by name in runs shorter than PATH_MAX. With `--link-dest` (three fds a directory),
+    // every file is linked to the first copy, on one core: the reference directories come back
+    // too (a directory with them did not park while listed subdirectories were left).
     const LEVELS: usize = 1500;
     let s = Scratch::new();
     let src = s.path().join("src");
@@ -879,30 +891,37 @@ fn a_comb_far_deeper_than_the_open_file_limit_is_copied_on_any_number_of_cores()
     build_chain(&src, &name, LEVELS);
     add_leaves(&src, &name, LEVELS);
     stamp_chain(&src, &name, LEVELS);
-    for (mode, threads) in [
-        ("-a", "--threads=1"),
-        ("-a", "--threads=3"),
-        ("-an", "--threads=2"),
+    let reference = s.path().join("dst-a1");
+    let link_dest = format!("--link-dest={}", reference.display());
+    for (tag, mode, threads) in [
+        ("a1", vec!["-a"], "--threads=1"),
+        ("a3", vec!["-a"], "--threads=3"),
+        ("n2", vec!["-an"], "--threads=2"),
+        ("l1", vec!["-a", link_dest.as_str()], "--threads=1"),
     ] {
-        let dst = s.path().join(format!("dst{mode}{threads}"));
-        let json = s.path().join(format!("stats{mode}{threads}.json"));
+        let linked = tag == "l1";
+        let dst = s.path().join(format!("dst-{tag}"));
+        let json = s.path().join(format!("stats-{tag}.json"));
         let src_arg = format!("{}/", src.display());
         let json_arg = json.display().to_string();
-        let flags = [
-            mode,
+        let mut flags = mode.clone();
+        flags.extend([
             threads,
             "--stats-json",
             &json_arg,
             &src_arg,
             dst.to_str().unwrap(),
-        ];
+        ]);
         let args: Vec<&std::ffi::OsStr> = flags.iter().map(std::ffi::OsStr::new).collect();
         let out = run_with_nofile(64, &args);
-        assert_eq!(code(&out), 0, "{mode} {threads}: {}", err(&out));
-        if mode == "-an" {
+        assert_eq!(code(&out), 0, "{tag}: {}", err(&out));
+        if tag == "n2" {
             assert!(!dst.exists(), "a dry run made the destination");
         } else {
-            same_chain(&src, &dst, &name, LEVELS);
+            same_chain(&src, &dst, &name, LEVELS, false);
+            if linked {
+                same_chain(&reference, &dst, &name, LEVELS, true);
+            }
         }
         let v: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
@@ -914,14 +933,14 @@ fn a_comb_far_deeper_than_the_open_file_limit_is_copied_on_any_number_of_cores()
                 .map(|c| c[k].as_u64().unwrap())
                 .sum::<u64>()
         };
-        assert!(
-            sum("parked_dirs") > LEVELS as u64 / 2,
-            "{mode} {threads}: {v}"
-        );
+        assert!(sum("parked_dirs") > LEVELS as u64 / 2, "{tag}: {v}");
         // (Each time a node parked, its fds came back once.)
-        assert_eq!(sum("parked_dirs"), sum("reopened_dirs"), "{mode} {threads}");
-        let _ = Command::new("rm").arg("-rf").arg(&dst).status();
+        assert_eq!(sum("parked_dirs"), sum("reopened_dirs"), "{tag}");
+        if dst != reference {
+            let _ = Command::new("rm").arg("-rf").arg(&dst).status();
+        }
     }
+    let _ = Command::new("rm").arg("-rf").arg(&reference).status();
     let _ = Command::new("rm").arg("-rf").arg(&src).status();
 }
 
@@ -936,7 +955,7 @@ fn a_tree_deeper_than_path_max_is_copied() {
     let dst = s.path().join("dst");
     let out = copy_contents(&["-a"], &src, &dst);
     assert_eq!(code(&out), 0, "{}", err(&out));
-    same_chain(&src, &dst, &name, 60);
+    same_chain(&src, &dst, &name, 60, false);
     // Let the scratch directory be removed: rm -rf copes, but std's remove_dir_all needs help
     // with no path limit either way.
     let _ = Command::new("rm").arg("-rf").arg(&src).arg(&dst).status();
@@ -1318,6 +1337,7 @@ fn a_deep_chain_of_directories_stays_within_64_mib() {
         &dst,
         &std::ffi::CString::new("d".repeat(200)).unwrap(),
         LEVELS,
+        false,
     );
     let _ = Command::new("rm").arg("-rf").arg(&src).arg(&dst).status();
 }

@@ -1182,6 +1182,47 @@ fn link_dest_links_unchanged_files() {
 }
 
 #[test]
+fn a_file_copied_from_a_reference_gets_the_sources_extended_attributes() {
+    // With -X, a --link-dest/--copy-dest reference that differs from the source in its
+    // extended attributes alone is not linked: its data is copied locally, and the attributes
+    // must be the source's. The copy took the reference's (here: none), where rsync gives the
+    // source's.
+    if !require_rsync("a_file_copied_from_a_reference_gets_the_sources_extended_attributes") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("f"), b"same data");
+    let reference = s.path().join("ref");
+    assert_eq!(code(&copy_contents(&["-a"], &src, &reference)), 0);
+    setxattr(&src.join("f"), "user.k", b"v");
+    for mode in ["--link-dest", "--copy-dest"] {
+        for (tool, dst) in [("arsync", "ours"), ("rsync", "theirs")] {
+            let dst = s.path().join(format!("{dst}{mode}"));
+            let flag = format!("{mode}={}", reference.display());
+            let out = by_tool(tool, &["-aX", &flag], &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {mode}: {}", err(&out));
+            assert_eq!(
+                treediff::xattrs(&dst.join("f")),
+                vec![(b"user.k".to_vec(), b"v".to_vec())],
+                "{tool} {mode}"
+            );
+            let (a, b) = (
+                fs::metadata(dst.join("f")).unwrap(),
+                fs::metadata(reference.join("f")).unwrap(),
+            );
+            assert_ne!(
+                a.ino(),
+                b.ino(),
+                "{tool} {mode}: linked to a reference that differs"
+            );
+            assert_eq!(fs::read(dst.join("f")).unwrap(), b"same data");
+        }
+    }
+}
+
+#[test]
 fn size_limits_leave_files_alone_as_rsync_does() {
     if !require_rsync("size_limits_leave_files_alone_as_rsync_does") {
         return;

@@ -332,8 +332,9 @@ pub(crate) fn run(
             *d = dest_dir.join(&*d);
         }
     }
-    // A quarter of the limit for open directories (two fds per directory node: beyond it, nodes
-    // waiting only for their subdirectories close theirs), the rest for the files in flight (24
+    // A quarter of the limit for open directories (two fds per directory node and one per
+    // reference directory: beyond it, nodes waiting only for their subdirectories close theirs),
+    // the rest for the files in flight (24
     // for the process, one per core for its ring and one for its CPU claim).
     let dir_share = nofile / 4;
     let budget =
@@ -377,7 +378,7 @@ pub(crate) fn run(
             None
         },
         staged: std::sync::Mutex::new(Vec::new()),
-        open_dirs: crate::dirfds::OpenDirs::new(dir_share as usize / 2),
+        open_dirs: crate::dirfds::OpenDirs::new(dir_share as usize),
         copy_pool: std::sync::OnceLock::new(),
         cpus: fsops::sys::CpuMask::current().ok(),
         threads,

@@ -25,8 +25,8 @@ pub(crate) struct DirFds {
     pub src: OwnedFd,
     pub dst: Arc<OwnedFd>,
     /// `--link-dest`/`--compare-dest`/`--copy-dest`: this directory's counterpart in each
-    /// reference tree (where it exists). Only its entries need them: a node gets them back
-    /// empty (`None`) when it is reopened for its finish.
+    /// reference tree (where it exists). Only its entries need them: a node reopened for its
+    /// finish alone gets none (`None`).
     pub alt: Option<Vec<Option<OwnedFd>>>,
     /// This node's place in the run's count of open nodes.
     _counted: Counted,
@@ -39,11 +39,12 @@ impl DirFds {
         alt: Option<Vec<Option<OwnedFd>>>,
         open: &OpenDirs,
     ) -> Self {
+        let fds = 2 + alt.iter().flatten().filter(|d| d.is_some()).count();
         Self {
             src,
             dst,
             alt,
-            _counted: open.count(),
+            _counted: open.count(fds),
         }
     }
 
@@ -58,46 +59,46 @@ impl DirFds {
     }
 }
 
-/// The run's count of directory nodes holding their fds open, and how many it may hold before
-/// nodes that wait only for their subdirectories park theirs. One atomic per directory (never
-/// per file).
+/// The run's count of fds held open by directory nodes (source, destination and reference
+/// directories), and how many they may hold before nodes that wait only for their
+/// subdirectories park theirs. One atomic per directory (never per file).
 pub(crate) struct OpenDirs {
     open: Arc<AtomicUsize>,
     limit: usize,
 }
 
 impl OpenDirs {
-    /// A count that asks for parking above `limit` open nodes.
+    /// A count that asks for parking above `limit` fds (16 at least).
     pub fn new(limit: usize) -> Self {
         Self {
             open: Arc::new(AtomicUsize::new(0)),
-            limit: limit.max(8),
+            limit: limit.max(16),
         }
     }
 
-    fn count(&self) -> Counted {
-        self.open.fetch_add(1, Ordering::Relaxed);
-        Counted(Arc::clone(&self.open))
+    fn count(&self, fds: usize) -> Counted {
+        self.open.fetch_add(fds, Ordering::Relaxed);
+        Counted(Arc::clone(&self.open), fds)
     }
 
-    /// Whether open nodes are over the limit (nodes that can should park).
+    /// Whether open fds are over the limit (nodes that can should park).
     pub fn pressed(&self) -> bool {
         self.open.load(Ordering::Relaxed) > self.limit
     }
 
-    /// Nodes open now.
+    /// Fds open now.
     #[cfg(test)]
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 }
 
-/// One node in [`OpenDirs`] for as long as it lives.
-struct Counted(Arc<AtomicUsize>);
+/// One node's fds in [`OpenDirs`] for as long as it lives.
+struct Counted(Arc<AtomicUsize>, usize);
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(self.1, Ordering::Relaxed);
     }
 }
 
@@ -180,8 +181,11 @@ mod tests {
         let open = OpenDirs::new(0);
         let slot = Parkable::new(fds(&open));
         let others: Vec<_> = (0..8).map(|_| Parkable::new(fds(&open))).collect();
-        assert_eq!(open.open(), 9);
-        assert!(open.pressed(), "9 open nodes are over the least limit (8)");
+        assert_eq!(open.open(), 18);
+        assert!(
+            open.pressed(),
+            "9 open nodes (18 fds) are over the least limit (16)"
+        );
         assert!(!slot.parked());
         // SAFETY: no reference from `get` is alive, and this test is the only thread using it.
         let taken = unsafe { slot.take() }.expect("not parked yet");
@@ -189,14 +193,14 @@ mod tests {
         // SAFETY: as above.
         assert!(unsafe { slot.take() }.is_none());
         drop(taken);
-        assert_eq!(open.open(), 8);
+        assert_eq!(open.open(), 16);
         assert!(!open.pressed());
         assert!(slot.put(Box::new(fds(&open))));
         assert!(!slot.parked());
-        assert_eq!(open.open(), 9);
+        assert_eq!(open.open(), 18);
         // A put into a slot that holds fds drops the newcomer.
         assert!(!slot.put(Box::new(fds(&open))));
-        assert_eq!(open.open(), 9);
+        assert_eq!(open.open(), 18);
         drop(others);
         drop(slot);
         assert_eq!(open.open(), 0);

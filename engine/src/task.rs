@@ -1673,9 +1673,16 @@ fn count_down(core: &Core, mut node: Arc<DirNode>, mut unit: u64, mut from: Opti
             && let Some(f) = from.as_deref()
         {
             // Listed subdirectories are still to be entered: get the fds back while the
-            // finished one's `..` is at hand (its unit, not yet given back, keeps the node
-            // from finishing meanwhile). Failing that, the next one entered tries from the top.
-            let _ = reopen(core, &node, Some(f));
+            // finished one's `..` is at hand (failing that, the next one entered tries from the
+            // top), holding a busy unit meanwhile. The subdirectory's unit goes first; giving
+            // the busy one back below parks the node again if no listed subdirectory is left
+            // by then (one was entered meanwhile) and another subdirectory is being copied.
+            hold(&node, BUSY);
+            if node.fds.parked() {
+                let _ = reopen(core, &node, Some(f), true);
+            }
+            node.pending.fetch_sub(1, Ordering::AcqRel);
+            unit = BUSY;
         }
         let before = node.pending.fetch_sub(unit, Ordering::AcqRel);
         if before != unit {
@@ -1728,13 +1735,9 @@ fn park(core: &Core, node: &DirNode) -> bool {
     // flag is down (and, if a busy unit came meanwhile, the fds are back, below); the flag keeps
     // the finisher, the only other user, away.
     let mut fds = unsafe { node.fds.take() };
-    // A node with reference directories keeps them while listed subdirectories are left to
-    // enter: a reopened node gets none back.
-    let keep = fds.as_ref().is_some_and(|f| f.alt.is_some())
-        && node.queued_dirs.load(Ordering::Relaxed) > 0;
     let after = loop {
         let v = node.pending.load(Ordering::Acquire);
-        if (keep || v >= BUSY)
+        if v >= BUSY
             && let Some(f) = fds.take()
         {
             // Someone is entering a listed subdirectory: it gets the fds back.
@@ -1765,25 +1768,12 @@ fn park(core: &Core, node: &DirNode) -> bool {
 /// that the node keeps its fds until it is entered, and get them back if the node parked them
 /// (from its transfer's top). Returns `false`, reported, when they cannot be had.
 fn enter_listed(core: &Core, node: &DirNode) -> bool {
-    let before = node.pending.fetch_add(BUSY - 1, Ordering::AcqRel);
+    hold(node, BUSY - 1);
     node.queued_dirs.fetch_sub(1, Ordering::Relaxed);
-    if before & PARKING != 0 {
-        // A thread is parking the fds: it sees this busy unit and puts them back before the
-        // flag goes down.
-        let mut spins = 0u32;
-        while node.pending.load(Ordering::Acquire) & PARKING != 0 {
-            if spins < 64 {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                std::thread::yield_now();
-            }
-        }
-    }
     if !node.fds.parked() {
         return true;
     }
-    match reopen(core, node, None) {
+    match reopen(core, node, None, true) {
         Ok(()) => true,
         Err(e) => {
             report(
@@ -1798,10 +1788,35 @@ fn enter_listed(core: &Core, node: &DirNode) -> bool {
     }
 }
 
+/// Add `add` to `node`'s count, taking a busy unit, and wait until no thread is parking its
+/// fds: that thread sees the busy unit and puts them back before the flag goes down. Then the
+/// fds are either there or parked for good, until the busy unit is given back.
+fn hold(node: &DirNode, add: u64) {
+    let before = node.pending.fetch_add(add, Ordering::AcqRel);
+    if before & PARKING != 0 {
+        let mut spins = 0u32;
+        while node.pending.load(Ordering::Acquire) & PARKING != 0 {
+            if spins < 64 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
 /// Open a parked node's directories again: through the `..` of its just finished subdirectory
 /// `from`, or else from its transfer's top ([`open_from_top`]), each checked to be the same
-/// directory.
-fn reopen(core: &Core, node: &DirNode, from: Option<&DirNode>) -> io::Result<()> {
+/// directory; and its reference directories (`--link-dest` and the like, from the top: where
+/// one is missing, the entries have none there) if `for_entries` (listed subdirectories are
+/// left to enter).
+fn reopen(
+    core: &Core,
+    node: &DirNode,
+    from: Option<&DirNode>,
+    for_entries: bool,
+) -> io::Result<()> {
     let (src_id, dst_id) = node.ids.expect("only a node with identities parks");
     let from = from.filter(|f| !f.fds.parked());
     let same = |fd: OwnedFd, id: (u64, u64)| {
@@ -1813,7 +1828,7 @@ fn reopen(core: &Core, node: &DirNode, from: Option<&DirNode>) -> io::Result<()>
             ))
         }
     };
-    let again = |up: Option<BorrowedFd<'_>>, side: PathOf, id: (u64, u64)| {
+    let again = |up: Option<BorrowedFd<'_>>, tree: Tree, id: (u64, u64)| {
         // Through `..` first; from the top only when that fails, and then `..`'s error is the
         // one told.
         let first = match up.map(|d| sys::open_dir_at(d, c"..").and_then(|fd| same(fd, id))) {
@@ -1821,33 +1836,47 @@ fn reopen(core: &Core, node: &DirNode, from: Option<&DirNode>) -> io::Result<()>
             Some(Err(e)) => Some(e),
             None => None,
         };
-        open_from_top(node, side)
+        open_from_top(node, tree)
             .and_then(|fd| same(fd, id))
             .map_err(|e| first.unwrap_or(e))
     };
-    let src = again(from.map(|f| f.src_fd()), PathOf::Src, src_id)?;
+    let src = again(from.map(|f| f.src_fd()), Tree::Src, src_id)?;
     let dst = match dst_id {
-        Some(id) => Arc::new(again(from.map(|f| f.dst_fd()), PathOf::Dst, id)?),
+        Some(id) => Arc::new(again(from.map(|f| f.dst_fd()), Tree::Dst, id)?),
         None => Arc::clone(&core.shared.placeholder),
     };
-    let fds = DirFds::new(src, dst, None, &core.shared.open_dirs);
+    let alt = (for_entries && !core.shared.config.alt_dest_dirs.is_empty()).then(|| {
+        (0..core.shared.config.alt_dest_dirs.len())
+            .map(|i| open_from_top(node, Tree::Alt(i)).ok())
+            .collect()
+    });
+    let fds = DirFds::new(src, dst, alt, &core.shared.open_dirs);
     if node.fds.put(Box::new(fds)) {
         bump(&core.counters.reopened_dirs, 1);
     }
     Ok(())
 }
 
-/// Open `node`'s source or destination directory from its transfer's top (which never parks),
-/// name by name down the nodes in between, in relative paths shorter than `PATH_MAX` (a chain
-/// may be far deeper). Symlinks are followed (a directory entered through one, `-L`/`-K`); the
-/// caller checks the identity of what it opened. Below a new subtree's top, the destination
-/// names go through the top's temporary name.
-fn open_from_top(node: &DirNode, side: PathOf) -> io::Result<OwnedFd> {
+/// Which of a node's directories [`open_from_top`] opens.
+#[derive(Clone, Copy)]
+enum Tree {
+    Src,
+    Dst,
+    /// Its counterpart in reference directory `.0` (`--link-dest` and the like).
+    Alt(usize),
+}
+
+/// Open `node`'s directory in `tree` from its transfer's top (which never parks), name by name
+/// down the nodes in between, in relative paths shorter than `PATH_MAX` (a chain may be far
+/// deeper). Symlinks are followed (a directory entered through one, `-L`/`-K`); the caller
+/// checks the identity of what it opened. Below a new subtree's top, the destination names go
+/// through the top's temporary name.
+fn open_from_top(node: &DirNode, tree: Tree) -> io::Result<OwnedFd> {
     let mut names: Vec<&CStr> = Vec::new();
     let mut n = node;
     while let Place::Child(name) = &n.place {
-        names.push(match (&n.staged, side) {
-            (Some(staged), PathOf::Dst) => staged.tmp(),
+        names.push(match (&n.staged, tree) {
+            (Some(staged), Tree::Dst) => staged.tmp(),
             _ => name,
         });
         n = n
@@ -1856,9 +1885,15 @@ fn open_from_top(node: &DirNode, side: PathOf) -> io::Result<OwnedFd> {
             .expect("a listed directory has a parent");
     }
     let top = n.fds.get();
-    let base = match side {
-        PathOf::Dst => top.dst(),
-        _ => top.src(),
+    let base = match tree {
+        Tree::Src => top.src(),
+        Tree::Dst => top.dst(),
+        Tree::Alt(i) => top
+            .alt
+            .as_ref()
+            .and_then(|a| a.get(i)?.as_ref())
+            .map(|d| d.as_fd())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?,
     };
     let mut at: Option<OwnedFd> = None;
     let mut path: Vec<u8> = Vec::new();
@@ -1892,7 +1927,7 @@ fn parkable_ids(
 
 fn finish_dir(core: &Core, node: &DirNode, from: Option<&DirNode>) {
     if node.fds.parked()
-        && let Err(e) = reopen(core, node, from)
+        && let Err(e) = reopen(core, node, from, false)
     {
         report(
             core,
@@ -2773,7 +2808,10 @@ async fn copy_file(
                     Ok(0)
                 } else {
                     match sys::open_source(reference, name, cfg.open_noatime) {
-                        Ok(from) => copy_file_data(core, parent, &from, &st, dst_name, None).await,
+                        // (Its extended attributes and ACLs are the source's.)
+                        Ok(from) => {
+                            copy_file_data(core, parent, (&from, &src), &st, dst_name, None).await
+                        }
                         Err(e) => Err(src_err("open (reference)")(e)),
                     }
                 };
@@ -2816,7 +2854,7 @@ async fn copy_file(
         return Ok(Outcome::Done);
     }
     let heavy = large.then(|| Heavy::new(core));
-    let r = copy_file_data(core, parent, &src, &st, dst_name, heavy.as_ref()).await;
+    let r = copy_file_data(core, parent, (&src, &src), &st, dst_name, heavy.as_ref()).await;
     hardlink_done(core, parent, dst_name, &st, r.is_ok());
     let bytes = r?;
     bump(&core.counters.files, 1);
@@ -3264,12 +3302,14 @@ fn publish(
     }
 }
 
-/// Stage the destination file, move the data, apply metadata, make it visible. Returns the bytes
-/// written (less than the size when a partial file was resumed).
+/// Stage the destination file, move the data from `src`, apply metadata (extended attributes
+/// and ACLs read from `meta_src`: the source file, also when the data comes from a reference
+/// directory's copy), make it visible. Returns the bytes written (less than the size when a
+/// partial file was resumed).
 async fn copy_file_data(
     core: &Rc<Core>,
     parent: &Arc<DirNode>,
-    src: &OwnedFd,
+    (src, meta_src): (&OwnedFd, &OwnedFd),
     st: &Stat,
     dst_name: &CStr,
     heavy: Option<&Heavy<'_>>,
@@ -3538,7 +3578,7 @@ async fn copy_file_data(
             st,
             if reused { st.gid } else { parent.created_gid },
             (perm, chmod_needed || reused),
-            src,
+            meta_src,
             // A reused file (`--inplace`, `--partial`) may carry attributes of its own.
             parent.inherits_acl || reused,
         )
