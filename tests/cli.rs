@@ -96,6 +96,58 @@ fn a_closed_stdout_stops_the_output_not_the_run() {
 }
 
 #[test]
+fn a_closed_stderr_ends_the_run_with_rsyncs_code_13_not_a_panic() {
+    // A run whose error messages cannot be written (stderr a closed pipe, `2>&1 | head`)
+    // panicked on the last line ("arsync error: … (code 23)") and exited 101. rsync ends with 13
+    // ("errors with program diagnostics"); arsync does too, after copying what it can.
+    if !require_rsync("a_closed_stderr_ends_the_run_with_rsyncs_code_13_not_a_panic") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"file");
+    let closed = || {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        writer
+    };
+    let missing = t.path().join("missing");
+    for tool in ["arsync", "rsync"] {
+        let dst = t.path().join(format!("dst-{tool}"));
+        let mut cmd = if tool == "arsync" {
+            arsync()
+        } else {
+            std::process::Command::new("rsync")
+        };
+        let status = cmd
+            .arg("-a")
+            .arg(&src)
+            .arg(&missing)
+            .arg(&dst)
+            .stderr(closed())
+            .status()
+            .expect("run");
+        assert_eq!(status.code(), Some(13), "{tool}");
+    }
+    // (arsync goes on: the source that exists is copied.)
+    assert_eq!(
+        fs::read(t.path().join("dst-arsync/src/f")).unwrap(),
+        b"file"
+    );
+    // Nothing to report: 0, as before.
+    let dst = t.path().join("dst-ok");
+    let status = arsync()
+        .arg("-a")
+        .arg(&src)
+        .arg(&dst)
+        .stderr(closed())
+        .status()
+        .expect("run arsync");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
 fn usage_errors_exit_1_and_write_nothing() {
     let t = Scratch::new();
     let src = t.path().join("src");

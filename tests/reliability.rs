@@ -945,6 +945,41 @@ fn a_comb_far_deeper_than_the_open_file_limit_is_copied_on_any_number_of_cores()
 }
 
 #[test]
+fn snapshots_linked_to_each_other_copy_with_hard_links_under_a_small_open_file_limit() {
+    // Three snapshots of 1,500 directories each, every file a hard link across them (as
+    // rsnapshot leaves them). With -H a group whose first name is copied waits for its other
+    // names, which come in the next snapshots: each waiting group held its leader's destination
+    // directory open, so 1,500 directories of the first snapshot needed 1,500 fds, and under a
+    // limit of 256 the copy failed with EMFILE (`create … Too many open files`, exit 23),
+    // where rsync copies it. Now, beyond the open directories' share of the limit, a group
+    // finds its leader's directory again from the transfer's top when a name links to it.
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    for i in 0..1500 {
+        let d = src.join(format!("s0/d{}/e{i}", i / 100));
+        fs::create_dir_all(&d).unwrap();
+        write(&d.join("f"), format!("file {i}").as_bytes());
+        for snap in ["s1", "s2"] {
+            let e = src.join(format!("{snap}/d{}/e{i}", i / 100));
+            fs::create_dir_all(&e).unwrap();
+            fs::hard_link(d.join("f"), e.join("f")).unwrap();
+        }
+    }
+    for (i, threads) in ["--threads=1", "--threads=3"].iter().enumerate() {
+        // (A destination that exists: the snapshots are new subtrees made under temporary
+        // names, which a far leader's path goes through until they are renamed.)
+        let dst = s.path().join(format!("dst{i}"));
+        fs::create_dir(&dst).unwrap();
+        let src_arg = format!("{}/", src.display());
+        let flags = ["-aH", threads, &src_arg, dst.to_str().unwrap()];
+        let args: Vec<&std::ffi::OsStr> = flags.iter().map(std::ffi::OsStr::new).collect();
+        let out = run_with_nofile(256, &args);
+        assert_eq!(code(&out), 0, "{threads}: {}", err(&out));
+        assert_same(&src, &dst, treediff::Check::full());
+    }
+}
+
+#[test]
 fn a_tree_deeper_than_path_max_is_copied() {
     let s = Scratch::new();
     let src = s.path().join("src");

@@ -15,6 +15,17 @@ macro_rules! outln {
     }};
 }
 
+/// `eprintln!` that never panics: when stderr is gone (`arsync … 2>&1 | head`) the messages
+/// stop, the run goes on, and it ends with rsync's code for a lost diagnostic, 13 (a panic on
+/// the closed pipe made it 101): see [`output::write_err`].
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        crate::output::write_err(line.as_bytes());
+    }};
+}
+
 mod cli;
 mod deadline;
 mod listing;
@@ -38,8 +49,8 @@ fn main() -> ExitCode {
                     outln!("{n}");
                 }
             }
-            eprintln!("arsync: {}", e.message);
-            eprintln!(
+            errln!("arsync: {}", e.message);
+            errln!(
                 "arsync error: {} (code {})",
                 output::code_text(e.code),
                 e.code
@@ -60,8 +71,8 @@ fn main() -> ExitCode {
                 .find(|l| l.starts_with("error:"))
                 .map(|l| l.trim_start_matches("error:").trim().to_string())
                 .unwrap_or(msg);
-            eprintln!("arsync: {line} (see arsync --help)");
-            eprintln!("arsync error: syntax or usage error (code 1)");
+            errln!("arsync: {line} (see arsync --help)");
+            errln!("arsync error: syntax or usage error (code 1)");
             return ExitCode::from(1);
         }
     };
@@ -69,7 +80,7 @@ fn main() -> ExitCode {
         return match cli::generate(what, &mut std::io::stdout().lock()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("arsync: {e}");
+                errln!("arsync: {e}");
                 ExitCode::from(1)
             }
         };
@@ -97,8 +108,8 @@ fn main() -> ExitCode {
             Ok(l) => Some(Arc::new(l)),
             Err(e) => {
                 // rsync: "failed to open log-file": a file I/O error before anything is copied.
-                eprintln!("arsync: failed to open log-file {}: {e}", path.display());
-                eprintln!("arsync error: {} (code 11)", output::code_text(11));
+                errln!("arsync: failed to open log-file {}: {e}", path.display());
+                errln!("arsync error: {} (code 11)", output::code_text(11));
                 return ExitCode::from(11);
             }
         },
@@ -125,12 +136,12 @@ fn main() -> ExitCode {
         lister.print();
         let code = output::exit_code(&report);
         if let Some(f) = &report.fatal {
-            eprintln!("arsync: {f}");
+            errln!("arsync: {f}");
         }
         if code != 0 {
-            eprintln!("arsync error: {} (code {code})", output::code_text(code));
+            errln!("arsync error: {} (code {code})", output::code_text(code));
         }
-        return ExitCode::from(code as u8);
+        return ExitCode::from(output::with_lost_messages(code) as u8);
     }
     let observer = Arc::new(output::Printer::new(
         parsed.verbose,
@@ -164,8 +175,8 @@ fn main() -> ExitCode {
         if !parsed.config.dry_run
             && let Err(e) = std::fs::create_dir_all(dir)
         {
-            eprintln!("arsync: mkdir {:?} failed: {e}", dir.display());
-            eprintln!("arsync error: {} (code 11)", output::code_text(11));
+            errln!("arsync: mkdir {:?} failed: {e}", dir.display());
+            errln!("arsync error: {} (code 11)", output::code_text(11));
             return ExitCode::from(11);
         }
     }
@@ -194,10 +205,11 @@ fn main() -> ExitCode {
         // --stop-after/--stop-at: rsync's "timeout" code.
         code = 30;
     }
+    code = output::with_lost_messages(code);
     if let Some(path) = &parsed.stats_json
         && let Err(e) = std::fs::write(path, output::stats_json(&parsed.config, &report, code))
     {
-        eprintln!("arsync: cannot write --stats-json {}: {e}", path.display());
+        errln!("arsync: cannot write --stats-json {}: {e}", path.display());
     }
     if parsed.stats && !parsed.quiet {
         output::rsync_stats(&report, parsed.config.dry_run);
@@ -205,19 +217,19 @@ fn main() -> ExitCode {
         output::summary(&report, parsed.config.dry_run);
     }
     if report.delete_skipped > 0 {
-        eprintln!(
+        errln!(
             "Deletions stopped due to --max-delete limit ({} skipped)",
             report.delete_skipped
         );
     }
     if let Some(f) = &report.fatal {
-        eprintln!("arsync: {f}");
+        errln!("arsync: {f}");
         if let Some(l) = &log {
             l.message(format!("arsync: {f}").as_bytes());
         }
     }
     if code != 0 {
-        eprintln!("arsync error: {} (code {code})", output::code_text(code));
+        errln!("arsync error: {} (code {code})", output::code_text(code));
     }
     if let Some(l) = &log {
         let r = &report;
@@ -235,5 +247,5 @@ fn main() -> ExitCode {
             .as_bytes(),
         );
     }
-    ExitCode::from(code as u8)
+    ExitCode::from(output::with_lost_messages(code) as u8)
 }

@@ -388,7 +388,7 @@ pub fn run(
     stop: &engine::Stop,
 ) -> i32 {
     let Some((universe, _)) = mpi::initialize_with_threading(mpi::Threading::Funneled) else {
-        eprintln!("arsync: --mpi: MPI could not be initialised (run it under mpirun)");
+        errln!("arsync: --mpi: MPI could not be initialised (run it under mpirun)");
         return 1;
     };
     let world = universe.world();
@@ -487,7 +487,7 @@ pub fn run(
         && std::env::var("ARSYNC_TEST_HOOK").is_ok_and(|h| h == format!("mpi-rank-dies={me}"))
     {
         // Test builds only: this rank dies between the walk and the large files.
-        eprintln!("arsync: test hook: rank {me} dies");
+        errln!("arsync: test hook: rank {me} dies");
         die();
     }
     world.barrier();
@@ -523,7 +523,7 @@ pub fn run(
         for rel in &touched {
             let (src, dst) = paths(&root, rel);
             if let Err(e) = engine::remote::restore_dir_times(base, &src, &dst) {
-                eprintln!("arsync: set times {}: {e}", dst.display());
+                errln!("arsync: set times {}: {e}", dst.display());
                 report.errors += 1;
             }
         }
@@ -694,7 +694,7 @@ fn walk(
                         *v = u64::from_le_bytes(body[i * 8..i * 8 + 8].try_into().expect("8"));
                     }
                 }
-                t => eprintln!("arsync: rank {me}: unexpected message tag {t}"),
+                t => errln!("arsync: rank {me}: unexpected message tag {t}"),
             }
         }
         if done {
@@ -796,7 +796,7 @@ fn split_files(
                 mine.push((rel, s));
             }
             Err(e) => {
-                eprintln!("arsync: stage {}: {e}", dst.display());
+                errln!("arsync: stage {}: {e}", dst.display());
                 report.errors += 1;
             }
         }
@@ -828,7 +828,7 @@ fn split_files(
         && std::env::var("ARSYNC_TEST_HOOK").is_ok_and(|h| h == "mpi-dies-staged")
     {
         // Test builds only: every rank dies with the large files staged, nothing copied.
-        eprintln!("arsync: test hook: rank {me} dies after staging");
+        errln!("arsync: test hook: rank {me} dies after staging");
         die();
     }
     if files.is_empty() {
@@ -926,7 +926,7 @@ fn split_files(
             }
             Err(e) => {
                 engine::remote::abandon(s);
-                eprintln!("arsync: copy {}: {e}", s.src.display());
+                errln!("arsync: copy {}: {e}", s.src.display());
                 report.errors += 1;
             }
         }
@@ -1030,7 +1030,7 @@ fn link_groups(
                     }
                 }
                 Err(e) => {
-                    eprintln!(
+                    errln!(
                         "arsync: link {} => {}: {e}",
                         dst.display(),
                         leader.display()
@@ -1080,7 +1080,7 @@ fn print_merged(
         });
         let text = serde_json::to_string_pretty(&v).expect("serialisable");
         if let Err(e) = std::fs::write(path, text + "\n") {
-            eprintln!("arsync: cannot write --stats-json {}: {e}", path.display());
+            errln!("arsync: cannot write --stats-json {}: {e}", path.display());
         }
     }
     if parsed.stats && !parsed.quiet {
@@ -1100,7 +1100,7 @@ fn print_merged(
         crate::output::summary(merged, parsed.config.dry_run);
     }
     if code != 0 {
-        eprintln!(
+        errln!(
             "arsync error: {} (code {code})",
             crate::output::code_text(code)
         );

@@ -183,7 +183,7 @@ impl Observer for Printer {
                         format!("\" failed: {}\n", errno_text(error)).as_bytes(),
                     );
                 }
-                let _ = std::io::stderr().lock().write_all(&line);
+                write_err(&line);
                 if let Some(log) = &self.log {
                     log.message(&line);
                 }
@@ -194,7 +194,7 @@ impl Observer for Printer {
                     log.message(format!("arsync: warning: {message}").as_bytes());
                 }
                 if !self.quiet {
-                    eprintln!("arsync: warning: {message}");
+                    errln!("arsync: warning: {message}");
                 }
             }
             Event::Skipped { path, reason } => {
@@ -430,12 +430,34 @@ pub fn exit_code(r: &Report) -> i32 {
     }
 }
 
+/// A diagnostic could not be written to stderr (closed, e.g. `2>&1 | head`).
+static MESSAGE_LOST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Write a diagnostic to stderr; if it cannot be written, the run goes on and ends with 13.
+pub fn write_err(line: &[u8]) {
+    if std::io::stderr().lock().write_all(line).is_err() {
+        MESSAGE_LOST.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The exit code, given that diagnostics may have been lost: rsync ends with 13 ("errors with
+/// program diagnostics") when it cannot write one, whatever else happened (a usage error, 1,
+/// stays: arsync reports it before anything runs).
+pub fn with_lost_messages(code: i32) -> i32 {
+    if code != 1 && MESSAGE_LOST.load(std::sync::atomic::Ordering::Relaxed) {
+        13
+    } else {
+        code
+    }
+}
+
 /// rsync's text for an exit code.
 pub fn code_text(code: i32) -> &'static str {
     match code {
         1 => "syntax or usage error",
         3 => "errors selecting input/output files, dirs",
         11 => "error in file IO",
+        13 => "errors with program diagnostics",
         20 => "received SIGINT, SIGTERM, or SIGHUP",
         23 => "some files/attrs were not transferred (see previous errors)",
         24 => "some files vanished before they could be transferred",

@@ -135,7 +135,7 @@ pub(crate) struct RunShared {
     pub observer: Arc<dyn Observer>,
     pub wants_items: bool,
     pub pid: u32,
-    pub links: crate::links::LinkMap,
+    pub links: crate::links::LinkMap<Arc<crate::task::LeaderDir>>,
     /// Set once the "destination does not support xattrs/ACLs" warning was given (touched only
     /// on that error path).
     pub xattr_warned: AtomicBool,
@@ -182,6 +182,11 @@ impl StagedDir {
     /// The temporary name it was made under in its parent (until [`StagedDir::publish`]).
     pub(crate) fn tmp(&self) -> &std::ffi::CStr {
         &self.tmp
+    }
+
+    /// Whether it has been (or is being) renamed to its own name.
+    pub(crate) fn published(&self) -> bool {
+        self.done.load(Ordering::Acquire)
     }
 
     /// Rename it to its own name (once; never over an entry that appeared meanwhile).

@@ -76,7 +76,8 @@ impl OpenDirs {
         }
     }
 
-    fn count(&self, fds: usize) -> Counted {
+    /// Count `fds` more open fds for as long as the returned guard lives.
+    pub fn count(&self, fds: usize) -> Counted {
         self.open.fetch_add(fds, Ordering::Relaxed);
         Counted(Arc::clone(&self.open), fds)
     }
@@ -93,8 +94,8 @@ impl OpenDirs {
     }
 }
 
-/// One node's fds in [`OpenDirs`] for as long as it lives.
-struct Counted(Arc<AtomicUsize>, usize);
+/// Some fds in [`OpenDirs`] for as long as it lives.
+pub(crate) struct Counted(Arc<AtomicUsize>, usize);
 
 impl Drop for Counted {
     fn drop(&mut self) {

@@ -13,6 +13,11 @@
 //! names outside the tree keep theirs until the run ends. With `-L` (or `--copy-unsafe-links`) a
 //! followed symlink is one more name of its target's inode, uncounted in its link count, so no
 //! entry is dropped: every name that reaches the inode joins the group, as with rsync.
+//!
+//! A finished leader is remembered by its destination directory (`D`: for the engine a
+//! `task::LeaderDir`, shared by the groups led from one directory, which holds the directory
+//! open only while open directories are within their share of the open-file limit) and its
+//! name.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -29,10 +34,10 @@ const SHARDS: usize = 64;
 /// Identity of a source inode.
 pub(crate) type Key = (u64, u64);
 
-enum State {
+enum State<D> {
     Copying(Vec<Waker>),
     Done {
-        dir: Arc<OwnedFd>,
+        dir: D,
         name: CString,
         rel: Arc<PathBuf>,
         /// The leader's source attributes (what a further name of the inode reports).
@@ -41,15 +46,15 @@ enum State {
     Failed,
 }
 
-struct Entry {
+struct Entry<D> {
     /// Names of this inode not seen yet.
     remaining: u64,
     /// Names waiting for the leader right now; the entry stays until they have read it.
     waiting: u64,
-    state: State,
+    state: State<D>,
 }
 
-impl Entry {
+impl<D> Entry<D> {
     /// Whether nobody will ever look at this entry again.
     fn spent(&self) -> bool {
         self.remaining == 0 && self.waiting == 0
@@ -57,24 +62,26 @@ impl Entry {
 }
 
 /// What a name of a multi-link inode should do.
-pub(crate) enum Claim {
+pub(crate) enum Claim<D> {
     /// Copy the data, then call [`LinkMap::done`] or [`LinkMap::failed`].
     Leader,
     /// Link to this destination name (in this destination directory); the leader's path
     /// relative to the transfer root comes along for item events (empty when nobody asked).
-    Link(Arc<OwnedFd>, CString, Arc<PathBuf>),
+    Link(D, CString, Arc<PathBuf>),
 }
 
 /// One shard: a lock around a small map, on its own cache line.
-type Shard = CachePadded<Mutex<HashMap<Key, Entry>>>;
+type Shard<D> = CachePadded<Mutex<HashMap<Key, Entry<D>>>>;
 
-pub(crate) struct LinkMap {
-    shards: Box<[Shard]>,
+/// The map; `D` is how a leader's destination directory is held (the engine's
+/// `task::LeaderDir`: open, or found again from the transfer's top).
+pub(crate) struct LinkMap<D = Arc<OwnedFd>> {
+    shards: Box<[Shard<D>]>,
     /// Keep every entry to the end of the run (symlinks are followed: more names than links).
     keep_all: bool,
 }
 
-impl LinkMap {
+impl<D: Clone> LinkMap<D> {
     /// A map; with `keep_all`, entries stay when their link count has been seen.
     pub fn new(keep_all: bool) -> Self {
         Self {
@@ -85,7 +92,7 @@ impl LinkMap {
         }
     }
 
-    fn shard(&self, key: Key) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+    fn shard(&self, key: Key) -> std::sync::MutexGuard<'_, HashMap<Key, Entry<D>>> {
         let i = (key.1 ^ key.0.rotate_left(17)) as usize % SHARDS;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -94,7 +101,7 @@ impl LinkMap {
     /// once (the leader's destination, its path for item events, its source attributes).
     /// `None` (and nothing recorded) when the group is unknown or its leader still copying; the
     /// caller then goes through [`LinkMap::claim`].
-    pub fn link_if_done(&self, key: Key) -> Option<(Arc<OwnedFd>, CString, Arc<PathBuf>, Stat)> {
+    pub fn link_if_done(&self, key: Key) -> Option<(D, CString, Arc<PathBuf>, Stat)> {
         let mut shard = self.shard(key);
         let e = shard.get_mut(&key)?;
         let State::Done {
@@ -106,7 +113,7 @@ impl LinkMap {
         else {
             return None;
         };
-        let link = (Arc::clone(dir), name.clone(), Arc::clone(rel), *stat);
+        let link = (dir.clone(), name.clone(), Arc::clone(rel), *stat);
         e.remaining = e.remaining.saturating_sub(1);
         if e.spent() && !self.keep_all {
             shard.remove(&key);
@@ -116,7 +123,7 @@ impl LinkMap {
 
     /// A name of inode `key` (which has `nlink` links) arrived: lead, link, or wait for the
     /// leader. Resolves without blocking the thread.
-    pub async fn claim(&self, key: Key, nlink: u64) -> Claim {
+    pub async fn claim(&self, key: Key, nlink: u64) -> Claim<D> {
         {
             let mut shard = self.shard(key);
             match shard.get_mut(&key) {
@@ -145,7 +152,7 @@ impl LinkMap {
             };
             match &mut e.state {
                 State::Done { dir, name, rel, .. } => {
-                    let claim = Claim::Link(Arc::clone(dir), name.clone(), Arc::clone(rel));
+                    let claim = Claim::Link(dir.clone(), name.clone(), Arc::clone(rel));
                     e.waiting -= 1;
                     if e.spent() && !self.keep_all {
                         shard.remove(&key);
@@ -169,7 +176,7 @@ impl LinkMap {
     }
 
     /// The leader's copy of `key` (source attributes `stat`) is in place as `name` in `dir`.
-    pub fn done(&self, key: Key, dir: Arc<OwnedFd>, name: CString, rel: PathBuf, stat: Stat) {
+    pub fn done(&self, key: Key, dir: D, name: CString, rel: PathBuf, stat: Stat) {
         let waiters = {
             let mut shard = self.shard(key);
             let Some(e) = shard.get_mut(&key) else { return };
@@ -288,7 +295,7 @@ mod tests {
 
     #[test]
     fn waiter_on_another_thread_is_woken_and_failure_hands_over() {
-        let m = Arc::new(LinkMap::new(false));
+        let m = Arc::new(LinkMap::<Arc<OwnedFd>>::new(false));
         let rt = compio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
             assert!(matches!(m.claim((2, 9), 3).await, Claim::Leader));

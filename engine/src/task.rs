@@ -127,6 +127,9 @@ pub(crate) struct DirNode {
     /// Listed subdirectories not entered yet (a hint for parking: exact only while nothing is
     /// listed or entered meanwhile).
     queued_dirs: AtomicU32,
+    /// `-H`: how the hard-link groups whose leaders were made here find this directory again,
+    /// shared by all of them (made by the first).
+    leader_dir: std::sync::OnceLock<Arc<LeaderDir>>,
     parent: Option<Arc<DirNode>>,
     /// The transfer root it belongs to.
     root: usize,
@@ -879,6 +882,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             fresh,
             pending: AtomicU64::new(BUSY),
             queued_dirs: AtomicU32::new(0),
+            leader_dir: std::sync::OnceLock::new(),
             parent: None,
             root: index,
             names: cfg
@@ -953,6 +957,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         fresh: false,
         pending: AtomicU64::new(BUSY),
         queued_dirs: AtomicU32::new(0),
+        leader_dir: std::sync::OnceLock::new(),
         parent: None,
         root: index,
         names: None,
@@ -1857,6 +1862,28 @@ fn reopen(
     Ok(())
 }
 
+/// Open the directory `names` (in order) lead to below `base`, following symlinks, in relative
+/// paths shorter than `PATH_MAX` (a chain may be far deeper).
+fn open_names(base: BorrowedFd<'_>, names: &[&CStr]) -> io::Result<OwnedFd> {
+    let mut at: Option<OwnedFd> = None;
+    let mut path: Vec<u8> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name.to_bytes());
+        let full = names
+            .get(i + 1)
+            .is_none_or(|n| path.len() + 1 + n.to_bytes().len() >= libc::PATH_MAX as usize);
+        if full {
+            let c = CString::new(std::mem::take(&mut path)).expect("no NUL in a file name");
+            let dir = at.as_ref().map_or(base, |d| d.as_fd());
+            at = Some(sys::open_dir_at_follow(dir, &c)?);
+        }
+    }
+    at.ok_or_else(|| io::Error::other("no directory below the top was named"))
+}
+
 /// Which of a node's directories [`open_from_top`] opens.
 #[derive(Clone, Copy)]
 enum Tree {
@@ -1895,22 +1922,8 @@ fn open_from_top(node: &DirNode, tree: Tree) -> io::Result<OwnedFd> {
             .map(|d| d.as_fd())
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?,
     };
-    let mut at: Option<OwnedFd> = None;
-    let mut path: Vec<u8> = Vec::new();
-    for (i, name) in names.iter().rev().enumerate() {
-        if !path.is_empty() {
-            path.push(b'/');
-        }
-        path.extend_from_slice(name.to_bytes());
-        let next = names.len() - 1 - i;
-        let last = next == 0;
-        if last || path.len() + 1 + names[next - 1].to_bytes().len() >= libc::PATH_MAX as usize {
-            let c = CString::new(std::mem::take(&mut path)).expect("no NUL in a file name");
-            let dir = at.as_ref().map_or(base, |d| d.as_fd());
-            at = Some(sys::open_dir_at_follow(dir, &c)?);
-        }
-    }
-    at.ok_or_else(|| io::Error::other("a transfer's top is not reopened"))
+    names.reverse();
+    open_names(base, &names)
 }
 
 /// The identities by which a node can be reopened after parking (see [`DirNode::ids`]), `None`
@@ -2540,10 +2553,11 @@ fn hardlink_make(
     dst_name: &CStr,
     st: &Stat,
     file_type: FileType,
-    (dir, leader, leader_rel): (Arc<OwnedFd>, CString, Arc<PathBuf>),
+    (dir, leader, leader_rel): (Arc<LeaderDir>, CString, Arc<PathBuf>),
     left: &Cell<bool>,
 ) -> EntryResult<()> {
     let ddir = parent.dst_fd();
+    let dir = dir.open().map_err(dst_err("opendir (hard-link leader)"))?;
     let cfg = &core.shared.config;
     let mut change = Change::new_entry(How::HardLink);
     if !parent.fresh
@@ -2595,6 +2609,95 @@ fn hardlink_make(
     Ok(())
 }
 
+/// Where the leaders of hard-link groups made in a destination directory are, for the further
+/// names that link to them (`-H`). Such a group can wait a long time for its last name (in a
+/// tree of snapshots linked to each other, every directory of the first snapshot has groups
+/// waiting for the next): while open directories are within their share of the open-file limit
+/// the directory is kept open (and counted); beyond it, it is found again from the transfer's
+/// top when a name links to it, so that pending groups hold no fd.
+pub(crate) enum LeaderDir {
+    /// Held open, counted among the run's open directories while it is.
+    Open {
+        fd: Arc<OwnedFd>,
+        _counted: crate::dirfds::Counted,
+    },
+    Far {
+        /// The transfer's top node (which never parks).
+        top: Arc<DirNode>,
+        /// The names from the top down, with the new subtree whose top is one of them.
+        names: Vec<(CString, Option<Arc<crate::core::StagedDir>>)>,
+    },
+}
+
+impl LeaderDir {
+    /// The directory, opened again if it is far (a new subtree's top under its temporary name
+    /// until published, then its own; on a miss, the other, in case it was published meanwhile).
+    fn open(&self) -> io::Result<LeaderFd<'_>> {
+        let (top, names) = match self {
+            LeaderDir::Open { fd, .. } => return Ok(LeaderFd::Held(fd.as_fd())),
+            LeaderDir::Far { top, names } => (top, names),
+        };
+        let base = top.fds.get().dst();
+        let path = |flip: bool| -> Vec<&CStr> {
+            names
+                .iter()
+                .map(|(name, staged)| match staged {
+                    Some(s) if s.published() == flip => s.tmp(),
+                    _ => name,
+                })
+                .collect()
+        };
+        let fd = match open_names(base, &path(false)) {
+            Err(e) if names.iter().any(|(_, s)| s.is_some()) => {
+                open_names(base, &path(true)).map_err(|_| e)?
+            }
+            r => r?,
+        };
+        Ok(LeaderFd::Opened(fd))
+    }
+}
+
+/// A [`LeaderDir`]'s directory: the one it holds, or one opened for the link.
+enum LeaderFd<'a> {
+    Held(BorrowedFd<'a>),
+    Opened(OwnedFd),
+}
+
+impl AsFd for LeaderFd<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            LeaderFd::Held(fd) => *fd,
+            LeaderFd::Opened(fd) => fd.as_fd(),
+        }
+    }
+}
+
+/// `parent`'s [`LeaderDir`], made by its first leader (`parent`'s fds are open: the caller holds
+/// one of its busy units).
+fn leader_dir<'a>(core: &Core, parent: &'a DirNode) -> &'a Arc<LeaderDir> {
+    parent.leader_dir.get_or_init(|| {
+        let open = &core.shared.open_dirs;
+        if matches!(parent.place, Place::Top { .. }) || !open.pressed() {
+            return Arc::new(LeaderDir::Open {
+                fd: Arc::clone(parent.dst_arc()),
+                _counted: open.count(1),
+            });
+        }
+        let mut names = Vec::new();
+        let mut n = parent;
+        let mut top = None;
+        while let Place::Child(name) = &n.place {
+            names.push((CString::from(&**name), n.staged.clone()));
+            let up = n.parent.as_ref().expect("a listed directory has a parent");
+            top = Some(up);
+            n = up;
+        }
+        names.reverse();
+        let top = Arc::clone(top.expect("a listed directory is below its top"));
+        Arc::new(LeaderDir::Far { top, names })
+    })
+}
+
 /// Tell waiting names of a multi-link inode how its leader fared.
 fn hardlink_done(core: &Core, parent: &DirNode, dst_name: &CStr, st: &Stat, ok: bool) {
     if !core.shared.config.hard_links || st.nlink < 2 {
@@ -2609,7 +2712,7 @@ fn hardlink_done(core: &Core, parent: &DirNode, dst_name: &CStr, st: &Stat, ok: 
         };
         core.shared.links.done(
             key,
-            Arc::clone(parent.dst_arc()),
+            Arc::clone(leader_dir(core, parent)),
             dst_name.to_owned(),
             rel,
             *st,
@@ -3881,6 +3984,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         fresh,
         pending: AtomicU64::new(BUSY),
         queued_dirs: AtomicU32::new(0),
+        leader_dir: std::sync::OnceLock::new(),
         parent: Some(Arc::clone(parent)),
         root: parent.root,
         names: cfg
