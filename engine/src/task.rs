@@ -2630,30 +2630,42 @@ pub(crate) enum LeaderDir {
 }
 
 impl LeaderDir {
-    /// The directory, opened again if it is far (a new subtree's top under its temporary name
-    /// until published, then its own; on a miss, the other, in case it was published meanwhile).
+    /// The directory, opened again if it is far (through a new subtree's top under its
+    /// temporary name or its own, whichever exists).
     fn open(&self) -> io::Result<LeaderFd<'_>> {
         let (top, names) = match self {
             LeaderDir::Open { fd, .. } => return Ok(LeaderFd::Held(fd.as_fd())),
             LeaderDir::Far { top, names } => (top, names),
         };
         let base = top.fds.get().dst();
-        let path = |flip: bool| -> Vec<&CStr> {
+        // A new subtree's top is renamed from its temporary name to its own once (atomically:
+        // one of the two names exists at any time, the temporary first). Its flag goes up just
+        // before the rename, so with the flag up the own name is tried first, then the
+        // temporary, then the own name again (renamed in between); with it down, the temporary,
+        // then the own name.
+        let path = |tmp: bool| -> Vec<&CStr> {
             names
                 .iter()
                 .map(|(name, staged)| match staged {
-                    Some(s) if s.published() == flip => s.tmp(),
+                    Some(s) if tmp => s.tmp(),
                     _ => name,
                 })
                 .collect()
         };
-        let fd = match open_names(base, &path(false)) {
-            Err(e) if names.iter().any(|(_, s)| s.is_some()) => {
-                open_names(base, &path(true)).map_err(|_| e)?
-            }
-            r => r?,
+        let staged = names.iter().find_map(|(_, s)| s.as_ref());
+        let order: &[bool] = match staged {
+            None => &[false],
+            Some(s) if s.published() => &[false, true, false],
+            Some(_) => &[true, false],
         };
-        Ok(LeaderFd::Opened(fd))
+        let mut last = None;
+        for &tmp in order {
+            match open_names(base, &path(tmp)) {
+                Ok(fd) => return Ok(LeaderFd::Opened(fd)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one try"))
     }
 }
 
