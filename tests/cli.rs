@@ -53,6 +53,13 @@ fn version_reports_io_uring() {
 /// `arsync … | head`: stdout closed before arsync writes to it. The output stops, the run does
 /// not (rsync goes on too): the copy is complete and the exit code is the run's. Before, the first
 /// line `--version` or `--stats` printed panicked (exit 101), after a `-v` copy had finished.
+/// The writing end of a pipe whose reading end is closed (`… | head` after head has quit).
+fn closed_pipe() -> std::io::PipeWriter {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    writer
+}
+
 #[test]
 fn a_closed_stdout_stops_the_output_not_the_run() {
     let t = Scratch::new();
@@ -61,14 +68,9 @@ fn a_closed_stdout_stops_the_output_not_the_run() {
     for i in 0..200 {
         write(&src.join(format!("f{i}")), format!("file {i}").as_bytes());
     }
-    let closed = || {
-        let (reader, writer) = std::io::pipe().expect("pipe");
-        drop(reader);
-        writer
-    };
     let status = arsync()
         .arg("--version")
-        .stdout(closed())
+        .stdout(closed_pipe())
         .status()
         .expect("run arsync");
     assert_eq!(status.code(), Some(0), "--version into a closed pipe");
@@ -81,7 +83,7 @@ fn a_closed_stdout_stops_the_output_not_the_run() {
             .args(*flags)
             .arg(format!("{}/", src.display()))
             .arg(&dst)
-            .stdout(closed())
+            .stdout(closed_pipe())
             .stderr(std::process::Stdio::piped())
             .output()
             .expect("run arsync");
@@ -107,11 +109,6 @@ fn a_closed_stderr_ends_the_run_with_rsyncs_code_13_not_a_panic() {
     let src = t.path().join("src");
     fs::create_dir(&src).unwrap();
     write(&src.join("f"), b"file");
-    let closed = || {
-        let (reader, writer) = std::io::pipe().expect("pipe");
-        drop(reader);
-        writer
-    };
     let missing = t.path().join("missing");
     for tool in ["arsync", "rsync"] {
         let dst = t.path().join(format!("dst-{tool}"));
@@ -125,7 +122,7 @@ fn a_closed_stderr_ends_the_run_with_rsyncs_code_13_not_a_panic() {
             .arg(&src)
             .arg(&missing)
             .arg(&dst)
-            .stderr(closed())
+            .stderr(closed_pipe())
             .status()
             .expect("run");
         assert_eq!(status.code(), Some(13), "{tool}");
@@ -141,7 +138,7 @@ fn a_closed_stderr_ends_the_run_with_rsyncs_code_13_not_a_panic() {
         .arg("-a")
         .arg(&src)
         .arg(&dst)
-        .stderr(closed())
+        .stderr(closed_pipe())
         .status()
         .expect("run arsync");
     assert_eq!(status.code(), Some(0));

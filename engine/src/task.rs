@@ -196,26 +196,16 @@ impl DirNode {
     /// joined with the names down to here. (A directory's name is the same on both sides; only
     /// a file root can be renamed, and it is the `child` of its top.)
     fn path_of(&self, of: PathOf, child: Option<&CStr>) -> PathBuf {
-        let mut names: Vec<&CStr> = Vec::new();
-        let mut node = self;
-        let top = loop {
-            match &node.place {
-                Place::Top { src, dst, rel } => {
-                    break match of {
-                        PathOf::Src => src,
-                        PathOf::Dst => dst,
-                        PathOf::Rel => rel,
-                    };
-                }
-                Place::Child(name) => {
-                    names.push(name);
-                    node = node
-                        .parent
-                        .as_deref()
-                        .expect("a listed directory has a parent");
-                }
-            }
+        let (chain, top) = self.below_top();
+        let Place::Top { src, dst, rel } = &top.place else {
+            unreachable!("the walk up ends at a top")
         };
+        let top = match of {
+            PathOf::Src => src,
+            PathOf::Dst => dst,
+            PathOf::Rel => rel,
+        };
+        let names: Vec<&CStr> = chain.iter().map(|n| n.listed_name()).collect();
         let len = names
             .iter()
             .chain(&child)
@@ -227,6 +217,29 @@ impl DirNode {
             path.push(OsStr::from_bytes(name.to_bytes()));
         }
         path
+    }
+
+    /// The nodes from this one up to its transfer's top, nearest first, the top left out; and
+    /// the top (the parent of the last, or this node itself).
+    fn below_top(&self) -> (Vec<&DirNode>, &DirNode) {
+        let mut chain = Vec::new();
+        let mut n = self;
+        while let Place::Child(_) = &n.place {
+            chain.push(n);
+            n = n
+                .parent
+                .as_deref()
+                .expect("a listed directory has a parent");
+        }
+        (chain, n)
+    }
+
+    /// Its name in its parent's listing (a node below its transfer's top).
+    fn listed_name(&self) -> &CStr {
+        match &self.place {
+            Place::Child(name) => name,
+            Place::Top { .. } => unreachable!("a top is not listed"),
+        }
     }
 
     /// The source path of this directory (the root as given, joined with the names below it).
@@ -1515,6 +1528,7 @@ fn delete_before(core: &Core, node: &DirNode) {
 fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: usize) {
     let cfg = &core.shared.config;
     let mut tasks = Vec::new();
+    let mut dirs = 0;
     for name in sel.children(at) {
         let st = match sys::lstat_at(node.src_fd(), name) {
             Ok(st) => st,
@@ -1548,6 +1562,7 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
         ) {
             continue;
         }
+        dirs += usize::from(st.file_type() == FileType::Dir);
         tasks.push(Task::Entry {
             parent: Arc::clone(&node),
             name: crate::name::Name::new(name),
@@ -1555,10 +1570,6 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
             ino: st.ino,
         });
     }
-    let dirs = tasks
-        .iter()
-        .filter(|t| matches!(t, Task::Entry { file_type, .. } if *file_type == FileType::Dir))
-        .count();
     node.pending.fetch_add(
         (tasks.len() - dirs) as u64 * BUSY + dirs as u64,
         Ordering::AcqRel,
@@ -1899,19 +1910,15 @@ enum Tree {
 /// checks the identity of what it opened. Below a new subtree's top, the destination names go
 /// through the top's temporary name.
 fn open_from_top(node: &DirNode, tree: Tree) -> io::Result<OwnedFd> {
-    let mut names: Vec<&CStr> = Vec::new();
-    let mut n = node;
-    while let Place::Child(name) = &n.place {
-        names.push(match (&n.staged, tree) {
+    let (chain, top) = node.below_top();
+    let mut names: Vec<&CStr> = chain
+        .iter()
+        .map(|n| match (&n.staged, tree) {
             (Some(staged), Tree::Dst) => staged.tmp(),
-            _ => name,
-        });
-        n = n
-            .parent
-            .as_deref()
-            .expect("a listed directory has a parent");
-    }
-    let top = n.fds.get();
+            _ => n.listed_name(),
+        })
+        .collect();
+    let top = top.fds.get();
     let base = match tree {
         Tree::Src => top.src(),
         Tree::Dst => top.dst(),
@@ -2695,17 +2702,20 @@ fn leader_dir<'a>(core: &Core, parent: &'a DirNode) -> &'a Arc<LeaderDir> {
                 _counted: open.count(1),
             });
         }
-        let mut names = Vec::new();
-        let mut n = parent;
-        let mut top = None;
-        while let Place::Child(name) = &n.place {
-            names.push((CString::from(&**name), n.staged.clone()));
-            let up = n.parent.as_ref().expect("a listed directory has a parent");
-            top = Some(up);
-            n = up;
-        }
-        names.reverse();
-        let top = Arc::clone(top.expect("a listed directory is below its top"));
+        let (chain, _) = parent.below_top();
+        let names = chain
+            .iter()
+            .rev()
+            .map(|n| (n.listed_name().to_owned(), n.staged.clone()))
+            .collect();
+        // (The top's own `Arc`: the parent link of the highest node below it.)
+        let highest = chain.last().expect("not a top");
+        let top = Arc::clone(
+            highest
+                .parent
+                .as_ref()
+                .expect("a listed directory has a parent"),
+        );
         Arc::new(LeaderDir::Far { top, names })
     })
 }
