@@ -322,7 +322,8 @@ pub(crate) fn run(
         config.threads
     };
     // Open files: raise the soft limit to the hard one, then keep the tasks in flight within it
-    // (about 4 fds per task: source, staged file, a dup for the ring, directory fds).
+    // (about 4 fds per task: source, staged file, directory fds, and headroom for the
+    // reference and leader directories a task may open).
     let nofile = crate::prepare_process(config);
     let mut config = config.clone();
     // A relative --backup-dir is relative to the destination directory, as rsync has it.

@@ -22,6 +22,7 @@
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use compio::buf::BufResult;
@@ -437,23 +438,65 @@ pub(crate) async fn apply_meta(
         .await
 }
 
+/// A source file's fd: owned by the copy, and shared (counted) from the first ring read on,
+/// which then holds a handle of its own (so that a read still in flight when the copy is dropped
+/// keeps the file open until it completes) without a `dup` and its `close`, and without an
+/// allocation for the files that never go through the ring.
+pub(crate) struct SourceFd {
+    own: Option<OwnedFd>,
+    shared: Option<Rc<OwnedFd>>,
+}
+
+impl SourceFd {
+    pub(crate) fn new(fd: OwnedFd) -> Self {
+        Self {
+            own: Some(fd),
+            shared: None,
+        }
+    }
+
+    /// A counted handle of the fd, for a ring operation.
+    pub(crate) fn share(&mut self) -> Rc<OwnedFd> {
+        if let Some(fd) = self.own.take() {
+            self.shared = Some(Rc::new(fd));
+        }
+        Rc::clone(
+            self.shared
+                .as_ref()
+                .expect("a source fd is owned or shared"),
+        )
+    }
+}
+
+impl std::ops::Deref for SourceFd {
+    type Target = OwnedFd;
+
+    fn deref(&self) -> &OwnedFd {
+        match (&self.own, &self.shared) {
+            (Some(fd), _) => fd,
+            (None, Some(fd)) => fd,
+            (None, None) => unreachable!("a source fd is owned or shared"),
+        }
+    }
+}
+
 /// Copy the data of a small file (up to `--inline-max`) into the staged `dst`: inline `read`s,
 /// one ring read of the whole file, or (`auto`) inline when the data is cached and the ring when
 /// it is not. `src` is at offset 0.
 pub(crate) async fn copy_small(
     core: &Core,
-    src: &OwnedFd,
+    src: &mut SourceFd,
     dst: &OwnedFd,
     size: u64,
 ) -> io::Result<u64> {
     let via = core.shared.config.routes.get(Class::Read);
-    let ring = |core: &Core| {
+    let ring = |core: &Core, src: &mut SourceFd| {
         count(core, Class::Read, Via::Ring);
-        let src = src.try_clone();
-        async move { fsops::copy::copy_small_async(src?, dst, size).await }
+        let shared = src.share();
+        async move { fsops::copy::copy_small_async(&shared, dst, size).await }
     };
     match via {
-        Via::Ring => ring(core).await,
+        Via::Ring => ring(core, src).await,
         Via::Auto => {
             let cached = {
                 let mut buf = core.small_buf.borrow_mut();
@@ -464,7 +507,7 @@ pub(crate) async fn copy_small(
                     count(core, Class::Read, Via::Inline);
                     Ok(n)
                 }
-                fsops::copy::Inline::NotCached => ring(core).await,
+                fsops::copy::Inline::NotCached => ring(core, src).await,
             }
         }
         Via::Inline | Via::Worker => {

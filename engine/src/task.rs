@@ -2832,9 +2832,11 @@ async fn copy_file(
         }
     }
     let t = core.lat.start();
-    let src = route::open_source(core, parent, name, follow)
-        .await
-        .map_err(src_err("open"))?;
+    let mut src = route::SourceFd::new(
+        route::open_source(core, parent, name, follow)
+            .await
+            .map_err(src_err("open"))?,
+    );
     core.lat.record(Op::Open, t);
     let t = core.lat.start();
     let st = sys::fstat(src.as_fd()).map_err(src_err("fstat"))?;
@@ -2935,7 +2937,16 @@ async fn copy_file(
                     match sys::open_source(reference, name, cfg.open_noatime) {
                         // (Its extended attributes and ACLs are the source's.)
                         Ok(from) => {
-                            copy_file_data(core, parent, (&from, &src), &st, dst_name, None).await
+                            let mut from = route::SourceFd::new(from);
+                            copy_file_data(
+                                core,
+                                parent,
+                                (&mut from, Some(&src)),
+                                &st,
+                                dst_name,
+                                None,
+                            )
+                            .await
                         }
                         Err(e) => Err(src_err("open (reference)")(e)),
                     }
@@ -2979,7 +2990,15 @@ async fn copy_file(
         return Ok(Outcome::Done);
     }
     let heavy = large.then(|| Heavy::new(core));
-    let r = copy_file_data(core, parent, (&src, &src), &st, dst_name, heavy.as_ref()).await;
+    let r = copy_file_data(
+        core,
+        parent,
+        (&mut src, None),
+        &st,
+        dst_name,
+        heavy.as_ref(),
+    )
+    .await;
     hardlink_done(core, parent, dst_name, &st, r.is_ok());
     let bytes = r?;
     bump(&core.counters.files, 1);
@@ -3434,7 +3453,7 @@ fn publish(
 async fn copy_file_data(
     core: &Rc<Core>,
     parent: &Arc<DirNode>,
-    (src, meta_src): (&OwnedFd, &OwnedFd),
+    (src, meta_src): (&mut route::SourceFd, Option<&OwnedFd>),
     st: &Stat,
     dst_name: &CStr,
     heavy: Option<&Heavy<'_>>,
@@ -3610,7 +3629,7 @@ async fn copy_file_data(
                 }
                 let _ = sys::fadvise_sequential(src.as_fd());
                 let _slot = core.ring_slots.acquire().await;
-                let s2 = sys_dup(src).map_err(src_err("dup"))?;
+                let s2 = src.share();
                 // --direct: only for large files, only with aligned extents, only where both file
                 // systems take it (else buffered, said once).
                 let direct = cfg.direct
@@ -3703,7 +3722,7 @@ async fn copy_file_data(
             st,
             if reused { st.gid } else { parent.created_gid },
             (perm, chmod_needed || reused),
-            meta_src,
+            meta_src.unwrap_or(src),
             // A reused file (`--inplace`, `--partial`) may carry attributes of its own.
             parent.inherits_acl || reused,
         )
@@ -3791,10 +3810,6 @@ async fn copy_split(
         "large file copied by several cores"
     );
     r.map(|()| size)
-}
-
-fn sys_dup(fd: &OwnedFd) -> io::Result<OwnedFd> {
-    fd.try_clone()
 }
 
 /// Create or reuse the destination directory `name` and start scanning the source one.

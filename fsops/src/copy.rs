@@ -120,12 +120,14 @@ fn write_read(dst: &OwnedFd, got: &[u8], want: usize, offset: u64) -> io::Result
 /// (plus a byte, to catch growth) into a buffer of its own, so the core goes on with other files
 /// while the disk works and many such reads are queued at once; then an inline write (the
 /// destination is in the page cache). `src` is read from offset 0.
-pub async fn copy_small_async(src: OwnedFd, dst: &OwnedFd, size: u64) -> io::Result<u64> {
-    let src = Rc::new(src);
+///
+/// The ring op holds `src` by a count of its own (no `dup`: the caller's handle is shared), so a
+/// read still in flight when the future is dropped keeps the file open until it completes.
+pub async fn copy_small_async(src: &Rc<OwnedFd>, dst: &OwnedFd, size: u64) -> io::Result<u64> {
     let mut data: Vec<u8> = Vec::new();
     loop {
         let want = size as usize + 1 - data.len();
-        let op = ReadAt::new(Rc::clone(&src), data.len() as u64, Vec::with_capacity(want));
+        let op = ReadAt::new(Rc::clone(src), data.len() as u64, Vec::with_capacity(want));
         let res = compio::runtime::submit(op).await.into_inner();
         // SAFETY: the kernel wrote `n` bytes at the start of the buffer; map_advanced sets its
         // length to that, as compio's own `read_at` does.
@@ -160,8 +162,8 @@ pub async fn copy_small_async(src: OwnedFd, dst: &OwnedFd, size: u64) -> io::Res
 pub struct RingCopy {
     /// Bytes written.
     pub bytes: u64,
-    /// The source fd, handed back.
-    pub src: OwnedFd,
+    /// The source fd, handed back (the caller's own count of it).
+    pub src: Rc<OwnedFd>,
     /// The destination fd, handed back for the metadata steps.
     pub dst: OwnedFd,
 }
@@ -171,7 +173,7 @@ pub struct RingCopy {
 /// offset). A source that ends before `size` is an error (`UnexpectedEof`): the file shrank while
 /// it was copied. Must run inside a compio runtime.
 pub async fn copy_ring(
-    src: OwnedFd,
+    src: impl Into<Rc<OwnedFd>>,
     dst: OwnedFd,
     size: u64,
     pool: &BufPool,
@@ -183,7 +185,7 @@ pub async fn copy_ring(
 /// [`copy_ring`] over the given `(offset, length)` ranges only (the data extents of a sparse
 /// file: what lies between them is left unwritten, i.e. a hole).
 pub async fn copy_ring_ranges(
-    src: OwnedFd,
+    src: impl Into<Rc<OwnedFd>>,
     dst: OwnedFd,
     ranges: &[(u64, u64)],
     pool: &BufPool,
@@ -201,14 +203,14 @@ pub const DIRECT_ALIGN: usize = 4096;
 /// aligned, the last chunk of a file is written rounded up to the alignment with zeros, and the
 /// caller sets the exact size afterwards (`ftruncate`).
 pub async fn copy_ring_ranges_with(
-    src: OwnedFd,
+    src: impl Into<Rc<OwnedFd>>,
     dst: OwnedFd,
     ranges: &[(u64, u64)],
     pool: &BufPool,
     depth: usize,
     direct: bool,
 ) -> io::Result<RingCopy> {
-    let src = Rc::new(src);
+    let src = src.into();
     let dst = Rc::new(dst);
     let chunk = pool.buf_size() as u64;
     let mut pieces = ranges.iter().flat_map(|&(off, len)| {
@@ -248,7 +250,6 @@ pub async fn copy_ring_ranges_with(
     }
     drop(inflight);
     let bytes = result?;
-    let src = Rc::try_unwrap(src).map_err(|_| io::Error::other("source fd still shared"))?;
     let dst = Rc::try_unwrap(dst).map_err(|_| io::Error::other("destination fd still shared"))?;
     Ok(RingCopy { bytes, src, dst })
 }
