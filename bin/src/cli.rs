@@ -414,7 +414,16 @@ pub fn command() -> Command {
              path, 11 file I/O (destination), 23 partial transfer, 24 source files vanished.",
         )
         .disable_version_flag(true)
+        // `-h` is rsync's --human-readable (alone, it asks for help: see `parse`).
+        .disable_help_flag(true)
         .args_override_self(true)
+        .arg(
+            Arg::new("help")
+                .long("help")
+                .action(ArgAction::Help)
+                .help("print this help (-h alone too, as rsync), then exit")
+                .help_heading("Info"),
+        )
         .arg(
             Arg::new("version")
                 .short('V')
@@ -453,6 +462,22 @@ pub fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("suppress non-error messages [default: off]")
                 .help_heading("Info"),
+        )
+        .arg(
+            Arg::new("human-readable")
+                .short('h')
+                .long("human-readable")
+                .action(ArgAction::Count)
+                .help("print sizes and counts (--stats, -v, --progress, --list-only) in units: -h of 1000 (1.24M), -hh of 1024 (1.18M), as rsync [default: digits grouped by commas]")
+                .help_heading("Info"),
+        )
+        .arg(
+            Arg::new("no-human-readable")
+                .long("no-human-readable")
+                .visible_alias("no-h")
+                .action(ArgAction::SetTrue)
+                .help("print sizes and counts as plain digits (each -h after it raises the level again)")
+                .help_heading("Info"),
         );
     for f in FLAGS {
         let mut a = Arg::new(f.id)
@@ -471,7 +496,7 @@ pub fn command() -> Command {
         }
         cmd = cmd.arg(a);
     }
-    cmd.arg(
+    cmd = cmd.arg(
         Arg::new("open-noatime")
             .long("open-noatime")
             .action(ArgAction::SetTrue)
@@ -1153,7 +1178,16 @@ pub fn command() -> Command {
             .num_args(0..)
             .value_parser(value_parser!(OsString))
             .help("one or more sources, then the destination"),
-    )
+    );
+    // An option's value may begin with a dash, as rsync (popt) takes it: `-f '- *.log'`,
+    // `--exclude -foo`, `--chmod -w`.
+    cmd.mut_args(|a| {
+        if a.get_action().takes_values() && !a.is_positional() {
+            a.allow_hyphen_values(true)
+        } else {
+            a
+        }
+    })
 }
 
 /// Everything `main` needs from the command line.
@@ -1188,6 +1222,8 @@ pub struct Parsed {
     pub mpi: bool,
     pub verbose: u8,
     pub quiet: bool,
+    /// `-h` level: 0 plain digits, 1 digits grouped by commas, 2 units of 1000, 3 units of 1024.
+    pub human: u8,
     pub version: bool,
     /// `--list-only` (or one path alone): list the sources, copy nothing (and whether symlink
     /// targets are shown: with `-l`).
@@ -1199,27 +1235,12 @@ pub struct Parsed {
 /// Apply the toggling flags in command-line order (clap has validated the arguments already;
 /// this walk only recovers the order, which clap does not keep for repeated flags).
 fn toggles(args: &[OsString], cfg: &mut engine::Config, archive_recurses: bool) {
-    let mut events: Vec<&FlagDef> = Vec::new();
-    for a in args.iter().skip(1) {
-        let b = a.as_bytes();
-        if b == b"--" {
-            break;
-        }
-        if let Some(long) = b.strip_prefix(b"--") {
-            let name = long.split(|&c| c == b'=').next().unwrap_or(long);
-            if let Some(f) = FLAGS.iter().find(|f| {
-                f.long.as_bytes() == name || short_alias(f.id).is_some_and(|s| s.as_bytes() == name)
-            }) {
-                events.push(f);
-            }
-        } else if let Some(shorts) = b.strip_prefix(b"-") {
-            for &c in shorts {
-                if let Some(f) = FLAGS.iter().find(|f| f.short == Some(c as char)) {
-                    events.push(f);
-                }
-            }
-        }
-    }
+    let events = flag_events(args).into_iter().filter_map(|e| match e {
+        FlagAt::Long(name) => FLAGS.iter().find(|f| {
+            f.long.as_bytes() == name || short_alias(f.id).is_some_and(|s| s.as_bytes() == name)
+        }),
+        FlagAt::Short(c) => FLAGS.iter().find(|f| f.short == Some(c as char)),
+    });
     for f in events {
         for t in f.on {
             if !archive_recurses && f.id == "archive" && matches!(t, Toggle::Recursive) {
@@ -1252,6 +1273,63 @@ fn toggles(args: &[OsString], cfg: &mut engine::Config, archive_recurses: bool) 
     }
 }
 
+/// One option of the command line: a long name (without `--` or `=VALUE`) or a short letter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FlagAt<'a> {
+    Long(&'a [u8]),
+    Short(u8),
+}
+
+/// The options of a command line in order, the values of those that take one left out: after
+/// `=`, attached to a short letter (`-f'- *.log'`) or as the next argument (`-f '- *.log'`,
+/// `--exclude -lx`), a value is never read as flags (before, the `l` and `o` of `*.log` turned
+/// on `-l` and `-o`). Stops at `--`.
+fn flag_events(args: &[OsString]) -> Vec<FlagAt<'_>> {
+    let cmd = command();
+    let valued = |a: &clap::Arg| a.get_action().takes_values() && !a.is_positional();
+    let long_takes_value = |name: &[u8]| {
+        cmd.get_arguments().filter(|a| valued(a)).any(|a| {
+            a.get_long().is_some_and(|l| l.as_bytes() == name)
+                || a.get_all_aliases()
+                    .is_some_and(|al| al.iter().any(|x| x.as_bytes() == name))
+        })
+    };
+    let short_takes_value = |c: u8| {
+        cmd.get_arguments()
+            .filter(|a| valued(a))
+            .any(|a| a.get_short() == Some(c as char))
+    };
+    let mut out = Vec::new();
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let b = a.as_bytes();
+        if b == b"--" {
+            break;
+        }
+        if let Some(long) = b.strip_prefix(b"--") {
+            let (name, inline) = match long.iter().position(|&c| c == b'=') {
+                Some(i) => (&long[..i], true),
+                None => (long, false),
+            };
+            out.push(FlagAt::Long(name));
+            if !inline && long_takes_value(name) {
+                it.next();
+            }
+        } else if let Some(shorts) = b.strip_prefix(b"-").filter(|s| !s.is_empty()) {
+            for (i, &c) in shorts.iter().enumerate() {
+                out.push(FlagAt::Short(c));
+                if short_takes_value(c) {
+                    if i + 1 == shorts.len() {
+                        it.next();
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Why the command line was refused.
 pub enum Refused {
     /// clap's verdict (usage error, or help/version display).
@@ -1262,7 +1340,11 @@ pub enum Refused {
 
 /// Parse the arguments.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused> {
-    let args: Vec<OsString> = args.into_iter().collect();
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if args.len() == 2 && args[1] == "-h" {
+        // rsync: -h is help only when it is the one argument.
+        args[1] = "--help".into();
+    }
     let m = command()
         .try_get_matches_from(&args)
         .map_err(Refused::Clap)?;
@@ -1732,9 +1814,20 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         config,
         verbose: m.get_count("verbose"),
         quiet: m.get_flag("quiet"),
+        human: human_level(&args),
         version,
         list_only: list_only.then_some(list_targets),
         stop_at,
+    })
+}
+
+/// The `-h` level, as rsync counts it: 1 by default (digits grouped by commas), one more for each
+/// `-h`; `--no-h` sets it to 0 (the `-h`s after it count from there).
+fn human_level(args: &[OsString]) -> u8 {
+    flag_events(args).into_iter().fold(1u8, |level, e| match e {
+        FlagAt::Short(b'h') | FlagAt::Long(b"human-readable") => (level + 1).min(3),
+        FlagAt::Long(b"no-human-readable" | b"no-h") => 0,
+        _ => level,
     })
 }
 

@@ -127,10 +127,16 @@ fn line(e: &Entry, targets: bool) -> Vec<u8> {
         FileType::Socket => 's',
         _ => '-',
     };
+    // (rsync's widths: 14 for the size when it is human-readable at all, 11 with --no-h.)
+    let width = if crate::progress::human() == 0 {
+        11
+    } else {
+        14
+    };
     let mut v = format!(
-        "{kind}{} {:>14} {} ",
+        "{kind}{} {:>width$} {} ",
         crate::logfmt::perms(mode),
-        crate::progress::commas(size),
+        crate::progress::num(size),
         crate::logfmt::local_time(mtime, "%Y/%m/%d %H:%M:%S"),
     )
     .into_bytes();

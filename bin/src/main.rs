@@ -85,6 +85,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    progress::set_human(parsed.human);
     if parsed.version {
         outln!("arsync {}", env!("CARGO_PKG_VERSION"));
         match engine::io_uring_status() {

@@ -347,19 +347,19 @@ impl Observer for Printer {
 pub fn summary(r: &Report, dry_run: bool) {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     outln!(
-        "\n{} files, {} dirs, {} symlinks, {} specials; {} bytes in {:.3} s ({:.0} bytes/sec){}",
-        r.files,
-        r.dirs,
-        r.symlinks,
-        r.specials,
-        r.bytes,
+        "\n{} files, {} dirs, {} symlinks, {} specials; {} bytes in {:.3} s ({} bytes/sec){}",
+        num(r.files),
+        num(r.dirs),
+        num(r.symlinks),
+        num(r.specials),
+        num(r.bytes),
         secs,
-        r.bytes as f64 / secs,
+        dnum(r.bytes as f64 / secs),
         if dry_run { " (DRY RUN)" } else { "" }
     );
 }
 
-use crate::progress::commas;
+use crate::progress::{dnum, num};
 
 /// `--stats`: rsync's end-of-run statistics, with the lines that mean something for a local
 /// copy (no file list is sent, so those lines are left out).
@@ -375,7 +375,7 @@ pub fn rsync_stats(r: &Report, dry_run: bool) {
         (c.specials, "special"),
     ] {
         if n > 0 {
-            by_type.push(format!("{what}: {}", commas(n)));
+            by_type.push(format!("{what}: {}", num(n)));
         }
     }
     let by_type = if by_type.is_empty() {
@@ -384,16 +384,16 @@ pub fn rsync_stats(r: &Report, dry_run: bool) {
         format!(" ({})", by_type.join(", "))
     };
     outln!();
-    outln!("Number of files: {}{by_type}", commas(total));
-    outln!("Number of created files: {}", commas(r.created));
-    outln!("Number of deleted files: {}", commas(r.deleted));
-    outln!("Number of regular files transferred: {}", commas(r.files));
-    outln!("Number of unchanged entries: {}", commas(r.unchanged));
-    outln!("Number of skipped entries: {}", commas(r.skipped));
-    outln!("Total file size: {} bytes", commas(c.bytes));
-    outln!("Total transferred file size: {} bytes", commas(r.bytes));
+    outln!("Number of files: {}{by_type}", num(total));
+    outln!("Number of created files: {}", num(r.created));
+    outln!("Number of deleted files: {}", num(r.deleted));
+    outln!("Number of regular files transferred: {}", num(r.files));
+    outln!("Number of unchanged entries: {}", num(r.unchanged));
+    outln!("Number of skipped entries: {}", num(r.skipped));
+    outln!("Total file size: {} bytes", num(c.bytes));
+    outln!("Total transferred file size: {} bytes", num(r.bytes));
     // arsync's own line: how the transferred files' data moved (rsync has no such line).
-    let sum = |f: fn(&engine::CoreReport) -> u64| commas(r.cores.iter().map(f).sum::<u64>());
+    let sum = |f: fn(&engine::CoreReport) -> u64| num(r.cores.iter().map(f).sum::<u64>());
     outln!(
         "Files by copy method: clone {}, copy_file_range {} (split across cores {}), io_uring {}, inline {}",
         sum(|c| c.cloned_files),
@@ -403,10 +403,10 @@ pub fn rsync_stats(r: &Report, dry_run: bool) {
         sum(|c| c.inline_files),
     );
     outln!(
-        "\ncopied {} bytes in {:.3} seconds  {:.2} bytes/sec{}",
-        commas(r.bytes),
+        "\ncopied {} bytes in {:.3} seconds  {} bytes/sec{}",
+        num(r.bytes),
         secs,
-        r.bytes as f64 / secs,
+        dnum(r.bytes as f64 / secs),
         if dry_run { " (DRY RUN)" } else { "" }
     );
 }

@@ -8,10 +8,67 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use engine::{Progress, ProgressSnapshot};
+
+/// The `-h` level of every number printed ([`num`]): 0 plain digits, 1 (rsync's default) digits
+/// grouped by commas, 2 units of 1000, 3 units of 1024. Set once, before anything is printed.
+static HUMAN: AtomicU8 = AtomicU8::new(1);
+
+/// Set the `-h` level ([`HUMAN`]).
+pub fn set_human(level: u8) {
+    HUMAN.store(level.min(3), Ordering::Relaxed);
+}
+
+/// The `-h` level ([`HUMAN`]).
+pub fn human() -> u8 {
+    HUMAN.load(Ordering::Relaxed)
+}
+
+/// A size or count as rsync prints it at the `-h` level (its `do_big_num`): below the unit, or at
+/// levels 0 and 1, digits (grouped by commas from level 1); else two decimals and a suffix
+/// (`1.24M`: K, M, G, T, P, E).
+pub fn num(n: u64) -> String {
+    num_with(n, HUMAN.load(Ordering::Relaxed), None)
+}
+
+/// A rate or other fraction as rsync prints it with two decimals at the `-h` level (its
+/// `human_dnum`): `2,480,242.00` by default, `2.48M` with `-h`.
+pub fn dnum(x: f64) -> String {
+    let x = x.max(0.0);
+    let fract = format!("{:.2}", x.fract());
+    // (`0.995` rounds up: the whole part then carries it, as printf's `%.2f` would.)
+    let (whole, fract) = match fract.strip_prefix("1.") {
+        Some(f) => (x.trunc() as u64 + 1, format!(".{f}")),
+        None => (x.trunc() as u64, fract.trim_start_matches('0').to_string()),
+    };
+    num_with(whole, HUMAN.load(Ordering::Relaxed), Some(&fract))
+}
+
+fn num_with(n: u64, level: u8, fract: Option<&str>) -> String {
+    if level >= 2 {
+        let unit = if level == 2 { 1000.0 } else { 1024.0 };
+        if n as f64 >= unit {
+            let mut v = n as f64 / unit;
+            let mut suffix = b"KMGTPE".iter();
+            let mut s = suffix.next().copied().unwrap_or(b'K');
+            while v >= unit
+                && let Some(&next) = suffix.next()
+            {
+                v /= unit;
+                s = next;
+            }
+            return format!("{v:.2}{}", s as char);
+        }
+    }
+    let digits = if level == 0 { n.to_string() } else { commas(n) };
+    match fract {
+        Some(f) => digits + f,
+        None => digits,
+    }
+}
 
 /// A number with thousands separators, as rsync prints them.
 pub fn commas(n: u64) -> String {
@@ -61,7 +118,7 @@ pub fn line(s: &ProgressSnapshot, elapsed: Duration, done: bool) -> String {
     let left = s.seen_files.saturating_sub(s.checked);
     format!(
         "{:>15} {:>3}% {:>11} {:>10} (xfr#{}, {}={}/{}){}",
-        commas(s.bytes),
+        num(s.bytes),
         pct,
         rate(bps),
         time,
@@ -78,7 +135,7 @@ pub fn file_line(size: u64, s: &ProgressSnapshot, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(1e-3);
     format!(
         "{:>15} 100% {:>11} {:>10} (xfr#{}, to-chk={}/{})",
-        commas(size),
+        num(size),
         rate(s.bytes as f64 / secs),
         hms(secs),
         s.files,
@@ -153,5 +210,39 @@ impl Display {
             t.thread().unpark();
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::num_with;
+
+    #[test]
+    fn numbers_at_each_human_level_as_rsync_prints_them() {
+        // (rsync 3.5.0's --stats and --list-only print these for the same values.)
+        let at = |n, level| num_with(n, level, None);
+        assert_eq!(at(1_239_567, 0), "1239567");
+        assert_eq!(at(1_239_567, 1), "1,239,567");
+        assert_eq!(at(1_239_567, 2), "1.24M");
+        assert_eq!(at(1_239_567, 3), "1.18M");
+        assert_eq!(at(4096, 2), "4.10K");
+        assert_eq!(at(4096, 3), "4.00K");
+        // Below the unit: digits (grouped from level 1), as rsync's do_big_num.
+        assert_eq!(at(999, 2), "999");
+        assert_eq!(at(1000, 3), "1,000");
+        assert_eq!(at(0, 1), "0");
+        assert_eq!(at(u64::MAX, 2), "18.45E");
+        // A rate keeps its two decimals below the unit.
+        assert_eq!(num_with(2_480_242, 1, Some(".00")), "2,480,242.00");
+        assert_eq!(num_with(57, 2, Some(".50")), "57.50");
+        assert_eq!(num_with(2_480_242, 2, Some(".00")), "2.48M");
+    }
+
+    #[test]
+    fn a_rate_rounds_into_its_whole_part() {
+        super::set_human(1);
+        assert_eq!(super::dnum(1.999), "2.00");
+        assert_eq!(super::dnum(1234.5), "1,234.50");
+        assert_eq!(super::dnum(0.0), "0.00");
     }
 }
