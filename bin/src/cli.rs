@@ -879,6 +879,13 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("fsync")
+            .long("fsync")
+            .action(ArgAction::SetTrue)
+            .help("flush every written file to its storage (fsync) before it takes its name, as rsync's --fsync; the core goes on with other files while the kernel flushes [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("link-dest")
             .long("link-dest")
             .value_name("DIR")
@@ -1565,6 +1572,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         }
     }
     config.verify = m.get_flag("verify");
+    config.fsync = m.get_flag("fsync");
     config.inplace = m.get_flag("inplace");
     config.partial = m.get_flag("partial") || m.get_flag("partial-progress");
     if let Some(dir) = m.get_one::<OsString>("partial-dir") {

@@ -326,6 +326,9 @@ pub struct Config {
     /// `--verify`: read every written file back and compare it with the source before it is
     /// published; a mismatch fails the file (exit 23).
     pub verify: bool,
+    /// `--fsync`: every written file is flushed to its storage (`fsync`, through the core's
+    /// ring, so the core goes on with other files meanwhile) before it is published.
+    pub fsync: bool,
     /// `--inplace`: write into the destination file itself (no staging; an interrupted file is
     /// left partly written under its name, as the user asked).
     pub inplace: bool,
@@ -432,6 +435,7 @@ impl Config {
             ignore_errors: false,
             no_implied_dirs: false,
             verify: false,
+            fsync: false,
             measure: false,
             inplace: false,
             partial: false,

@@ -177,6 +177,12 @@ pub fn finish(config: &Config, staged: &Staged) -> io::Result<()> {
     };
     fsops::meta::apply_fd(tmp.as_fd(), &st, &policy, created_gid, true, xsrc)
         .map_err(|(op, e)| io::Error::new(e.kind(), format!("{op:?}: {e}")))?;
+    if config.fsync {
+        // (Every rank's chunks were written through their own descriptors: one flush of the
+        // file's data and attributes, here, before the name points at it.)
+        tmp.sync_all()
+            .map_err(|e| io::Error::new(e.kind(), format!("fsync: {e}")))?;
+    }
     std::fs::rename(&staged.tmp, &staged.dst)
 }
 

@@ -438,6 +438,17 @@ pub(crate) async fn apply_meta(
         .await
 }
 
+/// `fsync(fd)` on the core's ring (the kernel runs it on an io-wq worker: the core goes on with
+/// other files meanwhile); the fd is handed back. A flush still in flight when the copy is
+/// dropped keeps the file open until it completes.
+pub(crate) async fn fsync(fd: OwnedFd) -> io::Result<OwnedFd> {
+    let fd = Rc::new(fd);
+    let BufResult(r, _) =
+        compio::runtime::submit(compio::driver::op::Sync::new(Rc::clone(&fd), false)).await;
+    r?;
+    Rc::try_unwrap(fd).map_err(|_| io::Error::other("fsync: the file is still shared"))
+}
+
 /// A source file's fd: owned by the copy, and shared (counted) from the first ring read on,
 /// which then holds a handle of its own (so that a read still in flight when the copy is dropped
 /// keeps the file open until it completes) without a `dup` and its `close`, and without an

@@ -3730,6 +3730,12 @@ async fn copy_file_data(
         let u = u.map_err(meta_err)?;
         unsupported_xattrs(core, u);
         core.lat.record(Op::Meta, t);
+        let dst = if cfg.fsync {
+            // Data and attributes on the storage before the name points at them.
+            route::fsync(dst).await.map_err(dst_err("fsync"))?
+        } else {
+            dst
+        };
         let t = core.lat.start();
         publish(core, dir, &staging, &dst, dst_name, sync::Rel::Of(parent))?;
         core.lat.record(Op::Publish, t);
