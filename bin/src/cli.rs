@@ -1241,8 +1241,8 @@ pub struct Parsed {
 
 /// Apply the toggling flags in command-line order (clap has validated the arguments already;
 /// this walk only recovers the order, which clap does not keep for repeated flags).
-fn toggles(args: &[OsString], cfg: &mut engine::Config, archive_recurses: bool) {
-    let events = flag_events(args).into_iter().filter_map(|e| match e {
+fn toggles(events: &[FlagAt<'_>], cfg: &mut engine::Config, archive_recurses: bool) {
+    let events = events.iter().filter_map(|e| match *e {
         FlagAt::Long(name) => FLAGS.iter().find(|f| {
             f.long.as_bytes() == name || short_alias(f.id).is_some_and(|s| s.as_bytes() == name)
         }),
@@ -1291,8 +1291,7 @@ enum FlagAt<'a> {
 /// `=`, attached to a short letter (`-f'- *.log'`) or as the next argument (`-f '- *.log'`,
 /// `--exclude -lx`), a value is never read as flags (before, the `l` and `o` of `*.log` turned
 /// on `-l` and `-o`). Stops at `--`.
-fn flag_events(args: &[OsString]) -> Vec<FlagAt<'_>> {
-    let cmd = command();
+fn flag_events<'a>(cmd: &Command, args: &'a [OsString]) -> Vec<FlagAt<'a>> {
     let valued = |a: &clap::Arg| a.get_action().takes_values() && !a.is_positional();
     let long_takes_value = |name: &[u8]| {
         cmd.get_arguments().filter(|a| valued(a)).any(|a| {
@@ -1352,11 +1351,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         // rsync: -h is help only when it is the one argument.
         args[1] = "--help".into();
     }
-    let m = command()
-        .try_get_matches_from(&args)
-        .map_err(Refused::Clap)?;
+    let cmd = command();
+    let events = flag_events(&cmd, &args);
+    let m = cmd.try_get_matches_from(&args).map_err(Refused::Clap)?;
     let mut config = engine::Config::none();
-    toggles(&args, &mut config, !m.contains_id("files-from"));
+    toggles(&events, &mut config, !m.contains_id("files-from"));
     config.open_noatime = m.get_flag("open-noatime");
     if let Some(n) = m.get_one::<usize>("threads") {
         config.threads = *n;
@@ -1822,7 +1821,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         config,
         verbose: m.get_count("verbose"),
         quiet: m.get_flag("quiet"),
-        human: human_level(&args),
+        human: human_level(&events),
         version,
         list_only: list_only.then_some(list_targets),
         stop_at,
@@ -1831,8 +1830,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
 
 /// The `-h` level, as rsync counts it: 1 by default (digits grouped by commas), one more for each
 /// `-h`; `--no-h` sets it to 0 (the `-h`s after it count from there).
-fn human_level(args: &[OsString]) -> u8 {
-    flag_events(args).into_iter().fold(1u8, |level, e| match e {
+fn human_level(events: &[FlagAt<'_>]) -> u8 {
+    events.iter().fold(1u8, |level, e| match *e {
         FlagAt::Short(b'h') | FlagAt::Long(b"human-readable") => (level + 1).min(3),
         FlagAt::Long(b"no-human-readable" | b"no-h") => 0,
         _ => level,
