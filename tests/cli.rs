@@ -6,6 +6,7 @@ mod common;
 
 use std::ffi::OsStr;
 use std::fs;
+use std::process::Output;
 
 use common::*;
 
@@ -112,12 +113,7 @@ fn a_closed_stderr_ends_the_run_with_rsyncs_code_13_not_a_panic() {
     let missing = t.path().join("missing");
     for tool in ["arsync", "rsync"] {
         let dst = t.path().join(format!("dst-{tool}"));
-        let mut cmd = if tool == "arsync" {
-            arsync()
-        } else {
-            std::process::Command::new("rsync")
-        };
-        let status = cmd
+        let status = tool_command(tool)
             .arg("-a")
             .arg(&src)
             .arg(&missing)
@@ -1301,20 +1297,14 @@ fn odd_names_are_printed_as_rsync_prints_them() {
 }
 
 /// `tool FLAGS... SRC/ DST` for `tool` arsync or rsync; the output.
-fn both(tool: &str, flags: &[&str], src: &std::path::Path, dst: &std::path::Path) -> Output {
-    let mut cmd = if tool == "arsync" {
-        arsync()
-    } else {
-        std::process::Command::new("rsync")
-    };
-    cmd.args(flags)
+fn both(name: &str, flags: &[&str], src: &std::path::Path, dst: &std::path::Path) -> Output {
+    tool_command(name)
+        .args(flags)
         .arg(format!("{}/", src.display()))
         .arg(dst)
         .output()
         .expect("run")
 }
-
-use std::process::Output;
 
 #[test]
 fn h_is_human_readable_numbers_as_in_rsync_and_help_only_alone() {
@@ -1361,13 +1351,8 @@ fn h_is_human_readable_numbers_as_in_rsync_and_help_only_alone() {
         // --list-only: every line (mode, size, time, name) as rsync's.
         let mut list = vec!["--list-only"];
         list.extend_from_slice(flags);
-        let listed = |tool: &str| {
-            let mut cmd = if tool == "arsync" {
-                arsync()
-            } else {
-                std::process::Command::new("rsync")
-            };
-            let out = cmd
+        let listed = |name: &str| {
+            let out = tool_command(name)
                 .args(&list)
                 .arg(format!("{}/", src.display()))
                 .output()
