@@ -37,14 +37,10 @@ pub fn num(n: u64) -> String {
 /// A rate or other fraction as rsync prints it with two decimals at the `-h` level (its
 /// `human_dnum`): `2,480,242.00` by default, `2.48M` with `-h`.
 pub fn dnum(x: f64) -> String {
-    let x = x.max(0.0);
-    let fract = format!("{:.2}", x.fract());
-    // (`0.995` rounds up: the whole part then carries it, as printf's `%.2f` would.)
-    let (whole, fract) = match fract.strip_prefix("1.") {
-        Some(f) => (x.trunc() as u64 + 1, format!(".{f}")),
-        None => (x.trunc() as u64, fract.trim_start_matches('0').to_string()),
-    };
-    num_with(whole, HUMAN.load(Ordering::Relaxed), Some(&fract))
+    // In hundredths, rounded: `1.999` carries into the whole part, as printf's `%.2f` does.
+    let cents = (x.max(0.0) * 100.0).round() as u64;
+    let fract = format!(".{:02}", cents % 100);
+    num_with(cents / 100, HUMAN.load(Ordering::Relaxed), Some(&fract))
 }
 
 fn num_with(n: u64, level: u8, fract: Option<&str>) -> String {

@@ -3661,7 +3661,7 @@ async fn copy_file_data(
                 if direct {
                     // Back to buffered for what follows (read-back, metadata); the last block was
                     // written whole, so the size is set exactly.
-                    let _ = sys::set_direct(out.src.as_fd(), false);
+                    let _ = sys::set_direct(src.as_fd(), false);
                     sys::set_direct(out.dst.as_fd(), false).map_err(dst_err("fcntl"))?;
                     sys::ftruncate(out.dst.as_fd(), st.size).map_err(dst_err("ftruncate"))?;
                 }

@@ -162,8 +162,6 @@ pub async fn copy_small_async(src: &Rc<OwnedFd>, dst: &OwnedFd, size: u64) -> io
 pub struct RingCopy {
     /// Bytes written.
     pub bytes: u64,
-    /// The source fd, handed back (the caller's own count of it).
-    pub src: Rc<OwnedFd>,
     /// The destination fd, handed back for the metadata steps.
     pub dst: OwnedFd,
 }
@@ -251,7 +249,7 @@ pub async fn copy_ring_ranges_with(
     drop(inflight);
     let bytes = result?;
     let dst = Rc::try_unwrap(dst).map_err(|_| io::Error::other("destination fd still shared"))?;
-    Ok(RingCopy { bytes, src, dst })
+    Ok(RingCopy { bytes, dst })
 }
 
 /// Copy `size` bytes inside the kernel with `copy_file_range` (same file system: no user-space
