@@ -1431,3 +1431,54 @@ fn an_options_value_is_never_read_as_flags() {
         );
     }
 }
+
+#[test]
+fn incremental_recursion_flags_are_accepted_and_copy_what_rsync_copies() {
+    // Scripts written for rsync pass --no-i-r (often with -H or --delete-after, where older
+    // rsyncs needed it) or --i-r; arsync refused both as unknown options (exit 1, nothing
+    // copied). Its scan is always incremental and the copy is the same either way.
+    if !require_rsync("incremental_recursion_flags_are_accepted_and_copy_what_rsync_copies") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("d/e")).unwrap();
+    write(&src.join("a"), b"a");
+    write(&src.join("d/e/f"), b"f");
+    fs::hard_link(src.join("a"), src.join("d/e/a2")).unwrap();
+    // Times in the past: rsync leaves a directory's time alone when it is the same second as
+    // the source's (a tree made just now), which is not what this test is about.
+    for (k, p) in ["a", "d/e/f", "d/e", "d", ""].iter().enumerate() {
+        set_times(&src.join(p), 1_600_000_000 + k as i64, 123_456_789);
+    }
+    for (i, flags) in [
+        &["-a", "--no-i-r"][..],
+        &["-aH", "--no-inc-recursive"],
+        &["-a", "--i-r"],
+        &["-aH", "--inc-recursive"],
+        &["-aH", "--no-i-r", "--i-r"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (ours, theirs) = (
+            t.path().join(format!("a{i}")),
+            t.path().join(format!("r{i}")),
+        );
+        let a = both("arsync", flags, &src, &ours);
+        let r = both("rsync", flags, &src, &theirs);
+        assert_eq!(
+            (code(&a), code(&r)),
+            (0, 0),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&a.stderr)
+        );
+        assert_same(&theirs, &ours, treediff::Check::archive());
+        let linked = |d: &std::path::Path| {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata(d.join("a")).unwrap().ino()
+                == fs::metadata(d.join("d/e/a2")).unwrap().ino()
+        };
+        assert_eq!(linked(&ours), linked(&theirs), "{flags:?}: hard link");
+    }
+}

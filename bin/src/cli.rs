@@ -782,6 +782,22 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("inc-recursive")
+            .long("inc-recursive")
+            .visible_alias("i-r")
+            .action(ArgAction::SetTrue)
+            .help("scan directories while files are copied: arsync always does (no file list is built up front; accepted for compatibility) [default: on]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("no-inc-recursive")
+            .long("no-inc-recursive")
+            .visible_alias("no-i-r")
+            .action(ArgAction::SetTrue)
+            .help("rsync: build the whole file list before copying. The copy arsync makes is the same either way, so it is accepted and the scan stays incremental (its memory is bounded by the directories in flight, not the tree) [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("preallocate")
             .long("preallocate")
             .action(ArgAction::SetTrue)
