@@ -159,6 +159,22 @@ fn usage_errors_exit_1_and_write_nothing() {
             src.as_os_str(),
             dst.as_os_str(),
         ],
+        // As rsync: a file written in place cannot wait for the end of the run.
+        vec![
+            s("-a"),
+            s("--inplace"),
+            s("--delay-updates"),
+            src.as_os_str(),
+            dst.as_os_str(),
+        ],
+        // Each rank of an MPI run ends on its own.
+        vec![
+            s("-a"),
+            s("--mpi"),
+            s("--delay-updates"),
+            src.as_os_str(),
+            dst.as_os_str(),
+        ],
     ] {
         let out = run(&args);
         assert_eq!(

@@ -2365,3 +2365,207 @@ fn double_itemize_lists_unchanged_entries_as_rsync() {
         assert_eq!(files(&outs[1]), files(&outs[0]), "--{kind}-dest");
     }
 }
+
+/// The tree of the `--delay-updates` cases: `(source, destination)` after a first copy and
+/// then changes to the source (changed files, one of them hard-linked from another directory,
+/// one in a read-only directory, a new file, a new directory, a file where the destination has
+/// an empty directory), all with old whole-second times.
+fn delay_tree(s: &Path) -> (PathBuf, PathBuf) {
+    let (src, dst) = (s.join("src"), s.join("dst"));
+    for (p, data) in [
+        ("f1", &b"one"[..]),
+        ("keep", b"keep"),
+        ("d/e/g", b"g"),
+        ("ro/r", b"r"),
+    ] {
+        fs::create_dir_all(src.join(p).parent().unwrap()).unwrap();
+        write(&src.join(p), data);
+    }
+    fs::hard_link(src.join("f1"), src.join("d/e/f1link")).unwrap();
+    fs::create_dir(src.join("way")).unwrap();
+    chmod(&src.join("ro"), 0o555);
+    age(&src, 1_600_000_000);
+    assert_eq!(code(&rsync(&["-aH"], &src, &dst)), 0);
+    chmod(&src.join("ro"), 0o755);
+    for (p, data) in [
+        ("f1", &b"one, longer now"[..]),
+        ("d/e/g", b"g2"),
+        ("ro/r", b"r2"),
+        ("new", b"new"),
+        ("nd/n", b"n"),
+    ] {
+        fs::create_dir_all(src.join(p).parent().unwrap()).unwrap();
+        write(&src.join(p), data);
+    }
+    fs::remove_dir(src.join("way")).unwrap();
+    write(&src.join("way"), b"a file now");
+    chmod(&src.join("ro"), 0o555);
+    age(&src, 1_600_100_000);
+    (src, dst)
+}
+
+#[test]
+fn delay_updates_puts_every_file_in_place_as_rsync_does() {
+    // Before, --delay-updates was an unknown option (exit 1, nothing copied).
+    if !require_rsync("delay_updates_puts_every_file_in_place_as_rsync_does") {
+        return;
+    }
+    for flags in [
+        &["-aH", "--delay-updates"][..],
+        &["-aH", "--delay-updates", "--partial-dir=.waiting"],
+        &["-aH", "--delay-updates", "--remove-source-files"],
+    ] {
+        let mut got = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let s = Scratch::new();
+            let (src, dst) = delay_tree(s.path());
+            let before = contents(&src);
+            let out = by_tool(tool, flags, &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
+            if flags.contains(&"--remove-source-files") {
+                assert_eq!(
+                    contents(&src)
+                        .iter()
+                        .filter(|l| l.starts_with("f "))
+                        .count(),
+                    0,
+                    "{tool} {flags:?}: every source file is removed"
+                );
+            } else {
+                assert_same(&src, &dst, treediff::Check::archive());
+            }
+            // Everything in place, nothing left waiting; the link group whole.
+            let after = contents(&dst);
+            assert!(
+                !after
+                    .iter()
+                    .any(|l| l.contains("~tmp~") || l.contains(".waiting")),
+                "{tool} {flags:?}: {after:?}"
+            );
+            for l in before.iter().filter(|l| l.starts_with("f ")) {
+                assert!(after.contains(l), "{tool} {flags:?}: {l} missing");
+            }
+            assert_eq!(
+                fs::metadata(dst.join("f1")).unwrap().ino(),
+                fs::metadata(dst.join("d/e/f1link")).unwrap().ino(),
+                "{tool} {flags:?}"
+            );
+            let times: Vec<_> = ["", "d", "d/e", "ro", "nd"]
+                .iter()
+                .map(|d| {
+                    let m = fs::metadata(dst.join(d)).unwrap();
+                    (m.mtime(), m.mode())
+                })
+                .collect();
+            got.push((after, times));
+        }
+        assert_eq!(got[1], got[0], "{flags:?}: arsync and rsync differ");
+    }
+}
+
+#[test]
+fn delay_updates_holds_every_file_until_the_end_and_a_stopped_run_resumes() {
+    // A test hook holds one file's copy until the run is stopped: the files copied meanwhile
+    // wait in .~tmp~ (the old versions still in place), a stop leaves them there (exit 20),
+    // and the next run puts everything in place.
+    use std::io::{BufRead, BufReader};
+    if !has_hooks() {
+        skip(
+            "delay_updates_holds_every_file_until_the_end_and_a_stopped_run_resumes",
+            "binary built without --features arsync/test-hooks (scripts/test.sh builds it with them)",
+        );
+        return;
+    }
+    let s = Scratch::new();
+    let (src, dst) = delay_tree(s.path());
+    write(&src.join("held"), b"held");
+    let mut child = arsync()
+        .env("ARSYNC_TEST_HOOK", "before-open=held:hold")
+        .args(["-aHv", "--delay-updates", "--threads=2"])
+        .arg(format!("{}/", src.display()))
+        .arg(&dst)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let errs = std::thread::spawn(move || {
+        let mut seen = String::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("held: hold") {
+                let _ = tx.send(true);
+            }
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        let _ = tx.send(false);
+        seen
+    });
+    // Every file but the held one is listed by -v once it is copied. (A bounded wait: a run
+    // that fails a file is held by the hook for good; it is killed and the test fails.)
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (out_tx, out_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            let _ = out_tx.send(line);
+        }
+    });
+    let mut listed = BTreeSet::new();
+    let want = ["f1", "d/e/g", "ro/r", "new", "nd/n", "way", "d/e/f1link"];
+    let bound = std::time::Duration::from_secs(120);
+    while !want.iter().all(|w| listed.contains(*w)) {
+        let Ok(line) = out_rx.recv_timeout(bound) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("not every file was copied: {listed:?}");
+        };
+        listed.insert(line.split(" => ").next().unwrap().to_string());
+    }
+    if rx.recv_timeout(bound) != Ok(true) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the hook never held the copy");
+    }
+    // Mid-run: the old versions are in place, the new ones wait.
+    for (p, old, new) in [
+        ("f1", &b"one"[..], &b"one, longer now"[..]),
+        ("d/e/f1link", b"one", b"one, longer now"),
+        ("d/e/g", b"g", b"g2"),
+        ("ro/r", b"r", b"r2"),
+    ] {
+        let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+        assert_eq!(fs::read(dst.join(p)).unwrap(), old, "{p} replaced early");
+        assert_eq!(
+            fs::read(dst.join(dir).join(".~tmp~").join(name)).unwrap(),
+            new,
+            "{p} not waiting"
+        );
+    }
+    for p in ["new", "nd/n"] {
+        assert!(!dst.join(p).exists(), "{p} in place early");
+    }
+    // (The empty directory in its way is gone already, as rsync's generator removes it before
+    // the transfer.)
+    assert!(!dst.join("way").is_file(), "way in place early");
+    // SAFETY: a signal to the child process this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let status = wait_bounded(&mut child, 60, "stopped --delay-updates run");
+    let seen = errs.join().unwrap();
+    assert_eq!(status.code(), Some(20), "{seen}");
+    assert_eq!(fs::read(dst.join("d/e/g")).unwrap(), b"g", "{seen}");
+    assert_eq!(fs::read(dst.join("d/e/.~tmp~/g")).unwrap(), b"g2");
+    // The next run finishes the job.
+    let out = copy_contents(&["-aH", "--delay-updates"], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    assert_same(&src, &dst, treediff::Check::archive());
+    assert_eq!(
+        fs::metadata(dst.join("f1")).unwrap().ino(),
+        fs::metadata(dst.join("d/e/f1link")).unwrap().ino()
+    );
+    assert!(
+        !contents(&dst).iter().any(|l| l.contains("~tmp~")),
+        "{:?}",
+        contents(&dst)
+    );
+}

@@ -951,6 +951,13 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("delay-updates")
+            .long("delay-updates")
+            .action(ArgAction::SetTrue)
+            .help("put each updated file in the partial directory (--partial-dir, .~tmp~ unless given) of its destination directory and rename them all into place at the end of the run, in rapid succession (needs room for a second copy of the updated files; a stopped run leaves them there to resume from) [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("exclude")
             .long("exclude")
             .value_name("PATTERN")
@@ -1590,7 +1597,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.fsync = m.get_flag("fsync");
     config.inplace = m.get_flag("inplace");
     config.partial = m.get_flag("partial") || m.get_flag("partial-progress");
-    if let Some(dir) = m.get_one::<OsString>("partial-dir") {
+    config.delay_updates = m.get_flag("delay-updates");
+    if config.delay_updates && config.inplace {
+        return Err(usage("--inplace cannot be used with --delay-updates"));
+    }
+    // rsync: --delay-updates keeps the files in the partial directory, .~tmp~ unless named.
+    let partial_dir = m
+        .get_one::<OsString>("partial-dir")
+        .cloned()
+        .or_else(|| config.delay_updates.then(|| OsString::from(".~tmp~")));
+    if let Some(dir) = &partial_dir {
         let b = dir.as_bytes();
         if b.is_empty() || b.contains(&b'/') || b == b"." || b == b".." {
             return Err(usage(
@@ -1807,6 +1823,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         }
         if config.remove_source_files {
             return Err(usage("--mpi cannot be combined with --remove-source-files"));
+        }
+        if config.delay_updates {
+            // Each rank's run ends on its own: no one moment puts every file in place.
+            return Err(usage("--mpi cannot be combined with --delay-updates"));
         }
         if stop_at.is_some() {
             return Err(usage(

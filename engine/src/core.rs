@@ -279,6 +279,9 @@ pub(crate) struct Core {
     /// `--remove-source-files` with `-H`: names of multi-link source files, removed once the
     /// run is over (removing one earlier would hide the link from names not yet copied).
     pub pending_removals: RefCell<Vec<crate::task::PendingRemoval>>,
+    /// `--delay-updates`: directories with files waiting in their partial directory, renamed
+    /// into place when the run ends.
+    pub pending_updates: RefCell<Vec<crate::sync::PendingUpdates>>,
 }
 
 impl Core {
@@ -305,6 +308,7 @@ struct CoreOut {
     latency: Option<crate::latency::Latencies>,
     pending_deletes: Vec<crate::sync::PendingDelete>,
     pending_removals: Vec<crate::task::PendingRemoval>,
+    pending_updates: Vec<crate::sync::PendingUpdates>,
     report: CoreReport,
     fatal: Option<String>,
 }
@@ -326,6 +330,14 @@ pub(crate) fn run(
     // reference and leader directories a task may open).
     let nofile = crate::prepare_process(config);
     let mut config = config.clone();
+    if config.delay_updates {
+        // The waiting files live in the partial directory (rsync's default name).
+        config.partial = true;
+        config.inplace = false;
+        if config.partial_dir.is_none() {
+            config.partial_dir = Some(c".~tmp~".to_owned());
+        }
+    }
     // A relative --backup-dir is relative to the destination directory, as rsync has it.
     if let Some(root) = config.roots.first() {
         let mut dest_dir = root.dst.clone();
@@ -512,6 +524,17 @@ pub(crate) fn run(
     for out in &mut outs {
         pending.append(&mut out.pending_deletes);
     }
+    if !report.interrupted {
+        // --delay-updates: every file is written; now into place, directory by directory (a
+        // stopped run leaves them in the partial directories, to be resumed from).
+        let main = Counters::default();
+        for out in &mut outs {
+            for p in std::mem::take(&mut out.pending_updates) {
+                crate::sync::delayed_updates(&shared, &main, p);
+            }
+        }
+        report.errors += main.errors.get();
+    }
     if !pending.is_empty() && !report.interrupted {
         // --delete-after: everything is copied; now the deletions, in the order they were found.
         let main = Counters::default();
@@ -611,6 +634,7 @@ fn core_thread(
                 latency: None,
                 pending_deletes: Vec::new(),
                 pending_removals: Vec::new(),
+                pending_updates: Vec::new(),
                 report: CoreReport::default(),
                 fatal: Some(format!("cannot set up io_uring on core {index}: {e}")),
             };
@@ -656,6 +680,7 @@ fn core_thread(
         deferred: Cell::new(false),
         pending_deletes: RefCell::new(Vec::new()),
         pending_removals: RefCell::new(Vec::new()),
+        pending_updates: RefCell::new(Vec::new()),
         lat: crate::latency::Recorder::new(config.measure),
         worker: RefCell::new(worker),
         shared: Arc::clone(&shared),
@@ -708,6 +733,7 @@ fn core_thread(
         counters: core.counters,
         pending_deletes: core.pending_deletes.into_inner(),
         pending_removals: core.pending_removals.into_inner(),
+        pending_updates: core.pending_updates.into_inner(),
         latency: core.lat.into_inner(),
         fatal: None,
     }

@@ -339,6 +339,11 @@ pub struct Config {
     /// `--partial-dir=DIR`: keep partial files as `DIR/NAME` in each destination directory
     /// instead (DIR is one name; implies `partial`).
     pub partial_dir: Option<std::ffi::CString>,
+    /// `--delay-updates`: a written file stays in the partial directory (`partial_dir`,
+    /// `.~tmp~` when unset; implies `partial`, overrides `inplace`) until the end of the run,
+    /// when every such file is renamed into place; the further names of a hard-linked file wait
+    /// with it. (The command line also excludes the partial directory from the transfer.)
+    pub delay_updates: bool,
     /// `--temp-names`: stage new files under temporary names (then `rename`) instead of as
     /// unnamed `O_TMPFILE` files (then `linkat`), which is what file systems without `O_TMPFILE`
     /// get anyway.
@@ -440,6 +445,7 @@ impl Config {
             inplace: false,
             partial: false,
             partial_dir: None,
+            delay_updates: false,
             iowq_max_workers: 4,
             temp_names: false,
             quick_check: QuickCheck::SizeAndTime,

@@ -697,6 +697,90 @@ pub(crate) fn rename_over(
     }
 }
 
+/// A directory's files that `--delay-updates` keeps in its partial directory until the end of
+/// the run.
+pub(crate) struct PendingUpdates {
+    /// The destination directory's path.
+    pub dst: PathBuf,
+    /// Its path relative to the transfer root (for messages).
+    pub rel: PathBuf,
+    /// The names in the partial directory, each to be renamed to the same name beside it.
+    pub names: Vec<CString>,
+    /// The source directory's attributes: its times are set again after the renames.
+    pub stat: Option<Stat>,
+}
+
+/// `--delay-updates` at the end of the run: rename one directory's waiting files into place (in
+/// rapid succession, as rsync), remove the emptied partial directory, and set the directory's
+/// times again (the renames changed its mtime). A directory whose permissions keep its owner
+/// out (a read-only source directory, copied without root) is opened to its owner for the
+/// renames and given its mode back.
+pub(crate) fn delayed_updates(shared: &RunShared, counters: &Counters, p: PendingUpdates) {
+    let Some(pd) = shared.config.partial_dir.as_deref() else {
+        return;
+    };
+    let dir = match sys::open_dir_path(&p.dst) {
+        Ok(fd) => fd,
+        Err(e) => return failed(shared, counters, &p.rel, "opendir (delayed updates)", &e),
+    };
+    let pdir = match sys::open_dir_at(dir.as_fd(), pd) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let shown = p.rel.join(OsStr::from_bytes(pd.to_bytes()));
+            return failed(shared, counters, &shown, "opendir (delayed updates)", &e);
+        }
+    };
+    let mut opened: Option<u32> = None;
+    for name in &p.names {
+        let mv = || sys::rename_at(pdir.as_fd(), name, dir.as_fd(), name, 0);
+        let mut r = mv();
+        if opened.is_none()
+            && matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EACCES))
+            && let Ok(st) = sys::fstat(dir.as_fd())
+            && st.mode & 0o700 != 0o700
+            && sys::fchmod(dir.as_fd(), (st.mode & 0o7777) | 0o700).is_ok()
+        {
+            opened = Some(st.mode & 0o7777);
+            r = mv();
+        }
+        if let Err(e) = r {
+            let shown = p.rel.join(OsStr::from_bytes(name.to_bytes()));
+            failed(shared, counters, &shown, "rename (delayed update)", &e);
+        }
+    }
+    // Gone once empty (a file whose rename failed keeps it).
+    let _ = sys::unlink_at(dir.as_fd(), pd, libc::AT_REMOVEDIR);
+    if let Some(mode) = opened
+        && let Err(e) = sys::fchmod(dir.as_fd(), mode)
+    {
+        failed(shared, counters, &p.rel, "chmod", &e);
+    }
+    if let Some(st) = p.stat {
+        reset_dir_times(shared, counters, dir.as_fd(), &p.rel, &st);
+    }
+}
+
+/// Set a finished directory's times again after the end of the run changed it.
+fn reset_dir_times(
+    shared: &RunShared,
+    counters: &Counters,
+    fd: BorrowedFd<'_>,
+    rel: &Path,
+    st: &Stat,
+) {
+    if shared.config.dry_run || !shared.policy.keeps_mtime(FileType::Dir) {
+        return;
+    }
+    let atime = if shared.policy.atimes {
+        sys::Time::At(st.atime.0, st.atime.1)
+    } else {
+        sys::Time::Omit
+    };
+    if let Err(e) = sys::futimens(fd, atime, sys::Time::At(st.mtime.0, st.mtime.1)) {
+        failed(shared, counters, rel, "utimes", &e);
+    }
+}
+
 /// Run the `--delete-after` deletions of one root's directory, then set its times again.
 pub(crate) fn delete_after(shared: &RunShared, counters: &Counters, p: PendingDelete) {
     let root = &shared.config.roots[p.root];
@@ -725,19 +809,8 @@ pub(crate) fn delete_after(shared: &RunShared, counters: &Counters, p: PendingDe
             p.rules.as_deref(),
         );
     }
-    if any
-        && !shared.config.dry_run
-        && shared.policy.keeps_mtime(FileType::Dir)
-        && let Some(st) = p.stat
-    {
-        let atime = if shared.policy.atimes {
-            sys::Time::At(st.atime.0, st.atime.1)
-        } else {
-            sys::Time::Omit
-        };
-        if let Err(e) = sys::futimens(fd.as_fd(), atime, sys::Time::At(st.mtime.0, st.mtime.1)) {
-            failed(shared, counters, &p.rel, "utimes", &e);
-        }
+    if any && let Some(st) = p.stat {
+        reset_dir_times(shared, counters, fd.as_fd(), &p.rel, &st);
     }
 }
 

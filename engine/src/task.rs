@@ -135,6 +135,8 @@ pub(crate) struct DirNode {
     root: usize,
     /// `--delete`: the source names seen by the scan (what is not among them is extraneous).
     names: Option<sync::Names>,
+    /// `--delay-updates`: the files of this directory waiting in its partial directory.
+    delayed: Option<std::sync::Mutex<Vec<CString>>>,
     /// Reading the source directory failed: its listing is incomplete, so nothing is deleted.
     scan_failed: AtomicBool,
     /// This directory is (or is inside) a new subtree made under a temporary name: nobody sees
@@ -903,6 +905,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 .filter(|d| *d != Delete::Before && scope.lists_all())
                 .map(|_| sync::Names::default()),
             scan_failed: AtomicBool::new(false),
+            delayed: cfg.delay_updates.then(Default::default),
             hidden: staged.is_some(),
             staged,
             sweep,
@@ -975,6 +978,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         root: index,
         names: None,
         scan_failed: AtomicBool::new(false),
+        delayed: cfg.delay_updates.then(Default::default),
         hidden: false,
         staged: None,
         sweep: false,
@@ -2056,6 +2060,19 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         // Gone once empty, as rsync leaves it (a kept partial file keeps it).
         let _ = sys::unlink_at(node.dst_fd(), pd, libc::AT_REMOVEDIR);
     }
+    if let Some(delayed) = &node.delayed {
+        let names = std::mem::take(&mut *lock(delayed));
+        if !names.is_empty() {
+            core.pending_updates
+                .borrow_mut()
+                .push(sync::PendingUpdates {
+                    dst: node.dst_path(),
+                    rel: node.rel(),
+                    names,
+                    stat: node.stat,
+                });
+        }
+    }
     if let Some(names) = &node.names
         && !node.fresh
         && (cfg.ignore_errors || !node.scan_failed.load(Ordering::Relaxed))
@@ -2381,6 +2398,9 @@ pub(crate) struct PendingRemoval {
     mtime: (i64, i64),
     /// The name is a symlink followed by `-L`: its target's size and mtime are compared.
     follow: bool,
+    /// `--delay-updates`: the copy's final path, which must hold it (the same size, and mtime
+    /// with `-t`) before the source goes: a copy whose rename failed keeps its source.
+    dst: Option<(PathBuf, bool)>,
 }
 
 impl PendingRemoval {
@@ -2397,6 +2417,22 @@ impl PendingRemoval {
             Ok(_) => return fail("remove source file", changed_since_copied()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return fail("lstat", e),
+        }
+        if let Some((dst, times)) = &self.dst {
+            match fs::symlink_metadata(dst) {
+                Ok(d)
+                    if d.is_file()
+                        && d.size() == self.size
+                        && (!times || (d.mtime(), d.mtime_nsec()) == self.mtime) => {}
+                Ok(_) | Err(_) => {
+                    return fail(
+                        "remove source file",
+                        io::Error::other(
+                            "skipping sender-side removal: the copy did not take its place",
+                        ),
+                    );
+                }
+            }
         }
         match fs::remove_file(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => fail("unlink", e),
@@ -2428,12 +2464,30 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
         Err(e) => return report(core, &path(), "lstat", &e, source_class(&e)),
     };
     if st.file_type() == FileType::File {
-        let same = sys::lstat_at(parent.dst_fd(), dst_name).is_ok_and(|d| {
-            d.file_type() == FileType::File
-                && d.size == st.size
-                && (!cfg.times || d.mtime == st.mtime)
-        });
-        if !same {
+        let same = |name: &CStr| {
+            sys::lstat_at(parent.dst_fd(), name).is_ok_and(|d| {
+                d.file_type() == FileType::File
+                    && d.size == st.size
+                    && (!cfg.times || d.mtime == st.mtime)
+            })
+        };
+        if parent.delayed.is_some()
+            && !same(dst_name)
+            && let Some(held) = in_partial_dir(cfg, dst_name)
+            && same(&held)
+        {
+            // --delay-updates: the copy takes its place at the end of the run; the source goes
+            // after that.
+            core.pending_removals.borrow_mut().push(PendingRemoval {
+                path: path(),
+                size: st.size,
+                mtime: st.mtime,
+                follow,
+                dst: Some((parent.child_dst_path(dst_name), cfg.times)),
+            });
+            return;
+        }
+        if !same(dst_name) {
             return report(
                 core,
                 &path(),
@@ -2448,6 +2502,7 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
                 size: st.size,
                 mtime: st.mtime,
                 follow,
+                dst: None,
             });
             return;
         }
@@ -2587,7 +2642,37 @@ fn hardlink_make(
         left.set(true);
         return Ok(());
     }
-    if !cfg.dry_run {
+    if !cfg.dry_run
+        && let Some(delayed) = &parent.delayed
+    {
+        // --delay-updates: this name waits in the partial directory too, and takes its place
+        // with the others at the end of the run.
+        let held = in_partial_dir(cfg, dst_name).ok_or_else(|| {
+            let e = io::Error::from_raw_os_error(libc::ENAMETOOLONG);
+            ("link", e, ErrorClass::Partial, Side::Dst)
+        })?;
+        let pd = cfg
+            .partial_dir
+            .as_deref()
+            .expect("a delayed run has a partial directory");
+        match sys::mkdir_at(ddir, pd, 0o700) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(("mkdir (partial dir)", e, ErrorClass::Partial, Side::Dst));
+            }
+            _ => {}
+        }
+        let link = || sys::link_at(dir.as_fd(), &leader, ddir, &held);
+        match link() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                // Left by a stopped run.
+                sys::unlink_at(ddir, &held, 0)
+                    .and_then(|()| link())
+                    .map_err(dst_err("link"))?;
+            }
+            r => r.map_err(dst_err("link"))?,
+        }
+        lock(delayed).push(dst_name.to_owned());
+    } else if !cfg.dry_run {
         match sys::link_at(dir.as_fd(), &leader, ddir, dst_name) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -2722,6 +2807,23 @@ fn leader_dir<'a>(core: &Core, parent: &'a DirNode) -> &'a Arc<LeaderDir> {
 
 /// Tell waiting names of a multi-link inode how its leader fared.
 fn hardlink_done(core: &Core, parent: &DirNode, dst_name: &CStr, st: &Stat, ok: bool) {
+    hardlink_done_at(core, parent, dst_name, st, ok, false);
+}
+
+/// [`hardlink_done`] for a leader whose data was just copied: with `--delay-updates` the copy
+/// waits in the partial directory, and the further names link to it there.
+fn hardlink_copied(core: &Core, parent: &DirNode, dst_name: &CStr, st: &Stat, ok: bool) {
+    hardlink_done_at(core, parent, dst_name, st, ok, parent.delayed.is_some());
+}
+
+fn hardlink_done_at(
+    core: &Core,
+    parent: &DirNode,
+    dst_name: &CStr,
+    st: &Stat,
+    ok: bool,
+    held: bool,
+) {
     if !core.shared.config.hard_links || st.nlink < 2 {
         return;
     }
@@ -2732,13 +2834,13 @@ fn hardlink_done(core: &Core, parent: &DirNode, dst_name: &CStr, st: &Stat, ok: 
         } else {
             PathBuf::new()
         };
-        core.shared.links.done(
-            key,
-            Arc::clone(leader_dir(core, parent)),
-            dst_name.to_owned(),
-            rel,
-            *st,
-        );
+        let name = match held.then(|| in_partial_dir(&core.shared.config, dst_name)) {
+            Some(Some(p)) => p,
+            _ => dst_name.to_owned(),
+        };
+        core.shared
+            .links
+            .done(key, Arc::clone(leader_dir(core, parent)), name, rel, *st);
     } else {
         core.shared.links.failed(key);
     }
@@ -2951,7 +3053,7 @@ async fn copy_file(
                         Err(e) => Err(src_err("open (reference)")(e)),
                     }
                 };
-                hardlink_done(core, parent, dst_name, &st, r.is_ok());
+                hardlink_copied(core, parent, dst_name, &st, r.is_ok());
                 let bytes = r?;
                 bump(&core.counters.files, 1);
                 bump(&core.counters.bytes, bytes);
@@ -2999,7 +3101,7 @@ async fn copy_file(
         heavy.as_ref(),
     )
     .await;
-    hardlink_done(core, parent, dst_name, &st, r.is_ok());
+    hardlink_copied(core, parent, dst_name, &st, r.is_ok());
     let bytes = r?;
     bump(&core.counters.files, 1);
     bump(&core.counters.bytes, bytes);
@@ -3737,7 +3839,27 @@ async fn copy_file_data(
             dst
         };
         let t = core.lat.start();
-        publish(core, dir, &staging, &dst, dst_name, sync::Rel::Of(parent))?;
+        if let (
+            Some(delayed),
+            Staging::Partial {
+                in_partial_dir: true,
+                ..
+            },
+        ) = (&parent.delayed, &staging)
+        {
+            // --delay-updates: complete, it waits in the partial directory for the end of the
+            // run. A directory in the way of its name goes now (rsync's generator removes it
+            // before the transfer).
+            if !parent.fresh
+                && sys::lstat_at(dir, dst_name).is_ok_and(|d| d.file_type() == FileType::Dir)
+            {
+                sync::make_way(core, dir, dst_name, sync::Rel::Of(parent))
+                    .map_err(dst_err("rmdir"))?;
+            }
+            lock(delayed).push(dst_name.to_owned());
+        } else {
+            publish(core, dir, &staging, &dst, dst_name, sync::Rel::Of(parent))?;
+        }
         core.lat.record(Op::Publish, t);
         Ok(st.size - from)
     }
@@ -3746,6 +3868,22 @@ async fn copy_file_data(
         temp.name = None;
     }
     result
+}
+
+/// A lock of the run's few shared lists (one poisoned by a panicking thread is still usable:
+/// each push is whole).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `--delay-updates`: `name` of `dir` in its partial directory (`PD/NAME`), where a file waits
+/// for the end of the run.
+fn in_partial_dir(cfg: &crate::Config, name: &CStr) -> Option<CString> {
+    let pd = cfg.partial_dir.as_deref()?;
+    let mut v = pd.to_bytes().to_vec();
+    v.push(b'/');
+    v.extend_from_slice(name.to_bytes());
+    CString::new(v).ok()
 }
 
 /// Unlinks a staged temporary name when dropped, unless disarmed (`name = None`).
@@ -4035,6 +4173,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
             .filter(|d| *d != Delete::Before && scope.lists_all())
             .map(|_| sync::Names::default()),
         scan_failed: AtomicBool::new(false),
+        delayed: cfg.delay_updates.then(Default::default),
         hidden: parent.hidden || staged.is_some(),
         sweep,
         staged,
