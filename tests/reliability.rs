@@ -1073,6 +1073,99 @@ fn permission_errors_as_an_unprivileged_user() {
     chmod(&dst.join("ro"), 0o755);
 }
 
+/// A read-only directory (0555) of one's own, copied earlier, takes the updated and new files of
+/// the next run: like rsync, the run opens it to its owner while it writes in it and gives it
+/// its mode back. Before, as any user but root, every file to update in it failed with
+/// "Permission denied" (exit 23). Runs as uid 65534 against rsync, with each way of staging.
+#[test]
+fn a_read_only_directory_of_ones_own_takes_updates_as_rsync_does() {
+    if !nobody_and_rsync_or_skip("a_read_only_directory_of_ones_own_takes_updates_as_rsync_does") {
+        return;
+    }
+    for flags in [
+        &["-a"][..],
+        &["-a", "--delay-updates"],
+        &["-a", "--partial-dir=.p"],
+        &["-a", "--inplace"],
+        &["-rt"],
+    ] {
+        let s = Scratch::new();
+        let base = s.path();
+        let bin = reachable_binary(base);
+        let src = base.join("src");
+        fs::create_dir_all(src.join("ro/sub")).unwrap();
+        write(&src.join("ro/f"), b"old");
+        write(&src.join("ro/sub/g"), b"old g");
+        // Whole seconds, the updates' a second later: rsync compares times to the second.
+        for p in ["ro/f", "ro/sub/g"] {
+            set_times(&src.join(p), 1_600_000_000, 0);
+        }
+        for p in treediff::walk(base).unwrap() {
+            lchown(&base.join(&p), 65534, 65534);
+        }
+        lchown(base, 65534, 65534);
+        let ro = |mode| {
+            chmod(&src.join("ro/sub"), mode);
+            chmod(&src.join("ro"), mode);
+        };
+        ro(0o555);
+        let mut got = Vec::new();
+        for (tool, name) in [(Path::new("rsync"), "rsync-dst"), (&*bin, "arsync-dst")] {
+            let dst = base.join(name);
+            let out = as_nobody(tool, &["-a"], &src, &dst);
+            assert_eq!(code(&out), 0, "{}: {}", tool.display(), err(&out));
+        }
+        ro(0o755);
+        write(&src.join("ro/f"), b"new, longer");
+        write(&src.join("ro/sub/g"), b"new g");
+        write(&src.join("ro/added"), b"added");
+        for p in ["ro/f", "ro/sub/g", "ro/added"] {
+            lchown(&src.join(p), 65534, 65534);
+            set_times(&src.join(p), 1_600_000_001, 0);
+        }
+        ro(0o555);
+        for p in ["ro/sub", "ro"] {
+            set_times(&src.join(p), 1_600_000_000, 0);
+        }
+        for (tool, name) in [(Path::new("rsync"), "rsync-dst"), (&*bin, "arsync-dst")] {
+            let dst = base.join(name);
+            let mut with_items = flags.to_vec();
+            with_items.push("-i");
+            let out = as_nobody(tool, &with_items, &src, &dst);
+            assert_eq!(code(&out), 0, "{} {flags:?}: {}", tool.display(), err(&out));
+            // What it says it changed (a directory opened for the run is not among them).
+            let mut said: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            said.sort();
+            let mut state = vec![said.join("\n")];
+            for p in ["ro", "ro/sub"] {
+                use std::os::unix::fs::MetadataExt;
+                let m = fs::metadata(dst.join(p)).unwrap();
+                state.push(format!("{p} {:o} {}", m.mode(), m.mtime()));
+                let mut names: Vec<_> = fs::read_dir(dst.join(p))
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name())
+                    .collect();
+                names.sort();
+                state.push(format!("{names:?}"));
+            }
+            for p in ["ro/f", "ro/sub/g", "ro/added"] {
+                state.push(format!("{p} {:?}", fs::read(dst.join(p)).unwrap()));
+            }
+            got.push(state);
+        }
+        assert_eq!(got[1], got[0], "{flags:?}: arsync and rsync differ");
+        assert_eq!(got[1][1], "ro 40555 1600000000", "{flags:?}");
+        ro(0o755);
+        for name in ["rsync-dst", "arsync-dst"] {
+            chmod(&base.join(name).join("ro/sub"), 0o755);
+            chmod(&base.join(name).join("ro"), 0o755);
+        }
+    }
+}
+
 /// A destination directory the run would make (`SRC/ DEST`, DEST absent) is not made when the
 /// source directory cannot be opened, as rsync does not make it (rsync run the same way is the
 /// oracle); before, arsync made an empty DEST. Runs as uid 65534, for whom SRC is unreadable.

@@ -137,6 +137,10 @@ pub(crate) struct DirNode {
     names: Option<sync::Names>,
     /// `--delay-updates`: the files of this directory waiting in its partial directory.
     delayed: Option<std::sync::Mutex<Vec<CString>>>,
+    /// The existing destination directory's mode, when the run opened it to its owner to write
+    /// in it ([`open_to_owner`]): put back when it is finished, before its attributes are
+    /// compared with the source's.
+    tweaked: Option<u32>,
     /// Reading the source directory failed: its listing is incomplete, so nothing is deleted.
     scan_failed: AtomicBool,
     /// This directory is (or is inside) a new subtree made under a temporary name: nobody sees
@@ -850,6 +854,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             ino: dst_ino,
             sweep,
             inherits_acl,
+            tweaked,
         } = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
         // A selection's root is the directory the paths are relative to: unless it is selected
         // itself, its attributes are not the destination's business.
@@ -906,6 +911,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 .map(|_| sync::Names::default()),
             scan_failed: AtomicBool::new(false),
             delayed: cfg.delay_updates.then(Default::default),
+            tweaked,
             hidden: staged.is_some(),
             staged,
             sweep,
@@ -979,6 +985,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         names: None,
         scan_failed: AtomicBool::new(false),
         delayed: cfg.delay_updates.then(Default::default),
+        tweaked: None,
         hidden: false,
         staged: None,
         sweep: false,
@@ -1142,6 +1149,8 @@ struct DestFacts {
     sweep: bool,
     /// `-A` and it has a default ACL (which new entries inherit).
     inherits_acl: bool,
+    /// Its mode before this run opened it to its owner (see [`DirNode::tweaked`]).
+    tweaked: Option<u32>,
 }
 
 fn dest_dir_facts(core: &Core, dir: &OwnedFd, existing_src: Option<&Stat>) -> DestFacts {
@@ -1159,6 +1168,7 @@ fn dest_dir_facts(core: &Core, dir: &OwnedFd, existing_src: Option<&Stat>) -> De
             ino: st.ino,
             sweep: existing_src.is_some_and(|src| may_hold_temps(&core.shared.config, &st, src)),
             inherits_acl,
+            tweaked: existing_src.and_then(|_| open_to_owner(core, dir, &st)),
         },
         Err(_) => DestFacts {
             created_gid: egid,
@@ -1166,8 +1176,26 @@ fn dest_dir_facts(core: &Core, dir: &OwnedFd, existing_src: Option<&Stat>) -> De
             ino: 0,
             sweep: false,
             inherits_acl,
+            tweaked: None,
         },
     }
+}
+
+/// An existing destination directory that keeps its owner out (no write or search permission:
+/// a read-only directory copied earlier) cannot take new or updated entries without root. Like
+/// rsync (its "dir tweaking"), give the owner `rwx` for the run (when this process is the owner)
+/// and return the mode to put back when the directory is finished.
+fn open_to_owner(core: &Core, dir: &OwnedFd, st: &Stat) -> Option<u32> {
+    let policy = &core.shared.policy;
+    let mode = st.mode & 0o7777;
+    if core.shared.config.dry_run
+        || policy.euid == 0
+        || st.uid != policy.euid
+        || mode & 0o700 == 0o700
+    {
+        return None;
+    }
+    sys::fchmod(dir.as_fd(), mode | 0o700).ok().map(|()| mode)
 }
 
 /// Whether new subtrees are made under a temporary name (the default staging: not with
@@ -1615,7 +1643,11 @@ fn dir_item(core: &Core, node: &DirNode) {
         }
     } else {
         match (sys::fstat(node.dst_fd()), &node.stat) {
-            (Ok(d), Some(st)) => {
+            (Ok(mut d), Some(st)) => {
+                if let Some(mode) = node.tweaked {
+                    // Opened to its owner by this run: what it was is what differs.
+                    d.mode = (d.mode & !0o7777) | mode;
+                }
                 let mut c = sync::attr_change(&core.shared, &d, st, false);
                 if let Ok(p) = fsops::meta::xattr_plan(
                     Target::Fd(node.src_fd()),
@@ -2034,6 +2066,20 @@ fn delete_extraneous(
 }
 
 fn finish_dir_meta(core: &Core, node: &DirNode) {
+    // A directory opened to its owner for the run gets its mode back once nothing more is
+    // written in it (the sweep, the partial directory's removal and --delete below included).
+    struct PutBack<'a>(&'a Core, &'a DirNode);
+    impl Drop for PutBack<'_> {
+        fn drop(&mut self) {
+            let PutBack(core, node) = *self;
+            if let Some(mode) = node.tweaked
+                && let Err(e) = sys::fchmod(node.dst_fd(), mode)
+            {
+                report(core, &node.dst_path(), "chmod", &e, ErrorClass::Partial);
+            }
+        }
+    }
+    let put_back = PutBack(core, node);
     let Some(st) = &node.stat else { return };
     let cfg = &core.shared.config;
     if !node.fresh
@@ -2087,6 +2133,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
             &node.src_path(),
         );
     }
+    drop(put_back);
     // An existing directory: only what differs is written (its attributes compared, not copied).
     let mut plan = None;
     if !node.fresh {
@@ -3813,7 +3860,12 @@ async fn copy_file_data(
             // chmod below always runs).
             let d = sys::fstat(dst.as_fd()).map_err(dst_err("fstat"))?;
             if let Some((uid, gid)) = policy.chown_existing(&d, st) {
-                sys::fchown(dst.as_fd(), uid, gid).map_err(dst_err("chown"))?;
+                match sys::fchown(dst.as_fd(), uid, gid) {
+                    // A group the user is not in: rsync goes on silently when not root (as
+                    // for a new file).
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) && policy.euid != 0 => {}
+                    r => r.map_err(dst_err("chown"))?,
+                }
             }
         }
         core.lat.record(Op::Data, t_data);
@@ -4105,6 +4157,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         ino: dst_ino,
         sweep,
         inherits_acl,
+        tweaked,
     } = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
     // Its node is one of the parent's subdirectories until it is finished.
     parent.pending.fetch_add(1, Ordering::AcqRel);
@@ -4174,6 +4227,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
             .map(|_| sync::Names::default()),
         scan_failed: AtomicBool::new(false),
         delayed: cfg.delay_updates.then(Default::default),
+        tweaked,
         hidden: parent.hidden || staged.is_some(),
         sweep,
         staged,
