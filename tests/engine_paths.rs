@@ -798,3 +798,52 @@ fn concurrent_runs_pin_to_different_cpus() {
     assert_eq!(code(&e.output().unwrap()), 0);
     assert_eq!(core_cpus(&e_json), [None, None]);
 }
+
+/// `--bwlimit`: the copy is exact (a sparse file keeps its holes, with `-S`) and the data moves
+/// no faster than the rate: N bytes at R bytes a second take at least (N - one chunk) / R (a
+/// lower bound only: a loaded machine makes it slower, never faster). Before, `--bwlimit` was a
+/// usage error. Bad rates are usage errors that write nothing, as in rsync.
+#[test]
+fn bwlimit_holds_the_rate_and_the_copy_is_exact() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("small")).unwrap();
+    write(&src.join("big"), &content(3, 3 << 20));
+    for i in 0..100 {
+        write(&src.join(format!("small/f{i}")), &content(i, 4000));
+    }
+    let sparse = src.join("sparse");
+    write(&sparse, &content(9, 4096));
+    let f = fs::OpenOptions::new().write(true).open(&sparse).unwrap();
+    f.set_len(8 << 20).unwrap();
+    drop(f);
+    let data: u64 = (3 << 20) + 100 * 4000 + 4096;
+    let rate: u64 = 4 << 20;
+    let dst = s.path().join("dst");
+    let start = std::time::Instant::now();
+    let out = copy_contents(&["-aS", "--bwlimit=4M"], &src, &dst);
+    let took = start.elapsed();
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_same(&src, &dst, treediff::Check::archive());
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        fs::metadata(dst.join("sparse")).unwrap().blocks() * 512 < 1 << 20,
+        "the holes were written"
+    );
+    let chunk = rate / 10;
+    let least = std::time::Duration::from_secs_f64((data - chunk) as f64 / rate as f64);
+    assert!(
+        took >= least,
+        "{data} bytes at {rate} B/s took {took:?}, less than {least:?}"
+    );
+    for bad in ["--bwlimit=100b", "--bwlimit=fast", "--bwlimit=-1"] {
+        let d = s.path().join("never");
+        let out = copy_contents(&["-a", bad], &src, &d);
+        assert_eq!(code(&out), 1, "{bad}");
+        assert!(!d.exists(), "{bad} wrote");
+    }
+    // 0 is no limit.
+    let out = copy_contents(&["-a", "--bwlimit=0"], &src, &s.path().join("free"));
+    assert_eq!(code(&out), 0);
+    assert_same(&src, &s.path().join("free"), treediff::Check::archive());
+}

@@ -812,6 +812,14 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("bwlimit")
+            .long("bwlimit")
+            .value_name("RATE")
+            .value_parser(parse_rate)
+            .help("write at most RATE bytes of file data per second, all cores together (KiB unless a suffix says otherwise, e.g. 500, 1.5M, 20MB; 0 = no limit; as rsync's). Files then move in chunks read and written on the cores [default: no limit]")
+            .help_heading("Engine"),
+    )
+    .arg(
         Arg::new("max-size")
             .long("max-size")
             .value_name("SIZE")
@@ -1494,6 +1502,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.dry_run = m.get_flag("dry-run");
     config.max_delete = m.get_one::<u64>("max-delete").copied();
     config.max_size = m.get_one::<u64>("max-size").copied();
+    config.bwlimit = m.get_one::<u64>("bwlimit").copied().filter(|&r| r > 0);
     config.remove_source_files = m.get_flag("remove-source-files");
     let (chown_user, chown_group) = m
         .get_one::<String>("chown")
@@ -1970,6 +1979,26 @@ fn usage(message: &str) -> Refused {
 /// A size as rsync reads one: a number, a fraction allowed (`1.5M`), then an optional unit `B`,
 /// `K`, `M`, `G`, `T` or `P` (powers of 1024; `KiB` the same; `KB` powers of 1000; any case),
 /// then an optional `+1` or `-1` (one byte more or less).
+/// `--bwlimit=RATE`: a size per second, in units of 1024 bytes when it has no suffix, at
+/// least 512 bytes unless 0 (rsync's rules).
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let rate = if t.ends_with(|c: char| c.is_ascii_digit() || c == '.') {
+        parse_size(&format!("{t}K"))
+    } else {
+        parse_size(t)
+    }
+    .map_err(|_| {
+        format!("{s:?} is not a rate (e.g. 500 for 500 KiB/s, 1.5M, 20MB, 0 for no limit)")
+    })?;
+    if rate > 0 && rate < 512 {
+        return Err(format!(
+            "{s:?} is too small: the least rate is 512 bytes a second"
+        ));
+    }
+    Ok(rate)
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     let bad = || format!("{s:?} is not a size (e.g. 4096, 256K, 1.5M, 4GB, 2K-1)");
     let t = s.trim().to_ascii_lowercase();
@@ -2403,7 +2432,25 @@ pub fn generate(what: &Generate, out: &mut dyn std::io::Write) -> std::io::Resul
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_rate, parse_size};
+
+    #[test]
+    fn rates_read_as_rsync_reads_them() {
+        for (s, want) in [
+            ("0", 0),
+            ("500", 500 << 10),
+            ("1.5", 1536),
+            ("1.5M", 3 << 19),
+            ("20MB", 20_000_000),
+            ("512b", 512),
+            ("1g", 1 << 30),
+        ] {
+            assert_eq!(parse_rate(s), Ok(want), "{s}");
+        }
+        for s in ["", "fast", "100b", "0.1", "2Q"] {
+            assert!(parse_rate(s).is_err(), "{s} was accepted");
+        }
+    }
 
     #[test]
     fn sizes_read_as_rsync_reads_them() {

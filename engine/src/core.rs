@@ -136,6 +136,8 @@ pub(crate) struct RunShared {
     pub wants_items: bool,
     pub pid: u32,
     pub links: crate::links::LinkMap<Arc<crate::task::LeaderDir>>,
+    /// `--bwlimit`: the run's rate (`None`: no limit).
+    pub throttle: Option<crate::throttle::Throttle>,
     /// Set once the "destination does not support xattrs/ACLs" warning was given (touched only
     /// on that error path).
     pub xattr_warned: AtomicBool,
@@ -369,6 +371,10 @@ pub(crate) fn run(
         observer,
         pid: std::process::id(),
         links: crate::links::LinkMap::new(config.copy_links || config.copy_unsafe_links),
+        throttle: config
+            .bwlimit
+            .filter(|&r| r > 0)
+            .map(crate::throttle::Throttle::new),
         xattr_warned: AtomicBool::new(false),
         direct_warned: AtomicBool::new(false),
         deletes: AtomicU64::new(0),

@@ -71,6 +71,7 @@ pub mod select;
 mod split;
 mod sync;
 mod task;
+mod throttle;
 mod workers;
 
 use std::io;
@@ -344,6 +345,10 @@ pub struct Config {
     /// when every such file is renamed into place; the further names of a hard-linked file wait
     /// with it. (The command line also excludes the partial directory from the transfer.)
     pub delay_updates: bool,
+    /// `--bwlimit`: the most data the run writes per second, in bytes (`None`: no limit). With
+    /// a limit every file's data moves in chunks read and written on the core (a clone, which
+    /// moves no data, stays allowed), each charged to one clock for the run.
+    pub bwlimit: Option<u64>,
     /// `--temp-names`: stage new files under temporary names (then `rename`) instead of as
     /// unnamed `O_TMPFILE` files (then `linkat`), which is what file systems without `O_TMPFILE`
     /// get anyway.
@@ -446,6 +451,7 @@ impl Config {
             partial: false,
             partial_dir: None,
             delay_updates: false,
+            bwlimit: None,
             iowq_max_workers: 4,
             temp_names: false,
             quick_check: QuickCheck::SizeAndTime,

@@ -2907,6 +2907,8 @@ enum DataPath {
     /// `-S`: `copy_file_range` of each data extent (the holes are never written).
     KernelRanges(Vec<(u64, u64)>),
     Ring(Vec<(u64, u64)>),
+    /// `--bwlimit`: these ranges in chunks on the core, each charged to the run's rate.
+    Throttled(Vec<(u64, u64)>),
 }
 
 async fn copy_file(
@@ -3683,6 +3685,17 @@ async fn copy_file_data(
                 Err(e) => return Err(("clone", e, ErrorClass::Partial, Side::Dst)),
             }
         }
+        if core.shared.throttle.is_some() {
+            // --bwlimit: whatever would move the data does it in charged chunks (a clone moves
+            // none).
+            path = match path {
+                DataPath::Clone => DataPath::Clone,
+                DataPath::Inline | DataPath::Kernel => DataPath::Throttled(vec![(0, st.size)]),
+                DataPath::KernelRanges(e) | DataPath::Ring(e) | DataPath::Throttled(e) => {
+                    DataPath::Throttled(e)
+                }
+            };
+        }
         if let DataPath::Kernel = path {
             let _ = prealloc(&dst, 0, st.size);
             let split = cfg.split_chunk > 0
@@ -3816,6 +3829,22 @@ async fn copy_file_data(
                 }
                 out.dst
             }
+            DataPath::Throttled(ranges) => {
+                for &(off, len) in &ranges {
+                    if let Err(e) = prealloc(&dst, off, len)
+                        && !not_here(&e)
+                    {
+                        return Err(dst_err("fallocate")(e));
+                    }
+                }
+                let throttle = core.shared.throttle.as_ref().expect("a throttled path has a rate");
+                copy_throttled(throttle, src, &dst, &ranges)
+                    .await
+                    .map_err(data_err("read"))?;
+                bump(&core.counters.inline_files, 1);
+                tracing::trace!(path = %parent.child_rel(dst_name).display(), size = st.size, "data copied at the --bwlimit rate");
+                dst
+            }
             DataPath::Clone | DataPath::Kernel | DataPath::KernelRanges(_) => dst,
         };
         if !matches!(path_kind, PathKind::Inline) {
@@ -3936,6 +3965,41 @@ fn in_partial_dir(cfg: &crate::Config, name: &CStr) -> Option<CString> {
     v.push(b'/');
     v.extend_from_slice(name.to_bytes());
     CString::new(v).ok()
+}
+
+/// `--bwlimit`: copy `ranges` of `src` with reads and writes on the core, a chunk at a time,
+/// waiting after each for the run's clock (other files of this core wait meanwhile; the cores
+/// share one rate). A source that ends early is an error (it shrank while being copied); one
+/// that grew is caught by the caller's check of its size and mtime.
+async fn copy_throttled(
+    throttle: &crate::throttle::Throttle,
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    ranges: &[(u64, u64)],
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; throttle.chunk()];
+    let mut total = 0;
+    for &(off, len) in ranges {
+        let (mut pos, end) = (off, off + len);
+        while pos < end {
+            let want = buf.len().min((end - pos) as usize);
+            let n = sys::read_at(src.as_fd(), &mut buf[..want], pos)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "file shrank while it was being copied",
+                ));
+            }
+            sys::write_all_at(dst.as_fd(), &buf[..n], pos)?;
+            pos += n as u64;
+            total += n as u64;
+            let wait = throttle.charge(n as u64);
+            if !wait.is_zero() {
+                compio::runtime::time::sleep(wait).await;
+            }
+        }
+    }
+    Ok(total)
 }
 
 /// Unlinks a staged temporary name when dropped, unless disarmed (`name = None`).
