@@ -167,6 +167,21 @@ fn usage_errors_exit_1_and_write_nothing() {
             src.as_os_str(),
             dst.as_os_str(),
         ],
+        // As rsync: an appended file is written in place, never staged.
+        vec![
+            s("-a"),
+            s("--append"),
+            s("--partial-dir=.p"),
+            src.as_os_str(),
+            dst.as_os_str(),
+        ],
+        vec![
+            s("-a"),
+            s("--append-verify"),
+            s("--delay-updates"),
+            src.as_os_str(),
+            dst.as_os_str(),
+        ],
         // Each rank of an MPI run ends on its own.
         vec![
             s("-a"),

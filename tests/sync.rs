@@ -2569,3 +2569,70 @@ fn delay_updates_holds_every_file_until_the_end_and_a_stopped_run_resumes() {
         contents(&dst)
     );
 }
+
+#[test]
+fn append_and_append_verify_grow_files_as_rsync_does() {
+    // Before, both were unknown options (exit 1, nothing copied).
+    if !require_rsync("append_and_append_verify_grow_files_as_rsync_does") {
+        return;
+    }
+    let big = content(5, 3 << 20);
+    let mut big_bad = big[..1 << 20].to_vec();
+    big_bad[10] ^= 0xff;
+    let src_files: [(&str, &[u8]); 7] = [
+        ("grow", b"abcdef"),
+        ("same_len", b"abc"),
+        ("shorter", b"ab"),
+        ("bad", b"hello world"),
+        ("new", b"new"),
+        ("big", &big),
+        ("big_bad", &big),
+    ];
+    let dst_files: [(&str, &[u8]); 6] = [
+        ("grow", b"abc"),
+        ("same_len", b"xyz"),
+        ("shorter", b"xyz"),
+        ("bad", b"HELLO"),
+        ("big", &big[..1 << 20]),
+        ("big_bad", &big_bad),
+    ];
+    for flag in ["--append", "--append-verify"] {
+        let mut got = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let s = Scratch::new();
+            let (src, dst) = (s.path().join("src"), s.path().join("dst"));
+            fs::create_dir_all(&src).unwrap();
+            fs::create_dir_all(&dst).unwrap();
+            for (p, data) in src_files {
+                write(&src.join(p), data);
+                set_times(&src.join(p), 1_600_000_000, 0);
+            }
+            for (p, data) in dst_files {
+                write(&dst.join(p), data);
+            }
+            chmod(&dst.join("same_len"), 0o600);
+            let inode = |p: &str| fs::metadata(dst.join(p)).unwrap().ino();
+            let before = (inode("grow"), inode("big"));
+            let out = by_tool(tool, &["-a", flag], &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flag}: {}", err(&out));
+            // Appended in place.
+            assert_eq!((inode("grow"), inode("big")), before, "{tool} {flag}");
+            let mut state = Vec::new();
+            for (p, _) in src_files {
+                let m = fs::metadata(dst.join(p)).unwrap();
+                let data = fs::read(dst.join(p)).unwrap();
+                let mut h = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(&data, &mut h);
+                state.push(format!(
+                    "{p} {:o} {} {} {:x}",
+                    m.mode(),
+                    m.mtime(),
+                    data.len(),
+                    std::hash::Hasher::finish(&h)
+                ));
+            }
+            got.push(state);
+        }
+        assert_eq!(got[1], got[0], "{flag}: arsync and rsync differ");
+    }
+}

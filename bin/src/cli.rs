@@ -944,6 +944,20 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("append")
+            .long("append")
+            .action(ArgAction::SetTrue)
+            .help("only for files known to grow: a destination file shorter than its source gets the source's remaining bytes appended in place (its content is not checked); one at least as long is left alone, attributes too (implies --inplace) [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("append-verify")
+            .long("append-verify")
+            .action(ArgAction::SetTrue)
+            .help("like --append, but the destination's part is first compared with the source's and rewritten from where it differs [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("partial")
             .long("partial")
             .action(ArgAction::SetTrue)
@@ -1605,8 +1619,25 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.verify = m.get_flag("verify");
     config.fsync = m.get_flag("fsync");
     config.inplace = m.get_flag("inplace");
+    config.append = if m.get_flag("append-verify") {
+        Some(engine::Append::Verify)
+    } else if m.get_flag("append") {
+        Some(engine::Append::Trust)
+    } else {
+        None
+    };
     config.partial = m.get_flag("partial") || m.get_flag("partial-progress");
     config.delay_updates = m.get_flag("delay-updates");
+    if config.append.is_some() {
+        // As rsync: a file appended to is written in place, never staged.
+        if config.delay_updates {
+            return Err(usage("--append cannot be used with --delay-updates"));
+        }
+        if m.contains_id("partial-dir") {
+            return Err(usage("--append cannot be used with --partial-dir"));
+        }
+        config.inplace = true;
+    }
     if config.delay_updates && config.inplace {
         return Err(usage("--inplace cannot be used with --delay-updates"));
     }

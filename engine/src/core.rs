@@ -332,6 +332,9 @@ pub(crate) fn run(
     // reference and leader directories a task may open).
     let nofile = crate::prepare_process(config);
     let mut config = config.clone();
+    if config.append.is_some() {
+        config.inplace = true;
+    }
     if config.delay_updates {
         // The waiting files live in the partial directory (rsync's default name).
         config.partial = true;

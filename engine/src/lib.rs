@@ -184,6 +184,16 @@ pub enum QuickCheck {
     Never,
 }
 
+/// `--append` (`Trust`) or `--append-verify` (`Verify`): how the part of a file already in the
+/// destination is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Append {
+    /// Taken as it is: only the bytes past its end are copied.
+    Trust,
+    /// Compared with the source first; rewritten from the first chunk that differs.
+    Verify,
+}
+
 /// What to copy and how. Build it with [`Config::archive`] (= rsync `-a`) or field by field.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -349,6 +359,11 @@ pub struct Config {
     /// a limit every file's data moves in chunks read and written on the core (a clone, which
     /// moves no data, stays allowed), each charged to one clock for the run.
     pub bwlimit: Option<u64>,
+    /// `--append` / `--append-verify`: a destination file shorter than its source is extended
+    /// in place (implies `inplace`); one at least as long is left alone (data and attributes,
+    /// as rsync). `Verify` checks the kept part against the source first and rewrites it from
+    /// where it differs; `Trust` takes it as it is.
+    pub append: Option<Append>,
     /// `--temp-names`: stage new files under temporary names (then `rename`) instead of as
     /// unnamed `O_TMPFILE` files (then `linkat`), which is what file systems without `O_TMPFILE`
     /// get anyway.
@@ -452,6 +467,7 @@ impl Config {
             partial_dir: None,
             delay_updates: false,
             bwlimit: None,
+            append: None,
             iowq_max_workers: 4,
             temp_names: false,
             quick_check: QuickCheck::SizeAndTime,

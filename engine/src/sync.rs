@@ -121,6 +121,10 @@ pub(crate) async fn judge_file(
     if cfg.update && d.mtime > st.mtime && !same_mtime(d.mtime, st.mtime, cfg.modify_window) {
         return Verdict::Skip;
     }
+    if cfg.append.is_some() && d.size >= st.size {
+        // --append: only a shorter file grows; anything else is left as it is, attributes too.
+        return Verdict::Skip;
+    }
     let mut change = attr_change(shared, &d, st, false);
     let same = match cfg.quick_check {
         QuickCheck::Never => false,

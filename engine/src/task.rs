@@ -3645,7 +3645,13 @@ async fn copy_file_data(
         // A partial (or in-place) file from an earlier run: keep the prefix that matches.
         let mut from = 0u64;
         if let Some(size) = existing {
-            from = sync::resume_point(core, src, &dst, size, st.size).await;
+            from = match cfg.append {
+                // --append: the kept part is taken as it is.
+                Some(crate::Append::Trust) if matches!(staging, Staging::InPlace) => {
+                    size.min(st.size)
+                }
+                _ => sync::resume_point(core, src, &dst, size, st.size).await,
+            };
             if size > st.size || (from == 0 && size > 0 && cfg.sparse) {
                 sys::ftruncate(dst.as_fd(), from).map_err(dst_err("ftruncate"))?;
             }
