@@ -190,6 +190,13 @@ fn usage_errors_exit_1_and_write_nothing() {
             src.as_os_str(),
             dst.as_os_str(),
         ],
+        vec![
+            s("-a"),
+            s("--mpi"),
+            s("--append"),
+            src.as_os_str(),
+            dst.as_os_str(),
+        ],
     ] {
         let out = run(&args);
         assert_eq!(

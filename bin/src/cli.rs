@@ -1868,6 +1868,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             // Each rank's run ends on its own: no one moment puts every file in place.
             return Err(usage("--mpi cannot be combined with --delay-updates"));
         }
+        if config.append.is_some() {
+            // The ranks split a large file into pieces written by several hosts.
+            return Err(usage(
+                "--mpi cannot be combined with --append or --append-verify",
+            ));
+        }
         if stop_at.is_some() {
             return Err(usage(
                 "--mpi cannot be combined with --stop-after or --stop-at",
