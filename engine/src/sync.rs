@@ -736,6 +736,14 @@ pub(crate) fn delayed_updates(shared: &RunShared, counters: &Counters, p: Pendin
     };
     let mut opened: Option<u32> = None;
     for name in &p.names {
+        if let Some(b) = &shared.config.backup
+            && let Err(e) = crate::backup::keep(b, dir.as_fd(), name, &p.rel)
+        {
+            // As rsync: no backup, no update (the new file stays waiting).
+            let shown = p.rel.join(OsStr::from_bytes(name.to_bytes()));
+            failed(shared, counters, &shown, "backup", &e);
+            continue;
+        }
         let mv = || sys::rename_at(pdir.as_fd(), name, dir.as_fd(), name, 0);
         let mut r = mv();
         if opened.is_none()

@@ -3567,6 +3567,10 @@ fn publish(
             in_partial_dir,
         } => {
             let r = if *in_partial_dir {
+                if let Some(b) = &core.shared.config.backup {
+                    // (rename_over does this for a file staged beside its name.)
+                    crate::backup::keep(b, dir, name, &rel.path()).map_err(dst_err("backup"))?;
+                }
                 match sys::rename_at(pdir.as_fd(), pname, dir, name, 0) {
                     Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
                         sync::make_way(core, dir, name, rel)
