@@ -1344,6 +1344,25 @@ fn both(name: &str, flags: &[&str], src: &std::path::Path, dst: &std::path::Path
         .expect("run")
 }
 
+/// `both` for arsync into `BASE.a` and rsync into `BASE.r`, each of which must succeed; the two
+/// destinations (ours, rsync's).
+fn both_succeed(
+    flags: &[&str],
+    src: &std::path::Path,
+    base: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (ours, theirs) = (base.with_extension("a"), base.with_extension("r"));
+    let a = both("arsync", flags, src, &ours);
+    let r = both("rsync", flags, src, &theirs);
+    assert_eq!(
+        (code(&a), code(&r)),
+        (0, 0),
+        "{flags:?}: {}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    (ours, theirs)
+}
+
 #[test]
 fn h_is_human_readable_numbers_as_in_rsync_and_help_only_alone() {
     // `arsync -avh SRC/ DST/` (rsync's most common form) printed the help and exited 0 without
@@ -1450,18 +1469,7 @@ fn an_options_value_is_never_read_as_flags() {
     .iter()
     .enumerate()
     {
-        let (ours, theirs) = (
-            t.path().join(format!("a{i}")),
-            t.path().join(format!("r{i}")),
-        );
-        let a = both("arsync", flags, &src, &ours);
-        let r = both("rsync", flags, &src, &theirs);
-        assert_eq!(
-            (code(&a), code(&r)),
-            (0, 0),
-            "{flags:?}: {}",
-            String::from_utf8_lossy(&a.stderr)
-        );
+        let (ours, theirs) = both_succeed(flags, &src, &t.path().join(format!("{i}")));
         assert_eq!(names(&ours), names(&theirs), "{flags:?}");
         assert!(
             !names(&ours).contains(&"lnk".to_string()),
@@ -1499,18 +1507,7 @@ fn incremental_recursion_flags_are_accepted_and_copy_what_rsync_copies() {
     .iter()
     .enumerate()
     {
-        let (ours, theirs) = (
-            t.path().join(format!("a{i}")),
-            t.path().join(format!("r{i}")),
-        );
-        let a = both("arsync", flags, &src, &ours);
-        let r = both("rsync", flags, &src, &theirs);
-        assert_eq!(
-            (code(&a), code(&r)),
-            (0, 0),
-            "{flags:?}: {}",
-            String::from_utf8_lossy(&a.stderr)
-        );
+        let (ours, theirs) = both_succeed(flags, &src, &t.path().join(format!("{i}")));
         assert_same(&theirs, &ours, treediff::Check::archive());
         let linked = |d: &std::path::Path| {
             use std::os::unix::fs::MetadataExt;
