@@ -3987,7 +3987,9 @@ async fn copy_throttled(
     dst: &OwnedFd,
     ranges: &[(u64, u64)],
 ) -> io::Result<u64> {
-    let mut buf = vec![0u8; throttle.chunk()];
+    // (No larger than the largest range: a small file does not zero a whole chunk.)
+    let longest = ranges.iter().map(|&(_, len)| len).max().unwrap_or(0);
+    let mut buf = vec![0u8; (throttle.chunk() as u64).min(longest).max(1) as usize];
     let mut total = 0;
     for &(off, len) in ranges {
         let (mut pos, end) = (off, off + len);
