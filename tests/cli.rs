@@ -1517,3 +1517,33 @@ fn incremental_recursion_flags_are_accepted_and_copy_what_rsync_copies() {
         assert_eq!(linked(&ours), linked(&theirs), "{flags:?}: hard link");
     }
 }
+
+#[test]
+fn progress2_counts_a_large_files_bytes_while_it_is_copied() {
+    // --info=progress2 counted a file's bytes only once it was done: a large file showed 0 bytes
+    // for as long as it took (minutes for a big one). A 24 MiB file at --bwlimit=8M takes at
+    // least 2.9 s, and a line is printed each second (stdout is not a terminal): some line
+    // before the end shows part of the file.
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let size: u64 = 24 << 20;
+    write(&src.join("big"), &content(1, size as usize));
+    let out = copy_contents(
+        &["-a", "--bwlimit=8M", "--info=progress2"],
+        &src,
+        &t.path().join("dst"),
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let counts: Vec<u64> = text
+        .split(['\r', '\n'])
+        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|n| n.replace(',', "").parse().ok())
+        .collect();
+    assert!(
+        counts.iter().any(|&n| n > 0 && n < size),
+        "no line shows part of the file: {text:?}"
+    );
+    assert_eq!(counts.last(), Some(&size), "{text:?}");
+}

@@ -129,16 +129,17 @@ pub(crate) fn copy(
     clear(bd, &bname)?;
     let new = sys::create_excl(bd, &bname, 0o600)?;
     let keep_going = std::sync::atomic::AtomicBool::new(true);
-    let copied = fsops::copy::copy_kernel_range_blocking(old, &new, 0, st.size, &keep_going)
-        .or_else(|_| {
-            // copy_file_range refused (another file system kind): plain reads and writes.
-            sys::ftruncate(new.as_fd(), 0)?;
-            let mut from = std::fs::File::from(old.try_clone()?);
-            let mut to = std::fs::File::from(new.try_clone()?);
-            use std::io::Seek;
-            from.seek(io::SeekFrom::Start(0))?;
-            std::io::copy(&mut from, &mut to)
-        });
+    let copied =
+        fsops::copy::copy_kernel_range_blocking(old, &new, (0, st.size), &keep_going, &|_| {})
+            .or_else(|_| {
+                // copy_file_range refused (another file system kind): plain reads and writes.
+                sys::ftruncate(new.as_fd(), 0)?;
+                let mut from = std::fs::File::from(old.try_clone()?);
+                let mut to = std::fs::File::from(new.try_clone()?);
+                use std::io::Seek;
+                from.seek(io::SeekFrom::Start(0))?;
+                std::io::copy(&mut from, &mut to)
+            });
     if let Err(e) = copied {
         let _ = sys::unlink_at(bd, &bname, 0);
         return Err(e);

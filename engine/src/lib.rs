@@ -875,6 +875,9 @@ struct ProgressInner {
     cores: std::sync::OnceLock<Vec<crossbeam_utils::CachePadded<ProgressSlot>>>,
     scanning: std::sync::atomic::AtomicUsize,
     started: std::sync::atomic::AtomicBool,
+    /// Bytes written so far of the large files still being copied (added a chunk at a time by
+    /// whichever thread copies it; taken back when the file is counted whole on its core).
+    moving: crossbeam_utils::CachePadded<std::sync::atomic::AtomicU64>,
 }
 
 /// One core's counters.
@@ -895,7 +898,7 @@ pub struct ProgressSnapshot {
     /// Regular files dealt with so far, whatever happened to them (copied, unchanged, linked,
     /// skipped, failed).
     pub checked: u64,
-    /// Content bytes written, counted when a file's writes have completed.
+    /// Content bytes written: of the files done, and so far of the large files in progress.
     pub bytes: u64,
     /// Regular files found by the scan so far (a growing estimate of the total while `scanning`).
     pub seen_files: u64,
@@ -918,6 +921,7 @@ impl Progress {
             scanning: self.0.scanning.load(Relaxed) > 0 || !self.0.started.load(Relaxed),
             ..ProgressSnapshot::default()
         };
+        s.bytes = self.0.moving.load(Relaxed);
         if let Some(cores) = self.0.cores.get() {
             for c in cores {
                 s.files += c.files.load(Relaxed);
@@ -939,6 +943,20 @@ impl Progress {
         self.0
             .started
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `bytes` of a large file in progress were written.
+    pub(crate) fn moved(&self, bytes: u64) {
+        self.0
+            .moving
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A file whose progress was shown a chunk at a time (`bytes` in all) is now counted whole.
+    pub(crate) fn settled(&self, bytes: u64) {
+        self.0
+            .moving
+            .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn slot(&self, core: usize) -> Option<&ProgressSlot> {

@@ -19,6 +19,31 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::task::{Poll, Waker};
 
+/// The bytes one shared copy has written, added to the progress display as they are written
+/// (by whichever thread writes them); the file's core takes them back when it counts the file.
+struct Moved {
+    progress: crate::Progress,
+    total: AtomicU64,
+}
+
+impl Moved {
+    fn new(progress: crate::Progress) -> Self {
+        Self {
+            progress,
+            total: AtomicU64::new(0),
+        }
+    }
+
+    fn add(&self, n: u64) {
+        self.total.fetch_add(n, Ordering::Relaxed);
+        self.progress.moved(n);
+    }
+
+    fn total(&self) -> u64 {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
 /// The state shared by the cores copying one file.
 pub(crate) struct SplitCopy {
     src: OwnedFd,
@@ -33,13 +58,21 @@ pub(crate) struct SplitCopy {
     stop: AtomicBool,
     failed: Mutex<Option<io::Error>>,
     owner: Mutex<Option<Waker>>,
+    /// Bytes copied so far, shown by the progress display as they go.
+    moved: Moved,
 }
 
 impl SplitCopy {
     /// A split copy of `size` bytes from `src` to `dst` (both duplicated: helpers may outlive
     /// the owner's handles by a moment).
-    pub(crate) fn new(src: &OwnedFd, dst: &OwnedFd, size: u64, chunk: u64) -> io::Result<Self> {
+    pub(crate) fn new(
+        src: &OwnedFd,
+        dst: &OwnedFd,
+        (size, chunk): (u64, u64),
+        progress: crate::Progress,
+    ) -> io::Result<Self> {
         Ok(Self {
+            moved: Moved::new(progress),
             src: src.try_clone()?,
             dst: dst.try_clone()?,
             size,
@@ -50,6 +83,11 @@ impl SplitCopy {
             failed: Mutex::new(None),
             owner: Mutex::new(None),
         })
+    }
+
+    /// Bytes copied so far (all of them once the copy is done).
+    pub(crate) fn moved(&self) -> u64 {
+        self.moved.total()
     }
 
     /// How many chunks the file has.
@@ -115,7 +153,9 @@ impl SplitCopy {
     async fn copy_range(&self, mut off: u64, len: u64) -> io::Result<()> {
         let end = off + len;
         while off < end {
-            off = fsops::copy::copy_step(&self.src, &self.dst, off, end, 16 << 20)?;
+            let next = fsops::copy::copy_step(&self.src, &self.dst, off, end, 16 << 20)?;
+            self.moved.add(next - off);
+            off = next;
             if self.stop.load(Ordering::Acquire) {
                 return Ok(());
             }
@@ -183,11 +223,19 @@ pub(crate) struct ColdCopy {
     /// Cleared on the first error or when the core gives up (stop request).
     wanted: AtomicBool,
     failed: Mutex<Option<io::Error>>,
+    /// Bytes copied so far, shown by the progress display as they go.
+    moved: Moved,
 }
 
 impl ColdCopy {
-    pub(crate) fn new(src: OwnedFd, dst: OwnedFd, pieces: Vec<Vec<(u64, u64)>>) -> Self {
+    pub(crate) fn new(
+        src: OwnedFd,
+        dst: OwnedFd,
+        pieces: Vec<Vec<(u64, u64)>>,
+        progress: crate::Progress,
+    ) -> Self {
         Self {
+            moved: Moved::new(progress),
             src,
             dst,
             pieces,
@@ -202,6 +250,11 @@ impl ColdCopy {
 
     pub(crate) fn pieces(&self) -> usize {
         self.pieces.len()
+    }
+
+    /// Bytes copied so far (all of them once [`ColdCopy::run`] returned `Ok`).
+    pub(crate) fn moved(&self) -> u64 {
+        self.moved.total()
     }
 
     /// Pieces copied so far (all of them once [`ColdCopy::run`] returned `Ok`).
@@ -233,9 +286,9 @@ impl ColdCopy {
                 fsops::copy::copy_kernel_range_blocking(
                     &self.src,
                     &self.dst,
-                    off,
-                    len,
+                    (off, len),
                     &self.wanted,
+                    &|n| self.moved.add(n),
                 )
                 .map(drop)
             });
@@ -313,7 +366,12 @@ mod tests {
     fn helpers_and_the_own_job_copy_every_piece_once() {
         let len = (5 << 20) + 123;
         let (dir, data, src, dst) = files(len);
-        let job = Arc::new(ColdCopy::new(src, dst, pieces(len as u64, 1 << 20)));
+        let job = Arc::new(ColdCopy::new(
+            src,
+            dst,
+            pieces(len as u64, 1 << 20),
+            crate::Progress::new(),
+        ));
         // A helper that gives way at once takes nothing; two that help race the own job.
         job.work(|| true);
         assert_eq!(job.copied_pieces(), 0);
@@ -337,11 +395,16 @@ mod tests {
         let (dir, _, src, _) = files(len);
         // A destination open read-only: every write fails with EBADF.
         let ro: OwnedFd = fs::File::open(dir.path().join("src")).unwrap().into();
-        let job = ColdCopy::new(src, ro, pieces(len as u64, 1 << 20));
+        let job = ColdCopy::new(src, ro, pieces(len as u64, 1 << 20), crate::Progress::new());
         let e = job.run().unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
         let (_dir, _, src, dst) = files(len);
-        let job = ColdCopy::new(src, dst, pieces(len as u64, 1 << 20));
+        let job = ColdCopy::new(
+            src,
+            dst,
+            pieces(len as u64, 1 << 20),
+            crate::Progress::new(),
+        );
         job.abandon();
         let e = job.run().unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::Interrupted);

@@ -3082,6 +3082,7 @@ async fn copy_file(
                 // A local copy from the reference (rsync's `cf`), then the source's attributes.
                 let mut local = sync::attr_change(&core.shared, &m.stat, &st, false);
                 local.how = How::Local;
+                let moving = Moving::new(core);
                 let r = if cfg.dry_run {
                     Ok(0)
                 } else {
@@ -3095,7 +3096,7 @@ async fn copy_file(
                                 (&mut from, Some(&src)),
                                 &st,
                                 dst_name,
-                                None,
+                                (None, &moving),
                             )
                             .await
                         }
@@ -3140,6 +3141,8 @@ async fn copy_file(
         );
         return Ok(Outcome::Done);
     }
+    // (Declared first, dropped last: after the file's bytes are counted below.)
+    let moving = Moving::new(core);
     let heavy = large.then(|| Heavy::new(core));
     let r = copy_file_data(
         core,
@@ -3147,7 +3150,7 @@ async fn copy_file(
         (&mut src, None),
         &st,
         dst_name,
-        heavy.as_ref(),
+        (heavy.as_ref(), &moving),
     )
     .await;
     hardlink_copied(core, parent, dst_name, &st, r.is_ok());
@@ -3275,10 +3278,10 @@ fn data_path(core: &Core, parent: &DirNode, src: &OwnedFd, st: &Stat) -> EntryRe
 /// cores (where each core would block in its chunk's reads).
 async fn copy_cold(
     core: &Core,
-    src: &OwnedFd,
-    dst: &OwnedFd,
+    (src, dst): (&OwnedFd, &OwnedFd),
     ranges: &[(u64, u64)],
     heavy: Option<&Heavy<'_>>,
+    moving: &Moving<'_>,
 ) -> Option<io::Result<u64>> {
     let &(first, _) = ranges.iter().find(|r| r.1 > 0)?;
     if sys::is_cached(src.as_fd(), first) != Some(false) {
@@ -3294,6 +3297,7 @@ async fn copy_cold(
         src,
         dst,
         cold_pieces(ranges, core.shared.config.split_chunk),
+        core.shared.progress.clone(),
     ));
     bump(&core.counters.offloaded_files, 1);
     // Dropped with this future (a stop request): the threads stop at their next step.
@@ -3344,6 +3348,7 @@ async fn copy_cold(
         .set(c.offloaded_peak.get().max(c.offloaded_now.get()));
     let _on_pool = OnPool(c);
     let r = result.await;
+    moving.shown(job.moved());
     bump(&core.counters.offloaded_pieces, job.copied_pieces());
     Some(r.map(|()| end))
 }
@@ -3611,7 +3616,7 @@ async fn copy_file_data(
     (src, meta_src): (&mut route::SourceFd, Option<&OwnedFd>),
     st: &Stat,
     dst_name: &CStr,
-    heavy: Option<&Heavy<'_>>,
+    (heavy, moving): (Option<&Heavy<'_>>, &Moving<'_>),
 ) -> EntryResult<u64> {
     let cfg = &core.shared.config;
     let policy = &core.shared.policy;
@@ -3706,6 +3711,11 @@ async fn copy_file_data(
                 }
             };
         }
+        if !matches!(path, DataPath::Inline) {
+            // A file that may take a while: the display counts it as seen before its first
+            // chunk shows.
+            core.publish_progress();
+        }
         if let DataPath::Kernel = path {
             let _ = prealloc(&dst, 0, st.size);
             let split = cfg.split_chunk > 0
@@ -3714,12 +3724,14 @@ async fn copy_file_data(
                 && core.worker.borrow().count() > 1;
             // A cold source goes to the pool first (in pieces when large); a warm large one is
             // split across the cores.
-            let copied = if let Some(r) = copy_cold(core, src, &dst, &[(0, st.size)], heavy).await {
+            let copied = if let Some(r) =
+                copy_cold(core, (src, &dst), &[(0, st.size)], heavy, moving).await
+            {
                 r
             } else if split {
-                copy_split(core, src, &dst, st.size, dst_name).await
+                copy_split(core, (src, &dst), st.size, dst_name, moving).await
             } else {
-                fsops::copy::copy_kernel(src, &dst, st.size, 16 << 20).await
+                fsops::copy::copy_kernel(src, &dst, st.size, 16 << 20, &|n| moving.add(n)).await
             };
             match copied {
                 Ok(_) => {
@@ -3746,11 +3758,18 @@ async fn copy_file_data(
                 }
             }
             let mut copied = Ok(0);
-            if let Some(r) = copy_cold(core, src, &dst, extents, heavy).await {
+            if let Some(r) = copy_cold(core, (src, &dst), extents, heavy, moving).await {
                 copied = r;
             } else {
                 for &(off, len) in extents {
-                    copied = fsops::copy::copy_kernel_range(src, &dst, off, len, 16 << 20).await;
+                    copied = fsops::copy::copy_kernel_range(
+                        src,
+                        &dst,
+                        (off, len),
+                        16 << 20,
+                        &|n| moving.add(n),
+                    )
+                    .await;
                     if copied.is_err() {
                         break;
                     }
@@ -3823,8 +3842,8 @@ async fn copy_file_data(
                     dst,
                     &extents,
                     &core.pool,
-                    cfg.ring_depth,
-                    direct,
+                    (cfg.ring_depth, direct),
+                    &|n| moving.add(n),
                 )
                 .await
                 .map_err(data_err("copy"))?;
@@ -3848,7 +3867,7 @@ async fn copy_file_data(
                     }
                 }
                 let throttle = core.shared.throttle.as_ref().expect("a throttled path has a rate");
-                copy_throttled(throttle, src, &dst, &ranges)
+                copy_throttled(throttle, (src, &dst), &ranges, moving)
                     .await
                     .map_err(data_err("read"))?;
                 bump(&core.counters.inline_files, 1);
@@ -3977,15 +3996,54 @@ fn in_partial_dir(cfg: &crate::Config, name: &CStr) -> Option<CString> {
     CString::new(v).ok()
 }
 
+/// The bytes of one file shown by the progress display while it is copied, a chunk at a time
+/// (only the paths that move large files in chunks report them: a small file is counted whole
+/// when done, as before). Dropped when the file is counted: its core's counters are published
+/// first, then what was shown is taken back, so the display never loses the file's bytes.
+pub(crate) struct Moving<'a> {
+    core: &'a Core,
+    mine: Cell<u64>,
+}
+
+impl<'a> Moving<'a> {
+    fn new(core: &'a Core) -> Self {
+        Self {
+            core,
+            mine: Cell::new(0),
+        }
+    }
+
+    /// `n` more bytes written on this core.
+    fn add(&self, n: u64) {
+        self.core.shared.progress.moved(n);
+        self.mine.set(self.mine.get() + n);
+    }
+
+    /// `n` bytes a shared copy (pool threads, other cores) already showed.
+    fn shown(&self, n: u64) {
+        self.mine.set(self.mine.get() + n);
+    }
+}
+
+impl Drop for Moving<'_> {
+    fn drop(&mut self) {
+        let n = self.mine.get();
+        if n > 0 {
+            self.core.publish_progress();
+            self.core.shared.progress.settled(n);
+        }
+    }
+}
+
 /// `--bwlimit`: copy `ranges` of `src` with reads and writes on the core, a chunk at a time,
 /// waiting after each for the run's clock (other files of this core wait meanwhile; the cores
 /// share one rate). A source that ends early is an error (it shrank while being copied); one
 /// that grew is caught by the caller's check of its size and mtime.
 async fn copy_throttled(
     throttle: &crate::throttle::Throttle,
-    src: &OwnedFd,
-    dst: &OwnedFd,
+    (src, dst): (&OwnedFd, &OwnedFd),
     ranges: &[(u64, u64)],
+    moving: &Moving<'_>,
 ) -> io::Result<u64> {
     // (No larger than the largest range: a small file does not zero a whole chunk.)
     let longest = ranges.iter().map(|&(_, len)| len).max().unwrap_or(0);
@@ -4003,6 +4061,7 @@ async fn copy_throttled(
                 ));
             }
             sys::write_all_at(dst.as_fd(), &buf[..n], pos)?;
+            moving.add(n as u64);
             pos += n as u64;
             total += n as u64;
             let wait = throttle.charge(n as u64);
@@ -4033,17 +4092,25 @@ impl Drop for TempGuard<'_> {
 /// core takes no new task (the others take the rest of the tree).
 async fn copy_split(
     core: &Core,
-    src: &OwnedFd,
-    dst: &OwnedFd,
+    (src, dst): (&OwnedFd, &OwnedFd),
     size: u64,
     name: &CStr,
+    moving: &Moving<'_>,
 ) -> io::Result<u64> {
     let job = Arc::new(crate::split::SplitCopy::new(
         src,
         dst,
-        size,
-        core.shared.config.split_chunk,
+        (size, core.shared.config.split_chunk),
+        core.shared.progress.clone(),
     )?);
+    // (What the chunks showed is taken back with the file, whoever copied them.)
+    struct Shown<'a>(&'a crate::split::SplitCopy, &'a Moving<'a>);
+    impl Drop for Shown<'_> {
+        fn drop(&mut self) {
+            self.1.shown(self.0.moved());
+        }
+    }
+    let _shown = Shown(&job, moving);
     let helpers = (core.worker.borrow().count() as u64 - 1).min(job.chunks() - 1);
     for _ in 0..helpers {
         core.worker

@@ -189,7 +189,7 @@ pub async fn copy_ring_ranges(
     pool: &BufPool,
     depth: usize,
 ) -> io::Result<RingCopy> {
-    copy_ring_ranges_with(src, dst, ranges, pool, depth, false).await
+    copy_ring_ranges_with(src, dst, ranges, pool, (depth, false), &|_| {}).await
 }
 
 /// The alignment `O_DIRECT` transfers use here: buffer addresses, file offsets and lengths are
@@ -200,13 +200,15 @@ pub const DIRECT_ALIGN: usize = 4096;
 /// buffers have [`DIRECT_ALIGN`] spare bytes ([`BufPool::new_aligned`]): every read and write is
 /// aligned, the last chunk of a file is written rounded up to the alignment with zeros, and the
 /// caller sets the exact size afterwards (`ftruncate`).
+///
+/// `moved` is told the size of each chunk once it is written (for a progress display).
 pub async fn copy_ring_ranges_with(
     src: impl Into<Rc<OwnedFd>>,
     dst: OwnedFd,
     ranges: &[(u64, u64)],
     pool: &BufPool,
-    depth: usize,
-    direct: bool,
+    (depth, direct): (usize, bool),
+    moved: &dyn Fn(u64),
 ) -> io::Result<RingCopy> {
     let src = src.into();
     let dst = Rc::new(dst);
@@ -239,7 +241,10 @@ pub async fn copy_ring_ranges_with(
             Some((r, buf)) => {
                 pool.give(buf);
                 match (r, &mut result) {
-                    (Ok(n), Ok(total)) => *total += n,
+                    (Ok(n), Ok(total)) => {
+                        moved(n);
+                        *total += n
+                    }
                     (Err(e), Ok(_)) => result = Err(e),
                     (_, Err(_)) => {}
                 }
@@ -255,23 +260,31 @@ pub async fn copy_ring_ranges_with(
 /// Copy `size` bytes inside the kernel with `copy_file_range` (same file system: no user-space
 /// copy; a clone where the file system does that), in bounded steps, yielding to the runtime
 /// between steps so one big file does not hold the core. A source that ends early is an error.
-pub async fn copy_kernel(src: &OwnedFd, dst: &OwnedFd, size: u64, step: usize) -> io::Result<u64> {
-    copy_kernel_range(src, dst, 0, size, step).await
+pub async fn copy_kernel(
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    size: u64,
+    step: usize,
+    moved: &dyn Fn(u64),
+) -> io::Result<u64> {
+    copy_kernel_range(src, dst, (0, size), step, moved).await
 }
 
 /// [`copy_kernel`] of the `len` bytes at `start` (one data extent of a sparse file), to the same
-/// offset. Returns the end offset reached.
+/// offset. Returns the end offset reached. `moved` is told each step's size once it is copied.
 pub async fn copy_kernel_range(
     src: &OwnedFd,
     dst: &OwnedFd,
-    start: u64,
-    len: u64,
+    (start, len): (u64, u64),
     step: usize,
+    moved: &dyn Fn(u64),
 ) -> io::Result<u64> {
     let size = start + len;
     let mut off = start;
     while off < size {
-        off = copy_step(src, dst, off, size, step)?;
+        let next = copy_step(src, dst, off, size, step)?;
+        moved(next - off);
+        off = next;
         if off < size {
             yield_now().await;
         }
@@ -299,9 +312,9 @@ pub fn copy_step(src: &OwnedFd, dst: &OwnedFd, off: u64, end: u64, step: usize) 
 pub fn copy_kernel_range_blocking(
     src: &OwnedFd,
     dst: &OwnedFd,
-    start: u64,
-    len: u64,
+    (start, len): (u64, u64),
     wanted: &std::sync::atomic::AtomicBool,
+    moved: &dyn Fn(u64),
 ) -> io::Result<u64> {
     let size = start + len;
     let mut off = start;
@@ -309,7 +322,9 @@ pub fn copy_kernel_range_blocking(
         if !wanted.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(io::ErrorKind::Interrupted.into());
         }
-        off = copy_step(src, dst, off, size, 16 << 20)?;
+        let next = copy_step(src, dst, off, size, 16 << 20)?;
+        moved(next - off);
+        off = next;
     }
     Ok(off)
 }
