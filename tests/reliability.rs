@@ -1630,6 +1630,40 @@ fn stop_after_ends_the_run_cleanly_with_code_30() {
     assert_same(&src, &dst, treediff::Check::archive());
 }
 
+/// `--timeout=SECONDS` (rsync's I/O timeout; before, an unknown option): a run that does nothing
+/// for that long (a test hook holds one file, as a stuck file system would) is stopped with
+/// rsync's message and exit code 30, leaving nothing half-written; a run that keeps moving is
+/// never stopped, however long it takes: a 24 MiB file at --bwlimit=8M takes at least 2.9 s
+/// with a 1-second timeout, its progress counted chunk by chunk.
+#[test]
+fn timeout_stops_an_idle_run_with_code_30_and_never_a_busy_one() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("big"), &content(3, 24 << 20));
+    let busy = s.path().join("busy");
+    let out = copy_contents(&["-a", "--timeout=1", "--bwlimit=8M"], &src, &busy);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    assert_same(&src, &busy, treediff::Check::archive());
+    let out = copy_contents(&["-a", "--timeout=soon"], &src, &s.path().join("never"));
+    assert_eq!(code(&out), 1, "{}", err(&out));
+    if !hooks_or_skip("timeout_stops_an_idle_run_with_code_30_and_never_a_busy_one") {
+        return;
+    }
+    write(&src.join("held"), b"held");
+    let idle = s.path().join("idle");
+    let out = with_hook("before-open=held:hold", &["-a", "--timeout=1"], &src, &idle);
+    let e = err(&out);
+    assert!(e.contains("test hook BeforeOpen held: hold"), "{e}");
+    assert_eq!(code(&out), 30, "{e}");
+    assert!(e.contains("io timeout after 1 seconds -- exiting"), "{e}");
+    assert!(e.contains("timeout in data send/receive (code 30)"), "{e}");
+    assert_eq!(temporaries(&idle), Vec::<std::path::PathBuf>::new());
+    if let Ok(b) = fs::read(idle.join("big")) {
+        assert_eq!(b, content(3, 24 << 20));
+    }
+}
+
 #[test]
 fn fsync_puts_every_file_on_the_storage_before_the_run_ends() {
     // rsync's --fsync: each written file is flushed before it takes its name. Observed from

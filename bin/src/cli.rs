@@ -851,6 +851,14 @@ pub fn command() -> Command {
             .help_heading("Info"),
     )
     .arg(
+        Arg::new("timeout")
+            .long("timeout")
+            .value_name("SECONDS")
+            .value_parser(value_parser!(u64))
+            .help("stop the run when it has done nothing for SECONDS (no data written, no file checked, nothing deleted, no directory finished: a stuck file system), with exit code 30, as rsync's I/O timeout; 0 = never [default: 0]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("stop-after")
             .long("stop-after")
             .visible_alias("time-limit")
@@ -1282,6 +1290,8 @@ pub struct Parsed {
     pub list_only: Option<bool>,
     /// `--stop-after`/`--stop-at`: when the run must stop (seconds since the epoch).
     pub stop_at: Option<i64>,
+    /// `--timeout`: how long the run may do nothing before it is stopped.
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// Apply the toggling flags in command-line order (clap has validated the arguments already;
@@ -1868,6 +1878,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             // Each rank's run ends on its own: no one moment puts every file in place.
             return Err(usage("--mpi cannot be combined with --delay-updates"));
         }
+        if m.get_one::<u64>("timeout").is_some_and(|&t| t > 0) {
+            return Err(usage("--mpi cannot be combined with --timeout"));
+        }
         if config.append.is_some() {
             // The ranks split a large file into pieces written by several hosts.
             return Err(usage(
@@ -1907,6 +1920,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         version,
         list_only: list_only.then_some(list_targets),
         stop_at,
+        idle_timeout: m
+            .get_one::<u64>("timeout")
+            .filter(|&&t| t > 0)
+            .map(|&t| std::time::Duration::from_secs(t)),
     })
 }
 

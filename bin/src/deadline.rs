@@ -246,6 +246,53 @@ pub fn arm(stop: engine::Stop, at: i64) -> Arc<AtomicBool> {
     hit
 }
 
+/// `--timeout=SECONDS`: watch `live` and ask `stop` to stop the run once nothing in it has
+/// moved for `idle` (rsync's I/O timeout: "io timeout after N seconds -- exiting", exit code
+/// 30). Returns the flag that says it fired; `over`, set by the caller when the run has ended,
+/// keeps it from firing while the process prints its summary. The thread ends with the process.
+pub fn watch_idle(
+    stop: engine::Stop,
+    live: engine::Progress,
+    idle: Duration,
+    over: Arc<AtomicBool>,
+) -> Arc<AtomicBool> {
+    let hit = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&hit);
+    let spawned = std::thread::Builder::new()
+        .name("arsync-timeout".into())
+        .spawn(move || {
+            let tick = idle.min(Duration::from_secs(1));
+            let mut last = live.snapshot();
+            let mut since = std::time::Instant::now();
+            loop {
+                std::thread::sleep(tick);
+                if over.load(Ordering::SeqCst) {
+                    return;
+                }
+                let now = live.snapshot();
+                if now != last {
+                    (last, since) = (now, std::time::Instant::now());
+                } else if since.elapsed() >= idle {
+                    break;
+                }
+            }
+            flag.store(true, Ordering::SeqCst);
+            let _ = writeln!(
+                std::io::stderr(),
+                "io timeout after {} seconds -- exiting",
+                idle.as_secs()
+            );
+            stop.request();
+        });
+    if spawned.is_err() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "arsync: cannot start the --timeout watch; the run has no I/O timeout"
+        );
+    }
+    hit
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,16 +194,23 @@ fn main() -> ExitCode {
     let stop = engine::Stop::new();
     signals::stop_on_signals(stop.clone());
     let limit = parsed.stop_at.map(|at| deadline::arm(stop.clone(), at));
+    let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let idle = parsed
+        .idle_timeout
+        .map(|t| deadline::watch_idle(stop.clone(), live.clone(), t, Arc::clone(&over)));
     let display =
         (parsed.progress_total && !parsed.quiet).then(|| progress::Display::start(live.clone()));
     let report = engine::run_with_progress(&parsed.config, observer.clone(), &stop, &live);
+    over.store(true, std::sync::atomic::Ordering::SeqCst);
     if let Some(d) = display {
         d.finish();
     }
     let mut code = output::exit_code(&report);
-    if report.interrupted && limit.is_some_and(|hit| hit.load(std::sync::atomic::Ordering::SeqCst))
-    {
-        // --stop-after/--stop-at: rsync's "timeout" code.
+    let fired = |f: Option<Arc<std::sync::atomic::AtomicBool>>| {
+        f.is_some_and(|hit| hit.load(std::sync::atomic::Ordering::SeqCst))
+    };
+    if report.interrupted && (fired(limit) || fired(idle)) {
+        // --stop-after/--stop-at, --timeout: rsync's "timeout" code.
         code = 30;
     }
     code = output::with_lost_messages(code);

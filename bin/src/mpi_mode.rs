@@ -555,6 +555,7 @@ pub fn run(
                 seen_files: merged.considered.files,
                 seen_bytes: merged.considered.bytes,
                 scanning: false,
+                other: 0,
             };
             outln!(
                 "{} [{n} ranks]",

@@ -301,6 +301,8 @@ impl Core {
             slot.bytes.store(c.bytes.get(), Relaxed);
             slot.seen_files.store(c.seen[0].get(), Relaxed);
             slot.seen_bytes.store(c.seen_bytes.get(), Relaxed);
+            slot.other
+                .store(c.dirs.get() + c.deleted.get() + c.unchanged.get(), Relaxed);
         }
     }
 }

@@ -878,6 +878,9 @@ struct ProgressInner {
     /// Bytes written so far of the large files still being copied (added a chunk at a time by
     /// whichever thread copies it; taken back when the file is counted whole on its core).
     moving: crossbeam_utils::CachePadded<std::sync::atomic::AtomicU64>,
+    /// Steps of work that may take long without copying anything: each entry deleted (during
+    /// the walk or after it), each of `--delay-updates`' renames at the end.
+    ticks: std::sync::atomic::AtomicU64,
 }
 
 /// One core's counters.
@@ -888,6 +891,8 @@ pub(crate) struct ProgressSlot {
     pub bytes: std::sync::atomic::AtomicU64,
     pub seen_files: std::sync::atomic::AtomicU64,
     pub seen_bytes: std::sync::atomic::AtomicU64,
+    /// Other work done: directories finished, entries deleted.
+    pub other: std::sync::atomic::AtomicU64,
 }
 
 /// What a run has done so far.
@@ -906,6 +911,10 @@ pub struct ProgressSnapshot {
     pub seen_bytes: u64,
     /// Some directory is still being listed: the totals are still growing.
     pub scanning: bool,
+    /// Everything else done so far, in steps (directories finished, entries deleted, the end
+    /// of the run's renames): with the counts above, a number that grows while the run does
+    /// anything at all (what `--timeout` watches).
+    pub other: u64,
 }
 
 impl Progress {
@@ -922,6 +931,7 @@ impl Progress {
             ..ProgressSnapshot::default()
         };
         s.bytes = self.0.moving.load(Relaxed);
+        s.other = self.0.ticks.load(Relaxed);
         if let Some(cores) = self.0.cores.get() {
             for c in cores {
                 s.files += c.files.load(Relaxed);
@@ -929,6 +939,7 @@ impl Progress {
                 s.bytes += c.bytes.load(Relaxed);
                 s.seen_files += c.seen_files.load(Relaxed);
                 s.seen_bytes += c.seen_bytes.load(Relaxed);
+                s.other += c.other.load(Relaxed);
             }
         }
         s
@@ -943,6 +954,13 @@ impl Progress {
         self.0
             .started
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// One step of such work was done.
+    pub(crate) fn tick(&self) {
+        self.0
+            .ticks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// `bytes` of a large file in progress were written.

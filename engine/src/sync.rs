@@ -487,6 +487,9 @@ fn remove_inner(
     rules: Option<&DirRules>,
 ) -> bool {
     let cfg = &shared.config;
+    // (A deletion is work done, for --timeout: a large tree being removed is not an idle run.
+    // One relaxed add per entry, next to its unlink.)
+    shared.progress.tick();
     let path = join(rel, name);
     let mut complete = true;
     if ft == FileType::Dir {
@@ -736,6 +739,7 @@ pub(crate) fn delayed_updates(shared: &RunShared, counters: &Counters, p: Pendin
     };
     let mut opened: Option<u32> = None;
     for name in &p.names {
+        shared.progress.tick();
         if let Some(b) = &shared.config.backup
             && let Err(e) = crate::backup::keep(b, dir.as_fd(), name, &p.rel)
         {
