@@ -217,33 +217,28 @@ fn mktime(tm: &mut libc::tm) -> Option<i64> {
 /// Ask `stop` to stop the run at `at` (seconds since the epoch). Returns the flag that says the
 /// limit was reached. The timer thread ends with the process.
 pub fn arm(stop: engine::Stop, at: i64) -> Arc<AtomicBool> {
-    let hit = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&hit);
-    let spawned = std::thread::Builder::new()
-        .name("arsync-deadline".into())
-        .spawn(move || {
-            loop {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs_f64();
-                let left = at as f64 - now;
-                if left <= 0.0 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_secs_f64(left.min(60.0)));
+    let wait = move || {
+        loop {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            let left = at as f64 - now;
+            if left <= 0.0 {
+                break;
             }
-            flag.store(true, Ordering::SeqCst);
-            let _ = writeln!(std::io::stderr(), "stopping at requested limit");
-            stop.request();
-        });
-    if spawned.is_err() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "arsync: cannot start the --stop-after/--stop-at timer; the run has no time limit"
-        );
-    }
-    hit
+            std::thread::sleep(Duration::from_secs_f64(left.min(60.0)));
+        }
+        Some("stopping at requested limit".to_string())
+    };
+    watch(
+        stop,
+        (
+            "arsync-deadline",
+            "the --stop-after/--stop-at timer; the run has no time limit",
+        ),
+        wait,
+    )
 }
 
 /// `--timeout=SECONDS`: watch `live` and ask `stop` to stop the run once nothing in it has
@@ -256,39 +251,56 @@ pub fn watch_idle(
     idle: Duration,
     over: Arc<AtomicBool>,
 ) -> Arc<AtomicBool> {
+    let wait = move || {
+        let tick = idle.min(Duration::from_secs(1));
+        let mut last = live.snapshot();
+        let mut since = std::time::Instant::now();
+        loop {
+            std::thread::sleep(tick);
+            if over.load(Ordering::SeqCst) {
+                return None;
+            }
+            let now = live.snapshot();
+            if now != last {
+                (last, since) = (now, std::time::Instant::now());
+            } else if since.elapsed() >= idle {
+                return Some(format!(
+                    "io timeout after {} seconds -- exiting",
+                    idle.as_secs()
+                ));
+            }
+        }
+    };
+    watch(
+        stop,
+        (
+            "arsync-timeout",
+            "the --timeout watch; the run has no I/O timeout",
+        ),
+        wait,
+    )
+}
+
+/// A thread (`name`) that runs `wait` and, when it returns a message, says it, raises the flag
+/// it returns and asks `stop` to stop the run. `what` names it when it cannot be started.
+fn watch(
+    stop: engine::Stop,
+    (name, what): (&str, &str),
+    wait: impl FnOnce() -> Option<String> + Send + 'static,
+) -> Arc<AtomicBool> {
     let hit = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&hit);
     let spawned = std::thread::Builder::new()
-        .name("arsync-timeout".into())
+        .name(name.into())
         .spawn(move || {
-            let tick = idle.min(Duration::from_secs(1));
-            let mut last = live.snapshot();
-            let mut since = std::time::Instant::now();
-            loop {
-                std::thread::sleep(tick);
-                if over.load(Ordering::SeqCst) {
-                    return;
-                }
-                let now = live.snapshot();
-                if now != last {
-                    (last, since) = (now, std::time::Instant::now());
-                } else if since.elapsed() >= idle {
-                    break;
-                }
+            if let Some(message) = wait() {
+                flag.store(true, Ordering::SeqCst);
+                let _ = writeln!(std::io::stderr(), "{message}");
+                stop.request();
             }
-            flag.store(true, Ordering::SeqCst);
-            let _ = writeln!(
-                std::io::stderr(),
-                "io timeout after {} seconds -- exiting",
-                idle.as_secs()
-            );
-            stop.request();
         });
     if spawned.is_err() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "arsync: cannot start the --timeout watch; the run has no I/O timeout"
-        );
+        let _ = writeln!(std::io::stderr(), "arsync: cannot start {what}");
     }
     hit
 }
