@@ -737,7 +737,10 @@ pub(crate) fn delayed_updates(shared: &RunShared, counters: &Counters, p: Pendin
             return failed(shared, counters, &shown, "opendir (delayed updates)", &e);
         }
     };
-    let mut opened: Option<u32> = None;
+    // (Put back below, after the renames.)
+    let opened = sys::fstat(dir.as_fd())
+        .ok()
+        .and_then(|st| open_to_owner(shared, dir.as_fd(), &st));
     for name in &p.names {
         shared.progress.tick();
         if let Some(b) = &shared.config.backup
@@ -748,17 +751,7 @@ pub(crate) fn delayed_updates(shared: &RunShared, counters: &Counters, p: Pendin
             failed(shared, counters, &shown, "backup", &e);
             continue;
         }
-        let mv = || sys::rename_at(pdir.as_fd(), name, dir.as_fd(), name, 0);
-        let mut r = mv();
-        if opened.is_none()
-            && matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EACCES))
-            && let Ok(st) = sys::fstat(dir.as_fd())
-            && st.mode & 0o700 != 0o700
-            && sys::fchmod(dir.as_fd(), (st.mode & 0o7777) | 0o700).is_ok()
-        {
-            opened = Some(st.mode & 0o7777);
-            r = mv();
-        }
+        let r = sys::rename_at(pdir.as_fd(), name, dir.as_fd(), name, 0);
         if let Err(e) = r {
             let shown = p.rel.join(OsStr::from_bytes(name.to_bytes()));
             failed(shared, counters, &shown, "rename (delayed update)", &e);
@@ -774,6 +767,19 @@ pub(crate) fn delayed_updates(shared: &RunShared, counters: &Counters, p: Pendin
     if let Some(st) = p.stat {
         reset_dir_times(shared, counters, dir.as_fd(), &p.rel, &st);
     }
+}
+
+/// An existing destination directory that keeps its owner out (no write or search permission:
+/// a read-only directory copied earlier) cannot take new or updated entries without root. Like
+/// rsync (its "dir tweaking"), give the owner `rwx` for the run (when this process is the owner)
+/// and return the mode to put back when it is done with.
+pub(crate) fn open_to_owner(shared: &RunShared, dir: BorrowedFd<'_>, st: &Stat) -> Option<u32> {
+    let policy = &shared.policy;
+    let mode = st.mode & 0o7777;
+    if shared.config.dry_run || policy.euid == 0 || st.uid != policy.euid || mode & 0o700 == 0o700 {
+        return None;
+    }
+    sys::fchmod(dir, mode | 0o700).ok().map(|()| mode)
 }
 
 /// Set a finished directory's times again after the end of the run changed it.

@@ -138,7 +138,7 @@ pub(crate) struct DirNode {
     /// `--delay-updates`: the files of this directory waiting in its partial directory.
     delayed: Option<std::sync::Mutex<Vec<CString>>>,
     /// The existing destination directory's mode, when the run opened it to its owner to write
-    /// in it ([`open_to_owner`]): put back when it is finished, before its attributes are
+    /// in it ([`sync::open_to_owner`]): put back when it is finished, before its attributes are
     /// compared with the source's.
     tweaked: Option<u32>,
     /// Reading the source directory failed: its listing is incomplete, so nothing is deleted.
@@ -1168,7 +1168,7 @@ fn dest_dir_facts(core: &Core, dir: &OwnedFd, existing_src: Option<&Stat>) -> De
             ino: st.ino,
             sweep: existing_src.is_some_and(|src| may_hold_temps(&core.shared.config, &st, src)),
             inherits_acl,
-            tweaked: existing_src.and_then(|_| open_to_owner(core, dir, &st)),
+            tweaked: existing_src.and_then(|_| sync::open_to_owner(&core.shared, dir.as_fd(), &st)),
         },
         Err(_) => DestFacts {
             created_gid: egid,
@@ -1179,23 +1179,6 @@ fn dest_dir_facts(core: &Core, dir: &OwnedFd, existing_src: Option<&Stat>) -> De
             tweaked: None,
         },
     }
-}
-
-/// An existing destination directory that keeps its owner out (no write or search permission:
-/// a read-only directory copied earlier) cannot take new or updated entries without root. Like
-/// rsync (its "dir tweaking"), give the owner `rwx` for the run (when this process is the owner)
-/// and return the mode to put back when the directory is finished.
-fn open_to_owner(core: &Core, dir: &OwnedFd, st: &Stat) -> Option<u32> {
-    let policy = &core.shared.policy;
-    let mode = st.mode & 0o7777;
-    if core.shared.config.dry_run
-        || policy.euid == 0
-        || st.uid != policy.euid
-        || mode & 0o700 == 0o700
-    {
-        return None;
-    }
-    sys::fchmod(dir.as_fd(), mode | 0o700).ok().map(|()| mode)
 }
 
 /// Whether new subtrees are made under a temporary name (the default staging: not with
@@ -2518,8 +2501,9 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
                     && (!cfg.times || d.mtime == st.mtime)
             })
         };
+        let in_place = same(dst_name);
         if parent.delayed.is_some()
-            && !same(dst_name)
+            && !in_place
             && let Some(held) = in_partial_dir(cfg, dst_name)
             && same(&held)
         {
@@ -2534,7 +2518,7 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
             });
             return;
         }
-        if !same(dst_name) {
+        if !in_place {
             return report(
                 core,
                 &path(),
