@@ -891,7 +891,7 @@ pub(crate) struct ProgressSlot {
     pub bytes: std::sync::atomic::AtomicU64,
     pub seen_files: std::sync::atomic::AtomicU64,
     pub seen_bytes: std::sync::atomic::AtomicU64,
-    /// Other work done: directories finished, entries deleted.
+    /// Other work done: directories finished, entries deleted, files found unchanged.
     pub other: std::sync::atomic::AtomicU64,
 }
 
@@ -911,8 +911,8 @@ pub struct ProgressSnapshot {
     pub seen_bytes: u64,
     /// Some directory is still being listed: the totals are still growing.
     pub scanning: bool,
-    /// Everything else done so far, in steps (directories finished, entries deleted, the end
-    /// of the run's renames): with the counts above, a number that grows while the run does
+    /// Everything else done so far, in steps (directories finished, entries deleted, files
+    /// found unchanged, the end of the run's renames): with the counts above, a number that grows while the run does
     /// anything at all (what `--timeout` watches).
     pub other: u64,
 }
