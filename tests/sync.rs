@@ -3,7 +3,8 @@
 //! change codes), `-c`, `-u`, `--existing`, `--ignore-existing`, `--max-size`/`--min-size`,
 //! `--remove-source-files`, `-b`/`--backup-dir`/`--suffix`, `-O`/`-J`, `--chmod`,
 //! `--usermap`/`--groupmap`/`--chown`, `--ignore-missing-args`, `--delete-missing-args`,
-//! `--modify-window`, `-m/--prune-empty-dirs`, `--files-from`/`-R`, `--stats`.
+//! `--modify-window`, `-m/--prune-empty-dirs`, `--files-from`/`-R`, `--stats`, `--copy-devices`,
+//! `--write-devices`, and the itemized lines of rewritten entries (`T`) and renamed files.
 //! Where rsync is the oracle, the test runs `rsync -n -i` (or a real rsync copy) on an identical
 //! tree and compares.
 
@@ -12,7 +13,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, symlink};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -2656,4 +2657,281 @@ fn append_and_append_verify_grow_files_as_rsync_does() {
         }
         assert_eq!(got[1], got[0], "{flag}: arsync and rsync differ");
     }
+}
+
+/// A loop device over an image file (root only), detached when dropped.
+struct LoopDev {
+    dev: PathBuf,
+}
+
+impl LoopDev {
+    fn new(img: &Path, data: &[u8]) -> LoopDev {
+        write(img, data);
+        let out = sh(
+            "losetup",
+            &[OsStr::new("-f"), OsStr::new("--show"), img.as_os_str()],
+        );
+        let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        LoopDev { dev }
+    }
+
+    fn rdev(&self) -> u64 {
+        fs::metadata(&self.dev).unwrap().rdev()
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        fs::read(&self.dev).unwrap()
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn copy_devices_and_write_devices_do_what_rsync_does() {
+    // Before: both flags were unknown options (exit 1, nothing copied). A disk image is backed
+    // up from its device (--copy-devices) and restored onto one (--write-devices).
+    let t = "copy_devices_and_write_devices_do_what_rsync_does";
+    if !is_root() {
+        skip(t, "devices and loop devices need root");
+        return;
+    }
+    if !require_rsync(t) {
+        return;
+    }
+    let _lock = mount_lock();
+    let s = Scratch::new();
+    let disk = content(41, 3 << 20);
+    let src_dev = LoopDev::new(&s.path().join("disk.img"), &disk);
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    mknod(&src.join("blk"), libc::S_IFBLK | 0o640, src_dev.rdev());
+    mknod(
+        &src.join("null"),
+        libc::S_IFCHR | 0o604,
+        libc::makedev(1, 3),
+    );
+    write(&src.join("reg"), b"a regular file");
+    set_times(&src.join("blk"), 1_000_000_000, 0);
+    set_times(&src.join("null"), 1_000_000_000, 123_456_789);
+    set_times(&src.join("reg"), 1_000_000_000, 5);
+
+    // --copy-devices: each device becomes a regular file of its content (a device that cannot
+    // seek: empty), with the time of the copy (rsync: the seconds of now, the nanoseconds of the
+    // device's), so that the next run copies it again; -D or not.
+    for flags in [
+        &["-a", "-i", "--copy-devices"][..],
+        &["-r", "-i", "--copy-devices"],
+    ] {
+        let mut seen = Vec::new();
+        for tool in ["arsync", "rsync"] {
+            let dst = s.path().join(format!("copy.{}.{tool}", flags[0]));
+            let before = now_secs();
+            let out = by_tool(tool, flags, &src, &dst);
+            let after = now_secs();
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
+            assert_eq!(fs::read(dst.join("blk")).unwrap(), disk, "{tool} {flags:?}");
+            assert_eq!(fs::read(dst.join("reg")).unwrap(), b"a regular file");
+            let mut facts = Vec::new();
+            for name in ["blk", "null", "reg"] {
+                let m = fs::symlink_metadata(dst.join(name)).unwrap();
+                assert!(m.file_type().is_file(), "{tool} {flags:?}: {name} {m:?}");
+                if name != "reg" && flags[0] == "-a" {
+                    assert!(
+                        (before..=after).contains(&m.mtime()),
+                        "{tool}: {name} dated {} (the copy ran {before}..={after})",
+                        m.mtime()
+                    );
+                }
+                // (Without -t every file is dated when it was written.)
+                let nsec = if flags[0] == "-a" { m.mtime_nsec() } else { 0 };
+                facts.push((name, m.len(), m.mode() & 0o7777, nsec));
+            }
+            seen.push((facts, items(&out)));
+        }
+        assert_eq!(seen[0], seen[1], "{flags:?}: arsync, then rsync");
+    }
+
+    // --write-devices: the device at a file's name is written into from its start (the rest of
+    // it kept: never truncated), and keeps being that device, with the file's mode and times.
+    let fill = vec![0xAAu8; 4 << 20];
+    let data = content(42, 300_000);
+    let src2 = s.path().join("src2");
+    fs::create_dir(&src2).unwrap();
+    write(&src2.join("big"), &data);
+    set_times(&src2.join("big"), 1_100_000_000, 42);
+    let mut seen = Vec::new();
+    for tool in ["arsync", "rsync"] {
+        let dev = LoopDev::new(&s.path().join(format!("w.{tool}.img")), &fill);
+        let dst = s.path().join(format!("w.{tool}"));
+        fs::create_dir(&dst).unwrap();
+        mknod(&dst.join("big"), libc::S_IFBLK | 0o600, dev.rdev());
+        // (The directories alike: rsync compares their times to the second, arsync to the
+        // nanosecond.)
+        set_times(&src2, 1_100_000_000, 7);
+        set_times(&dst, 1_100_000_000, 7);
+        let out = by_tool(tool, &["-a", "-i", "--write-devices"], &src2, &dst);
+        assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
+        let m = fs::symlink_metadata(dst.join("big")).unwrap();
+        assert!(
+            m.file_type().is_block_device() && m.rdev() == dev.rdev(),
+            "{tool}: {m:?}"
+        );
+        let mut want = data.clone();
+        want.extend_from_slice(&fill[data.len()..]);
+        assert!(dev.bytes() == want, "{tool}: the device holds other bytes");
+        seen.push((m.mode(), m.mtime(), m.mtime_nsec(), items(&out)));
+        // A file named as the destination (rsync's `cp FILE /dev/sdX`), with -b: the backup is
+        // a regular file of the device's old content.
+        let small = s.path().join("small");
+        write(&small, b"0123456789");
+        let out = Command::new(if tool == "rsync" {
+            "rsync"
+        } else {
+            env!("CARGO_BIN_EXE_arsync")
+        })
+        .args(["-a", "-i", "-b", "--write-devices"])
+        .arg(&small)
+        .arg(dst.join("big"))
+        .output()
+        .unwrap();
+        assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
+        assert_eq!(
+            fs::read(dst.join("big~")).unwrap(),
+            want,
+            "{tool}: the backup"
+        );
+        want[..10].copy_from_slice(b"0123456789");
+        assert!(
+            dev.bytes() == want,
+            "{tool}: the device after the small file"
+        );
+        assert!(
+            fs::symlink_metadata(dst.join("big"))
+                .unwrap()
+                .file_type()
+                .is_block_device()
+        );
+        seen.push((0, 0, 0, items(&out)));
+    }
+    assert_eq!(seen[0], seen[2], "--write-devices: arsync, then rsync");
+    assert_eq!(seen[1], seen[3], "a file onto a device: arsync, then rsync");
+
+    // -S: a hole in the source is written as zeros (skipping it would leave the device's old
+    // bytes; rsync 3.5 fails the file here with EINVAL, exit 11).
+    let dev = LoopDev::new(&s.path().join("sparse.img"), &fill);
+    let sparse = s.path().join("sparse");
+    {
+        use std::os::unix::fs::FileExt;
+        let f = fs::File::create(&sparse).unwrap();
+        f.write_all_at(b"end", (2 << 20) - 3).unwrap();
+    }
+    let out = arsync()
+        .args(["-aS", "--write-devices"])
+        .arg(&sparse)
+        .arg(&dev.dev)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    let got = dev.bytes();
+    assert_eq!(
+        &got[..2 << 20],
+        &fs::read(&sparse).unwrap()[..],
+        "-S onto a device"
+    );
+    assert_eq!(&got[2 << 20..], &fill[2 << 20..]);
+
+    // Both at once: device to device. And the usage errors rsync gives, before anything is
+    // written.
+    let to = LoopDev::new(&s.path().join("to.img"), &fill);
+    let out = arsync()
+        .args(["--copy-devices", "--write-devices"])
+        .arg(&src_dev.dev)
+        .arg(&to.dev)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    assert!(to.bytes()[..disk.len()] == disk[..], "device to device");
+    for extra in ["--delay-updates", "--partial-dir=.p"] {
+        let dst = s.path().join("refused");
+        let out = copy_contents(&["-a", "--write-devices", extra], &src2, &dst);
+        assert_eq!(code(&out), 1, "{extra}: {}", err(&out));
+        assert!(!dst.exists(), "{extra}: nothing is written");
+    }
+}
+
+#[test]
+fn itemize_reports_rewritten_entries_and_renamed_files_as_rsync_does() {
+    // Before: without -t a rewritten file showed `>f.........` where rsync shows `>f..T......`
+    // (its time is the copy's: rsync's `T`), a symlink or device made again `cLc........` for
+    // `cLc.T......`; and a file copied to another name was listed under the destination's name,
+    // where rsync lists the source's.
+    let t = "itemize_reports_rewritten_entries_and_renamed_files_as_rsync_does";
+    if !require_rsync(t) {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    write(&src.join("f"), b"one");
+    write(&src.join("g"), b"two");
+    write(&src.join("h"), b"three");
+    symlink("t1", src.join("l")).unwrap();
+    if is_root() {
+        mknod(&src.join("dev"), libc::S_IFCHR | 0o644, libc::makedev(1, 3));
+    }
+    let mut seen = Vec::new();
+    for tool in ["arsync", "rsync"] {
+        let dst = s.path().join(tool);
+        let out = by_tool(tool, &["-rlpD"], &src, &dst);
+        assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
+        seen.push(dst);
+    }
+    write(&src.join("f"), b"ONE");
+    chmod(&src.join("h"), 0o600);
+    chmod(&src.join("d"), 0o700);
+    fs::remove_file(src.join("l")).unwrap();
+    symlink("t2", src.join("l")).unwrap();
+    if is_root() {
+        fs::remove_file(src.join("dev")).unwrap();
+        mknod(&src.join("dev"), libc::S_IFCHR | 0o644, libc::makedev(1, 5));
+    }
+    // (-I: every file is copied again, whatever the times say.)
+    let a = by_tool("arsync", &["-rlpD", "-i", "-I"], &src, &seen[0]);
+    let r = by_tool("rsync", &["-rlpD", "-i", "-I"], &src, &seen[1]);
+    assert_eq!((code(&a), code(&r)), (0, 0), "{}", err(&a));
+    assert_eq!(items(&a), items(&r));
+    assert!(items(&a).contains(">f..T...... g"), "{:?}", items(&a));
+    // One file to another name, twice (the second run rewrites it).
+    let mut lines = Vec::new();
+    for tool in ["arsync", "rsync"] {
+        let to = s.path().join(format!("renamed.{tool}"));
+        for _ in 0..2 {
+            let exe = if tool == "rsync" {
+                "rsync"
+            } else {
+                env!("CARGO_BIN_EXE_arsync")
+            };
+            let out = Command::new(exe)
+                .args(["-i", "-I"])
+                .arg(src.join("f"))
+                .arg(&to)
+                .output()
+                .unwrap();
+            assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
+            lines.push(text(&out));
+        }
+    }
+    assert_eq!(lines[..2], lines[2..], "arsync, then rsync");
+    assert_eq!(lines[1], ">f..T...... f\n");
 }

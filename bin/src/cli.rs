@@ -988,6 +988,20 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("copy-devices")
+            .long("copy-devices")
+            .action(ArgAction::SetTrue)
+            .help("copy the content of a character or block device in the source into a regular file (its size: the device's end; 0 for one that cannot seek), dated the time of the copy so the next run copies it again, as rsync [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("write-devices")
+            .long("write-devices")
+            .action(ArgAction::SetTrue)
+            .help("write a file's data into the character or block device already at its destination name (from its start, never truncated; its mode, owner and times set as a file's) instead of replacing the device; implies --inplace [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("exclude")
             .long("exclude")
             .value_name("PATTERN")
@@ -1638,6 +1652,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     };
     config.partial = m.get_flag("partial") || m.get_flag("partial-progress");
     config.delay_updates = m.get_flag("delay-updates");
+    config.copy_devices = m.get_flag("copy-devices");
+    config.write_devices = m.get_flag("write-devices");
+    if config.write_devices {
+        // As rsync: a device is written where it is.
+        config.inplace = true;
+    }
     if config.append.is_some() {
         // As rsync: a file appended to is written in place, never staged.
         if config.delay_updates {
@@ -1880,6 +1900,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         }
         if m.get_one::<u64>("timeout").is_some_and(|&t| t > 0) {
             return Err(usage("--mpi cannot be combined with --timeout"));
+        }
+        if config.copy_devices || config.write_devices {
+            // A device names something on one host only.
+            return Err(usage(
+                "--mpi cannot be combined with --copy-devices or --write-devices",
+            ));
         }
         if config.append.is_some() {
             // The ranks split a large file into pieces written by several hosts.

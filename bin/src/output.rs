@@ -82,7 +82,15 @@ pub fn itemize_code(file_type: FileType, c: &Change) -> String {
         return format!("{y}{x}+++++++++");
     }
     if c.how != How::Transfer
-        && !(c.checksum || c.size || c.time || c.perms || c.owner || c.group || c.acl || c.xattr)
+        && !(c.checksum
+            || c.size
+            || c.time
+            || c.stamped
+            || c.perms
+            || c.owner
+            || c.group
+            || c.acl
+            || c.xattr)
     {
         // Nothing differs (`-ii`, or a reference tree's match): spaces, as rsync prints them.
         return format!("{y}{x}         ");
@@ -93,7 +101,7 @@ pub fn itemize_code(file_type: FileType, c: &Change) -> String {
         x,
         f(c.checksum, 'c'),
         f(c.size, 's'),
-        f(c.time, 't'),
+        if c.stamped { 'T' } else { f(c.time, 't') },
         f(c.perms, 'p'),
         f(c.owner, 'o'),
         f(c.group, 'g'),

@@ -114,7 +114,8 @@ pub(crate) fn move_away(
     sys::rename_at(dir, name, bd, &bname, 0).map_err(cross_device)
 }
 
-/// Before `--inplace` rewrites the regular file `old` (open, named `name` in `dir`): copy its
+/// Before `--inplace` rewrites the regular file `old` (open, named `name` in `dir`; with
+/// `--write-devices` a device, whose backup is a regular file of its content): copy its
 /// data, mode and times to its backup name.
 pub(crate) fn copy(
     b: &Backup,
@@ -124,13 +125,19 @@ pub(crate) fn copy(
     old: &OwnedFd,
 ) -> io::Result<()> {
     let st = sys::fstat(old.as_fd())?;
+    // (--write-devices: a device's backup is a regular file of its content, as rsync's.)
+    let size = if st.file_type().is_device() {
+        sys::device_size(old.as_fd())
+    } else {
+        st.size
+    };
     let (bdir, bname) = target(b, name, parent_rel)?;
     let bd = bdir.as_ref().map_or(dir, |f| f.as_fd());
     clear(bd, &bname)?;
     let new = sys::create_excl(bd, &bname, 0o600)?;
     let keep_going = std::sync::atomic::AtomicBool::new(true);
     let copied =
-        fsops::copy::copy_kernel_range_blocking(old, &new, (0, st.size), &keep_going, &|_| {})
+        fsops::copy::copy_kernel_range_blocking(old, &new, (0, size), &keep_going, &|_| {})
             .or_else(|_| {
                 // copy_file_range refused (another file system kind): plain reads and writes.
                 sys::ftruncate(new.as_fd(), 0)?;

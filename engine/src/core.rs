@@ -334,7 +334,7 @@ pub(crate) fn run(
     // reference and leader directories a task may open).
     let nofile = crate::prepare_process(config);
     let mut config = config.clone();
-    if config.append.is_some() {
+    if config.append.is_some() || config.write_devices {
         config.inplace = true;
     }
     if config.delay_updates {

@@ -234,6 +234,17 @@ pub struct Config {
     pub devices: bool,
     /// `--specials`: FIFOs and sockets.
     pub specials: bool,
+    /// `--copy-devices`: a character or block device in the source is copied as a regular file
+    /// holding the device's content (its size: the offset of its end; 0 for a device that cannot
+    /// seek). As rsync, its modification time is the time of the copy (the seconds of now, the
+    /// nanoseconds of the device's), so the next run copies it again: a device's content
+    /// changes without its time changing.
+    pub copy_devices: bool,
+    /// `--write-devices`: a character or block device already at a file's destination name is
+    /// written into (from its start, never truncated; holes written as zeros) instead of being
+    /// replaced by a regular file; its mode, owner and times are set as a file's. Implies
+    /// `inplace`.
+    pub write_devices: bool,
     /// `--open-noatime`: open sources with `O_NOATIME`.
     pub open_noatime: bool,
     /// `-H`: keep hard links (data copied once per inode, other names linked).
@@ -423,6 +434,8 @@ impl Config {
             group: true,
             devices: true,
             specials: true,
+            copy_devices: false,
+            write_devices: false,
             open_noatime: false,
             hard_links: false,
             xattrs: false,
@@ -652,6 +665,9 @@ pub struct Change {
     pub size: bool,
     /// Modification time differs (`t`).
     pub time: bool,
+    /// The entry was rewritten and keeps the time of the copy, times not being preserved for
+    /// its kind (no `-t`): rsync's `T`.
+    pub stamped: bool,
     /// Permissions differ (`p`).
     pub perms: bool,
     /// Owner differs (`o`).

@@ -114,8 +114,9 @@ pub(crate) async fn judge_file(
     if cfg.ignore_existing {
         return Verdict::Skip;
     }
-    if d.file_type() != FileType::File {
-        // Another type in the way: replaced by a new file.
+    if d.file_type() != FileType::File && !(cfg.write_devices && d.file_type().is_device()) {
+        // Another type in the way: replaced by a new file (a device, with --write-devices, is
+        // written into).
         return Verdict::Copy(Change::new_entry(How::Transfer));
     }
     if cfg.update && d.mtime > st.mtime && !same_mtime(d.mtime, st.mtime, cfg.modify_window) {

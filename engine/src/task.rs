@@ -411,6 +411,25 @@ fn item(
         bump(&core.counters.created, 1);
     }
     if core.shared.wants_items {
+        let shown;
+        let change = if stamps_time(&core.shared.config, file_type, change) {
+            // rsync's itemize: an entry rewritten whose kind keeps no time reports its time as
+            // changed (`T` without -t; `t` with -t, for a symlink under -J).
+            shown = if core.shared.config.times {
+                Change {
+                    time: true,
+                    ..*change
+                }
+            } else {
+                Change {
+                    stamped: true,
+                    ..*change
+                }
+            };
+            &shown
+        } else {
+            change
+        };
         // The counters the observer may read (`--progress`) include this item.
         core.publish_progress();
         core.shared.observer.event(&Event::Item {
@@ -422,6 +441,24 @@ fn item(
             link,
         });
     }
+}
+
+/// Whether rsync's itemize reports the time of an existing entry as changed because the copy
+/// rewrote it and times are not kept for its kind (`-t` off; `-O` for a directory, `-J` for a
+/// symlink): file data written, or a symlink, device or special made again.
+fn stamps_time(cfg: &crate::Config, file_type: FileType, change: &Change) -> bool {
+    let keeps_time = cfg.times
+        && match file_type {
+            FileType::Dir => !cfg.omit_dir_times,
+            FileType::Symlink => !cfg.omit_link_times,
+            _ => true,
+        };
+    let rewritten = match change.how {
+        How::Transfer => true,
+        How::Local => !matches!(file_type, FileType::File | FileType::Dir),
+        How::HardLink | How::Attrs => false,
+    };
+    !keeps_time && rewritten && !change.new && !change.time
 }
 
 /// `-ii`: the item event of an entry found up to date (`how`: `Attrs`, or how a reference tree
@@ -2235,6 +2272,10 @@ async fn entry(
             }
         }
     }
+    if cfg.copy_devices && file_type.is_device() {
+        // --copy-devices: the device's content, copied as a regular file.
+        file_type = FileType::File;
+    }
     let dst_name = parent.dst_name.as_deref().unwrap_or(name);
     let kind = match file_type {
         FileType::File => 0,
@@ -2301,6 +2342,10 @@ async fn entry(
         // -k: a symlink to a directory is copied as the directory.
         follow = true;
         file_type = FileType::Dir;
+    }
+    if cfg.copy_devices && file_type.is_device() {
+        // (A followed symlink to a device.)
+        file_type = FileType::File;
     }
     // `--remove-source-files`: the entry is in sync unless it failed or was left alone on
     // purpose (skipped, or handed to another process), which the copy marks in `left`.
@@ -2953,7 +2998,7 @@ async fn copy_file(
                 bump(&core.counters.seen_bytes, st.size);
                 bump(&core.counters.unchanged, 1);
                 let what = (FileType::File, Some(&st));
-                unchanged_item(core, || parent.child_rel(dst_name), what, How::Attrs, None);
+                unchanged_item(core, || parent.child_rel(name), what, How::Attrs, None);
                 return Ok(Outcome::Done);
             }
             Verdict::Skip => {
@@ -2974,8 +3019,11 @@ async fn copy_file(
     );
     core.lat.record(Op::Open, t);
     let t = core.lat.start();
-    let st = sys::fstat(src.as_fd()).map_err(src_err("fstat"))?;
+    let mut st = sys::fstat(src.as_fd()).map_err(src_err("fstat"))?;
     core.lat.record(Op::Stat, t);
+    if cfg.copy_devices && st.file_type().is_device() {
+        st = device_as_file(src.as_fd(), &st);
+    }
     if st.file_type() != FileType::File {
         return Err((
             "open",
@@ -2995,7 +3043,9 @@ async fn copy_file(
     if hardlink_follow(core, parent, dst_name, &st, FileType::File, left).await? {
         return Ok(Outcome::Done);
     }
-    let rel = || parent.child_rel(dst_name);
+    // (Items are named as in the source, as rsync names them: a single file copied to another
+    // name is listed under its own.)
+    let rel = || parent.child_rel(name);
     let dir = parent.dst_fd();
     if !parent.fresh
         && cfg.alt_dest != AltDest::Copy
@@ -3036,7 +3086,7 @@ async fn copy_file(
         };
     if !cfg.dry_run
         && let Some(d) = &cfg.delegate
-        && d.take_file(&rel(), &st)
+        && d.take_file(&parent.child_rel(dst_name), &st)
     {
         // Another process copies it (the MPI mode); a hard-link leader hands over its names too.
         hardlink_done(core, parent, dst_name, &st, false);
@@ -3209,10 +3259,42 @@ fn fix_attrs(
     }
 }
 
+/// `--copy-devices`: the attributes of the regular file a device's content is copied into (as
+/// rsync: the size of the device, and the time of the copy, so the next run copies it again).
+fn device_as_file(fd: BorrowedFd<'_>, st: &Stat) -> Stat {
+    let size = sys::device_size(fd);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Stat {
+        mode: libc::S_IFREG | (st.mode & 0o7777),
+        rdev: 0,
+        size,
+        blocks: size.div_ceil(512),
+        mtime: (now, st.mtime.1),
+        ..*st
+    }
+}
+
 /// Choose how the data moves: FICLONE, `copy_file_range`, inline, or the ring (with only the
-/// data extents under `-S`).
-fn data_path(core: &Core, parent: &DirNode, src: &OwnedFd, st: &Stat) -> EntryResult<DataPath> {
+/// data extents under `-S`). `device`: a device on either side (`--copy-devices`,
+/// `--write-devices`), which only reads and writes can move (clones and `copy_file_range`
+/// take regular files), with every byte written (a hole would leave a device's old content).
+fn data_path(
+    core: &Core,
+    parent: &DirNode,
+    src: &OwnedFd,
+    st: &Stat,
+    device: bool,
+) -> EntryResult<DataPath> {
     let cfg = &core.shared.config;
+    if device {
+        return Ok(if st.size <= cfg.small_file_max {
+            DataPath::Inline
+        } else {
+            DataPath::Ring(vec![(0, st.size)])
+        });
+    }
     let pair = (st.dev, parent.dst_dev);
     if st.size > 0 && cfg.reflink != Reflink::Never {
         let try_clone = cfg.reflink == Reflink::Always || !core.no_clone.borrow().contains(&pair);
@@ -3391,6 +3473,8 @@ enum Staging {
     },
     /// `--inplace`: the destination file itself.
     InPlace,
+    /// `--write-devices`: the device at the destination name, written into.
+    Device,
     /// A file created under its final name inside a new subtree that nobody sees yet (removed
     /// if it fails or the run stops before it is complete).
     Direct,
@@ -3400,7 +3484,9 @@ impl Staging {
     /// Whether the file was opened rather than created, so its owner and mode are whatever an
     /// earlier run or user left.
     fn reused(&self, resumed_from: Option<u64>) -> bool {
-        matches!(self, Staging::Partial { .. } | Staging::InPlace) && resumed_from.is_some()
+        matches!(self, Staging::Device)
+            || (matches!(self, Staging::Partial { .. } | Staging::InPlace)
+                && resumed_from.is_some())
     }
 }
 
@@ -3431,13 +3517,19 @@ async fn stage(
 ) -> EntryResult<(Staging, OwnedFd, Option<u64>)> {
     let dir = parent.dst_fd();
     let cfg = &core.shared.config;
-    // Open `name` in `d` if it is a regular file, else create it (making way for anything else).
-    let open_or_create = |d: BorrowedFd<'_>, name: &CStr| -> EntryResult<(OwnedFd, Option<u64>)> {
+    // Open `name` in `d` if it is a regular file (or, with --write-devices, a device: the last
+    // item says so), else create it (making way for anything else).
+    let open_or_create = |d: BorrowedFd<'_>,
+                          name: &CStr|
+     -> EntryResult<(OwnedFd, Option<u64>, bool)> {
         match sys::open_write(d, name) {
             Ok(fd) => {
                 let st = sys::fstat(fd.as_fd()).map_err(dst_err("fstat"))?;
                 if st.file_type() == FileType::File {
-                    return Ok((fd, Some(st.size)));
+                    return Ok((fd, Some(st.size), false));
+                }
+                if cfg.write_devices && st.file_type().is_device() {
+                    return Ok((fd, Some(st.size), true));
                 }
                 drop(fd);
                 sync::make_way(core, d, name, sync::Rel::Of(parent)).map_err(dst_err("unlink"))?;
@@ -3456,6 +3548,7 @@ async fn stage(
         Ok((
             sys::create_excl(d, name, mode).map_err(dst_err("create"))?,
             None,
+            false,
         ))
     };
     if parent.hidden {
@@ -3465,12 +3558,16 @@ async fn stage(
         return Ok((Staging::Direct, fd, None));
     }
     if cfg.inplace {
-        let (fd, size) = open_or_create(dir, dst_name)?;
+        let (fd, size, device) = open_or_create(dir, dst_name)?;
         if size.is_some()
             && let Some(b) = &cfg.backup
         {
             // The old content is about to be overwritten where it is: keep a copy.
             crate::backup::copy(b, dir, dst_name, &parent.rel(), &fd).map_err(dst_err("backup"))?;
+        }
+        if device {
+            // (Nothing to resume or cut: written from its start, never truncated.)
+            return Ok((Staging::Device, fd, None));
         }
         return Ok((Staging::InPlace, fd, size));
     }
@@ -3506,7 +3603,8 @@ async fn stage(
                 false,
             ),
         };
-        let (fd, size) = open_or_create(pdir.as_fd(), &name)?;
+        // (--write-devices implies --inplace: no device is met here.)
+        let (fd, size, _) = open_or_create(pdir.as_fd(), &name)?;
         return Ok((
             Staging::Partial {
                 dir: pdir,
@@ -3546,7 +3644,7 @@ fn publish(
     rel: sync::Rel<'_>,
 ) -> EntryResult {
     match staging {
-        Staging::InPlace | Staging::Direct => Ok(()),
+        Staging::InPlace | Staging::Direct | Staging::Device => Ok(()),
         Staging::Named(tmp) => {
             sync::rename_over(core, dir, tmp, name, rel).map_err(dst_err("rename"))
         }
@@ -3611,7 +3709,9 @@ async fn copy_file_data(
     } else {
         sys::lstat_at(parent.dst_fd(), dst_name)
             .ok()
-            .filter(|d| d.file_type() == FileType::File)
+            .filter(|d| {
+                d.file_type() == FileType::File || (cfg.write_devices && d.file_type().is_device())
+            })
             .map(|d| d.perm())
     };
     let perm = policy.dest_perm(st, replaced);
@@ -3623,6 +3723,12 @@ async fn copy_file_data(
     let t = core.lat.start();
     let (staging, dst, existing) = stage(core, parent, dst_name, create_mode).await?;
     core.lat.record(Op::Create, t);
+    // --copy-devices / --write-devices: a device on either side (its size is no file's, and it
+    // is never truncated or preallocated).
+    let src_device =
+        cfg.copy_devices && sys::fstat(src.as_fd()).is_ok_and(|s| s.file_type().is_device());
+    let dst_device = matches!(staging, Staging::Device);
+    let device = src_device || dst_device;
     let t_data = core.lat.start();
     // A named temporary is removed whatever happens, the future being dropped (a stop request)
     // included, unless it was published.
@@ -3652,7 +3758,7 @@ async fn copy_file_data(
         let mut path = if from > 0 {
             DataPath::Ring(vec![(from, st.size - from)])
         } else {
-            data_path(core, parent, src, st)?
+            data_path(core, parent, src, st, device)?
         };
         if from > 0 && from == st.size {
             // The kept file is already complete.
@@ -3662,7 +3768,9 @@ async fn copy_file_data(
         // A file that outlives a killed run must keep a size that says how far it got.
         let keep_size = matches!(staging, Staging::Partial { .. } | Staging::InPlace);
         let prealloc = |fd: &OwnedFd, off: u64, len: u64| {
-            if keep_size {
+            if dst_device {
+                Ok(())
+            } else if keep_size {
                 sys::fallocate_keep_size(fd.as_fd(), off, len)
             } else {
                 sys::fallocate(fd.as_fd(), off, len)
@@ -3679,7 +3787,7 @@ async fn copy_file_data(
                 }
                 Err(e) if not_here(&e) => {
                     core.no_clone.borrow_mut().push(pair);
-                    path = data_path(core, parent, src, st)?;
+                    path = data_path(core, parent, src, st, device)?;
                 }
                 Err(e) => return Err(("clone", e, ErrorClass::Partial, Side::Dst)),
             }
@@ -3860,7 +3968,7 @@ async fn copy_file_data(
             }
             DataPath::Clone | DataPath::Kernel | DataPath::KernelRanges(_) => dst,
         };
-        if !matches!(path_kind, PathKind::Inline) {
+        if !matches!(path_kind, PathKind::Inline) && !src_device {
             // Whatever moved the data (ring, copy_file_range, clone), the source must still be
             // what was measured, or the copy may be torn: never published.
             let now = sys::fstat(src.as_fd()).map_err(src_err("fstat"))?;
@@ -3892,7 +4000,7 @@ async fn copy_file_data(
                 Err(e) => return Err(data_err("verify")(e)),
             }
         }
-        if existing.is_some() || cfg.sparse {
+        if (existing.is_some() || cfg.sparse) && !dst_device {
             // Set the size exactly: a trailing hole, or a reused file that was longer.
             sys::ftruncate(dst.as_fd(), st.size).map_err(dst_err("ftruncate"))?;
         }
@@ -4457,7 +4565,7 @@ async fn make_other(
             bump(&core.counters.unchanged, 1);
             let link = target.as_ref().map(|t| t.as_bytes());
             let what = (file_type, Some(&st));
-            unchanged_item(core, || parent.child_rel(dst_name), what, How::Attrs, link);
+            unchanged_item(core, || parent.child_rel(name), what, How::Attrs, link);
             return Ok(());
         }
         Some(c) => c,
@@ -4531,7 +4639,7 @@ async fn make_other(
     if change.new || change.checksum || sync::attrs_differ(&change) {
         item(
             core,
-            || parent.child_rel(dst_name),
+            || parent.child_rel(name),
             (file_type, Some(&st)),
             0,
             &change,
@@ -4539,7 +4647,7 @@ async fn make_other(
         );
     } else {
         let what = (file_type, Some(&st));
-        unchanged_item(core, || parent.child_rel(dst_name), what, change.how, link);
+        unchanged_item(core, || parent.child_rel(name), what, change.how, link);
     }
     Ok(())
 }

@@ -57,6 +57,11 @@ impl FileType {
             _ => Self::Unknown,
         }
     }
+
+    /// A character or block device.
+    pub fn is_device(self) -> bool {
+        matches!(self, Self::CharDev | Self::BlockDev)
+    }
 }
 
 /// One entry of a batch, borrowed from the reader's buffer.

@@ -409,6 +409,15 @@ impl CpuMask {
     }
 }
 
+/// The size of the device open at `fd`, as rsync's `--copy-devices` takes it: the offset of its
+/// end (`lseek(SEEK_END)`; a block device's capacity). A device that cannot seek (a terminal, a
+/// pipe-like character device) has none: 0, so that nothing is read from it.
+pub fn device_size(fd: BorrowedFd<'_>) -> u64 {
+    // SAFETY: plain syscall on a valid fd; positional reads and writes ignore the offset moved.
+    let r = unsafe { libc::lseek64(fd.as_raw_fd(), 0, libc::SEEK_END) };
+    if r < 0 { 0 } else { r as u64 }
+}
+
 /// `posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)`.
 pub fn fadvise_sequential(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: plain syscall on a valid fd.
