@@ -2631,6 +2631,9 @@ fn append_and_append_verify_grow_files_as_rsync_does() {
             }
             for (p, data) in dst_files {
                 write(&dst.join(p), data);
+                // (A file left alone keeps this time: the same for both tools, whichever second
+                // each wrote its tree in.)
+                set_times(&dst.join(p), 1_500_000_000, 0);
             }
             chmod(&dst.join("same_len"), 0o600);
             let inode = |p: &str| fs::metadata(dst.join(p)).unwrap().ino();
@@ -2934,4 +2937,130 @@ fn itemize_reports_rewritten_entries_and_renamed_files_as_rsync_does() {
     }
     assert_eq!(lines[..2], lines[2..], "arsync, then rsync");
     assert_eq!(lines[1], ">f..T...... f\n");
+}
+
+/// Free bytes of the file system holding `p`, as an unprivileged user sees them.
+fn free_bytes(p: &Path) -> u64 {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: statvfs is plain data; zeroed is valid for the kernel to fill.
+    let mut v: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a live buffer.
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut v) }, 0);
+    v.f_bavail * v.f_frsize
+}
+
+#[test]
+fn temp_dir_stages_files_there_and_saves_room_as_rsync_does() {
+    // Before: -T/--temp-dir was an unknown option (exit 1, nothing copied).
+    let t = "temp_dir_stages_files_there_and_saves_room_as_rsync_does";
+    if !is_root() {
+        skip(
+            t,
+            "needs root for an immutable directory and a loop-mounted ext4",
+        );
+        return;
+    }
+    if !require_rsync(t) {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("f"), b"new f");
+    write(&src.join("sub/g"), &content(7, 200_000));
+    let old = |dst: &Path| {
+        fs::create_dir_all(dst.join("sub")).unwrap();
+        write(&dst.join("f"), b"old");
+        fs::hard_link(dst.join("f"), dst.join("f.link")).unwrap();
+        fs::create_dir(dst.join(".tmp")).unwrap();
+    };
+    // A relative DIR is the destination's; files are made there: where nothing can be made
+    // (an immutable directory), no file is copied, unnamed or under a temporary name.
+    for flags in [
+        &["-a", "-T", ".tmp"][..],
+        &["-a", "-T", ".tmp", "--temp-names"],
+    ] {
+        let dst = s.path().join(format!("d{}", flags.len()));
+        old(&dst);
+        let tmp = dst.join(".tmp");
+        if !Command::new("chattr")
+            .arg("+i")
+            .arg(&tmp)
+            .status()
+            .unwrap()
+            .success()
+        {
+            skip(t, "chattr +i is refused on this file system");
+            return;
+        }
+        let out = copy_contents(flags, &src, &dst);
+        let e = err(&out);
+        let _ = Command::new("chattr").arg("-i").arg(&tmp).status();
+        assert_eq!(code(&out), 23, "{flags:?}: {e}");
+        assert!(e.contains("create (temp-dir)"), "{flags:?}: {e}");
+        assert_eq!(fs::read(dst.join("f")).unwrap(), b"old", "{flags:?}");
+        assert!(!dst.join("sub/g").exists(), "{flags:?}");
+        // Now it can: the files are linked or renamed into place from it (a new inode for the
+        // replaced file, as a staged copy gives; its other name keeps the old content).
+        let out = copy_contents(flags, &src, &dst);
+        assert_eq!(code(&out), 0, "{flags:?}: {}", err(&out));
+        assert_eq!(fs::read(dst.join("f")).unwrap(), b"new f");
+        assert_eq!(fs::read(dst.join("f.link")).unwrap(), b"old");
+        assert_eq!(fs::read(dst.join("sub/g")).unwrap(), content(7, 200_000));
+        assert_eq!(
+            fs::read_dir(&tmp).unwrap().count(),
+            0,
+            "{flags:?}: left in .tmp"
+        );
+    }
+    // A DIR that does not exist: rsync's usage error, nothing written.
+    let dst = s.path().join("none");
+    let out = copy_contents(&["-a", "-T", "nowhere"], &src, &dst);
+    assert_eq!(code(&out), 1, "{}", err(&out));
+    assert!(
+        err(&out).contains("The temp-dir does not exist: nowhere"),
+        "{}",
+        err(&out)
+    );
+    assert!(!dst.exists());
+
+    // DIR on another file system, rsync's use of it: the destination has no room for a second
+    // copy of a file. Without -T the copy fails and the old file stays whole; with -T the old
+    // file goes first and the new one fits.
+    let _lock = mount_lock();
+    let m = Mount::new(
+        &s.path().join("img"),
+        16,
+        &["mkfs.ext4", "-q", "-F", "-m", "0"],
+        &s.path().join("mnt"),
+    );
+    let size = (free_bytes(&m.dir) * 3 / 5) as usize;
+    let big = s.path().join("big");
+    fs::create_dir(&big).unwrap();
+    write(&big.join("data"), &content(8, size));
+    set_times(&big.join("data"), 1_500_000_000, 0);
+    let elsewhere = s.path().join("scratch");
+    fs::create_dir(&elsewhere).unwrap();
+    for tool in ["arsync", "rsync"] {
+        let dst = m.dir.join(tool);
+        fs::create_dir(&dst).unwrap();
+        let stale = content(9, size);
+        write(&dst.join("data"), &stale);
+        let out = by_tool(tool, &["-a"], &big, &dst);
+        assert_ne!(code(&out), 0, "{tool}: two copies cannot fit");
+        assert!(
+            fs::read(dst.join("data")).unwrap() == stale,
+            "{tool}: the old file is whole"
+        );
+        let dir = elsewhere.display().to_string();
+        let out = by_tool(tool, &["-a", "-T", &dir], &big, &dst);
+        assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
+        assert!(fs::read(dst.join("data")).unwrap() == fs::read(big.join("data")).unwrap());
+        assert_eq!(
+            fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "{tool}: left in DIR"
+        );
+        fs::remove_dir_all(&dst).unwrap();
+    }
 }

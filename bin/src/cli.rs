@@ -1195,6 +1195,15 @@ pub fn command() -> Command {
             .help_heading("What to copy"),
     )
     .arg(
+        Arg::new("temp-dir")
+            .short('T')
+            .long("temp-dir")
+            .value_name("DIR")
+            .value_parser(value_parser!(PathBuf))
+            .help("stage new files in DIR (relative: to the destination directory), then link or rename them into place; on another file system (for want of room at the destination) the file replaced goes first, so old and new never take room together [default: beside each file]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("temp-names")
             .long("temp-names")
             .action(ArgAction::SetTrue)
@@ -1833,6 +1842,27 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         config.roots = roots;
         config.create_dest_dir = create;
     }
+    if let Some(t) = m.get_one::<PathBuf>("temp-dir") {
+        // A relative DIR is relative to the destination directory (rsync's receiver works
+        // there).
+        let dir = match config.roots.first() {
+            Some(root) if t.is_relative() => {
+                let mut d = root.dst.clone();
+                for _ in root.rel.components() {
+                    d.pop();
+                }
+                d.join(t)
+            }
+            _ => t.clone(),
+        };
+        if !dir.is_dir() {
+            return Err(usage(&format!(
+                "The temp-dir does not exist: {}",
+                t.display()
+            )));
+        }
+        config.temp_dir = Some(dir);
+    }
     // Latency histograms cost two clock reads per timed step: only when someone reads them.
     config.measure = m.get_one::<PathBuf>("stats-json").is_some();
     let info = m.get_one::<String>("info").map(String::as_str);
@@ -1900,6 +1930,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         }
         if m.get_one::<u64>("timeout").is_some_and(|&t| t > 0) {
             return Err(usage("--mpi cannot be combined with --timeout"));
+        }
+        if config.temp_dir.is_some() {
+            // Other ranks' pieces of a split file are written into its staged copy.
+            return Err(usage("--mpi cannot be combined with -T/--temp-dir"));
         }
         if config.copy_devices || config.write_devices {
             // A device names something on one host only.

@@ -167,6 +167,40 @@ pub(crate) struct RunShared {
     /// Directory nodes holding their fds open, and the share of the open-file limit they may
     /// hold before nodes left with only subdirectories park theirs (`dirfds`).
     pub open_dirs: crate::dirfds::OpenDirs,
+    /// `-T/--temp-dir`: the directory files are staged in.
+    pub temp_dir: Option<TempDir>,
+}
+
+/// `-T/--temp-dir`: the directory, open, and where it is.
+pub(crate) struct TempDir {
+    pub fd: OwnedFd,
+    pub dev: u64,
+    /// Its mount (`None`: the kernel cannot say; the device number decides alone).
+    pub mount: Option<u64>,
+}
+
+impl TempDir {
+    /// Open `path`: a directory, or an error saying what it is not.
+    fn open(path: &std::path::Path) -> Result<TempDir, String> {
+        use std::os::fd::AsFd;
+        let fd = fsops::sys::open_dir_path(path)
+            .map_err(|e| format!("The temp-dir does not exist: {} ({e})", path.display()))?;
+        let dev = fsops::sys::fstat(fd.as_fd())
+            .map_err(|e| format!("fstat {}: {e}", path.display()))?
+            .dev;
+        let mount = fsops::sys::mount_id(fd.as_fd()).ok();
+        Ok(TempDir { fd, dev, mount })
+    }
+
+    /// Whether a file made here can be linked or renamed into the destination directory `dir`
+    /// (on device `dev`): the same mount.
+    pub fn beside(&self, dir: std::os::fd::BorrowedFd<'_>, dev: u64) -> bool {
+        dev == self.dev
+            && match self.mount {
+                Some(m) => fsops::sys::mount_id(dir).is_ok_and(|d| d == m),
+                None => true,
+            }
+    }
 }
 
 /// The top of a new destination subtree, made in its parent under a temporary name so that its
@@ -356,6 +390,11 @@ pub(crate) fn run(
         {
             *d = dest_dir.join(&*d);
         }
+        if let Some(d) = config.temp_dir.as_mut()
+            && d.is_relative()
+        {
+            *d = dest_dir.join(&*d);
+        }
     }
     // A quarter of the limit for open directories (two fds per directory node and one per
     // reference directory: beyond it, nodes waiting only for their subdirectories close theirs),
@@ -366,6 +405,16 @@ pub(crate) fn run(
         (nofile - dir_share).saturating_sub(24 + 2 * threads as u64) / (threads as u64 * 4).max(1);
     config.inflight_per_core = config.inflight_per_core.min(budget.max(1) as usize);
     config.ring_files_per_core = config.ring_files_per_core.min(config.inflight_per_core);
+    let temp_dir = match config.temp_dir.as_deref().map(TempDir::open).transpose() {
+        Ok(t) => t,
+        Err(fatal) => {
+            return Report {
+                fatal: Some(fatal),
+                elapsed: start.elapsed(),
+                ..Report::default()
+            };
+        }
+    };
     let config = &config;
     let umask = fsops::sys::set_umask(0);
     let policy = meta_policy(config, umask);
@@ -408,6 +457,7 @@ pub(crate) fn run(
         },
         staged: std::sync::Mutex::new(Vec::new()),
         open_dirs: crate::dirfds::OpenDirs::new(dir_share as usize),
+        temp_dir,
         copy_pool: std::sync::OnceLock::new(),
         cpus: fsops::sys::CpuMask::current().ok(),
         threads,

@@ -375,6 +375,15 @@ pub struct Config {
     /// as rsync). `Verify` checks the kept part against the source first and rewrites it from
     /// where it differs; `Trust` takes it as it is.
     pub append: Option<Append>,
+    /// `-T/--temp-dir=DIR`: where new files are staged (a relative DIR is relative to the
+    /// destination directory, as rsync's). On the destination's mount a file is made there
+    /// (unnamed, or under a temporary name with `temp_names`) and linked or renamed into place
+    /// when complete. Elsewhere (rsync's use of it: a destination short of room for a second
+    /// copy of a file) the file it replaces is removed (or with `-b` moved to its backup name)
+    /// before the new one is written, so that the two never take room together; the new one is
+    /// still staged unseen in its directory and published whole. `partial`, `inplace` and
+    /// `delay_updates` stage files their own way and leave it unused, as rsync.
+    pub temp_dir: Option<PathBuf>,
     /// `--temp-names`: stage new files under temporary names (then `rename`) instead of as
     /// unnamed `O_TMPFILE` files (then `linkat`), which is what file systems without `O_TMPFILE`
     /// get anyway.
@@ -483,6 +492,7 @@ impl Config {
             append: None,
             iowq_max_workers: 4,
             temp_names: false,
+            temp_dir: None,
             quick_check: QuickCheck::SizeAndTime,
             threads: 0,
             pin: true,

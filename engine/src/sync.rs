@@ -679,10 +679,22 @@ pub(crate) fn rename_over(
     to: &CStr,
     rel: Rel<'_>,
 ) -> io::Result<()> {
+    rename_over_from(core, dir, from, dir, to, rel)
+}
+
+/// [`rename_over`] of `from` in another directory of the same mount (`-T`'s) to `to` in `dir`.
+pub(crate) fn rename_over_from(
+    core: &Core,
+    from_dir: BorrowedFd<'_>,
+    from: &CStr,
+    dir: BorrowedFd<'_>,
+    to: &CStr,
+    rel: Rel<'_>,
+) -> io::Result<()> {
     if let Some(b) = &core.shared.config.backup {
         crate::backup::keep(b, dir, to, &rel.path())?;
     }
-    match sys::rename_at(dir, from, dir, to, 0) {
+    match sys::rename_at(from_dir, from, dir, to, 0) {
         Err(e)
             if matches!(
                 e.raw_os_error(),
@@ -699,7 +711,7 @@ pub(crate) fn rename_over(
                     e2
                 }
             })?;
-            sys::rename_at(dir, from, dir, to, 0)
+            sys::rename_at(from_dir, from, dir, to, 0)
         }
         r => r,
     }

@@ -3461,6 +3461,9 @@ enum Staging {
     Unnamed,
     /// A temporary name in the destination directory: renamed over the final name.
     Named(CString),
+    /// `-T`: a temporary name in the temp directory (on the destination's mount): renamed over
+    /// the final name.
+    NamedInTempDir(CString),
     /// `--partial`/`--partial-dir`: a fixed name (in the destination directory, or in the
     /// partial directory below it) that outlives a failed or killed run and is resumed from.
     Partial {
@@ -3615,6 +3618,33 @@ async fn stage(
             size,
         ));
     }
+    if let Some(td) = &core.shared.temp_dir {
+        if td.beside(dir, parent.dst_dev) {
+            // -T on the destination's mount: the file is made there, then linked (unnamed) or
+            // renamed into place.
+            if !cfg.temp_names && !core.no_tmpfile.borrow().contains(&td.dev) {
+                match sys::open_tmpfile(td.fd.as_fd(), mode) {
+                    Ok(fd) => return Ok((Staging::Unnamed, fd, None)),
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+                        ) =>
+                    {
+                        core.no_tmpfile.borrow_mut().push(td.dev);
+                    }
+                    Err(e) => return Err(("create (temp-dir)", e, ErrorClass::Partial, Side::Dst)),
+                }
+            }
+            let (tmp, fd) = with_temp(core, |t| sys::create_excl(td.fd.as_fd(), t, mode))
+                .map_err(|e| ("create (temp-dir)", e, ErrorClass::Partial, Side::Dst))?;
+            return Ok((Staging::NamedInTempDir(tmp), fd, None));
+        }
+        // -T elsewhere (rsync's use of it: no room here for a second copy of a file): the old
+        // file goes first (with -b, to its backup name), so that old and new never take room
+        // together; the new one is staged unseen below and published whole.
+        make_room(core, parent, dst_name)?;
+    }
     if !cfg.temp_names && !core.no_tmpfile.borrow().contains(&parent.dst_dev) {
         match route::create_tmpfile(core, parent, mode).await {
             Ok(fd) => return Ok((Staging::Unnamed, fd, None)),
@@ -3634,6 +3664,25 @@ async fn stage(
     Ok((Staging::Named(tmp), fd, None))
 }
 
+/// `-T` with the temp directory on another mount: remove the regular file (or symlink, device,
+/// special) at `name` before its replacement is written (with `-b`, move it to its backup name).
+/// A directory there is left to the publish, which removes it as it would without `-T`.
+fn make_room(core: &Core, parent: &DirNode, name: &CStr) -> EntryResult {
+    let dir = parent.dst_fd();
+    match sys::lstat_at(dir, name) {
+        Ok(st) if st.file_type() != FileType::Dir => {}
+        _ => return Ok(()),
+    }
+    let r = match &core.shared.config.backup {
+        Some(b) => crate::backup::move_away(b, dir, name, &parent.rel()),
+        None => sys::unlink_at(dir, name, 0),
+    };
+    match r {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(dst_err("unlink")(e)),
+        _ => Ok(()),
+    }
+}
+
 /// Make a complete file visible under `name`, replacing what was there atomically.
 fn publish(
     core: &Core,
@@ -3647,6 +3696,15 @@ fn publish(
         Staging::InPlace | Staging::Direct | Staging::Device => Ok(()),
         Staging::Named(tmp) => {
             sync::rename_over(core, dir, tmp, name, rel).map_err(dst_err("rename"))
+        }
+        Staging::NamedInTempDir(tmp) => {
+            let td = core
+                .shared
+                .temp_dir
+                .as_ref()
+                .expect("staged in the temp dir");
+            sync::rename_over_from(core, td.fd.as_fd(), tmp, dir, name, rel)
+                .map_err(dst_err("rename"))
         }
         Staging::Partial {
             dir: pdir,
@@ -3732,13 +3790,24 @@ async fn copy_file_data(
     let t_data = core.lat.start();
     // A named temporary is removed whatever happens, the future being dropped (a stop request)
     // included, unless it was published.
-    let mut temp = TempGuard {
-        dir,
-        name: match &staging {
-            Staging::Named(tmp) => Some(tmp.as_c_str()),
-            Staging::Direct => Some(dst_name),
-            _ => None,
+    let mut temp = match &staging {
+        Staging::Named(tmp) => TempGuard {
+            dir,
+            name: Some(tmp.as_c_str()),
         },
+        Staging::NamedInTempDir(tmp) => TempGuard {
+            dir: core
+                .shared
+                .temp_dir
+                .as_ref()
+                .map_or(dir, |td| td.fd.as_fd()),
+            name: Some(tmp.as_c_str()),
+        },
+        Staging::Direct => TempGuard {
+            dir,
+            name: Some(dst_name),
+        },
+        _ => TempGuard { dir, name: None },
     };
     let result = async {
         // A partial (or in-place) file from an earlier run: keep the prefix that matches.

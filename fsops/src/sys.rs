@@ -418,6 +418,32 @@ pub fn device_size(fd: BorrowedFd<'_>) -> u64 {
     if r < 0 { 0 } else { r as u64 }
 }
 
+/// The id of the mount that `fd` is on (`statx` `STATX_MNT_ID`, Linux 5.8): two directories
+/// with the same id are on one mount, where a file can be renamed or linked from one to the
+/// other (the same `st_dev` is not enough: a bind mount of the same file system refuses it).
+pub fn mount_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: statx is plain data; zeroed is a valid value for the kernel to fill.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd, an empty NUL-terminated path with AT_EMPTY_PATH, and a pointer to a
+    // statx buffer that outlives the call.
+    let r = unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    Ok(stx.stx_mnt_id)
+}
+
 /// `posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)`.
 pub fn fadvise_sequential(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: plain syscall on a valid fd.
