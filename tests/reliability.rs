@@ -1715,3 +1715,102 @@ fn fsync_puts_every_file_on_the_storage_before_the_run_ends() {
         }
     }
 }
+
+#[test]
+fn super_and_no_super_do_what_rsync_does() {
+    // Before: --super and --no-super were unknown options (exit 1), and a user's copy of a tree
+    // holding a device failed it (mknod: EPERM, exit 23) where rsync skips it ("skipping
+    // non-regular file", exit 0): devices are made only with super-user activities.
+    use std::os::unix::fs::MetadataExt;
+    let t = "super_and_no_super_do_what_rsync_does";
+    if !nobody_and_rsync_or_skip(t) {
+        return;
+    }
+    let s = Scratch::new();
+    let bin = reachable_binary(s.path());
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"data");
+    setxattr(&src.join("f"), "user.u", b"1");
+    setxattr(&src.join("f"), "trusted.t", b"2");
+    lchown(&src.join("f"), 1234, 1234);
+    mknod(
+        &src.join("null"),
+        libc::S_IFCHR | 0o644,
+        libc::makedev(1, 3),
+    );
+    mkfifo(&src.join("p"));
+    let out = s.path().join("out");
+    fs::create_dir(&out).unwrap();
+    chmod(&out, 0o777);
+    // What a copy holds: each entry's kind, owner and extended attribute names.
+    let state = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(d)
+            .map(|r| {
+                r.map(|e| {
+                    let e = e.unwrap();
+                    let p = e.path();
+                    let m = fs::symlink_metadata(&p).unwrap();
+                    let names: Vec<String> = treediff::xattrs(&p)
+                        .into_iter()
+                        .map(|(n, _)| String::from_utf8_lossy(&n).into_owned())
+                        .collect();
+                    format!(
+                        "{} {:o} {}:{} {names:?}",
+                        e.file_name().to_string_lossy(),
+                        m.mode() & libc::S_IFMT,
+                        m.uid(),
+                        m.gid()
+                    )
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let cases: [(bool, &[&str]); 5] = [
+        (true, &["-a"]),
+        (true, &["-a", "--super"]),
+        (false, &["-aX", "--no-super"]),
+        (false, &["-aX", "--super", "--no-super"]),
+        (false, &["-aX", "--no-super", "--super"]),
+    ];
+    for (i, (nobody, flags)) in cases.into_iter().enumerate() {
+        let mut got = Vec::new();
+        for tool in [bin.as_path(), Path::new("rsync")] {
+            let dst = out.join(format!("{i}.{}", got.len()));
+            let o = if nobody {
+                as_nobody(tool, flags, &src, &dst)
+            } else {
+                Command::new(tool)
+                    .args(flags)
+                    .arg(format!("{}/", src.display()))
+                    .arg(&dst)
+                    .output()
+                    .unwrap()
+            };
+            let said = format!("{}{}", String::from_utf8_lossy(&o.stdout), err(&o));
+            let refused = ["chown", "mknod"].map(|op| said.contains(&format!("{op} \"")));
+            // (rsync publishes a file whose chown was refused, arsync does not: with refusals
+            // only the codes and the refused operations are compared.)
+            let kept = if refused.contains(&true) {
+                Vec::new()
+            } else {
+                state(&dst)
+            };
+            got.push((
+                code(&o),
+                said.contains("skipping non-regular file \"null\""),
+                refused,
+                kept,
+            ));
+        }
+        assert_eq!(
+            got[0],
+            got[1],
+            "{flags:?} as {}",
+            ["root", "nobody"][nobody as usize]
+        );
+    }
+}

@@ -988,6 +988,20 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("super")
+            .long("super")
+            .action(ArgAction::SetTrue)
+            .help("do what only the super-user may even when not run as root (set owners with -o, every group with -g, make devices with -D, every xattr namespace with -X), and report each refusal as an error (exit 23) [default: as root only]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("no-super")
+            .long("no-super")
+            .action(ArgAction::SetTrue)
+            .help("as root, copy as a user would: no owners, only one's groups, no devices, only user.* xattrs [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
         Arg::new("copy-devices")
             .long("copy-devices")
             .action(ArgAction::SetTrue)
@@ -1661,6 +1675,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     };
     config.partial = m.get_flag("partial") || m.get_flag("partial-progress");
     config.delay_updates = m.get_flag("delay-updates");
+    // (Both given: the later one counts, as in rsync.)
+    config.super_user = match (
+        m.index_of("super").filter(|_| m.get_flag("super")),
+        m.index_of("no-super").filter(|_| m.get_flag("no-super")),
+    ) {
+        (Some(a), Some(b)) => Some(a > b),
+        (Some(_), None) => Some(true),
+        (None, Some(_)) => Some(false),
+        (None, None) => None,
+    };
     config.copy_devices = m.get_flag("copy-devices");
     config.write_devices = m.get_flag("write-devices");
     if config.write_devices {

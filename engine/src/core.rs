@@ -114,6 +114,8 @@ pub(crate) fn meta_policy(config: &Config, umask: u32) -> fsops::MetaPolicy {
         group: config.group,
         umask,
         euid: fsops::sys::geteuid(),
+        root: config.super_user.unwrap_or(fsops::sys::geteuid() == 0),
+        groups: fsops::sys::groups(),
         egid: fsops::sys::getegid(),
         xattrs: config.xattrs,
         acls: config.acls,

@@ -234,6 +234,10 @@ pub struct Config {
     pub devices: bool,
     /// `--specials`: FIFOs and sockets.
     pub specials: bool,
+    /// `--super` (`Some(true)`) / `--no-super` (`Some(false)`): whether to do what only the
+    /// super-user may (set owners, every group, make devices, every extended attribute
+    /// namespace), reporting what is refused; `None`: as the process is root or not.
+    pub super_user: Option<bool>,
     /// `--copy-devices`: a character or block device in the source is copied as a regular file
     /// holding the device's content (its size: the offset of its end; 0 for a device that cannot
     /// seek). As rsync, its modification time is the time of the copy (the seconds of now, the
@@ -443,6 +447,7 @@ impl Config {
             group: true,
             devices: true,
             specials: true,
+            super_user: None,
             copy_devices: false,
             write_devices: false,
             open_noatime: false,

@@ -48,8 +48,8 @@ pub(crate) fn attr_change(shared: &RunShared, d: &Stat, st: &Stat, is_link: bool
                 // (Without -p only -E changes an existing entry's bits.)
                 p.executability && d.perm() != p.dest_perm(st, Some(d.perm()))
             },
-        owner: p.owner && p.euid == 0 && d.uid != p.ids(st).0,
-        group: p.group && d.gid != p.ids(st).1,
+        owner: p.owner && p.root && d.uid != p.ids(st).0,
+        group: p.group && p.may_set_group(p.ids(st).1) && d.gid != p.ids(st).1,
         ..Change::default()
     }
 }

@@ -2381,7 +2381,8 @@ async fn entry(
         | FileType::Socket => {
             let wanted = match file_type {
                 FileType::Symlink => cfg.links,
-                FileType::CharDev | FileType::BlockDev => cfg.devices,
+                // (As rsync: devices only with super-user activities; a user's copy skips them.)
+                FileType::CharDev | FileType::BlockDev => cfg.devices && core.shared.policy.root,
                 _ => cfg.specials,
             };
             if !wanted {
@@ -4082,7 +4083,7 @@ async fn copy_file_data(
                 match sys::fchown(dst.as_fd(), uid, gid) {
                     // A group the user is not in: rsync goes on silently when not root (as
                     // for a new file).
-                    Err(e) if e.raw_os_error() == Some(libc::EPERM) && policy.euid != 0 => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) && !policy.root => {}
                     r => r.map_err(dst_err("chown"))?,
                 }
             }

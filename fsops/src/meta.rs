@@ -350,6 +350,14 @@ pub struct MetaPolicy {
     pub umask: u32,
     /// Effective uid of the process.
     pub euid: u32,
+    /// Super-user activities (rsync's `am_root`): owners set with `-o`, every group with `-g`,
+    /// devices made with `-D`, every extended attribute namespace with `-X`, and a refused
+    /// `chown` an error. Root's unless `--super` (a user who may do them, or wants the errors)
+    /// or `--no-super` (root acting as a user) says otherwise.
+    pub root: bool,
+    /// The groups the process is in (its effective and supplementary groups, sorted): without
+    /// super-user activities, the only ones a copy is given (rsync's `is_in_group`).
+    pub groups: &'static [u32],
     /// Effective gid of the process.
     pub egid: u32,
     /// `-X`: extended attributes.
@@ -377,12 +385,12 @@ impl MetaPolicy {
     /// creation (`created_gid`: the egid, or the parent's gid under a setgid directory).
     pub fn chown_ids(&self, src: &Stat, created_gid: u32) -> Option<(u32, u32)> {
         let (src_uid, src_gid) = self.ids(src);
-        let uid = if self.owner && self.euid == 0 && src_uid != self.euid {
+        let uid = if self.owner && self.root && src_uid != self.euid {
             src_uid
         } else {
             u32::MAX
         };
-        let gid = if self.group && src_gid != created_gid {
+        let gid = if self.group && src_gid != created_gid && self.may_set_group(src_gid) {
             src_gid
         } else {
             u32::MAX
@@ -394,17 +402,23 @@ impl MetaPolicy {
     /// (made by anyone) the owner and group of `src`; `None` when both already match.
     pub fn chown_existing(&self, dst: &Stat, src: &Stat) -> Option<(u32, u32)> {
         let (src_uid, src_gid) = self.ids(src);
-        let uid = if self.owner && self.euid == 0 && dst.uid != src_uid {
+        let uid = if self.owner && self.root && dst.uid != src_uid {
             src_uid
         } else {
             u32::MAX
         };
-        let gid = if self.group && dst.gid != src_gid {
+        let gid = if self.group && dst.gid != src_gid && self.may_set_group(src_gid) {
             src_gid
         } else {
             u32::MAX
         };
         (uid != u32::MAX || gid != u32::MAX).then_some((uid, gid))
+    }
+
+    /// Whether a copy may be given group `gid`: any with super-user activities, else one of the
+    /// process's own (a copy keeps the group it was made with otherwise, as rsync's).
+    pub fn may_set_group(&self, gid: u32) -> bool {
+        self.root || self.groups.binary_search(&gid).is_ok()
     }
 
     /// Whether attribute `name` is copied: ACLs with `-A`; with `-X` every namespace the caller
@@ -416,7 +430,7 @@ impl MetaPolicy {
         if !self.xattrs {
             return false;
         }
-        if self.euid == 0 {
+        if self.root {
             name.starts_with(b"user.")
                 || name.starts_with(b"trusted.")
                 || name.starts_with(b"security.")
@@ -503,8 +517,10 @@ impl MetaPolicy {
 /// `-t`), so that touching it can be skipped (extended attributes are not compared).
 pub fn matches(dst: &Stat, src: &Stat, policy: &MetaPolicy, is_symlink: bool) -> bool {
     (is_symlink || !policy.perms || dst.perm() == policy.final_perm(src))
-        && (!policy.owner || policy.euid != 0 || dst.uid == policy.ids(src).0)
-        && (!policy.group || dst.gid == policy.ids(src).1)
+        && (!policy.owner || !policy.root || dst.uid == policy.ids(src).0)
+        && (!policy.group
+            || !policy.may_set_group(policy.ids(src).1)
+            || dst.gid == policy.ids(src).1)
         && (!policy.keeps_mtime(src.file_type()) || dst.mtime == src.mtime)
 }
 
@@ -647,7 +663,7 @@ pub fn apply_fd_perm(
         match sys::fchown(fd, u, g) {
             Ok(()) => true,
             // A group the user is not in: rsync goes on silently when not root.
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) && policy.euid != 0 => false,
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && !policy.root => false,
             Err(e) => return Err((MetaOp::Chown, e)),
         }
     } else {
@@ -679,7 +695,7 @@ pub fn apply_at(
     if let Some((u, g)) = policy.chown_ids(src, created_gid) {
         match sys::lchown_at(dir, name, u, g) {
             Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) && policy.euid != 0 => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && !policy.root => {}
             Err(e) => return Err((MetaOp::Chown, e)),
         }
     }

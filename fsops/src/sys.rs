@@ -593,6 +593,28 @@ pub fn getegid() -> u32 {
     unsafe { libc::getegid() }
 }
 
+/// The groups this process is in: its effective group and its supplementary groups, sorted
+/// (read once: a process's groups do not change under it).
+pub fn groups() -> &'static [u32] {
+    static GROUPS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    GROUPS.get_or_init(|| {
+        let mut v = vec![getegid()];
+        // SAFETY: with size 0 getgroups only counts.
+        let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        if n > 0 {
+            let mut g = vec![0 as libc::gid_t; n as usize];
+            // SAFETY: a buffer of n gid_t for at most n entries.
+            let m = unsafe { libc::getgroups(n, g.as_mut_ptr()) };
+            if m > 0 {
+                v.extend_from_slice(&g[..m as usize]);
+            }
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    })
+}
+
 /// `linkat(olddir, old, newdir, new, 0)`: a new name for an existing (non-directory) entry,
 /// never following a symlink `old`.
 pub fn link_at(
@@ -775,18 +797,6 @@ pub fn open_source_cached(
 /// `fstatat(dir, name, 0)`: what a symlink points to.
 pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Stat> {
     stat_at_raw(dir.as_raw_fd(), name, 0)
-}
-
-/// The supplementary groups of the process plus its effective gid.
-pub fn groups() -> Vec<u32> {
-    // SAFETY: a zero-sized query returns the count without writing.
-    let n = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
-    let mut v = vec![0 as libc::gid_t; n.max(0) as usize];
-    // SAFETY: `v` has room for `n` gids.
-    let got = unsafe { libc::getgroups(n, v.as_mut_ptr()) };
-    v.truncate(got.max(0) as usize);
-    v.push(getegid());
-    v
 }
 
 /// Create an unnamed regular file in `dir` (`O_TMPFILE`), open for reading and writing, with

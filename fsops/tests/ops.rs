@@ -144,6 +144,8 @@ fn policy(perms: bool, umask: u32) -> MetaPolicy {
         group: true,
         umask,
         euid: sys::geteuid(),
+        root: sys::geteuid() == 0,
+        groups: sys::groups(),
         egid: sys::getegid(),
         xattrs: false,
         acls: false,
