@@ -1547,3 +1547,54 @@ fn progress2_counts_a_large_files_bytes_while_it_is_copied() {
     );
     assert_eq!(counts.last(), Some(&size), "{text:?}");
 }
+
+#[test]
+fn compression_and_fuzzy_flags_are_accepted_as_rsync_accepts_them() {
+    // `rsync -avz SRC/ DST/` is the most common rsync command line; arsync refused -z (and the
+    // other compression flags, and -y) as unknown options: exit 1, nothing copied. A local copy
+    // has nothing to compress and writes whole files, so the copy is the same; rsync's own
+    // refusals (an unknown compression name, -N on Linux) stay refusals with its codes.
+    if !require_rsync("compression_and_fuzzy_flags_are_accepted_as_rsync_accepts_them") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    write(&src.join("a"), &content(3, 100_000));
+    write(&src.join("d/b"), b"b");
+    for (k, p) in ["a", "d/b", "d", ""].iter().enumerate() {
+        set_times(&src.join(p), 1_600_000_000 + k as i64, 0);
+    }
+    for (i, flags) in [
+        &["-avz"][..],
+        &[
+            "-az",
+            "--zc=zstd",
+            "--zl=3",
+            "--zt=2",
+            "--skip-compress=gz/jpg",
+        ],
+        &["-a", "--compress-choice", "none", "--compress-level", "-1"],
+        &["-a", "-zz", "--no-z"],
+        &["-a", "--old-compress"],
+        &["-a", "-y"],
+        &["-a", "--fuzzy", "--fuzzy", "--delete-after"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (ours, theirs) = both_succeed(flags, &src, &t.path().join(format!("{i}")));
+        assert_same(&theirs, &ours, treediff::Check::archive());
+    }
+    for (flags, want) in [
+        (&["-a", "--zc=bogus"][..], 4),
+        (&["-a", "-N"], 1),
+        (&["-a", "--crtimes"], 1),
+    ] {
+        let (a, r) = (t.path().join("no.a"), t.path().join("no.r"));
+        let ours = both("arsync", flags, &src, &a);
+        let theirs = both("rsync", flags, &src, &r);
+        assert_eq!((code(&ours), code(&theirs)), (want, want), "{flags:?}");
+        assert!(!a.exists() && !r.exists(), "{flags:?}: nothing is written");
+    }
+}

@@ -1813,4 +1813,18 @@ fn super_and_no_super_do_what_rsync_does() {
             ["root", "nobody"][nobody as usize]
         );
     }
+    // A user's listing still shows the device (nothing is made, nothing refused).
+    let lists = [bin.as_path(), Path::new("rsync")].map(|tool| {
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(tool)
+            .arg("--list-only")
+            .arg(format!("{}/", src.display()))
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 0, "{}", err(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    });
+    assert_eq!(lists[0], lists[1]);
+    assert!(lists[0].contains(" null\n"), "{}", lists[0]);
 }

@@ -988,6 +988,86 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("compress")
+            .short('z')
+            .long("compress")
+            .action(ArgAction::Count)
+            .help("accepted for rsync's command lines (-avz): a local copy has no network link to compress data over, so nothing changes [default: off]")
+            .help_heading("Compatibility"),
+    )
+    .arg(
+        Arg::new("no-compress")
+            .long("no-compress")
+            .visible_alias("no-z")
+            .action(ArgAction::SetTrue)
+            .help("accepted (see -z)")
+            .help_heading("Compatibility"),
+    )
+    .arg(
+        Arg::new("compress-choice")
+            .long("compress-choice")
+            .visible_alias("zc")
+            .value_name("STR")
+            .help("accepted (see -z); STR must be one of rsync's: zstd, lz4, zlibx, zlib, none")
+            .help_heading("Compatibility"),
+    )
+    .arg(
+        Arg::new("compress-level")
+            .long("compress-level")
+            .visible_alias("zl")
+            .value_name("NUM")
+            .allow_negative_numbers(true)
+            .value_parser(value_parser!(i32))
+            .help("accepted (see -z)")
+            .help_heading("Compatibility"),
+    )
+    .arg(
+        Arg::new("compress-threads")
+            .long("compress-threads")
+            .visible_alias("zt")
+            .value_name("NUM")
+            .value_parser(value_parser!(u32))
+            .help("accepted (see -z)")
+            .help_heading("Compatibility"),
+    )
+    .arg(
+        Arg::new("skip-compress")
+            .long("skip-compress")
+            .value_name("LIST")
+            .help("accepted (see -z)")
+            .help_heading("Compatibility"),
+    )
+    .arg(
+        Arg::new("old-compress")
+            .long("old-compress")
+            .action(ArgAction::SetTrue)
+            .help("accepted (see -z)")
+            .help_heading("Compatibility"),
+    )
+    .arg(
+        Arg::new("new-compress")
+            .long("new-compress")
+            .action(ArgAction::SetTrue)
+            .help("accepted (see -z)")
+            .help_heading("Compatibility"),
+    )
+    .arg(
+        Arg::new("fuzzy")
+            .short('y')
+            .long("fuzzy")
+            .action(ArgAction::Count)
+            .help("accepted for rsync's command lines: rsync looks for a similar file as the basis of a delta transfer; a local copy writes whole files (as rsync's local copy), so nothing changes [default: off]")
+            .help_heading("Compatibility"),
+    )
+    .arg(
+        Arg::new("crtimes")
+            .short('N')
+            .long("crtimes")
+            .action(ArgAction::SetTrue)
+            .help("refused, as by rsync on Linux: creation times cannot be set here")
+            .help_heading("Compatibility"),
+    )
+    .arg(
         Arg::new("super")
             .long("super")
             .action(ArgAction::SetTrue)
@@ -1673,6 +1753,23 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     } else {
         None
     };
+    if m.get_flag("crtimes") {
+        // rsync on Linux: no way to set a file's creation time.
+        return Err(Refused::Arg(ArgError {
+            message: "This arsync does not support --crtimes (-N)".into(),
+            code: 1,
+            notices: Vec::new(),
+        }));
+    }
+    if let Some(c) = m.get_one::<String>("compress-choice")
+        && !["zstd", "lz4", "zlibx", "zlib", "none"].contains(&c.as_str())
+    {
+        return Err(Refused::Arg(ArgError {
+            message: format!("unknown compress name: {c}"),
+            code: 4,
+            notices: Vec::new(),
+        }));
+    }
     config.partial = m.get_flag("partial") || m.get_flag("partial-progress");
     config.delay_updates = m.get_flag("delay-updates");
     // (Both given: the later one counts, as in rsync.)
@@ -1685,6 +1782,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         (None, Some(_)) => Some(false),
         (None, None) => None,
     };
+    if list_only {
+        // (Any user's listing shows devices: nothing is made, so nothing is refused.)
+        config.super_user = Some(true);
+    }
     config.copy_devices = m.get_flag("copy-devices");
     config.write_devices = m.get_flag("write-devices");
     if config.write_devices {

@@ -3626,14 +3626,7 @@ async fn stage(
             if !cfg.temp_names && !core.no_tmpfile.borrow().contains(&td.dev) {
                 match sys::open_tmpfile(td.fd.as_fd(), mode) {
                     Ok(fd) => return Ok((Staging::Unnamed, fd, None)),
-                    Err(e)
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
-                        ) =>
-                    {
-                        core.no_tmpfile.borrow_mut().push(td.dev);
-                    }
+                    Err(e) if no_tmpfile_here(&e) => core.no_tmpfile.borrow_mut().push(td.dev),
                     Err(e) => return Err(("create (temp-dir)", e, ErrorClass::Partial, Side::Dst)),
                 }
             }
@@ -3649,20 +3642,22 @@ async fn stage(
     if !cfg.temp_names && !core.no_tmpfile.borrow().contains(&parent.dst_dev) {
         match route::create_tmpfile(core, parent, mode).await {
             Ok(fd) => return Ok((Staging::Unnamed, fd, None)),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
-                ) =>
-            {
-                core.no_tmpfile.borrow_mut().push(parent.dst_dev);
-            }
+            Err(e) if no_tmpfile_here(&e) => core.no_tmpfile.borrow_mut().push(parent.dst_dev),
             Err(e) => return Err(dst_err("create")(e)),
         }
     }
     let (tmp, fd) =
         with_temp(core, |t| sys::create_excl(dir, t, mode)).map_err(dst_err("create"))?;
     Ok((Staging::Named(tmp), fd, None))
+}
+
+/// Whether an `O_TMPFILE` open failed because the file system has none (then files there are
+/// made under temporary names).
+fn no_tmpfile_here(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP) | Some(libc::EISDIR) | Some(libc::EINVAL)
+    )
 }
 
 /// `-T` with the temp directory on another mount: remove the regular file (or symlink, device,
