@@ -1598,3 +1598,79 @@ fn compression_and_fuzzy_flags_are_accepted_as_rsync_accepts_them() {
         assert!(!a.exists() && !r.exists(), "{flags:?}: nothing is written");
     }
 }
+
+#[test]
+fn stderr_and_outbuf_route_the_output_as_rsync_does() {
+    // Before: --stderr, --msgs2stderr and --outbuf were unknown options (exit 1, nothing
+    // copied).
+    if !require_rsync("stderr_and_outbuf_route_the_output_as_rsync_does") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3000 {
+        write(&src.join(format!("f{i:04}")), b"x");
+    }
+    let line = ">f+++++++++ f0000";
+    let err = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    for (i, flags) in [
+        &["--stderr=all"][..],
+        &["--stderr=a"],
+        &["--msgs2stderr"],
+        &["--stderr=errors"],
+        &["--stderr=c"],
+        &["--no-msgs2stderr"],
+        &["--msgs2stderr", "--stderr=e"],
+        &["--stderr=all", "--no-msgs2stderr"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut seen = Vec::new();
+        for tool in ["arsync", "rsync"] {
+            let mut args = vec!["-a", "-i"];
+            args.extend_from_slice(flags);
+            let o = both(tool, &args, &src, &t.path().join(format!("e{i}.{tool}")));
+            assert_eq!(code(&o), 0, "{tool} {flags:?}: {}", err(&o));
+            let out = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == line);
+            seen.push((out, err(&o).lines().any(|l| l == line)));
+        }
+        assert_eq!(
+            seen[0], seen[1],
+            "{flags:?}: (on stdout, on stderr), arsync then rsync"
+        );
+    }
+    // Every buffering gives every line (B: in blocks, the rest at the end).
+    for (i, mode) in ["N", "L", "B", "u", "f", "Block"].iter().enumerate() {
+        let flag = format!("--outbuf={mode}");
+        let lines = ["arsync", "rsync"].map(|tool| {
+            let o = both(
+                tool,
+                &["-a", "-i", &flag],
+                &src,
+                &t.path().join(format!("b{i}.{tool}")),
+            );
+            assert_eq!(code(&o), 0, "{tool} {flag}: {}", err(&o));
+            let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with(">f"))
+                .map(str::to_string)
+                .collect();
+            v.sort();
+            v
+        });
+        assert_eq!(lines[0].len(), 3000, "{flag}");
+        assert_eq!(lines[0], lines[1], "{flag}");
+    }
+    for flags in [&["-a", "--stderr=x"][..], &["-a", "--outbuf=Q"]] {
+        for tool in ["arsync", "rsync"] {
+            let dst = t.path().join(format!("bad.{tool}"));
+            let o = both(tool, flags, &src, &dst);
+            assert_eq!(code(&o), 1, "{tool} {flags:?}");
+            assert!(!dst.exists(), "{tool} {flags:?}: nothing is written");
+        }
+    }
+}

@@ -988,6 +988,34 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
+        Arg::new("stderr")
+            .long("stderr")
+            .value_name("e|a|c")
+            .help("where messages go: errors (only errors on stderr, the rest on stdout), all (everything on stderr), client (as errors: a local copy has no remote side); any prefix [default: errors]")
+            .help_heading("Info"),
+    )
+    .arg(
+        Arg::new("msgs2stderr")
+            .long("msgs2stderr")
+            .action(ArgAction::SetTrue)
+            .help("the same as --stderr=all")
+            .help_heading("Info"),
+    )
+    .arg(
+        Arg::new("no-msgs2stderr")
+            .long("no-msgs2stderr")
+            .action(ArgAction::SetTrue)
+            .help("the same as --stderr=client")
+            .help_heading("Info"),
+    )
+    .arg(
+        Arg::new("outbuf")
+            .long("outbuf")
+            .value_name("N|L|B")
+            .help("how output on stdout is buffered: N none (each piece written at once), L line by line, B blocks of 64 KiB (fewer writes into a file or pipe) [default: L]")
+            .help_heading("Info"),
+    )
+    .arg(
         Arg::new("compress")
             .short('z')
             .long("compress")
@@ -1378,6 +1406,10 @@ pub enum Generate {
 
 pub struct Parsed {
     pub config: engine::Config,
+    /// `--stderr=all` (or `--msgs2stderr`): all output on stderr.
+    pub out_to_stderr: bool,
+    /// `--outbuf`: how stdout is buffered.
+    pub outbuf: crate::output::OutBuf,
     pub generate: Option<Generate>,
     pub stats_json: Option<PathBuf>,
     /// `--progress` (per file).
@@ -1753,6 +1785,48 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     } else {
         None
     };
+    // --stderr=errors|all|client (any prefix, as rsync), --msgs2stderr (all), --no-msgs2stderr
+    // (client): the later counts. A local copy has no client side: client is errors.
+    let mut out_to_stderr = false;
+    let mut stderr_at = None;
+    if let Some(mode) = m.get_one::<String>("stderr") {
+        let is = |word: &str| !mode.is_empty() && word.starts_with(mode.as_str());
+        out_to_stderr = if is("errors") || is("client") {
+            false
+        } else if is("all") {
+            true
+        } else {
+            return Err(Refused::Arg(ArgError {
+                message: format!("--stderr mode \"{mode}\" is not one of errors, all, or client"),
+                code: 1,
+                notices: Vec::new(),
+            }));
+        };
+        stderr_at = m.index_of("stderr");
+    }
+    for (id, all) in [("msgs2stderr", true), ("no-msgs2stderr", false)] {
+        if m.get_flag(id) && m.index_of(id) > stderr_at {
+            out_to_stderr = all;
+            stderr_at = m.index_of(id);
+        }
+    }
+    // --outbuf: the first letter, as rsync reads it.
+    let outbuf = match m
+        .get_one::<String>("outbuf")
+        .map(|v| v.chars().next().map(|c| c.to_ascii_uppercase()))
+    {
+        None => crate::output::OutBuf::Line,
+        Some(Some('N' | 'U')) => crate::output::OutBuf::None,
+        Some(Some('L')) => crate::output::OutBuf::Line,
+        Some(Some('B' | 'F')) => crate::output::OutBuf::Block,
+        Some(_) => {
+            return Err(Refused::Arg(ArgError {
+                message: "Invalid --outbuf setting -- specify N, L, or B.".into(),
+                code: 1,
+                notices: Vec::new(),
+            }));
+        }
+    };
     if m.get_flag("crtimes") {
         // rsync on Linux: no way to set a file's creation time.
         return Err(Refused::Arg(ArgError {
@@ -2086,6 +2160,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     let out_format = format("out-format", None)?;
     let log_format = format("log-file-format", Some(crate::logfmt::DEFAULT_LOG_FORMAT))?;
     Ok(Parsed {
+        out_to_stderr,
+        outbuf,
         paths,
         out_format,
         log_file: m.get_one::<PathBuf>("log-file").cloned().zip(log_format),

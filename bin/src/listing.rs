@@ -5,7 +5,6 @@
 //! by name, each directory followed by its own listing).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -43,9 +42,8 @@ impl Lister {
     /// Print the listing.
     pub fn print(&self) {
         let entries = std::mem::take(&mut *self.entries.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut out = std::io::stdout().lock();
         for e in order(entries) {
-            let _ = out.write_all(&line(&e, self.targets));
+            crate::output::write_out(&line(&e, self.targets));
         }
     }
 }

@@ -6,12 +6,12 @@
 /// the run goes on to its end and its exit code, as rsync's does.
 macro_rules! outln {
     () => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock());
+        crate::output::write_out(b"\n");
     }};
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        crate::output::write_out(line.as_bytes());
     }};
 }
 
@@ -40,6 +40,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 fn main() -> ExitCode {
+    let code = run();
+    // (--outbuf=B: what is still held goes out before the exit.)
+    output::flush_out();
+    code
+}
+
+fn run() -> ExitCode {
     let mut parsed = match cli::parse(std::env::args_os()) {
         Ok(p) => p,
         Err(cli::Refused::Arg(e)) => {
@@ -85,6 +92,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    output::set_out(parsed.out_to_stderr, parsed.outbuf);
     progress::set_human(parsed.human);
     if parsed.version {
         outln!("arsync {}", env!("CARGO_PKG_VERSION"));

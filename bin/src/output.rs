@@ -254,7 +254,7 @@ impl Observer for Printer {
                     }
                 }
                 line.push(b'\n');
-                let _ = std::io::stdout().lock().write_all(&line);
+                write_out(&line);
             }
             Event::Item {
                 path,
@@ -298,7 +298,7 @@ impl Observer for Printer {
                     );
                     line.push(b'\n');
                 }
-                let _ = std::io::stdout().lock().write_all(&line);
+                write_out(&line);
             }
             Event::DestCreated { path } => {
                 // (Never for a destination `--mkpath` made: the run finds it there.)
@@ -341,7 +341,7 @@ impl Observer for Printer {
                     [b"deleting ".as_slice(), &listed(path, *file_type)].concat()
                 };
                 line.push(b'\n');
-                let _ = std::io::stdout().lock().write_all(&line);
+                write_out(&line);
             }
         }
     }
@@ -436,6 +436,83 @@ pub fn exit_code(r: &Report) -> i32 {
     } else {
         0
     }
+}
+
+/// How the output that is not an error (item lines, notices, progress, statistics) is written:
+/// rsync's `--outbuf`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OutBuf {
+    /// Every piece written at once (`N`).
+    None,
+    /// Line by line (`L`, the default).
+    #[default]
+    Line,
+    /// In blocks of 64 KiB, and at the end (`B`): fewer writes when the output is a file or pipe.
+    Block,
+}
+
+/// `--stderr=all`: the output goes to stderr with the errors.
+static OUT_TO_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// `--outbuf`: 0 none, 1 line, 2 block.
+static OUT_BUF: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(1);
+/// `--outbuf=B`: what is written but not yet out.
+static PENDING: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// Set where and how the output goes (`--stderr`, `--outbuf`), before anything is printed.
+pub fn set_out(to_stderr: bool, buf: OutBuf) {
+    use std::sync::atomic::Ordering::Relaxed;
+    OUT_TO_STDERR.store(to_stderr, Relaxed);
+    OUT_BUF.store(
+        match buf {
+            OutBuf::None => 0,
+            OutBuf::Line => 1,
+            OutBuf::Block => 2,
+        },
+        Relaxed,
+    );
+}
+
+/// Whether the output goes to stderr (`--stderr=all`).
+pub fn out_is_stderr() -> bool {
+    OUT_TO_STDERR.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Write output that is not an error: to stdout (or with `--stderr=all` to stderr), buffered as
+/// `--outbuf` says. A closed stdout (`arsync -v … | head`) stops the output, not the run.
+pub fn write_out(bytes: &[u8]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if OUT_TO_STDERR.load(Relaxed) {
+        return write_err(bytes);
+    }
+    match OUT_BUF.load(Relaxed) {
+        0 => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(bytes).and_then(|()| out.flush());
+        }
+        2 => {
+            let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+            pending.extend_from_slice(bytes);
+            if pending.len() >= 64 << 10 {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&pending).and_then(|()| out.flush());
+                pending.clear();
+            }
+        }
+        _ => {
+            let _ = std::io::stdout().lock().write_all(bytes);
+        }
+    }
+}
+
+/// Write out what `--outbuf=B` still holds (at the end of the run).
+pub fn flush_out() {
+    let mut pending = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = std::io::stdout().lock();
+    if !pending.is_empty() {
+        let _ = out.write_all(&pending);
+        pending.clear();
+    }
+    let _ = out.flush();
 }
 
 /// A diagnostic could not be written to stderr (closed, e.g. `2>&1 | head`).

@@ -6,7 +6,7 @@
 //! `--progress` (per file, as rsync) is rendered by the printer in `output.rs`, with
 //! [`file_line`].
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -151,7 +151,12 @@ impl Display {
     pub fn start(progress: Progress) -> Self {
         let done = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&done);
-        let tty = std::io::stdout().is_terminal();
+        let on_stderr = crate::output::out_is_stderr();
+        let tty = if on_stderr {
+            std::io::stderr().is_terminal()
+        } else {
+            std::io::stdout().is_terminal()
+        };
         let start = Instant::now();
         let thread = std::thread::Builder::new()
             .name("arsync-progress".into())
@@ -159,7 +164,11 @@ impl Display {
                 if tty {
                     let bar = indicatif::ProgressBar::with_draw_target(
                         None,
-                        indicatif::ProgressDrawTarget::stdout_with_hz(5),
+                        if on_stderr {
+                            indicatif::ProgressDrawTarget::stderr_with_hz(5)
+                        } else {
+                            indicatif::ProgressDrawTarget::stdout_with_hz(5)
+                        },
                     );
                     bar.set_style(
                         indicatif::ProgressStyle::with_template("{msg} {bar:12}")
@@ -183,9 +192,9 @@ impl Display {
                         let finished = flag.load(Ordering::Acquire);
                         if finished || Instant::now() >= next {
                             let s = progress.snapshot();
-                            let mut out = std::io::stdout().lock();
-                            let _ = writeln!(out, "{}", line(&s, start.elapsed(), finished));
-                            let _ = out.flush();
+                            let mut text = line(&s, start.elapsed(), finished);
+                            text.push('\n');
+                            crate::output::write_out(text.as_bytes());
                             next += Duration::from_secs(1);
                         }
                         if finished {
