@@ -412,7 +412,7 @@ fn item(
     }
     if core.shared.wants_items {
         let shown;
-        let change = if stamps_time(&core.shared.config, file_type, change) {
+        let change = if stamps_time(&core.shared.policy, file_type, change) {
             // rsync's itemize: an entry rewritten whose kind keeps no time reports its time as
             // changed (`T` without -t; `t` with -t, for a symlink under -J).
             shown = if core.shared.config.times {
@@ -446,19 +446,13 @@ fn item(
 /// Whether rsync's itemize reports the time of an existing entry as changed because the copy
 /// rewrote it and times are not kept for its kind (`-t` off; `-O` for a directory, `-J` for a
 /// symlink): file data written, or a symlink, device or special made again.
-fn stamps_time(cfg: &crate::Config, file_type: FileType, change: &Change) -> bool {
-    let keeps_time = cfg.times
-        && match file_type {
-            FileType::Dir => !cfg.omit_dir_times,
-            FileType::Symlink => !cfg.omit_link_times,
-            _ => true,
-        };
+fn stamps_time(policy: &fsops::MetaPolicy, file_type: FileType, change: &Change) -> bool {
     let rewritten = match change.how {
         How::Transfer => true,
         How::Local => !matches!(file_type, FileType::File | FileType::Dir),
         How::HardLink | How::Attrs => false,
     };
-    !keeps_time && rewritten && !change.new && !change.time
+    !policy.keeps_mtime(file_type) && rewritten && !change.new && !change.time
 }
 
 /// `-ii`: the item event of an entry found up to date (`how`: `Attrs`, or how a reference tree
