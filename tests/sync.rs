@@ -3064,3 +3064,89 @@ fn temp_dir_stages_files_there_and_saves_room_as_rsync_does() {
         fs::remove_dir_all(&dst).unwrap();
     }
 }
+
+#[test]
+fn inplace_no_whole_file_writes_only_the_changed_chunks() {
+    // Before: --no-whole-file was an unknown option (exit 1), and --inplace rewrote a file of the
+    // destination's size whole for one changed byte. Now, as rsync's delta transfer into the file
+    // itself, only the chunks that differ are written (a VM image with a few changed blocks).
+    if !require_rsync("inplace_no_whole_file_writes_only_the_changed_chunks") {
+        return;
+    }
+    let s = Scratch::new();
+    let old = content(21, 8 << 20);
+    let mut new = old.clone();
+    for at in [100, (3 << 20) + 5, (8 << 20) - 1] {
+        new[at] ^= 0x5a;
+    }
+    // (new, grown by 100 bytes, cut to 5 MB, new again): bytes written for each.
+    let steps: [(Vec<u8>, u64); 4] = [
+        (new.clone(), 3 * 65536),
+        ([&new[..], &content(22, 100)].concat(), 100),
+        (new[..5_000_000].to_vec(), 0),
+        // (From the chunk the old end cut short.)
+        (new.clone(), (8 << 20) - 5_000_000 / 65536 * 65536),
+    ];
+    let mut inodes = Vec::new();
+    for tool in ["arsync", "rsync"] {
+        let (src, dst) = (
+            s.path().join(format!("s.{tool}")),
+            s.path().join(format!("d.{tool}")),
+        );
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(&dst).unwrap();
+        write(&dst.join("img"), &old);
+        set_times(&dst.join("img"), 1_500_000_000, 0);
+        let ino = fs::metadata(dst.join("img")).unwrap().ino();
+        for (i, (data, want)) in steps.iter().enumerate() {
+            write(&src.join("img"), data);
+            set_times(&src.join("img"), 1_600_000_000 + i as i64, 0);
+            let json = s.path().join(format!("{tool}{i}.json"));
+            let j = json.display().to_string();
+            let out = if tool == "rsync" {
+                rsync(&["-a", "--inplace", "--no-W"], &src, &dst)
+            } else {
+                let flags = [
+                    "-a",
+                    "--inplace",
+                    "--no-W",
+                    "--buffer-size=64K",
+                    "--stats-json",
+                    &j,
+                ];
+                copy_contents(&flags, &src, &dst)
+            };
+            assert_eq!(code(&out), 0, "{tool} step {i}: {}", err(&out));
+            assert!(
+                fs::read(dst.join("img")).unwrap() == *data,
+                "{tool} step {i}"
+            );
+            if tool == "arsync" {
+                let v: serde_json::Value =
+                    serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+                assert_eq!(v["bytes"].as_u64(), Some(*want), "step {i}: bytes written");
+            }
+        }
+        inodes.push(fs::metadata(dst.join("img")).unwrap().ino() == ino);
+    }
+    assert_eq!(inodes, [true, true], "written in place, as rsync");
+    // -W after it (the later counts), or no --inplace: written whole.
+    for flags in [
+        &["-a", "--inplace", "--no-W", "-W"][..],
+        &["-a", "--no-whole-file"],
+    ] {
+        let (src, dst) = (s.path().join("s.arsync"), s.path().join("d.arsync"));
+        write(&dst.join("img"), &old);
+        set_times(&dst.join("img"), 1_500_000_000, 0);
+        let json = s.path().join("whole.json");
+        let j = json.display().to_string();
+        let mut args = flags.to_vec();
+        args.extend(["--stats-json", &j]);
+        let out = copy_contents(&args, &src, &dst);
+        assert_eq!(code(&out), 0, "{flags:?}: {}", err(&out));
+        let v: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["bytes"].as_u64(), Some(8 << 20), "{flags:?}");
+        assert!(fs::read(dst.join("img")).unwrap() == new);
+    }
+}

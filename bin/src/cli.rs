@@ -778,7 +778,15 @@ pub fn command() -> Command {
             .short('W')
             .long("whole-file")
             .action(ArgAction::SetTrue)
-            .help("copy whole files, no delta transfer: always so for a local copy, as in rsync (accepted for compatibility) [default: on]")
+            .help("write whole files: a file that differs is written anew (with --inplace: all of it) [default: on]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("no-whole-file")
+            .long("no-whole-file")
+            .visible_alias("no-W")
+            .action(ArgAction::SetTrue)
+            .help("with --inplace, compare an existing destination file with its source chunk by chunk (--buffer-size) and write only the chunks that differ, as rsync's delta transfer into the file does; without --inplace a new file is still written whole, as by rsync [default: off]")
             .help_heading("Sync"),
     )
     .arg(
@@ -1860,6 +1868,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         // (Any user's listing shows devices: nothing is made, so nothing is refused.)
         config.super_user = Some(true);
     }
+    // -W / --no-W: the later counts.
+    config.changed_only = m.get_flag("no-whole-file")
+        && m.index_of("no-whole-file")
+            > m.index_of("whole-file")
+                .filter(|_| m.get_flag("whole-file"));
     config.copy_devices = m.get_flag("copy-devices");
     config.write_devices = m.get_flag("write-devices");
     if config.write_devices {

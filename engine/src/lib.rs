@@ -374,6 +374,11 @@ pub struct Config {
     /// a limit every file's data moves in chunks read and written on the core (a clone, which
     /// moves no data, stays allowed), each charged to one clock for the run.
     pub bwlimit: Option<u64>,
+    /// `--no-whole-file` with `--inplace`: an existing destination file is compared with the
+    /// source chunk by chunk and only the chunks that differ are written (rsync's delta transfer
+    /// into the file itself: a large image with a few changed blocks costs their writes only,
+    /// not the whole file's). Without `inplace` a new file is written whole, as by rsync.
+    pub changed_only: bool,
     /// `--append` / `--append-verify`: a destination file shorter than its source is extended
     /// in place (implies `inplace`); one at least as long is left alone (data and attributes,
     /// as rsync). `Verify` checks the kept part against the source first and rewrites it from
@@ -498,6 +503,7 @@ impl Config {
             iowq_max_workers: 4,
             temp_names: false,
             temp_dir: None,
+            changed_only: false,
             quick_check: QuickCheck::SizeAndTime,
             threads: 0,
             pin: true,

@@ -239,6 +239,74 @@ pub(crate) async fn resume_point(
     first_difference(core, src, dst, dsize).await.unwrap_or(0)
 }
 
+/// `--inplace --no-whole-file`: make the open destination file (`dsize` bytes) hold the source's
+/// `ssize` bytes by writing only the pool-sized chunks that differ (both files read through the
+/// ring at once, compared byte for byte; what lies past the old end is written whole), as
+/// rsync's delta transfer into the file itself does. Returns the bytes written; the caller sets
+/// the final size. `moved` is told each chunk looked at; with `--bwlimit` what is written is
+/// charged to the run's clock.
+pub(crate) async fn rewrite_changed(
+    core: &Core,
+    (src, dst): (&OwnedFd, &OwnedFd),
+    dsize: u64,
+    ssize: u64,
+    moved: &dyn Fn(u64),
+) -> io::Result<u64> {
+    let (a, b) = (Rc::new(src.try_clone()?), Rc::new(dst.try_clone()?));
+    let chunk = core.pool.buf_size() as u64;
+    let (mut off, mut written) = (0u64, 0u64);
+    while off < ssize {
+        let want = chunk.min(ssize - off) as usize;
+        let (ra, ba) = if off < dsize {
+            let ((ra, ba), (rb, bb)) = futures_util::future::join(
+                fsops::copy::read_at_full(Rc::clone(&a), off, want, core.pool.take()),
+                fsops::copy::read_at_full(Rc::clone(&b), off, want, core.pool.take()),
+            )
+            .await;
+            // (A destination chunk cut short by its old end differs.)
+            let same = ba == bb && rb.as_ref().is_ok_and(|&n| n == want);
+            core.pool.give(bb);
+            if same {
+                core.pool.give(ba);
+                let n = ra?;
+                if n != want {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                moved(want as u64);
+                off += want as u64;
+                continue;
+            }
+            (ra, ba)
+        } else {
+            fsops::copy::read_at_full(Rc::clone(&a), off, want, core.pool.take()).await
+        };
+        let n = match ra {
+            Ok(n) if n == want => n,
+            Ok(_) => {
+                core.pool.give(ba);
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            Err(e) => {
+                core.pool.give(ba);
+                return Err(e);
+            }
+        };
+        let w = sys::write_all_at(dst.as_fd(), &ba[..n], off);
+        core.pool.give(ba);
+        w?;
+        written += n as u64;
+        moved(n as u64);
+        off += n as u64;
+        if let Some(t) = &core.shared.throttle {
+            let wait = t.charge(n as u64);
+            if !wait.is_zero() {
+                compio::runtime::time::sleep(wait).await;
+            }
+        }
+    }
+    Ok(written)
+}
+
 /// `--verify`: whether the written destination holds exactly the source's `size` bytes.
 pub(crate) async fn same_bytes(
     core: &Core,

@@ -3800,9 +3800,23 @@ async fn copy_file_data(
         _ => TempGuard { dir, name: None },
     };
     let result = async {
+        // --inplace --no-whole-file: only the chunks that differ are written.
+        let mut rewritten = None;
+        if let Some(size) = existing
+            && cfg.changed_only
+            && cfg.append.is_none()
+            && matches!(staging, Staging::InPlace)
+        {
+            let n = sync::rewrite_changed(core, (src, &dst), size, st.size, &|n| moving.add(n))
+                .await
+                .map_err(data_err("read"))?;
+            rewritten = Some(n);
+        }
         // A partial (or in-place) file from an earlier run: keep the prefix that matches.
         let mut from = 0u64;
-        if let Some(size) = existing {
+        if let Some(size) = existing
+            && rewritten.is_none()
+        {
             from = match cfg.append {
                 // --append: the kept part is taken as it is.
                 Some(crate::Append::Trust) if matches!(staging, Staging::InPlace) => {
@@ -3814,7 +3828,10 @@ async fn copy_file_data(
                 sys::ftruncate(dst.as_fd(), from).map_err(dst_err("ftruncate"))?;
             }
         }
-        let mut path = if from > 0 {
+        let mut path = if rewritten.is_some() {
+            // (Written already.)
+            DataPath::Ring(Vec::new())
+        } else if from > 0 {
             DataPath::Ring(vec![(from, st.size - from)])
         } else {
             data_path(core, parent, src, st, device)?
@@ -4122,7 +4139,7 @@ async fn copy_file_data(
             publish(core, dir, &staging, &dst, dst_name, sync::Rel::Of(parent))?;
         }
         core.lat.record(Op::Publish, t);
-        Ok(st.size - from)
+        Ok(rewritten.unwrap_or(st.size - from))
     }
     .await;
     if result.is_ok() {
