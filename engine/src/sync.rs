@@ -244,15 +244,21 @@ pub(crate) async fn resume_point(
 /// ring at once, compared byte for byte; what lies past the old end is written whole), as
 /// rsync's delta transfer into the file itself does. Returns the bytes written; the caller sets
 /// the final size. `moved` is told each chunk looked at; with `--bwlimit` what is written is
-/// charged to the run's clock.
+/// charged to the run's clock. An error says whether a read (`Side::Src`: the source's, or the
+/// destination's old content) or a write (`Side::Dst`) failed.
 pub(crate) async fn rewrite_changed(
     core: &Core,
     (src, dst): (&OwnedFd, &OwnedFd),
     dsize: u64,
     ssize: u64,
     moved: &dyn Fn(u64),
-) -> io::Result<u64> {
-    let (a, b) = (Rc::new(src.try_clone()?), Rc::new(dst.try_clone()?));
+) -> Result<u64, (crate::route::Side, io::Error)> {
+    use crate::route::Side;
+    let read = |e| (Side::Src, e);
+    let (a, b) = (
+        Rc::new(src.try_clone().map_err(read)?),
+        Rc::new(dst.try_clone().map_err(read)?),
+    );
     let chunk = core.pool.buf_size() as u64;
     let (mut off, mut written) = (0u64, 0u64);
     while off < ssize {
@@ -268,9 +274,9 @@ pub(crate) async fn rewrite_changed(
             core.pool.give(bb);
             if same {
                 core.pool.give(ba);
-                let n = ra?;
+                let n = ra.map_err(read)?;
                 if n != want {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
+                    return Err(read(io::ErrorKind::UnexpectedEof.into()));
                 }
                 moved(want as u64);
                 off += want as u64;
@@ -284,16 +290,16 @@ pub(crate) async fn rewrite_changed(
             Ok(n) if n == want => n,
             Ok(_) => {
                 core.pool.give(ba);
-                return Err(io::ErrorKind::UnexpectedEof.into());
+                return Err(read(io::ErrorKind::UnexpectedEof.into()));
             }
             Err(e) => {
                 core.pool.give(ba);
-                return Err(e);
+                return Err(read(e));
             }
         };
         let w = sys::write_all_at(dst.as_fd(), &ba[..n], off);
         core.pool.give(ba);
-        w?;
+        w.map_err(|e| (Side::Dst, e))?;
         written += n as u64;
         moved(n as u64);
         off += n as u64;

@@ -3809,7 +3809,10 @@ async fn copy_file_data(
         {
             let n = sync::rewrite_changed(core, (src, &dst), size, st.size, &|n| moving.add(n))
                 .await
-                .map_err(data_err("read"))?;
+                .map_err(|(side, e)| match side {
+                    Side::Src => data_err("read")(e),
+                    Side::Dst => dst_err("write")(e),
+                })?;
             rewritten = Some(n);
         }
         // A partial (or in-place) file from an earlier run: keep the prefix that matches.
