@@ -41,6 +41,10 @@ enum Toggle {
     CopyUnsafeLinks,
     SafeLinks,
     KeepDirlinks,
+    /// `--super`/`--no-super` (`Config::super_user`).
+    SuperUser,
+    /// `-W`/`--no-W` (`Config::changed_only` is its opposite).
+    WholeFile,
 }
 
 struct FlagDef {
@@ -377,10 +381,43 @@ const FLAGS: &[FlagDef] = &[
         on: &[Toggle::KeepDirlinks],
         value: false,
     },
+    FlagDef {
+        id: "whole-file",
+        short: Some('W'),
+        long: "whole-file",
+        help: "write whole files: a file that differs is written anew (with --inplace: all of it) [default: on]",
+        on: &[Toggle::WholeFile],
+        value: true,
+    },
+    FlagDef {
+        id: "no-whole-file",
+        short: None,
+        long: "no-whole-file",
+        help: "with --inplace, compare an existing destination file with its source chunk by chunk (--buffer-size) and write only the chunks that differ, as rsync's delta transfer into the file does; without --inplace a new file is still written whole, as by rsync (also --no-W) [default: off]",
+        on: &[Toggle::WholeFile],
+        value: false,
+    },
+    FlagDef {
+        id: "super",
+        short: None,
+        long: "super",
+        help: "do what only the super-user may even when not run as root (set owners with -o, every group with -g, make devices with -D, every xattr namespace with -X), and report each refusal as an error (exit 23) [default: as root only]",
+        on: &[Toggle::SuperUser],
+        value: true,
+    },
+    FlagDef {
+        id: "no-super",
+        short: None,
+        long: "no-super",
+        help: "as root, copy as a user would: no owners, only one's groups, no devices, only user.* xattrs [default: off]",
+        on: &[Toggle::SuperUser],
+        value: false,
+    },
 ];
 
 fn short_alias(id: &str) -> Option<&'static str> {
     Some(match id {
+        "no-whole-file" => "no-W",
         "no-recursive" => "no-r",
         "no-links" => "no-l",
         "no-perms" => "no-p",
@@ -774,22 +811,6 @@ pub fn command() -> Command {
             .help_heading("Sync"),
     )
     .arg(
-        Arg::new("whole-file")
-            .short('W')
-            .long("whole-file")
-            .action(ArgAction::SetTrue)
-            .help("write whole files: a file that differs is written anew (with --inplace: all of it) [default: on]")
-            .help_heading("Sync"),
-    )
-    .arg(
-        Arg::new("no-whole-file")
-            .long("no-whole-file")
-            .visible_alias("no-W")
-            .action(ArgAction::SetTrue)
-            .help("with --inplace, compare an existing destination file with its source chunk by chunk (--buffer-size) and write only the chunks that differ, as rsync's delta transfer into the file does; without --inplace a new file is still written whole, as by rsync [default: off]")
-            .help_heading("Sync"),
-    )
-    .arg(
         Arg::new("inc-recursive")
             .long("inc-recursive")
             .visible_alias("i-r")
@@ -1102,20 +1123,6 @@ pub fn command() -> Command {
             .action(ArgAction::SetTrue)
             .help("refused, as by rsync on Linux: creation times cannot be set here")
             .help_heading("Compatibility"),
-    )
-    .arg(
-        Arg::new("super")
-            .long("super")
-            .action(ArgAction::SetTrue)
-            .help("do what only the super-user may even when not run as root (set owners with -o, every group with -g, make devices with -D, every xattr namespace with -X), and report each refusal as an error (exit 23) [default: as root only]")
-            .help_heading("Sync"),
-    )
-    .arg(
-        Arg::new("no-super")
-            .long("no-super")
-            .action(ArgAction::SetTrue)
-            .help("as root, copy as a user would: no owners, only one's groups, no devices, only user.* xattrs [default: off]")
-            .help_heading("Sync"),
     )
     .arg(
         Arg::new("copy-devices")
@@ -1487,6 +1494,8 @@ fn toggles(events: &[FlagAt<'_>], cfg: &mut engine::Config, archive_recurses: bo
                 Toggle::CopyUnsafeLinks => cfg.copy_unsafe_links = v,
                 Toggle::SafeLinks => cfg.safe_links = v,
                 Toggle::KeepDirlinks => cfg.keep_dirlinks = v,
+                Toggle::SuperUser => cfg.super_user = Some(v),
+                Toggle::WholeFile => cfg.changed_only = !v,
             }
         }
     }
@@ -1854,25 +1863,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     }
     config.partial = m.get_flag("partial") || m.get_flag("partial-progress");
     config.delay_updates = m.get_flag("delay-updates");
-    // (Both given: the later one counts, as in rsync.)
-    config.super_user = match (
-        m.index_of("super").filter(|_| m.get_flag("super")),
-        m.index_of("no-super").filter(|_| m.get_flag("no-super")),
-    ) {
-        (Some(a), Some(b)) => Some(a > b),
-        (Some(_), None) => Some(true),
-        (None, Some(_)) => Some(false),
-        (None, None) => None,
-    };
     if list_only {
         // (Any user's listing shows devices: nothing is made, so nothing is refused.)
         config.super_user = Some(true);
     }
-    // -W / --no-W: the later counts.
-    config.changed_only = m.get_flag("no-whole-file")
-        && m.index_of("no-whole-file")
-            > m.index_of("whole-file")
-                .filter(|_| m.get_flag("whole-file"));
     config.copy_devices = m.get_flag("copy-devices");
     config.write_devices = m.get_flag("write-devices");
     if config.write_devices {

@@ -173,12 +173,7 @@ pub(crate) async fn same_content(
     let chunk = core.pool.buf_size();
     let mut off = 0u64;
     loop {
-        let (a, b) = futures_util::future::join(
-            fsops::copy::read_at_full(Rc::clone(&src), off, chunk, core.pool.take()),
-            fsops::copy::read_at_full(Rc::clone(&dst), off, chunk, core.pool.take()),
-        )
-        .await;
-        let ((ra, ba), (rb, bb)) = (a, b);
+        let ((ra, ba), (rb, bb)) = read_both(core, (&src, &dst), off, chunk).await;
         hs.update(&ba);
         hd.update(&bb);
         core.pool.give(ba);
@@ -196,6 +191,21 @@ pub(crate) async fn same_content(
     Ok(off == size && hs.digest128() == hd.digest128())
 }
 
+/// `len` bytes at `off` of `a` and of `b`, both read through the ring at once into pool buffers
+/// (each result with its buffer, which the caller gives back).
+async fn read_both(
+    core: &Core,
+    (a, b): (&Rc<OwnedFd>, &Rc<OwnedFd>),
+    off: u64,
+    len: usize,
+) -> ((io::Result<usize>, Vec<u8>), (io::Result<usize>, Vec<u8>)) {
+    futures_util::future::join(
+        fsops::copy::read_at_full(Rc::clone(a), off, len, core.pool.take()),
+        fsops::copy::read_at_full(Rc::clone(b), off, len, core.pool.take()),
+    )
+    .await
+}
+
 /// The offset of the first pool-sized chunk in which `a` and `b` differ within their first `len`
 /// bytes (`len` if they agree throughout), comparing byte for byte with both files read through
 /// the ring at once. A file shorter than `len` differs where it ends.
@@ -205,11 +215,7 @@ async fn first_difference(core: &Core, a: &OwnedFd, b: &OwnedFd, len: u64) -> io
     let mut off = 0u64;
     while off < len {
         let want = chunk.min(len - off) as usize;
-        let ((ra, ba), (rb, bb)) = futures_util::future::join(
-            fsops::copy::read_at_full(Rc::clone(&a), off, want, core.pool.take()),
-            fsops::copy::read_at_full(Rc::clone(&b), off, want, core.pool.take()),
-        )
-        .await;
+        let ((ra, ba), (rb, bb)) = read_both(core, (&a, &b), off, want).await;
         let same = ba == bb;
         core.pool.give(ba);
         core.pool.give(bb);
@@ -264,11 +270,7 @@ pub(crate) async fn rewrite_changed(
     while off < ssize {
         let want = chunk.min(ssize - off) as usize;
         let (ra, ba) = if off < dsize {
-            let ((ra, ba), (rb, bb)) = futures_util::future::join(
-                fsops::copy::read_at_full(Rc::clone(&a), off, want, core.pool.take()),
-                fsops::copy::read_at_full(Rc::clone(&b), off, want, core.pool.take()),
-            )
-            .await;
+            let ((ra, ba), (rb, bb)) = read_both(core, (&a, &b), off, want).await;
             // (A destination chunk cut short by its old end differs.)
             let same = ba == bb && rb.as_ref().is_ok_and(|&n| n == want);
             core.pool.give(bb);
@@ -304,10 +306,7 @@ pub(crate) async fn rewrite_changed(
         moved(n as u64);
         off += n as u64;
         if let Some(t) = &core.shared.throttle {
-            let wait = t.charge(n as u64);
-            if !wait.is_zero() {
-                compio::runtime::time::sleep(wait).await;
-            }
+            t.pace(n as u64).await;
         }
     }
     Ok(written)

@@ -4235,10 +4235,7 @@ async fn copy_throttled(
             moving.add(n as u64);
             pos += n as u64;
             total += n as u64;
-            let wait = throttle.charge(n as u64);
-            if !wait.is_zero() {
-                compio::runtime::time::sleep(wait).await;
-            }
+            throttle.pace(n as u64).await;
         }
     }
     Ok(total)

@@ -49,6 +49,15 @@ impl Throttle {
             }
         }
     }
+
+    /// [`charge`](Self::charge) `bytes` just written, then wait as long as it says (an async
+    /// timer: the core's other files go on meanwhile).
+    pub(crate) async fn pace(&self, bytes: u64) {
+        let wait = self.charge(bytes);
+        if !wait.is_zero() {
+            compio::runtime::time::sleep(wait).await;
+        }
+    }
 }
 
 #[cfg(test)]
