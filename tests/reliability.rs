@@ -1828,3 +1828,139 @@ fn super_and_no_super_do_what_rsync_does() {
     assert_eq!(lists[0], lists[1]);
     assert!(lists[0].contains(" null\n"), "{}", lists[0]);
 }
+
+#[test]
+fn copy_as_does_the_copy_as_that_user_as_rsync_does() {
+    // Before: --copy-as was an unknown option (exit 1, nothing copied). As root, with
+    // --copy-as=USER the whole copy runs as USER: new entries are USER's, a file only root may
+    // read is not copied, the root-owned destination directory's mode cannot be set; an
+    // unknown user or group is a usage error before anything is written, and a user who may
+    // not change ids gets rsync's "setgroups failed".
+    use std::os::unix::fs::MetadataExt;
+    let t = "copy_as_does_the_copy_as_that_user_as_rsync_does";
+    if !nobody_and_rsync_or_skip(t) {
+        return;
+    }
+    let s = Scratch::new();
+    let bin = reachable_binary(s.path());
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("open"), b"anyone may read this");
+    write(&src.join("sub/deep"), b"and this");
+    write(&src.join("secret"), b"root only");
+    chmod(&src.join("secret"), 0o600);
+    lchown(&src.join("open"), 1234, 1234);
+    std::os::unix::fs::symlink("open", src.join("link")).unwrap();
+    let out = s.path().join("out");
+    fs::create_dir(&out).unwrap();
+    chmod(&out, 0o777);
+    // Each entry with its owner and group.
+    fn walk(d: &Path, into: &mut Vec<std::path::PathBuf>) {
+        for e in fs::read_dir(d).into_iter().flatten() {
+            let p = e.unwrap().path();
+            into.push(p.clone());
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                walk(&p, into);
+            }
+        }
+    }
+    let state = |d: &Path| -> Vec<String> {
+        let mut all = Vec::new();
+        walk(d, &mut all);
+        let mut v: Vec<String> = all
+            .into_iter()
+            .map(|p| {
+                let m = fs::symlink_metadata(&p).unwrap();
+                format!(
+                    "{} {}:{} {:o}",
+                    p.strip_prefix(d).unwrap().display(),
+                    m.uid(),
+                    m.gid(),
+                    m.mode()
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let run = |tool: &Path, flags: &[&str], dst: &Path| {
+        Command::new(tool)
+            .args(flags)
+            .arg(format!("{}/", src.display()))
+            .arg(dst)
+            .output()
+            .unwrap()
+    };
+    // Into a new directory (made by the user), and into a root-owned one of mode 0777.
+    for (flags, premade) in [
+        (&["-a", "--copy-as=nobody"][..], false),
+        (&["-a", "--copy-as=65534:65534"][..], true),
+    ] {
+        let mut got = Vec::new();
+        for tool in [bin.as_path(), Path::new("rsync")] {
+            let dst = out.join(format!("{premade}.{}", got.len()));
+            if premade {
+                fs::create_dir(&dst).unwrap();
+                chmod(&dst, 0o777);
+            }
+            let o = run(tool, flags, &dst);
+            let said = err(&o);
+            got.push((
+                code(&o),
+                said.contains("secret\": Permission denied (13)")
+                    || said.contains("secret\" failed: Permission denied (13)"),
+                premade && said.contains("Operation not permitted (1)"),
+                state(&dst),
+            ));
+        }
+        assert_eq!(got[0], got[1], "{flags:?}");
+        let (code, secret_refused, _, tree) = &got[0];
+        assert_eq!(*code, 23, "{flags:?}");
+        assert!(secret_refused, "{flags:?}");
+        assert!(!tree.iter().any(|l| l.starts_with("secret ")), "{tree:?}");
+        // Everything made is the user's (the source's owners are not kept).
+        assert_eq!(tree.len(), 4, "{tree:?}");
+        for line in tree {
+            assert!(line.contains(" 65534:65534 "), "{line} in {tree:?}");
+        }
+        assert!(tree.iter().any(|l| l.starts_with("sub/deep ")), "{tree:?}");
+    }
+    // Usage errors: nothing written.
+    for (flags, message) in [
+        (
+            &["-a", "--copy-as=no-such-user-here"][..],
+            "Invalid copy-as user: no-such-user-here",
+        ),
+        (
+            &["-a", "--copy-as=nobody:no-such-group-here"][..],
+            "Invalid copy-as group: no-such-group-here",
+        ),
+    ] {
+        for tool in [bin.as_path(), Path::new("rsync")] {
+            let dst = out.join("never");
+            let o = run(tool, flags, &dst);
+            assert_eq!(code(&o), 1, "{tool:?} {flags:?}");
+            assert!(err(&o).contains(message), "{tool:?}: {}", err(&o));
+            assert!(!dst.exists(), "{tool:?} {flags:?}");
+        }
+    }
+    // A user who may not change ids.
+    for tool in [bin.as_path(), Path::new("rsync")] {
+        let dst = out.join("never");
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(tool)
+            .args(["-a", "--copy-as=nobody"])
+            .arg(format!("{}/", src.display()))
+            .arg(&dst)
+            .output()
+            .unwrap();
+        assert_eq!(code(&o), 1, "{tool:?}");
+        assert!(
+            err(&o).contains("setgroups failed: Operation not permitted (1)"),
+            "{tool:?}: {}",
+            err(&o)
+        );
+        assert!(!dst.exists(), "{tool:?}");
+    }
+}

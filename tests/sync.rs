@@ -3150,3 +3150,108 @@ fn inplace_no_whole_file_writes_only_the_changed_chunks() {
         assert!(fs::read(dst.join("img")).unwrap() == new);
     }
 }
+
+#[test]
+fn munge_links_reads_munged_targets_as_rsync_does() {
+    // Before: --munge-links was an unknown option (exit 1, nothing copied). A tree backed up by
+    // an rsync daemon with `munge symlinks` holds links whose targets start with
+    // /rsyncd-munged/; a local copy with --munge-links restores, compares, checks and lists
+    // them without it (a target no longer than the prefix is left alone), as rsync 3.5 does.
+    let t = "munge_links_reads_munged_targets_as_rsync_does";
+    if !require_rsync(t) {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"data");
+    for (name, target) in [
+        ("absm", "/rsyncd-munged//etc/passwd"),
+        ("relm", "/rsyncd-munged/rel"),
+        ("only", "/rsyncd-munged/"),
+        ("short", "/rsyncd-munged"),
+        ("plain", "plain"),
+    ] {
+        symlink(target, src.join(name)).unwrap();
+    }
+    let targets = |d: &Path| -> BTreeSet<String> {
+        fs::read_dir(d)
+            .unwrap()
+            .filter_map(|e| {
+                let e = e.unwrap();
+                fs::read_link(e.path())
+                    .ok()
+                    .map(|l| format!("{} -> {}", e.file_name().to_string_lossy(), l.display()))
+            })
+            .collect()
+    };
+    let flag_sets: [&[&str]; 4] = [
+        &["-ai", "--munge-links"],
+        &["-ai", "--munge-links", "--safe-links"],
+        &["-ai", "--munge-links", "--no-munge-links"],
+        &["-ai"],
+    ];
+    let mut first = Vec::new();
+    for (i, flags) in flag_sets.iter().enumerate() {
+        let mut seen = Vec::new();
+        for tool in ["arsync", "rsync"] {
+            let dst = s.path().join(format!("{tool}.{i}"));
+            let out = by_tool(tool, flags, &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
+            seen.push((items(&out), targets(&dst)));
+        }
+        assert_eq!(seen[0], seen[1], "{flags:?}");
+        first.push(seen.swap_remove(0).1);
+    }
+    assert!(first[0].contains("absm -> /etc/passwd"), "{:?}", first[0]);
+    assert!(first[0].contains("relm -> rel"), "{:?}", first[0]);
+    assert!(
+        first[0].contains("only -> /rsyncd-munged/"),
+        "{:?}",
+        first[0]
+    );
+    assert!(
+        !first[1].iter().any(|l| l.starts_with("absm")),
+        "unsafe: {:?}",
+        first[1]
+    );
+    assert!(
+        first[2].contains("relm -> /rsyncd-munged/rel"),
+        "{:?}",
+        first[2]
+    );
+    // A copy made without it, run again with it: the munged links are made again, unmunged;
+    // and the other way round.
+    for (i, flags) in [(3, &["-ai", "--munge-links"][..]), (0, &["-ai"][..])] {
+        let mut seen = Vec::new();
+        for tool in ["arsync", "rsync"] {
+            let out = by_tool(tool, flags, &src, &s.path().join(format!("{tool}.{i}")));
+            assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
+            seen.push((items(&out), targets(&s.path().join(format!("{tool}.{i}")))));
+        }
+        assert_eq!(seen[0], seen[1], "{flags:?} over set {i}");
+        assert!(
+            seen[0]
+                .0
+                .iter()
+                .any(|l| l.starts_with("cL") && l.contains("relm -> ")),
+            "{:?}",
+            seen[0].0
+        );
+    }
+    // The listing shows the unmunged targets.
+    let lists: Vec<String> = [env!("CARGO_BIN_EXE_arsync"), "rsync"]
+        .iter()
+        .map(|exe| {
+            text(
+                &Command::new(exe)
+                    .args(["--list-only", "-l", "--munge-links"])
+                    .arg(format!("{}/", src.display()))
+                    .output()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(lists[0], lists[1]);
+    assert!(lists[0].contains(" absm -> /etc/passwd\n"), "{}", lists[0]);
+}

@@ -541,6 +541,22 @@ pub fn command() -> Command {
             .help_heading("What to copy"),
     )
     .arg(
+        Arg::new("munge-links")
+            .long("munge-links")
+            .action(ArgAction::SetTrue)
+            .overrides_with("no-munge-links")
+            .help("a source symlink whose target starts with /rsyncd-munged/ (an rsync daemon's munged link) is copied, compared and listed without that prefix, as rsync's local copy does [default: off]")
+            .help_heading("What to copy"),
+    )
+    .arg(
+        Arg::new("no-munge-links")
+            .long("no-munge-links")
+            .action(ArgAction::SetTrue)
+            .overrides_with("munge-links")
+            .help("turn off --munge-links")
+            .help_heading("What to copy"),
+    )
+    .arg(
         Arg::new("one-file-system")
             .short('x')
             .long("one-file-system")
@@ -732,6 +748,13 @@ pub fn command() -> Command {
             .long("chown")
             .value_name("USER:GROUP")
             .help("with -o/-g: every copy gets this owner and/or group (either may be empty) [default: none]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("copy-as")
+            .long("copy-as")
+            .value_name("USER[:GROUP]")
+            .help("as root: do the whole copy as USER (a name or a number), with GROUP or else USER's groups, so that no file is read or written with root's rights, as rsync's --copy-as [default: as the user running arsync]")
             .help_heading("Sync"),
     )
     .arg(
@@ -1456,6 +1479,59 @@ pub struct Parsed {
     pub stop_at: Option<i64>,
     /// `--timeout`: how long the run may do nothing before it is stopped.
     pub idle_timeout: Option<std::time::Duration>,
+    /// `--copy-as`: the user the run becomes before it touches a file.
+    pub copy_as: Option<CopyAs>,
+}
+
+/// `--copy-as=USER[:GROUP]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyAs {
+    pub uid: u32,
+    pub gid: u32,
+    /// USER as given, for `initgroups` when no GROUP was given (then the copy has USER's
+    /// groups; with GROUP, that group alone).
+    pub groups_of: Option<std::ffi::CString>,
+}
+
+/// Resolve `--copy-as=USER[:GROUP]` as rsync does: a name, or a number; without GROUP the
+/// user's primary group and (at the switch) the groups the user is in.
+fn copy_as(spec: &str) -> Result<CopyAs, ArgError> {
+    let bad = |what: &str, name: &str| ArgError {
+        message: format!("Invalid copy-as {what}: {name}"),
+        code: 1,
+        notices: Vec::new(),
+    };
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let id = |name: &str, lookup: fn(&str) -> Option<u32>| {
+        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
+            name.parse().ok()
+        } else {
+            lookup(name)
+        }
+    };
+    let uid = id(user, engine::user_id).ok_or_else(|| bad("user", user))?;
+    let (gid, groups_of) = match group {
+        Some(g) => (
+            id(g, engine::group_id).ok_or_else(|| bad("group", g))?,
+            None,
+        ),
+        None => (
+            engine::user_primary_gid(uid).ok_or_else(|| ArgError {
+                message: format!("getpwuid failed: no user with uid {uid}"),
+                code: 1,
+                notices: Vec::new(),
+            })?,
+            Some(std::ffi::CString::new(user).map_err(|_| bad("user", user))?),
+        ),
+    };
+    Ok(CopyAs {
+        uid,
+        gid,
+        groups_of,
+    })
 }
 
 /// Apply the toggling flags in command-line order (clap has validated the arguments already;
@@ -1578,6 +1654,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     let mut config = engine::Config::none();
     toggles(&events, &mut config, !m.contains_id("files-from"));
     config.open_noatime = m.get_flag("open-noatime");
+    config.munge_links = m.get_flag("munge-links");
     if let Some(n) = m.get_one::<usize>("threads") {
         config.threads = *n;
     }
@@ -2107,6 +2184,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         (None, Some(at)) => Some(crate::deadline::parse_stop_at(at).map_err(|e| usage(&e))?),
         (None, None) => None,
     };
+    let copy_as = match m.get_one::<String>("copy-as") {
+        Some(spec) => Some(copy_as(spec).map_err(Refused::Arg)?),
+        None => None,
+    };
     let mpi = m.get_flag("mpi");
     if mpi {
         if !cfg!(feature = "mpi") {
@@ -2192,6 +2273,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             .get_one::<u64>("timeout")
             .filter(|&&t| t > 0)
             .map(|&t| std::time::Duration::from_secs(t)),
+        copy_as,
     })
 }
 

@@ -133,6 +133,15 @@ fn run() -> ExitCode {
         line.extend_from_slice(&logfmt::describe(&parsed.paths));
         l.message(&line);
     }
+    if let Some(who) = &parsed.copy_as {
+        // --copy-as: everything from here on (the destination made, every file read and
+        // written) runs as that user, as rsync's copy does.
+        if let Err((step, e)) = engine::become_user(who.uid, who.gid, who.groups_of.as_deref()) {
+            errln!("arsync: {} failed: {}", step.name(), output::errno_text(&e));
+            errln!("arsync error: {} (code 1)", output::code_text(1));
+            return ExitCode::from(1);
+        }
+    }
     let live = engine::Progress::new();
     // One run, then the process exits (`--mpi` runs several and turns it off).
     parsed.config.exit_after_run = true;

@@ -156,7 +156,7 @@ pub fn escape(p: &Path) -> Vec<u8> {
 /// `-8/--8-bit-output`: bytes that are not UTF-8 are printed as they are, not as `\#ooo`.
 pub static EIGHT_BIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn errno_text(e: &std::io::Error) -> String {
+pub fn errno_text(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(code) => {
             let s = e.to_string();

@@ -82,7 +82,7 @@ use std::time::Duration;
 pub use filter::Filters;
 pub use fsops::FileType;
 pub use fsops::meta::{Chmod, IdMap};
-pub use fsops::sys::{group_id, user_id};
+pub use fsops::sys::{BecomeStep, become_user, group_id, user_id, user_primary_gid};
 pub use select::Selection;
 
 /// The core threads a run starts when `Config::threads` is 0: the CPUs this process may use
@@ -251,6 +251,11 @@ pub struct Config {
     pub write_devices: bool,
     /// `--open-noatime`: open sources with `O_NOATIME`.
     pub open_noatime: bool,
+    /// `--munge-links`: a source symlink whose target starts with rsync's munge prefix
+    /// (`/rsyncd-munged/`, what an rsync daemon's `munge symlinks` puts before every target it
+    /// receives) is read without it (copied, compared, checked by `--safe-links` and listed with
+    /// the target it had before it was munged), as rsync 3.5's local copy does.
+    pub munge_links: bool,
     /// `-H`: keep hard links (data copied once per inode, other names linked).
     pub hard_links: bool,
     /// `-X`: extended attributes.
@@ -456,6 +461,7 @@ impl Config {
             copy_devices: false,
             write_devices: false,
             open_noatime: false,
+            munge_links: false,
             hard_links: false,
             xattrs: false,
             acls: false,

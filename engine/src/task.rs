@@ -398,6 +398,24 @@ fn source_class(e: &io::Error) -> ErrorClass {
     }
 }
 
+/// rsync's prefix before a munged symlink's target (`SYMLINK_PREFIX`).
+const MUNGE_PREFIX: &[u8] = b"/rsyncd-munged/";
+
+/// The target of a source symlink, unmunged under `--munge-links` (rsync strips the prefix
+/// from a target longer than it).
+fn source_link(cfg: &crate::Config, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<CString> {
+    let t = sys::readlink_at(dir, name)?;
+    if cfg.munge_links
+        && t.as_bytes().len() > MUNGE_PREFIX.len()
+        && t.as_bytes().starts_with(MUNGE_PREFIX)
+    {
+        return Ok(
+            CString::new(&t.as_bytes()[MUNGE_PREFIX.len()..]).expect("a link target holds no NUL")
+        );
+    }
+    Ok(t)
+}
+
 /// The item event of an entry (`rel` builds its path, only when something listens).
 fn item(
     core: &Core,
@@ -2287,7 +2305,7 @@ async fn entry(
         let unsafe_link = if cfg.copy_links {
             false
         } else {
-            match sys::readlink_at(parent.src_fd(), name) {
+            match source_link(cfg, parent.src_fd(), name) {
                 Ok(t) => unsafe_target(t.as_bytes(), parent.depth),
                 Err(e) => {
                     report(
@@ -4625,7 +4643,7 @@ async fn make_other(
     let cfg = &core.shared.config;
     let is_link = file_type == FileType::Symlink;
     let target = if is_link {
-        Some(sys::readlink_at(sdir, name).map_err(src_err("readlink"))?)
+        Some(source_link(cfg, sdir, name).map_err(src_err("readlink"))?)
     } else {
         None
     };

@@ -581,6 +581,61 @@ pub fn group_id(name: &str) -> Option<u32> {
     (r == 0 && !out.is_null()).then_some(gr.gr_gid)
 }
 
+/// The primary gid of the user with uid `uid` (`getpwuid_r`), `None` if there is none.
+pub fn user_primary_gid(uid: u32) -> Option<u32> {
+    // SAFETY: an all-zero passwd is a valid out-parameter for getpwuid_r.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16384];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is live for the call and `buf`'s length is passed with it.
+    let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (r == 0 && !out.is_null()).then_some(pw.pw_gid)
+}
+
+/// Which of the calls of [`become_user`] failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BecomeStep {
+    /// `setgid` (the group).
+    Setgid,
+    /// `setgroups` (the supplementary groups, cleared to the one group).
+    Setgroups,
+    /// `initgroups` (the user's supplementary groups).
+    Initgroups,
+    /// `setuid` (the user).
+    Setuid,
+}
+
+impl BecomeStep {
+    /// The call's name, as rsync names it in its message.
+    pub fn name(self) -> &'static str {
+        match self {
+            BecomeStep::Setgid => "setgid",
+            BecomeStep::Setgroups => "setgroups",
+            BecomeStep::Initgroups => "initgroups",
+            BecomeStep::Setuid => "setuid",
+        }
+    }
+}
+
+/// Turn the whole process into user `uid` with group `gid` for good (rsync's `--copy-as`):
+/// `setgid`, the supplementary groups (`gid` alone, then, when `user` is given, that user's
+/// groups by `initgroups`), then `setuid` (real, effective and saved ids; glibc applies each
+/// call to every thread of the process). Needs the privilege to change ids (root).
+pub fn become_user(uid: u32, gid: u32, user: Option<&CStr>) -> Result<(), (BecomeStep, io::Error)> {
+    // SAFETY: plain id-changing calls with integer arguments.
+    cvt(unsafe { libc::setgid(gid) }).map_err(|e| (BecomeStep::Setgid, e))?;
+    // SAFETY: one gid, read from a live local.
+    cvt(unsafe { libc::setgroups(1, &gid) }).map_err(|e| (BecomeStep::Setgroups, e))?;
+    if let Some(user) = user {
+        // SAFETY: a NUL-terminated name, live for the call.
+        cvt(unsafe { libc::initgroups(user.as_ptr(), gid) })
+            .map_err(|e| (BecomeStep::Initgroups, e))?;
+    }
+    // SAFETY: as above.
+    cvt(unsafe { libc::setuid(uid) }).map_err(|e| (BecomeStep::Setuid, e))?;
+    Ok(())
+}
+
 /// The effective uid of the process.
 pub fn geteuid() -> u32 {
     // SAFETY: cannot fail.
