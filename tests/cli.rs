@@ -1674,3 +1674,102 @@ fn stderr_and_outbuf_route_the_output_as_rsync_does() {
         }
     }
 }
+
+#[test]
+fn max_alloc_is_read_and_checked_as_rsync_reads_it() {
+    // Before: --max-alloc was an unknown option, so an rsync command line that raises the
+    // limit for a big tree (`rsync -a --max-alloc=4G ...`) failed with exit 1 and copied
+    // nothing. rsync's rules for the value (and RSYNC_MAX_ALLOC) are kept, with its messages;
+    // arsync's own largest allocations (--buffer-size, --inline-max) must fit under it.
+    if !require_rsync("max_alloc_is_read_and_checked_as_rsync_reads_it") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    write(&src.join("a"), &content(5, 300_000));
+    write(&src.join("d/b"), b"b");
+    for (k, p) in ["a", "d/b", "d", ""].iter().enumerate() {
+        set_times(&src.join(p), 1_600_000_000 + k as i64, 0);
+    }
+    for (i, flags) in [
+        &["-a", "--max-alloc=4G"][..],
+        &["-a", "--max-alloc=0"],
+        &["-a", "--max-alloc", "1.5M"],
+        &["-a", "--max-alloc=1048576"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (ours, theirs) = both_succeed(flags, &src, &t.path().join(format!("ok{i}")));
+        assert_same(&ours, &theirs, treediff::Check::archive());
+    }
+    let refused = |tool: &str, flags: &[&str], env: Option<&str>, want: &str| {
+        let dst = t.path().join("never");
+        let mut c = tool_command(tool);
+        c.args(flags).arg(format!("{}/", src.display())).arg(&dst);
+        if let Some(v) = env {
+            c.env("RSYNC_MAX_ALLOC", v);
+        }
+        let o = c.output().unwrap();
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(code(&o), 1, "{tool} {flags:?}: {e}");
+        assert!(e.contains(want), "{tool} {flags:?}: {e}");
+        assert!(!dst.exists(), "{tool} {flags:?}");
+    };
+    for tool in ["arsync", "rsync"] {
+        refused(
+            tool,
+            &["-a", "--max-alloc=1K"],
+            None,
+            "--max-alloc=1K is too small (min: 1.00M or 0 for unlimited)",
+        );
+        refused(
+            tool,
+            &["-a", "--max-alloc=1048575"],
+            None,
+            "--max-alloc=1048575 is too small",
+        );
+        refused(
+            tool,
+            &["-a", "--max-alloc=lots"],
+            None,
+            "--max-alloc=lots is invalid",
+        );
+        refused(tool, &["-a"], Some("abc"), "--max-alloc=abc is invalid");
+    }
+    // The option wins over the environment, as in rsync.
+    let (ours, theirs) = {
+        let (a, r) = (t.path().join("env.a"), t.path().join("env.r"));
+        for (tool, dst) in [("arsync", &a), ("rsync", &r)] {
+            let o = tool_command(tool)
+                .args(["-a", "--max-alloc=2M"])
+                .env("RSYNC_MAX_ALLOC", "abc")
+                .arg(format!("{}/", src.display()))
+                .arg(dst)
+                .output()
+                .unwrap();
+            assert_eq!(
+                code(&o),
+                0,
+                "{tool}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        (a, r)
+    };
+    assert_same(&ours, &theirs, treediff::Check::archive());
+    // arsync's own: a buffer larger than the limit allows.
+    refused(
+        "arsync",
+        &["-a", "--max-alloc=2M", "--buffer-size=4M"],
+        None,
+        "--buffer-size needs allocations of 4194304 bytes, more than --max-alloc=2M allows",
+    );
+    refused(
+        "arsync",
+        &["-a", "--inline-max=2M"],
+        Some("2M"),
+        "--inline-max needs allocations of 2097153 bytes",
+    );
+}

@@ -611,6 +611,13 @@ pub fn command() -> Command {
             .help_heading("Engine"),
     )
     .arg(
+        Arg::new("max-alloc")
+            .long("max-alloc")
+            .value_name("SIZE")
+            .help("the most memory any one allocation may take, as rsync's (at least 1M; 0 = no limit; also from RSYNC_MAX_ALLOC): arsync's largest single allocations are its I/O buffers, so --buffer-size and --inline-max must fit in it [default: 1G]")
+            .help_heading("Engine"),
+    )
+    .arg(
         Arg::new("files-in-flight")
             .long("files-in-flight")
             .value_name("N")
@@ -1699,6 +1706,34 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         }
         config.small_file_max = n;
     }
+    // --max-alloc (or RSYNC_MAX_ALLOC): rsync's ceiling on one allocation (1G by default, which
+    // no arsync setting reaches). arsync's largest single allocations are a pipeline buffer
+    // (--buffer-size) and the ring read of a cold small file (--inline-max and the byte that
+    // detects growth); the rest (listing batches, a core's inline buffer of at most 1M, link
+    // maps in shards) stay below the least limit rsync allows.
+    let max_alloc_arg = m.get_one::<String>("max-alloc").cloned().or_else(|| {
+        std::env::var("RSYNC_MAX_ALLOC")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
+    if let Some(arg) = &max_alloc_arg {
+        let limit = max_alloc(arg).map_err(Refused::Arg)?;
+        // A cold small file is read through the ring into a buffer of its size plus one byte.
+        for (flag, need) in [
+            ("--buffer-size", config.chunk_size as u64),
+            ("--inline-max", config.small_file_max + 1),
+        ] {
+            if limit > 0 && need > limit {
+                return Err(Refused::Arg(ArgError {
+                    message: format!(
+                        "{flag} needs allocations of {need} bytes, more than --max-alloc={arg} allows"
+                    ),
+                    code: 1,
+                    notices: Vec::new(),
+                }));
+            }
+        }
+    }
     if let Some(&n) = m.get_one::<u64>("split-chunk") {
         if n != 0 && !((1 << 20)..=(1 << 30)).contains(&n) {
             return Err(usage("--split-chunk must be 0 or between 1M and 1G"));
@@ -2401,6 +2436,23 @@ fn parse_rate(s: &str) -> Result<u64, String> {
         ));
     }
     Ok(rate)
+}
+
+/// `--max-alloc=SIZE` as rsync reads it: a size (bytes without a unit), 0 for no limit, else
+/// at least 1 MiB; rsync's messages.
+fn max_alloc(v: &str) -> Result<u64, ArgError> {
+    let err = |message: String| ArgError {
+        message,
+        code: 1,
+        notices: Vec::new(),
+    };
+    let n = parse_size(v).map_err(|_| err(format!("--max-alloc={v} is invalid")))?;
+    if n != 0 && n < 1 << 20 {
+        return Err(err(format!(
+            "--max-alloc={v} is too small (min: 1.00M or 0 for unlimited)"
+        )));
+    }
+    Ok(n)
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
