@@ -1854,30 +1854,15 @@ fn copy_as_does_the_copy_as_that_user_as_rsync_does() {
     let out = s.path().join("out");
     fs::create_dir(&out).unwrap();
     chmod(&out, 0o777);
-    // Each entry with its owner and group.
-    fn walk(d: &Path, into: &mut Vec<std::path::PathBuf>) {
-        for e in fs::read_dir(d).into_iter().flatten() {
-            let p = e.unwrap().path();
-            into.push(p.clone());
-            if fs::symlink_metadata(&p).unwrap().is_dir() {
-                walk(&p, into);
-            }
-        }
-    }
+    // Each entry under the top with its owner, group and mode.
     let state = |d: &Path| -> Vec<String> {
-        let mut all = Vec::new();
-        walk(d, &mut all);
-        let mut v: Vec<String> = all
+        let mut v: Vec<String> = treediff::walk(d)
+            .unwrap_or_default()
             .into_iter()
+            .filter(|p| !p.as_os_str().is_empty())
             .map(|p| {
-                let m = fs::symlink_metadata(&p).unwrap();
-                format!(
-                    "{} {}:{} {:o}",
-                    p.strip_prefix(d).unwrap().display(),
-                    m.uid(),
-                    m.gid(),
-                    m.mode()
-                )
+                let m = fs::symlink_metadata(d.join(&p)).unwrap();
+                format!("{} {}:{} {:o}", p.display(), m.uid(), m.gid(), m.mode())
             })
             .collect();
         v.sort();
@@ -1947,14 +1932,7 @@ fn copy_as_does_the_copy_as_that_user_as_rsync_does() {
     // A user who may not change ids.
     for tool in [bin.as_path(), Path::new("rsync")] {
         let dst = out.join("never");
-        let o = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(tool)
-            .args(["-a", "--copy-as=nobody"])
-            .arg(format!("{}/", src.display()))
-            .arg(&dst)
-            .output()
-            .unwrap();
+        let o = as_nobody(tool, &["-a", "--copy-as=nobody"], &src, &dst);
         assert_eq!(code(&o), 1, "{tool:?}");
         assert!(
             err(&o).contains("setgroups failed: Operation not permitted (1)"),

@@ -1512,17 +1512,10 @@ fn copy_as(spec: &str) -> Result<CopyAs, ArgError> {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let id = |name: &str, lookup: fn(&str) -> Option<u32>| {
-        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_digit()) {
-            name.parse().ok()
-        } else {
-            lookup(name)
-        }
-    };
-    let uid = id(user, engine::user_id).ok_or_else(|| bad("user", user))?;
+    let uid = engine::name_or_id(user, engine::user_id).ok_or_else(|| bad("user", user))?;
     let (gid, groups_of) = match group {
         Some(g) => (
-            id(g, engine::group_id).ok_or_else(|| bad("group", g))?,
+            engine::name_or_id(g, engine::group_id).ok_or_else(|| bad("group", g))?,
             None,
         ),
         None => (

@@ -81,7 +81,7 @@ use std::time::Duration;
 
 pub use filter::Filters;
 pub use fsops::FileType;
-pub use fsops::meta::{Chmod, IdMap};
+pub use fsops::meta::{Chmod, IdMap, name_or_id};
 pub use fsops::sys::{BecomeStep, become_user, group_id, user_id, user_primary_gid};
 pub use select::Selection;
 

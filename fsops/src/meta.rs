@@ -322,10 +322,24 @@ impl IdMap {
     }
 
     fn id(s: &str, id_of: &impl Fn(&str) -> Option<u32>) -> Result<u32, String> {
-        if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
+        if is_number(s) {
             return s.parse().map_err(|_| format!("bad id {s:?}"));
         }
         id_of(s).ok_or_else(|| format!("unknown user or group {s:?}"))
+    }
+}
+
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit())
+}
+
+/// A user or group as rsync reads one on its command line: all digits is the id itself, else
+/// a name looked up with `id_of` (`None`: no such name, or a number out of range).
+pub fn name_or_id(s: &str, id_of: impl Fn(&str) -> Option<u32>) -> Option<u32> {
+    if is_number(s) {
+        s.parse().ok()
+    } else {
+        id_of(s)
     }
 }
 
