@@ -4,7 +4,8 @@
 //! * `compare --data DIR [--datasets a,b] [--cache warm,cold] [--reps N] --arsync BIN
 //!   [--arsync-args "-a"] [--tools arsync,cp-a,...] [--peers-bin DIR] [--install-peers DIR]
 //!   [--out DIR] [--wait S]`: copies each dataset with arsync and every peer found, alternating
-//!   tools in each repetition, warm (source re-read first) and cold (page cache dropped), each run
+//!   tools in each repetition, warm (earlier destinations taken out of the cache, source re-read)
+//!   and cold (page cache dropped), each run
 //!   into a fresh destination on the same file system after the same memory preparation; checks
 //!   the first copy of each tool (`verify`); writes `results.json`, `results.csv`, `report.md` and
 //!   an SVG chart per dataset under `OUT/<date>-<host>/` (default `perf/runs`).
@@ -285,8 +286,14 @@ fn alternate(
                 for k in 0..tools.len() {
                     let tool = &tools[(rep + k) % tools.len()];
                     match cache.as_str() {
-                        "cold" => runner::cold(Duration::from_secs(2))?,
-                        _ => runner::warm(&src)?,
+                        "cold" => {
+                            runner::cold(Duration::from_secs(2))?;
+                            dests.forgotten();
+                        }
+                        _ => {
+                            dests.forget();
+                            runner::warm(&src)?;
+                        }
                     }
                     dests.ensure_room(bytes)?;
                     runner::prefault(bytes);
@@ -408,8 +415,14 @@ fn concurrent(a: &Args) -> Result<()> {
                 let tool = &tools[(rep + k) % tools.len()];
                 let label = &tool.name;
                 match cache.as_str() {
-                    "cold" => runner::cold(Duration::from_secs(2))?,
-                    _ => runner::warm(&src)?,
+                    "cold" => {
+                        runner::cold(Duration::from_secs(2))?;
+                        dests.forgotten();
+                    }
+                    _ => {
+                        dests.forget();
+                        runner::warm(&src)?;
+                    }
                 }
                 dests.ensure_room(bytes * jobs as u64)?;
                 runner::prefault(bytes * jobs as u64);
@@ -528,6 +541,7 @@ fn scaling(a: &Args, mpi: bool) -> Result<()> {
     let mut rows = Vec::new();
     for rep in 0..reps {
         for t in 1..=max {
+            dests.forget();
             runner::warm(&src)?;
             dests.ensure_room(bytes)?;
             runner::prefault(bytes);

@@ -189,10 +189,47 @@ fn warm_read(dir: &Path) -> Result<()> {
                 && let Ok(mut f) = fs::File::open(e.path())
             {
                 while f.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
+            } else {
+                // Symlinks, devices, FIFOs: their inodes too.
+                let _ = fs::symlink_metadata(e.path());
             }
         }
     }
     Ok(())
+}
+
+/// Drop the cached pages of `path`, a regular file, or of every regular file under it, a
+/// directory (written back first by the caller: dirty pages are not dropped). A file that cannot
+/// be opened is left as it is.
+pub fn evict_tree(path: &Path) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let evict = |p: &Path| {
+        if let Ok(f) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOATIME)
+            .open(p)
+        {
+            // SAFETY: posix_fadvise on an open descriptor owned by `f`; no memory is passed.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        }
+    };
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => return evict(path),
+        Ok(m) if m.is_dir() => {}
+        _ => return,
+    }
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => evict(&e.path()),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Drop the page cache ("cold"; root only), then let freed memory settle.
@@ -389,6 +426,8 @@ fn process_alive(pid: u32) -> bool {
 pub struct Dests {
     pub root: PathBuf,
     made: Vec<PathBuf>,
+    /// Destinations made since the last [`Dests::forget`] (still in the cache).
+    cached: Vec<PathBuf>,
     wait: Duration,
     /// The file whose mtime records the last bulk delete (shared by every run of the harness).
     marker: PathBuf,
@@ -488,6 +527,7 @@ impl Dests {
             let mut leftovers = Self {
                 root: root.clone(),
                 made: left,
+                cached: Vec::new(),
                 wait,
                 marker: marker.clone(),
                 _lock: None,
@@ -507,6 +547,7 @@ impl Dests {
         Ok(Self {
             root,
             made: Vec::new(),
+            cached: Vec::new(),
             wait,
             marker,
             _lock: Some(lock),
@@ -580,11 +621,47 @@ impl Dests {
             p = self.root.join(format!("{label}-{n}"));
         }
         self.made.push(p.clone());
+        self.cached.push(p.clone());
         p
+    }
+
+    /// Take the destinations made so far out of the cache before a warm run, so that every run
+    /// starts with only its source cached. Kept destinations stay on disk (deleting them would
+    /// slow the next creates), but their cached inodes would not go: a kernel keeps an inode with
+    /// page-cache pages out of its shrinker, so they pile up run after run. This VM sized its
+    /// inode hash at boot for 1 GiB (65,536 buckets); with 2.5 million cached inodes every
+    /// create walked a chain of about 40 under the global `inode_hash_lock`
+    /// (`insert_inode_locked`: 17% of arsync's samples on `flat`, with both cores waiting on
+    /// the directory lock it was held under), and each tool's time depended on how many copies
+    /// ran before it (`cp -a` on `flat`: 2.36 s, then 2.51, 2.66, 2.70 over five repetitions).
+    ///
+    /// So: write everything back, drop each file's pages (`POSIX_FADV_DONTNEED`), then drop
+    /// unused dentries and inodes (`drop_caches` 2, root only; the metadata blocks stay
+    /// cached). The source's files keep their pages and so their inodes; its directories and
+    /// empty files are read back by [`warm`].
+    pub fn forget(&mut self) {
+        let _ = Command::new("sync").status();
+        for p in self.cached.drain(..) {
+            evict_tree(&p);
+        }
+        if let Err(e) = fs::write("/proc/sys/vm/drop_caches", b"2\n") {
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                eprintln!(
+                    "[arsync-bench] cannot drop cached inodes ({e}; needs root): earlier destinations stay cached"
+                )
+            });
+        }
+    }
+
+    /// After a cold drop nothing made so far is cached.
+    pub fn forgotten(&mut self) {
+        self.cached.clear();
     }
 
     /// Delete every destination (outside the timed runs) and record when.
     pub fn delete_all(&mut self) {
+        self.cached.clear();
         for p in self.made.drain(..) {
             make_writable(&p);
             let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
@@ -733,6 +810,86 @@ mod tests {
         drop(Damon::pause(admin, false, &record));
         assert_eq!([read("0"), read("1"), read("2")], ["on\n", "off\n", "on\n"]);
         assert!(!record.exists());
+    }
+
+    /// Pages of `path` in the page cache (`mincore` over a mapping of it).
+    fn resident(path: &Path) -> usize {
+        use std::os::fd::AsRawFd;
+        let f = fs::File::open(path).unwrap();
+        let len = f.metadata().unwrap().len() as usize;
+        let pages = len.div_ceil(4096);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: a read-only shared mapping of an open file, `len` bytes, unmapped below; not
+        // dereferenced.
+        let m = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(m, libc::MAP_FAILED);
+        // SAFETY: `m` maps `len` bytes; `vec` has one byte per page of them.
+        let r = unsafe { libc::mincore(m, len, vec.as_mut_ptr()) };
+        // SAFETY: the mapping made above, not used after.
+        unsafe { libc::munmap(m, len) };
+        assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+        vec.iter().filter(|b| **b & 1 == 1).count()
+    }
+
+    /// Before a warm run the destinations made so far leave the cache and the source stays.
+    #[test]
+    fn forget_takes_destinations_out_of_the_cache_and_leaves_the_source() {
+        let tmp = tempfile::tempdir().unwrap();
+        // SAFETY: a zeroed statfs filled by the call; the path is a valid C string.
+        let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+        let c = std::ffi::CString::new(tmp.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut sfs) }, 0);
+        if sfs.f_type == libc::TMPFS_MAGIC {
+            eprintln!(
+                "SKIP forget_takes_destinations_out_of_the_cache_and_leaves_the_source: {} is tmpfs, whose pages cannot be dropped",
+                tmp.path().display()
+            );
+            return;
+        }
+        let src = tmp.path().join("src");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("s"), vec![7u8; 1 << 20]).unwrap();
+        let mut d = Dests::with_marker(
+            tmp.path().join(".bench-dst"),
+            Duration::ZERO,
+            tmp.path().join("marker"),
+        )
+        .unwrap();
+        let a = d.next("a");
+        fs::create_dir_all(a.join("sub")).unwrap();
+        fs::write(a.join("sub/f"), vec![1u8; 1 << 20]).unwrap();
+        fs::write(a.join("g"), vec![2u8; 256 << 10]).unwrap();
+        let b = d.next("b");
+        fs::write(&b, vec![3u8; 64 << 10]).unwrap();
+        for p in [src.join("s"), a.join("sub/f"), a.join("g"), b.clone()] {
+            assert!(
+                resident(&p) > 0,
+                "{} was not cached to begin with",
+                p.display()
+            );
+        }
+        d.forget();
+        assert_eq!(resident(&a.join("sub/f")), 0);
+        assert_eq!(resident(&a.join("g")), 0);
+        assert_eq!(resident(&b), 0);
+        assert_eq!(resident(&src.join("s")), 256, "the source left the cache");
+        // Only what was made since: a destination read again stays cached.
+        let c = d.next("c");
+        fs::write(&c, vec![4u8; 64 << 10]).unwrap();
+        fs::read(a.join("g")).unwrap();
+        d.forget();
+        assert_eq!(resident(&c), 0);
+        assert_eq!(resident(&a.join("g")), 64);
     }
 
     /// A record's writer counts as gone once it has exited, even before it is reaped.
