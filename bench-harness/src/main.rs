@@ -285,16 +285,7 @@ fn alternate(
             for rep in 0..reps {
                 for k in 0..tools.len() {
                     let tool = &tools[(rep + k) % tools.len()];
-                    match cache.as_str() {
-                        "cold" => {
-                            runner::cold(Duration::from_secs(2))?;
-                            dests.forgotten();
-                        }
-                        _ => {
-                            dests.forget();
-                            runner::warm(&src)?;
-                        }
-                    }
+                    runner::prepare(cache, &src, &mut dests)?;
                     dests.ensure_room(bytes)?;
                     runner::prefault(bytes);
                     let dst = dests.next(&format!("{name}-{}-{cache}", tool.name));
@@ -414,16 +405,7 @@ fn concurrent(a: &Args) -> Result<()> {
             for k in 0..tools.len() {
                 let tool = &tools[(rep + k) % tools.len()];
                 let label = &tool.name;
-                match cache.as_str() {
-                    "cold" => {
-                        runner::cold(Duration::from_secs(2))?;
-                        dests.forgotten();
-                    }
-                    _ => {
-                        dests.forget();
-                        runner::warm(&src)?;
-                    }
-                }
+                runner::prepare(cache, &src, &mut dests)?;
                 dests.ensure_room(bytes * jobs as u64)?;
                 runner::prefault(bytes * jobs as u64);
                 let dsts: Vec<PathBuf> = (0..jobs)
@@ -541,8 +523,7 @@ fn scaling(a: &Args, mpi: bool) -> Result<()> {
     let mut rows = Vec::new();
     for rep in 0..reps {
         for t in 1..=max {
-            dests.forget();
-            runner::warm(&src)?;
+            runner::prepare("warm", &src, &mut dests)?;
             dests.ensure_room(bytes)?;
             runner::prefault(bytes);
             let mut args = if mpi {

@@ -167,6 +167,19 @@ pub fn command(tool: &Tool, src: &Path, dst: &Path) -> Command {
     c
 }
 
+/// The cache state before a timed run of `src`: `cold` drops the page cache; anything else is
+/// warm: the destinations made so far leave the cache ([`Dests::forget`]), then `src` is read.
+pub fn prepare(cache: &str, src: &Path, dests: &mut Dests) -> Result<()> {
+    if cache == "cold" {
+        cold(Duration::from_secs(2))?;
+        dests.forgotten();
+    } else {
+        dests.forget();
+        warm(src)?;
+    }
+    Ok(())
+}
+
 /// Read every file of `dir` so it sits in the page cache ("warm"), then write back whatever the
 /// previous runs left dirty: otherwise a run that starts with gigabytes of another run's dirty
 /// pages is throttled by their writeback (measured: 8 × 256 MiB warm swung between 0.4 and 2.5 s).
