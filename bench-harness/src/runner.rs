@@ -174,8 +174,26 @@ pub fn prepare(cache: &str, src: &Path, dests: &mut Dests) -> Result<()> {
         cold(Duration::from_secs(2))?;
         dests.forgotten();
     } else {
+        // (`forget` has written everything back: `warm`'s `sync` would find nothing.)
         dests.forget();
-        warm(src)?;
+        warm_read(src)?;
+    }
+    Ok(())
+}
+
+/// Every entry under `dir` (not `dir` itself), depth first, with its type (symlinks not
+/// followed); stops at the first error.
+fn walk(dir: &Path, mut f: impl FnMut(&fs::DirEntry, fs::FileType) -> Result<()>) -> Result<()> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                stack.push(e.path());
+            }
+            f(&e, t)?;
+        }
     }
     Ok(())
 }
@@ -191,24 +209,17 @@ pub fn warm(dir: &Path) -> Result<()> {
 
 fn warm_read(dir: &Path) -> Result<()> {
     let mut buf = vec![0u8; 1 << 20];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d)? {
-            let e = e?;
-            let t = e.file_type()?;
-            if t.is_dir() {
-                stack.push(e.path());
-            } else if t.is_file()
-                && let Ok(mut f) = fs::File::open(e.path())
-            {
+    walk(dir, |e, t| {
+        if t.is_file() {
+            if let Ok(mut f) = fs::File::open(e.path()) {
                 while f.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
-            } else {
-                // Symlinks, devices, FIFOs: their inodes too.
-                let _ = fs::symlink_metadata(e.path());
             }
+        } else if !t.is_dir() {
+            // Symlinks, devices, FIFOs: their inodes too.
+            let _ = fs::symlink_metadata(e.path());
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Drop the cached pages of `path`, a regular file, or of every regular file under it, a
@@ -228,20 +239,16 @@ pub fn evict_tree(path: &Path) {
         }
     };
     match fs::symlink_metadata(path) {
-        Ok(m) if m.is_file() => return evict(path),
-        Ok(m) if m.is_dir() => {}
-        _ => return,
-    }
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(t) if t.is_file() => evict(&e.path()),
-                _ => {}
-            }
+        Ok(m) if m.is_file() => evict(path),
+        Ok(m) if m.is_dir() => {
+            let _ = walk(path, |e, t| {
+                if t.is_file() {
+                    evict(&e.path());
+                }
+                Ok(())
+            });
         }
+        _ => {}
     }
 }
 
@@ -701,23 +708,18 @@ fn make_writable(p: &Path) {
 
 /// Files, directories, symlinks and bytes of a tree.
 pub fn census(dir: &Path) -> Result<(u64, u64, u64, u64)> {
-    let (mut files, mut dirs, mut links, mut bytes) = (0, 0, 0, 0);
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        dirs += 1;
-        for e in fs::read_dir(&d)? {
-            let e = e?;
-            let m = e.metadata()?;
-            if m.is_dir() {
-                stack.push(e.path());
-            } else if m.file_type().is_symlink() {
-                links += 1;
-            } else {
-                files += 1;
-                bytes += m.len();
-            }
+    let (mut files, mut dirs, mut links, mut bytes) = (0, 1, 0, 0);
+    walk(dir, |e, t| {
+        if t.is_dir() {
+            dirs += 1;
+        } else if t.is_symlink() {
+            links += 1;
+        } else {
+            files += 1;
+            bytes += e.metadata()?.len();
         }
-    }
+        Ok(())
+    })?;
     Ok((files, dirs, links, bytes))
 }
 
