@@ -921,3 +921,114 @@ fn followed_symlinks_join_their_targets_hard_link_group() {
         assert_eq!(groups(&dst), want, "--threads {threads}");
     }
 }
+
+/// A read-only file or directory with `user.*` attributes, copied with `-X` by a user who is not
+/// root: the kernel lets only a writer of the inode set them (root passes anyway), so the copy
+/// is given its owner's write bit while they are set and its own mode after, as rsync does. The
+/// new file used to be created read-only and then lost (its attributes refused, it was never
+/// published); an existing read-only copy missing an attribute got it refused.
+#[test]
+fn read_only_entries_keep_their_user_xattrs_when_a_user_copies_them() {
+    let name = "read_only_entries_keep_their_user_xattrs_when_a_user_copies_them";
+    let t = Scratch::new();
+    chmod(t.path(), 0o755);
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("ro-dir")).unwrap();
+    write(&src.join("ro-file"), b"read only, with an attribute");
+    write(&src.join("ro-dir/inner"), b"inside a read-only directory");
+    setxattr(&src.join("ro-file"), "user.k", b"file value");
+    setxattr(&src.join("ro-dir"), "user.k", b"dir value");
+    chmod(&src.join("ro-file"), 0o444);
+    chmod(&src.join("ro-dir/inner"), 0o400);
+    chmod(&src.join("ro-dir"), 0o555);
+    let dst = t.path().join("dst");
+    fs::create_dir(&dst).unwrap();
+    // As root, the copy runs as nobody (over files nobody owns); otherwise as the caller.
+    let bin = t.path().join("arsync");
+    fs::copy(env!("CARGO_BIN_EXE_arsync"), &bin).unwrap();
+    chmod(&bin, 0o755);
+    let as_user = is_root();
+    if as_user {
+        if !have("setpriv") {
+            panic!("setpriv (util-linux) is missing");
+        }
+        for p in [&src, &src.join("ro-dir"), &dst] {
+            lchown(p, 65534, 65534);
+        }
+        for p in ["ro-file", "ro-dir/inner"] {
+            lchown(&src.join(p), 65534, 65534);
+        }
+    } else {
+        skip(name, "not root: runs as the calling user");
+    }
+    let copy = |extra: &[&str]| {
+        let mut c = if as_user {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&bin);
+            c
+        } else {
+            Command::new(&bin)
+        };
+        let out = c
+            .arg("-aX")
+            .args(extra)
+            .arg(format!("{}/", src.display()))
+            .arg(&dst)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{extra:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let check = |what: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        for (p, mode, value) in [
+            ("ro-file", 0o444, &b"file value"[..]),
+            ("ro-dir", 0o555, &b"dir value"[..]),
+        ] {
+            let d = dst.join(p);
+            assert_eq!(
+                fs::symlink_metadata(&d).unwrap().permissions().mode() & 0o7777,
+                mode,
+                "{what}: {p}"
+            );
+            assert_eq!(
+                treediff::xattrs(&d),
+                vec![(b"user.k".to_vec(), value.to_vec())],
+                "{what}: {p}"
+            );
+        }
+        assert_eq!(
+            fs::read(dst.join("ro-dir/inner")).unwrap_or_default(),
+            b"inside a read-only directory",
+            "{what}"
+        );
+    };
+    copy(&[]);
+    check("new");
+    // The copies lose the attribute (made writable for it, then read-only again); the next run
+    // finds them up to date but for it.
+    for p in ["ro-file", "ro-dir"] {
+        let d = dst.join(p);
+        let mode = if p == "ro-dir" { 0o555 } else { 0o444 };
+        chmod(&d, 0o755);
+        let c = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid path and attribute name.
+        let r = unsafe { libc::removexattr(c.as_ptr(), c"user.k".as_ptr()) };
+        assert_eq!(r, 0, "removexattr {}", std::io::Error::last_os_error());
+        chmod(&d, mode);
+    }
+    use std::os::unix::fs::MetadataExt;
+    let ino = fs::symlink_metadata(dst.join("ro-file")).unwrap().ino();
+    copy(&[]);
+    check("existing");
+    // Given the attribute in place, not copied again.
+    assert_eq!(
+        fs::symlink_metadata(dst.join("ro-file")).unwrap().ino(),
+        ino
+    );
+}

@@ -1784,6 +1784,64 @@ fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
     }
 }
 
+/// An existing destination entry whose source changed only its owner or group gets the source's
+/// (rsync's): root's uid 0 and gid 0 included, which a fresh entry made by root already has and
+/// so is never chowned to. Every kind of entry, with rsync as the oracle.
+#[test]
+fn existing_entries_take_the_sources_new_owner_root_included() {
+    let name = "existing_entries_take_the_sources_new_owner_root_included";
+    if !is_root() {
+        skip(name, "changing owners needs root");
+        return;
+    }
+    if !require_rsync(name) {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("d/sub")).unwrap();
+    fs::create_dir_all(src.join("e")).unwrap();
+    write(&src.join("f"), b"file");
+    write(&src.join("d/g"), b"another");
+    symlink("f", src.join("link")).unwrap();
+    mkfifo(&src.join("fifo"));
+    let entries = ["d", "d/sub", "e", "f", "d/g", "link", "fifo"];
+    let owners = |root: &Path| {
+        entries
+            .iter()
+            .map(|e| {
+                let m = fs::symlink_metadata(root.join(e)).unwrap();
+                format!("{e} {}:{}", m.uid(), m.gid())
+            })
+            .collect::<Vec<_>>()
+    };
+    let (want, got) = (s.path().join("rsync"), s.path().join("arsync"));
+    let rounds: [fn(u32) -> (u32, u32); 5] = [
+        // First every entry owned by someone other than root ...
+        |i| (2000 + i, 3000 + i),
+        // ... then root's uid and gid (what a fresh entry made by root gets) ...
+        |_| (0, 0),
+        // ... only the uid back to root, the group another ...
+        |i| (0, 3000 + i),
+        // ... only the group root's, the uid another ...
+        |i| (4000 + i, 0),
+        // ... and others again.
+        |i| (5000 + i, 6000 + i),
+    ];
+    for (round, owner) in rounds.into_iter().enumerate() {
+        for (i, e) in entries.iter().enumerate() {
+            let (u, g) = owner(i as u32);
+            lchown(&src.join(e), u, g);
+        }
+        let w = rsync(&["-a"], &src, &want);
+        assert_eq!(code(&w), 0, "rsync round {round}: {}", err(&w));
+        let g = copy_contents(&["-a"], &src, &got);
+        assert_eq!(code(&g), 0, "arsync round {round}: {}", err(&g));
+        assert_eq!(owners(&want), owners(&src), "rsync round {round}");
+        assert_eq!(owners(&got), owners(&want), "round {round}");
+    }
+}
+
 /// `tool` (rsync or arsync) with exactly these arguments, run in `cwd`.
 fn in_dir(tool: &str, args: &[&str], cwd: &Path) -> Output {
     let mut c = if tool == "rsync" {

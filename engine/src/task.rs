@@ -2167,7 +2167,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
     }
     drop(put_back);
     // An existing directory: only what differs is written (its attributes compared, not copied).
-    let mut plan = None;
+    let mut existing = None;
     if !node.fresh {
         let Ok(d) = sys::fstat(node.dst_fd()) else {
             return;
@@ -2193,13 +2193,17 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
             bump(&core.counters.unchanged, 1);
             return;
         }
-        plan = Some(p);
+        existing = Some((d, p));
     }
     if cfg.dry_run {
         bump(&core.counters.dirs, 1);
         return;
     }
-    if let Some(Err(e)) = plan.as_ref().map(|p| p.apply(Target::Fd(node.dst_fd()))) {
+    if let Some(Err(e)) = existing.as_ref().map(|(d, p)| {
+        fsops::meta::with_owner_write(node.dst_fd(), d.perm(), &core.shared.policy, || {
+            p.apply(Target::Fd(node.dst_fd()))
+        })
+    }) {
         if e.unsupported {
             unsupported_xattrs(core, Some(e));
         } else {
@@ -2218,17 +2222,24 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         .as_ref()
         .map_or(core.shared.policy.egid, |p| p.created_gid);
     let t = core.lat.start();
-    let applied = fsops::meta::apply_fd(
-        node.dst_fd(),
-        st,
-        &core.shared.policy,
-        created_gid,
-        true,
-        match plan {
-            Some(_) => fsops::meta::Xattrs::None,
-            None => fsops::meta::Xattrs::from(Target::Fd(node.src_fd()), node.inherits_acl),
-        },
-    );
+    let applied = match &existing {
+        // Its owner compared as it is (a fresh directory's as root made it).
+        Some((d, _)) => fsops::meta::apply_fd_existing(
+            node.dst_fd(),
+            d,
+            st,
+            &core.shared.policy,
+            fsops::meta::Xattrs::None,
+        ),
+        None => fsops::meta::apply_fd(
+            node.dst_fd(),
+            st,
+            &core.shared.policy,
+            created_gid,
+            true,
+            fsops::meta::Xattrs::from(Target::Fd(node.src_fd()), node.inherits_acl),
+        ),
+    };
     core.lat.record(Op::Meta, t);
     match applied {
         Ok(u) => unsupported_xattrs(core, u),
@@ -3257,7 +3268,11 @@ fn fix_attrs(
         Some(_) => true,
         None => false,
     };
-    if plan.apply(Target::Fd(fd.as_fd())).is_err() {
+    if fsops::meta::with_owner_write(fd.as_fd(), d.perm(), policy, || {
+        plan.apply(Target::Fd(fd.as_fd()))
+    })
+    .is_err()
+    {
         return false;
     }
     // A chown clears setuid/setgid and an ACL moves the group bits: chmod after either.

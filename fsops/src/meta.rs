@@ -8,6 +8,11 @@
 //! it into place. The create mode is private (0600) unless the final owner is already the creator's
 //! and the final mode has no special bits: then the file is created with its final permission bits
 //! (the process umask is 0 during a run) and the `fchmod` is skipped, one syscall less per file.
+//! Not for a read-only file copied with `-X` by a user who is not root: the kernel gives `user.*`
+//! attributes only to a writer of the inode, so it is made 0600 too. An *existing* read-only
+//! entry that needs attributes gets its owner's write bit while they are set
+//! ([`with_owner_write`], as rsync), and an existing entry's owner is compared as it is
+//! ([`apply_fd_existing`]), not as a fresh entry would have it.
 //!
 //! Directory: created 0700, filled, then the same steps after its last child, so its mtime holds
 //! and a 0555 directory never blocks its own children. Symlink: `fchownat`/`utimensat` with
@@ -491,11 +496,19 @@ impl MetaPolicy {
     /// The mode to create a new regular file with, and whether a later `fchmod` is needed.
     pub fn create_mode(&self, src: &Stat, needs_chown: bool) -> (u32, bool) {
         let fin = self.final_perm(src);
-        if !needs_chown && fin & 0o7000 == 0 {
+        // (A user sets `user.*` attributes only on a file it may write: see `with_owner_write`.)
+        if !needs_chown && fin & 0o7000 == 0 && !(self.xattrs && self.lacks_write(fin)) {
             (fin, false)
         } else {
             (0o600, true)
         }
+    }
+
+    /// Whether this process, not being root, may not write an entry of mode `perm` it owns:
+    /// the kernel then refuses it `user.*` attributes (it asks for write access to the inode,
+    /// whatever the descriptor was opened for), which root's `CAP_DAC_OVERRIDE` passes.
+    pub fn lacks_write(&self, perm: u32) -> bool {
+        self.euid != 0 && perm & 0o200 == 0
     }
 
     /// Whether the mtime of an entry of type `ft` is preserved: `-t`, less directories with
@@ -536,6 +549,24 @@ pub fn matches(dst: &Stat, src: &Stat, policy: &MetaPolicy, is_symlink: bool) ->
             || !policy.may_set_group(policy.ids(src).1)
             || dst.gid == policy.ids(src).1)
         && (!policy.keeps_mtime(src.file_type()) || dst.mtime == src.mtime)
+}
+
+/// Run `f` (which sets extended attributes on `fd`, an entry of mode `perm`) with the owner's
+/// write bit added for its duration when the process lacks it ([`MetaPolicy::lacks_write`]),
+/// and `perm` back after, as rsync does for a read-only file it gives attributes to. Not the
+/// owner: the mode stays and `f` reports what the kernel says.
+pub fn with_owner_write<T>(
+    fd: BorrowedFd<'_>,
+    perm: u32,
+    policy: &MetaPolicy,
+    f: impl FnOnce() -> T,
+) -> T {
+    let added = policy.xattrs && policy.lacks_write(perm) && sys::fchmod(fd, perm | 0o200).is_ok();
+    let r = f();
+    if added {
+        let _ = sys::fchmod(fd, perm);
+    }
+    r
 }
 
 /// Which metadata step failed, for the error report.
@@ -670,10 +701,39 @@ pub fn apply_fd_perm(
     src: &Stat,
     policy: &MetaPolicy,
     created_gid: u32,
+    perm: (u32, bool),
+    xsrc: Xattrs<'_>,
+) -> Result<Unsupported, (MetaOp, io::Error)> {
+    let chown = policy.chown_ids(src, created_gid);
+    apply_fd_chown(fd, src, policy, chown, perm, xsrc)
+}
+
+/// [`apply_fd`] for an entry that was already there (an existing directory whose attributes
+/// differ): its owner and group are compared with the source's as they are (`dst`, its stat),
+/// not as a fresh entry would have them, so a source that became root's (uid or gid 0, what an
+/// entry made by root already has) is followed too.
+pub fn apply_fd_existing(
+    fd: BorrowedFd<'_>,
+    dst: &Stat,
+    src: &Stat,
+    policy: &MetaPolicy,
+    xsrc: Xattrs<'_>,
+) -> Result<Unsupported, (MetaOp, io::Error)> {
+    let chown = policy.chown_existing(dst, src);
+    apply_fd_chown(fd, src, policy, chown, (policy.final_perm(src), true), xsrc)
+}
+
+/// Owner (`chown`: the ids to pass, `u32::MAX` = leave), xattrs/ACLs, mode and times of an open
+/// entry, in the documented order.
+fn apply_fd_chown(
+    fd: BorrowedFd<'_>,
+    src: &Stat,
+    policy: &MetaPolicy,
+    chown: Option<(u32, u32)>,
     (perm, chmod_needed): (u32, bool),
     xsrc: Xattrs<'_>,
 ) -> Result<Unsupported, (MetaOp, io::Error)> {
-    let chowned = if let Some((u, g)) = policy.chown_ids(src, created_gid) {
+    let chowned = if let Some((u, g)) = chown {
         match sys::fchown(fd, u, g) {
             Ok(()) => true,
             // A group the user is not in: rsync goes on silently when not root.
