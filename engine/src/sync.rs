@@ -446,9 +446,34 @@ pub(crate) fn remove_stale_roots(
     }
 }
 
-/// Remove directory `name` in `dir` and everything below it, without following symlinks.
+/// A directory given its owner's `rwx` to be emptied ([`owner_rwx`]): its mode goes back when
+/// this is dropped, unless it was removed (`.0` taken).
+struct ModeBack(Option<(OwnedFd, u32)>);
+
+impl Drop for ModeBack {
+    fn drop(&mut self) {
+        if let Some((fd, mode)) = self.0.take() {
+            let _ = sys::fchmod(fd.as_fd(), mode);
+        }
+    }
+}
+
+/// Remove directory `name` in `dir` and everything below it, without following symlinks. A
+/// read-only directory this process owns is opened to it first, as for `--delete`.
 fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    let fd = sys::open_dir_at(dir, name)?;
+    let opened = sys::open_dir_at(dir, name)?;
+    let mut back = ModeBack(None);
+    let held;
+    let fd = match sys::fstat(opened.as_fd())
+        .ok()
+        .and_then(|st| owner_rwx(opened.as_fd(), sys::geteuid(), &st))
+    {
+        Some(mode) => &back.0.insert((opened, mode)).0,
+        None => {
+            held = opened;
+            &held
+        }
+    };
     let mut reader = fsops::DirReader::default();
     let mut children = Vec::new();
     while reader.fill(fd.as_fd())? {
@@ -466,7 +491,9 @@ fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
             sys::unlink_at(fd.as_fd(), &child, 0)?;
         }
     }
-    sys::unlink_at(dir, name, libc::AT_REMOVEDIR)
+    sys::unlink_at(dir, name, libc::AT_REMOVEDIR)?;
+    back.0 = None;
+    Ok(())
 }
 
 /// What `--delete` needs of a directory: the source's names, collected while it is scanned.
@@ -566,9 +593,23 @@ fn remove_inner(
     shared.progress.tick();
     let path = join(rel, name);
     let mut complete = true;
+    // A read-only directory of ours is opened to us to be emptied (rsync's `DEL_NO_UID_WRITE`),
+    // and gets its mode back if it stays.
+    let mut back = ModeBack(None);
+    let held;
     if ft == FileType::Dir {
         match sys::open_dir_at(dir, name) {
-            Ok(fd) => {
+            Ok(opened) => {
+                let fd = match sys::fstat(opened.as_fd())
+                    .ok()
+                    .and_then(|st| open_to_owner(shared, opened.as_fd(), &st))
+                {
+                    Some(mode) => &back.0.insert((opened, mode)).0,
+                    None => {
+                        held = opened;
+                        &held
+                    }
+                };
                 let mut reader = fsops::DirReader::default();
                 let mut children = Vec::new();
                 loop {
@@ -645,7 +686,7 @@ fn remove_inner(
             _ => sys::unlink_at(dir, name, flags),
         };
         match removed {
-            Ok(()) => {}
+            Ok(()) => back.0 = None,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return true,
             Err(e)
                 if ft == FileType::Dir
@@ -860,9 +901,17 @@ pub(crate) fn delayed_updates(shared: &RunShared, counters: &Counters, p: Pendin
 /// rsync (its "dir tweaking"), give the owner `rwx` for the run (when this process is the owner)
 /// and return the mode to put back when it is done with.
 pub(crate) fn open_to_owner(shared: &RunShared, dir: BorrowedFd<'_>, st: &Stat) -> Option<u32> {
-    let policy = &shared.policy;
+    if shared.config.dry_run {
+        return None;
+    }
+    owner_rwx(dir, shared.policy.euid, st)
+}
+
+/// Give the owner `rwx` on directory `dir` (of attributes `st`) when this process (`euid`, not
+/// root) is its owner and lacks one of them; the mode to put back.
+fn owner_rwx(dir: BorrowedFd<'_>, euid: u32, st: &Stat) -> Option<u32> {
     let mode = st.mode & 0o7777;
-    if shared.config.dry_run || policy.euid == 0 || st.uid != policy.euid || mode & 0o700 == 0o700 {
+    if euid == 0 || st.uid != euid || mode & 0o700 == 0o700 {
         return None;
     }
     sys::fchmod(dir, mode | 0o700).ok().map(|()| mode)
