@@ -660,10 +660,7 @@ fn non_root_rules_owner_skipped_group_only_if_member() {
     }
     let t = Scratch::new();
     // The unprivileged user must reach the binary and the scratch directory.
-    chmod(t.path(), 0o755);
-    let bin = t.path().join("arsync");
-    fs::copy(env!("CARGO_BIN_EXE_arsync"), &bin).unwrap();
-    chmod(&bin, 0o755);
+    let bin = reachable_binary(t.path());
     let src = t.path().join("src");
     fs::create_dir(&src).unwrap();
     write(&src.join("mine"), b"owned by nobody");
@@ -678,14 +675,7 @@ fn non_root_rules_owner_skipped_group_only_if_member() {
     let dst = t.path().join("dst");
     fs::create_dir(&dst).unwrap();
     lchown(&dst, 65534, 65534);
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&bin)
-        .args(["-a", "--numeric-ids"])
-        .arg(format!("{}/", src.display()))
-        .arg(&dst)
-        .output()
-        .unwrap();
+    let out = as_nobody(&bin, &["-a", "--numeric-ids"], &src, &dst);
     // -o is skipped silently and -g keeps only groups the user is in: no error, exit 0.
     assert_eq!(
         out.status.code(),
@@ -931,7 +921,7 @@ fn followed_symlinks_join_their_targets_hard_link_group() {
 fn read_only_entries_keep_their_user_xattrs_when_a_user_copies_them() {
     let name = "read_only_entries_keep_their_user_xattrs_when_a_user_copies_them";
     let t = Scratch::new();
-    chmod(t.path(), 0o755);
+    let bin = reachable_binary(t.path());
     let src = t.path().join("src");
     fs::create_dir_all(src.join("ro-dir")).unwrap();
     write(&src.join("ro-file"), b"read only, with an attribute");
@@ -944,11 +934,7 @@ fn read_only_entries_keep_their_user_xattrs_when_a_user_copies_them() {
     let dst = t.path().join("dst");
     fs::create_dir(&dst).unwrap();
     // As root, the copy runs as nobody (over files nobody owns); otherwise as the caller.
-    let bin = t.path().join("arsync");
-    fs::copy(env!("CARGO_BIN_EXE_arsync"), &bin).unwrap();
-    chmod(&bin, 0o755);
-    let as_user = is_root();
-    if as_user {
+    if is_root() {
         if !have("setpriv") {
             panic!("setpriv (util-linux) is missing");
         }
@@ -962,15 +948,7 @@ fn read_only_entries_keep_their_user_xattrs_when_a_user_copies_them() {
         skip(name, "not root: runs as the calling user");
     }
     let copy = |extra: &[&str]| {
-        let mut c = if as_user {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-                .arg(&bin);
-            c
-        } else {
-            Command::new(&bin)
-        };
-        let out = c
+        let out = as_user(&bin)
             .arg("-aX")
             .args(extra)
             .arg(format!("{}/", src.display()))

@@ -990,29 +990,6 @@ fn a_tree_deeper_than_path_max_is_copied() {
     let _ = Command::new("rm").arg("-rf").arg(&src).arg(&dst).status();
 }
 
-/// The scratch directory `base` opened to everyone and a copy of the binary in it, where
-/// uid 65534 (the tests' unprivileged user, through setpriv) can run it.
-fn reachable_binary(base: &Path) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(base, fs::Permissions::from_mode(0o755)).unwrap();
-    let bin = base.join("arsync");
-    fs::copy(env!("CARGO_BIN_EXE_arsync"), &bin).unwrap();
-    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-    bin
-}
-
-/// Run `tool FLAGS SRC/ DST` as uid and gid 65534 (through setpriv).
-fn as_nobody(tool: &Path, flags: &[&str], src: &Path, dst: &Path) -> Output {
-    Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(tool)
-        .args(flags)
-        .arg(format!("{}/", src.display()))
-        .arg(dst)
-        .output()
-        .unwrap()
-}
-
 /// Whether a test that runs as uid 65534 against rsync can run here (if not, it says why).
 fn nobody_and_rsync_or_skip(test: &str) -> bool {
     if is_root() && have("setpriv") && have("rsync") {

@@ -1853,10 +1853,7 @@ fn delete_empties_read_only_directories_the_user_owns() {
         return;
     }
     let s = Scratch::new();
-    chmod(s.path(), 0o755);
-    let bin = s.path().join("arsync-bin");
-    fs::copy(env!("CARGO_BIN_EXE_arsync"), &bin).unwrap();
-    chmod(&bin, 0o755);
+    let bin = reachable_binary(s.path());
     let src = s.path().join("src");
     fs::create_dir(&src).unwrap();
     write(&src.join("kept"), b"stays");
@@ -1873,11 +1870,10 @@ fn delete_empties_read_only_directories_the_user_owns() {
         chmod(&d.join("gone/ro"), 0o555);
         chmod(&d.join("stays/ro"), 0o555);
     };
-    let (want, got) = (s.path().join("rsync"), s.path().join("arsync"));
+    let (want, got) = (s.path().join("by-rsync"), s.path().join("by-arsync"));
     make_dst(&want);
     make_dst(&got);
-    let as_user = is_root();
-    if as_user {
+    if is_root() {
         if !have("setpriv") {
             panic!("setpriv (util-linux) is missing");
         }
@@ -1893,15 +1889,8 @@ fn delete_empties_read_only_directories_the_user_owns() {
         skip(name, "not root: runs as the calling user");
     }
     let run = |tool: &Path, dst: &Path| {
-        let mut c = if as_user {
-            let mut c = Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-                .arg(tool);
-            c
-        } else {
-            Command::new(tool)
-        };
-        c.args(["-a", "--delete", "-f", "P /stays/ro/keep"])
+        as_user(tool)
+            .args(["-a", "--delete", "-f", "P /stays/ro/keep"])
             .arg(format!("{}/", src.display()))
             .arg(dst)
             .output()

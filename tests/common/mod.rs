@@ -586,3 +586,37 @@ pub fn temporaries(root: &Path) -> Vec<PathBuf> {
         .filter(|p| p.to_string_lossy().contains("~arsync"))
         .collect()
 }
+
+/// The scratch directory `base` opened to everyone and a copy of the binary in it, where
+/// uid 65534 (the tests' unprivileged user, through setpriv) can run it.
+pub fn reachable_binary(base: &Path) -> PathBuf {
+    fs::set_permissions(base, fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = base.join("arsync");
+    fs::copy(env!("CARGO_BIN_EXE_arsync"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+/// A command running `tool` as uid and gid 65534 (through setpriv) when this process is root,
+/// else as the calling user: either way not root.
+pub fn as_user(tool: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(tool);
+        c
+    } else {
+        Command::new(tool)
+    }
+}
+
+/// Run `tool FLAGS SRC/ DST` as uid and gid 65534 (through setpriv).
+pub fn as_nobody(tool: &Path, flags: &[&str], src: &Path, dst: &Path) -> Output {
+    assert!(is_root(), "as_nobody needs root");
+    as_user(tool)
+        .args(flags)
+        .arg(format!("{}/", src.display()))
+        .arg(dst)
+        .output()
+        .unwrap()
+}
