@@ -353,6 +353,11 @@ struct CoreOut {
     fatal: Option<String>,
 }
 
+/// Descriptors each core holds besides its files and directories: its ring, the runtime's
+/// eventfd and its CPU claim (a socket), and up to three for a moment while it opens a parked
+/// directory again from the top, name by name.
+const FDS_PER_CORE: u64 = 6;
+
 pub(crate) fn run(
     config: &Config,
     observer: Arc<dyn Observer>,
@@ -360,7 +365,7 @@ pub(crate) fn run(
     progress: &crate::Progress,
 ) -> Report {
     let start = Instant::now();
-    let threads = if config.threads == 0 {
+    let asked = if config.threads == 0 {
         crate::default_threads()
     } else {
         config.threads
@@ -400,12 +405,25 @@ pub(crate) fn run(
     }
     // A quarter of the limit for open directories (two fds per directory node and one per
     // reference directory: beyond it, nodes waiting only for their subdirectories close theirs),
-    // the rest for the files in flight (24
-    // for the process, one per core for its ring and one for its CPU claim).
+    // the rest for the files in flight, less 24 for the process and `FDS_PER_CORE` for each core.
     let dir_share = nofile / 4;
-    let budget =
-        (nofile - dir_share).saturating_sub(24 + 2 * threads as u64) / (threads as u64 * 4).max(1);
-    config.inflight_per_core = config.inflight_per_core.min(budget.max(1) as usize);
+    let room = |t: u64| (nofile - dir_share).saturating_sub(24 + FDS_PER_CORE * t) / (t * 4).max(1);
+    // A limit too low for one file in flight on every core (a hard limit of 64 with 6 cores ran
+    // out of fds and failed entries with EMFILE): as many cores as it has room for.
+    let mut threads = asked;
+    while threads > 1 && room(threads as u64) == 0 {
+        threads -= 1;
+    }
+    if threads < asked {
+        let message = format!(
+            "the open-file limit ({nofile}) leaves room for {threads} of {asked} cores: running on {threads}"
+        );
+        observer.event(&crate::Event::Warning { message: &message });
+    }
+    config.threads = threads;
+    config.inflight_per_core = config
+        .inflight_per_core
+        .min(room(threads as u64).max(1) as usize);
     config.ring_files_per_core = config.ring_files_per_core.min(config.inflight_per_core);
     let temp_dir = match config.temp_dir.as_deref().map(TempDir::open).transpose() {
         Ok(t) => t,
