@@ -1915,6 +1915,67 @@ fn delete_empties_read_only_directories_the_user_owns() {
     );
 }
 
+/// A destination file system that keeps whole seconds only (ext4 with 128-byte inodes, as
+/// Lustre and HFS+ do): a re-sync with nothing changed transfers nothing, as rsync's. Before, the
+/// source's nanoseconds never matched the truncated copy, and every file was copied again on
+/// every run. A change of content at the same size within the same second is not seen there (as
+/// by rsync); on a file system with nanoseconds it still is.
+#[test]
+fn a_destination_without_subsecond_times_is_in_sync_after_one_run() {
+    let name = "a_destination_without_subsecond_times_is_in_sync_after_one_run";
+    if !is_root() {
+        skip(name, "needs root to loop-mount an ext4 image");
+        return;
+    }
+    if !require_rsync(name) {
+        return;
+    }
+    let _l = mount_lock();
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    for (i, f) in ["a", "b", "d/c"].iter().enumerate() {
+        write(&src.join(f), f.as_bytes());
+        set_times(&src.join(f), 1_600_000_000 + i as i64, 123_456_789);
+    }
+    set_times(&src.join("d"), 1_600_000_100, 987_654_321);
+    let m = Mount::new(
+        &s.path().join("coarse.img"),
+        16,
+        &["mkfs.ext4", "-q", "-F", "-I", "128"],
+        &s.path().join("mnt"),
+    );
+    let (want, got) = (m.dir.join("by-rsync"), m.dir.join("by-arsync"));
+    for round in 0..2 {
+        let w = rsync(&["-ai"], &src, &want);
+        assert_eq!(code(&w), 0, "rsync: {}", err(&w));
+        let g = copy_contents(&["-ai"], &src, &got);
+        assert_eq!(code(&g), 0, "arsync: {}", err(&g));
+        if round == 0 {
+            // The copy keeps whole seconds only.
+            let t = fs::metadata(got.join("a")).unwrap();
+            assert_eq!((t.mtime(), t.mtime_nsec()), (1_600_000_000, 0));
+            assert!(!items(&g).is_empty());
+        } else {
+            assert_eq!(items(&w), BTreeSet::new(), "rsync again");
+            assert_eq!(items(&g), BTreeSet::new(), "arsync again");
+        }
+    }
+    // A change within the second at the same size on a file system with nanoseconds is still
+    // seen (the source's own directory: ext4 with large inodes).
+    let fine = s.path().join("fine");
+    assert_eq!(code(&copy_contents(&["-a"], &src, &fine)), 0);
+    write(&src.join("a"), b"A");
+    set_times(&src.join("a"), 1_600_000_000, 223_456_789);
+    let g = copy_contents(&["-ai"], &src, &fine);
+    assert_eq!(fs::read(fine.join("a")).unwrap(), b"A");
+    assert!(
+        items(&g).iter().any(|l| l.ends_with(" a")),
+        "{:?}",
+        items(&g)
+    );
+}
+
 /// `tool` (rsync or arsync) with exactly these arguments, run in `cwd`.
 fn in_dir(tool: &str, args: &[&str], cwd: &Path) -> Output {
     let mut c = if tool == "rsync" {
