@@ -1976,6 +1976,73 @@ fn a_destination_without_subsecond_times_is_in_sync_after_one_run() {
     );
 }
 
+/// `--inplace` and `--append` by a user who is not root, onto read-only copies the user owns
+/// (a read-only source copied before): the copy is made writable for the write and gets its
+/// mode back, as rsync does. Before, the open failed with EACCES and the run ended with 23.
+#[test]
+fn in_place_updates_of_read_only_copies_the_user_owns() {
+    let name = "in_place_updates_of_read_only_copies_the_user_owns";
+    if !require_rsync(name) {
+        return;
+    }
+    let s = Scratch::new();
+    let bin = reachable_binary(s.path());
+    if !is_root() {
+        skip(name, "not root: runs as the calling user");
+    }
+    for flag in ["--inplace", "--append"] {
+        let case = s.path().join(flag.trim_start_matches('-'));
+        let src = case.join("src");
+        fs::create_dir_all(&src).unwrap();
+        write(&src.join("f"), b"one\n");
+        chmod(&src.join("f"), 0o444);
+        let (want, got) = (case.join("by-rsync"), case.join("by-arsync"));
+        if is_root() {
+            let o = Command::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(&case)
+                .output()
+                .unwrap();
+            assert!(o.status.success());
+            chmod(&case, 0o755);
+        }
+        let run = |tool: &Path, dst: &Path, extra: &[&str]| {
+            as_user(tool)
+                .arg("-a")
+                .args(extra)
+                .arg(format!("{}/", src.display()))
+                .arg(dst)
+                .output()
+                .unwrap()
+        };
+        for (tool, dst) in [(Path::new("rsync"), &want), (bin.as_path(), &got)] {
+            let o = run(tool, dst, &[]);
+            assert_eq!(code(&o), 0, "{flag} first {tool:?}: {}", err(&o));
+        }
+        // The source grows (for --append) and changes: written where it is, read-only.
+        chmod(&src.join("f"), 0o644);
+        write(&src.join("f"), b"one\nand more\n");
+        chmod(&src.join("f"), 0o444);
+        for (tool, dst) in [(Path::new("rsync"), &want), (bin.as_path(), &got)] {
+            let o = run(tool, dst, &[flag]);
+            assert_eq!(code(&o), 0, "{flag} {tool:?}: {}", err(&o));
+        }
+        use std::os::unix::fs::PermissionsExt;
+        for dst in [&want, &got] {
+            assert_eq!(
+                fs::read(dst.join("f")).unwrap(),
+                b"one\nand more\n",
+                "{flag} {dst:?}"
+            );
+            assert_eq!(
+                fs::metadata(dst.join("f")).unwrap().permissions().mode() & 0o7777,
+                0o444,
+                "{flag} {dst:?}"
+            );
+        }
+    }
+}
+
 /// `tool` (rsync or arsync) with exactly these arguments, run in `cwd`.
 fn in_dir(tool: &str, args: &[&str], cwd: &Path) -> Output {
     let mut c = if tool == "rsync" {

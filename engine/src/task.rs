@@ -3540,6 +3540,45 @@ fn partial_name(name: &CStr) -> CString {
 /// system supports it, else under a temporary name; with `--partial` under its fixed partial name
 /// (an existing partial file is opened, the caller resumes it); with `--inplace` the destination
 /// itself. Returns the staging, the fd, and for an opened existing file its size.
+/// A destination file to be written where it is (`--inplace`, `--append`, a partial file)
+/// refused with EACCES (`e`): when this process, not root, owns it and it lacks its owner's
+/// write bit (a read-only file copied before), the bit is added and the file opened again, as
+/// rsync does; the final mode is set after the write. Otherwise `e`.
+fn writable_as_owner(
+    core: &Core,
+    d: BorrowedFd<'_>,
+    name: &CStr,
+    e: io::Error,
+) -> io::Result<OwnedFd> {
+    let euid = core.shared.policy.euid;
+    if e.raw_os_error() != Some(libc::EACCES) || euid == 0 {
+        return Err(e);
+    }
+    let Ok(ro) = sys::open_source(d, name, false) else {
+        return Err(e);
+    };
+    let Ok(st) = sys::fstat(ro.as_fd()) else {
+        return Err(e);
+    };
+    if st.file_type() != FileType::File
+        || st.uid != euid
+        || st.perm() & 0o200 != 0
+        || sys::fchmod(ro.as_fd(), st.perm() | 0o200).is_err()
+    {
+        return Err(e);
+    }
+    // The same file, or the mode goes back and the first error stands.
+    match sys::open_write(d, name) {
+        Ok(fd) if sys::fstat(fd.as_fd()).is_ok_and(|w| (w.dev, w.ino) == (st.dev, st.ino)) => {
+            Ok(fd)
+        }
+        _ => {
+            let _ = sys::fchmod(ro.as_fd(), st.perm());
+            Err(e)
+        }
+    }
+}
+
 async fn stage(
     core: &Core,
     parent: &Arc<DirNode>,
@@ -3553,7 +3592,7 @@ async fn stage(
     let open_or_create = |d: BorrowedFd<'_>,
                           name: &CStr|
      -> EntryResult<(OwnedFd, Option<u64>, bool)> {
-        match sys::open_write(d, name) {
+        match sys::open_write(d, name).or_else(|e| writable_as_owner(core, d, name, e)) {
             Ok(fd) => {
                 let st = sys::fstat(fd.as_fd()).map_err(dst_err("fstat"))?;
                 if st.file_type() == FileType::File {
