@@ -407,7 +407,7 @@ pub(crate) fn run(
     // reference directory: beyond it, nodes waiting only for their subdirectories close theirs),
     // the rest for the files in flight, less 24 for the process and `FDS_PER_CORE` for each core.
     let dir_share = nofile / 4;
-    let room = |t: u64| (nofile - dir_share).saturating_sub(24 + FDS_PER_CORE * t) / (t * 4).max(1);
+    let room = |t: u64| (nofile - dir_share).saturating_sub(24 + FDS_PER_CORE * t) / (t * 4);
     // A limit too low for one file in flight on every core (a hard limit of 64 with 6 cores ran
     // out of fds and failed entries with EMFILE): as many cores as it has room for.
     let mut threads = asked;

@@ -450,14 +450,35 @@ pub(crate) fn remove_stale_roots(
     }
 }
 
-/// A directory given its owner's `rwx` to be emptied ([`owner_rwx`]): its mode goes back when
-/// this is dropped, unless it was removed (`.0` taken).
-struct ModeBack(Option<(OwnedFd, u32)>);
+/// A directory opened to be emptied and removed. One this process (`euid`, not root) owns
+/// without `rwx` for itself is given them, as rsync does (`DEL_NO_UID_WRITE`), and gets its mode
+/// back when this is dropped, unless [`Emptying::removed`] says it is gone.
+struct Emptying {
+    fd: OwnedFd,
+    mode_back: Option<u32>,
+}
 
-impl Drop for ModeBack {
+impl Emptying {
+    /// Open `name` in `dir`; `euid`: the process's, or `None` to leave its mode alone.
+    fn open(dir: BorrowedFd<'_>, name: &CStr, euid: Option<u32>) -> io::Result<Self> {
+        let fd = sys::open_dir_at(dir, name)?;
+        let mode_back = euid.and_then(|euid| {
+            let st = sys::fstat(fd.as_fd()).ok()?;
+            owner_rwx(fd.as_fd(), euid, &st)
+        });
+        Ok(Self { fd, mode_back })
+    }
+
+    /// The directory is gone: its mode stays as it was left.
+    fn removed(mut self) {
+        self.mode_back = None;
+    }
+}
+
+impl Drop for Emptying {
     fn drop(&mut self) {
-        if let Some((fd, mode)) = self.0.take() {
-            let _ = sys::fchmod(fd.as_fd(), mode);
+        if let Some(mode) = self.mode_back {
+            let _ = sys::fchmod(self.fd.as_fd(), mode);
         }
     }
 }
@@ -465,19 +486,8 @@ impl Drop for ModeBack {
 /// Remove directory `name` in `dir` and everything below it, without following symlinks. A
 /// read-only directory this process owns is opened to it first, as for `--delete`.
 fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-    let opened = sys::open_dir_at(dir, name)?;
-    let mut back = ModeBack(None);
-    let held;
-    let fd = match sys::fstat(opened.as_fd())
-        .ok()
-        .and_then(|st| owner_rwx(opened.as_fd(), sys::geteuid(), &st))
-    {
-        Some(mode) => &back.0.insert((opened, mode)).0,
-        None => {
-            held = opened;
-            &held
-        }
-    };
+    let emptying = Emptying::open(dir, name, Some(sys::geteuid()))?;
+    let fd = &emptying.fd;
     let mut reader = fsops::DirReader::default();
     let mut children = Vec::new();
     while reader.fill(fd.as_fd())? {
@@ -496,7 +506,7 @@ fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
         }
     }
     sys::unlink_at(dir, name, libc::AT_REMOVEDIR)?;
-    back.0 = None;
+    emptying.removed();
     Ok(())
 }
 
@@ -597,23 +607,14 @@ fn remove_inner(
     shared.progress.tick();
     let path = join(rel, name);
     let mut complete = true;
-    // A read-only directory of ours is opened to us to be emptied (rsync's `DEL_NO_UID_WRITE`),
-    // and gets its mode back if it stays.
-    let mut back = ModeBack(None);
-    let held;
+    // A read-only directory of ours is opened to us to be emptied, and gets its mode back if it
+    // stays (not in a dry run, which changes nothing).
+    let mut emptying = None;
     if ft == FileType::Dir {
-        match sys::open_dir_at(dir, name) {
+        let euid = (!cfg.dry_run).then_some(shared.policy.euid);
+        match Emptying::open(dir, name, euid) {
             Ok(opened) => {
-                let fd = match sys::fstat(opened.as_fd())
-                    .ok()
-                    .and_then(|st| open_to_owner(shared, opened.as_fd(), &st))
-                {
-                    Some(mode) => &back.0.insert((opened, mode)).0,
-                    None => {
-                        held = opened;
-                        &held
-                    }
-                };
+                let fd = &emptying.insert(opened).fd;
                 let mut reader = fsops::DirReader::default();
                 let mut children = Vec::new();
                 loop {
@@ -690,7 +691,11 @@ fn remove_inner(
             _ => sys::unlink_at(dir, name, flags),
         };
         match removed {
-            Ok(()) => back.0 = None,
+            Ok(()) => {
+                if let Some(e) = emptying.take() {
+                    e.removed();
+                }
+            }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return true,
             Err(e)
                 if ft == FileType::Dir

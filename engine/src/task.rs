@@ -3536,10 +3536,6 @@ fn partial_name(name: &CStr) -> CString {
     CString::new(v).expect("no NUL in a file name")
 }
 
-/// Create the destination file where nobody sees it yet: unnamed (`O_TMPFILE`) where the file
-/// system supports it, else under a temporary name; with `--partial` under its fixed partial name
-/// (an existing partial file is opened, the caller resumes it); with `--inplace` the destination
-/// itself. Returns the staging, the fd, and for an opened existing file its size.
 /// A destination file to be written where it is (`--inplace`, `--append`, a partial file)
 /// refused with EACCES (`e`): when this process, not root, owns it and it lacks its owner's
 /// write bit (a read-only file copied before), the bit is added and the file opened again, as
@@ -3579,6 +3575,10 @@ fn writable_as_owner(
     }
 }
 
+/// Create the destination file where nobody sees it yet: unnamed (`O_TMPFILE`) where the file
+/// system supports it, else under a temporary name; with `--partial` under its fixed partial name
+/// (an existing partial file is opened, the caller resumes it); with `--inplace` the destination
+/// itself. Returns the staging, the fd, and for an opened existing file its size.
 async fn stage(
     core: &Core,
     parent: &Arc<DirNode>,

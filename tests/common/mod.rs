@@ -620,3 +620,14 @@ pub fn as_nobody(tool: &Path, flags: &[&str], src: &Path, dst: &Path) -> Output 
         .output()
         .unwrap()
 }
+
+/// Give `root` and everything below it to uid and gid 65534 (the tests' unprivileged user),
+/// symlinks themselves rather than what they point to.
+pub fn give_to_nobody(root: &Path) {
+    lchown(root, 65534, 65534);
+    if fs::symlink_metadata(root).unwrap().is_dir() {
+        for e in fs::read_dir(root).unwrap() {
+            give_to_nobody(&e.unwrap().path());
+        }
+    }
+}
