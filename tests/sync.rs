@@ -1971,6 +1971,74 @@ fn a_destination_without_subsecond_times_is_in_sync_after_one_run() {
     );
 }
 
+/// `--remove-source-files` onto a file system that keeps whole seconds (ext4 with 128-byte
+/// inodes, as Lustre and HFS+): a copy that holds its source's second is in sync, and the
+/// source goes, as with rsync (which checks the source against its own earlier stat). Before,
+/// the copy's time was compared to the nanosecond: every source was kept and reported as
+/// changed since it was copied, and the run ended with 23. Plain, with `-H` (a multi-link
+/// file's names go at the end of the run) and with `--delay-updates` (after the renames).
+#[test]
+fn remove_source_files_onto_a_destination_without_subsecond_times() {
+    let name = "remove_source_files_onto_a_destination_without_subsecond_times";
+    if !is_root() {
+        skip(name, "needs root to loop-mount an ext4 image");
+        return;
+    }
+    if !require_rsync(name) {
+        return;
+    }
+    let _l = mount_lock();
+    let s = Scratch::new();
+    let m = Mount::new(
+        &s.path().join("coarse.img"),
+        16,
+        &["mkfs.ext4", "-q", "-F", "-I", "128"],
+        &s.path().join("mnt"),
+    );
+    let source = |root: &Path| {
+        fs::create_dir_all(root.join("d")).unwrap();
+        for (i, f) in ["a", "b", "d/c"].iter().enumerate() {
+            write(&root.join(f), f.as_bytes());
+            set_times(&root.join(f), 1_600_000_000 + i as i64, 123_456_789);
+        }
+        fs::hard_link(root.join("a"), root.join("d/a2")).unwrap();
+    };
+    let left = |root: &Path| -> Vec<String> {
+        let mut v: Vec<String> = listing(root)
+            .into_iter()
+            .filter(|l| !l.starts_with("d "))
+            .collect();
+        v.sort();
+        v
+    };
+    for flags in [
+        &["-a", "--remove-source-files"][..],
+        &["-aH", "--remove-source-files"],
+        &["-a", "--delay-updates", "--remove-source-files"],
+    ] {
+        let case = s.path().join(flags.join("").replace('-', "_"));
+        let (src_w, src_g) = (case.join("src-rsync"), case.join("src-arsync"));
+        source(&src_w);
+        source(&src_g);
+        let dst = m.dir.join(case.file_name().unwrap());
+        fs::create_dir(&dst).unwrap();
+        let (want, got) = (dst.join("by-rsync"), dst.join("by-arsync"));
+        let w = rsync(flags, &src_w, &want);
+        assert_eq!(code(&w), 0, "rsync {flags:?}: {}", err(&w));
+        let g = copy_contents(flags, &src_g, &got);
+        assert_eq!(code(&g), 0, "arsync {flags:?}: {}", err(&g));
+        assert_eq!(left(&src_g), left(&src_w), "{flags:?}: sources left");
+        assert_eq!(left(&src_g), Vec::<String>::new(), "{flags:?}");
+        for f in ["a", "b", "d/c", "d/a2"] {
+            assert_eq!(
+                fs::read(got.join(f)).unwrap(),
+                fs::read(want.join(f)).unwrap(),
+                "{flags:?} {f}"
+            );
+        }
+    }
+}
+
 /// `--inplace` and `--append` by a user who is not root, onto read-only copies the user owns
 /// (a read-only source copied before): the copy is made writable for the write and gets its
 /// mode back, as rsync does. Before, the open failed with EACCES and the run ended with 23.

@@ -2500,6 +2500,9 @@ pub(crate) struct PendingRemoval {
     /// `--delay-updates`: the copy's final path, which must hold it (the same size, and mtime
     /// with `-t`) before the source goes: a copy whose rename failed keeps its source.
     dst: Option<(PathBuf, bool)>,
+    /// `--modify-window`, for the copy's mtime: a destination file system that keeps whole
+    /// seconds (or FAT's two) holds the source's time to that precision only.
+    window: Option<u32>,
 }
 
 impl PendingRemoval {
@@ -2522,7 +2525,12 @@ impl PendingRemoval {
                 Ok(d)
                     if d.is_file()
                         && d.size() == self.size
-                        && (!times || (d.mtime(), d.mtime_nsec()) == self.mtime) => {}
+                        && (!times
+                            || sync::same_mtime(
+                                (d.mtime(), d.mtime_nsec()),
+                                self.mtime,
+                                self.window,
+                            )) => {}
                 Ok(_) | Err(_) => {
                     return fail(
                         "remove source file",
@@ -2545,8 +2553,9 @@ fn changed_since_copied() -> io::Error {
 }
 
 /// `--remove-source-files`: `name` of `parent` is in sync in the destination; remove it from the
-/// source. A regular file is removed only if its size (and, with `-t`, its mtime) still match
-/// the destination's copy, as rsync 3.1+ checks, so a file written to meanwhile is kept and
+/// source. A regular file is removed only if its size (and, with `-t`, its mtime, to the
+/// precision the destination keeps: [`sync::same_mtime`]) still match the destination's copy,
+/// as rsync 3.1+ checks, so a file written to meanwhile is kept and
 /// reported. With `-H` a multi-link file's names wait for the end of the run.
 fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, follow: bool) {
     let cfg = &core.shared.config;
@@ -2567,7 +2576,7 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
             sys::lstat_at(parent.dst_fd(), name).is_ok_and(|d| {
                 d.file_type() == FileType::File
                     && d.size == st.size
-                    && (!cfg.times || d.mtime == st.mtime)
+                    && (!cfg.times || sync::same_mtime(d.mtime, st.mtime, cfg.modify_window))
             })
         };
         let in_place = same(dst_name);
@@ -2584,6 +2593,7 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
                 mtime: st.mtime,
                 follow,
                 dst: Some((parent.child_dst_path(dst_name), cfg.times)),
+                window: cfg.modify_window,
             });
             return;
         }
@@ -2603,6 +2613,7 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
                 mtime: st.mtime,
                 follow,
                 dst: None,
+                window: cfg.modify_window,
             });
             return;
         }
