@@ -739,6 +739,71 @@ fn update_existing_ignore_existing_and_modify_window() {
     );
 }
 
+/// A source directory whose name holds a non-directory in the destination (a file, a dangling
+/// symlink) under `--existing` and `--ignore-existing`, against rsync: `--existing` replaces it
+/// (the name exists; what is new inside is still left out), `--ignore-existing` keeps it and
+/// fails the contents it cannot copy there (exit 23), with or without `--delete`. Before,
+/// `--existing` left the non-directory and `--ignore-existing` deleted it for a new directory:
+/// an existing destination file lost under the flag that promises to leave existing files
+/// alone.
+#[test]
+fn a_directory_meeting_a_non_directory_under_existing_and_ignore_existing() {
+    let name = "a_directory_meeting_a_non_directory_under_existing_and_ignore_existing";
+    if !require_rsync(name) {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("full")).unwrap();
+    write(&src.join("full/f"), b"f");
+    fs::create_dir(src.join("empty")).unwrap();
+    fs::create_dir(src.join("empty2")).unwrap();
+    write(&src.join("kept"), b"new data");
+    // What a destination holds: `full` and `empty` files, `empty2` a dangling symlink.
+    let dest = |d: &Path| {
+        fs::create_dir(d).unwrap();
+        write(&d.join("full"), b"existing file");
+        write(&d.join("empty"), b"existing too");
+        symlink("nowhere", d.join("empty2")).unwrap();
+        write(&d.join("kept"), b"old");
+    };
+    let kind = |p: &Path| {
+        let m = fs::symlink_metadata(p).unwrap();
+        if m.is_dir() {
+            "dir".to_string()
+        } else if m.file_type().is_symlink() {
+            format!("symlink {}", fs::read_link(p).unwrap().display())
+        } else {
+            format!("file {}", String::from_utf8_lossy(&fs::read(p).unwrap()))
+        }
+    };
+    for flags in [
+        &["-a", "--existing"][..],
+        &["-a", "--existing", "--delete"],
+        &["-a", "--ignore-existing"],
+        &["-a", "--ignore-existing", "--delete"],
+    ] {
+        let case = s.path().join(flags.join("").replace('-', "_"));
+        fs::create_dir(&case).unwrap();
+        let (want, got) = (case.join("by-rsync"), case.join("by-arsync"));
+        dest(&want);
+        dest(&got);
+        let w = rsync(flags, &src, &want);
+        let g = copy_contents(flags, &src, &got);
+        assert_eq!(code(&g), code(&w), "{flags:?}: {} / {}", err(&g), err(&w));
+        for e in ["full", "empty", "empty2", "kept"] {
+            assert_eq!(kind(&got.join(e)), kind(&want.join(e)), "{flags:?} {e}");
+        }
+        assert_eq!(listing(&got), listing(&want), "{flags:?}");
+        if flags[1] == "--ignore-existing" {
+            assert_eq!(code(&g), 23, "{flags:?}");
+            assert_eq!(kind(&got.join("full")), "file existing file");
+        } else {
+            assert_eq!(kind(&got.join("full")), "dir");
+        }
+    }
+}
+
 #[test]
 fn stats_and_destination_inside_an_excluded_source_dir() {
     let s = Scratch::new();

@@ -4450,7 +4450,11 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
     crate::hooks::fire(crate::hooks::Point::BeforeEnter, ddir, name);
     let t = core.lat.start();
     let mut staged = None;
-    let dst = if cfg.dry_run || cfg.existing {
+    // --existing makes no new directory, but one whose name holds a non-directory replaces it
+    // (the name exists), as rsync does.
+    let in_the_way =
+        || !parent.fresh && sys::lstat_at(ddir, name).is_ok_and(|d| d.file_type() != FileType::Dir);
+    let dst = if cfg.dry_run || (cfg.existing && !in_the_way()) {
         // Look, create nothing: a dry run pretends, --existing makes no new directories.
         let found = if parent.fresh {
             None
@@ -4465,7 +4469,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         };
         match found {
             Some(fd) => DestDir::Existing(fd),
-            None if cfg.existing => {
+            None if cfg.existing && !(cfg.dry_run && in_the_way()) => {
                 bump(&core.counters.skipped, 1);
                 return Ok(());
             }
@@ -4515,12 +4519,17 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                             // directory.
                             match sys::open_dir_at_follow(ddir, name) {
                                 Ok(fd) => DestDir::Existing(fd),
-                                Err(_) => DestDir::Created(replace_with_dir(
-                                    core,
-                                    ddir,
-                                    name,
-                                    &parent.rel(),
-                                )?),
+                                Err(_) => {
+                                    if kept_in_the_way(core, &src, ddir, name)? {
+                                        return Ok(());
+                                    }
+                                    DestDir::Created(replace_with_dir(
+                                        core,
+                                        ddir,
+                                        name,
+                                        &parent.rel(),
+                                    )?)
+                                }
                             }
                         }
                         Err(e)
@@ -4530,6 +4539,9 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                             ) =>
                         {
                             // A non-directory (or a symlink) is in the way: replace it, as rsync does.
+                            if kept_in_the_way(core, &src, ddir, name)? {
+                                return Ok(());
+                            }
                             DestDir::Created(replace_with_dir(core, ddir, name, &parent.rel())?)
                         }
                         Err(e) => return Err(("opendir", e, ErrorClass::Partial, Side::Dst)),
@@ -4656,6 +4668,46 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         scan(core, node);
     }
     Ok(())
+}
+
+/// `--ignore-existing`: a non-directory `name` of `ddir` where the source has a directory (open
+/// as `src`) is kept, as rsync keeps it, and the directory is not entered. Its contents cannot
+/// be copied there, so a source directory with entries is an error (`opendir` failing with
+/// ENOTDIR), as rsync reports each of them, and so is an empty one with `--delete` unless a
+/// symlink is in the way (rsync fails to list a file there, and a dangling symlink lists
+/// nothing); any other is only skipped (`Ok(true)`). `Ok(false)` when the option is off:
+/// replace it. rsync also stamps the directory's mtime on the entry it kept; arsync leaves it
+/// as it is.
+fn kept_in_the_way(
+    core: &Core,
+    src: &OwnedFd,
+    ddir: BorrowedFd<'_>,
+    name: &CStr,
+) -> EntryResult<bool> {
+    let cfg = &core.shared.config;
+    if !cfg.ignore_existing {
+        return Ok(false);
+    }
+    let has_entries = || {
+        let mut reader = fsops::DirReader::default();
+        reader
+            .fill(src.as_fd())
+            .map_or(true, |more| more && reader.entries().next().is_some())
+    };
+    let unlistable = || {
+        cfg.delete.is_some()
+            && sys::lstat_at(ddir, name).is_ok_and(|d| d.file_type() != FileType::Symlink)
+    };
+    if has_entries() || unlistable() {
+        return Err((
+            "opendir",
+            io::Error::from_raw_os_error(libc::ENOTDIR),
+            ErrorClass::Partial,
+            Side::Dst,
+        ));
+    }
+    bump(&core.counters.skipped, 1);
+    Ok(true)
 }
 
 fn replace_with_dir(
