@@ -1493,6 +1493,65 @@ fn contents(root: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// `-b` and `--backup-dir` with a symlink and a FIFO that differ from the source in their mtime
+/// only: rsync changes them in place and backs nothing up; arsync makes them anew (to set what
+/// differs) and, before, backed the old ones up as if they had been replaced.
+#[test]
+fn attribute_changes_of_symlinks_and_specials_make_no_backups() {
+    if !require_rsync("attribute_changes_of_symlinks_and_specials_make_no_backups") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    symlink("target", src.join("l")).unwrap();
+    mkfifo(&src.join("p"));
+    symlink("new target", src.join("changed")).unwrap();
+    for flags in [&["-a", "-b"][..], &["-a", "--backup-dir=../bak"]] {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let top = s
+                .path()
+                .join(format!("{tool}{}", flags.len() + flags[1].len()));
+            let dst = top.join("d");
+            fs::create_dir_all(&dst).unwrap();
+            symlink("target", dst.join("l")).unwrap();
+            mkfifo(&dst.join("p"));
+            symlink("old target", dst.join("changed")).unwrap();
+            for (i, n) in ["l", "p", "changed"].iter().enumerate() {
+                set_times(&src.join(n), 1_600_000_000 + i as i64, 5);
+                set_times(&dst.join(n), 1_500_000_000, 0);
+            }
+            let out = by_tool(tool, flags, &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
+            for n in ["l", "p"] {
+                let m = fs::symlink_metadata(dst.join(n)).unwrap();
+                assert_eq!(
+                    (m.mtime(), m.mtime_nsec()),
+                    (1_600_000_000 + (n == "p") as i64, 5)
+                );
+            }
+            let bak = top.join("bak");
+            let backups = if bak.exists() {
+                listing(&bak)
+            } else {
+                BTreeSet::new()
+            };
+            seen.push((listing(&dst), backups));
+        }
+        assert_eq!(
+            seen[1], seen[0],
+            "{flags:?}: (destination, backup directory)"
+        );
+        // The symlink whose target changed is backed up by both.
+        assert!(
+            seen[1].0.contains("l changed~") || seen[1].1.contains("l changed"),
+            "{flags:?}: {:?}",
+            seen[1]
+        );
+    }
+}
+
 #[test]
 fn backups_are_kept_as_rsync_keeps_them() {
     if !require_rsync("backups_are_kept_as_rsync_keeps_them") {

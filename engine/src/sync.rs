@@ -817,6 +817,20 @@ pub(crate) fn rename_over_from(
     if let Some(b) = &core.shared.config.backup {
         crate::backup::keep(b, dir, to, &rel.path())?;
     }
+    rename_making_way(core, from_dir, from, dir, to, rel)
+}
+
+/// [`rename_over_from`] without a backup of what it replaces: for an entry that differs from
+/// its replacement in attributes only (a symlink, device or special made anew to change them),
+/// which rsync changes in place and so never backs up.
+pub(crate) fn rename_making_way(
+    core: &Core,
+    from_dir: BorrowedFd<'_>,
+    from: &CStr,
+    dir: BorrowedFd<'_>,
+    to: &CStr,
+    rel: Rel<'_>,
+) -> io::Result<()> {
     match sys::rename_at(from_dir, from, dir, to, 0) {
         Err(e)
             if matches!(

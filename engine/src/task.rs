@@ -4831,8 +4831,14 @@ async fn make_other(
             .map_err(meta_err)
             .and_then(|u| {
                 unsupported_xattrs(core, u);
-                sync::rename_over(core, dir, &tmp, dst_name, sync::Rel::Of(parent))
-                    .map_err(dst_err("rename"))
+                let rel = sync::Rel::Of(parent);
+                if change.how == How::Attrs {
+                    // The same entry with other attributes: nothing to back up.
+                    sync::rename_making_way(core, dir, &tmp, dir, dst_name, rel)
+                } else {
+                    sync::rename_over(core, dir, &tmp, dst_name, rel)
+                }
+                .map_err(dst_err("rename"))
             });
         if r.is_err() {
             let _ = sys::unlink_at(dir, &tmp, 0);
