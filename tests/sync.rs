@@ -804,6 +804,50 @@ fn a_directory_meeting_a_non_directory_under_existing_and_ignore_existing() {
     }
 }
 
+/// `-u` leaves a newer destination *file* only: a symlink or special that is newer in the
+/// destination is still updated, as rsync does ("this does not affect the copying of dirs,
+/// symlinks, or other special files"). Before, arsync left a newer symlink with its old target.
+#[test]
+fn update_leaves_newer_files_but_updates_newer_symlinks_and_specials() {
+    if !require_rsync("update_leaves_newer_files_but_updates_newer_symlinks_and_specials") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"source");
+    symlink("new target", src.join("l")).unwrap();
+    mkfifo(&src.join("p"));
+    for n in ["f", "l", "p"] {
+        set_times(&src.join(n), 1_500_000_000, 0);
+    }
+    let mut seen = Vec::new();
+    for tool in ["rsync", "arsync"] {
+        let dst = s.path().join(tool);
+        fs::create_dir(&dst).unwrap();
+        write(&dst.join("f"), b"newer destination");
+        symlink("old target", dst.join("l")).unwrap();
+        mkfifo(&dst.join("p"));
+        for n in ["f", "l", "p"] {
+            set_times(&dst.join(n), 1_600_000_000, 0);
+        }
+        let out = by_tool(tool, &["-a", "-u"], &src, &dst);
+        assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
+        let mtime = |n: &str| fs::symlink_metadata(dst.join(n)).unwrap().mtime();
+        seen.push((
+            fs::read(dst.join("f")).unwrap(),
+            fs::read_link(dst.join("l")).unwrap(),
+            [mtime("f"), mtime("l"), mtime("p")],
+        ));
+    }
+    assert_eq!(
+        seen[1], seen[0],
+        "(f, l's target, mtimes): arsync against rsync"
+    );
+    assert_eq!(seen[1].0, b"newer destination");
+    assert_eq!(seen[1].1, Path::new("new target"));
+}
+
 #[test]
 fn stats_and_destination_inside_an_excluded_source_dir() {
     let s = Scratch::new();

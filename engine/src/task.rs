@@ -4869,7 +4869,7 @@ async fn make_other(
     Ok(())
 }
 
-/// What to do with a symlink, device, FIFO or socket: `None` to leave it (`-u`, `--existing`,
+/// What to do with a symlink, device, FIFO or socket: `None` to leave it (`--existing`,
 /// `--ignore-existing`), else what differs from the destination (nothing: up to date; any
 /// difference means the entry is made anew, which is how rsync updates these too).
 fn judge_other(
@@ -4897,9 +4897,8 @@ fn judge_other(
     if d.file_type() != st.file_type() {
         return Some(new);
     }
-    if cfg.update && d.mtime > st.mtime && !sync::same_mtime(d.mtime, st.mtime, cfg.modify_window) {
-        return None;
-    }
+    // (-u leaves newer regular files only: "this does not affect the copying of dirs, symlinks,
+    // or other special files", as rsync's manual says and its generator does.)
     let is_link = target.is_some();
     let mut change = sync::attr_change(&core.shared, &d, st, is_link);
     change.how = How::Local;
