@@ -848,6 +848,53 @@ fn update_leaves_newer_files_but_updates_newer_symlinks_and_specials() {
     assert_eq!(seen[1].1, Path::new("new target"));
 }
 
+/// `--append` (and `--append-verify`) with files that do not grow: one up to date (same size
+/// and mtime) with other permissions gets them, as rsync gives them; one the same size with
+/// another mtime, and one longer, are left as they are. Before, arsync left all three.
+#[test]
+fn append_fixes_the_attributes_of_files_that_are_up_to_date() {
+    if !require_rsync("append_fixes_the_attributes_of_files_that_are_up_to_date") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for n in ["same", "longer", "other-time"] {
+        write(&src.join(n), b"abcd");
+        chmod(&src.join(n), 0o755);
+        set_times(&src.join(n), 1_000_000_000, 0);
+    }
+    for flag in ["--append", "--append-verify"] {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("{tool}{flag}"));
+            fs::create_dir(&dst).unwrap();
+            write(&dst.join("same"), b"abcd");
+            write(&dst.join("longer"), b"abcdefgh");
+            write(&dst.join("other-time"), b"abcd");
+            for (n, t) in [("same", 0), ("longer", 0), ("other-time", 5)] {
+                chmod(&dst.join(n), 0o644);
+                set_times(&dst.join(n), 1_000_000_000 + t, 0);
+            }
+            let out = by_tool(tool, &["-a", flag], &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flag}: {}", err(&out));
+            let state: Vec<_> = ["same", "longer", "other-time"]
+                .iter()
+                .map(|n| {
+                    let m = fs::metadata(dst.join(n)).unwrap();
+                    (m.mode() & 0o7777, m.len(), m.mtime())
+                })
+                .collect();
+            seen.push(state);
+        }
+        assert_eq!(
+            seen[1], seen[0],
+            "{flag}: (mode, size, mtime) of each, against rsync"
+        );
+        assert_eq!(seen[1][0].0, 0o755, "{flag}");
+    }
+}
+
 #[test]
 fn stats_and_destination_inside_an_excluded_source_dir() {
     let s = Scratch::new();

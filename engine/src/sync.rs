@@ -126,10 +126,6 @@ pub(crate) async fn judge_file(
     if cfg.update && d.mtime > st.mtime && !same_mtime(d.mtime, st.mtime, cfg.modify_window) {
         return Verdict::Skip;
     }
-    if cfg.append.is_some() && d.size >= st.size {
-        // --append: only a shorter file grows; anything else is left as it is, attributes too.
-        return Verdict::Skip;
-    }
     let mut change = attr_change(shared, &d, st, false);
     let same = match cfg.quick_check {
         QuickCheck::Never => false,
@@ -153,6 +149,10 @@ pub(crate) async fn judge_file(
     if same {
         change.how = How::Attrs;
         Verdict::Same(change)
+    } else if cfg.append.is_some() && d.size >= st.size {
+        // --append: only a shorter file grows; any other that differs is left as it is,
+        // attributes too (one found up to date gets its attributes, as rsync gives them).
+        Verdict::Skip
     } else {
         change.how = How::Transfer;
         Verdict::Copy(change)
