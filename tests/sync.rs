@@ -895,6 +895,113 @@ fn append_fixes_the_attributes_of_files_that_are_up_to_date() {
     }
 }
 
+/// Several sources into one destination whose trees overlap (`A/ B/ DEST`: the same
+/// subdirectory in both; `SRC/x SRC/ DEST`), against rsync: the trees merge, a name both have
+/// ends as the first source gives it (file and directory attributes), and `--delete` removes
+/// only what none of them has. Before, the second source's new subdirectory failed to take its
+/// place (`rename (new directory) ... File exists`, left under a temporary name, exit 23), and
+/// with `--delete` each source deleted the other's files: exit 0 with half the tree gone.
+#[test]
+fn overlapping_sources_merge_as_rsync_merges_them() {
+    if !require_rsync("overlapping_sources_merge_as_rsync_merges_them") {
+        return;
+    }
+    let s = Scratch::new();
+    let (a, b) = (s.path().join("a"), s.path().join("b"));
+    fs::create_dir_all(a.join("common/only-a")).unwrap();
+    fs::create_dir_all(b.join("common/only-b")).unwrap();
+    write(&a.join("common/same"), b"from a");
+    write(&b.join("common/same"), b"from b, longer");
+    write(&a.join("common/only-a/f"), b"a");
+    write(&b.join("common/only-b/f"), b"b");
+    write(&a.join("top-a"), b"a");
+    write(&b.join("top-b"), b"b");
+    chmod(&a.join("common"), 0o750);
+    chmod(&b.join("common"), 0o705);
+    for (i, root) in [&a, &b].iter().enumerate() {
+        for p in ["common/same", "common", ""] {
+            set_times(&root.join(p), 1_500_000_000 + i as i64 * 1000, 0);
+        }
+    }
+    let tree = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = contents(d).into_iter().collect();
+        for p in ["", "common", "common/same"] {
+            let m = fs::metadata(d.join(p)).unwrap();
+            v.push(format!("{p}: {:o} {}", m.mode() & 0o7777, m.mtime()));
+        }
+        v
+    };
+    let arg = |p: &Path, slash: &str| format!("{}{slash}", p.display());
+    // Into a new destination, and with --delete into one that has an extra file and a copy of
+    // each source's own files from an earlier run.
+    for delete in [false, true] {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("{tool}-{delete}"));
+            if delete {
+                fs::create_dir(&dst).unwrap();
+                write(&dst.join("extra"), b"x");
+                write(&dst.join("top-a"), b"a");
+                write(&dst.join("top-b"), b"b");
+            }
+            let mut args = vec!["-a".to_string()];
+            if delete {
+                args.push("--delete".into());
+            }
+            args.extend([arg(&a, "/"), arg(&b, "/"), arg(&dst, "")]);
+            let out = if tool == "rsync" {
+                Command::new("rsync").args(&args).output().unwrap()
+            } else {
+                arsync().args(&args).output().unwrap()
+            };
+            assert_eq!(code(&out), 0, "{tool} {args:?}: {}", err(&out));
+            seen.push(tree(&dst));
+        }
+        assert_eq!(seen[1], seen[0], "--delete {delete}: arsync against rsync");
+        assert!(seen[1].contains(&"f common/same [102, 114, 111, 109, 32, 97]".to_string()));
+    }
+    // A directory given alone and again inside its parent's contents.
+    let mut seen = Vec::new();
+    for tool in ["rsync", "arsync"] {
+        let dst = s.path().join(format!("{tool}-nested"));
+        let args = [arg(&a.join("common"), ""), arg(&a, "/"), arg(&dst, "")];
+        let out = if tool == "rsync" {
+            Command::new("rsync").arg("-a").args(args).output().unwrap()
+        } else {
+            arsync().arg("-a").args(args).output().unwrap()
+        };
+        assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
+        seen.push(tree(&dst));
+    }
+    assert_eq!(seen[1], seen[0], "SRC/x SRC/ DEST: arsync against rsync");
+}
+
+/// `-R` into a new destination inside the current directory (the transfer's source root): the
+/// destination gets a new directory's permissions, as rsync's mkdir gives them, not the 0700 it
+/// was made with (it was left so when the destination could not be staged).
+#[test]
+fn relative_paths_into_a_new_destination_inside_the_source() {
+    let s = Scratch::new();
+    fs::create_dir_all(s.path().join("src/a")).unwrap();
+    write(&s.path().join("src/a/f"), b"f");
+    let out = arsync()
+        .current_dir(s.path())
+        .args(["-aR", "src/", "made"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    let mode = fs::metadata(s.path().join("made")).unwrap().mode() & 0o7777;
+    // (The mask the child inherits, read without changing it: other tests run meanwhile.)
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let umask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        .unwrap();
+    assert_eq!(mode, 0o777 & !umask, "{mode:o}");
+    assert_eq!(fs::read(s.path().join("made/src/a/f")).unwrap(), b"f");
+}
+
 #[test]
 fn stats_and_destination_inside_an_excluded_source_dir() {
     let s = Scratch::new();

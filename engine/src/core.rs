@@ -538,11 +538,15 @@ pub(crate) fn run(
         }
     }
 
-    let bells: Arc<Vec<Doorbell>> = Arc::new((0..threads).map(|_| Doorbell::default()).collect());
-    let sched = Scheduler::new(threads, Box::new(Doorbells(Arc::clone(&bells))));
-    for i in 0..config.roots.len() {
-        sched.inject(Task::Root(i));
-    }
+    // Roots that write into one another's destination (`A/ B/ DEST`, `SRC/x SRC/ DEST`) run one
+    // after another, the last given first, so that a name two of them have ends as the first
+    // gives it (rsync keeps the first of duplicate names) and a new directory two of them make
+    // is made once; the others run together.
+    let phases: Vec<Vec<usize>> = if crate::task::roots_overlap_any(&config.roots) {
+        (0..config.roots.len()).rev().map(|i| vec![i]).collect()
+    } else {
+        vec![(0..config.roots.len()).collect()]
+    };
     progress.start(threads);
     tracing::info!(
         threads,
@@ -555,8 +559,6 @@ pub(crate) fn run(
         dry_run = config.dry_run,
         "run started"
     );
-    let canceller = sched.canceller();
-    stop.install(Box::new(move || canceller.cancel()));
     // Each core's CPU, claimed for the run so that concurrent runs spread (`placement`).
     let placement = match &shared.cpus {
         Some(mask) if config.pin => {
@@ -567,18 +569,33 @@ pub(crate) fn run(
         }
         _ => crate::placement::Placement::unpinned(threads),
     };
-    let make = |i: usize| {
-        let shared = Arc::clone(&shared);
-        let bells = Arc::clone(&bells);
-        let core_id = placement.cpus[i].map(|id| core_affinity::CoreId { id });
-        move |worker: Worker<Task>| core_thread(i, worker, shared, bells, core_id)
-    };
-    let outs = if config.exit_after_run {
-        scheduler::run_threads_lingering(sched, make)
-    } else {
-        scheduler::run_threads(sched, make)
-    };
-    stop.uninstall();
+    let last = phases.len() - 1;
+    let mut outs = Vec::new();
+    for (n, phase) in phases.into_iter().enumerate() {
+        let bells: Arc<Vec<Doorbell>> =
+            Arc::new((0..threads).map(|_| Doorbell::default()).collect());
+        let sched = Scheduler::new(threads, Box::new(Doorbells(Arc::clone(&bells))));
+        for i in phase {
+            sched.inject(Task::Root(i));
+        }
+        let canceller = sched.canceller();
+        stop.install(Box::new(move || canceller.cancel()));
+        let make = |i: usize| {
+            let shared = Arc::clone(&shared);
+            let bells = Arc::clone(&bells);
+            let core_id = placement.cpus[i].map(|id| core_affinity::CoreId { id });
+            move |worker: Worker<Task>| core_thread(i, worker, shared, bells, core_id)
+        };
+        outs.extend(if config.exit_after_run && n == last {
+            scheduler::run_threads_lingering(sched, make)
+        } else {
+            scheduler::run_threads(sched, make)
+        });
+        stop.uninstall();
+        if stop.is_requested() || outs.iter().any(|o: &CoreOut| o.fatal.is_some()) {
+            break;
+        }
+    }
     report.interrupted = stop.is_requested();
     // A stopped run leaves no subtree under a temporary name: what was completed in it becomes
     // visible, as rsync leaves the files it finished (directories not finished keep the
@@ -601,7 +618,6 @@ pub(crate) fn run(
         }
     }
     let mut pending = Vec::new();
-    let mut outs = outs;
     for out in &mut outs {
         pending.append(&mut out.pending_deletes);
     }

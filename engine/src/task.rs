@@ -876,8 +876,14 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         } else {
             make_dest_dir_path(&root.dst)
         };
+        // (Not when another root writes there too: it may have run before this one.)
         let created_by_run = cfg.create_dest_dir.as_ref() == Some(&root.dst)
-            && (cfg.dest_premade || core.shared.created_dest.load(Ordering::Relaxed));
+            && (cfg.dest_premade || core.shared.created_dest.load(Ordering::Relaxed))
+            && !cfg
+                .roots
+                .iter()
+                .enumerate()
+                .any(|(k, other)| k != index && roots_overlap(&root, other));
         if matches!(dir, Ok(DestDir::Created(_)))
             || (cfg.dry_run && matches!(dir, Ok(DestDir::Absent)))
         {
@@ -887,6 +893,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 core.shared.observer.event(&Event::DestCreated { path: d });
             }
         }
+        let made = matches!(dir, Ok(DestDir::Created(_)));
         let (dst, fresh) = match dir {
             Ok(DestDir::Existing(fd)) if created_by_run => (Arc::new(fd), true),
             Ok(DestDir::Existing(fd)) => (Arc::new(fd), false),
@@ -911,9 +918,10 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             Some(sel) => (Scope::root(sel, cfg.recursive), sel.listed(0)),
             None => (Scope::All, true),
         };
-        if staged.is_some() && !listed {
+        if made && !listed {
             // Not among the selected paths: it keeps the permissions a new destination directory
-            // gets (as when made under its own name), not the temporary's 0700.
+            // gets, not the 0700 it was made with (staged, or under its own name where the
+            // destination is inside the source: `-R src/ DEST`).
             let mode = 0o777 & !core.shared.policy.umask;
             if let Err(e) = sys::fchmod(dst.as_fd(), mode) {
                 report(core, &root.dst, "chmod", &e, ErrorClass::FileIo);
@@ -2054,6 +2062,41 @@ fn deletion_rules<'a>(core: &Core, node: &'a DirNode) -> Option<&'a Arc<DirRules
 /// destination directory `dst` (`rel` in transfer root `root`) that the source listing `names`
 /// lacks and no rule protects; `stat` is the source directory's, whose times are set again after
 /// a later deletion.
+/// Whether roots `a` and `b` write into the same destination directory or one into the
+/// other's.
+fn roots_overlap(a: &crate::Root, b: &crate::Root) -> bool {
+    a.dst.starts_with(&b.dst) || b.dst.starts_with(&a.dst)
+}
+
+/// Whether any two of `roots` write into one another's destination (see [`roots_overlap`]).
+pub(crate) fn roots_overlap_any(roots: &[crate::Root]) -> bool {
+    roots
+        .iter()
+        .enumerate()
+        .any(|(i, a)| roots[i + 1..].iter().any(|b| roots_overlap(a, b)))
+}
+
+/// Whether a root other than `root` whose destination holds the destination path `path` has a
+/// source entry there (its source joined with the path below its destination): `--delete` of
+/// one root keeps what another one copies to the same place, as rsync deletes only what none
+/// of its sources has. (A `-R`/`--files-from` root counts any entry below its source, selected
+/// or not: what it keeps is never more than rsync might.)
+fn another_root_has(cfg: &crate::Config, root: usize, path: &Path) -> bool {
+    let this = &cfg.roots[root];
+    cfg.roots.iter().enumerate().any(|(k, other)| {
+        k != root
+            && roots_overlap(this, other)
+            && path.strip_prefix(&other.dst).is_ok_and(|below| {
+                let src = if below.as_os_str().is_empty() {
+                    other.src.clone()
+                } else {
+                    other.src.join(below)
+                };
+                sys::lstat_path(&src).is_ok()
+            })
+    })
+}
+
 fn delete_extraneous(
     core: &Core,
     dst: BorrowedFd<'_>,
@@ -2064,7 +2107,22 @@ fn delete_extraneous(
 ) {
     let cfg = &core.shared.config;
     let Some(mode) = cfg.delete else { return };
-    match sync::extraneous(&core.shared, dst, rel, names, rules.map(|r| &**r)) {
+    let found = sync::extraneous(&core.shared, dst, rel, names, rules.map(|r| &**r));
+    let found = match found {
+        Ok(mut victims) if cfg.roots.len() > 1 && !victims.is_empty() => {
+            // Another root may copy these names here (`A/ B/ DEST`).
+            let root_rel = &cfg.roots[root].rel;
+            let dir = cfg.roots[root]
+                .dst
+                .join(rel.strip_prefix(root_rel).unwrap_or(rel));
+            victims.retain(|(name, _)| {
+                !another_root_has(cfg, root, &dir.join(OsStr::from_bytes(name.to_bytes())))
+            });
+            Ok(victims)
+        }
+        other => other,
+    };
+    match found {
         Ok(victims) if victims.is_empty() => {}
         Ok(victims) if mode != Delete::After => {
             for (name, ft) in victims {
