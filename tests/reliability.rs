@@ -645,7 +645,7 @@ fn build_chain(src: &Path, name: &std::ffi::CStr, levels: usize) {
             let fd = libc::openat(
                 dir.as_raw_fd(),
                 f.as_ptr(),
-                libc::O_CREAT | libc::O_WRONLY,
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
                 0o644,
             );
             assert!(fd >= 0);
@@ -704,7 +704,7 @@ fn add_leaves(src: &Path, name: &std::ffi::CStr, levels: usize) {
                 let fd = libc::openat(
                     leaf.as_raw_fd(),
                     c"x".as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY,
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
                     0o644,
                 );
                 assert!(fd >= 0);
@@ -1470,7 +1470,7 @@ fn a_million_entry_tree_stays_within_64_mib() {
             let dfd = libc::openat(
                 root.as_raw_fd(),
                 dn.as_ptr(),
-                libc::O_DIRECTORY | libc::O_RDONLY,
+                libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC,
             );
             assert!(dfd >= 0);
             for f in 0..1000 {
