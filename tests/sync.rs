@@ -897,7 +897,8 @@ fn append_fixes_the_attributes_of_files_that_are_up_to_date() {
 
 /// Several sources into one destination whose trees overlap (`A/ B/ DEST`: the same
 /// subdirectory in both; `SRC/x SRC/ DEST`), against rsync: the trees merge, a name both have
-/// ends as the first source gives it (file and directory attributes), and `--delete` removes
+/// ends as the first source gives it (file and directory attributes; a directory wins over a
+/// non-directory, as in rsync), and `--delete` removes
 /// only what none of them has. Before, the second source's new subdirectory failed to take its
 /// place (`rename (new directory) ... File exists`, left under a temporary name, exit 23), and
 /// with `--delete` each source deleted the other's files: exit 0 with half the tree gone.
@@ -916,6 +917,11 @@ fn overlapping_sources_merge_as_rsync_merges_them() {
     write(&b.join("common/only-b/f"), b"b");
     write(&a.join("top-a"), b"a");
     write(&b.join("top-b"), b"b");
+    // A file in the first, a directory in the second: the directory is kept (rsync keeps the
+    // directory of duplicate names, else the first).
+    write(&a.join("common/kind"), b"a file");
+    fs::create_dir(b.join("common/kind")).unwrap();
+    write(&b.join("common/kind/inside"), b"b");
     chmod(&a.join("common"), 0o750);
     chmod(&b.join("common"), 0o705);
     for (i, root) in [&a, &b].iter().enumerate() {

@@ -2097,6 +2097,20 @@ fn another_root_has(cfg: &crate::Config, root: usize, path: &Path) -> bool {
     })
 }
 
+/// Whether a root given after `root` whose destination holds the destination path `path` has
+/// a directory there (see [`another_root_has`]).
+fn a_later_root_has_a_dir(cfg: &crate::Config, root: usize, path: &Path) -> bool {
+    let this = &cfg.roots[root];
+    cfg.roots[root + 1..].iter().any(|other| {
+        roots_overlap(this, other)
+            && path.strip_prefix(&other.dst).is_ok_and(|below| {
+                !below.as_os_str().is_empty()
+                    && sys::lstat_path(&other.src.join(below))
+                        .is_ok_and(|st| st.file_type() == FileType::Dir)
+            })
+    })
+}
+
 fn delete_extraneous(
     core: &Core,
     dst: BorrowedFd<'_>,
@@ -2358,6 +2372,16 @@ async fn entry(
         file_type = FileType::File;
     }
     let dst_name = parent.dst_name.as_deref().unwrap_or(name);
+    if file_type != FileType::Dir
+        && !(file_type == FileType::Symlink && (cfg.copy_links || cfg.copy_unsafe_links))
+        && cfg.roots.len() > 1
+        && a_later_root_has_a_dir(cfg, parent.root, &parent.child_dst_path(dst_name))
+    {
+        // A directory of a source given later takes this name (rsync keeps the directory of
+        // duplicate names, else the first): that root made it already.
+        bump(&core.counters.skipped, 1);
+        return Outcome::Done;
+    }
     let kind = match file_type {
         FileType::File => 0,
         FileType::Dir => 1,
