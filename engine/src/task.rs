@@ -842,6 +842,14 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             return;
         }
     }
+    if st.file_type() != FileType::Dir
+        && index > 0
+        && earlier_root_has(cfg, index, &root.dst).is_some()
+    {
+        // An earlier source has this name (see `entry`).
+        bump(&core.counters.skipped, 1);
+        return;
+    }
     if st.file_type() == FileType::Dir {
         if !cfg.recursive && root.select.is_none() {
             let shown = if root.rel.as_os_str().is_empty() {
@@ -949,7 +957,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 dst: root.dst.clone(),
                 rel: root.rel.clone(),
             },
-            stat: listed.then_some(st),
+            stat: listed.then_some(merged_dir_stat(cfg, index, st, || root.dst.clone())),
             listed_ino_exact,
             created_gid,
             dst_dev,
@@ -2097,6 +2105,45 @@ fn another_root_has(cfg: &crate::Config, root: usize, path: &Path) -> bool {
     })
 }
 
+/// The source entry that a root given before `root`, whose destination holds the destination
+/// path `path`, has there (the first such root's), if any: that root, which runs first, copied
+/// it.
+fn earlier_root_has(cfg: &crate::Config, root: usize, path: &Path) -> Option<Stat> {
+    let this = &cfg.roots[root];
+    cfg.roots[..root].iter().find_map(|other| {
+        if !roots_overlap(this, other) {
+            return None;
+        }
+        let below = path.strip_prefix(&other.dst).ok()?;
+        let src = if below.as_os_str().is_empty() {
+            other.src.clone()
+        } else {
+            other.src.join(below)
+        };
+        sys::lstat_path(&src).ok()
+    })
+}
+
+/// The attributes for destination directory `path` of root `root`, whose source directory has
+/// `st`: those of an earlier root's source directory there, if one has it (the directory is
+/// made by that root, which runs first; this one adds its own entries, and gives the directory
+/// the first root's attributes again when it is finished, as rsync keeps the first of duplicate
+/// names).
+fn merged_dir_stat(
+    cfg: &crate::Config,
+    root: usize,
+    st: Stat,
+    path: impl FnOnce() -> PathBuf,
+) -> Stat {
+    if root == 0 || cfg.roots.len() < 2 {
+        return st;
+    }
+    match earlier_root_has(cfg, root, &path()) {
+        Some(first) if first.file_type() == FileType::Dir => first,
+        _ => st,
+    }
+}
+
 /// Whether a root given after `root` whose destination holds the destination path `path` has
 /// a directory there (see [`another_root_has`]).
 fn a_later_root_has_a_dir(cfg: &crate::Config, root: usize, path: &Path) -> bool {
@@ -2375,10 +2422,14 @@ async fn entry(
     if file_type != FileType::Dir
         && !(file_type == FileType::Symlink && (cfg.copy_links || cfg.copy_unsafe_links))
         && cfg.roots.len() > 1
-        && a_later_root_has_a_dir(cfg, parent.root, &parent.child_dst_path(dst_name))
+        && ({
+            let path = parent.child_dst_path(dst_name);
+            // A name an earlier source has (rsync keeps the first of duplicate names), or one a
+            // later source has as a directory (rsync keeps the directory): copied by that one.
+            (parent.root > 0 && earlier_root_has(cfg, parent.root, &path).is_some())
+                || a_later_root_has_a_dir(cfg, parent.root, &path)
+        })
     {
-        // A directory of a source given later takes this name (rsync keeps the directory of
-        // duplicate names, else the first): that root made it already.
         bump(&core.counters.skipped, 1);
         return Outcome::Done;
     }
@@ -4696,7 +4747,9 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         fds: Parkable::new(DirFds::new(src, dst, alt_dest, &core.shared.open_dirs)),
         ids,
         place: Place::Child(crate::name::Name::new(name)),
-        stat: (!keep_attrs).then_some(st),
+        stat: (!keep_attrs).then_some(merged_dir_stat(cfg, parent.root, st, || {
+            parent.child_dst_path(name)
+        })),
         listed_ino_exact,
         created_gid,
         dst_dev,
