@@ -1030,6 +1030,45 @@ fn relative_paths_into_a_new_destination_inside_the_source() {
     assert_eq!(fs::read(s.path().join("made/src/a/f")).unwrap(), b"f");
 }
 
+/// Without `-t` the quick check still compares mtimes, as rsync's does ("a missing -t (or -a)
+/// will cause the next transfer to behave as if it used --ignore-times"): a file of the same
+/// size whose mtime differs is copied again; `--size-only` leaves it. Before, arsync left every
+/// file of the same size: a changed file was never updated by `-rlpgoD` or `-a --no-t`.
+#[test]
+fn without_times_a_file_of_the_same_size_and_another_mtime_is_copied_again() {
+    if !require_rsync("without_times_a_file_of_the_same_size_and_another_mtime_is_copied_again") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"new");
+    set_times(&src.join("f"), 1_600_000_000, 0);
+    for flags in [
+        &["-rlpgoD"][..],
+        &["-a", "--no-t"],
+        &["-rlpgoD", "--size-only"],
+    ] {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("{tool}{}", flags.join("")));
+            fs::create_dir(&dst).unwrap();
+            write(&dst.join("f"), b"old");
+            set_times(&dst.join("f"), 1_500_000_000, 0);
+            let out = by_tool(tool, flags, &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
+            seen.push(fs::read(dst.join("f")).unwrap());
+        }
+        assert_eq!(seen[1], seen[0], "{flags:?}: arsync against rsync");
+        let want: &[u8] = if flags.contains(&"--size-only") {
+            b"old"
+        } else {
+            b"new"
+        };
+        assert_eq!(seen[1], want, "{flags:?}");
+    }
+}
+
 #[test]
 fn stats_and_destination_inside_an_excluded_source_dir() {
     let s = Scratch::new();

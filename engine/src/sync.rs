@@ -144,7 +144,9 @@ pub(crate) async fn judge_file(
             Err(_) => false,
         },
         QuickCheck::SizeOnly => true,
-        QuickCheck::SizeAndTime => !change.time,
+        // The mtime counts without -t too (where it never matches once copied), as in rsync:
+        // "a missing -t (or -a) will cause the next transfer to behave as if it used -I".
+        QuickCheck::SizeAndTime => same_mtime(d.mtime, st.mtime, cfg.modify_window),
     };
     if same {
         change.how = How::Attrs;
