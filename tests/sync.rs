@@ -2299,6 +2299,36 @@ fn delete_empties_read_only_directories_the_user_owns() {
     );
 }
 
+/// For a test that needs a destination file system keeping whole seconds only: a loop-mounted
+/// ext4 with 128-byte inodes (as Lustre and HFS+ keep times) under scratch `s`, with the mount
+/// lock held; `None` (the test skipped, said) without root or rsync.
+fn coarse_time_mount(name: &str, s: &Scratch) -> Option<(MountLock, Mount)> {
+    if !is_root() {
+        skip(name, "needs root to loop-mount an ext4 image");
+        return None;
+    }
+    if !require_rsync(name) {
+        return None;
+    }
+    let lock = mount_lock();
+    let m = Mount::new(
+        &s.path().join("coarse.img"),
+        16,
+        &["mkfs.ext4", "-q", "-F", "-I", "128"],
+        &s.path().join("mnt"),
+    );
+    Some((lock, m))
+}
+
+/// Files `a`, `b` and `d/c` under `root`, with times that have nanoseconds.
+fn fine_time_tree(root: &Path) {
+    fs::create_dir_all(root.join("d")).unwrap();
+    for (i, f) in ["a", "b", "d/c"].iter().enumerate() {
+        write(&root.join(f), f.as_bytes());
+        set_times(&root.join(f), 1_600_000_000 + i as i64, 123_456_789);
+    }
+}
+
 /// A destination file system that keeps whole seconds only (ext4 with 128-byte inodes, as
 /// Lustre and HFS+ do): a re-sync with nothing changed transfers nothing, as rsync's. Before, the
 /// source's nanoseconds never matched the truncated copy, and every file was copied again on
@@ -2306,29 +2336,16 @@ fn delete_empties_read_only_directories_the_user_owns() {
 /// by rsync); on a file system with nanoseconds it still is.
 #[test]
 fn a_destination_without_subsecond_times_is_in_sync_after_one_run() {
-    let name = "a_destination_without_subsecond_times_is_in_sync_after_one_run";
-    if !is_root() {
-        skip(name, "needs root to loop-mount an ext4 image");
-        return;
-    }
-    if !require_rsync(name) {
-        return;
-    }
-    let _l = mount_lock();
     let s = Scratch::new();
+    let Some((_l, m)) = coarse_time_mount(
+        "a_destination_without_subsecond_times_is_in_sync_after_one_run",
+        &s,
+    ) else {
+        return;
+    };
     let src = s.path().join("src");
-    fs::create_dir_all(src.join("d")).unwrap();
-    for (i, f) in ["a", "b", "d/c"].iter().enumerate() {
-        write(&src.join(f), f.as_bytes());
-        set_times(&src.join(f), 1_600_000_000 + i as i64, 123_456_789);
-    }
+    fine_time_tree(&src);
     set_times(&src.join("d"), 1_600_000_100, 987_654_321);
-    let m = Mount::new(
-        &s.path().join("coarse.img"),
-        16,
-        &["mkfs.ext4", "-q", "-F", "-I", "128"],
-        &s.path().join("mnt"),
-    );
     let (want, got) = (m.dir.join("by-rsync"), m.dir.join("by-arsync"));
     for round in 0..2 {
         let w = rsync(&["-ai"], &src, &want);
@@ -2368,28 +2385,15 @@ fn a_destination_without_subsecond_times_is_in_sync_after_one_run() {
 /// file's names go at the end of the run) and with `--delay-updates` (after the renames).
 #[test]
 fn remove_source_files_onto_a_destination_without_subsecond_times() {
-    let name = "remove_source_files_onto_a_destination_without_subsecond_times";
-    if !is_root() {
-        skip(name, "needs root to loop-mount an ext4 image");
-        return;
-    }
-    if !require_rsync(name) {
-        return;
-    }
-    let _l = mount_lock();
     let s = Scratch::new();
-    let m = Mount::new(
-        &s.path().join("coarse.img"),
-        16,
-        &["mkfs.ext4", "-q", "-F", "-I", "128"],
-        &s.path().join("mnt"),
-    );
+    let Some((_l, m)) = coarse_time_mount(
+        "remove_source_files_onto_a_destination_without_subsecond_times",
+        &s,
+    ) else {
+        return;
+    };
     let source = |root: &Path| {
-        fs::create_dir_all(root.join("d")).unwrap();
-        for (i, f) in ["a", "b", "d/c"].iter().enumerate() {
-            write(&root.join(f), f.as_bytes());
-            set_times(&root.join(f), 1_600_000_000 + i as i64, 123_456_789);
-        }
+        fine_time_tree(root);
         fs::hard_link(root.join("a"), root.join("d/a2")).unwrap();
     };
     let left = |root: &Path| -> Vec<String> {
