@@ -133,6 +133,9 @@ pub(crate) fn bump(c: &Cell<u64>, n: u64) {
 /// What every core shares, read-only during the run.
 pub(crate) struct RunShared {
     pub config: Config,
+    /// For each root, the other roots whose destinations meet its own (the same directory, or
+    /// one inside the other), in ascending order: see [`crate::task::root_overlaps`].
+    pub overlaps: Vec<Vec<usize>>,
     pub policy: fsops::MetaPolicy,
     pub observer: Arc<dyn Observer>,
     pub wants_items: bool,
@@ -438,7 +441,9 @@ pub(crate) fn run(
     let config = &config;
     let umask = fsops::sys::set_umask(0);
     let policy = meta_policy(config, umask);
+    let overlaps = crate::task::root_overlaps(&config.roots);
     let shared = Arc::new(RunShared {
+        overlaps,
         config: config.clone(),
         policy,
         wants_items: observer.wants_items(),
@@ -541,12 +546,8 @@ pub(crate) fn run(
     // Roots that write into one another's destination (`A/ B/ DEST`, `SRC/x SRC/ DEST`) run one
     // after another, in the order given: a later one leaves the names an earlier one has
     // (rsync keeps the first of duplicate names) and adds its own to the directories they
-    // share; the others run together.
-    let phases: Vec<Vec<usize>> = if crate::task::roots_overlap_any(&config.roots) {
-        (0..config.roots.len()).map(|i| vec![i]).collect()
-    } else {
-        vec![(0..config.roots.len()).collect()]
-    };
+    // share; the others run together, in the first pass they can.
+    let phases = crate::task::root_phases(&shared.overlaps);
     progress.start(threads);
     tracing::info!(
         threads,
