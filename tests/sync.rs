@@ -1818,7 +1818,7 @@ fn attribute_changes_of_symlinks_and_specials_make_no_backups() {
 }
 
 /// A symlink and a FIFO that differ from the source in their mtime only, under `--no-o
-/// --no-g` (as root): the owner and group not preserved stay the existing entry's, as rsync
+/// --no-g` and under `--no-g` alone (as root): the owner and group not preserved stay the existing entry's, as rsync
 /// (which changes the entry in place) leaves them. arsync makes such an entry anew, and before
 /// it took the owner of a new entry (root's).
 #[test]
@@ -1837,34 +1837,41 @@ fn attribute_changes_of_symlinks_and_specials_keep_an_owner_not_preserved() {
     symlink("target", src.join("l")).unwrap();
     mkfifo(&src.join("p"));
     for n in ["l", "p"] {
+        // (An owner and group that are not root's: a new entry's would be.)
+        std::os::unix::fs::lchown(src.join(n), Some(2), Some(1000)).unwrap();
         set_times(&src.join(n), 1_600_000_000, 7);
     }
-    let mut seen = Vec::new();
-    for tool in ["rsync", "arsync"] {
-        let dst = s.path().join(tool);
-        fs::create_dir(&dst).unwrap();
-        symlink("target", dst.join("l")).unwrap();
-        mkfifo(&dst.join("p"));
-        for n in ["l", "p"] {
-            std::os::unix::fs::lchown(dst.join(n), Some(1), Some(1)).unwrap();
-            set_times(&dst.join(n), 1_500_000_000, 0);
+    for (flags, want) in [
+        (&["-a", "--no-o", "--no-g"][..], (1, 1)),
+        (&["-a", "--no-g"], (2, 1)),
+    ] {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("{tool}{}", flags.len()));
+            fs::create_dir(&dst).unwrap();
+            symlink("target", dst.join("l")).unwrap();
+            mkfifo(&dst.join("p"));
+            for n in ["l", "p"] {
+                std::os::unix::fs::lchown(dst.join(n), Some(1), Some(1)).unwrap();
+                set_times(&dst.join(n), 1_500_000_000, 0);
+            }
+            let out = by_tool(tool, flags, &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
+            let state: Vec<_> = ["l", "p"]
+                .iter()
+                .map(|n| {
+                    let m = fs::symlink_metadata(dst.join(n)).unwrap();
+                    (m.uid(), m.gid(), m.mtime())
+                })
+                .collect();
+            seen.push(state);
         }
-        let out = by_tool(tool, &["-a", "--no-o", "--no-g"], &src, &dst);
-        assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
-        let state: Vec<_> = ["l", "p"]
-            .iter()
-            .map(|n| {
-                let m = fs::symlink_metadata(dst.join(n)).unwrap();
-                (m.uid(), m.gid(), m.mtime())
-            })
-            .collect();
-        seen.push(state);
+        assert_eq!(
+            seen[1], seen[0],
+            "{flags:?}: (uid, gid, mtime) of l and p, against rsync"
+        );
+        assert_eq!(seen[1][0], (want.0, want.1, 1_600_000_000), "{flags:?}");
     }
-    assert_eq!(
-        seen[1], seen[0],
-        "(uid, gid, mtime) of l and p: arsync against rsync"
-    );
-    assert_eq!(seen[1][0], (1, 1, 1_600_000_000));
 }
 
 #[test]

@@ -4990,21 +4990,26 @@ async fn make_other(
         } else {
             fsops::meta::Xattrs::from(Target::At(sdir, name), parent.inherits_acl)
         };
-        if change.how == How::Attrs
-            && (!policy.owner || !policy.group)
-            && let Ok(old) = sys::lstat_at(dir, dst_name)
-        {
-            // Made anew only to change attributes: the owner and group it is not to change stay
-            // the existing entry's, as rsync, which changes it in place, leaves them. (Refused
-            // to a user who may not give them: the entry is then the user's, as made.)
-            let uid = if policy.owner { u32::MAX } else { old.uid };
-            let gid = if policy.group { u32::MAX } else { old.gid };
-            let _ = sys::lchown_at(dir, &tmp, uid, gid);
-        }
+        // Made anew only to change attributes: the owner and group it is not to change stay the
+        // existing entry's, as rsync, which changes it in place, leaves them (after the
+        // attributes, which give a new entry's; refused to a user who may not give them, the
+        // entry stays the user's, as made).
+        let keep_ids = (change.how == How::Attrs && (!policy.owner || !policy.group))
+            .then(|| sys::lstat_at(dir, dst_name).ok())
+            .flatten()
+            .map(|old| {
+                (
+                    if policy.owner { u32::MAX } else { old.uid },
+                    if policy.group { u32::MAX } else { old.gid },
+                )
+            });
         let r = fsops::meta::apply_at(dir, &tmp, &st, policy, parent.created_gid, is_link, xsrc)
             .map_err(meta_err)
             .and_then(|u| {
                 unsupported_xattrs(core, u);
+                if let Some((uid, gid)) = keep_ids {
+                    let _ = sys::lchown_at(dir, &tmp, uid, gid);
+                }
                 let rel = sync::Rel::Of(parent);
                 if change.how == How::Attrs {
                     // The same entry with other attributes: nothing to back up.
