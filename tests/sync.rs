@@ -1817,18 +1817,26 @@ fn attribute_changes_of_symlinks_and_specials_make_no_backups() {
     }
 }
 
+/// Whether a test that must run as root and with rsync as its oracle can run; if not, it is
+/// skipped with `why` (or rsync's absence) said.
+fn root_and_rsync(name: &str, why: &str) -> bool {
+    if !is_root() {
+        skip(name, why);
+        return false;
+    }
+    require_rsync(name)
+}
+
 /// A symlink and a FIFO that differ from the source in their mtime only, under `--no-o
-/// --no-g` and under `--no-g` alone (as root): the owner and group not preserved stay the existing entry's, as rsync
-/// (which changes the entry in place) leaves them. arsync makes such an entry anew, and before
-/// it took the owner of a new entry (root's).
+/// --no-g` and under `--no-g` alone (as root): the owner and group not preserved stay the
+/// existing entry's, as rsync (which changes the entry in place) leaves them. arsync makes such
+/// an entry anew, and before it took the owner of a new entry (root's).
 #[test]
 fn attribute_changes_of_symlinks_and_specials_keep_an_owner_not_preserved() {
-    let name = "attribute_changes_of_symlinks_and_specials_keep_an_owner_not_preserved";
-    if !is_root() {
-        skip(name, "needs root to give entries another owner");
-        return;
-    }
-    if !require_rsync(name) {
+    if !root_and_rsync(
+        "attribute_changes_of_symlinks_and_specials_keep_an_owner_not_preserved",
+        "needs root to give entries another owner",
+    ) {
         return;
     }
     let s = Scratch::new();
@@ -2235,12 +2243,10 @@ fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
 /// so is never chowned to. Every kind of entry, with rsync as the oracle.
 #[test]
 fn existing_entries_take_the_sources_new_owner_root_included() {
-    let name = "existing_entries_take_the_sources_new_owner_root_included";
-    if !is_root() {
-        skip(name, "changing owners needs root");
-        return;
-    }
-    if !require_rsync(name) {
+    if !root_and_rsync(
+        "existing_entries_take_the_sources_new_owner_root_included",
+        "changing owners needs root",
+    ) {
         return;
     }
     let s = Scratch::new();
@@ -2360,11 +2366,7 @@ fn delete_empties_read_only_directories_the_user_owns() {
 /// ext4 with 128-byte inodes (as Lustre and HFS+ keep times) under scratch `s`, with the mount
 /// lock held; `None` (the test skipped, said) without root or rsync.
 fn coarse_time_mount(name: &str, s: &Scratch) -> Option<(MountLock, Mount)> {
-    if !is_root() {
-        skip(name, "needs root to loop-mount an ext4 image");
-        return None;
-    }
-    if !require_rsync(name) {
+    if !root_and_rsync(name, "needs root to loop-mount an ext4 image") {
         return None;
     }
     let lock = mount_lock();
