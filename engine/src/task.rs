@@ -4934,7 +4934,7 @@ async fn make_other(
             left.set(true);
             return Ok(());
         }
-        Some(c) if !c.any() => {
+        Some((c, _)) if !c.any() => {
             hardlink_done(core, parent, dst_name, &st, true);
             bump(&core.counters.unchanged, 1);
             let link = target.as_ref().map(|t| t.as_bytes());
@@ -4944,7 +4944,7 @@ async fn make_other(
         }
         Some(c) => c,
     };
-    let mut change = change;
+    let (mut change, existing_ids) = change;
     if change.new
         && !follow
         && let Some(dirs) = parent.alt_dest()
@@ -4994,13 +4994,12 @@ async fn make_other(
         // existing entry's, as rsync, which changes it in place, leaves them (after the
         // attributes, which give a new entry's; refused to a user who may not give them, the
         // entry stays the user's, as made).
-        let keep_ids = (change.how == How::Attrs && (!policy.owner || !policy.group))
-            .then(|| sys::lstat_at(dir, dst_name).ok())
-            .flatten()
-            .map(|old| {
+        let keep_ids = existing_ids
+            .filter(|_| change.how == How::Attrs && (!policy.owner || !policy.group))
+            .map(|(uid, gid)| {
                 (
-                    if policy.owner { u32::MAX } else { old.uid },
-                    if policy.group { u32::MAX } else { old.gid },
+                    if policy.owner { u32::MAX } else { uid },
+                    if policy.group { u32::MAX } else { gid },
                 )
             });
         let r = fsops::meta::apply_at(dir, &tmp, &st, policy, parent.created_gid, is_link, xsrc)
@@ -5048,8 +5047,8 @@ async fn make_other(
     Ok(())
 }
 
-/// What to do with a symlink, device, FIFO or socket: `None` to leave it (`--existing`,
-/// `--ignore-existing`), else what differs from the destination (nothing: up to date; any
+/// What to do with a symlink, device, FIFO or socket, and the existing entry's owner and group
+/// when only its attributes differ: `None` to leave it (`--existing`, `--ignore-existing`), else what differs from the destination (nothing: up to date; any
 /// difference means the entry is made anew, which is how rsync updates these too).
 fn judge_other(
     core: &Core,
@@ -5059,7 +5058,7 @@ fn judge_other(
     dst_name: &CStr,
     target: Option<&CStr>,
     follow: bool,
-) -> Option<Change> {
+) -> Option<(Change, Option<(u32, u32)>)> {
     let cfg = &core.shared.config;
     let new = Change::new_entry(How::Local);
     let found = if parent.fresh {
@@ -5068,13 +5067,13 @@ fn judge_other(
         sys::lstat_at(parent.dst_fd(), dst_name).ok()
     };
     let Some(d) = found else {
-        return (!cfg.existing).then_some(new);
+        return (!cfg.existing).then_some((new, None));
     };
     if cfg.ignore_existing {
         return None;
     }
     if d.file_type() != st.file_type() {
-        return Some(new);
+        return Some((new, None));
     }
     // (-u leaves newer regular files only: "this does not affect the copying of dirs, symlinks,
     // or other special files", as rsync's manual says and its generator does.)
@@ -5090,7 +5089,7 @@ fn judge_other(
     if cfg.quick_check == crate::QuickCheck::Never || follow {
         // Made anew every time (as before): a followed link's target has no attributes we can
         // compare safely.
-        return Some(change);
+        return Some((change, None));
     }
     if cfg.xattrs || cfg.acls {
         // Compared by name without following; any difference makes the entry anew (with them).
@@ -5104,17 +5103,18 @@ fn judge_other(
                 change.xattr = p.touches_xattr();
                 change.acl = p.touches_acl();
             }
-            Err(_) => return Some(change),
+            Err(_) => return Some((change, None)),
         }
     }
     if !change.checksum && !sync::attrs_differ(&change) {
-        return Some(Change::default());
+        return Some((Change::default(), None));
     }
     if !change.checksum {
         // Only attributes differ: remade, but listed as an attribute change (rsync's `.L`).
         change.how = How::Attrs;
     }
-    Some(change)
+    // (The existing entry's owner and group: a remake keeps those it is not to change.)
+    Some((change, Some((d.uid, d.gid))))
 }
 
 #[cfg(test)]
