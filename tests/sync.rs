@@ -804,6 +804,69 @@ fn a_directory_meeting_a_non_directory_under_existing_and_ignore_existing() {
     }
 }
 
+/// A non-empty directory where the source has a file (no `--delete`, no `--force`): the file is
+/// not copied and the run ends with 23, and nothing of it is left behind under any mode that
+/// writes elsewhere first. Before, arsync copied the data and failed only at the final rename,
+/// leaving `.f.~arsync-partial` (`--partial`) or `.~tmp~/f` (`--delay-updates`) in the
+/// destination, where rsync's generator decides before any transfer. An empty directory in
+/// the way goes, as in rsync, under `--existing` too (the first form of the fix removed it on
+/// a first look and then, finding nothing on the second, skipped the file).
+#[test]
+fn a_directory_that_may_not_go_leaves_no_copy_of_the_file_behind() {
+    if !require_rsync("a_directory_that_may_not_go_leaves_no_copy_of_the_file_behind") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), &content(7, 70_000));
+    write(&src.join("g"), b"goes where an empty directory was");
+    write(&src.join("other"), b"copied");
+    let dest = |d: &Path| {
+        fs::create_dir_all(d.join("f/inner")).unwrap();
+        write(&d.join("f/inner/x"), b"theirs");
+        fs::create_dir(d.join("g")).unwrap();
+    };
+    for flags in [
+        &["-a"][..],
+        &["-a", "--partial"],
+        &["-a", "--partial-dir=.pd"],
+        &["-a", "--delay-updates"],
+        &["-a", "--inplace"],
+        &["-a", "-b"],
+        &["-aH", "--partial", "--delay-updates"],
+        // (The empty directory exists, so the file replaces it here too.)
+        &["-a", "--existing"],
+    ] {
+        let case = s.path().join(flags.join("").replace(['-', '='], "_"));
+        fs::create_dir(&case).unwrap();
+        let (want, got) = (case.join("by-rsync"), case.join("by-arsync"));
+        dest(&want);
+        dest(&got);
+        let w = rsync(flags, &src, &want);
+        let g = copy_contents(flags, &src, &got);
+        assert_eq!(code(&w), 23, "{flags:?}: {}", err(&w));
+        assert_eq!(code(&g), 23, "{flags:?}: {}", err(&g));
+        assert!(
+            err(&g).contains(&format!("\"{}\"", got.join("f").display())),
+            "{flags:?}: {}",
+            err(&g)
+        );
+        assert_eq!(listing(&got), listing(&want), "{flags:?}");
+        assert_eq!(fs::read(got.join("f/inner/x")).unwrap(), b"theirs");
+        assert_eq!(
+            fs::read(got.join("g")).unwrap(),
+            fs::read(src.join("g")).unwrap()
+        );
+        let other = fs::read(got.join("other")).ok();
+        if flags.contains(&"--existing") {
+            assert_eq!(other, None);
+        } else {
+            assert_eq!(other.as_deref(), Some(&b"copied"[..]));
+        }
+    }
+}
+
 /// `-u` leaves a newer destination *file* only: a symlink or special that is newer in the
 /// destination is still updated, as rsync does ("this does not affect the copying of dirs,
 /// symlinks, or other special files"). Before, arsync left a newer symlink with its old target.

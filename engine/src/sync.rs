@@ -73,6 +73,8 @@ pub(crate) enum Verdict {
     Same(Change),
     /// Copy the data (the change says what differed, or `new`).
     Copy(Change),
+    /// A non-empty directory is in the way and may not be removed: report this, copy nothing.
+    Blocked(io::Error),
 }
 
 /// Judge a regular file against what the destination has under `dst_name` in `dir`.
@@ -117,6 +119,24 @@ pub(crate) async fn judge_file(
     };
     if cfg.ignore_existing {
         return Verdict::Skip;
+    }
+    if d.file_type() == FileType::Dir
+        // (Only once the source is open: judged twice, a file must not find on the second
+        // look that the first removed what was in its way, and skip it under --existing.)
+        && src.is_some()
+        && !cfg.dry_run
+        && cfg.delete.is_none()
+        && !cfg.force
+        && let Err(e) = sys::unlink_at(dir, dst_name, libc::AT_REMOVEDIR)
+        && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST))
+    {
+        // A directory that may not go (not empty; no --delete or --force): the file is not
+        // copied at all, as rsync's generator decides before any transfer, so no temporary,
+        // partial or delayed copy of it is left behind. (An empty one was just removed.)
+        return Verdict::Blocked(io::Error::new(
+            e.kind(),
+            "cannot delete non-empty directory to make way (use --delete or --force)",
+        ));
     }
     if d.file_type() != FileType::File && !(cfg.write_devices && d.file_type().is_device()) {
         // Another type in the way: replaced by a new file (a device, with --write-devices, is

@@ -3279,6 +3279,15 @@ async fn copy_file(
                 }
             }
             Verdict::Copy(change) => change,
+            Verdict::Blocked(e) => {
+                hardlink_done(core, parent, dst_name, &st, false);
+                return Err((
+                    "make way for new regular file",
+                    e,
+                    ErrorClass::Partial,
+                    Side::Dst,
+                ));
+            }
         };
     if !cfg.dry_run
         && let Some(d) = &cfg.delegate
