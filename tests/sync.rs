@@ -229,6 +229,82 @@ fn filters_select_what_rsync_selects() {
     assert!(!g.join("src/top.txt").exists() && g.join("src/src/main.c").exists());
 }
 
+/// Two rule modifiers arsync refused before session 26, against rsync: `p` (perishable: such a
+/// rule, and `-C`'s default list, does not keep a directory that is being deleted, so `-C
+/// --delete` removes a directory gone from the source with its object files and `.git`, where
+/// arsync left it with "cannot delete non-empty directory") and `/` (matched against the
+/// absolute path, on the sending side the source's and on the receiving side the
+/// destination's).
+#[test]
+fn perishable_and_absolute_rules_select_and_delete_as_rsync_does() {
+    if !require_rsync("perishable_and_absolute_rules_select_and_delete_as_rsync_does") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = fs::canonicalize(s.path()).unwrap();
+    let src = base.join("src");
+    filter_tree(&src);
+    // What the destination held: a directory gone from the source with build output and a
+    // repository in it; a directory where the source has a file; extraneous files.
+    let dest = |d: &Path| {
+        named_files(
+            d,
+            &[
+                "gone/x.o",
+                "gone/.git/config",
+                "gone/sub/core",
+                "gone/sub/y.o",
+                "top.txt/.git/HEAD",
+                "top.txt/z.o",
+                "spare.o",
+                "spare.txt",
+                "keep/mine",
+            ],
+        );
+    };
+    let abs_src = format!("--filter=-/ {}/src/*/main.c", base.display());
+    let abs_dst = format!("--filter=P/ {}/*/keep/mine", base.display());
+    let abs_tail = "--filter=-/ src/doc".to_string();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["-C", "--delete"],
+        vec!["-C", "--force"],
+        vec!["-C", "--delete", "--delete-excluded"],
+        vec!["--filter=-p *.o", "--filter=-p .git/", "--delete"],
+        vec!["--filter=-p *.o", "--exclude=core", "--delete"],
+        vec!["--filter=-p *.o", "--filter=-p .git/", "--force"],
+        vec![
+            "--filter=Pp *.o",
+            "--filter=-p .git/",
+            "--filter=- core",
+            "--delete",
+        ],
+        vec![&abs_src, &abs_dst, "--delete"],
+        vec![&abs_tail, "--delete"],
+        vec!["--filter=-/ /nowhere/*", "--delete"],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        let mut args = vec!["-a"];
+        args.extend(flags.iter().copied());
+        let (want, got) = (
+            base.join(format!("rsync{i}")),
+            base.join(format!("arsync{i}")),
+        );
+        dest(&want);
+        dest(&got);
+        let w = rsync(&args, &src, &want);
+        let g = copy_contents(&args, &src, &got);
+        assert_eq!(code(&g), code(&w), "{flags:?}: {} / {}", err(&g), err(&w));
+        assert_eq!(listing(&got), listing(&want), "{flags:?}");
+    }
+    // The cases do what they are meant to: `gone` goes under -C --delete, the absolute rules
+    // leave out src/*/main.c and keep keep/mine.
+    assert!(!base.join("arsync0/gone").exists());
+    assert!(base.join("arsync0/spare.o").exists());
+    assert!(!base.join("arsync7/src/main.c").exists());
+    assert!(base.join("arsync7/keep/mine").exists());
+    assert!(!base.join("arsync8/doc").exists());
+}
+
 #[test]
 fn prune_empty_dirs_prunes_what_rsync_prunes() {
     if !require_rsync("prune_empty_dirs_prunes_what_rsync_prunes") {

@@ -2838,10 +2838,12 @@ fn guard_overlap(
             }
             // A destination that the filters keep out of the transfer is never scanned.
             let excluded = dst.strip_prefix(&src).is_ok_and(|below| {
-                let mut path = r.rel.clone();
+                let (mut path, mut full) = (r.rel.clone(), src.clone());
                 below.components().any(|c| {
                     path.push(c);
-                    filters.excludes(path.as_os_str().as_bytes(), true)
+                    full.push(c);
+                    let abs = || full.as_os_str().as_bytes()[1..].to_vec();
+                    filters.excludes_at(path.as_os_str().as_bytes(), true, None, &abs)
                 })
             });
             if dst.starts_with(&src) && !excluded {

@@ -43,6 +43,13 @@ pub struct Rule {
     pub receiver: bool,
     /// The `!` modifier: the rule applies when the pattern does *not* match.
     pub negate: bool,
+    /// The `p` modifier (and `-C`'s default list): ignored while a directory that is being
+    /// deleted is emptied, so what it matches does not keep that directory.
+    pub perishable: bool,
+    /// The `/` modifier: matched against the entry's absolute path (its directory's physical
+    /// path, as rsync's working directory gives it, and its name) instead of the path below the
+    /// transfer root.
+    pub abs: bool,
     /// The pattern as written (for messages).
     pub text: String,
     /// Anchored at the transfer root (leading `/`).
@@ -62,6 +69,17 @@ pub struct Rule {
     base: Vec<u8>,
 }
 
+/// What a rule list is asked about an entry.
+#[derive(Clone, Copy)]
+enum Ask {
+    /// Whether it is left out of the transfer (sending-side rules).
+    Send,
+    /// Whether `--delete` leaves it (receiving-side rules).
+    Delete,
+    /// Whether it stays in a directory being deleted (receiving-side rules but perishable ones).
+    Emptying,
+}
+
 /// How the rules of a merge file are read (the modifiers of a `merge`/`dir-merge` rule).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct MergeMods {
@@ -75,6 +93,10 @@ struct MergeMods {
     cvs: bool,
     /// `s`/`r`: the sides every rule of the file applies to.
     sides: Option<(bool, bool)>,
+    /// `p`: every rule of the file is perishable.
+    perishable: bool,
+    /// `/`: every rule of the file matches absolute paths.
+    abs: bool,
 }
 
 /// A `dir-merge` rule.
@@ -224,9 +246,12 @@ impl Filters {
             _ => return Err(format!("unknown filter rule: {rule:?}")),
         };
         let mut negate = false;
+        let (mut perishable, mut abs) = (false, false);
         for m in mods.chars() {
             match m {
                 '!' => negate = true,
+                'p' => perishable = true,
+                '/' => abs = true,
                 's' => {
                     sender = true;
                     receiver = false;
@@ -237,7 +262,7 @@ impl Filters {
                 }
                 _ => {
                     return Err(format!(
-                        "filter rule {rule:?}: unsupported modifier {m:?} (supported: !, s, r)"
+                        "filter rule {rule:?}: unsupported modifier {m:?} (supported: !, /, p, s, r)"
                     ));
                 }
             }
@@ -245,7 +270,12 @@ impl Filters {
         let Some(pattern) = pattern.filter(|p| !p.is_empty()) else {
             return Err(format!("filter rule {rule:?} has no pattern"));
         };
-        self.push(action, sender, receiver, negate, pattern)
+        self.push(action, sender, receiver, negate, pattern)?;
+        if let Some(r) = self.rules.last_mut() {
+            r.perishable = perishable;
+            r.abs = abs;
+        }
+        Ok(())
     }
 
     fn push(
@@ -284,6 +314,8 @@ impl Filters {
             sender,
             receiver,
             negate,
+            perishable: false,
+            abs: false,
             text: pattern.to_string(),
             anchored,
             dir_only,
@@ -308,23 +340,26 @@ impl Filters {
             .map(|t| String::from_utf8_lossy(&t).into_owned())
             .unwrap_or_default();
         let env = std::env::var("CVSIGNORE").unwrap_or_default();
-        for word in DEFAULT
-            .split_whitespace()
-            .chain(home.split_whitespace())
-            .chain(env.split_whitespace())
-        {
+        let words = DEFAULT.split_whitespace().map(|w| (w, true));
+        let more = home.split_whitespace().chain(env.split_whitespace());
+        for (word, perishable) in words.chain(more.map(|w| (w, false))) {
             if word == "!" {
                 self.rules.clear();
                 self.merges.clear();
             } else {
-                // (A word is never empty, so this cannot fail.)
+                // (A word is never empty, so this cannot fail.) The default list is perishable,
+                // as rsync (protocol 30 and later) marks it: a directory deleted from the
+                // source goes from the destination with its object files and `.git`.
                 let _ = self.push(Action::Exclude, true, true, false, word);
+                if let Some(r) = self.rules.last_mut() {
+                    r.perishable = perishable;
+                }
             }
         }
     }
 
-    /// `merge`/`.` and `dir-merge`/`:` with their modifiers (`-`, `+`, `C`, `e`, `n`, `w`, `s`,
-    /// `r`).
+    /// `merge`/`.` and `dir-merge`/`:` with their modifiers (`-`, `+`, `C`, `e`, `n`, `w`, `/`,
+    /// `p`, `s`, `r`).
     fn merge_rule(
         &mut self,
         rule: &str,
@@ -349,9 +384,11 @@ impl Filters {
                 'w' => m.words = true,
                 's' => m.sides = Some((true, m.sides.is_some_and(|s| s.1))),
                 'r' => m.sides = Some((m.sides.is_some_and(|s| s.0), true)),
+                'p' => m.perishable = true,
+                '/' => m.abs = true,
                 _ => {
                     return Err(format!(
-                        "filter rule {rule:?}: unsupported merge modifier {c:?} (supported: -, +, C, e, n, w, s, r)"
+                        "filter rule {rule:?}: unsupported merge modifier {c:?} (supported: -, +, C, e, n, w, /, p, s, r)"
                     ));
                 }
             }
@@ -433,6 +470,8 @@ impl Filters {
         }
         for r in &mut tmp.rules {
             r.base = base.to_vec();
+            r.perishable |= m.perishable;
+            r.abs |= m.abs;
             if let Some((sender, receiver)) = m.sides {
                 r.sender = sender;
                 r.receiver = receiver;
@@ -509,7 +548,7 @@ impl Filters {
                         let rules = rules
                             .into_iter()
                             .filter_map(|mut r| {
-                                if !r.anchored {
+                                if !r.anchored || r.abs {
                                     return Some(r);
                                 }
                                 // An anchor above the root: keep what names a path inside it.
@@ -555,57 +594,101 @@ impl Filters {
     }
 
     /// Whether the sending side skips `path` (relative to the transfer root, no leading `/`).
+    /// Rules with the `/` modifier see `path` as absolute here; the engine uses
+    /// [`Filters::excludes_at`].
     pub fn excludes(&self, path: &[u8], is_dir: bool) -> bool {
-        self.decide(path, is_dir, true, None)
+        self.decide(path, is_dir, Ask::Send, None, &|| path.to_vec())
     }
 
-    /// Whether the receiving side protects `path` from deletion.
+    /// Whether the receiving side protects `path` from deletion (as [`Filters::excludes`]).
     pub fn protects(&self, path: &[u8], is_dir: bool) -> bool {
-        self.decide(path, is_dir, false, None)
+        self.decide(path, is_dir, Ask::Delete, None, &|| path.to_vec())
     }
 
-    /// [`Filters::excludes`] in a directory with per-directory rules `dir`.
-    pub fn excludes_in(&self, path: &[u8], is_dir: bool, dir: Option<&DirRules>) -> bool {
-        self.decide(path, is_dir, true, dir)
+    /// [`Filters::excludes`] in a directory with per-directory rules `dir`, `abs` giving the
+    /// entry's absolute path without its leading `/` (asked only by a rule with the `/`
+    /// modifier).
+    pub fn excludes_at(
+        &self,
+        path: &[u8],
+        is_dir: bool,
+        dir: Option<&DirRules>,
+        abs: &dyn Fn() -> Vec<u8>,
+    ) -> bool {
+        self.decide(path, is_dir, Ask::Send, dir, abs)
     }
 
-    /// [`Filters::protects`] in a directory with per-directory rules `dir`.
-    pub fn protects_in(&self, path: &[u8], is_dir: bool, dir: Option<&DirRules>) -> bool {
-        self.decide(path, is_dir, false, dir)
+    /// [`Filters::protects`] in a directory with per-directory rules `dir` (`abs` as in
+    /// [`Filters::excludes_at`]).
+    pub fn protects_at(
+        &self,
+        path: &[u8],
+        is_dir: bool,
+        dir: Option<&DirRules>,
+        abs: &dyn Fn() -> Vec<u8>,
+    ) -> bool {
+        self.decide(path, is_dir, Ask::Delete, dir, abs)
     }
 
-    fn decide(&self, path: &[u8], is_dir: bool, sender: bool, dir: Option<&DirRules>) -> bool {
-        let applies = |r: &Rule| (sender && r.sender) || (!sender && r.receiver);
+    /// [`Filters::protects_at`] for an entry inside a directory that is itself being deleted
+    /// (extraneous, or in the way of a non-directory): perishable rules do not count there, as
+    /// in rsync, so what only they match does not keep the directory.
+    pub fn protects_while_emptying(
+        &self,
+        path: &[u8],
+        is_dir: bool,
+        dir: Option<&DirRules>,
+        abs: &dyn Fn() -> Vec<u8>,
+    ) -> bool {
+        self.decide(path, is_dir, Ask::Emptying, dir, abs)
+    }
+
+    fn decide(
+        &self,
+        path: &[u8],
+        is_dir: bool,
+        ask: Ask,
+        dir: Option<&DirRules>,
+        abs: &dyn Fn() -> Vec<u8>,
+    ) -> bool {
+        let applies = |r: &Rule| match ask {
+            Ask::Send => r.sender,
+            Ask::Delete => r.receiver,
+            Ask::Emptying => r.receiver && !r.perishable,
+        };
+        let full = std::cell::OnceCell::new();
+        let hit = |r: &Rule| {
+            let p = if r.abs {
+                full.get_or_init(abs).as_slice()
+            } else {
+                path
+            };
+            applies(r) && r.matches(p, is_dir) != r.negate
+        };
         let mut merges = self.merges.iter().enumerate().peekable();
         for (i, r) in self.rules.iter().enumerate() {
             while let Some((m, _)) = merges.next_if(|(_, dm)| dm.at <= i) {
-                if let Some(hit) = Self::decide_merge(m, path, is_dir, &applies, dir) {
+                if let Some(hit) = Self::decide_merge(m, &hit, dir) {
                     return hit;
                 }
             }
-            if applies(r) && r.matches(path, is_dir) != r.negate {
+            if hit(r) {
                 return r.action == Action::Exclude;
             }
         }
         for (m, _) in merges {
-            if let Some(hit) = Self::decide_merge(m, path, is_dir, &applies, dir) {
+            if let Some(hit) = Self::decide_merge(m, &hit, dir) {
                 return hit;
             }
         }
         false
     }
 
-    fn decide_merge(
-        m: usize,
-        path: &[u8],
-        is_dir: bool,
-        applies: &dyn Fn(&Rule) -> bool,
-        dir: Option<&DirRules>,
-    ) -> Option<bool> {
+    fn decide_merge(m: usize, hit: &dyn Fn(&Rule) -> bool, dir: Option<&DirRules>) -> Option<bool> {
         let mut level = dir?.per_merge.get(m)?.as_deref();
         while let Some(l) = level {
             for r in &l.rules {
-                if applies(r) && r.matches(path, is_dir) != r.negate {
+                if hit(r) {
                     return Some(r.action == Action::Exclude);
                 }
             }
@@ -618,8 +701,8 @@ impl Filters {
 impl Rule {
     /// Whether the pattern matches `path` (the `!` modifier not applied).
     pub fn matches(&self, path: &[u8], is_dir: bool) -> bool {
-        // A per-directory rule's anchor is its own directory.
-        let path = if self.anchored && !self.base.is_empty() {
+        // A per-directory rule's anchor is its own directory (an absolute rule's is `/`).
+        let path = if self.anchored && !self.base.is_empty() && !self.abs {
             match path
                 .strip_prefix(&self.base[..])
                 .and_then(|p| p.strip_prefix(b"/"))
@@ -875,6 +958,71 @@ mod tests {
         x.sender_only();
         assert!(!x.protects(b"x.o", false));
         assert!(x.excludes(b"x.o", false));
+    }
+
+    #[test]
+    fn perishable_rules_do_not_keep_a_directory_being_emptied() {
+        let none = |p: &[u8]| {
+            let p = p.to_vec();
+            move || p.clone()
+        };
+        let x = f(&["-p *.o", "P keep", "- core"]);
+        let asks = |path: &[u8]| {
+            let abs = none(path);
+            (
+                x.protects_at(path, false, None, &abs),
+                x.protects_while_emptying(path, false, None, &abs),
+            )
+        };
+        // A perishable exclude protects from --delete, but not inside a directory being deleted.
+        assert_eq!(asks(b"d/x.o"), (true, false));
+        // Ordinary excludes and protect rules count in both.
+        assert_eq!(asks(b"d/keep"), (true, true));
+        assert_eq!(asks(b"d/core"), (true, true));
+        assert_eq!(asks(b"d/other"), (false, false));
+        assert!(
+            x.excludes(b"d/x.o", false),
+            "perishable still excludes from the transfer"
+        );
+        // -C's default list is perishable.
+        let mut c = Filters::new();
+        c.rule("-C").unwrap();
+        let abs = none(b"d/.git");
+        assert!(c.protects_at(b"d/.git", true, None, &abs));
+        assert!(!c.protects_while_emptying(b"d/.git", true, None, &abs));
+        // A merge rule's `p` makes the rules of its file perishable.
+        let (rules, _) = f(&[])
+            .parse_merge(
+                b"- *.tmp\n+ a\n",
+                MergeMods {
+                    perishable: true,
+                    ..MergeMods::default()
+                },
+                b"",
+            )
+            .unwrap();
+        assert!(rules.iter().all(|r| r.perishable));
+    }
+
+    #[test]
+    fn absolute_rules_match_the_absolute_path() {
+        let x = f(&["-/ /etc/passwd", "-/ sub/foo", "- /top"]);
+        let at = |rel: &[u8], abs: &[u8]| {
+            let abs = abs.to_vec();
+            x.excludes_at(rel, false, None, &move || abs.clone())
+        };
+        // Anchored at `/`, whatever the transfer root.
+        assert!(at(b"passwd", b"etc/passwd"));
+        assert!(!at(b"etc/passwd", b"home/u/etc/passwd"));
+        // Unanchored: any tail of the absolute path, even one above the transfer root.
+        assert!(at(b"foo", b"home/u/sub/foo"));
+        assert!(!at(b"foo", b"home/u/other/foo"));
+        // Rules without the modifier see the relative path.
+        assert!(at(b"top", b"home/u/top"));
+        assert!(!at(b"a/top", b"top"));
+        // Not asked unless a rule needs it.
+        let y = f(&["- *.o"]);
+        assert!(y.excludes_at(b"x.o", false, None, &|| unreachable!()));
     }
 
     #[test]

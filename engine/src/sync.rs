@@ -578,7 +578,9 @@ pub(crate) fn extraneous(
             }
             if filters.has_receiver_rules() {
                 let path = join(rel, ent.name);
-                if filters.protects_in(path.as_os_str().as_bytes(), ft == FileType::Dir, rules) {
+                let abs = || sys::abs_name(fd.as_fd(), ent.name.to_bytes());
+                let path = path.as_os_str().as_bytes();
+                if filters.protects_at(path, ft == FileType::Dir, rules, &abs) {
                     continue;
                 }
             }
@@ -658,10 +660,12 @@ fn remove_inner(
                     }
                     if cfg.filters.has_receiver_rules() {
                         let cp = join(&path, &child);
-                        if cfg.filters.protects_in(
+                        let abs = || sys::abs_name(fd.as_fd(), child.to_bytes());
+                        if cfg.filters.protects_while_emptying(
                             cp.as_os_str().as_bytes(),
                             cft == FileType::Dir,
                             rules,
+                            &abs,
                         ) {
                             complete = false;
                             continue;

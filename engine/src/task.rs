@@ -491,13 +491,15 @@ fn unchanged_item(
     }
 }
 
-/// Whether the filter rules keep `name` (of type `ft`) in `node` out of the transfer.
+/// Whether the filter rules keep `name` (of type `ft`) in `node` out of the transfer; `abs`
+/// gives its absolute path (for rules with the `/` modifier: [`filter::Filters::excludes_at`]).
 fn filtered(
     core: &Core,
     rel: sync::Rel<'_>,
     name: &[u8],
     ft: FileType,
     dir: Option<&DirRules>,
+    abs: &dyn Fn() -> Vec<u8>,
 ) -> bool {
     let filters = &core.shared.config.filters;
     if !filters.has_sender_rules() {
@@ -510,7 +512,7 @@ fn filtered(
         path.push(b'/');
     }
     path.extend_from_slice(name);
-    filters.excludes_in(&path, ft == FileType::Dir, dir)
+    filters.excludes_at(&path, ft == FileType::Dir, dir, abs)
 }
 
 /// A per-directory merge file (`dir-merge`) in source directory `dir`, if there is one.
@@ -702,6 +704,7 @@ fn holds_content(
                     ent.name.to_bytes(),
                     ft,
                     rules.as_deref(),
+                    &|| sys::abs_name(fd.as_fd(), ent.name.to_bytes()),
                 ) {
                     continue;
                 }
@@ -838,7 +841,26 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             Some(i) => (Path::new(OsStr::from_bytes(&rel[..i])), &rel[i + 1..]),
             None => (Path::new(""), rel),
         };
-        if filtered(core, sync::Rel::Given(parent), name, st.file_type(), None) {
+        let abs = || {
+            // The root's directory as the kernel names it, then the root's own name.
+            let src = Path::new(&root.src);
+            let dir = match src.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            match std::fs::File::open(dir) {
+                Ok(d) => sys::abs_name(d.as_fd(), name),
+                Err(_) => name.to_vec(),
+            }
+        };
+        if filtered(
+            core,
+            sync::Rel::Given(parent),
+            name,
+            st.file_type(),
+            None,
+            &abs,
+        ) {
             return;
         }
     }
@@ -1537,6 +1559,7 @@ fn admitted(
         name.to_bytes(),
         ft,
         node.dir_rules.as_deref(),
+        &|| sys::abs_name(node.src_fd(), name.to_bytes()),
     ) {
         return None;
     }
@@ -1635,6 +1658,7 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
             name.to_bytes(),
             st.file_type(),
             node.dir_rules.as_deref(),
+            &|| sys::abs_name(node.src_fd(), name.to_bytes()),
         ) {
             continue;
         }

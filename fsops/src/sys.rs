@@ -870,6 +870,25 @@ pub fn open_tmpfile(dir: BorrowedFd<'_>, mode: u32) -> io::Result<OwnedFd> {
     })
 }
 
+/// The absolute path of the entry `name` in the open directory `dir`, without its leading `/`:
+/// the directory's path as the kernel knows it (`/proc/self/fd`, symlinks resolved, as
+/// `getcwd` gives it), then the name. For filter rules with rsync's `/` modifier; where the
+/// directory's path cannot be read, the name alone.
+pub fn abs_name(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .unwrap_or_default();
+    if out.first() == Some(&b'/') {
+        out.remove(0);
+    }
+    if !out.is_empty() {
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
+}
+
 /// Give the open file `fd` the name `name` in `dir` (`linkat`), failing with `EEXIST` if the name
 /// is taken. `AT_EMPTY_PATH` needs `CAP_DAC_READ_SEARCH`; without it (`ENOENT`) the file is linked
 /// through `/proc/self/fd`, which any user may do with a file of their own.
