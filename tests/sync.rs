@@ -305,6 +305,71 @@ fn perishable_and_absolute_rules_select_and_delete_as_rsync_does() {
     assert!(!base.join("arsync8/doc").exists());
 }
 
+/// A directory being deleted (gone from the source, or in the way of a file) is emptied under
+/// its own per-directory merge files too, read from the destination, as rsync reads them
+/// (`push_local_filters` in `delete_dir_contents`): what a `.cvsignore` or `.rsync-filter` in
+/// it excludes keeps it. Before session 26 arsync applied only what the directory inherited and
+/// deleted all of it.
+#[test]
+fn a_directory_being_deleted_is_emptied_under_its_own_merge_files() {
+    if !require_rsync("a_directory_being_deleted_is_emptied_under_its_own_merge_files") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    filter_tree(&src);
+    let dest = |d: &Path| {
+        named_files(
+            d,
+            &[
+                "gone/keep1",
+                "gone/other",
+                "gone/x.o",
+                "gone/sub/mine2",
+                "gone/sub/other",
+                "gone/deeper/x/mine3",
+                "top.txt/z.o",
+                "top.txt/y.c",
+            ],
+        );
+        write(&d.join("gone/.cvsignore"), b"keep* other.o\n");
+        write(&d.join("gone/sub/.rsync-filter"), b"- mine*\n");
+        write(&d.join("gone/deeper/.rsync-filter"), b"- x/mine*\n");
+        write(&d.join("top.txt/.cvsignore"), b"y.c\n");
+    };
+    let cases: [&[&str]; 6] = [
+        &["-C", "--delete"],
+        &["-C", "--force"],
+        &["-F", "--delete"],
+        &["-FF", "--delete"],
+        &["-F", "--delete-after"],
+        &["-C", "-F", "--delete", "--delete-excluded"],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        let mut args = vec!["-a"];
+        args.extend(flags.iter().copied());
+        let (want, got) = (
+            s.path().join(format!("r{i}")),
+            s.path().join(format!("a{i}")),
+        );
+        dest(&want);
+        dest(&got);
+        let w = rsync(&args, &src, &want);
+        let g = copy_contents(&args, &src, &got);
+        assert_eq!(code(&g), code(&w), "{flags:?}: {} / {}", err(&g), err(&w));
+        assert_eq!(listing(&got), listing(&want), "{flags:?}");
+    }
+    // What the files kept: -C --delete keeps gone/keep1 (its .cvsignore), not gone/x.o; -C keeps
+    // top.txt a directory (its .cvsignore names y.c), so the file cannot go there; -F keeps
+    // gone/sub/mine2 and gone/deeper/x/mine3.
+    assert!(s.path().join("a0/gone/keep1").exists());
+    assert!(!s.path().join("a0/gone/x.o").exists());
+    assert!(s.path().join("a0/top.txt/y.c").exists());
+    assert!(s.path().join("a2/gone/sub/mine2").exists());
+    assert!(s.path().join("a2/gone/deeper/x/mine3").exists());
+    assert!(!s.path().join("a2/gone/other").exists());
+}
+
 #[test]
 fn prune_empty_dirs_prunes_what_rsync_prunes() {
     if !require_rsync("prune_empty_dirs_prunes_what_rsync_prunes") {

@@ -639,6 +639,22 @@ fn remove_inner(
         match Emptying::open(dir, name, euid) {
             Ok(opened) => {
                 let fd = &emptying.insert(opened).fd;
+                // Its own per-directory merge files count while it is emptied, on top of what
+                // it inherits, as rsync reads them (`push_local_filters` in
+                // `delete_dir_contents`): a `.cvsignore` or `.rsync-filter` in it may keep
+                // some of it. (A file with a bad rule is left out here, unreported.)
+                let own;
+                let rules = if cfg.filters.has_dir_merges() {
+                    own = cfg
+                        .filters
+                        .dir_rules(rules, path.as_os_str().as_bytes(), &mut |n| {
+                            crate::task::read_rules_file(fd.as_fd(), n)
+                        })
+                        .0;
+                    Some(&own)
+                } else {
+                    rules
+                };
                 let mut reader = fsops::DirReader::default();
                 let mut children = Vec::new();
                 loop {

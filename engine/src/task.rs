@@ -515,8 +515,8 @@ fn filtered(
     filters.excludes_at(&path, ft == FileType::Dir, dir, abs)
 }
 
-/// A per-directory merge file (`dir-merge`) in source directory `dir`, if there is one.
-fn read_rules_file(dir: BorrowedFd<'_>, name: &CStr) -> Option<Vec<u8>> {
+/// A per-directory merge file (`dir-merge`) in directory `dir`, if there is one.
+pub(crate) fn read_rules_file(dir: BorrowedFd<'_>, name: &CStr) -> Option<Vec<u8>> {
     use std::io::Read;
     let fd = sys::open_source(dir, name, false).ok()?;
     let mut text = Vec::new();
