@@ -370,6 +370,90 @@ fn a_directory_being_deleted_is_emptied_under_its_own_merge_files() {
     assert!(!s.path().join("a2/gone/other").exists());
 }
 
+/// A merge file may hold `dir-merge` rules of its own (nested), as rsync allows: each reads its
+/// file in the directory where it was named and below, its rules tried where it stands. Before
+/// session 26 arsync refused such a file ("not supported") and went on without its rules.
+/// And a per-directory merge file with a bad rule stops the run with rsync's code 1 ("syntax
+/// or usage error"), where arsync went on without the file's rules (which could copy what they
+/// exclude, or with `--delete` delete what they protect) and ended with 23.
+#[test]
+fn nested_dir_merges_apply_and_a_bad_rule_stops_the_run_as_in_rsync() {
+    if !require_rsync("nested_dir_merges_apply_and_a_bad_rule_stops_the_run_as_in_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    named_files(
+        &src,
+        &[
+            "a1", "a9", "x1", "b1", "d/a1", "d/a2", "d/b1", "d/c1", "d/x.log", "d/x2", "d/dd/a1",
+            "d/dd/c2", "d/dd/b3", "e/q1", "e/z1", "e/k1", "e/sub/q2", "e/sub/k2", "e/sub/z2",
+        ],
+    );
+    for (file, text) in [
+        (".rsync-filter", "- *.log\n+ a9\n: .inner\n- x*\n"),
+        (".inner", "- a*\n"),
+        ("d/.inner", "+ a1\n- b*\n"),
+        ("d/dd/.inner", "- c*\n"),
+        ("e/.rsync-filter", "dir-merge,n .local\n- z*\n"),
+        ("e/.local", "- q*\n"),
+        ("e/sub/.local", "- k*\n"),
+        // Names a merge already in force: left out, as rsync leaves it.
+        ("e/sub/.rsync-filter", ": .rsync-filter\n- k2\n"),
+    ] {
+        write(&src.join(file), text.as_bytes());
+    }
+    let global = s.path().join("global.rules");
+    write(&global, b"+ a9\n: .inner\n- x*\n");
+    let global_arg = format!("--filter=. {}", global.display());
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["-F"],
+        vec!["-FF"],
+        vec!["--filter=:e .rsync-filter"],
+        vec![&global_arg],
+        vec!["-F", "--delete"],
+        vec!["-F", "--delete-after"],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        let mut args = vec!["-a"];
+        args.extend(flags.iter().copied());
+        let (want, got) = (
+            s.path().join(format!("r{i}")),
+            s.path().join(format!("a{i}")),
+        );
+        // (A destination to delete from: extraneous names the nested rules protect or not.)
+        named_files(&want, &["d/b9", "d/zz", "e/sub/k9"]);
+        named_files(&got, &["d/b9", "d/zz", "e/sub/k9"]);
+        let w = rsync(&args, &src, &want);
+        let g = copy_contents(&args, &src, &got);
+        assert_eq!(code(&w), 0, "{flags:?}: {}", err(&w));
+        assert_eq!(code(&g), 0, "{flags:?}: {}", err(&g));
+        assert_eq!(listing(&got), listing(&want), "{flags:?}");
+    }
+    // The nested rules did their part: d/a2 left out by d/.inner's "- a*" inherited from the
+    // top's .inner, d/a1 kept by d/.inner's "+ a1"; e/sub/k2 left out by e/sub/.local.
+    assert!(!s.path().join("a0/d/a2").exists() && s.path().join("a0/d/a1").exists());
+    assert!(!s.path().join("a0/e/sub/k2").exists());
+
+    // A bad rule in a per-directory file: exit 1 from both, and arsync says which file.
+    write(&src.join("d/dd/.inner"), b"this is no rule\n");
+    let (want, got) = (s.path().join("rbad"), s.path().join("abad"));
+    let w = rsync(&["-a", "-F", "--delete"], &src, &want);
+    let g = copy_contents(&["-a", "-F", "--delete"], &src, &got);
+    assert_eq!(code(&w), 1, "{}", err(&w));
+    assert_eq!(code(&g), 1, "{}", err(&g));
+    assert!(
+        err(&g).contains(".inner") && err(&g).contains("d/dd"),
+        "{}",
+        err(&g)
+    );
+    assert!(
+        err(&g).contains("syntax or usage error (code 1)"),
+        "{}",
+        err(&g)
+    );
+}
+
 #[test]
 fn prune_empty_dirs_prunes_what_rsync_prunes() {
     if !require_rsync("prune_empty_dirs_prunes_what_rsync_prunes") {

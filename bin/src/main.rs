@@ -153,7 +153,11 @@ fn run() -> ExitCode {
         let report = engine::run_with_progress(&parsed.config, lister.clone(), &stop, &live);
         lister.print();
         let code = output::exit_code(&report);
-        if let Some(f) = &report.fatal {
+        if let Some(f) = report
+            .fatal
+            .as_ref()
+            .or(report.halted.as_ref().map(|h| &h.1))
+        {
             errln!("arsync: {f}");
         }
         if code != 0 {
@@ -247,7 +251,11 @@ fn run() -> ExitCode {
             report.delete_skipped
         );
     }
-    if let Some(f) = &report.fatal {
+    if let Some(f) = report
+        .fatal
+        .as_ref()
+        .or(report.halted.as_ref().map(|h| &h.1))
+    {
         errln!("arsync: {f}");
         if let Some(l) = &log {
             l.message(format!("arsync: {f}").as_bytes());

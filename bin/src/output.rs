@@ -425,6 +425,8 @@ pub fn rsync_stats(r: &Report, dry_run: bool) {
 pub fn exit_code(r: &Report) -> i32 {
     if r.interrupted {
         20
+    } else if let Some((code, _)) = &r.halted {
+        *code
     } else if r.fatal.is_some() || r.file_io_errors > 0 {
         11
     } else if r.errors > 0 {

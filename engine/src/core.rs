@@ -174,6 +174,11 @@ pub(crate) struct RunShared {
     pub open_dirs: crate::dirfds::OpenDirs,
     /// `-T/--temp-dir`: the directory files are staged in.
     pub temp_dir: Option<TempDir>,
+    /// A condition that ends the whole run with rsync's exit code for it (the first one found):
+    /// its code and message ([`RunShared::halt`]).
+    pub halted: std::sync::Mutex<Option<(i32, String)>>,
+    /// Cancels the phase running now (set by [`run`] for each phase), for [`RunShared::halt`].
+    pub canceller: std::sync::Mutex<Option<scheduler::Canceller<crate::task::Task>>>,
 }
 
 /// `-T/--temp-dir`: the directory, open, and where it is.
@@ -253,6 +258,34 @@ impl StagedDir {
 }
 
 impl RunShared {
+    /// Stop the whole run as rsync stops at a fatal condition (a bad rule in a per-directory
+    /// merge file: "syntax or usage error", code 1): every core drops what it is doing, as
+    /// when the run is interrupted (no file is left half-written under its final name), the
+    /// work left for after the copy (`--delete-after`, `--delay-updates`) is not done, and the
+    /// run ends with `code`. The first halt's message and code are kept.
+    pub fn halt(&self, code: i32, message: String) {
+        self.halted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert((code, message));
+        if let Some(c) = self
+            .canceller
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            c.cancel();
+        }
+    }
+
+    /// Whether [`RunShared::halt`] was called.
+    pub fn is_halted(&self) -> bool {
+        self.halted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// The cold-copy pool, started on the first call: two threads per core, 4 to 64.
     pub(crate) fn copy_pool(&self) -> Option<&crate::workers::Workers> {
         self.copy_pool
@@ -481,6 +514,8 @@ pub(crate) fn run(
             None
         },
         staged: std::sync::Mutex::new(Vec::new()),
+        halted: std::sync::Mutex::new(None),
+        canceller: std::sync::Mutex::new(None),
         open_dirs: crate::dirfds::OpenDirs::new(dir_share as usize),
         temp_dir,
         copy_pool: std::sync::OnceLock::new(),
@@ -580,6 +615,10 @@ pub(crate) fn run(
             sched.inject(Task::Root(i));
         }
         let canceller = sched.canceller();
+        *shared.canceller.lock().unwrap_or_else(|p| p.into_inner()) = Some(canceller.clone());
+        if shared.is_halted() {
+            break;
+        }
         stop.install(Box::new(move || canceller.cancel()));
         let make = |i: usize| {
             let shared = Arc::clone(&shared);
@@ -593,11 +632,22 @@ pub(crate) fn run(
             scheduler::run_threads(sched, make)
         });
         stop.uninstall();
-        if stop.is_requested() || outs.iter().any(|o: &CoreOut| o.fatal.is_some()) {
+        *shared.canceller.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if stop.is_requested()
+            || shared.is_halted()
+            || outs.iter().any(|o: &CoreOut| o.fatal.is_some())
+        {
             break;
         }
     }
     report.interrupted = stop.is_requested();
+    report.halted = shared
+        .halted
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    // What is left for after the copy is not done once the run was stopped or halted.
+    let stopped = report.interrupted || report.halted.is_some();
     // A stopped run leaves no subtree under a temporary name: what was completed in it becomes
     // visible, as rsync leaves the files it finished (directories not finished keep the
     // permissions they were made with, 0700, and no times, as a stopped rsync leaves them). One
@@ -622,7 +672,7 @@ pub(crate) fn run(
     for out in &mut outs {
         pending.append(&mut out.pending_deletes);
     }
-    if !report.interrupted {
+    if !stopped {
         // --delay-updates: every file is written; now into place, directory by directory (a
         // stopped run leaves them in the partial directories, to be resumed from).
         let main = Counters::default();
@@ -633,7 +683,7 @@ pub(crate) fn run(
         }
         report.errors += main.errors.get();
     }
-    if !pending.is_empty() && !report.interrupted {
+    if !pending.is_empty() && !stopped {
         // --delete-after: everything is copied; now the deletions, in the order they were found.
         let main = Counters::default();
         for p in pending {
@@ -643,7 +693,7 @@ pub(crate) fn run(
         report.delete_skipped += main.delete_skipped.get();
         report.errors += main.errors.get();
     }
-    if !report.interrupted {
+    if !stopped {
         // --remove-source-files -H: the multi-link names, now that every name is copied.
         for out in &outs {
             for r in &out.pending_removals {

@@ -114,15 +114,34 @@ struct DirMerge {
 
 /// The per-directory rules in force in one source directory: for each `dir-merge` rule, the
 /// rules of this directory's file and those inherited from its parents' (newest first).
+///
+/// A merge file may itself hold `dir-merge` rules (nested, as rsync allows): each adds a
+/// per-directory merge of its own for the directory where it was read and those below it
+/// (`extra`, numbered after the run's own in `per_merge`), its rules tried where its rule stands
+/// in the file that named it. One whose name a merge in force already reads is left out, as
+/// rsync leaves it.
 #[derive(Clone, Debug, Default)]
 pub struct DirRules {
     per_merge: Vec<Option<Arc<Level>>>,
+    extra: Vec<DirMerge>,
 }
 
 #[derive(Debug)]
 struct Level {
     rules: Vec<Rule>,
+    /// The nested `dir-merge` rules of this file: (their place in `rules`, their number in
+    /// [`DirRules::per_merge`]).
+    nested: Vec<(usize, usize)>,
     parent: Option<Arc<Level>>,
+}
+
+/// A merge file's text, parsed.
+struct Parsed {
+    rules: Vec<Rule>,
+    /// Its `dir-merge` rules, `at` their place in `rules`.
+    nested: Vec<DirMerge>,
+    /// It cleared what it inherits (`!`).
+    cleared: bool,
 }
 
 /// The ordered rule list of a run. Empty = everything is copied and everything extraneous may
@@ -409,8 +428,16 @@ impl Filters {
                 std::fs::read(file)
             }
             .map_err(|e| format!("failed to open merge file {file}: {e}"))?;
-            let (rules, _) = self.parse_merge(&text, m, b"")?;
-            self.rules.extend(rules);
+            let parsed = self.parse_merge(&text, m, b"")?;
+            // Its dir-merge rules join the run's, at their places among its rules.
+            let at = self.rules.len();
+            for mut dm in parsed.nested {
+                if !self.merges.iter().any(|x| x.name == dm.name) {
+                    dm.at += at;
+                    self.merges.push(dm);
+                }
+            }
+            self.rules.extend(parsed.rules);
             return Ok(());
         }
         let prescan = file.starts_with('/');
@@ -434,12 +461,7 @@ impl Filters {
 
     /// The rules of a merge file's text (`base`: the directory its anchors are relative to), and
     /// whether it cleared the rules inherited so far (`!`).
-    fn parse_merge(
-        &self,
-        text: &[u8],
-        m: MergeMods,
-        base: &[u8],
-    ) -> Result<(Vec<Rule>, bool), String> {
+    fn parse_merge(&self, text: &[u8], m: MergeMods, base: &[u8]) -> Result<Parsed, String> {
         let text = String::from_utf8_lossy(text);
         let mut tmp = Filters {
             depth: self.depth + 1,
@@ -465,9 +487,6 @@ impl Filters {
                 None => tmp.rule(t)?,
             }
         }
-        if !tmp.merges.is_empty() {
-            return Err("a merge file holds a dir-merge rule (not supported)".into());
-        }
         for r in &mut tmp.rules {
             r.base = base.to_vec();
             r.perishable |= m.perishable;
@@ -480,7 +499,11 @@ impl Filters {
                 r.receiver = false;
             }
         }
-        Ok((tmp.rules, cleared))
+        Ok(Parsed {
+            rules: tmp.rules,
+            nested: tmp.merges,
+            cleared,
+        })
     }
 
     /// The per-directory rules of the source directory at `rel` (relative to the transfer root)
@@ -493,30 +516,44 @@ impl Filters {
         read: &mut dyn FnMut(&CStr) -> Option<Vec<u8>>,
     ) -> (DirRules, Vec<String>) {
         let mut errors = Vec::new();
-        let per_merge = self
-            .merges
-            .iter()
-            .enumerate()
-            .map(|(i, dm)| {
-                let inherited = parent
-                    .and_then(|p| p.per_merge.get(i).cloned().flatten())
-                    .filter(|_| !dm.mods.no_inherit);
-                let Some(text) = read(&dm.name) else {
-                    return inherited;
-                };
-                match self.parse_merge(&text, dm.mods, rel) {
-                    Ok((rules, cleared)) => Some(Arc::new(Level {
-                        rules,
-                        parent: if cleared { None } else { inherited },
-                    })),
-                    Err(e) => {
-                        errors.push(format!("{}: {e}", dm.name.to_string_lossy()));
-                        inherited
+        let own = self.merges.len();
+        let mut extra = parent.map(|p| p.extra.clone()).unwrap_or_default();
+        let mut per_merge = Vec::with_capacity(own + extra.len());
+        // (Nested merges found here are read here too: the loop runs until no new one comes.)
+        let mut i = 0;
+        while let Some(dm) = self.merges.get(i).or_else(|| extra.get(i - own)).cloned() {
+            i += 1;
+            let inherited = parent
+                .and_then(|p| p.per_merge.get(i - 1).cloned().flatten())
+                .filter(|_| !dm.mods.no_inherit);
+            let Some(text) = read(&dm.name) else {
+                per_merge.push(inherited);
+                continue;
+            };
+            match self.parse_merge(&text, dm.mods, rel) {
+                Ok(parsed) => {
+                    let mut nested = Vec::new();
+                    for n in parsed.nested {
+                        let known = |m: &DirMerge| m.name == n.name;
+                        if self.merges.iter().any(known) || extra.iter().any(known) {
+                            continue;
+                        }
+                        nested.push((n.at, own + extra.len()));
+                        extra.push(n);
                     }
+                    per_merge.push(Some(Arc::new(Level {
+                        rules: parsed.rules,
+                        nested,
+                        parent: if parsed.cleared { None } else { inherited },
+                    })));
                 }
-            })
-            .collect();
-        (DirRules { per_merge }, errors)
+                Err(e) => {
+                    errors.push(format!("{}: {e}", dm.name.to_string_lossy()));
+                    per_merge.push(inherited);
+                }
+            }
+        }
+        (DirRules { per_merge, extra }, errors)
     }
 
     /// The rules inherited by a transfer root from the directories above it (`dir-merge` names
@@ -533,6 +570,7 @@ impl Filters {
         let mut errors = Vec::new();
         let mut acc = DirRules {
             per_merge: vec![None; self.merges.len()],
+            extra: Vec::new(),
         };
         for (dir, down) in ancestors {
             for (i, dm) in self.merges.iter().enumerate() {
@@ -543,8 +581,9 @@ impl Filters {
                 let Ok(text) = std::fs::read(path) else {
                     continue;
                 };
+                // (Nested dir-merge rules in the files above the root are not followed.)
                 match self.parse_merge(&text, dm.mods, b"") {
-                    Ok((rules, cleared)) => {
+                    Ok(Parsed { rules, cleared, .. }) => {
                         let rules = rules
                             .into_iter()
                             .filter_map(|mut r| {
@@ -559,6 +598,7 @@ impl Filters {
                             .collect();
                         acc.per_merge[i] = Some(Arc::new(Level {
                             rules,
+                            nested: Vec::new(),
                             parent: if cleared {
                                 None
                             } else {
@@ -685,11 +725,24 @@ impl Filters {
     }
 
     fn decide_merge(m: usize, hit: &dyn Fn(&Rule) -> bool, dir: Option<&DirRules>) -> Option<bool> {
-        let mut level = dir?.per_merge.get(m)?.as_deref();
+        let dir = dir?;
+        let mut level = dir.per_merge.get(m)?.as_deref();
         while let Some(l) = level {
-            for r in &l.rules {
+            // (A nested merge is numbered after the one whose file named it: this ends.)
+            let mut nested = l.nested.iter().peekable();
+            for (i, r) in l.rules.iter().enumerate() {
+                while let Some(&(_, n)) = nested.next_if(|(at, _)| *at <= i) {
+                    if let Some(h) = Self::decide_merge(n, hit, Some(dir)) {
+                        return Some(h);
+                    }
+                }
                 if hit(r) {
                     return Some(r.action == Action::Exclude);
+                }
+            }
+            for &(_, n) in nested {
+                if let Some(h) = Self::decide_merge(n, hit, Some(dir)) {
+                    return Some(h);
                 }
             }
             level = l.parent.as_deref();
@@ -991,7 +1044,7 @@ mod tests {
         assert!(c.protects_at(b"d/.git", true, None, &abs));
         assert!(!c.protects_while_emptying(b"d/.git", true, None, &abs));
         // A merge rule's `p` makes the rules of its file perishable.
-        let (rules, _) = f(&[])
+        let rules = f(&[])
             .parse_merge(
                 b"- *.tmp\n+ a\n",
                 MergeMods {
@@ -1000,7 +1053,8 @@ mod tests {
                 },
                 b"",
             )
-            .unwrap();
+            .unwrap()
+            .rules;
         assert!(rules.iter().all(|r| r.perishable));
     }
 

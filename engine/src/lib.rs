@@ -851,6 +851,9 @@ pub struct Report {
     pub fatal: Option<String>,
     /// The run was stopped through [`Stop::request`] before it finished.
     pub interrupted: bool,
+    /// The run stopped itself at a condition that ends rsync too (a bad rule in a
+    /// per-directory merge file): rsync's exit code for it, and the message.
+    pub halted: Option<(i32, String)>,
     /// Per-operation latencies, all cores merged (with [`Config::measure`]).
     pub latency: Option<latency::Latencies>,
     /// Wall time of the run.

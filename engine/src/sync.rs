@@ -642,15 +642,19 @@ fn remove_inner(
                 // Its own per-directory merge files count while it is emptied, on top of what
                 // it inherits, as rsync reads them (`push_local_filters` in
                 // `delete_dir_contents`): a `.cvsignore` or `.rsync-filter` in it may keep
-                // some of it. (A file with a bad rule is left out here, unreported.)
+                // some of it. (A file with a bad rule stops the run, as in rsync.)
                 let own;
                 let rules = if cfg.filters.has_dir_merges() {
-                    own = cfg
-                        .filters
-                        .dir_rules(rules, path.as_os_str().as_bytes(), &mut |n| {
-                            crate::task::read_rules_file(fd.as_fd(), n)
-                        })
-                        .0;
+                    let errors;
+                    (own, errors) =
+                        cfg.filters
+                            .dir_rules(rules, path.as_os_str().as_bytes(), &mut |n| {
+                                crate::task::read_rules_file(fd.as_fd(), n)
+                            });
+                    if !errors.is_empty() {
+                        crate::task::bad_rules(shared, &path, errors);
+                        return false;
+                    }
                     Some(&own)
                 } else {
                     rules

@@ -524,6 +524,18 @@ pub(crate) fn read_rules_file(dir: BorrowedFd<'_>, name: &CStr) -> Option<Vec<u8
     Some(text)
 }
 
+/// A per-directory merge file with a bad rule, found in `dir`: the run stops as rsync's does
+/// ("syntax or usage error", exit 1), rather than go on without the file's rules, which could
+/// copy what they exclude or, with `--delete`, delete what they protect.
+pub(crate) fn bad_rules(shared: &RunShared, dir: &Path, errors: Vec<String>) {
+    if let Some(e) = errors.into_iter().next() {
+        shared.halt(
+            1,
+            format!("filter rules in {:?}: {e}", dir.display().to_string()),
+        );
+    }
+}
+
 /// The `dir-merge` rules of source directory `src` (at `rel`) below a directory with `parent`'s
 /// (`None` at a transfer root, which inherits from the directories above it where a rule asks
 /// for that: `above` lists them with their path down to the transfer root). A merge file with a
@@ -540,17 +552,7 @@ fn dir_rules_for(
     if !filters.has_dir_merges() {
         return None;
     }
-    let report_all = |errors: Vec<_>| {
-        for e in errors {
-            report(
-                core,
-                src_path,
-                "read filter rules",
-                &io::Error::other(e),
-                ErrorClass::Partial,
-            );
-        }
-    };
+    let report_all = |errors: Vec<String>| bad_rules(&core.shared, src_path, errors);
     let prescanned;
     let parent = match parent {
         Some(p) => Some(&**p),
@@ -588,18 +590,21 @@ fn dest_rules_for(
     let parent = match parent {
         Some(p) => Some(&**p),
         None => {
-            prescanned = cfg.filters.prescan_rules(&above()).0;
+            let (acc, errors) = cfg.filters.prescan_rules(&above());
+            bad_rules(&core.shared, rel, errors);
+            prescanned = acc;
             prescanned.as_ref()
         }
     };
     if fresh {
         return Some(Arc::new(parent.cloned().unwrap_or_default()));
     }
-    let (rules, _) = cfg
+    let (rules, errors) = cfg
         .filters
         .dir_rules(parent, rel.as_os_str().as_bytes(), &mut |name| {
             read_rules_file(dst, name)
         });
+    bad_rules(&core.shared, rel, errors);
     Some(Arc::new(rules))
 }
 
