@@ -311,8 +311,8 @@ fn failing_entry_as_root_is_reported_and_counted() {
 }
 
 fn failing_entry_case(extra: &[&str]) {
-    // As root, make one destination entry impossible: a directory in the way of a file whose
-    // rename then fails (EISDIR), while its siblings are copied.
+    // As root, make one destination entry impossible: a non-empty directory in the way of a
+    // file (no --delete, no --force), which is then not copied, while its siblings are.
     let t = Scratch::new();
     let src = t.path().join("src");
     fs::create_dir(&src).unwrap();
@@ -329,7 +329,7 @@ fn failing_entry_case(extra: &[&str]) {
     let out = run(&args);
     assert_eq!(code(&out), 23, "{}", String::from_utf8_lossy(&out.stderr));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("blocked") && err.contains("rename"), "{err}");
+    assert!(err.contains("blocked") && err.contains("make way"), "{err}");
     assert_eq!(fs::read(dst.join("a")).unwrap(), b"1");
     assert_eq!(fs::read(dst.join("c")).unwrap(), b"3");
     // Nothing half-written is left under a temporary name.

@@ -14,6 +14,7 @@
 //! | `after-write` | a file's data is written, before `--verify` reads it back | the file (the only action is `flip`: its first byte is inverted) |
 //! | `before-remove` | `--remove-source-files`: a source entry in sync is about to be checked and removed | the entry |
 //! | `split` | a large file's helper tasks were offered to the other cores | the file (the only action is `wait-helper`: the owner claims no chunk until another core has claimed one) |
+//! | `before-finish` | a parked directory is about to be opened again to get its attributes | the directory (the only action is `exhaust-fds`: every free file descriptor is taken, and given back at the first retry: the fds of the other cores' files coming back) |
 //!
 //! Actions (all relative to the directory holding NAME): `unlink` (the file vanishes), `append`
 //! (the file grows by 64 KiB), `truncate` (the file shrinks to half), `empty-dir` (at `after-batch`:
@@ -32,6 +33,7 @@ pub(crate) enum Point {
     AfterWrite,
     BeforeRemove,
     Split,
+    BeforeFinish,
 }
 
 /// Corrupt the first byte of a written destination file (`after-write=NAME:flip`), for the
@@ -60,8 +62,13 @@ pub const ENABLED: bool = cfg!(feature = "test-hooks");
 #[inline(always)]
 pub(crate) fn stopping() {}
 
+/// Give back the descriptors `exhaust-fds` took (test builds only).
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub(crate) fn release_fds() {}
+
 #[cfg(feature = "test-hooks")]
-pub(crate) use imp::{fire, fire_written, split_waits, stopping};
+pub(crate) use imp::{fire, fire_written, release_fds, split_waits, stopping};
 
 #[cfg(feature = "test-hooks")]
 mod imp {
@@ -96,6 +103,7 @@ mod imp {
                         "after-write" => Point::AfterWrite,
                         "before-remove" => Point::BeforeRemove,
                         "split" => Point::Split,
+                        "before-finish" => Point::BeforeFinish,
                         _ => return None,
                     };
                     Some(Hook {
@@ -110,6 +118,12 @@ mod imp {
     }
 
     static STOPPING: AtomicBool = AtomicBool::new(false);
+    /// What `exhaust-fds` took.
+    static TAKEN: std::sync::Mutex<Vec<std::os::fd::OwnedFd>> = std::sync::Mutex::new(Vec::new());
+
+    pub(crate) fn release_fds() {
+        TAKEN.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
 
     pub(crate) fn stopping() {
         STOPPING.store(true, Ordering::SeqCst);
@@ -177,6 +191,12 @@ mod imp {
         };
         match action {
             "unlink" => sys::unlink_at(dir, name, 0).expect("test hook: unlink"),
+            "exhaust-fds" => {
+                let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+                while let Ok(fd) = dir.try_clone_to_owned() {
+                    taken.push(fd);
+                }
+            }
             "hold" => {
                 // Polled: the hook runs on a core thread, which has nothing else to wait on.
                 while !STOPPING.load(Ordering::SeqCst) {

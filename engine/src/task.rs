@@ -2054,9 +2054,42 @@ fn parkable_ids(
     (stand_in || ino != 0).then_some(((src.dev, src.ino), (!stand_in).then_some((dev, ino))))
 }
 
+/// [`reopen`] for a directory's last step, retried while the process is out of file
+/// descriptors: the fds of the other cores' files in flight come back within moments, and the
+/// directory's attributes must not be lost to a passing peak (seen under a 64-fd limit with two
+/// cores: `reopen directory (to apply its attributes) ... Too many open files`). Bounded: about
+/// two seconds, then the error stands.
+fn reopen_to_finish(core: &Core, node: &DirNode, from: Option<&DirNode>) -> io::Result<()> {
+    let mut tries = 0u32;
+    if let Some(up) = node.parent.as_deref().filter(|p| !p.fds.parked()) {
+        crate::hooks::fire(
+            crate::hooks::Point::BeforeFinish,
+            up.src_fd(),
+            node.listed_name(),
+        );
+    }
+    loop {
+        match reopen(core, node, from, false) {
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+                    && tries < 400 =>
+            {
+                tries += 1;
+                crate::hooks::release_fds();
+                std::thread::sleep(std::time::Duration::from_micros(if tries < 10 {
+                    100
+                } else {
+                    5_000
+                }));
+            }
+            r => return r,
+        }
+    }
+}
+
 fn finish_dir(core: &Core, node: &DirNode, from: Option<&DirNode>) {
     if node.fds.parked()
-        && let Err(e) = reopen(core, node, from, false)
+        && let Err(e) = reopen_to_finish(core, node, from)
     {
         report(
             core,
