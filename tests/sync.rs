@@ -454,6 +454,72 @@ fn nested_dir_merges_apply_and_a_bad_rule_stops_the_run_as_in_rsync() {
     );
 }
 
+/// Filter rules with the `x` modifier are about extended attribute names (`-X`), as rsync's:
+/// an excluded name is not copied, and on an existing destination file it is neither changed
+/// nor removed; `+x` stops the search; the rules never select entries. Before session 26 arsync
+/// refused the modifier (exit 1).
+#[test]
+fn x_rules_select_extended_attributes_as_rsync_does() {
+    if !require_rsync("x_rules_select_extended_attributes_as_rsync_does") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"data");
+    write(&src.join("user.mime"), b"a file named like an attribute");
+    setxattr(&src.join("f"), "user.keep1", b"k");
+    setxattr(&src.join("f"), "user.mime", b"new");
+    set_times(&src.join("f"), 1_600_000_000, 0);
+    let cases: [&[&str]; 4] = [
+        &["--filter=-x user.*"],
+        &["--filter=+x user.keep*", "--filter=-x user.*"],
+        &["--filter=-x user.dest"],
+        &["--filter=-x *"],
+    ];
+    for (i, rules) in cases.iter().enumerate() {
+        let mut args = vec!["-aX"];
+        args.extend(rules.iter().copied());
+        // A new copy, and an existing one with the same data and time (attributes only).
+        for existing in [false, true] {
+            let tag = format!("{i}{}", if existing { "e" } else { "n" });
+            let (want, got) = (
+                s.path().join(format!("r{tag}")),
+                s.path().join(format!("a{tag}")),
+            );
+            if existing {
+                for d in [&want, &got] {
+                    fs::create_dir(d).unwrap();
+                    write(&d.join("f"), b"data");
+                    setxattr(&d.join("f"), "user.mime", b"old");
+                    setxattr(&d.join("f"), "user.dest", b"d");
+                    set_times(&d.join("f"), 1_600_000_000, 0);
+                }
+            }
+            let w = rsync(&args, &src, &want);
+            let g = copy_contents(&args, &src, &got);
+            assert_eq!(code(&w), 0, "{rules:?}: {}", err(&w));
+            assert_eq!(code(&g), 0, "{rules:?}: {}", err(&g));
+            assert_eq!(
+                treediff::xattrs(&got.join("f")),
+                treediff::xattrs(&want.join("f")),
+                "{rules:?} {tag}"
+            );
+            assert!(
+                got.join("user.mime").exists(),
+                "an x rule selected an entry"
+            );
+        }
+    }
+    // What the rules did: `-x user.*` left the existing copy's attributes as they were.
+    let a = treediff::xattrs(&s.path().join("a0e/f"));
+    assert!(
+        a.contains(&(b"user.mime".to_vec(), b"old".to_vec())),
+        "{a:?}"
+    );
+    assert!(a.contains(&(b"user.dest".to_vec(), b"d".to_vec())), "{a:?}");
+}
+
 #[test]
 fn prune_empty_dirs_prunes_what_rsync_prunes() {
     if !require_rsync("prune_empty_dirs_prunes_what_rsync_prunes") {

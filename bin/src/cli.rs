@@ -1868,7 +1868,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             "--delete does not work without --recursive (-r) or --dirs (-d): nothing says which directory's contents to compare",
         ));
     }
-    config.filters = filters(&m).map_err(|e| usage(&e))?;
+    config.set_filters(filters(&m).map_err(|e| usage(&e))?);
     if delete_excluded {
         config.filters.sender_only();
     }

@@ -123,6 +123,7 @@ pub(crate) fn meta_policy(config: &Config, umask: u32) -> fsops::MetaPolicy {
         uid_map: config.uid_map,
         gid_map: config.gid_map,
         executability: config.executability,
+        xattr_filter: config.xattr_filter,
     }
 }
 

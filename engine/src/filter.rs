@@ -46,6 +46,8 @@ pub struct Rule {
     /// The `p` modifier (and `-C`'s default list): ignored while a directory that is being
     /// deleted is emptied, so what it matches does not keep that directory.
     pub perishable: bool,
+    /// The `x` modifier: a rule for extended attribute names (`-X`), never for entries.
+    pub xattr: bool,
     /// The `/` modifier: matched against the entry's absolute path (its directory's physical
     /// path, as rsync's working directory gives it, and its name) instead of the path below the
     /// transfer root.
@@ -265,12 +267,13 @@ impl Filters {
             _ => return Err(format!("unknown filter rule: {rule:?}")),
         };
         let mut negate = false;
-        let (mut perishable, mut abs) = (false, false);
+        let (mut perishable, mut abs, mut xattr) = (false, false, false);
         for m in mods.chars() {
             match m {
                 '!' => negate = true,
                 'p' => perishable = true,
                 '/' => abs = true,
+                'x' => xattr = true,
                 's' => {
                     sender = true;
                     receiver = false;
@@ -281,7 +284,7 @@ impl Filters {
                 }
                 _ => {
                     return Err(format!(
-                        "filter rule {rule:?}: unsupported modifier {m:?} (supported: !, /, p, s, r)"
+                        "filter rule {rule:?}: unsupported modifier {m:?} (supported: !, /, p, s, r, x)"
                     ));
                 }
             }
@@ -289,10 +292,16 @@ impl Filters {
         let Some(pattern) = pattern.filter(|p| !p.is_empty()) else {
             return Err(format!("filter rule {rule:?} has no pattern"));
         };
+        if xattr && (!sender || !receiver || abs) {
+            return Err(format!(
+                "filter rule {rule:?}: an x rule applies to both sides, by name (no s, r, /, or hide/show/protect/risk)"
+            ));
+        }
         self.push(action, sender, receiver, negate, pattern)?;
         if let Some(r) = self.rules.last_mut() {
             r.perishable = perishable;
             r.abs = abs;
+            r.xattr = xattr;
         }
         Ok(())
     }
@@ -335,6 +344,7 @@ impl Filters {
             negate,
             perishable: false,
             abs: false,
+            xattr: false,
             text: pattern.to_string(),
             anchored,
             dir_only,
@@ -625,12 +635,28 @@ impl Filters {
 
     /// Whether any rule concerns the receiving side (deletion).
     pub fn has_receiver_rules(&self) -> bool {
-        self.rules.iter().any(|r| r.receiver) || !self.merges.is_empty()
+        self.rules.iter().any(|r| r.receiver && !r.xattr) || !self.merges.is_empty()
     }
 
     /// Whether any rule concerns the sending side (what is copied).
     pub fn has_sender_rules(&self) -> bool {
-        self.rules.iter().any(|r| r.sender) || !self.merges.is_empty()
+        self.rules.iter().any(|r| r.sender && !r.xattr) || !self.merges.is_empty()
+    }
+
+    /// Whether any rule has the `x` modifier (extended attribute names).
+    pub fn has_xattr_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.xattr)
+    }
+
+    /// Whether the `x` rules leave extended attribute `name` alone (the first that matches
+    /// decides; an include stops the search). Rules in per-directory merge files are not
+    /// consulted.
+    pub fn xattr_excluded(&self, name: &[u8]) -> bool {
+        self.rules
+            .iter()
+            .filter(|r| r.xattr)
+            .find(|r| r.matches(name, false) != r.negate)
+            .is_some_and(|r| r.action == Action::Exclude)
     }
 
     /// Whether the sending side skips `path` (relative to the transfer root, no leading `/`).
@@ -691,10 +717,13 @@ impl Filters {
         dir: Option<&DirRules>,
         abs: &dyn Fn() -> Vec<u8>,
     ) -> bool {
-        let applies = |r: &Rule| match ask {
-            Ask::Send => r.sender,
-            Ask::Delete => r.receiver,
-            Ask::Emptying => r.receiver && !r.perishable,
+        let applies = |r: &Rule| {
+            !r.xattr
+                && match ask {
+                    Ask::Send => r.sender,
+                    Ask::Delete => r.receiver,
+                    Ask::Emptying => r.receiver && !r.perishable,
+                }
         };
         let full = std::cell::OnceCell::new();
         let hit = |r: &Rule| {
@@ -1080,6 +1109,23 @@ mod tests {
     }
 
     #[test]
+    fn x_rules_are_for_attribute_names_only() {
+        let x = f(&["+x user.keep*", "-x user.*", "-x security.selinux", "- *.o"]);
+        assert!(x.has_xattr_rules());
+        assert!(x.xattr_excluded(b"user.mime"));
+        assert!(!x.xattr_excluded(b"user.keep.this"));
+        assert!(x.xattr_excluded(b"security.selinux"));
+        assert!(!x.xattr_excluded(b"trusted.x"));
+        // They never match entries, and plain rules never match attribute names.
+        assert!(!x.excludes(b"user.mime", false));
+        assert!(!x.protects(b"security.selinux", false));
+        assert!(x.excludes(b"a.o", false));
+        assert!(!x.xattr_excluded(b"trusted.a.o"));
+        let y = f(&["- *.o"]);
+        assert!(!y.has_xattr_rules() && !y.xattr_excluded(b"user.x"));
+    }
+
+    #[test]
     fn parsing() {
         let mut x = Filters::new();
         assert!(x.rule("exclude *.o").is_ok());
@@ -1092,7 +1138,8 @@ mod tests {
         assert!(x.rule(":Q .rsync-filter").is_err());
         assert!(x.rule(". /nonexistent/merge-file").is_err());
         assert!(x.rule("Q foo").is_err());
-        assert!(x.rule("-x foo").is_err());
+        assert!(x.rule("Hx foo").is_err());
+        assert!(x.rule("-xs foo").is_err());
         let mut y = Filters::new();
         y.exclude("+ inc").unwrap();
         assert_eq!(y.rules()[0].action, Action::Include);

@@ -280,6 +280,9 @@ pub struct Config {
     /// `-E/--executability`: without `-p`, a destination file's executability follows the
     /// source's (an `x` for each `r`, or none).
     pub executability: bool,
+    /// The filter rules with rsync's `x` modifier, as a test of attribute names (set with
+    /// [`Config::set_filters`]; none by default).
+    pub xattr_filter: fsops::meta::XattrFilter,
     /// `-k/--copy-dirlinks`: a source symlink to a directory is copied as that directory (a
     /// symlink to anything else stays a symlink).
     pub copy_dirlinks: bool,
@@ -437,6 +440,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// Use `filters` as the run's rules: those for names (`filters`), and those with the `x`
+    /// modifier as the test of extended attribute names (`xattr_filter`).
+    pub fn set_filters(&mut self, filters: Filters) {
+        self.xattr_filter = if filters.has_xattr_rules() {
+            let f = filters.clone();
+            fsops::meta::XattrFilter::new(move |n| f.xattr_excluded(n))
+        } else {
+            Default::default()
+        };
+        self.filters = filters;
+    }
+
     /// The settings of rsync's `-a` (`-rlptgoD`), with no roots yet.
     pub fn archive() -> Self {
         Self {
@@ -473,6 +488,7 @@ impl Config {
             keep_dirlinks: false,
             copy_dirlinks: false,
             executability: false,
+            xattr_filter: Default::default(),
             itemize_unchanged: false,
             reflink: Reflink::Auto,
             copy_method: CopyMethod::Auto,

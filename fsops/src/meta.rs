@@ -348,6 +348,34 @@ pub fn name_or_id(s: &str, id_of: impl Fn(&str) -> Option<u32>) -> Option<u32> {
     }
 }
 
+/// rsync's `x` filter rules: the extended attribute names a run leaves alone (not copied, not
+/// compared, not removed from a destination). A test made once per process (the run's rules),
+/// kept for the life of the process so that the policy stays `Copy`.
+#[derive(Clone, Copy, Default)]
+pub struct XattrFilter(Option<&'static (dyn Fn(&[u8]) -> bool + Send + Sync)>);
+
+impl XattrFilter {
+    /// A filter leaving alone the names `excluded` says.
+    pub fn new(excluded: impl Fn(&[u8]) -> bool + Send + Sync + 'static) -> Self {
+        Self(Some(Box::leak(Box::new(excluded))))
+    }
+
+    /// Whether the run leaves attribute `name` alone.
+    pub fn excludes(&self, name: &[u8]) -> bool {
+        self.0.is_some_and(|f| f(name))
+    }
+}
+
+impl std::fmt::Debug for XattrFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "XattrFilter(rules)"
+        } else {
+            "XattrFilter(none)"
+        })
+    }
+}
+
 /// Which attributes to preserve and the facts about the process that decide how.
 #[derive(Clone, Copy, Debug)]
 pub struct MetaPolicy {
@@ -391,6 +419,9 @@ pub struct MetaPolicy {
     pub gid_map: IdMap,
     /// `-E`: without `-p`, a regular file's executability follows the source's.
     pub executability: bool,
+    /// The `x` filter rules: attribute names left alone (ACLs are not among the names they
+    /// see, as in rsync).
+    pub xattr_filter: XattrFilter,
 }
 
 impl MetaPolicy {
@@ -446,7 +477,7 @@ impl MetaPolicy {
         if crate::xattr::is_acl(name) {
             return self.acls;
         }
-        if !self.xattrs {
+        if !self.xattrs || self.xattr_filter.excludes(name) {
             return false;
         }
         if self.root {

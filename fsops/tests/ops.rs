@@ -153,6 +153,7 @@ fn policy(perms: bool, umask: u32) -> MetaPolicy {
         uid_map: Default::default(),
         gid_map: Default::default(),
         executability: false,
+        xattr_filter: Default::default(),
     }
 }
 
