@@ -352,7 +352,10 @@ pub fn name_or_id(s: &str, id_of: impl Fn(&str) -> Option<u32>) -> Option<u32> {
 /// compared, not removed from a destination). A test made once per process (the run's rules),
 /// kept for the life of the process so that the policy stays `Copy`.
 #[derive(Clone, Copy, Default)]
-pub struct XattrFilter(Option<&'static (dyn Fn(&[u8]) -> bool + Send + Sync)>);
+pub struct XattrFilter(Option<&'static NameTest>);
+
+/// A test of an attribute name.
+type NameTest = dyn Fn(&[u8]) -> bool + Send + Sync;
 
 impl XattrFilter {
     /// A filter leaving alone the names `excluded` says.
