@@ -1158,6 +1158,50 @@ fn a_directory_that_may_not_go_leaves_no_copy_of_the_file_behind() {
     }
 }
 
+/// The same meeting in a dry run, and what both runs say: a regular file, a symlink and a
+/// FIFO whose names non-empty directories hold are not made (exit 23, rsync's "cannot delete
+/// non-empty directory: NAME" on standard output), an empty directory is replaced; the `-n -i`
+/// listing is the real run's. Before, a dry run listed all three as made and ended with 0.
+#[test]
+fn a_dry_run_meets_directories_in_the_way_as_the_real_run_does() {
+    if !require_rsync("a_dry_run_meets_directories_in_the_way_as_the_real_run_does") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"file");
+    write(&src.join("e"), b"goes where an empty directory is");
+    symlink("target", src.join("l")).unwrap();
+    mkfifo(&src.join("p"));
+    let dest = |d: &Path| {
+        for n in ["f", "l", "p"] {
+            fs::create_dir_all(d.join(n).join("inner")).unwrap();
+        }
+        fs::create_dir(d.join("e")).unwrap();
+        age(d, 1_500_000_000);
+    };
+    age(&src, 1_400_000_000);
+    for flags in [&["-a", "-i", "-n"][..], &["-a", "-i"]] {
+        let case = s.path().join(flags.join("").replace('-', "_"));
+        fs::create_dir(&case).unwrap();
+        let (want, got) = (case.join("by-rsync"), case.join("by-arsync"));
+        dest(&want);
+        dest(&got);
+        let w = rsync(flags, &src, &want);
+        let g = copy_contents(flags, &src, &got);
+        assert_eq!(code(&w), 23, "{flags:?}: {}", err(&w));
+        assert_eq!(code(&g), 23, "{flags:?}: {}", err(&g));
+        assert_eq!(items(&g), items(&w), "{flags:?}");
+        assert!(
+            items(&g).contains("cannot delete non-empty directory: l"),
+            "{:?}",
+            items(&g)
+        );
+        assert_eq!(listing(&got), listing(&want), "{flags:?}");
+    }
+}
+
 /// `-u` leaves a newer destination *file* only: a symlink or special that is newer in the
 /// destination is still updated, as rsync does ("this does not affect the copying of dirs,
 /// symlinks, or other special files"). Before, arsync left a newer symlink with its old target.

@@ -124,19 +124,21 @@ pub(crate) async fn judge_file(
         // (Only once the source is open: judged twice, a file must not find on the second
         // look that the first removed what was in its way, and skip it under --existing.)
         && src.is_some()
-        && !cfg.dry_run
         && cfg.delete.is_none()
         && !cfg.force
-        && let Err(e) = sys::unlink_at(dir, dst_name, libc::AT_REMOVEDIR)
-        && matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST))
+        && if cfg.dry_run {
+            non_empty_dir(dir, dst_name)
+        } else {
+            sys::unlink_at(dir, dst_name, libc::AT_REMOVEDIR).is_err_and(|e| {
+                matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST))
+            })
+        }
     {
         // A directory that may not go (not empty; no --delete or --force): the file is not
         // copied at all, as rsync's generator decides before any transfer, so no temporary,
-        // partial or delayed copy of it is left behind. (An empty one was just removed.)
-        return Verdict::Blocked(io::Error::new(
-            e.kind(),
-            "cannot delete non-empty directory to make way (use --delete or --force)",
-        ));
+        // partial or delayed copy of it is left behind (a dry run says so too). An empty one
+        // was just removed.
+        return Verdict::Blocked(cannot_make_way(shared, &node.child_rel(dst_name)));
     }
     if d.file_type() != FileType::File && !(cfg.write_devices && d.file_type().is_device()) {
         // Another type in the way: replaced by a new file (a device, with --write-devices, is
@@ -788,6 +790,34 @@ fn failed(shared: &RunShared, counters: &Counters, path: &Path, op: &'static str
     });
 }
 
+/// Whether `name` in `dir` is a directory with something in it: what a real run's `rmdir` would
+/// find, asked in a dry run, which removes nothing.
+fn non_empty_dir(dir: BorrowedFd<'_>, name: &CStr) -> bool {
+    let Ok(fd) = sys::open_dir_at(dir, name) else {
+        return false;
+    };
+    let mut reader = fsops::DirReader::default();
+    while let Ok(true) = reader.fill(fd.as_fd()) {
+        if reader.entries().next().is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+/// A non-directory cannot take the place of the non-empty directory at `path` (no `--delete`,
+/// no `--force`): rsync's "cannot delete non-empty directory" notice, and the error.
+pub(crate) fn cannot_make_way(shared: &RunShared, path: &Path) -> io::Error {
+    shared.observer.event(&Event::Skipped {
+        path,
+        reason: crate::SkipReason::NonEmptyDirectory,
+    });
+    io::Error::new(
+        io::Error::from_raw_os_error(libc::ENOTEMPTY).kind(),
+        "cannot delete non-empty directory to make way (use --delete or --force)",
+    )
+}
+
 /// A directory (or anything else) sits where a non-directory must go: remove it. An empty
 /// directory always goes; a non-empty one only with `--delete` or `--force` (rsync's rule), its
 /// contents reported as deletions. In a dry run nothing is removed, only reported.
@@ -814,8 +844,13 @@ pub(crate) fn make_way(
         )
     };
     if cfg.dry_run {
-        if may_delete && sys::lstat_at(dir, name).is_ok_and(|d| d.file_type() == FileType::Dir) {
-            clear();
+        if sys::lstat_at(dir, name).is_ok_and(|d| d.file_type() == FileType::Dir) {
+            if may_delete {
+                clear();
+            } else if non_empty_dir(dir, name) {
+                // What the real run would meet: the same notice and error.
+                return Err(cannot_make_way(shared, &join(&rel.path(), name)));
+            }
         }
         return Ok(());
     }
@@ -834,6 +869,9 @@ pub(crate) fn make_way(
             } else {
                 Err(e)
             }
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) => {
+            Err(cannot_make_way(shared, &join(&rel.path(), name)))
         }
         Err(e) => Err(e),
     }

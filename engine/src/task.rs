@@ -5045,7 +5045,13 @@ async fn make_other(
     let r = (|| {
         if cfg.dry_run {
             if !parent.fresh {
-                let _ = sync::make_way(core, dir, dst_name, sync::Rel::Of(parent));
+                // (A non-empty directory that the real run could not remove fails here too.)
+                let op = if target.is_some() {
+                    "make way for new symlink"
+                } else {
+                    "make way for new special file"
+                };
+                sync::make_way(core, dir, dst_name, sync::Rel::Of(parent)).map_err(dst_err(op))?;
             }
             return Ok(());
         }
