@@ -1161,7 +1161,8 @@ fn a_directory_that_may_not_go_leaves_no_copy_of_the_file_behind() {
 /// The same meeting in a dry run, and what both runs say: a regular file, a symlink and a
 /// FIFO whose names non-empty directories hold are not made (exit 23, rsync's "cannot delete
 /// non-empty directory: NAME" on standard output), an empty directory is replaced; the `-n -i`
-/// listing is the real run's. Before, a dry run listed all three as made and ended with 0.
+/// listing is the real run's. Before, a dry run listed all three as made and ended with 0 (and a
+/// further hard-linked name as linked).
 #[test]
 fn a_dry_run_meets_directories_in_the_way_as_the_real_run_does() {
     if !require_rsync("a_dry_run_meets_directories_in_the_way_as_the_real_run_does") {
@@ -1200,6 +1201,28 @@ fn a_dry_run_meets_directories_in_the_way_as_the_real_run_does() {
         );
         assert_eq!(listing(&got), listing(&want), "{flags:?}");
     }
+    // A further name of a hard-linked file (-H) meeting one: the dry run lists what the real
+    // run does and ends the same. (Against arsync's own real run: rsync 3.5.0 hangs here.)
+    let linked = s.path().join("linked");
+    fs::create_dir(&linked).unwrap();
+    write(&linked.join("h1"), b"linked");
+    fs::hard_link(linked.join("h1"), linked.join("h2")).unwrap();
+    let runs: Vec<(i32, BTreeSet<String>)> = [&["-aH", "-i", "-n"][..], &["-aH", "-i"]]
+        .iter()
+        .map(|flags| {
+            let d = s.path().join(format!("h{}", flags.len()));
+            fs::create_dir_all(d.join("h2/inner")).unwrap();
+            let o = copy_contents(flags, &linked, &d);
+            (code(&o), items(&o))
+        })
+        .collect();
+    assert_eq!(runs[0], runs[1]);
+    assert_eq!(runs[1].0, 23);
+    assert!(
+        runs[1].1.contains("cannot delete non-empty directory: h2"),
+        "{:?}",
+        runs[1].1
+    );
 }
 
 /// `-u` leaves a newer destination *file* only: a symlink or special that is newer in the

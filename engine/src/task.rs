@@ -3021,6 +3021,11 @@ fn hardlink_make(
             }
             Err(e) => return Err(("link", e, ErrorClass::Partial, Side::Dst)),
         }
+    } else if !parent.fresh {
+        // A dry run: what the real run's rename would meet (a non-empty directory that may not
+        // go fails the name here too).
+        sync::make_way(core, ddir, dst_name, sync::Rel::Of(parent))
+            .map_err(dst_err("make way for new hard link"))?;
     }
     bump(&core.counters.hard_links, 1);
     let target = leader_rel.as_os_str().as_bytes();
