@@ -654,7 +654,7 @@ fn remove_inner(
                                 crate::task::read_rules_file(fd.as_fd(), n)
                             });
                     if !errors.is_empty() {
-                        crate::task::bad_rules(shared, &path, errors);
+                        crate::task::bad_rules_in(shared, &path, Some(fd.as_fd()), errors);
                         return false;
                     }
                     Some(&own)

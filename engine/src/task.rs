@@ -528,6 +528,29 @@ pub(crate) fn read_rules_file(dir: BorrowedFd<'_>, name: &CStr) -> Option<Vec<u8
 /// ("syntax or usage error", exit 1), rather than go on without the file's rules, which could
 /// copy what they exclude or, with `--delete`, delete what they protect.
 pub(crate) fn bad_rules(shared: &RunShared, dir: &Path, errors: Vec<String>) {
+    bad_rules_in(shared, dir, None, errors);
+}
+
+/// [`bad_rules`] for a file read through the open directory `fd` (named by its path as the
+/// kernel knows it, `dir` where that cannot be read): the destination's, whose path below the
+/// transfer root alone would not say which tree it is in.
+pub(crate) fn bad_rules_in(
+    shared: &RunShared,
+    dir: &Path,
+    fd: Option<BorrowedFd<'_>>,
+    errors: Vec<String>,
+) {
+    if errors.is_empty() {
+        return;
+    }
+    let named = fd.and_then(|fd| {
+        fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ))
+        .ok()
+    });
+    let dir = named.as_deref().unwrap_or(dir);
     if let Some(e) = errors.into_iter().next() {
         shared.halt(
             1,
@@ -591,7 +614,7 @@ fn dest_rules_for(
         Some(p) => Some(&**p),
         None => {
             let (acc, errors) = cfg.filters.prescan_rules(&above());
-            bad_rules(&core.shared, rel, errors);
+            bad_rules_in(&core.shared, rel, Some(dst), errors);
             prescanned = acc;
             prescanned.as_ref()
         }
@@ -604,7 +627,7 @@ fn dest_rules_for(
         .dir_rules(parent, rel.as_os_str().as_bytes(), &mut |name| {
             read_rules_file(dst, name)
         });
-    bad_rules(&core.shared, rel, errors);
+    bad_rules_in(&core.shared, rel, Some(dst), errors);
     Some(Arc::new(rules))
 }
 
