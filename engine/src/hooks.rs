@@ -224,8 +224,7 @@ mod imp {
                     let _ = sys::unlink_at(d.as_fd(), &n, 0);
                 }
                 // Then the directory itself goes (found through its fd's path).
-                let fd_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dir));
-                if let Ok(p) = std::fs::read_link(fd_path) {
+                if let Ok(p) = sys::fd_path(dir) {
                     let _ = std::fs::remove_dir(p);
                 }
             }

@@ -124,21 +124,15 @@ pub(crate) async fn judge_file(
         // (Only once the source is open: judged twice, a file must not find on the second
         // look that the first removed what was in its way, and skip it under --existing.)
         && src.is_some()
-        && cfg.delete.is_none()
-        && !cfg.force
-        && if cfg.dry_run {
-            non_empty_dir(dir, dst_name)
-        } else {
-            sys::unlink_at(dir, dst_name, libc::AT_REMOVEDIR).is_err_and(|e| {
-                matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST))
-            })
-        }
+        && !may_remove_dirs(cfg)
+        && let Err(e) = make_way(core, dir, dst_name, Rel::Of(node))
+        && e.kind() == io::ErrorKind::DirectoryNotEmpty
     {
         // A directory that may not go (not empty; no --delete or --force): the file is not
         // copied at all, as rsync's generator decides before any transfer, so no temporary,
         // partial or delayed copy of it is left behind (a dry run says so too). An empty one
-        // was just removed.
-        return Verdict::Blocked(cannot_make_way(shared, &node.child_rel(dst_name)));
+        // was just removed by `make_way`.
+        return Verdict::Blocked(e);
     }
     if d.file_type() != FileType::File && !(cfg.write_devices && d.file_type().is_device()) {
         // Another type in the way: replaced by a new file (a device, with --write-devices, is
@@ -654,7 +648,7 @@ fn remove_inner(
                                 crate::task::read_rules_file(fd.as_fd(), n)
                             });
                     if !errors.is_empty() {
-                        crate::task::bad_rules_in(shared, &path, Some(fd.as_fd()), errors);
+                        crate::task::bad_rules(shared, &path, Some(fd.as_fd()), errors);
                         return false;
                     }
                     Some(&own)
@@ -790,6 +784,12 @@ fn failed(shared: &RunShared, counters: &Counters, path: &Path, op: &'static str
     });
 }
 
+/// Whether a non-empty directory in the way of a non-directory may be removed: with `--delete`
+/// or `--force` (rsync's rule; an empty one always may).
+fn may_remove_dirs(cfg: &crate::Config) -> bool {
+    cfg.delete.is_some() || cfg.force
+}
+
 /// Whether `name` in `dir` is a directory with something in it: what a real run's `rmdir` would
 /// find, asked in a dry run, which removes nothing.
 fn non_empty_dir(dir: BorrowedFd<'_>, name: &CStr) -> bool {
@@ -807,7 +807,7 @@ fn non_empty_dir(dir: BorrowedFd<'_>, name: &CStr) -> bool {
 
 /// A non-directory cannot take the place of the non-empty directory at `path` (no `--delete`,
 /// no `--force`): rsync's "cannot delete non-empty directory" notice, and the error.
-pub(crate) fn cannot_make_way(shared: &RunShared, path: &Path) -> io::Error {
+fn cannot_make_way(shared: &RunShared, path: &Path) -> io::Error {
     shared.observer.event(&Event::Skipped {
         path,
         reason: crate::SkipReason::NonEmptyDirectory,
@@ -829,7 +829,7 @@ pub(crate) fn make_way(
 ) -> io::Result<()> {
     let shared = &core.shared;
     let cfg = &shared.config;
-    let may_delete = cfg.delete.is_some() || cfg.force;
+    let may_delete = may_remove_dirs(cfg);
     // A directory in the way goes with its contents, not itself reported as deleted.
     let clear = || {
         remove_inner(

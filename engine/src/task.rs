@@ -524,39 +524,26 @@ pub(crate) fn read_rules_file(dir: BorrowedFd<'_>, name: &CStr) -> Option<Vec<u8
     Some(text)
 }
 
-/// A per-directory merge file with a bad rule, found in `dir`: the run stops as rsync's does
-/// ("syntax or usage error", exit 1), rather than go on without the file's rules, which could
-/// copy what they exclude or, with `--delete`, delete what they protect.
-pub(crate) fn bad_rules(shared: &RunShared, dir: &Path, errors: Vec<String>) {
-    bad_rules_in(shared, dir, None, errors);
-}
-
-/// [`bad_rules`] for a file read through the open directory `fd` (named by its path as the
-/// kernel knows it, `dir` where that cannot be read): the destination's, whose path below the
-/// transfer root alone would not say which tree it is in.
-pub(crate) fn bad_rules_in(
+/// A per-directory merge file with a bad rule, found in `dir` (or in the open directory `fd`,
+/// named then by its full path: a destination's path below the transfer root alone would not
+/// say which tree it is in): the run stops as rsync's does ("syntax or usage error", exit 1),
+/// rather than go on without the file's rules, which could copy what they exclude or, with
+/// `--delete`, delete what they protect.
+pub(crate) fn bad_rules(
     shared: &RunShared,
     dir: &Path,
     fd: Option<BorrowedFd<'_>>,
     errors: Vec<String>,
 ) {
-    if errors.is_empty() {
+    let Some(e) = errors.into_iter().next() else {
         return;
-    }
-    let named = fd.and_then(|fd| {
-        fs::read_link(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&fd)
-        ))
-        .ok()
-    });
+    };
+    let named = fd.and_then(|fd| sys::fd_path(fd).ok());
     let dir = named.as_deref().unwrap_or(dir);
-    if let Some(e) = errors.into_iter().next() {
-        shared.halt(
-            1,
-            format!("filter rules in {:?}: {e}", dir.display().to_string()),
-        );
-    }
+    shared.halt(
+        1,
+        format!("filter rules in {:?}: {e}", dir.display().to_string()),
+    );
 }
 
 /// The `dir-merge` rules of source directory `src` (at `rel`) below a directory with `parent`'s
@@ -575,7 +562,7 @@ fn dir_rules_for(
     if !filters.has_dir_merges() {
         return None;
     }
-    let report_all = |errors: Vec<String>| bad_rules(&core.shared, src_path, errors);
+    let report_all = |errors: Vec<String>| bad_rules(&core.shared, src_path, None, errors);
     let prescanned;
     let parent = match parent {
         Some(p) => Some(&**p),
@@ -614,7 +601,7 @@ fn dest_rules_for(
         Some(p) => Some(&**p),
         None => {
             let (acc, errors) = cfg.filters.prescan_rules(&above());
-            bad_rules_in(&core.shared, rel, Some(dst), errors);
+            bad_rules(&core.shared, rel, Some(dst), errors);
             prescanned = acc;
             prescanned.as_ref()
         }
@@ -627,7 +614,7 @@ fn dest_rules_for(
         .dir_rules(parent, rel.as_os_str().as_bytes(), &mut |name| {
             read_rules_file(dst, name)
         });
-    bad_rules_in(&core.shared, rel, Some(dst), errors);
+    bad_rules(&core.shared, rel, Some(dst), errors);
     Some(Arc::new(rules))
 }
 
@@ -870,16 +857,19 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             None => (Path::new(""), rel),
         };
         let abs = || {
-            // The root's directory as the kernel names it, then the root's own name.
-            let src = Path::new(&root.src);
-            let dir = match src.parent() {
+            // The root's directory, symlinks resolved, then the root's own name.
+            let dir = match Path::new(&root.src).parent() {
                 Some(d) if !d.as_os_str().is_empty() => d,
                 _ => Path::new("."),
             };
-            match std::fs::File::open(dir) {
-                Ok(d) => sys::abs_name(d.as_fd(), name),
-                Err(_) => name.to_vec(),
+            let mut full = fs::canonicalize(dir)
+                .map(|d| std::os::unix::ffi::OsStringExt::into_vec(d.into_os_string()))
+                .unwrap_or_default();
+            if !full.ends_with(b"/") {
+                full.push(b'/');
             }
+            full.extend_from_slice(name);
+            full.split_off(1)
         };
         if filtered(
             core,

@@ -870,13 +870,19 @@ pub fn open_tmpfile(dir: BorrowedFd<'_>, mode: u32) -> io::Result<OwnedFd> {
     })
 }
 
+/// The path the kernel knows the open file `fd` by (`/proc/self/fd`: absolute, symlinks
+/// resolved, as `getcwd` gives a directory's).
+pub fn fd_path(fd: BorrowedFd<'_>) -> io::Result<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
 /// The absolute path of the entry `name` in the open directory `dir`, without its leading `/`:
 /// the directory's path as the kernel knows it (`/proc/self/fd`, symlinks resolved, as
 /// `getcwd` gives it), then the name. For filter rules with rsync's `/` modifier; where the
 /// directory's path cannot be read, the name alone.
 pub fn abs_name(dir: BorrowedFd<'_>, name: &[u8]) -> Vec<u8> {
     use std::os::unix::ffi::OsStrExt;
-    let mut out = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+    let mut out = fd_path(dir)
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .unwrap_or_default();
     if out.first() == Some(&b'/') {
