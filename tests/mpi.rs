@@ -282,8 +282,8 @@ fn a_rank_that_dies_fails_the_run_and_a_rerun_completes_it() {
 /// runner when the giver's piece had already ended, so on a tree whose root holds one directory
 /// rank 1 could end up with nothing.
 #[test]
-fn a_tree_with_one_top_directory_reaches_every_rank() {
-    if !mpi_or_skip("a_tree_with_one_top_directory_reaches_every_rank") {
+fn a_tree_with_one_top_directory_reaches_the_waiting_rank() {
+    if !mpi_or_skip("a_tree_with_one_top_directory_reaches_the_waiting_rank") {
         return;
     }
     let t = Scratch::new();
@@ -314,16 +314,18 @@ fn a_tree_with_one_top_directory_reaches_every_rank() {
         assert_same(&src, &dst, treediff::Check::archive());
         let v: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(&json).unwrap()).unwrap();
-        let files: Vec<u64> = v["mpi"]["ranks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["files"].as_u64().unwrap())
-            .collect();
+        let ranks = v["mpi"]["ranks"].as_array().unwrap();
+        let files: Vec<u64> = ranks.iter().map(|r| r["files"].as_u64().unwrap()).collect();
+        // Rank 1's first request is held by rank 0 before the root starts, so the one top
+        // directory is given to rank 1 whatever the timing: that is the regression. Whether
+        // rank 0 then steals some of it back depends on how soon its next request reaches
+        // rank 1's engine (before or after it has entered all eight directories), which is
+        // scheduling, not correctness: CI once saw [0, 240] on a loaded host.
         assert!(
-            files.iter().all(|&f| f > 0),
-            "rep {rep}: a rank copied nothing: {files:?}"
+            files[1] > 0 && ranks[1]["steals"].as_u64().unwrap() >= 1,
+            "rep {rep}: the waiting rank got nothing: {v}"
         );
+        assert_eq!(files.iter().sum::<u64>(), 240, "rep {rep}: {v}");
     }
 }
 
