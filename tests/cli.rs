@@ -1773,3 +1773,172 @@ fn max_alloc_is_read_and_checked_as_rsync_reads_it() {
         "--inline-max needs allocations of 2097153 bytes",
     );
 }
+
+/// `--info=WORDS` (and what `-v`, `-vv`, `--stats`, `--progress` and `-q` imply) prints what
+/// rsync 3.5 prints: item names, "is uptodate" lines, deletions, skipped and unsafe entries,
+/// backups (with the backup directory named as given), source removals; an unknown word is a
+/// usage error and `--info=help` is rsync's text. Before, any word but `progress0..2` was a
+/// usage error, and a `--backup-dir=./bak` inside the destination was not protected from
+/// `--delete` (its backups were deleted and backed up again).
+#[test]
+fn info_words_print_what_rsync_prints() {
+    if !require_rsync("info_words_print_what_rsync_prints") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("a/b")).unwrap();
+    write(&src.join("f1"), b"one\n");
+    write(&src.join("a/f2"), b"two\n");
+    write(&src.join("big"), &content(1, 5000));
+    std::os::unix::fs::symlink("../f1", src.join("a/l")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", src.join("unsafe")).unwrap();
+    mkfifo(&src.join("fifo"));
+    for p in ["f1", "a/f2", "big", "a", "a/b", "fifo", ""] {
+        set_times(&src.join(p), 1_600_000_000, 0);
+    }
+    // The destination before each run: a copy of the source with one file changed, one new
+    // file missing, an extra file, and a file whose mode differs.
+    let prepare = |dst: &std::path::Path| {
+        let cp = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&src)
+            .arg(dst)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        write(&dst.join("a/f2"), b"changed\n");
+        write(&dst.join("gone"), b"x\n");
+        fs::remove_file(dst.join("big")).unwrap();
+        chmod(&dst.join("f1"), 0o600);
+        set_times(dst, 1_600_000_000, 0);
+    };
+    // Lines that differ by design: rsync's file-list, protocol and speed lines, arsync's
+    // summary line and engine log (-vv), blank lines.
+    let kept = |o: &Output| -> Vec<String> {
+        let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| {
+                !l.is_empty()
+                    && !l.starts_with("sending incremental file list")
+                    && !l.starts_with("delta-transmission disabled")
+                    && !l.starts_with("total: matches=")
+                    && !l.starts_with("sent ")
+                    && !l.starts_with("total size is ")
+                    && !l.contains(" files, ")
+                    && !l.contains("Z  INFO ")
+            })
+            .map(|l| l.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let cases: &[&[&str]] = &[
+        &["-v"],
+        &["-vv"],
+        &["--info=name"],
+        &["--info=name2"],
+        &["--info=NAME2", "--out-format=%n%L"],
+        &["-i", "--info=name2"],
+        &["-i", "--info=name0"],
+        &["-v", "--info=del0"],
+        &["--out-format=%n", "--info=name0"],
+        &["--info=del"],
+        &["--info=none", "-v"],
+        &["--info=all,progress0,stats0"],
+        &["-vv", "--info=stats0", "--max-size=2000"],
+        &["--info=skip", "--max-size=2000"],
+        &["--no-D"],
+        &["--no-D", "--info=nonreg0"],
+        &["--safe-links", "--info=name"],
+        &["--safe-links", "-v", "--info=name0"],
+        &["--copy-unsafe-links", "--info=symsafe"],
+        &["-b", "--info=backup"],
+        &["-b", "--backup-dir=./bak/", "--info=backup"],
+        &["-b", "--backup-dir=../bak", "--info=backup,name"],
+        &["--remove-source-files", "--info=remove"],
+        &["-q", "--info=all2"],
+        &["--stats", "--info=stats0"],
+    ];
+    for (k, flags) in cases.iter().enumerate() {
+        let mut got = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let case = t.path().join(format!("{k}-{tool}"));
+            fs::create_dir_all(&case).unwrap();
+            let (from, dst) = (case.join("src"), case.join("dst"));
+            prepare(&dst);
+            let cp = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(&src)
+                .arg(&from)
+                .status()
+                .unwrap();
+            assert!(cp.success());
+            let mut args: Vec<&str> = vec!["-a", "--delete"];
+            args.extend_from_slice(flags);
+            let out = if tool == "rsync" {
+                std::process::Command::new("rsync")
+                    .args(&args)
+                    .arg(format!("{}/", from.display()))
+                    .arg(&dst)
+                    .output()
+                    .unwrap()
+            } else {
+                copy_contents(&args, &from, &dst)
+            };
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {out:?}");
+            let tree: Vec<String> = {
+                let mut v: Vec<String> = common::treediff::walk(&case)
+                    .unwrap()
+                    .into_iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                v.sort();
+                v
+            };
+            got.push((kept(&out), tree));
+        }
+        assert_eq!(
+            got[0].0, got[1].0,
+            "{flags:?}: rsync's lines, then arsync's"
+        );
+        assert_eq!(got[0].1, got[1].1, "{flags:?}: rsync's tree, then arsync's");
+    }
+
+    // An unknown word: rsync's message, exit 1, nothing written.
+    let dst = t.path().join("never");
+    for tool in ["rsync", "arsync"] {
+        let out = if tool == "rsync" {
+            std::process::Command::new("rsync")
+                .args(["-a", "--info=name,bogus2"])
+                .arg(&src)
+                .arg(&dst)
+                .output()
+                .unwrap()
+        } else {
+            run(&[
+                s("-a"),
+                s("--info=name,bogus2"),
+                src.as_os_str(),
+                dst.as_os_str(),
+            ])
+        };
+        assert_eq!(code(&out), 1, "{tool}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Unknown --info item: \"bogus\""),
+            "{tool}: {out:?}"
+        );
+        assert!(!dst.exists());
+    }
+    // --info=help: rsync's text, word for word.
+    let theirs = std::process::Command::new("rsync")
+        .arg("--info=help")
+        .output()
+        .unwrap();
+    let ours = run(&[s("--info=name,help")]);
+    assert_eq!(code(&ours), 0);
+    assert_eq!(
+        String::from_utf8_lossy(&ours.stdout),
+        String::from_utf8_lossy(&theirs.stdout)
+    );
+}

@@ -489,7 +489,7 @@ pub fn command() -> Command {
                 .short('v')
                 .long("verbose")
                 .action(ArgAction::Count)
-                .help("increase verbosity: -v lists every item copied, -vv adds the engine's settings and totals, -vvv every directory and file it handles, -vvvv each data path (RUST_LOG overrides) [default: off]")
+                .help("increase verbosity: -v lists every item copied (rsync's --info=copy,del,flist,misc,name,stats,symsafe), -vv adds unchanged names, backups, skips and removals (backup,misc2,mount,name2,remove,skip) and the engine's settings and totals, -vvv every directory and file it handles, -vvvv each data path (RUST_LOG overrides) [default: off]")
                 .help_heading("Info"),
         )
         .arg(
@@ -1335,8 +1335,8 @@ pub fn command() -> Command {
         Arg::new("info")
             .long("info")
             .value_name("FLAGS")
-            .value_parser(["progress2", "progress0", "progress1"])
-            .help("progress2: one line for the whole transfer (bytes, percent, rate, ETA, files left), a live bar on a terminal, a line a second otherwise [default: none]")
+            .action(ArgAction::Append)
+            .help("rsync's output words, comma-separated, each with a level (NAME2, DEL0, ALL, NONE; --info=help lists them): e.g. progress2 for one line for the whole transfer (bytes, percent, rate, ETA, files left), a live bar on a terminal, a line a second otherwise; name0 for no item names [default: what -v, --stats and --progress imply]")
             .help_heading("Info"),
     )
     .arg(
@@ -1447,6 +1447,8 @@ pub enum Generate {
     Man,
     /// `--gen-completions SHELL`.
     Completions(String),
+    /// `--info=help`.
+    InfoHelp,
 }
 
 pub struct Parsed {
@@ -1457,18 +1459,15 @@ pub struct Parsed {
     pub outbuf: crate::output::OutBuf,
     pub generate: Option<Generate>,
     pub stats_json: Option<PathBuf>,
-    /// `--progress` (per file).
-    pub progress_files: bool,
-    /// `--info=progress2` (whole transfer).
-    pub progress_total: bool,
-    pub itemize: bool,
-    /// `--out-format`: item lines on stdout.
-    pub out_format: Option<crate::logfmt::Format>,
+    /// `--info` levels, with what `-v`, `--stats` and `--progress` imply.
+    pub info: crate::info::Info,
+    /// The format of the item lines on stdout: `--out-format`, else `%i %n%L` with `-i`, else
+    /// `%n%L` at `--info=name` (`-v`, `--progress`); none lists no items.
+    pub listing: Option<crate::logfmt::Format>,
     /// `--log-file` and its line format.
     pub log_file: Option<(PathBuf, crate::logfmt::Format)>,
     /// The sources and the destination as given.
     pub paths: Vec<OsString>,
-    pub stats: bool,
     /// `--mkpath`: the missing directories to create (`mkdir -p`) before the run.
     pub make_path: Option<PathBuf>,
     /// `--mpi`: one rank of a multi-node run.
@@ -1792,7 +1791,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     if m.get_flag("8-bit-output") {
         crate::output::EIGHT_BIT.store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    config.itemize_unchanged = m.get_count("itemize-changes") > 1;
     config.prune_empty_dirs = m.get_flag("prune-empty-dirs");
     config.dry_run = m.get_flag("dry-run");
     config.max_delete = m.get_one::<u64>("max-delete").copied();
@@ -2023,7 +2021,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             .and_then(|()| config.filters.rule("P .~arsync-partial-*"))
             .map_err(|e| usage(&e))?;
     }
-    let backup_dir = m.get_one::<PathBuf>("backup-dir").cloned();
+    let mut backup_dir = m.get_one::<PathBuf>("backup-dir").cloned();
     if m.get_flag("backup") || backup_dir.is_some() {
         let with_dir = backup_dir.is_some();
         let suffix = m
@@ -2031,7 +2029,26 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             .cloned()
             .unwrap_or_else(|| engine::backup::default_suffix(with_dir));
         engine::backup::check_suffix(&suffix, with_dir).map_err(|e| usage(&e))?;
-        if !with_dir && config.delete.is_some() && !delete_excluded {
+        // As rsync: a leading "./" is dropped (so that the rule below protects the directory),
+        // and a directory that is then "." is the destination itself: backups beside their
+        // files, which needs a suffix.
+        if let Some(d) = &backup_dir {
+            let d: PathBuf = d
+                .components()
+                .skip_while(|c| *c == std::path::Component::CurDir)
+                .collect();
+            if d.as_os_str().is_empty() {
+                if suffix.is_empty() {
+                    return Err(usage(
+                        "--suffix cannot be empty when --backup-dir is the same as the dest dir",
+                    ));
+                }
+                backup_dir = None;
+            } else {
+                backup_dir = Some(d);
+            }
+        }
+        if backup_dir.is_none() && config.delete.is_some() && !delete_excluded {
             // As rsync: the backups made beside their files are not deleted as extraneous.
             let mut rule = b"P *".to_vec();
             rule.extend_from_slice(suffix.as_bytes());
@@ -2058,13 +2075,28 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         config.backup = Some(engine::backup::Backup {
             dir: backup_dir,
             suffix,
+            given: None,
         });
     }
     let mut paths: Vec<OsString> = m
         .get_many::<OsString>("paths")
         .map(|v| v.cloned().collect())
         .unwrap_or_default();
-    let generate = if m.get_flag("gen-man") {
+    let info_words: Vec<&str> = m
+        .get_many::<String>("info")
+        .map(|v| v.map(String::as_str).collect())
+        .unwrap_or_default();
+    // (rsync reads --info while it parses the options: an unknown word, or HELP, ends the
+    // parse there, whatever else is on the line.)
+    let info_help = crate::info::Info::resolve(&crate::info::Given {
+        info: &info_words,
+        ..Default::default()
+    })
+    .map_err(|e| usage(&e))?
+    .is_err();
+    let generate = if info_help {
+        Some(Generate::InfoHelp)
+    } else if m.get_flag("gen-man") {
         Some(Generate::Man)
     } else {
         m.get_one::<String>("gen-completions")
@@ -2176,7 +2208,6 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     }
     // Latency histograms cost two clock reads per timed step: only when someone reads them.
     config.measure = m.get_one::<PathBuf>("stats-json").is_some();
-    let info = m.get_one::<String>("info").map(String::as_str);
     let format = |id: &str, fallback: Option<&str>| {
         m.get_one::<String>(id)
             .map(String::as_str)
@@ -2275,19 +2306,45 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     }
     let out_format = format("out-format", None)?;
     let log_format = format("log-file-format", Some(crate::logfmt::DEFAULT_LOG_FORMAT))?;
+    let itemize = m.get_count("itemize-changes") > 0;
+    // rsync's stdout_format and log_before_transfer: an --out-format (the item line written
+    // before the transfer unless it shows %b or %c), else %i %n%L with -i.
+    let listing_first = match &out_format {
+        Some(f) => !f.shows(b'b') && !f.shows(b'c'),
+        None => itemize,
+    };
+    let info = crate::info::Info::resolve(&crate::info::Given {
+        info: &info_words,
+        verbose: m.get_count("verbose"),
+        stats: m.get_flag("stats"),
+        progress: m.get_flag("progress") || m.get_flag("partial-progress"),
+        listing_first,
+    })
+    .map_err(|e| usage(&e))?
+    .unwrap_or_default();
+    let listing = out_format.or_else(|| {
+        let fmt = if itemize {
+            "%i %n%L"
+        } else if info.level(crate::info::Flag::Name) > 0 {
+            "%n%L"
+        } else {
+            return None;
+        };
+        Some(crate::logfmt::Format::parse(fmt).expect("a valid built-in format"))
+    });
+    // -ii, or --info=name2: unchanged entries are listed too (as item lines with %i, as
+    // "NAME is uptodate" without).
+    config.itemize_unchanged = m.get_count("itemize-changes") > 1
+        || (info.level(crate::info::Flag::Name) > 1 && listing.is_some());
     Ok(Parsed {
         out_to_stderr,
         outbuf,
         paths,
-        out_format,
         log_file: m.get_one::<PathBuf>("log-file").cloned().zip(log_format),
         generate,
-        progress_files: (m.get_flag("progress") || m.get_flag("partial-progress"))
-            && info != Some("progress0"),
-        progress_total: info == Some("progress2"),
+        info,
+        listing,
         stats_json: m.get_one::<PathBuf>("stats-json").cloned(),
-        itemize: m.get_count("itemize-changes") > 0,
-        stats: m.get_flag("stats"),
         make_path,
         mpi,
         config,
@@ -2868,6 +2925,7 @@ pub fn generate(what: &Generate, out: &mut dyn std::io::Write) -> std::io::Resul
     let cmd = command();
     match what {
         Generate::Man => clap_mangen::Man::new(cmd).render(out),
+        Generate::InfoHelp => out.write_all(crate::info::help().as_bytes()),
         Generate::Completions(shell) => {
             let shell = match shell.as_str() {
                 "zsh" => clap_complete::Shell::Zsh,

@@ -100,6 +100,13 @@ impl Format {
         Ok(Self { pieces, itemizes })
     }
 
+    /// Whether the format has the escape `%letter`.
+    pub fn shows(&self, letter: u8) -> bool {
+        self.pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Escape { letter: l, .. } if *l == letter))
+    }
+
     /// One line (without the newline) for `what`.
     pub fn render(&self, what: &Line<'_>) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);

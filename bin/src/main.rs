@@ -28,6 +28,7 @@ macro_rules! errln {
 
 mod cli;
 mod deadline;
+mod info;
 mod listing;
 mod logfmt;
 #[cfg(feature = "mpi")]
@@ -146,7 +147,7 @@ fn run() -> ExitCode {
     // One run, then the process exits (`--mpi` runs several and turns it off).
     parsed.config.exit_after_run = true;
     if let Some(targets) = parsed.list_only {
-        let printer = output::Printer::new(0, parsed.quiet, false, None, None, None);
+        let printer = output::Printer::new(info::Info::default(), parsed.quiet, None, None, None);
         let lister = Arc::new(listing::Lister::new(printer, targets));
         let stop = engine::Stop::new();
         signals::stop_on_signals(stop.clone());
@@ -166,11 +167,10 @@ fn run() -> ExitCode {
         return ExitCode::from(output::with_lost_messages(code) as u8);
     }
     let observer = Arc::new(output::Printer::new(
-        parsed.verbose,
+        parsed.info,
         parsed.quiet,
-        parsed.itemize,
-        parsed.progress_files.then(|| live.clone()),
-        parsed.out_format.clone(),
+        parsed.listing.clone(),
+        (parsed.info.level(info::Flag::Progress) == 1).then(|| live.clone()),
         log.clone(),
     ));
     let says_created = observer.says_created_dirs();
@@ -219,8 +219,8 @@ fn run() -> ExitCode {
     let idle = parsed
         .idle_timeout
         .map(|t| deadline::watch_idle(stop.clone(), live.clone(), t, Arc::clone(&over)));
-    let display =
-        (parsed.progress_total && !parsed.quiet).then(|| progress::Display::start(live.clone()));
+    let display = (parsed.info.level(info::Flag::Progress) > 1 && !parsed.quiet)
+        .then(|| progress::Display::start(live.clone()));
     let report = engine::run_with_progress(&parsed.config, observer.clone(), &stop, &live);
     over.store(true, std::sync::atomic::Ordering::SeqCst);
     if let Some(d) = display {
@@ -240,11 +240,7 @@ fn run() -> ExitCode {
     {
         errln!("arsync: cannot write --stats-json {}: {e}", path.display());
     }
-    if parsed.stats && !parsed.quiet {
-        output::rsync_stats(&report, parsed.config.dry_run);
-    } else if parsed.verbose > 0 && !parsed.quiet {
-        output::summary(&report, parsed.config.dry_run);
-    }
+    output::end_of_run(&parsed, &report);
     if report.delete_skipped > 0 {
         errln!(
             "Deletions stopped due to --max-delete limit ({} skipped)",

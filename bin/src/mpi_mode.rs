@@ -477,7 +477,7 @@ pub fn run(
             &world,
             &share,
             (&to_runner, &from_runner),
-            parsed.progress_total && !parsed.quiet,
+            parsed.info.level(crate::info::Flag::Progress) > 1 && !parsed.quiet,
             &mut report,
             &mut figs,
         );
@@ -547,7 +547,7 @@ pub fn run(
     merged.cores = std::mem::take(&mut report.cores);
     let code = crate::output::exit_code(&merged);
     if me == 0 {
-        if parsed.progress_total && !parsed.quiet {
+        if parsed.info.level(crate::info::Flag::Progress) > 1 && !parsed.quiet {
             let sum = engine::ProgressSnapshot {
                 files: merged.files,
                 checked: merged.considered.files,
@@ -1084,8 +1084,8 @@ fn print_merged(
             errln!("arsync: cannot write --stats-json {}: {e}", path.display());
         }
     }
-    if parsed.stats && !parsed.quiet {
-        crate::output::rsync_stats(merged, parsed.config.dry_run);
+    crate::output::end_of_run(parsed, merged);
+    if parsed.info.level(crate::info::Flag::Stats) > 1 && !parsed.quiet {
         outln!("MPI ranks: {}", per_rank.len());
         for (i, (r, f)) in per_rank.iter().enumerate() {
             outln!(
@@ -1097,8 +1097,6 @@ fn print_merged(
                 f.chunks
             );
         }
-    } else if parsed.verbose > 0 && !parsed.quiet {
-        crate::output::summary(merged, parsed.config.dry_run);
     }
     if code != 0 {
         errln!(

@@ -1,24 +1,28 @@
 //! What the command prints: the observer that renders engine events (errors, skips, `-v` items)
 //! the way rsync does, the end-of-run summary, logging setup, and the report → exit code mapping.
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
 use engine::{Change, ErrorClass, Event, FileType, How, Observer, Report, SkipReason};
 
+use crate::info::{Flag, Info};
 use crate::logfmt::{Format, Line, LogFile};
 
 /// Renders events; shared by every core thread (each line is written under the stream's lock).
 pub struct Printer {
-    verbose: u8,
+    /// The `--info` levels (with what `-v`, `--stats` and `--progress` imply).
+    info: Info,
     quiet: bool,
     /// The format of the item lines on stdout: `--out-format`, else `%i %n%L` with `-i`, else
-    /// `%n%L` with `-v` or `--progress`; none lists nothing.
+    /// `%n%L` at `--info=name`; none lists nothing.
     listing: Option<Format>,
-    /// `--progress`: the run's live counters and its start, for the line after each file.
+    /// `--progress` (`--info=progress1`): the run's live counters and its start, for the line
+    /// after each file.
     progress: Option<(engine::Progress, std::time::Instant)>,
     /// `--log-file`.
     log: Option<Arc<LogFile>>,
@@ -26,25 +30,14 @@ pub struct Printer {
 
 impl Printer {
     pub fn new(
-        verbose: u8,
+        info: Info,
         quiet: bool,
-        itemize: bool,
+        listing: Option<Format>,
         progress: Option<engine::Progress>,
-        out_format: Option<Format>,
         log: Option<Arc<LogFile>>,
     ) -> Self {
-        let listing = out_format.or_else(|| {
-            let fmt = if itemize {
-                "%i %n%L"
-            } else if verbose > 0 || progress.is_some() {
-                "%n%L"
-            } else {
-                return None;
-            };
-            Some(Format::parse(fmt).expect("a valid built-in format"))
-        });
         Self {
-            verbose,
+            info,
             quiet,
             listing,
             progress: progress.map(|p| (p, std::time::Instant::now())),
@@ -52,12 +45,16 @@ impl Printer {
         }
     }
 
+    /// Whether rsync prints this kind of message at the levels given (never with `-q`).
+    fn says(&self, flag: Flag, level: u8) -> bool {
+        !self.quiet && self.info.level(flag) >= level
+    }
+
     /// Whether a "created directory" line (and `--mkpath`'s "created N directories") is printed:
-    /// as rsync, at `-v` or `--progress` or with an `%i` in the format, never with `-q`.
+    /// as rsync, at `--info=name` (`-v`, `--progress`) or with an `%i` in the format, never
+    /// with `-q`.
     pub fn says_created_dirs(&self) -> bool {
-        (self.verbose > 0
-            || self.progress.is_some()
-            || self.listing.as_ref().is_some_and(|f| f.itemizes))
+        (self.info.level(Flag::Name) > 0 || self.listing.as_ref().is_some_and(|f| f.itemizes))
             && !self.quiet
     }
 }
@@ -205,18 +202,21 @@ impl Observer for Printer {
                     errln!("arsync: warning: {message}");
                 }
             }
-            Event::Skipped { path, reason } => {
-                if self.quiet {
-                    return;
-                }
-                // rsync names these only with -v, and files outside the size limits with -vv.
-                if matches!(
-                    reason,
-                    SkipReason::UnsafeSymlink | SkipReason::OtherFileSystem
-                ) && self.verbose == 0
-                    || matches!(reason, SkipReason::OverMaxSize | SkipReason::UnderMinSize)
-                        && self.verbose < 2
-                {
+            Event::Skipped {
+                path,
+                reason,
+                target,
+            } => {
+                // As rsync: each kind at its --info word (a directory without -r and a
+                // directory that cannot be deleted are always said).
+                let shown = match reason {
+                    SkipReason::NonRegular => self.says(Flag::Nonreg, 1),
+                    SkipReason::UnsafeSymlink => self.says(Flag::Name, 1),
+                    SkipReason::OtherFileSystem => self.says(Flag::Mount, 1),
+                    SkipReason::OverMaxSize | SkipReason::UnderMinSize => self.says(Flag::Skip, 1),
+                    SkipReason::Directory | SkipReason::NonEmptyDirectory => !self.quiet,
+                };
+                if !shown {
                     return;
                 }
                 let mut line = Vec::new();
@@ -234,11 +234,15 @@ impl Observer for Printer {
                         line.extend_from_slice(b"ignoring unsafe symlink \"");
                         line.extend_from_slice(&escape(path));
                         line.push(b'"');
+                        if let Some(t) = target {
+                            line.extend_from_slice(b" -> \"");
+                            line.extend_from_slice(&escape(Path::new(OsStr::from_bytes(t))));
+                            line.push(b'"');
+                        }
                     }
                     SkipReason::OtherFileSystem => {
-                        line.extend_from_slice(b"skipping mount point \"");
+                        line.extend_from_slice(b"skipping mount-point dir ");
                         line.extend_from_slice(&escape(path));
-                        line.push(b'"');
                     }
                     SkipReason::OverMaxSize => {
                         line.extend_from_slice(&escape(path));
@@ -250,6 +254,50 @@ impl Observer for Printer {
                     }
                     SkipReason::NonEmptyDirectory => {
                         line.extend_from_slice(b"cannot delete non-empty directory: ");
+                        line.extend_from_slice(&escape(path));
+                    }
+                }
+                line.push(b'\n');
+                write_out(&line);
+            }
+            Event::Notice { path, notice } => {
+                let mut line = Vec::new();
+                match notice {
+                    engine::Notice::CopyingUnsafeSymlink { target } => {
+                        if !self.says(Flag::Symsafe, 1) {
+                            return;
+                        }
+                        line.extend_from_slice(b"copying unsafe symlink \"");
+                        line.extend_from_slice(&escape(path));
+                        line.extend_from_slice(b"\" -> \"");
+                        line.extend_from_slice(&escape(Path::new(OsStr::from_bytes(target))));
+                        line.push(b'"');
+                    }
+                    engine::Notice::BackedUp { to } => {
+                        if !self.says(Flag::Backup, 1) {
+                            return;
+                        }
+                        line.extend_from_slice(b"backed up ");
+                        line.extend_from_slice(&escape(path));
+                        line.extend_from_slice(b" to ");
+                        line.extend_from_slice(&escape(to));
+                    }
+                    engine::Notice::BackupDir { new } => {
+                        if !self.says(Flag::Backup, 1) {
+                            return;
+                        }
+                        if *new {
+                            line.extend_from_slice(b"(new) ");
+                        }
+                        line.extend_from_slice(b"backup_dir is ");
+                        // (Without a trailing slash, as rsync prints it.)
+                        line.extend_from_slice(&escape(&path.components().collect::<PathBuf>()));
+                    }
+                    engine::Notice::SourceRemoved => {
+                        if !self.says(Flag::Remove, 1) {
+                            return;
+                        }
+                        line.extend_from_slice(b"sender removed ");
                         line.extend_from_slice(&escape(path));
                     }
                 }
@@ -278,16 +326,28 @@ impl Observer for Printer {
                 if self.quiet {
                     return;
                 }
-                let Some(f) = &self.listing else { return };
-                let touched_dir = *file_type == FileType::Dir && change.any();
-                if !f.itemizes && !change.new && change.how == How::Attrs && !touched_dir {
-                    // Without %i (plain -v, an --out-format), rsync lists what was transferred
-                    // or created, and a directory whose attributes it touched; not a file's
-                    // attribute fixes.
-                    return;
+                let mut line = Vec::new();
+                if let Some(f) = &self.listing {
+                    let touched_dir = *file_type == FileType::Dir && change.any();
+                    if f.itemizes
+                        || change.new
+                        || change.how != How::Attrs
+                        || touched_dir
+                        || (self.info.level(Flag::Name) > 1 && *file_type != FileType::Dir)
+                    {
+                        // Without %i (plain -v, an --out-format), rsync lists what was
+                        // transferred or created, and a directory whose attributes it touched;
+                        // a file's attribute fixes only at --info=name2 (-vv), with the others
+                        // "is uptodate".
+                        line = if !f.itemizes && !change.any() {
+                            // (rsync's own line, whatever the format.)
+                            [&escape(path)[..], b" is uptodate"].concat()
+                        } else {
+                            f.render(&what)
+                        };
+                        line.push(b'\n');
+                    }
                 }
-                let mut line = f.render(&what);
-                line.push(b'\n');
                 if let Some((p, start)) = &self.progress
                     && *file_type == FileType::File
                     && change.how == How::Transfer
@@ -298,7 +358,9 @@ impl Observer for Printer {
                     );
                     line.push(b'\n');
                 }
-                write_out(&line);
+                if !line.is_empty() {
+                    write_out(&line);
+                }
             }
             Event::DestCreated { path } => {
                 // (Never for a destination `--mkpath` made: the run finds it there.)
@@ -328,17 +390,15 @@ impl Observer for Printer {
                 if let Some(log) = &self.log {
                     log.item(&what);
                 }
-                if self.quiet
-                    || !(self.verbose > 0 || self.listing.as_ref().is_some_and(|f| f.itemizes))
-                {
+                // As rsync's log_delete: at --info=del (-v), or whenever item lines are
+                // written.
+                if self.quiet || (self.info.level(Flag::Del) == 0 && self.listing.is_none()) {
                     return;
                 }
-                let Some(f) = &self.listing else { return };
-                let mut line = if f.itemizes {
-                    f.render(&what)
-                } else {
+                let mut line = match &self.listing {
+                    Some(f) if f.itemizes => f.render(&what),
                     // rsync lists a deletion this way whatever the format.
-                    [b"deleting ".as_slice(), &listed(path, *file_type)].concat()
+                    _ => [b"deleting ".as_slice(), &listed(path, *file_type)].concat(),
                 };
                 line.push(b'\n');
                 write_out(&line);
@@ -347,7 +407,20 @@ impl Observer for Printer {
     }
 
     fn wants_items(&self) -> bool {
-        (self.listing.is_some() && !self.quiet) || self.log.is_some()
+        ((self.listing.is_some() || self.progress.is_some()) && !self.quiet) || self.log.is_some()
+    }
+}
+
+/// What the run prints at its end: rsync's statistics at `--info=stats2` (`--stats`), the
+/// summary at `--info=stats1` (`-v`), nothing with `-q`.
+pub fn end_of_run(parsed: &crate::cli::Parsed, r: &Report) {
+    if parsed.quiet {
+        return;
+    }
+    match parsed.info.level(Flag::Stats) {
+        0 => {}
+        1 => summary(r, parsed.config.dry_run),
+        _ => rsync_stats(r, parsed.config.dry_run),
     }
 }
 

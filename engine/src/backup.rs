@@ -34,6 +34,9 @@ pub struct Backup {
     pub dir: Option<PathBuf>,
     /// Appended to the name (`~` by default without a backup directory, nothing with one).
     pub suffix: OsString,
+    /// `--backup-dir` as given (before a relative one is taken from the destination): how the
+    /// notices name it, as rsync does. Set by the run.
+    pub given: Option<PathBuf>,
 }
 
 /// The backup name of `name` (whose parent is `parent_rel` below the transfer root): the
@@ -61,6 +64,28 @@ fn target(b: &Backup, name: &CStr, parent_rel: &Path) -> io::Result<(Option<Owne
     Ok((Some(fd), bname))
 }
 
+/// Tell the observer that `name` (in `parent_rel`) was kept as its backup, named as rsync
+/// names it: the backup directory as given and the relative path, or the name with its suffix.
+fn said(b: &Backup, observer: &dyn crate::Observer, name: &CStr, parent_rel: &Path) {
+    let name = OsStr::from_bytes(name.to_bytes());
+    let path = parent_rel.join(name);
+    let mut to = match b.given.as_ref().or(b.dir.as_ref()) {
+        // (rsync drops a leading "./" from the directory's name.)
+        Some(dir) => dir
+            .components()
+            .skip_while(|c| *c == std::path::Component::CurDir)
+            .collect::<PathBuf>()
+            .join(&path)
+            .into_os_string(),
+        None => path.clone().into_os_string(),
+    };
+    to.push(&b.suffix);
+    observer.event(&crate::Event::Notice {
+        path: &path,
+        notice: crate::Notice::BackedUp { to: Path::new(&to) },
+    });
+}
+
 /// Clear the backup name of an older backup (a directory there is left: the new backup then
 /// fails with the error that says so).
 fn clear(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
@@ -74,6 +99,7 @@ fn clear(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
 /// a directory) under its backup name, leaving it in place.
 pub(crate) fn keep(
     b: &Backup,
+    observer: &dyn crate::Observer,
     dir: BorrowedFd<'_>,
     name: &CStr,
     parent_rel: &Path,
@@ -88,7 +114,7 @@ pub(crate) fn keep(
     let bd = bdir.as_ref().map_or(dir, |f| f.as_fd());
     clear(bd, &bname)?;
     match sys::link_at(dir, name, bd, &bname) {
-        Ok(()) => Ok(()),
+        Ok(()) => {}
         // No hard links here (or across to the backup directory): move it instead.
         Err(e)
             if matches!(
@@ -96,22 +122,27 @@ pub(crate) fn keep(
                 Some(libc::EXDEV | libc::EPERM | libc::EMLINK)
             ) =>
         {
-            sys::rename_at(dir, name, bd, &bname, 0).map_err(cross_device)
+            sys::rename_at(dir, name, bd, &bname, 0).map_err(cross_device)?
         }
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
     }
+    said(b, observer, name, parent_rel);
+    Ok(())
 }
 
 /// Before `name` in `dir` (a non-directory) is deleted: move it to its backup name instead.
 pub(crate) fn move_away(
     b: &Backup,
+    observer: &dyn crate::Observer,
     dir: BorrowedFd<'_>,
     name: &CStr,
     parent_rel: &Path,
 ) -> io::Result<()> {
     let (bdir, bname) = target(b, name, parent_rel)?;
     let bd = bdir.as_ref().map_or(dir, |f| f.as_fd());
-    sys::rename_at(dir, name, bd, &bname, 0).map_err(cross_device)
+    sys::rename_at(dir, name, bd, &bname, 0).map_err(cross_device)?;
+    said(b, observer, name, parent_rel);
+    Ok(())
 }
 
 /// Before `--inplace` rewrites the regular file `old` (open, named `name` in `dir`; with
@@ -119,6 +150,7 @@ pub(crate) fn move_away(
 /// data, mode and times to its backup name.
 pub(crate) fn copy(
     b: &Backup,
+    observer: &dyn crate::Observer,
     dir: BorrowedFd<'_>,
     name: &CStr,
     parent_rel: &Path,
@@ -156,7 +188,9 @@ pub(crate) fn copy(
         new.as_fd(),
         sys::Time::At(st.atime.0, st.atime.1),
         sys::Time::At(st.mtime.0, st.mtime.1),
-    )
+    )?;
+    said(b, observer, name, parent_rel);
+    Ok(())
 }
 
 fn cross_device(e: io::Error) -> io::Error {

@@ -429,10 +429,22 @@ pub(crate) fn run(
         for _ in root.rel.components() {
             dest_dir.pop();
         }
-        if let Some(d) = config.backup.as_mut().and_then(|b| b.dir.as_mut())
-            && d.is_relative()
+        if let Some(b) = config.backup.as_mut()
+            && let Some(d) = b.dir.as_mut()
         {
-            *d = dest_dir.join(&*d);
+            b.given = Some(d.clone());
+            if d.is_relative() {
+                *d = dest_dir.join(&*d);
+            }
+            if root.rel.as_os_str().is_empty() {
+                // (Once a run: not again for each piece of a multi-node one.)
+                let new = std::fs::symlink_metadata(&*d).is_err();
+                let given = b.given.as_deref().unwrap_or(d);
+                observer.event(&crate::Event::Notice {
+                    path: given,
+                    notice: crate::Notice::BackupDir { new },
+                });
+            }
         }
         if let Some(d) = config.temp_dir.as_mut()
             && d.is_relative()
@@ -698,14 +710,21 @@ pub(crate) fn run(
         // --remove-source-files -H: the multi-link names, now that every name is copied.
         for out in &outs {
             for r in &out.pending_removals {
-                if let Err((path, op, e)) = r.remove() {
-                    report.errors += 1;
-                    shared.observer.event(&crate::Event::Error {
-                        path: &path,
-                        op,
-                        error: &e,
-                        class: crate::ErrorClass::Partial,
-                    });
+                match r.remove() {
+                    Ok(true) => shared.observer.event(&crate::Event::Notice {
+                        path: &r.rel,
+                        notice: crate::Notice::SourceRemoved,
+                    }),
+                    Ok(false) => {}
+                    Err((path, op, e)) => {
+                        report.errors += 1;
+                        shared.observer.event(&crate::Event::Error {
+                            path: &path,
+                            op,
+                            error: &e,
+                            class: crate::ErrorClass::Partial,
+                        });
+                    }
                 }
             }
         }

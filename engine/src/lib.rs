@@ -617,6 +617,32 @@ pub enum SkipReason {
     NonEmptyDirectory,
 }
 
+/// See [`Event::Notice`].
+#[derive(Debug)]
+pub enum Notice<'a> {
+    /// `--copy-unsafe-links`: the referent of a symlink pointing out of the tree is copied
+    /// (rsync's `--info=symsafe`).
+    CopyingUnsafeSymlink {
+        /// The link's target.
+        target: &'a [u8],
+    },
+    /// `-b`: the destination entry was kept under `to` before it was replaced or deleted
+    /// (rsync's `--info=backup`); `to` as rsync names it: the backup directory as given, then
+    /// the relative path, or the name with its suffix beside it.
+    BackedUp {
+        /// The backup's name.
+        to: &'a Path,
+    },
+    /// `--remove-source-files`: the source file was removed (rsync's `--info=remove`).
+    SourceRemoved,
+    /// `--backup-dir` (the `path`, as given) at the start of the run, and whether it is yet to
+    /// be made (rsync's `--info=backup`).
+    BackupDir {
+        /// It does not exist yet.
+        new: bool,
+    },
+}
+
 /// What the engine tells its observer, from any core thread.
 #[derive(Debug)]
 pub enum Event<'a> {
@@ -637,6 +663,16 @@ pub enum Event<'a> {
         path: &'a Path,
         /// Why.
         reason: SkipReason,
+        /// The target of a symlink skipped as unsafe (rsync names it).
+        target: Option<&'a [u8]>,
+    },
+    /// Something rsync mentions at one of its `--info` levels that is neither an item nor a
+    /// failure.
+    Notice {
+        /// The name relative to the transfer root.
+        path: &'a Path,
+        /// What happened.
+        notice: Notice<'a>,
     },
     /// Something the user should know once, that is not a failed entry (e.g. the destination
     /// does not support extended attributes).

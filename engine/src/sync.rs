@@ -104,9 +104,11 @@ pub(crate) async fn judge_file(
     };
     if let Some(reason) = limit {
         let rel = node.child_rel(dst_name);
-        shared
-            .observer
-            .event(&crate::Event::Skipped { path: &rel, reason });
+        shared.observer.event(&crate::Event::Skipped {
+            path: &rel,
+            reason,
+            target: None,
+        });
         return Verdict::Skip;
     }
     if fresh {
@@ -712,6 +714,7 @@ fn remove_inner(
         shared.observer.event(&Event::Skipped {
             path: &path,
             reason: crate::SkipReason::NonEmptyDirectory,
+            target: None,
         });
         return false;
     }
@@ -729,7 +732,9 @@ fn remove_inner(
             0
         };
         let removed = match &cfg.backup {
-            Some(b) if ft != FileType::Dir => crate::backup::move_away(b, dir, name, rel),
+            Some(b) if ft != FileType::Dir => {
+                crate::backup::move_away(b, &*shared.observer, dir, name, rel)
+            }
             _ => sys::unlink_at(dir, name, flags),
         };
         match removed {
@@ -749,6 +754,7 @@ fn remove_inner(
                 shared.observer.event(&Event::Skipped {
                     path: &path,
                     reason: crate::SkipReason::NonEmptyDirectory,
+                    target: None,
                 });
                 return false;
             }
@@ -811,6 +817,7 @@ fn cannot_make_way(shared: &RunShared, path: &Path) -> io::Error {
     shared.observer.event(&Event::Skipped {
         path,
         reason: crate::SkipReason::NonEmptyDirectory,
+        target: None,
     });
     io::Error::new(
         io::Error::from_raw_os_error(libc::ENOTEMPTY).kind(),
@@ -857,7 +864,7 @@ pub(crate) fn make_way(
     match sys::unlink_at(dir, name, libc::AT_REMOVEDIR) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => match &cfg.backup {
-            Some(b) => crate::backup::move_away(b, dir, name, &rel.path()),
+            Some(b) => crate::backup::move_away(b, &*shared.observer, dir, name, &rel.path()),
             None => sys::unlink_at(dir, name, 0),
         },
         Err(e)
@@ -899,7 +906,7 @@ pub(crate) fn rename_over_from(
     rel: Rel<'_>,
 ) -> io::Result<()> {
     if let Some(b) = &core.shared.config.backup {
-        crate::backup::keep(b, dir, to, &rel.path())?;
+        crate::backup::keep(b, &*core.shared.observer, dir, to, &rel.path())?;
     }
     rename_making_way(core, from_dir, from, dir, to, rel)
 }
@@ -978,7 +985,7 @@ pub(crate) fn delayed_updates(shared: &RunShared, counters: &Counters, p: Pendin
     for name in &p.names {
         shared.progress.tick();
         if let Some(b) = &shared.config.backup
-            && let Err(e) = crate::backup::keep(b, dir.as_fd(), name, &p.rel)
+            && let Err(e) = crate::backup::keep(b, &*shared.observer, dir.as_fd(), name, &p.rel)
         {
             // As rsync: no backup, no update (the new file stays waiting).
             let shown = p.rel.join(OsStr::from_bytes(name.to_bytes()));

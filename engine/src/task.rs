@@ -752,10 +752,17 @@ enum DestDir {
 }
 
 fn skip(core: &Core, rel: &Path, reason: SkipReason) {
+    skip_link(core, rel, reason, None);
+}
+
+/// [`skip`], with the target of the symlink skipped (rsync names it in its notice).
+fn skip_link(core: &Core, rel: &Path, reason: SkipReason, target: Option<&[u8]>) {
     bump(&core.counters.skipped, 1);
-    core.shared
-        .observer
-        .event(&Event::Skipped { path: rel, reason });
+    core.shared.observer.event(&Event::Skipped {
+        path: rel,
+        reason,
+        target,
+    });
 }
 
 /// `--direct` refused by a file system: one warning per run; the files go buffered.
@@ -2549,11 +2556,16 @@ async fn entry(
     let mut follow = false;
     if file_type == FileType::Symlink && (cfg.copy_links || cfg.copy_unsafe_links || cfg.safe_links)
     {
+        let mut target = None;
         let unsafe_link = if cfg.copy_links {
             false
         } else {
             match source_link(cfg, parent.src_fd(), name) {
-                Ok(t) => unsafe_target(t.as_bytes(), parent.depth),
+                Ok(t) => {
+                    let unsafe_link = unsafe_target(t.as_bytes(), parent.depth);
+                    target = Some(t);
+                    unsafe_link
+                }
                 Err(e) => {
                     report(
                         core,
@@ -2571,6 +2583,14 @@ async fn entry(
                 Ok(st) => {
                     follow = true;
                     file_type = st.file_type();
+                    if let Some(t) = target.as_ref().filter(|_| unsafe_link) {
+                        core.shared.observer.event(&Event::Notice {
+                            path: &parent.child_rel(name),
+                            notice: crate::Notice::CopyingUnsafeSymlink {
+                                target: t.as_bytes(),
+                            },
+                        });
+                    }
                 }
                 Err(e) => {
                     let op = if e.raw_os_error() == Some(libc::ELOOP) {
@@ -2589,7 +2609,12 @@ async fn entry(
                 }
             }
         } else if cfg.safe_links && unsafe_link {
-            skip(core, &parent.child_rel(name), SkipReason::UnsafeSymlink);
+            skip_link(
+                core,
+                &parent.child_rel(name),
+                SkipReason::UnsafeSymlink,
+                target.as_ref().map(|t| t.as_bytes()),
+            );
             return Outcome::Done;
         }
     }
@@ -2718,6 +2743,7 @@ fn delete_missing_at(core: &Core, dir: BorrowedFd<'_>, name: &CStr, rel: &Path, 
             shared.observer.event(&Event::Skipped {
                 path: &rel.join(OsStr::from_bytes(name.to_bytes())),
                 reason: SkipReason::NonEmptyDirectory,
+                target: None,
             });
             return;
         }
@@ -2729,6 +2755,8 @@ fn delete_missing_at(core: &Core, dir: BorrowedFd<'_>, name: &CStr, rel: &Path, 
 /// still has the size and mtime it had when its copy was checked.
 pub(crate) struct PendingRemoval {
     path: PathBuf,
+    /// The name relative to the transfer root, for the notice.
+    pub(crate) rel: PathBuf,
     size: u64,
     mtime: (i64, i64),
     /// The name is a symlink followed by `-L`: its target's size and mtime are compared.
@@ -2742,8 +2770,9 @@ pub(crate) struct PendingRemoval {
 }
 
 impl PendingRemoval {
-    /// Remove the name; on failure the path, the operation and the error.
-    pub(crate) fn remove(&self) -> Result<(), (PathBuf, &'static str, io::Error)> {
+    /// Remove the name (`false`: it was gone already); on failure the path, the operation and
+    /// the error.
+    pub(crate) fn remove(&self) -> Result<bool, (PathBuf, &'static str, io::Error)> {
         let fail = |op, e| Err((self.path.clone(), op, e));
         let now = if self.follow {
             fs::metadata(&self.path)
@@ -2753,7 +2782,7 @@ impl PendingRemoval {
         match now {
             Ok(m) if m.size() == self.size && (m.mtime(), m.mtime_nsec()) == self.mtime => {}
             Ok(_) => return fail("remove source file", changed_since_copied()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return fail("lstat", e),
         }
         if let Some((dst, times)) = &self.dst {
@@ -2778,8 +2807,9 @@ impl PendingRemoval {
             }
         }
         match fs::remove_file(&self.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => fail("unlink", e),
-            _ => Ok(()),
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => fail("unlink", e),
         }
     }
 }
@@ -2825,6 +2855,7 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
             // after that.
             core.pending_removals.borrow_mut().push(PendingRemoval {
                 path: path(),
+                rel: parent.child_rel(name),
                 size: st.size,
                 mtime: st.mtime,
                 follow,
@@ -2845,6 +2876,7 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
         if cfg.hard_links && st.nlink > 1 {
             core.pending_removals.borrow_mut().push(PendingRemoval {
                 path: path(),
+                rel: parent.child_rel(name),
                 size: st.size,
                 mtime: st.mtime,
                 follow,
@@ -2855,10 +2887,14 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
         }
     }
     match sys::unlink_at(src, name, 0) {
+        Ok(()) => core.shared.observer.event(&Event::Notice {
+            path: &parent.child_rel(name),
+            notice: crate::Notice::SourceRemoved,
+        }),
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
             report(core, &path(), "unlink", &e, source_class(&e))
         }
-        _ => {}
+        Err(_) => {}
     }
 }
 
@@ -3894,7 +3930,8 @@ async fn stage(
             && let Some(b) = &cfg.backup
         {
             // The old content is about to be overwritten where it is: keep a copy.
-            crate::backup::copy(b, dir, dst_name, &parent.rel(), &fd).map_err(dst_err("backup"))?;
+            crate::backup::copy(b, &*core.shared.observer, dir, dst_name, &parent.rel(), &fd)
+                .map_err(dst_err("backup"))?;
         }
         if device {
             // (Nothing to resume or cut: written from its start, never truncated.)
@@ -3997,7 +4034,7 @@ fn make_room(core: &Core, parent: &DirNode, name: &CStr) -> EntryResult {
         _ => return Ok(()),
     }
     let r = match &core.shared.config.backup {
-        Some(b) => crate::backup::move_away(b, dir, name, &parent.rel()),
+        Some(b) => crate::backup::move_away(b, &*core.shared.observer, dir, name, &parent.rel()),
         None => sys::unlink_at(dir, name, 0),
     };
     match r {
@@ -4037,7 +4074,8 @@ fn publish(
             let r = if *in_partial_dir {
                 if let Some(b) = &core.shared.config.backup {
                     // (rename_over does this for a file staged beside its name.)
-                    crate::backup::keep(b, dir, name, &rel.path()).map_err(dst_err("backup"))?;
+                    crate::backup::keep(b, &*core.shared.observer, dir, name, &rel.path())
+                        .map_err(dst_err("backup"))?;
                 }
                 match sys::rename_at(pdir.as_fd(), pname, dir, name, 0) {
                     Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
@@ -4969,9 +5007,8 @@ fn replace_with_dir(
     parent_rel: &Path,
 ) -> EntryResult<OwnedFd> {
     match &core.shared.config.backup {
-        Some(b) => {
-            crate::backup::move_away(b, ddir, name, parent_rel).map_err(dst_err("backup"))?
-        }
+        Some(b) => crate::backup::move_away(b, &*core.shared.observer, ddir, name, parent_rel)
+            .map_err(dst_err("backup"))?,
         None => sys::unlink_at(ddir, name, 0).map_err(dst_err("unlink"))?,
     }
     sys::mkdir_at(ddir, name, 0o700).map_err(dst_err("mkdir"))?;
