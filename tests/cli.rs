@@ -911,14 +911,22 @@ fn log_file_records_items_errors_and_the_end() {
         "{text}"
     );
     assert!(second.last().unwrap().ends_with("exit code 23"), "{text}");
-    // A log that cannot be opened: rsync's file I/O error, before anything is copied.
+    // A log that cannot be opened: as rsync 3.5, said ("Ignoring ...") and the run goes on
+    // without it (this was rsync's file I/O error, 11, before anything was copied).
     let o = copy_contents(
         &["-a", "--log-file=/nonexistent-dir/x.log"],
         &src,
-        &t.path().join("never"),
+        &t.path().join("copied"),
     );
-    assert_eq!(code(&o), 11);
-    assert!(!t.path().join("never").exists());
+    assert_eq!(code(&o), 0, "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(
+            "failed to open log-file /nonexistent-dir/x.log: No such file or directory (2)"
+        ) && err.contains("Ignoring \"log file\" setting."),
+        "{err}"
+    );
+    assert_same(&src, &t.path().join("copied"), treediff::Check::archive());
 }
 
 #[test]
@@ -1941,4 +1949,221 @@ fn info_words_print_what_rsync_prints() {
         String::from_utf8_lossy(&ours.stdout),
         String::from_utf8_lossy(&theirs.stdout)
     );
+}
+
+/// rsync 3.5 walks the paths the operator names and refuses a symlink on them owned by a user
+/// other than root or the one running it (a user who can write there could otherwise redirect
+/// a privileged copy): the destination (exit 3), `--exclude-from`/`--include-from` and merge
+/// files (11), `--files-from` (1), `-T` (each file fails: 23), `--backup-dir` (11),
+/// `--link-dest` (not used),
+/// `--log-file` (ignored); `--insecure-links` follows them. arsync followed every one of them;
+/// the same runs with rsync are the oracle: exit codes, rsync's message, and what was written.
+#[test]
+fn operator_paths_through_another_users_symlink_are_refused_as_rsync_refuses_them() {
+    if !is_root() {
+        skip(
+            "operator_paths_through_another_users_symlink_are_refused_as_rsync_refuses_them",
+            "needs root to give a symlink to another user",
+        );
+        return;
+    }
+    if !require_rsync(
+        "operator_paths_through_another_users_symlink_are_refused_as_rsync_refuses_them",
+    ) {
+        return;
+    }
+    const REFUSING: &str = "refusing to follow a symlink owned by an untrusted user";
+    let mut results = Vec::new();
+    for tool in ["rsync", "arsync"] {
+        let t = Scratch::new();
+        let root = t.path();
+        let (src, target, public) = (root.join("src"), root.join("target"), root.join("pub"));
+        for d in [&src, &target.join("dst"), &target.join("ref"), &public] {
+            fs::create_dir_all(d).unwrap();
+        }
+        write(&src.join("f"), b"new\n");
+        set_times(&src.join("f"), 1_600_000_000, 0);
+        write(&target.join("rules"), b"- f\n");
+        write(&target.join("list"), b"f\n");
+        // Someone else's link in a directory anyone may write, and root's own.
+        let theirs = public.join("link");
+        std::os::unix::fs::symlink(&target, &theirs).unwrap();
+        lchown(&theirs, 65534, 65534);
+        std::os::unix::fs::symlink(&target, root.join("mine")).unwrap();
+        let d = |p: &str| root.join(p).display().to_string();
+        let cases: Vec<(Vec<String>, String, i32)> = vec![
+            (vec![], d("pub/link/dst/"), 3),
+            (vec![], d("pub/link/new/"), 3),
+            (
+                vec![format!("--exclude-from={}", d("pub/link/rules"))],
+                d("d1"),
+                11,
+            ),
+            (
+                vec![format!("--include-from={}", d("pub/link/rules"))],
+                d("d2"),
+                11,
+            ),
+            (
+                vec![format!("--filter=merge {}", d("pub/link/rules"))],
+                d("d3"),
+                11,
+            ),
+            (
+                vec![format!("--files-from={}", d("pub/link/list"))],
+                d("d4"),
+                1,
+            ),
+            (vec![format!("-T{}", d("pub/link/ref"))], d("d5"), 23),
+            (
+                vec![format!("--link-dest={}", d("pub/link/ref"))],
+                d("d6"),
+                0,
+            ),
+            (
+                vec![format!("--log-file={}", d("pub/link/log"))],
+                d("d7"),
+                0,
+            ),
+            (
+                vec!["-b".into(), format!("--backup-dir={}", d("pub/link/bak"))],
+                d("d8"),
+                11,
+            ),
+            (vec!["--insecure-links".into()], d("pub/link/dst/"), 0),
+            // Root's own symlinks are followed.
+            (
+                vec![format!("--exclude-from={}", d("mine/rules"))],
+                d("mine/dst2/"),
+                0,
+            ),
+        ];
+        // d8 holds an older f, so that a backup is due.
+        fs::create_dir_all(root.join("d8")).unwrap();
+        write(&root.join("d8/f"), b"old\n");
+        set_times(&root.join("d8/f"), 1_000_000_000, 0);
+        for (flags, dest, want) in &cases {
+            let out = std::process::Command::new(if tool == "rsync" {
+                std::path::PathBuf::from("rsync")
+            } else {
+                std::path::PathBuf::from(env!("CARGO_BIN_EXE_arsync"))
+            })
+            .arg("-a")
+            .args(flags)
+            .arg(format!("{}/", src.display()))
+            .arg(dest)
+            .output()
+            .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(code(&out), *want, "{tool} {flags:?} {dest}: {err}");
+            let refused = !flags
+                .iter()
+                .any(|f| f.contains("mine") || f == "--insecure-links");
+            assert_eq!(
+                err.contains(REFUSING),
+                refused,
+                "{tool} {flags:?} {dest}: {err}"
+            );
+        }
+        // What was written, for the two tools to agree on: the target tree and the
+        // destinations.
+        // (rsync 3.5 makes the new destination's directory through the link before it refuses
+        // to enter it: target/new; arsync refuses before, and makes nothing there.)
+        let tree: Vec<String> = {
+            let mut v: Vec<String> = treediff::walk(root)
+                .unwrap()
+                .into_iter()
+                .map(|p| p.display().to_string())
+                .filter(|p| p != "target/new")
+                .collect();
+            v.sort();
+            v
+        };
+        if tool == "arsync" {
+            assert!(!target.join("new").exists());
+        }
+        let f_in = |p: &str| fs::read(root.join(p)).ok();
+        results.push((tree, f_in("d8/f"), f_in("target/dst/f"), f_in("d6/f")));
+    }
+    assert_eq!(
+        results[0], results[1],
+        "rsync's tree and files, then arsync's"
+    );
+    // The backup directory refused: the old file is still there, neither backed up nor
+    // replaced; --insecure-links wrote through the link.
+    assert_eq!(results[1].1.as_deref(), Some(&b"old\n"[..]));
+    assert_eq!(results[1].2.as_deref(), Some(&b"new\n"[..]));
+}
+
+/// `--drop-D` (rsync 3.5): no device or special file is made, whatever `-D`, `--devices` or
+/// `--specials` say and wherever they stand; they are skipped with "skipping non-regular file";
+/// `--copy-devices` still copies a device's content as a file. rsync is the oracle. (It was an
+/// unknown option.)
+#[test]
+fn drop_d_makes_no_devices_or_specials_as_rsync() {
+    if !require_rsync("drop_d_makes_no_devices_or_specials_as_rsync") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    write(&src.join("f"), b"x");
+    mkfifo(&src.join("sub/fifo"));
+    if is_root() {
+        mknod(
+            &src.join("null"),
+            libc::S_IFCHR | 0o666,
+            libc::makedev(1, 3),
+        );
+    }
+    for (k, flags) in [
+        &["-a", "--drop-D"][..],
+        &["-a", "--drop-D", "-D", "--devices", "--specials"],
+        &["-a", "--drop-D", "--copy-devices"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = t.path().join(format!("{k}-{tool}"));
+            let out = if tool == "rsync" {
+                std::process::Command::new("rsync")
+                    .args(*flags)
+                    .arg(format!("{}/", src.display()))
+                    .arg(&dst)
+                    .output()
+                    .unwrap()
+            } else {
+                copy_contents(flags, &src, &dst)
+            };
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {out:?}");
+            let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            lines.sort();
+            let tree: Vec<(String, u32)> = {
+                let mut v: Vec<(String, u32)> = treediff::walk(&dst)
+                    .unwrap()
+                    .into_iter()
+                    .map(|p| {
+                        let m = fs::symlink_metadata(dst.join(&p)).unwrap();
+                        use std::os::unix::fs::MetadataExt;
+                        (p.display().to_string(), m.mode() & libc::S_IFMT)
+                    })
+                    .collect();
+                v.sort();
+                v
+            };
+            assert!(
+                !tree
+                    .iter()
+                    .any(|(_, t)| *t == libc::S_IFIFO || *t == libc::S_IFCHR),
+                "{tool} {flags:?}: {tree:?}"
+            );
+            seen.push((lines, tree));
+        }
+        assert_eq!(seen[0], seen[1], "{flags:?}: rsync's, then arsync's");
+    }
 }

@@ -541,6 +541,20 @@ pub fn command() -> Command {
             .help_heading("What to copy"),
     )
     .arg(
+        Arg::new("drop-D")
+            .long("drop-D")
+            .action(ArgAction::SetTrue)
+            .help("make no devices or special files, whatever -D, --devices or --specials say: they are skipped with \"skipping non-regular file\", as rsync's --drop-D [default: off]")
+            .help_heading("What to copy"),
+    )
+    .arg(
+        Arg::new("insecure-links")
+            .long("insecure-links")
+            .action(ArgAction::SetTrue)
+            .help("follow any symlink in the paths you name (the destination, --backup-dir, -T, --link-dest, --log-file, --files-from, --exclude-from, merge files): by default, as rsync 3.5, one owned by a user other than root or you is refused [default: off]")
+            .help_heading("What to copy"),
+    )
+    .arg(
         Arg::new("munge-links")
             .long("munge-links")
             .action(ArgAction::SetTrue)
@@ -1650,6 +1664,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     let cmd = command();
     let events = flag_events(&cmd, &args);
     let m = cmd.try_get_matches_from(&args).map_err(Refused::Clap)?;
+    // (Before any path the operator names is read.)
+    crate::trust::set_insecure(m.get_flag("insecure-links"));
     let mut config = engine::Config::none();
     toggles(&events, &mut config, !m.contains_id("files-from"));
     config.open_noatime = m.get_flag("open-noatime");
@@ -1854,6 +1870,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     // (rsync lists symlinks, devices and specials whatever -l/-D say; a symlink's target only
     // with -l.)
     let list_targets = config.links;
+    if m.get_flag("drop-D") {
+        // Whatever -D, --devices and --specials said, and wherever they stand.
+        config.devices = false;
+        config.specials = false;
+    }
     if list_only {
         config.dry_run = true;
         config.links = true;
@@ -1866,7 +1887,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             "--delete does not work without --recursive (-r) or --dirs (-d): nothing says which directory's contents to compare",
         ));
     }
-    config.set_filters(filters(&m).map_err(|e| usage(&e))?);
+    config.set_filters(filters(&m).map_err(|(e, code)| {
+        if code == 1 {
+            usage(&e)
+        } else {
+            Refused::Arg(ArgError {
+                message: e,
+                code,
+                notices: Vec::new(),
+            })
+        }
+    })?);
     if delete_excluded {
         config.filters.sender_only();
     }
@@ -2396,7 +2427,9 @@ fn id_map(
 }
 
 /// The filter rules in command-line order, whichever option gave them.
-fn filters(m: &clap::ArgMatches) -> Result<engine::Filters, String> {
+/// The run's filter rules, in command-line order; on failure rsync's message and exit code (1
+/// for a bad rule, 11 for a rules file that cannot be read).
+fn filters(m: &clap::ArgMatches) -> Result<engine::Filters, (String, i32)> {
     let mut rules: Vec<(usize, &str, String)> = Vec::new();
     for id in ["exclude", "include", "filter"] {
         if let (Some(vals), Some(idx)) = (m.get_many::<String>(id), m.indices_of(id)) {
@@ -2411,9 +2444,21 @@ fn filters(m: &clap::ArgMatches) -> Result<engine::Filters, String> {
                 let text = if file.as_os_str() == "-" {
                     std::io::read_to_string(std::io::stdin())
                 } else {
-                    std::fs::read_to_string(file)
+                    crate::trust::read(file).and_then(|b| {
+                        String::from_utf8(b)
+                            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                    })
                 }
-                .map_err(|e| format!("--{id} {}: {e}", file.display()))?;
+                .map_err(|e| {
+                    (
+                        format!(
+                            "failed to open {kind} file {}: {}",
+                            file.display(),
+                            crate::output::errno_text(&e)
+                        ),
+                        11,
+                    )
+                })?;
                 let text = if m.get_flag("from0") {
                     text.replace('\0', "\n")
                 } else {
@@ -2447,14 +2492,16 @@ fn filters(m: &clap::ArgMatches) -> Result<engine::Filters, String> {
         rules.push((usize::MAX, "filter", ":C".into()));
     }
     let mut f = engine::Filters::new();
+    f.set_reader(crate::trust::read);
     for (_, kind, v) in rules {
         match kind {
-            "exclude" => f.exclude(&v)?,
-            "include" => f.include(&v)?,
-            "exclude-lines" => f.from_lines(&v, engine::filter::Action::Exclude)?,
-            "include-lines" => f.from_lines(&v, engine::filter::Action::Include)?,
-            _ => f.rule(&v)?,
+            "exclude" => f.exclude(&v),
+            "include" => f.include(&v),
+            "exclude-lines" => f.from_lines(&v, engine::filter::Action::Exclude),
+            "include-lines" => f.from_lines(&v, engine::filter::Action::Include),
+            _ => f.rule(&v),
         }
+        .map_err(|e| (e, if f.read_failed() { 11 } else { 1 }))?;
     }
     Ok(f)
 }
@@ -2729,9 +2776,17 @@ fn read_list(file: &Path, from0: bool) -> Result<Vec<Vec<u8>>, String> {
     let read = if file.as_os_str() == "-" {
         std::io::stdin().read_to_end(&mut text)
     } else {
-        std::fs::File::open(file).and_then(|mut f| f.read_to_end(&mut text))
+        crate::trust::read(file).map(|t| {
+            text = t;
+            text.len()
+        })
     };
-    read.map_err(|e| format!("failed to open files-from file {}: {e}", file.display()))?;
+    read.map_err(|e| {
+        // (rsync's words: the error's text without its number.)
+        let e = crate::output::errno_text(&e);
+        let e = e.rsplit_once(" (").map_or(e.as_str(), |(t, _)| t);
+        format!("failed to open files-from file {}: {e}", file.display())
+    })?;
     let sep = if from0 { 0 } else { b'\n' };
     Ok(text
         .split(|&c| c == sep)

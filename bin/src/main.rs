@@ -36,6 +36,7 @@ mod mpi_mode;
 mod output;
 mod progress;
 mod signals;
+mod trust;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -114,16 +115,27 @@ fn run() -> ExitCode {
     }
     let log = match &parsed.log_file {
         None => None,
-        Some((path, format)) => match logfmt::LogFile::open(path, format.clone()) {
-            Ok(l) => Some(Arc::new(l)),
-            Err(e) => {
-                // rsync: "failed to open log-file": a file I/O error before anything is copied.
-                errln!("arsync: failed to open log-file {}: {e}", path.display());
-                errln!("arsync error: {} (code 11)", output::code_text(11));
-                return ExitCode::from(11);
+        Some((path, format)) => {
+            match trust::check(path).and_then(|()| logfmt::LogFile::open(path, format.clone())) {
+                Ok(l) => Some(Arc::new(l)),
+                Err(e) => {
+                    // As rsync 3.5: said, and the run goes on without it.
+                    errln!(
+                        "arsync: failed to open log-file {}: {}",
+                        path.display(),
+                        output::errno_text(&e)
+                    );
+                    errln!("Ignoring \"log file\" setting.");
+                    None
+                }
             }
-        },
+        }
     };
+    if parsed.list_only.is_none()
+        && let Some(code) = check_operator_paths(&mut parsed)
+    {
+        return ExitCode::from(code);
+    }
     output::init_logging(
         parsed.verbose,
         parsed.quiet,
@@ -277,4 +289,48 @@ fn run() -> ExitCode {
         );
     }
     ExitCode::from(output::with_lost_messages(code) as u8)
+}
+
+/// rsync 3.5's walk of the paths the operator names ([`trust`]): a destination reached through
+/// another user's symlink is refused as rsync's `change_dir` refuses it (exit 3), a backup
+/// directory so reached stops the run before anything is written (rsync's file I/O error, 11,
+/// which rsync gives at the first backup), each file to be staged in such a `-T` directory
+/// fails (rsync's `mkstemp` there: exit 23), and such a `--link-dest`, `--compare-dest` or
+/// `--copy-dest` directory is not used. `Some(code)` when the run must not start.
+fn check_operator_paths(parsed: &mut cli::Parsed) -> Option<u8> {
+    let dest = parsed.paths.last()?;
+    if let Err(e) = trust::check(std::path::Path::new(dest)) {
+        errln!(
+            "arsync: change_dir \"{}\" failed: {}",
+            std::path::Path::new(dest).display(),
+            output::errno_text(&e)
+        );
+        errln!("arsync error: {} (code 3)", output::code_text(3));
+        return Some(3);
+    }
+    // The destination directory, which relative option paths are taken from.
+    let dest_dir = parsed.config.roots.first().map(|root| {
+        let mut d = root.dst.clone();
+        for _ in root.rel.components() {
+            d.pop();
+        }
+        d
+    })?;
+    if let Some(dir) = parsed.config.backup.as_ref().and_then(|b| b.dir.as_ref())
+        && trust::check(&dest_dir.join(dir)).is_err()
+    {
+        errln!("arsync error: {} (code 11)", output::code_text(11));
+        return Some(11);
+    }
+    // (rsync refuses it at each file it would stage there: exit 23.)
+    if let Some(dir) = &parsed.config.temp_dir
+        && trust::check(&dest_dir.join(dir)).is_err()
+    {
+        parsed.config.temp_dir_refused = true;
+    }
+    parsed
+        .config
+        .alt_dest_dirs
+        .retain(|d| trust::check(&dest_dir.join(d)).is_ok());
+    None
 }

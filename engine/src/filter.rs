@@ -156,12 +156,31 @@ pub struct Filters {
     depth: usize,
     /// `--delete-excluded`: rules read later (per-directory files) are sending-side only too.
     sender_only: bool,
+    /// How the merge files named on the command line are read (see [`Filters::set_reader`]).
+    reader: Option<Reader>,
+    /// A merge file could not be read: rsync's file I/O error (exit 11), not a bad rule.
+    read_failed: bool,
 }
+
+/// Reads a merge file named by a rule.
+pub type Reader = fn(&std::path::Path) -> std::io::Result<Vec<u8>>;
 
 impl Filters {
     /// No rules.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Read the merge files that rules name with `reader` instead of `std::fs::read` (the
+    /// command line's check of the paths an operator names; not the per-directory files).
+    pub fn set_reader(&mut self, reader: Reader) {
+        self.reader = Some(reader);
+    }
+
+    /// Whether a rule was refused because its merge file could not be read (rsync's file I/O
+    /// error, exit 11) rather than for its syntax.
+    pub fn read_failed(&self) -> bool {
+        self.read_failed
     }
 
     /// Whether there are no rules at all.
@@ -435,9 +454,21 @@ impl Filters {
                 let mut t = Vec::new();
                 std::io::Read::read_to_end(&mut std::io::stdin(), &mut t).map(|_| t)
             } else {
-                std::fs::read(file)
-            }
-            .map_err(|e| format!("failed to open merge file {file}: {e}"))?;
+                self.reader.unwrap_or(|p| std::fs::read(p))(std::path::Path::new(file))
+            };
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => {
+                    self.read_failed = true;
+                    // (rsync's words, and its "text (errno)".)
+                    let text = e.to_string();
+                    let text = text.split(" (os error").next().unwrap_or(&text);
+                    return Err(match e.raw_os_error() {
+                        Some(n) => format!("failed to open exclude file {file}: {text} ({n})"),
+                        None => format!("failed to open exclude file {file}: {text}"),
+                    });
+                }
+            };
             let parsed = self.parse_merge(&text, m, b"")?;
             // Its dir-merge rules join the run's, at their places among its rules.
             let at = self.rules.len();

@@ -82,7 +82,9 @@ use std::time::Duration;
 pub use filter::Filters;
 pub use fsops::FileType;
 pub use fsops::meta::{Chmod, IdMap, name_or_id};
-pub use fsops::sys::{BecomeStep, become_user, group_id, user_id, user_primary_gid};
+pub use fsops::sys::{
+    BecomeStep, become_user, group_id, untrusted_symlink, user_id, user_primary_gid,
+};
 pub use select::Selection;
 
 /// The core threads a run starts when `Config::threads` is 0: the CPUs this process may use
@@ -401,6 +403,10 @@ pub struct Config {
     /// still staged unseen in its directory and published whole. `partial`, `inplace` and
     /// `delay_updates` stage files their own way and leave it unused, as rsync.
     pub temp_dir: Option<PathBuf>,
+    /// `temp_dir` was reached through a symlink of another user and refused (rsync 3.5's walk
+    /// of the operator's paths): every file to be staged there fails with `ELOOP`, as rsync's
+    /// `mkstemp` there does, and nothing is written through it.
+    pub temp_dir_refused: bool,
     /// `--temp-names`: stage new files under temporary names (then `rename`) instead of as
     /// unnamed `O_TMPFILE` files (then `linkat`), which is what file systems without `O_TMPFILE`
     /// get anyway.
@@ -525,6 +531,7 @@ impl Config {
             iowq_max_workers: 4,
             temp_names: false,
             temp_dir: None,
+            temp_dir_refused: false,
             changed_only: false,
             quick_check: QuickCheck::SizeAndTime,
             threads: 0,

@@ -3918,6 +3918,11 @@ async fn stage(
             false,
         ))
     };
+    if cfg.temp_dir_refused && !cfg.inplace && !cfg.partial {
+        // (A file rsync would make in the refused -T directory: its mkstemp fails there.)
+        let e = io::Error::from_raw_os_error(libc::ELOOP);
+        return Err(("mkstemp (temp-dir)", e, ErrorClass::Partial, Side::Dst));
+    }
     if parent.hidden {
         let fd = route::create_named(core, parent, dst_name, mode)
             .await

@@ -1069,3 +1069,75 @@ pub fn set_direct(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     // SAFETY: fcntl F_SETFL on a valid fd with flags derived from its own.
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) }).map(drop)
 }
+
+/// rsync 3.5's defence for the paths an operator names (the destination, `--backup-dir`,
+/// `--link-dest`, filter files, ...): walk `path` (relative: from the working directory) a
+/// component at a time and return the first symlink met whose owner is neither root nor the
+/// effective user, `None` when there is none. Symlinks owned by root or by us are followed
+/// (their targets walked in turn, at most 40 of them); the walk ends quietly where a component
+/// is missing or cannot be looked at (what opens the path then reports its own error).
+pub fn untrusted_symlink(path: &Path) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    use std::path::{Component, PathBuf};
+    let me = geteuid();
+    let mut at = PathBuf::new();
+    let mut left: std::collections::VecDeque<std::ffi::OsString> =
+        std::collections::VecDeque::new();
+    // Put the components of `p` before what is left to walk (an absolute one from the root).
+    fn push_front(
+        left: &mut std::collections::VecDeque<std::ffi::OsString>,
+        at: &mut PathBuf,
+        p: &Path,
+    ) {
+        let mut parts = Vec::new();
+        for c in p.components() {
+            match c {
+                Component::RootDir => {
+                    *at = PathBuf::from("/");
+                    parts.clear();
+                }
+                Component::CurDir | Component::Prefix(_) => {}
+                Component::ParentDir => parts.push(std::ffi::OsString::from("..")),
+                Component::Normal(n) => parts.push(n.to_os_string()),
+            }
+        }
+        for part in parts.into_iter().rev() {
+            left.push_front(part);
+        }
+    }
+    push_front(&mut left, &mut at, path);
+    let mut hops = 0;
+    while let Some(part) = left.pop_front() {
+        if part == ".." {
+            // Every component walked so far is a real directory: its parent is the one above.
+            match at.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    at.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => at.push(".."),
+            }
+            continue;
+        }
+        let next = at.join(&part);
+        let Ok(m) = std::fs::symlink_metadata(&next) else {
+            return None;
+        };
+        if !m.file_type().is_symlink() {
+            at = next;
+            continue;
+        }
+        if m.uid() != 0 && m.uid() != me {
+            return Some(next);
+        }
+        hops += 1;
+        let Ok(target) = std::fs::read_link(&next) else {
+            return None;
+        };
+        if hops > 40 {
+            return None;
+        }
+        push_front(&mut left, &mut at, &target);
+    }
+    None
+}
