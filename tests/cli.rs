@@ -1782,6 +1782,36 @@ fn max_alloc_is_read_and_checked_as_rsync_reads_it() {
     );
 }
 
+/// `TOOL ARGS SRC/ DST` with rsync or arsync, by name.
+fn rsync_or_arsync(
+    tool: &str,
+    args: &[&str],
+    src: &std::path::Path,
+    dst: &std::path::Path,
+) -> Output {
+    if tool == "rsync" {
+        std::process::Command::new("rsync")
+            .args(args)
+            .arg(format!("{}/", src.display()))
+            .arg(dst)
+            .output()
+            .unwrap()
+    } else {
+        copy_contents(args, src, dst)
+    }
+}
+
+/// Every path under `root`, sorted (for two tools' results to be compared).
+fn sorted_tree(root: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = treediff::walk(root)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
 /// `--info=WORDS` (and what `-v`, `-vv`, `--stats`, `--progress` and `-q` imply) prints what
 /// rsync 3.5 prints: item names, "is uptodate" lines, deletions, skipped and unsafe entries,
 /// backups (with the backup directory named as given), source removals; an unknown word is a
@@ -1884,27 +1914,9 @@ fn info_words_print_what_rsync_prints() {
             assert!(cp.success());
             let mut args: Vec<&str> = vec!["-a", "--delete"];
             args.extend_from_slice(flags);
-            let out = if tool == "rsync" {
-                std::process::Command::new("rsync")
-                    .args(&args)
-                    .arg(format!("{}/", from.display()))
-                    .arg(&dst)
-                    .output()
-                    .unwrap()
-            } else {
-                copy_contents(&args, &from, &dst)
-            };
+            let out = rsync_or_arsync(tool, &args, &from, &dst);
             assert_eq!(code(&out), 0, "{tool} {flags:?}: {out:?}");
-            let tree: Vec<String> = {
-                let mut v: Vec<String> = common::treediff::walk(&case)
-                    .unwrap()
-                    .into_iter()
-                    .map(|p| p.display().to_string())
-                    .collect();
-                v.sort();
-                v
-            };
-            got.push((kept(&out), tree));
+            got.push((kept(&out), sorted_tree(&case)));
         }
         assert_eq!(
             got[0].0, got[1].0,
@@ -2069,16 +2081,8 @@ fn operator_paths_through_another_users_symlink_are_refused_as_rsync_refuses_the
         // destinations.
         // (rsync 3.5 makes the new destination's directory through the link before it refuses
         // to enter it: target/new; arsync refuses before, and makes nothing there.)
-        let tree: Vec<String> = {
-            let mut v: Vec<String> = treediff::walk(root)
-                .unwrap()
-                .into_iter()
-                .map(|p| p.display().to_string())
-                .filter(|p| p != "target/new")
-                .collect();
-            v.sort();
-            v
-        };
+        let mut tree = sorted_tree(root);
+        tree.retain(|p| p != "target/new");
         if tool == "arsync" {
             assert!(!target.join("new").exists());
         }
@@ -2127,16 +2131,7 @@ fn drop_d_makes_no_devices_or_specials_as_rsync() {
         let mut seen = Vec::new();
         for tool in ["rsync", "arsync"] {
             let dst = t.path().join(format!("{k}-{tool}"));
-            let out = if tool == "rsync" {
-                std::process::Command::new("rsync")
-                    .args(*flags)
-                    .arg(format!("{}/", src.display()))
-                    .arg(&dst)
-                    .output()
-                    .unwrap()
-            } else {
-                copy_contents(flags, &src, &dst)
-            };
+            let out = rsync_or_arsync(tool, flags, &src, &dst);
             assert_eq!(code(&out), 0, "{tool} {flags:?}: {out:?}");
             let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
                 .lines()
@@ -2165,5 +2160,77 @@ fn drop_d_makes_no_devices_or_specials_as_rsync() {
             seen.push((lines, tree));
         }
         assert_eq!(seen[0], seen[1], "{flags:?}: rsync's, then arsync's");
+    }
+}
+
+/// Operator paths that are not what they should be, as rsync 3.5 meets them: a reference
+/// directory that is missing or a file (a warning, the run goes on), a backup directory that is
+/// a file (exit 1), a `DEST/` that is a file (exit 3, was arsync's 11), a rules file that is a
+/// directory (no rules, was arsync's 11). Exit codes and the first words of each message agree
+/// with rsync's; what was copied too.
+#[test]
+fn odd_operator_paths_get_rsyncs_warnings_and_exit_codes() {
+    if !require_rsync("odd_operator_paths_get_rsyncs_warnings_and_exit_codes") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("f"), b"x");
+    write(&t.path().join("afile"), b"a");
+    let at = |p: &str| t.path().join(p).display().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec![format!("--link-dest={}", at("nonexistent"))], "d1"),
+        (vec!["--copy-dest=nonexistent".into()], "d2"),
+        (vec![format!("--compare-dest={}", at("afile"))], "d3"),
+        (
+            vec!["-b".into(), format!("--backup-dir={}", at("afile"))],
+            "d4",
+        ),
+        (vec![], "afile/"),
+        (vec![format!("--exclude-from={}", src.display())], "d5"),
+        (vec![format!("--filter=merge {}", src.display())], "d6"),
+    ];
+    // rsync's message without its program prefix, side tag and source location.
+    let words = |o: &Output| -> Vec<String> {
+        String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .map(|l| {
+                let l = l
+                    .trim_start_matches("rsync: ")
+                    .trim_start_matches("arsync: ")
+                    .trim_start_matches("[Receiver] ");
+                let l = l.split(" at main.c(").next().unwrap_or(l);
+                // (rsync names a relative destination by its absolute path.)
+                l.replace(&format!("{}/", t.path().display()), "")
+                    .replace("arsync error", "error")
+                    .replace("rsync error", "error")
+            })
+            .collect()
+    };
+    for (flags, dest) in &cases {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = t.path().join(tool).join(dest);
+            fs::create_dir_all(t.path().join(tool)).unwrap();
+            if *dest == "afile/" {
+                write(&t.path().join(tool).join("afile"), b"a");
+            }
+            let args: Vec<&str> = std::iter::once("-a")
+                .chain(flags.iter().map(String::as_str))
+                .collect();
+            let out = rsync_or_arsync(tool, &args, &src, &dst);
+            let w: Vec<String> = words(&out)
+                .into_iter()
+                .map(|l| l.replace(&format!("{tool}/"), ""))
+                .collect();
+            let mut tree = sorted_tree(&t.path().join(tool));
+            // (rsync makes the destination directory before it checks the backup directory;
+            // arsync refuses the run before writing anything.)
+            tree.retain(|p| p != "d4");
+            seen.push((code(&out), w, tree));
+        }
+        assert_eq!(seen[0], seen[1], "{flags:?} {dest}: rsync's, then arsync's");
+        assert!(!t.path().join("arsync/d4").exists());
     }
 }

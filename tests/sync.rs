@@ -595,21 +595,23 @@ fn prune_empty_dirs_prunes_what_rsync_prunes() {
 }
 
 #[test]
-fn bad_filter_rules_are_usage_errors() {
+fn bad_filter_rules_and_unreadable_rules_files_refuse_the_run() {
     let s = Scratch::new();
     let src = s.path().join("src");
     fs::create_dir(&src).unwrap();
     let dst = s.path().join("dst");
-    for bad in [
-        "--filter=Q x",
-        "--filter=dir-merge sub/.rules",
-        "--filter=merge /nonexistent/rules",
-        "--filter=:x .rules",
-        "--filter=-",
-        "--exclude-from=/nonexistent/list",
+    // (A rules file that cannot be read is rsync's file I/O error, 11: "failed to open exclude
+    // file"; the others are usage errors.)
+    for (bad, want) in [
+        ("--filter=Q x", 1),
+        ("--filter=dir-merge sub/.rules", 1),
+        ("--filter=merge /nonexistent/rules", 11),
+        ("--filter=:x .rules", 1),
+        ("--filter=-", 1),
+        ("--exclude-from=/nonexistent/list", 11),
     ] {
         let out = copy_contents(&["-a", bad], &src, &dst);
-        assert_eq!(code(&out), 1, "{bad}: {}", err(&out));
+        assert_eq!(code(&out), want, "{bad}: {}", err(&out));
         assert!(err(&out).starts_with("arsync: "), "{bad}: {}", err(&out));
         assert!(!dst.exists());
     }
@@ -3439,11 +3441,21 @@ fn merge_and_per_directory_filter_files_act_as_rsync() {
             assert_eq!(listing(got_dst), listing(want_dst), "{what}");
         }
     }
-    // A merge file that cannot be read is a usage error before anything is written.
-    let dst = base.join("refused");
-    let out = run("arsync", &["-a", "--filter=. /nonexistent/rules"], &dst);
-    assert_eq!(code(&out), 1, "{}", err(&out));
-    assert!(!dst.exists());
+    // A merge file that cannot be read: rsync's file I/O error (11), before anything is
+    // written.
+    for tool in ["rsync", "arsync"] {
+        let dst = base.join(format!("refused-{tool}"));
+        let out = run(tool, &["-a", "--filter=. /nonexistent/rules"], &dst);
+        assert_eq!(code(&out), 11, "{tool}: {}", err(&out));
+        assert!(
+            err(&out).contains(
+                "failed to open exclude file /nonexistent/rules: No such file or directory (2)"
+            ),
+            "{tool}: {}",
+            err(&out)
+        );
+        assert!(!dst.exists());
+    }
 }
 
 #[test]

@@ -2444,7 +2444,7 @@ fn filters(m: &clap::ArgMatches) -> Result<engine::Filters, (String, i32)> {
                 let text = if file.as_os_str() == "-" {
                     std::io::read_to_string(std::io::stdin())
                 } else {
-                    crate::trust::read(file).and_then(|b| {
+                    crate::trust::read_rules(file).and_then(|b| {
                         String::from_utf8(b)
                             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
                     })
@@ -2492,7 +2492,7 @@ fn filters(m: &clap::ArgMatches) -> Result<engine::Filters, (String, i32)> {
         rules.push((usize::MAX, "filter", ":C".into()));
     }
     let mut f = engine::Filters::new();
-    f.set_reader(crate::trust::read);
+    f.set_reader(crate::trust::read_rules);
     for (_, kind, v) in rules {
         match kind {
             "exclude" => f.exclude(&v),

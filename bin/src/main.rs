@@ -299,7 +299,20 @@ fn run() -> ExitCode {
 /// `--copy-dest` directory is not used. `Some(code)` when the run must not start.
 fn check_operator_paths(parsed: &mut cli::Parsed) -> Option<u8> {
     let dest = parsed.paths.last()?;
-    if let Err(e) = trust::check(std::path::Path::new(dest)) {
+    let named = std::path::Path::new(dest);
+    if dest.as_encoded_bytes().ends_with(b"/")
+        && std::fs::metadata(named.components().as_path()).is_ok_and(|m| !m.is_dir())
+    {
+        // rsync's words and code for a DEST/ that is a file.
+        errln!(
+            "arsync: ERROR: cannot stat destination \"{}\": {}",
+            named.display(),
+            output::errno_text(&std::io::Error::from_raw_os_error(libc::ENOTDIR))
+        );
+        errln!("arsync error: {} (code 3)", output::code_text(3));
+        return Some(3);
+    }
+    if let Err(e) = trust::check(named) {
         errln!(
             "arsync: change_dir \"{}\" failed: {}",
             std::path::Path::new(dest).display(),
@@ -316,11 +329,17 @@ fn check_operator_paths(parsed: &mut cli::Parsed) -> Option<u8> {
         }
         d
     })?;
-    if let Some(dir) = parsed.config.backup.as_ref().and_then(|b| b.dir.as_ref())
-        && trust::check(&dest_dir.join(dir)).is_err()
-    {
-        errln!("arsync error: {} (code 11)", output::code_text(11));
-        return Some(11);
+    if let Some(dir) = parsed.config.backup.as_ref().and_then(|b| b.dir.as_ref()) {
+        let at = dest_dir.join(dir);
+        if std::fs::metadata(&at).is_ok_and(|m| !m.is_dir()) {
+            errln!("The backup-dir is not a directory: {}", dir.display());
+            errln!("arsync error: {} (code 1)", output::code_text(1));
+            return Some(1);
+        }
+        if trust::check(&at).is_err() {
+            errln!("arsync error: {} (code 11)", output::code_text(11));
+            return Some(11);
+        }
     }
     // (rsync refuses it at each file it would stage there: exit 23.)
     if let Some(dir) = &parsed.config.temp_dir
@@ -332,5 +351,20 @@ fn check_operator_paths(parsed: &mut cli::Parsed) -> Option<u8> {
         .config
         .alt_dest_dirs
         .retain(|d| trust::check(&dest_dir.join(d)).is_ok());
+    // rsync's warnings for a reference directory that is not one (the run goes on; nothing is
+    // found there).
+    let kind = match parsed.config.alt_dest {
+        engine::AltDest::Link => "--link-dest",
+        engine::AltDest::Compare => "--compare-dest",
+        engine::AltDest::Copy => "--copy-dest",
+    };
+    for d in &parsed.config.alt_dest_dirs {
+        let at = std::path::absolute(dest_dir.join(d)).unwrap_or_else(|_| dest_dir.join(d));
+        match std::fs::metadata(&at) {
+            Err(_) => errln!("{kind} arg does not exist: {}", at.display()),
+            Ok(m) if !m.is_dir() => errln!("{kind} arg is not a dir: {}", at.display()),
+            Ok(_) => {}
+        }
+    }
     None
 }

@@ -42,3 +42,12 @@ pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     check(path)?;
     std::fs::read(path)
 }
+
+/// [`read`] for a rules file (`--exclude-from`, `--include-from`, a `merge` rule's file): a
+/// directory reads as no rules, as rsync reads it (its `fgets` finds nothing).
+pub fn read_rules(path: &Path) -> io::Result<Vec<u8>> {
+    match read(path) {
+        Err(e) if e.raw_os_error() == Some(libc::EISDIR) => Ok(Vec::new()),
+        r => r,
+    }
+}
