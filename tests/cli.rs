@@ -2234,3 +2234,94 @@ fn odd_operator_paths_get_rsyncs_warnings_and_exit_codes() {
         assert!(!t.path().join("arsync/d4").exists());
     }
 }
+
+/// `--debug=filter` (and `-vv`, which sets it): the rule that decided about each entry a rule
+/// matched, in rsync 3.5's words, on the sending side (`hiding`/`showing`) and the receiving
+/// side (`protecting`/`risking`), with rsync's names for rules from files (`<rule from a file
+/// read earlier>`, ` [per-dir .rsync-filter]`) and `-C`'s (` [global CVS]`). rsync is the
+/// oracle. (`--debug` was a usage error, and `-vv` said nothing of the rules.)
+#[test]
+fn debug_filter_names_the_deciding_rule_as_rsync() {
+    if !require_rsync("debug_filter_names_the_deciding_rule_as_rsync") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    for f in ["a.o", "b.c", "q.x", "core", "x.bak", "sub/c.o", "sub/d.c"] {
+        write(&src.join(f), b"x");
+    }
+    write(&src.join(".rsync-filter"), b"- b.c\n");
+    let rules = t.path().join("rules");
+    write(&rules, b"- *.x\n");
+    let merge = format!("--filter=merge {}", rules.display());
+    let from = format!("--exclude-from={}", rules.display());
+    let cases: Vec<Vec<&str>> = vec![
+        vec![
+            "--debug=filter",
+            "-F",
+            "--include=a.o",
+            "--exclude=sub/",
+            &merge,
+        ],
+        vec!["-vv", &from, "-C"],
+        vec!["--debug=FILTER", "--exclude=/sub/**", "--include=*/"],
+        vec![
+            "--debug=filter",
+            "--exclude=*.o",
+            "--include=*.c",
+            "--exclude=*",
+        ],
+        vec![
+            "--debug=filter",
+            "--delete",
+            "--exclude=*.o",
+            "--filter=P zz/",
+        ],
+        vec!["-vv", "--delete", "--filter=P *.c", "--filter=R gone.c"],
+        vec!["--debug=filter", "--delete-after", "-F"],
+        vec!["--debug=filter", "--delete", "-C"],
+        vec!["--debug=filter0", "-vv", "--exclude=*.o"],
+    ];
+    for (k, flags) in cases.iter().enumerate() {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = t.path().join(format!("{k}-{tool}"));
+            // What the destination has that the source lacks, for the deletion rules.
+            fs::create_dir_all(dst.join("zz")).unwrap();
+            fs::create_dir_all(dst.join("sub2/deep")).unwrap();
+            for f in ["keep.o", "zz/x", "gone.c", "sub2/deep/y.o", "sub2/r.c"] {
+                write(&dst.join(f), b"y");
+            }
+            let mut args = vec!["-a"];
+            args.extend_from_slice(flags);
+            let out = rsync_or_arsync(tool, &args, &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {out:?}");
+            let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| l.contains(" because of pattern "))
+                .map(str::to_string)
+                .collect();
+            lines.sort();
+            seen.push((lines, sorted_tree(&dst)));
+        }
+        assert_eq!(seen[0], seen[1], "{flags:?}: rsync's, then arsync's");
+        let expect_lines = !flags.contains(&"--debug=filter0");
+        assert_eq!(!seen[1].0.is_empty(), expect_lines, "{flags:?}");
+    }
+    // --debug=help is rsync's text; an unknown word is rsync's usage error.
+    let theirs = std::process::Command::new("rsync")
+        .arg("--debug=help")
+        .output()
+        .unwrap();
+    let ours = run(&[s("--debug=help")]);
+    assert_eq!(code(&ours), 0);
+    assert_eq!(ours.stdout, theirs.stdout);
+    let bad = run(&[
+        s("--debug=bogus"),
+        src.as_os_str(),
+        t.path().join("x").as_os_str(),
+    ]);
+    assert_eq!(code(&bad), 1);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Unknown --debug item: \"bogus\""));
+}

@@ -489,7 +489,7 @@ pub fn command() -> Command {
                 .short('v')
                 .long("verbose")
                 .action(ArgAction::Count)
-                .help("increase verbosity: -v lists every item copied (rsync's --info=copy,del,flist,misc,name,stats,symsafe), -vv adds unchanged names, backups, skips and removals (backup,misc2,mount,name2,remove,skip) and the engine's settings and totals, -vvv every directory and file it handles, -vvvv each data path (RUST_LOG overrides) [default: off]")
+                .help("increase verbosity: -v lists every item copied (rsync's --info=copy,del,flist,misc,name,stats,symsafe), -vv adds unchanged names, backups, skips and removals (backup,misc2,mount,name2,remove,skip), the filter rule that decided about each entry (--debug=filter) and the engine's settings and totals, -vvv every directory and file it handles, -vvvv each data path (RUST_LOG overrides) [default: off]")
                 .help_heading("Info"),
         )
         .arg(
@@ -1354,6 +1354,14 @@ pub fn command() -> Command {
             .help_heading("Info"),
     )
     .arg(
+        Arg::new("debug")
+            .long("debug")
+            .value_name("FLAGS")
+            .action(ArgAction::Append)
+            .help("rsync's trace words (--debug=help lists them; -vv sets FILTER): arsync acts on FILTER, which says the rule that decided about each entry a rule matched ([sender] hiding file NAME because of pattern P); its own traces are -vvv and RUST_LOG [default: what -v implies]")
+            .help_heading("Info"),
+    )
+    .arg(
         Arg::new("stats")
             .long("stats")
             .action(ArgAction::SetTrue)
@@ -1461,8 +1469,8 @@ pub enum Generate {
     Man,
     /// `--gen-completions SHELL`.
     Completions(String),
-    /// `--info=help`.
-    InfoHelp,
+    /// `--info=help`, `--debug=help`.
+    WordsHelp(crate::info::Help),
 }
 
 pub struct Parsed {
@@ -2119,14 +2127,19 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         .unwrap_or_default();
     // (rsync reads --info while it parses the options: an unknown word, or HELP, ends the
     // parse there, whatever else is on the line.)
-    let info_help = crate::info::Info::resolve(&crate::info::Given {
+    let debug_words: Vec<&str> = m
+        .get_many::<String>("debug")
+        .map(|v| v.map(String::as_str).collect())
+        .unwrap_or_default();
+    let words_help = crate::info::Info::resolve(&crate::info::Given {
         info: &info_words,
+        debug: &debug_words,
         ..Default::default()
     })
     .map_err(|e| usage(&e))?
-    .is_err();
-    let generate = if info_help {
-        Some(Generate::InfoHelp)
+    .err();
+    let generate = if let Some(which) = words_help {
+        Some(Generate::WordsHelp(which))
     } else if m.get_flag("gen-man") {
         Some(Generate::Man)
     } else {
@@ -2346,6 +2359,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     };
     let info = crate::info::Info::resolve(&crate::info::Given {
         info: &info_words,
+        debug: &debug_words,
         verbose: m.get_count("verbose"),
         stats: m.get_flag("stats"),
         progress: m.get_flag("progress") || m.get_flag("partial-progress"),
@@ -2363,6 +2377,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
         };
         Some(crate::logfmt::Format::parse(fmt).expect("a valid built-in format"))
     });
+    config.debug_filter = info.debug_filter() > 0;
     // -ii, or --info=name2: unchanged entries are listed too (as item lines with %i, as
     // "NAME is uptodate" without).
     config.itemize_unchanged = m.get_count("itemize-changes") > 1
@@ -2980,7 +2995,7 @@ pub fn generate(what: &Generate, out: &mut dyn std::io::Write) -> std::io::Resul
     let cmd = command();
     match what {
         Generate::Man => clap_mangen::Man::new(cmd).render(out),
-        Generate::InfoHelp => out.write_all(crate::info::help().as_bytes()),
+        Generate::WordsHelp(which) => out.write_all(crate::info::help(which).as_bytes()),
         Generate::Completions(shell) => {
             let shell = match shell.as_str() {
                 "zsh" => clap_complete::Shell::Zsh,

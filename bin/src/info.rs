@@ -93,6 +93,47 @@ const WORDS: [(Flag, &str, &str); 13] = [
     (Flag::Symsafe, "SYMSAFE", "Mention symlinks that are unsafe"),
 ];
 
+/// rsync's `--debug` words (its internal traces; arsync acts on `FILTER` alone).
+const DEBUG_WORDS: [(&str, &str); 24] = [
+    ("ACL", "Debug extra ACL info"),
+    ("BACKUP", "Debug backup actions (levels 1-2)"),
+    ("BIND", "Debug socket bind actions"),
+    ("CHDIR", "Debug when the current directory changes"),
+    ("CONNECT", "Debug connection events (levels 1-2)"),
+    ("CMD", "Debug commands+options that are issued (levels 1-2)"),
+    ("DEL", "Debug delete actions (levels 1-3)"),
+    ("DELTASUM", "Debug delta-transfer checksumming (levels 1-4)"),
+    ("DUP", "Debug weeding of duplicate names"),
+    ("EXIT", "Debug exit events (levels 1-3)"),
+    ("FILTER", "Debug filter actions (levels 1-3)"),
+    ("FLIST", "Debug file-list operations (levels 1-4)"),
+    ("FUZZY", "Debug fuzzy scoring (levels 1-2)"),
+    ("GENR", "Debug generator functions"),
+    ("HASH", "Debug hashtable code"),
+    ("HLINK", "Debug hard-link actions (levels 1-3)"),
+    ("ICONV", "Debug iconv character conversions (levels 1-2)"),
+    ("IO", "Debug I/O routines (levels 1-4)"),
+    ("NSTR", "Debug negotiation strings"),
+    (
+        "OWN",
+        "Debug ownership changes in users & groups (levels 1-2)",
+    ),
+    ("PROTO", "Debug protocol information"),
+    ("RECV", "Debug receiver functions"),
+    ("SEND", "Debug sender functions"),
+    ("TIME", "Debug setting of modified times (levels 1-2)"),
+];
+
+/// What each `-v` adds to the `--debug` words (rsync's `debug_verbosity`).
+const DEBUG_BY_VERBOSITY: [&str; 6] = [
+    "",
+    "",
+    "BIND,CONNECT,CMD,DEL,DELTASUM,DUP,FILTER,FLIST,ICONV",
+    "ACL,BACKUP,CONNECT2,DEL2,DELTASUM2,EXIT,FILTER2,FLIST2,FUZZY,GENR,OWN,RECV,SEND,TIME",
+    "CMD2,DEL3,DELTASUM3,EXIT2,FLIST3,ICONV2,OWN2,PROTO,TIME2",
+    "CHDIR,DELTASUM4,FLIST4,FUZZY2,HASH,HLINK",
+];
+
 /// The highest level a word takes (rsync's `MAX_OUT_LEVEL`).
 const MAX_LEVEL: u8 = 4;
 
@@ -116,17 +157,26 @@ enum Priority {
 pub struct Info {
     levels: [u8; WORDS.len()],
     set_by: [Priority; WORDS.len()],
+    debug: [u8; DEBUG_WORDS.len()],
+    debug_set_by: [Priority; DEBUG_WORDS.len()],
 }
 
-/// `--info=help` was asked for.
+/// `--info=help` or `--debug=help` was asked for.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Help;
+pub enum Help {
+    /// `--info=help`.
+    Info,
+    /// `--debug=help`.
+    Debug,
+}
 
 /// How the output options were given.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Given<'a> {
     /// The `--info` values, in command-line order.
     pub info: &'a [&'a str],
+    /// The `--debug` values, in command-line order.
+    pub debug: &'a [&'a str],
     /// The number of `-v`.
     pub verbose: u8,
     /// `--stats`.
@@ -143,12 +193,23 @@ impl Info {
     pub fn resolve(given: &Given<'_>) -> Result<Result<Info, Help>, String> {
         let mut info = Info::default();
         for words in given.info {
-            if info.parse(words, Priority::User)?.is_some() {
-                return Ok(Err(Help));
+            if info.parse(words, Priority::User)? {
+                return Ok(Err(Help::Info));
+            }
+        }
+        for words in given.debug {
+            if info.parse_debug(words, Priority::User)? {
+                return Ok(Err(Help::Debug));
             }
         }
         for words in BY_VERBOSITY.iter().take(usize::from(given.verbose) + 1) {
             info.parse(words, Priority::Default)?;
+        }
+        for words in DEBUG_BY_VERBOSITY
+            .iter()
+            .take(usize::from(given.verbose) + 1)
+        {
+            info.parse_debug(words, Priority::Default)?;
         }
         if given.stats {
             let words = if given.verbose > 1 {
@@ -175,68 +236,127 @@ impl Info {
             .expect("every flag is a word")]
     }
 
-    /// One `--info` value (rsync's `parse_output_words`); `Some(Help)` for `HELP`.
-    fn parse(&mut self, words: &str, by: Priority) -> Result<Option<Help>, String> {
-        for word in words.split(',').filter(|w| !w.is_empty()) {
-            let name_len = if word.starts_with(|c: char| c.is_ascii_digit()) {
-                word.len()
-            } else {
-                word.trim_end_matches(|c: char| c.is_ascii_digit()).len()
-            };
-            let (name, digits) = word.split_at(name_len);
-            let level = if digits.is_empty() {
-                1
-            } else {
-                // (As rsync's atoi: a number too long to hold is the highest level.)
-                digits.parse::<u32>().map_or(MAX_LEVEL, |l| l.min(4) as u8)
-            };
-            if name.eq_ignore_ascii_case("help") {
-                return Ok(Some(Help));
-            }
-            let (all, level) = if name.eq_ignore_ascii_case("none") {
-                (true, 0)
-            } else {
-                (name.eq_ignore_ascii_case("all"), level)
-            };
-            let mut known = all;
-            for (j, (_, word_name, _)) in WORDS.iter().enumerate() {
-                if all || word_name.eq_ignore_ascii_case(name) {
-                    known = true;
-                    if by >= self.set_by[j] {
-                        self.set_by[j] = by;
-                        self.levels[j] = level;
-                    }
-                }
-            }
-            if !known {
-                return Err(format!("Unknown --info item: \"{name}\""));
-            }
-        }
-        Ok(None)
+    /// The `--debug=FILTER` level (`-vv` sets 1): the only rsync trace arsync has a meaning
+    /// for, which rule decided about an entry.
+    pub fn debug_filter(&self) -> u8 {
+        self.debug[DEBUG_WORDS
+            .iter()
+            .position(|w| w.0 == "FILTER")
+            .expect("a debug word")]
+    }
+
+    /// One `--info` value; `true` for `HELP`.
+    fn parse(&mut self, words: &str, by: Priority) -> Result<bool, String> {
+        let names: Vec<&str> = WORDS.iter().map(|w| w.1).collect();
+        parse_words(
+            &names,
+            &mut self.levels,
+            &mut self.set_by,
+            words,
+            by,
+            "--info",
+        )
+    }
+
+    /// One `--debug` value; `true` for `HELP`.
+    fn parse_debug(&mut self, words: &str, by: Priority) -> Result<bool, String> {
+        let names: Vec<&str> = DEBUG_WORDS.iter().map(|w| w.0).collect();
+        parse_words(
+            &names,
+            &mut self.debug,
+            &mut self.debug_set_by,
+            words,
+            by,
+            "--debug",
+        )
     }
 }
 
-/// rsync's `--info=help` text.
-pub fn help() -> String {
+/// One `--info` or `--debug` value (rsync's `parse_output_words`) over the words `names`:
+/// comma-separated, any case, each with a level after it; `true` for `HELP`.
+fn parse_words(
+    names: &[&str],
+    levels: &mut [u8],
+    set_by: &mut [Priority],
+    words: &str,
+    by: Priority,
+    option: &str,
+) -> Result<bool, String> {
+    for word in words.split(',').filter(|w| !w.is_empty()) {
+        let name_len = if word.starts_with(|c: char| c.is_ascii_digit()) {
+            word.len()
+        } else {
+            word.trim_end_matches(|c: char| c.is_ascii_digit()).len()
+        };
+        let (name, digits) = word.split_at(name_len);
+        let level = if digits.is_empty() {
+            1
+        } else {
+            // (As rsync's atoi: a number too long to hold is the highest level.)
+            digits
+                .parse::<u32>()
+                .map_or(MAX_LEVEL, |l| l.min(u32::from(MAX_LEVEL)) as u8)
+        };
+        if name.eq_ignore_ascii_case("help") {
+            return Ok(true);
+        }
+        let (all, level) = if name.eq_ignore_ascii_case("none") {
+            (true, 0)
+        } else {
+            (name.eq_ignore_ascii_case("all"), level)
+        };
+        let mut known = all;
+        for (j, word_name) in names.iter().enumerate() {
+            if all || word_name.eq_ignore_ascii_case(name) {
+                known = true;
+                if by >= set_by[j] {
+                    set_by[j] = by;
+                    levels[j] = level;
+                }
+            }
+        }
+        if !known {
+            return Err(format!("Unknown {option} item: \"{name}\""));
+        }
+    }
+    Ok(false)
+}
+
+/// rsync's `--info=help` or `--debug=help` text.
+pub fn help(which: &Help) -> String {
+    let (option, words, by_verbosity): (&str, Vec<(&str, &str)>, &[&str]) = match which {
+        Help::Info => (
+            "--info",
+            WORDS.iter().map(|w| (w.1, w.2)).collect(),
+            &BY_VERBOSITY,
+        ),
+        Help::Debug => ("--debug", DEBUG_WORDS.to_vec(), &DEBUG_BY_VERBOSITY),
+    };
     let mut s = String::new();
     let line = |s: &mut String, a: &str, b: &str| {
         let _ = writeln!(s, "{a:<10} {b}");
     };
     s.push_str("Use OPT or OPT1 for level 1 output, OPT2 for level 2, etc.; OPT0 silences.\n\n");
-    for (_, name, what) in WORDS {
+    for (name, what) in words {
         line(&mut s, name, what);
     }
     s.push('\n');
     line(
         &mut s,
         "ALL",
-        &format!("Set all --info options (e.g. all{MAX_LEVEL})"),
+        &format!("Set all {option} options (e.g. all{MAX_LEVEL})"),
     );
-    line(&mut s, "NONE", "Silence all --info options (same as all0)");
+    line(
+        &mut s,
+        "NONE",
+        &format!("Silence all {option} options (same as all0)"),
+    );
     line(&mut s, "HELP", "Output this help message");
     s.push_str("\nOptions added at each level of verbosity:\n");
-    for (v, words) in BY_VERBOSITY.iter().enumerate() {
-        let _ = writeln!(s, "{v}) {words}");
+    for (v, words) in by_verbosity.iter().enumerate() {
+        if !words.is_empty() {
+            let _ = writeln!(s, "{v}) {words}");
+        }
     }
     s
 }
@@ -344,8 +464,26 @@ mod tests {
                 ..Default::default()
             })
             .unwrap(),
-            Err(Help)
+            Err(Help::Info)
         );
-        assert!(help().contains("2) BACKUP,MISC2,MOUNT,NAME2,REMOVE,SKIP\n"));
+        assert!(help(&Help::Info).contains("2) BACKUP,MISC2,MOUNT,NAME2,REMOVE,SKIP\n"));
+        // --debug: rsync's words, FILTER at -vv; an unknown one is refused likewise.
+        let d = |debug: &[&str], verbose| {
+            Info::resolve(&Given {
+                debug,
+                verbose,
+                ..Default::default()
+            })
+        };
+        assert_eq!(d(&[], 1).unwrap().unwrap().debug_filter(), 0);
+        assert_eq!(d(&[], 2).unwrap().unwrap().debug_filter(), 1);
+        assert_eq!(d(&["filter2"], 0).unwrap().unwrap().debug_filter(), 2);
+        assert_eq!(d(&["NONE"], 3).unwrap().unwrap().debug_filter(), 0);
+        assert_eq!(d(&["acl,del3"], 0).unwrap().unwrap().debug_filter(), 0);
+        assert_eq!(
+            d(&["filterx"], 0).unwrap_err(),
+            "Unknown --debug item: \"filterx\""
+        );
+        assert_eq!(d(&["help"], 0).unwrap(), Err(Help::Debug));
     }
 }

@@ -209,7 +209,11 @@ fn run() -> ExitCode {
         if !parsed.config.dry_run
             && let Err(e) = std::fs::create_dir_all(dir)
         {
-            errln!("arsync: mkdir {:?} failed: {e}", dir.display());
+            errln!(
+                "arsync: mkdir \"{}\" failed: {}",
+                dir.display(),
+                output::errno_text(&e)
+            );
             errln!("arsync error: {} (code 11)", output::code_text(11));
             return ExitCode::from(11);
         }

@@ -293,6 +293,27 @@ impl Observer for Printer {
                         // (Without a trailing slash, as rsync prints it.)
                         line.extend_from_slice(&escape(&path.components().collect::<PathBuf>()));
                     }
+                    engine::Notice::Filter {
+                        receiving,
+                        is_dir,
+                        rule,
+                    } => {
+                        if self.quiet {
+                            return;
+                        }
+                        // rsync's report_filter_result.
+                        let (who, verb) = match (receiving, rule.action) {
+                            (false, engine::filter::Action::Include) => ("sender", "showing"),
+                            (false, engine::filter::Action::Exclude) => ("sender", "hiding"),
+                            (true, engine::filter::Action::Include) => ("generator", "risking"),
+                            (true, engine::filter::Action::Exclude) => ("generator", "protecting"),
+                        };
+                        let kind = if *is_dir { "directory" } else { "file" };
+                        line.extend_from_slice(format!("[{who}] {verb} {kind} ").as_bytes());
+                        line.extend_from_slice(&escape(path));
+                        line.extend_from_slice(b" because of pattern ");
+                        line.extend_from_slice(rule.shown().as_bytes());
+                    }
                     engine::Notice::SourceRemoved => {
                         if !self.says(Flag::Remove, 1) {
                             return;

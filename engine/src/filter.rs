@@ -32,6 +32,21 @@ pub enum Action {
     Include,
 }
 
+/// Where a rule came from: how `--debug=filter` names it (rsync 3.5's words).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// The command line: its pattern is shown.
+    #[default]
+    Arg,
+    /// `-C`'s list: shown, then ` [global CVS]`.
+    Cvs,
+    /// A file (`--exclude-from`, `--include-from`, a merge file): rsync 3.5 does not show what
+    /// a file said.
+    File,
+    /// A per-directory file of this name: not shown, then ` [per-dir NAME]`.
+    PerDir(Arc<str>),
+}
+
 /// One parsed rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
@@ -54,6 +69,8 @@ pub struct Rule {
     pub abs: bool,
     /// The pattern as written (for messages).
     pub text: String,
+    /// Where it came from (for `--debug=filter`).
+    pub origin: Origin,
     /// Anchored at the transfer root (leading `/`).
     anchored: bool,
     /// Matches directories only (trailing `/`).
@@ -227,6 +244,9 @@ impl Filters {
                 continue;
             }
             self.plain(line, action)?;
+            if let Some(r) = self.rules.last_mut() {
+                r.origin = Origin::File;
+            }
         }
         Ok(())
     }
@@ -365,6 +385,7 @@ impl Filters {
             abs: false,
             xattr: false,
             text: pattern.to_string(),
+            origin: Origin::Arg,
             anchored,
             dir_only,
             full_path,
@@ -401,6 +422,7 @@ impl Filters {
                 let _ = self.push(Action::Exclude, true, true, false, word);
                 if let Some(r) = self.rules.last_mut() {
                     r.perishable = perishable;
+                    r.origin = Origin::Cvs;
                 }
             }
         }
@@ -469,7 +491,7 @@ impl Filters {
                     });
                 }
             };
-            let parsed = self.parse_merge(&text, m, b"")?;
+            let parsed = self.parse_merge(&text, m, b"", &Origin::File)?;
             // Its dir-merge rules join the run's, at their places among its rules.
             let at = self.rules.len();
             for mut dm in parsed.nested {
@@ -502,7 +524,13 @@ impl Filters {
 
     /// The rules of a merge file's text (`base`: the directory its anchors are relative to), and
     /// whether it cleared the rules inherited so far (`!`).
-    fn parse_merge(&self, text: &[u8], m: MergeMods, base: &[u8]) -> Result<Parsed, String> {
+    fn parse_merge(
+        &self,
+        text: &[u8],
+        m: MergeMods,
+        base: &[u8],
+        origin: &Origin,
+    ) -> Result<Parsed, String> {
         let text = String::from_utf8_lossy(text);
         let mut tmp = Filters {
             depth: self.depth + 1,
@@ -530,6 +558,7 @@ impl Filters {
         }
         for r in &mut tmp.rules {
             r.base = base.to_vec();
+            r.origin = origin.clone();
             r.perishable |= m.perishable;
             r.abs |= m.abs;
             if let Some((sender, receiver)) = m.sides {
@@ -571,7 +600,8 @@ impl Filters {
                 per_merge.push(inherited);
                 continue;
             };
-            match self.parse_merge(&text, dm.mods, rel) {
+            let origin = Origin::PerDir(dm.name.to_string_lossy().into());
+            match self.parse_merge(&text, dm.mods, rel, &origin) {
                 Ok(parsed) => {
                     let mut nested = Vec::new();
                     for n in parsed.nested {
@@ -623,7 +653,8 @@ impl Filters {
                     continue;
                 };
                 // (Nested dir-merge rules in the files above the root are not followed.)
-                match self.parse_merge(&text, dm.mods, b"") {
+                let origin = Origin::PerDir(dm.name.to_string_lossy().into());
+                match self.parse_merge(&text, dm.mods, b"", &origin) {
                     Ok(Parsed { rules, cleared, .. }) => {
                         let rules = rules
                             .into_iter()
@@ -748,6 +779,19 @@ impl Filters {
         dir: Option<&DirRules>,
         abs: &dyn Fn() -> Vec<u8>,
     ) -> bool {
+        self.deciding(path, is_dir, ask, dir, abs)
+            .is_some_and(|r| r.action == Action::Exclude)
+    }
+
+    /// The first rule that matches (`None`: none does, the entry is sent / may be deleted).
+    fn deciding<'a>(
+        &'a self,
+        path: &[u8],
+        is_dir: bool,
+        ask: Ask,
+        dir: Option<&'a DirRules>,
+        abs: &dyn Fn() -> Vec<u8>,
+    ) -> Option<&'a Rule> {
         let applies = |r: &Rule| {
             !r.xattr
                 && match ask {
@@ -769,22 +813,52 @@ impl Filters {
         for (i, r) in self.rules.iter().enumerate() {
             while let Some((m, _)) = merges.next_if(|(_, dm)| dm.at <= i) {
                 if let Some(hit) = Self::decide_merge(m, &hit, dir) {
-                    return hit;
+                    return Some(hit);
                 }
             }
             if hit(r) {
-                return r.action == Action::Exclude;
+                return Some(r);
             }
         }
         for (m, _) in merges {
             if let Some(hit) = Self::decide_merge(m, &hit, dir) {
-                return hit;
+                return Some(hit);
             }
         }
-        false
+        None
     }
 
-    fn decide_merge(m: usize, hit: &dyn Fn(&Rule) -> bool, dir: Option<&DirRules>) -> Option<bool> {
+    /// The rule that decides whether the sending side skips `path` (as
+    /// [`Filters::excludes_at`], which is whether it is an exclude), for `--debug=filter`.
+    pub fn sending_rule_at<'a>(
+        &'a self,
+        path: &[u8],
+        is_dir: bool,
+        dir: Option<&'a DirRules>,
+        abs: &dyn Fn() -> Vec<u8>,
+    ) -> Option<&'a Rule> {
+        self.deciding(path, is_dir, Ask::Send, dir, abs)
+    }
+
+    /// The rule that decides whether the receiving side protects `path` (as
+    /// [`Filters::protects_at`]; `emptying`: as [`Filters::protects_while_emptying`]).
+    pub fn deleting_rule_at<'a>(
+        &'a self,
+        path: &[u8],
+        is_dir: bool,
+        emptying: bool,
+        dir: Option<&'a DirRules>,
+        abs: &dyn Fn() -> Vec<u8>,
+    ) -> Option<&'a Rule> {
+        let ask = if emptying { Ask::Emptying } else { Ask::Delete };
+        self.deciding(path, is_dir, ask, dir, abs)
+    }
+
+    fn decide_merge<'a>(
+        m: usize,
+        hit: &dyn Fn(&Rule) -> bool,
+        dir: Option<&'a DirRules>,
+    ) -> Option<&'a Rule> {
         let dir = dir?;
         let mut level = dir.per_merge.get(m)?.as_deref();
         while let Some(l) = level {
@@ -797,7 +871,7 @@ impl Filters {
                     }
                 }
                 if hit(r) {
-                    return Some(r.action == Action::Exclude);
+                    return Some(r);
                 }
             }
             for &(_, n) in nested {
@@ -812,6 +886,20 @@ impl Filters {
 }
 
 impl Rule {
+    /// How `--debug=filter` names the rule: its pattern (or, for one read from a file, rsync
+    /// 3.5's `<rule from a file read earlier>`), then where it came from.
+    pub fn shown(&self) -> String {
+        let text = match self.origin {
+            Origin::Arg | Origin::Cvs => self.text.as_str(),
+            Origin::File | Origin::PerDir(_) => "<rule from a file read earlier>",
+        };
+        match &self.origin {
+            Origin::Cvs => format!("{text} [global CVS]"),
+            Origin::PerDir(name) => format!("{text} [per-dir {name}]"),
+            _ => text.to_string(),
+        }
+    }
+
     /// Whether the pattern matches `path` (the `!` modifier not applied).
     pub fn matches(&self, path: &[u8], is_dir: bool) -> bool {
         // A per-directory rule's anchor is its own directory (an absolute rule's is `/`).
@@ -1112,6 +1200,7 @@ mod tests {
                     ..MergeMods::default()
                 },
                 b"",
+                &Origin::File,
             )
             .unwrap()
             .rules;

@@ -407,6 +407,9 @@ pub struct Config {
     /// of the operator's paths): every file to be staged there fails with `ELOOP`, as rsync's
     /// `mkstemp` there does, and nothing is written through it.
     pub temp_dir_refused: bool,
+    /// `--debug=filter` (`-vv`): say which rule decided about each entry a rule matched
+    /// ([`Notice::Filter`]).
+    pub debug_filter: bool,
     /// `--temp-names`: stage new files under temporary names (then `rename`) instead of as
     /// unnamed `O_TMPFILE` files (then `linkat`), which is what file systems without `O_TMPFILE`
     /// get anyway.
@@ -532,6 +535,7 @@ impl Config {
             temp_names: false,
             temp_dir: None,
             temp_dir_refused: false,
+            debug_filter: false,
             changed_only: false,
             quick_check: QuickCheck::SizeAndTime,
             threads: 0,
@@ -642,6 +646,18 @@ pub enum Notice<'a> {
     },
     /// `--remove-source-files`: the source file was removed (rsync's `--info=remove`).
     SourceRemoved,
+    /// [`Config::debug_filter`]: `rule` decided about the entry (rsync's `--debug=filter`):
+    /// on the sending side whether it is sent (an exclude hides it, an include shows it), on
+    /// the receiving side whether it may be deleted (an exclude protects it, an include risks
+    /// it).
+    Filter {
+        /// The receiving side's decision (deletion), else the sending side's.
+        receiving: bool,
+        /// The entry is a directory.
+        is_dir: bool,
+        /// The rule that matched.
+        rule: &'a filter::Rule,
+    },
     /// `--backup-dir` (the `path`, as given) at the start of the run, and whether it is yet to
     /// be made (rsync's `--info=backup`).
     BackupDir {

@@ -550,6 +550,40 @@ pub(crate) struct PendingDelete {
     pub rules: Option<Arc<DirRules>>,
 }
 
+/// Whether the receiving side's rules keep `path` (relative to the transfer root) from deletion
+/// (`emptying`: inside a directory being deleted, where perishable rules do not count), saying
+/// which rule decided with `--debug=filter`.
+fn protected(
+    shared: &RunShared,
+    path: &Path,
+    is_dir: bool,
+    emptying: bool,
+    rules: Option<&DirRules>,
+    abs: &dyn Fn() -> Vec<u8>,
+) -> bool {
+    let filters = &shared.config.filters;
+    let bytes = path.as_os_str().as_bytes();
+    if !shared.config.debug_filter {
+        return if emptying {
+            filters.protects_while_emptying(bytes, is_dir, rules, abs)
+        } else {
+            filters.protects_at(bytes, is_dir, rules, abs)
+        };
+    }
+    let Some(rule) = filters.deleting_rule_at(bytes, is_dir, emptying, rules, abs) else {
+        return false;
+    };
+    shared.observer.event(&Event::Notice {
+        path,
+        notice: crate::Notice::Filter {
+            receiving: true,
+            is_dir,
+            rule,
+        },
+    });
+    rule.action == crate::filter::Action::Exclude
+}
+
 /// The destination entries of `dst` that the source (`names`) does not have and no rule protects.
 pub(crate) fn extraneous(
     shared: &RunShared,
@@ -577,8 +611,7 @@ pub(crate) fn extraneous(
             if filters.has_receiver_rules() {
                 let path = join(rel, ent.name);
                 let abs = || sys::abs_name(fd.as_fd(), ent.name.to_bytes());
-                let path = path.as_os_str().as_bytes();
-                if filters.protects_at(path, ft == FileType::Dir, rules, &abs) {
+                if protected(shared, &path, ft == FileType::Dir, false, rules, &abs) {
                     continue;
                 }
             }
@@ -679,12 +712,7 @@ fn remove_inner(
                     if cfg.filters.has_receiver_rules() {
                         let cp = join(&path, &child);
                         let abs = || sys::abs_name(fd.as_fd(), child.to_bytes());
-                        if cfg.filters.protects_while_emptying(
-                            cp.as_os_str().as_bytes(),
-                            cft == FileType::Dir,
-                            rules,
-                            &abs,
-                        ) {
+                        if protected(shared, &cp, cft == FileType::Dir, true, rules, &abs) {
                             complete = false;
                             continue;
                         }

@@ -512,7 +512,22 @@ fn filtered(
         path.push(b'/');
     }
     path.extend_from_slice(name);
-    filters.excludes_at(&path, ft == FileType::Dir, dir, abs)
+    let is_dir = ft == FileType::Dir;
+    if !core.shared.config.debug_filter {
+        return filters.excludes_at(&path, is_dir, dir, abs);
+    }
+    let Some(rule) = filters.sending_rule_at(&path, is_dir, dir, abs) else {
+        return false;
+    };
+    core.shared.observer.event(&Event::Notice {
+        path: Path::new(OsStr::from_bytes(&path)),
+        notice: crate::Notice::Filter {
+            receiving: false,
+            is_dir,
+            rule,
+        },
+    });
+    rule.action == crate::filter::Action::Exclude
 }
 
 /// A per-directory merge file (`dir-merge`) in directory `dir`, if there is one.
