@@ -2325,3 +2325,39 @@ fn debug_filter_names_the_deciding_rule_as_rsync() {
     assert_eq!(code(&bad), 1);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("Unknown --debug item: \"bogus\""));
 }
+
+/// `--old-dirs`/`--old-d` (rsync's `--dirs` for old rsyncs): recursion with `- /*/*` after the
+/// other rules, so the top level's directories are made empty; `-d`/`--no-d` override it by
+/// place. rsync is the oracle. (It was an unknown option.)
+#[test]
+fn old_dirs_makes_the_top_level_as_rsync() {
+    if !require_rsync("old_dirs_makes_the_top_level_as_rsync") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("a/b")).unwrap();
+    fs::create_dir_all(src.join("c")).unwrap();
+    for f in ["f", "a/g", "a/b/h"] {
+        write(&src.join(f), b"x");
+    }
+    for (k, flags) in [
+        &["-a", "--old-d"][..],
+        &["-a", "--old-dirs", "--exclude=f"],
+        &["-a", "--old-d", "--no-d"],
+        &["-a", "--no-d", "--old-d"],
+        &["--old-d", "-lt"],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = t.path().join(format!("{k}-{tool}"));
+            let out = rsync_or_arsync(tool, flags, &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {out:?}");
+            seen.push(sorted_tree(&dst));
+        }
+        assert_eq!(seen[0], seen[1], "{flags:?}: rsync's, then arsync's");
+    }
+}

@@ -1235,7 +1235,7 @@ pub fn command() -> Command {
             .short('d')
             .long("dirs")
             .action(ArgAction::SetTrue)
-            .overrides_with("no-dirs")
+            .overrides_with_all(["no-dirs", "old-dirs"])
             .help("without -r: make the directories named (with their attributes), and copy the entries of one named with a trailing slash, one level down [default: off: skipped]")
             .help_heading("What to copy"),
     )
@@ -1244,8 +1244,17 @@ pub fn command() -> Command {
             .long("no-dirs")
             .visible_alias("no-d")
             .action(ArgAction::SetTrue)
-            .overrides_with("dirs")
+            .overrides_with_all(["dirs", "old-dirs"])
             .help("turn off -d")
+            .help_heading("What to copy"),
+    )
+    .arg(
+        Arg::new("old-dirs")
+            .long("old-dirs")
+            .visible_alias("old-d")
+            .action(ArgAction::SetTrue)
+            .overrides_with_all(["dirs", "no-dirs"])
+            .help("rsync's --dirs for old rsyncs: -r with the rule - /*/* after the others, so the top level's directories are made and left empty [default: off]")
             .help_heading("What to copy"),
     )
     .arg(
@@ -1878,6 +1887,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     // (rsync lists symlinks, devices and specials whatever -l/-D say; a symlink's target only
     // with -l.)
     let list_targets = config.links;
+    if m.get_flag("old-dirs") {
+        // As rsync: recursion, and "- /*/*" after the command line's rules (filters()).
+        config.recursive = true;
+    }
     if m.get_flag("drop-D") {
         // Whatever -D, --devices and --specials said, and wherever they stand.
         config.devices = false;
@@ -2501,6 +2514,9 @@ fn filters(m: &clap::ArgMatches) -> Result<engine::Filters, (String, i32)> {
         }
     }
     rules.sort_by_key(|r| r.0);
+    if m.get_flag("old-dirs") {
+        rules.push((usize::MAX, "filter", "- /*/*".into()));
+    }
     // -C: CVS's excludes and the per-directory .cvsignore files after every other rule.
     if m.get_flag("cvs-exclude") {
         rules.push((usize::MAX, "filter", "-C".into()));
