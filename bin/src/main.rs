@@ -295,12 +295,15 @@ fn run() -> ExitCode {
     ExitCode::from(output::with_lost_messages(code) as u8)
 }
 
-/// rsync 3.5's walk of the paths the operator names ([`trust`]): a destination reached through
-/// another user's symlink is refused as rsync's `change_dir` refuses it (exit 3), a backup
-/// directory so reached stops the run before anything is written (rsync's file I/O error, 11,
-/// which rsync gives at the first backup), each file to be staged in such a `-T` directory
-/// fails (rsync's `mkstemp` there: exit 23), and such a `--link-dest`, `--compare-dest` or
-/// `--copy-dest` directory is not used. `Some(code)` when the run must not start.
+/// The operator's paths, checked before the run as rsync 3.5 checks them. Its walk ([`trust`]):
+/// a destination reached through another user's symlink is refused as rsync's `change_dir`
+/// refuses it (exit 3), a backup directory so reached stops the run before anything is written
+/// (rsync's file I/O error, 11, which rsync gives at the first backup), each file to be staged
+/// in such a `-T` directory fails (rsync's `mkstemp` there: exit 23), and such a `--link-dest`,
+/// `--compare-dest` or `--copy-dest` directory is not used. And what is not what it should be:
+/// a `DEST/` that is a file (exit 3), a backup directory that is a file (exit 1), a reference
+/// directory that is missing or not a directory (a warning). `Some(code)` when the run must not
+/// start.
 fn check_operator_paths(parsed: &mut cli::Parsed) -> Option<u8> {
     let dest = parsed.paths.last()?;
     let named = std::path::Path::new(dest);
@@ -319,7 +322,7 @@ fn check_operator_paths(parsed: &mut cli::Parsed) -> Option<u8> {
     if let Err(e) = trust::check(named) {
         errln!(
             "arsync: change_dir \"{}\" failed: {}",
-            std::path::Path::new(dest).display(),
+            named.display(),
             output::errno_text(&e)
         );
         errln!("arsync error: {} (code 3)", output::code_text(3));
