@@ -1909,6 +1909,48 @@ fn info_words_print_what_rsync_prints() {
         assert_eq!(got[0].1, got[1].1, "{flags:?}: rsync's tree, then arsync's");
     }
 
+    // The log file of a run that changes nothing gets the unchanged entries when the item
+    // lines show them with %i (-ii, -i --info=name2), not at -vv or --info=name2 alone, as
+    // rsync's.
+    for flags in [
+        &["-vv"][..],
+        &["--info=name2"],
+        &["-ii"],
+        &["-i", "--info=name2"],
+    ] {
+        let mut counts = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = t.path().join(format!("log-{tool}"));
+            let log = t.path().join(format!("log-{tool}.txt"));
+            let _ = fs::remove_file(&log);
+            if !dst.exists() {
+                let cp = std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg(&src)
+                    .arg(&dst)
+                    .status()
+                    .unwrap();
+                assert!(cp.success());
+            }
+            let log_arg = format!("--log-file={}", log.display());
+            let mut args = vec!["-a", &log_arg];
+            args.extend_from_slice(flags);
+            let out = rsync_or_arsync(tool, &args, &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {out:?}");
+            let text = fs::read_to_string(&log).unwrap();
+            // (After the "YYYY/MM/DD HH:MM:SS [PID] " prefix: an unchanged entry's line.)
+            counts.push(
+                text.lines()
+                    .filter_map(|l| l.split_once("] ").map(|(_, r)| r))
+                    .filter(|r| {
+                        r.len() > 12 && r.as_bytes()[0] == b'.' && r[2..12].trim().is_empty()
+                    })
+                    .count(),
+            );
+        }
+        assert_eq!(counts[0], counts[1], "{flags:?}: rsync's, then arsync's");
+    }
+
     // An unknown word: rsync's message, exit 1, nothing written.
     let dst = t.path().join("never");
     for tool in ["rsync", "arsync"] {

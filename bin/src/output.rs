@@ -341,7 +341,13 @@ impl Observer for Printer {
                     stat: *stat,
                     link: *link,
                 };
-                if let Some(log) = &self.log {
+                // An unchanged entry (listed at -ii or --info=name2) goes to the log file only
+                // when the item lines show %i, as rsync's log_item is reached.
+                let unchanged_unshown =
+                    !change.any() && !self.listing.as_ref().is_some_and(|f| f.itemizes);
+                if let Some(log) = &self.log
+                    && !unchanged_unshown
+                {
                     log.item(&what);
                 }
                 if self.quiet {
