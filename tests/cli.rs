@@ -1264,6 +1264,9 @@ fn list_only_prints_what_rsync_prints() {
         &["-a", "--list-only", "src/x", "src/a", "dest-not-listed"],
         &["-a", "--list-only", "--exclude=x", "src"],
         &["-a", "--list-only", "src/nonexistent"],
+        // (-q silences the listing, as rsync's: it was printed.)
+        &["-a", "-q", "--list-only", "src/"],
+        &["-q", "src/x"],
     ] {
         let run = |cmd: &mut std::process::Command| {
             cmd.args(args).current_dir(s.path()).output().unwrap()

@@ -164,7 +164,10 @@ fn run() -> ExitCode {
         let stop = engine::Stop::new();
         signals::stop_on_signals(stop.clone());
         let report = engine::run_with_progress(&parsed.config, lister.clone(), &stop, &live);
-        lister.print();
+        if !parsed.quiet {
+            // (rsync's listing is its informational output: -q silences it.)
+            lister.print();
+        }
         let code = output::exit_code(&report);
         if let Some(f) = report
             .fatal
