@@ -2390,3 +2390,36 @@ fn old_dirs_makes_the_top_level_as_rsync() {
         assert_eq!(seen[0], seen[1], "{flags:?}: rsync's, then arsync's");
     }
 }
+
+/// `--suffix` with a slash is refused whether or not `-b` is given, and an empty or "."
+/// `--partial-dir` is `--partial` (the partial file kept under its own name), as rsync 3.5 reads
+/// them; arsync refused the second and accepted the first without `-b`. rsync is the oracle:
+/// exit codes and what was written.
+#[test]
+fn suffix_and_partial_dir_values_are_read_as_rsync_reads_them() {
+    if !require_rsync("suffix_and_partial_dir_values_are_read_as_rsync_reads_them") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    write(&src.join("d/f"), b"x");
+    for (k, flags) in [
+        &["-a", "--suffix=a/b"][..],
+        &["-a", "-b", "--suffix=a/b"],
+        &["-a", "--partial-dir="],
+        &["-a", "--partial-dir=."],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let top = t.path().join(format!("{k}-{tool}"));
+            fs::create_dir_all(&top).unwrap();
+            let out = rsync_or_arsync(tool, flags, &src, &top.join("dst"));
+            seen.push((code(&out), sorted_tree(&top)));
+        }
+        assert_eq!(seen[0], seen[1], "{flags:?}: rsync's, then arsync's");
+    }
+}

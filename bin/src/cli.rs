@@ -2041,9 +2041,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     if config.delay_updates && config.inplace {
         return Err(usage("--inplace cannot be used with --delay-updates"));
     }
-    // rsync: --delay-updates keeps the files in the partial directory, .~tmp~ unless named.
+    // rsync: --partial-dir implies --partial; an empty one or "." is none (the partial file
+    // stays under its own name); --delay-updates keeps the files in the partial directory,
+    // .~tmp~ unless named.
+    if m.contains_id("partial-dir") {
+        config.partial = true;
+    }
     let partial_dir = m
         .get_one::<OsString>("partial-dir")
+        .filter(|d| !d.is_empty() && d.as_bytes() != b".")
         .cloned()
         .or_else(|| config.delay_updates.then(|| OsString::from(".~tmp~")));
     if let Some(dir) = &partial_dir {
@@ -2072,6 +2078,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             .rule("P *.~arsync-partial")
             .and_then(|()| config.filters.rule("P .~arsync-partial-*"))
             .map_err(|e| usage(&e))?;
+    }
+    // (rsync refuses a suffix with a slash whether or not backups are made.)
+    if let Some(suffix) = m.get_one::<OsString>("suffix")
+        && suffix.as_bytes().contains(&b'/')
+    {
+        return Err(usage(&format!(
+            "--suffix cannot contain slashes: {}",
+            suffix.to_string_lossy()
+        )));
     }
     let mut backup_dir = m.get_one::<PathBuf>("backup-dir").cloned();
     if m.get_flag("backup") || backup_dir.is_some() {

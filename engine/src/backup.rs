@@ -218,7 +218,7 @@ pub fn default_suffix(with_dir: bool) -> OsString {
 pub fn check_suffix(suffix: &OsStr, with_dir: bool) -> Result<(), String> {
     if suffix.as_bytes().contains(&b'/') {
         return Err(format!(
-            "--suffix cannot contain a slash: {:?}",
+            "--suffix cannot contain slashes: {}",
             suffix.to_string_lossy()
         ));
     }
