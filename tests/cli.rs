@@ -810,11 +810,33 @@ fn out_format_matches_rsync() {
         ours_listed.len() == 2 && ours_listed[0] == "b (3)" && ours_listed[1].starts_with("d/ ("),
         "{ours_listed:?}"
     );
-    // An escape arsync cannot fill in is a usage error before anything is written.
+    // Escapes rsync's local copy does not fill in (a daemon's %h, %a, %P, %u; an unknown %Z;
+    // a lone % at the end) stay as written and %m is empty, as rsync prints them (they were a
+    // usage error); %C, the file's checksum, is a usage error before anything is written.
+    let fmt = "--out-format=[%h|%5Z|%'a|%-3m|%P|%u] %n 50%";
+    let (a, b) = (t.path().join("esc-ours"), t.path().join("esc-theirs"));
+    let o = copy_contents(&["-a", fmt], &src, &a);
+    assert_eq!(code(&o), 0, "{o:?}");
+    let r = sh(
+        "rsync",
+        &[
+            s("-a"),
+            s(fmt),
+            s(&format!("{}/", src.display())),
+            b.as_os_str(),
+        ],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(sorted_lines(&o.stdout), sorted_lines(&r.stdout));
+    assert!(
+        sorted_lines(&o.stdout)
+            .iter()
+            .any(|l| l.starts_with("[%h|%5Z|%'a|   |%P|%u] "))
+    );
     let none = t.path().join("none");
-    let o = copy_contents(&["-a", "--out-format=%h %n"], &src, &none);
+    let o = copy_contents(&["-a", "--out-format=%C %n"], &src, &none);
     assert_eq!(code(&o), 1);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("%h"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("%C"));
     assert!(!none.exists());
 }
 

@@ -33,11 +33,14 @@ pub struct Format {
     pub itemizes: bool,
 }
 
-/// The escapes a local copy can fill in.
-const LETTERS: &[u8] = b"bBcfGilLMnopt%U";
+/// The escapes a local copy can fill in (`%m`, a daemon's module name, is empty here, as in
+/// rsync's local copy).
+const LETTERS: &[u8] = b"bBcfGilLmMnopt%U";
 
 impl Format {
-    /// Parse `fmt`; an escape this program cannot fill in is an error naming it.
+    /// Parse `fmt` as rsync's local copy does: an escape it does not know (`%a`, `%h`, `%P`,
+    /// `%u`, `%Z`, a lone `%` at the end) stays as written; `%C` (the file's checksum, which
+    /// arsync does not compute for its lines) is an error naming it.
     pub fn parse(fmt: &str) -> Result<Self, String> {
         let b = fmt.as_bytes();
         let mut pieces = Vec::new();
@@ -49,6 +52,7 @@ impl Format {
                 i += 1;
                 continue;
             }
+            let escape_at = i;
             i += 1;
             let mut commas = false;
             let mut left = false;
@@ -69,14 +73,20 @@ impl Format {
                 (left, n)
             });
             let Some(&letter) = b.get(i) else {
-                return Err(format!("format {fmt:?} ends with a lone '%'"));
+                text.extend_from_slice(&b[escape_at..]);
+                break;
             };
             i += 1;
+            if letter == b'C' {
+                return Err(
+                    "format escape %C (the file's checksum) is not supported by arsync (supported: %b %B %c %f %G %i %l %L %m %M %n %o %p %t %U %%)"
+                        .to_string(),
+                );
+            }
             if !LETTERS.contains(&letter) {
-                return Err(format!(
-                    "format escape %{} is not supported by arsync (supported: %b %B %c %f %G %i %l %L %M %n %o %p %t %U %%)",
-                    letter as char
-                ));
+                // (As rsync: written out as it stands.)
+                text.extend_from_slice(&b[escape_at..i]);
+                continue;
             }
             if letter == b'%' {
                 text.push(b'%');
@@ -350,8 +360,13 @@ mod tests {
             String::from_utf8(f.render(&line(Path::new("ab"), Some(&new), &st))).unwrap(),
             "send 1,234,567 1234 rwsr-xr-x 1000:100 [ab    ] [      1234] 100%"
         );
-        assert!(Format::parse("%a").unwrap_err().contains("%a"));
-        assert!(Format::parse("50%").is_err());
+        // Escapes rsync's local copy does not fill in stay as written, %m is empty.
+        let f = Format::parse("[%a|%5Z|%'h|%-3m|%n] 50%").unwrap();
+        assert_eq!(
+            String::from_utf8(f.render(&line(Path::new("ab"), Some(&new), &st))).unwrap(),
+            "[%a|%5Z|%'h|   |ab] 50%"
+        );
+        assert!(Format::parse("%C").unwrap_err().contains("%C"));
         assert_eq!(perms(0o1777), "rwxrwxrwt");
         assert_eq!(perms(0o2640), "rw-r-S---");
     }
