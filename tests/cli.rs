@@ -1841,6 +1841,18 @@ fn sorted_tree(root: &std::path::Path) -> Vec<String> {
     v
 }
 
+/// What `run` gives for rsync and then for arsync, which must agree (`what` names the case);
+/// arsync's.
+fn rsync_and_arsync_agree<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    mut run: impl FnMut(&str) -> T,
+) -> T {
+    let theirs = run("rsync");
+    let ours = run("arsync");
+    assert_eq!(theirs, ours, "{what}: rsync's, then arsync's");
+    ours
+}
+
 /// `--info=WORDS` (and what `-v`, `-vv`, `--stats`, `--progress` and `-q` imply) prints what
 /// rsync 3.5 prints: item names, "is uptodate" lines, deletions, skipped and unsafe entries,
 /// backups (with the backup directory named as given), source removals; an unknown word is a
@@ -2179,8 +2191,7 @@ fn drop_d_makes_no_devices_or_specials_as_rsync() {
     .iter()
     .enumerate()
     {
-        let mut seen = Vec::new();
-        for tool in ["rsync", "arsync"] {
+        rsync_and_arsync_agree(&format!("{flags:?}"), |tool| {
             let dst = t.path().join(format!("{k}-{tool}"));
             let out = rsync_or_arsync(tool, flags, &src, &dst);
             assert_eq!(code(&out), 0, "{tool} {flags:?}: {out:?}");
@@ -2208,9 +2219,8 @@ fn drop_d_makes_no_devices_or_specials_as_rsync() {
                     .any(|(_, t)| *t == libc::S_IFIFO || *t == libc::S_IFCHR),
                 "{tool} {flags:?}: {tree:?}"
             );
-            seen.push((lines, tree));
-        }
-        assert_eq!(seen[0], seen[1], "{flags:?}: rsync's, then arsync's");
+            (lines, tree)
+        });
     }
 }
 
@@ -2260,8 +2270,7 @@ fn odd_operator_paths_get_rsyncs_warnings_and_exit_codes() {
             .collect()
     };
     for (flags, dest) in &cases {
-        let mut seen = Vec::new();
-        for tool in ["rsync", "arsync"] {
+        rsync_and_arsync_agree(&format!("{flags:?} {dest}"), |tool| {
             let dst = t.path().join(tool).join(dest);
             fs::create_dir_all(t.path().join(tool)).unwrap();
             if *dest == "afile/" {
@@ -2279,9 +2288,8 @@ fn odd_operator_paths_get_rsyncs_warnings_and_exit_codes() {
             // (rsync makes the destination directory before it checks the backup directory;
             // arsync refuses the run before writing anything.)
             tree.retain(|p| p != "d4");
-            seen.push((code(&out), w, tree));
-        }
-        assert_eq!(seen[0], seen[1], "{flags:?} {dest}: rsync's, then arsync's");
+            (code(&out), w, tree)
+        });
         assert!(!t.path().join("arsync/d4").exists());
     }
 }
@@ -2335,8 +2343,7 @@ fn debug_filter_names_the_deciding_rule_as_rsync() {
         vec!["--debug=filter0", "-vv", "--exclude=*.o"],
     ];
     for (k, flags) in cases.iter().enumerate() {
-        let mut seen = Vec::new();
-        for tool in ["rsync", "arsync"] {
+        let (lines, _) = rsync_and_arsync_agree(&format!("{flags:?}"), |tool| {
             let dst = t.path().join(format!("{k}-{tool}"));
             // What the destination has that the source lacks, for the deletion rules.
             fs::create_dir_all(dst.join("zz")).unwrap();
@@ -2354,11 +2361,10 @@ fn debug_filter_names_the_deciding_rule_as_rsync() {
                 .map(str::to_string)
                 .collect();
             lines.sort();
-            seen.push((lines, sorted_tree(&dst)));
-        }
-        assert_eq!(seen[0], seen[1], "{flags:?}: rsync's, then arsync's");
+            (lines, sorted_tree(&dst))
+        });
         let expect_lines = !flags.contains(&"--debug=filter0");
-        assert_eq!(!seen[1].0.is_empty(), expect_lines, "{flags:?}");
+        assert_eq!(!lines.is_empty(), expect_lines, "{flags:?}");
     }
     // --debug=help is rsync's text; an unknown word is rsync's usage error.
     let theirs = std::process::Command::new("rsync")
@@ -2402,14 +2408,12 @@ fn old_dirs_makes_the_top_level_as_rsync() {
     .iter()
     .enumerate()
     {
-        let mut seen = Vec::new();
-        for tool in ["rsync", "arsync"] {
+        rsync_and_arsync_agree(&format!("{flags:?}"), |tool| {
             let dst = t.path().join(format!("{k}-{tool}"));
             let out = rsync_or_arsync(tool, flags, &src, &dst);
             assert_eq!(code(&out), 0, "{tool} {flags:?}: {out:?}");
-            seen.push(sorted_tree(&dst));
-        }
-        assert_eq!(seen[0], seen[1], "{flags:?}: rsync's, then arsync's");
+            sorted_tree(&dst)
+        });
     }
 }
 
@@ -2435,13 +2439,11 @@ fn suffix_and_partial_dir_values_are_read_as_rsync_reads_them() {
     .iter()
     .enumerate()
     {
-        let mut seen = Vec::new();
-        for tool in ["rsync", "arsync"] {
+        rsync_and_arsync_agree(&format!("{flags:?}"), |tool| {
             let top = t.path().join(format!("{k}-{tool}"));
             fs::create_dir_all(&top).unwrap();
             let out = rsync_or_arsync(tool, flags, &src, &top.join("dst"));
-            seen.push((code(&out), sorted_tree(&top)));
-        }
-        assert_eq!(seen[0], seen[1], "{flags:?}: rsync's, then arsync's");
+            (code(&out), sorted_tree(&top))
+        });
     }
 }

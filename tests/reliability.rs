@@ -903,12 +903,7 @@ fn a_directory_finished_while_descriptors_run_out_still_gets_its_attributes() {
         return;
     }
     const LEVELS: usize = 300;
-    let s = Scratch::new();
-    let src = s.path().join("src");
-    let name = std::ffi::CString::new("d".repeat(10)).unwrap();
-    build_chain(&src, &name, LEVELS);
-    add_leaves(&src, &name, LEVELS);
-    stamp_chain(&src, &name, LEVELS);
+    let (s, src, name) = comb(LEVELS);
     let dst = s.path().join("dst");
     let src_arg = format!("{}/", src.display());
     let flags = ["-a", "--threads=1", &src_arg, dst.to_str().unwrap()];
@@ -924,6 +919,18 @@ fn a_directory_finished_while_descriptors_run_out_still_gets_its_attributes() {
     same_chain(&src, &dst, &name, LEVELS, false);
 }
 
+/// A chain of `levels` directories named `dddddddddd`, each also holding two leaf
+/// subdirectories, with set times: the scratch directory, the source, the name.
+fn comb(levels: usize) -> (Scratch, std::path::PathBuf, std::ffi::CString) {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    let name = std::ffi::CString::new("d".repeat(10)).unwrap();
+    build_chain(&src, &name, levels);
+    add_leaves(&src, &name, levels);
+    stamp_chain(&src, &name, levels);
+    (s, src, name)
+}
+
 #[test]
 fn a_comb_far_deeper_than_the_open_file_limit_is_copied_on_any_number_of_cores() {
     // A chain whose every level also holds two leaf subdirectories, under a limit of 64 open
@@ -936,12 +943,7 @@ fn a_comb_far_deeper_than_the_open_file_limit_is_copied_on_any_number_of_cores()
     // every file is linked to the first copy, on one core: the reference directories come back
     // too (a directory with them did not park while listed subdirectories were left).
     const LEVELS: usize = 1500;
-    let s = Scratch::new();
-    let src = s.path().join("src");
-    let name = std::ffi::CString::new("d".repeat(10)).unwrap();
-    build_chain(&src, &name, LEVELS);
-    add_leaves(&src, &name, LEVELS);
-    stamp_chain(&src, &name, LEVELS);
+    let (s, src, name) = comb(LEVELS);
     let reference = s.path().join("dst-a1");
     let link_dest = format!("--link-dest={}", reference.display());
     // (Several cores under 96: each holds files in flight and a path of its own, and one

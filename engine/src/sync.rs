@@ -570,13 +570,26 @@ fn protected(
             filters.protects_at(bytes, is_dir, rules, abs)
         };
     }
-    let Some(rule) = filters.deleting_rule_at(bytes, is_dir, emptying, rules, abs) else {
+    let rule = filters.deleting_rule_at(bytes, is_dir, emptying, rules, abs);
+    said_rule(shared, path, is_dir, true, rule)
+}
+
+/// `--debug=filter`: say which rule decided about `path` (none: nothing to say), on the
+/// receiving side or the sending one; whether it excludes (sending) or protects (receiving).
+pub(crate) fn said_rule(
+    shared: &RunShared,
+    path: &Path,
+    is_dir: bool,
+    receiving: bool,
+    rule: Option<&crate::filter::Rule>,
+) -> bool {
+    let Some(rule) = rule else {
         return false;
     };
     shared.observer.event(&Event::Notice {
         path,
         notice: crate::Notice::Filter {
-            receiving: true,
+            receiving,
             is_dir,
             rule,
         },

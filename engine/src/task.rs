@@ -516,18 +516,14 @@ fn filtered(
     if !core.shared.config.debug_filter {
         return filters.excludes_at(&path, is_dir, dir, abs);
     }
-    let Some(rule) = filters.sending_rule_at(&path, is_dir, dir, abs) else {
-        return false;
-    };
-    core.shared.observer.event(&Event::Notice {
-        path: Path::new(OsStr::from_bytes(&path)),
-        notice: crate::Notice::Filter {
-            receiving: false,
-            is_dir,
-            rule,
-        },
-    });
-    rule.action == crate::filter::Action::Exclude
+    let rule = filters.sending_rule_at(&path, is_dir, dir, abs);
+    sync::said_rule(
+        &core.shared,
+        Path::new(OsStr::from_bytes(&path)),
+        is_dir,
+        false,
+        rule,
+    )
 }
 
 /// A per-directory merge file (`dir-merge`) in directory `dir`, if there is one.
