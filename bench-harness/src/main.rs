@@ -25,12 +25,17 @@
 //! * `ranks --data DIR --dataset NAME --max N --arsync BIN`: the multi-node mode (`--mpi`, an
 //!   arsync built with `--features mpi`) under `mpirun -np 1..N` on this host, with each rank's
 //!   bytes and steals.
+//! * `ceiling --data DIR [--dataset large] [--depths 1,4,16,32] [--streams 1,2,8] [--block 1M]
+//!   [--reps R]`: the disk's read ceiling under a data set (`ceiling` module): every byte read
+//!   cold with `O_DIRECT` at several queue depths and through the page cache on several
+//!   streams; the best median is what a cold copy is measured against.
 //! * `run --arsync BIN --src DIR [--reps N] [-- ARGS]`: quick repeated runs of arsync alone with
 //!   wall, CPU and peak RSS (used for the memory-bound check).
 //!
 //! The commands that time copies pause DAMON's proactive page reclaim while they run, where the
 //! machine runs it and the harness may (`runner::Damon`; `--keep-damon` leaves it running).
 
+mod ceiling;
 mod datasets;
 mod report;
 mod runner;
@@ -144,10 +149,6 @@ fn fs_description(data: &Path) -> String {
 }
 
 fn environment(data: &Path, arsync: &Path) -> String {
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
     // The version and the build's features: a build with the test hooks or MPI linked in (what
     // `scripts/test.sh` leaves in target/release) starts slower, and the report says which ran.
     let version = Command::new(arsync)
@@ -163,14 +164,27 @@ fn environment(data: &Path, arsync: &Path) -> String {
             }
         })
         .unwrap_or_default();
+    let (machine, damon) = machine(data);
+    format!("{machine}; {version}.{damon}")
+}
+
+/// "Machine: N CPUs, kernel K, data on FS", and what the run did to DAMON (empty if nothing).
+fn machine(data: &Path) -> (String, String) {
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let fs_type = fs_description(data);
     let damon = match DAMON_PAUSED.load(std::sync::atomic::Ordering::Relaxed) {
         0 => String::new(),
         n => format!(" DAMON reclaim ({n} kdamond) paused during the runs."),
     };
-    format!(
-        "Machine: {cpus} CPUs, kernel {}, data on {fs_type}; {version}.{damon}",
-        kernel.trim()
+    (
+        format!(
+            "Machine: {cpus} CPUs, kernel {}, data on {fs_type}",
+            kernel.trim()
+        ),
+        damon,
     )
 }
 
@@ -285,9 +299,7 @@ fn alternate(
             for rep in 0..reps {
                 for k in 0..tools.len() {
                     let tool = &tools[(rep + k) % tools.len()];
-                    runner::prepare(cache, &src, &mut dests)?;
-                    dests.ensure_room(bytes)?;
-                    runner::prefault(bytes);
+                    runner::prepare(cache, &src, &mut dests, bytes)?;
                     let dst = dests.next(&format!("{name}-{}-{cache}", tool.name));
                     let s = runner::measure(&mut runner::command(tool, &src, &dst))?;
                     let verdict = if rep == 0 && cache == &caches[0] {
@@ -405,9 +417,7 @@ fn concurrent(a: &Args) -> Result<()> {
             for k in 0..tools.len() {
                 let tool = &tools[(rep + k) % tools.len()];
                 let label = &tool.name;
-                runner::prepare(cache, &src, &mut dests)?;
-                dests.ensure_room(bytes * jobs as u64)?;
-                runner::prefault(bytes * jobs as u64);
+                runner::prepare(cache, &src, &mut dests, bytes * jobs as u64)?;
                 let dsts: Vec<PathBuf> = (0..jobs)
                     .map(|j| dests.next(&format!("{name}-concurrent-{j}-{cache}")))
                     .collect();
@@ -523,9 +533,7 @@ fn scaling(a: &Args, mpi: bool) -> Result<()> {
     let mut rows = Vec::new();
     for rep in 0..reps {
         for t in 1..=max {
-            runner::prepare("warm", &src, &mut dests)?;
-            dests.ensure_room(bytes)?;
-            runner::prefault(bytes);
+            runner::prepare("warm", &src, &mut dests, bytes)?;
             let mut args = if mpi {
                 let mut v: Vec<String> = ["--allow-run-as-root", "--oversubscribe", "-np"]
                     .map(String::from)
@@ -825,7 +833,8 @@ fn usage() -> ! {
          arsync-bench resync --data DIR --arsync BIN [--files 100000] [--pct 1] [--reps 5]\n  \
          arsync-bench run --arsync BIN --src DIR [--reps N] [-- ARSYNC_ARGS...]\n  \
          arsync-bench sweep --data DIR --arsync BIN --variants \"ARGS;ARGS;...\" [--base \"-a\"] [--datasets small] [--cache warm,cold] [--reps 3] [--out DIR] [--wait S]\n\
-         arsync-bench concurrent --data DIR --arsync BIN [--dataset small] [--jobs 2] [--base \"-a --threads 1\"] [--variants \";--no-pin\"] [--cache warm] [--reps 5] [--out DIR] [--wait S]\n\
+         arsync-bench concurrent --data DIR --arsync BIN [--dataset small] [--jobs 2] [--base \"-a --threads 1\"] [--variants \";--no-pin\"] [--cache warm] [--reps 5] [--out DIR] [--wait S]\n  \
+         arsync-bench ceiling --data DIR [--dataset large] [--depths 1,4,16,32] [--streams 1,2,8] [--block 1M] [--reps 3] [--out DIR]\n\
          (the timing commands pause DAMON's page reclaim while they run; --keep-damon leaves it)",
         datasets::KINDS.join(", ")
     );
@@ -854,6 +863,7 @@ fn main() -> Result<()> {
         "run",
         "sweep",
         "concurrent",
+        "ceiling",
     ]
     .contains(&cmd.as_str());
     let damon = runner::Damon::pause(
@@ -905,6 +915,34 @@ fn main() -> Result<()> {
         "run" => quick_run(&args),
         "sweep" => sweep(&args),
         "concurrent" => concurrent(&args),
+        "ceiling" => {
+            let data = PathBuf::from(args.opt("--data").context("--data DIR")?);
+            let set = data.join(args.opt("--dataset").unwrap_or_else(|| "large".into()));
+            let nums = |name: &str, default: &str| -> Result<Vec<usize>> {
+                args.list(name, default)
+                    .iter()
+                    .map(|v| v.parse().with_context(|| format!("{name} {v}")))
+                    .collect()
+            };
+            let out = PathBuf::from(args.opt("--out").unwrap_or_else(|| "perf/runs".into()))
+                .join(format!("{}-ceiling", today_host()));
+            let (machine, damon) = machine(&set);
+            let device = Command::new("findmnt")
+                .args(["-n", "-o", "SOURCE", "--target"])
+                .arg(&set)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            ceiling::bench(
+                &set,
+                &nums("--depths", "1,4,16,32")?,
+                &nums("--streams", "1,2,8")?,
+                ceiling::parse_size(&args.opt("--block").unwrap_or_else(|| "1M".into()))?,
+                args.num("--reps", 3usize)?,
+                &out,
+                &format!("{machine} ({device}).{damon}"),
+            )
+        }
         "measure-child" => {
             let Some(program) = args.0.get(1) else {
                 usage()

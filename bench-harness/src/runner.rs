@@ -167,9 +167,17 @@ pub fn command(tool: &Tool, src: &Path, dst: &Path) -> Command {
     c
 }
 
-/// The cache state before a timed run of `src`: `cold` drops the page cache; anything else is
-/// warm: the destinations made so far leave the cache ([`Dests::forget`]), then `src` is read.
-pub fn prepare(cache: &str, src: &Path, dests: &mut Dests) -> Result<()> {
+/// Everything before a timed run of `src` that copies `bytes`, in this order: room on the disk
+/// ([`Dests::ensure_room`]), the cache state, the memory state ([`prefault`]). `cold` drops the
+/// page cache; anything else is warm: the destinations made so far leave the cache
+/// ([`Dests::forget`]), then `src` is read.
+///
+/// Room comes first: making it deletes kept destinations, which frees blocks (discarded on a
+/// `discard` mount) and page cache, and after a bulk delete waits out the slow-create window;
+/// until session 28 it ran after the cache step, so those deletes landed right before the timed
+/// copy and the wait between reading a warm source and copying it.
+pub fn prepare(cache: &str, src: &Path, dests: &mut Dests, bytes: u64) -> Result<()> {
+    dests.ensure_room(bytes)?;
     if cache == "cold" {
         cold(Duration::from_secs(2))?;
         dests.forgotten();
@@ -178,6 +186,7 @@ pub fn prepare(cache: &str, src: &Path, dests: &mut Dests) -> Result<()> {
         dests.forget();
         warm_read(src)?;
     }
+    prefault(bytes);
     Ok(())
 }
 
