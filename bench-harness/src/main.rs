@@ -105,6 +105,23 @@ fn today_host() -> String {
     )
 }
 
+/// The type and source (device) of the file system holding `data`, from the mount table
+/// (`None` where `findmnt` cannot say).
+fn mount_of(data: &Path) -> Option<(String, String)> {
+    let out = Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE,SOURCE", "--target"])
+        .arg(data)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let line = String::from_utf8_lossy(&out.stdout);
+    let mut words = line.split_whitespace();
+    Some((
+        words.next().unwrap_or("").to_string(),
+        words.next().unwrap_or("").to_string(),
+    ))
+}
+
 /// How many DAMON daemons this run paused (for the report's environment line).
 static DAMON_PAUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -113,14 +130,7 @@ static DAMON_PAUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicU
 /// it keeps a journal (a journaled one has a jbd2 entry under /proc/fs/jbd2), which changes
 /// what creating and deleting many files cost.
 fn fs_description(data: &Path) -> String {
-    let mounted = Command::new("findmnt")
-        .args(["-n", "-o", "FSTYPE,SOURCE", "--target"])
-        .arg(data)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-    let Some(line) = mounted else {
+    let Some((fstype, source)) = mount_of(data) else {
         return Command::new("stat")
             .args(["-f", "-c", "%T"])
             .arg(data)
@@ -128,8 +138,7 @@ fn fs_description(data: &Path) -> String {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
     };
-    let mut words = line.split_whitespace();
-    let (fstype, source) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let (fstype, source) = (fstype.as_str(), source.as_str());
     if fstype != "ext4" {
         return fstype.to_string();
     }
@@ -927,12 +936,7 @@ fn main() -> Result<()> {
             let out = PathBuf::from(args.opt("--out").unwrap_or_else(|| "perf/runs".into()))
                 .join(format!("{}-ceiling", today_host()));
             let (machine, damon) = machine(&set);
-            let device = Command::new("findmnt")
-                .args(["-n", "-o", "SOURCE", "--target"])
-                .arg(&set)
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-                .unwrap_or_default();
+            let device = mount_of(&set).map(|m| m.1).unwrap_or_default();
             ceiling::bench(
                 &set,
                 &nums("--depths", "1,4,16,32")?,
