@@ -25,14 +25,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `O_DIRECT` wants the buffer, the offset and the length aligned to the device's logical block
 /// size; a page covers every device in use.
 const ALIGN: usize = 4096;
 
 /// How a probe reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// `O_DIRECT` chunks from a shared counter.
@@ -42,7 +42,7 @@ pub enum Mode {
 }
 
 /// One way of reading the set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
     pub mode: Mode,
     /// Requests in flight (direct) or streams (buffered): the number of threads.
@@ -59,7 +59,7 @@ impl Probe {
 }
 
 /// One measured probe.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sample {
     pub probe: Probe,
     pub rep: usize,
@@ -194,15 +194,59 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The Markdown table of `samples`: per probe the median, lowest and highest MB/s, then the
-/// ceiling (the best median) and what 90% of it means for the set.
-pub fn report(set: &Path, bytes: u64, samples: &[Sample], env: &str) -> String {
+/// The probes of `samples` in the order they first appear.
+fn probes(samples: &[Sample]) -> Vec<Probe> {
     let mut probes: Vec<Probe> = Vec::new();
     for s in samples {
         if !probes.contains(&s.probe) {
             probes.push(s.probe);
         }
     }
+    probes
+}
+
+/// The ceiling: the best of the probes' median MB/s, and its probe (`None` without samples).
+pub fn best(samples: &[Sample]) -> Option<(f64, Probe)> {
+    let mut best: Option<(f64, Probe)> = None;
+    for p in probes(samples) {
+        let m = median(
+            samples
+                .iter()
+                .filter(|s| s.probe == p)
+                .map(|s| s.mb_per_s)
+                .collect(),
+        );
+        if best.is_none_or(|(b, _)| m > b) {
+            best = Some((m, p));
+        }
+    }
+    best
+}
+
+/// The ceiling of a `ceiling.json` written by [`bench`], for the cold tables of a `compare`
+/// report (`--ceiling FILE`).
+pub fn load(path: &Path) -> Result<crate::report::Ceiling> {
+    let samples: Vec<Sample> = serde_json::from_slice(
+        &fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| {
+        format!(
+            "{}: not a ceiling.json of `arsync-bench ceiling`",
+            path.display()
+        )
+    })?;
+    let (mb_per_s, probe) =
+        best(&samples).with_context(|| format!("{}: no samples", path.display()))?;
+    Ok(crate::report::Ceiling {
+        mb_per_s,
+        probe: probe.label(),
+        from: path.display().to_string(),
+    })
+}
+
+/// The Markdown table of `samples`: per probe the median, lowest and highest MB/s, then the
+/// ceiling (the best median) and what 90% of it means for the set.
+pub fn report(set: &Path, bytes: u64, samples: &[Sample], env: &str) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -212,8 +256,7 @@ pub fn report(set: &Path, bytes: u64, samples: &[Sample], env: &str) -> String {
     );
     let _ = writeln!(md, "| probe | median MB/s | lowest | highest | runs |");
     let _ = writeln!(md, "|---|---|---|---|---|");
-    let mut best: Option<(f64, Probe)> = None;
-    for p in &probes {
+    for p in &probes(samples) {
         let v: Vec<f64> = samples
             .iter()
             .filter(|s| s.probe == *p)
@@ -228,11 +271,8 @@ pub fn report(set: &Path, bytes: u64, samples: &[Sample], env: &str) -> String {
             p.label(),
             v.len()
         );
-        if best.is_none_or(|(b, _)| m > b) {
-            best = Some((m, *p));
-        }
     }
-    if let Some((m, p)) = best {
+    if let Some((m, p)) = best(samples) {
         let secs = bytes as f64 / 1e6 / m;
         let _ = writeln!(
             md,
@@ -384,18 +424,14 @@ mod tests {
             secs: 1000.0 / mb_per_s,
             mb_per_s,
         };
-        let md = report(
-            Path::new("/d"),
-            1_000_000_000,
-            &[
-                s(p1, 0, 100.0),
-                s(p8, 0, 400.0),
-                s(p1, 1, 300.0),
-                s(p8, 1, 500.0),
-                s(p8, 2, 900.0),
-            ],
-            "env",
-        );
+        let samples = [
+            s(p1, 0, 100.0),
+            s(p8, 0, 400.0),
+            s(p1, 1, 300.0),
+            s(p8, 1, 500.0),
+            s(p8, 2, 900.0),
+        ];
+        let md = report(Path::new("/d"), 1_000_000_000, &samples, "env");
         assert!(
             md.contains("| direct, depth 1 | 200 | 100 | 300 | 2 |"),
             "{md}"
@@ -408,5 +444,18 @@ mod tests {
             md.contains("Ceiling: **500 MB/s** (direct, depth 8): the set in 2.000 s at best; 90% of it (450 MB/s) is 2.222 s."),
             "{md}"
         );
+
+        // The ceiling a `compare` report reads back from the saved samples is the same one.
+        let dir = tempfile::tempdir().unwrap();
+        let saved = dir.path().join("ceiling.json");
+        fs::write(&saved, serde_json::to_string_pretty(&samples[..]).unwrap()).unwrap();
+        let c = load(&saved).unwrap();
+        assert_eq!((c.mb_per_s, c.probe.as_str()), (500.0, "direct, depth 8"));
+        assert_eq!(c.from, saved.display().to_string());
+        fs::write(&saved, "[]").unwrap();
+        assert!(load(&saved).is_err(), "no samples, no ceiling");
+        fs::write(&saved, "{\"rows\": 1}").unwrap();
+        let e = format!("{:#}", load(&saved).unwrap_err());
+        assert!(e.contains("not a ceiling.json"), "{e}");
     }
 }

@@ -253,6 +253,7 @@ fn compare(a: &Args) -> Result<()> {
         wait: Duration::from_secs(a.num("--wait", 370u64)?),
         out: &out,
         title: "arsync against its peers",
+        ceiling: ceiling_of(a)?,
     };
     alternate(&plan, &tools, &per_dataset)
 }
@@ -267,6 +268,16 @@ struct Plan<'a> {
     wait: Duration,
     out: &'a Path,
     title: &'a str,
+    /// The storage's read ceiling (`--ceiling FILE`), set against the cold tables.
+    ceiling: Option<report::Ceiling>,
+}
+
+/// The ceiling of `--ceiling FILE` (a `ceiling.json` of `arsync-bench ceiling`), read before any
+/// run so that a wrong path fails at once.
+fn ceiling_of(a: &Args) -> Result<Option<report::Ceiling>> {
+    a.opt("--ceiling")
+        .map(|p| ceiling::load(Path::new(&p)))
+        .transpose()
 }
 
 /// Each dataset with each tool, alternating the tools in each repetition, warm or cold, each run
@@ -298,7 +309,8 @@ fn alternate(
                 data.display()
             );
         }
-        let (files, _dirs, _links, bytes) = runner::census(&src)?;
+        let (files, dirs, links, bytes) = runner::census(&src)?;
+        let entries = files + dirs + links;
         let mut tools = tools.to_vec();
         if let Some((_, args)) = per_dataset.iter().find(|(k, _)| k == name) {
             tools[0].args = args.clone();
@@ -316,6 +328,7 @@ fn alternate(
                     } else {
                         String::new()
                     };
+                    dests.done(&dst, entries);
                     eprintln!(
                         "[arsync-bench] {name} {cache} rep{rep} {:<8} wall {:.3} s cpu {:.2} s rss {:.1} MiB exit {} {verdict}",
                         tool.name,
@@ -339,7 +352,13 @@ fn alternate(
             }
         }
         // Write what we have after every dataset, so an interrupted run still leaves a report.
-        report::write(out, plan.title, &environment(data, plan.arsync), &rows)?;
+        report::write(
+            out,
+            plan.title,
+            &environment(data, plan.arsync),
+            &rows,
+            plan.ceiling.as_ref(),
+        )?;
     }
     // The report is already complete: it was written after the last dataset.
     eprintln!("[arsync-bench] deleting destinations (outside the timed runs)");
@@ -397,6 +416,7 @@ fn sweep(a: &Args) -> Result<()> {
         wait: Duration::from_secs(a.num("--wait", 370u64)?),
         out: &out,
         title: &format!("arsync {} with each flag set", base.join(" ")),
+        ceiling: ceiling_of(a)?,
     };
     alternate(&plan, &tools, &[])
 }
@@ -489,7 +509,7 @@ fn concurrent(a: &Args) -> Result<()> {
         "{jobs} concurrent runs of arsync {} with each flag set",
         base.join(" ")
     );
-    report::write(&out, &title, &environment(&data, &arsync), &rows)?;
+    report::write(&out, &title, &environment(&data, &arsync), &rows, None)?;
     dests.delete_all();
     println!("{}", out.join("report.md").display());
     Ok(())
@@ -614,7 +634,7 @@ fn scaling(a: &Args, mpi: bool) -> Result<()> {
     } else {
         format!("arsync thread scaling ({cpus} CPUs; more threads are oversubscribed)")
     };
-    report::write(&out, &title, &environment(&data, &arsync), &rows)?;
+    report::write(&out, &title, &environment(&data, &arsync), &rows, None)?;
     if mpi {
         fs::write(
             out.join("ranks.md"),
@@ -776,6 +796,7 @@ fn resync(a: &Args) -> Result<()> {
         ),
         &environment(&data, &arsync),
         &rows,
+        None,
     )?;
     println!("{}", out.join("report.md").display());
     Ok(())
@@ -835,13 +856,15 @@ fn usage() -> ! {
     let text = format!(
         "usage:\n  arsync-bench gen KIND|all DIR [--scale S] [--seed N]      (kinds: {})\n  \
          arsync-bench compare --data DIR --arsync BIN [--datasets small,mixed] [--cache warm,cold] [--reps N]\n      \
-         [--arsync-args \"-a\"] [--arsync-args-for \"mixed:-aHAX;sparse:-aS\"] [--tools arsync,cp-a,rsync-a,cpz,xcp,fcp] [--peers-bin DIR] [--install-peers DIR] [--out DIR] [--wait S]\n  \
+         [--arsync-args \"-a\"] [--arsync-args-for \"mixed:-aHAX;sparse:-aS\"] [--tools arsync,cp-a,rsync-a,cpz,xcp,fcp] [--peers-bin DIR] [--install-peers DIR] [--out DIR] [--wait S]\n      \
+         [--ceiling perf/runs/.../ceiling.json]   (cold tables: the copy's rate against the storage's read ceiling)\n  \
+         arsync-bench report RUN_DIR [--ceiling FILE]   (write RUN_DIR/report.md again from its results.json)\n  \
          arsync-bench threads --data DIR --arsync BIN [--dataset small] [--max 8] [--reps 3]\n  \
          arsync-bench ranks --data DIR --arsync BIN_WITH_MPI [--dataset small] [--max 4] [--reps 3]\n  \
          arsync-bench sched [--tasks 262144] [--cost-us 5] [--max 8] [--reps 3] [--out DIR]\n  \
          arsync-bench resync --data DIR --arsync BIN [--files 100000] [--pct 1] [--reps 5]\n  \
          arsync-bench run --arsync BIN --src DIR [--reps N] [-- ARSYNC_ARGS...]\n  \
-         arsync-bench sweep --data DIR --arsync BIN --variants \"ARGS;ARGS;...\" [--base \"-a\"] [--datasets small] [--cache warm,cold] [--reps 3] [--out DIR] [--wait S]\n\
+         arsync-bench sweep --data DIR --arsync BIN --variants \"ARGS;ARGS;...\" [--base \"-a\"] [--datasets small] [--cache warm,cold] [--reps 3] [--out DIR] [--wait S] [--ceiling FILE]\n\
          arsync-bench concurrent --data DIR --arsync BIN [--dataset small] [--jobs 2] [--base \"-a --threads 1\"] [--variants \";--no-pin\"] [--cache warm] [--reps 5] [--out DIR] [--wait S]\n  \
          arsync-bench ceiling --data DIR [--dataset large] [--depths 1,4,16,32] [--streams 1,2,8] [--block 1M] [--reps 3] [--out DIR]\n\
          (the timing commands pause DAMON's page reclaim while they run; --keep-damon leaves it)",
@@ -921,6 +944,19 @@ fn main() -> Result<()> {
             )
         }
         "resync" => resync(&args),
+        "report" => {
+            let Some(dir) = args
+                .0
+                .get(1)
+                .filter(|d| !d.to_string_lossy().starts_with("--"))
+            else {
+                usage()
+            };
+            let dir = PathBuf::from(dir);
+            report::rewrite(&dir, ceiling_of(&args)?.as_ref())?;
+            println!("{}", dir.join("report.md").display());
+            Ok(())
+        }
         "run" => quick_run(&args),
         "sweep" => sweep(&args),
         "concurrent" => concurrent(&args),

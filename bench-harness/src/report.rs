@@ -1,6 +1,8 @@
 //! Results on disk: `results.json` and `results.csv` (one row per run), and `report.md` with a
-//! table per dataset and cache mode (medians, ratios against arsync measured in the same run) and
-//! an SVG bar chart per dataset.
+//! table per dataset and cache mode (medians, ratios against arsync measured in the same run, CPU
+//! per 1,000 files and per GB; under a cold table, the copy's rate against the storage's read
+//! ceiling when one was measured) and an SVG bar chart per dataset. A report can be written again
+//! from its `results.json` (`arsync-bench report`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,10 +10,10 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One measured run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub dataset: String,
     pub cache: String,
@@ -67,13 +69,29 @@ impl Row {
     }
 }
 
+/// The read ceiling of the storage under the data (`arsync-bench ceiling`): the best median of
+/// its probes, which probe, and the file it was read from.
+#[derive(Clone, Debug)]
+pub struct Ceiling {
+    pub mb_per_s: f64,
+    pub probe: String,
+    pub from: String,
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
-/// Write JSON, CSV, the Markdown report and the SVG charts into `dir`.
-pub fn write(dir: &Path, title: &str, env: &str, rows: &[Row]) -> Result<()> {
+/// Write JSON, CSV, the Markdown report and the SVG charts into `dir`; `ceiling`, when given, is
+/// set against the cold tables.
+pub fn write(
+    dir: &Path,
+    title: &str,
+    env: &str,
+    rows: &[Row],
+    ceiling: Option<&Ceiling>,
+) -> Result<()> {
     fs::create_dir_all(dir)?;
     fs::write(
         dir.join("results.json"),
@@ -106,9 +124,25 @@ pub fn write(dir: &Path, title: &str, env: &str, rows: &[Row]) -> Result<()> {
     }
     fs::write(dir.join("results.csv"), csv)?;
 
+    let (md, charts) = markdown(title, env, rows, ceiling);
+    for (name, chart) in charts {
+        fs::write(dir.join(name), chart)?;
+    }
+    fs::write(dir.join("report.md"), md)?;
+    Ok(())
+}
+
+/// The Markdown report of `rows` and its charts (file name, SVG).
+fn markdown(
+    title: &str,
+    env: &str,
+    rows: &[Row],
+    ceiling: Option<&Ceiling>,
+) -> (String, Vec<(String, String)>) {
     let mut md = format!(
         "# {title}\n\n{env}\n\nMedians over the repetitions; runs alternate tools. `ratio` = tool's median wall / arsync's (in a sweep: the defaults') median wall in the same run (> 1: arsync, or the defaults, faster). Verdict: what the copy lost (`OK` = nothing).\n"
     );
+    let mut charts = Vec::new();
     let mut groups: BTreeMap<(String, String), Vec<&Row>> = BTreeMap::new();
     for r in rows {
         groups
@@ -137,6 +171,11 @@ pub fn write(dir: &Path, title: &str, env: &str, rows: &[Row]) -> Result<()> {
             let min = walls.iter().cloned().fold(f64::INFINITY, f64::min);
             let max = walls.iter().cloned().fold(0.0, f64::max);
             let cpu = median(v.iter().map(|r| r.user_s + r.sys_s).collect());
+            let per = |of: fn(&Row) -> f64| {
+                median(v.iter().map(|r| (r.user_s + r.sys_s) / of(r)).collect())
+            };
+            let per_k_files = per(|r| r.files as f64 / 1000.0);
+            let per_gb = per(|r| r.bytes as f64 / 1e9);
             let rss = median(v.iter().map(|r| r.peak_rss_kib as f64 / 1024.0).collect());
             let fps = median(v.iter().map(|r| r.files_per_s).collect());
             let mbs = median(v.iter().map(|r| r.mb_per_s).collect());
@@ -157,7 +196,9 @@ pub fn write(dir: &Path, title: &str, env: &str, rows: &[Row]) -> Result<()> {
             lines.push((
                 med,
                 format!(
-                    "| {tool} | {min:.3} / {med:.3} / {max:.3} | {ratio} | {cpu:.2} | {rss:.1} | {fps:.0} | {mbs:.0} | {} | {} | {verdict} |",
+                    "| {tool} | {min:.3} / {med:.3} / {max:.3} | {ratio} | {cpu:.2} | {} | {} | {rss:.1} | {fps:.0} | {mbs:.0} | {} | {} | {verdict} |",
+                    figure(per_k_files),
+                    figure(per_gb),
                     if steals.is_empty() { "-".into() } else { format!("{:.0}", median(steals)) },
                     codes.join(",")
                 ),
@@ -167,27 +208,96 @@ pub fn write(dir: &Path, title: &str, env: &str, rows: &[Row]) -> Result<()> {
         let (files, bytes) = rs.first().map(|r| (r.files, r.bytes)).unwrap_or_default();
         let _ = write!(
             md,
-            "\n## {dataset}, {cache} cache ({files} files, {:.1} MB)\n\n![{dataset} {cache}]({dataset}-{cache}.svg)\n\n| tool | wall s min / med / max | ratio | CPU s | RSS MiB | files/s | MB/s | steals | exit | verdict |\n|---|---|---|---|---|---|---|---|---|---|\n",
+            "\n## {dataset}, {cache} cache ({files} files, {:.1} MB)\n\n![{dataset} {cache}]({dataset}-{cache}.svg)\n\n| tool | wall s min / med / max | ratio | CPU s | CPU s / 1k files | CPU s / GB | RSS MiB | files/s | MB/s | steals | exit | verdict |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
             bytes as f64 / 1e6
         );
         for (_, l) in &lines {
             md.push_str(l);
             md.push('\n');
         }
+        if let (Some(c), "cold") = (ceiling, cache.as_str()) {
+            let best = bytes as f64 / 1e6 / c.mb_per_s;
+            let _ = write!(
+                md,
+                "\nRead ceiling of the storage: {:.0} MB/s ({}; `{}`): these {:.1} MB in {best:.3} s at best.",
+                c.mb_per_s,
+                c.probe,
+                c.from,
+                bytes as f64 / 1e6
+            );
+            if let Some(a) = arsync_med {
+                let _ = write!(
+                    md,
+                    " The median {} copy ran at {:.0} MB/s, {:.0}% of it.",
+                    if by_tool.contains_key("arsync") {
+                        "arsync"
+                    } else {
+                        "defaults"
+                    },
+                    bytes as f64 / 1e6 / a,
+                    100.0 * best / a
+                );
+            }
+            md.push('\n');
+        }
         let bars: Vec<(String, f64)> = by_tool
             .iter()
             .map(|(t, v)| (t.clone(), median(v.iter().map(|r| r.wall_s).collect())))
             .collect();
-        fs::write(
-            dir.join(format!("{dataset}-{cache}.svg")),
+        charts.push((
+            format!("{dataset}-{cache}.svg"),
             svg(
                 &format!("{dataset}, {cache} cache: median wall time (s)"),
                 &bars,
             ),
-        )?;
+        ));
+    }
+    (md, charts)
+}
+
+/// `x` to three significant figures (at least), or `-` where it has no meaning (no files, no
+/// bytes).
+fn figure(x: f64) -> String {
+    if !x.is_finite() {
+        return "-".into();
+    }
+    let places = if x == 0.0 {
+        0
+    } else {
+        (2 - x.abs().log10().floor() as i32).max(0) as usize
+    };
+    format!("{x:.places$}")
+}
+
+/// Write the report of the run in `dir` again from its `results.json`, keeping the title and
+/// machine line of the report there (`arsync-bench report`): a run taken before a column was
+/// added, or before the storage's ceiling was measured, gets them without being run again.
+pub fn rewrite(dir: &Path, ceiling: Option<&Ceiling>) -> Result<()> {
+    let rows: Vec<Row> = serde_json::from_slice(&fs::read(dir.join("results.json"))?)?;
+    let old = fs::read_to_string(dir.join("report.md")).unwrap_or_default();
+    let (title, env) = heading(&old);
+    let (md, charts) = markdown(&title, &env, &rows, ceiling);
+    for (name, chart) in charts {
+        fs::write(dir.join(name), chart)?;
     }
     fs::write(dir.join("report.md"), md)?;
     Ok(())
+}
+
+/// The title and the machine line of a report written by [`write`] (its first and third lines).
+fn heading(report: &str) -> (String, String) {
+    let mut lines = report.lines();
+    let title = lines
+        .next()
+        .and_then(|l| l.strip_prefix("# "))
+        .unwrap_or("arsync against its peers")
+        .to_string();
+    let env = lines
+        .find(|l| !l.trim().is_empty())
+        .filter(|l| !l.starts_with("Medians over"))
+        .unwrap_or("Machine: not recorded.")
+        .to_string();
+    (title, env)
 }
 
 /// A horizontal bar chart, arsync highlighted.
@@ -221,4 +331,131 @@ fn svg(title: &str, bars: &[(String, f64)]) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(
+        cache: &str,
+        tool: &str,
+        rep: usize,
+        wall: f64,
+        cpu: f64,
+        files: u64,
+        bytes: u64,
+    ) -> Row {
+        Row {
+            dataset: "set".into(),
+            cache: cache.into(),
+            tool: tool.into(),
+            rep,
+            wall_s: wall,
+            user_s: cpu / 4.0,
+            sys_s: cpu * 3.0 / 4.0,
+            peak_rss_kib: 2048,
+            exit: 0,
+            files,
+            bytes,
+            files_per_s: files as f64 / wall,
+            mb_per_s: bytes as f64 / 1e6 / wall,
+            steals: None,
+            threads: None,
+            verdict: String::new(),
+        }
+    }
+
+    /// The table line of `tool` in the section of `cache`.
+    fn line<'a>(md: &'a str, cache: &str, tool: &str) -> &'a str {
+        let section = md
+            .split("\n## ")
+            .find(|s| s.starts_with(&format!("set, {cache} cache")))
+            .unwrap();
+        section
+            .lines()
+            .find(|l| l.starts_with(&format!("| {tool} |")))
+            .unwrap()
+    }
+
+    /// CPU per 1,000 files and per GB are the medians of each run's CPU over its files and
+    /// bytes; a cold table carries the ceiling line with the arsync median's share of it, a warm
+    /// one does not; a set without bytes gets `-`; `rewrite` keeps the report's title and
+    /// machine line and adds the ceiling.
+    #[test]
+    fn cpu_per_files_and_bytes_and_the_ceiling() {
+        // 20,000 files, 2 GB: arsync CPU 0.4, 0.5, 0.6 s over walls 0.8, 1.0, 1.2 s.
+        let (files, bytes) = (20_000, 2_000_000_000);
+        let mut rows = Vec::new();
+        for (rep, (wall, cpu)) in [(0.8, 0.4), (1.0, 0.5), (1.2, 0.6)].into_iter().enumerate() {
+            rows.push(row("cold", "arsync", rep, wall, cpu, files, bytes));
+            rows.push(row(
+                "cold",
+                "cp-a",
+                rep,
+                wall * 2.0,
+                cpu * 3.0,
+                files,
+                bytes,
+            ));
+            rows.push(row("warm", "arsync", rep, wall / 4.0, cpu, files, 0));
+        }
+        let ceiling = Ceiling {
+            mb_per_s: 2500.0,
+            probe: "buffered, 8 stream(s)".into(),
+            from: "c.json".into(),
+        };
+        let (md, charts) = markdown("T", "Machine: M.", &rows, Some(&ceiling));
+        assert_eq!(
+            line(&md, "cold", "arsync"),
+            "| arsync | 0.800 / 1.000 / 1.200 | 1.00 | 0.50 | 0.0250 | 0.250 | 2.0 | 20000 | 2000 | - | 0,0,0 |  |"
+        );
+        assert_eq!(
+            line(&md, "cold", "cp-a"),
+            "| cp-a | 1.600 / 2.000 / 2.400 | 2.00 | 1.50 | 0.0750 | 0.750 | 2.0 | 10000 | 1000 | - | 0,0,0 |  |"
+        );
+        // No bytes: no CPU per GB.
+        assert!(line(&md, "warm", "arsync").contains("| 0.50 | 0.0250 | - |"));
+        // 2 GB at 2,500 MB/s is 0.8 s; arsync's 1.0 s is 2,000 MB/s, 80% of it.
+        assert!(md.contains(
+            "Read ceiling of the storage: 2500 MB/s (buffered, 8 stream(s); `c.json`): these 2000.0 MB in 0.800 s at best. The median arsync copy ran at 2000 MB/s, 80% of it."
+        ));
+        assert_eq!(md.matches("Read ceiling").count(), 1, "{md}");
+        assert_eq!(charts.len(), 2);
+
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "Title of the run",
+            "Machine: the one.",
+            &rows,
+            None,
+        )
+        .unwrap();
+        let before = fs::read_to_string(dir.path().join("report.md")).unwrap();
+        assert!(!before.contains("Read ceiling"));
+        rewrite(dir.path(), Some(&ceiling)).unwrap();
+        let after = fs::read_to_string(dir.path().join("report.md")).unwrap();
+        assert!(after.starts_with("# Title of the run\n\nMachine: the one.\n"));
+        assert!(after.contains("80% of it."));
+        let text = |md: &str| -> Vec<String> {
+            md.lines()
+                .filter(|l| !l.is_empty() && !l.starts_with("Read ceiling"))
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(text(&after), text(&before));
+    }
+
+    #[test]
+    fn figures_keep_three_significant_digits() {
+        assert_eq!(figure(219.73), "220");
+        assert_eq!(figure(65.27), "65.3");
+        assert_eq!(figure(6.527), "6.53");
+        assert_eq!(figure(0.01234), "0.0123");
+        assert_eq!(figure(0.25), "0.250");
+        assert_eq!(figure(0.0), "0");
+        assert_eq!(figure(f64::INFINITY), "-");
+        assert_eq!(figure(f64::NAN), "-");
+    }
 }

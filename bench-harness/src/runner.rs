@@ -641,6 +641,23 @@ impl Dests {
         Ok(())
     }
 
+    /// A copy of `entries` entries in `path` (from [`Dests::next`]) has been timed and checked.
+    /// A copy of fewer than [`FEW_ENTRIES`] entries (a `large` or `sparse` set: a few big files)
+    /// is deleted now, outside any timed run: a handful of freed inodes does not slow later
+    /// creates, and keeping every such copy filled this disk to 98% over a full run (every tool
+    /// slower on it). Copies of many entries are kept until a bulk delete, as before. Returns
+    /// whether the copy was deleted.
+    pub fn done(&mut self, path: &Path, entries: u64) -> bool {
+        if entries >= FEW_ENTRIES {
+            return false;
+        }
+        make_writable(path);
+        let _ = fs::remove_dir_all(path).or_else(|_| fs::remove_file(path));
+        self.made.retain(|p| p != path);
+        self.cached.retain(|p| p != path);
+        true
+    }
+
     /// A fresh, non-existing destination path.
     pub fn next(&mut self, label: &str) -> PathBuf {
         let mut n = self.made.len();
@@ -977,5 +994,32 @@ mod tests {
         assert!(!a.exists() && !b.exists());
         // What it did not make it leaves to the next run's start.
         assert!(root.join("deep-arsync-warm-1").exists());
+    }
+
+    /// A few-entry copy is deleted right after its run, without recording a bulk delete (no
+    /// wait follows); a copy of many entries is kept for the next bulk delete.
+    #[test]
+    fn few_entry_copies_go_at_once_and_many_entry_copies_stay() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join(".bench-dst");
+        let marker = tmp.path().join("marker");
+        let mut d = Dests::with_marker(root.clone(), Duration::ZERO, marker.clone()).unwrap();
+        let big = d.next("large-cp-a-warm");
+        fs::create_dir_all(big.join("sub")).unwrap();
+        fs::write(big.join("sub/f"), vec![7u8; 1 << 16]).unwrap();
+        // A read-only directory inside, as `cp -a` copies one.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(big.join("sub"), fs::Permissions::from_mode(0o555)).unwrap();
+        let many = d.next("small-cp-a-warm");
+        fs::create_dir_all(&many).unwrap();
+        assert!(d.done(&big, 3));
+        assert!(!big.exists(), "deleted at once");
+        assert!(!marker.exists(), "no bulk delete recorded, so no wait");
+        assert!(!d.done(&many, FEW_ENTRIES));
+        assert!(many.exists(), "kept for the bulk delete");
+        assert_eq!(d.made, vec![many.clone()]);
+        assert_eq!(d.cached, vec![many.clone()]);
+        d.delete_all();
+        assert!(!many.exists());
     }
 }
