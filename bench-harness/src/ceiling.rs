@@ -172,6 +172,87 @@ pub fn read_all(
     Ok((total.load(Ordering::Relaxed), start.elapsed()))
 }
 
+/// Read a whole tree the way the least a copier must do on the source side: `threads` threads
+/// take directories from one shared stack, list each (`d_type`, no `stat`), push its
+/// subdirectories and read each regular file to its end through the page cache, `block` bytes
+/// per `read`; symlinks and special files are skipped. Returns the bytes read. The same-run
+/// floor of a copy: `compare --read-probe N` times it beside the tools (`arsync-bench
+/// read-tree`), from the same cache state, so that a copy's time is set against what reading
+/// its source alone costs on the storage at that moment, which a `ceiling` measured at another
+/// time cannot say on a host this noisy.
+pub fn read_tree(root: &Path, threads: usize, block: usize) -> io::Result<u64> {
+    use std::io::Read;
+    use std::sync::{Condvar, Mutex};
+    // The directories still to list, and how many threads are listing one right now (the walk
+    // is over when the stack is empty and nobody is listing).
+    let work = Mutex::new((vec![root.to_path_buf()], 0usize));
+    let wake = Condvar::new();
+    let total = AtomicU64::new(0);
+    let failed: Mutex<Option<io::Error>> = Mutex::new(None);
+    let one = |dir: &Path, buf: &mut [u8]| -> io::Result<Vec<PathBuf>> {
+        let mut subdirs = Vec::new();
+        for e in fs::read_dir(dir)? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                subdirs.push(e.path());
+            } else if t.is_file() {
+                let mut f = File::open(e.path())?;
+                loop {
+                    let n = f.read(buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    total.fetch_add(n as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(subdirs)
+    };
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                let mut buf = vec![0u8; block.max(1)];
+                loop {
+                    let dir = {
+                        let mut w = work.lock().unwrap();
+                        loop {
+                            if let Some(d) = w.0.pop() {
+                                w.1 += 1;
+                                break Some(d);
+                            }
+                            if w.1 == 0 {
+                                break None;
+                            }
+                            w = wake.wait(w).unwrap();
+                        }
+                    };
+                    let Some(dir) = dir else {
+                        wake.notify_all();
+                        return;
+                    };
+                    let found = one(&dir, &mut buf);
+                    let mut w = work.lock().unwrap();
+                    w.1 -= 1;
+                    match found {
+                        Ok(subdirs) => w.0.extend(subdirs),
+                        Err(e) => {
+                            // Stop the walk: nothing more is handed out.
+                            w.0.clear();
+                            failed.lock().unwrap().get_or_insert(e);
+                        }
+                    }
+                    wake.notify_all();
+                }
+            });
+        }
+    });
+    match failed.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(total.load(Ordering::Relaxed)),
+    }
+}
+
 /// `1M`, `256K`, `4096`: a size in bytes.
 pub fn parse_size(s: &str) -> Result<usize> {
     let (num, mult) = match s.as_bytes().last() {
@@ -457,5 +538,29 @@ mod tests {
         fs::write(&saved, "{\"rows\": 1}").unwrap();
         let e = format!("{:#}", load(&saved).unwrap_err());
         assert!(e.contains("not a ceiling.json"), "{e}");
+    }
+
+    /// The tree read reads every byte of every regular file once, whatever the thread count, and
+    /// nothing of symlinks; a directory it cannot list is an error, not a short count.
+    #[test]
+    fn the_tree_read_reads_every_file_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut want = 0u64;
+        for d in 0..6 {
+            let sub = dir.path().join(format!("d{d}/e{}", d % 2));
+            fs::create_dir_all(&sub).unwrap();
+            for (k, size) in [0usize, 1, 4095, 70_001].into_iter().enumerate() {
+                fs::write(sub.join(format!("f{k}")), vec![d as u8; size + d]).unwrap();
+                want += (size + d) as u64;
+            }
+        }
+        std::os::unix::fs::symlink("d0/e0/f3", dir.path().join("link")).unwrap();
+        fs::create_dir(dir.path().join("empty")).unwrap();
+        for threads in [1, 3, 8] {
+            for block in [4096, 65536] {
+                assert_eq!(read_tree(dir.path(), threads, block).unwrap(), want);
+            }
+        }
+        assert!(read_tree(&dir.path().join("missing"), 2, 4096).is_err());
     }
 }

@@ -242,6 +242,11 @@ fn compare(a: &Args) -> Result<()> {
         let keep: Vec<&str> = only.split(',').collect();
         tools.retain(|t| keep.contains(&t.name.as_str()));
     }
+    if let Some(n) = a.opt("--read-probe") {
+        let threads: usize = n.parse().with_context(|| format!("--read-probe {n}"))?;
+        anyhow::ensure!(threads >= 1, "--read-probe wants at least 1 thread");
+        tools.push(runner::read_probe(threads)?);
+    }
     let out =
         PathBuf::from(a.opt("--out").unwrap_or_else(|| "perf/runs".into())).join(today_host());
     let plan = Plan {
@@ -323,7 +328,9 @@ fn alternate(
                     runner::prepare(cache, &src, &mut dests, bytes)?;
                     let dst = dests.next(&format!("{name}-{}-{cache}", tool.name));
                     let s = runner::measure(&mut runner::command(tool, &src, &dst))?;
-                    let verdict = if rep == 0 && cache == &caches[0] {
+                    let verdict = if tool.name == runner::READ_TREE {
+                        "read only".to_string()
+                    } else if rep == 0 && cache == &caches[0] {
                         verify::verdict(&src, &dst).unwrap_or_else(|e| format!("unverified: {e}"))
                     } else {
                         String::new()
@@ -857,7 +864,8 @@ fn usage() -> ! {
         "usage:\n  arsync-bench gen KIND|all DIR [--scale S] [--seed N]      (kinds: {})\n  \
          arsync-bench compare --data DIR --arsync BIN [--datasets small,mixed] [--cache warm,cold] [--reps N]\n      \
          [--arsync-args \"-a\"] [--arsync-args-for \"mixed:-aHAX;sparse:-aS\"] [--tools arsync,cp-a,rsync-a,cpz,xcp,fcp] [--peers-bin DIR] [--install-peers DIR] [--out DIR] [--wait S]\n      \
-         [--ceiling perf/runs/.../ceiling.json]   (cold tables: the copy's rate against the storage's read ceiling)\n  \
+         [--ceiling perf/runs/.../ceiling.json]   (cold tables: the copy's rate against the storage's read ceiling)\n      \
+         [--read-probe N]   (a pseudo-tool `read-tree` in the rotation: the source read alone by N threads)\n  \
          arsync-bench report RUN_DIR [--ceiling FILE]   (write RUN_DIR/report.md again from its results.json)\n  \
          arsync-bench threads --data DIR --arsync BIN [--dataset small] [--max 8] [--reps 3]\n  \
          arsync-bench ranks --data DIR --arsync BIN_WITH_MPI [--dataset small] [--max 4] [--reps 3]\n  \
@@ -982,6 +990,20 @@ fn main() -> Result<()> {
                 &out,
                 &format!("{machine} ({device}).{damon}"),
             )
+        }
+        "read-tree" => {
+            // `read-tree THREADS SRC DEST` (DEST ignored), as `compare --read-probe` runs it.
+            let (Some(threads), Some(src)) = (args.0.get(1), args.0.get(2)) else {
+                usage()
+            };
+            let threads: usize = threads
+                .to_string_lossy()
+                .parse()
+                .context("read-tree THREADS")?;
+            let bytes = ceiling::read_tree(Path::new(src), threads, 1 << 20)
+                .with_context(|| format!("reading {}", Path::new(src).display()))?;
+            eprintln!("[arsync-bench] read-tree: {bytes} bytes");
+            Ok(())
         }
         "measure-child" => {
             let Some(program) = args.0.get(1) else {

@@ -215,6 +215,25 @@ fn markdown(
             md.push_str(l);
             md.push('\n');
         }
+        if let (Some(read), Some(a)) = (
+            by_tool
+                .get(crate::runner::READ_TREE)
+                .map(|v| median(v.iter().map(|r| r.wall_s).collect())),
+            arsync_med,
+        ) {
+            let _ = write!(
+                md,
+                "\nThe source read alone in the same run (`{}`, every byte once, no copy): {read:.3} s, {:.0} MB/s; the median {} copy took {:.2}× that.\n",
+                crate::runner::READ_TREE,
+                bytes as f64 / 1e6 / read,
+                if by_tool.contains_key("arsync") {
+                    "arsync"
+                } else {
+                    "defaults"
+                },
+                a / read
+            );
+        }
         if let (Some(c), "cold") = (ceiling, cache.as_str()) {
             let best = bytes as f64 / 1e6 / c.mb_per_s;
             let _ = write!(
@@ -399,6 +418,15 @@ mod tests {
                 bytes,
             ));
             rows.push(row("warm", "arsync", rep, wall / 4.0, cpu, files, 0));
+            rows.push(row(
+                "cold",
+                "read-tree",
+                rep,
+                wall / 2.0,
+                cpu / 2.0,
+                files,
+                bytes,
+            ));
         }
         let ceiling = Ceiling {
             mb_per_s: 2500.0,
@@ -421,6 +449,11 @@ mod tests {
             "Read ceiling of the storage: 2500 MB/s (buffered, 8 stream(s); `c.json`): these 2000.0 MB in 0.800 s at best. The median arsync copy ran at 2000 MB/s, 80% of it."
         ));
         assert_eq!(md.matches("Read ceiling").count(), 1, "{md}");
+        // The same-run read of the source: 0.5 s, 4,000 MB/s; arsync took twice that.
+        assert!(md.contains(
+            "The source read alone in the same run (`read-tree`, every byte once, no copy): 0.500 s, 4000 MB/s; the median arsync copy took 2.00× that."
+        ), "{md}");
+        assert_eq!(md.matches("read alone").count(), 1, "cold only: {md}");
         assert_eq!(charts.len(), 2);
 
         let dir = tempfile::tempdir().unwrap();

@@ -40,6 +40,21 @@ fn find(program: &str, extra: &[PathBuf]) -> Option<PathBuf> {
     })
 }
 
+/// The name of the pseudo-tool that only reads the source (`compare --read-probe N`): it makes
+/// no copy, so it gets no check.
+pub const READ_TREE: &str = "read-tree";
+
+/// The source read alone by `threads` threads ([`crate::ceiling::read_tree`], run as
+/// `arsync-bench read-tree THREADS SRC DEST`, DEST ignored), timed like a tool.
+pub fn read_probe(threads: usize) -> Result<Tool> {
+    Ok(Tool {
+        name: READ_TREE.into(),
+        program: std::env::current_exe().context("current_exe")?,
+        args: vec!["read-tree".into(), threads.to_string()],
+        slash: false,
+    })
+}
+
 /// arsync plus every peer found on PATH or in `peers_bin`.
 pub fn tools(arsync: &Path, arsync_args: &[String], peers_bin: &[PathBuf]) -> Vec<Tool> {
     let mut v = vec![Tool {
