@@ -304,7 +304,7 @@ pub fn best(samples: &[Sample]) -> Option<(f64, Probe)> {
     best
 }
 
-/// The ceiling of a `ceiling.json` written by [`bench`], for the cold tables of a `compare`
+/// The ceiling of a `ceiling.json` written by [`bench()`], for the cold tables of a `compare`
 /// report (`--ceiling FILE`).
 pub fn load(path: &Path) -> Result<crate::report::Ceiling> {
     let samples: Vec<Sample> = serde_json::from_slice(

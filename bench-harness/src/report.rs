@@ -295,7 +295,7 @@ pub fn rewrite(dir: &Path, ceiling: Option<&Ceiling>) -> Result<()> {
     Ok(())
 }
 
-/// The title and the machine line of a report written by [`write`] (its first and third lines).
+/// The title and the machine line of a report written by [`write()`] (its first and third lines).
 fn heading(report: &str) -> (String, String) {
     let mut lines = report.lines();
     let title = lines
