@@ -512,6 +512,39 @@ pub fn free_bytes(p: &Path) -> u64 {
 
 const STATE: &str = "/var/tmp/.arsync-bench-last-bulk-delete";
 
+/// Inodes freed on the destinations' file system between two harness runs, above which the
+/// next run takes it that someone deleted a tree outside it and waits out the slow-create window.
+const OUTSIDE_DELETES: u64 = 10_000;
+
+/// The device and free-inode count of the file system holding `p`.
+fn free_inodes(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let dev = fs::metadata(p).ok()?.dev();
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs writes a statvfs struct; a zeroed one is a valid value of it.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a live, writable statvfs.
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then_some((dev, st.f_ffree as u64))
+}
+
+/// The record of the free-inode count a run leaves beside the bulk-delete marker.
+fn inode_record(marker: &Path) -> PathBuf {
+    let mut p = marker.as_os_str().to_owned();
+    p.push(".inodes");
+    PathBuf::from(p)
+}
+
+/// How many more inodes are free on `root`'s file system than when the last run ended (as
+/// `record` says: `DEV FREE`); `None` with no record, or one of another file system.
+fn freed_since(record: &Path, root: &Path) -> Option<u64> {
+    let text = fs::read_to_string(record).ok()?;
+    let mut f = text.split_whitespace().map(|w| w.parse::<u64>().ok());
+    let (dev, then) = (f.next()??, f.next()??);
+    let (dev_now, now) = free_inodes(root)?;
+    (dev == dev_now).then(|| now.saturating_sub(then))
+}
+
 /// Destinations of fewer entries than this are deleted without the slow-create wait.
 const FEW_ENTRIES: u64 = 1000;
 
@@ -545,6 +578,7 @@ impl Dests {
     /// [`Dests::new`] recording bulk deletes in `marker`.
     fn with_marker(root: PathBuf, wait: Duration, marker: PathBuf) -> Result<Self> {
         fs::create_dir_all(&root)?;
+        let record = inode_record(&marker);
         let lock = match try_lock_dests(&root)? {
             Some(f) => f,
             None => {
@@ -559,6 +593,17 @@ impl Dests {
                 f
             }
         };
+        // A delete made outside the harness (by hand, a build, a test suite) puts the next
+        // creates in ext4's slow window as much as the harness's own (session 28's first `small`
+        // rows): more inodes free now than when the last run ended means one happened. When is
+        // not known, so the whole window is waited from now. (A delete that creates made up
+        // for in the meantime goes unseen.)
+        if let Some(n) = freed_since(&record, &root).filter(|&n| n >= OUTSIDE_DELETES) {
+            eprintln!(
+                "[arsync-bench] {n} more inodes are free on this file system than when the last arsync-bench run ended (a delete made outside it): waiting as after a bulk delete (--wait 0 does not)"
+            );
+            fs::write(&marker, b"")?;
+        }
         let left: Vec<PathBuf> = fs::read_dir(&root)?
             .map(|e| e.map(|e| e.path()))
             .collect::<std::io::Result<_>>()?;
@@ -728,6 +773,15 @@ impl Dests {
             let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
         }
         let _ = fs::write(&self.marker, b"");
+    }
+}
+
+impl Drop for Dests {
+    /// Leave the file system's free-inode count for the next run (see [`freed_since`]).
+    fn drop(&mut self) {
+        if let Some((dev, free)) = free_inodes(&self.root) {
+            let _ = fs::write(inode_record(&self.marker), format!("{dev} {free}\n"));
+        }
     }
 }
 
@@ -1036,5 +1090,81 @@ mod tests {
         assert_eq!(d.cached, vec![many.clone()]);
         d.delete_all();
         assert!(!many.exists());
+    }
+
+    /// Many inodes freed between two runs by someone else make the next run wait as after its
+    /// own bulk delete; a run's own deletes, few outside ones, and no record do not. On a
+    /// private tmpfs (root; skipped with the reason otherwise), so that nothing else frees or
+    /// takes inodes there meanwhile.
+    #[test]
+    fn a_delete_made_outside_the_harness_is_waited_out() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!(
+                "SKIP a_delete_made_outside_the_harness_is_waited_out: mounting a tmpfs needs root"
+            );
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let mnt = tmp.path().join("fs");
+        fs::create_dir(&mnt).unwrap();
+        let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
+        ok(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m,nr_inodes=100000", "none"])
+            .arg(&mnt));
+        // Unmounted however the test ends.
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let _unmount = Unmount(mnt.clone());
+        let root = mnt.join(".bench-dst");
+        let marker = mnt.join("marker");
+        let stamp = |m: &Path| fs::metadata(m).and_then(|m| m.modified()).ok();
+        let outside = mnt.join("outside");
+        let make = |n: u64| {
+            fs::create_dir_all(&outside).unwrap();
+            for i in 0..n {
+                fs::write(outside.join(i.to_string()), b"").unwrap();
+            }
+        };
+        // No record yet: no wait, and the run leaves one.
+        make(OUTSIDE_DELETES + 100);
+        drop(Dests::with_marker(root.clone(), Duration::ZERO, marker.clone()).unwrap());
+        assert!(stamp(&marker).is_none(), "no record, no wait");
+        assert!(inode_record(&marker).exists());
+        // A run's own destinations, however many, are not someone else's delete.
+        let mut d = Dests::with_marker(root.clone(), Duration::ZERO, marker.clone()).unwrap();
+        let own = d.next("small-arsync-warm");
+        fs::create_dir_all(&own).unwrap();
+        for i in 0..OUTSIDE_DELETES + 100 {
+            fs::write(own.join(i.to_string()), b"").unwrap();
+        }
+        d.delete_all();
+        let after_own = stamp(&marker).expect("its own bulk delete is recorded");
+        drop(d);
+        drop(Dests::with_marker(root.clone(), Duration::ZERO, marker.clone()).unwrap());
+        assert_eq!(
+            stamp(&marker),
+            Some(after_own),
+            "its own delete is not counted again"
+        );
+        // Someone deletes a tree between two runs: the next run restarts the window.
+        fs::remove_dir_all(&outside).unwrap();
+        let _ = fs::remove_file(&marker);
+        drop(Dests::with_marker(root.clone(), Duration::ZERO, marker.clone()).unwrap());
+        assert!(
+            stamp(&marker).is_some(),
+            "the outside delete restarts the window"
+        );
+        // Fewer than the threshold: nothing.
+        let _ = fs::remove_file(&marker);
+        make(OUTSIDE_DELETES / 2);
+        drop(Dests::with_marker(root.clone(), Duration::ZERO, marker.clone()).unwrap());
+        fs::remove_dir_all(&outside).unwrap();
+        drop(Dests::with_marker(root.clone(), Duration::ZERO, marker.clone()).unwrap());
+        assert!(stamp(&marker).is_none(), "a small delete is not waited for");
     }
 }
