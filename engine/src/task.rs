@@ -492,7 +492,7 @@ fn unchanged_item(
 }
 
 /// Whether the filter rules keep `name` (of type `ft`) in `node` out of the transfer; `abs`
-/// gives its absolute path (for rules with the `/` modifier: [`filter::Filters::excludes_at`]).
+/// gives its absolute path (for rules with the `/` modifier: [`crate::filter::Filters::excludes_at`]).
 fn filtered(
     core: &Core,
     rel: sync::Rel<'_>,
