@@ -40,8 +40,9 @@ echo "== cargo clippy (warnings are errors; default build, and with the test-onl
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo clippy --workspace --all-targets --release --features "$features" -- -D warnings
 
-echo "== cargo doc (warnings are errors)"
+echo "== cargo doc (warnings are errors; public items, then every item, so that private links resolve too)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --features "$features"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet --features "$features" --document-private-items
 
 echo "== cargo test"
 log=$(mktemp)
