@@ -15,6 +15,10 @@
 //!
 //! The ceiling is the best median over the probes. The probes are alternated across
 //! repetitions (the first probe of each repetition rotates), as `compare` alternates tools.
+//!
+//! Also here: [`load`], the ceiling of a saved `ceiling.json` for `compare --ceiling`, and
+//! [`read_tree`], a whole tree read by several threads with no file list made beforehand, which
+//! `compare --read-probe` times in the same run as the copies.
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};

@@ -3,7 +3,7 @@
 //! * `gen KIND|all DIR [--scale S] [--seed N]`: reproducible datasets (`datasets` module).
 //! * `compare --data DIR [--datasets a,b] [--cache warm,cold] [--reps N] --arsync BIN
 //!   [--arsync-args "-a"] [--tools arsync,cp-a,...] [--peers-bin DIR] [--install-peers DIR]
-//!   [--out DIR] [--wait S]`: copies each dataset with arsync and every peer found, alternating
+//!   [--out DIR] [--wait S] [--ceiling FILE] [--read-probe N]`: copies each dataset with arsync and every peer found, alternating
 //!   tools in each repetition, warm (earlier destinations taken out of the cache, source re-read)
 //!   and cold (page cache dropped), each run
 //!   into a fresh destination on the same file system after the same memory preparation; checks
@@ -29,6 +29,10 @@
 //!   [--reps R]`: the disk's read ceiling under a data set (`ceiling` module): every byte read
 //!   cold with `O_DIRECT` at several queue depths and through the page cache on several
 //!   streams; the best median is what a cold copy is measured against.
+//! * `report RUN_DIR [--ceiling FILE]`: a run's `report.md` written again from its
+//!   `results.json` (`report` module), e.g. with a ceiling measured later.
+//! * `read-tree THREADS SRC DEST`: the source read alone (`ceiling::read_tree`), what `compare
+//!   --read-probe N` times beside the tools (DEST ignored).
 //! * `run --arsync BIN --src DIR [--reps N] [-- ARGS]`: quick repeated runs of arsync alone with
 //!   wall, CPU and peak RSS (used for the memory-bound check).
 //!

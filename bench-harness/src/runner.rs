@@ -495,19 +495,19 @@ fn try_lock_dests(root: &Path) -> std::io::Result<Option<fs::File>> {
     }
 }
 
-/// Free bytes on the file system holding `p`.
-pub fn free_bytes(p: &Path) -> u64 {
+/// `statvfs` of the file system holding `p` (`None` if it fails).
+fn statvfs(p: &Path) -> Option<libc::statvfs> {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
-        return 0;
-    };
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
     // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return 0;
-    }
-    st.f_bavail as u64 * st.f_frsize as u64
+    // SAFETY: `c` is a NUL-terminated path and `st` a live, writable statvfs.
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then_some(st)
+}
+
+/// Free bytes on the file system holding `p` (0 if it cannot be asked).
+pub fn free_bytes(p: &Path) -> u64 {
+    statvfs(p).map_or(0, |st| st.f_bavail * st.f_frsize)
 }
 
 const STATE: &str = "/var/tmp/.arsync-bench-last-bulk-delete";
@@ -518,14 +518,9 @@ const OUTSIDE_DELETES: u64 = 10_000;
 
 /// The device and free-inode count of the file system holding `p`.
 fn free_inodes(p: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     let dev = fs::metadata(p).ok()?.dev();
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes a statvfs struct; a zeroed one is a valid value of it.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated path and `st` a live, writable statvfs.
-    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then_some((dev, st.f_ffree as u64))
+    Some((dev, statvfs(p)?.f_ffree))
 }
 
 /// The record of the free-inode count a run leaves beside the bulk-delete marker.
@@ -670,8 +665,7 @@ impl Dests {
                 few.len()
             );
             for p in &few {
-                make_writable(p);
-                let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
+                remove(p);
             }
             self.made.retain(|p| !few.contains(p));
             if free_bytes(&self.root) >= need {
@@ -711,8 +705,7 @@ impl Dests {
         if entries >= FEW_ENTRIES {
             return false;
         }
-        make_writable(path);
-        let _ = fs::remove_dir_all(path).or_else(|_| fs::remove_file(path));
+        remove(path);
         self.made.retain(|p| p != path);
         self.cached.retain(|p| p != path);
         true
@@ -769,8 +762,7 @@ impl Dests {
     pub fn delete_all(&mut self) {
         self.cached.clear();
         for p in self.made.drain(..) {
-            make_writable(&p);
-            let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+            remove(&p);
         }
         let _ = fs::write(&self.marker, b"");
     }
@@ -783,6 +775,12 @@ impl Drop for Dests {
             let _ = fs::write(inode_record(&self.marker), format!("{dev} {free}\n"));
         }
     }
+}
+
+/// Delete a destination (a tree or a single file), read-only directories in it included.
+fn remove(p: &Path) {
+    make_writable(p);
+    let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
 }
 
 fn make_writable(p: &Path) {
