@@ -2635,8 +2635,14 @@ fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
             "--groupmap=1000-1300:7",
         ],
     ];
-    for (i, flags) in cases.iter().enumerate() {
-        let mut args = vec!["-a"];
+    // Without -o/-g too: --usermap turns -o on, --groupmap -g, --chown what it names, where
+    // they stand on the command line (before, nothing changed owners without -o/-g).
+    let mut runs: Vec<(&str, Vec<&str>)> = cases.iter().map(|c| ("-a", c.clone())).collect();
+    runs.extend(cases.iter().map(|c| ("-rlpt", c.clone())));
+    runs.push(("-rlpt", vec!["--chown=bin:users", "--no-o"]));
+    runs.push(("-rlpt", vec!["--no-g", "--chown=bin:users"]));
+    for (i, (base, flags)) in runs.iter().enumerate() {
+        let mut args = vec![*base];
         args.extend(flags.iter().copied());
         let (want, got) = (
             s.path().join(format!("rsync{i}")),
@@ -2646,9 +2652,9 @@ fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
         assert_eq!(code(&w), 0, "rsync {flags:?}: {}", err(&w));
         let g = copy_contents(&args, &src, &got);
         assert_eq!(code(&g), 0, "arsync {flags:?}: {}", err(&g));
-        assert_eq!(owners(&got), owners(&want), "{flags:?}");
+        assert_eq!(owners(&got), owners(&want), "{base} {flags:?}");
         let again = copy_contents(&[&["-i"][..], &args].concat(), &src, &got);
-        assert_eq!(items(&again), BTreeSet::new(), "{flags:?} again");
+        assert_eq!(items(&again), BTreeSet::new(), "{base} {flags:?} again");
     }
     for bad in [
         &["--usermap=1000"][..],
@@ -3478,6 +3484,14 @@ fn without_perms_existing_modes_are_kept_and_executability_follows_with_e() {
         chmod(&src.join(name), mode);
         set_times(&src.join(name), 1_400_000_000, 0);
     }
+    // Directories that exist in the destination with other modes and times: the time is
+    // copied, the mode stays (a private directory was opened to 0755, and a setgid one lost
+    // its bit, whenever its time was updated).
+    for (name, mode) in [("private", 0o755), ("shared", 0o755), ("same", 0o700)] {
+        fs::create_dir(src.join(name)).unwrap();
+        chmod(&src.join(name), mode);
+        set_times(&src.join(name), 1_400_000_000, 0);
+    }
     set_times(&src, 1_400_000_000, 0);
     for flags in [
         &["-rt"][..],
@@ -3501,6 +3515,11 @@ fn without_perms_existing_modes_are_kept_and_executability_follows_with_e() {
                 chmod(&dst.join(name), mode);
                 set_times(&dst.join(name), 1_400_000_000, 0);
             }
+            for (name, mode) in [("private", 0o700), ("shared", 0o2770), ("same", 0o700)] {
+                fs::create_dir(dst.join(name)).unwrap();
+                chmod(&dst.join(name), mode);
+                set_times(&dst.join(name), 1_300_000_000, 0);
+            }
             let mut args = flags.to_vec();
             args.push("-i");
             outs.push((by_tool(tool, &args, &src, &dst), dst));
@@ -3514,7 +3533,12 @@ fn without_perms_existing_modes_are_kept_and_executability_follows_with_e() {
                 .collect()
         };
         assert_eq!(files(got), files(want), "{flags:?}");
-        assert_eq!(shape(got_dst, false), shape(want_dst, false), "{flags:?}");
+        assert_eq!(shape(got_dst, true), shape(want_dst, true), "{flags:?}");
+        if !flags.contains(&"-rtp") {
+            let mode = |n: &str| fs::metadata(got_dst.join(n)).unwrap().mode() & 0o7777;
+            assert_eq!(mode("private"), 0o700, "{flags:?}");
+            assert_eq!(mode("shared"), 0o2770, "{flags:?}");
+        }
     }
 }
 
@@ -4154,6 +4178,132 @@ fn itemize_reports_rewritten_entries_and_renamed_files_as_rsync_does() {
     }
     assert_eq!(lines[..2], lines[2..], "arsync, then rsync");
     assert_eq!(lines[1], ">f..T...... f\n");
+}
+
+/// rsync's quick check decides in one order: another size, then `-c`'s checksum, then
+/// `--size-only`, then `-I`, then the mtime; and `-I` concerns regular files only (an unchanged
+/// symlink and FIFO stay). Before: `-I` won over `--size-only` and over `-c` (files with the
+/// same data copied again).
+#[test]
+fn ignore_times_size_only_and_checksum_decide_in_rsyncs_order() {
+    if !require_rsync("ignore_times_size_only_and_checksum_decide_in_rsyncs_order") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    // other: same size, other data; same: same data; both with another mtime than the copy.
+    write(&src.join("other"), b"aaaa");
+    write(&src.join("same"), b"same");
+    symlink("target", src.join("link")).unwrap();
+    mkfifo(&src.join("fifo"));
+    age(&src, 1_500_000_000);
+    for flags in [
+        &["-a", "-I"][..],
+        &["-a", "-I", "--size-only"],
+        &["-a", "-c", "-I"],
+        &["-a", "-c", "--size-only"],
+        &["-a", "-I", "-c", "--size-only"],
+    ] {
+        let mut outs = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("{tool}{}", flags.join("")));
+            assert_eq!(code(&rsync(&["-a"], &src, &dst)), 0);
+            write(&dst.join("other"), b"bbbb");
+            set_times(&dst.join("other"), 1_400_000_000, 0);
+            set_times(&dst.join("same"), 1_400_000_000, 0);
+            let mut args = flags.to_vec();
+            args.push("-i");
+            let out = by_tool(tool, &args, &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
+            outs.push((items(&out), fs::read(dst.join("other")).unwrap(), dst));
+        }
+        let ((want, want_data, want_dst), (got, got_data, got_dst)) = (&outs[0], &outs[1]);
+        assert_eq!(got, want, "{flags:?}");
+        assert_eq!(got_data, want_data, "{flags:?}");
+        assert_eq!(shape(got_dst, true), shape(want_dst, true), "{flags:?}");
+    }
+}
+
+/// `--existing` passes over a name the destination lacks, `--ignore-existing` one it has, before
+/// anything looks at the entry's type: a symlink without `-l` or a FIFO without `--specials`
+/// says "skipping non-regular file" only where neither applies, as in rsync (before, always).
+#[test]
+fn existing_and_ignore_existing_pass_over_non_regular_entries_silently() {
+    if !require_rsync("existing_and_ignore_existing_pass_over_non_regular_entries_silently") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("file"), b"data");
+    symlink("file", src.join("here-link")).unwrap();
+    symlink("file", src.join("new-link")).unwrap();
+    mkfifo(&src.join("here-fifo"));
+    mkfifo(&src.join("new-fifo"));
+    for flags in [
+        &["-r", "--existing"][..],
+        &["-r", "--ignore-existing"],
+        &["-r"],
+        &["-r", "--existing", "--ignore-existing"],
+    ] {
+        let mut said = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("{tool}{}", flags.join("")));
+            fs::create_dir_all(&dst).unwrap();
+            write(&dst.join("here-link"), b"a file");
+            write(&dst.join("here-fifo"), b"a file");
+            let out = by_tool(tool, flags, &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
+            let mut lines: Vec<String> = text(&out).lines().map(str::to_string).collect();
+            lines.sort();
+            said.push(lines);
+        }
+        assert_eq!(said[1], said[0], "{flags:?}");
+        if flags == ["-r"] {
+            assert_eq!(
+                said[1].len(),
+                4,
+                "the notices are there without the options"
+            );
+        }
+    }
+}
+
+/// A reference directory named relative to a destination this run makes (`--link-dest=../ref`
+/// into a new `DEST`) is found and used without a warning, as rsync makes the destination
+/// before it looks; one that is missing is still warned of, in rsync's words. Before: every run
+/// into a new destination said "--link-dest arg does not exist" (and then used it).
+#[test]
+fn a_reference_beside_a_new_destination_is_used_without_a_warning() {
+    if !require_rsync("a_reference_beside_a_new_destination_is_used_without_a_warning") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("f"), b"data");
+    set_times(&src.join("f"), 1_500_000_000, 0);
+    assert_eq!(code(&rsync(&["-a"], &src, &s.path().join("ref"))), 0);
+    for (flag, warned) in [("--link-dest=../ref", false), ("--link-dest=../gone", true)] {
+        let mut said = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("into-{tool}-{warned}"));
+            let out = by_tool(tool, &["-a", flag], &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flag}: {}", err(&out));
+            let links = fs::metadata(dst.join("f")).unwrap().nlink();
+            // (Linked to the reference's file where it was found.)
+            assert_eq!(links > 1, !warned, "{tool} {flag}: {links} links");
+            said.push(err(&out).replace(&format!("into-{tool}-"), "into-"));
+        }
+        assert_eq!(said[1], said[0], "{flag}");
+        assert_eq!(
+            said[1].contains("arg does not exist"),
+            warned,
+            "{flag}: {}",
+            said[1]
+        );
+    }
 }
 
 /// Free bytes of the file system holding `p`, as an unprivileged user sees them.

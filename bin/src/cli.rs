@@ -67,6 +67,29 @@ const ARCHIVE: &[Toggle] = &[
     Toggle::Specials,
 ];
 
+/// What `--usermap`, `--groupmap` and `--chown` turn on where they stand (see [`toggles`]);
+/// not options of their own (never looked up by name).
+const IMPLY_OWNER: FlagDef = FlagDef {
+    id: "usermap",
+    short: None,
+    long: "",
+    help: "",
+    on: &[Toggle::Owner],
+    value: true,
+};
+const IMPLY_GROUP: FlagDef = FlagDef {
+    on: &[Toggle::Group],
+    ..IMPLY_OWNER
+};
+const IMPLY_BOTH: FlagDef = FlagDef {
+    on: &[Toggle::Owner, Toggle::Group],
+    ..IMPLY_OWNER
+};
+const IMPLY_NONE: FlagDef = FlagDef {
+    on: &[],
+    ..IMPLY_OWNER
+};
+
 /// Every toggling flag and its `--no-` form, in the order of rsync's help.
 const FLAGS: &[FlagDef] = &[
     FlagDef {
@@ -754,21 +777,21 @@ pub fn command() -> Command {
         Arg::new("usermap")
             .long("usermap")
             .value_name("FROM:TO,...")
-            .help("with -o (as root): give copies of files owned by FROM the owner TO; FROM is *, a uid, a range LOW-HIGH or a user name, TO a name or uid; first match wins [default: none]")
+            .help("give copies of files owned by FROM the owner TO (as root; turns -o on, as rsync); FROM is *, a uid, a range LOW-HIGH or a user name, TO a name or uid; first match wins [default: none]")
             .help_heading("Sync"),
     )
     .arg(
         Arg::new("groupmap")
             .long("groupmap")
             .value_name("FROM:TO,...")
-            .help("with -g: the same for groups [default: none]")
+            .help("the same for groups (turns -g on) [default: none]")
             .help_heading("Sync"),
     )
     .arg(
         Arg::new("chown")
             .long("chown")
             .value_name("USER:GROUP")
-            .help("with -o/-g: every copy gets this owner and/or group (either may be empty) [default: none]")
+            .help("every copy gets this owner and/or group (either may be empty; turns -o and/or -g on, as rsync) [default: none]")
             .help_heading("Sync"),
     )
     .arg(
@@ -1566,8 +1589,26 @@ fn copy_as(spec: &str) -> Result<CopyAs, ArgError> {
 
 /// Apply the toggling flags in command-line order (clap has validated the arguments already;
 /// this walk only recovers the order, which clap does not keep for repeated flags).
-fn toggles(events: &[FlagAt<'_>], cfg: &mut engine::Config, archive_recurses: bool) {
+///
+/// `--usermap` turns `-o` on and `--groupmap` `-g`, where they stand, as rsync's option parser
+/// does; `--chown=USER:GROUP` (`chown`: whether it names a user, a group) each that it names.
+/// Before, without `-o`/`-g` (`-rlpt --chown=www-data:www-data`, a common deployment line)
+/// they changed nothing.
+fn toggles(
+    events: &[FlagAt<'_>],
+    cfg: &mut engine::Config,
+    archive_recurses: bool,
+    chown: (bool, bool),
+) {
     let events = events.iter().filter_map(|e| match *e {
+        FlagAt::Long(b"usermap") => Some(&IMPLY_OWNER),
+        FlagAt::Long(b"groupmap") => Some(&IMPLY_GROUP),
+        FlagAt::Long(b"chown") => Some(match chown {
+            (true, true) => &IMPLY_BOTH,
+            (true, false) => &IMPLY_OWNER,
+            (false, true) => &IMPLY_GROUP,
+            (false, false) => &IMPLY_NONE,
+        }),
         FlagAt::Long(name) => FLAGS.iter().find(|f| {
             f.long.as_bytes() == name || short_alias(f.id).is_some_and(|s| s.as_bytes() == name)
         }),
@@ -1684,7 +1725,18 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     // (Before any path the operator names is read.)
     crate::trust::set_insecure(m.get_flag("insecure-links"));
     let mut config = engine::Config::none();
-    toggles(&events, &mut config, !m.contains_id("files-from"));
+    let chown_names =
+        m.get_one::<String>("chown")
+            .map_or((false, false), |s| match s.split_once(':') {
+                Some((u, g)) => (!u.is_empty(), !g.is_empty()),
+                None => (!s.is_empty(), false),
+            });
+    toggles(
+        &events,
+        &mut config,
+        !m.contains_id("files-from"),
+        chown_names,
+    );
     config.open_noatime = m.get_flag("open-noatime");
     config.munge_links = m.get_flag("munge-links");
     if let Some(n) = m.get_one::<usize>("threads") {
@@ -1693,10 +1745,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.pin = !m.get_flag("no-pin");
     config.one_file_system = m.get_count("one-file-system");
     config.temp_names = m.get_flag("temp-names");
-    config.quick_check = if m.get_flag("ignore-times") {
-        engine::QuickCheck::Never
-    } else if m.get_flag("size-only") {
+    // (--size-only decides over -I, as in rsync's quick check; -c over both, in the engine.)
+    config.quick_check = if m.get_flag("size-only") {
         engine::QuickCheck::SizeOnly
+    } else if m.get_flag("ignore-times") {
+        engine::QuickCheck::Never
     } else {
         engine::QuickCheck::SizeAndTime
     };

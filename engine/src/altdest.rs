@@ -74,12 +74,13 @@ pub(crate) async fn file_match(
         note(&mut best, i, Level::Exists, b);
         let same_data = b.size == st.size
             && match cfg.quick_check {
-                QuickCheck::Never => false,
+                // (rsync's order: -c, then --size-only, then -I.)
                 _ if cfg.checksum => matches!(
                     sync::same_content(core, dir.as_fd(), src, name, st.size).await,
                     Ok(true)
                 ),
                 QuickCheck::SizeOnly => true,
+                QuickCheck::Never => false,
                 QuickCheck::SizeAndTime => sync::same_mtime(b.mtime, st.mtime, cfg.modify_window),
             };
         if !same_data {

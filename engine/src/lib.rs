@@ -182,7 +182,8 @@ pub enum QuickCheck {
     SizeAndTime,
     /// `--size-only`: same size is enough.
     SizeOnly,
-    /// `-I/--ignore-times`: always copied.
+    /// `-I/--ignore-times`: a regular file is always copied (unless `-c` finds the same data);
+    /// symlinks and special files are still compared, as rsync does.
     Never,
 }
 

@@ -145,8 +145,9 @@ pub(crate) async fn judge_file(
         return Verdict::Skip;
     }
     let mut change = attr_change(shared, &d, st, false);
+    // rsync's order (`quick_check_ok`): another size, then -c's checksum, then --size-only,
+    // then -I, then the mtime; so -c decides over -I and --size-only, and --size-only over -I.
     let same = match cfg.quick_check {
-        QuickCheck::Never => false,
         _ if d.size != st.size => {
             // With -c the data counts as compared (rsync reports `c` too): it differs.
             change.checksum = cfg.checksum;
@@ -162,6 +163,7 @@ pub(crate) async fn judge_file(
             Err(_) => false,
         },
         QuickCheck::SizeOnly => true,
+        QuickCheck::Never => false,
         // The mtime counts without -t too (where it never matches once copied), as in rsync:
         // "a missing -t (or -a) will cause the next transfer to behave as if it used -I".
         QuickCheck::SizeAndTime => same_mtime(d.mtime, st.mtime, cfg.modify_window),

@@ -2681,6 +2681,15 @@ async fn entry(
                 _ => cfg.specials,
             };
             if !wanted {
+                // rsync's generator passes over a name missing here (`--existing`) or present
+                // here (`--ignore-existing`) before it looks at the type: silently, as it does a
+                // regular file.
+                if cfg.existing || cfg.ignore_existing {
+                    let present = !parent.fresh && sys::lstat_at(parent.dst_fd(), dst_name).is_ok();
+                    if (cfg.existing && !present) || (cfg.ignore_existing && present) {
+                        return Outcome::Done;
+                    }
+                }
                 skip(core, &parent.child_rel(name), SkipReason::NonRegular);
                 return Outcome::Done;
             }
@@ -5234,9 +5243,10 @@ fn judge_other(
         }
         None => d.rdev != st.rdev,
     };
-    if cfg.quick_check == crate::QuickCheck::Never || follow {
-        // Made anew every time (as before): a followed link's target has no attributes we can
-        // compare safely.
+    if follow {
+        // Made anew every time: a followed link's target has no attributes we can compare
+        // safely. (-I concerns regular files only, as rsync's quick check: a symlink or special
+        // file is judged as without it, its xattrs and ACLs included.)
         return Some((change, None));
     }
     if cfg.xattrs || cfg.acls {

@@ -745,7 +745,10 @@ pub fn apply_fd_perm(
 /// [`apply_fd`] for an entry that was already there (an existing directory whose attributes
 /// differ): its owner and group are compared with the source's as they are (`dst`, its stat),
 /// not as a fresh entry would have them, so a source that became root's (uid or gid 0, what an
-/// entry made by root already has) is followed too.
+/// entry made by root already has) is followed too. Its mode is rsync's `dest_mode`
+/// ([`MetaPolicy::dest_perm`]): without `-p` it keeps its own (a private `0700` directory whose
+/// time was updated was opened to the new-entry mode `0755` before), and it is only changed
+/// where it differs.
 pub fn apply_fd_existing(
     fd: BorrowedFd<'_>,
     dst: &Stat,
@@ -754,7 +757,8 @@ pub fn apply_fd_existing(
     xsrc: Xattrs<'_>,
 ) -> Result<Unsupported, (MetaOp, io::Error)> {
     let chown = policy.chown_existing(dst, src);
-    apply_fd_chown(fd, src, policy, chown, (policy.final_perm(src), true), xsrc)
+    let perm = policy.dest_perm(src, Some(dst.perm()));
+    apply_fd_chown(fd, src, policy, chown, (perm, perm != dst.perm()), xsrc)
 }
 
 /// Owner (`chown`: the ids to pass, `u32::MAX` = leave), xattrs/ACLs, mode and times of an open
