@@ -4306,6 +4306,193 @@ fn a_reference_beside_a_new_destination_is_used_without_a_warning() {
     }
 }
 
+/// `-R` (and `--files-from`) take the directories on the way to a named path only when the path
+/// exists, as rsync's sender adds a path's implied directories when it finds the path. Before:
+/// `-R src/a/b/c` with `src/a/b` a file copied that file and ended with 0 (rsync: `link_stat
+/// failed: Not a directory`, 23, nothing copied), and a missing `-R src/a/gone` made `src/a/`.
+#[test]
+fn relative_paths_that_do_not_exist_make_none_of_their_way() {
+    if !require_rsync("relative_paths_that_do_not_exist_make_none_of_their_way") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    fs::create_dir_all(base.join("src/a")).unwrap();
+    fs::create_dir_all(base.join("src/x/y")).unwrap();
+    write(&base.join("src/a/b"), b"a file on the way");
+    write(&base.join("src/x/y/z"), b"z");
+    let list = base.join("list");
+    write(&list, b"src/a/b/c\nsrc/a/gone\n");
+    for (i, args) in [
+        &["src/a/b/c"][..],
+        &["src/a/gone"],
+        &["src/a/b/c", "src/x/y/z"],
+        &["--ignore-missing-args", "src/a/gone", "src/x/y/z"],
+        &["--ignore-missing-args", "src/a/b/c"],
+        &["--files-from=list", "."],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = base.join(format!("{tool}{i}"));
+            let exe = if tool == "rsync" {
+                "rsync"
+            } else {
+                env!("CARGO_BIN_EXE_arsync")
+            };
+            let out = Command::new(exe)
+                .current_dir(base)
+                .arg("-R")
+                .args(*args)
+                .arg(&dst)
+                .output()
+                .unwrap();
+            let made = if dst.exists() {
+                listing(&dst)
+            } else {
+                BTreeSet::new()
+            };
+            let complaints = err(&out)
+                .lines()
+                .filter(|l| l.contains("link_stat"))
+                .map(|l| l.rsplit_once("failed: ").map(|(_, e)| e.to_string()))
+                .collect::<Vec<_>>();
+            seen.push((code(&out), made, complaints));
+        }
+        assert_eq!(seen[1], seen[0], "{args:?}");
+    }
+    assert!(!base.join("arsync0/src").exists());
+}
+
+/// `--delay-updates` with a file named on the command line: the file takes its name at the end
+/// and the partial directory goes, as in rsync. Before: the pseudo directory of a top-level file
+/// never applied its delayed files, so `SRC/FILE DEST/` left the copy in `DEST/.~tmp~/FILE`
+/// (and `SRC/FILE NEW` in `./.~tmp~/NEW`), with exit 0.
+#[test]
+fn delayed_updates_of_files_named_on_the_command_line_take_their_names() {
+    if !require_rsync("delayed_updates_of_files_named_on_the_command_line_take_their_names") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    fs::create_dir_all(base.join("src/a")).unwrap();
+    write(&base.join("src/f1"), b"one");
+    write(&base.join("src/a/g"), b"gee");
+    for (i, (args, premade)) in [
+        (&["src/f1", "src/a", "DEST"][..], false),
+        (&["src/f1", "DEST/"], true),
+        (&["src/f1", "DEST"], false),
+        (&["src/f1", "DEST/"], false),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let at = base.join(format!("{tool}{i}"));
+            fs::create_dir_all(&at).unwrap();
+            fs::create_dir_all(at.join("src")).unwrap();
+            for f in ["src/f1", "src/a"] {
+                let out = Command::new("cp")
+                    .arg("-a")
+                    .arg(base.join(f))
+                    .arg(at.join(f))
+                    .output();
+                assert!(out.unwrap().status.success());
+            }
+            if *premade {
+                fs::create_dir(at.join("DEST")).unwrap();
+            }
+            let exe = if tool == "rsync" {
+                "rsync"
+            } else {
+                env!("CARGO_BIN_EXE_arsync")
+            };
+            let out = Command::new(exe)
+                .current_dir(&at)
+                .args(["-r", "--delay-updates"])
+                .args(*args)
+                .output()
+                .unwrap();
+            assert_eq!(code(&out), 0, "{tool} {args:?}: {}", err(&out));
+            let mut files: Vec<String> = treediff::walk(&at)
+                .unwrap()
+                .into_iter()
+                .filter(|p| !p.starts_with("src"))
+                .map(|p| {
+                    let full = at.join(&p);
+                    match fs::read(&full) {
+                        Ok(data) => format!("{} {}", p.display(), String::from_utf8_lossy(&data)),
+                        Err(_) => p.display().to_string(),
+                    }
+                })
+                .collect();
+            files.sort();
+            seen.push(files);
+        }
+        assert_eq!(seen[1], seen[0], "{args:?}");
+        assert!(
+            !seen[1].iter().any(|p| p.contains("~tmp~")),
+            "{:?}",
+            seen[1]
+        );
+    }
+}
+
+/// `--existing` makes no directory the destination lacks, a directory named on the command
+/// line included (rsync: "not creating new directory"); before, `--existing SRC/FILE SRC/DIR
+/// DEST` made `DEST/DIR`.
+#[test]
+fn existing_makes_no_directory_named_on_the_command_line() {
+    if !require_rsync("existing_makes_no_directory_named_on_the_command_line") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    fs::create_dir_all(base.join("src/a/sub")).unwrap();
+    write(&base.join("src/f1"), b"one");
+    write(&base.join("src/a/g"), b"gee");
+    for (i, (args, premade)) in [
+        (&["src/f1", "src/a", "DEST"][..], false),
+        (&["src/f1", "src/a", "DEST"], true),
+        (&["src", "DEST"], true),
+        (&["src/a", "DEST"], true),
+        (&["src/", "DEST"], true),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let at = base.join(format!("{tool}{i}"));
+            fs::create_dir_all(&at).unwrap();
+            if *premade {
+                fs::create_dir(at.join("DEST")).unwrap();
+            }
+            let exe = if tool == "rsync" {
+                "rsync"
+            } else {
+                env!("CARGO_BIN_EXE_arsync")
+            };
+            let mut full: Vec<PathBuf> = args[..args.len() - 1]
+                .iter()
+                .map(|a| PathBuf::from(format!("{}/{a}", base.display())))
+                .collect();
+            full.push(at.join(args[args.len() - 1]));
+            let out = Command::new(exe)
+                .args(["-r", "--existing"])
+                .args(&full)
+                .output()
+                .unwrap();
+            assert_eq!(code(&out), 0, "{tool} {args:?}: {}", err(&out));
+            seen.push(listing(&at));
+        }
+        assert_eq!(seen[1], seen[0], "{args:?}");
+    }
+}
+
 /// Free bytes of the file system holding `p`, as an unprivileged user sees them.
 fn free_bytes(p: &Path) -> u64 {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();

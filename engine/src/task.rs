@@ -916,6 +916,16 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             skip(core, &shown, SkipReason::Directory);
             return;
         }
+        if cfg.existing
+            && !root.rel.as_os_str().is_empty()
+            && root.select.is_none()
+            && sys::lstat_path(&root.dst).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        {
+            // `--existing`: a directory named on the command line that the destination lacks
+            // is not made, as rsync's "not creating new directory" (before, it was made and
+            // walked, empty).
+            return;
+        }
         let src = match sys::open_dir_path(&root.src) {
             Ok(fd) => fd,
             Err(e) => {
@@ -1660,11 +1670,24 @@ fn delete_before(core: &Core, node: &DirNode) {
 /// node `at` of `sel`, a task for each that exists and no rule excludes. A selected name that
 /// does not exist is reported as rsync reports it (or passed over, or deleted from the
 /// destination, with `--ignore-missing-args`/`--delete-missing-args`).
+///
+/// A name only on the way to selected paths (an implied directory) is taken only when one of
+/// those paths exists, as rsync's sender adds the implied directories of each path it finds:
+/// otherwise each of them is reported as missing and nothing of the way is made. Before, `-R
+/// src/a/b/c` with `src/a/b` a file copied that file and ended with 0 (rsync: `link_stat
+/// "src/a/b/c" failed: Not a directory`, 23), and a missing `-R src/a/gone` made `src/a/`.
 fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: usize) {
     let cfg = &core.shared.config;
     let mut tasks = Vec::new();
     let mut dirs = 0;
     for name in sel.children(at) {
+        if let Some(i) = sel.child_of(at, name)
+            && !sel.listed(i)
+            && cfg.missing_args != crate::MissingArgs::Delete
+            && !implied_way_leads_somewhere(core, &node, sel, (i, name))
+        {
+            continue;
+        }
         let st = match sys::lstat_at(node.src_fd(), name) {
             Ok(st) => st,
             Err(e) => {
@@ -1719,6 +1742,41 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
         }
     }
     child_done(core, node);
+}
+
+/// Whether any selected path below the implied name `name` (node `i` of `sel`) exists in the
+/// source; when none does, each is reported as [`scan_names`] reports a missing name.
+fn implied_way_leads_somewhere(
+    core: &Core,
+    node: &DirNode,
+    sel: &crate::Selection,
+    (i, name): (usize, &CStr),
+) -> bool {
+    let path_of = |rel: &[u8]| {
+        let mut p = name.to_bytes().to_vec();
+        p.push(b'/');
+        p.extend_from_slice(rel);
+        CString::new(p).ok()
+    };
+    let exists =
+        |rel: &[u8]| path_of(rel).is_some_and(|p| sys::lstat_at(node.src_fd(), &p).is_ok());
+    if sel.any_listed_below(i, &mut |rel| exists(rel)) {
+        return true;
+    }
+    sel.any_listed_below(i, &mut |rel| {
+        if let Some(p) = path_of(rel)
+            && let Err(e) = sys::lstat_at(node.src_fd(), &p)
+            && !(e.kind() == io::ErrorKind::NotFound
+                && core.shared.config.missing_args == crate::MissingArgs::Ignore)
+        {
+            let shown = node
+                .child_src_path(name)
+                .join(std::ffi::OsStr::from_bytes(rel));
+            report(core, &shown, "link_stat", &e, ErrorClass::Partial);
+        }
+        false
+    });
+    false
 }
 
 /// The item event of a directory, when it is entered: new, or what differs from the source
@@ -2352,9 +2410,13 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         }
     }
     let put_back = PutBack(core, node);
-    let Some(st) = &node.stat else { return };
     let cfg = &core.shared.config;
-    if !node.fresh
+    // (A top-level file's pseudo node, `stat` None: its directory is the operator's, not the
+    // transfer's; only its partial directory and delayed files are its business. Before, those
+    // were skipped too, and `--delay-updates SRC/FILE DEST/` left the file in
+    // `DEST/.~tmp~/FILE` with exit 0.)
+    if node.stat.is_some()
+        && !node.fresh
         && !cfg.dry_run
         && cfg.delete.is_none()
         && (node.sweep
@@ -2406,6 +2468,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
         );
     }
     drop(put_back);
+    let Some(st) = &node.stat else { return };
     // An existing directory: only what differs is written (its attributes compared, not copied).
     let mut existing = None;
     if !node.fresh {
