@@ -4493,6 +4493,113 @@ fn existing_makes_no_directory_named_on_the_command_line() {
     }
 }
 
+/// A relative `-T DIR` is taken from the destination directory, once: before, the command line
+/// joined it to the destination and the engine joined it again, so `-T ../stage SRC DEST/`
+/// failed as `DEST/DEST/../stage` (exit 11, nothing copied); and into a destination the run
+/// makes, `DEST/../stage` is looked through by its text.
+#[test]
+fn a_relative_temp_dir_is_taken_from_the_destination_once() {
+    let s = Scratch::new();
+    let base = s.path();
+    fs::create_dir_all(base.join("src/a")).unwrap();
+    fs::create_dir_all(base.join("stage")).unwrap();
+    write(&base.join("src/a/f"), b"data");
+    for premade in [true, false] {
+        let dst = base.join(format!("dst-{premade}"));
+        if premade {
+            fs::create_dir(&dst).unwrap();
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_arsync"))
+            .current_dir(base)
+            .args(["-a", "--temp-dir=../stage", "src"])
+            .arg(format!("dst-{premade}/"))
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "premade {premade}: {}", err(&out));
+        assert_eq!(fs::read(dst.join("src/a/f")).unwrap(), b"data");
+        assert_eq!(fs::read_dir(base.join("stage")).unwrap().count(), 0);
+    }
+    // One that is not there, from the destination, is rsync's usage error.
+    let out = Command::new(env!("CARGO_BIN_EXE_arsync"))
+        .current_dir(base)
+        .args(["-a", "--temp-dir=stage", "src", "dst-true/"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", err(&out));
+}
+
+/// `--link-dest`, `--compare-dest` and `--copy-dest` serve files named on the command line, and
+/// a file copied to a new name is matched by that name, as in rsync. Before: a top-level file was
+/// always copied (its pseudo directory had no references), and the engine matched references
+/// by the source's name.
+#[test]
+fn references_serve_files_named_on_the_command_line() {
+    if !require_rsync("references_serve_files_named_on_the_command_line") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    fs::create_dir_all(base.join("src/a")).unwrap();
+    write(&base.join("src/f1"), b"one");
+    write(&base.join("src/a/g"), b"gee");
+    symlink("f1", base.join("src/l1")).unwrap();
+    age(&base.join("src"), 1_500_000_000);
+    assert_eq!(
+        code(&rsync(&["-a"], &base.join("src"), &base.join("ref"))),
+        0
+    );
+    for kind in ["link", "compare", "copy"] {
+        for (i, (args, premade)) in [
+            (&["src/f1", "src/l1", "src/a", "DEST"][..], false),
+            (&["src/f1", "DEST/"], true),
+            (&["src/f1", "DEST/new"], true),
+            (&["src/l1", "DEST/newl"], true),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut seen = Vec::new();
+            for tool in ["rsync", "arsync"] {
+                let at = base.join(format!("{tool}-{kind}{i}"));
+                fs::create_dir_all(&at).unwrap();
+                if *premade {
+                    fs::create_dir(at.join("DEST")).unwrap();
+                }
+                let exe = if tool == "rsync" {
+                    "rsync"
+                } else {
+                    env!("CARGO_BIN_EXE_arsync")
+                };
+                let mut full: Vec<PathBuf> = args[..args.len() - 1]
+                    .iter()
+                    .map(|a| base.join(a))
+                    .collect();
+                full.push(at.join(args[args.len() - 1]));
+                let out = Command::new(exe)
+                    .args([
+                        "-a",
+                        "-i",
+                        &format!("--{kind}-dest={}", base.join("ref").display()),
+                    ])
+                    .args(&full)
+                    .output()
+                    .unwrap();
+                assert_eq!(code(&out), 0, "{tool} {kind} {args:?}: {}", err(&out));
+                let linked: BTreeSet<String> = treediff::walk(&at)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|p| {
+                        fs::symlink_metadata(at.join(p)).is_ok_and(|m| m.is_file() && m.nlink() > 1)
+                    })
+                    .map(|p| p.display().to_string())
+                    .collect();
+                seen.push((items(&out), listing(&at), linked));
+            }
+            assert_eq!(seen[1], seen[0], "{kind} {args:?}");
+        }
+    }
+}
+
 /// Free bytes of the file system holding `p`, as an unprivileged user sees them.
 fn free_bytes(p: &Path) -> u64 {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();

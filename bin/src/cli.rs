@@ -2312,24 +2312,29 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     }
     if let Some(t) = m.get_one::<PathBuf>("temp-dir") {
         // A relative DIR is relative to the destination directory (rsync's receiver works
-        // there).
-        let dir = match config.roots.first() {
+        // there); one this run is about to make is looked through by the text of the path.
+        let (dir, dest_made) = match config.roots.first() {
             Some(root) if t.is_relative() => {
                 let mut d = root.dst.clone();
                 for _ in root.rel.components() {
                     d.pop();
                 }
-                d.join(t)
+                let made = std::fs::symlink_metadata(&d).is_err();
+                (d.join(t), made)
             }
-            _ => t.clone(),
+            _ => (t.clone(), false),
         };
-        if !dir.is_dir() {
+        let found = dir.is_dir() || (dest_made && engine::without_dot_dots(&dir).is_dir());
+        if !found {
             return Err(usage(&format!(
                 "The temp-dir does not exist: {}",
                 t.display()
             )));
         }
-        config.temp_dir = Some(dir);
+        // As given: the engine takes a relative one from the destination directory (stored
+        // joined, it was joined twice: `-T ../tmp` into `DEST/` failed as `DEST/DEST/../tmp`,
+        // exit 11).
+        config.temp_dir = Some(t.clone());
     }
     // Latency histograms cost two clock reads per timed step: only when someone reads them.
     config.measure = m.get_one::<PathBuf>("stats-json").is_some();

@@ -298,25 +298,6 @@ fn run() -> ExitCode {
     ExitCode::from(output::with_lost_messages(code) as u8)
 }
 
-/// `path` with each `NAME/..` taken away by its text alone: right for the part of a path that
-/// does not exist yet (a directory this run makes is no symlink, so its `..` is its parent).
-fn without_dot_dots(path: &std::path::Path) -> std::path::PathBuf {
-    use std::path::Component;
-    let mut out = std::path::PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir
-                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
-            {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 /// The operator's paths, checked before the run as rsync 3.5 checks them. Its walk ([`trust`]):
 /// a destination reached through another user's symlink is refused as rsync's `change_dir`
 /// refuses it (exit 3), a backup directory so reached stops the run before anything is written
@@ -393,7 +374,7 @@ fn check_operator_paths(parsed: &mut cli::Parsed) -> Option<u8> {
         // taken as what it will name then (rsync makes the destination before it looks; before,
         // every run into a new destination warned of a reference directory that was there).
         let looked = if std::fs::symlink_metadata(&dest_dir).is_err() {
-            without_dot_dots(&at)
+            engine::without_dot_dots(&at)
         } else {
             at.clone()
         };

@@ -52,12 +52,13 @@ fn note(best: &mut Option<Match>, dir: usize, level: Level, stat: Stat) {
 /// The best counterpart of regular file `name` (attributes `st`, open as `src` when `-c` must
 /// hash it) in the reference directories `dirs`, tried in order as rsync tries them: the first
 /// that exists, upgraded by the first with the same data, and the first exact match ends the
-/// search.
+/// search. A reference is looked up by the destination's name `ref_name` (another than `name`
+/// for a file copied to a new name: `SRC/FILE DEST/NEW` is matched with `REF/NEW`, as rsync).
 pub(crate) async fn file_match(
     core: &Core,
     dirs: &[Option<OwnedFd>],
     src_dir: BorrowedFd<'_>,
-    name: &CStr,
+    (name, ref_name): (&CStr, &CStr),
     src: Option<&OwnedFd>,
     st: &Stat,
 ) -> Option<Match> {
@@ -65,7 +66,7 @@ pub(crate) async fn file_match(
     let mut best: Option<Match> = None;
     for (i, dir) in dirs.iter().enumerate() {
         let Some(dir) = dir else { continue };
-        let Ok(b) = sys::lstat_at(dir.as_fd(), name) else {
+        let Ok(b) = sys::lstat_at(dir.as_fd(), ref_name) else {
             continue;
         };
         if b.file_type() != FileType::File {
@@ -76,7 +77,7 @@ pub(crate) async fn file_match(
             && match cfg.quick_check {
                 // (rsync's order: -c, then --size-only, then -I.)
                 _ if cfg.checksum => matches!(
-                    sync::same_content(core, dir.as_fd(), src, name, st.size).await,
+                    sync::same_content(core, dir.as_fd(), src, ref_name, st.size).await,
                     Ok(true)
                 ),
                 QuickCheck::SizeOnly => true,
@@ -87,7 +88,14 @@ pub(crate) async fn file_match(
             continue;
         }
         note(&mut best, i, Level::SameData, b);
-        if same_attrs(core, src_dir, name, dir.as_fd(), &b, st, false) {
+        if same_attrs(
+            core,
+            (src_dir, name),
+            (dir.as_fd(), ref_name),
+            &b,
+            st,
+            false,
+        ) {
             note(&mut best, i, Level::Exact, b);
             break;
         }
@@ -97,19 +105,20 @@ pub(crate) async fn file_match(
 
 /// The counterpart of a symlink (with `target`), device or special `name`: the first of the
 /// same type, upgraded by the first with the same target (or device number), and the first of
-/// those with the same attributes ends the search.
+/// those with the same attributes ends the search. Looked up by `ref_name`, as
+/// [`file_match`].
 pub(crate) fn other_match(
     core: &Core,
     dirs: &[Option<OwnedFd>],
     src_dir: BorrowedFd<'_>,
-    name: &CStr,
+    (name, ref_name): (&CStr, &CStr),
     st: &Stat,
     target: Option<&CStr>,
 ) -> Option<Match> {
     let mut best: Option<Match> = None;
     for (i, dir) in dirs.iter().enumerate() {
         let Some(dir) = dir else { continue };
-        let Ok(b) = sys::lstat_at(dir.as_fd(), name) else {
+        let Ok(b) = sys::lstat_at(dir.as_fd(), ref_name) else {
             continue;
         };
         if b.file_type() != st.file_type() {
@@ -117,14 +126,21 @@ pub(crate) fn other_match(
         }
         note(&mut best, i, Level::Exists, b);
         let same = match target {
-            Some(t) => sys::readlink_at(dir.as_fd(), name).is_ok_and(|bt| bt.as_c_str() == t),
+            Some(t) => sys::readlink_at(dir.as_fd(), ref_name).is_ok_and(|bt| bt.as_c_str() == t),
             None => b.rdev == st.rdev,
         };
         if !same {
             continue;
         }
         note(&mut best, i, Level::SameData, b);
-        if same_attrs(core, src_dir, name, dir.as_fd(), &b, st, target.is_some()) {
+        if same_attrs(
+            core,
+            (src_dir, name),
+            (dir.as_fd(), ref_name),
+            &b,
+            st,
+            target.is_some(),
+        ) {
             note(&mut best, i, Level::Exact, b);
             break;
         }
@@ -162,9 +178,8 @@ pub(crate) fn dir_match(
 
 fn same_attrs(
     core: &Core,
-    src_dir: BorrowedFd<'_>,
-    name: &CStr,
-    dir: BorrowedFd<'_>,
+    (src_dir, name): (BorrowedFd<'_>, &CStr),
+    (dir, ref_name): (BorrowedFd<'_>, &CStr),
     b: &Stat,
     st: &Stat,
     is_link: bool,
@@ -172,7 +187,7 @@ fn same_attrs(
     same_attrs_fd(
         core,
         Target::At(src_dir, name),
-        Target::At(dir, name),
+        Target::At(dir, ref_name),
         b,
         st,
         is_link,

@@ -474,7 +474,12 @@ pub(crate) fn run(
         .inflight_per_core
         .min(room(threads as u64).max(1) as usize);
     config.ring_files_per_core = config.ring_files_per_core.min(config.inflight_per_core);
-    let temp_dir = match config.temp_dir.as_deref().map(TempDir::open).transpose() {
+    // (A relative `-T` names a directory beside a destination this run may not have made yet:
+    // `DEST/../tmp` is then looked through by its text, as the command line checked it.)
+    let open_temp = |p: &std::path::Path| {
+        TempDir::open(p).or_else(|e| TempDir::open(&crate::without_dot_dots(p)).map_err(|_| e))
+    };
+    let temp_dir = match config.temp_dir.as_deref().map(open_temp).transpose() {
         Ok(t) => t,
         Err(fatal) => {
             return Report {

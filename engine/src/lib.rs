@@ -101,6 +101,26 @@ pub fn process_umask() -> u32 {
     fsops::sys::set_umask(m);
     m
 }
+
+/// `path` with each `NAME/..` taken away by its text alone: right for the part of a path that
+/// does not exist yet (a directory this run makes is no symlink, so its `..` is its parent).
+pub fn without_dot_dots(path: &std::path::Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 pub use fsops::Stat;
 pub use route::{CLASSES as ROUTE_CLASSES, Routes, Via};
 pub use scheduler::WorkerStats;

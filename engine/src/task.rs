@@ -1090,8 +1090,21 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         inherits_acl,
         ..
     } = dest_dir_facts(core, &dst_dir, None);
+    // `--link-dest`/`--compare-dest`/`--copy-dest` serve a file named on the command line too
+    // (before, it was always copied: rsync links it, or leaves it out, where the reference
+    // matches).
+    let alt = alt_dest_roots(
+        cfg,
+        &crate::Root {
+            src: parent_or_dot(&root.src),
+            dst: parent_or_dot(&root.dst),
+            rel: root.rel.parent().map(Path::to_path_buf).unwrap_or_default(),
+            select: None,
+        },
+        dst_dir.as_fd(),
+    );
     let node = Arc::new(DirNode {
-        fds: Parkable::new(DirFds::new(src_dir, dst_dir, None, &core.shared.open_dirs)),
+        fds: Parkable::new(DirFds::new(src_dir, dst_dir, alt, &core.shared.open_dirs)),
         ids: None,
         place: Place::Top {
             src: parent_or_dot(&root.src),
@@ -1219,7 +1232,8 @@ async fn exact_reference_for_existing(
     if d.file_type() != FileType::File {
         return None;
     }
-    let m = altdest::file_match(core, dirs, parent.src_fd(), name, Some(src), st).await?;
+    let m =
+        altdest::file_match(core, dirs, parent.src_fd(), (name, dst_name), Some(src), st).await?;
     if m.level != Level::Exact {
         return None;
     }
@@ -1230,14 +1244,15 @@ async fn exact_reference_for_existing(
             return None;
         }
         if !cfg.dry_run {
-            let linked =
-                with_temp(core, |t| sys::link_at(reference, name, dir, t)).and_then(|(tmp, ())| {
+            let linked = with_temp(core, |t| sys::link_at(reference, dst_name, dir, t)).and_then(
+                |(tmp, ())| {
                     sync::rename_over(core, dir, &tmp, dst_name, sync::Rel::Of(parent)).inspect_err(
                         |_| {
                             let _ = sys::unlink_at(dir, &tmp, 0);
                         },
                     )
-                });
+                },
+            );
             if let Err(e) = linked {
                 // Copied as without references instead (rsync's "try a copy").
                 tracing::debug!(path = %parent.child_rel(dst_name).display(), error = %e, "link to the reference failed");
@@ -3500,8 +3515,15 @@ async fn copy_file(
     }
     if change.new
         && let Some(dirs) = parent.alt_dest()
-        && let Some(m) =
-            altdest::file_match(core, dirs, parent.src_fd(), name, Some(&src), &st).await
+        && let Some(m) = altdest::file_match(
+            core,
+            dirs,
+            parent.src_fd(),
+            (name, dst_name),
+            Some(&src),
+            &st,
+        )
+        .await
     {
         let reference = m.reference(dirs);
         match (cfg.alt_dest, m.level) {
@@ -3509,7 +3531,7 @@ async fn copy_file(
                 if take_exact_reference(
                     core,
                     parent,
-                    (reference, name),
+                    (reference, dst_name),
                     dst_name,
                     (FileType::File, &st, None),
                 ) =>
@@ -3524,7 +3546,7 @@ async fn copy_file(
                 let r = if cfg.dry_run {
                     Ok(0)
                 } else {
-                    match sys::open_source(reference, name, cfg.open_noatime) {
+                    match sys::open_source(reference, dst_name, cfg.open_noatime) {
                         // (Its extended attributes and ACLs are the source's.)
                         Ok(from) => {
                             let mut from = route::SourceFd::new(from);
@@ -5162,7 +5184,8 @@ async fn make_other(
     if change.new
         && !follow
         && let Some(dirs) = parent.alt_dest()
-        && let Some(m) = altdest::other_match(core, dirs, sdir, name, &st, target.as_deref())
+        && let Some(m) =
+            altdest::other_match(core, dirs, sdir, (name, dst_name), &st, target.as_deref())
     {
         let reference = m.reference(dirs);
         match (cfg.alt_dest, m.level) {
@@ -5170,7 +5193,7 @@ async fn make_other(
                 if take_exact_reference(
                     core,
                     parent,
-                    (reference, name),
+                    (reference, dst_name),
                     dst_name,
                     (file_type, &st, target.as_ref().map(|t| t.as_bytes())),
                 ) =>
