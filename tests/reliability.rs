@@ -1109,6 +1109,59 @@ fn permission_errors_as_an_unprivileged_user() {
     chmod(&dst.join("ro"), 0o755);
 }
 
+/// A source directory the user may not open (another user's `0700` directory) is made in the
+/// copy, empty, with the source's mode and times, and reported, as rsync (and `cp -a`) make it;
+/// before, it was missing from the copy. Runs as uid 65534 against rsync.
+#[test]
+fn an_unreadable_source_directory_is_made_empty_as_rsync_makes_it() {
+    if !nobody_and_rsync_or_skip("an_unreadable_source_directory_is_made_empty_as_rsync_makes_it") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    for flags in [&["-a", "-i"][..], &["-rt", "-i"], &["-a", "-n", "-i"]] {
+        let s = Scratch::new();
+        let base = s.path();
+        let bin = reachable_binary(base);
+        let src = base.join("src");
+        fs::create_dir_all(src.join("private/deeper")).unwrap();
+        fs::create_dir_all(src.join("pub")).unwrap();
+        write(&src.join("private/deeper/p"), b"p");
+        write(&src.join("pub/q"), b"q");
+        give_to_nobody(base);
+        fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        lchown(&src.join("private"), 0, 0);
+        chmod(&src.join("private"), 0o750);
+        set_times(&src.join("private"), 1_500_000_000, 0);
+        set_times(&src.join("pub"), 1_500_000_000, 0);
+        set_times(&src, 1_500_000_000, 0);
+        let mut seen = Vec::new();
+        for (tool, name) in [(Path::new("rsync"), "rsync-dst"), (&*bin, "arsync-dst")] {
+            let dst = base.join(name);
+            let out = as_nobody(tool, flags, &src, &dst);
+            assert!(
+                err(&out).contains("Permission denied (13)"),
+                "{name} {flags:?}: {}",
+                err(&out)
+            );
+            let mut items: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.starts_with("created directory"))
+                .map(str::to_string)
+                .collect();
+            items.sort();
+            let private = fs::symlink_metadata(dst.join("private"))
+                .ok()
+                .map(|m| (m.mode() & 0o7777, m.mtime(), m.uid()));
+            let inside = fs::read_dir(dst.join("private")).map(|d| d.count()).ok();
+            seen.push((code(&out), items, private, inside));
+        }
+        assert_eq!(seen[1], seen[0], "{flags:?}");
+        if !flags.contains(&"-n") {
+            assert!(seen[1].2.is_some(), "{flags:?}: not made");
+        }
+    }
+}
+
 /// A read-only directory (0555) of one's own, copied earlier, takes the updated and new files of
 /// the next run: like rsync, the run opens it to its owner while it writes in it and gives it
 /// its mode back. Before, as any user but root, every file to update in it failed with

@@ -4600,6 +4600,49 @@ fn references_serve_files_named_on_the_command_line() {
     }
 }
 
+/// Filter rules see a source file's own name when it is copied to another name (`SRC/f1
+/// DEST/new`: `--exclude='f*'` leaves it out, `--exclude='new*'` does not), as rsync's sender;
+/// before, arsync matched the destination's name.
+#[test]
+fn filters_see_the_source_name_of_a_file_copied_to_another_name() {
+    if !require_rsync("filters_see_the_source_name_of_a_file_copied_to_another_name") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    fs::create_dir_all(base.join("src")).unwrap();
+    write(&base.join("src/f1"), b"one");
+    symlink("f1", base.join("src/l1")).unwrap();
+    for rule in [
+        "--exclude=f*",
+        "--exclude=new*",
+        "--exclude=l*",
+        "--include=f1",
+    ] {
+        for (from, to) in [("src/f1", "new"), ("src/l1", "newl")] {
+            let mut seen = Vec::new();
+            for tool in ["rsync", "arsync"] {
+                let dst = base.join(format!("{tool}{rule}{to}"));
+                fs::create_dir(&dst).unwrap();
+                let exe = if tool == "rsync" {
+                    "rsync"
+                } else {
+                    env!("CARGO_BIN_EXE_arsync")
+                };
+                let out = Command::new(exe)
+                    .args(["-rl", rule])
+                    .arg(base.join(from))
+                    .arg(dst.join(to))
+                    .output()
+                    .unwrap();
+                assert_eq!(code(&out), 0, "{tool} {rule}: {}", err(&out));
+                seen.push(listing(&dst));
+            }
+            assert_eq!(seen[1], seen[0], "{rule} {from}");
+        }
+    }
+}
+
 /// Free bytes of the file system holding `p`, as an unprivileged user sees them.
 fn free_bytes(p: &Path) -> u64 {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();

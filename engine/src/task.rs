@@ -874,6 +874,12 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             Some(i) => (Path::new(OsStr::from_bytes(&rel[..i])), &rel[i + 1..]),
             None => (Path::new(""), rel),
         };
+        // The rules see the source's name: a file copied to another name (`SRC/f4 DEST/new`)
+        // is `f4` to them, as to rsync's sender (before, `new`).
+        let name = match root.src.file_name() {
+            Some(n) if st.file_type() != FileType::Dir => n.as_bytes(),
+            _ => name,
+        };
         let abs = || {
             // The root's directory, symlinks resolved, then the root's own name.
             let dir = match Path::new(&root.src).parent() {
@@ -4800,6 +4806,69 @@ async fn copy_split(
     r.map(|()| size)
 }
 
+/// A source directory that may not be opened (`EACCES`: another user's private directory): its
+/// destination is made, empty, with the source's owner, mode and times (read by `lstat` from the
+/// parent, which needs no permission on the directory itself), as rsync and `cp -a` make it;
+/// the caller reports the error. An entry already there is left as it is (its listing failed,
+/// so nothing in it is judged or deleted). Before, the directory was missing from the copy.
+fn make_unlisted_dir(core: &Core, parent: &DirNode, name: &CStr, follow: bool) {
+    let cfg = &core.shared.config;
+    if cfg.existing {
+        return;
+    }
+    let st = if follow {
+        sys::stat_at(parent.src_fd(), name)
+    } else {
+        sys::lstat_at(parent.src_fd(), name)
+    };
+    let Ok(st) = st else { return };
+    if st.file_type() != FileType::Dir
+        || (!parent.fresh && sys::lstat_at(parent.dst_fd(), name).is_ok())
+    {
+        return;
+    }
+    if !cfg.dry_run {
+        let ddir = parent.dst_fd();
+        if let Err(e) = sys::mkdir_at(ddir, name, 0o700) {
+            report(
+                core,
+                &parent.child_rel(name),
+                "mkdir",
+                &e,
+                ErrorClass::Partial,
+            );
+            return;
+        }
+        // (Its extended attributes and ACLs are as unreadable as its listing.)
+        if let Err((op, e)) = fsops::meta::apply_at(
+            ddir,
+            name,
+            &st,
+            &core.shared.policy,
+            parent.created_gid,
+            false,
+            fsops::meta::Xattrs::None,
+        ) {
+            report(
+                core,
+                &parent.child_rel(name),
+                op.name(),
+                &e,
+                ErrorClass::Partial,
+            );
+        }
+    }
+    bump(&core.counters.dirs, 1);
+    item(
+        core,
+        || parent.child_rel(name),
+        (FileType::Dir, Some(&st)),
+        0,
+        &Change::new_entry(How::Local),
+        None,
+    );
+}
+
 /// Create or reuse the destination directory `name` and start scanning the source one.
 fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) -> EntryResult {
     let cfg = &core.shared.config;
@@ -4826,6 +4895,9 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                     Vec::new(),
                     &parent.child_src_path(name),
                 );
+            }
+            if e.raw_os_error() == Some(libc::EACCES) {
+                make_unlisted_dir(core, parent, name, follow);
             }
             return Err(src_err("opendir")(e));
         }
