@@ -4643,6 +4643,57 @@ fn filters_see_the_source_name_of_a_file_copied_to_another_name() {
     }
 }
 
+/// The directories on the way to a path named with `-R` or in `--files-from` are not subject
+/// to the filter rules (rsync's sender adds them unfiltered): `--exclude=a/` with a listed
+/// `a/b/c/deep` copies it. Before, arsync dropped every such path without a word; the named
+/// path itself is still filtered.
+#[test]
+fn filters_do_not_drop_the_directories_on_the_way_to_named_paths() {
+    if !require_rsync("filters_do_not_drop_the_directories_on_the_way_to_named_paths") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    fs::create_dir_all(base.join("src/a/b/c")).unwrap();
+    write(&base.join("src/a/b/c/deep"), b"d");
+    write(&base.join("src/a/top"), b"t");
+    write(&base.join("list"), b"a/b/c/deep\na/top\n");
+    for args in [
+        &["-R", "--exclude=a/", "src/a/b/c"][..],
+        &["-R", "--exclude=b/", "src/a/b/c"],
+        &["-R", "--exclude=c/", "src/a/b/c"],
+        &["-R", "--exclude=deep", "src/a/b/c"],
+        &["--files-from=list", "--exclude=a/", "src/"],
+        &["--files-from=list", "--exclude=b/", "src/"],
+        &["--files-from=list", "--exclude=top", "src/"],
+    ] {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = base.join(format!("{tool}-dst"));
+            let _ = fs::remove_dir_all(&dst);
+            let exe = if tool == "rsync" {
+                "rsync"
+            } else {
+                env!("CARGO_BIN_EXE_arsync")
+            };
+            let out = Command::new(exe)
+                .current_dir(base)
+                .arg("-r")
+                .args(args)
+                .arg(&dst)
+                .output()
+                .unwrap();
+            assert_eq!(code(&out), 0, "{tool} {args:?}: {}", err(&out));
+            seen.push(if dst.exists() {
+                listing(&dst)
+            } else {
+                BTreeSet::new()
+            });
+        }
+        assert_eq!(seen[1], seen[0], "{args:?}");
+    }
+}
+
 /// Free bytes of the file system holding `p`, as an unprivileged user sees them.
 fn free_bytes(p: &Path) -> u64 {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();

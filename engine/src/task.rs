@@ -1732,14 +1732,20 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
                 continue;
             }
         };
-        if filtered(
-            core,
-            sync::Rel::Of(&node),
-            name.to_bytes(),
-            st.file_type(),
-            node.dir_rules.as_deref(),
-            &|| sys::abs_name(node.src_fd(), name.to_bytes()),
-        ) {
+        // A directory only on the way to listed paths is not subject to the rules, as rsync's
+        // sender adds implied directories unfiltered (before, `--exclude=a/` dropped every
+        // listed `a/b/c/file` without a word).
+        let implied = sel.child_of(at, name).is_some_and(|i| !sel.listed(i));
+        if !implied
+            && filtered(
+                core,
+                sync::Rel::Of(&node),
+                name.to_bytes(),
+                st.file_type(),
+                node.dir_rules.as_deref(),
+                &|| sys::abs_name(node.src_fd(), name.to_bytes()),
+            )
+        {
             continue;
         }
         dirs += usize::from(st.file_type() == FileType::Dir);
@@ -1779,9 +1785,25 @@ fn implied_way_leads_somewhere(
         p.extend_from_slice(rel);
         CString::new(p).ok()
     };
-    let exists =
-        |rel: &[u8]| path_of(rel).is_some_and(|p| sys::lstat_at(node.src_fd(), &p).is_ok());
-    if sel.any_listed_below(i, &mut |rel| exists(rel)) {
+    // (One the rules exclude leads nowhere either: rsync makes no implied directory for it.)
+    let live = |rel: &[u8]| {
+        let Some(p) = path_of(rel) else { return false };
+        let Ok(st) = sys::lstat_at(node.src_fd(), &p) else {
+            return false;
+        };
+        let full = node.rel().join(std::ffi::OsStr::from_bytes(p.as_bytes()));
+        let dir = full.parent().unwrap_or(Path::new(""));
+        let leaf = full.file_name().map_or(&b""[..], |n| n.as_bytes());
+        !filtered(
+            core,
+            sync::Rel::Given(dir),
+            leaf,
+            st.file_type(),
+            None,
+            &|| sys::abs_name(node.src_fd(), p.as_bytes()),
+        )
+    };
+    if sel.any_listed_below(i, &mut |rel| live(rel)) {
         return true;
     }
     sel.any_listed_below(i, &mut |rel| {
