@@ -46,6 +46,33 @@ fn by_tool(tool: &str, flags: &[&str], src: &Path, dst: &Path) -> Output {
     }
 }
 
+/// `rsync`, or this build's arsync, by `tool`'s name: a command to give arguments to.
+fn tool_command(tool: &str) -> Command {
+    Command::new(if tool == "rsync" {
+        "rsync"
+    } else {
+        env!("CARGO_BIN_EXE_arsync")
+    })
+}
+
+/// A directory of its own for one run (`base/name`), with an empty `DEST` in it when `premade`.
+fn run_dir(base: &Path, name: &str, premade: bool) -> PathBuf {
+    let at = base.join(name);
+    fs::create_dir_all(&at).unwrap();
+    if premade {
+        fs::create_dir(at.join("DEST")).unwrap();
+    }
+    at
+}
+
+/// `args` (sources relative to `base`, the last one a destination relative to `at`) as paths.
+fn sources_into(base: &Path, at: &Path, args: &[&str]) -> Vec<PathBuf> {
+    let (dest, sources) = args.split_last().unwrap();
+    let mut full: Vec<PathBuf> = sources.iter().map(|a| base.join(a)).collect();
+    full.push(at.join(dest));
+    full
+}
+
 /// The item lines of an `-i` run, sorted, without the "created directory" notice; a hard-link
 /// line keeps only its own name (which name leads a group is an implementation detail).
 fn items(o: &Output) -> BTreeSet<String> {
@@ -4161,12 +4188,7 @@ fn itemize_reports_rewritten_entries_and_renamed_files_as_rsync_does() {
     for tool in ["arsync", "rsync"] {
         let to = s.path().join(format!("renamed.{tool}"));
         for _ in 0..2 {
-            let exe = if tool == "rsync" {
-                "rsync"
-            } else {
-                env!("CARGO_BIN_EXE_arsync")
-            };
-            let out = Command::new(exe)
+            let out = tool_command(tool)
                 .args(["-i", "-I"])
                 .arg(src.join("f"))
                 .arg(&to)
@@ -4337,12 +4359,7 @@ fn relative_paths_that_do_not_exist_make_none_of_their_way() {
         let mut seen = Vec::new();
         for tool in ["rsync", "arsync"] {
             let dst = base.join(format!("{tool}{i}"));
-            let exe = if tool == "rsync" {
-                "rsync"
-            } else {
-                env!("CARGO_BIN_EXE_arsync")
-            };
-            let out = Command::new(exe)
+            let out = tool_command(tool)
                 .current_dir(base)
                 .arg("-R")
                 .args(*args)
@@ -4391,8 +4408,7 @@ fn delayed_updates_of_files_named_on_the_command_line_take_their_names() {
     {
         let mut seen = Vec::new();
         for tool in ["rsync", "arsync"] {
-            let at = base.join(format!("{tool}{i}"));
-            fs::create_dir_all(&at).unwrap();
+            let at = run_dir(base, &format!("{tool}{i}"), *premade);
             fs::create_dir_all(at.join("src")).unwrap();
             for f in ["src/f1", "src/a"] {
                 let out = Command::new("cp")
@@ -4402,15 +4418,7 @@ fn delayed_updates_of_files_named_on_the_command_line_take_their_names() {
                     .output();
                 assert!(out.unwrap().status.success());
             }
-            if *premade {
-                fs::create_dir(at.join("DEST")).unwrap();
-            }
-            let exe = if tool == "rsync" {
-                "rsync"
-            } else {
-                env!("CARGO_BIN_EXE_arsync")
-            };
-            let out = Command::new(exe)
+            let out = tool_command(tool)
                 .current_dir(&at)
                 .args(["-r", "--delay-updates"])
                 .args(*args)
@@ -4466,24 +4474,10 @@ fn existing_makes_no_directory_named_on_the_command_line() {
     {
         let mut seen = Vec::new();
         for tool in ["rsync", "arsync"] {
-            let at = base.join(format!("{tool}{i}"));
-            fs::create_dir_all(&at).unwrap();
-            if *premade {
-                fs::create_dir(at.join("DEST")).unwrap();
-            }
-            let exe = if tool == "rsync" {
-                "rsync"
-            } else {
-                env!("CARGO_BIN_EXE_arsync")
-            };
-            let mut full: Vec<PathBuf> = args[..args.len() - 1]
-                .iter()
-                .map(|a| PathBuf::from(format!("{}/{a}", base.display())))
-                .collect();
-            full.push(at.join(args[args.len() - 1]));
-            let out = Command::new(exe)
+            let at = run_dir(base, &format!("{tool}{i}"), *premade);
+            let out = tool_command(tool)
                 .args(["-r", "--existing"])
-                .args(&full)
+                .args(sources_into(base, &at, args))
                 .output()
                 .unwrap();
             assert_eq!(code(&out), 0, "{tool} {args:?}: {}", err(&out));
@@ -4560,28 +4554,14 @@ fn references_serve_files_named_on_the_command_line() {
         {
             let mut seen = Vec::new();
             for tool in ["rsync", "arsync"] {
-                let at = base.join(format!("{tool}-{kind}{i}"));
-                fs::create_dir_all(&at).unwrap();
-                if *premade {
-                    fs::create_dir(at.join("DEST")).unwrap();
-                }
-                let exe = if tool == "rsync" {
-                    "rsync"
-                } else {
-                    env!("CARGO_BIN_EXE_arsync")
-                };
-                let mut full: Vec<PathBuf> = args[..args.len() - 1]
-                    .iter()
-                    .map(|a| base.join(a))
-                    .collect();
-                full.push(at.join(args[args.len() - 1]));
-                let out = Command::new(exe)
+                let at = run_dir(base, &format!("{tool}-{kind}{i}"), *premade);
+                let out = tool_command(tool)
                     .args([
                         "-a",
                         "-i",
                         &format!("--{kind}-dest={}", base.join("ref").display()),
                     ])
-                    .args(&full)
+                    .args(sources_into(base, &at, args))
                     .output()
                     .unwrap();
                 assert_eq!(code(&out), 0, "{tool} {kind} {args:?}: {}", err(&out));
@@ -4624,12 +4604,7 @@ fn filters_see_the_source_name_of_a_file_copied_to_another_name() {
             for tool in ["rsync", "arsync"] {
                 let dst = base.join(format!("{tool}{rule}{to}"));
                 fs::create_dir(&dst).unwrap();
-                let exe = if tool == "rsync" {
-                    "rsync"
-                } else {
-                    env!("CARGO_BIN_EXE_arsync")
-                };
-                let out = Command::new(exe)
+                let out = tool_command(tool)
                     .args(["-rl", rule])
                     .arg(base.join(from))
                     .arg(dst.join(to))
@@ -4671,12 +4646,7 @@ fn filters_do_not_drop_the_directories_on_the_way_to_named_paths() {
         for tool in ["rsync", "arsync"] {
             let dst = base.join(format!("{tool}-dst"));
             let _ = fs::remove_dir_all(&dst);
-            let exe = if tool == "rsync" {
-                "rsync"
-            } else {
-                env!("CARGO_BIN_EXE_arsync")
-            };
-            let out = Command::new(exe)
+            let out = tool_command(tool)
                 .current_dir(base)
                 .arg("-r")
                 .args(args)

@@ -90,10 +90,9 @@ pub(crate) async fn file_match(
         note(&mut best, i, Level::SameData, b);
         if same_attrs(
             core,
-            (src_dir, name),
-            (dir.as_fd(), ref_name),
-            &b,
-            st,
+            (src_dir, name, ref_name),
+            dir.as_fd(),
+            (&b, st),
             false,
         ) {
             note(&mut best, i, Level::Exact, b);
@@ -133,13 +132,13 @@ pub(crate) fn other_match(
             continue;
         }
         note(&mut best, i, Level::SameData, b);
+        let is_link = target.is_some();
         if same_attrs(
             core,
-            (src_dir, name),
-            (dir.as_fd(), ref_name),
-            &b,
-            st,
-            target.is_some(),
+            (src_dir, name, ref_name),
+            dir.as_fd(),
+            (&b, st),
+            is_link,
         ) {
             note(&mut best, i, Level::Exact, b);
             break;
@@ -176,12 +175,13 @@ pub(crate) fn dir_match(
     first
 }
 
+/// rsync's `unchanged_attrs` for the source `name` in `src_dir` (stat `st`) against the
+/// reference `ref_name` in `dir` (stat `b`).
 fn same_attrs(
     core: &Core,
-    (src_dir, name): (BorrowedFd<'_>, &CStr),
-    (dir, ref_name): (BorrowedFd<'_>, &CStr),
-    b: &Stat,
-    st: &Stat,
+    (src_dir, name, ref_name): (BorrowedFd<'_>, &CStr, &CStr),
+    dir: BorrowedFd<'_>,
+    (b, st): (&Stat, &Stat),
     is_link: bool,
 ) -> bool {
     same_attrs_fd(
