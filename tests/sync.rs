@@ -4664,6 +4664,50 @@ fn filters_do_not_drop_the_directories_on_the_way_to_named_paths() {
     }
 }
 
+/// With `-X`, a file whose data is copied again is itemized with its extended attributes
+/// against the file it replaces (`>f.s......x`), as rsync does; before, the `x` was shown only
+/// for files whose attributes alone changed.
+#[test]
+fn a_transferred_file_is_itemized_with_its_extended_attributes() {
+    if !require_rsync("a_transferred_file_is_itemized_with_its_extended_attributes") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("same-data"), b"a");
+    write(&src.join("new-data"), b"b");
+    write(&src.join("no-xattr"), b"c");
+    age(&src, 1_500_000_000);
+    let mut seen = Vec::new();
+    for tool in ["rsync", "arsync"] {
+        let dst = s.path().join(tool);
+        assert_eq!(code(&rsync(&["-aX"], &src, &dst)), 0);
+        seen.push(dst);
+    }
+    setxattr(&src.join("same-data"), "user.n", b"1");
+    setxattr(&src.join("new-data"), "user.n", b"1");
+    write(&src.join("new-data"), b"bigger");
+    write(&src.join("no-xattr"), b"longer");
+    age(&src, 1_500_000_000);
+    for flags in [&["-aX", "-i"][..], &["-aX", "-I", "-i"]] {
+        let mut items_of = Vec::new();
+        for (tool, base) in ["rsync", "arsync"].iter().zip(&seen) {
+            let dst = s.path().join(format!("{tool}{}", flags.len()));
+            assert_eq!(code(&rsync(&["-aX"], base, &dst)), 0);
+            let out = by_tool(tool, flags, &src, &dst);
+            assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
+            items_of.push(items(&out));
+        }
+        assert_eq!(items_of[1], items_of[0], "{flags:?}");
+        assert!(
+            items_of[1]
+                .iter()
+                .any(|l| l.starts_with(">f") && l.contains("x new-data"))
+        );
+    }
+}
+
 /// Free bytes of the file system holding `p`, as an unprivileged user sees them.
 fn free_bytes(p: &Path) -> u64 {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();

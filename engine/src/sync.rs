@@ -177,6 +177,21 @@ pub(crate) async fn judge_file(
         Verdict::Skip
     } else {
         change.how = How::Transfer;
+        if shared.wants_items
+            && (cfg.xattrs || cfg.acls)
+            && let Some(src) = src
+            && let Ok(p) = fsops::meta::xattr_plan(
+                fsops::xattr::Target::Fd(src.as_fd()),
+                fsops::xattr::Target::At(dir, dst_name),
+                &shared.policy,
+                false,
+            )
+        {
+            // rsync itemizes a transferred file's extended attributes and ACLs against the file
+            // it replaces too (`>f........x`); only compared when items are shown.
+            change.xattr = p.touches_xattr();
+            change.acl = p.touches_acl();
+        }
         Verdict::Copy(change)
     }
 }
