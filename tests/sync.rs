@@ -4708,6 +4708,39 @@ fn a_transferred_file_is_itemized_with_its_extended_attributes() {
     }
 }
 
+/// Without `-l`, `--safe-links` changes nothing: every symlink, unsafe ones included, is a
+/// non-regular file skipped with rsync's notice (before, the unsafe ones were passed over without
+/// a word).
+#[test]
+fn safe_links_without_links_skips_every_symlink_with_the_notice() {
+    if !require_rsync("safe_links_without_links_skips_every_symlink_with_the_notice") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("ok"), b"ok");
+    symlink("ok", src.join("safe")).unwrap();
+    symlink("/etc/hostname", src.join("absolute")).unwrap();
+    symlink("../../outside", src.join("above")).unwrap();
+    for flags in [&["-r", "--safe-links"][..], &["-rl", "--safe-links", "-v"]] {
+        let mut said = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("{tool}{}", flags.len()));
+            let out = by_tool(tool, flags, &src, &dst);
+            assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
+            let mut lines: Vec<String> = text(&out)
+                .lines()
+                .filter(|l| l.starts_with("ignoring") || l.starts_with("skipping"))
+                .map(str::to_string)
+                .collect();
+            lines.sort();
+            said.push((lines, listing(&dst)));
+        }
+        assert_eq!(said[1], said[0], "{flags:?}");
+    }
+}
+
 /// Free bytes of the file system holding `p`, as an unprivileged user sees them.
 fn free_bytes(p: &Path) -> u64 {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();

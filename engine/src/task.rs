@@ -2725,7 +2725,9 @@ async fn entry(
                     return Outcome::Done;
                 }
             }
-        } else if cfg.safe_links && unsafe_link {
+        } else if cfg.safe_links && cfg.links && unsafe_link {
+            // (Without -l every symlink is a non-regular file to skip, unsafe or not: said
+            // below as rsync says it; before, an unsafe one was passed over without a word.)
             skip_link(
                 core,
                 &parent.child_rel(name),
