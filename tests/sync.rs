@@ -4741,6 +4741,35 @@ fn safe_links_without_links_skips_every_symlink_with_the_notice() {
     }
 }
 
+/// A file whose name a directory holds that may not go (`--max-delete` spent) is not left
+/// behind as a partial or waiting copy, as rsync leaves none; before, `--partial-dir` and
+/// `--delay-updates` left the complete copy in `DIR/.pd/NAME` or `DIR/.~tmp~/NAME`.
+#[test]
+fn a_copy_that_cannot_take_its_name_leaves_no_partial_file() {
+    if !require_rsync("a_copy_that_cannot_take_its_name_leaves_no_partial_file") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    write(&src.join("a/b"), b"now a file");
+    for flags in [
+        &["-a", "--partial-dir=.pd", "--max-delete=0", "--delete"][..],
+        &["-a", "--delay-updates", "--max-delete=0", "--delete"],
+        &["-a", "--partial", "--max-delete=0", "--delete"],
+    ] {
+        let mut seen = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("{tool}{}", flags[1]));
+            fs::create_dir_all(dst.join("a/b/c")).unwrap();
+            write(&dst.join("a/b/c/deep"), b"in the way");
+            let out = by_tool(tool, flags, &src, &dst);
+            seen.push((code(&out), listing(&dst)));
+        }
+        assert_eq!(seen[1], seen[0], "{flags:?}");
+    }
+}
+
 /// Free bytes of the file system holding `p`, as an unprivileged user sees them.
 fn free_bytes(p: &Path) -> u64 {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();

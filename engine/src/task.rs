@@ -3953,6 +3953,13 @@ impl Staging {
     }
 }
 
+/// Whether a rename or removal failed because a directory that may not be removed holds the
+/// name (not empty, and no more deletions allowed or something in it protected).
+fn blocked_by_a_directory(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::DirectoryNotEmpty
+        || matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EISDIR))
+}
+
 /// The fixed name of a partial file for `name` when it stays in the destination directory.
 fn partial_name(name: &CStr) -> CString {
     let b = name.to_bytes();
@@ -4227,6 +4234,14 @@ fn publish(
             } else {
                 sync::rename_over(core, dir, pname, name, rel)
             };
+            if let Err(e) = &r
+                && blocked_by_a_directory(e)
+            {
+                // Complete, but a directory that may not go holds its name (--max-delete spent,
+                // protected entries): not kept as a partial file to resume, as rsync, which
+                // decides that before the transfer, leaves none (before, `DIR/.pd/NAME` stayed).
+                let _ = sys::unlink_at(pdir.as_fd(), pname, 0);
+            }
             // (An emptied partial directory is removed when its directory is finished, when no
             // other file of it can be using it any more.)
             r.map_err(dst_err("rename"))
@@ -4644,9 +4659,15 @@ async fn copy_file_data(
             // before the transfer).
             if !parent.fresh
                 && sys::lstat_at(dir, dst_name).is_ok_and(|d| d.file_type() == FileType::Dir)
+                && let Err(e) = sync::make_way(core, dir, dst_name, sync::Rel::Of(parent))
             {
-                sync::make_way(core, dir, dst_name, sync::Rel::Of(parent))
-                    .map_err(dst_err("rmdir"))?;
+                // (A directory that may not go: the waiting copy goes instead, as in publish.)
+                if let Staging::Partial { dir: pdir, name, .. } = &staging
+                    && blocked_by_a_directory(&e)
+                {
+                    let _ = sys::unlink_at(pdir.as_fd(), name, 0);
+                }
+                return Err(dst_err("rmdir")(e));
             }
             lock(delayed).push(dst_name.to_owned());
         } else {
