@@ -46,6 +46,18 @@ fn by_tool(tool: &str, flags: &[&str], src: &Path, dst: &Path) -> Output {
     }
 }
 
+/// Run `each` for rsync, then for arsync, assert that arsync's outcome is rsync's (`what` names
+/// the case in the message), and return it.
+fn same_as_rsync<T: PartialEq + std::fmt::Debug>(
+    what: &dyn std::fmt::Debug,
+    mut each: impl FnMut(&str) -> T,
+) -> T {
+    let want = each("rsync");
+    let got = each("arsync");
+    assert_eq!(got, want, "{what:?}");
+    got
+}
+
 /// `rsync`, or this build's arsync, by `tool`'s name: a command to give arguments to.
 fn tool_command(tool: &str) -> Command {
     Command::new(if tool == "rsync" {
@@ -4269,8 +4281,7 @@ fn existing_and_ignore_existing_pass_over_non_regular_entries_silently() {
         &["-r"],
         &["-r", "--existing", "--ignore-existing"],
     ] {
-        let mut said = Vec::new();
-        for tool in ["rsync", "arsync"] {
+        let said_arsync = same_as_rsync(&flags, |tool| {
             let dst = s.path().join(format!("{tool}{}", flags.join("")));
             fs::create_dir_all(&dst).unwrap();
             write(&dst.join("here-link"), b"a file");
@@ -4279,12 +4290,11 @@ fn existing_and_ignore_existing_pass_over_non_regular_entries_silently() {
             assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
             let mut lines: Vec<String> = text(&out).lines().map(str::to_string).collect();
             lines.sort();
-            said.push(lines);
-        }
-        assert_eq!(said[1], said[0], "{flags:?}");
+            lines
+        });
         if flags == ["-r"] {
             assert_eq!(
-                said[1].len(),
+                said_arsync.len(),
                 4,
                 "the notices are there without the options"
             );
@@ -4308,22 +4318,20 @@ fn a_reference_beside_a_new_destination_is_used_without_a_warning() {
     set_times(&src.join("f"), 1_500_000_000, 0);
     assert_eq!(code(&rsync(&["-a"], &src, &s.path().join("ref"))), 0);
     for (flag, warned) in [("--link-dest=../ref", false), ("--link-dest=../gone", true)] {
-        let mut said = Vec::new();
-        for tool in ["rsync", "arsync"] {
+        let said_arsync = same_as_rsync(&flag, |tool| {
             let dst = s.path().join(format!("into-{tool}-{warned}"));
             let out = by_tool(tool, &["-a", flag], &src, &dst);
             assert_eq!(code(&out), 0, "{tool} {flag}: {}", err(&out));
             let links = fs::metadata(dst.join("f")).unwrap().nlink();
             // (Linked to the reference's file where it was found.)
             assert_eq!(links > 1, !warned, "{tool} {flag}: {links} links");
-            said.push(err(&out).replace(&format!("into-{tool}-"), "into-"));
-        }
-        assert_eq!(said[1], said[0], "{flag}");
+            err(&out).replace(&format!("into-{tool}-"), "into-")
+        });
         assert_eq!(
-            said[1].contains("arg does not exist"),
+            said_arsync.contains("arg does not exist"),
             warned,
             "{flag}: {}",
-            said[1]
+            said_arsync
         );
     }
 }
@@ -4356,8 +4364,7 @@ fn relative_paths_that_do_not_exist_make_none_of_their_way() {
     .iter()
     .enumerate()
     {
-        let mut seen = Vec::new();
-        for tool in ["rsync", "arsync"] {
+        same_as_rsync(&args, |tool| {
             let dst = base.join(format!("{tool}{i}"));
             let out = tool_command(tool)
                 .current_dir(base)
@@ -4376,9 +4383,8 @@ fn relative_paths_that_do_not_exist_make_none_of_their_way() {
                 .filter(|l| l.contains("link_stat"))
                 .map(|l| l.rsplit_once("failed: ").map(|(_, e)| e.to_string()))
                 .collect::<Vec<_>>();
-            seen.push((code(&out), made, complaints));
-        }
-        assert_eq!(seen[1], seen[0], "{args:?}");
+            (code(&out), made, complaints)
+        });
     }
     assert!(!base.join("arsync0/src").exists());
 }
@@ -4406,8 +4412,7 @@ fn delayed_updates_of_files_named_on_the_command_line_take_their_names() {
     .iter()
     .enumerate()
     {
-        let mut seen = Vec::new();
-        for tool in ["rsync", "arsync"] {
+        let seen_arsync = same_as_rsync(&args, |tool| {
             let at = run_dir(base, &format!("{tool}{i}"), *premade);
             fs::create_dir_all(at.join("src")).unwrap();
             for f in ["src/f1", "src/a"] {
@@ -4438,13 +4443,12 @@ fn delayed_updates_of_files_named_on_the_command_line_take_their_names() {
                 })
                 .collect();
             files.sort();
-            seen.push(files);
-        }
-        assert_eq!(seen[1], seen[0], "{args:?}");
+            files
+        });
         assert!(
-            !seen[1].iter().any(|p| p.contains("~tmp~")),
+            !seen_arsync.iter().any(|p| p.contains("~tmp~")),
             "{:?}",
-            seen[1]
+            seen_arsync
         );
     }
 }
@@ -4472,8 +4476,7 @@ fn existing_makes_no_directory_named_on_the_command_line() {
     .iter()
     .enumerate()
     {
-        let mut seen = Vec::new();
-        for tool in ["rsync", "arsync"] {
+        same_as_rsync(&args, |tool| {
             let at = run_dir(base, &format!("{tool}{i}"), *premade);
             let out = tool_command(tool)
                 .args(["-r", "--existing"])
@@ -4481,9 +4484,8 @@ fn existing_makes_no_directory_named_on_the_command_line() {
                 .output()
                 .unwrap();
             assert_eq!(code(&out), 0, "{tool} {args:?}: {}", err(&out));
-            seen.push(listing(&at));
-        }
-        assert_eq!(seen[1], seen[0], "{args:?}");
+            listing(&at)
+        });
     }
 }
 
@@ -4552,8 +4554,7 @@ fn references_serve_files_named_on_the_command_line() {
         .iter()
         .enumerate()
         {
-            let mut seen = Vec::new();
-            for tool in ["rsync", "arsync"] {
+            same_as_rsync(&(kind, args), |tool| {
                 let at = run_dir(base, &format!("{tool}-{kind}{i}"), *premade);
                 let out = tool_command(tool)
                     .args([
@@ -4573,9 +4574,8 @@ fn references_serve_files_named_on_the_command_line() {
                     })
                     .map(|p| p.display().to_string())
                     .collect();
-                seen.push((items(&out), listing(&at), linked));
-            }
-            assert_eq!(seen[1], seen[0], "{kind} {args:?}");
+                (items(&out), listing(&at), linked)
+            });
         }
     }
 }
@@ -4600,8 +4600,7 @@ fn filters_see_the_source_name_of_a_file_copied_to_another_name() {
         "--include=f1",
     ] {
         for (from, to) in [("src/f1", "new"), ("src/l1", "newl")] {
-            let mut seen = Vec::new();
-            for tool in ["rsync", "arsync"] {
+            same_as_rsync(&(rule, from), |tool| {
                 let dst = base.join(format!("{tool}{rule}{to}"));
                 fs::create_dir(&dst).unwrap();
                 let out = tool_command(tool)
@@ -4611,9 +4610,8 @@ fn filters_see_the_source_name_of_a_file_copied_to_another_name() {
                     .output()
                     .unwrap();
                 assert_eq!(code(&out), 0, "{tool} {rule}: {}", err(&out));
-                seen.push(listing(&dst));
-            }
-            assert_eq!(seen[1], seen[0], "{rule} {from}");
+                listing(&dst)
+            });
         }
     }
 }
@@ -4642,8 +4640,7 @@ fn filters_do_not_drop_the_directories_on_the_way_to_named_paths() {
         &["--files-from=list", "--exclude=b/", "src/"],
         &["--files-from=list", "--exclude=top", "src/"],
     ] {
-        let mut seen = Vec::new();
-        for tool in ["rsync", "arsync"] {
+        same_as_rsync(&args, |tool| {
             let dst = base.join(format!("{tool}-dst"));
             let _ = fs::remove_dir_all(&dst);
             let out = tool_command(tool)
@@ -4654,13 +4651,12 @@ fn filters_do_not_drop_the_directories_on_the_way_to_named_paths() {
                 .output()
                 .unwrap();
             assert_eq!(code(&out), 0, "{tool} {args:?}: {}", err(&out));
-            seen.push(if dst.exists() {
+            if dst.exists() {
                 listing(&dst)
             } else {
                 BTreeSet::new()
-            });
-        }
-        assert_eq!(seen[1], seen[0], "{args:?}");
+            }
+        });
     }
 }
 
@@ -4724,8 +4720,7 @@ fn safe_links_without_links_skips_every_symlink_with_the_notice() {
     symlink("/etc/hostname", src.join("absolute")).unwrap();
     symlink("../../outside", src.join("above")).unwrap();
     for flags in [&["-r", "--safe-links"][..], &["-rl", "--safe-links", "-v"]] {
-        let mut said = Vec::new();
-        for tool in ["rsync", "arsync"] {
+        same_as_rsync(&flags, |tool| {
             let dst = s.path().join(format!("{tool}{}", flags.len()));
             let out = by_tool(tool, flags, &src, &dst);
             assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
@@ -4735,9 +4730,8 @@ fn safe_links_without_links_skips_every_symlink_with_the_notice() {
                 .map(str::to_string)
                 .collect();
             lines.sort();
-            said.push((lines, listing(&dst)));
-        }
-        assert_eq!(said[1], said[0], "{flags:?}");
+            (lines, listing(&dst))
+        });
     }
 }
 
@@ -4758,15 +4752,13 @@ fn a_copy_that_cannot_take_its_name_leaves_no_partial_file() {
         &["-a", "--delay-updates", "--max-delete=0", "--delete"],
         &["-a", "--partial", "--max-delete=0", "--delete"],
     ] {
-        let mut seen = Vec::new();
-        for tool in ["rsync", "arsync"] {
+        same_as_rsync(&flags, |tool| {
             let dst = s.path().join(format!("{tool}{}", flags[1]));
             fs::create_dir_all(dst.join("a/b/c")).unwrap();
             write(&dst.join("a/b/c/deep"), b"in the way");
             let out = by_tool(tool, flags, &src, &dst);
-            seen.push((code(&out), listing(&dst)));
-        }
-        assert_eq!(seen[1], seen[0], "{flags:?}");
+            (code(&out), listing(&dst))
+        });
     }
 }
 

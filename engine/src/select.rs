@@ -77,18 +77,14 @@ impl Selection {
         self.nodes[at].children.keys().map(CString::as_c_str)
     }
 
-    fn child(&self, at: usize, name: &CStr) -> Option<usize> {
+    /// The child `name` of node `at`, if selected.
+    pub(crate) fn child(&self, at: usize, name: &CStr) -> Option<usize> {
         self.nodes[at].children.get(name).copied()
     }
 
     /// Whether node `at` was named itself (else it is only on the way to something named).
     pub(crate) fn listed(&self, at: usize) -> bool {
         self.nodes[at].listed
-    }
-
-    /// The child `name` of node `at`, if selected.
-    pub(crate) fn child_of(&self, at: usize, name: &CStr) -> Option<usize> {
-        self.child(at, name)
     }
 
     /// The named paths below node `at` (relative to it, `a/b`), depth first, until `f` returns

@@ -1702,8 +1702,9 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
     let mut tasks = Vec::new();
     let mut dirs = 0;
     for name in sel.children(at) {
-        if let Some(i) = sel.child_of(at, name)
-            && !sel.listed(i)
+        // Only on the way to listed paths (not listed itself).
+        let implied = sel.child(at, name).filter(|&i| !sel.listed(i));
+        if let Some(i) = implied
             && cfg.missing_args != crate::MissingArgs::Delete
             && !implied_way_leads_somewhere(core, &node, sel, (i, name))
         {
@@ -1735,8 +1736,7 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
         // A directory only on the way to listed paths is not subject to the rules, as rsync's
         // sender adds implied directories unfiltered (before, `--exclude=a/` dropped every
         // listed `a/b/c/file` without a word).
-        let implied = sel.child_of(at, name).is_some_and(|i| !sel.listed(i));
-        if !implied
+        if implied.is_none()
             && filtered(
                 core,
                 sync::Rel::Of(&node),
@@ -1785,11 +1785,17 @@ fn implied_way_leads_somewhere(
         p.extend_from_slice(rel);
         CString::new(p).ok()
     };
+    // The missing ones, reported if none leads somewhere (every one was looked at then).
+    let mut missing = Vec::new();
     // (One the rules exclude leads nowhere either: rsync makes no implied directory for it.)
-    let live = |rel: &[u8]| {
+    let mut live = |rel: &[u8]| {
         let Some(p) = path_of(rel) else { return false };
-        let Ok(st) = sys::lstat_at(node.src_fd(), &p) else {
-            return false;
+        let st = match sys::lstat_at(node.src_fd(), &p) {
+            Ok(st) => st,
+            Err(e) => {
+                missing.push((rel.to_vec(), e));
+                return false;
+            }
         };
         let full = node.rel().join(std::ffi::OsStr::from_bytes(p.as_bytes()));
         let dir = full.parent().unwrap_or(Path::new(""));
@@ -1803,22 +1809,18 @@ fn implied_way_leads_somewhere(
             &|| sys::abs_name(node.src_fd(), p.as_bytes()),
         )
     };
-    if sel.any_listed_below(i, &mut |rel| live(rel)) {
+    if sel.any_listed_below(i, &mut live) {
         return true;
     }
-    sel.any_listed_below(i, &mut |rel| {
-        if let Some(p) = path_of(rel)
-            && let Err(e) = sys::lstat_at(node.src_fd(), &p)
-            && !(e.kind() == io::ErrorKind::NotFound
-                && core.shared.config.missing_args == crate::MissingArgs::Ignore)
-        {
+    let ignore = core.shared.config.missing_args == crate::MissingArgs::Ignore;
+    for (rel, e) in missing {
+        if !(ignore && e.kind() == io::ErrorKind::NotFound) {
             let shown = node
                 .child_src_path(name)
-                .join(std::ffi::OsStr::from_bytes(rel));
+                .join(std::ffi::OsStr::from_bytes(&rel));
             report(core, &shown, "link_stat", &e, ErrorClass::Partial);
         }
-        false
-    });
+    }
     false
 }
 
