@@ -344,6 +344,63 @@ fn perishable_and_absolute_rules_select_and_delete_as_rsync_does() {
     assert!(!base.join("arsync8/doc").exists());
 }
 
+/// A pattern that starts with `**` (rsync's `FILTRULE_WILD2_PREFIX`) also matches with its `**/`
+/// standing for no directory at all: `--exclude='**/node_modules/'` leaves out the top-level
+/// `node_modules` too, and `**/x/b` the top-level `x/b`. Before, arsync matched such patterns
+/// only below the top, so `SRC/ DEST/` with `--exclude='**/.git/'` copied `SRC/.git`.
+#[test]
+fn double_star_prefixed_patterns_match_at_the_top_as_in_rsync() {
+    if !require_rsync("double_star_prefixed_patterns_match_at_the_top_as_in_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let src = base.join("src");
+    named_files(
+        &src,
+        &[
+            "b",
+            "x/b",
+            "x/y/b",
+            "a/x/b",
+            "node_modules/m.js",
+            "web/node_modules/n.js",
+            "web/app.js",
+            "keep",
+            "d/keep",
+        ],
+    );
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--exclude=**/b"],
+        vec!["--exclude=**/x/b"],
+        vec!["--exclude=**/node_modules/"],
+        vec!["--exclude=**/x/***"],
+        vec!["--exclude=/**/b"],
+        vec!["--exclude=**b"],
+        vec!["--include=**/keep", "--include=*/", "--exclude=*"],
+        vec!["--filter=P **/b", "--delete"],
+        vec!["--exclude=**/b", "--delete", "--delete-excluded"],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        let mut args = vec!["-a"];
+        args.extend(flags.iter().copied());
+        same_as_rsync(flags, |tool| {
+            let dst = base.join(format!("{tool}{i}"));
+            named_files(&dst, &["q/b", "spare"]);
+            let out = by_tool(tool, &args, &src, &dst);
+            (code(&out), listing(&dst))
+        });
+    }
+    // The cases do what they are meant to.
+    assert!(!base.join("arsync0/b").exists() && !base.join("arsync0/a/x/b").exists());
+    assert!(
+        !base.join("arsync2/node_modules").exists() && base.join("arsync2/web/app.js").exists()
+    );
+    assert!(base.join("arsync4/b").exists() && !base.join("arsync4/x/b").exists());
+    assert!(base.join("arsync7/q/b").exists() && !base.join("arsync7/spare").exists());
+    assert!(!base.join("arsync8/q/b").exists() && base.join("arsync8/x/y").exists());
+}
+
 /// A directory being deleted (gone from the source, or in the way of a file) is emptied under
 /// its own per-directory merge files too, read from the destination, as rsync reads them
 /// (`push_local_filters` in `delete_dir_contents`): what a `.cvsignore` or `.rsync-filter` in
@@ -493,6 +550,95 @@ fn nested_dir_merges_apply_and_a_bad_rule_stops_the_run_as_in_rsync() {
     );
 }
 
+/// The `e` modifier of a merge rule excludes the merge file's own name ahead of the rules it
+/// reads, as rsync adds that exclude before the merge: a `+ *` in the file does not take the file
+/// in again. Before, arsync tried a `dir-merge`'s rules first (so `:e .f` with `+ *` in `.f`
+/// copied `.f`), and a plain `merge` (`.e FILE`) excluded nothing.
+#[test]
+fn merge_files_excluded_by_e_stay_out_whatever_they_include() {
+    if !require_rsync("merge_files_excluded_by_e_stay_out_whatever_they_include") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let src = base.join("src");
+    named_files(&src, &["a", "d/b", "d/e/c", "g.rules"]);
+    write(&src.join(".f"), b"+ *\n");
+    write(&src.join("d/.f"), b"+ .f\n- b\n");
+    write(&src.join("d/e/g.rules"), b"+ g.rules\n");
+    let global = src.join("d/e/g.rules");
+    let global_arg = format!("--filter=.e {}", global.display());
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--filter=:e .f"],
+        vec!["--filter=:ne .f"],
+        vec!["--filter=dir-merge,e .f", "--delete", "--delete-excluded"],
+        vec![&global_arg],
+        vec![&global_arg, "--filter=:e .f"],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        let mut args = vec!["-a"];
+        args.extend(flags.iter().copied());
+        same_as_rsync(flags, |tool| {
+            let dst = base.join(format!("{tool}{i}"));
+            named_files(&dst, &["spare"]);
+            write(&dst.join(".f"), b"- nothing\n");
+            let out = by_tool(tool, &args, &src, &dst);
+            (code(&out), listing(&dst))
+        });
+    }
+    assert!(!base.join("arsync0/d/.f").exists() && base.join("arsync0/d/e/c").exists());
+    assert!(!base.join("arsync2/d/.f").exists() && !base.join("arsync2/d/b").exists());
+    assert!(!base.join("arsync3/g.rules").exists() && !base.join("arsync3/d/e/g.rules").exists());
+}
+
+/// `--delete-after` with per-directory merge files: what protects a destination entry is the
+/// destination's merge files as the copy has left them, read at the end, as rsync reads them.
+/// Before, arsync judged by the source's merge files, which is the same only where the copy
+/// puts them there: with `:e` or `-FF` (the files kept out of the transfer), or a merge file
+/// whose own rules exclude it, it kept what rsync deletes and deleted what the destination's
+/// older merge file protects.
+#[test]
+fn delete_after_judges_by_the_merge_files_the_destination_ends_with() {
+    if !require_rsync("delete_after_judges_by_the_merge_files_the_destination_ends_with") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let src = base.join("src");
+    named_files(&src, &["a", "d/b", "e/c"]);
+    write(&src.join(".rsync-filter"), b"P keep*\n");
+    write(&src.join("d/.rsync-filter"), b"P *.bak\n- .rsync-filter\n");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--filter=:e .rsync-filter", "--delete-after"],
+        vec!["-FF", "--delete-after"],
+        vec!["-F", "--delete-after"],
+        vec!["-F", "--delete-after", "-n"],
+        vec!["-FF", "--delete"],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        let mut args = vec!["-a", "-i"];
+        args.extend(flags.iter().copied());
+        same_as_rsync(flags, |tool| {
+            let dst = base.join(format!("{tool}{i}"));
+            named_files(&dst, &["keep1", "old1", "d/x.bak", "d/y", "e/old2"]);
+            // The destination's own older merge files.
+            write(&dst.join(".rsync-filter"), b"P old*\n");
+            write(&dst.join("e/.rsync-filter"), b"P old*\n");
+            let out = by_tool(tool, &args, &src, &dst);
+            // (The deletions said; directory time lines differ by rsync's same-second compare.)
+            let deleting: BTreeSet<String> = items(&out)
+                .into_iter()
+                .filter(|l| l.starts_with("*deleting"))
+                .collect();
+            (code(&out), deleting, listing(&dst))
+        });
+    }
+    // With the files kept out, rsync's deletions see only the destination's: keep1 goes, old1
+    // stays; with -F the copied top file replaces the old one: keep1 stays, old1 goes.
+    assert!(!base.join("arsync0/keep1").exists() && base.join("arsync0/old1").exists());
+    assert!(base.join("arsync2/keep1").exists() && !base.join("arsync2/old1").exists());
+}
+
 /// Filter rules with the `x` modifier are about extended attribute names (`-X`), as rsync's:
 /// an excluded name is not copied, and on an existing destination file it is neither changed
 /// nor removed; `+x` stops the search; the rules never select entries. Before session 26 arsync
@@ -631,6 +777,73 @@ fn prune_empty_dirs_prunes_what_rsync_prunes() {
         dsts[1].join("only-o/x.o").exists(),
         "an excluded file was deleted"
     );
+}
+
+/// `-m` with a directory named on the command line (`SRC`, not `SRC/`): one that holds nothing
+/// but directories once the rules are applied is left out, as rsync leaves it out, and an
+/// existing destination counterpart keeps what it holds under `--delete`. Before, arsync made it
+/// (`DEST/empty`) and walked it, so `-m --delete src DEST/` emptied `DEST/src` where rsync
+/// deletes nothing. And a directory the receiving side's rules exclude (`P`, `-r`) is not
+/// pruned, nor are the directories on its way, as rsync's receiver keeps them (before, arsync
+/// pruned them).
+#[test]
+fn prune_empty_dirs_leaves_out_directories_named_on_the_command_line() {
+    if !require_rsync("prune_empty_dirs_leaves_out_directories_named_on_the_command_line") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    for d in ["src/e/f", "empty", "full/sub"] {
+        fs::create_dir_all(base.join(d)).unwrap();
+    }
+    write(&base.join("src/e/f/x.o"), b"o");
+    write(&base.join("full/sub/kept"), b"kept");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["-a", "-m", "--delete", "--exclude=*.o", "src", "DEST/"],
+        vec!["-a", "-m", "empty", "DEST/"],
+        vec!["-a", "-m", "--exclude=*.o", "src/e", "full", "DEST/"],
+        vec!["-a", "-m", "--delete", "--exclude=*.o", "src/", "DEST/"],
+        vec!["-a", "-m", "--exclude=*.o", "src/e/f/", "DEST/"],
+        vec!["-a", "-m", "--exclude=*.o", "--filter=P f", "src", "DEST/"],
+        vec![
+            "-a",
+            "-m",
+            "--exclude=*.o",
+            "--filter=-r e/",
+            "src/",
+            "DEST/",
+        ],
+        vec![
+            "-a",
+            "-m",
+            "--exclude=*.o",
+            "--filter=P src",
+            "src",
+            "DEST/",
+        ],
+        vec!["-a", "-m", "--exclude=*.o", "--filter=H f", "src", "DEST/"],
+    ];
+    for (i, args) in cases.iter().enumerate() {
+        same_as_rsync(args, |tool| {
+            let at = run_dir(base, &format!("{tool}{i}"), false);
+            named_files(&at, &["DEST/src/old/x", "DEST/src/y", "DEST/z"]);
+            let (flags, paths): (Vec<&str>, Vec<&str>) =
+                args.iter().partition(|a| a.starts_with('-'));
+            let out = tool_command(tool)
+                .args(flags)
+                .args(sources_into(base, &at, &paths))
+                .current_dir(base)
+                .output()
+                .unwrap();
+            (code(&out), listing(&at))
+        });
+    }
+    assert!(base.join("arsync0/DEST/src/old/x").exists());
+    assert!(!base.join("arsync1/DEST/empty").exists());
+    assert!(
+        base.join("arsync2/DEST/full/sub/kept").exists() && !base.join("arsync2/DEST/e").exists()
+    );
+    assert!(base.join("arsync5/DEST/src/e/f").exists() && base.join("arsync6/DEST/e").exists());
 }
 
 #[test]
@@ -775,6 +988,7 @@ fn delete_removes_exactly_the_extraneous_entries() {
     for pair in [
         ["--delete-before", "--delete-after"],
         ["--del", "--delete-before"],
+        ["--delete-delay", "--delete-after"],
     ] {
         let dst = s.path().join("two-whens");
         let mut flags = vec!["-a"];
@@ -3462,9 +3676,16 @@ fn merge_and_per_directory_filter_files_act_as_rsync() {
         assert_eq!(items(got), items(want), "{extra:?}");
         assert_eq!(listing(got_dst), listing(want_dst), "{extra:?}");
     }
-    // What --delete may remove: with --delete and --delete-before the destination's own merge
-    // files (as they were before the copy) protect, with --delete-after the ones just copied.
-    for mode in ["--delete", "--delete-before", "--delete-after"] {
+    // What --delete may remove: with --delete, --delete-before and --delete-delay the
+    // destination's own merge files (as they were before the copy) protect, with --delete-after
+    // the ones just copied. (Before, --delete-delay was --delete-after's other name, so the
+    // copied files protected what rsync deletes.)
+    for mode in [
+        "--delete",
+        "--delete-before",
+        "--delete-after",
+        "--delete-delay",
+    ] {
         for old_rules in [false, true] {
             let mut outs = Vec::new();
             for tool in ["rsync", "arsync"] {

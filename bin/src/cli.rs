@@ -872,9 +872,15 @@ pub fn command() -> Command {
     .arg(
         Arg::new("delete-after")
             .long("delete-after")
-            .visible_alias("delete-delay")
             .action(ArgAction::SetTrue)
-            .help("--delete, but the deletions found during the walk are made after everything is copied (rsync's --delete-delay; the same outcome as its --delete-after) [default: off]")
+            .help("--delete, after everything is copied: per-directory merge files protect as the copy has left them [default: off]")
+            .help_heading("Sync"),
+    )
+    .arg(
+        Arg::new("delete-delay")
+            .long("delete-delay")
+            .action(ArgAction::SetTrue)
+            .help("--delete, found during the walk (merge files protect as they were before the copy) and made after everything is copied [default: off]")
             .help_heading("Sync"),
     )
     .arg(
@@ -1913,10 +1919,15 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     };
     config.min_size = m.get_one::<u64>("min-size").copied();
     let delete_excluded = m.get_flag("delete-excluded");
-    if ["delete-before", "delete-during", "delete-after"]
-        .iter()
-        .filter(|id| m.get_flag(id))
-        .count()
+    if [
+        "delete-before",
+        "delete-during",
+        "delete-after",
+        "delete-delay",
+    ]
+    .iter()
+    .filter(|id| m.get_flag(id))
+    .count()
         > 1
     {
         return Err(usage(
@@ -1925,6 +1936,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     }
     config.delete = if m.get_flag("delete-after") {
         Some(engine::Delete::After)
+    } else if m.get_flag("delete-delay") {
+        Some(engine::Delete::Delay)
     } else if m.get_flag("delete-before") {
         Some(engine::Delete::Before)
     } else if m.get_flag("delete") || m.get_flag("delete-during") || delete_excluded {
@@ -2428,7 +2441,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
                 "--mpi cannot be combined with --stop-after or --stop-at",
             ));
         }
-        if config.delete == Some(engine::Delete::After) {
+        if matches!(
+            config.delete,
+            Some(engine::Delete::After | engine::Delete::Delay)
+        ) {
             return Err(usage(
                 "--mpi deletes during the walk: use --delete, not --delete-after/--delete-delay",
             ));

@@ -704,8 +704,9 @@ pub(crate) fn run(
     if !pending.is_empty() && !stopped {
         // --delete-after: everything is copied; now the deletions, in the order they were found.
         let main = Counters::default();
+        let mut end_rules = crate::sync::EndRules::new();
         for p in pending {
-            crate::sync::delete_after(&shared, &main, p);
+            crate::sync::delete_after(&shared, &main, p, &mut end_rules);
         }
         report.deleted += main.deleted.get();
         report.delete_skipped += main.delete_skipped.get();

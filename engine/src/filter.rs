@@ -492,6 +492,13 @@ impl Filters {
                 }
             };
             let parsed = self.parse_merge(&text, m, b"", &Origin::File)?;
+            if exclude_self {
+                // (Its last component, ahead of its rules, as rsync.)
+                let own = file.rsplit('/').next().unwrap_or(file);
+                if !own.is_empty() && file != "-" {
+                    self.push(Action::Exclude, true, true, false, own)?;
+                }
+            }
             // Its dir-merge rules join the run's, at their places among its rules.
             let at = self.rules.len();
             for mut dm in parsed.nested {
@@ -510,15 +517,17 @@ impl Filters {
                 "filter rule {rule:?}: a per-directory merge file is one name (or /NAME)"
             ));
         }
+        // `e`: the file's own name is excluded ahead of its rules, as rsync adds that rule
+        // before the merge (so a `+ *` in the file does not take it in again).
+        if exclude_self {
+            self.push(Action::Exclude, true, true, false, name)?;
+        }
         self.merges.push(DirMerge {
             at: self.rules.len(),
             name: CString::new(name).map_err(|_| format!("filter rule {rule:?}: NUL in name"))?,
             prescan,
             mods: m,
         });
-        if exclude_self {
-            self.push(Action::Exclude, true, true, false, name)?;
-        }
         Ok(())
     }
 
@@ -914,6 +923,17 @@ impl Rule {
         } else {
             path
         };
+        // rsync's `FILTRULE_WILD2_PREFIX`: an unanchored pattern that starts with `**` is matched
+        // against the path with a `/` before it, so that `**/x` also matches a top-level `x`
+        // (the `**/` matching no directory at all). That only ever adds matches: the `**` can
+        // take the `/` too.
+        let slashed;
+        let path = if self.full_path && !self.anchored && !self.abs && self.pat.starts_with(b"**") {
+            slashed = [b"/", path].concat();
+            &slashed[..]
+        } else {
+            path
+        };
         if self.and_below {
             // `dir/***`: the directory itself, or anything whose path has it as a prefix.
             if self.pat.is_empty() {
@@ -1139,6 +1159,15 @@ mod tests {
         let x = f(&["+ keep.log", "- *.log"]);
         assert!(!x.excludes(b"keep.log", false));
         assert!(x.excludes(b"other.log", false));
+        // A leading `**/` may stand for no directory (rsync's WILD2_PREFIX); elsewhere `/**/`
+        // needs one, and an anchored `/**/` is not a prefix.
+        let x = f(&["- **/b"]);
+        assert!(x.excludes(b"b", false) && x.excludes(b"x/y/b", false));
+        let x = f(&["- **/x/b", "- /**/c", "- a/**/d", "- **/e/***"]);
+        assert!(x.excludes(b"x/b", false) && x.excludes(b"q/x/b", false));
+        assert!(!x.excludes(b"c", false) && x.excludes(b"q/c", false));
+        assert!(!x.excludes(b"a/d", false) && x.excludes(b"a/q/d", false));
+        assert!(x.excludes(b"e", true) && x.excludes(b"e/f/g", false));
         // dir/*** includes the directory and all below.
         let x = f(&["+ /src/***", "- *"]);
         assert!(!x.excludes(b"src", true));

@@ -191,8 +191,13 @@ pub enum Delete {
     /// (`--delete`, `--delete-during`).
     During,
     /// After the whole transfer (`--delete-after`): nothing is deleted while files are still being
-    /// copied.
+    /// copied; what protects a destination entry is the per-directory merge files the copy has
+    /// just put there.
     After,
+    /// Found as with [`Delete::During`] (what protects a destination entry is its directory's
+    /// merge files as they were before the copy), removed after the whole transfer as with
+    /// [`Delete::After`] (`--delete-delay`).
+    Delay,
 }
 
 /// How an existing destination file is judged up to date.

@@ -565,6 +565,11 @@ pub(crate) struct PendingDelete {
     pub stat: Option<Stat>,
     /// Its per-directory rules (which protect entries from deletion).
     pub rules: Option<Arc<DirRules>>,
+    /// `victims` are every name the source lacks, not judged by the rules yet: with
+    /// per-directory merge files, what protects them is the destination's merge files as the
+    /// whole copy has left them, read at the end (as rsync's `--delete-after` reads them), not
+    /// the source's (a merge file the rules keep out of the transfer never gets there).
+    pub judge_at_end: bool,
 }
 
 /// Whether the receiving side's rules keep `path` (relative to the transfer root) from deletion
@@ -614,13 +619,15 @@ pub(crate) fn said_rule(
     rule.action == crate::filter::Action::Exclude
 }
 
-/// The destination entries of `dst` that the source (`names`) does not have and no rule protects.
+/// The destination entries of `dst` that the source (`names`) does not have and (`judge`) no
+/// rule protects.
 pub(crate) fn extraneous(
     shared: &RunShared,
     dst: BorrowedFd<'_>,
     rel: &Path,
     names: Vec<CString>,
     rules: Option<&DirRules>,
+    judge: bool,
 ) -> io::Result<Vec<(CString, FileType)>> {
     let names: HashSet<CString> = names.into_iter().collect();
     let fd = sys::open_dir_at(dst, c".")?;
@@ -638,7 +645,7 @@ pub(crate) fn extraneous(
                     .map(|s| s.file_type())
                     .unwrap_or(FileType::Unknown);
             }
-            if filters.has_receiver_rules() {
+            if judge && filters.has_receiver_rules() {
                 let path = join(rel, ent.name);
                 let abs = || sys::abs_name(fd.as_fd(), ent.name.to_bytes());
                 if protected(shared, &path, ft == FileType::Dir, false, rules, &abs) {
@@ -1110,13 +1117,55 @@ fn reset_dir_times(
     }
 }
 
+/// The per-directory rules of destination directories read at the end of the run, by root and
+/// path below the transfer root (`--delete-after` with `dir-merge` rules): each directory's
+/// merge files are read once, however many of its subdirectories have deletions.
+pub(crate) type EndRules = std::collections::HashMap<(usize, PathBuf), Arc<DirRules>>;
+
 /// Run the `--delete-after` deletions of one root's directory, then set its times again.
-pub(crate) fn delete_after(shared: &RunShared, counters: &Counters, p: PendingDelete) {
+pub(crate) fn delete_after(
+    shared: &RunShared,
+    counters: &Counters,
+    p: PendingDelete,
+    end_rules: &mut EndRules,
+) {
     let root = &shared.config.roots[p.root];
+    let filters = &shared.config.filters;
     let mut fd = match sys::open_dir_path(&root.dst) {
         Ok(fd) => fd,
         Err(e) => return failed(shared, counters, &root.dst, "opendir (delete)", &e),
     };
+    // The rules of each directory on the way, from the destination's merge files as they are
+    // now (the directories above the transfer root prescanned as for the walk).
+    let mut rel = root.rel.clone();
+    let mut rules = p.rules.clone();
+    let mut judge = |fd: BorrowedFd<'_>, rel: &Path, parent: Option<Arc<DirRules>>| {
+        let key = (p.root, rel.to_path_buf());
+        if let Some(r) = end_rules.get(&key) {
+            return Some(Arc::clone(r));
+        }
+        let above;
+        let parent = match &parent {
+            Some(r) => Some(&**r),
+            None => {
+                let (acc, errors) =
+                    filters.prescan_rules(&crate::task::dirs_above(root, crate::route::Side::Dst));
+                crate::task::bad_rules(shared, rel, Some(fd), errors);
+                above = acc;
+                above.as_ref()
+            }
+        };
+        let (r, errors) = filters.dir_rules(parent, rel.as_os_str().as_bytes(), &mut |n| {
+            crate::task::read_rules_file(fd, n)
+        });
+        crate::task::bad_rules(shared, rel, Some(fd), errors);
+        let r = Arc::new(r);
+        end_rules.insert(key, Arc::clone(&r));
+        Some(r)
+    };
+    if p.judge_at_end {
+        rules = judge(fd.as_fd(), &rel, None);
+    }
     for part in p.below_root.components() {
         let Ok(name) = CString::new(part.as_os_str().as_bytes()) else {
             return;
@@ -1125,9 +1174,27 @@ pub(crate) fn delete_after(shared: &RunShared, counters: &Counters, p: PendingDe
             Ok(fd) => fd,
             Err(e) => return failed(shared, counters, &p.rel, "opendir (delete)", &e),
         };
+        if p.judge_at_end {
+            rel.push(part);
+            rules = judge(fd.as_fd(), &rel, rules);
+        }
     }
     let mut any = false;
     for (name, ft) in &p.victims {
+        if p.judge_at_end && filters.has_receiver_rules() {
+            let path = join(&p.rel, name);
+            let abs = || sys::abs_name(fd.as_fd(), name.to_bytes());
+            if protected(
+                shared,
+                &path,
+                *ft == FileType::Dir,
+                false,
+                rules.as_deref(),
+                &abs,
+            ) {
+                continue;
+            }
+        }
         any |= remove(
             shared,
             counters,
@@ -1135,7 +1202,7 @@ pub(crate) fn delete_after(shared: &RunShared, counters: &Counters, p: PendingDe
             name,
             *ft,
             &p.rel,
-            p.rules.as_deref(),
+            rules.as_deref(),
         );
     }
     if any && let Some(st) = p.stat {

@@ -603,7 +603,11 @@ fn dest_rules_for(
     above: impl FnOnce() -> Vec<(PathBuf, Vec<u8>)>,
 ) -> Option<Arc<DirRules>> {
     let cfg = &core.shared.config;
-    if !cfg.filters.has_dir_merges() || !matches!(cfg.delete, Some(Delete::During | Delete::Before))
+    if !cfg.filters.has_dir_merges()
+        || !matches!(
+            cfg.delete,
+            Some(Delete::During | Delete::Before | Delete::Delay)
+        )
     {
         return None;
     }
@@ -631,7 +635,7 @@ fn dest_rules_for(
 
 /// The directories above a transfer root (from `/` down) on one side, each with its path down
 /// to the transfer root (`dir-merge /NAME` reads its files there too).
-fn dirs_above(root: &crate::Root, side: Side) -> Vec<(PathBuf, Vec<u8>)> {
+pub(crate) fn dirs_above(root: &crate::Root, side: Side) -> Vec<(PathBuf, Vec<u8>)> {
     let path = match side {
         Side::Src => &root.src,
         Side::Dst => &root.dst,
@@ -677,9 +681,11 @@ fn dirs_above(root: &crate::Root, side: Side) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// `-m`: whether the source directory `name` in `dir` (`rel` in the transfer) holds, at any
-/// depth, an entry other than a directory that the filter rules keep. A directory that cannot be
-/// read counts as holding something (its own scan then reports the error). A listing is read
-/// whole before its subdirectories are, so a directory with a file costs one listing.
+/// depth, an entry other than a directory that the filter rules keep, or is, or holds at any
+/// depth, a directory the receiving side's rules exclude (`P`, `-r`: rsync's receiver keeps "dirs
+/// through" such a directory, since `--delete` could not remove it anyway). A directory that
+/// cannot be read counts as holding something (its own scan then reports the error). A listing
+/// is read whole before its subdirectories are, so a directory with a file costs one listing.
 fn holds_content(
     core: &Core,
     dir: BorrowedFd<'_>,
@@ -687,10 +693,14 @@ fn holds_content(
     rel: PathBuf,
     parent_rules: Option<&Arc<DirRules>>,
 ) -> bool {
+    let filters = &core.shared.config.filters;
+    let protected = |rel: &Path| filters.protects(rel.as_os_str().as_bytes(), true);
+    if protected(&rel) {
+        return true;
+    }
     let Ok(fd) = sys::open_dir_at(dir, name) else {
         return true;
     };
-    let filters = &core.shared.config.filters;
     // (Merge-file errors are reported when the directory itself is walked.)
     let rules_of = |fd: BorrowedFd<'_>, rel: &Path, parent: Option<&Arc<DirRules>>| {
         filters.has_dir_merges().then(|| {
@@ -738,6 +748,9 @@ fn holds_content(
                     return true;
                 }
                 let sub = rel.join(OsStr::from_bytes(ent.name.to_bytes()));
+                if protected(&sub) {
+                    return true;
+                }
                 todo.push((Rc::clone(&fd), ent.name.to_owned(), sub, rules.clone()));
             }
         }
@@ -939,6 +952,17 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 return;
             }
         };
+        if cfg.prune_empty_dirs
+            && !root.rel.as_os_str().is_empty()
+            && root.select.is_none()
+            && !holds_content(core, src.as_fd(), c".", root.rel.clone(), None)
+        {
+            // `-m`: a directory named on the command line (`SRC`, not `SRC/`) that holds nothing
+            // but directories once the rules are applied is left out as rsync leaves it out:
+            // not made, and nothing in its destination counterpart deleted (before, it was
+            // made and walked, and `--delete` emptied an existing one).
+            return;
+        }
         let mut staged = None;
         let dir = if cfg.dry_run {
             match sys::open_dir_path(&root.dst) {
@@ -2249,8 +2273,9 @@ fn finish_dir(core: &Core, node: &DirNode, from: Option<&DirNode>) {
 }
 
 /// The per-directory rules that protect `node`'s destination entries: the destination's own
-/// merge files as they were before the copy (`--delete`, `--delete-before`), or, deleting at
-/// the end, the source's (which the copy has just put there), as rsync's receiver reads them.
+/// merge files as they were before the copy (`--delete`, `--delete-before`, `--delete-delay`),
+/// or, with `--delete-after`, the source's (which the copy has just put there), as rsync's
+/// receiver reads them.
 fn deletion_rules<'a>(core: &Core, node: &'a DirNode) -> Option<&'a Arc<DirRules>> {
     match core.shared.config.delete {
         Some(Delete::After) => node.dir_rules.as_ref(),
@@ -2388,7 +2413,17 @@ fn delete_extraneous(
 ) {
     let cfg = &core.shared.config;
     let Some(mode) = cfg.delete else { return };
-    let found = sync::extraneous(&core.shared, dst, rel, names, rules.map(|r| &**r));
+    // `--delete-after` with per-directory merge files: judged at the end, by the destination's
+    // merge files as the copy has left them.
+    let judge_at_end = mode == Delete::After && cfg.filters.has_dir_merges();
+    let found = sync::extraneous(
+        &core.shared,
+        dst,
+        rel,
+        names,
+        rules.map(|r| &**r),
+        !judge_at_end,
+    );
     let found = match found {
         Ok(mut victims) if !core.shared.overlaps[root].is_empty() && !victims.is_empty() => {
             // Another root may copy these names here (`A/ B/ DEST`).
@@ -2409,7 +2444,7 @@ fn delete_extraneous(
     };
     match found {
         Ok(victims) if victims.is_empty() => {}
-        Ok(victims) if mode != Delete::After => {
+        Ok(victims) if !matches!(mode, Delete::After | Delete::Delay) => {
             for (name, ft) in victims {
                 let t = core.lat.start();
                 sync::remove(
@@ -2434,6 +2469,7 @@ fn delete_extraneous(
                 victims,
                 stat,
                 rules: rules.cloned(),
+                judge_at_end,
             });
         }
         Err(e) => report(core, src_path, "opendir (delete)", &e, ErrorClass::Partial),
