@@ -550,6 +550,62 @@ fn nested_dir_merges_apply_and_a_bad_rule_stops_the_run_as_in_rsync() {
     );
 }
 
+/// A directory named on the command line without a trailing slash (`SRC DEST/`) meets whatever
+/// `DEST/SRC` is: a file or a symlink there is replaced by the directory, as rsync replaces it,
+/// and a symlink is never followed (but with `-K`, to a directory). Before, a file there failed
+/// the source (`opendir ...: Not a directory`, exit 11) and a symlink to a directory was
+/// followed: the copy went into the symlink's target, outside the destination.
+#[test]
+fn a_non_directory_where_a_named_directory_goes_is_replaced_not_followed() {
+    if !require_rsync("a_non_directory_where_a_named_directory_goes_is_replaced_not_followed") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    named_files(&base.join("src"), &["d/f", "e/g"]);
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["-a"],
+        vec!["-a", "-i", "-n"],
+        vec!["-a", "-b"],
+        vec!["-a", "--delete"],
+        // (rsync 3.5 follows the symlink under -K but then fails to stat `e/g`: "Too many
+        // levels of symbolic links", 23; arsync's outcome is checked below.)
+        vec!["-a", "-K"],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        let run = |tool: &str| {
+            let at = run_dir(base, &format!("{tool}{i}"), true);
+            write(&at.join("DEST/d"), b"a file where a directory goes");
+            fs::create_dir(at.join("elsewhere")).unwrap();
+            symlink("../elsewhere", at.join("DEST/e")).unwrap();
+            let out = tool_command(tool)
+                .args(flags)
+                .args(sources_into(base, &at, &["src/d", "src/e", "DEST/"]))
+                .output()
+                .unwrap();
+            let said: BTreeSet<String> = items(&out)
+                .into_iter()
+                .filter(|l| !l.starts_with(".d"))
+                .collect();
+            (code(&out), said, listing(&at))
+        };
+        if flags.contains(&"-K") {
+            assert_eq!(run("arsync").0, 0);
+        } else {
+            same_as_rsync(flags, run);
+        }
+    }
+    assert!(base.join("arsync0/DEST/d/f").exists() && base.join("arsync0/DEST/e/g").exists());
+    assert!(
+        fs::read_dir(base.join("arsync0/elsewhere"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert!(base.join("arsync2/DEST/d~").exists());
+    assert!(base.join("arsync4/elsewhere/g").exists() && base.join("arsync4/DEST/d/f").exists());
+}
+
 /// The `e` modifier of a merge rule excludes the merge file's own name ahead of the rules it
 /// reads, as rsync adds that exclude before the merge: a `+ *` in the file does not take the file
 /// in again. Before, arsync tried a `dir-merge`'s rules first (so `:e .f` with `+ *` in `.f`
@@ -822,6 +878,33 @@ fn prune_empty_dirs_leaves_out_directories_named_on_the_command_line() {
             "DEST/",
         ],
         vec!["-a", "-m", "--exclude=*.o", "--filter=H f", "src", "DEST/"],
+        vec![
+            "-a",
+            "-m",
+            "--delete",
+            "--exclude=*.o",
+            "-R",
+            "./src",
+            "DEST/",
+        ],
+        vec![
+            "-a",
+            "-m",
+            "--exclude=*.o",
+            "-R",
+            "./src/e/f",
+            "./full",
+            "DEST/",
+        ],
+        vec![
+            "-a",
+            "-m",
+            "--exclude=*.o",
+            "-R",
+            "--filter=P f",
+            "./src/e/f",
+            "DEST/",
+        ],
     ];
     for (i, args) in cases.iter().enumerate() {
         same_as_rsync(args, |tool| {
@@ -844,6 +927,11 @@ fn prune_empty_dirs_leaves_out_directories_named_on_the_command_line() {
         base.join("arsync2/DEST/full/sub/kept").exists() && !base.join("arsync2/DEST/e").exists()
     );
     assert!(base.join("arsync5/DEST/src/e/f").exists() && base.join("arsync6/DEST/e").exists());
+    assert!(base.join("arsync9/DEST/src/old/x").exists());
+    assert!(
+        !base.join("arsync10/DEST/src/e").exists()
+            && base.join("arsync10/DEST/full/sub/kept").exists()
+    );
 }
 
 #[test]

@@ -963,8 +963,13 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             // made and walked, and `--delete` emptied an existing one).
             return;
         }
+        let Ok(absent_in_dry_run) = clear_root_entry(core, &root, &src) else {
+            return;
+        };
         let mut staged = None;
-        let dir = if cfg.dry_run {
+        let dir = if absent_in_dry_run {
+            Ok(DestDir::Absent)
+        } else if cfg.dry_run {
             match sys::open_dir_path(&root.dst) {
                 Ok(fd) => Ok(DestDir::Existing(fd)),
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
@@ -1370,6 +1375,57 @@ fn may_hold_temps(cfg: &crate::Config, dst: &Stat, src: &Stat) -> bool {
 }
 
 /// Create (0700) or open the destination directory at a user-given path; whether it was created.
+/// A directory named on the command line without a trailing slash (`SRC DEST/`) lands on the
+/// destination's entry `DEST/SRC`, an entry like any other: a non-directory there (a file, a
+/// special file, or a symlink, even one to a directory but with `-K`) is replaced by the
+/// directory, as rsync replaces it (backed up with `-b`), never followed. Before, a file there
+/// failed the root ("opendir ...: Not a directory", exit 11), and a symlink to a directory was
+/// followed and the copy written into its target. Returns whether the entry is to be taken as
+/// absent (a dry run, which changes nothing); `Err`: reported, the root is not copied.
+fn clear_root_entry(core: &Core, root: &crate::Root, src: &OwnedFd) -> Result<bool, ()> {
+    let cfg = &core.shared.config;
+    if root.rel.as_os_str().is_empty() || root.select.is_some() {
+        // (`SRC/ DEST`: DEST is the operator's path, followed as rsync follows it.)
+        return Ok(false);
+    }
+    let (Some(name), Ok(parent)) = (
+        path_name(&root.dst),
+        sys::open_dir_path(&parent_or_dot(&root.dst)),
+    ) else {
+        return Ok(false);
+    };
+    let dir = parent.as_fd();
+    match sys::lstat_at(dir, &name).map(|st| st.file_type()) {
+        Err(_) | Ok(FileType::Dir) => return Ok(false),
+        Ok(FileType::Symlink)
+            if cfg.keep_dirlinks && sys::open_dir_at_follow(dir, &name).is_ok() =>
+        {
+            return Ok(false);
+        }
+        Ok(_) => {}
+    }
+    let in_the_way = kept_in_the_way(core, src, dir, &name).and_then(|kept| {
+        if kept || cfg.dry_run {
+            return Ok(kept);
+        }
+        let parent_rel = root.rel.parent().unwrap_or(Path::new(""));
+        match &cfg.backup {
+            Some(b) => crate::backup::move_away(b, &*core.shared.observer, dir, &name, parent_rel)
+                .map_err(dst_err("backup")),
+            None => sys::unlink_at(dir, &name, 0).map_err(dst_err("unlink")),
+        }
+        .map(|()| false)
+    });
+    match in_the_way {
+        Ok(true) => Err(()),
+        Ok(false) => Ok(cfg.dry_run),
+        Err((op, e, class, _)) => {
+            report(core, &root.dst, op, &e, class);
+            Err(())
+        }
+    }
+}
+
 fn make_dest_dir_path(path: &Path) -> Result<DestDir, (&'static str, io::Error)> {
     let fresh = match sys::mkdir_path(path, 0o700) {
         Ok(()) => true,
@@ -1772,6 +1828,22 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
         {
             continue;
         }
+        if implied.is_none()
+            && cfg.prune_empty_dirs
+            && cfg.recursive
+            && st.file_type() == FileType::Dir
+            && !holds_content(
+                core,
+                node.src_fd(),
+                name,
+                node.child_rel(name),
+                node.dir_rules.as_ref(),
+            )
+        {
+            // `-m`: a named directory with nothing in it but directories is left out, as rsync
+            // prunes it (and the directories on its way, which then lead nowhere).
+            continue;
+        }
         dirs += usize::from(st.file_type() == FileType::Dir);
         tasks.push(Task::Entry {
             parent: Arc::clone(&node),
@@ -1811,7 +1883,8 @@ fn implied_way_leads_somewhere(
     };
     // The missing ones, reported if none leads somewhere (every one was looked at then).
     let mut missing = Vec::new();
-    // (One the rules exclude leads nowhere either: rsync makes no implied directory for it.)
+    // (One the rules exclude leads nowhere either: rsync makes no implied directory for it; nor,
+    // with -m, a directory that holds nothing but directories: rsync prunes it.)
     let mut live = |rel: &[u8]| {
         let Some(p) = path_of(rel) else { return false };
         let st = match sys::lstat_at(node.src_fd(), &p) {
@@ -1824,6 +1897,13 @@ fn implied_way_leads_somewhere(
         let full = node.rel().join(std::ffi::OsStr::from_bytes(p.as_bytes()));
         let dir = full.parent().unwrap_or(Path::new(""));
         let leaf = full.file_name().map_or(&b""[..], |n| n.as_bytes());
+        let cfg = &core.shared.config;
+        let pruned = || {
+            cfg.prune_empty_dirs
+                && cfg.recursive
+                && st.file_type() == FileType::Dir
+                && !holds_content(core, node.src_fd(), &p, full.clone(), None)
+        };
         !filtered(
             core,
             sync::Rel::Given(dir),
@@ -1831,7 +1911,7 @@ fn implied_way_leads_somewhere(
             st.file_type(),
             None,
             &|| sys::abs_name(node.src_fd(), p.as_bytes()),
-        )
+        ) && !pruned()
     };
     if sel.any_listed_below(i, &mut live) {
         return true;
