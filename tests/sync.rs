@@ -606,6 +606,47 @@ fn a_non_directory_where_a_named_directory_goes_is_replaced_not_followed() {
     assert!(base.join("arsync4/elsewhere/g").exists() && base.join("arsync4/DEST/d/f").exists());
 }
 
+/// `dir-merge /NAME` (`-F`) reads the merge files above the transfer root too; their anchored
+/// rules are anchored where each file stands, wildcards included, as rsync matches them. Before,
+/// the transfer root's own file (`src/.rsync-filter` for `src/e DEST/`) lost every anchored rule,
+/// and one further up lost those with a wildcard in the part above the transfer root.
+#[test]
+fn anchored_rules_in_merge_files_above_the_transfer_root_apply_as_in_rsync() {
+    if !require_rsync("anchored_rules_in_merge_files_above_the_transfer_root_apply_as_in_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    named_files(
+        &base.join("top/src/e"),
+        &["a/x/f", "b/g", "c/h", "d/i", "k"],
+    );
+    let cases: Vec<(&str, &str)> = vec![
+        ("top/src/.rsync-filter", "- /e/a/x/\n- /e/k\n"),
+        ("top/src/.rsync-filter", "- /**a/x/\n- /*/b\n"),
+        ("top/.rsync-filter", "- /src/e/b\n- /s*/e/c\n- /src/**/x/\n"),
+        ("top/.rsync-filter", "- /**/d\n+ /src/e/k\n- k\n"),
+    ];
+    for (i, (file, rules)) in cases.iter().enumerate() {
+        write(&base.join(file), rules.as_bytes());
+        same_as_rsync(&(file, rules), |tool| {
+            let dst = base.join(format!("{tool}{i}"));
+            let out = tool_command(tool)
+                .arg("-a")
+                .arg("-F")
+                .arg(base.join("top/src/e"))
+                .arg(format!("{}/", dst.display()))
+                .output()
+                .unwrap();
+            (code(&out), listing(&dst))
+        });
+        fs::remove_file(base.join(file)).unwrap();
+    }
+    assert!(!base.join("arsync0/e/a/x").exists() && base.join("arsync0/e/b/g").exists());
+    assert!(!base.join("arsync2/e/c").exists() && !base.join("arsync2/e/a/x").exists());
+    assert!(!base.join("arsync3/e/d").exists() && base.join("arsync3/e/k").exists());
+}
+
 /// The `e` modifier of a merge rule excludes the merge file's own name ahead of the rules it
 /// reads, as rsync adds that exclude before the merge: a `+ *` in the file does not take the file
 /// in again. Before, arsync tried a `dir-merge`'s rules first (so `:e .f` with `+ *` in `.f`

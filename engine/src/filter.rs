@@ -86,6 +86,9 @@ pub struct Rule {
     wild: bool,
     /// A per-directory rule: the directory (relative to the transfer root) its anchor is at.
     base: Vec<u8>,
+    /// A rule read above the transfer root (`dir-merge /NAME`): the path from its directory down
+    /// to the transfer root, put before an entry's path when an anchored pattern is matched.
+    above: Vec<u8>,
 }
 
 /// What a rule list is asked about an entry.
@@ -393,6 +396,7 @@ impl Filters {
             and_below,
             wild,
             base: Vec::new(),
+            above: Vec::new(),
         });
         Ok(())
     }
@@ -638,8 +642,8 @@ impl Filters {
 
     /// The rules inherited by a transfer root from the directories above it (`dir-merge` names
     /// given with a leading `/`): `ancestors` are those directories from `/` down, each with the
-    /// path from it to the root. Anchored rules there count only where they reach into the
-    /// transfer.
+    /// path from it to the root. Anchored rules there are anchored at their own directory: an
+    /// entry's path is matched with that path put before it.
     pub fn prescan_rules(
         &self,
         ancestors: &[(std::path::PathBuf, Vec<u8>)],
@@ -665,16 +669,17 @@ impl Filters {
                 let origin = Origin::PerDir(dm.name.to_string_lossy().into());
                 match self.parse_merge(&text, dm.mods, b"", &origin) {
                     Ok(Parsed { rules, cleared, .. }) => {
+                        // An anchor above the transfer root is matched against the path from
+                        // there (wildcards in the part above included, as rsync matches it); the
+                        // transfer root's own file (`SRC`'s parent's for `SRC DEST`) anchors
+                        // where it stands.
                         let rules = rules
                             .into_iter()
-                            .filter_map(|mut r| {
-                                if !r.anchored || r.abs {
-                                    return Some(r);
+                            .map(|mut r| {
+                                if r.anchored && !r.abs {
+                                    r.above = down.clone();
                                 }
-                                // An anchor above the root: keep what names a path inside it.
-                                let rest = r.pat.strip_prefix(&down[..])?.strip_prefix(b"/")?;
-                                r.pat = rest.to_vec();
-                                Some(r)
+                                r
                             })
                             .collect();
                         acc.per_merge[i] = Some(Arc::new(Level {
@@ -922,6 +927,13 @@ impl Rule {
             }
         } else {
             path
+        };
+        let from_above;
+        let path = if self.above.is_empty() {
+            path
+        } else {
+            from_above = [&self.above[..], b"/", path].concat();
+            &from_above[..]
         };
         // rsync's `FILTRULE_WILD2_PREFIX`: an unanchored pattern that starts with `**` is matched
         // against the path with a `/` before it, so that `**/x` also matches a top-level `x`
