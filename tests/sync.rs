@@ -647,6 +647,72 @@ fn anchored_rules_in_merge_files_above_the_transfer_root_apply_as_in_rsync() {
     assert!(!base.join("arsync3/e/d").exists() && base.join("arsync3/e/k").exists());
 }
 
+/// `-b` with `--delete`: a backup this run makes beside its original (`x~`) is not then deleted
+/// as extraneous, and an older backup that is extraneous is removed, not backed up again, as
+/// rsync does (`is_backup_file`). Before, with `--delete-excluded` (where no `P *~` rule
+/// protects backups) the update's backup `x~` was renamed to `x~~` by the deletion pass, and an
+/// older `d/x~` became `d/x~~`.
+#[test]
+fn backups_are_neither_deleted_nor_backed_up_again_by_delete() {
+    if !require_rsync("backups_are_neither_deleted_nor_backed_up_again_by_delete") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let src = base.join("src");
+    let put = |p: &Path, text: &[u8]| {
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        write(p, text);
+    };
+    put(&src.join("x"), b"new");
+    put(&src.join("d/z"), b"new z");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["-b", "--delete", "--delete-excluded"],
+        vec!["-b", "--delete"],
+        vec!["-b", "--suffix=.old", "--delete", "--delete-excluded"],
+        // (rsync 3.5 then deletes the backups its own updates made, `x~` and `d/z~`, as old
+        // backups; arsync keeps them: checked below.)
+        vec!["-b", "--delete-after", "--delete-excluded"],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        let mut args = vec!["-a"];
+        args.extend(flags.iter().copied());
+        let run = |tool: &str| {
+            let dst = base.join(format!("{tool}{i}"));
+            for (f, text) in [
+                ("x", "old x"),
+                ("y", "gone"),
+                ("d/z", "old z"),
+                ("d/x~", "older x"),
+                ("d/x.old", "older x"),
+            ] {
+                put(&dst.join(f), text.as_bytes());
+                set_times(&dst.join(f), 1_000_000_000, 0);
+            }
+            let out = by_tool(tool, &args, &src, &dst);
+            let files: BTreeSet<(String, String)> = listing(&dst)
+                .into_iter()
+                .filter_map(|l| l.strip_prefix("f ").map(str::to_string))
+                .map(|f| {
+                    let text = fs::read_to_string(dst.join(&f)).unwrap();
+                    (f, text)
+                })
+                .collect();
+            (code(&out), files)
+        };
+        if flags.contains(&"--delete-after") {
+            assert_eq!(run("arsync").0, 0);
+        } else {
+            same_as_rsync(flags, run);
+        }
+    }
+    assert_eq!(fs::read(base.join("arsync0/x~")).unwrap(), b"old x");
+    assert_eq!(fs::read(base.join("arsync3/x~")).unwrap(), b"old x");
+    assert_eq!(fs::read(base.join("arsync3/d/z~")).unwrap(), b"old z");
+    assert!(!base.join("arsync3/d/x~").exists() && !base.join("arsync3/y").exists());
+    assert!(!base.join("arsync0/x~~").exists() && !base.join("arsync0/d/x~").exists());
+}
+
 /// The `e` modifier of a merge rule excludes the merge file's own name ahead of the rules it
 /// reads, as rsync adds that exclude before the merge: a `+ *` in the file does not take the file
 /// in again. Before, arsync tried a `dir-merge`'s rules first (so `:e .f` with `+ *` in `.f`

@@ -2209,6 +2209,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             dir: backup_dir,
             suffix,
             given: None,
+            made: Default::default(),
         });
     }
     let mut paths: Vec<OsString> = m

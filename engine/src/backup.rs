@@ -37,7 +37,35 @@ pub struct Backup {
     /// `--backup-dir` as given (before a relative one is taken from the destination): how the
     /// notices name it, as rsync does. Set by the run.
     pub given: Option<PathBuf>,
+    /// The backups this run has made beside their originals (no `--backup-dir`).
+    pub made: Made,
 }
+
+/// The paths (below the transfer root) of the backups a run has made beside their originals:
+/// `--delete` passes over them (they are not the source's, but this run made them: rsync, which
+/// deletes in a directory before it writes there, never meets them; arsync deletes after, and
+/// with `--delete-excluded`, where no `P *~` rule protects them, it backed `x~` up again as
+/// `x~~`). A lock taken only when a backup is made or a deletion is judged under `-b`.
+#[derive(Clone, Debug, Default)]
+pub struct Made(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>);
+
+impl Made {
+    /// Whether this run made the backup at `path`.
+    pub fn contains(&self, path: &Path) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(path)
+    }
+}
+
+impl PartialEq for Made {
+    fn eq(&self, _: &Self) -> bool {
+        // (What the run has made is not part of what the configuration says.)
+        true
+    }
+}
+impl Eq for Made {}
 
 /// The backup name of `name` (whose parent is `parent_rel` below the transfer root): the
 /// directory it goes in (`None`: `dir`, the original's own) and the name there.
@@ -80,6 +108,13 @@ fn said(b: &Backup, observer: &dyn crate::Observer, name: &CStr, parent_rel: &Pa
         None => path.clone().into_os_string(),
     };
     to.push(&b.suffix);
+    if b.dir.is_none() {
+        b.made
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(PathBuf::from(&to));
+    }
     observer.event(&crate::Event::Notice {
         path: &path,
         notice: crate::Notice::BackedUp { to: Path::new(&to) },

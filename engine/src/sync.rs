@@ -639,6 +639,12 @@ pub(crate) fn extraneous(
             if names.contains(ent.name) {
                 continue;
             }
+            if let Some(b) = shared.config.backup.as_ref().filter(|b| b.dir.is_none())
+                && b.made.contains(&join(rel, ent.name))
+            {
+                // A backup this run made (see `backup::Made`).
+                continue;
+            }
             let mut ft = ent.file_type;
             if ft == FileType::Unknown {
                 ft = sys::lstat_at(fd.as_fd(), ent.name)
@@ -796,8 +802,15 @@ fn remove_inner(
         } else {
             0
         };
+        // (A file that is a backup itself, named with the suffix beside its original, is
+        // removed, not backed up again as `x~~`: rsync's `is_backup_file` check.)
         let removed = match &cfg.backup {
-            Some(b) if ft != FileType::Dir => {
+            Some(b)
+                if ft != FileType::Dir
+                    && (b.dir.is_some()
+                        || b.suffix.is_empty()
+                        || !name.to_bytes().ends_with(b.suffix.as_bytes())) =>
+            {
                 crate::backup::move_away(b, &*shared.observer, dir, name, rel)
             }
             _ => sys::unlink_at(dir, name, flags),

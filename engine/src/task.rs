@@ -698,6 +698,11 @@ fn holds_content(
     if protected(&rel) {
         return true;
     }
+    if !core.shared.config.recursive {
+        // (`-d` without `-r`: nothing below a directory is sent, so it holds nothing, and rsync's
+        // receiver prunes it.)
+        return false;
+    }
     let Ok(fd) = sys::open_dir_at(dir, name) else {
         return true;
     };
@@ -1828,10 +1833,15 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
         {
             continue;
         }
+        // (Without -r only what is listed below a directory is sent: one with listed paths
+        // below it is kept, one without holds nothing.)
         if implied.is_none()
             && cfg.prune_empty_dirs
-            && cfg.recursive
             && st.file_type() == FileType::Dir
+            && (cfg.recursive
+                || sel
+                    .child(at, name)
+                    .is_none_or(|i| sel.children(i).next().is_none()))
             && !holds_content(
                 core,
                 node.src_fd(),
