@@ -568,6 +568,7 @@ fn a_non_directory_where_a_named_directory_goes_is_replaced_not_followed() {
         vec!["-a", "-i", "-n"],
         vec!["-a", "-b"],
         vec!["-a", "--delete"],
+        vec!["-a", "-d", "--no-r"],
         // (rsync 3.5 follows the symlink under -K but then fails to stat `e/g`: "Too many
         // levels of symbolic links", 23; arsync's outcome is checked below.)
         vec!["-a", "-K"],
@@ -603,7 +604,7 @@ fn a_non_directory_where_a_named_directory_goes_is_replaced_not_followed() {
             .is_none()
     );
     assert!(base.join("arsync2/DEST/d~").exists());
-    assert!(base.join("arsync4/elsewhere/g").exists() && base.join("arsync4/DEST/d/f").exists());
+    assert!(base.join("arsync5/elsewhere/g").exists() && base.join("arsync5/DEST/d/f").exists());
 }
 
 /// `dir-merge /NAME` (`-F`) reads the merge files above the transfer root too; their anchored
@@ -1010,6 +1011,17 @@ fn prune_empty_dirs_leaves_out_directories_named_on_the_command_line() {
             "-R",
             "--filter=P f",
             "./src/e/f",
+            "DEST/",
+        ],
+        vec!["-a", "-m", "-d", "--no-r", "src/e", "full", "DEST/"],
+        vec![
+            "-a",
+            "-m",
+            "-d",
+            "--no-r",
+            "--filter=P full",
+            "src/e",
+            "full",
             "DEST/",
         ],
     ];

@@ -957,9 +957,10 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 return;
             }
         };
+        // (A named path has a `rel`; `-R`/`--files-from` roots, whose named paths are walked
+        // as entries, do not. With `-d` the root holds nothing: pruned but where protected.)
         if cfg.prune_empty_dirs
             && !root.rel.as_os_str().is_empty()
-            && root.select.is_none()
             && !holds_content(core, src.as_fd(), c".", root.rel.clone(), None)
         {
             // `-m`: a directory named on the command line (`SRC`, not `SRC/`) that holds nothing
@@ -1389,8 +1390,9 @@ fn may_hold_temps(cfg: &crate::Config, dst: &Stat, src: &Stat) -> bool {
 /// absent (a dry run, which changes nothing); `Err`: reported, the root is not copied.
 fn clear_root_entry(core: &Core, root: &crate::Root, src: &OwnedFd) -> Result<bool, ()> {
     let cfg = &core.shared.config;
-    if root.rel.as_os_str().is_empty() || root.select.is_some() {
-        // (`SRC/ DEST`: DEST is the operator's path, followed as rsync follows it.)
+    if root.rel.as_os_str().is_empty() {
+        // (`SRC/ DEST`, `-R`, `--files-from`: DEST is the operator's path, followed as rsync
+        // follows it.)
         return Ok(false);
     }
     let (Some(name), Ok(parent)) = (
