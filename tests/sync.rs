@@ -714,6 +714,66 @@ fn backups_are_neither_deleted_nor_backed_up_again_by_delete() {
     assert!(!base.join("arsync0/x~~").exists() && !base.join("arsync0/d/x~").exists());
 }
 
+/// `--files-from` meeting filters, as rsync's sender meets them. Each case failed before:
+/// a named directory the rules exclude still has the named paths below it sent, itself as an
+/// implied directory (arsync left them all out); per-directory merge files are read only in
+/// directories whose contents are sent, so not without `-r` and not in the base directory
+/// unless `.` is named (arsync applied them to every named path); with `-L` a named symlink that
+/// leads nowhere makes no implied directory (arsync made them); with `-m` and no `-r` a named
+/// directory with nothing named below it is pruned with the directories on its way.
+#[test]
+fn files_from_selections_meet_filters_as_in_rsync() {
+    if !require_rsync("files_from_selections_meet_filters_as_in_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let src = base.join("src");
+    named_files(
+        &src,
+        &["b/x", "b/y", "d/x", "d/e/y", "d/e/z", "top", "q/r/s"],
+    );
+    write(&src.join(".f"), b"- d\n- z\n- top\n");
+    write(&src.join("d/.f"), b"- x\n- y\n");
+    fs::create_dir_all(src.join("l/m")).unwrap();
+    symlink("nowhere", src.join("l/m/dangling")).unwrap();
+    fs::create_dir_all(src.join("empty/inner")).unwrap();
+    let list = |name: &str, text: &str| {
+        let p = base.join(name);
+        write(&p, text.as_bytes());
+        format!("--files-from={}", p.display())
+    };
+    let cases: Vec<Vec<String>> = vec![
+        vec![list("l0", "b\nb/x\n"), "--exclude=b".into()],
+        vec![list("l1", "b\nb/x\n"), "--exclude=b".into(), "-r".into()],
+        // (Without -r rsync 3.5's use of per-directory files depends on the order of the list:
+        // `d/e/y` alone is sent, after `d/x` it is not. arsync reads none then.)
+        vec![list("l2", "d/e/y\ntop\nd/e/z\n"), "--filter=: .f".into()],
+        vec![
+            list("l3", "d/x\nd/e/y\ntop\nd/e/z\n"),
+            "--filter=: .f".into(),
+            "-r".into(),
+        ],
+        vec![list("l4", "d\n"), "--filter=: .f".into(), "-r".into()],
+        vec![list("l5", "l/m/dangling\nq/r/s\n"), "-L".into()],
+        vec![list("l6", "empty/inner\nq/r/s\nq\n"), "-m".into()],
+    ];
+    for (i, flags) in cases.iter().enumerate() {
+        same_as_rsync(flags, |tool| {
+            let dst = base.join(format!("{tool}{i}"));
+            let mut args: Vec<&str> = vec!["-lptgoD"];
+            args.extend(flags.iter().map(String::as_str));
+            let out = by_tool(tool, &args, &src, &dst);
+            (code(&out), listing(&dst))
+        });
+    }
+    assert!(base.join("arsync0/b/x").exists() && !base.join("arsync0/b/y").exists());
+    assert!(base.join("arsync2/d/e/y").exists() && base.join("arsync2/top").exists());
+    assert!(!base.join("arsync3/d/x").exists() && base.join("arsync3/d/e/z").exists());
+    assert!(!base.join("arsync5/l").exists() && base.join("arsync5/q/r/s").exists());
+    assert!(!base.join("arsync6/empty").exists() && base.join("arsync6/q/r/s").exists());
+}
+
 /// The `e` modifier of a merge rule excludes the merge file's own name ahead of the rules it
 /// reads, as rsync adds that exclude before the merge: a `+ *` in the file does not take the file
 /// in again. Before, arsync tried a `dir-merge`'s rules first (so `:e .f` with `+ *` in `.f`

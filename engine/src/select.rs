@@ -87,21 +87,31 @@ impl Selection {
         self.nodes[at].listed
     }
 
-    /// The named paths below node `at` (relative to it, `a/b`), depth first, until `f` returns
-    /// `true` for one; whether it did.
-    pub(crate) fn any_listed_below(&self, at: usize, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+    /// The named paths below node `at` (relative to it, `a/b`, and whether named paths lie below
+    /// it in turn), depth first, until `f` returns `true` for one; whether it did.
+    pub(crate) fn any_listed_below(
+        &self,
+        at: usize,
+        f: &mut dyn FnMut(&[u8], bool) -> bool,
+    ) -> bool {
         let mut path = Vec::new();
         self.walk_listed(at, &mut path, f)
     }
 
-    fn walk_listed(&self, at: usize, path: &mut Vec<u8>, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+    fn walk_listed(
+        &self,
+        at: usize,
+        path: &mut Vec<u8>,
+        f: &mut dyn FnMut(&[u8], bool) -> bool,
+    ) -> bool {
         for (name, &i) in &self.nodes[at].children {
             let len = path.len();
             if len > 0 {
                 path.push(b'/');
             }
             path.extend_from_slice(name.to_bytes());
-            let hit = (self.nodes[i].listed && f(path)) || self.walk_listed(i, path, f);
+            let n = &self.nodes[i];
+            let hit = (n.listed && f(path, !n.children.is_empty())) || self.walk_listed(i, path, f);
             path.truncate(len);
             if hit {
                 return true;
@@ -158,6 +168,18 @@ impl Scope {
                 None => (Scope::Empty, false),
             },
         }
+    }
+
+    /// For subdirectory `name` named itself with named paths below it: the scope of those paths
+    /// alone, which it gets when the rules exclude it (rsync still sends each path below it, the
+    /// directory on their way as an implied one).
+    pub(crate) fn named_below(&self, name: &CStr) -> Option<Scope> {
+        let (Scope::Names(sel, at) | Scope::Contents(sel, at)) = self else {
+            return None;
+        };
+        let i = sel.child(*at, name)?;
+        (sel.listed(i) && !sel.nodes[i].children.is_empty())
+            .then(|| Scope::Names(Arc::clone(sel), i))
     }
 
     /// Whether the directory's whole listing is in the transfer (so `--delete` may compare the

@@ -560,14 +560,17 @@ pub(crate) fn bad_rules(
 /// The `dir-merge` rules of source directory `src` (at `rel`) below a directory with `parent`'s
 /// (`None` at a transfer root, which inherits from the directories above it where a rule asks
 /// for that: `above` lists them with their path down to the transfer root). A merge file with a
-/// bad rule is reported and left out.
+/// bad rule is reported and left out. `own_files`: whether the directory's own merge files are
+/// read (rsync's sender reads them only in directories it sends the contents of: with
+/// `--files-from`/`-R`, not in the base directory unless `.` is named, and without `-r` in none
+/// on the way to the named paths).
 fn dir_rules_for(
     core: &Core,
     src: BorrowedFd<'_>,
     src_path: &Path,
     rel: &Path,
     parent: Option<&Arc<DirRules>>,
-    above: &[(PathBuf, Vec<u8>)],
+    (above, own_files): (&[(PathBuf, Vec<u8>)], bool),
 ) -> Option<Arc<DirRules>> {
     let filters = &core.shared.config.filters;
     if !filters.has_dir_merges() {
@@ -585,7 +588,7 @@ fn dir_rules_for(
         }
     };
     let (rules, errors) = filters.dir_rules(parent, rel.as_os_str().as_bytes(), &mut |name| {
-        read_rules_file(src, name)
+        own_files.then(|| read_rules_file(src, name)).flatten()
     });
     report_all(errors);
     Some(Arc::new(rules))
@@ -1044,7 +1047,10 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             &root.src,
             &root.rel,
             None,
-            &dirs_above(&root, Side::Src),
+            (
+                &dirs_above(&root, Side::Src),
+                root.select.is_none() || listed,
+            ),
         );
         let dest_rules = dest_rules_for(core, dst.as_fd(), fresh, &root.rel, None, || {
             dirs_above(&root, Side::Dst)
@@ -1833,7 +1839,18 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
                 &|| sys::abs_name(node.src_fd(), name.to_bytes()),
             )
         {
-            continue;
+            // A named directory the rules exclude, with named paths below it: rsync takes
+            // each of those on its own, the directory then on their way as an implied one
+            // (`enter_dir` gives it their scope; before, they were all left out).
+            let through = st.file_type() == FileType::Dir
+                && node.scope.named_below(name).is_some()
+                && sel.child(at, name).is_some_and(|i| {
+                    cfg.missing_args == crate::MissingArgs::Delete
+                        || implied_way_leads_somewhere(core, &node, sel, (i, name))
+                });
+            if !through {
+                continue;
+            }
         }
         // (Without -r only what is listed below a directory is sent: one with listed paths
         // below it is kept, one without holds nothing.)
@@ -1897,9 +1914,17 @@ fn implied_way_leads_somewhere(
     let mut missing = Vec::new();
     // (One the rules exclude leads nowhere either: rsync makes no implied directory for it; nor,
     // with -m, a directory that holds nothing but directories: rsync prunes it.)
-    let mut live = |rel: &[u8]| {
+    let mut live = |rel: &[u8], named_below: bool| {
         let Some(p) = path_of(rel) else { return false };
-        let st = match sys::lstat_at(node.src_fd(), &p) {
+        // (With -L a symlink stands for what it points to: one that leads nowhere fails as rsync's
+        // link_stat fails, and makes no implied directory.)
+        let st = match sys::lstat_at(node.src_fd(), &p).and_then(|st| {
+            if st.file_type() == FileType::Symlink && core.shared.config.copy_links {
+                sys::stat_at(node.src_fd(), &p)
+            } else {
+                Ok(st)
+            }
+        }) {
             Ok(st) => st,
             Err(e) => {
                 missing.push((rel.to_vec(), e));
@@ -1910,9 +1935,10 @@ fn implied_way_leads_somewhere(
         let dir = full.parent().unwrap_or(Path::new(""));
         let leaf = full.file_name().map_or(&b""[..], |n| n.as_bytes());
         let cfg = &core.shared.config;
+        // (As `scan_names` prunes a named directory.)
         let pruned = || {
             cfg.prune_empty_dirs
-                && cfg.recursive
+                && (cfg.recursive || !named_below)
                 && st.file_type() == FileType::Dir
                 && !holds_content(core, node.src_fd(), &p, full.clone(), None)
         };
@@ -5047,7 +5073,19 @@ fn make_unlisted_dir(core: &Core, parent: &DirNode, name: &CStr, follow: bool) {
 /// Create or reuse the destination directory `name` and start scanning the source one.
 fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) -> EntryResult {
     let cfg = &core.shared.config;
-    let (scope, implied) = parent.scope.child(name, cfg.recursive);
+    let (mut scope, mut implied) = parent.scope.child(name, cfg.recursive);
+    if let Some(below) = parent.scope.named_below(name)
+        && cfg.filters.has_sender_rules()
+        && cfg.filters.excludes_at(
+            parent.child_rel(name).as_os_str().as_bytes(),
+            true,
+            parent.dir_rules.as_deref(),
+            &|| sys::abs_name(parent.src_fd(), name.to_bytes()),
+        )
+    {
+        // (Named, excluded, with named paths below: see `scan_names`.)
+        (scope, implied) = (below, true);
+    }
     let src = match if follow {
         sys::open_dir_at_follow(parent.src_fd(), name)
     } else {
@@ -5234,7 +5272,10 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
             &parent.child_src_path(name),
             &parent.child_rel(name),
             Some(p),
-            &[],
+            (
+                &[],
+                cfg.recursive || cfg.roots[parent.root].select.is_none(),
+            ),
         )
     });
     let dest_rules = parent.dest_rules.as_ref().and_then(|p| {
