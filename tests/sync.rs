@@ -757,6 +757,17 @@ fn files_from_selections_meet_filters_as_in_rsync() {
         vec![list("l4", "d\n"), "--filter=: .f".into(), "-r".into()],
         vec![list("l5", "l/m/dangling\nq/r/s\n"), "-L".into()],
         vec![list("l6", "empty/inner\nq/r/s\nq\n"), "-m".into()],
+        // A named directory walked whole (-r) with a named path below an excluded directory.
+        vec![
+            list("l7", "q\nq/r/s\nd\n"),
+            "--exclude=r".into(),
+            "-r".into(),
+        ],
+        vec![
+            list("l8", "q\nd/e/y\nd\n"),
+            "--filter=-s e".into(),
+            "-r".into(),
+        ],
     ];
     for (i, flags) in cases.iter().enumerate() {
         same_as_rsync(flags, |tool| {
@@ -772,6 +783,8 @@ fn files_from_selections_meet_filters_as_in_rsync() {
     assert!(!base.join("arsync3/d/x").exists() && base.join("arsync3/d/e/z").exists());
     assert!(!base.join("arsync5/l").exists() && base.join("arsync5/q/r/s").exists());
     assert!(!base.join("arsync6/empty").exists() && base.join("arsync6/q/r/s").exists());
+    assert!(base.join("arsync7/q/r/s").exists() && base.join("arsync7/d/e/z").exists());
+    assert!(base.join("arsync8/d/e/y").exists() && !base.join("arsync8/d/e/z").exists());
 }
 
 /// The `e` modifier of a merge rule excludes the merge file's own name ahead of the rules it

@@ -126,6 +126,10 @@ impl Selection {
 pub(crate) enum Scope {
     /// Everything below it (no selection, or a selected directory with `-r`).
     All,
+    /// Everything below it (a selected directory with `-r`) with named paths further down, below
+    /// node `.1`: those are sent also through directories the rules exclude, as rsync takes each
+    /// named path on its own.
+    AllWith(Arc<Selection>, usize),
     /// Only the names the selection holds below node `.1`, each looked up by name.
     Names(Arc<Selection>, usize),
     /// Its whole listing, one level: subdirectories not selected themselves are made empty.
@@ -143,7 +147,7 @@ impl Scope {
     fn of(sel: &Arc<Selection>, at: usize, recursive: bool) -> Scope {
         let n = &sel.nodes[at];
         if n.listed && recursive {
-            Scope::All
+            Self::all_below(sel, at)
         } else if n.listed && n.contents {
             Scope::Contents(Arc::clone(sel), at)
         } else if !n.children.is_empty() {
@@ -153,11 +157,24 @@ impl Scope {
         }
     }
 
+    /// [`Scope::All`], or [`Scope::AllWith`] where named paths lie below node `at`.
+    fn all_below(sel: &Arc<Selection>, at: usize) -> Scope {
+        if sel.nodes[at].children.is_empty() {
+            Scope::All
+        } else {
+            Scope::AllWith(Arc::clone(sel), at)
+        }
+    }
+
     /// The scope of subdirectory `name`, and whether it is only implied (on the way to a
     /// selected path, not selected or listed itself).
     pub(crate) fn child(&self, name: &CStr, recursive: bool) -> (Scope, bool) {
         match self {
             Scope::All => (Scope::All, false),
+            Scope::AllWith(sel, at) => match sel.child(*at, name) {
+                Some(i) => (Self::all_below(sel, i), false),
+                None => (Scope::All, false),
+            },
             Scope::Empty => (Scope::Empty, false),
             Scope::Names(sel, at) => match sel.child(*at, name) {
                 Some(i) => (Self::of(sel, i, recursive), !sel.listed(i)),
@@ -173,19 +190,33 @@ impl Scope {
     /// For subdirectory `name` named itself with named paths below it: the scope of those paths
     /// alone, which it gets when the rules exclude it (rsync still sends each path below it, the
     /// directory on their way as an implied one).
+    /// Under [`Scope::AllWith`] any subdirectory with named paths below it (named itself or
+    /// not) is such a way.
     pub(crate) fn named_below(&self, name: &CStr) -> Option<Scope> {
-        let (Scope::Names(sel, at) | Scope::Contents(sel, at)) = self else {
-            return None;
+        let (sel, i) = match self {
+            Scope::Names(sel, at) | Scope::Contents(sel, at) => {
+                // (One only on the way is implied already, never excluded.)
+                let i = sel.child(*at, name).filter(|&i| sel.listed(i))?;
+                (sel, i)
+            }
+            Scope::AllWith(sel, at) => (sel, sel.child(*at, name)?),
+            _ => return None,
         };
-        let i = sel.child(*at, name)?;
-        (sel.listed(i) && !sel.nodes[i].children.is_empty())
-            .then(|| Scope::Names(Arc::clone(sel), i))
+        (!sel.nodes[i].children.is_empty()).then(|| Scope::Names(Arc::clone(sel), i))
+    }
+
+    /// The selection node of subdirectory `name` when [`Scope::named_below`] gives it a scope.
+    pub(crate) fn named_below_at(&self, name: &CStr) -> Option<(Arc<Selection>, usize)> {
+        match self.named_below(name)? {
+            Scope::Names(sel, i) => Some((sel, i)),
+            _ => None,
+        }
     }
 
     /// Whether the directory's whole listing is in the transfer (so `--delete` may compare the
     /// destination with it): walked whole, or its contents selected (`dir/`, `-d`).
     pub(crate) fn lists_all(&self) -> bool {
-        matches!(self, Scope::All | Scope::Contents(..))
+        matches!(self, Scope::All | Scope::AllWith(..) | Scope::Contents(..))
     }
 }
 
@@ -278,5 +309,12 @@ mod tests {
         assert!(matches!(d.child(c"other", false), (Scope::Empty, false)));
         assert!(matches!(d.child(c"sub", false), (Scope::Names(..), false)));
         assert!(!root.lists_all() && Scope::All.lists_all() && d.lists_all());
+        // With -r a named directory with named paths below it keeps them (they go through
+        // excluded directories); one without is walked as any.
+        let (d, _) = root.child(c"d", true);
+        assert!(matches!(d, Scope::AllWith(_, _)) && d.lists_all());
+        assert!(matches!(d.named_below(c"sub"), Some(Scope::Names(..))));
+        assert!(d.named_below(c"other").is_none());
+        assert!(matches!(d.child(c"other", true), (Scope::All, false)));
     }
 }

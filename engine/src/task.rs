@@ -1557,7 +1557,7 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
             child_done(core, node);
             return;
         }
-        Scope::All | Scope::Contents(..) => {}
+        Scope::All | Scope::AllWith(..) | Scope::Contents(..) => {}
     }
     let mut reader = core.dir_reader.borrow_mut();
     match getdents(core, &mut reader, &node) {
@@ -1721,7 +1721,16 @@ fn admitted(
         node.dir_rules.as_deref(),
         &|| sys::abs_name(node.src_fd(), name.to_bytes()),
     ) {
-        return None;
+        // An excluded directory with named paths below it (`--files-from` naming `d` and
+        // `d/x/y` with `x` excluded): walked for those alone, as rsync sends each named path
+        // on its own (`enter_dir` gives it their scope).
+        let through = ft == FileType::Dir
+            && matches!(node.scope, Scope::AllWith(..))
+            && node
+                .scope
+                .named_below_at(name)
+                .is_some_and(|(sel, i)| implied_way_leads_somewhere(core, node, &sel, (i, name)));
+        return through.then_some(ft);
     }
     if core.shared.config.prune_empty_dirs
         && ft == FileType::Dir
@@ -2925,7 +2934,7 @@ async fn entry(
             }
         },
         FileType::Dir => {
-            if !cfg.recursive && matches!(parent.scope, Scope::All) {
+            if !cfg.recursive && matches!(parent.scope, Scope::All | Scope::AllWith(..)) {
                 skip(core, &parent.child_rel(name), SkipReason::Directory);
                 return Outcome::Done;
             }
