@@ -768,6 +768,12 @@ fn files_from_selections_meet_filters_as_in_rsync() {
             "--filter=-s e".into(),
             "-r".into(),
         ],
+        // -m without -r: a named directory whose named paths below are all excluded is pruned.
+        vec![
+            list("l9", "q/r\nq/r/s\nb/x\n"),
+            "--exclude=s".into(),
+            "-m".into(),
+        ],
     ];
     for (i, flags) in cases.iter().enumerate() {
         same_as_rsync(flags, |tool| {
@@ -785,6 +791,7 @@ fn files_from_selections_meet_filters_as_in_rsync() {
     assert!(!base.join("arsync6/empty").exists() && base.join("arsync6/q/r/s").exists());
     assert!(base.join("arsync7/q/r/s").exists() && base.join("arsync7/d/e/z").exists());
     assert!(base.join("arsync8/d/e/y").exists() && !base.join("arsync8/d/e/z").exists());
+    assert!(!base.join("arsync9/q").exists() && base.join("arsync9/b/x").exists());
 }
 
 /// The `e` modifier of a merge rule excludes the merge file's own name ahead of the rules it

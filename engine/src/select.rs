@@ -87,31 +87,21 @@ impl Selection {
         self.nodes[at].listed
     }
 
-    /// The named paths below node `at` (relative to it, `a/b`, and whether named paths lie below
-    /// it in turn), depth first, until `f` returns `true` for one; whether it did.
-    pub(crate) fn any_listed_below(
-        &self,
-        at: usize,
-        f: &mut dyn FnMut(&[u8], bool) -> bool,
-    ) -> bool {
+    /// The named paths below node `at` (relative to it, `a/b`), depth first, until `f` returns
+    /// `true` for one; whether it did.
+    pub(crate) fn any_listed_below(&self, at: usize, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
         let mut path = Vec::new();
         self.walk_listed(at, &mut path, f)
     }
 
-    fn walk_listed(
-        &self,
-        at: usize,
-        path: &mut Vec<u8>,
-        f: &mut dyn FnMut(&[u8], bool) -> bool,
-    ) -> bool {
+    fn walk_listed(&self, at: usize, path: &mut Vec<u8>, f: &mut dyn FnMut(&[u8]) -> bool) -> bool {
         for (name, &i) in &self.nodes[at].children {
             let len = path.len();
             if len > 0 {
                 path.push(b'/');
             }
             path.extend_from_slice(name.to_bytes());
-            let n = &self.nodes[i];
-            let hit = (n.listed && f(path, !n.children.is_empty())) || self.walk_listed(i, path, f);
+            let hit = (self.nodes[i].listed && f(path)) || self.walk_listed(i, path, f);
             path.truncate(len);
             if hit {
                 return true;

@@ -1861,15 +1861,11 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
                 continue;
             }
         }
-        // (Without -r only what is listed below a directory is sent: one with listed paths
-        // below it is kept, one without holds nothing.)
+        // (Without -r only what is named below a directory is sent: it holds something when
+        // one of those leads somewhere.)
         if implied.is_none()
             && cfg.prune_empty_dirs
             && st.file_type() == FileType::Dir
-            && (cfg.recursive
-                || sel
-                    .child(at, name)
-                    .is_none_or(|i| sel.children(i).next().is_none()))
             && !holds_content(
                 core,
                 node.src_fd(),
@@ -1877,6 +1873,11 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
                 node.child_rel(name),
                 node.dir_rules.as_ref(),
             )
+            && (cfg.recursive
+                || sel.child(at, name).is_none_or(|i| {
+                    sel.children(i).next().is_none()
+                        || !implied_way_leads_somewhere(core, &node, sel, (i, name))
+                }))
         {
             // `-m`: a named directory with nothing in it but directories is left out, as rsync
             // prunes it (and the directories on its way, which then lead nowhere).
@@ -1923,7 +1924,7 @@ fn implied_way_leads_somewhere(
     let mut missing = Vec::new();
     // (One the rules exclude leads nowhere either: rsync makes no implied directory for it; nor,
     // with -m, a directory that holds nothing but directories: rsync prunes it.)
-    let mut live = |rel: &[u8], named_below: bool| {
+    let mut live = |rel: &[u8]| {
         let Some(p) = path_of(rel) else { return false };
         // (With -L a symlink stands for what it points to: one that leads nowhere fails as rsync's
         // link_stat fails, and makes no implied directory.)
@@ -1944,10 +1945,10 @@ fn implied_way_leads_somewhere(
         let dir = full.parent().unwrap_or(Path::new(""));
         let leaf = full.file_name().map_or(&b""[..], |n| n.as_bytes());
         let cfg = &core.shared.config;
-        // (As `scan_names` prunes a named directory.)
+        // (As `scan_names` prunes a named directory; without -r what is named below it is
+        // looked at on its own by this walk.)
         let pruned = || {
             cfg.prune_empty_dirs
-                && (cfg.recursive || !named_below)
                 && st.file_type() == FileType::Dir
                 && !holds_content(core, node.src_fd(), &p, full.clone(), None)
         };
