@@ -58,6 +58,22 @@ fn same_as_rsync<T: PartialEq + std::fmt::Debug>(
     got
 }
 
+/// [`same_as_rsync`] of `TOOL ARGS SRC/ BASE/TOOL{i}` by exit code and the destination's
+/// listing, `prepare` making each destination's starting state first.
+fn same_listing_as_rsync(
+    base: &Path,
+    i: usize,
+    (args, src): (&[&str], &Path),
+    prepare: impl Fn(&Path),
+) -> (i32, BTreeSet<String>) {
+    same_as_rsync(&args, |tool| {
+        let dst = base.join(format!("{tool}{i}"));
+        prepare(&dst);
+        let out = by_tool(tool, args, src, &dst);
+        (code(&out), listing(&dst))
+    })
+}
+
 /// `rsync`, or this build's arsync, by `tool`'s name: a command to give arguments to.
 fn tool_command(tool: &str) -> Command {
     Command::new(if tool == "rsync" {
@@ -384,11 +400,8 @@ fn double_star_prefixed_patterns_match_at_the_top_as_in_rsync() {
     for (i, flags) in cases.iter().enumerate() {
         let mut args = vec!["-a"];
         args.extend(flags.iter().copied());
-        same_as_rsync(flags, |tool| {
-            let dst = base.join(format!("{tool}{i}"));
-            named_files(&dst, &["q/b", "spare"]);
-            let out = by_tool(tool, &args, &src, &dst);
-            (code(&out), listing(&dst))
+        same_listing_as_rsync(base, i, (&args, &src), |dst| {
+            named_files(dst, &["q/b", "spare"])
         });
     }
     // The cases do what they are meant to.
@@ -776,13 +789,9 @@ fn files_from_selections_meet_filters_as_in_rsync() {
         ],
     ];
     for (i, flags) in cases.iter().enumerate() {
-        same_as_rsync(flags, |tool| {
-            let dst = base.join(format!("{tool}{i}"));
-            let mut args: Vec<&str> = vec!["-lptgoD"];
-            args.extend(flags.iter().map(String::as_str));
-            let out = by_tool(tool, &args, &src, &dst);
-            (code(&out), listing(&dst))
-        });
+        let mut args: Vec<&str> = vec!["-lptgoD"];
+        args.extend(flags.iter().map(String::as_str));
+        same_listing_as_rsync(base, i, (&args, &src), |_| {});
     }
     assert!(base.join("arsync0/b/x").exists() && !base.join("arsync0/b/y").exists());
     assert!(base.join("arsync2/d/e/y").exists() && base.join("arsync2/top").exists());
@@ -822,12 +831,9 @@ fn merge_files_excluded_by_e_stay_out_whatever_they_include() {
     for (i, flags) in cases.iter().enumerate() {
         let mut args = vec!["-a"];
         args.extend(flags.iter().copied());
-        same_as_rsync(flags, |tool| {
-            let dst = base.join(format!("{tool}{i}"));
-            named_files(&dst, &["spare"]);
+        same_listing_as_rsync(base, i, (&args, &src), |dst| {
+            named_files(dst, &["spare"]);
             write(&dst.join(".f"), b"- nothing\n");
-            let out = by_tool(tool, &args, &src, &dst);
-            (code(&out), listing(&dst))
         });
     }
     assert!(!base.join("arsync0/d/.f").exists() && base.join("arsync0/d/e/c").exists());

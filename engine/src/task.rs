@@ -683,6 +683,17 @@ pub(crate) fn dirs_above(root: &crate::Root, side: Side) -> Vec<(PathBuf, Vec<u8
     out
 }
 
+/// [`holds_content`] of subdirectory `name` of `node`.
+fn child_holds_content(core: &Core, node: &DirNode, name: &CStr) -> bool {
+    holds_content(
+        core,
+        node.src_fd(),
+        name,
+        node.child_rel(name),
+        node.dir_rules.as_ref(),
+    )
+}
+
 /// `-m`: whether the source directory `name` in `dir` (`rel` in the transfer) holds, at any
 /// depth, an entry other than a directory that the filter rules keep, or is, or holds at any
 /// depth, a directory the receiving side's rules exclude (`P`, `-r`: rsync's receiver keeps "dirs
@@ -1734,13 +1745,7 @@ fn admitted(
     }
     if core.shared.config.prune_empty_dirs
         && ft == FileType::Dir
-        && !holds_content(
-            core,
-            node.src_fd(),
-            name,
-            node.child_rel(name),
-            node.dir_rules.as_ref(),
-        )
+        && !child_holds_content(core, node, name)
     {
         // Left out as if excluded (and so extraneous to --delete), as rsync's -m.
         return None;
@@ -1866,13 +1871,7 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
         if implied.is_none()
             && cfg.prune_empty_dirs
             && st.file_type() == FileType::Dir
-            && !holds_content(
-                core,
-                node.src_fd(),
-                name,
-                node.child_rel(name),
-                node.dir_rules.as_ref(),
-            )
+            && !child_holds_content(core, &node, name)
             && (cfg.recursive
                 || sel.child(at, name).is_none_or(|i| {
                     sel.children(i).next().is_none()
