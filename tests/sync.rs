@@ -803,6 +803,44 @@ fn files_from_selections_meet_filters_as_in_rsync() {
     assert!(!base.join("arsync9/q").exists() && base.join("arsync9/b/x").exists());
 }
 
+/// With `-L` the rules see what a symlink points to, as rsync's: `dir/` rules take a symlink to a
+/// directory, and a symlink that leads nowhere is left out without an error when the rules
+/// exclude it as a file or as a directory. Before, arsync matched the symlink as a symlink:
+/// `--exclude='*/'` copied the directory a symlink leads to, and a dangling `x.o` under
+/// `--exclude='*.o/'` failed the run (23) where rsync ends with 0.
+#[test]
+fn copy_links_rules_see_what_a_symlink_points_to() {
+    if !require_rsync("copy_links_rules_see_what_a_symlink_points_to") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let src = base.join("src");
+    named_files(&src, &["d/f", "g", "x.c"]);
+    symlink("d", src.join("to-dir")).unwrap();
+    symlink("g", src.join("to-file")).unwrap();
+    symlink("nowhere", src.join("gone.o")).unwrap();
+    symlink("nowhere", src.join("gone.c")).unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["-aL", "--exclude=*/", "--exclude=gone.c"],
+        vec!["-aL", "--exclude=*.o/", "--exclude=*.c"],
+        vec!["-aL", "--include=*/", "--exclude=*"],
+        vec![
+            "-aL",
+            "--exclude=*.o",
+            "--exclude=gone.c",
+            "--delete-excluded",
+        ],
+    ];
+    for (i, args) in cases.iter().enumerate() {
+        same_listing_as_rsync(base, i, (args, &src), |dst| {
+            named_files(dst, &["gone.o/old"])
+        });
+    }
+    assert!(!base.join("arsync0/to-dir").exists() && base.join("arsync0/to-file").exists());
+    assert!(base.join("arsync2/to-dir").is_dir() && !base.join("arsync3/gone.o").exists());
+}
+
 /// The `e` modifier of a merge rule excludes the merge file's own name ahead of the rules it
 /// reads, as rsync adds that exclude before the merge: a `+ *` in the file does not take the file
 /// in again. Before, arsync tried a `dir-merge`'s rules first (so `:e .f` with `+ *` in `.f`

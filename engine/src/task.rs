@@ -1724,14 +1724,29 @@ fn admitted(
     {
         ft = st.file_type();
     }
-    if filtered(
-        core,
-        rel.map_or(sync::Rel::Of(node), sync::Rel::Given),
-        name.to_bytes(),
-        ft,
-        node.dir_rules.as_deref(),
-        &|| sys::abs_name(node.src_fd(), name.to_bytes()),
-    ) {
+    let excluded_as = |ft: FileType| {
+        filtered(
+            core,
+            rel.map_or(sync::Rel::Of(node), sync::Rel::Given),
+            name.to_bytes(),
+            ft,
+            node.dir_rules.as_deref(),
+            &|| sys::abs_name(node.src_fd(), name.to_bytes()),
+        )
+    };
+    // With -L a symlink is matched as what it points to, as rsync matches it (`dir/` rules
+    // take a symlink to a directory); one that leads nowhere is left out silently when the
+    // rules exclude it as a file or as a directory, as rsync checks before it reports.
+    let seen_as = if ft == FileType::Symlink && core.shared.config.copy_links {
+        match sys::stat_at(node.src_fd(), name) {
+            Ok(st) => st.file_type(),
+            Err(_) if excluded_as(FileType::File) || excluded_as(FileType::Dir) => return None,
+            Err(_) => ft,
+        }
+    } else {
+        ft
+    };
+    if excluded_as(seen_as) {
         // An excluded directory with named paths below it (`--files-from` naming `d` and
         // `d/x/y` with `x` excluded): walked for those alone, as rsync sends each named path
         // on its own (`enter_dir` gives it their scope).
