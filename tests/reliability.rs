@@ -1162,6 +1162,66 @@ fn an_unreadable_source_directory_is_made_empty_as_rsync_makes_it() {
     }
 }
 
+/// A destination directory of one's own that one may not read (mode 000 or 0300: rsync leaves a
+/// copied directory so when its source was closed at the time) takes the next run's files, as
+/// rsync's receiver opens it (by setting its mode first); without `-p` it keeps its mode. Before,
+/// as any user but root, arsync failed it ("opendir ... Permission denied", exit 23) and never
+/// updated it again. Runs as uid 65534 against rsync.
+#[test]
+fn an_unreadable_directory_of_ones_own_takes_updates_as_rsync_does() {
+    if !nobody_and_rsync_or_skip("an_unreadable_directory_of_ones_own_takes_updates_as_rsync_does")
+    {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    for flags in [&["-a"][..], &["-rlt"]] {
+        let s = Scratch::new();
+        let base = s.path();
+        let bin = reachable_binary(base);
+        let src = base.join("src");
+        fs::create_dir_all(src.join("d/e")).unwrap();
+        write(&src.join("d/f"), b"f");
+        write(&src.join("d/e/g"), b"g");
+        give_to_nobody(base);
+        fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let mut seen = Vec::new();
+        for (tool, name) in [(Path::new("rsync"), "rsync-dst"), (&*bin, "arsync-dst")] {
+            let dst = base.join(name);
+            let out = as_nobody(tool, &["-a"], &src, &dst);
+            assert_eq!(code(&out), 0, "{}: {}", tool.display(), err(&out));
+            chmod(&dst.join("d/e"), 0o300);
+            chmod(&dst.join("d"), 0o000);
+        }
+        for f in ["d/new", "d/e/new"] {
+            write(&src.join(f), b"new");
+            lchown(&src.join(f), 65534, 65534);
+        }
+        for (tool, name) in [(Path::new("rsync"), "rsync-dst"), (&*bin, "arsync-dst")] {
+            let dst = base.join(name);
+            let out = as_nobody(tool, flags, &src, &dst);
+            let mode = |p: &str| fs::symlink_metadata(dst.join(p)).unwrap().mode() & 0o7777;
+            let modes = (mode("d"), mode("d/e"));
+            chmod(&dst.join("d"), 0o755);
+            chmod(&dst.join("d/e"), 0o755);
+            let names = treediff::walk(&dst).unwrap();
+            seen.push((code(&out), err(&out).is_empty(), modes, names));
+        }
+        if flags.contains(&"-a") {
+            assert_eq!(seen[1], seen[0], "{flags:?}");
+        } else {
+            // Without -p arsync gives both their modes back; rsync 3.5 leaves `d/e`, which it
+            // opened, at 0700 (and `d` at 000): the modes are compared with ours, the rest with
+            // rsync's.
+            assert_eq!(seen[1].2, (0, 0o300), "{flags:?}");
+            assert_eq!(
+                (seen[1].0, seen[1].1, &seen[1].3),
+                (seen[0].0, seen[0].1, &seen[0].3)
+            );
+        }
+        assert_eq!(seen[1].0, 0, "{flags:?}");
+    }
+}
+
 /// A read-only directory (0555) of one's own, copied earlier, takes the updated and new files of
 /// the next run: like rsync, the run opens it to its owner while it writes in it and gives it
 /// its mode back. Before, as any user but root, every file to update in it failed with

@@ -1456,7 +1456,17 @@ fn make_dest_dir_path(path: &Path) -> Result<DestDir, (&'static str, io::Error)>
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
         Err(e) => return Err(("mkdir", e)),
     };
-    let fd = sys::open_dir_path(path).map_err(|e| ("opendir", e))?;
+    let fd = match sys::open_dir_path(path) {
+        // (One of ours the run may not read: see `sys::open_dir_at_as_owner`.)
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => path_name(path)
+            .and_then(|name| {
+                let parent = sys::open_dir_path(&parent_or_dot(path)).ok()?;
+                sys::open_dir_at_as_owner(parent.as_fd(), &name).ok()
+            })
+            .ok_or(e),
+        other => other,
+    }
+    .map_err(|e| ("opendir", e))?;
     Ok(if fresh {
         DestDir::Created(fd)
     } else {
@@ -5183,11 +5193,13 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
             None => DestDir::Absent,
         }
     } else {
-        // On a re-sync most directories exist: try to open before trying to create.
+        // On a re-sync most directories exist: try to open before trying to create (one of
+        // ours the run may not read, made readable to open it: its mode is the source's, or
+        // with -p kept, at the end).
         let existing = if parent.fresh {
             Err(None)
         } else {
-            sys::open_dir_at(ddir, name).map_err(|e| e.raw_os_error())
+            sys::open_dir_at_as_owner(ddir, name).map_err(|e| e.raw_os_error())
         };
         let absent = matches!(existing, Err(None) | Err(Some(libc::ENOENT)));
         if let Ok(fd) = existing {
@@ -5213,7 +5225,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                     DestDir::Created(sys::open_dir_at(ddir, name).map_err(dst_err("opendir"))?)
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    match sys::open_dir_at(ddir, name) {
+                    match sys::open_dir_at_as_owner(ddir, name) {
                         Ok(fd) => DestDir::Existing(fd),
                         // O_DIRECTORY|O_NOFOLLOW on a symlink fails with ENOTDIR (or ELOOP).
                         Err(e)

@@ -5,9 +5,9 @@
 //! Every wrapper takes names as `&CStr` (one path component for destination-side calls), returns
 //! `io::Result` with the errno intact, and opens everything `O_CLOEXEC`.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use crate::meta::Stat;
@@ -68,6 +68,50 @@ pub fn open_dir_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
             libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
         )
     })
+}
+
+/// [`open_dir_at`] of a directory the caller owns but may not read (mode `000`, `0300`: a copy
+/// of a source directory that was closed when it was copied): on `EACCES` the directory is
+/// made readable to its owner just long enough to open it (through an `O_PATH` descriptor, never
+/// following a symlink), and its mode is put back; the open descriptor then reads it whatever
+/// its mode. Root, another owner, or any other error: the error as it was.
+pub fn open_dir_at_as_owner(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    let denied = match open_dir_at(dir, name) {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => e,
+        other => return other,
+    };
+    let euid = geteuid();
+    // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+    let Ok(path) = cvt_fd(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    }) else {
+        return Err(denied);
+    };
+    let Ok(st) = fstat(path.as_fd()) else {
+        return Err(denied);
+    };
+    let mode = st.mode & 0o7777;
+    if euid == 0 || st.uid != euid || mode & 0o500 == 0o500 {
+        return Err(denied);
+    }
+    // (`fchmod` refuses an `O_PATH` descriptor; its /proc name reaches the same inode.)
+    let Ok(proc_name) = CString::new(format!("/proc/self/fd/{}", path.as_raw_fd())) else {
+        return Err(denied);
+    };
+    let chmod = |m: u32| {
+        // SAFETY: NUL-terminated path for the duration of the call.
+        cvt(unsafe { libc::fchmodat(libc::AT_FDCWD, proc_name.as_ptr(), m, 0) })
+    };
+    if chmod(mode | 0o500).is_err() {
+        return Err(denied);
+    }
+    let opened = open_dir_at(dir, name);
+    let _ = chmod(mode);
+    opened
 }
 
 /// Open a source entry for reading: `O_NOFOLLOW | O_NONBLOCK` (a FIFO swapped in cannot hang the
