@@ -1162,6 +1162,76 @@ fn an_unreadable_source_directory_is_made_empty_as_rsync_makes_it() {
     }
 }
 
+/// Source directories the user may pass through but not read, or not open at all, as rsync
+/// meets them (as uid 65534): the base of `-R`/`--files-from` names inside another user's `0711`
+/// home directory, or such a directory on the way to a named path, is walked through by name
+/// (before, "opendir ... Permission denied", exit 23, nothing copied); a directory named on the
+/// command line that may not be opened (`SRC DEST/`) is made empty with its attributes, as one
+/// inside the tree is (before, it was missing).
+#[test]
+fn directories_one_may_only_pass_through_are_passed_as_rsync_passes_them() {
+    if !nobody_and_rsync_or_skip(
+        "directories_one_may_only_pass_through_are_passed_as_rsync_passes_them",
+    ) {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let bin = reachable_binary(base);
+    fs::create_dir_all(base.join("home/alice/pub/sub")).unwrap();
+    fs::create_dir_all(base.join("home/alice/secret")).unwrap();
+    write(&base.join("home/alice/pub/f"), b"f");
+    write(&base.join("home/alice/pub/sub/g"), b"g");
+    write(&base.join("home/alice/secret/s"), b"s");
+    write(&base.join("list"), b"pub/f\npub/sub\n");
+    chmod(&base.join("home/alice"), 0o711);
+    chmod(&base.join("home/alice/secret"), 0o700);
+    set_times(&base.join("home/alice/secret"), 1_500_000_000, 0);
+    set_times(&base.join("home/alice"), 1_500_000_000, 0);
+    fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let list = format!("--files-from={}", base.join("list").display());
+    let alice = format!("{}/", base.join("home/alice").display());
+    let cases: Vec<Vec<String>> = vec![
+        vec!["-R".into(), format!("{}/home/alice/./pub", base.display())],
+        vec![list, alice],
+        vec![
+            "-R".into(),
+            format!("{}/home/./alice/pub/f", base.display()),
+        ],
+        vec![format!("{}/home/alice/secret", base.display())],
+    ];
+    for (i, args) in cases.iter().enumerate() {
+        let mut seen = Vec::new();
+        for (tool, name) in [(Path::new("rsync"), "rsync"), (&*bin, "arsync")] {
+            let dst = base.join(format!("{name}{i}"));
+            let out = as_user(tool)
+                .arg("-a")
+                .args(args)
+                .arg(format!("{}/", dst.display()))
+                .output()
+                .unwrap();
+            use std::os::unix::fs::MetadataExt;
+            let tree: Vec<(std::path::PathBuf, u32, i64)> = treediff::walk(&dst)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| {
+                    let m = fs::symlink_metadata(dst.join(&p)).unwrap();
+                    let t = if m.is_dir() && !p.as_os_str().is_empty() {
+                        m.mtime()
+                    } else {
+                        0
+                    };
+                    (p, m.mode() & 0o7777, t)
+                })
+                .collect();
+            seen.push((code(&out), tree));
+        }
+        assert_eq!(seen[1], seen[0], "{args:?}");
+    }
+    assert!(base.join("arsync0/pub/sub/g").exists() && base.join("arsync2/alice/pub/f").exists());
+    assert!(base.join("arsync3/secret").is_dir() && !base.join("arsync3/secret/s").exists());
+}
+
 /// A destination directory of one's own that one may not read (mode 000 or 0300: rsync leaves a
 /// copied directory so when its source was closed at the time) takes the next run's files, as
 /// rsync's receiver opens it (by setting its mode first); without `-p` it keeps its mode. Before,

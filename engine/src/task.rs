@@ -964,10 +964,45 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             // walked, empty).
             return;
         }
-        let src = match sys::open_dir_path(&root.src) {
+        // (The base of `--files-from`/`-R` names, a `0711` home directory: see `passed_by_name`.)
+        let root_scope = root
+            .select
+            .as_ref()
+            .map(|sel| Scope::root(sel, cfg.recursive));
+        let mut passed = false;
+        let src = match sys::open_dir_path(&root.src).or_else(|e| {
+            match root_scope
+                .as_ref()
+                .is_some_and(|s| passed_by_name(cfg, s, &e))
+            {
+                true => sys::open_dir_path_to_pass(&root.src)
+                    .inspect(|_| passed = true)
+                    .map_err(|_| e),
+                false => Err(e),
+            }
+        }) {
             Ok(fd) => fd,
             Err(e) => {
                 report(core, &root.src, "opendir", &e, source_class(&e));
+                if e.raw_os_error() == Some(libc::EACCES) && !root.rel.as_os_str().is_empty() {
+                    // A named directory the user may not open (`SRC DEST/`): made empty with
+                    // its attributes, as one inside the tree (rsync makes it too; `SRC/ DEST`
+                    // makes nothing, as rsync).
+                    if let (Some(s), Some(d), Some(name)) = (
+                        sys::open_dir_path_to_pass(&parent_or_dot(&root.src)).ok(),
+                        sys::open_dir_path(&parent_or_dot(&root.dst)).ok(),
+                        path_name(&root.src).filter(|n| Some(n) == path_name(&root.dst).as_ref()),
+                    ) {
+                        let gid = dest_dir_facts(core, &d, None).created_gid;
+                        make_unlisted_dir_at(
+                            core,
+                            (s.as_fd(), d.as_fd(), &name),
+                            (&root.rel, gid),
+                            true,
+                            false,
+                        );
+                    }
+                }
                 return;
             }
         };
@@ -1068,7 +1103,9 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         });
         let alt_dest = alt_dest_roots(cfg, &root, dst.as_fd());
         let listed_ino_exact = sys::listing_gives_inode(src.as_fd());
-        let ids = parkable_ids(core, &st, &dst, (dst_dev, dst_ino));
+        let ids = (!passed)
+            .then(|| parkable_ids(core, &st, &dst, (dst_dev, dst_ino)))
+            .flatten();
         let node = Arc::new(DirNode {
             fds: Parkable::new(DirFds::new(src, dst, alt_dest, &core.shared.open_dirs)),
             ids,
@@ -5047,31 +5084,41 @@ async fn copy_split(
 /// the caller reports the error. An entry already there is left as it is (its listing failed,
 /// so nothing in it is judged or deleted). Before, the directory was missing from the copy.
 fn make_unlisted_dir(core: &Core, parent: &DirNode, name: &CStr, follow: bool) {
+    make_unlisted_dir_at(
+        core,
+        (parent.src_fd(), parent.dst_fd(), name),
+        (&parent.child_rel(name), parent.created_gid),
+        !parent.fresh,
+        follow,
+    );
+}
+
+/// [`make_unlisted_dir`] of `name` in source directory `sdir`, made in `ddir` (`rel` in the
+/// transfer, new directories there getting group `created_gid`); `look`: whether `ddir` may
+/// already hold the name.
+fn make_unlisted_dir_at(
+    core: &Core,
+    (sdir, ddir, name): (BorrowedFd<'_>, BorrowedFd<'_>, &CStr),
+    (rel, created_gid): (&Path, u32),
+    look: bool,
+    follow: bool,
+) {
     let cfg = &core.shared.config;
     if cfg.existing {
         return;
     }
     let st = if follow {
-        sys::stat_at(parent.src_fd(), name)
+        sys::stat_at(sdir, name)
     } else {
-        sys::lstat_at(parent.src_fd(), name)
+        sys::lstat_at(sdir, name)
     };
     let Ok(st) = st else { return };
-    if st.file_type() != FileType::Dir
-        || (!parent.fresh && sys::lstat_at(parent.dst_fd(), name).is_ok())
-    {
+    if st.file_type() != FileType::Dir || (look && sys::lstat_at(ddir, name).is_ok()) {
         return;
     }
     if !cfg.dry_run {
-        let ddir = parent.dst_fd();
         if let Err(e) = sys::mkdir_at(ddir, name, 0o700) {
-            report(
-                core,
-                &parent.child_rel(name),
-                "mkdir",
-                &e,
-                ErrorClass::Partial,
-            );
+            report(core, rel, "mkdir", &e, ErrorClass::Partial);
             return;
         }
         // (Its extended attributes and ACLs are as unreadable as its listing.)
@@ -5080,28 +5127,33 @@ fn make_unlisted_dir(core: &Core, parent: &DirNode, name: &CStr, follow: bool) {
             name,
             &st,
             &core.shared.policy,
-            parent.created_gid,
+            created_gid,
             false,
             fsops::meta::Xattrs::None,
         ) {
-            report(
-                core,
-                &parent.child_rel(name),
-                op.name(),
-                &e,
-                ErrorClass::Partial,
-            );
+            report(core, rel, op.name(), &e, ErrorClass::Partial);
         }
     }
     bump(&core.counters.dirs, 1);
     item(
         core,
-        || parent.child_rel(name),
+        || rel.to_path_buf(),
         (FileType::Dir, Some(&st)),
         0,
         &Change::new_entry(How::Local),
         None,
     );
+}
+
+/// Whether a source directory that may not be read (`e`: `EACCES`) is walked through by name
+/// alone: only named paths are taken from it (`--files-from`/`-R`, a `0711` directory on their
+/// way), as rsync reaches them by path with search permission only. (Not with `-X`/`-A`, whose
+/// attributes of the directory itself need it read.)
+fn passed_by_name(cfg: &crate::Config, scope: &Scope, e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EACCES)
+        && matches!(scope, Scope::Names(..))
+        && !cfg.xattrs
+        && !cfg.acls
 }
 
 /// Create or reuse the destination directory `name` and start scanning the source one.
@@ -5120,11 +5172,19 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         // (Named, excluded, with named paths below: see `scan_names`.)
         (scope, implied) = (below, true);
     }
+    // (Opened only to pass through: such a node never parks, as a reopen would need to read it.)
+    let mut passed = false;
     let src = match if follow {
         sys::open_dir_at_follow(parent.src_fd(), name)
     } else {
         sys::open_dir_at(parent.src_fd(), name)
-    } {
+    }
+    .or_else(|e| match passed_by_name(cfg, &scope, &e) {
+        true => sys::open_dir_at_to_pass(parent.src_fd(), name, follow)
+            .inspect(|_| passed = true)
+            .map_err(|_| e),
+        false => Err(e),
+    }) {
         Ok(fd) => fd,
         Err(e) => {
             if cfg.ignore_errors
@@ -5331,7 +5391,9 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
             })
             .collect()
     });
-    let ids = parkable_ids(core, &st, &dst, (dst_dev, dst_ino));
+    let ids = (!passed)
+        .then(|| parkable_ids(core, &st, &dst, (dst_dev, dst_ino)))
+        .flatten();
     let node = Arc::new(DirNode {
         fds: Parkable::new(DirFds::new(src, dst, alt_dest, &core.shared.open_dirs)),
         ids,

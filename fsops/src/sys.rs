@@ -826,6 +826,34 @@ pub fn open_dir_at_follow(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedF
     })
 }
 
+/// Open directory `name` of `dir` to walk through it by name only (`O_PATH`: search permission
+/// suffices, as for a `0711` home directory): the descriptor serves as the directory of `*at`
+/// calls and `fstat`, not for listing it or reading its extended attributes. `follow`: a
+/// symlink is followed (else refused).
+pub fn open_dir_at_to_pass(dir: BorrowedFd<'_>, name: &CStr, follow: bool) -> io::Result<OwnedFd> {
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+    // SAFETY: valid fd and NUL-terminated name for the duration of the call.
+    cvt_fd(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | nofollow | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// [`open_dir_at_to_pass`] of a path (followed as [`open_dir_path`] follows it).
+pub fn open_dir_path_to_pass(path: &Path) -> io::Result<OwnedFd> {
+    let c = path_cstr(path)?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    cvt_fd(unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })
+}
+
 /// Open a source entry following a symlink (`-L`), `O_NONBLOCK` as [`open_source`].
 pub fn open_source_follow(dir: BorrowedFd<'_>, name: &CStr, noatime: bool) -> io::Result<OwnedFd> {
     open_read_at(dir, name, 0, noatime)
