@@ -1232,6 +1232,42 @@ fn directories_one_may_only_pass_through_are_passed_as_rsync_passes_them() {
     assert!(base.join("arsync3/secret").is_dir() && !base.join("arsync3/secret/s").exists());
 }
 
+/// A file the user may not read that `--max-size`/`--min-size` leave out is passed over, as rsync
+/// passes it (it judges the size before it opens the file); one they do not leave out is
+/// reported. Before, arsync opened first and reported every such file (exit 23 where rsync
+/// ends with 0). As uid 65534 against rsync.
+#[test]
+fn size_limits_pass_over_unreadable_files_as_rsync_does() {
+    if !nobody_and_rsync_or_skip("size_limits_pass_over_unreadable_files_as_rsync_does") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let bin = reachable_binary(base);
+    let src = base.join("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("big"), &[7u8; 4096]);
+    write(&src.join("small"), b"s");
+    write(&src.join("ok"), b"readable");
+    give_to_nobody(base);
+    fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    chmod(&src.join("big"), 0o000);
+    for flags in [
+        &["-a", "--max-size=100"][..],
+        &["-a", "--min-size=2"],
+        &["-a", "--max-size=2"],
+    ] {
+        let mut seen = Vec::new();
+        for (tool, name) in [(Path::new("rsync"), "rsync"), (&*bin, "arsync")] {
+            let dst = base.join(format!("{name}{}", flags[1]));
+            let out = as_nobody(tool, flags, &src, &dst);
+            seen.push((code(&out), treediff::walk(&dst).unwrap_or_default()));
+        }
+        assert_eq!(seen[1], seen[0], "{flags:?}");
+    }
+    assert!(base.join("arsync--max-size=100/ok").exists());
+}
+
 /// A destination directory of one's own that one may not read (mode 000 or 0300: rsync leaves a
 /// copied directory so when its source was closed at the time) takes the next run's files, as
 /// rsync's receiver opens it (by setting its mode first); without `-p` it keeps its mode. Before,

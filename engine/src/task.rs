@@ -3679,11 +3679,33 @@ async fn copy_file(
         }
     }
     let t = core.lat.start();
-    let mut src = route::SourceFd::new(
-        route::open_source(core, parent, name, follow)
-            .await
-            .map_err(src_err("open"))?,
-    );
+    let opened = match route::open_source(core, parent, name, follow).await {
+        Ok(fd) => fd,
+        Err(e) => {
+            // A file the user may not read that `--max-size`/`--min-size` leave out anyway is
+            // passed over as rsync passes it (it judges the size before it opens the file).
+            let sized = cfg.max_size.is_some() || cfg.min_size.is_some();
+            if sized
+                && e.raw_os_error() == Some(libc::EACCES)
+                && let Ok(st) = if follow {
+                    sys::stat_at(parent.src_fd(), name)
+                } else {
+                    sys::lstat_at(parent.src_fd(), name)
+                }
+                && cfg.max_size.is_some_and(|m| st.size > m)
+                    | cfg.min_size.is_some_and(|m| st.size < m)
+            {
+                let _ = sync::judge_file(core, parent.fresh, parent, None, &st, dst_name).await;
+                bump(&core.counters.seen[0], 1);
+                bump(&core.counters.seen_bytes, st.size);
+                bump(&core.counters.skipped, 1);
+                left.set(true);
+                return Ok(Outcome::Done);
+            }
+            return Err(src_err("open")(e));
+        }
+    };
+    let mut src = route::SourceFd::new(opened);
     core.lat.record(Op::Open, t);
     let t = core.lat.start();
     let mut st = sys::fstat(src.as_fd()).map_err(src_err("fstat"))?;
