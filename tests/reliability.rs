@@ -1167,7 +1167,8 @@ fn an_unreadable_source_directory_is_made_empty_as_rsync_makes_it() {
 /// home directory, or such a directory on the way to a named path, is walked through by name
 /// (before, "opendir ... Permission denied", exit 23, nothing copied); a directory named on the
 /// command line that may not be opened (`SRC DEST/`) is made empty with its attributes, as one
-/// inside the tree is (before, it was missing).
+/// inside the tree is (before, it was missing), replacing a file in its place (before, the file
+/// stayed).
 #[test]
 fn directories_one_may_only_pass_through_are_passed_as_rsync_passes_them() {
     if !nobody_and_rsync_or_skip(
@@ -1199,11 +1200,18 @@ fn directories_one_may_only_pass_through_are_passed_as_rsync_passes_them() {
             format!("{}/home/./alice/pub/f", base.display()),
         ],
         vec![format!("{}/home/alice/secret", base.display())],
+        // (A file where that directory goes: replaced, as rsync replaces it.)
+        vec![format!("{}/home/alice/secret", base.display())],
     ];
     for (i, args) in cases.iter().enumerate() {
         let mut seen = Vec::new();
         for (tool, name) in [(Path::new("rsync"), "rsync"), (&*bin, "arsync")] {
             let dst = base.join(format!("{name}{i}"));
+            if i == 4 {
+                fs::create_dir(&dst).unwrap();
+                write(&dst.join("secret"), b"a file in the way");
+                give_to_nobody(&dst);
+            }
             let out = as_user(tool)
                 .arg("-a")
                 .args(args)
@@ -1230,6 +1238,7 @@ fn directories_one_may_only_pass_through_are_passed_as_rsync_passes_them() {
     }
     assert!(base.join("arsync0/pub/sub/g").exists() && base.join("arsync2/alice/pub/f").exists());
     assert!(base.join("arsync3/secret").is_dir() && !base.join("arsync3/secret/s").exists());
+    assert!(base.join("arsync4/secret").is_dir());
 }
 
 /// A file the user may not read that `--max-size`/`--min-size` leave out is passed over, as rsync

@@ -5135,8 +5135,30 @@ fn make_unlisted_dir_at(
         sys::lstat_at(sdir, name)
     };
     let Ok(st) = st else { return };
-    if st.file_type() != FileType::Dir || (look && sys::lstat_at(ddir, name).is_ok()) {
+    if st.file_type() != FileType::Dir {
         return;
+    }
+    if let Some(Ok(there)) = look.then(|| sys::lstat_at(ddir, name)) {
+        if there.file_type() == FileType::Dir {
+            return;
+        }
+        // A non-directory in its place goes (backed up with -b), as rsync replaces it.
+        if !cfg.dry_run {
+            let gone = match &cfg.backup {
+                Some(b) => crate::backup::move_away(
+                    b,
+                    &*core.shared.observer,
+                    ddir,
+                    name,
+                    rel.parent().unwrap_or(Path::new("")),
+                ),
+                None => sys::unlink_at(ddir, name, 0),
+            };
+            if let Err(e) = gone {
+                report(core, rel, "unlink", &e, ErrorClass::Partial);
+                return;
+            }
+        }
     }
     if !cfg.dry_run {
         if let Err(e) = sys::mkdir_at(ddir, name, 0o700) {
