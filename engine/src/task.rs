@@ -5139,7 +5139,7 @@ fn make_unlisted_dir_at(
         return;
     }
     if let Some(Ok(there)) = look.then(|| sys::lstat_at(ddir, name)) {
-        if there.file_type() == FileType::Dir {
+        if there.file_type() == FileType::Dir || cfg.ignore_existing {
             return;
         }
         // A non-directory in its place goes (backed up with -b), as rsync replaces it.
