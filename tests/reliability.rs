@@ -1200,14 +1200,19 @@ fn directories_one_may_only_pass_through_are_passed_as_rsync_passes_them() {
             format!("{}/home/./alice/pub/f", base.display()),
         ],
         vec![format!("{}/home/alice/secret", base.display())],
-        // (A file where that directory goes: replaced, as rsync replaces it.)
+        // (A file where that directory goes: replaced, as rsync replaces it; kept with
+        // --ignore-existing.)
         vec![format!("{}/home/alice/secret", base.display())],
+        vec![
+            "--ignore-existing".into(),
+            format!("{}/home/alice/secret", base.display()),
+        ],
     ];
     for (i, args) in cases.iter().enumerate() {
         let mut seen = Vec::new();
         for (tool, name) in [(Path::new("rsync"), "rsync"), (&*bin, "arsync")] {
             let dst = base.join(format!("{name}{i}"));
-            if i == 4 {
+            if i >= 4 {
                 fs::create_dir(&dst).unwrap();
                 write(&dst.join("secret"), b"a file in the way");
                 give_to_nobody(&dst);
@@ -1238,7 +1243,7 @@ fn directories_one_may_only_pass_through_are_passed_as_rsync_passes_them() {
     }
     assert!(base.join("arsync0/pub/sub/g").exists() && base.join("arsync2/alice/pub/f").exists());
     assert!(base.join("arsync3/secret").is_dir() && !base.join("arsync3/secret/s").exists());
-    assert!(base.join("arsync4/secret").is_dir());
+    assert!(base.join("arsync4/secret").is_dir() && base.join("arsync5/secret").is_file());
 }
 
 /// A file the user may not read that `--max-size`/`--min-size` leave out is passed over, as rsync
