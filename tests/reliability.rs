@@ -1282,6 +1282,38 @@ fn size_limits_pass_over_unreadable_files_as_rsync_does() {
     assert!(base.join("arsync--max-size=100/ok").exists());
 }
 
+/// `--existing` passes over the files of a directory it makes in place of a file (the name
+/// exists, so the directory is made; its files do not) without opening them, as rsync: one the
+/// user may not read is no error. Before, arsync opened each first (exit 23 where rsync ends
+/// with 0). As uid 65534 against rsync.
+#[test]
+fn existing_passes_over_unreadable_files_it_would_not_copy() {
+    if !nobody_and_rsync_or_skip("existing_passes_over_unreadable_files_it_would_not_copy") {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let bin = reachable_binary(base);
+    let src = base.join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    write(&src.join("d/locked"), b"locked");
+    write(&src.join("d/open"), b"open");
+    give_to_nobody(base);
+    fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    chmod(&src.join("d/locked"), 0o000);
+    let mut seen = Vec::new();
+    for (tool, name) in [(Path::new("rsync"), "rsync-dst"), (&*bin, "arsync-dst")] {
+        let dst = base.join(name);
+        fs::create_dir(&dst).unwrap();
+        write(&dst.join("d"), b"a file where the source has a directory");
+        give_to_nobody(&dst);
+        let out = as_nobody(tool, &["-a", "--existing"], &src, &dst);
+        seen.push((code(&out), treediff::walk(&dst).unwrap()));
+    }
+    assert_eq!(seen[1], seen[0]);
+    assert_eq!(seen[1].0, 0);
+}
+
 /// A destination directory of one's own that one may not read (mode 000 or 0300: rsync leaves a
 /// copied directory so when its source was closed at the time) takes the next run's files, as
 /// rsync's receiver opens it (by setting its mode first); without `-p` it keeps its mode. Before,

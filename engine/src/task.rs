@@ -3637,7 +3637,9 @@ async fn copy_file(
     // unchanged file costs two stats and no open (a file that needs work is opened and judged
     // again by its open fd below, so a swap in between is still caught).
     let t = core.lat.start();
-    if !parent.fresh
+    // (With --existing a new directory's files are all passed over: judged here too, so that a
+    // file the user may not read is not opened for nothing, as rsync opens none.)
+    if (!parent.fresh || cfg.existing)
         && !cfg.checksum
         && cfg.quick_check != crate::QuickCheck::Never
         // (--link-dest and --compare-dest look at the reference tree even for an up-to-date
