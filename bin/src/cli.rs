@@ -2205,11 +2205,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
                 .rule(&String::from_utf8_lossy(&rule))
                 .map_err(|e| usage(&e))?;
         }
+        let beside = backup_dir.is_none();
         config.backup = Some(engine::backup::Backup {
             dir: backup_dir,
             suffix,
             given: None,
-            made: Default::default(),
+            // (Only --delete-excluded deletes what it made: see `Made`.)
+            made: if delete_excluded && beside {
+                engine::backup::Made::kept()
+            } else {
+                Default::default()
+            },
         });
     }
     let mut paths: Vec<OsString> = m

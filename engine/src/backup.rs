@@ -45,17 +45,29 @@ pub struct Backup {
 /// `--delete` passes over them (they are not the source's, but this run made them: rsync, which
 /// deletes in a directory before it writes there, never meets them; arsync deletes after, and
 /// with `--delete-excluded`, where no `P *~` rule protects them, it backed `x~` up again as
-/// `x~~`). A lock taken only when a backup is made or a deletion is judged under `-b`.
+/// `x~~`). Kept only where it is needed ([`Made::kept`]: `--delete-excluded`; with `--delete`
+/// alone the `P *SUFFIX` rule protects backups), so a run without it holds no list; a lock
+/// taken only when a backup is made or a deletion is judged.
 #[derive(Clone, Debug, Default)]
-pub struct Made(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>);
+pub struct Made(Option<std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>>);
 
 impl Made {
-    /// Whether this run made the backup at `path`.
+    /// A list that is kept.
+    pub fn kept() -> Self {
+        Self(Some(Default::default()))
+    }
+
+    /// Whether this run made the backup at `path` (never, for a list not kept).
     pub fn contains(&self, path: &Path) -> bool {
         self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(path)
+            .as_ref()
+            .is_some_and(|m| m.lock().unwrap_or_else(|p| p.into_inner()).contains(path))
+    }
+
+    fn insert(&self, path: PathBuf) {
+        if let Some(m) = &self.0 {
+            m.lock().unwrap_or_else(|p| p.into_inner()).insert(path);
+        }
     }
 }
 
@@ -109,11 +121,7 @@ fn said(b: &Backup, observer: &dyn crate::Observer, name: &CStr, parent_rel: &Pa
     };
     to.push(&b.suffix);
     if b.dir.is_none() {
-        b.made
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(PathBuf::from(&to));
+        b.made.insert(PathBuf::from(&to));
     }
     observer.event(&crate::Event::Notice {
         path: &path,
