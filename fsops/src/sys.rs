@@ -48,14 +48,14 @@ fn path_cstr(p: &Path) -> io::Result<std::ffi::CString> {
 
 /// Open a directory by path (following symlinks, as a user-given path is meant), `O_DIRECTORY`.
 pub fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+    open_dir_path_as(path, libc::O_RDONLY)
+}
+
+/// `open(path, how | O_DIRECTORY | O_CLOEXEC)`.
+fn open_dir_path_as(path: &Path, how: libc::c_int) -> io::Result<OwnedFd> {
     let c = path_cstr(path)?;
     // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    cvt_fd(unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    })
+    cvt_fd(unsafe { libc::open(c.as_ptr(), how | libc::O_DIRECTORY | libc::O_CLOEXEC) })
 }
 
 /// Open the sub-directory `name` of `dir` without following a symlink.
@@ -844,14 +844,7 @@ pub fn open_dir_at_to_pass(dir: BorrowedFd<'_>, name: &CStr, follow: bool) -> io
 
 /// [`open_dir_at_to_pass`] of a path (followed as [`open_dir_path`] follows it).
 pub fn open_dir_path_to_pass(path: &Path) -> io::Result<OwnedFd> {
-    let c = path_cstr(path)?;
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    cvt_fd(unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    })
+    open_dir_path_as(path, libc::O_PATH)
 }
 
 /// Open a source entry following a symlink (`-L`), `O_NONBLOCK` as [`open_source`].
