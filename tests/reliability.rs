@@ -1168,7 +1168,8 @@ fn an_unreadable_source_directory_is_made_empty_as_rsync_makes_it() {
 /// (before, "opendir ... Permission denied", exit 23, nothing copied); a directory named on the
 /// command line that may not be opened (`SRC DEST/`) is made empty with its attributes, as one
 /// inside the tree is (before, it was missing), replacing a file in its place (before, the file
-/// stayed).
+/// stayed); with `-d` an unreadable subdirectory, whose contents are not sent, is made without
+/// an error (before: "Permission denied", 23).
 #[test]
 fn directories_one_may_only_pass_through_are_passed_as_rsync_passes_them() {
     if !nobody_and_rsync_or_skip(
@@ -1207,6 +1208,12 @@ fn directories_one_may_only_pass_through_are_passed_as_rsync_passes_them() {
             "--ignore-existing".into(),
             format!("{}/home/alice/secret", base.display()),
         ],
+        // (-d: a subdirectory is made, its contents not sent: an unreadable one is no error.)
+        vec![
+            "--no-r".into(),
+            "-d".into(),
+            format!("{}/home/", base.display()),
+        ],
     ];
     for (i, args) in cases.iter().enumerate() {
         let mut seen = Vec::new();
@@ -1244,6 +1251,7 @@ fn directories_one_may_only_pass_through_are_passed_as_rsync_passes_them() {
     assert!(base.join("arsync0/pub/sub/g").exists() && base.join("arsync2/alice/pub/f").exists());
     assert!(base.join("arsync3/secret").is_dir() && !base.join("arsync3/secret/s").exists());
     assert!(base.join("arsync4/secret").is_dir() && base.join("arsync5/secret").is_file());
+    assert!(base.join("arsync6/alice").is_dir());
 }
 
 /// A file the user may not read that `--max-size`/`--min-size` leave out is passed over, as rsync

@@ -5193,11 +5193,12 @@ fn make_unlisted_dir_at(
 
 /// Whether a source directory that may not be read (`e`: `EACCES`) is walked through by name
 /// alone: only named paths are taken from it (`--files-from`/`-R`, a `0711` directory on their
-/// way), as rsync reaches them by path with search permission only. (Not with `-X`/`-A`, whose
-/// attributes of the directory itself need it read.)
+/// way), as rsync reaches them by path with search permission only; or nothing at all (`-d`
+/// without `-r`: the directory is made, its contents are not sent, and rsync never opens it).
+/// (Not with `-X`/`-A`, whose attributes of the directory itself need it read.)
 fn passed_by_name(cfg: &crate::Config, scope: &Scope, e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EACCES)
-        && matches!(scope, Scope::Names(..))
+        && matches!(scope, Scope::Names(..) | Scope::Empty)
         && !cfg.xattrs
         && !cfg.acls
 }
