@@ -1127,8 +1127,7 @@ fn an_unreadable_source_directory_is_made_empty_as_rsync_makes_it() {
         fs::create_dir_all(src.join("pub")).unwrap();
         write(&src.join("private/deeper/p"), b"p");
         write(&src.join("pub/q"), b"q");
-        give_to_nobody(base);
-        fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        open_to_nobody(base);
         lchown(&src.join("private"), 0, 0);
         chmod(&src.join("private"), 0o750);
         set_times(&src.join("private"), 1_500_000_000, 0);
@@ -1254,6 +1253,25 @@ fn directories_one_may_only_pass_through_are_passed_as_rsync_passes_them() {
     assert!(base.join("arsync6/alice").is_dir());
 }
 
+/// `TOOL FLAGS SRC/ BASE/{rsync,arsync}TAG` as uid 65534, rsync then arsync (`bin`), each
+/// destination's starting state made by `prepare`: their exit codes and destination listings.
+fn outcomes_as_nobody(
+    (base, bin): (&Path, &Path),
+    (flags, src): (&[&str], &Path),
+    tag: &str,
+    prepare: impl Fn(&Path),
+) -> Vec<(i32, Vec<std::path::PathBuf>)> {
+    [(Path::new("rsync"), "rsync"), (bin, "arsync")]
+        .into_iter()
+        .map(|(tool, name)| {
+            let dst = base.join(format!("{name}{tag}"));
+            prepare(&dst);
+            let out = as_nobody(tool, flags, src, &dst);
+            (code(&out), treediff::walk(&dst).unwrap_or_default())
+        })
+        .collect()
+}
+
 /// A file the user may not read that `--max-size`/`--min-size` leave out is passed over, as rsync
 /// passes it (it judges the size before it opens the file); one they do not leave out is
 /// reported. Before, arsync opened first and reported every such file (exit 23 where rsync
@@ -1271,20 +1289,14 @@ fn size_limits_pass_over_unreadable_files_as_rsync_does() {
     write(&src.join("big"), &[7u8; 4096]);
     write(&src.join("small"), b"s");
     write(&src.join("ok"), b"readable");
-    give_to_nobody(base);
-    fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    open_to_nobody(base);
     chmod(&src.join("big"), 0o000);
     for flags in [
         &["-a", "--max-size=100"][..],
         &["-a", "--min-size=2"],
         &["-a", "--max-size=2"],
     ] {
-        let mut seen = Vec::new();
-        for (tool, name) in [(Path::new("rsync"), "rsync"), (&*bin, "arsync")] {
-            let dst = base.join(format!("{name}{}", flags[1]));
-            let out = as_nobody(tool, flags, &src, &dst);
-            seen.push((code(&out), treediff::walk(&dst).unwrap_or_default()));
-        }
+        let seen = outcomes_as_nobody((base, &bin), (flags, &src), flags[1], |_| {});
         assert_eq!(seen[1], seen[0], "{flags:?}");
     }
     assert!(base.join("arsync--max-size=100/ok").exists());
@@ -1306,18 +1318,13 @@ fn existing_passes_over_unreadable_files_it_would_not_copy() {
     fs::create_dir_all(src.join("d")).unwrap();
     write(&src.join("d/locked"), b"locked");
     write(&src.join("d/open"), b"open");
-    give_to_nobody(base);
-    fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    open_to_nobody(base);
     chmod(&src.join("d/locked"), 0o000);
-    let mut seen = Vec::new();
-    for (tool, name) in [(Path::new("rsync"), "rsync-dst"), (&*bin, "arsync-dst")] {
-        let dst = base.join(name);
-        fs::create_dir(&dst).unwrap();
+    let seen = outcomes_as_nobody((base, &bin), (&["-a", "--existing"], &src), "-dst", |dst| {
+        fs::create_dir(dst).unwrap();
         write(&dst.join("d"), b"a file where the source has a directory");
-        give_to_nobody(&dst);
-        let out = as_nobody(tool, &["-a", "--existing"], &src, &dst);
-        seen.push((code(&out), treediff::walk(&dst).unwrap()));
-    }
+        give_to_nobody(dst);
+    });
     assert_eq!(seen[1], seen[0]);
     assert_eq!(seen[1].0, 0);
 }
@@ -1342,8 +1349,7 @@ fn an_unreadable_directory_of_ones_own_takes_updates_as_rsync_does() {
         fs::create_dir_all(src.join("d/e")).unwrap();
         write(&src.join("d/f"), b"f");
         write(&src.join("d/e/g"), b"g");
-        give_to_nobody(base);
-        fs::set_permissions(base, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        open_to_nobody(base);
         let mut seen = Vec::new();
         for (tool, name) in [(Path::new("rsync"), "rsync-dst"), (&*bin, "arsync-dst")] {
             let dst = base.join(name);

@@ -57,6 +57,11 @@ impl Made {
         Self(Some(Default::default()))
     }
 
+    /// Whether the list is kept (else [`Made::contains`] is always `false`).
+    pub fn is_kept(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Whether this run made the backup at `path` (never, for a list not kept).
     pub fn contains(&self, path: &Path) -> bool {
         self.0

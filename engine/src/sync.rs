@@ -77,6 +77,17 @@ pub(crate) enum Verdict {
     Blocked(io::Error),
 }
 
+/// `--max-size`/`--min-size`: why a file of `size` bytes is left out, if it is.
+pub(crate) fn size_limit(cfg: &crate::Config, size: u64) -> Option<crate::SkipReason> {
+    if cfg.max_size.is_some_and(|m| size > m) {
+        Some(crate::SkipReason::OverMaxSize)
+    } else if cfg.min_size.is_some_and(|m| size < m) {
+        Some(crate::SkipReason::UnderMinSize)
+    } else {
+        None
+    }
+}
+
 /// Judge a regular file against what the destination has under `dst_name` in `dir`.
 pub(crate) async fn judge_file(
     core: &Core,
@@ -95,14 +106,7 @@ pub(crate) async fn judge_file(
             Verdict::Copy(Change::new_entry(How::Transfer))
         }
     };
-    let limit = if cfg.max_size.is_some_and(|m| st.size > m) {
-        Some(crate::SkipReason::OverMaxSize)
-    } else if cfg.min_size.is_some_and(|m| st.size < m) {
-        Some(crate::SkipReason::UnderMinSize)
-    } else {
-        None
-    };
-    if let Some(reason) = limit {
+    if let Some(reason) = size_limit(cfg, st.size) {
         let rel = node.child_rel(dst_name);
         shared.observer.event(&crate::Event::Skipped {
             path: &rel,
@@ -639,7 +643,8 @@ pub(crate) fn extraneous(
             if names.contains(ent.name) {
                 continue;
             }
-            if let Some(b) = shared.config.backup.as_ref().filter(|b| b.dir.is_none())
+            // (The list is kept only for backups beside their files: see `backup::Made`.)
+            if let Some(b) = shared.config.backup.as_ref().filter(|b| b.made.is_kept())
                 && b.made.contains(&join(rel, ent.name))
             {
                 // A backup this run made (see `backup::Made`).
@@ -903,6 +908,20 @@ fn cannot_make_way(shared: &RunShared, path: &Path) -> io::Error {
     )
 }
 
+/// Put the non-directory `name` of `dir` out of the way of a new entry: moved to its backup
+/// name with `-b`, else unlinked (`parent_rel`: its directory below the transfer root).
+pub(crate) fn put_away(
+    shared: &RunShared,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    parent_rel: &Path,
+) -> io::Result<()> {
+    match &shared.config.backup {
+        Some(b) => crate::backup::move_away(b, &*shared.observer, dir, name, parent_rel),
+        None => sys::unlink_at(dir, name, 0),
+    }
+}
+
 /// A directory (or anything else) sits where a non-directory must go: remove it. An empty
 /// directory always goes; a non-empty one only with `--delete` or `--force` (rsync's rule), its
 /// contents reported as deletions. In a dry run nothing is removed, only reported.
@@ -941,10 +960,9 @@ pub(crate) fn make_way(
     }
     match sys::unlink_at(dir, name, libc::AT_REMOVEDIR) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => match &cfg.backup {
-            Some(b) => crate::backup::move_away(b, &*shared.observer, dir, name, &rel.path()),
-            None => sys::unlink_at(dir, name, 0),
-        },
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            put_away(shared, dir, name, &rel.path())
+        }
         Err(e)
             if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST))
                 && may_delete =>

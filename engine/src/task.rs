@@ -1470,12 +1470,7 @@ fn clear_root_entry(core: &Core, root: &crate::Root, src: &OwnedFd) -> Result<bo
             return Ok(kept);
         }
         let parent_rel = root.rel.parent().unwrap_or(Path::new(""));
-        match &cfg.backup {
-            Some(b) => crate::backup::move_away(b, &*core.shared.observer, dir, &name, parent_rel)
-                .map_err(dst_err("backup")),
-            None => sys::unlink_at(dir, &name, 0).map_err(dst_err("unlink")),
-        }
-        .map(|()| false)
+        clear_for_dir(core, dir, &name, parent_rel).map(|()| false)
     });
     match in_the_way {
         Ok(true) => Err(()),
@@ -3694,8 +3689,7 @@ async fn copy_file(
                 } else {
                     sys::lstat_at(parent.src_fd(), name)
                 }
-                && cfg.max_size.is_some_and(|m| st.size > m)
-                    | cfg.min_size.is_some_and(|m| st.size < m)
+                && sync::size_limit(cfg, st.size).is_some()
             {
                 let _ = sync::judge_file(core, parent.fresh, parent, None, &st, dst_name).await;
                 bump(&core.counters.seen[0], 1);
@@ -4431,11 +4425,7 @@ fn make_room(core: &Core, parent: &DirNode, name: &CStr) -> EntryResult {
         Ok(st) if st.file_type() != FileType::Dir => {}
         _ => return Ok(()),
     }
-    let r = match &core.shared.config.backup {
-        Some(b) => crate::backup::move_away(b, &*core.shared.observer, dir, name, &parent.rel()),
-        None => sys::unlink_at(dir, name, 0),
-    };
-    match r {
+    match sync::put_away(&core.shared, dir, name, &parent.rel()) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(dst_err("unlink")(e)),
         _ => Ok(()),
     }
@@ -5145,21 +5135,16 @@ fn make_unlisted_dir_at(
             return;
         }
         // A non-directory in its place goes (backed up with -b), as rsync replaces it.
-        if !cfg.dry_run {
-            let gone = match &cfg.backup {
-                Some(b) => crate::backup::move_away(
-                    b,
-                    &*core.shared.observer,
-                    ddir,
-                    name,
-                    rel.parent().unwrap_or(Path::new("")),
-                ),
-                None => sys::unlink_at(ddir, name, 0),
-            };
-            if let Err(e) = gone {
-                report(core, rel, "unlink", &e, ErrorClass::Partial);
-                return;
-            }
+        if !cfg.dry_run
+            && let Err(e) = sync::put_away(
+                &core.shared,
+                ddir,
+                name,
+                rel.parent().unwrap_or(Path::new("")),
+            )
+        {
+            report(core, rel, "unlink", &e, ErrorClass::Partial);
+            return;
         }
     }
     if !cfg.dry_run {
@@ -5549,13 +5534,20 @@ fn replace_with_dir(
     name: &CStr,
     parent_rel: &Path,
 ) -> EntryResult<OwnedFd> {
-    match &core.shared.config.backup {
-        Some(b) => crate::backup::move_away(b, &*core.shared.observer, ddir, name, parent_rel)
-            .map_err(dst_err("backup"))?,
-        None => sys::unlink_at(ddir, name, 0).map_err(dst_err("unlink"))?,
-    }
+    clear_for_dir(core, ddir, name, parent_rel)?;
     sys::mkdir_at(ddir, name, 0o700).map_err(dst_err("mkdir"))?;
     sys::open_dir_at(ddir, name).map_err(dst_err("opendir"))
+}
+
+/// The non-directory `name` in `ddir` goes for a directory ([`sync::put_away`]), its failure
+/// named by what was tried.
+fn clear_for_dir(core: &Core, ddir: BorrowedFd<'_>, name: &CStr, parent_rel: &Path) -> EntryResult {
+    let op = if core.shared.config.backup.is_some() {
+        "backup"
+    } else {
+        "unlink"
+    };
+    sync::put_away(&core.shared, ddir, name, parent_rel).map_err(dst_err(op))
 }
 
 /// Symlinks, devices, FIFOs and sockets: create under a temporary name, apply metadata by name

@@ -621,6 +621,13 @@ pub fn as_nobody(tool: &Path, flags: &[&str], src: &Path, dst: &Path) -> Output 
         .unwrap()
 }
 
+/// [`give_to_nobody`], and `base` itself open to everyone (0777), so that the unprivileged
+/// user can make its destinations there.
+pub fn open_to_nobody(base: &Path) {
+    give_to_nobody(base);
+    chmod(base, 0o777);
+}
+
 /// Give `root` and everything below it to uid and gid 65534 (the tests' unprivileged user),
 /// symlinks themselves rather than what they point to.
 pub fn give_to_nobody(root: &Path) {
