@@ -502,6 +502,75 @@ fn open_noatime_and_atimes() {
     assert_eq!((md.mtime(), md.mtime_nsec()), (1_500_000_000, 123_456_789));
 }
 
+/// `-U` on a file that is otherwise up to date (same size and mtime) whose copy has another
+/// access time: rsync sets the source's (whole seconds) and itemizes it `.f......u..`; arsync
+/// left it as it was and said nothing, so a re-sync never brought access times over. Without
+/// `-t` the same (the mtime then matches as copied by an earlier `-t` run).
+#[test]
+fn atimes_bring_an_up_to_date_files_access_time_as_rsync() {
+    if !require_rsync("atimes_bring_an_up_to_date_files_access_time_as_rsync") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for flags in [
+        &["-rtU", "-i"][..],
+        &["-rU", "-i"],
+        &["-aU", "-i"],
+        &["-aU", "-i", "-n"],
+    ] {
+        let mut atimes = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = t.path().join(format!("{tool}{}", flags.concat()));
+            fs::create_dir(&dst).unwrap();
+            for d in [&src, &dst] {
+                write(&d.join("f"), b"same");
+            }
+            // (set_times gives the atime 1000 s before the mtime; the source's read must not
+            // move it, so the destination's is set last, and the source's is read back.)
+            set_times(&src.join("f"), 1_600_000_000, 0);
+            set_times(&dst.join("f"), 1_600_000_000, 0);
+            let later = fs::File::options().write(true).open(dst.join("f")).unwrap();
+            later
+                .set_times(fs::FileTimes::new().set_accessed(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000),
+                ))
+                .unwrap();
+            let out = both(tool, flags, &src, &dst);
+            assert_eq!(
+                code(&out),
+                0,
+                "{tool} {flags:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| !l.starts_with(".d"))
+                .map(str::to_string)
+                .collect();
+            let m = fs::metadata(dst.join("f")).unwrap();
+            atimes.push((lines, m.atime(), m.mtime()));
+        }
+        assert_eq!(
+            atimes[1], atimes[0],
+            "{flags:?}: arsync (left) against rsync"
+        );
+        let dry = flags.contains(&"-n");
+        assert_eq!(
+            atimes[1].1,
+            if dry {
+                1_700_000_000
+            } else {
+                1_600_000_000 - 1000
+            },
+            "{flags:?}"
+        );
+        assert_eq!(atimes[1].0, vec![".f......u.. f".to_string()], "{flags:?}");
+    }
+}
+
 #[test]
 fn source_onto_itself_changes_nothing_and_destination_inside_source_is_refused() {
     use std::os::unix::fs::MetadataExt;

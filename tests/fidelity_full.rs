@@ -280,6 +280,123 @@ fn acls_inherited_from_a_default_acl_are_replaced_by_the_sources() {
     }
 }
 
+/// A new entry takes from the directory it is made in what rsync's `dest_mode` and
+/// `set_file_attrs` give it. Without `-p`: bits within the directory's default ACL where it has
+/// one (rsync's `default_perms_for_dir`; before, within the umask, so a `rwx` mask came out
+/// `r-x`), and a directory made in a setgid directory keeps the setgid bit the kernel gave it
+/// (before, its chmod took it away: a shared group directory's copy stopped sharing). With `-p`
+/// (`-a`) the source's bits exactly: under a default ACL a file created with its final bits had
+/// them cut by the ACL (`0777` came out `0770`), so it is given them by `fchmod` there. rsync is
+/// the oracle, entry by entry: mode and access ACL.
+#[test]
+fn new_entries_take_what_their_directory_gives_as_rsync() {
+    if !have("setfacl") {
+        assert!(
+            !is_root(),
+            "setfacl is missing: the test command installs acl"
+        );
+        return skip("new_entries_without_p", "setfacl is not installed");
+    }
+    if !require_rsync("new_entries_without_p") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("d/sub")).unwrap();
+    write(&src.join("f"), b"f");
+    write(&src.join("d/g"), b"g");
+    write(&src.join("d/sub/h"), b"h");
+    for (p, m) in [("f", 0o777), ("d", 0o777), ("d/g", 0o666), ("d/sub", 0o750)] {
+        chmod(&src.join(p), m);
+    }
+    let setfacl = |args: &[&str], p: &Path| {
+        let o = Command::new("setfacl").args(args).arg(p).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    // What the destination directory is: setgid, a default ACL whose mask is wider than the
+    // umask allows, or both.
+    let kinds: [(&str, bool, bool); 3] = [
+        ("setgid", true, false),
+        ("acl", false, true),
+        ("both", true, true),
+    ];
+    let flag_sets: [&[&str]; 5] = [
+        &["-rt"],
+        &["-rlt", "--chmod=u+w"],
+        &["-a", "--no-p"],
+        &["-rlto"],
+        &["-a"],
+    ];
+    let mut compared = 0;
+    for (kind, setgid, acl) in kinds {
+        for (i, flags) in flag_sets.iter().enumerate() {
+            // Into the directory itself (`SRC/ DIR/`) and as a new directory in it (`SRC DIR/`).
+            for contents in [true, false] {
+                let mut tops = Vec::new();
+                for tool in ["rsync", "arsync"] {
+                    let top = t.path().join(format!("{tool}-{kind}-{i}-{contents}"));
+                    fs::create_dir(&top).unwrap();
+                    if setgid {
+                        chmod(&top, 0o2777);
+                    }
+                    if acl {
+                        setfacl(
+                            &["-d", "-m", "u::rwx,g::r-x,o::---,u:daemon:rwx,m::rwx"],
+                            &top,
+                        );
+                    }
+                    let s = if contents {
+                        format!("{}/", src.display())
+                    } else {
+                        src.display().to_string()
+                    };
+                    let out = if tool == "rsync" {
+                        Command::new("rsync")
+                            .args(*flags)
+                            .arg(&s)
+                            .arg(&top)
+                            .output()
+                            .unwrap()
+                    } else {
+                        let mut args: Vec<&OsStr> = flags.iter().map(OsStr::new).collect();
+                        args.push(OsStr::new(&s));
+                        args.push(top.as_os_str());
+                        run(&args)
+                    };
+                    assert_eq!(
+                        code(&out),
+                        0,
+                        "{tool} {flags:?}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    tops.push(top);
+                }
+                let base = if contents { "" } else { "src/" };
+                for p in ["", "f", "d", "d/g", "d/sub", "d/sub/h"] {
+                    let rel = format!("{base}{p}");
+                    let look = |top: &Path| {
+                        use std::os::unix::fs::PermissionsExt;
+                        let q = top.join(&rel);
+                        let mode = fs::symlink_metadata(&q).unwrap().permissions().mode() & 0o7777;
+                        let acl: Vec<_> = treediff::xattrs(&q)
+                            .into_iter()
+                            .filter(|(n, _)| n.starts_with(b"system.posix_acl"))
+                            .collect();
+                        (format!("{mode:o}"), acl)
+                    };
+                    assert_eq!(
+                        look(&tops[1]),
+                        look(&tops[0]),
+                        "{kind}, {flags:?}, {rel:?}: arsync (left) against rsync"
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 3 * 5 * 2 * 6);
+}
+
 #[test]
 fn one_file_system_skips_a_mounted_file_system() {
     if !is_root() {

@@ -86,6 +86,7 @@ pub fn itemize_code(file_type: FileType, c: &Change) -> String {
             || c.perms
             || c.owner
             || c.group
+            || c.atime
             || c.acl
             || c.xattr)
     {
@@ -102,7 +103,7 @@ pub fn itemize_code(file_type: FileType, c: &Change) -> String {
         f(c.perms, 'p'),
         f(c.owner, 'o'),
         f(c.group, 'g'),
-        '.',
+        f(c.atime, 'u'),
         f(c.acl, 'a'),
         f(c.xattr, 'x'),
     ]

@@ -780,7 +780,7 @@ pub enum How {
 }
 
 /// What differs between the source entry and what the destination had (rsync's itemize
-/// letters `c s t p o g a x`). `new` means the destination had nothing there (`+++++++++`).
+/// letters `c s t p o g u a x`). `new` means the destination had nothing there (`+++++++++`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Change {
     /// How it was updated.
@@ -802,6 +802,9 @@ pub struct Change {
     pub owner: bool,
     /// Group differs (`g`).
     pub group: bool,
+    /// Access time differs, in whole seconds, with `-U` (`u`; not for directories and
+    /// symlinks, as rsync).
+    pub atime: bool,
     /// ACLs were set (`a`).
     pub acl: bool,
     /// Extended attributes were set (`x`).
@@ -828,6 +831,7 @@ impl Change {
             || self.perms
             || self.owner
             || self.group
+            || self.atime
             || self.acl
             || self.xattr
     }

@@ -175,7 +175,9 @@ pub fn finish(config: &Config, staged: &Staged) -> io::Result<()> {
     } else {
         fsops::meta::Xattrs::None
     };
-    fsops::meta::apply_fd(tmp.as_fd(), &st, &policy, created_gid, true, xsrc)
+    // (Without -p the bits the umask allows: the directory's default ACL is not read here.)
+    let made_in = fsops::meta::MadeIn::plain(created_gid, umask);
+    fsops::meta::apply_fd(tmp.as_fd(), &st, &policy, &made_in, true, xsrc)
         .map_err(|(op, e)| io::Error::new(e.kind(), format!("{op:?}: {e}")))?;
     if config.fsync {
         // (Every rank's chunks were written through their own descriptors: one flush of the

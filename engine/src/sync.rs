@@ -47,13 +47,15 @@ pub(crate) fn attr_change(shared: &RunShared, d: &Stat, st: &Stat, is_link: bool
             && !same_mtime(d.mtime, st.mtime, shared.config.modify_window),
         perms: !is_link
             && if p.perms {
-                d.perm() != p.final_perm(st)
+                d.perm() != p.perm_bits(st)
             } else {
                 // (Without -p only -E changes an existing entry's bits.)
-                p.executability && d.perm() != p.dest_perm(st, Some(d.perm()))
+                p.executability && d.perm() != p.existing_perm(st, d.perm())
             },
         owner: p.owner && p.root && d.uid != p.ids(st).0,
         group: p.group && p.may_set_group(p.ids(st).1) && d.gid != p.ids(st).1,
+        // (rsync compares and sets whole seconds, and leaves directories' alone.)
+        atime: p.atimes && !is_link && st.file_type() != FileType::Dir && d.atime.0 != st.atime.0,
         ..Change::default()
     }
 }
@@ -61,7 +63,7 @@ pub(crate) fn attr_change(shared: &RunShared, d: &Stat, st: &Stat, is_link: bool
 /// Whether an attribute this run preserves differs (extended attributes and ACLs only once
 /// compared, which [`attr_change`] does not do).
 pub(crate) fn attrs_differ(c: &Change) -> bool {
-    c.time || c.perms || c.owner || c.group || c.xattr || c.acl
+    c.time || c.perms || c.owner || c.group || c.atime || c.xattr || c.acl
 }
 
 /// The verdict on a regular file whose destination may exist.

@@ -106,8 +106,9 @@ pub(crate) struct DirNode {
     /// The source directory's listing gives each entry's inode number as `stat` does
     /// ([`sys::listing_gives_inode`]): `-H` links a further name of a copied inode by it alone.
     listed_ino_exact: bool,
-    /// The gid new entries get in the destination directory (its gid if setgid, else the egid).
-    created_gid: u32,
+    /// What new entries get from the destination directory: their group (its gid if setgid,
+    /// else the egid), setgid for new directories, the permission bits allowed without `-p`.
+    made_in: fsops::meta::MadeIn,
     /// Device of the destination directory (FICLONE and copy_file_range need the same one).
     dst_dev: u64,
     /// Device of the transfer root (`-x`).
@@ -993,11 +994,11 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                         sys::open_dir_path(&parent_or_dot(&root.dst)).ok(),
                         path_name(&root.src).filter(|n| Some(n) == path_name(&root.dst).as_ref()),
                     ) {
-                        let gid = dest_dir_facts(core, &d, None).created_gid;
+                        let made_in = dest_dir_facts(core, &d, None, None).made_in;
                         make_unlisted_dir_at(
                             core,
                             (s.as_fd(), d.as_fd(), &name),
-                            (&root.rel, gid),
+                            (&root.rel, made_in),
                             true,
                             false,
                         );
@@ -1065,13 +1066,13 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             }
         };
         let DestFacts {
-            created_gid,
+            made_in,
             dev: dst_dev,
             ino: dst_ino,
             sweep,
             inherits_acl,
             tweaked,
-        } = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
+        } = dest_dir_facts(core, &dst, (!fresh).then_some(&st), None);
         // A selection's root is the directory the paths are relative to: unless it is selected
         // itself, its attributes are not the destination's business.
         let (scope, listed) = match &root.select {
@@ -1081,8 +1082,9 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         if made && !listed {
             // Not among the selected paths: it keeps the permissions a new destination directory
             // gets, not the 0700 it was made with (staged, or under its own name where the
-            // destination is inside the source: `-R src/ DEST`).
-            let mode = 0o777 & !core.shared.policy.umask;
+            // destination is inside the source: `-R src/ DEST`), the setgid bit it inherited
+            // included.
+            let mode = made_in.default_dir_mode();
             if let Err(e) = sys::fchmod(dst.as_fd(), mode) {
                 report(core, &root.dst, "chmod", &e, ErrorClass::FileIo);
             }
@@ -1118,7 +1120,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 root.dst.clone()
             })),
             listed_ino_exact,
-            created_gid,
+            made_in,
             dst_dev,
             root_dev: st.dev,
             depth: 0,
@@ -1180,11 +1182,11 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         }
     };
     let DestFacts {
-        created_gid,
+        made_in,
         dev: dst_dev,
         inherits_acl,
         ..
-    } = dest_dir_facts(core, &dst_dir, None);
+    } = dest_dir_facts(core, &dst_dir, None, None);
     // `--link-dest`/`--compare-dest`/`--copy-dest` serve a file named on the command line too
     // (before, it was always copied: rsync links it, or leaves it out, where the reference
     // matches).
@@ -1208,7 +1210,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         },
         stat: None,
         listed_ino_exact: false,
-        created_gid,
+        made_in,
         dst_dev,
         root_dev: st.dev,
         depth: 0,
@@ -1374,11 +1376,11 @@ async fn exact_reference_for_existing(
     }
 }
 
-/// What one look at a destination directory tells: one `fstat` (and with `-A` one
-/// `fgetxattr`) per directory.
+/// What one look at a destination directory tells: one `fstat` per directory, and one
+/// `fgetxattr` (its default ACL) per directory that was there before the run.
 struct DestFacts {
-    /// The gid new entries get (the directory's if setgid, else the egid).
-    created_gid: u32,
+    /// What new entries get from it (group, setgid, permission bits allowed without `-p`).
+    made_in: fsops::meta::MadeIn,
     /// The device it is on.
     dev: u64,
     /// Its inode number.
@@ -1392,16 +1394,43 @@ struct DestFacts {
     tweaked: Option<u32>,
 }
 
-fn dest_dir_facts(core: &Core, dir: &OwnedFd, existing_src: Option<&Stat>) -> DestFacts {
-    let egid = core.shared.policy.egid;
-    let inherits_acl = core.shared.policy.acls
-        && fsops::xattr::get(Target::Fd(dir.as_fd()), c"system.posix_acl_default").is_ok();
+/// `made_by_run`: the facts of the directory it was just made in, whose default ACL a directory
+/// made there has too (none is read then).
+fn dest_dir_facts(
+    core: &Core,
+    dir: &OwnedFd,
+    existing_src: Option<&Stat>,
+    made_by_run: Option<&fsops::meta::MadeIn>,
+) -> DestFacts {
+    let policy = &core.shared.policy;
+    let (default_acl, perms) = match made_by_run {
+        Some(p) => (p.default_acl, p.perms),
+        None => match fsops::xattr::get(Target::Fd(dir.as_fd()), c"system.posix_acl_default") {
+            // Without -p, new entries get what the default ACL allows (rsync's
+            // default_perms_for_dir).
+            Ok(v) => (
+                true,
+                fsops::xattr::acl_perms(&v).unwrap_or(0o777 & !policy.umask),
+            ),
+            Err(_) => (false, 0o777 & !policy.umask),
+        },
+    };
+    let inherits_acl = policy.acls && default_acl;
+    let plain = fsops::meta::MadeIn {
+        perms,
+        default_acl,
+        ..fsops::meta::MadeIn::plain(policy.egid, policy.umask)
+    };
     match sys::fstat(dir.as_fd()) {
         Ok(st) => DestFacts {
-            created_gid: if st.mode & libc::S_ISGID != 0 {
-                st.gid
+            made_in: if st.mode & libc::S_ISGID != 0 {
+                fsops::meta::MadeIn {
+                    gid: st.gid,
+                    setgid: true,
+                    ..plain
+                }
             } else {
-                egid
+                plain
             },
             dev: st.dev,
             ino: st.ino,
@@ -1410,7 +1439,7 @@ fn dest_dir_facts(core: &Core, dir: &OwnedFd, existing_src: Option<&Stat>) -> De
             tweaked: existing_src.and_then(|_| sync::open_to_owner(&core.shared, dir.as_fd(), &st)),
         },
         Err(_) => DestFacts {
-            created_gid: egid,
+            made_in: plain,
             dev: 0,
             ino: 0,
             sweep: false,
@@ -2785,10 +2814,9 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
             return;
         }
     }
-    let created_gid = node
-        .parent
-        .as_ref()
-        .map_or(core.shared.policy.egid, |p| p.created_gid);
+    // (A root made by this run inherited its setgid bit and default ACL from the directory it
+    // was made in, so its own facts tell what that one gave it.)
+    let made_in = node.parent.as_ref().map_or(node.made_in, |p| p.made_in);
     let t = core.lat.start();
     let applied = match &existing {
         // Its owner compared as it is (a fresh directory's as root made it).
@@ -2803,7 +2831,7 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
             node.dst_fd(),
             st,
             &core.shared.policy,
-            created_gid,
+            &made_in,
             true,
             fsops::meta::Xattrs::from(Target::Fd(node.src_fd()), node.inherits_acl),
         ),
@@ -3954,7 +3982,7 @@ fn fix_attrs(
     }
     // A chown clears setuid/setgid and an ACL moves the group bits: chmod after either.
     if (change.perms || chowned || change.acl)
-        && sys::fchmod(fd.as_fd(), policy.dest_perm(st, Some(d.perm()))).is_err()
+        && sys::fchmod(fd.as_fd(), policy.existing_perm(st, d.perm())).is_err()
     {
         return false;
     }
@@ -4517,7 +4545,7 @@ async fn copy_file_data(
 ) -> EntryResult<u64> {
     let cfg = &core.shared.config;
     let policy = &core.shared.policy;
-    let needs_chown = policy.chown_ids(st, parent.created_gid).is_some();
+    let needs_chown = policy.chown_ids(st, parent.made_in.gid).is_some();
     // Without -p a file that replaces another keeps that one's permissions (rsync's dest_mode).
     let replaced = if policy.perms || parent.fresh {
         None
@@ -4529,10 +4557,10 @@ async fn copy_file_data(
             })
             .map(|d| d.perm())
     };
-    let perm = policy.dest_perm(st, replaced);
+    let perm = policy.dest_perm(st, replaced, &parent.made_in);
     let (create_mode, chmod_needed) = match replaced {
         Some(_) => (0o600, true),
-        None => policy.create_mode(st, needs_chown),
+        None => policy.create_mode(st, needs_chown, &parent.made_in),
     };
     let dir = parent.dst_fd();
     let t = core.lat.start();
@@ -4870,7 +4898,7 @@ async fn copy_file_data(
             core,
             dst,
             st,
-            if reused { st.gid } else { parent.created_gid },
+            if reused { st.gid } else { parent.made_in.gid },
             (perm, chmod_needed || reused),
             meta_src.unwrap_or(src),
             // A reused file (`--inplace`, `--partial`) may carry attributes of its own.
@@ -5101,19 +5129,19 @@ fn make_unlisted_dir(core: &Core, parent: &DirNode, name: &CStr, follow: bool) {
     make_unlisted_dir_at(
         core,
         (parent.src_fd(), parent.dst_fd(), name),
-        (&parent.child_rel(name), parent.created_gid),
+        (&parent.child_rel(name), parent.made_in),
         !parent.fresh,
         follow,
     );
 }
 
 /// [`make_unlisted_dir`] of `name` in source directory `sdir`, made in `ddir` (`rel` in the
-/// transfer, new directories there getting group `created_gid`); `look`: whether `ddir` may
+/// transfer, new directories there getting what `made_in` says); `look`: whether `ddir` may
 /// already hold the name.
 fn make_unlisted_dir_at(
     core: &Core,
     (sdir, ddir, name): (BorrowedFd<'_>, BorrowedFd<'_>, &CStr),
-    (rel, created_gid): (&Path, u32),
+    (rel, made_in): (&Path, fsops::meta::MadeIn),
     look: bool,
     follow: bool,
 ) {
@@ -5158,7 +5186,7 @@ fn make_unlisted_dir_at(
             name,
             &st,
             &core.shared.policy,
-            created_gid,
+            &made_in,
             false,
             fsops::meta::Xattrs::None,
         ) {
@@ -5369,20 +5397,25 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         DestDir::Absent => (Arc::clone(&core.shared.placeholder), true),
     };
     let DestFacts {
-        created_gid,
+        made_in,
         dev: dst_dev,
         ino: dst_ino,
         sweep,
         inherits_acl,
         tweaked,
-    } = dest_dir_facts(core, &dst, (!fresh).then_some(&st));
+    } = dest_dir_facts(
+        core,
+        &dst,
+        (!fresh).then_some(&st),
+        fresh.then_some(&parent.made_in),
+    );
     // Its node is one of the parent's subdirectories until it is finished.
     parent.pending.fetch_add(1, Ordering::AcqRel);
     // --no-implied-dirs: a directory only on the way to a selected path keeps what it has, or,
     // made now, the default permissions (as rsync makes it).
     let keep_attrs = implied && cfg.no_implied_dirs;
     if keep_attrs && fresh && !cfg.dry_run {
-        let mode = 0o777 & !core.shared.policy.umask;
+        let mode = made_in.default_dir_mode();
         if let Err(e) = sys::fchmod(dst.as_fd(), mode) {
             report(
                 core,
@@ -5434,7 +5467,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
             parent.child_dst_path(name)
         })),
         listed_ino_exact,
-        created_gid,
+        made_in,
         dst_dev,
         root_dev: parent.root_dev,
         depth: parent.depth + 1,
@@ -5670,7 +5703,7 @@ async fn make_other(
                     if policy.group { u32::MAX } else { gid },
                 )
             });
-        let r = fsops::meta::apply_at(dir, &tmp, &st, policy, parent.created_gid, is_link, xsrc)
+        let r = fsops::meta::apply_at(dir, &tmp, &st, policy, &parent.made_in, is_link, xsrc)
             .map_err(meta_err)
             .and_then(|u| {
                 unsupported_xattrs(core, u);

@@ -18,8 +18,10 @@
 //! and a 0555 directory never blocks its own children. Symlink: `fchownat`/`utimensat` with
 //! `AT_SYMLINK_NOFOLLOW`, no mode. Device, FIFO, socket: created 0600 by `mknodat`, then by name.
 //!
-//! Without `-p` a new entry gets the source's permission bits masked by the umask the process had,
-//! special bits dropped (rsync's `dest_mode`). Without `-o`/`-g`, or when not root for `-o`, the
+//! Without `-p` a new entry gets the source's permission bits masked by what its directory allows
+//! ([`MadeIn`]: the directory's default ACL where it has one, else the umask the process had),
+//! special bits dropped, but for the setgid bit a directory made in a setgid one has from the
+//! kernel (rsync's `dest_mode` and `set_file_attrs`). Without `-o`/`-g`, or when not root for `-o`, the
 //! owner is left as created (rsync is silent about it too).
 
 use std::ffi::CStr;
@@ -379,6 +381,48 @@ impl std::fmt::Debug for XattrFilter {
     }
 }
 
+/// What an entry made in a destination directory gets from that directory (one `fstat`, and
+/// without `-p` one `fgetxattr`, per directory).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MadeIn {
+    /// The group it is created with: the directory's own when the directory is setgid, else
+    /// the process's effective gid.
+    pub gid: u32,
+    /// The directory is setgid, so a directory made in it is too: without `-p` it keeps the
+    /// bit, as rsync's `set_file_attrs` keeps it (a shared group directory stays shared).
+    pub setgid: bool,
+    /// The permission bits a new entry may have without `-p` (rsync's `dflt_perms`): those of
+    /// the directory's default ACL where it has one (its owner's, mask's and others' entries),
+    /// else `0777` less the umask.
+    pub perms: u32,
+    /// The directory has a default ACL: the mode a file is created with is then cut by that
+    /// ACL instead of the umask, so a copy's bits are set by `fchmod` after the create.
+    pub default_acl: bool,
+}
+
+impl MadeIn {
+    /// For a directory with neither setgid nor a default ACL, whose new entries get `gid`.
+    pub fn plain(gid: u32, umask: u32) -> Self {
+        MadeIn {
+            gid,
+            setgid: false,
+            perms: 0o777 & !umask,
+            default_acl: false,
+        }
+    }
+
+    /// The mode a directory made without a source of its own (one on the way to a path, the
+    /// destination itself) is given, where these are its own facts: what `mkdir` alone would
+    /// leave, the setgid bit it inherited included.
+    pub fn default_dir_mode(&self) -> u32 {
+        if self.setgid {
+            self.perms | libc::S_ISGID
+        } else {
+            self.perms
+        }
+    }
+}
+
 /// Which attributes to preserve and the facts about the process that decide how.
 #[derive(Clone, Copy, Debug)]
 pub struct MetaPolicy {
@@ -492,50 +536,68 @@ impl MetaPolicy {
         }
     }
 
-    /// The final permission bits of a new entry (rsync's `dest_mode` for a new file).
-    pub fn final_perm(&self, src: &Stat) -> u32 {
-        let perm = if self.chmod.is_empty() {
+    /// The permission bits `-p` gives a copy of `src`: its own, through `--chmod`.
+    pub fn perm_bits(&self, src: &Stat) -> u32 {
+        if self.chmod.is_empty() {
             src.perm()
         } else {
             self.chmod.apply(src.mode) & 0o7777
-        };
+        }
+    }
+
+    /// The final permission bits of a new entry made in a directory that gives it `made_in`
+    /// (rsync's `dest_mode` for a new file): with `-p` [`MetaPolicy::perm_bits`]; without, those
+    /// bits less the special ones, within what the directory allows (its default ACL, else the
+    /// umask), and a directory made in a setgid one keeps the setgid bit it was made with.
+    pub fn final_perm(&self, src: &Stat, made_in: &MadeIn) -> u32 {
+        let perm = self.perm_bits(src);
         if self.perms {
             perm
+        } else if made_in.setgid && src.file_type() == crate::FileType::Dir {
+            perm & made_in.perms | libc::S_ISGID
         } else {
-            perm & 0o777 & !self.umask
+            perm & made_in.perms
         }
     }
 
     /// The permission bits a copy of `src` gets where the destination had an entry with
-    /// permissions `existing` (rsync's `dest_mode`): without `-p` an existing file keeps its
-    /// own, with `-E` made executable (an `x` for each `r`) or not as the source is; otherwise
-    /// [`MetaPolicy::final_perm`].
-    pub fn dest_perm(&self, src: &Stat, existing: Option<u32>) -> u32 {
-        match existing {
-            Some(old) if !self.perms => {
-                let mut m = old & 0o7777;
-                if self.executability && src.file_type() == crate::FileType::File {
-                    if src.mode & 0o111 == 0 {
-                        m &= !0o111;
-                    } else if old & 0o111 == 0 {
-                        m |= (m & 0o444) >> 2;
-                    }
-                }
-                m
+    /// permissions `old` (rsync's `dest_mode`): without `-p` the entry keeps its own, with `-E`
+    /// made executable (an `x` for each `r`) or not as the source is; with `-p`
+    /// [`MetaPolicy::perm_bits`].
+    pub fn existing_perm(&self, src: &Stat, old: u32) -> u32 {
+        if self.perms {
+            return self.perm_bits(src);
+        }
+        let mut m = old & 0o7777;
+        if self.executability && src.file_type() == crate::FileType::File {
+            if src.mode & 0o111 == 0 {
+                m &= !0o111;
+            } else if old & 0o111 == 0 {
+                m |= (m & 0o444) >> 2;
             }
-            _ => self.final_perm(src),
+        }
+        m
+    }
+
+    /// [`MetaPolicy::existing_perm`] where the destination had an entry with permissions
+    /// `existing`, else [`MetaPolicy::final_perm`] for a new one made where `made_in` says.
+    pub fn dest_perm(&self, src: &Stat, existing: Option<u32>, made_in: &MadeIn) -> u32 {
+        match existing {
+            Some(old) => self.existing_perm(src, old),
+            None => self.final_perm(src, made_in),
         }
     }
 
     /// The mode to create a new regular file with, and whether a later `fchmod` is needed.
-    pub fn create_mode(&self, src: &Stat, needs_chown: bool) -> (u32, bool) {
-        let fin = self.final_perm(src);
-        // (A user sets `user.*` attributes only on a file it may write: see `with_owner_write`.)
-        if !needs_chown && fin & 0o7000 == 0 && !(self.xattrs && self.lacks_write(fin)) {
-            (fin, false)
-        } else {
-            (0o600, true)
-        }
+    pub fn create_mode(&self, src: &Stat, needs_chown: bool, made_in: &MadeIn) -> (u32, bool) {
+        let fin = self.final_perm(src, made_in);
+        // (A user sets `user.*` attributes only on a file it may write: see `with_owner_write`.
+        // A default ACL would cut the bits instead of the umask, which is 0 during a run.)
+        let private = needs_chown
+            || fin & 0o7000 != 0
+            || (self.xattrs && self.lacks_write(fin))
+            || made_in.default_acl;
+        if private { (0o600, true) } else { (fin, false) }
     }
 
     /// Whether this process, not being root, may not write an entry of mode `perm` it owns:
@@ -577,7 +639,7 @@ impl MetaPolicy {
 /// it from `src` (permission bits with `-p`, owner as root with `-o`, group with `-g`, mtime with
 /// `-t`), so that touching it can be skipped (extended attributes are not compared).
 pub fn matches(dst: &Stat, src: &Stat, policy: &MetaPolicy, is_symlink: bool) -> bool {
-    (is_symlink || !policy.perms || dst.perm() == policy.final_perm(src))
+    (is_symlink || !policy.perms || dst.perm() == policy.perm_bits(src))
         && (!policy.owner || !policy.root || dst.uid == policy.ids(src).0)
         && (!policy.group
             || !policy.may_set_group(policy.ids(src).1)
@@ -720,12 +782,12 @@ pub fn apply_fd(
     fd: BorrowedFd<'_>,
     src: &Stat,
     policy: &MetaPolicy,
-    created_gid: u32,
+    made_in: &MadeIn,
     chmod_needed: bool,
     xsrc: Xattrs<'_>,
 ) -> Result<Unsupported, (MetaOp, io::Error)> {
-    let perm = policy.final_perm(src);
-    apply_fd_perm(fd, src, policy, created_gid, (perm, chmod_needed), xsrc)
+    let perm = policy.final_perm(src, made_in);
+    apply_fd_perm(fd, src, policy, made_in.gid, (perm, chmod_needed), xsrc)
 }
 
 /// [`apply_fd`] with the permission bits to set given (`perm`, and whether the entry needs a
@@ -746,7 +808,7 @@ pub fn apply_fd_perm(
 /// differ): its owner and group are compared with the source's as they are (`dst`, its stat),
 /// not as a fresh entry would have them, so a source that became root's (uid or gid 0, what an
 /// entry made by root already has) is followed too. Its mode is rsync's `dest_mode`
-/// ([`MetaPolicy::dest_perm`]): without `-p` it keeps its own (a private `0700` directory whose
+/// ([`MetaPolicy::existing_perm`]): without `-p` it keeps its own (a private `0700` directory whose
 /// time was updated was opened to the new-entry mode `0755` before), and it is only changed
 /// where it differs.
 pub fn apply_fd_existing(
@@ -757,7 +819,7 @@ pub fn apply_fd_existing(
     xsrc: Xattrs<'_>,
 ) -> Result<Unsupported, (MetaOp, io::Error)> {
     let chown = policy.chown_existing(dst, src);
-    let perm = policy.dest_perm(src, Some(dst.perm()));
+    let perm = policy.existing_perm(src, dst.perm());
     apply_fd_chown(fd, src, policy, chown, (perm, perm != dst.perm()), xsrc)
 }
 
@@ -800,11 +862,11 @@ pub fn apply_at(
     name: &CStr,
     src: &Stat,
     policy: &MetaPolicy,
-    created_gid: u32,
+    made_in: &MadeIn,
     is_symlink: bool,
     xsrc: Xattrs<'_>,
 ) -> Result<Unsupported, (MetaOp, io::Error)> {
-    if let Some((u, g)) = policy.chown_ids(src, created_gid) {
+    if let Some((u, g)) = policy.chown_ids(src, made_in.gid) {
         match sys::lchown_at(dir, name, u, g) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && !policy.root => {}
@@ -818,7 +880,8 @@ pub fn apply_at(
         is_symlink,
     )?;
     if !is_symlink {
-        sys::chmod_at(dir, name, policy.final_perm(src)).map_err(|e| (MetaOp::Chmod, e))?;
+        sys::chmod_at(dir, name, policy.final_perm(src, made_in))
+            .map_err(|e| (MetaOp::Chmod, e))?;
     }
     if let Some((a, m)) = policy.times(src) {
         sys::lutimens_at(dir, name, a, m).map_err(|e| (MetaOp::Utimes, e))?;

@@ -30,6 +30,33 @@ pub fn is_acl(name: &[u8]) -> bool {
     name == ACL_ACCESS || name == ACL_DEFAULT
 }
 
+/// The permission bits an ACL in the kernel's xattr form (`posix_acl_xattr`: a version word,
+/// then entries of tag, permissions and id) gives: its owner's, its mask's (its owning group's
+/// where it has no mask) and its others' entries, as rsync's `rsync_acl_get_perms`; `None`
+/// when the value is not such an ACL or lacks one of them.
+pub fn acl_perms(value: &[u8]) -> Option<u32> {
+    const USER_OBJ: u16 = 0x01;
+    const GROUP_OBJ: u16 = 0x04;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    let (head, entries) = value.split_first_chunk::<4>()?;
+    if u32::from_le_bytes(*head) != 2 || entries.len() % 8 != 0 {
+        return None;
+    }
+    let (mut user, mut group, mut mask, mut other) = (None, None, None, None);
+    for e in entries.chunks_exact(8) {
+        let perm = Some(u32::from(u16::from_le_bytes([e[2], e[3]]) & 7));
+        match u16::from_le_bytes([e[0], e[1]]) {
+            USER_OBJ => user = perm,
+            GROUP_OBJ => group = perm,
+            MASK => mask = perm,
+            OTHER => other = perm,
+            _ => {}
+        }
+    }
+    Some(user? << 6 | mask.or(group)? << 3 | other?)
+}
+
 fn proc_path(dir: BorrowedFd<'_>, name: &CStr) -> CString {
     let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
     p.extend_from_slice(name.to_bytes());

@@ -167,17 +167,66 @@ fn policy_modes_follow_rsync() {
     };
     // With -p the special bits stay and force the private create + chmod path.
     let p = policy(true, 0o022);
-    assert_eq!(p.final_perm(&st), 0o4775);
-    assert_eq!(p.create_mode(&st, false), (0o600, true));
+    let plain = fsops::meta::MadeIn::plain(p.egid, 0o022);
+    assert_eq!(p.final_perm(&st, &plain), 0o4775);
+    assert_eq!(p.create_mode(&st, false, &plain), (0o600, true));
     // Without -p: masked by the umask, special bits dropped, created with the final bits.
     let p = policy(false, 0o027);
-    assert_eq!(p.final_perm(&st), 0o750);
-    assert_eq!(p.create_mode(&st, false), (0o750, false));
+    let plain = fsops::meta::MadeIn::plain(p.egid, 0o027);
+    assert_eq!(p.final_perm(&st, &plain), 0o750);
+    assert_eq!(p.create_mode(&st, false, &plain), (0o750, false));
+    // ... or by the directory's default ACL where it has one (rsync's dflt_perms), not the umask.
+    let acl = fsops::meta::MadeIn {
+        perms: 0o775,
+        ..plain
+    };
+    assert_eq!(p.final_perm(&st, &acl), 0o775);
+    // A directory made in a setgid directory keeps the bit it was made with; a file does not.
+    let shared = fsops::meta::MadeIn {
+        setgid: true,
+        ..plain
+    };
+    let dir = fsops::Stat {
+        mode: libc::S_IFDIR | 0o755,
+        ..st
+    };
+    assert_eq!(p.final_perm(&dir, &shared), 0o2750);
+    assert_eq!(p.final_perm(&st, &shared), 0o750);
+    // With -p the source's bits are the copy's wherever it is made.
+    assert_eq!(policy(true, 0).final_perm(&dir, &shared), 0o755);
     // A needed chown forces the private create.
     assert_eq!(
-        policy(true, 0).create_mode(&fsops::Stat { mode: 0o644, ..st }, true),
+        policy(true, 0).create_mode(&fsops::Stat { mode: 0o644, ..st }, true, &plain),
         (0o600, true)
     );
+}
+
+#[test]
+fn acl_perms_read_owner_mask_and_others() {
+    fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+        let mut v = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in entries {
+            v.extend_from_slice(&tag.to_le_bytes());
+            v.extend_from_slice(&perm.to_le_bytes());
+            v.extend_from_slice(&id.to_le_bytes());
+        }
+        v
+    }
+    let any = u32::MAX;
+    // user::rwx group::r-x other::r-- : the owning group's entry without a mask.
+    let minimal = acl(&[(0x01, 7, any), (0x04, 5, any), (0x20, 4, any)]);
+    assert_eq!(fsops::xattr::acl_perms(&minimal), Some(0o754));
+    // A named user and a mask of rwx: the mask stands for the group class.
+    let masked = acl(&[
+        (0x01, 7, any),
+        (0x02, 7, 1234),
+        (0x04, 5, any),
+        (0x10, 7, any),
+        (0x20, 5, any),
+    ]);
+    assert_eq!(fsops::xattr::acl_perms(&masked), Some(0o775));
+    assert_eq!(fsops::xattr::acl_perms(&masked[..7]), None);
+    assert_eq!(fsops::xattr::acl_perms(&acl(&[(0x01, 7, any)])), None);
 }
 
 #[test]
@@ -195,12 +244,15 @@ fn apply_fd_keeps_setuid_after_chown_and_sets_ns_times() {
         ..Default::default()
     };
     let p = policy(true, 0);
-    let chmod_needed = p.create_mode(&st, p.chown_ids(&st, p.egid).is_some()).1;
+    let made_in = fsops::meta::MadeIn::plain(p.egid, 0);
+    let chmod_needed = p
+        .create_mode(&st, p.chown_ids(&st, p.egid).is_some(), &made_in)
+        .1;
     fsops::meta::apply_fd(
         fd.as_fd(),
         &st,
         &p,
-        p.egid,
+        &made_in,
         chmod_needed,
         fsops::meta::Xattrs::None,
     )
