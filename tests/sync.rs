@@ -3225,6 +3225,8 @@ fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
     runs.extend(cases.iter().map(|c| ("-rlpt", c.clone())));
     runs.push(("-rlpt", vec!["--chown=bin:users", "--no-o"]));
     runs.push(("-rlpt", vec!["--no-g", "--chown=bin:users"]));
+    // One --chown for the user, another for the group (each turning on what it names).
+    runs.push(("-rlpt", vec!["--chown=1234", "--chown=:daemon"]));
     for (i, (base, flags)) in runs.iter().enumerate() {
         let mut args = vec![*base];
         args.extend(flags.iter().copied());
@@ -3251,6 +3253,32 @@ fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
         args.extend(bad.iter().copied());
         let g = copy_contents(&args, &src, &s.path().join("bad"));
         assert_eq!(code(&g), 1, "{bad:?}");
+    }
+    // A map given twice, by its own option or by --chown, is refused in rsync's words (before,
+    // the last one given won).
+    for twice in [
+        &["--usermap=1:2", "--usermap=3:4"][..],
+        &["--groupmap=1:2", "--groupmap=3:4"],
+        &["--chown=1:2", "--chown=3"],
+        &["--chown=1:2", "--chown=:2"],
+        &["--chown=1", "--usermap=2:3"],
+        &["--usermap=1:2", "--chown=3"],
+        &["--chown=:1", "--groupmap=2:3"],
+        &["--groupmap=1:2", "--chown=:3"],
+    ] {
+        let mut args = vec!["-a"];
+        args.extend(twice.iter().copied());
+        let w = rsync(&args, &src, &s.path().join("twice-r"));
+        let g = copy_contents(&args, &src, &s.path().join("twice-a"));
+        assert_eq!((code(&g), code(&w)), (1, 1), "{twice:?}");
+        let said = err(&w);
+        let rsync_says = said
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("rsync: "))
+            .unwrap();
+        assert!(err(&g).contains(rsync_says), "{twice:?}: {}", err(&g));
+        assert!(!s.path().join("twice-a").exists(), "{twice:?}: wrote");
     }
 }
 

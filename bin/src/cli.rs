@@ -776,6 +776,7 @@ pub fn command() -> Command {
     .arg(
         Arg::new("usermap")
             .long("usermap")
+            .action(ArgAction::Append)
             .value_name("FROM:TO,...")
             .help("give copies of files owned by FROM the owner TO (as root; turns -o on, as rsync); FROM is *, a uid, a range LOW-HIGH or a user name, TO a name or uid; first match wins [default: none]")
             .help_heading("Sync"),
@@ -783,6 +784,7 @@ pub fn command() -> Command {
     .arg(
         Arg::new("groupmap")
             .long("groupmap")
+            .action(ArgAction::Append)
             .value_name("FROM:TO,...")
             .help("the same for groups (turns -g on) [default: none]")
             .help_heading("Sync"),
@@ -790,6 +792,7 @@ pub fn command() -> Command {
     .arg(
         Arg::new("chown")
             .long("chown")
+            .action(ArgAction::Append)
             .value_name("USER:GROUP")
             .help("every copy gets this owner and/or group (either may be empty; turns -o and/or -g on, as rsync) [default: none]")
             .help_heading("Sync"),
@@ -1597,19 +1600,21 @@ fn copy_as(spec: &str) -> Result<CopyAs, ArgError> {
 /// this walk only recovers the order, which clap does not keep for repeated flags).
 ///
 /// `--usermap` turns `-o` on and `--groupmap` `-g`, where they stand, as rsync's option parser
-/// does; `--chown=USER:GROUP` (`chown`: whether it names a user, a group) each that it names.
+/// does; `--chown=USER:GROUP` (`chown`: whether each, in order, names a user, a group) each
+/// that it names.
 /// Before, without `-o`/`-g` (`-rlpt --chown=www-data:www-data`, a common deployment line)
 /// they changed nothing.
 fn toggles(
     events: &[FlagAt<'_>],
     cfg: &mut engine::Config,
     archive_recurses: bool,
-    chown: (bool, bool),
+    chown: &[(bool, bool)],
 ) {
+    let mut chown = chown.iter();
     let events = events.iter().filter_map(|e| match *e {
         FlagAt::Long(b"usermap") => Some(&IMPLY_OWNER),
         FlagAt::Long(b"groupmap") => Some(&IMPLY_GROUP),
-        FlagAt::Long(b"chown") => Some(match chown {
+        FlagAt::Long(b"chown") => Some(match chown.next().copied().unwrap_or_default() {
             (true, true) => &IMPLY_BOTH,
             (true, false) => &IMPLY_OWNER,
             (false, true) => &IMPLY_GROUP,
@@ -1731,17 +1736,20 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     // (Before any path the operator names is read.)
     crate::trust::set_insecure(m.get_flag("insecure-links"));
     let mut config = engine::Config::none();
-    let chown_names =
-        m.get_one::<String>("chown")
-            .map_or((false, false), |s| match s.split_once(':') {
-                Some((u, g)) => (!u.is_empty(), !g.is_empty()),
-                None => (!s.is_empty(), false),
-            });
+    let chown_names: Vec<(bool, bool)> = m
+        .get_many::<String>("chown")
+        .into_iter()
+        .flatten()
+        .map(|s| match s.split_once(':') {
+            Some((u, g)) => (!u.is_empty(), !g.is_empty()),
+            None => (!s.is_empty(), false),
+        })
+        .collect();
     toggles(
         &events,
         &mut config,
         !m.contains_id("files-from"),
-        chown_names,
+        &chown_names,
     );
     config.open_noatime = m.get_flag("open-noatime");
     config.munge_links = m.get_flag("munge-links");
@@ -1889,21 +1897,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     config.max_size = m.get_one::<u64>("max-size").copied();
     config.bwlimit = m.get_one::<u64>("bwlimit").copied().filter(|&r| r > 0);
     config.remove_source_files = m.get_flag("remove-source-files");
-    let (chown_user, chown_group) = m
-        .get_one::<String>("chown")
-        .map_or(("", ""), |s| s.split_once(':').unwrap_or((s, "")));
-    id_map(
-        &mut config.uid_map,
-        ("--usermap", m.get_one::<String>("usermap")),
-        ("user", chown_user),
-        engine::user_id,
-    )?;
-    id_map(
-        &mut config.gid_map,
-        ("--groupmap", m.get_one::<String>("groupmap")),
-        ("group", chown_group),
-        engine::group_id,
-    )?;
+    let [users, groups] = owner_maps(&m)?;
+    id_map(&mut config.uid_map, users, engine::user_id)?;
+    id_map(&mut config.gid_map, groups, engine::group_id)?;
     if let Some(specs) = m.get_many::<String>("chmod") {
         let umask = engine::process_umask();
         for spec in specs {
@@ -2527,24 +2523,67 @@ fn human_level(events: &[FlagAt<'_>]) -> u8 {
     })
 }
 
-/// `--usermap`/`--groupmap` (`map`: the flag and its value) or `--chown`'s user or group half
-/// (`chown`: which half and its value, empty when not given) into `ids`; both at once is a usage
-/// error. `lookup` finds a name's id.
+/// The user and the group map as rsync's option parser takes them, in command-line order: each
+/// given once, by `--usermap`/`--groupmap` or by a `--chown` naming that half (as `*:NAME`);
+/// a second one is a usage error in rsync's words (before, the last one given won). Each map
+/// with the flag it came from.
+fn owner_maps(m: &clap::ArgMatches) -> Result<[Option<(&'static str, String)>; 2], Refused> {
+    let mut given: Vec<(usize, &str, &String)> = Vec::new();
+    for id in ["usermap", "groupmap", "chown"] {
+        if let (Some(vals), Some(idx)) = (m.get_many::<String>(id), m.indices_of(id)) {
+            given.extend(vals.zip(idx).map(|(v, i)| (i, id, v)));
+        }
+    }
+    given.sort_by_key(|g| g.0);
+    let mut maps: [Option<(&'static str, String)>; 2] = [None, None];
+    for (_, id, v) in given {
+        if id == "chown" {
+            let (user, group) = v.split_once(':').unwrap_or((v, ""));
+            for (k, part, half, flag) in [
+                (0, user, "user", "--usermap"),
+                (1, group, "group", "--groupmap"),
+            ] {
+                if part.is_empty() {
+                    continue;
+                }
+                match &maps[k] {
+                    Some(("--chown", _)) => {
+                        return Err(usage(&format!(
+                            "You can only specify a {half}-affecting --chown once."
+                        )));
+                    }
+                    Some(_) => {
+                        return Err(usage(&format!("--chown conflicts with prior {flag}.")));
+                    }
+                    None => maps[k] = Some(("--chown", format!("*:{part}"))),
+                }
+            }
+        } else {
+            let (k, flag) = if id == "usermap" {
+                (0, "--usermap")
+            } else {
+                (1, "--groupmap")
+            };
+            match &maps[k] {
+                Some(("--chown", _)) => {
+                    return Err(usage(&format!("{flag} conflicts with prior --chown.")));
+                }
+                Some(_) => return Err(usage(&format!("You can only specify {flag} once."))),
+                None => maps[k] = Some((flag, v.clone())),
+            }
+        }
+    }
+    Ok(maps)
+}
+
+/// A user or group map (the flag it came from, its spec) into `ids`; `lookup` finds a name's id.
 fn id_map(
     ids: &mut engine::IdMap,
-    map: (&str, Option<&String>),
-    chown: (&str, &str),
+    map: Option<(&str, String)>,
     lookup: fn(&str) -> Option<u32>,
 ) -> Result<(), Refused> {
-    let (flag, spec) = match (map, chown) {
-        ((flag, Some(_)), (half, c)) if !c.is_empty() => {
-            return Err(usage(&format!(
-                "--chown with a {half} cannot be combined with {flag}"
-            )));
-        }
-        ((flag, Some(spec)), _) => (flag, spec.clone()),
-        (_, (_, c)) if !c.is_empty() => ("--chown", format!("*:{c}")),
-        _ => return Ok(()),
+    let Some((flag, spec)) = map else {
+        return Ok(());
     };
     ids.parse(&spec, lookup)
         .map_err(|e| usage(&format!("{flag}: {e}")))
