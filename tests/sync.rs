@@ -3282,6 +3282,91 @@ fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
     }
 }
 
+/// A symlink, device, FIFO or socket taking the place of another non-directory entry, as rsync
+/// takes it: without `-p` it keeps the old entry's permission bits (rsync's `dest_mode`; before,
+/// the source's: a FIFO over a `0604` file came out `0640`); one of the same kind (a FIFO over a
+/// socket, a device over another device) is itemized as a change (`cSc.T......`, was
+/// `cS+++++++++`); and one made anew only for its owner (`-rlDo`, the same entry under another
+/// owner) keeps the times `-t` does not give it (rsync changes it in place; before, it took the
+/// time of the run). rsync is the oracle.
+#[test]
+fn specials_take_the_place_of_other_entries_as_rsync() {
+    if !root_and_rsync(
+        "specials_take_the_place_of_other_entries_as_rsync",
+        "making devices needs root",
+    ) {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    mknod(&src.join("c"), libc::S_IFCHR | 0o640, libc::makedev(1, 3));
+    mkfifo(&src.join("p"));
+    chmod(&src.join("p"), 0o640);
+    symlink("tgt", src.join("l")).unwrap();
+    for n in ["c", "p", "l"] {
+        set_times(&src.join(n), 1_600_000_000, 0);
+    }
+    let make = |kind: &str, p: &Path| match kind {
+        "fifo" => mkfifo(p),
+        "device" => mknod(p, libc::S_IFCHR | 0o600, libc::makedev(1, 5)),
+        "symlink" => symlink("elsewhere", p).unwrap(),
+        "file" => write(p, b"x"),
+        // What the source has, under another owner (made anew for it, its times kept).
+        "same" => match p.file_name().and_then(|n| n.to_str()) {
+            Some("c") => mknod(p, libc::S_IFCHR | 0o600, libc::makedev(1, 3)),
+            Some("p") => mkfifo(p),
+            _ => symlink("tgt", p).unwrap(),
+        },
+        _ => {
+            std::os::unix::net::UnixListener::bind(p).unwrap();
+        }
+    };
+    let mut compared = 0;
+    for kind in ["fifo", "device", "symlink", "file", "socket", "same"] {
+        for flags in [&["-rlD", "-i"][..], &["-a", "-i"], &["-rlDo", "-i"]] {
+            let mut got = Vec::new();
+            for tool in ["rsync", "arsync"] {
+                let dst = s.path().join(format!("{tool}-{kind}{}", flags.concat()));
+                fs::create_dir(&dst).unwrap();
+                for n in ["c", "p", "l"] {
+                    make(kind, &dst.join(n));
+                    if !fs::symlink_metadata(dst.join(n)).unwrap().is_symlink() {
+                        chmod(&dst.join(n), 0o604);
+                    }
+                    lchown(&dst.join(n), 1234, 1234);
+                    set_times(&dst.join(n), 1_500_000_000, 0);
+                }
+                let out = by_tool(tool, flags, &src, &dst);
+                assert_eq!(code(&out), 0, "{tool} {kind} {flags:?}: {}", err(&out));
+                let entries: Vec<_> = ["c", "p", "l"]
+                    .iter()
+                    .map(|n| {
+                        let m = fs::symlink_metadata(dst.join(n)).unwrap();
+                        // (A time this run gave is the run's: only kept ones are compared.)
+                        let kept = Some(m.mtime()).filter(|&t| t < 1_700_000_000);
+                        (m.mode(), m.uid(), kept, m.rdev())
+                    })
+                    .collect();
+                // (The directories' times are compared to the second by rsync, to the
+                // nanosecond by arsync: not this test's subject.)
+                let lines: BTreeSet<String> = items(&out)
+                    .into_iter()
+                    .filter(|l| !l.starts_with(".d"))
+                    .collect();
+                got.push((lines, entries));
+            }
+            assert_eq!(
+                got[1], got[0],
+                "{kind} {flags:?}: arsync (left) against rsync"
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 18);
+}
+
 /// An existing destination entry whose source changed only its owner or group gets the source's
 /// (rsync's): root's uid 0 and gid 0 included, which a fresh entry made by root already has and
 /// so is never chowned to. Every kind of entry, with rsync as the oracle.

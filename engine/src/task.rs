@@ -5638,7 +5638,7 @@ async fn make_other(
         }
         Some(c) => c,
     };
-    let (mut change, existing_ids) = change;
+    let (mut change, existing) = change;
     if change.new
         && !follow
         && let Some(dirs) = parent.alt_dest()
@@ -5694,21 +5694,46 @@ async fn make_other(
         // Made anew only to change attributes: the owner and group it is not to change stay the
         // existing entry's, as rsync, which changes it in place, leaves them (after the
         // attributes, which give a new entry's; refused to a user who may not give them, the
-        // entry stays the user's, as made).
-        let keep_ids = existing_ids
-            .filter(|_| change.how == How::Attrs && (!policy.owner || !policy.group))
-            .map(|(uid, gid)| {
-                (
-                    if policy.owner { u32::MAX } else { uid },
-                    if policy.group { u32::MAX } else { gid },
-                )
+        // entry stays the user's, as made); so do the times it is not to change.
+        let remade = existing.filter(|_| change.how == How::Attrs);
+        let keep_ids = remade.filter(|_| !policy.owner || !policy.group).map(|d| {
+            (
+                if policy.owner { u32::MAX } else { d.uid },
+                if policy.group { u32::MAX } else { d.gid },
+            )
+        });
+        let keep_times = remade
+            .filter(|_| !policy.keeps_mtime(file_type) || !policy.atimes)
+            .map(|d| {
+                let (a, m) = policy
+                    .times(&st)
+                    .unwrap_or((sys::Time::Omit, sys::Time::Omit));
+                let keep = |t: sys::Time, (s, ns): (i64, i64)| match t {
+                    sys::Time::Omit => sys::Time::At(s, ns),
+                    t => t,
+                };
+                (keep(a, d.atime), keep(m, d.mtime))
             });
+        // Without -p an entry that takes the place of another non-directory keeps that one's
+        // permission bits, as rsync's dest_mode gives them (a symlink's too).
+        let old_perm = existing
+            .filter(|_| !policy.perms && !is_link)
+            .map(|d| d.perm())
+            .filter(|&p| p != policy.final_perm(&st, &parent.made_in));
         let r = fsops::meta::apply_at(dir, &tmp, &st, policy, &parent.made_in, is_link, xsrc)
             .map_err(meta_err)
             .and_then(|u| {
                 unsupported_xattrs(core, u);
                 if let Some((uid, gid)) = keep_ids {
                     let _ = sys::lchown_at(dir, &tmp, uid, gid);
+                }
+                if let Some(p) = old_perm {
+                    sys::chmod_at(dir, &tmp, p)
+                        .map_err(|e| meta_err((fsops::meta::MetaOp::Chmod, e)))?;
+                }
+                if let Some((a, m)) = keep_times {
+                    sys::lutimens_at(dir, &tmp, a, m)
+                        .map_err(|e| meta_err((fsops::meta::MetaOp::Utimes, e)))?;
                 }
                 let rel = sync::Rel::Of(parent);
                 if change.how == How::Attrs {
@@ -5748,9 +5773,12 @@ async fn make_other(
     Ok(())
 }
 
-/// What to do with a symlink, device, FIFO or socket, and the existing entry's owner and group
-/// when only its attributes differ: `None` to leave it (`--existing`, `--ignore-existing`), else what differs from the destination (nothing: up to date; any
-/// difference means the entry is made anew, which is how rsync updates these too).
+/// What to do with a symlink, device, FIFO or socket, and the existing non-directory entry in
+/// its place: `None` to leave it (`--existing`, `--ignore-existing`), else what differs from
+/// the destination (nothing: up to date; any difference means the entry is made anew, which is
+/// how rsync updates these too). An entry of the same kind in rsync's sense (a FIFO and a
+/// socket are both specials, a character and a block device both devices) is compared as the
+/// same entry with other contents (`cSc`, `cDc`), another kind as a new one (`+++`).
 fn judge_other(
     core: &Core,
     parent: &DirNode,
@@ -5759,7 +5787,7 @@ fn judge_other(
     dst_name: &CStr,
     target: Option<&CStr>,
     follow: bool,
-) -> Option<(Change, Option<(u32, u32)>)> {
+) -> Option<(Change, Option<Stat>)> {
     let cfg = &core.shared.config;
     let new = Change::new_entry(How::Local);
     let found = if parent.fresh {
@@ -5773,8 +5801,14 @@ fn judge_other(
     if cfg.ignore_existing {
         return None;
     }
-    if d.file_type() != st.file_type() {
-        return Some((new, None));
+    let old = (d.file_type() != FileType::Dir).then_some(d);
+    let kind = |t: FileType| match t {
+        FileType::Fifo | FileType::Socket => FileType::Fifo,
+        FileType::CharDev | FileType::BlockDev => FileType::CharDev,
+        t => t,
+    };
+    if kind(d.file_type()) != kind(st.file_type()) {
+        return Some((new, old));
     }
     // (-u leaves newer regular files only: "this does not affect the copying of dirs, symlinks,
     // or other special files", as rsync's manual says and its generator does.)
@@ -5785,13 +5819,13 @@ fn judge_other(
         Some(t) => {
             sys::readlink_at(parent.dst_fd(), dst_name).map_or(true, |dt| dt.as_c_str() != t)
         }
-        None => d.rdev != st.rdev,
+        None => d.rdev != st.rdev || d.file_type() != st.file_type(),
     };
     if follow {
         // Made anew every time: a followed link's target has no attributes we can compare
         // safely. (-I concerns regular files only, as rsync's quick check: a symlink or special
         // file is judged as without it, its xattrs and ACLs included.)
-        return Some((change, None));
+        return Some((change, old));
     }
     if cfg.xattrs || cfg.acls {
         // Compared by name without following; any difference makes the entry anew (with them).
@@ -5805,18 +5839,17 @@ fn judge_other(
                 change.xattr = p.touches_xattr();
                 change.acl = p.touches_acl();
             }
-            Err(_) => return Some((change, None)),
+            Err(_) => return Some((change, old)),
         }
     }
     if !change.checksum && !sync::attrs_differ(&change) {
-        return Some((Change::default(), None));
+        return Some((Change::default(), old));
     }
     if !change.checksum {
         // Only attributes differ: remade, but listed as an attribute change (rsync's `.L`).
         change.how = How::Attrs;
     }
-    // (The existing entry's owner and group: a remake keeps those it is not to change.)
-    Some((change, Some((d.uid, d.gid))))
+    Some((change, old))
 }
 
 #[cfg(test)]
