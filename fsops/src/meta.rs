@@ -512,6 +512,21 @@ impl MetaPolicy {
         (uid != u32::MAX || gid != u32::MAX).then_some((uid, gid))
     }
 
+    /// Whether `--usermap`, `--groupmap` or `--chown` change ids on the way.
+    pub fn maps_ids(&self) -> bool {
+        !self.uid_map.is_empty() || !self.gid_map.is_empty()
+    }
+
+    /// The id an ACL entry naming user (`user`) or group `id` gets in the copy: the maps' (as
+    /// rsync's `match_acl_ids` gives them, `--chown`'s `*:NAME` included).
+    pub fn acl_id(&self, user: bool, id: u32) -> u32 {
+        if user {
+            self.uid_map.map(id)
+        } else {
+            self.gid_map.map(id)
+        }
+    }
+
     /// Whether a copy may be given group `gid`: any with super-user activities, else one of the
     /// process's own (a copy keeps the group it was made with otherwise, as rsync's).
     pub fn may_set_group(&self, gid: u32) -> bool {
@@ -734,10 +749,14 @@ fn copy_xattrs(
     }
     // user.* attributes cannot exist on symlinks (the kernel refuses them).
     let want = |n: &[u8]| policy.xattr_wanted(n) && !(is_symlink && n.starts_with(b"user."));
+    let ids = |user: bool, id: u32| policy.acl_id(user, id);
+    let ids = policy
+        .maps_ids()
+        .then_some(&ids as &dyn Fn(bool, u32) -> u32);
     let r = match src {
         Xattrs::None => return Ok((None, false)),
-        Xattrs::Copy(src) => crate::xattr::copy(src, dst, want),
-        Xattrs::Match(src) => crate::xattr::Plan::between(src, dst, want)
+        Xattrs::Copy(src) => crate::xattr::copy(src, dst, want, ids),
+        Xattrs::Match(src) => crate::xattr::Plan::between(src, dst, want, ids)
             .map_err(|e| e.error)
             .and_then(|p| {
                 p.apply(dst)?;
@@ -764,7 +783,11 @@ pub fn xattr_plan(
         return Ok(crate::xattr::Plan::default());
     }
     let want = |n: &[u8]| policy.xattr_wanted(n) && !(is_symlink && n.starts_with(b"user."));
-    crate::xattr::Plan::between(src, dst, want).map_err(|e| {
+    let ids = |user: bool, id: u32| policy.acl_id(user, id);
+    let ids = policy
+        .maps_ids()
+        .then_some(&ids as &dyn Fn(bool, u32) -> u32);
+    crate::xattr::Plan::between(src, dst, want, ids).map_err(|e| {
         let op = if e.in_dst {
             MetaOp::ReadDstXattrs
         } else {

@@ -30,6 +30,44 @@ pub fn is_acl(name: &[u8]) -> bool {
     name == ACL_ACCESS || name == ACL_DEFAULT
 }
 
+/// How the ids that ACL entries name are changed on the way (`--usermap`, `--groupmap`,
+/// `--chown`, as rsync's `match_acl_ids` changes them): given whether the entry names a user
+/// (else a group) and its id, the id to write. `None`: as they are.
+pub type AclIds<'a> = Option<&'a dyn Fn(bool, u32) -> u32>;
+
+/// Pass the id of each named user and group entry of an ACL in the kernel's xattr form through
+/// `ids`, the entries then in the kernel's order again (by tag, then id; entries that came to
+/// name the same id stay in their order, as rsync, through libacl, writes them). A value that
+/// is no such ACL is left as it is.
+pub fn map_acl_ids(value: &mut Vec<u8>, ids: &dyn Fn(bool, u32) -> u32) {
+    const USER: u16 = 0x02;
+    const GROUP: u16 = 0x08;
+    if value.len() < 4
+        || !(value.len() - 4).is_multiple_of(8)
+        || u32::from_le_bytes([value[0], value[1], value[2], value[3]]) != 2
+    {
+        return;
+    }
+    let mut entries: Vec<(u16, u32, [u8; 8])> = value[4..]
+        .chunks_exact(8)
+        .map(|e| {
+            let mut e: [u8; 8] = e.try_into().expect("8 bytes");
+            let tag = u16::from_le_bytes([e[0], e[1]]);
+            let mut id = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+            if tag == USER || tag == GROUP {
+                id = ids(tag == USER, id);
+                e[4..8].copy_from_slice(&id.to_le_bytes());
+            }
+            (tag, id, e)
+        })
+        .collect();
+    entries.sort_by_key(|&(tag, id, _)| (tag, id));
+    value.truncate(4);
+    for (_, _, e) in entries {
+        value.extend_from_slice(&e);
+    }
+}
+
 /// The permission bits an ACL in the kernel's xattr form (`posix_acl_xattr`: a version word,
 /// then entries of tag, permissions and id) gives: its owner's, its mask's (its owning group's
 /// where it has no mask) and its others' entries, as rsync's `rsync_acl_get_perms`; `None`
@@ -40,7 +78,7 @@ pub fn acl_perms(value: &[u8]) -> Option<u32> {
     const MASK: u16 = 0x10;
     const OTHER: u16 = 0x20;
     let (head, entries) = value.split_first_chunk::<4>()?;
-    if u32::from_le_bytes(*head) != 2 || entries.len() % 8 != 0 {
+    if u32::from_le_bytes(*head) != 2 || !entries.len().is_multiple_of(8) {
         return None;
     }
     let (mut user, mut group, mut mask, mut other) = (None, None, None, None);
@@ -385,15 +423,22 @@ fn wanted_names(t: Target<'_>, want: &impl Fn(&[u8]) -> bool) -> Result<Vec<CStr
 }
 
 /// The names of `t` that `want` accepts, with their values (a name removed between the list
-/// and the read is left out), plain attributes first and ACLs last.
+/// and the read is left out; the ids ACLs name through `ids`), plain attributes first and ACLs
+/// last.
 fn wanted_values(
     t: Target<'_>,
     want: &impl Fn(&[u8]) -> bool,
+    ids: AclIds<'_>,
 ) -> Result<Vec<(CString, Vec<u8>)>, XattrError> {
     let mut out = Vec::new();
     for n in wanted_names(t, want)? {
         match get(t, &n) {
-            Ok(v) => out.push((n, v)),
+            Ok(mut v) => {
+                if let Some(ids) = ids.filter(|_| is_acl(n.to_bytes())) {
+                    map_acl_ids(&mut v, ids);
+                }
+                out.push((n, v));
+            }
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
             Err(error) => {
                 return Err(XattrError {
@@ -430,8 +475,9 @@ pub fn copy(
     src: Target<'_>,
     dst: Target<'_>,
     want: impl Fn(&[u8]) -> bool,
+    ids: AclIds<'_>,
 ) -> Result<bool, XattrError> {
-    let values = wanted_values(src, &want)?;
+    let values = wanted_values(src, &want, ids)?;
     for (n, v) in &values {
         if let Err(e) = set(dst, n, v) {
             write_failed(n, e)?;
@@ -449,14 +495,16 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Compare the attributes of `src` and `dst` that `want` accepts. Reads only: two lists, and
-    /// the values of the source's names and of the destination's names the source has too.
+    /// Compare the attributes of `src` and `dst` that `want` accepts (the source's ACLs with
+    /// the ids they name through `ids`). Reads only: two lists, and the values of the source's
+    /// names and of the destination's names the source has too.
     pub fn between(
         src: Target<'_>,
         dst: Target<'_>,
         want: impl Fn(&[u8]) -> bool,
+        ids: AclIds<'_>,
     ) -> Result<Self, PlanError> {
-        let s = wanted_values(src, &want).map_err(|error| PlanError {
+        let s = wanted_values(src, &want, ids).map_err(|error| PlanError {
             error,
             in_dst: false,
         })?;
@@ -546,20 +594,20 @@ mod tests {
         };
         let (a, b) = (Target::At(d.as_fd(), c"a"), Target::At(d.as_fd(), c"b"));
         let all = |_: &[u8]| true;
-        assert!(Plan::between(a, b, all).unwrap().is_empty());
+        assert!(Plan::between(a, b, all, None).unwrap().is_empty());
         set(a, &c("user.same"), b"1").unwrap();
         set(b, &c("user.same"), b"1").unwrap();
-        assert!(Plan::between(a, b, all).unwrap().is_empty());
+        assert!(Plan::between(a, b, all, None).unwrap().is_empty());
         // Longer than the first (stack) buffer of a read.
         let long = vec![7u8; 3000];
         set(a, &c("user.changed"), &long).unwrap();
         set(b, &c("user.changed"), b"old").unwrap();
         set(b, &c("user.gone"), b"x").unwrap();
         set(a, &c("user.added"), b"").unwrap();
-        let plan = Plan::between(a, b, all).unwrap();
+        let plan = Plan::between(a, b, all, None).unwrap();
         assert!(plan.touches_xattr() && !plan.touches_acl());
         // A filter leaves the names it rejects alone.
-        let only_changed = Plan::between(a, b, |n: &[u8]| n == b"user.changed").unwrap();
+        let only_changed = Plan::between(a, b, |n: &[u8]| n == b"user.changed", None).unwrap();
         assert_eq!(only_changed.set.len(), 1);
         assert!(only_changed.remove.is_empty());
         plan.apply(b).unwrap();
@@ -567,7 +615,7 @@ mod tests {
         names.sort();
         assert_eq!(names, [c("user.added"), c("user.changed"), c("user.same")]);
         assert_eq!(get(b, c"user.changed").unwrap(), long);
-        assert!(Plan::between(a, b, all).unwrap().is_empty());
+        assert!(Plan::between(a, b, all, None).unwrap().is_empty());
     }
 
     #[test]
@@ -579,10 +627,10 @@ mod tests {
         };
         let (a, gone) = (Target::At(d.as_fd(), c"a"), Target::At(d.as_fd(), c"gone"));
         let all = |_: &[u8]| true;
-        let e = Plan::between(a, gone, all).unwrap_err();
+        let e = Plan::between(a, gone, all, None).unwrap_err();
         assert!(e.in_dst);
         assert_eq!(e.error.error.raw_os_error(), Some(libc::ENOENT));
-        let e = Plan::between(gone, a, all).unwrap_err();
+        let e = Plan::between(gone, a, all, None).unwrap_err();
         assert!(!e.in_dst);
         assert_eq!(e.error.error.raw_os_error(), Some(libc::ENOENT));
     }

@@ -227,6 +227,33 @@ fn acl_perms_read_owner_mask_and_others() {
     assert_eq!(fsops::xattr::acl_perms(&masked), Some(0o775));
     assert_eq!(fsops::xattr::acl_perms(&masked[..7]), None);
     assert_eq!(fsops::xattr::acl_perms(&acl(&[(0x01, 7, any)])), None);
+    // Mapped ids: named users and groups only, sorted again by their new ids.
+    let mut named = acl(&[
+        (0x01, 7, any),
+        (0x02, 4, 100),
+        (0x02, 6, 200),
+        (0x04, 5, any),
+        (0x08, 4, 100),
+        (0x10, 7, any),
+        (0x20, 5, any),
+    ]);
+    fsops::xattr::map_acl_ids(&mut named, &|user, id| match (user, id) {
+        (true, 100) => 300,
+        (false, 100) => 7,
+        (_, id) => id,
+    });
+    assert_eq!(
+        named,
+        acl(&[
+            (0x01, 7, any),
+            (0x02, 6, 200),
+            (0x02, 4, 300),
+            (0x04, 5, any),
+            (0x08, 4, 7),
+            (0x10, 7, any),
+            (0x20, 5, any),
+        ])
+    );
 }
 
 #[test]
@@ -397,9 +424,12 @@ fn xattrs_copy_between_files_and_sparse_extents() {
         .open(t.path().join("b"))
         .unwrap();
     let b: std::os::fd::OwnedFd = b.into();
-    let acl = xattr::copy(Target::Fd(a.as_fd()), Target::Fd(b.as_fd()), |n| {
-        n.starts_with(b"user.k2")
-    })
+    let acl = xattr::copy(
+        Target::Fd(a.as_fd()),
+        Target::Fd(b.as_fd()),
+        |n| n.starts_with(b"user.k2"),
+        None,
+    )
     .unwrap();
     assert!(!acl);
     assert_eq!(
