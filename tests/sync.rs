@@ -3282,6 +3282,58 @@ fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
     }
 }
 
+/// `--inplace -b`: the backup is a copy of the old file, given what the run preserves of its
+/// owner, group and times, as rsync's: with `-a` its owner stays (before, it became root's);
+/// without `-t` it has the time it was made (before, always the old file's). rsync is the
+/// oracle.
+#[test]
+fn inplace_backups_keep_what_the_run_preserves_as_rsync() {
+    if !root_and_rsync(
+        "inplace_backups_keep_what_the_run_preserves_as_rsync",
+        "giving the old file another owner needs root",
+    ) {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"new content");
+    let mut compared = 0;
+    for flags in [
+        &["-r", "--inplace", "-b"][..],
+        &["-rt", "--inplace", "-b"],
+        &["-a", "--inplace", "-b"],
+        &["-rlg", "--inplace", "-b"],
+        &["-rlo", "--inplace", "-b"],
+    ] {
+        let mut got = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("{tool}{}", flags.concat()));
+            fs::create_dir(&dst).unwrap();
+            write(&dst.join("f"), b"old");
+            chmod(&dst.join("f"), 0o640);
+            lchown(&dst.join("f"), 1234, 4321);
+            set_times(&dst.join("f"), 1_500_000_000, 0);
+            let out = by_tool(tool, flags, &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
+            let m = fs::symlink_metadata(dst.join("f~")).unwrap();
+            // (A time this run gave is the run's: only a kept one is compared.)
+            let kept = Some(m.mtime()).filter(|&t| t < 1_700_000_000);
+            got.push((
+                fs::read(dst.join("f~")).unwrap(),
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                kept,
+            ));
+        }
+        assert_eq!(got[1], got[0], "{flags:?}: arsync (left) against rsync");
+        compared += 1;
+    }
+    assert_eq!(compared, 5);
+}
+
 /// A symlink, device, FIFO or socket taking the place of another non-directory entry, as rsync
 /// takes it: without `-p` it keeps the old entry's permission bits (rsync's `dest_mode`; before,
 /// the source's: a FIFO over a `0604` file came out `0640`); one of the same kind (a FIFO over a

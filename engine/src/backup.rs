@@ -195,9 +195,12 @@ pub(crate) fn move_away(
 
 /// Before `--inplace` rewrites the regular file `old` (open, named `name` in `dir`; with
 /// `--write-devices` a device, whose backup is a regular file of its content): copy its
-/// data, mode and times to its backup name.
+/// data and mode to its backup name, and what `policy` preserves of its owner, group and
+/// times, as rsync's backup copy gives them (`-a` kept the owner; without `-t` the backup has
+/// the time it was made).
 pub(crate) fn copy(
     b: &Backup,
+    policy: &fsops::MetaPolicy,
     observer: &dyn crate::Observer,
     dir: BorrowedFd<'_>,
     name: &CStr,
@@ -231,12 +234,32 @@ pub(crate) fn copy(
         let _ = sys::unlink_at(bd, &bname, 0);
         return Err(e);
     }
+    let file = fsops::Stat {
+        mode: libc::S_IFREG | (st.mode & 0o7777),
+        ..st
+    };
+    // The old file's own owner and group (no --usermap: it is no copy of a source); a chown
+    // clears setuid/setgid, so the mode comes after it.
+    let uid = if policy.owner && policy.root && st.uid != policy.euid {
+        st.uid
+    } else {
+        u32::MAX
+    };
+    let gid = if policy.group && st.gid != policy.egid && policy.may_set_group(st.gid) {
+        st.gid
+    } else {
+        u32::MAX
+    };
+    if (uid, gid) != (u32::MAX, u32::MAX) {
+        match sys::fchown(new.as_fd(), uid, gid) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && !policy.root => {}
+            r => r?,
+        }
+    }
     sys::fchmod(new.as_fd(), st.mode & 0o7777)?;
-    sys::futimens(
-        new.as_fd(),
-        sys::Time::At(st.atime.0, st.atime.1),
-        sys::Time::At(st.mtime.0, st.mtime.1),
-    )?;
+    if let Some((a, m)) = policy.times(&file) {
+        sys::futimens(new.as_fd(), a, m)?;
+    }
     said(b, observer, name, parent_rel);
     Ok(())
 }

@@ -4350,7 +4350,9 @@ async fn stage(
             && let Some(b) = &cfg.backup
         {
             // The old content is about to be overwritten where it is: keep a copy.
-            crate::backup::copy(b, &*core.shared.observer, dir, dst_name, &parent.rel(), &fd)
+            let observer = &*core.shared.observer;
+            let policy = &core.shared.policy;
+            crate::backup::copy(b, policy, observer, dir, dst_name, &parent.rel(), &fd)
                 .map_err(dst_err("backup"))?;
         }
         if device {
