@@ -3282,6 +3282,69 @@ fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
     }
 }
 
+/// With `-p` a directory takes its source's setgid bit before anything is made in it, as
+/// rsync gives a directory its mode first: what is made there without `-g` then has the group
+/// rsync gives it. Before, the bit came when the directory was finished, so entries made in an
+/// existing setgid directory losing the bit took its group, and those made in one gaining it
+/// did not (and a new directory inherited the bit from a setgid parent while being filled).
+/// rsync is the oracle: the group of every entry.
+#[test]
+fn a_directorys_setgid_bit_is_given_before_it_is_filled_as_rsync() {
+    if !root_and_rsync(
+        "a_directorys_setgid_bit_is_given_before_it_is_filled_as_rsync",
+        "giving directories another group needs root",
+    ) {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    for (d, setgid) in [
+        ("keeps", false),
+        ("gains", true),
+        ("new", false),
+        ("newsg", true),
+    ] {
+        fs::create_dir_all(src.join(d).join("sub")).unwrap();
+        write(&src.join(d).join("f"), b"f");
+        write(&src.join(d).join("sub/g"), b"g");
+        chmod(&src.join(d), if setgid { 0o2755 } else { 0o755 });
+    }
+    let groups = |root: &Path| {
+        treediff::walk(root)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let m = fs::symlink_metadata(root.join(&p)).unwrap();
+                format!("{} {:o} {}", p.display(), m.mode() & 0o7777, m.gid())
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut compared = 0;
+    for flags in [&["-rlpt"][..], &["-a", "--no-g"]] {
+        let mut got = Vec::new();
+        for tool in ["rsync", "arsync"] {
+            let dst = s.path().join(format!("{tool}{}", flags.concat()));
+            // The destination: setgid and group 1234 itself, so what is made in it inherits
+            // both; "keeps" there already, setgid; "gains" there already, not setgid.
+            fs::create_dir(&dst).unwrap();
+            lchown(&dst, 0, 1234);
+            chmod(&dst, 0o2775);
+            for (d, mode) in [("keeps", 0o2755), ("gains", 0o755)] {
+                fs::create_dir(dst.join(d)).unwrap();
+                lchown(&dst.join(d), 0, 4321);
+                chmod(&dst.join(d), mode);
+            }
+            let out = by_tool(tool, flags, &src, &dst);
+            assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
+            got.push(groups(&dst));
+        }
+        assert_eq!(got[1], got[0], "{flags:?}: arsync (left) against rsync");
+        compared += 1;
+    }
+    assert_eq!(compared, 2);
+}
+
 /// `--inplace -b`: the backup is a copy of the old file, given what the run preserves of its
 /// owner, group and times, as rsync's: with `-a` its owner stays (before, it became root's);
 /// without `-t` it has the time it was made (before, always the old file's). rsync is the

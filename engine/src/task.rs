@@ -994,7 +994,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                         sys::open_dir_path(&parent_or_dot(&root.dst)).ok(),
                         path_name(&root.src).filter(|n| Some(n) == path_name(&root.dst).as_ref()),
                     ) {
-                        let made_in = dest_dir_facts(core, &d, None, None).made_in;
+                        let made_in = dest_dir_facts(core, &d, (None, None), None).made_in;
                         make_unlisted_dir_at(
                             core,
                             (s.as_fd(), d.as_fd(), &name),
@@ -1065,6 +1065,12 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                 return;
             }
         };
+        // A selection's root is the directory the paths are relative to: unless it is selected
+        // itself, its attributes are not the destination's business.
+        let (scope, listed) = match &root.select {
+            Some(sel) => (Scope::root(sel, cfg.recursive), sel.listed(0)),
+            None => (Scope::All, true),
+        };
         let DestFacts {
             made_in,
             dev: dst_dev,
@@ -1072,13 +1078,12 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             sweep,
             inherits_acl,
             tweaked,
-        } = dest_dir_facts(core, &dst, (!fresh).then_some(&st), None);
-        // A selection's root is the directory the paths are relative to: unless it is selected
-        // itself, its attributes are not the destination's business.
-        let (scope, listed) = match &root.select {
-            Some(sel) => (Scope::root(sel, cfg.recursive), sel.listed(0)),
-            None => (Scope::All, true),
-        };
+        } = dest_dir_facts(
+            core,
+            &dst,
+            ((!fresh).then_some(&st), listed.then_some(&st)),
+            None,
+        );
         if made && !listed {
             // Not among the selected paths: it keeps the permissions a new destination directory
             // gets, not the 0700 it was made with (staged, or under its own name where the
@@ -1186,7 +1191,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         dev: dst_dev,
         inherits_acl,
         ..
-    } = dest_dir_facts(core, &dst_dir, None, None);
+    } = dest_dir_facts(core, &dst_dir, (None, None), None);
     // `--link-dest`/`--compare-dest`/`--copy-dest` serve a file named on the command line too
     // (before, it was always copied: rsync links it, or leaves it out, where the reference
     // matches).
@@ -1395,11 +1400,14 @@ struct DestFacts {
 }
 
 /// `made_by_run`: the facts of the directory it was just made in, whose default ACL a directory
-/// made there has too (none is read then).
+/// made there has too (none is read then). `copy_of`: the source directory whose attributes it
+/// is to take: with `-p` its setgid bit is given now, before anything is made in it (as rsync
+/// gives a directory its mode before filling it), so what is made there takes the group rsync
+/// gives it; the rest of the mode comes when it is finished.
 fn dest_dir_facts(
     core: &Core,
     dir: &OwnedFd,
-    existing_src: Option<&Stat>,
+    (existing_src, copy_of): (Option<&Stat>, Option<&Stat>),
     made_by_run: Option<&fsops::meta::MadeIn>,
 ) -> DestFacts {
     let policy = &core.shared.policy;
@@ -1421,7 +1429,7 @@ fn dest_dir_facts(
         default_acl,
         ..fsops::meta::MadeIn::plain(policy.egid, policy.umask)
     };
-    match sys::fstat(dir.as_fd()) {
+    match sys::fstat(dir.as_fd()).map(|st| setgid_as_source(core, dir, st, copy_of)) {
         Ok(st) => DestFacts {
             made_in: if st.mode & libc::S_ISGID != 0 {
                 fsops::meta::MadeIn {
@@ -1446,6 +1454,25 @@ fn dest_dir_facts(
             inherits_acl,
             tweaked: None,
         },
+    }
+}
+
+/// With `-p`, give destination directory `dir` (stat `st`) the setgid bit of the source
+/// directory `src` now (see [`dest_dir_facts`]); its stat after.
+fn setgid_as_source(core: &Core, dir: &OwnedFd, st: Stat, src: Option<&Stat>) -> Stat {
+    let policy = &core.shared.policy;
+    let Some(src) = src.filter(|_| policy.perms && !core.shared.config.dry_run) else {
+        return st;
+    };
+    let want = policy.perm_bits(src) & libc::S_ISGID;
+    if st.mode & libc::S_ISGID == want {
+        return st;
+    }
+    let mode = (st.mode & 0o7777 & !libc::S_ISGID) | want;
+    // (Refused or cut by the kernel, it is tried again when the directory is finished.)
+    match sys::fchmod(dir.as_fd(), mode).and_then(|()| sys::fstat(dir.as_fd())) {
+        Ok(now) => now,
+        Err(_) => st,
     }
 }
 
@@ -5398,6 +5425,9 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
         DestDir::Created(fd) => (Arc::new(fd), true),
         DestDir::Absent => (Arc::clone(&core.shared.placeholder), true),
     };
+    // --no-implied-dirs: a directory only on the way to a selected path keeps what it has, or,
+    // made now, the default permissions (as rsync makes it).
+    let keep_attrs = implied && cfg.no_implied_dirs;
     let DestFacts {
         made_in,
         dev: dst_dev,
@@ -5408,14 +5438,11 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
     } = dest_dir_facts(
         core,
         &dst,
-        (!fresh).then_some(&st),
+        ((!fresh).then_some(&st), (!keep_attrs).then_some(&st)),
         fresh.then_some(&parent.made_in),
     );
     // Its node is one of the parent's subdirectories until it is finished.
     parent.pending.fetch_add(1, Ordering::AcqRel);
-    // --no-implied-dirs: a directory only on the way to a selected path keeps what it has, or,
-    // made now, the default permissions (as rsync makes it).
-    let keep_attrs = implied && cfg.no_implied_dirs;
     if keep_attrs && fresh && !cfg.dry_run {
         let mode = made_in.default_dir_mode();
         if let Err(e) = sys::fchmod(dst.as_fd(), mode) {

@@ -15,7 +15,9 @@
 //! ([`apply_fd_existing`]), not as a fresh entry would have it.
 //!
 //! Directory: created 0700, filled, then the same steps after its last child, so its mtime holds
-//! and a 0555 directory never blocks its own children. Symlink: `fchownat`/`utimensat` with
+//! and a 0555 directory never blocks its own children; with `-p` only its setgid bit is given
+//! before it is filled (the engine's `dest_dir_facts`, as rsync gives a directory its mode
+//! first), so what is made in it gets the group rsync's copy gets. Symlink: `fchownat`/`utimensat` with
 //! `AT_SYMLINK_NOFOLLOW`, no mode. Device, FIFO, socket: created 0600 by `mknodat`, then by name.
 //!
 //! Without `-p` a new entry gets the source's permission bits masked by what its directory allows
