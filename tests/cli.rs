@@ -502,6 +502,49 @@ fn open_noatime_and_atimes() {
     assert_eq!((md.mtime(), md.mtime_nsec()), (1_500_000_000, 123_456_789));
 }
 
+/// `--append`/`--append-verify` with an explicit `-W` (the last of `-W`/`--no-W`) is a usage
+/// error in rsync's words, whatever the order; before, arsync ran the copy.
+#[test]
+fn append_with_an_explicit_whole_file_is_refused_as_rsync() {
+    if !require_rsync("append_with_an_explicit_whole_file_is_refused_as_rsync") {
+        return;
+    }
+    let t = Scratch::new();
+    let src = t.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"f");
+    for flags in [
+        &["-r", "-W", "--append"][..],
+        &["-r", "--append", "-W"],
+        &["-r", "--append-verify", "--whole-file"],
+        &["-r", "--no-W", "-W", "--append"],
+        &["-r", "-W", "--no-W", "--append"],
+        &["-r", "--append"],
+    ] {
+        let (ours, theirs) = (
+            t.path().join(format!("a{}", flags.concat())),
+            t.path().join(format!("r{}", flags.concat())),
+        );
+        let a = both("arsync", flags, &src, &ours);
+        let r = both("rsync", flags, &src, &theirs);
+        assert_eq!(
+            code(&a),
+            code(&r),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&a.stderr)
+        );
+        if code(&r) != 0 {
+            assert_eq!(code(&a), 1);
+            assert!(
+                String::from_utf8_lossy(&a.stderr)
+                    .contains("--append cannot be used with --whole-file"),
+                "{flags:?}"
+            );
+            assert!(!ours.exists(), "{flags:?}: wrote");
+        }
+    }
+}
+
 /// `-U` on a file that is otherwise up to date (same size and mtime) whose copy has another
 /// access time: rsync sets the source's (whole seconds) and itemizes it `.f......u..`; arsync
 /// left it as it was and said nothing, so a re-sync never brought access times over. Without

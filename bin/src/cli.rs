@@ -1603,13 +1603,14 @@ fn copy_as(spec: &str) -> Result<CopyAs, ArgError> {
 /// does; `--chown=USER:GROUP` (`chown`: whether each, in order, names a user, a group) each
 /// that it names.
 /// Before, without `-o`/`-g` (`-rlpt --chown=www-data:www-data`, a common deployment line)
-/// they changed nothing.
+/// they changed nothing. Returns what the last `-W`/`--no-W` said, if any was given.
 fn toggles(
     events: &[FlagAt<'_>],
     cfg: &mut engine::Config,
     archive_recurses: bool,
     chown: &[(bool, bool)],
-) {
+) -> Option<bool> {
+    let mut whole_file = None;
     let mut chown = chown.iter();
     let events = events.iter().filter_map(|e| match *e {
         FlagAt::Long(b"usermap") => Some(&IMPLY_OWNER),
@@ -1653,10 +1654,14 @@ fn toggles(
                 Toggle::SafeLinks => cfg.safe_links = v,
                 Toggle::KeepDirlinks => cfg.keep_dirlinks = v,
                 Toggle::SuperUser => cfg.super_user = Some(v),
-                Toggle::WholeFile => cfg.changed_only = !v,
+                Toggle::WholeFile => {
+                    cfg.changed_only = !v;
+                    whole_file = Some(v);
+                }
             }
         }
     }
+    whole_file
 }
 
 /// One option of the command line: a long name (without `--` or `=VALUE`) or a short letter.
@@ -1745,7 +1750,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             None => (!s.is_empty(), false),
         })
         .collect();
-    toggles(
+    let whole_file = toggles(
         &events,
         &mut config,
         !m.contains_id("files-from"),
@@ -2019,6 +2024,11 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     } else {
         None
     };
+    if config.append.is_some() && whole_file == Some(true) {
+        // (As rsync: an explicit -W, the last of -W/--no-W; the default whole-file copy of a
+        // local run is no conflict.)
+        return Err(usage("--append cannot be used with --whole-file"));
+    }
     // --stderr=errors|all|client (any prefix, as rsync), --msgs2stderr (all), --no-msgs2stderr
     // (client): the later counts. A local copy has no client side: client is errors.
     let mut out_to_stderr = false;
