@@ -3310,6 +3310,9 @@ fn a_directorys_setgid_bit_is_given_before_it_is_filled_as_rsync() {
         write(&src.join(d).join("sub/g"), b"g");
         chmod(&src.join(d), if setgid { 0o2755 } else { 0o755 });
     }
+    for p in treediff::walk(&src).unwrap() {
+        set_times(&src.join(p), 1_600_000_000, 0);
+    }
     let groups = |root: &Path| {
         treediff::walk(root)
             .unwrap()
@@ -3321,7 +3324,12 @@ fn a_directorys_setgid_bit_is_given_before_it_is_filled_as_rsync() {
             .collect::<Vec<_>>()
     };
     let mut compared = 0;
-    for flags in [&["-rlpt"][..], &["-a", "--no-g"]] {
+    // (With -i, what is itemized is compared too: the bit given early is still a change.)
+    for flags in [
+        &["-rlpt"][..],
+        &["-a", "--no-g"],
+        &["-rlpt", "--chmod=Dg+s", "-i"],
+    ] {
         let mut got = Vec::new();
         for tool in ["rsync", "arsync"] {
             let dst = s.path().join(format!("{tool}{}", flags.concat()));
@@ -3337,12 +3345,12 @@ fn a_directorys_setgid_bit_is_given_before_it_is_filled_as_rsync() {
             }
             let out = by_tool(tool, flags, &src, &dst);
             assert_eq!(code(&out), 0, "{tool} {flags:?}: {}", err(&out));
-            got.push(groups(&dst));
+            got.push((groups(&dst), items(&out)));
         }
         assert_eq!(got[1], got[0], "{flags:?}: arsync (left) against rsync");
         compared += 1;
     }
-    assert_eq!(compared, 2);
+    assert_eq!(compared, 3);
 }
 
 /// `--inplace -b`: the backup is a copy of the old file, given what the run preserves of its

@@ -1429,23 +1429,35 @@ fn dest_dir_facts(
         default_acl,
         ..fsops::meta::MadeIn::plain(policy.egid, policy.umask)
     };
-    match sys::fstat(dir.as_fd()).map(|st| setgid_as_source(core, dir, st, copy_of)) {
-        Ok(st) => DestFacts {
-            made_in: if st.mode & libc::S_ISGID != 0 {
-                fsops::meta::MadeIn {
-                    gid: st.gid,
-                    setgid: true,
-                    ..plain
-                }
-            } else {
-                plain
-            },
-            dev: st.dev,
-            ino: st.ino,
-            sweep: existing_src.is_some_and(|src| may_hold_temps(&core.shared.config, &st, src)),
-            inherits_acl,
-            tweaked: existing_src.and_then(|_| sync::open_to_owner(&core.shared, dir.as_fd(), &st)),
-        },
+    match sys::fstat(dir.as_fd()) {
+        Ok(before) => {
+            let st = setgid_as_source(core, dir, before, copy_of);
+            let opened =
+                existing_src.and_then(|_| sync::open_to_owner(&core.shared, dir.as_fd(), &st));
+            DestFacts {
+                made_in: if st.mode & libc::S_ISGID != 0 {
+                    fsops::meta::MadeIn {
+                        gid: st.gid,
+                        setgid: true,
+                        ..plain
+                    }
+                } else {
+                    plain
+                },
+                dev: st.dev,
+                ino: st.ino,
+                sweep: existing_src
+                    .is_some_and(|src| may_hold_temps(&core.shared.config, &st, src)),
+                inherits_acl,
+                // (The mode it had before this run changed it: what its item is compared with,
+                // and put back if its own attributes are not applied.)
+                tweaked: if existing_src.is_some() && st.mode != before.mode {
+                    Some(before.mode & 0o7777)
+                } else {
+                    opened
+                },
+            }
+        }
         Err(_) => DestFacts {
             made_in: plain,
             dev: 0,
