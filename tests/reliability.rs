@@ -1302,6 +1302,41 @@ fn size_limits_pass_over_unreadable_files_as_rsync_does() {
     assert!(base.join("arsync--max-size=100/ok").exists());
 }
 
+/// An attribute that may not be given fails the entry but not its copy: with `--super` a user
+/// who is not root has its chown of a copy refused (exit 23), and the file and the symlink are
+/// still put in place, as rsync's (which renames a finished file whatever setting its attributes
+/// said, and makes a symlink in place). Before, arsync left both out. As uid 65534 against rsync.
+#[test]
+fn entries_whose_attributes_are_refused_still_take_their_names_as_rsync() {
+    if !nobody_and_rsync_or_skip(
+        "entries_whose_attributes_are_refused_still_take_their_names_as_rsync",
+    ) {
+        return;
+    }
+    let s = Scratch::new();
+    let base = s.path();
+    let bin = reachable_binary(base);
+    let src = base.join("src");
+    fs::create_dir_all(&src).unwrap();
+    write(&src.join("f"), b"content");
+    std::os::unix::fs::symlink("f", src.join("l")).unwrap();
+    open_to_nobody(base);
+    // Another user's: the copy, made by uid 65534, cannot be given that owner.
+    lchown(&src.join("f"), 1234, 1234);
+    lchown(&src.join("l"), 1234, 1234);
+    for flags in [&["-a", "--super"][..], &["-rlo", "--super"]] {
+        let seen = outcomes_as_nobody((base, &bin), (flags, &src), &flags.concat(), |_| {});
+        assert_eq!(seen[1], seen[0], "{flags:?}: arsync (left) against rsync");
+        assert_eq!(seen[1].0, 23, "{flags:?}");
+        let dst = base.join(format!("arsync{}", flags.concat()));
+        assert_eq!(fs::read(dst.join("f")).unwrap(), b"content", "{flags:?}");
+        assert!(
+            fs::symlink_metadata(dst.join("l")).unwrap().is_symlink(),
+            "{flags:?}"
+        );
+    }
+}
+
 /// `--existing` passes over the files of a directory it makes in place of a file (the name
 /// exists, so the directory is made; its files do not) without opening them, as rsync: one the
 /// user may not read is no error. Before, arsync opened each first (exit 23 where rsync ends

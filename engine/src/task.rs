@@ -4946,8 +4946,16 @@ async fn copy_file_data(
             parent.inherits_acl || reused,
         )
         .await;
-        let u = u.map_err(meta_err)?;
-        unsupported_xattrs(core, u);
+        // An attribute that could not be given (a chown refused under --super, an attribute
+        // the file system has no room for) fails the entry, but the complete copy still takes
+        // its name, as rsync's finish_transfer renames it whatever set_file_attrs said.
+        let meta_failed = match u {
+            Ok(u) => {
+                unsupported_xattrs(core, u);
+                None
+            }
+            Err(e) => Some(meta_err(e)),
+        };
         core.lat.record(Op::Meta, t);
         let dst = if cfg.fsync {
             // Data and attributes on the storage before the name points at them.
@@ -4984,13 +4992,13 @@ async fn copy_file_data(
             publish(core, dir, &staging, &dst, dst_name, sync::Rel::Of(parent))?;
         }
         core.lat.record(Op::Publish, t);
-        Ok(rewritten.unwrap_or(st.size - from))
+        Ok((rewritten.unwrap_or(st.size - from), meta_failed))
     }
     .await;
     if result.is_ok() {
         temp.name = None;
     }
-    result
+    result.and_then(|(bytes, meta_failed)| meta_failed.map_or(Ok(bytes), Err))
 }
 
 /// A lock of the run's few shared lists (one poisoned by a panicking thread is still usable:
@@ -5761,7 +5769,7 @@ async fn make_other(
             .filter(|_| !policy.perms && !is_link)
             .map(|d| d.perm())
             .filter(|&p| p != policy.final_perm(&st, &parent.made_in));
-        let r = fsops::meta::apply_at(dir, &tmp, &st, policy, &parent.made_in, is_link, xsrc)
+        let given = fsops::meta::apply_at(dir, &tmp, &st, policy, &parent.made_in, is_link, xsrc)
             .map_err(meta_err)
             .and_then(|u| {
                 unsupported_xattrs(core, u);
@@ -5776,6 +5784,15 @@ async fn make_other(
                     sys::lutimens_at(dir, &tmp, a, m)
                         .map_err(|e| meta_err((fsops::meta::MetaOp::Utimes, e)))?;
                 }
+                Ok(())
+            });
+        // An attribute that could not be given fails the entry; a new symlink or special file
+        // still takes its name (rsync makes it in place, then sets what it can), but one made
+        // anew only to change attributes leaves the entry as it was.
+        let mut named = false;
+        let r = match given {
+            Err(e) if change.how == How::Attrs => Err(e),
+            given => {
                 let rel = sync::Rel::Of(parent);
                 if change.how == How::Attrs {
                     // The same entry with other attributes: nothing to back up.
@@ -5784,8 +5801,13 @@ async fn make_other(
                     sync::rename_over(core, dir, &tmp, dst_name, rel)
                 }
                 .map_err(dst_err("rename"))
-            });
-        if r.is_err() {
+                .and_then(|()| {
+                    named = true;
+                    given
+                })
+            }
+        };
+        if r.is_err() && !named {
             let _ = sys::unlink_at(dir, &tmp, 0);
         }
         r
