@@ -3282,6 +3282,63 @@ fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
     }
 }
 
+/// `-H`: a further name of a hard-linked file that replaces an existing file of its own is
+/// itemized against that file, as rsync (`hf.stp.....`, with `T` for a time not kept). Before,
+/// arsync showed such a link as unchanged (`hf          `). rsync is the oracle, where the two
+/// choose the same name to copy (rsync prefers a name whose copy exists, else the last; arsync
+/// the first it meets).
+#[test]
+fn hard_links_replacing_existing_files_are_itemized_as_rsync() {
+    if !require_rsync("hard_links_replacing_existing_files_are_itemized_as_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("ab"), b"data");
+    fs::hard_link(src.join("ab"), src.join("b")).unwrap();
+    chmod(&src.join("ab"), 0o644);
+    set_times(&src.join("ab"), 1_600_000_000, 0);
+    let mut compared = 0;
+    for flags in [&["-aH", "-i"][..], &["-rlH", "-i"]] {
+        for pre in ["both", "same"] {
+            let mut got = Vec::new();
+            for tool in ["rsync", "arsync"] {
+                let dst = s.path().join(format!("{tool}{pre}{}", flags.concat()));
+                fs::create_dir(&dst).unwrap();
+                match pre {
+                    "both" => {
+                        write(&dst.join("ab"), b"x");
+                        chmod(&dst.join("ab"), 0o600);
+                        write(&dst.join("b"), b"yy");
+                        chmod(&dst.join("b"), 0o640);
+                    }
+                    _ => {
+                        write(&dst.join("ab"), b"data");
+                        write(&dst.join("b"), b"data");
+                    }
+                }
+                for n in ["ab", "b"] {
+                    set_times(&dst.join(n), 1_500_000_000, 0);
+                }
+                let out = by_tool(tool, flags, &src, &dst);
+                assert_eq!(code(&out), 0, "{tool} {pre} {flags:?}: {}", err(&out));
+                let lines: BTreeSet<String> = items(&out)
+                    .into_iter()
+                    .filter(|l| !l.starts_with(".d"))
+                    .collect();
+                got.push(lines);
+            }
+            assert_eq!(
+                got[1], got[0],
+                "{pre} {flags:?}: arsync (left) against rsync"
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 4);
+}
+
 /// With `-p` a directory takes its source's setgid bit before anything is made in it, as
 /// rsync gives a directory its mode first: what is made there without `-g` then has the group
 /// rsync gives it. Before, the bit came when the directory was finished, so entries made in an

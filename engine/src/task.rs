@@ -3436,7 +3436,22 @@ fn hardlink_make(
             left.set(true);
             return Ok(());
         }
-        change.new = false;
+        if d.file_type() == file_type {
+            // Itemized against the entry it replaces, as rsync (`hf.stp.....`; the link is a
+            // local change, so without -t its time is reported as rewritten, `T`); one of
+            // another type is new to its name (`hf+++++++++`).
+            change = Change {
+                how: How::HardLink,
+                ..sync::attr_change(&core.shared, &d, st, file_type == FileType::Symlink)
+            };
+            if !core.shared.policy.keeps_mtime(file_type) && !change.time {
+                if cfg.times {
+                    change.time = true;
+                } else {
+                    change.stamped = true;
+                }
+            }
+        }
     } else if cfg.existing {
         bump(&core.counters.skipped, 1);
         left.set(true);
