@@ -1305,7 +1305,8 @@ fn size_limits_pass_over_unreadable_files_as_rsync_does() {
 /// An attribute that may not be given fails the entry but not its copy: with `--super` a user
 /// who is not root has its chown of a copy refused (exit 23), and the file and the symlink are
 /// still put in place, as rsync's (which renames a finished file whatever setting its attributes
-/// said, and makes a symlink in place). Before, arsync left both out. As uid 65534 against rsync.
+/// said, and makes a symlink in place), with the mode and times that could still be given.
+/// Before, arsync left both out. As uid 65534 against rsync.
 #[test]
 fn entries_whose_attributes_are_refused_still_take_their_names_as_rsync() {
     if !nobody_and_rsync_or_skip(
@@ -1319,8 +1320,11 @@ fn entries_whose_attributes_are_refused_still_take_their_names_as_rsync() {
     let src = base.join("src");
     fs::create_dir_all(&src).unwrap();
     write(&src.join("f"), b"content");
+    chmod(&src.join("f"), 0o640);
+    set_times(&src.join("f"), 1_600_000_000, 0);
     std::os::unix::fs::symlink("f", src.join("l")).unwrap();
     open_to_nobody(base);
+    chmod(&src.join("f"), 0o644);
     // Another user's: the copy, made by uid 65534, cannot be given that owner.
     lchown(&src.join("f"), 1234, 1234);
     lchown(&src.join("l"), 1234, 1234);
@@ -1330,6 +1334,16 @@ fn entries_whose_attributes_are_refused_still_take_their_names_as_rsync() {
         assert_eq!(seen[1].0, 23, "{flags:?}");
         let dst = base.join(format!("arsync{}", flags.concat()));
         assert_eq!(fs::read(dst.join("f")).unwrap(), b"content", "{flags:?}");
+        // What could be given was (rsync stops at the refused chown: its copy keeps the mode
+        // and time it was made with).
+        if flags[0] == "-a" {
+            use std::os::unix::fs::MetadataExt;
+            let (m, w) = (
+                fs::metadata(dst.join("f")).unwrap(),
+                fs::metadata(src.join("f")).unwrap(),
+            );
+            assert_eq!((m.mode(), m.mtime()), (w.mode(), w.mtime()), "{flags:?}");
+        }
         assert!(
             fs::symlink_metadata(dst.join("l")).unwrap().is_symlink(),
             "{flags:?}"

@@ -14,6 +14,10 @@
 //! ([`with_owner_write`], as rsync), and an existing entry's owner is compared as it is
 //! ([`apply_fd_existing`]), not as a fresh entry would have it.
 //!
+//! A refused `chown` (super-user activities asked for, `--super`, by a user who lacks them) does
+//! not stop the rest: mode and times are still given and the refusal is the result, so the
+//! entry's error is reported while it keeps what could be given.
+//!
 //! Directory: created 0700, filled, then the same steps after its last child, so its mtime holds
 //! and a 0555 directory never blocks its own children; with `-p` only its setgid bit is given
 //! before it is filled (the engine's `dest_dir_facts`, as rsync gives a directory its mode
@@ -858,12 +862,17 @@ fn apply_fd_chown(
     (perm, chmod_needed): (u32, bool),
     xsrc: Xattrs<'_>,
 ) -> Result<Unsupported, (MetaOp, io::Error)> {
+    let mut refused = None;
     let chowned = if let Some((u, g)) = chown {
         match sys::fchown(fd, u, g) {
             Ok(()) => true,
             // A group the user is not in: rsync goes on silently when not root.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && !policy.root => false,
-            Err(e) => return Err((MetaOp::Chown, e)),
+            // (Refused with super-user activities asked for: the rest is still given.)
+            Err(e) => {
+                refused = Some(e);
+                false
+            }
         }
     } else {
         false
@@ -876,7 +885,10 @@ fn apply_fd_chown(
     if let Some((a, m)) = policy.times(src) {
         sys::futimens(fd, a, m).map_err(|e| (MetaOp::Utimes, e))?;
     }
-    Ok(unsupported)
+    match refused {
+        Some(e) => Err((MetaOp::Chown, e)),
+        None => Ok(unsupported),
+    }
 }
 
 /// Apply owner, mode (unless a symlink) and times to `name` in `dir` without following it.
@@ -891,11 +903,13 @@ pub fn apply_at(
     is_symlink: bool,
     xsrc: Xattrs<'_>,
 ) -> Result<Unsupported, (MetaOp, io::Error)> {
+    let mut refused = None;
     if let Some((u, g)) = policy.chown_ids(src, made_in.gid) {
         match sys::lchown_at(dir, name, u, g) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && !policy.root => {}
-            Err(e) => return Err((MetaOp::Chown, e)),
+            // (Refused with super-user activities asked for: the rest is still given.)
+            Err(e) => refused = Some(e),
         }
     }
     let (unsupported, _) = copy_xattrs(
@@ -911,5 +925,8 @@ pub fn apply_at(
     if let Some((a, m)) = policy.times(src) {
         sys::lutimens_at(dir, name, a, m).map_err(|e| (MetaOp::Utimes, e))?;
     }
-    Ok(unsupported)
+    match refused {
+        Some(e) => Err((MetaOp::Chown, e)),
+        None => Ok(unsupported),
+    }
 }
