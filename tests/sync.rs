@@ -3282,6 +3282,61 @@ fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
     }
 }
 
+/// `-U` with `--link-dest`: a reference that differs from the source in its access time only is
+/// still linked, as rsync's `unchanged_attrs` asks nothing of access times. Before (since `-U`
+/// compared access times, this session), the file was copied instead. rsync is the oracle.
+#[test]
+fn atimes_do_not_keep_a_reference_from_being_linked_as_rsync() {
+    if !require_rsync("atimes_do_not_keep_a_reference_from_being_linked_as_rsync") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let s = Scratch::new();
+    let (src, reference) = (s.path().join("src"), s.path().join("ref"));
+    for d in [&src, &reference] {
+        fs::create_dir(d).unwrap();
+        write(&d.join("f"), b"same");
+        chmod(&d.join("f"), 0o644);
+    }
+    // The same mtime to the second (`--modify-window=0`), atimes a year apart.
+    set_times(&src.join("f"), 1_600_000_000, 500);
+    set_times(&reference.join("f"), 1_600_000_000, 0);
+    fs::File::options()
+        .write(true)
+        .open(reference.join("f"))
+        .unwrap()
+        .set_times(
+            fs::FileTimes::new().set_accessed(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_570_000_000),
+            ),
+        )
+        .unwrap();
+    let ino = fs::metadata(reference.join("f")).unwrap().ino();
+    let mut got = Vec::new();
+    // (arsync first: rsync gives the linked inode, the reference's, the source's access time.)
+    for tool in ["arsync", "rsync"] {
+        let dst = s.path().join(tool);
+        let out = by_tool(
+            tool,
+            &[
+                "-rlgU",
+                "--modify-window=0",
+                "--open-noatime",
+                "--link-dest=../ref",
+            ],
+            &src,
+            &dst,
+        );
+        assert_eq!(code(&out), 0, "{tool}: {}", err(&out));
+        got.push(fs::metadata(dst.join("f")).unwrap().ino() == ino);
+    }
+    assert_eq!(
+        got,
+        [true, true],
+        "linked to the reference: [arsync, rsync]"
+    );
+}
+
 /// `-H`: a further name of a hard-linked file that replaces an existing file of its own is
 /// itemized against that file, as rsync (`hf.stp.....`, with `T` for a time not kept). Before,
 /// arsync showed such a link as unchanged (`hf          `). rsync is the oracle, where the two

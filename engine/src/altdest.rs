@@ -9,9 +9,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use fsops::xattr::Target;
 use fsops::{FileType, Stat, sys};
 
-use crate::QuickCheck;
 use crate::core::Core;
 use crate::sync;
+use crate::{Change, QuickCheck};
 
 /// How well a reference entry matches the source entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -195,7 +195,8 @@ fn same_attrs(
 }
 
 /// rsync's `unchanged_attrs`: the attributes this run preserves are equal (mtime, permissions,
-/// owner, group; with `-X`/`-A` the extended attributes and ACLs too).
+/// owner, group; with `-X`/`-A` the extended attributes and ACLs too; not the access time, which
+/// `-U` gives a copy but does not ask of a reference).
 fn same_attrs_fd(
     core: &Core,
     src: Target<'_>,
@@ -205,7 +206,11 @@ fn same_attrs_fd(
     is_link: bool,
 ) -> bool {
     let shared = &core.shared;
-    if sync::attrs_differ(&sync::attr_change(shared, b, st, is_link)) {
+    let change = Change {
+        atime: false,
+        ..sync::attr_change(shared, b, st, is_link)
+    };
+    if sync::attrs_differ(&change) {
         return false;
     }
     let cfg = &shared.config;
