@@ -3282,6 +3282,61 @@ fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
     }
 }
 
+/// `--safe-links` and `--copy-unsafe-links` measure a link from the top of the names rsync
+/// sends: `SRC DEST/` sends `src/...`, so `src/a -> ../a` stays in the destination and is safe;
+/// `-R` counts the whole relative path. Before, arsync measured from inside the root directory
+/// and left such links out. rsync is the oracle, over the path forms.
+#[test]
+fn safe_links_are_measured_from_the_names_rsync_sends() {
+    if !require_rsync("safe_links_are_measured_from_the_names_rsync_sends") {
+        return;
+    }
+    let s = Scratch::new();
+    let top = s.path().join("top");
+    let src = top.join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    // (Each leads somewhere, for --copy-unsafe-links to copy.)
+    write(&top.join("a"), b"a");
+    write(&top.join("x"), b"x");
+    symlink("../a", src.join("a")).unwrap();
+    symlink("../../top/a", src.join("b")).unwrap();
+    symlink("../../x", src.join("d/c")).unwrap();
+    let forms: [&[&str]; 7] = [
+        &["src"],
+        &["src/"],
+        &["-R", "./src"],
+        &["-R", "./src/d"],
+        &["src/d"],
+        &["src/a"],
+        &["-R", "./src/a"],
+    ];
+    let mut compared = 0;
+    for mode in ["--safe-links", "--copy-unsafe-links"] {
+        for (i, form) in forms.iter().enumerate() {
+            let mut got = Vec::new();
+            for tool in ["rsync", "arsync"] {
+                let dst = s.path().join(format!("{tool}{mode}{i}"));
+                fs::create_dir(&dst).unwrap();
+                let out = tool_command(tool)
+                    .current_dir(&top)
+                    .args(["-a", mode])
+                    .args(*form)
+                    .arg(format!("{}/", dst.display()))
+                    .output()
+                    .unwrap();
+                assert_eq!(code(&out), 0, "{tool} {mode} {form:?}: {}", err(&out));
+                got.push(listing(&dst));
+            }
+            assert_eq!(
+                got[1], got[0],
+                "{mode} {form:?}: arsync (left) against rsync"
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 14);
+}
+
 /// `-U` with `--link-dest`: a reference that differs from the source in its access time only is
 /// still linked, as rsync's `unchanged_attrs` asks nothing of access times. Before (since `-U`
 /// compared access times, this session), the file was copied instead. rsync is the oracle.

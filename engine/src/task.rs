@@ -1128,7 +1128,9 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             made_in,
             dst_dev,
             root_dev: st.dev,
-            depth: 0,
+            // (rsync's names include the root's own: `SRC DEST/` lists `src/...`, so a link in
+            // it may climb one level and stay in the destination; `-R` its whole path.)
+            depth: root.rel.components().count(),
             dst_name: None,
             fresh,
             pending: AtomicU64::new(BUSY),
@@ -1218,7 +1220,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         made_in,
         dst_dev,
         root_dev: st.dev,
-        depth: 0,
+        depth: root.rel.parent().map_or(0, |p| p.components().count()),
         dst_name: (src_name != dst_name).then_some(dst_name),
         fresh: false,
         pending: AtomicU64::new(BUSY),
