@@ -105,6 +105,12 @@ fn build_full_tree(root: &Path, outside: &Path) {
     }
 }
 
+/// `setfacl ARGS P`, which must succeed.
+fn setfacl(args: &[&str], p: &Path) {
+    let o = Command::new("setfacl").args(args).arg(p).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn haxs_matches_rsync_attribute_by_attribute() {
     if !is_root() {
@@ -247,10 +253,6 @@ fn acls_inherited_from_a_default_acl_are_replaced_by_the_sources() {
     write(&src.join("sub/acl"), b"an ACL of its own");
     mkfifo(&src.join("fifo"));
     std::os::unix::fs::symlink("plain", src.join("link")).unwrap();
-    let setfacl = |args: &[&str], p: &Path| {
-        let o = Command::new("setfacl").args(args).arg(p).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
     setfacl(&["-m", "u:daemon:r"], &src.join("sub/acl"));
     // The destination's parent hands a default ACL to everything made in it.
     let top = t.path().join("top");
@@ -309,10 +311,6 @@ fn new_entries_take_what_their_directory_gives_as_rsync() {
     for (p, m) in [("f", 0o777), ("d", 0o777), ("d/g", 0o666), ("d/sub", 0o750)] {
         chmod(&src.join(p), m);
     }
-    let setfacl = |args: &[&str], p: &Path| {
-        let o = Command::new("setfacl").args(args).arg(p).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
     // What the destination directory is: setgid, a default ACL whose mask is wider than the
     // umask allows, or both.
     let kinds: [(&str, bool, bool); 3] = [
@@ -417,10 +415,6 @@ fn acl_entries_name_the_ids_the_maps_give_as_rsync() {
     let src = t.path().join("src");
     fs::create_dir_all(src.join("d")).unwrap();
     write(&src.join("f"), b"f");
-    let setfacl = |args: &[&str], p: &Path| {
-        let o = Command::new("setfacl").args(args).arg(p).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    };
     setfacl(&["-m", "u:65534:r,g:100:rw,u:2:r"], &src.join("f"));
     setfacl(&["-d", "-m", "u:65534:rx,g:100:r"], &src.join("d"));
     // Entries whose new ids come in another order (the kernel wants them sorted by id).

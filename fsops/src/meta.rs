@@ -862,20 +862,9 @@ fn apply_fd_chown(
     (perm, chmod_needed): (u32, bool),
     xsrc: Xattrs<'_>,
 ) -> Result<Unsupported, (MetaOp, io::Error)> {
-    let mut refused = None;
-    let chowned = if let Some((u, g)) = chown {
-        match sys::fchown(fd, u, g) {
-            Ok(()) => true,
-            // A group the user is not in: rsync goes on silently when not root.
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) && !policy.root => false,
-            // (Refused with super-user activities asked for: the rest is still given.)
-            Err(e) => {
-                refused = Some(e);
-                false
-            }
-        }
-    } else {
-        false
+    let (chowned, refused) = match chown {
+        Some((u, g)) => chown_outcome(sys::fchown(fd, u, g), policy),
+        None => (false, None),
     };
     let (unsupported, acl_set) = copy_xattrs(xsrc, crate::xattr::Target::Fd(fd), policy, false)?;
     // An ACL moves the group bits; the final chmod makes mode and mask agree with the source.
@@ -891,6 +880,17 @@ fn apply_fd_chown(
     }
 }
 
+/// What a `chown` came to: whether it was done, and its error where it is one. A group the user
+/// is not in is refused silently when not root, as rsync goes on; a refusal with super-user
+/// activities asked for is the error, the rest of the attributes still given.
+fn chown_outcome(r: io::Result<()>, policy: &MetaPolicy) -> (bool, Option<io::Error>) {
+    match r {
+        Ok(()) => (true, None),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && !policy.root => (false, None),
+        Err(e) => (false, Some(e)),
+    }
+}
+
 /// Apply owner, mode (unless a symlink) and times to `name` in `dir` without following it.
 ///
 /// `xsrc` is where extended attributes and ACLs come from (with `-X`/`-A`).
@@ -903,15 +903,10 @@ pub fn apply_at(
     is_symlink: bool,
     xsrc: Xattrs<'_>,
 ) -> Result<Unsupported, (MetaOp, io::Error)> {
-    let mut refused = None;
-    if let Some((u, g)) = policy.chown_ids(src, made_in.gid) {
-        match sys::lchown_at(dir, name, u, g) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) && !policy.root => {}
-            // (Refused with super-user activities asked for: the rest is still given.)
-            Err(e) => refused = Some(e),
-        }
-    }
+    let refused = match policy.chown_ids(src, made_in.gid) {
+        Some((u, g)) => chown_outcome(sys::lchown_at(dir, name, u, g), policy).1,
+        None => None,
+    };
     let (unsupported, _) = copy_xattrs(
         xsrc,
         crate::xattr::Target::At(dir, name),
