@@ -6033,3 +6033,533 @@ fn munge_links_reads_munged_targets_as_rsync_does() {
     assert_eq!(lists[0], lists[1]);
     assert!(lists[0].contains(" absm -> /etc/passwd\n"), "{}", lists[0]);
 }
+
+/// Everything a re-sync may change in a tree, per entry: type, permission bits, size, content
+/// (hashed), mtime to the nanosecond (`NEW` for a time the run gave), link count, symlink
+/// target.
+fn resync_state(root: &Path) -> Vec<String> {
+    use std::hash::{Hash, Hasher};
+    let mut out = Vec::new();
+    if !root.exists() {
+        return out;
+    }
+    for p in treediff::walk(root).unwrap() {
+        let full = root.join(&p);
+        let m = fs::symlink_metadata(&full).unwrap();
+        let t = m.mtime();
+        let time = if t >= 1_700_000_000 {
+            "NEW".to_string()
+        } else {
+            format!("{t}.{:09}", m.mtime_nsec())
+        };
+        let what = if m.file_type().is_symlink() {
+            format!("-> {}", fs::read_link(&full).unwrap().display())
+        } else if m.is_file() {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            fs::read(&full).unwrap().hash(&mut h);
+            format!("{:x} n{}", h.finish(), m.nlink())
+        } else {
+            String::new()
+        };
+        let mode = if m.file_type().is_symlink() {
+            0
+        } else {
+            m.mode()
+        };
+        out.push(format!(
+            "{} {:o} {} {} {what}",
+            p.display(),
+            mode,
+            if m.is_dir() { 0 } else { m.size() },
+            if m.is_dir() { "-".to_string() } else { time }
+        ));
+    }
+    out
+}
+
+/// `TOOL FLAGS SRC/ DEST` for rsync, then arsync, each into `base/TOOL-case` made by
+/// `prepare` first; their exit codes, item lines (directories' own lines left out: rsync
+/// compares their times to the second, arsync to the nanosecond), `--stats` lines named in
+/// `stats`, and [`resync_state`] of the destination and of `also` (paths below `base/TOOL-case`
+/// besides `DEST`) must agree.
+fn resync_as_rsync(
+    base: &Path,
+    case: &str,
+    (flags, src): (&[&str], &Path),
+    prepare: impl Fn(&Path),
+    also: &[&str],
+) {
+    let stats_of = |o: &Output| -> Vec<String> {
+        text(o)
+            .lines()
+            .filter(|l| {
+                l.starts_with("Total file size")
+                    || l.starts_with("Total transferred file size")
+                    || l.starts_with("Number of regular files transferred")
+                    || l.starts_with("Number of deleted files")
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    same_as_rsync(&(case, flags), |tool| {
+        let at = base.join(format!("{tool}-{case}"));
+        fs::create_dir_all(&at).unwrap();
+        prepare(&at);
+        let flags: Vec<String> = flags
+            .iter()
+            .map(|f| f.replace("{at}", at.to_str().unwrap()))
+            .collect();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let out = by_tool(tool, &flags, src, &at.join("DEST"));
+        // (Item lines only: each tool's closing lines are its own.)
+        let lines: BTreeSet<String> = items(&out)
+            .into_iter()
+            .filter(|l| {
+                let b = l.as_bytes();
+                l.starts_with("*deleting")
+                    || (b.len() > 12
+                        && b"<>ch.".contains(&b[0])
+                        && b"fLDS".contains(&b[1])
+                        && b[11] == b' ')
+            })
+            .collect();
+        let mut states = vec![resync_state(&at.join("DEST"))];
+        states.extend(also.iter().map(|p| resync_state(&at.join(p))));
+        (code(&out), lines, stats_of(&out), states)
+    });
+}
+
+/// `-u` under `--modify-window=N` as rsync 3.5's generator judges it: a destination file is
+/// left unless the source is newer by N seconds or more (whole seconds), so one within the
+/// window, or newer by any amount, stays. Before, arsync left only a destination newer by more
+/// than the window: with `-u --modify-window=2` a destination two seconds newer than the source
+/// was overwritten, what `-u` exists to prevent. rsync is the oracle, over offsets from three
+/// seconds older to three newer and windows 0, 1 and 2.
+#[test]
+fn update_under_a_modify_window_leaves_what_rsync_leaves() {
+    if !require_rsync("update_under_a_modify_window_leaves_what_rsync_leaves") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    let offsets: [(&str, i64, i64); 9] = [
+        ("m3", -3, 0),
+        ("m1", -1, 0),
+        ("m05", -1, 500_000_000),
+        ("z", 0, 0),
+        ("p05", 0, 500_000_000),
+        ("p1", 1, 0),
+        ("p15", 1, 500_000_000),
+        ("p2", 2, 0),
+        ("p3", 3, 0),
+    ];
+    for (n, _, _) in offsets {
+        write(&src.join(n), b"the source's data");
+        set_times(&src.join(n), 1_600_000_000, 0);
+    }
+    for w in ["0", "1", "2"] {
+        let window = format!("--modify-window={w}");
+        let flags = ["-a", "-u", window.as_str(), "-i"];
+        resync_as_rsync(
+            s.path(),
+            &format!("w{w}"),
+            (&flags, &src),
+            |at| {
+                let d = at.join("DEST");
+                fs::create_dir_all(&d).unwrap();
+                for (n, sec, nsec) in offsets {
+                    write(&d.join(n), b"destination");
+                    set_times(&d.join(n), 1_600_000_000 + sec, nsec);
+                }
+            },
+            &[],
+        );
+    }
+}
+
+/// `--link-dest`/`--compare-dest` with a destination file that differs from the source and a
+/// reference that matches it: what `--ignore-existing`, `-u` (the destination newer),
+/// `--max-size` and `--min-size` leave is left, as rsync's generator decides those before it
+/// looks at the references. Before, the destination file was replaced by a link to the
+/// reference (`--link-dest`) or deleted (`--compare-dest`) whatever those options said. rsync
+/// is the oracle.
+#[test]
+fn references_leave_what_update_ignore_existing_and_size_limits_leave() {
+    if !require_rsync("references_leave_what_update_ignore_existing_and_size_limits_leave") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"data of f");
+    write(&src.join("g"), &content(3, 3000));
+    for n in ["f", "g"] {
+        set_times(&src.join(n), 1_600_000_000, 0);
+    }
+    for (i, limit) in [
+        "--ignore-existing",
+        "-u",
+        "--max-size=2",
+        "--min-size=5k",
+        "-c",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for refs in ["--link-dest={at}/ref", "--compare-dest={at}/ref"] {
+            let flags = ["-a", limit, refs, "-i"];
+            resync_as_rsync(
+                s.path(),
+                &format!("{i}{}", &refs[2..6]),
+                (&flags, &src),
+                |at| {
+                    let (d, r) = (at.join("DEST"), at.join("ref"));
+                    fs::create_dir_all(&d).unwrap();
+                    fs::create_dir_all(&r).unwrap();
+                    for n in ["f", "g"] {
+                        fs::copy(src.join(n), r.join(n)).unwrap();
+                        set_times(&r.join(n), 1_600_000_000, 0);
+                        write(&d.join(n), b"other data");
+                        set_times(&d.join(n), 1_650_000_000, 0);
+                    }
+                },
+                &["ref"],
+            );
+        }
+    }
+}
+
+/// `-c` finding a file's data the same gives it the source's mtime exactly, as rsync sets the
+/// times of a file its checksum found up to date (`ATTRS_ACCURATE_TIME`), even where the
+/// mtimes count as equal under `--modify-window` (half a second apart with a window of 0, a
+/// second with 2); nothing is itemized for it. Before, such a file kept its time. rsync is the
+/// oracle.
+#[test]
+fn checksum_gives_an_up_to_date_file_the_exact_time() {
+    if !require_rsync("checksum_gives_an_up_to_date_file_the_exact_time") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for n in ["half", "one", "three"] {
+        write(&src.join(n), b"same data");
+        set_times(&src.join(n), 1_600_000_000, 0);
+    }
+    for w in ["0", "2"] {
+        let window = format!("--modify-window={w}");
+        for flags in [
+            &["-a", "-c", window.as_str(), "-i"][..],
+            &["-a", window.as_str(), "-i"],
+        ] {
+            resync_as_rsync(
+                s.path(),
+                &format!("w{w}{}", flags.len()),
+                (flags, &src),
+                |at| {
+                    let d = at.join("DEST");
+                    fs::create_dir_all(&d).unwrap();
+                    for (n, sec, nsec) in [("half", 0, 500_000_000), ("one", 1, 0), ("three", 3, 0)]
+                    {
+                        write(&d.join(n), b"same data");
+                        set_times(&d.join(n), 1_600_000_000 + sec, nsec);
+                    }
+                },
+                &[],
+            );
+        }
+    }
+}
+
+/// A file found up to date leaves no partial copy of itself behind: `DIR/.pd/NAME`
+/// (`--partial-dir`) or `DIR/.~tmp~/NAME` (`--delay-updates`) is removed, and the partial
+/// directory with it once empty, as rsync's generator removes it when the quick check passes.
+/// Before, a stale partial file stayed for ever (and a later run could resume a changed file
+/// from it). rsync is the oracle.
+#[test]
+fn an_up_to_date_file_leaves_no_stale_partial_file() {
+    if !require_rsync("an_up_to_date_file_leaves_no_stale_partial_file") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    for n in ["a", "b", "sub/c", "sub/d"] {
+        write(&src.join(n), &content(n.len() as u64, 4000));
+        set_times(&src.join(n), 1_600_000_000, 0);
+    }
+    for (flags, pd) in [
+        (&["-a", "--partial-dir=.pd", "-i"][..], ".pd"),
+        (&["-a", "--delay-updates", "-i"], ".~tmp~"),
+        (&["-a", "--partial-dir=.pd", "-c", "-i"], ".pd"),
+    ] {
+        resync_as_rsync(
+            s.path(),
+            &format!("{}{}", pd.len(), flags.len()),
+            (flags, &src),
+            |at| {
+                let d = at.join("DEST");
+                let cp = Command::new("cp")
+                    .arg("-a")
+                    .arg(&src)
+                    .arg(&d)
+                    .status()
+                    .unwrap();
+                assert!(cp.success());
+                // `b` needs a transfer (other data); the others are up to date. Each has a
+                // partial file, and `sub/.pd` holds only stale ones.
+                write(&d.join("b"), &content(99, 4000));
+                set_times(&d.join("b"), 1_500_000_000, 0);
+                for n in ["a", "b", "sub/c", "sub/d"] {
+                    let p = Path::new(n);
+                    let pdir = d.join(p.parent().unwrap()).join(pd);
+                    fs::create_dir_all(&pdir).unwrap();
+                    write(
+                        &pdir.join(p.file_name().unwrap()),
+                        &content(n.len() as u64, 2000),
+                    );
+                }
+            },
+            &[],
+        );
+    }
+}
+
+/// `--stats` counts as rsync counts: "Total file size" holds the symlinks' target lengths too
+/// (with `-l` or without, where they are skipped), "Total transferred file size" each
+/// transferred file whole (however little `--append` or a resumed partial file wrote), and a
+/// file copied from a `--copy-dest` reference (`cf`) is not transferred. Before, arsync counted
+/// regular files alone, the bytes written, and the reference's copies. rsync is the oracle.
+#[test]
+fn stats_count_sizes_and_transfers_as_rsync() {
+    if !require_rsync("stats_count_sizes_and_transfers_as_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("log"), &content(1, 5000));
+    write(&src.join("same"), &content(2, 3000));
+    write(&src.join("new"), &content(3, 700));
+    symlink("a-target-of-23-bytes...", src.join("l")).unwrap();
+    symlink("log", src.join("l2")).unwrap();
+    for n in ["log", "same", "new"] {
+        set_times(&src.join(n), 1_600_000_000, 0);
+    }
+    for (i, flags) in [
+        &["-a", "--stats", "-i"][..],
+        &["-r", "--stats", "-i"],
+        &["-a", "--append", "--stats", "-i"],
+        &["-a", "--partial-dir=.pd", "--stats", "-i"],
+        &["-a", "-c", "--copy-dest={at}/ref", "--stats", "-i"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        resync_as_rsync(
+            s.path(),
+            &format!("{i}"),
+            (flags, &src),
+            |at| {
+                let (d, r) = (at.join("DEST"), at.join("ref"));
+                fs::create_dir_all(&d).unwrap();
+                fs::create_dir_all(&r).unwrap();
+                // A prefix of `log` (what --append and a partial file resume from).
+                let pd = d.join(".pd");
+                fs::create_dir_all(&pd).unwrap();
+                for p in [d.join("log"), pd.join("log")] {
+                    write(&p, &content(1, 5000)[..2000]);
+                }
+                // The same data under another mtime in the reference (-c: a local copy).
+                write(&r.join("new"), &content(3, 700));
+                set_times(&r.join("new"), 1_500_000_000, 0);
+                write(&d.join("same"), &content(2, 3000));
+                set_times(&d.join("same"), 1_600_000_000, 0);
+            },
+            &[],
+        );
+    }
+}
+
+/// `--remove-source-files --compare-dest`: a file the reference holds as it is (so the
+/// destination does without it) is in sync, and its source is removed, as rsync's generator
+/// reports it a success. Before, arsync refused it ("the file changed since it was copied",
+/// exit 23) and kept it. rsync is the oracle.
+#[test]
+fn remove_source_files_takes_what_a_compare_dest_holds() {
+    if !require_rsync("remove_source_files_takes_what_a_compare_dest_holds") {
+        return;
+    }
+    let s = Scratch::new();
+    let flags = [
+        "-a",
+        "--remove-source-files",
+        "--compare-dest={at}/ref",
+        "-i",
+    ];
+    let mut got = Vec::new();
+    for tool in ["rsync", "arsync"] {
+        let at = s.path().join(tool);
+        let src = at.join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::create_dir_all(at.join("ref")).unwrap();
+        for (n, in_ref) in [("kept-in-ref", true), ("copied", false)] {
+            write(&src.join(n), n.as_bytes());
+            set_times(&src.join(n), 1_600_000_000, 0);
+            if in_ref {
+                write(&at.join("ref").join(n), n.as_bytes());
+                set_times(&at.join("ref").join(n), 1_600_000_000, 0);
+            }
+        }
+        let flags: Vec<String> = flags
+            .iter()
+            .map(|f| f.replace("{at}", at.to_str().unwrap()))
+            .collect();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let out = by_tool(tool, &flags, &src, &at.join("DEST"));
+        got.push((
+            code(&out),
+            resync_state(&src),
+            resync_state(&at.join("DEST")),
+        ));
+    }
+    assert_eq!(got[1], got[0], "arsync (left) against rsync");
+    assert!(got[1].1.len() == 1, "the source keeps only its directory");
+}
+
+/// `--max-delete` spares, within a directory, what rsync spares: rsync deletes a directory's
+/// extraneous entries from the end of its sorted list (its subdirectories, then its other
+/// entries, each by name from the last), and a directory in the way of a file is emptied in
+/// the same order. Before, arsync went by the order the directory listed them. rsync is the
+/// oracle.
+#[test]
+fn max_delete_spares_what_rsync_spares_in_a_directory() {
+    if !require_rsync("max_delete_spares_what_rsync_spares_in_a_directory") {
+        return;
+    }
+    let s = Scratch::new();
+    // Extraneous entries of one directory; then a directory in the way of a file.
+    let cases: [(&str, &[&str]); 2] = [
+        ("keep", &["zeta", "alpha", "mid", "d2/x", "d1/y", "d1/z"]),
+        (
+            "was-a-dir",
+            &["was-a-dir/w", "was-a-dir/a", "was-a-dir/sub/u"],
+        ),
+    ];
+    for (c, (file, extra)) in cases.into_iter().enumerate() {
+        let src = s.path().join(format!("src{c}"));
+        fs::create_dir(&src).unwrap();
+        write(&src.join(file), b"a file");
+        for max in ["1", "2", "3", "5"] {
+            let limit = format!("--max-delete={max}");
+            for mode in ["--delete", "--delete-after"] {
+                let flags = ["-a", mode, limit.as_str(), "-i"];
+                resync_as_rsync(
+                    s.path(),
+                    &format!("{c}{max}{mode}"),
+                    (&flags, &src),
+                    |at| {
+                        let d = at.join("DEST");
+                        for n in extra {
+                            let p = d.join(n);
+                            fs::create_dir_all(p.parent().unwrap()).unwrap();
+                            write(&p, n.as_bytes());
+                        }
+                    },
+                    &[],
+                );
+            }
+        }
+    }
+}
+
+/// A symlink in the place of a file that a reference holds exactly: rsync's generator removes
+/// it first, then links the reference's file (`--link-dest`) or leaves the name free
+/// (`--compare-dest`), backing the symlink up with `-b`. A symlink source meeting a file in its
+/// place is made anew, the references not looked at. Before, arsync's link failed on the taken
+/// name and the file was copied from the reference instead, or with `--compare-dest` the old
+/// symlink stayed. rsync is the oracle.
+#[test]
+fn entries_in_a_files_place_make_way_for_a_reference() {
+    if !require_rsync("entries_in_a_files_place_make_way_for_a_reference") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("f"), b"data");
+    symlink("target", src.join("l")).unwrap();
+    set_times(&src.join("f"), 1_600_000_000, 0);
+    set_times(&src.join("l"), 1_600_000_000, 0);
+    for (i, flags) in [
+        &["-a", "--link-dest={at}/ref", "-i"][..],
+        &["-a", "--compare-dest={at}/ref", "-i"],
+        &["-a", "--compare-dest={at}/ref", "-b", "-i"],
+        &["-a", "--link-dest={at}/ref", "-b", "-i"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        resync_as_rsync(
+            s.path(),
+            &format!("ref{i}"),
+            (flags, &src),
+            |at| {
+                let (d, r) = (at.join("DEST"), at.join("ref"));
+                fs::create_dir_all(&d).unwrap();
+                fs::create_dir_all(&r).unwrap();
+                write(&r.join("f"), b"data");
+                set_times(&r.join("f"), 1_600_000_000, 0);
+                symlink("target", r.join("l")).unwrap();
+                set_times(&r.join("l"), 1_600_000_000, 0);
+                symlink("elsewhere", d.join("f")).unwrap();
+                write(&d.join("l"), b"a file where the symlink goes");
+            },
+            &["ref"],
+        );
+    }
+}
+
+/// `-c` with `--copy-dest`: a file whose reference holds the same data under another mtime is
+/// copied from the reference (rsync's `cf`) on every data path, with or without `-t`. Before, a file large enough for
+/// the kernel's copy (`copy_file_range`) was checked for changes against the source's mtime
+/// while the data came from the reference, failed as "changed while being copied" (exit 23)
+/// and was not copied. rsync is the oracle.
+#[test]
+fn checksum_copies_from_a_reference_on_every_path() {
+    if !require_rsync("checksum_copies_from_a_reference_on_every_path") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    write(&src.join("big"), &content(7, 3 << 20));
+    write(&src.join("small"), &content(8, 3000));
+    for n in ["big", "small"] {
+        set_times(&src.join(n), 1_600_000_000, 0);
+    }
+    // (Without -t a copy from the reference keeps the time it was made: `cf..T......`, as
+    // rsync; until session 33 the `T` was missing.)
+    for (i, (refs, times)) in ["--copy-dest={at}/ref", "--link-dest={at}/ref"]
+        .into_iter()
+        .flat_map(|r| [(r, "-t"), (r, "--no-t")])
+        .enumerate()
+    {
+        let flags = ["-a", times, "-c", refs, "-i"];
+        resync_as_rsync(
+            s.path(),
+            &format!("c{i}"),
+            (&flags, &src),
+            |at| {
+                let r = at.join("ref");
+                fs::create_dir_all(&r).unwrap();
+                for n in ["big", "small"] {
+                    fs::copy(src.join(n), r.join(n)).unwrap();
+                    set_times(&r.join(n), 1_500_000_000, 0);
+                }
+            },
+            &["ref"],
+        );
+    }
+}

@@ -196,7 +196,7 @@ struct RankFigures {
     linked: u64,
 }
 
-const FIELDS: usize = 30;
+const FIELDS: usize = 33;
 
 /// A report and the rank's figures as numbers (the same layout on every rank).
 fn pack(r: &Report, f: &RankFigures) -> [u64; FIELDS] {
@@ -231,6 +231,9 @@ fn pack(r: &Report, f: &RankFigures) -> [u64; FIELDS] {
         f.chunk_bytes,
         f.split_files,
         f.linked,
+        r.transferred_size,
+        r.considered.link_bytes,
+        r.from_reference,
     ]
 }
 
@@ -253,6 +256,8 @@ fn unpack(v: &[u64]) -> (Report, RankFigures) {
         verified: v[14],
         interrupted: v[20] != 0,
         elapsed: Duration::from_micros(v[21]),
+        transferred_size: v[30],
+        from_reference: v[32],
         ..Report::default()
     };
     r.considered.files = v[15];
@@ -260,6 +265,7 @@ fn unpack(v: &[u64]) -> (Report, RankFigures) {
     r.considered.symlinks = v[17];
     r.considered.specials = v[18];
     r.considered.bytes = v[19];
+    r.considered.link_bytes = v[31];
     let f = RankFigures {
         pieces: v[22],
         stolen: v[23],

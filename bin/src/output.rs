@@ -496,11 +496,20 @@ pub fn rsync_stats(r: &Report, dry_run: bool) {
     outln!("Number of files: {}{by_type}", num(total));
     outln!("Number of created files: {}", num(r.created));
     outln!("Number of deleted files: {}", num(r.deleted));
-    outln!("Number of regular files transferred: {}", num(r.files));
+    // (A file copied from a reference on the destination's side is not transferred, for rsync.)
+    outln!(
+        "Number of regular files transferred: {}",
+        num(r.files - r.from_reference)
+    );
     outln!("Number of unchanged entries: {}", num(r.unchanged));
     outln!("Number of skipped entries: {}", num(r.skipped));
-    outln!("Total file size: {} bytes", num(c.bytes));
-    outln!("Total transferred file size: {} bytes", num(r.bytes));
+    // (rsync counts symlinks' target lengths in the total, and whole files in the transferred
+    // size, however little of them `--append` or a resumed partial file wrote.)
+    outln!("Total file size: {} bytes", num(c.bytes + c.link_bytes));
+    outln!(
+        "Total transferred file size: {} bytes",
+        num(r.transferred_size)
+    );
     // arsync's own line: how the transferred files' data moved (rsync has no such line).
     let sum = |f: fn(&engine::CoreReport) -> u64| num(r.cores.iter().map(f).sum::<u64>());
     outln!(
@@ -792,6 +801,8 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
             "file_io_errors": r.file_io_errors,
         },
         "bytes": r.bytes,
+        "transferred_size": r.transferred_size,
+        "from_reference": r.from_reference,
         "deleted": r.deleted,
         "delete_skipped": r.delete_skipped,
         "created": r.created,
@@ -802,6 +813,7 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
             "symlinks": r.considered.symlinks,
             "specials": r.considered.specials,
             "bytes": r.considered.bytes,
+            "link_bytes": r.considered.link_bytes,
         },
         "dry_run": cfg.dry_run,
         "copy_methods": {

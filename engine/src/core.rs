@@ -100,6 +100,9 @@ pub(crate) struct Counters {
     pub checked: Cell<u64>,
     pub seen: [Cell<u64>; 4],
     pub seen_bytes: Cell<u64>,
+    pub seen_link_bytes: Cell<u64>,
+    pub transferred_size: Cell<u64>,
+    pub from_reference: Cell<u64>,
 }
 
 /// What `config` preserves, for a process whose umask was `umask`.
@@ -764,6 +767,9 @@ pub(crate) fn run(
         report.considered.symlinks += c.seen[2].get();
         report.considered.specials += c.seen[3].get();
         report.considered.bytes += c.seen_bytes.get();
+        report.considered.link_bytes += c.seen_link_bytes.get();
+        report.transferred_size += c.transferred_size.get();
+        report.from_reference += c.from_reference.get();
         report.delete_skipped += c.delete_skipped.get();
         if report.fatal.is_none() {
             report.fatal = out.fatal;

@@ -809,6 +809,10 @@ pub struct Change {
     pub acl: bool,
     /// Extended attributes were set (`x`).
     pub xattr: bool,
+    /// Not an item letter: the mtime differs within `--modify-window` only and `-c` found the
+    /// data the same, so it is set to the source's exactly and not itemized, as rsync sets the
+    /// times of a file its checksum found up to date (`ATTRS_ACCURATE_TIME`).
+    pub exact_time: bool,
 }
 
 impl Change {
@@ -913,6 +917,8 @@ pub struct Considered {
     pub specials: u64,
     /// Total size of the regular files.
     pub bytes: u64,
+    /// Total length of the symlinks' targets (rsync counts them in its "Total file size").
+    pub link_bytes: u64,
 }
 
 /// The outcome of a run.
@@ -930,6 +936,12 @@ pub struct Report {
     pub hard_links: u64,
     /// Content bytes written.
     pub bytes: u64,
+    /// The whole sizes of the regular files copied, whatever part of them was written
+    /// (`--append`, a resumed partial file): rsync's "Total transferred file size".
+    pub transferred_size: u64,
+    /// Of `files`, those copied from a `--copy-dest`/`--link-dest`/`--compare-dest` reference
+    /// on the destination's side, which rsync does not count as transferred (`cf`).
+    pub from_reference: u64,
     /// Entries that failed (exit 23 class).
     pub errors: u64,
     /// Source entries that vanished (exit 24 class).

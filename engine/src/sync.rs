@@ -37,6 +37,18 @@ pub(crate) fn same_mtime(dst: (i64, i64), src: (i64, i64), window: Option<u32>) 
     }
 }
 
+/// `-u`: whether an existing destination file with mtime `dst` is left alone for a source of
+/// mtime `src`. To the nanosecond (the default): when it is newer. Under `--modify-window=N`
+/// as rsync 3.5's generator judges it (`file->modtime - st_mtime < modify_window`, whole
+/// seconds): unless the source is newer by N seconds or more, so a destination within the
+/// window, or newer by any amount, stays (with `N = 0`: unless the source's second is later).
+pub(crate) fn left_by_update(dst: (i64, i64), src: (i64, i64), window: Option<u32>) -> bool {
+    match window {
+        None => dst > src && !same_mtime(dst, src, None),
+        Some(w) => src.0 - dst.0 < i64::from(w),
+    }
+}
+
 /// What differs between an existing destination entry `d` and the source `st`, among the
 /// attributes this run preserves.
 pub(crate) fn attr_change(shared: &RunShared, d: &Stat, st: &Stat, is_link: bool) -> Change {
@@ -147,7 +159,7 @@ pub(crate) async fn judge_file(
         // written into).
         return Verdict::Copy(Change::new_entry(How::Transfer));
     }
-    if cfg.update && d.mtime > st.mtime && !same_mtime(d.mtime, st.mtime, cfg.modify_window) {
+    if cfg.update && left_by_update(d.mtime, st.mtime, cfg.modify_window) {
         return Verdict::Skip;
     }
     let mut change = attr_change(shared, &d, st, false);
@@ -161,7 +173,12 @@ pub(crate) async fn judge_file(
         }
         _ if cfg.checksum => match same_content(core, dir, src, dst_name, st.size).await {
             // (Without an open source there is nothing to hash: judged again once it is open.)
-            Ok(true) => true,
+            Ok(true) => {
+                change.exact_time = !change.time
+                    && shared.policy.keeps_mtime(FileType::File)
+                    && d.mtime != st.mtime;
+                true
+            }
             Ok(false) => {
                 change.checksum = true;
                 false
@@ -553,6 +570,17 @@ fn remove_tree(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     Ok(())
 }
 
+/// Entries of one directory in the order rsync deletes them (its sorted list walked from the
+/// end: the directories, then the rest, each by name from the last), so that `--max-delete`
+/// spares what rsync spares there.
+pub(crate) fn in_delete_order(entries: &mut [(CString, FileType)]) {
+    entries.sort_unstable_by(|(a, at), (b, bt)| {
+        (*bt == FileType::Dir)
+            .cmp(&(*at == FileType::Dir))
+            .then_with(|| b.as_bytes().cmp(a.as_bytes()))
+    });
+}
+
 /// What `--delete` needs of a directory: the source's names, collected while it is scanned.
 pub(crate) type Names = std::sync::Mutex<Vec<CString>>;
 
@@ -753,12 +781,15 @@ fn remove_inner(
                         }
                     }
                 }
-                for (child, mut cft) in children {
-                    if cft == FileType::Unknown {
-                        cft = sys::lstat_at(fd.as_fd(), &child)
+                for (child, cft) in &mut children {
+                    if *cft == FileType::Unknown {
+                        *cft = sys::lstat_at(fd.as_fd(), child)
                             .map(|s| s.file_type())
                             .unwrap_or(FileType::Unknown);
                     }
+                }
+                in_delete_order(&mut children);
+                for (child, cft) in children {
                     if cfg.filters.has_receiver_rules() {
                         let cp = join(&path, &child);
                         let abs = || sys::abs_name(fd.as_fd(), child.to_bytes());

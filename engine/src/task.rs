@@ -1333,7 +1333,13 @@ async fn exact_reference_for_existing(
     let cfg = &core.shared.config;
     let dir = parent.dst_fd();
     let d = sys::lstat_at(dir, dst_name).ok()?;
-    if d.file_type() != FileType::File {
+    if d.file_type() != FileType::File
+        // What rsync's generator decides before it looks at the references: the file is left
+        // as it is (`judge_file` says so), never linked or removed for a reference.
+        || cfg.ignore_existing
+        || sync::size_limit(cfg, st.size).is_some()
+        || (cfg.update && sync::left_by_update(d.mtime, st.mtime, cfg.modify_window))
+    {
         return None;
     }
     let m =
@@ -2696,6 +2702,10 @@ fn delete_extraneous(
         }
         other => other,
     };
+    let found = found.map(|mut victims| {
+        sync::in_delete_order(&mut victims);
+        victims
+    });
     match found {
         Ok(victims) if victims.is_empty() => {}
         Ok(victims) if !matches!(mode, Delete::After | Delete::Delay) => {
@@ -3019,6 +3029,9 @@ async fn entry(
         } else if cfg.safe_links && cfg.links && unsafe_link {
             // (Without -l every symlink is a non-regular file to skip, unsafe or not: said
             // below as rsync says it; before, an unsafe one was passed over without a word.)
+            if let Some(t) = &target {
+                bump(&core.counters.seen_link_bytes, t.as_bytes().len() as u64);
+            }
             skip_link(
                 core,
                 &parent.child_rel(name),
@@ -3080,6 +3093,12 @@ async fn entry(
                 _ => cfg.specials,
             };
             if !wanted {
+                if file_type == FileType::Symlink
+                    && let Ok(st) = sys::lstat_at(parent.src_fd(), name)
+                {
+                    // (rsync's file list holds it: its target's length is in the total size.)
+                    bump(&core.counters.seen_link_bytes, st.size);
+                }
                 // rsync's generator passes over a name missing here (`--existing`) or present
                 // here (`--ignore-existing`) before it looks at the type: silently, as it does a
                 // regular file.
@@ -3257,14 +3276,21 @@ fn remove_source(core: &Core, parent: &DirNode, name: &CStr, dst_name: &CStr, fo
         Err(e) => return report(core, &path(), "lstat", &e, source_class(&e)),
     };
     if st.file_type() == FileType::File {
-        let same = |name: &CStr| {
-            sys::lstat_at(parent.dst_fd(), name).is_ok_and(|d| {
+        let same_in = |dir: BorrowedFd<'_>, name: &CStr| {
+            sys::lstat_at(dir, name).is_ok_and(|d| {
                 d.file_type() == FileType::File
                     && d.size == st.size
                     && (!cfg.times || sync::same_mtime(d.mtime, st.mtime, cfg.modify_window))
             })
         };
-        let in_place = same(dst_name);
+        let same = |name: &CStr| same_in(parent.dst_fd(), name);
+        // (With --compare-dest a file a reference holds is in sync where it is: the destination
+        // does without it, and rsync removes its source as it removes a copied one's.)
+        let in_place = same(dst_name)
+            || (cfg.alt_dest == AltDest::Compare
+                && parent.alt_dest().is_some_and(|dirs| {
+                    dirs.iter().flatten().any(|d| same_in(d.as_fd(), dst_name))
+                }));
         if parent.delayed.is_some()
             && !in_place
             && let Some(held) = in_partial_dir(cfg, dst_name)
@@ -3745,6 +3771,7 @@ async fn copy_file(
                 bump(&core.counters.seen[0], 1);
                 bump(&core.counters.seen_bytes, st.size);
                 bump(&core.counters.unchanged, 1);
+                drop_stale_partial(core, parent.dst_fd(), dst_name);
                 let what = (FileType::File, Some(&st));
                 unchanged_item(core, || parent.child_rel(name), what, How::Attrs, None);
                 return Ok(Outcome::Done);
@@ -3843,6 +3870,7 @@ async fn copy_file(
                 } else {
                     hardlink_done(core, parent, dst_name, &st, true);
                     bump(&core.counters.unchanged, 1);
+                    drop_stale_partial(core, dir, dst_name);
                     if sync::attrs_differ(&change) {
                         item(core, rel, (FileType::File, Some(&st)), 0, &change, None);
                     } else {
@@ -3885,6 +3913,23 @@ async fn copy_file(
         .await
     {
         let reference = m.reference(dirs);
+        if !parent.fresh
+            && m.level == Level::Exact
+            && matches!(cfg.alt_dest, AltDest::Link | AltDest::Compare)
+            && let Err(e) = sync::make_way(core, dir, dst_name, sync::Rel::Of(parent))
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            // (A symlink or special where the file goes is removed first, as rsync's generator
+            // removes it before it looks at the references: a link to the reference takes its
+            // place, or with --compare-dest nothing does. Before, the link failed on the name
+            // and the file was copied from the reference, or the symlink stayed.)
+            return Err((
+                "make way for new regular file",
+                e,
+                ErrorClass::Partial,
+                Side::Dst,
+            ));
+        }
         match (cfg.alt_dest, m.level) {
             (AltDest::Link | AltDest::Compare, Level::Exact)
                 if take_exact_reference(
@@ -3901,6 +3946,8 @@ async fn copy_file(
                 // A local copy from the reference (rsync's `cf`), then the source's attributes.
                 let mut local = sync::attr_change(&core.shared, &m.stat, &st, false);
                 local.how = How::Local;
+                // (Without -t the copy keeps the time it was made: rsync's `T`.)
+                local.stamped = !core.shared.policy.keeps_mtime(FileType::File);
                 let moving = Moving::new(core);
                 let r = if cfg.dry_run {
                     Ok(0)
@@ -3926,7 +3973,8 @@ async fn copy_file(
                 let bytes = r?;
                 bump(&core.counters.files, 1);
                 bump(&core.counters.bytes, bytes);
-                if sync::attrs_differ(&local) {
+                bump(&core.counters.from_reference, 1);
+                if sync::attrs_differ(&local) || local.stamped {
                     item(core, rel, (FileType::File, Some(&st)), 0, &local, None);
                 } else {
                     unchanged_item(core, rel, (FileType::File, Some(&st)), How::Local, None);
@@ -3950,6 +3998,7 @@ async fn copy_file(
         hardlink_done(core, parent, dst_name, &st, true);
         bump(&core.counters.files, 1);
         bump(&core.counters.bytes, st.size);
+        bump(&core.counters.transferred_size, st.size);
         item(
             core,
             rel,
@@ -3976,6 +4025,7 @@ async fn copy_file(
     let bytes = r?;
     bump(&core.counters.files, 1);
     bump(&core.counters.bytes, bytes);
+    bump(&core.counters.transferred_size, st.size);
     change.how = How::Transfer;
     tracing::debug!(core = core.index, file = %rel().display(), bytes, "file copied");
     item(core, rel, (FileType::File, Some(&st)), bytes, &change, None);
@@ -3994,7 +4044,7 @@ fn fix_attrs(
 ) -> bool {
     let cfg = &core.shared.config;
     let with_xattrs = cfg.xattrs || cfg.acls;
-    if !sync::attrs_differ(change) && !with_xattrs {
+    if !sync::attrs_differ(change) && !with_xattrs && !change.exact_time {
         return true;
     }
     let dir = parent.dst_fd();
@@ -4017,7 +4067,7 @@ fn fix_attrs(
     };
     change.xattr = plan.touches_xattr();
     change.acl = plan.touches_acl();
-    if cfg.dry_run || !sync::attrs_differ(change) {
+    if cfg.dry_run || !(sync::attrs_differ(change) || change.exact_time) {
         return true;
     }
     let Ok(d) = sys::fstat(fd.as_fd()) else {
@@ -4043,7 +4093,9 @@ fn fix_attrs(
         return false;
     }
     match policy.times(st) {
-        Some((a, m)) if change.time || cfg.atimes => sys::futimens(fd.as_fd(), a, m).is_ok(),
+        Some((a, m)) if change.time || change.exact_time || cfg.atimes => {
+            sys::futimens(fd.as_fd(), a, m).is_ok()
+        }
         _ => true,
     }
 }
@@ -4630,6 +4682,16 @@ async fn copy_file_data(
         cfg.copy_devices && sys::fstat(src.as_fd()).is_ok_and(|s| s.file_type().is_device());
     let dst_device = matches!(staging, Staging::Device);
     let device = src_device || dst_device;
+    // Data from a reference (`meta_src`: the source gives the attributes) is checked for
+    // changes against the reference's own size and mtime, not the source's (which may differ in
+    // mtime: -c found the same data). Before, every such copy on a kernel path failed as
+    // "changed while being copied".
+    let measured = match meta_src {
+        Some(_) => sys::fstat(src.as_fd())
+            .map(|b| (b.size, b.mtime))
+            .map_err(src_err("fstat"))?,
+        None => (st.size, st.mtime),
+    };
     let t_data = core.lat.start();
     // A named temporary is removed whatever happens, the future being dropped (a stop request)
     // included, unless it was published.
@@ -4904,7 +4966,7 @@ async fn copy_file_data(
             // Whatever moved the data (ring, copy_file_range, clone), the source must still be
             // what was measured, or the copy may be torn: never published.
             let now = sys::fstat(src.as_fd()).map_err(src_err("fstat"))?;
-            if now.size != st.size || now.mtime != st.mtime {
+            if (now.size, now.mtime) != measured {
                 return Err((
                     "read",
                     io::Error::other(
@@ -5022,6 +5084,20 @@ async fn copy_file_data(
 /// each push is whole).
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A file found up to date leaves no partial copy of itself (`--partial-dir`, or
+/// `--delay-updates`' `.~tmp~`): a regular file `PD/NAME` is removed, as rsync's generator
+/// removes it when the quick check passes (the emptied directory goes when `dir` is finished).
+fn drop_stale_partial(core: &Core, dir: BorrowedFd<'_>, dst_name: &CStr) {
+    let cfg = &core.shared.config;
+    if !cfg.dry_run
+        && let Some(held) = in_partial_dir(cfg, dst_name)
+        && sys::lstat_at(dir, &held).is_ok_and(|s| s.file_type() == FileType::File)
+        && let Err(e) = sys::unlink_at(dir, &held, 0)
+    {
+        tracing::debug!(error = %e, "a stale partial file could not be removed");
+    }
 }
 
 /// `--delay-updates`: `name` of `dir` in its partial directory (`PD/NAME`), where a file waits
@@ -5682,6 +5758,9 @@ async fn make_other(
     let dir = parent.dst_fd();
     let cfg = &core.shared.config;
     let is_link = file_type == FileType::Symlink;
+    if is_link {
+        bump(&core.counters.seen_link_bytes, st.size);
+    }
     let target = if is_link {
         Some(source_link(cfg, sdir, name).map_err(src_err("readlink"))?)
     } else {
@@ -5708,6 +5787,9 @@ async fn make_other(
     if change.new
         && !follow
         && let Some(dirs) = parent.alt_dest()
+        // (Only where the name is free: rsync makes a symlink or special anew in place of
+        // whatever else stands there, without looking at the references.)
+        && (parent.fresh || sys::lstat_at(dir, dst_name).is_err())
         && let Some(m) =
             altdest::other_match(core, dirs, sdir, (name, dst_name), &st, target.as_deref())
     {
