@@ -6093,7 +6093,8 @@ fn resync_as_rsync(
         text(o)
             .lines()
             .filter(|l| {
-                l.starts_with("Total file size")
+                l.starts_with("Number of files:")
+                    || l.starts_with("Total file size")
                     || l.starts_with("Total transferred file size")
                     || l.starts_with("Number of regular files transferred")
                     || l.starts_with("Number of deleted files")
@@ -6328,9 +6329,10 @@ fn an_up_to_date_file_leaves_no_stale_partial_file() {
 
 /// `--stats` counts as rsync counts: "Total file size" holds the symlinks' target lengths too
 /// (with `-l` or without, where they are skipped), "Total transferred file size" each
-/// transferred file whole (however little `--append` or a resumed partial file wrote), and a
-/// file copied from a `--copy-dest` reference (`cf`) is not transferred. Before, arsync counted
-/// regular files alone, the bytes written, and the reference's copies. rsync is the oracle.
+/// transferred file whole (however little `--append` or a resumed partial file wrote), a file
+/// copied from a `--copy-dest` reference (`cf`) is not transferred, and the base directory of
+/// `--files-from` paths is not one of the files. Before, arsync counted regular files alone,
+/// the bytes written, the reference's copies, and that directory. rsync is the oracle.
 #[test]
 fn stats_count_sizes_and_transfers_as_rsync() {
     if !require_rsync("stats_count_sizes_and_transfers_as_rsync") {
@@ -6353,6 +6355,7 @@ fn stats_count_sizes_and_transfers_as_rsync() {
         &["-a", "--append", "--stats", "-i"],
         &["-a", "--partial-dir=.pd", "--stats", "-i"],
         &["-a", "-c", "--copy-dest={at}/ref", "--stats", "-i"],
+        &["-a", "--files-from={at}/list", "--stats", "-i"],
     ]
     .into_iter()
     .enumerate()
@@ -6362,6 +6365,7 @@ fn stats_count_sizes_and_transfers_as_rsync() {
             &format!("{i}"),
             (flags, &src),
             |at| {
+                write(&at.join("list"), b"log\nl\nnew\n");
                 let (d, r) = (at.join("DEST"), at.join("ref"));
                 fs::create_dir_all(&d).unwrap();
                 fs::create_dir_all(&r).unwrap();

@@ -909,7 +909,8 @@ pub struct CoreReport {
 pub struct Considered {
     /// Regular files.
     pub files: u64,
-    /// Directories (the transfer root included).
+    /// Directories (the transfer root included, unless it is only the base that `-R` or
+    /// `--files-from` paths are relative to, which rsync's file list does not hold either).
     pub dirs: u64,
     /// Symlinks.
     pub symlinks: u64,

@@ -1153,8 +1153,10 @@ async fn start_root(core: &Rc<Core>, index: usize) {
             dir_rules,
             dest_rules,
         });
-        bump(&core.counters.seen[1], 1);
         if listed {
+            // (A selection's root that is not itself named, the base of -R and --files-from
+            // paths, is not in rsync's file list: not counted as a file either.)
+            bump(&core.counters.seen[1], 1);
             dir_item(core, &node);
         }
         if cfg.delete == Some(Delete::Before) && !node.fresh && node.scope.lists_all() {
