@@ -6567,3 +6567,49 @@ fn checksum_copies_from_a_reference_on_every_path() {
         );
     }
 }
+
+/// `--stats` breaks the numbers of files, created files and deleted files down by kind as
+/// rsync does (`reg`, `dir`, `link`, `dev`, `special`, the kinds there are). Before, arsync
+/// counted devices with FIFOs and sockets as `special` and gave no breakdown of the created and
+/// deleted files. rsync is the oracle.
+#[test]
+fn stats_break_counts_down_by_kind_as_rsync() {
+    if !root_and_rsync(
+        "stats_break_counts_down_by_kind_as_rsync",
+        "making devices needs root",
+    ) {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    write(&src.join("f"), b"f");
+    symlink("f", src.join("l")).unwrap();
+    mknod(&src.join("c"), libc::S_IFCHR | 0o600, libc::makedev(1, 3));
+    mkfifo(&src.join("p"));
+    same_as_rsync(&"--stats by kind", |tool| {
+        let dst = s.path().join(tool);
+        for n in ["old", "gone/x"] {
+            fs::create_dir_all(dst.join(n).parent().unwrap()).unwrap();
+            write(&dst.join(n), b"extraneous");
+        }
+        symlink("x", dst.join("oldlink")).unwrap();
+        mknod(
+            &dst.join("olddev"),
+            libc::S_IFBLK | 0o600,
+            libc::makedev(7, 0),
+        );
+        mkfifo(&dst.join("oldfifo"));
+        let out = by_tool(tool, &["-a", "--delete", "--stats"], &src, &dst);
+        let lines: Vec<String> = text(&out)
+            .lines()
+            .filter(|l| {
+                l.starts_with("Number of files:")
+                    || l.starts_with("Number of created files:")
+                    || l.starts_with("Number of deleted files:")
+            })
+            .map(str::to_string)
+            .collect();
+        (code(&out), lines)
+    });
+}

@@ -196,7 +196,7 @@ struct RankFigures {
     linked: u64,
 }
 
-const FIELDS: usize = 33;
+const FIELDS: usize = 44;
 
 /// A report and the rank's figures as numbers (the same layout on every rank).
 fn pack(r: &Report, f: &RankFigures) -> [u64; FIELDS] {
@@ -234,6 +234,17 @@ fn pack(r: &Report, f: &RankFigures) -> [u64; FIELDS] {
         r.transferred_size,
         r.considered.link_bytes,
         r.from_reference,
+        r.considered.devices,
+        r.created_by[0],
+        r.created_by[1],
+        r.created_by[2],
+        r.created_by[3],
+        r.created_by[4],
+        r.deleted_by[0],
+        r.deleted_by[1],
+        r.deleted_by[2],
+        r.deleted_by[3],
+        r.deleted_by[4],
     ]
 }
 
@@ -258,6 +269,8 @@ fn unpack(v: &[u64]) -> (Report, RankFigures) {
         elapsed: Duration::from_micros(v[21]),
         transferred_size: v[30],
         from_reference: v[32],
+        created_by: [v[34], v[35], v[36], v[37], v[38]],
+        deleted_by: [v[39], v[40], v[41], v[42], v[43]],
         ..Report::default()
     };
     r.considered.files = v[15];
@@ -266,6 +279,7 @@ fn unpack(v: &[u64]) -> (Report, RankFigures) {
     r.considered.specials = v[18];
     r.considered.bytes = v[19];
     r.considered.link_bytes = v[31];
+    r.considered.devices = v[33];
     let f = RankFigures {
         pieces: v[22],
         stolen: v[23],

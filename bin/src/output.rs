@@ -476,26 +476,39 @@ pub fn rsync_stats(r: &Report, dry_run: bool) {
     let c = &r.considered;
     let total = c.files + c.dirs + c.symlinks + c.specials;
     let secs = r.elapsed.as_secs_f64().max(1e-9);
-    let mut by_type = Vec::new();
-    for (n, what) in [
-        (c.files, "reg"),
-        (c.dirs, "dir"),
-        (c.symlinks, "link"),
-        (c.specials, "special"),
-    ] {
-        if n > 0 {
-            by_type.push(format!("{what}: {}", num(n)));
+    // rsync's breakdown by kind, of the kinds there are: " (reg: 2, dir: 1)".
+    let by_kind = |counts: [u64; 5]| {
+        let parts: Vec<String> = ["reg", "dir", "link", "dev", "special"]
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(what, n)| format!("{what}: {}", num(n)))
+            .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(", "))
         }
-    }
-    let by_type = if by_type.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", by_type.join(", "))
     };
+    let considered = [
+        c.files,
+        c.dirs,
+        c.symlinks,
+        c.devices,
+        c.specials.saturating_sub(c.devices),
+    ];
     outln!();
-    outln!("Number of files: {}{by_type}", num(total));
-    outln!("Number of created files: {}", num(r.created));
-    outln!("Number of deleted files: {}", num(r.deleted));
+    outln!("Number of files: {}{}", num(total), by_kind(considered));
+    outln!(
+        "Number of created files: {}{}",
+        num(r.created),
+        by_kind(r.created_by)
+    );
+    outln!(
+        "Number of deleted files: {}{}",
+        num(r.deleted),
+        by_kind(r.deleted_by)
+    );
     // (A file copied from a reference on the destination's side is not transferred, for rsync.)
     outln!(
         "Number of regular files transferred: {}",
@@ -723,6 +736,7 @@ fn routes_json(cores: &[[[u64; 3]; 5]]) -> serde_json::Value {
 
 /// The `--stats-json` document (schema in `docs/stats-json.md`).
 pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
+    let kinds = |k: [u64; 5]| serde_json::json!({"reg": k[0], "dir": k[1], "link": k[2], "dev": k[3], "special": k[4]});
     let cores: Vec<serde_json::Value> = r
         .cores
         .iter()
@@ -804,6 +818,8 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
         "transferred_size": r.transferred_size,
         "from_reference": r.from_reference,
         "deleted": r.deleted,
+        "deleted_by": kinds(r.deleted_by),
+        "created_by": kinds(r.created_by),
         "delete_skipped": r.delete_skipped,
         "created": r.created,
         "verified": r.verified,
@@ -812,6 +828,7 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
             "dirs": r.considered.dirs,
             "symlinks": r.considered.symlinks,
             "specials": r.considered.specials,
+            "devices": r.considered.devices,
             "bytes": r.considered.bytes,
             "link_bytes": r.considered.link_bytes,
         },

@@ -93,6 +93,9 @@ pub(crate) struct Counters {
     pub routed: [[Cell<u64>; 3]; 5],
     pub hard_links: Cell<u64>,
     pub deleted: Cell<u64>,
+    pub deleted_by: [Cell<u64>; 5],
+    pub created_by: [Cell<u64>; 5],
+    pub seen_devices: Cell<u64>,
     pub delete_skipped: Cell<u64>,
     pub created: Cell<u64>,
     pub verified: Cell<u64>,
@@ -712,6 +715,9 @@ pub(crate) fn run(
             crate::sync::delete_after(&shared, &main, p, &mut end_rules);
         }
         report.deleted += main.deleted.get();
+        for (r, c) in report.deleted_by.iter_mut().zip(&main.deleted_by) {
+            *r += c.get();
+        }
         report.delete_skipped += main.delete_skipped.get();
         report.errors += main.errors.get();
     }
@@ -753,6 +759,13 @@ pub(crate) fn run(
         report.skipped += c.skipped.get();
         report.unchanged += c.unchanged.get();
         report.deleted += c.deleted.get();
+        for (r, d) in report.deleted_by.iter_mut().zip(&c.deleted_by) {
+            *r += d.get();
+        }
+        for (r, d) in report.created_by.iter_mut().zip(&c.created_by) {
+            *r += d.get();
+        }
+        report.considered.devices += c.seen_devices.get();
         if let Some(l) = &out.latency {
             match &mut report.latency {
                 Some(all) => all.merge(l),

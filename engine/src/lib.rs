@@ -81,6 +81,19 @@ use std::time::Duration;
 
 pub use filter::Filters;
 pub use fsops::FileType;
+
+/// The place of an entry's kind in the per-kind counts of a [`Report`] (`created_by`,
+/// `deleted_by`): regular files, directories, symlinks, devices, then FIFOs and sockets, the
+/// order of rsync's `--stats` breakdown (`reg`, `dir`, `link`, `dev`, `special`).
+pub fn kind_index(ft: FileType) -> usize {
+    match ft {
+        FileType::File => 0,
+        FileType::Dir => 1,
+        FileType::Symlink => 2,
+        FileType::CharDev | FileType::BlockDev => 3,
+        _ => 4,
+    }
+}
 pub use fsops::meta::{Chmod, IdMap, name_or_id};
 pub use fsops::sys::{
     BecomeStep, become_user, group_id, untrusted_symlink, user_id, user_primary_gid,
@@ -916,6 +929,8 @@ pub struct Considered {
     pub symlinks: u64,
     /// Devices, FIFOs and sockets.
     pub specials: u64,
+    /// Of `specials`, the devices (rsync's `--stats` counts them apart: `dev`).
+    pub devices: u64,
     /// Total size of the regular files.
     pub bytes: u64,
     /// Total length of the symlinks' targets (rsync counts them in its "Total file size").
@@ -955,10 +970,15 @@ pub struct Report {
     pub unchanged: u64,
     /// Extraneous destination entries deleted (`--delete`; with `dry_run`, that would be).
     pub deleted: u64,
+    /// `deleted` by kind ([`kind_index`]: regular files, directories, symlinks, devices,
+    /// FIFOs and sockets), as rsync's `--stats` breaks it down.
+    pub deleted_by: [u64; 5],
     /// Deletions not done because `--max-delete` was reached (rsync exit 25).
     pub delete_skipped: u64,
     /// Entries that did not exist in the destination before (files, directories, links, ...).
     pub created: u64,
+    /// `created` by kind ([`kind_index`]).
+    pub created_by: [u64; 5],
     /// Files read back and found equal to the source (`--verify`).
     pub verified: u64,
     /// Files and directories handed to a [`Delegate`].

@@ -428,6 +428,7 @@ fn item(
 ) {
     if change.new {
         bump(&core.counters.created, 1);
+        bump(&core.counters.created_by[crate::kind_index(file_type)], 1);
     }
     if core.shared.wants_items {
         let shown;
@@ -2972,6 +2973,9 @@ async fn entry(
     if kind != 0 {
         // Files count once they are past a possible deferral (see `copy_file`).
         bump(&core.counters.seen[kind], 1);
+        if file_type.is_device() {
+            bump(&core.counters.seen_devices, 1);
+        }
     }
     let mut follow = false;
     if file_type == FileType::Symlink && (cfg.copy_links || cfg.copy_unsafe_links || cfg.safe_links)
