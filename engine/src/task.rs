@@ -4983,6 +4983,11 @@ async fn copy_file_data(
                 ));
             }
         }
+        if cfg.sparse && !device && st.size > 0 {
+            // -S as rsync gives it: zeros the source holds as data become holes too.
+            fsops::copy::punch_zero_blocks(dst.as_fd(), st.size)
+                .map_err(dst_err("fallocate (punch hole)"))?;
+        }
         crate::hooks::fire_written(dst.as_fd(), dst_name);
         if cfg.verify {
             match sync::same_bytes(core, src, &dst, st.size).await {

@@ -421,6 +421,21 @@ pub fn fallocate_keep_size(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Res
     .map(drop)
 }
 
+/// `fallocate(fd, PUNCH_HOLE | KEEP_SIZE, offset, len)`: the range reads as zeros and its
+/// blocks are freed (a hole), the size unchanged.
+pub fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid fd.
+    cvt(unsafe {
+        libc::fallocate64(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as i64,
+            len as i64,
+        )
+    })
+    .map(drop)
+}
+
 /// The set of CPUs a thread may run on (`sched_getaffinity`/`sched_setaffinity`).
 #[derive(Clone, Copy)]
 pub struct CpuMask(libc::cpu_set_t);
