@@ -6130,6 +6130,17 @@ fn resync_as_rsync(
     });
 }
 
+/// `at/DEST` holding one file per `(name, seconds, nanoseconds)`, each of `data`, its mtime that
+/// many seconds and nanoseconds after 1,600,000,000.
+fn dest_files_at(at: &Path, data: &[u8], times: &[(&str, i64, i64)]) {
+    let d = at.join("DEST");
+    fs::create_dir_all(&d).unwrap();
+    for &(n, sec, nsec) in times {
+        write(&d.join(n), data);
+        set_times(&d.join(n), 1_600_000_000 + sec, nsec);
+    }
+}
+
 /// `-u` under `--modify-window=N` as rsync 3.5's generator judges it: a destination file is
 /// left unless the source is newer by N seconds or more (whole seconds), so one within the
 /// window, or newer by any amount, stays. Before, arsync left only a destination newer by more
@@ -6166,14 +6177,7 @@ fn update_under_a_modify_window_leaves_what_rsync_leaves() {
             s.path(),
             &format!("w{w}"),
             (&flags, &src),
-            |at| {
-                let d = at.join("DEST");
-                fs::create_dir_all(&d).unwrap();
-                for (n, sec, nsec) in offsets {
-                    write(&d.join(n), b"destination");
-                    set_times(&d.join(n), 1_600_000_000 + sec, nsec);
-                }
-            },
+            |at| dest_files_at(at, b"destination", &offsets),
             &[],
         );
     }
@@ -6259,13 +6263,8 @@ fn checksum_gives_an_up_to_date_file_the_exact_time() {
                 &format!("w{w}{}", flags.len()),
                 (flags, &src),
                 |at| {
-                    let d = at.join("DEST");
-                    fs::create_dir_all(&d).unwrap();
-                    for (n, sec, nsec) in [("half", 0, 500_000_000), ("one", 1, 0), ("three", 3, 0)]
-                    {
-                        write(&d.join(n), b"same data");
-                        set_times(&d.join(n), 1_600_000_000 + sec, nsec);
-                    }
+                    let times = [("half", 0, 500_000_000), ("one", 1, 0), ("three", 3, 0)];
+                    dest_files_at(at, b"same data", &times)
                 },
                 &[],
             );
