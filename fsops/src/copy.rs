@@ -487,7 +487,8 @@ pub const HOLE_BLOCK: u64 = 4096;
 /// bytes punched; a file system that cannot punch holes (`EOPNOTSUPP`) keeps its zeros.
 pub fn punch_zero_blocks(fd: std::os::fd::BorrowedFd<'_>, size: u64) -> io::Result<u64> {
     const STEP: u64 = 1 << 20;
-    let mut buf = vec![0u8; STEP as usize];
+    // (Sized to the file: a small file's read-back must not cost a 1 MiB allocation.)
+    let mut buf = vec![0u8; size.min(STEP) as usize];
     let mut punched = 0;
     // The zero blocks met and not yet punched: (start, end).
     let mut run: Option<(u64, u64)> = None;
@@ -501,12 +502,19 @@ pub fn punch_zero_blocks(fd: std::os::fd::BorrowedFd<'_>, size: u64) -> io::Resu
         }
         Ok(true)
     };
-    for (start, len) in sys::data_extents(fd, size)? {
+    // (A file of one step is read whole: a hole in it reads as zeros and is punched again, which
+    // changes nothing, where asking for its extents would cost two `lseek`s.)
+    let extents = if size <= STEP {
+        vec![(0, size)]
+    } else {
+        sys::data_extents(fd, size)?
+    };
+    for (start, len) in extents {
         // Whole blocks: an extent starts on a block boundary on the file systems that punch.
         let mut off = start - start % HOLE_BLOCK;
         let end = (start + len).min(size);
         while off < end {
-            let want = (end - off).min(STEP) as usize;
+            let want = (end - off).min(buf.len() as u64) as usize;
             let mut got = 0;
             while got < want {
                 match sys::read_at(fd, &mut buf[got..want], off + got as u64)? {
