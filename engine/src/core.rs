@@ -92,16 +92,15 @@ pub(crate) struct Counters {
     /// Calls per routed class and path (`route`).
     pub routed: [[Cell<u64>; 3]; 5],
     pub hard_links: Cell<u64>,
-    pub deleted: Cell<u64>,
+    /// Deletions and new entries by kind ([`crate::kind_index`]); their sums are the totals.
     pub deleted_by: [Cell<u64>; 5],
     pub created_by: [Cell<u64>; 5],
-    pub seen_devices: Cell<u64>,
     pub delete_skipped: Cell<u64>,
-    pub created: Cell<u64>,
     pub verified: Cell<u64>,
     pub delegated: Cell<u64>,
     pub checked: Cell<u64>,
-    pub seen: [Cell<u64>; 4],
+    /// Source entries looked at, by kind ([`crate::kind_index`]).
+    pub seen: [Cell<u64>; 5],
     pub seen_bytes: Cell<u64>,
     pub seen_link_bytes: Cell<u64>,
     pub transferred_size: Cell<u64>,
@@ -130,6 +129,18 @@ pub(crate) fn meta_policy(config: &Config, umask: u32) -> fsops::MetaPolicy {
         gid_map: config.gid_map,
         executability: config.executability,
         xattr_filter: config.xattr_filter,
+    }
+}
+
+/// The sum of per-kind counters.
+fn total(cells: &[Cell<u64>]) -> u64 {
+    cells.iter().map(Cell::get).sum()
+}
+
+/// Add per-kind counters into a report's.
+fn add_kinds(into: &mut [u64; 5], cells: &[Cell<u64>; 5]) {
+    for (r, c) in into.iter_mut().zip(cells) {
+        *r += c.get();
     }
 }
 
@@ -380,8 +391,10 @@ impl Core {
             slot.bytes.store(c.bytes.get(), Relaxed);
             slot.seen_files.store(c.seen[0].get(), Relaxed);
             slot.seen_bytes.store(c.seen_bytes.get(), Relaxed);
-            slot.other
-                .store(c.dirs.get() + c.deleted.get() + c.unchanged.get(), Relaxed);
+            slot.other.store(
+                c.dirs.get() + total(&c.deleted_by) + c.unchanged.get(),
+                Relaxed,
+            );
         }
     }
 }
@@ -714,10 +727,7 @@ pub(crate) fn run(
         for p in pending {
             crate::sync::delete_after(&shared, &main, p, &mut end_rules);
         }
-        report.deleted += main.deleted.get();
-        for (r, c) in report.deleted_by.iter_mut().zip(&main.deleted_by) {
-            *r += c.get();
-        }
+        add_kinds(&mut report.deleted_by, &main.deleted_by);
         report.delete_skipped += main.delete_skipped.get();
         report.errors += main.errors.get();
     }
@@ -758,27 +768,21 @@ pub(crate) fn run(
         report.file_io_errors += c.file_io_errors.get();
         report.skipped += c.skipped.get();
         report.unchanged += c.unchanged.get();
-        report.deleted += c.deleted.get();
-        for (r, d) in report.deleted_by.iter_mut().zip(&c.deleted_by) {
-            *r += d.get();
-        }
-        for (r, d) in report.created_by.iter_mut().zip(&c.created_by) {
-            *r += d.get();
-        }
-        report.considered.devices += c.seen_devices.get();
+        add_kinds(&mut report.deleted_by, &c.deleted_by);
+        add_kinds(&mut report.created_by, &c.created_by);
         if let Some(l) = &out.latency {
             match &mut report.latency {
                 Some(all) => all.merge(l),
                 None => report.latency = Some(l.clone()),
             }
         }
-        report.created += c.created.get();
         report.verified += c.verified.get();
         report.delegated += c.delegated.get();
         report.considered.files += c.seen[0].get();
         report.considered.dirs += c.seen[1].get();
         report.considered.symlinks += c.seen[2].get();
-        report.considered.specials += c.seen[3].get();
+        report.considered.specials += c.seen[3].get() + c.seen[4].get();
+        report.considered.devices += c.seen[3].get();
         report.considered.bytes += c.seen_bytes.get();
         report.considered.link_bytes += c.seen_link_bytes.get();
         report.transferred_size += c.transferred_size.get();
@@ -789,6 +793,8 @@ pub(crate) fn run(
         }
         report.cores.push(out.report);
     }
+    report.deleted = report.deleted_by.iter().sum();
+    report.created = report.created_by.iter().sum();
     // The run's CPU claims end here.
     drop(placement);
     report.elapsed = start.elapsed();

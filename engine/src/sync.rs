@@ -887,7 +887,6 @@ fn remove_inner(
     }
     if announce {
         tracing::debug!(path = %path.display(), "deleted");
-        bump(&counters.deleted, 1);
         bump(&counters.deleted_by[crate::kind_index(ft)], 1);
         shared.observer.event(&Event::Deleted {
             path: &path,

@@ -427,7 +427,6 @@ fn item(
     link: Option<&[u8]>,
 ) {
     if change.new {
-        bump(&core.counters.created, 1);
         bump(&core.counters.created_by[crate::kind_index(file_type)], 1);
     }
     if core.shared.wants_items {
@@ -2964,18 +2963,10 @@ async fn entry(
         bump(&core.counters.skipped, 1);
         return Outcome::Done;
     }
-    let kind = match file_type {
-        FileType::File => 0,
-        FileType::Dir => 1,
-        FileType::Symlink => 2,
-        _ => 3,
-    };
+    let kind = crate::kind_index(file_type);
     if kind != 0 {
         // Files count once they are past a possible deferral (see `copy_file`).
         bump(&core.counters.seen[kind], 1);
-        if file_type.is_device() {
-            bump(&core.counters.seen_devices, 1);
-        }
     }
     let mut follow = false;
     if file_type == FileType::Symlink && (cfg.copy_links || cfg.copy_unsafe_links || cfg.safe_links)

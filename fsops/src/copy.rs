@@ -527,23 +527,20 @@ pub fn punch_zero_blocks(fd: std::os::fd::BorrowedFd<'_>, size: u64) -> io::Resu
             }
             for (i, block) in buf[..got].chunks(HOLE_BLOCK as usize).enumerate() {
                 let at = off + i as u64 * HOLE_BLOCK;
-                if all_zero(block) {
-                    // (The last block, partial, is punched to its block's end: past the end of
-                    // the file, which KEEP_SIZE leaves where it is, so its block is freed too.)
-                    let block_end = at + HOLE_BLOCK;
-                    run = Some(match run {
-                        Some((s, e)) if e == at => (s, block_end),
-                        Some(r) => {
-                            let mut done = Some(r);
-                            if !flush(&mut done, &mut punched)? {
-                                return Ok(punched);
-                            }
-                            (at, block_end)
-                        }
-                        None => (at, block_end),
-                    });
-                } else if !flush(&mut run, &mut punched)? {
+                let zero = all_zero(block);
+                if let (true, Some((_, end))) = (zero, &mut run)
+                    && *end == at
+                {
+                    // (The last block, partial, is punched to its block's end: past the end
+                    // of the file, which KEEP_SIZE leaves where it is, so its block is freed.)
+                    *end = at + HOLE_BLOCK;
+                    continue;
+                }
+                if !flush(&mut run, &mut punched)? {
                     return Ok(punched);
+                }
+                if zero {
+                    run = Some((at, at + HOLE_BLOCK));
                 }
             }
             off += got as u64;
