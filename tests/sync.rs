@@ -3282,6 +3282,66 @@ fn usermap_groupmap_and_chown_give_the_owners_rsync_gives() {
     }
 }
 
+/// rsync 3.5 judges a link target as its fix of the `--safe-links` bypass (CVE-2024-12088) does:
+/// a `..` after any other component (`sub/../f`, `./../x`) or a last `..` after anything
+/// (`../..`) is unsafe wherever the link is; leading `..`s count against the link's depth.
+/// Before, arsync kept such links under `--safe-links` (and did not follow them under
+/// `--copy-unsafe-links`, which takes the same judgement). rsync is the oracle over 30 targets
+/// at four depths.
+#[test]
+fn safe_links_judge_targets_as_rsync_3_5() {
+    if !require_rsync("safe_links_judge_targets_as_rsync_3_5") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    let dirs = ["", "d1", "d1/d2", "d1/d2/d3"];
+    fs::create_dir_all(src.join(dirs[3])).unwrap();
+    let targets = [
+        "a",
+        "./a",
+        "a/./b",
+        "a//b",
+        "...",
+        "..a",
+        "a..b",
+        ".",
+        "./",
+        "a/",
+        "..",
+        "../",
+        "../x",
+        "../../x",
+        "../../../x",
+        "..//../x",
+        "../sub/x",
+        "sub/../f",
+        "sub/..",
+        "a/../b",
+        "./../x",
+        "./..",
+        "a/b/../../c",
+        "../a/../b",
+        "../..",
+        "..//..",
+        "../../",
+        ".././../x",
+        "x/..//..",
+        "../../..",
+    ];
+    for (i, t) in targets.iter().enumerate() {
+        for d in dirs {
+            symlink(t, src.join(d).join(format!("l{i}"))).unwrap();
+        }
+    }
+    let (_, kept) = same_listing_as_rsync(s.path(), 0, (&["-rl", "--safe-links"], &src), |_| {});
+    // (The probe is only worth something if both kinds are there.)
+    assert!(
+        kept.contains("l l0") && !kept.contains("l l17") && kept.len() > 40,
+        "{kept:?}"
+    );
+}
+
 /// `--safe-links` and `--copy-unsafe-links` measure a link from the top of the names rsync
 /// sends: `SRC DEST/` sends `src/...`, so `src/a -> ../a` stays in the destination and is safe;
 /// `-R` counts the whole relative path. Before, arsync measured from inside the root directory
@@ -4331,6 +4391,127 @@ fn copy_dirlinks_follows_only_links_to_directories_as_rsync() {
     // Without the exclude the loop through `up` is refused with an error, not followed forever.
     let out = copy_contents(&["-a", "-k"], &src, &s.path().join("loop"));
     assert_eq!(code(&out), 23, "{}", err(&out));
+}
+
+/// `--ignore-existing` with `--files-from` (no `-r`): a named directory whose place in the
+/// destination holds a file is left alone without a word, as rsync leaves it (its contents are
+/// not sent, so nothing needs to go below it); a directory whose contents are sent still fails
+/// there as in rsync. Before, arsync failed the first too (exit 23).
+#[test]
+fn ignore_existing_passes_a_named_directory_over_a_file_as_rsync() {
+    if !require_rsync("ignore_existing_passes_a_named_directory_over_a_file_as_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    named_files(&src, &["g/f", "h/f", "k"]);
+    for (i, (list, extra)) in [
+        ("g\nk\n", &[][..]),
+        ("g\nh/f\n", &[][..]),
+        ("g\n", &["-r"][..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let from = s.path().join(format!("list{i}"));
+        write(&from, list.as_bytes());
+        let flag = format!("--files-from={}", from.display());
+        let mut flags = vec!["-a", "--ignore-existing", "-i", &flag];
+        flags.extend_from_slice(extra);
+        same_as_rsync(&flags, |tool| {
+            let dst = s.path().join(format!("{tool}{i}"));
+            named_files(&dst, &["g", "h"]);
+            let o = by_tool(tool, &flags, &src, &dst);
+            (code(&o), items(&o), listing(&dst))
+        });
+    }
+}
+
+/// A named source symlink that is followed (`-L`, `--copy-unsafe-links`) onto a destination
+/// symlink to the same directory: the destination symlink is replaced by a copy of the
+/// directory, as rsync does, and without `-L` the symlink is brought up to date. Before, arsync
+/// took the two for one directory copied onto itself and dropped the root without a word (exit
+/// 0, nothing copied).
+#[test]
+fn a_followed_root_meeting_a_symlink_to_the_same_directory_is_copied_as_rsync() {
+    if !require_rsync("a_followed_root_meeting_a_symlink_to_the_same_directory_is_copied_as_rsync")
+    {
+        return;
+    }
+    let s = Scratch::new();
+    let od = s.path().join("out/od");
+    named_files(&od, &["f2", "inner/f3"]);
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    symlink(&od, src.join("a")).unwrap();
+    for (i, flags) in [
+        &["-a", "-L", "-i"][..],
+        &["-a", "--copy-unsafe-links", "-i"],
+        &["-a", "-i"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let got = same_as_rsync(&flags, |tool| {
+            let dst = s.path().join(format!("{tool}{i}"));
+            fs::create_dir(&dst).unwrap();
+            symlink(&od, dst.join("a")).unwrap();
+            set_times(&dst.join("a"), 1_900_000_000, 0);
+            let o = tool_command(tool)
+                .args(flags)
+                .arg(src.join("a"))
+                .arg(format!("{}/", dst.display()))
+                .output()
+                .unwrap();
+            (code(&o), items(&o), listing(&dst))
+        });
+        assert!(!got.1.is_empty(), "{flags:?}: nothing done");
+    }
+    assert_eq!(
+        listing(&od).len(),
+        3,
+        "the directory pointed to is left as it was"
+    );
+}
+
+/// `-k` is decided before `--safe-links` and `--copy-unsafe-links`, as rsync's `link_stat`
+/// does: a symlink to a directory outside the tree is copied as that directory (it was skipped
+/// as unsafe under `--safe-links`), without the unsafe-link notice; links to files are still
+/// judged safe or not.
+#[test]
+fn copy_dirlinks_comes_before_the_safe_link_options_as_rsync() {
+    if !require_rsync("copy_dirlinks_comes_before_the_safe_link_options_as_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let out = s.path().join("out");
+    named_files(&out, &["od/f2", "od/inner/f3", "of"]);
+    let src = s.path().join("src");
+    named_files(&src, &["sub/f"]);
+    symlink("../out/od", src.join("up_dir")).unwrap();
+    symlink(out.join("od"), src.join("abs_dir")).unwrap();
+    symlink("../out/of", src.join("up_file")).unwrap();
+    symlink("sub", src.join("in_dir")).unwrap();
+    symlink("../../out/od", src.join("sub/deep_up_dir")).unwrap();
+    for (i, flags) in [
+        &["-rlt", "--safe-links", "-k", "-i"][..],
+        &["-rlt", "--copy-unsafe-links", "-k", "-i"],
+        &["-rt", "--safe-links", "-k", "-i"],
+        &["-rlt", "--safe-links", "--copy-unsafe-links", "-k", "-i"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let got = same_as_rsync(&flags, |tool| {
+            let dst = s.path().join(format!("{tool}{i}"));
+            let o = by_tool(tool, flags, &src, &dst);
+            (code(&o), items(&o), listing(&dst))
+        });
+        assert!(
+            got.2.iter().any(|l| l.contains("up_dir/inner/f3")),
+            "{flags:?}: {got:?}"
+        );
+    }
 }
 
 #[test]

@@ -2316,7 +2316,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
                 sources,
                 dest,
                 config.recursive || dirs,
-                &config.filters,
+                &config,
                 m.get_flag("mkpath"),
             )
             .map(|(roots, create, above)| {
@@ -2810,7 +2810,7 @@ fn plan(
     sources: &[OsString],
     dest: &OsString,
     recursive: bool,
-    filters: &engine::Filters,
+    config: &engine::Config,
     mkpath: bool,
 ) -> Result<Plan, ArgError> {
     let dest_path = PathBuf::from(dest);
@@ -2921,7 +2921,7 @@ fn plan(
         });
     }
     if recursive {
-        roots = guard_overlap(roots, filters)?;
+        roots = guard_overlap(roots, config)?;
     }
     // rsync creates DEST (one level) when it is to be a directory; --mkpath what is above it.
     let create = (!dest_exists).then(|| dest_path.clone());
@@ -3110,17 +3110,54 @@ fn resolved(p: &Path) -> Option<PathBuf> {
     Some(std::fs::canonicalize(parent).ok()?.join(p.file_name()?))
 }
 
+/// Whether a root is copied as a directory: a directory, or a symlink to one that is followed
+/// (a trailing slash, `-L`, `-k`, or `--copy-unsafe-links` for an unsafe one). A symlink copied
+/// as a symlink is no directory that could overlap its destination.
+fn copied_as_dir(src: &Path, config: &engine::Config) -> bool {
+    let Ok(m) = std::fs::symlink_metadata(src) else {
+        return false;
+    };
+    if !m.file_type().is_symlink() {
+        return m.is_dir();
+    }
+    std::fs::metadata(src).is_ok_and(|m| m.is_dir())
+        && (config.copy_links
+            || config.copy_dirlinks
+            || (config.copy_unsafe_links
+                && std::fs::read_link(src)
+                    .is_ok_and(|t| engine::unsafe_symlink_target(t.as_os_str().as_bytes(), 0))))
+}
+
 /// A directory copied onto itself has nothing to do (its root is dropped); a destination inside
 /// the directory being copied would copy its own output again and again, so it is refused before
-/// anything is written.
+/// anything is written. A root's destination entry that is a symlink is replaced, not followed
+/// (unless `-K`), so it is where it is, not where it points: a followed source symlink and a
+/// destination symlink to the same directory are a copy to make, not a copy onto itself (until
+/// session 34 the root was dropped without a word, where rsync replaces the symlink).
 fn guard_overlap(
     roots: Vec<engine::Root>,
-    filters: &engine::Filters,
+    config: &engine::Config,
 ) -> Result<Vec<engine::Root>, ArgError> {
+    let filters = &config.filters;
     let mut kept = Vec::with_capacity(roots.len());
     for r in roots {
-        let src_is_dir = std::fs::metadata(&r.src).is_ok_and(|m| m.is_dir());
-        if let (true, Some(src), Some(dst)) = (src_is_dir, resolved(&r.src), resolved(&r.dst)) {
+        let src_is_dir = copied_as_dir(&r.src, config);
+        let entry = !r.rel.as_os_str().is_empty();
+        let dst = if entry
+            && !config.keep_dirlinks
+            && std::fs::symlink_metadata(&r.dst).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            let parent = r.dst.parent().filter(|p| !p.as_os_str().is_empty());
+            let parent = parent.unwrap_or(Path::new("."));
+            let name = r.dst.file_name();
+            std::fs::canonicalize(parent)
+                .ok()
+                .zip(name)
+                .map(|(p, n)| p.join(n))
+        } else {
+            resolved(&r.dst)
+        };
+        if let (true, Some(src), Some(dst)) = (src_is_dir, resolved(&r.src), dst) {
             if src == dst {
                 continue;
             }

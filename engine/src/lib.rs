@@ -99,6 +99,8 @@ pub use fsops::sys::{
     BecomeStep, become_user, group_id, untrusted_symlink, user_id, user_primary_gid,
 };
 pub use select::Selection;
+/// rsync 3.5's judgement of a symlink target (`--safe-links`, `--copy-unsafe-links`).
+pub use task::unsafe_target as unsafe_symlink_target;
 
 /// The core threads a run starts when `Config::threads` is 0: the CPUs this process may use
 /// (`available_parallelism`, which reads the CPU mask and the cgroup quota files: read once).

@@ -1543,7 +1543,7 @@ fn clear_root_entry(core: &Core, root: &crate::Root, src: &OwnedFd) -> Result<bo
         }
         Ok(_) => {}
     }
-    let in_the_way = kept_in_the_way(core, src, dir, &name).and_then(|kept| {
+    let in_the_way = kept_in_the_way(core, (src, &Scope::All), dir, &name).and_then(|kept| {
         if kept || cfg.dry_run {
             return Ok(kept);
         }
@@ -2900,26 +2900,27 @@ fn finish_dir_meta(core: &Core, node: &DirNode) {
     bump(&core.counters.dirs, 1);
 }
 
-/// Whether a symlink target climbs out of the transfer root from a link at `depth` (rsync's
-/// `unsafe_symlink`): absolute, empty, or more `..` than directories below the root at any point.
-fn unsafe_target(target: &[u8], depth: usize) -> bool {
+/// Whether a symlink target may climb out of the transfer root from a link at `depth`, by rsync
+/// 3.5's `unsafe_symlink` (since 3.4's fix of the `--safe-links` bypass, CVE-2024-12088):
+/// absolute or empty; a `..` after any other component (`a/../b`, `./../x`) or a last `..` after
+/// anything (`../..`); or more leading `..` than directories between the link and the root.
+pub fn unsafe_target(target: &[u8], depth: usize) -> bool {
     if target.is_empty() || target.starts_with(b"/") {
         return true;
     }
+    let mut parts = target.split(|&b| b == b'/').filter(|p| !p.is_empty());
+    if target.ends_with(b"/..") {
+        return true;
+    }
     let mut d = depth as isize;
-    let parts: Vec<&[u8]> = target.split(|&b| b == b'/').collect();
-    let last = parts.len() - 1;
-    for (i, part) in parts.iter().enumerate() {
-        match *part {
-            b"" | b"." => {}
-            b".." => {
-                d -= 1;
-                if d < 0 {
-                    return true;
-                }
-            }
-            _ if i < last => d += 1,
-            _ => {}
+    for part in parts.by_ref() {
+        if part != b".." {
+            // Past the leading `..`s: a later `..` makes the link unsafe.
+            return parts.any(|p| p == b"..");
+        }
+        d -= 1;
+        if d < 0 {
+            return true;
         }
     }
     false
@@ -2969,6 +2970,17 @@ async fn entry(
         bump(&core.counters.seen[kind], 1);
     }
     let mut follow = false;
+    if file_type == FileType::Symlink
+        && !cfg.copy_links
+        && cfg.copy_dirlinks
+        && sys::stat_at(parent.src_fd(), name).is_ok_and(|st| st.file_type() == FileType::Dir)
+    {
+        // -k: a symlink to a directory is copied as the directory, decided first as rsync's
+        // `link_stat` does: an unsafe one too, under --safe-links (not skipped) and
+        // --copy-unsafe-links (no notice).
+        follow = true;
+        file_type = FileType::Dir;
+    }
     if file_type == FileType::Symlink && (cfg.copy_links || cfg.copy_unsafe_links || cfg.safe_links)
     {
         let mut target = None;
@@ -3037,15 +3049,6 @@ async fn entry(
             );
             return Outcome::Done;
         }
-    }
-    if file_type == FileType::Symlink
-        && !follow
-        && cfg.copy_dirlinks
-        && sys::stat_at(parent.src_fd(), name).is_ok_and(|st| st.file_type() == FileType::Dir)
-    {
-        // -k: a symlink to a directory is copied as the directory.
-        follow = true;
-        file_type = FileType::Dir;
     }
     if cfg.copy_devices && file_type.is_device() {
         // (A followed symlink to a device.)
@@ -5503,7 +5506,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                             match sys::open_dir_at_follow(ddir, name) {
                                 Ok(fd) => DestDir::Existing(fd),
                                 Err(_) => {
-                                    if kept_in_the_way(core, &src, ddir, name)? {
+                                    if kept_in_the_way(core, (&src, &scope), ddir, name)? {
                                         return Ok(());
                                     }
                                     DestDir::Created(replace_with_dir(
@@ -5522,7 +5525,7 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
                             ) =>
                         {
                             // A non-directory (or a symlink) is in the way: replace it, as rsync does.
-                            if kept_in_the_way(core, &src, ddir, name)? {
+                            if kept_in_the_way(core, (&src, &scope), ddir, name)? {
                                 return Ok(());
                             }
                             DestDir::Created(replace_with_dir(core, ddir, name, &parent.rel())?)
@@ -5671,17 +5674,23 @@ fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) 
 /// ENOTDIR), as rsync reports each of them, and so is an empty one with `--delete` unless a
 /// symlink is in the way (rsync fails to list a file there, and a dangling symlink lists
 /// nothing); any other is only skipped (`Ok(true)`). `Ok(false)` when the option is off:
-/// replace it. rsync also stamps the directory's mtime on the entry it kept; arsync leaves it
-/// as it is.
+/// replace it. A directory whose contents are not sent (its `scope` is empty: named by
+/// `--files-from` without `-r`) is only skipped: nothing would go below it (until session 34 it
+/// failed as one with entries). rsync also stamps the directory's mtime on the entry it kept;
+/// arsync leaves it as it is.
 fn kept_in_the_way(
     core: &Core,
-    src: &OwnedFd,
+    (src, scope): (&OwnedFd, &Scope),
     ddir: BorrowedFd<'_>,
     name: &CStr,
 ) -> EntryResult<bool> {
     let cfg = &core.shared.config;
     if !cfg.ignore_existing {
         return Ok(false);
+    }
+    if matches!(scope, Scope::Empty) {
+        bump(&core.counters.skipped, 1);
+        return Ok(true);
     }
     let has_entries = || {
         let mut reader = fsops::DirReader::default();
@@ -6092,8 +6101,17 @@ mod tests {
         assert!(unsafe_target(b"..", 0));
         assert!(!unsafe_target(b"..", 1));
         assert!(unsafe_target(b"../../x", 1));
-        assert!(!unsafe_target(b"a/../../x", 1));
-        assert!(unsafe_target(b"a/../../../x", 1));
+        // rsync 3.5: no `..` after another component, nor a last `..` after anything.
+        assert!(unsafe_target(b"a/../../x", 1));
+        assert!(unsafe_target(b"a/../b", 2));
+        assert!(unsafe_target(b"./../x", 2));
+        assert!(unsafe_target(b"../..", 2));
+        assert!(unsafe_target(b"..//..", 3));
+        assert!(!unsafe_target(b"../../", 2));
+        assert!(!unsafe_target(b"..//../x", 2));
+        assert!(!unsafe_target(b"../sub/x", 1));
+        assert!(!unsafe_target(b"...", 0));
+        assert!(!unsafe_target(b"a..b/..a", 0));
         assert!(!unsafe_target(b"sub/file", 0));
         assert!(!unsafe_target(b"./x/./y", 0));
     }
