@@ -4393,6 +4393,48 @@ fn copy_dirlinks_follows_only_links_to_directories_as_rsync() {
     assert_eq!(code(&out), 23, "{}", err(&out));
 }
 
+/// `-m` with `-L`, `-k` or `--copy-unsafe-links`: a symlink counts as what it is sent as. One
+/// that cannot be followed (dangling, a loop) is reported and left out by rsync's sender, so a
+/// directory holding only such links is pruned (and the run still ends with 23); one followed
+/// to a file is content. Before, arsync counted every symlink as content and made those
+/// directories.
+#[test]
+fn prune_empty_dirs_counts_symlinks_as_what_they_are_sent_as() {
+    if !require_rsync("prune_empty_dirs_counts_symlinks_as_what_they_are_sent_as") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    named_files(&src, &["top", "full/x"]);
+    for d in ["z", "e/e2", "lp/inner", "keep"] {
+        fs::create_dir_all(src.join(d)).unwrap();
+    }
+    symlink("nowhere", src.join("z/f")).unwrap();
+    symlink("../nowhere", src.join("e/e2/f")).unwrap();
+    symlink("../../lp", src.join("lp/inner/loop")).unwrap();
+    symlink("../top", src.join("keep/t")).unwrap();
+    symlink("../full", src.join("keep/d")).unwrap();
+    for (i, flags) in [
+        &["-a", "-L", "-m"][..],
+        &["-a", "-k", "-m"],
+        &["-a", "--copy-unsafe-links", "-m"],
+        &["-a", "-L", "-m", "--delete-before"],
+        &["-a", "-m"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (rc, made) = same_listing_as_rsync(s.path(), i, (flags, &src), |_| {});
+        if i == 0 {
+            assert_eq!(rc, 23);
+            assert!(
+                made.contains("f keep/t") && !made.iter().any(|l| l.contains(" z")),
+                "{made:?}"
+            );
+        }
+    }
+}
+
 /// `--ignore-existing` with `--files-from` (no `-r`): a named directory whose place in the
 /// destination holds a file is left alone without a word, as rsync leaves it (its contents are
 /// not sent, so nothing needs to go below it); a directory whose contents are sent still fails

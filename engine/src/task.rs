@@ -684,14 +684,16 @@ pub(crate) fn dirs_above(root: &crate::Root, side: Side) -> Vec<(PathBuf, Vec<u8
     out
 }
 
-/// [`holds_content`] of subdirectory `name` of `node`.
-fn child_holds_content(core: &Core, node: &DirNode, name: &CStr) -> bool {
+/// [`holds_content`] of subdirectory `name` of `node`; with `report`, what could not be
+/// followed below a directory found empty is reported (once: by the scan that prunes it).
+fn child_holds_content(core: &Core, node: &DirNode, name: &CStr, report: bool) -> bool {
+    let at = report.then(|| node.child_src_path(name));
     holds_content(
         core,
         node.src_fd(),
         name,
         node.child_rel(name),
-        node.dir_rules.as_ref(),
+        (node.dir_rules.as_ref(), at.as_deref()),
     )
 }
 
@@ -706,7 +708,7 @@ fn holds_content(
     dir: BorrowedFd<'_>,
     name: &CStr,
     rel: PathBuf,
-    parent_rules: Option<&Arc<DirRules>>,
+    (parent_rules, report_at): (Option<&Arc<DirRules>>, Option<&Path>),
 ) -> bool {
     let filters = &core.shared.config.filters;
     let protected = |rel: &Path| filters.protects(rel.as_os_str().as_bytes(), true);
@@ -735,8 +737,21 @@ fn holds_content(
     let mut reader = fsops::dir::DirReader::new(16 * 1024);
     // Directories still to read, as (parent, name, path, parent's rules): opened when popped,
     // so a wide level of empty directories holds no descriptors.
-    type Todo = (Rc<OwnedFd>, CString, PathBuf, Option<Arc<DirRules>>);
+    type Todo = (Rc<OwnedFd>, CString, PathBuf, Option<Arc<DirRules>>, bool);
     let mut todo: Vec<Todo> = Vec::new();
+    // -L, -k, --copy-unsafe-links: a symlink counts as what it is sent as (see `link_sent_as`),
+    // a followed one to a directory is walked, once per directory.
+    let cfg = &core.shared.config;
+    let follows = cfg.copy_links || cfg.copy_dirlinks || cfg.copy_unsafe_links;
+    let mut looked = std::collections::HashSet::new();
+    // Symlinks that could not be followed, reported (with `report_at`, the directory's source
+    // path) if the directory turns out to hold nothing and is pruned.
+    let mut failed: Vec<(PathBuf, io::Error, &str)> = Vec::new();
+    let top = rel.clone();
+    const LOOP: &str = "opendir (directory loop through a followed symlink)";
+    if follows && let Ok(st) = sys::fstat(fd.as_fd()) {
+        looked.insert((st.dev, st.ino));
+    }
     let rules = rules_of(fd.as_fd(), &rel, parent_rules);
     let mut current = Some((Rc::new(fd), rel, rules));
     while let Some((fd, rel, rules)) = current.take() {
@@ -754,6 +769,25 @@ fn holds_content(
                         Err(_) => return true,
                     }
                 }
+                let (ft, follow) = if ft == FileType::Symlink && follows {
+                    let depth = rel.components().count();
+                    match link_sent_as(&core.shared.config, fd.as_fd(), ent.name, depth) {
+                        Ok(sent) => sent,
+                        // rsync's sender reports it and leaves it out: reported below if
+                        // this directory is pruned (otherwise its own walk reports it).
+                        Err(e) => {
+                            if let Some(at) = report_at {
+                                let below = rel.strip_prefix(&top).unwrap_or(Path::new(""));
+                                let name = OsStr::from_bytes(ent.name.to_bytes());
+                                let op = follow_failed(&e);
+                                failed.push((at.join(below).join(name), e, op));
+                            }
+                            continue;
+                        }
+                    }
+                } else {
+                    (ft, false)
+                };
                 if filtered(
                     core,
                     sync::Rel::Given(&rel),
@@ -771,20 +805,77 @@ fn holds_content(
                 if protected(&sub) {
                     return true;
                 }
-                todo.push((Rc::clone(&fd), ent.name.to_owned(), sub, rules.clone()));
+                todo.push((
+                    Rc::clone(&fd),
+                    ent.name.to_owned(),
+                    sub,
+                    rules.clone(),
+                    follow,
+                ));
             }
         }
-        if let Some((parent, name, rel, parent_rules)) = todo.pop() {
-            match sys::open_dir_at(parent.as_fd(), &name) {
+        while let Some((parent, name, rel, parent_rules, follow)) = todo.pop() {
+            let sub = if follow {
+                sys::open_dir_at_follow(parent.as_fd(), &name)
+            } else {
+                sys::open_dir_at(parent.as_fd(), &name)
+            };
+            match sub {
                 Ok(sub) => {
+                    // A followed link back to a directory already looked at holds nothing new
+                    // (its own walk reports the loop).
+                    if follows
+                        && !sys::fstat(sub.as_fd()).is_ok_and(|st| looked.insert((st.dev, st.ino)))
+                    {
+                        if let Some(at) = report_at {
+                            let below = rel.strip_prefix(&top).unwrap_or(Path::new(""));
+                            let e = io::Error::from_raw_os_error(libc::ELOOP);
+                            failed.push((at.join(below), e, LOOP));
+                        }
+                        continue;
+                    }
                     let rules = rules_of(sub.as_fd(), &rel, parent_rules.as_ref());
                     current = Some((Rc::new(sub), rel, rules));
+                    break;
                 }
                 Err(_) => return true,
             }
         }
     }
+    for (path, e, op) in failed {
+        report(core, &path, op, &e, ErrorClass::Partial);
+    }
     false
+}
+
+/// With `-L`, `-k` or `--copy-unsafe-links`, what a listed symlink (in a directory at `depth`) is
+/// sent as, and whether it is followed: its target's type when followed, a symlink when not;
+/// the error when following it fails (dangling, a loop): rsync's sender reports it and leaves it
+/// out of the transfer, so for `-m` it is nothing.
+fn link_sent_as(
+    cfg: &crate::Config,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    depth: usize,
+) -> io::Result<(FileType, bool)> {
+    let target = || sys::stat_at(dir, name).map(|st| st.file_type());
+    let followed = cfg.copy_links
+        || (cfg.copy_dirlinks && target().is_ok_and(|t| t == FileType::Dir))
+        || (cfg.copy_unsafe_links
+            && source_link(cfg, dir, name).is_ok_and(|t| unsafe_target(t.as_bytes(), depth)));
+    if !followed {
+        return Ok((FileType::Symlink, false));
+    }
+    target().map(|t| (t, true))
+}
+
+/// The operation named in the report of a symlink that could not be followed (as `entry`).
+fn follow_failed(e: &io::Error) -> &'static str {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        "stat (symlink loop)"
+    } else {
+        "stat (symlink has no referent)"
+    }
 }
 
 /// A destination directory for a node: opened, or (dry run, or `--existing`) absent.
@@ -1011,7 +1102,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
         // as entries, do not. With `-d` the root holds nothing: pruned but where protected.)
         if cfg.prune_empty_dirs
             && !root.rel.as_os_str().is_empty()
-            && !holds_content(core, src.as_fd(), c".", root.rel.clone(), None)
+            && !holds_content(core, src.as_fd(), c".", root.rel.clone(), (None, None))
         {
             // `-m`: a directory named on the command line (`SRC`, not `SRC/`) that holds nothing
             // but directories once the rules are applied is left out as rsync leaves it out:
@@ -1738,7 +1829,7 @@ fn scan(core: &Rc<Core>, node: Arc<DirNode>) {
         for ent in reader.entries() {
             let mut file_type = ent.file_type;
             if filters || prune {
-                match admitted(core, &node, rel.as_deref(), ent.name, file_type) {
+                match admitted(core, (&node, true), rel.as_deref(), ent.name, file_type) {
                     Some(ft) => file_type = ft,
                     None => continue,
                 }
@@ -1831,10 +1922,12 @@ fn getdents(core: &Core, reader: &mut fsops::DirReader, node: &DirNode) -> io::R
 
 /// Whether entry `name` (type `ft` as listed) of `node`'s listing belongs to the transfer under
 /// the filter rules and `-m`; its type, looked up when the listing did not say. `rel`: the
-/// directory's path, when the caller made it once for many entries.
+/// directory's path, when the caller made it once for many entries. `report`: the scan's own
+/// call, which reports what a directory pruned by `-m` could not follow (a second look, such as
+/// `--delete-before`'s, does not report it again).
 fn admitted(
     core: &Core,
-    node: &DirNode,
+    (node, report): (&DirNode, bool),
     rel: Option<&Path>,
     name: &CStr,
     mut ft: FileType,
@@ -1880,7 +1973,7 @@ fn admitted(
     }
     if core.shared.config.prune_empty_dirs
         && ft == FileType::Dir
-        && !child_holds_content(core, node, name)
+        && !child_holds_content(core, node, name, report)
     {
         // Left out as if excluded (and so extraneous to --delete), as rsync's -m.
         return None;
@@ -1900,7 +1993,7 @@ fn delete_before(core: &Core, node: &DirNode) {
         let mut reader = fsops::DirReader::default();
         while reader.fill(fd.as_fd())? {
             for ent in reader.entries() {
-                if admitted(core, node, Some(&rel), ent.name, ent.file_type).is_some() {
+                if admitted(core, (node, false), Some(&rel), ent.name, ent.file_type).is_some() {
                     names.push(ent.name.to_owned());
                 }
             }
@@ -2006,7 +2099,7 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
         if implied.is_none()
             && cfg.prune_empty_dirs
             && st.file_type() == FileType::Dir
-            && !child_holds_content(core, &node, name)
+            && !child_holds_content(core, &node, name, true)
             && (cfg.recursive
                 || sel.child(at, name).is_none_or(|i| {
                     sel.children(i).next().is_none()
@@ -2084,7 +2177,7 @@ fn implied_way_leads_somewhere(
         let pruned = || {
             cfg.prune_empty_dirs
                 && st.file_type() == FileType::Dir
-                && !holds_content(core, node.src_fd(), &p, full.clone(), None)
+                && !holds_content(core, node.src_fd(), &p, full.clone(), (None, None))
         };
         !filtered(
             core,
