@@ -4393,6 +4393,109 @@ fn copy_dirlinks_follows_only_links_to_directories_as_rsync() {
     assert_eq!(code(&out), 23, "{}", err(&out));
 }
 
+/// `--files-from` and `-R` paths that go through a symlink to a directory: rsync (since 3.0)
+/// sends the implied directories on the way as real directories, so the symlink is made a
+/// directory in the copy and the named paths below it are copied, also when the symlink is
+/// named itself, and with `--no-implied-dirs`. Before, arsync copied the symlink and left the
+/// named paths out without a word (exit 0): a file list through a symlinked directory lost
+/// its files.
+#[test]
+fn named_paths_through_a_symlinked_directory_are_copied_as_rsync() {
+    if !require_rsync("named_paths_through_a_symlinked_directory_are_copied_as_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    named_files(&src, &["real/sub/f", "real/other"]);
+    named_files(&s.path().join("out/od"), &["g"]);
+    symlink("real", src.join("lnk")).unwrap();
+    symlink("../out/od", src.join("ext")).unwrap();
+    let lists = ["lnk/sub/f\next/g\n", "lnk\nlnk/sub/f\n", "lnk\n"];
+    let mut i = 0;
+    for list in lists {
+        let from = s.path().join(format!("list{i}"));
+        write(&from, list.as_bytes());
+        let from = format!("--files-from={}", from.display());
+        for extra in [&[][..], &["-r"], &["--no-implied-dirs"]] {
+            let mut flags = vec!["-a", "-i", from.as_str()];
+            flags.extend_from_slice(extra);
+            let got = same_as_rsync(&flags, |tool| {
+                let dst = s.path().join(format!("{tool}{i}"));
+                let o = by_tool(tool, &flags, &src, &dst);
+                (code(&o), items(&o), listing(&dst))
+            });
+            if list.starts_with("lnk/sub/f") {
+                assert!(
+                    got.2.contains("f lnk/sub/f") && got.2.contains("f ext/g"),
+                    "{got:?}"
+                );
+            }
+            i += 1;
+        }
+    }
+    // -R names the same paths on the command line.
+    let got = same_as_rsync(&"-R", |tool| {
+        let dst = s.path().join(format!("{tool}-R"));
+        let o = tool_command(tool)
+            .current_dir(&src)
+            .args(["-a", "-i", "-R", "lnk/sub/f", "ext/g"])
+            .arg(format!("{}/", dst.display()))
+            .output()
+            .unwrap();
+        (code(&o), items(&o), listing(&dst))
+    });
+    assert!(
+        got.2.contains("d lnk") && got.2.contains("f lnk/sub/f"),
+        "{got:?}"
+    );
+}
+
+/// One entry that is no directory as the transfer sees it goes to the name DEST (no trailing
+/// slash, not a directory), as rsync copies "file to file": a symlink to a directory named
+/// without `/` (`SRC/link DEST` made DEST that symlink; arsync made DEST a directory holding
+/// it), and `-R`/`--files-from` naming a single top-level entry (arsync made DEST a directory).
+#[test]
+fn a_single_entry_goes_to_the_name_dest_as_rsync() {
+    if !require_rsync("a_single_entry_goes_to_the_name_dest_as_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    named_files(&src, &["real/f", "top"]);
+    symlink("real", src.join("lnk")).unwrap();
+    let one = s.path().join("one");
+    write(&one, b"top\n");
+    let lnk = s.path().join("lnk-list");
+    write(&lnk, b"lnk\n");
+    let (one, lnk) = (
+        format!("--files-from={}", one.display()),
+        format!("--files-from={}", lnk.display()),
+    );
+    let cases: [(&[&str], &[&str]); 6] = [
+        (&["-a", "-i"], &["lnk"]),
+        (&["-a", "-i", "-L"], &["lnk"]),
+        (&["-a", "-i", "-R"], &["top"]),
+        (&["-a", "-i", "-R"], &["real/f"]),
+        (&["-a", "-i", &one], &["."]),
+        (&["-a", "-i", &lnk], &["."]),
+    ];
+    for (i, (flags, names)) in cases.into_iter().enumerate() {
+        let got = same_as_rsync(&(flags, names), |tool| {
+            let dst = s.path().join(format!("{tool}{i}"));
+            let o = tool_command(tool)
+                .current_dir(&src)
+                .args(flags)
+                .args(names)
+                .arg(&dst)
+                .output()
+                .unwrap();
+            let kind = fs::symlink_metadata(&dst).map(|m| format!("{:?}", m.file_type()));
+            (code(&o), items(&o), kind.ok(), listing(&dst))
+        });
+        assert_eq!(got.0, 0, "{flags:?} {names:?}");
+    }
+}
+
 /// `-m` with `-L`, `-k` or `--copy-unsafe-links`: a symlink counts as what it is sent as. One
 /// that cannot be followed (dangling, a loop) is reported and left out by rsync's sender, so a
 /// directory holding only such links is pruned (and the run still ends with 23); one followed

@@ -2310,7 +2310,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             None => sources,
         };
         let (roots, create, above) = if relative {
-            plan_relative(sources, dest, files_from.is_some(), m.get_flag("mkpath"))
+            plan_relative(
+                sources,
+                dest,
+                (files_from.is_some(), config.recursive || dirs),
+                &config,
+                m.get_flag("mkpath"),
+            )
         } else {
             plan(
                 sources,
@@ -2820,7 +2826,10 @@ fn plan(
     let dest_exists = std::fs::symlink_metadata(&dest_path).is_ok();
     // rsync decides "file to file" on what it will actually transfer: a missing source is
     // reported and does not count, nor does a directory skipped for lack of -r.
-    let is_dir = |s: &OsString| std::fs::metadata(PathBuf::from(s)).is_ok_and(|m| m.is_dir());
+    // (As the transfer sees it: a symlink to a directory is one only where it is followed, so
+    // `SRC/link DEST` makes DEST the symlink, as rsync does; until session 34 DEST was made a
+    // directory holding it.)
+    let is_dir = |s: &OsString| copied_as_dir(Path::new(s), config);
     let transferable: Vec<&OsString> = sources
         .iter()
         .filter(|s| std::fs::symlink_metadata(PathBuf::from(s)).is_ok())
@@ -3000,10 +3009,19 @@ fn relative_list(src: &OsString, names: &[Vec<u8>]) -> Vec<OsString> {
 fn plan_relative(
     sources: &[OsString],
     dest: &OsString,
-    listed: bool,
+    (listed, recursive): (bool, bool),
+    config: &engine::Config,
     mkpath: bool,
 ) -> Result<Plan, ArgError> {
     let dest_path = PathBuf::from(dest);
+    if let Some(single) = single_top_entry(sources, config)
+        && !has_trailing_slash(dest)
+        && !std::fs::metadata(&dest_path).is_ok_and(|m| m.is_dir())
+    {
+        // One entry at the top and nothing else (no directory on its way): rsync copies it to
+        // the name DEST, as without -R (until session 34 DEST was made a directory holding it).
+        return plan(&[single], dest, recursive, config, mkpath);
+    }
     let dest_exists = std::fs::symlink_metadata(&dest_path).is_ok();
     if dest_exists && !std::fs::metadata(&dest_path).is_ok_and(|m| m.is_dir()) {
         return Err(ArgError {
@@ -3086,6 +3104,33 @@ fn plan_relative(
         .filter(|p| !p.as_os_str().is_empty() && mkpath && std::fs::metadata(p).is_err())
         .map(Path::to_path_buf);
     Ok((roots, create, above))
+}
+
+/// `-R`/`--files-from` naming a single entry at the top of its base (`base/./name`), which exists
+/// and is no directory as the transfer sees it: the path of that entry.
+fn single_top_entry(sources: &[OsString], config: &engine::Config) -> Option<OsString> {
+    let [s] = sources else { return None };
+    let b = s.as_bytes();
+    let (base, rel): (&[u8], &[u8]) = match b.windows(3).position(|w| w == b"/./") {
+        Some(i) => (&b[..i.max(1)], &b[i + 3..]),
+        None => (b".", b),
+    };
+    let parts: Vec<&[u8]> = rel
+        .split(|&c| c == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
+    let [name] = parts[..] else { return None };
+    if name == b".." || rel.ends_with(b"/") || rel.starts_with(b"/") {
+        return None;
+    }
+    let mut path = base.to_vec();
+    if !path.ends_with(b"/") {
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    let path = OsString::from_vec(path);
+    let there = std::fs::symlink_metadata(&path).is_ok();
+    (there && !copied_as_dir(Path::new(&path), config)).then_some(path)
 }
 
 /// An OS error as rsync prints it: `Text (errno)`.

@@ -3063,6 +3063,8 @@ async fn entry(
         bump(&core.counters.seen[kind], 1);
     }
     let mut follow = false;
+    // (Followed only to reach named paths below it: see `enter_dir`.)
+    let mut through_named = false;
     if file_type == FileType::Symlink
         && !cfg.copy_links
         && cfg.copy_dirlinks
@@ -3072,6 +3074,20 @@ async fn entry(
         // `link_stat` does: an unsafe one too, under --safe-links (not skipped) and
         // --copy-unsafe-links (no notice).
         follow = true;
+        file_type = FileType::Dir;
+    }
+    if file_type == FileType::Symlink
+        && !cfg.copy_links
+        && (parent.scope.child(name, cfg.recursive).1 || parent.scope.named_below(name).is_some())
+        && sys::stat_at(parent.src_fd(), name).is_ok_and(|st| st.file_type() == FileType::Dir)
+    {
+        // `-R`/`--files-from`: a symlink on the way to named paths (an implied directory, named
+        // itself or not) is sent as the directory it leads to, as rsync (since 3.0) puts implied
+        // directories in its list as real directories (and keeps the directory where a name is
+        // also a symlink). Before, the symlink was copied and the named paths below it were
+        // left out without a word.
+        follow = true;
+        through_named = true;
         file_type = FileType::Dir;
     }
     if file_type == FileType::Symlink && (cfg.copy_links || cfg.copy_unsafe_links || cfg.safe_links)
@@ -3170,7 +3186,7 @@ async fn entry(
                 skip(core, &parent.child_rel(name), SkipReason::Directory);
                 return Outcome::Done;
             }
-            if let Err(err) = enter_dir(core, parent, name, follow) {
+            if let Err(err) = enter_dir(core, parent, name, (follow, through_named)) {
                 entry_failed(core, parent, name, dst_name, err);
             }
         }
@@ -5457,9 +5473,20 @@ fn passed_by_name(cfg: &crate::Config, scope: &Scope, e: &io::Error) -> bool {
 }
 
 /// Create or reuse the destination directory `name` and start scanning the source one.
-fn enter_dir(core: &Rc<Core>, parent: &Arc<DirNode>, name: &CStr, follow: bool) -> EntryResult {
+fn enter_dir(
+    core: &Rc<Core>,
+    parent: &Arc<DirNode>,
+    name: &CStr,
+    (follow, through_named): (bool, bool),
+) -> EntryResult {
     let cfg = &core.shared.config;
     let (mut scope, mut implied) = parent.scope.child(name, cfg.recursive);
+    if through_named && let Some(below) = parent.scope.named_below(name) {
+        // A symlink named itself and on the way to named paths: only those are sent below it
+        // (rsync sends the link, which is not recursed, and the implied directory in its
+        // place, with -r too; with --no-implied-dirs that directory is only made on the way).
+        (scope, implied) = (below, true);
+    }
     if let Some(below) = parent.scope.named_below(name)
         && cfg.filters.has_sender_rules()
         && cfg.filters.excludes_at(
