@@ -4450,6 +4450,49 @@ fn named_paths_through_a_symlinked_directory_are_copied_as_rsync() {
     );
 }
 
+/// `--no-implied-dirs`: a directory on the way to a listed path that is a symlink to a
+/// directory in the destination is left as it is and the listed path goes through it, as
+/// rsync's manual says ("even ... a symlink to a directory on the receiving side"; rsync 3.5
+/// keeps the symlink but refuses to go through it, exit 23). Before, arsync replaced the
+/// destination's symlink with a directory. Without the option the implied directory is made
+/// a real one, as rsync makes it.
+#[test]
+fn no_implied_dirs_goes_through_a_destination_symlink_to_a_directory() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    named_files(&src, &["a/sub/f"]);
+    let list = s.path().join("list");
+    write(&list, b"a/sub/f\n");
+    let from = format!("--files-from={}", list.display());
+    for (flags, through) in [
+        (&["-a", "--no-implied-dirs", &from][..], true),
+        (&["-a", &from], false),
+    ] {
+        let dst = s.path().join(format!("dst{through}"));
+        let elsewhere = s.path().join(format!("elsewhere{through}"));
+        fs::create_dir_all(&dst).unwrap();
+        fs::create_dir_all(&elsewhere).unwrap();
+        symlink(&elsewhere, dst.join("a")).unwrap();
+        let out = copy_contents(flags, &src, &dst);
+        assert_eq!(code(&out), 0, "{flags:?}: {}", err(&out));
+        let link = fs::symlink_metadata(dst.join("a"))
+            .unwrap()
+            .file_type()
+            .is_symlink();
+        assert_eq!(link, through, "{flags:?}");
+        let at = if through {
+            elsewhere.join("sub/f")
+        } else {
+            dst.join("a/sub/f")
+        };
+        assert_eq!(
+            fs::read(&at).unwrap(),
+            fs::read(src.join("a/sub/f")).unwrap(),
+            "{flags:?}"
+        );
+    }
+}
+
 /// One entry that is no directory as the transfer sees it goes to the name DEST (no trailing
 /// slash, not a directory), as rsync copies "file to file": a symlink to a directory named
 /// without `/` (`SRC/link DEST` made DEST that symlink; arsync made DEST a directory holding

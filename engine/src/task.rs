@@ -5558,6 +5558,10 @@ fn enter_dir(
     // (the name exists), as rsync does.
     let in_the_way =
         || !parent.fresh && sys::lstat_at(ddir, name).is_ok_and(|d| d.file_type() != FileType::Dir);
+    // -K, or --no-implied-dirs for a directory only on the way to named paths (rsync leaves such
+    // a path element as it is, "even a symlink to a directory on the receiving side"): a
+    // symlink to a directory in the destination stands for that directory.
+    let follow_dst_link = cfg.keep_dirlinks || (implied && cfg.no_implied_dirs);
     let dst = if cfg.dry_run || (cfg.existing && !in_the_way()) {
         // Look, create nothing: a dry run pretends, --existing makes no new directories.
         let found = if parent.fresh {
@@ -5565,7 +5569,7 @@ fn enter_dir(
         } else {
             match sys::open_dir_at(ddir, name) {
                 Ok(fd) => Some(fd),
-                Err(e) if cfg.keep_dirlinks && e.raw_os_error() == Some(libc::ENOTDIR) => {
+                Err(e) if follow_dst_link && e.raw_os_error() == Some(libc::ENOTDIR) => {
                     sys::open_dir_at_follow(ddir, name).ok()
                 }
                 Err(_) => None,
@@ -5619,7 +5623,7 @@ fn enter_dir(
                             if matches!(
                                 e.raw_os_error(),
                                 Some(libc::ENOTDIR) | Some(libc::ELOOP)
-                            ) && cfg.keep_dirlinks =>
+                            ) && follow_dst_link =>
                         {
                             // -K: a symlink to a directory in the destination stands for that
                             // directory.
