@@ -4493,6 +4493,35 @@ fn no_implied_dirs_goes_through_a_destination_symlink_to_a_directory() {
     }
 }
 
+/// `--no-implied-dirs`: a file where a directory on the way to a listed path would go is left
+/// as it is and the listed path fails (exit 23), as rsync leaves it, in a dry run too. Before,
+/// arsync replaced the file with a directory: the user's file was lost.
+#[test]
+fn no_implied_dirs_leaves_a_file_in_the_way_as_rsync() {
+    if !require_rsync("no_implied_dirs_leaves_a_file_in_the_way_as_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    named_files(&src, &["c/f2", "top"]);
+    let list = s.path().join("list");
+    write(&list, b"c/f2\ntop\n");
+    let from = format!("--files-from={}", list.display());
+    for (i, extra) in [&[][..], &["-n"]].into_iter().enumerate() {
+        let mut flags = vec!["-a", "--no-implied-dirs", from.as_str()];
+        flags.extend_from_slice(extra);
+        let got = same_as_rsync(&flags, |tool| {
+            let dst = s.path().join(format!("{tool}{i}"));
+            fs::create_dir_all(&dst).unwrap();
+            write(&dst.join("c"), b"the user's file");
+            let o = by_tool(tool, &flags, &src, &dst);
+            (code(&o), listing(&dst), fs::read(dst.join("c")).ok())
+        });
+        assert_eq!(got.0, 23, "{flags:?}");
+        assert_eq!(got.2.as_deref(), Some(&b"the user's file"[..]), "{flags:?}");
+    }
+}
+
 /// One entry that is no directory as the transfer sees it goes to the name DEST (no trailing
 /// slash, not a directory), as rsync copies "file to file": a symlink to a directory named
 /// without `/` (`SRC/link DEST` made DEST that symlink; arsync made DEST a directory holding

@@ -5562,6 +5562,16 @@ fn enter_dir(
     // a path element as it is, "even a symlink to a directory on the receiving side"): a
     // symlink to a directory in the destination stands for that directory.
     let follow_dst_link = cfg.keep_dirlinks || (implied && cfg.no_implied_dirs);
+    // --no-implied-dirs: such a path element that is no directory (nor a symlink to one) is left
+    // as it is, and what is below it fails, as rsync leaves it ("Not a directory", exit 23).
+    // Until session 34 it was replaced by a directory: a file of the user's lost.
+    let left_as_it_is = || -> EntryResult<()> {
+        if implied && cfg.no_implied_dirs {
+            let e = io::Error::from_raw_os_error(libc::ENOTDIR);
+            return Err(("opendir", e, ErrorClass::Partial, Side::Dst));
+        }
+        Ok(())
+    };
     let dst = if cfg.dry_run || (cfg.existing && !in_the_way()) {
         // Look, create nothing: a dry run pretends, --existing makes no new directories.
         let found = if parent.fresh {
@@ -5575,6 +5585,9 @@ fn enter_dir(
                 Err(_) => None,
             }
         };
+        if found.is_none() && in_the_way() {
+            left_as_it_is()?;
+        }
         match found {
             Some(fd) => DestDir::Existing(fd),
             None if cfg.existing && !(cfg.dry_run && in_the_way()) => {
@@ -5633,6 +5646,7 @@ fn enter_dir(
                                     if kept_in_the_way(core, (&src, &scope), ddir, name)? {
                                         return Ok(());
                                     }
+                                    left_as_it_is()?;
                                     DestDir::Created(replace_with_dir(
                                         core,
                                         ddir,
@@ -5652,6 +5666,7 @@ fn enter_dir(
                             if kept_in_the_way(core, (&src, &scope), ddir, name)? {
                                 return Ok(());
                             }
+                            left_as_it_is()?;
                             DestDir::Created(replace_with_dir(core, ddir, name, &parent.rel())?)
                         }
                         Err(e) => return Err(("opendir", e, ErrorClass::Partial, Side::Dst)),
