@@ -4407,7 +4407,7 @@ fn named_paths_through_a_symlinked_directory_are_copied_as_rsync() {
     let s = Scratch::new();
     let src = s.path().join("src");
     named_files(&src, &["real/sub/f", "real/other"]);
-    named_files(&s.path().join("out/od"), &["g"]);
+    named_files(&s.path().join("out/od"), &["g", "h"]);
     symlink("real", src.join("lnk")).unwrap();
     symlink("../out/od", src.join("ext")).unwrap();
     let lists = ["lnk/sub/f\next/g\n", "lnk\nlnk/sub/f\n", "lnk\n"];
@@ -4433,21 +4433,32 @@ fn named_paths_through_a_symlinked_directory_are_copied_as_rsync() {
             i += 1;
         }
     }
-    // -R names the same paths on the command line.
-    let got = same_as_rsync(&"-R", |tool| {
-        let dst = s.path().join(format!("{tool}-R"));
-        let o = tool_command(tool)
-            .current_dir(&src)
-            .args(["-a", "-i", "-R", "lnk/sub/f", "ext/g"])
-            .arg(format!("{}/", dst.display()))
-            .output()
-            .unwrap();
-        (code(&o), items(&o), listing(&dst))
-    });
-    assert!(
-        got.2.contains("d lnk") && got.2.contains("f lnk/sub/f"),
-        "{got:?}"
-    );
+    // -R names the same paths on the command line; an unsafe link that --copy-unsafe-links
+    // follows, named with a path below it, is a directory of its own, copied whole (-a: -r).
+    for (i, names) in [
+        &["lnk/sub/f", "ext/g"][..],
+        &["--copy-unsafe-links", "ext", "ext/g", "lnk", "lnk/sub/f"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let got = same_as_rsync(&names, |tool| {
+            let dst = s.path().join(format!("{tool}-R{i}"));
+            let o = tool_command(tool)
+                .current_dir(&src)
+                .args(["-a", "-i", "-R"])
+                .args(names)
+                .arg(format!("{}/", dst.display()))
+                .output()
+                .unwrap();
+            (code(&o), items(&o), listing(&dst))
+        });
+        assert!(
+            got.2.contains("d lnk") && got.2.contains("f lnk/sub/f"),
+            "{got:?}"
+        );
+        assert_eq!(got.2.contains("f ext/h"), i == 1, "{got:?}");
+    }
 }
 
 /// `--no-implied-dirs`: a directory on the way to a listed path that is a symlink to a

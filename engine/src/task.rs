@@ -3080,7 +3080,12 @@ async fn entry(
         && !cfg.copy_links
         && (parent.scope.child(name, cfg.recursive).1 || parent.scope.named_below(name).is_some())
         && sys::stat_at(parent.src_fd(), name).is_ok_and(|st| st.file_type() == FileType::Dir)
+        && !(cfg.copy_unsafe_links
+            && source_link(cfg, parent.src_fd(), name)
+                .is_ok_and(|t| unsafe_target(t.as_bytes(), parent.depth)))
     {
+        // (An unsafe one that --copy-unsafe-links follows is a directory of the list in its own
+        // right, walked below as any followed one.)
         // `-R`/`--files-from`: a symlink on the way to named paths (an implied directory, named
         // itself or not) is sent as the directory it leads to, as rsync (since 3.0) puts implied
         // directories in its list as real directories (and keeps the directory where a name is
