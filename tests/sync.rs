@@ -4600,6 +4600,9 @@ fn prune_empty_dirs_counts_symlinks_as_what_they_are_sent_as() {
     symlink("../../lp", src.join("lp/inner/loop")).unwrap();
     symlink("../top", src.join("keep/t")).unwrap();
     symlink("../full", src.join("keep/d")).unwrap();
+    // A symlink sent as a directory (-L, -k) that holds nothing but directories is pruned too.
+    fs::create_dir_all(s.path().join("out/empty/sub")).unwrap();
+    symlink("../out/empty", src.join("to_empty")).unwrap();
     for (i, flags) in [
         &["-a", "-L", "-m"][..],
         &["-a", "-k", "-m"],
@@ -4617,6 +4620,9 @@ fn prune_empty_dirs_counts_symlinks_as_what_they_are_sent_as() {
                 made.contains("f keep/t") && !made.iter().any(|l| l.contains(" z")),
                 "{made:?}"
             );
+        }
+        if i < 2 {
+            assert!(!made.iter().any(|l| l.contains("to_empty")), "{made:?}");
         }
     }
 }

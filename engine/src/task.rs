@@ -720,7 +720,14 @@ fn holds_content(
         // receiver prunes it.)
         return false;
     }
-    let Ok(fd) = sys::open_dir_at(dir, name) else {
+    let cfg = &core.shared.config;
+    let follows = cfg.copy_links || cfg.copy_dirlinks || cfg.copy_unsafe_links;
+    // (A symlink the caller found sent as a directory is looked into as one.)
+    let opened = sys::open_dir_at(dir, name).or_else(|e| match e.raw_os_error() {
+        Some(libc::ENOTDIR | libc::ELOOP) if follows => sys::open_dir_at_follow(dir, name),
+        _ => Err(e),
+    });
+    let Ok(fd) = opened else {
         return true;
     };
     // (Merge-file errors are reported when the directory itself is walked.)
@@ -741,8 +748,6 @@ fn holds_content(
     let mut todo: Vec<Todo> = Vec::new();
     // -L, -k, --copy-unsafe-links: a symlink counts as what it is sent as (see `link_sent_as`),
     // a followed one to a directory is walked, once per directory.
-    let cfg = &core.shared.config;
-    let follows = cfg.copy_links || cfg.copy_dirlinks || cfg.copy_unsafe_links;
     let mut looked = std::collections::HashSet::new();
     // Symlinks that could not be followed, reported (with `report_at`, the directory's source
     // path) if the directory turns out to hold nothing and is pruned.
@@ -1972,13 +1977,28 @@ fn admitted(
         return through.then_some(ft);
     }
     if core.shared.config.prune_empty_dirs
-        && ft == FileType::Dir
+        && sent_as_dir(&core.shared.config, node.src_fd(), name, (ft, node.depth))
         && !child_holds_content(core, node, name, report)
     {
         // Left out as if excluded (and so extraneous to --delete), as rsync's -m.
         return None;
     }
     Some(ft)
+}
+
+/// `-m`: whether entry `name` (listed as `ft`, in a directory at `depth`) is sent as a
+/// directory: one, or a symlink to one that `-L`, `-k` or `--copy-unsafe-links` follows.
+fn sent_as_dir(
+    cfg: &crate::Config,
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    (ft, depth): (FileType, usize),
+) -> bool {
+    ft == FileType::Dir
+        || (ft == FileType::Symlink
+            && (cfg.copy_links || cfg.copy_dirlinks || cfg.copy_unsafe_links)
+            && link_sent_as(cfg, dir, name, depth)
+                .is_ok_and(|(t, followed)| followed && t == FileType::Dir))
 }
 
 /// `--delete-before`: before any entry of `node` is copied, read its whole source listing
@@ -2098,7 +2118,7 @@ fn scan_names(core: &Rc<Core>, node: Arc<DirNode>, sel: &crate::Selection, at: u
         // one of those leads somewhere.)
         if implied.is_none()
             && cfg.prune_empty_dirs
-            && st.file_type() == FileType::Dir
+            && sent_as_dir(cfg, node.src_fd(), name, (st.file_type(), node.depth))
             && !child_holds_content(core, &node, name, true)
             && (cfg.recursive
                 || sel.child(at, name).is_none_or(|i| {
@@ -2174,9 +2194,10 @@ fn implied_way_leads_somewhere(
         let cfg = &core.shared.config;
         // (As `scan_names` prunes a named directory; without -r what is named below it is
         // looked at on its own by this walk.)
+        let depth = node.depth + p.to_bytes().split(|&b| b == b'/').count() - 1;
         let pruned = || {
             cfg.prune_empty_dirs
-                && st.file_type() == FileType::Dir
+                && sent_as_dir(cfg, node.src_fd(), &p, (st.file_type(), depth))
                 && !holds_content(core, node.src_fd(), &p, full.clone(), (None, None))
         };
         !filtered(
