@@ -3032,13 +3032,7 @@ fn plan_relative(
     }
     let mut bases: Vec<(PathBuf, engine::Selection)> = Vec::new();
     for s in sources {
-        let b = s.as_bytes();
-        let (base, rel): (&[u8], &[u8]) = match b.windows(3).position(|w| w == b"/./") {
-            Some(0) => (b"/", &b[3..]),
-            Some(i) => (&b[..i], &b[i + 3..]),
-            None if b.starts_with(b"/") => (b"/", b),
-            None => (b".", b),
-        };
+        let (base, rel) = relative_split(s.as_bytes());
         let contents = rel.is_empty() || rel.ends_with(b"/") || rel.ends_with(b"/.") || rel == b".";
         let mut parts: Vec<&[u8]> = Vec::new();
         for c in rel.split(|&c| c == b'/') {
@@ -3106,15 +3100,22 @@ fn plan_relative(
     Ok((roots, create, above))
 }
 
+/// A `-R` source split at its `/./` into the directory the path is relative to and that path
+/// (no `/./`: relative to `.`, or to `/` for an absolute path, whose path keeps its `/`).
+fn relative_split(b: &[u8]) -> (&[u8], &[u8]) {
+    match b.windows(3).position(|w| w == b"/./") {
+        Some(0) => (b"/", &b[3..]),
+        Some(i) => (&b[..i], &b[i + 3..]),
+        None if b.starts_with(b"/") => (b"/", b),
+        None => (b".", b),
+    }
+}
+
 /// `-R`/`--files-from` naming a single entry at the top of its base (`base/./name`), which exists
 /// and is no directory as the transfer sees it: the path of that entry.
 fn single_top_entry(sources: &[OsString], config: &engine::Config) -> Option<OsString> {
     let [s] = sources else { return None };
-    let b = s.as_bytes();
-    let (base, rel): (&[u8], &[u8]) = match b.windows(3).position(|w| w == b"/./") {
-        Some(i) => (&b[..i.max(1)], &b[i + 3..]),
-        None => (b".", b),
-    };
+    let (base, rel) = relative_split(s.as_bytes());
     let parts: Vec<&[u8]> = rel
         .split(|&c| c == b'/')
         .filter(|c| !c.is_empty() && *c != b".")
@@ -3145,9 +3146,13 @@ fn engine_error_text(e: &std::io::Error) -> String {
 
 /// Where a path is, symlinks resolved, even if its last component does not exist yet.
 fn resolved(p: &Path) -> Option<PathBuf> {
-    if let Ok(c) = std::fs::canonicalize(p) {
-        return Some(c);
-    }
+    std::fs::canonicalize(p)
+        .ok()
+        .or_else(|| in_resolved_parent(p))
+}
+
+/// A path's last component in its parent directory, symlinks resolved above it only.
+fn in_resolved_parent(p: &Path) -> Option<PathBuf> {
     let parent = p
         .parent()
         .filter(|x| !x.as_os_str().is_empty())
@@ -3165,7 +3170,8 @@ fn copied_as_dir(src: &Path, config: &engine::Config) -> bool {
     if !m.file_type().is_symlink() {
         return m.is_dir();
     }
-    std::fs::metadata(src).is_ok_and(|m| m.is_dir())
+    config.follows_symlinks()
+        && std::fs::metadata(src).is_ok_and(|m| m.is_dir())
         && (config.copy_links
             || config.copy_dirlinks
             || (config.copy_unsafe_links
@@ -3192,13 +3198,7 @@ fn guard_overlap(
             && !config.keep_dirlinks
             && std::fs::symlink_metadata(&r.dst).is_ok_and(|m| m.file_type().is_symlink())
         {
-            let parent = r.dst.parent().filter(|p| !p.as_os_str().is_empty());
-            let parent = parent.unwrap_or(Path::new("."));
-            let name = r.dst.file_name();
-            std::fs::canonicalize(parent)
-                .ok()
-                .zip(name)
-                .map(|(p, n)| p.join(n))
+            in_resolved_parent(&r.dst)
         } else {
             resolved(&r.dst)
         };

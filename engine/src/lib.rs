@@ -490,6 +490,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether some option follows source symlinks (`-L`, `-k`, `--copy-unsafe-links`).
+    pub fn follows_symlinks(&self) -> bool {
+        self.copy_links || self.copy_dirlinks || self.copy_unsafe_links
+    }
+
     /// Use `filters` as the run's rules: those for names (`filters`), and those with the `x`
     /// modifier as the test of extended attribute names (`xattr_filter`).
     pub fn set_filters(&mut self, filters: Filters) {

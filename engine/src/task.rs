@@ -721,7 +721,7 @@ fn holds_content(
         return false;
     }
     let cfg = &core.shared.config;
-    let follows = cfg.copy_links || cfg.copy_dirlinks || cfg.copy_unsafe_links;
+    let follows = cfg.follows_symlinks();
     // (A symlink the caller found sent as a directory is looked into as one.)
     let opened = sys::open_dir_at(dir, name).or_else(|e| match e.raw_os_error() {
         Some(libc::ENOTDIR | libc::ELOOP) if follows => sys::open_dir_at_follow(dir, name),
@@ -752,7 +752,12 @@ fn holds_content(
     // Symlinks that could not be followed, reported (with `report_at`, the directory's source
     // path) if the directory turns out to hold nothing and is pruned.
     let mut failed: Vec<(PathBuf, io::Error, &str)> = Vec::new();
-    let top = rel.clone();
+    let top = report_at.map(|at| (at, rel.clone()));
+    // The source path of `rel` (a directory at or below the one looked into), when reporting.
+    let source_of = |rel: &Path| {
+        top.as_ref()
+            .map(|(at, top)| at.join(rel.strip_prefix(top).unwrap_or(Path::new(""))))
+    };
     const LOOP: &str = "opendir (directory loop through a followed symlink)";
     if follows && let Ok(st) = sys::fstat(fd.as_fd()) {
         looked.insert((st.dev, st.ino));
@@ -776,16 +781,15 @@ fn holds_content(
                 }
                 let (ft, follow) = if ft == FileType::Symlink && follows {
                     let depth = rel.components().count();
-                    match link_sent_as(&core.shared.config, fd.as_fd(), ent.name, depth) {
+                    match link_sent_as(cfg, fd.as_fd(), ent.name, depth) {
                         Ok(sent) => sent,
                         // rsync's sender reports it and leaves it out: reported below if
                         // this directory is pruned (otherwise its own walk reports it).
                         Err(e) => {
-                            if let Some(at) = report_at {
-                                let below = rel.strip_prefix(&top).unwrap_or(Path::new(""));
+                            if let Some(dir) = source_of(&rel) {
                                 let name = OsStr::from_bytes(ent.name.to_bytes());
                                 let op = follow_failed(&e);
-                                failed.push((at.join(below).join(name), e, op));
+                                failed.push((dir.join(name), e, op));
                             }
                             continue;
                         }
@@ -832,10 +836,9 @@ fn holds_content(
                     if follows
                         && !sys::fstat(sub.as_fd()).is_ok_and(|st| looked.insert((st.dev, st.ino)))
                     {
-                        if let Some(at) = report_at {
-                            let below = rel.strip_prefix(&top).unwrap_or(Path::new(""));
+                        if let Some(path) = source_of(&rel) {
                             let e = io::Error::from_raw_os_error(libc::ELOOP);
-                            failed.push((at.join(below), e, LOOP));
+                            failed.push((path, e, LOOP));
                         }
                         continue;
                     }
@@ -864,14 +867,16 @@ fn link_sent_as(
     depth: usize,
 ) -> io::Result<(FileType, bool)> {
     let target = || sys::stat_at(dir, name).map(|st| st.file_type());
-    let followed = cfg.copy_links
-        || (cfg.copy_dirlinks && target().is_ok_and(|t| t == FileType::Dir))
+    if cfg.copy_links
         || (cfg.copy_unsafe_links
-            && source_link(cfg, dir, name).is_ok_and(|t| unsafe_target(t.as_bytes(), depth)));
-    if !followed {
-        return Ok((FileType::Symlink, false));
+            && source_link(cfg, dir, name).is_ok_and(|t| unsafe_target(t.as_bytes(), depth)))
+    {
+        return target().map(|t| (t, true));
     }
-    target().map(|t| (t, true))
+    Ok(match target() {
+        Ok(FileType::Dir) if cfg.copy_dirlinks => (FileType::Dir, true),
+        _ => (FileType::Symlink, false),
+    })
 }
 
 /// The operation named in the report of a symlink that could not be followed (as `entry`).
@@ -1996,7 +2001,7 @@ fn sent_as_dir(
 ) -> bool {
     ft == FileType::Dir
         || (ft == FileType::Symlink
-            && (cfg.copy_links || cfg.copy_dirlinks || cfg.copy_unsafe_links)
+            && cfg.follows_symlinks()
             && link_sent_as(cfg, dir, name, depth)
                 .is_ok_and(|(t, followed)| followed && t == FileType::Dir))
 }
@@ -3022,10 +3027,10 @@ pub fn unsafe_target(target: &[u8], depth: usize) -> bool {
     if target.is_empty() || target.starts_with(b"/") {
         return true;
     }
-    let mut parts = target.split(|&b| b == b'/').filter(|p| !p.is_empty());
     if target.ends_with(b"/..") {
         return true;
     }
+    let mut parts = target.split(|&b| b == b'/').filter(|p| !p.is_empty());
     let mut d = depth as isize;
     for part in parts.by_ref() {
         if part != b".." {
@@ -3086,35 +3091,29 @@ async fn entry(
     let mut follow = false;
     // (Followed only to reach named paths below it: see `enter_dir`.)
     let mut through_named = false;
-    if file_type == FileType::Symlink
-        && !cfg.copy_links
-        && cfg.copy_dirlinks
-        && sys::stat_at(parent.src_fd(), name).is_ok_and(|st| st.file_type() == FileType::Dir)
-    {
-        // -k: a symlink to a directory is copied as the directory, decided first as rsync's
-        // `link_stat` does: an unsafe one too, under --safe-links (not skipped) and
-        // --copy-unsafe-links (no notice).
-        follow = true;
-        file_type = FileType::Dir;
-    }
-    if file_type == FileType::Symlink
-        && !cfg.copy_links
-        && (parent.scope.child(name, cfg.recursive).1 || parent.scope.named_below(name).is_some())
-        && sys::stat_at(parent.src_fd(), name).is_ok_and(|st| st.file_type() == FileType::Dir)
-        && !(cfg.copy_unsafe_links
-            && source_link(cfg, parent.src_fd(), name)
-                .is_ok_and(|t| unsafe_target(t.as_bytes(), parent.depth)))
-    {
-        // (An unsafe one that --copy-unsafe-links follows is a directory of the list in its own
-        // right, walked below as any followed one.)
+    if file_type == FileType::Symlink && !cfg.copy_links {
         // `-R`/`--files-from`: a symlink on the way to named paths (an implied directory, named
         // itself or not) is sent as the directory it leads to, as rsync (since 3.0) puts implied
         // directories in its list as real directories (and keeps the directory where a name is
         // also a symlink). Before, the symlink was copied and the named paths below it were
-        // left out without a word.
-        follow = true;
-        through_named = true;
-        file_type = FileType::Dir;
+        // left out without a word. (An unsafe one that --copy-unsafe-links follows is a
+        // directory of the list in its own right, followed below with its notice.)
+        let on_the_way = || {
+            (parent.scope.child(name, cfg.recursive).1 || parent.scope.named_below(name).is_some())
+                && !(cfg.copy_unsafe_links
+                    && source_link(cfg, parent.src_fd(), name)
+                        .is_ok_and(|t| unsafe_target(t.as_bytes(), parent.depth)))
+        };
+        // -k: a symlink to a directory is copied as the directory, decided first as rsync's
+        // `link_stat` does: an unsafe one too, under --safe-links (not skipped) and
+        // --copy-unsafe-links (no notice).
+        if (cfg.copy_dirlinks || on_the_way())
+            && sys::stat_at(parent.src_fd(), name).is_ok_and(|st| st.file_type() == FileType::Dir)
+        {
+            follow = true;
+            through_named = !cfg.copy_dirlinks;
+            file_type = FileType::Dir;
+        }
     }
     if file_type == FileType::Symlink && (cfg.copy_links || cfg.copy_unsafe_links || cfg.safe_links)
     {
@@ -5584,15 +5583,15 @@ fn enter_dir(
     // (the name exists), as rsync does.
     let in_the_way =
         || !parent.fresh && sys::lstat_at(ddir, name).is_ok_and(|d| d.file_type() != FileType::Dir);
-    // -K, or --no-implied-dirs for a directory only on the way to named paths (rsync leaves such
-    // a path element as it is, "even a symlink to a directory on the receiving side"): a
-    // symlink to a directory in the destination stands for that directory.
-    let follow_dst_link = cfg.keep_dirlinks || (implied && cfg.no_implied_dirs);
-    // --no-implied-dirs: such a path element that is no directory (nor a symlink to one) is left
-    // as it is, and what is below it fails, as rsync leaves it ("Not a directory", exit 23).
-    // Until session 34 it was replaced by a directory: a file of the user's lost.
+    // --no-implied-dirs, a directory only on the way to named paths: rsync leaves such a path
+    // element as it is, "even a symlink to a directory on the receiving side". A symlink to a
+    // directory stands for that directory (as under -K); anything else that is no directory is
+    // left, and what is below it fails ("Not a directory", exit 23; until session 34 it was
+    // replaced by a directory: a file of the user's lost).
+    let kept_as_it_is = implied && cfg.no_implied_dirs;
+    let follow_dst_link = cfg.keep_dirlinks || kept_as_it_is;
     let left_as_it_is = || -> EntryResult<()> {
-        if implied && cfg.no_implied_dirs {
+        if kept_as_it_is {
             let e = io::Error::from_raw_os_error(libc::ENOTDIR);
             return Err(("opendir", e, ErrorClass::Partial, Side::Dst));
         }
@@ -5611,7 +5610,7 @@ fn enter_dir(
                 Err(_) => None,
             }
         };
-        if found.is_none() && in_the_way() {
+        if kept_as_it_is && found.is_none() && in_the_way() {
             left_as_it_is()?;
         }
         match found {
@@ -5664,8 +5663,8 @@ fn enter_dir(
                                 Some(libc::ENOTDIR) | Some(libc::ELOOP)
                             ) && follow_dst_link =>
                         {
-                            // -K: a symlink to a directory in the destination stands for that
-                            // directory.
+                            // -K (or --no-implied-dirs on the way to named paths): a symlink
+                            // to a directory in the destination stands for that directory.
                             match sys::open_dir_at_follow(ddir, name) {
                                 Ok(fd) => DestDir::Existing(fd),
                                 Err(_) => {
