@@ -1858,6 +1858,47 @@ fn update_leaves_newer_files_but_updates_newer_symlinks_and_specials() {
     assert_eq!(seen[1].1, Path::new("new target"));
 }
 
+/// `-u -H`: a newer destination file is left as it is whichever name of a hard-linked group it
+/// has, as rsync judges every name before linking it; the group's other names get the source's
+/// data. Before, a newer file under a further name was replaced by a link to the first name's
+/// copy (the newer data lost). Run with each name newer in turn (which name arsync meets first
+/// depends on the directory's order), in one directory and in two.
+#[test]
+fn update_leaves_a_newer_hard_linked_name_as_rsync() {
+    if !require_rsync("update_leaves_a_newer_hard_linked_name_as_rsync") {
+        return;
+    }
+    let s = Scratch::new();
+    for (i, (names, newer)) in [
+        (["a", "b"], "a"),
+        (["a", "b"], "b"),
+        (["x/a", "y/b"], "x/a"),
+        (["x/a", "y/b"], "y/b"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let src = s.path().join(format!("src{i}"));
+        named_files(&src, &names[..1]);
+        fs::create_dir_all(src.join(names[1]).parent().unwrap()).unwrap();
+        fs::hard_link(src.join(names[0]), src.join(names[1])).unwrap();
+        set_times(&src.join(names[0]), 1_500_000_000, 0);
+        let seen = same_as_rsync(&(names, newer), |tool| {
+            let dst = s.path().join(format!("{tool}{i}"));
+            fs::create_dir_all(dst.join(newer).parent().unwrap()).unwrap();
+            write(&dst.join(newer), b"newer destination");
+            set_times(&dst.join(newer), 1_600_000_000, 0);
+            let out = by_tool(tool, &["-rH", "-u"], &src, &dst);
+            let of = |n: &str| {
+                let m = fs::metadata(dst.join(n)).unwrap();
+                (fs::read(dst.join(n)).unwrap(), m.nlink(), m.mtime())
+            };
+            (code(&out), of(names[0]).0, of(names[1]).0, of(newer))
+        });
+        assert_eq!(seen.3, (b"newer destination".to_vec(), 1, 1_600_000_000));
+    }
+}
+
 /// `--append` (and `--append-verify`) with files that do not grow: one up to date (same size
 /// and mtime) with other permissions gets them, as rsync gives them; one the same size with
 /// another mtime, and one longer, are left as they are. Before, arsync left all three.

@@ -3593,7 +3593,13 @@ fn hardlink_make(
             bump(&core.counters.unchanged, 1);
             return Ok(());
         }
-        if cfg.ignore_existing {
+        if cfg.ignore_existing
+            // -u: a newer destination file is left as it is, whichever name of its group it
+            // is (as rsync's generator judges every name before it links one).
+            || (cfg.update
+                && d.file_type() == FileType::File
+                && sync::left_by_update(d.mtime, st.mtime, cfg.modify_window))
+        {
             bump(&core.counters.skipped, 1);
             left.set(true);
             return Ok(());
