@@ -2475,9 +2475,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     // rsync's stdout_format and log_before_transfer: an --out-format (the item line written
     // before the transfer unless it shows %b or %c), else %i %n%L with -i.
     let listing_first = match &out_format {
-        Some(f) => !f.shows(b'b') && !f.shows(b'c'),
+        Some(f) => !f.shows(b'b') && !f.shows(b'c') && !f.shows(b'C'),
         None => itemize,
     };
+    // %C: the engine reads back each file it writes (or, with -c, compares) to checksum it.
+    config.item_checksums = out_format.as_ref().is_some_and(|f| f.shows(b'C'))
+        || (m.contains_id("log-file") && log_format.as_ref().is_some_and(|f| f.shows(b'C')));
     let info = crate::info::Info::resolve(&crate::info::Given {
         info: &info_words,
         debug: &debug_words,

@@ -35,12 +35,11 @@ pub struct Format {
 
 /// The escapes a local copy can fill in (`%m`, a daemon's module name, is empty here, as in
 /// rsync's local copy).
-const LETTERS: &[u8] = b"bBcfGilLmMnopt%U";
+const LETTERS: &[u8] = b"bBcCfGilLmMnopt%U";
 
 impl Format {
     /// Parse `fmt` as rsync's local copy does: an escape it does not know (`%a`, `%h`, `%P`,
-    /// `%u`, `%Z`, a lone `%` at the end) stays as written; `%C` (the file's checksum, which
-    /// arsync does not compute for its lines) is an error naming it.
+    /// `%u`, `%Z`, a lone `%` at the end) stays as written.
     pub fn parse(fmt: &str) -> Result<Self, String> {
         let b = fmt.as_bytes();
         let mut pieces = Vec::new();
@@ -77,12 +76,6 @@ impl Format {
                 break;
             };
             i += 1;
-            if letter == b'C' {
-                return Err(
-                    "format escape %C (the file's checksum) is not supported by arsync (supported: %b %B %c %f %G %i %l %L %m %M %n %o %p %t %U %%)"
-                        .to_string(),
-                );
-            }
             if !LETTERS.contains(&letter) {
                 // (As rsync: written out as it stands.)
                 text.extend_from_slice(&b[escape_at..i]);
@@ -158,6 +151,8 @@ pub struct Line<'a> {
     pub bytes: u64,
     pub stat: Option<&'a engine::Stat>,
     pub link: Option<&'a [u8]>,
+    /// `%C`: the file's checksum, where the run knows it.
+    pub checksum: Option<u128>,
 }
 
 impl Line<'_> {
@@ -171,6 +166,11 @@ impl Line<'_> {
         };
         match letter {
             b'b' | b'c' => num(self.bytes),
+            // As rsync: 32 hex digits (XXH3-128, its default checksum), spaces where unknown.
+            b'C' => match self.checksum {
+                Some(h) => format!("{h:032x}").into_bytes(),
+                None => vec![b' '; 32],
+            },
             b'l' => num(self.stat.map_or(0, |s| s.size)),
             b'i' => match self.change {
                 Some(c) => crate::output::itemize_code(self.file_type, c).into_bytes(),
@@ -336,6 +336,7 @@ mod tests {
             bytes: 1234,
             stat: Some(st),
             link: None,
+            checksum: None,
         }
     }
 
@@ -366,7 +367,23 @@ mod tests {
             String::from_utf8(f.render(&line(Path::new("ab"), Some(&new), &st))).unwrap(),
             "[%a|%5Z|%'h|   |ab] 50%"
         );
-        assert!(Format::parse("%C").unwrap_err().contains("%C"));
+        // %C: rsync's 32 hex digits where the checksum is known, 32 spaces where not.
+        let f = Format::parse("[%C] %n").unwrap();
+        let mut summed = line(Path::new("ab"), Some(&new), &st);
+        summed.checksum = Some(0x6bba86c7e069f56d5a10b435f1c8e49c);
+        assert_eq!(
+            String::from_utf8(f.render(&summed)).unwrap(),
+            "[6bba86c7e069f56d5a10b435f1c8e49c] ab"
+        );
+        summed.checksum = Some(0);
+        assert_eq!(
+            String::from_utf8(f.render(&summed)).unwrap(),
+            format!("[{}] ab", "0".repeat(32))
+        );
+        assert_eq!(
+            String::from_utf8(f.render(&line(Path::new("ab"), Some(&new), &st))).unwrap(),
+            format!("[{}] ab", " ".repeat(32))
+        );
         assert_eq!(perms(0o1777), "rwxrwxrwt");
         assert_eq!(perms(0o2640), "rw-r-S---");
     }

@@ -333,6 +333,7 @@ impl Observer for Printer {
                 link,
                 bytes,
                 stat,
+                checksum,
             } => {
                 let what = Line {
                     path,
@@ -341,6 +342,7 @@ impl Observer for Printer {
                     bytes: *bytes,
                     stat: *stat,
                     link: *link,
+                    checksum: *checksum,
                 };
                 // An unchanged entry (listed at -ii or --info=name2) goes to the log file only
                 // when the item lines show %i, as rsync's log_item is reached.
@@ -414,6 +416,7 @@ impl Observer for Printer {
                     bytes: 0,
                     stat: None,
                     link: None,
+                    checksum: None,
                 };
                 if let Some(log) = &self.log {
                     log.item(&what);

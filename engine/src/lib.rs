@@ -320,6 +320,10 @@ pub struct Config {
     pub keep_dirlinks: bool,
     /// `-ii`: item events for entries found up to date too (a [`Change`] with nothing set).
     pub itemize_unchanged: bool,
+    /// rsync's `%C`: item events of regular files carry the checksum of their data
+    /// ([`Event::Item`]'s `checksum`), which costs a read of each file written (or, with `-c`,
+    /// compared) back from the page cache.
+    pub item_checksums: bool,
     /// `-E/--executability`: without `-p`, a destination file's executability follows the
     /// source's (an `x` for each `r`, or none).
     pub executability: bool,
@@ -545,6 +549,7 @@ impl Config {
             executability: false,
             xattr_filter: Default::default(),
             itemize_unchanged: false,
+            item_checksums: false,
             reflink: Reflink::Auto,
             copy_method: CopyMethod::Auto,
             direct: false,
@@ -765,6 +770,11 @@ pub enum Event<'a> {
         /// A symlink's target, or for a hard link the path (relative to the transfer root) of
         /// the name it was linked to.
         link: Option<&'a [u8]>,
+        /// With [`Config::item_checksums`], a regular file's full-file checksum as rsync's `%C`
+        /// gives it (XXH3-128 of its content): of a file whose data was written (zero in a dry
+        /// run, which writes none), or, with `-c`, of one whose content was compared; `None`
+        /// where the run does not know it (rsync prints spaces there).
+        checksum: Option<u128>,
     },
     /// The destination directory to create ([`Config::create_dest_dir`]) was made by the run
     /// (or, with `dry_run`, would be): rsync's "created directory" notice. Sent once, before

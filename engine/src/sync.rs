@@ -219,6 +219,24 @@ pub(crate) async fn judge_file(
     }
 }
 
+/// rsync's `%C` for a file this run wrote or compared: XXH3-128 of the content of `name` in `dir`
+/// (read back, from the page cache as a rule; asked for only when a format shows `%C`). `None` if
+/// it cannot be read.
+pub(crate) fn file_sum(dir: BorrowedFd<'_>, name: &CStr) -> Option<u128> {
+    use std::io::Read;
+    let mut f = std::fs::File::from(sys::open_source(dir, name, false).ok()?);
+    let mut h = Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => return Some(h.digest128()),
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 /// `-c`: hash the source and the destination file (XXH3-128) through the ring, both read at once
 /// chunk by chunk; many files are hashed at the same time on every core.
 pub(crate) async fn same_content(

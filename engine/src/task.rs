@@ -421,10 +421,23 @@ fn source_link(cfg: &crate::Config, dir: BorrowedFd<'_>, name: &CStr) -> io::Res
 fn item(
     core: &Core,
     rel: impl FnOnce() -> PathBuf,
+    what: (FileType, Option<&Stat>),
+    bytes: u64,
+    change: &Change,
+    link: Option<&[u8]>,
+) {
+    item_summed(core, rel, what, bytes, change, link, None);
+}
+
+/// [`item`] of a regular file with the checksum of its data (rsync's `%C`: `Config::item_checksums`).
+fn item_summed(
+    core: &Core,
+    rel: impl FnOnce() -> PathBuf,
     (file_type, stat): (FileType, Option<&Stat>),
     bytes: u64,
     change: &Change,
     link: Option<&[u8]>,
+    checksum: Option<u128>,
 ) {
     if change.new {
         bump(&core.counters.created_by[crate::kind_index(file_type)], 1);
@@ -458,7 +471,17 @@ fn item(
             stat,
             change,
             link,
+            checksum,
         });
+    }
+}
+
+/// `%C` of the regular file `name` in `dir` (its data as now in place), when a format asks.
+fn sum_of(core: &Core, dir: BorrowedFd<'_>, name: &CStr) -> Option<u128> {
+    if core.shared.config.item_checksums {
+        sync::file_sum(dir, name)
+    } else {
+        None
     }
 }
 
@@ -4011,10 +4034,21 @@ async fn copy_file(
                     hardlink_done(core, parent, dst_name, &st, true);
                     bump(&core.counters.unchanged, 1);
                     drop_stale_partial(core, dir, dst_name);
-                    if sync::attrs_differ(&change) {
-                        item(core, rel, (FileType::File, Some(&st)), 0, &change, None);
+                    // (With -c its content was compared: rsync's %C shows its checksum.)
+                    let sum = if cfg.checksum {
+                        sum_of(core, dir, dst_name)
                     } else {
-                        unchanged_item(core, rel, (FileType::File, Some(&st)), How::Attrs, None);
+                        None
+                    };
+                    let what = (FileType::File, Some(&st));
+                    if sync::attrs_differ(&change) {
+                        item_summed(core, rel, what, 0, &change, None, sum);
+                    } else if cfg.itemize_unchanged {
+                        let change = Change {
+                            how: How::Attrs,
+                            ..Change::default()
+                        };
+                        item_summed(core, rel, what, 0, &change, None, sum);
                     }
                     return Ok(Outcome::Done);
                 }
@@ -4139,14 +4173,10 @@ async fn copy_file(
         bump(&core.counters.files, 1);
         bump(&core.counters.bytes, st.size);
         bump(&core.counters.transferred_size, st.size);
-        item(
-            core,
-            rel,
-            (FileType::File, Some(&st)),
-            st.size,
-            &change,
-            None,
-        );
+        // (rsync's dry run gives a file it would send a checksum of zeros.)
+        let sum = cfg.item_checksums.then_some(0);
+        let what = (FileType::File, Some(&st));
+        item_summed(core, rel, what, st.size, &change, None, sum);
         return Ok(Outcome::Done);
     }
     // (Declared first, dropped last: after the file's bytes are counted below.)
@@ -4168,7 +4198,24 @@ async fn copy_file(
     bump(&core.counters.transferred_size, st.size);
     change.how = How::Transfer;
     tracing::debug!(core = core.index, file = %rel().display(), bytes, "file copied");
-    item(core, rel, (FileType::File, Some(&st)), bytes, &change, None);
+    // (--delay-updates: the copy waits in the partial directory.)
+    let sum = match parent
+        .delayed
+        .is_some()
+        .then(|| in_partial_dir(cfg, dst_name))
+    {
+        Some(Some(held)) => sum_of(core, dir, &held),
+        _ => sum_of(core, dir, dst_name),
+    };
+    item_summed(
+        core,
+        rel,
+        (FileType::File, Some(&st)),
+        bytes,
+        &change,
+        None,
+        sum,
+    );
     Ok(Outcome::Done)
 }
 
