@@ -947,6 +947,56 @@ fn out_format_matches_rsync() {
     );
 }
 
+/// `%f`, the long name, as rsync prints it from the sending side: the item's path after the
+/// source's directory as given (`SRC/.` for the root of `SRC/`, the directory above for `SRC`
+/// and for a file, the part before `/./` for `-R`, no leading `/`, no `./`), and for
+/// `--files-from` the path below its SRC (with and without `--no-relative`). Before, `%f` was
+/// the path relative to the transfer, as `%n` without the `/`. Run from a directory of its
+/// own, with relative and absolute sources.
+#[test]
+fn long_name_escape_matches_rsync() {
+    if !require_rsync("long_name_escape_matches_rsync") {
+        return;
+    }
+    let t = Scratch::new();
+    let top = t.path();
+    format_tree(&top.join("of/src"));
+    fs::write(top.join("list"), "d/a\nb\n").unwrap();
+    let abs = top.join("of/src").display().to_string();
+    let forms: [&[&str]; 9] = [
+        &["of/src/"],
+        &["of/src"],
+        &["./of//src/"],
+        &[&abs],
+        &["of/src/b"],
+        &["-R", "of/./src/d"],
+        &["-R", "of/src/d/a"],
+        &["--files-from=list", "of/src"],
+        &["--files-from=list", "--no-relative", "of/src/"],
+    ];
+    for (i, form) in forms.iter().enumerate() {
+        let got: Vec<Vec<String>> = ["rsync", "arsync"]
+            .iter()
+            .map(|tool| {
+                let out = tool_command(tool)
+                    .current_dir(top)
+                    .args(["-a", "--out-format=%f|%n"])
+                    .args(*form)
+                    .arg(format!("{tool}{i}/"))
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{tool} {form:?}: {out:?}");
+                sorted_lines(&out.stdout)
+                    .into_iter()
+                    .filter(|l| !l.starts_with("created directory"))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(got[1], got[0], "{form:?}: arsync (left) against rsync");
+        assert!(!got[1].is_empty(), "{form:?}");
+    }
+}
+
 /// `%C`, the file's checksum, as rsync 3.5 prints it (XXH3-128 in 32 hex digits): for a file
 /// whose data was written (a new copy, a changed file, one held by `--delay-updates`, a large
 /// one copied in the kernel), zeros in a dry run, with `-c` for a file only compared, and 32

@@ -1527,6 +1527,9 @@ pub struct Parsed {
     /// The format of the item lines on stdout: `--out-format`, else `%i %n%L` with `-i`, else
     /// `%n%L` at `--info=name` (`-v`, `--progress`); none lists no items.
     pub listing: Option<crate::logfmt::Format>,
+    /// `--files-from`: its SRC, the directory `%f` names the listed paths from (as rsync, which
+    /// reads them from there).
+    pub list_base: Option<PathBuf>,
     /// `--log-file` and its line format.
     pub log_file: Option<(PathBuf, crate::logfmt::Format)>,
     /// The sources and the destination as given.
@@ -2506,9 +2509,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
     // "NAME is uptodate" without).
     config.itemize_unchanged = m.get_count("itemize-changes") > 1
         || (info.level(crate::info::Flag::Name) > 1 && listing.is_some());
+    let list_base = m
+        .contains_id("files-from")
+        .then(|| paths.first().map(PathBuf::from))
+        .flatten();
     Ok(Parsed {
         out_to_stderr,
         outbuf,
+        list_base,
         paths,
         log_file: m.get_one::<PathBuf>("log-file").cloned().zip(log_format),
         generate,

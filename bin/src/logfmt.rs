@@ -153,6 +153,53 @@ pub struct Line<'a> {
     pub link: Option<&'a [u8]>,
     /// `%C`: the file's checksum, where the run knows it.
     pub checksum: Option<u128>,
+    /// `%f`: the sending side's directory the item's path is relative to (`None`: a
+    /// deletion, named as it stands).
+    pub base: Option<&'a Path>,
+}
+
+/// The sending side's directory of a transfer root, which `%f` puts before an item's path as
+/// rsync's sender does: `SRC/` for `SRC/` (its contents), the directory above for `SRC` (whose
+/// items' paths begin with its name), the part before `/./` (or the current directory) for
+/// `-R`.
+pub fn sender_base(root: &engine::Root) -> std::path::PathBuf {
+    let names = root.rel.components().count();
+    let comps: Vec<_> = root.src.components().collect();
+    let tail_is_rel = names > 0
+        && comps.len() >= names
+        && comps[comps.len() - names..]
+            .iter()
+            .map(|c| c.as_os_str())
+            .eq(root.rel.components().map(|c| c.as_os_str()));
+    if tail_is_rel {
+        comps[..comps.len() - names].iter().collect()
+    } else {
+        root.src.clone()
+    }
+}
+
+/// rsync's `%f`: `base/path` cleaned as its `clean_fname` leaves a name: no leading `/`, no
+/// `./` and no empty components, a final `/.` kept (the root of a `SRC/` transfer).
+fn long_name(base: &Path, path: &Path) -> Vec<u8> {
+    let rel = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    let joined = base.join(rel);
+    let bytes = joined.as_os_str().as_bytes();
+    let parts: Vec<&[u8]> = bytes.split(|&b| b == b'/').collect();
+    let last = parts.len() - 1;
+    let kept: Vec<&[u8]> = parts
+        .iter()
+        .enumerate()
+        .filter(|&(i, p)| !p.is_empty() && (*p != b"." || (i == last && i > 0)))
+        .map(|(_, p)| *p)
+        .collect();
+    if kept.is_empty() {
+        return b".".to_vec();
+    }
+    kept.join(&b'/')
 }
 
 impl Line<'_> {
@@ -182,13 +229,18 @@ impl Line<'_> {
                 Some(_) => b"send".to_vec(),
             },
             b'n' => crate::output::listed(self.path, self.file_type),
-            b'f' => {
-                let mut v = crate::output::escape(self.path);
-                if v.is_empty() {
-                    v.push(b'.');
+            b'f' => match self.base {
+                Some(base) => crate::output::escape(Path::new(std::ffi::OsStr::from_bytes(
+                    &long_name(base, self.path),
+                ))),
+                None => {
+                    let mut v = crate::output::escape(self.path);
+                    if v.is_empty() {
+                        v.push(b'.');
+                    }
+                    v
                 }
-                v
-            }
+            },
             b'L' => match (self.link, self.change.map(|c| c.how)) {
                 (Some(l), Some(How::HardLink)) => [b" => ", l].concat(),
                 (Some(l), _) => [b" -> ", l].concat(),
@@ -337,6 +389,7 @@ mod tests {
             stat: Some(st),
             link: None,
             checksum: None,
+            base: None,
         }
     }
 

@@ -181,13 +181,16 @@ fn run() -> ExitCode {
         }
         return ExitCode::from(output::with_lost_messages(code) as u8);
     }
-    let observer = Arc::new(output::Printer::new(
-        parsed.info,
-        parsed.quiet,
-        parsed.listing.clone(),
-        (parsed.info.level(info::Flag::Progress) == 1).then(|| live.clone()),
-        log.clone(),
-    ));
+    let observer = Arc::new(
+        output::Printer::new(
+            parsed.info,
+            parsed.quiet,
+            parsed.listing.clone(),
+            (parsed.info.level(info::Flag::Progress) == 1).then(|| live.clone()),
+            log.clone(),
+        )
+        .with_roots(&parsed.config.roots, parsed.list_base.as_deref()),
+    );
     let says_created = observer.says_created_dirs();
     if let Some(dir) = &parsed.make_path {
         // --mkpath: the missing directories above the destination (mode 0777 less the umask),

@@ -26,6 +26,8 @@ pub struct Printer {
     progress: Option<(engine::Progress, std::time::Instant)>,
     /// `--log-file`.
     log: Option<Arc<LogFile>>,
+    /// Each transfer root's sending-side directory, as `%f` names an item from it.
+    bases: Vec<std::path::PathBuf>,
 }
 
 impl Printer {
@@ -42,7 +44,24 @@ impl Printer {
             listing,
             progress: progress.map(|p| (p, std::time::Instant::now())),
             log,
+            bases: Vec::new(),
         }
+    }
+
+    /// The roots of the run, for `%f` (see [`crate::logfmt::sender_base`]); with
+    /// `--files-from`, relative to its SRC (`list_base`), as rsync names the listed paths.
+    pub fn with_roots(mut self, roots: &[engine::Root], list_base: Option<&Path>) -> Self {
+        self.bases = roots
+            .iter()
+            .map(|r| {
+                let base = crate::logfmt::sender_base(r);
+                match list_base.and_then(|l| base.strip_prefix(l).ok()) {
+                    Some(rest) => rest.to_path_buf(),
+                    None => base,
+                }
+            })
+            .collect();
+        self
     }
 
     /// Whether rsync prints this kind of message at the levels given (never with `-q`).
@@ -334,6 +353,7 @@ impl Observer for Printer {
                 bytes,
                 stat,
                 checksum,
+                root,
             } => {
                 let what = Line {
                     path,
@@ -343,6 +363,7 @@ impl Observer for Printer {
                     stat: *stat,
                     link: *link,
                     checksum: *checksum,
+                    base: self.bases.get(*root).map(|b| b.as_path()),
                 };
                 // An unchanged entry (listed at -ii or --info=name2) goes to the log file only
                 // when the item lines show %i, as rsync's log_item is reached.
@@ -417,6 +438,7 @@ impl Observer for Printer {
                     stat: None,
                     link: None,
                     checksum: None,
+                    base: None,
                 };
                 if let Some(log) = &self.log {
                     log.item(&what);

@@ -775,6 +775,8 @@ pub enum Event<'a> {
         /// run, which writes none), or, with `-c`, of one whose content was compared; `None`
         /// where the run does not know it (rsync prints spaces there).
         checksum: Option<u128>,
+        /// The transfer root it belongs to (an index into [`Config::roots`]).
+        root: usize,
     },
     /// The destination directory to create ([`Config::create_dest_dir`]) was made by the run
     /// (or, with `dry_run`, would be): rsync's "created directory" notice. Sent once, before

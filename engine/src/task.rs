@@ -420,19 +420,19 @@ fn source_link(cfg: &crate::Config, dir: BorrowedFd<'_>, name: &CStr) -> io::Res
 /// The item event of an entry (`rel` builds its path, only when something listens).
 fn item(
     core: &Core,
-    rel: impl FnOnce() -> PathBuf,
+    (root, rel): (usize, impl FnOnce() -> PathBuf),
     what: (FileType, Option<&Stat>),
     bytes: u64,
     change: &Change,
     link: Option<&[u8]>,
 ) {
-    item_summed(core, rel, what, bytes, change, link, None);
+    item_summed(core, (root, rel), what, bytes, change, link, None);
 }
 
 /// [`item`] of a regular file with the checksum of its data (rsync's `%C`: `Config::item_checksums`).
 fn item_summed(
     core: &Core,
-    rel: impl FnOnce() -> PathBuf,
+    (root, rel): (usize, impl FnOnce() -> PathBuf),
     (file_type, stat): (FileType, Option<&Stat>),
     bytes: u64,
     change: &Change,
@@ -472,6 +472,7 @@ fn item_summed(
             change,
             link,
             checksum,
+            root,
         });
     }
 }
@@ -501,7 +502,7 @@ fn stamps_time(policy: &fsops::MetaPolicy, file_type: FileType, change: &Change)
 /// made it: a hard link, a local copy).
 fn unchanged_item(
     core: &Core,
-    rel: impl FnOnce() -> PathBuf,
+    rel: (usize, impl FnOnce() -> PathBuf),
     what: (FileType, Option<&Stat>),
     how: How,
     link: Option<&[u8]>,
@@ -1122,7 +1123,7 @@ async fn start_root(core: &Rc<Core>, index: usize) {
                         make_unlisted_dir_at(
                             core,
                             (s.as_fd(), d.as_fd(), &name),
-                            (&root.rel, made_in),
+                            (&root.rel, made_in, index),
                             true,
                             false,
                         );
@@ -1435,7 +1436,7 @@ fn take_exact_reference(
     };
     unchanged_item(
         core,
-        || parent.child_rel(dst_name),
+        (parent.root, || parent.child_rel(dst_name)),
         (ft, Some(st)),
         how,
         link,
@@ -2301,7 +2302,7 @@ fn dir_item(core: &Core, node: &DirNode) {
     if change.new || sync::attrs_differ(&change) {
         item(
             core,
-            || node.rel(),
+            (node.root, || node.rel()),
             (FileType::Dir, node.stat.as_ref()),
             0,
             &change,
@@ -2310,7 +2311,7 @@ fn dir_item(core: &Core, node: &DirNode) {
     } else {
         unchanged_item(
             core,
-            || node.rel(),
+            (node.root, || node.rel()),
             (FileType::Dir, node.stat.as_ref()),
             change.how,
             None,
@@ -3703,7 +3704,7 @@ fn hardlink_make(
     let target = leader_rel.as_os_str().as_bytes();
     item(
         core,
-        || parent.child_rel(dst_name),
+        (parent.root, || parent.child_rel(dst_name)),
         (file_type, Some(st)),
         0,
         &change,
@@ -3936,7 +3937,13 @@ async fn copy_file(
                 bump(&core.counters.unchanged, 1);
                 drop_stale_partial(core, parent.dst_fd(), dst_name);
                 let what = (FileType::File, Some(&st));
-                unchanged_item(core, || parent.child_rel(name), what, How::Attrs, None);
+                unchanged_item(
+                    core,
+                    (parent.root, || parent.child_rel(name)),
+                    what,
+                    How::Attrs,
+                    None,
+                );
                 return Ok(Outcome::Done);
             }
             Verdict::Skip => {
@@ -4042,13 +4049,13 @@ async fn copy_file(
                     };
                     let what = (FileType::File, Some(&st));
                     if sync::attrs_differ(&change) {
-                        item_summed(core, rel, what, 0, &change, None, sum);
+                        item_summed(core, (parent.root, rel), what, 0, &change, None, sum);
                     } else if cfg.itemize_unchanged {
                         let change = Change {
                             how: How::Attrs,
                             ..Change::default()
                         };
-                        item_summed(core, rel, what, 0, &change, None, sum);
+                        item_summed(core, (parent.root, rel), what, 0, &change, None, sum);
                     }
                     return Ok(Outcome::Done);
                 }
@@ -4149,9 +4156,22 @@ async fn copy_file(
                 bump(&core.counters.bytes, bytes);
                 bump(&core.counters.from_reference, 1);
                 if sync::attrs_differ(&local) || local.stamped {
-                    item(core, rel, (FileType::File, Some(&st)), 0, &local, None);
+                    item(
+                        core,
+                        (parent.root, rel),
+                        (FileType::File, Some(&st)),
+                        0,
+                        &local,
+                        None,
+                    );
                 } else {
-                    unchanged_item(core, rel, (FileType::File, Some(&st)), How::Local, None);
+                    unchanged_item(
+                        core,
+                        (parent.root, rel),
+                        (FileType::File, Some(&st)),
+                        How::Local,
+                        None,
+                    );
                 }
                 return Ok(Outcome::Done);
             }
@@ -4176,7 +4196,7 @@ async fn copy_file(
         // (rsync's dry run gives a file it would send a checksum of zeros.)
         let sum = cfg.item_checksums.then_some(0);
         let what = (FileType::File, Some(&st));
-        item_summed(core, rel, what, st.size, &change, None, sum);
+        item_summed(core, (parent.root, rel), what, st.size, &change, None, sum);
         return Ok(Outcome::Done);
     }
     // (Declared first, dropped last: after the file's bytes are counted below.)
@@ -4209,7 +4229,7 @@ async fn copy_file(
     };
     item_summed(
         core,
-        rel,
+        (parent.root, rel),
         (FileType::File, Some(&st)),
         bytes,
         &change,
@@ -5463,7 +5483,7 @@ fn make_unlisted_dir(core: &Core, parent: &DirNode, name: &CStr, follow: bool) {
     make_unlisted_dir_at(
         core,
         (parent.src_fd(), parent.dst_fd(), name),
-        (&parent.child_rel(name), parent.made_in),
+        (&parent.child_rel(name), parent.made_in, parent.root),
         !parent.fresh,
         follow,
     );
@@ -5475,7 +5495,7 @@ fn make_unlisted_dir(core: &Core, parent: &DirNode, name: &CStr, follow: bool) {
 fn make_unlisted_dir_at(
     core: &Core,
     (sdir, ddir, name): (BorrowedFd<'_>, BorrowedFd<'_>, &CStr),
-    (rel, made_in): (&Path, fsops::meta::MadeIn),
+    (rel, made_in, root): (&Path, fsops::meta::MadeIn, usize),
     look: bool,
     follow: bool,
 ) {
@@ -5530,7 +5550,7 @@ fn make_unlisted_dir_at(
     bump(&core.counters.dirs, 1);
     item(
         core,
-        || rel.to_path_buf(),
+        (root, || rel.to_path_buf()),
         (FileType::Dir, Some(&st)),
         0,
         &Change::new_entry(How::Local),
@@ -6006,7 +6026,13 @@ async fn make_other(
             bump(&core.counters.unchanged, 1);
             let link = target.as_ref().map(|t| t.as_bytes());
             let what = (file_type, Some(&st));
-            unchanged_item(core, || parent.child_rel(name), what, How::Attrs, link);
+            unchanged_item(
+                core,
+                (parent.root, || parent.child_rel(name)),
+                what,
+                How::Attrs,
+                link,
+            );
             return Ok(());
         }
         Some(c) => c,
@@ -6150,7 +6176,7 @@ async fn make_other(
     if change.new || change.checksum || sync::attrs_differ(&change) {
         item(
             core,
-            || parent.child_rel(name),
+            (parent.root, || parent.child_rel(name)),
             (file_type, Some(&st)),
             0,
             &change,
@@ -6158,7 +6184,13 @@ async fn make_other(
         );
     } else {
         let what = (file_type, Some(&st));
-        unchanged_item(core, || parent.child_rel(name), what, change.how, link);
+        unchanged_item(
+            core,
+            (parent.root, || parent.child_rel(name)),
+            what,
+            change.how,
+            link,
+        );
     }
     Ok(())
 }
