@@ -3558,6 +3558,68 @@ fn hard_links_replacing_existing_files_are_itemized_as_rsync() {
     assert_eq!(compared, 4);
 }
 
+/// `-H` on a re-sync: a new name of an inode whose copy in the destination is up to date is
+/// linked to that copy, with no data written, whichever name a core meets first (the one
+/// without a copy puts its copy off until the other arrives), as rsync links further names to a
+/// name whose copy is up to date: in one directory and across two, the old copy's inode kept.
+/// Before, a core that met the new name first copied the data again and relinked the old
+/// names to the new copy. One core, so that the other name comes while the first waits.
+#[test]
+fn a_new_name_of_an_up_to_date_hard_linked_file_is_linked_not_copied() {
+    if !require_rsync("a_new_name_of_an_up_to_date_hard_linked_file_is_linked_not_copied") {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    // A new name is made after the old one (so a directory lists it last, and one core meets
+    // it first); across two directories both ways round (p's new name is q's old file, q's
+    // new name p's old file), so whichever directory comes first holds a new name.
+    named_files(&src, &["d/old", "p/old", "q/old"]);
+    age(&src, 1_600_000_000);
+    let pairs = [("d/new", "d/old"), ("p/new", "q/old"), ("q/new", "p/old")];
+    let seen = same_as_rsync(&"new names", |tool| {
+        let dst = s.path().join(tool);
+        for (new, _) in pairs {
+            let _ = fs::remove_file(src.join(new));
+        }
+        for d in ["d", "p", "q"] {
+            set_times(&src.join(d), 1_600_000_000, 0);
+        }
+        assert_eq!(code(&by_tool(tool, &["-aH"], &src, &dst)), 0);
+        let ino = |n: &str| fs::metadata(dst.join(n)).unwrap().ino();
+        let olds = || pairs.map(|(_, old)| ino(old));
+        let before = olds();
+        for (new, old) in pairs {
+            fs::hard_link(src.join(old), src.join(new)).unwrap();
+        }
+        let flags: &[&str] = if tool == "rsync" {
+            &["-aH", "--stats"]
+        } else {
+            &["-aH", "--stats", "--threads=1"]
+        };
+        let out = by_tool(tool, flags, &src, &dst);
+        let transferred = text(&out)
+            .lines()
+            .find(|l| l.starts_with("Number of regular files transferred"))
+            .map(str::to_string);
+        (
+            code(&out),
+            transferred,
+            olds() == before,
+            pairs.iter().all(|(new, old)| ino(new) == ino(old)),
+        )
+    });
+    assert_eq!(
+        seen,
+        (
+            0,
+            Some("Number of regular files transferred: 0".to_string()),
+            true,
+            true
+        )
+    );
+}
+
 /// With `-p` a directory takes its source's setgid bit before anything is made in it, as
 /// rsync gives a directory its mode first: what is made there without `-g` then has the group
 /// rsync gives it. Before, the bit came when the directory was finished, so entries made in an

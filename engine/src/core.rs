@@ -364,6 +364,10 @@ pub(crate) struct Core {
     /// A large file was handed back because this core was busy: take no new task until the
     /// current large file is done (what waits in the deque is for the other cores to steal).
     pub deferred: Cell<bool>,
+    /// `-H` groups whose copy a leader on this core put off ([`crate::links::LinkMap::defer`]),
+    /// oldest first: given back when there are more than [`held_links_max`] or the core has
+    /// nothing else to do.
+    pub held_links: RefCell<std::collections::VecDeque<crate::links::Key>>,
     /// Latency histograms (with `Config::measure`).
     pub lat: crate::latency::Recorder,
     /// `--delete-after`: deletions decided on this core, done when the run ends.
@@ -877,6 +881,7 @@ fn core_thread(
         no_tmpfile: RefCell::new(Vec::new()),
         heavy: Cell::new(0),
         deferred: Cell::new(false),
+        held_links: RefCell::new(std::collections::VecDeque::new()),
         pending_deletes: RefCell::new(Vec::new()),
         pending_removals: RefCell::new(Vec::new()),
         pending_updates: RefCell::new(Vec::new()),
@@ -1010,6 +1015,23 @@ impl<F: Future<Output = ()>> Drop for Slot<F> {
     }
 }
 
+/// How many put-off hard-link groups a core holds at most: half its files in flight (each
+/// keeps one of them, and its directory open), so the other half goes on with other work.
+pub(crate) fn held_links_max(config: &crate::Config) -> usize {
+    (config.inflight_per_core / 2).max(1)
+}
+
+impl Core {
+    /// Give back every hard-link group this core put off: their names copy after all (the core
+    /// is about to wait, so the group's other names are not coming from its own work).
+    fn release_held_links(&self) {
+        let held: Vec<_> = self.held_links.borrow_mut().drain(..).collect();
+        for key in held {
+            self.shared.links.release(key);
+        }
+    }
+}
+
 async fn core_loop(core: Rc<Core>, bell: &Doorbell) {
     core_loop_with(core, bell, task::run).await
 }
@@ -1077,6 +1099,7 @@ async fn core_loop_with<F: Future<Output = ()>>(
                 Idle::Done => return,
             }
         } else if inflight.len() < limit && !blocked() && core.worker.borrow_mut().hungry() {
+            core.release_held_links();
             // Room for more and nothing visible: wait for a task to finish *or* for work to
             // appear anywhere (a push rings our doorbell), so a core streaming a large file still
             // steals the moment another core has work to share.
@@ -1084,6 +1107,7 @@ async fn core_loop_with<F: Future<Output = ()>>(
             futures_util::future::select(inflight.next(), bell_wait).await;
             core.worker.borrow_mut().unparked();
         } else {
+            core.release_held_links();
             // Also listen to the doorbell: a stop request must reach a core that is busy
             // streaming a large file.
             let bell_wait = std::pin::pin!(bell.wait());

@@ -14,6 +14,14 @@
 //! followed symlink is one more name of its target's inode, uncounted in its link count, so no
 //! entry is dropped: every name that reaches the inode joins the group, as with rsync.
 //!
+//! On a re-sync a leader whose destination needs the data may *put its copy off*
+//! ([`LinkMap::defer`]): the next name of the inode to arrive leads instead, and if that name's
+//! destination is already up to date no data is written at all, the deferring name being linked
+//! to it (rsync links further names to a name whose copy is up to date in the same way). A core
+//! holds at most a few put-off groups and gives them back ([`LinkMap::release`]: the deferring
+//! name copies after all) when it has nothing else to do, so a group whose other names are far
+//! away or outside the tree costs a short delay, never a stall.
+//!
 //! A finished leader is remembered by its destination directory (`D`: for the engine a
 //! `task::LeaderDir`, shared by the groups led from one directory, which holds the directory
 //! open only while open directories are within their share of the open-file limit) and its
@@ -36,6 +44,9 @@ pub(crate) type Key = (u64, u64);
 
 enum State<D> {
     Copying(Vec<Waker>),
+    /// The leader put its copy off ([`LinkMap::defer`]): the next name to claim leads; the
+    /// deferring leader waits among the waiters.
+    Deferred(Vec<Waker>),
     Done {
         dir: D,
         name: CString,
@@ -140,10 +151,23 @@ impl<D: Clone> LinkMap<D> {
                 }
                 Some(e) => {
                     e.remaining = e.remaining.saturating_sub(1);
+                    if let State::Deferred(w) = &mut e.state {
+                        // The leader put its copy off: this name leads (its waiters, the
+                        // deferring name among them, link to its copy).
+                        let w = std::mem::take(w);
+                        e.state = State::Copying(w);
+                        return Claim::Leader;
+                    }
                     e.waiting += 1;
                 }
             }
         }
+        self.wait(key).await
+    }
+
+    /// A name counted among `key`'s waiters waits for the leader's copy (`Link`) or, the
+    /// leader having failed or given the lead back, leads itself.
+    async fn wait(&self, key: Key) -> Claim<D> {
         std::future::poll_fn(|cx| {
             let mut shard = self.shard(key);
             let Some(e) = shard.get_mut(&key) else {
@@ -164,7 +188,7 @@ impl<D: Clone> LinkMap<D> {
                     e.state = State::Copying(Vec::new());
                     Poll::Ready(Claim::Leader)
                 }
-                State::Copying(waiters) => {
+                State::Copying(waiters) | State::Deferred(waiters) => {
                     if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
                         waiters.push(cx.waker().clone());
                     }
@@ -173,6 +197,46 @@ impl<D: Clone> LinkMap<D> {
             }
         })
         .await
+    }
+
+    /// The leader of `key` puts its copy off until another name arrives (which then leads, and
+    /// this one links to its copy: `Claim::Link`) or [`LinkMap::release`] gives the lead back
+    /// (`Claim::Leader`: copy after all). Only while no name waits for it and names remain to
+    /// come; otherwise `Claim::Leader` at once.
+    pub async fn defer(&self, key: Key) -> Claim<D> {
+        {
+            let mut shard = self.shard(key);
+            match shard.get_mut(&key) {
+                Some(e) if e.remaining > 0 && e.waiting == 0 => match &mut e.state {
+                    State::Copying(w) => {
+                        let w = std::mem::take(w);
+                        e.state = State::Deferred(w);
+                        e.waiting += 1;
+                    }
+                    _ => return Claim::Leader,
+                },
+                _ => return Claim::Leader,
+            }
+        }
+        self.wait(key).await
+    }
+
+    /// Give the lead of `key` back to the name that put its copy off, if no other name took it
+    /// meanwhile.
+    pub fn release(&self, key: Key) {
+        let waiters = {
+            let mut shard = self.shard(key);
+            let Some(e) = shard.get_mut(&key) else { return };
+            match &mut e.state {
+                State::Deferred(w) => {
+                    let w = std::mem::take(w);
+                    e.state = State::Failed;
+                    w
+                }
+                _ => Vec::new(),
+            }
+        };
+        waiters.into_iter().for_each(Waker::wake);
     }
 
     /// The leader's copy of `key` (source attributes `stat`) is in place as `name` in `dir`.
@@ -193,7 +257,7 @@ impl<D: Clone> LinkMap<D> {
                 shard.remove(&key);
             }
             match old {
-                State::Copying(w) => w,
+                State::Copying(w) | State::Deferred(w) => w,
                 _ => Vec::new(),
             }
         };
@@ -206,7 +270,7 @@ impl<D: Clone> LinkMap<D> {
             let mut shard = self.shard(key);
             let Some(e) = shard.get_mut(&key) else { return };
             match std::mem::replace(&mut e.state, State::Failed) {
-                State::Copying(w) => w,
+                State::Copying(w) | State::Deferred(w) => w,
                 _ => Vec::new(),
             }
         };
@@ -291,6 +355,81 @@ mod tests {
             }
             assert!(m.shard((3, 5)).is_empty());
         });
+    }
+
+    /// A leader that puts its copy off is linked to the copy of the next name to arrive, which
+    /// leads; given back, it leads itself; with a name waiting for it, or none left to come, it
+    /// cannot put it off.
+    #[test]
+    fn a_put_off_copy_goes_to_the_next_name_or_back_to_the_leader() {
+        let m = Arc::new(LinkMap::new(false));
+        let rt = compio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            // Taken over: the next name leads, the deferring one links to its copy.
+            assert!(matches!(m.claim((4, 1), 3).await, Claim::Leader));
+            let put_off = compio::runtime::spawn({
+                let m = Arc::clone(&m);
+                async move { m.defer((4, 1)).await }
+            });
+            yield_a_few().await;
+            assert!(
+                matches!(m.claim((4, 1), 3).await, Claim::Leader),
+                "the next name must lead"
+            );
+            // (Given back now, after another name took the lead: nothing changes.)
+            m.release((4, 1));
+            m.done(
+                (4, 1),
+                fd(),
+                CString::new("next").unwrap(),
+                PathBuf::new(),
+                Stat::default(),
+            );
+            match put_off.await.expect("task") {
+                Claim::Link(_, n, _) => assert_eq!(n.as_bytes(), b"next"),
+                Claim::Leader => panic!("the put-off name copied though another led"),
+            }
+            // Given back: the deferring name leads after all, and a later name links to it.
+            assert!(matches!(m.claim((4, 2), 3).await, Claim::Leader));
+            let put_off = compio::runtime::spawn({
+                let m = Arc::clone(&m);
+                async move { m.defer((4, 2)).await }
+            });
+            yield_a_few().await;
+            m.release((4, 2));
+            assert!(matches!(put_off.await.expect("task"), Claim::Leader));
+            m.done(
+                (4, 2),
+                fd(),
+                CString::new("first").unwrap(),
+                PathBuf::new(),
+                Stat::default(),
+            );
+            match m.claim((4, 2), 3).await {
+                Claim::Link(_, n, _) => assert_eq!(n.as_bytes(), b"first"),
+                Claim::Leader => panic!("copied twice"),
+            }
+            // No name left to come: nothing to wait for.
+            assert!(matches!(m.claim((4, 3), 1).await, Claim::Leader));
+            assert!(matches!(m.defer((4, 3)).await, Claim::Leader));
+        });
+    }
+
+    /// Let spawned tasks of this runtime run a few turns.
+    async fn yield_a_few() {
+        for _ in 0..3 {
+            let mut y = false;
+            std::future::poll_fn(|cx| {
+                if y {
+                    std::task::Poll::Ready(())
+                } else {
+                    y = true;
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+            })
+            .await;
+        }
     }
 
     #[test]

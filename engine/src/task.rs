@@ -3593,6 +3593,47 @@ async fn hardlink_follow(
     hardlink_make(core, parent, dst_name, st, file_type, leader, left).map(|()| true)
 }
 
+/// `-H`: the leader of a multi-link inode whose destination needs the data puts its copy off
+/// ([`crate::links::LinkMap::defer`]) while another name may still come, as rsync links further
+/// names to a name whose copy is up to date rather than copying again: the leader to link to
+/// when one arrived (`Some`), `None` to copy now. Only where a destination directory existed,
+/// this one or one above it (in a tree made anew nothing is up to date; a new directory in an
+/// old tree may hold new names of old files, as a new snapshot does), and for a few groups per
+/// core at a time.
+async fn hardlink_put_off(
+    core: &Core,
+    parent: &DirNode,
+    st: &Stat,
+) -> Option<(Arc<LeaderDir>, CString, Arc<PathBuf>)> {
+    if !core.shared.config.hard_links || st.nlink < 2 {
+        return None;
+    }
+    let mut node = parent;
+    while node.fresh {
+        match &node.parent {
+            Some(p) => node = p,
+            None => return None,
+        }
+    }
+    let key = (st.dev, st.ino);
+    let oldest = {
+        let mut held = core.held_links.borrow_mut();
+        held.push_back(key);
+        (held.len() > crate::core::held_links_max(&core.shared.config))
+            .then(|| held.pop_front())
+            .flatten()
+    };
+    if let Some(k) = oldest {
+        core.shared.links.release(k);
+    }
+    let claim = core.shared.links.defer(key).await;
+    core.held_links.borrow_mut().retain(|k| *k != key);
+    match claim {
+        Claim::Link(dir, name, rel) => Some((dir, name, rel)),
+        Claim::Leader => None,
+    }
+}
+
 /// `-H`: make `dst_name` in `parent` a link to the `leader`'s copy (its destination directory,
 /// name, and path for item events); `st` is what the item reports.
 fn hardlink_make(
@@ -4071,6 +4112,12 @@ async fn copy_file(
                 ));
             }
         };
+    // -H on a re-sync: this name's copy needs the data; another name of the inode may find its
+    // copy up to date, and then this one is linked to it with no data written.
+    if let Some(leader) = hardlink_put_off(core, parent, &st).await {
+        hardlink_make(core, parent, dst_name, &st, FileType::File, leader, left)?;
+        return Ok(Outcome::Done);
+    }
     if !cfg.dry_run
         && let Some(d) = &cfg.delegate
         && d.take_file(&parent.child_rel(dst_name), &st)
