@@ -327,19 +327,7 @@ mod tests {
                 async move { m.claim((3, 5), 3).await }
             });
             // Let both register as waiters (all three names have now arrived).
-            for _ in 0..3 {
-                let mut y = false;
-                std::future::poll_fn(|cx| {
-                    if y {
-                        std::task::Poll::Ready(())
-                    } else {
-                        y = true;
-                        cx.waker().wake_by_ref();
-                        std::task::Poll::Pending
-                    }
-                })
-                .await;
-            }
+            yield_a_few().await;
             m.done(
                 (3, 5),
                 fd(),
@@ -418,17 +406,7 @@ mod tests {
     /// Let spawned tasks of this runtime run a few turns.
     async fn yield_a_few() {
         for _ in 0..3 {
-            let mut y = false;
-            std::future::poll_fn(|cx| {
-                if y {
-                    std::task::Poll::Ready(())
-                } else {
-                    y = true;
-                    cx.waker().wake_by_ref();
-                    std::task::Poll::Pending
-                }
-            })
-            .await;
+            crate::core::yield_now().await;
         }
     }
 
