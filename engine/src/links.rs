@@ -47,6 +47,9 @@ enum State<D> {
     /// The leader put its copy off ([`LinkMap::defer`]): the next name to claim leads; the
     /// deferring leader waits among the waiters.
     Deferred(Vec<Waker>),
+    /// The name that took the lead from a put-off copy needs the data too: it gives the lead
+    /// back to the name that put it off (which copies, as it would have), and waits for it.
+    HandedBack(Vec<Waker>),
     Done {
         dir: D,
         name: CString,
@@ -62,6 +65,8 @@ struct Entry<D> {
     remaining: u64,
     /// Names waiting for the leader right now; the entry stays until they have read it.
     waiting: u64,
+    /// The leader took the lead from a name that put its copy off.
+    took_over: bool,
     state: State<D>,
 }
 
@@ -144,6 +149,7 @@ impl<D: Clone> LinkMap<D> {
                         Entry {
                             remaining: nlink.saturating_sub(1),
                             waiting: 0,
+                            took_over: false,
                             state: State::Copying(Vec::new()),
                         },
                     );
@@ -156,6 +162,7 @@ impl<D: Clone> LinkMap<D> {
                         // deferring name among them, link to its copy).
                         let w = std::mem::take(w);
                         e.state = State::Copying(w);
+                        e.took_over = true;
                         return Claim::Leader;
                     }
                     e.waiting += 1;
@@ -188,7 +195,7 @@ impl<D: Clone> LinkMap<D> {
                     e.state = State::Copying(Vec::new());
                     Poll::Ready(Claim::Leader)
                 }
-                State::Copying(waiters) | State::Deferred(waiters) => {
+                State::Copying(waiters) | State::Deferred(waiters) | State::HandedBack(waiters) => {
                     if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
                         waiters.push(cx.waker().clone());
                     }
@@ -199,26 +206,76 @@ impl<D: Clone> LinkMap<D> {
         .await
     }
 
-    /// The leader of `key` puts its copy off until another name arrives (which then leads, and
-    /// this one links to its copy: `Claim::Link`) or [`LinkMap::release`] gives the lead back
-    /// (`Claim::Leader`: copy after all). Only while no name waits for it and names remain to
-    /// come; otherwise `Claim::Leader` at once.
-    pub async fn defer(&self, key: Key) -> Claim<D> {
-        {
+    /// The leader of `key`, whose copy needs the data, puts it off (with `may_defer`: while
+    /// no name waits for it and names remain to come) until another name arrives, which then
+    /// leads: if that name's copy is up to date this one links to it (`Claim::Link`), if it
+    /// needs the data too it hands the lead back. `Claim::Leader`: copy now (nothing put off,
+    /// the lead handed back, or given back by [`LinkMap::release`]). A leader that took the
+    /// lead from a put-off copy and needs the data itself hands the lead back and waits for
+    /// that copy (`Claim::Link`), so the name met first is the one copied, as without putting
+    /// off.
+    pub async fn defer(&self, key: Key, may_defer: bool) -> Claim<D> {
+        let handed_back = {
             let mut shard = self.shard(key);
-            match shard.get_mut(&key) {
-                Some(e) if e.remaining > 0 && e.waiting == 0 => match &mut e.state {
-                    State::Copying(w) => {
-                        let w = std::mem::take(w);
-                        e.state = State::Deferred(w);
-                        e.waiting += 1;
-                    }
-                    _ => return Claim::Leader,
-                },
+            let Some(e) = shard.get_mut(&key) else {
+                return Claim::Leader;
+            };
+            match &mut e.state {
+                State::Copying(w) if e.took_over => {
+                    let w = std::mem::take(w);
+                    e.took_over = false;
+                    e.state = State::HandedBack(Vec::new());
+                    e.waiting += 1;
+                    Some(w)
+                }
+                State::Copying(w) if may_defer && e.remaining > 0 && e.waiting == 0 => {
+                    let w = std::mem::take(w);
+                    e.state = State::Deferred(w);
+                    e.waiting += 1;
+                    None
+                }
                 _ => return Claim::Leader,
             }
+        };
+        if let Some(w) = handed_back {
+            w.into_iter().for_each(Waker::wake);
+            return self.wait(key).await;
         }
-        self.wait(key).await
+        // (Its own wait: the lead handed back comes to this name alone.)
+        std::future::poll_fn(|cx| {
+            let mut shard = self.shard(key);
+            let Some(e) = shard.get_mut(&key) else {
+                return Poll::Ready(Claim::Leader);
+            };
+            match &mut e.state {
+                State::HandedBack(w) => {
+                    let w = std::mem::take(w);
+                    e.waiting -= 1;
+                    e.state = State::Copying(w);
+                    Poll::Ready(Claim::Leader)
+                }
+                State::Done { dir, name, rel, .. } => {
+                    let claim = Claim::Link(dir.clone(), name.clone(), Arc::clone(rel));
+                    e.waiting -= 1;
+                    if e.spent() && !self.keep_all {
+                        shard.remove(&key);
+                    }
+                    Poll::Ready(claim)
+                }
+                State::Failed => {
+                    e.waiting -= 1;
+                    e.state = State::Copying(Vec::new());
+                    Poll::Ready(Claim::Leader)
+                }
+                State::Copying(waiters) | State::Deferred(waiters) => {
+                    if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                        waiters.push(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
     }
 
     /// Give the lead of `key` back to the name that put its copy off, if no other name took it
@@ -257,7 +314,7 @@ impl<D: Clone> LinkMap<D> {
                 shard.remove(&key);
             }
             match old {
-                State::Copying(w) | State::Deferred(w) => w,
+                State::Copying(w) | State::Deferred(w) | State::HandedBack(w) => w,
                 _ => Vec::new(),
             }
         };
@@ -270,7 +327,7 @@ impl<D: Clone> LinkMap<D> {
             let mut shard = self.shard(key);
             let Some(e) = shard.get_mut(&key) else { return };
             match std::mem::replace(&mut e.state, State::Failed) {
-                State::Copying(w) | State::Deferred(w) => w,
+                State::Copying(w) | State::Deferred(w) | State::HandedBack(w) => w,
                 _ => Vec::new(),
             }
         };
@@ -357,7 +414,7 @@ mod tests {
             assert!(matches!(m.claim((4, 1), 3).await, Claim::Leader));
             let put_off = compio::runtime::spawn({
                 let m = Arc::clone(&m);
-                async move { m.defer((4, 1)).await }
+                async move { m.defer((4, 1), true).await }
             });
             yield_a_few().await;
             assert!(
@@ -381,7 +438,7 @@ mod tests {
             assert!(matches!(m.claim((4, 2), 3).await, Claim::Leader));
             let put_off = compio::runtime::spawn({
                 let m = Arc::clone(&m);
-                async move { m.defer((4, 2)).await }
+                async move { m.defer((4, 2), true).await }
             });
             yield_a_few().await;
             m.release((4, 2));
@@ -399,7 +456,35 @@ mod tests {
             }
             // No name left to come: nothing to wait for.
             assert!(matches!(m.claim((4, 3), 1).await, Claim::Leader));
-            assert!(matches!(m.defer((4, 3)).await, Claim::Leader));
+            assert!(matches!(m.defer((4, 3), true).await, Claim::Leader));
+            // The next name needs the data too: it hands the lead back to the first, which
+            // copies, and links to that copy.
+            assert!(matches!(m.claim((4, 4), 3).await, Claim::Leader));
+            let first = compio::runtime::spawn({
+                let m = Arc::clone(&m);
+                async move { m.defer((4, 4), true).await }
+            });
+            yield_a_few().await;
+            assert!(matches!(m.claim((4, 4), 3).await, Claim::Leader));
+            let next = compio::runtime::spawn({
+                let m = Arc::clone(&m);
+                async move { m.defer((4, 4), true).await }
+            });
+            assert!(
+                matches!(first.await.expect("task"), Claim::Leader),
+                "the lead must come back to the first name"
+            );
+            m.done(
+                (4, 4),
+                fd(),
+                CString::new("first").unwrap(),
+                PathBuf::new(),
+                Stat::default(),
+            );
+            match next.await.expect("task") {
+                Claim::Link(_, n, _) => assert_eq!(n.as_bytes(), b"first"),
+                Claim::Leader => panic!("both names copied"),
+            }
         });
     }
 

@@ -3609,25 +3609,35 @@ async fn hardlink_put_off(
         return None;
     }
     let mut node = parent;
+    let mut old_tree = true;
     while node.fresh {
         match &node.parent {
             Some(p) => node = p,
-            None => return None,
+            None => {
+                old_tree = false;
+                break;
+            }
         }
     }
     let key = (st.dev, st.ino);
-    let oldest = {
-        let mut held = core.held_links.borrow_mut();
-        held.push_back(key);
-        (held.len() > crate::core::held_links_max(&core.shared.config))
-            .then(|| held.pop_front())
-            .flatten()
-    };
-    if let Some(k) = oldest {
-        core.shared.links.release(k);
+    if old_tree {
+        let oldest = {
+            let mut held = core.held_links.borrow_mut();
+            held.push_back(key);
+            (held.len() > crate::core::held_links_max(&core.shared.config))
+                .then(|| held.pop_front())
+                .flatten()
+        };
+        if let Some(k) = oldest {
+            core.shared.links.release(k);
+        }
     }
-    let claim = core.shared.links.defer(key).await;
-    core.held_links.borrow_mut().retain(|k| *k != key);
+    // (Also where nothing is put off: a name that took the lead from a put-off copy and needs
+    // the data too hands it back.)
+    let claim = core.shared.links.defer(key, old_tree).await;
+    if old_tree {
+        core.held_links.borrow_mut().retain(|k| *k != key);
+    }
     match claim {
         Claim::Link(dir, name, rel) => Some((dir, name, rel)),
         Claim::Leader => None,
