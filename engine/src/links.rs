@@ -169,12 +169,13 @@ impl<D: Clone> LinkMap<D> {
                 }
             }
         }
-        self.wait(key).await
+        self.wait(key, false).await
     }
 
     /// A name counted among `key`'s waiters waits for the leader's copy (`Link`) or, the
-    /// leader having failed or given the lead back, leads itself.
-    async fn wait(&self, key: Key) -> Claim<D> {
+    /// leader having failed or given the lead back, leads itself; the lead handed back
+    /// ([`State::HandedBack`]) goes to the name that put its copy off (`deferring`) alone.
+    async fn wait(&self, key: Key, deferring: bool) -> Claim<D> {
         std::future::poll_fn(|cx| {
             let mut shard = self.shard(key);
             let Some(e) = shard.get_mut(&key) else {
@@ -193,6 +194,12 @@ impl<D: Clone> LinkMap<D> {
                 State::Failed => {
                     e.waiting -= 1;
                     e.state = State::Copying(Vec::new());
+                    Poll::Ready(Claim::Leader)
+                }
+                State::HandedBack(w) if deferring => {
+                    let w = std::mem::take(w);
+                    e.waiting -= 1;
+                    e.state = State::Copying(w);
                     Poll::Ready(Claim::Leader)
                 }
                 State::Copying(waiters) | State::Deferred(waiters) | State::HandedBack(waiters) => {
@@ -239,43 +246,10 @@ impl<D: Clone> LinkMap<D> {
         };
         if let Some(w) = handed_back {
             w.into_iter().for_each(Waker::wake);
-            return self.wait(key).await;
+            return self.wait(key, false).await;
         }
-        // (Its own wait: the lead handed back comes to this name alone.)
-        std::future::poll_fn(|cx| {
-            let mut shard = self.shard(key);
-            let Some(e) = shard.get_mut(&key) else {
-                return Poll::Ready(Claim::Leader);
-            };
-            match &mut e.state {
-                State::HandedBack(w) => {
-                    let w = std::mem::take(w);
-                    e.waiting -= 1;
-                    e.state = State::Copying(w);
-                    Poll::Ready(Claim::Leader)
-                }
-                State::Done { dir, name, rel, .. } => {
-                    let claim = Claim::Link(dir.clone(), name.clone(), Arc::clone(rel));
-                    e.waiting -= 1;
-                    if e.spent() && !self.keep_all {
-                        shard.remove(&key);
-                    }
-                    Poll::Ready(claim)
-                }
-                State::Failed => {
-                    e.waiting -= 1;
-                    e.state = State::Copying(Vec::new());
-                    Poll::Ready(Claim::Leader)
-                }
-                State::Copying(waiters) | State::Deferred(waiters) => {
-                    if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                        waiters.push(cx.waker().clone());
-                    }
-                    Poll::Pending
-                }
-            }
-        })
-        .await
+        // (The lead handed back comes to this name alone.)
+        self.wait(key, true).await
     }
 
     /// Give the lead of `key` back to the name that put its copy off, if no other name took it
