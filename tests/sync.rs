@@ -3620,6 +3620,47 @@ fn a_new_name_of_an_up_to_date_hard_linked_file_is_linked_not_copied() {
     );
 }
 
+/// `-H`: two groups of hard-linked files with the same data and times but other modes, whose
+/// copies in the destination are all one inode (links the source does not have): each group
+/// gets its own mode. Setting the mode in place on the shared inode changed the other group's
+/// too, so one group ended with the other's mode (rsync 3.5 does that: the last group set wins
+/// for all four names); now the group whose attributes differ is copied anew, which breaks the
+/// extra links, as rsync's manual says an update does. A second run changes nothing.
+#[test]
+fn a_hard_linked_groups_attributes_are_not_set_through_another_groups_links() {
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    let dst = s.path().join("dst");
+    fs::create_dir_all(&src).unwrap();
+    fs::create_dir_all(&dst).unwrap();
+    for (first, second, mode) in [("a", "b", 0o640), ("c", "d", 0o644)] {
+        write(&src.join(first), b"same");
+        fs::hard_link(src.join(first), src.join(second)).unwrap();
+        chmod(&src.join(first), mode);
+        set_times(&src.join(first), 1_600_000_000, 0);
+    }
+    write(&dst.join("a"), b"same");
+    chmod(&dst.join("a"), 0o644);
+    set_times(&dst.join("a"), 1_600_000_000, 0);
+    for n in ["b", "c", "d"] {
+        fs::hard_link(dst.join("a"), dst.join(n)).unwrap();
+    }
+    let out = copy_contents(&["-aH"], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", err(&out));
+    let m = |n: &str| fs::metadata(dst.join(n)).unwrap();
+    assert_eq!(m("a").mode() & 0o7777, 0o640);
+    assert_eq!(m("c").mode() & 0o7777, 0o644);
+    assert_eq!(m("a").ino(), m("b").ino());
+    assert_eq!(m("c").ino(), m("d").ino());
+    assert_ne!(m("a").ino(), m("c").ino());
+    let again = copy_contents(&["-aH", "--stats"], &src, &dst);
+    assert!(
+        text(&again).contains("Number of regular files transferred: 0"),
+        "{}",
+        text(&again)
+    );
+}
+
 /// With `-p` a directory takes its source's setgid bit before anything is made in it, as
 /// rsync gives a directory its mode first: what is made there without `-g` then has the group
 /// rsync gives it. Before, the bit came when the directory was finished, so entries made in an

@@ -4081,6 +4081,22 @@ async fn copy_file(
                 left.set(true);
                 return Ok(Outcome::Done);
             }
+            Verdict::Same(change)
+                if cfg.hard_links
+                    && st.nlink > 1
+                    && sync::attrs_differ(&change)
+                    && sys::lstat_at(dir, dst_name).is_ok_and(|d| d.nlink > st.nlink) =>
+            {
+                // -H: the destination file is linked to more names than the source file has
+                // (names of another group, or names the source no longer has): set in place,
+                // its attributes would change theirs too, so it is copied anew, which breaks
+                // those links (as rsync's manual says an update does; rsync itself sets them
+                // in place, and the last group set wins for all).
+                Change {
+                    how: How::Transfer,
+                    ..change
+                }
+            }
             Verdict::Same(mut change) => {
                 if !fix_attrs(core, parent, &src, &st, dst_name, &mut change) {
                     // Could not set them in place: copy the file anew.
