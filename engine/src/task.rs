@@ -4108,21 +4108,20 @@ async fn copy_file(
                     hardlink_done(core, parent, dst_name, &st, true);
                     bump(&core.counters.unchanged, 1);
                     drop_stale_partial(core, dir, dst_name);
-                    // (With -c its content was compared: rsync's %C shows its checksum.)
-                    let sum = if cfg.checksum {
-                        sum_of(core, dir, dst_name)
-                    } else {
-                        None
-                    };
-                    let what = (FileType::File, Some(&st));
-                    if sync::attrs_differ(&change) {
-                        item_summed(core, (parent.root, rel), what, 0, &change, None, sum);
-                    } else if cfg.itemize_unchanged {
-                        let change = Change {
-                            how: How::Attrs,
-                            ..Change::default()
+                    let differ = sync::attrs_differ(&change);
+                    if differ || cfg.itemize_unchanged {
+                        // (With -c its content was compared: rsync's %C shows its checksum.)
+                        let sum = cfg.checksum.then(|| sum_of(core, dir, dst_name)).flatten();
+                        let shown = if differ {
+                            change
+                        } else {
+                            Change {
+                                how: How::Attrs,
+                                ..Change::default()
+                            }
                         };
-                        item_summed(core, (parent.root, rel), what, 0, &change, None, sum);
+                        let what = (FileType::File, Some(&st));
+                        item_summed(core, (parent.root, rel), what, 0, &shown, None, sum);
                     }
                     return Ok(Outcome::Done);
                 }
