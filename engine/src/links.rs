@@ -95,6 +95,9 @@ pub(crate) struct LinkMap<D = Arc<OwnedFd>> {
     shards: Box<[Shard<D>]>,
     /// Keep every entry to the end of the run (symlinks are followed: more names than links).
     keep_all: bool,
+    /// Some leader has put its copy off this run (set once, read by leaders that may not put
+    /// theirs off, which then need not look for a lead to hand back).
+    any_deferred: CachePadded<std::sync::atomic::AtomicBool>,
 }
 
 impl<D: Clone> LinkMap<D> {
@@ -105,6 +108,7 @@ impl<D: Clone> LinkMap<D> {
                 .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
                 .collect(),
             keep_all,
+            any_deferred: CachePadded::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -222,6 +226,12 @@ impl<D: Clone> LinkMap<D> {
     /// that copy (`Claim::Link`), so the name met first is the one copied, as without putting
     /// off.
     pub async fn defer(&self, key: Key, may_defer: bool) -> Claim<D> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !may_defer && !self.any_deferred.load(Relaxed) {
+            // (Nothing was put off, so no lead was taken from a put-off copy: the common case
+            // of a copy into a new destination costs no lock here.)
+            return Claim::Leader;
+        }
         let handed_back = {
             let mut shard = self.shard(key);
             let Some(e) = shard.get_mut(&key) else {
@@ -239,6 +249,9 @@ impl<D: Clone> LinkMap<D> {
                     let w = std::mem::take(w);
                     e.state = State::Deferred(w);
                     e.waiting += 1;
+                    if !self.any_deferred.load(Relaxed) {
+                        self.any_deferred.store(true, Relaxed);
+                    }
                     None
                 }
                 _ => return Claim::Leader,
