@@ -336,13 +336,7 @@ mod tests {
         let rt = compio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
             assert!(matches!(m.claim((1, 7), 3).await, Claim::Leader));
-            m.done(
-                (1, 7),
-                fd(),
-                CString::new("a").unwrap(),
-                PathBuf::new(),
-                Stat::default(),
-            );
+            finish(&m, (1, 7), "a");
             for _ in 0..2 {
                 match m.claim((1, 7), 3).await {
                     Claim::Link(_, n, _) => assert_eq!(n.as_bytes(), b"a"),
@@ -362,23 +356,11 @@ mod tests {
         let rt = compio::runtime::Runtime::new().expect("runtime");
         rt.block_on(async {
             assert!(matches!(m.claim((3, 5), 3).await, Claim::Leader));
-            let a = compio::runtime::spawn({
-                let m = Arc::clone(&m);
-                async move { m.claim((3, 5), 3).await }
-            });
-            let b = compio::runtime::spawn({
-                let m = Arc::clone(&m);
-                async move { m.claim((3, 5), 3).await }
-            });
+            let a = spawn_claim(&m, (3, 5), 3);
+            let b = spawn_claim(&m, (3, 5), 3);
             // Let both register as waiters (all three names have now arrived).
             yield_a_few().await;
-            m.done(
-                (3, 5),
-                fd(),
-                CString::new("leader").unwrap(),
-                PathBuf::new(),
-                Stat::default(),
-            );
+            finish(&m, (3, 5), "leader");
             for h in [a, b] {
                 match h.await.expect("task") {
                     Claim::Link(_, n, _) => assert_eq!(n.as_bytes(), b"leader"),
@@ -399,10 +381,7 @@ mod tests {
         rt.block_on(async {
             // Taken over: the next name leads, the deferring one links to its copy.
             assert!(matches!(m.claim((4, 1), 3).await, Claim::Leader));
-            let put_off = compio::runtime::spawn({
-                let m = Arc::clone(&m);
-                async move { m.defer((4, 1), true).await }
-            });
+            let put_off = spawn_defer(&m, (4, 1), true);
             yield_a_few().await;
             assert!(
                 matches!(m.claim((4, 1), 3).await, Claim::Leader),
@@ -410,33 +389,18 @@ mod tests {
             );
             // (Given back now, after another name took the lead: nothing changes.)
             m.release((4, 1));
-            m.done(
-                (4, 1),
-                fd(),
-                CString::new("next").unwrap(),
-                PathBuf::new(),
-                Stat::default(),
-            );
+            finish(&m, (4, 1), "next");
             match put_off.await.expect("task") {
                 Claim::Link(_, n, _) => assert_eq!(n.as_bytes(), b"next"),
                 Claim::Leader => panic!("the put-off name copied though another led"),
             }
             // Given back: the deferring name leads after all, and a later name links to it.
             assert!(matches!(m.claim((4, 2), 3).await, Claim::Leader));
-            let put_off = compio::runtime::spawn({
-                let m = Arc::clone(&m);
-                async move { m.defer((4, 2), true).await }
-            });
+            let put_off = spawn_defer(&m, (4, 2), true);
             yield_a_few().await;
             m.release((4, 2));
             assert!(matches!(put_off.await.expect("task"), Claim::Leader));
-            m.done(
-                (4, 2),
-                fd(),
-                CString::new("first").unwrap(),
-                PathBuf::new(),
-                Stat::default(),
-            );
+            finish(&m, (4, 2), "first");
             match m.claim((4, 2), 3).await {
                 Claim::Link(_, n, _) => assert_eq!(n.as_bytes(), b"first"),
                 Claim::Leader => panic!("copied twice"),
@@ -447,32 +411,51 @@ mod tests {
             // The next name needs the data too: it hands the lead back to the first, which
             // copies, and links to that copy.
             assert!(matches!(m.claim((4, 4), 3).await, Claim::Leader));
-            let first = compio::runtime::spawn({
-                let m = Arc::clone(&m);
-                async move { m.defer((4, 4), true).await }
-            });
+            let first = spawn_defer(&m, (4, 4), true);
             yield_a_few().await;
             assert!(matches!(m.claim((4, 4), 3).await, Claim::Leader));
-            let next = compio::runtime::spawn({
-                let m = Arc::clone(&m);
-                async move { m.defer((4, 4), true).await }
-            });
+            let next = spawn_defer(&m, (4, 4), true);
             assert!(
                 matches!(first.await.expect("task"), Claim::Leader),
                 "the lead must come back to the first name"
             );
-            m.done(
-                (4, 4),
-                fd(),
-                CString::new("first").unwrap(),
-                PathBuf::new(),
-                Stat::default(),
-            );
+            finish(&m, (4, 4), "first");
             match next.await.expect("task") {
                 Claim::Link(_, n, _) => assert_eq!(n.as_bytes(), b"first"),
                 Claim::Leader => panic!("both names copied"),
             }
         });
+    }
+
+    /// The leader of `key` finished as `name` (in a directory that does not matter here).
+    fn finish(m: &LinkMap, key: Key, name: &str) {
+        m.done(
+            key,
+            fd(),
+            CString::new(name).unwrap(),
+            PathBuf::new(),
+            Stat::default(),
+        );
+    }
+
+    /// A name of `key` (of `nlink` links) claiming it on a task of its own.
+    fn spawn_claim(
+        m: &Arc<LinkMap>,
+        key: Key,
+        nlink: u64,
+    ) -> compio::runtime::JoinHandle<Claim<Arc<OwnedFd>>> {
+        let m = Arc::clone(m);
+        compio::runtime::spawn(async move { m.claim(key, nlink).await })
+    }
+
+    /// The leader of `key` putting its copy off (or not: `may_defer`) on a task of its own.
+    fn spawn_defer(
+        m: &Arc<LinkMap>,
+        key: Key,
+        may_defer: bool,
+    ) -> compio::runtime::JoinHandle<Claim<Arc<OwnedFd>>> {
+        let m = Arc::clone(m);
+        compio::runtime::spawn(async move { m.defer(key, may_defer).await })
     }
 
     /// Let spawned tasks of this runtime run a few turns.

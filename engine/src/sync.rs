@@ -37,13 +37,18 @@ pub(crate) fn same_mtime(dst: (i64, i64), src: (i64, i64), window: Option<u32>) 
     }
 }
 
-/// `-u`: whether an existing destination file with mtime `dst` is left alone for a source of
-/// mtime `src`. To the nanosecond (the default): when it is newer. Under `--modify-window=N`
-/// as rsync 3.5's generator judges it (`file->modtime - st_mtime < modify_window`, whole
-/// seconds): unless the source is newer by N seconds or more, so a destination within the
-/// window, or newer by any amount, stays (with `N = 0`: unless the source's second is later).
-pub(crate) fn left_by_update(dst: (i64, i64), src: (i64, i64), window: Option<u32>) -> bool {
-    match window {
+/// `-u`: whether the existing destination entry `d` is left alone for the source `st`: only a
+/// regular file is (symlinks, devices and specials are updated whatever their times). To the
+/// nanosecond (the default): when it is newer. Under `--modify-window=N` as rsync 3.5's
+/// generator judges it (`file->modtime - st_mtime < modify_window`, whole seconds): unless the
+/// source is newer by N seconds or more, so a destination within the window, or newer by any
+/// amount, stays (with `N = 0`: unless the source's second is later).
+pub(crate) fn kept_by_update(cfg: &crate::Config, d: &Stat, st: &Stat) -> bool {
+    if !cfg.update || d.file_type() != FileType::File {
+        return false;
+    }
+    let (dst, src) = (d.mtime, st.mtime);
+    match cfg.modify_window {
         None => dst > src && !same_mtime(dst, src, None),
         Some(w) => src.0 - dst.0 < i64::from(w),
     }
@@ -83,8 +88,9 @@ pub(crate) enum Verdict {
     /// Leave it (`-u` found the destination newer, `--existing` found none, `--ignore-existing`
     /// found one).
     Skip,
-    /// Same data; attributes may differ (listed in the change).
-    Same(Change),
+    /// Same data; attributes may differ (listed in the change). With the destination file's
+    /// link count.
+    Same(Change, u64),
     /// Copy the data (the change says what differed, or `new`).
     Copy(Change),
     /// A non-empty directory is in the way and may not be removed: report this, copy nothing.
@@ -159,7 +165,7 @@ pub(crate) async fn judge_file(
         // written into).
         return Verdict::Copy(Change::new_entry(How::Transfer));
     }
-    if cfg.update && left_by_update(d.mtime, st.mtime, cfg.modify_window) {
+    if kept_by_update(cfg, &d, st) {
         return Verdict::Skip;
     }
     let mut change = attr_change(shared, &d, st, false);
@@ -193,7 +199,7 @@ pub(crate) async fn judge_file(
     };
     if same {
         change.how = How::Attrs;
-        Verdict::Same(change)
+        Verdict::Same(change, d.nlink)
     } else if cfg.append.is_some() && d.size >= st.size {
         // --append: only a shorter file grows; any other that differs is left as it is,
         // attributes too (one found up to date gets its attributes, as rsync gives them).

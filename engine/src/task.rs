@@ -1465,7 +1465,7 @@ async fn exact_reference_for_existing(
         // as it is (`judge_file` says so), never linked or removed for a reference.
         || cfg.ignore_existing
         || sync::size_limit(cfg, st.size).is_some()
-        || (cfg.update && sync::left_by_update(d.mtime, st.mtime, cfg.modify_window))
+        || sync::kept_by_update(cfg, &d, st)
     {
         return None;
     }
@@ -3671,9 +3671,7 @@ fn hardlink_make(
         if cfg.ignore_existing
             // -u: a newer destination file is left as it is, whichever name of its group it
             // is (as rsync's generator judges every name before it links one).
-            || (cfg.update
-                && d.file_type() == FileType::File
-                && sync::left_by_update(d.mtime, st.mtime, cfg.modify_window))
+            || sync::kept_by_update(cfg, &d, st)
         {
             bump(&core.counters.skipped, 1);
             left.set(true);
@@ -3972,7 +3970,7 @@ async fn copy_file(
         let verdict = sync::judge_file(core, false, parent, None, &st, dst_name).await;
         core.lat.record(Op::Stat, t);
         match verdict {
-            Verdict::Same(change)
+            Verdict::Same(change, _)
                 if !sync::attrs_differ(&change)
                     && (!(cfg.xattrs || cfg.acls)
                         || fsops::meta::xattr_plan(
@@ -4081,11 +4079,11 @@ async fn copy_file(
                 left.set(true);
                 return Ok(Outcome::Done);
             }
-            Verdict::Same(change)
+            Verdict::Same(change, links)
                 if cfg.hard_links
                     && st.nlink > 1
-                    && sync::attrs_differ(&change)
-                    && sys::lstat_at(dir, dst_name).is_ok_and(|d| d.nlink > st.nlink) =>
+                    && links > st.nlink
+                    && sync::attrs_differ(&change) =>
             {
                 // -H: the destination file is linked to more names than the source file has
                 // (names of another group, or names the source no longer has): set in place,
@@ -4097,7 +4095,7 @@ async fn copy_file(
                     ..change
                 }
             }
-            Verdict::Same(mut change) => {
+            Verdict::Same(mut change, _) => {
                 if !fix_attrs(core, parent, &src, &st, dst_name, &mut change) {
                     // Could not set them in place: copy the file anew.
                     Change {
