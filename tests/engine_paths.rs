@@ -573,6 +573,75 @@ fn cold_kernel_copies_leave_the_core_and_stay_exact() {
     assert_eq!(per_core_sum(&v, "offloaded_pieces"), 0, "{v}");
 }
 
+/// A warm large file is not split across the cores by default where the destination's file
+/// system takes one file's writes one at a time (ext4, XFS, btrfs, tmpfs, F2FS, bcachefs: the
+/// other cores would wait on its lock; session 36 measured 1.6–1.8× the CPU for the same time);
+/// an explicit `--split-chunk` still splits it there. Before, the default split it everywhere.
+#[test]
+fn a_warm_large_file_is_split_by_default_only_where_writes_to_it_can_run_at_once() {
+    let _cache = page_cache();
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir(&src).unwrap();
+    // Twice the default --split-chunk (64M) and a byte.
+    let data = content(36, (128 << 20) + 1);
+    write(&src.join("huge"), &data);
+    let serial = {
+        let mut sf = std::mem::MaybeUninit::<libc::statfs>::uninit();
+        let c = std::ffi::CString::new(s.path().as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path and an out-pointer of the right type.
+        assert_eq!(unsafe { libc::statfs(c.as_ptr(), sf.as_mut_ptr()) }, 0);
+        // SAFETY: statfs succeeded, so it filled the struct.
+        #[allow(clippy::unnecessary_cast)]
+        let t = unsafe { sf.assume_init() }.f_type as i64;
+        [
+            0xEF53,
+            0x5846_5342,
+            0x9123_683E,
+            0x0102_1994,
+            0xF2F5_2010,
+            0xCA45_1A4E,
+        ]
+        .contains(&t)
+    };
+    if !serial {
+        skip(
+            "a_warm_large_file_is_split_by_default_only_where_writes_to_it_can_run_at_once",
+            "the scratch directory is on none of the file systems that write one file at a time",
+        );
+        return;
+    }
+    for (name, flags, splits) in [
+        ("default", vec![], 0),
+        ("forced", vec!["--split-chunk=64M"], 1),
+    ] {
+        if resident_pages(&src.join("huge")) < data.len().div_ceil(4096) {
+            skip(
+                "a_warm_large_file_is_split_by_default_only_where_writes_to_it_can_run_at_once",
+                "the source left the page cache (memory pressure): a cold copy is never split",
+            );
+            return;
+        }
+        let json = s.path().join(format!("{name}.json"));
+        let j = json.display().to_string();
+        let mut args = vec!["-a", "--threads=2", "--stats-json", &j];
+        args.extend(flags);
+        let dst = s.path().join(name);
+        let out = copy_contents(&args, &src, &dst);
+        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(fs::read(dst.join("huge")).unwrap(), data, "{name}");
+        let v = stats(&json);
+        assert_eq!(
+            per_core_sum(&v, "offloaded_files"),
+            0,
+            "{name}: not warm: {v}"
+        );
+        assert_eq!(per_core_sum(&v, "kernel_copied_files"), 1, "{name}: {v}");
+        assert_eq!(per_core_sum(&v, "split_files"), splits, "{name}: {v}");
+        fs::remove_dir_all(&dst).unwrap();
+    }
+}
+
 /// While the cold-copy pool copies a cold large file, its core goes on to take other large
 /// files (each to the pool too): before, a core held one large file at a time, so two cores kept
 /// two of the pool's four threads busy.

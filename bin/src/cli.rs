@@ -683,7 +683,7 @@ pub fn command() -> Command {
             .long("split-chunk")
             .value_name("SIZE")
             .value_parser(parse_size)
-            .help("a file copied with copy_file_range that is at least twice SIZE is cut into chunks of SIZE that several cores copy at once (a cold one: pieces that cold-copy threads copy, several at once while it is the only cold file); 0 never splits (1M..=1G) [default: 64M]")
+            .help("a file copied with copy_file_range that is at least twice SIZE is cut into chunks of SIZE that several cores copy at once (a cold one: pieces that cold-copy threads copy, several at once while it is the only cold file); 0 never splits (1M..=1G) [default: 64M; by default a warm file is split only where the destination's file system can write one file's ranges at once, not on ext4, XFS, btrfs, tmpfs, F2FS or bcachefs; given, it is split everywhere]")
             .help_heading("Engine"),
     )
     .arg(
@@ -1839,6 +1839,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, Refused
             return Err(usage("--split-chunk must be 0 or between 1M and 1G"));
         }
         config.split_chunk = n;
+        config.split_forced = n > 0;
     }
     if let Some(specs) = m.get_many::<String>("route") {
         let specs: Vec<&str> = specs.map(String::as_str).collect();

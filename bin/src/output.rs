@@ -884,6 +884,7 @@ pub fn stats_json(cfg: &engine::Config, r: &Report, exit_code: i32) -> String {
             "large_files_in_flight": cfg.ring_files_per_core,
             "inline_max": cfg.small_file_max,
             "split_chunk": cfg.split_chunk,
+            "split_forced": cfg.split_forced,
             "routes": engine::ROUTE_CLASSES
                 .iter()
                 .zip(cfg.routes.0)

@@ -357,6 +357,9 @@ pub(crate) struct Core {
     /// "not supported here": not tried again on this core.
     pub no_clone: RefCell<Vec<(u64, u64)>>,
     pub no_kernel_copy: RefCell<Vec<(u64, u64)>>,
+    /// Destination devices and whether a warm large file is split across the cores there (its
+    /// file system writes one file's ranges at once), asked once per device.
+    pub split_devs: RefCell<Vec<(u64, bool)>>,
     /// Destination devices without `O_TMPFILE`: files go through a temporary name there.
     pub no_tmpfile: RefCell<Vec<u64>>,
     /// Large files this core is copying right now.
@@ -878,6 +881,7 @@ fn core_thread(
         ring_slots: crate::limit::LocalSemaphore::new(config.ring_files_per_core),
         no_clone: RefCell::new(Vec::new()),
         no_kernel_copy: RefCell::new(Vec::new()),
+        split_devs: RefCell::new(Vec::new()),
         no_tmpfile: RefCell::new(Vec::new()),
         heavy: Cell::new(0),
         deferred: Cell::new(false),

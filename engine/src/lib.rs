@@ -473,8 +473,14 @@ pub struct Config {
     /// Files up to this size are copied with inline syscalls; larger ones through io_uring.
     pub small_file_max: u64,
     /// `--split-chunk`: a file copied with `copy_file_range` that is at least twice this size is
-    /// cut into chunks of this size that several cores copy at once (0: never).
+    /// cut into chunks of this size that several cores copy at once (0: never). A warm file is
+    /// split only where the destination's file system writes one file's ranges at once (not
+    /// ext4, XFS, btrfs, tmpfs, F2FS, bcachefs: [`fsops::sys::writes_one_file_at_a_time`])
+    /// unless [`Config::split_forced`]; a cold file is cut into pieces for the cold-copy pool
+    /// everywhere.
     pub split_chunk: u64,
+    /// `--split-chunk` given: a warm file is split across the cores on every file system.
+    pub split_forced: bool,
     /// `--route`: where each class of per-file system calls runs (inline on the core, on the
     /// ring, or on a metadata worker).
     pub routes: Routes,
@@ -595,6 +601,7 @@ impl Config {
             inflight_per_core: 32,
             small_file_max: 256 * 1024,
             split_chunk: 64 << 20,
+            split_forced: false,
             routes: Routes::default(),
             meta_workers: 0,
             delegate: None,

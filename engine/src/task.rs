@@ -5084,7 +5084,8 @@ async fn copy_file_data(
             let split = cfg.split_chunk > 0
                 && st.size >= 2 * cfg.split_chunk
                 && !keep_size
-                && core.worker.borrow().count() > 1;
+                && core.worker.borrow().count() > 1
+                && (cfg.split_forced || splits_on(core, parent.dst_dev, &dst));
             // A cold source goes to the pool first (in pieces when large); a warm large one is
             // split across the cores.
             let copied = if let Some(r) =
@@ -5256,7 +5257,9 @@ async fn copy_file_data(
         }
         if cfg.sparse && !device && st.size > 0 {
             // -S as rsync gives it: zeros the source holds as data become holes too.
-            fsops::copy::punch_zero_blocks(dst.as_fd(), st.size)
+            // (The core's small-file buffer: no await until it is given back.)
+            let mut buf = core.small_buf.borrow_mut();
+            fsops::copy::punch_zero_blocks(dst.as_fd(), st.size, &mut buf)
                 .map_err(dst_err("fallocate (punch hole)"))?;
         }
         crate::hooks::fire_written(dst.as_fd(), dst_name);
@@ -5478,6 +5481,19 @@ impl Drop for TempGuard<'_> {
             let _ = sys::unlink_at(self.dir, n, 0);
         }
     }
+}
+
+/// Whether a warm large file written on `dev` (through `dst`) is split across the cores by
+/// default: where the file system takes one file's writes one at a time, the other cores would
+/// wait on its lock (session 36, a warm 512 MiB file, two cores: ext4 0.1583 s split against
+/// 0.1622 not, CPU 0.282 against 0.160; XFS 0.0988 against 0.0967, CPU 0.175 against 0.096).
+fn splits_on(core: &Core, dev: u64, dst: &OwnedFd) -> bool {
+    if let Some(&(_, yes)) = core.split_devs.borrow().iter().find(|(d, _)| *d == dev) {
+        return yes;
+    }
+    let yes = !sys::writes_one_file_at_a_time(dst.as_fd());
+    core.split_devs.borrow_mut().push((dev, yes));
+    yes
 }
 
 /// Copy a large file with `copy_file_range` on several cores: offer helper tasks to the other

@@ -475,6 +475,9 @@ pub async fn read_at_full(
     (Ok(n), buf)
 }
 
+/// The smallest step [`punch_zero_blocks`] reads back in (a smaller buffer is grown to it).
+pub const PUNCH_STEP_MIN: usize = 64 * 1024;
+
 /// The block size [`punch_zero_blocks`] makes holes of (ext4's and XFS's default; on a file
 /// system of larger blocks a punched range inside a block is only zeroed again).
 pub const HOLE_BLOCK: u64 = 4096;
@@ -483,12 +486,27 @@ pub const HOLE_BLOCK: u64 = 4096;
 /// [`HOLE_BLOCK`], the last one partial) that holds only zeros becomes a hole, whether or not
 /// the source had one there; rsync skips writing runs of zeros and sets the size at the end,
 /// which leaves the same holes. The data extents (`SEEK_DATA`: existing holes are skipped) are
-/// read back in 1 MiB steps, from the page cache where the copy just put them. Returns the
-/// bytes punched; a file system that cannot punch holes (`EOPNOTSUPP`) keeps its zeros.
-pub fn punch_zero_blocks(fd: std::os::fd::BorrowedFd<'_>, size: u64) -> io::Result<u64> {
-    const STEP: u64 = 1 << 20;
-    // (Sized to the file: a small file's read-back must not cost a 1 MiB allocation.)
-    let mut buf = vec![0u8; size.min(STEP) as usize];
+/// read back from the page cache where the copy just put them, in steps of `buf`'s capacity
+/// (at least [`PUNCH_STEP_MIN`]; a core passes the buffer it keeps for small files, so a
+/// read-back allocates nothing and its steps stay in the CPU's cache while they are scanned).
+/// Only as much of `buf` as a step needs is initialised, once. Returns the bytes punched; a
+/// file system that cannot punch holes (`EOPNOTSUPP`) keeps its zeros.
+pub fn punch_zero_blocks(
+    fd: std::os::fd::BorrowedFd<'_>,
+    size: u64,
+    buf: &mut Vec<u8>,
+) -> io::Result<u64> {
+    if buf.capacity() < PUNCH_STEP_MIN {
+        buf.reserve(PUNCH_STEP_MIN - buf.len());
+    }
+    // (Whole blocks: each step's blocks are scanned from its start.)
+    let step = buf.capacity() as u64 / HOLE_BLOCK * HOLE_BLOCK;
+    // (Sized to the file: a small file's read-back zeroes no more of the buffer than it reads.)
+    let need = size.min(step) as usize;
+    if buf.len() < need {
+        buf.resize(need, 0);
+    }
+    let buf = &mut buf[..need];
     let mut punched = 0;
     // The zero blocks met and not yet punched: (start, end).
     let mut run: Option<(u64, u64)> = None;
@@ -504,7 +522,7 @@ pub fn punch_zero_blocks(fd: std::os::fd::BorrowedFd<'_>, size: u64) -> io::Resu
     };
     // (A file of one step is read whole: a hole in it reads as zeros and is punched again, which
     // changes nothing, where asking for its extents would cost two `lseek`s.)
-    let extents = if size <= STEP {
+    let extents = if size <= step {
         vec![(0, size)]
     } else {
         sys::data_extents(fd, size)?

@@ -455,6 +455,70 @@ fn xattrs_copy_between_files_and_sparse_extents() {
     );
 }
 
+/// `-S`'s read-back punches exactly the all-zero blocks whatever buffer a core passes: none
+/// (grown to the smallest step), one whose capacity is not a whole number of blocks, and a
+/// large one; zero runs that cross the steps' edges, one zero block on an edge, a partial last
+/// block of zeros; the content reads back the same.
+#[test]
+fn punch_zero_blocks_makes_holes_of_zero_blocks_with_any_buffer() {
+    use std::os::unix::fs::FileExt;
+    const B: usize = fsops::copy::HOLE_BLOCK as usize;
+    let size = (1 << 20) + 1000;
+    // Blocks of zeros: 15..=49 (across the 64 KiB edge at block 16), 16 alone would be an edge
+    // too; 64 (the 256 KiB edge), 100..=180, and the partial last block.
+    let zero_block = |b: usize| (15..=49).contains(&b) || b == 64 || (100..=180).contains(&b);
+    let mut bytes = data(size, 5);
+    for b in 0..size.div_ceil(B) {
+        let (lo, hi) = (b * B, ((b + 1) * B).min(size));
+        if zero_block(b) || lo >= 1 << 20 {
+            bytes[lo..hi].fill(0);
+        } else {
+            bytes[lo] = 1; // never a zero block by chance
+        }
+    }
+    let t = tmp();
+    for (i, cap) in [0usize, 70_000, 256 << 10].into_iter().enumerate() {
+        let path = t.path().join(format!("f{i}"));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        f.write_all_at(&bytes, 0).unwrap();
+        f.sync_all().unwrap();
+        let mut buf = Vec::with_capacity(cap);
+        let punched = match fsops::copy::punch_zero_blocks(f.as_fd(), size as u64, &mut buf) {
+            Ok(n) => n,
+            Err(e) => panic!("punch with a buffer of {cap}: {e}"),
+        };
+        if punched == 0 {
+            eprintln!(
+                "skipped: the file system of {} does not punch holes",
+                t.path().display()
+            );
+            return;
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "content, buffer {cap}"
+        );
+        assert_eq!(f.metadata().unwrap().len(), size as u64);
+        let blocks = size.div_ceil(B);
+        let expect: Vec<bool> = (0..blocks)
+            .map(|b| !(zero_block(b) || b * B >= 1 << 20))
+            .collect();
+        let mut got = vec![false; blocks];
+        for (start, len) in sys::data_extents(f.as_fd(), size as u64).unwrap() {
+            let first = start as usize / B;
+            let end = ((start + len).div_ceil(B as u64) as usize).min(blocks);
+            got.iter_mut().take(end).skip(first).for_each(|g| *g = true);
+        }
+        assert_eq!(got, expect, "data blocks after the punch, buffer {cap}");
+    }
+}
+
 /// `listing_gives_inode` says yes for the temp dir's file system and tmpfs, where every listed
 /// number is the one `stat` gives (checked entry by entry, hard links included), and no for procfs,
 /// which is not on its list.
