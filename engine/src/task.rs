@@ -3923,6 +3923,10 @@ enum DataPath {
     Ring(Vec<(u64, u64)>),
     /// `--bwlimit`: these ranges in chunks on the core, each charged to the run's rate.
     Throttled(Vec<(u64, u64)>),
+    /// `-S`, a warm source: these ranges read through a core buffer, only the blocks with data
+    /// written (`fsops::copy::copy_sparse_range`): the zeros become holes without being written
+    /// and read back.
+    Sparse(Vec<(u64, u64)>),
 }
 
 async fn copy_file(
@@ -4421,9 +4425,23 @@ fn data_path(
         }
     }
     let kernel_ok = cfg.reflink != Reflink::Never && !core.no_kernel_copy.borrow().contains(&pair);
+    // -S with the data path left to arsync and the source in the page cache: read, check and
+    // write in one pass, where a copy in the kernel would have to be read back for its zeros.
+    let one_pass = |ranges: &[(u64, u64)]| {
+        cfg.sparse
+            && cfg.copy_method == CopyMethod::Auto
+            && !cfg.direct
+            && ranges
+                .iter()
+                .find(|r| r.1 > 0)
+                .is_none_or(|&(off, _)| sys::is_cached(src.as_fd(), off) == Some(true))
+    };
     let sparse = cfg.sparse && st.blocks.saturating_mul(512) < st.size;
     if sparse {
         let extents = sys::data_extents(src.as_fd(), st.size).map_err(src_err("lseek"))?;
+        if one_pass(&extents) {
+            return Ok(DataPath::Sparse(extents));
+        }
         // Only the data extents, in the kernel where it can (`copy_file_range` range by range
         // leaves the holes between them unwritten), else through the ring.
         if kernel_ok && !cfg.direct && cfg.copy_method != CopyMethod::Uring {
@@ -4441,6 +4459,9 @@ fn data_path(
         CopyMethod::Auto => {
             if st.size <= cfg.small_file_max {
                 return Ok(DataPath::Inline);
+            }
+            if one_pass(&[(0, st.size)]) {
+                return Ok(DataPath::Sparse(vec![(0, st.size)]));
             }
             if st.dev == parent.dst_dev && kernel_ok && !cfg.direct {
                 return Ok(DataPath::Kernel);
@@ -5069,9 +5090,10 @@ async fn copy_file_data(
             path = match path {
                 DataPath::Clone => DataPath::Clone,
                 DataPath::Inline | DataPath::Kernel => DataPath::Throttled(vec![(0, st.size)]),
-                DataPath::KernelRanges(e) | DataPath::Ring(e) | DataPath::Throttled(e) => {
-                    DataPath::Throttled(e)
-                }
+                DataPath::KernelRanges(e)
+                | DataPath::Ring(e)
+                | DataPath::Throttled(e)
+                | DataPath::Sparse(e) => DataPath::Throttled(e),
             };
         }
         if !matches!(path, DataPath::Inline) {
@@ -5165,6 +5187,8 @@ async fn copy_file_data(
         } else {
             PathKind::Other
         };
+        // (The one-pass -S copy left the zeros unwritten: nothing to read back.)
+        let zeros_left = matches!(path, DataPath::Sparse(_));
         let dst = match path {
             DataPath::Inline => {
                 route::copy_small(core, src, &dst, st.size)
@@ -5238,6 +5262,25 @@ async fn copy_file_data(
                 tracing::trace!(path = %parent.child_rel(dst_name).display(), size = st.size, "data copied at the --bwlimit rate");
                 dst
             }
+            DataPath::Sparse(ranges) => {
+                // (Not preallocated: the blocks of zeros must stay holes.)
+                let mut buf = core.pool.take();
+                let mut copied = Ok(0);
+                for &range in &ranges {
+                    copied = fsops::copy::copy_sparse_range(src, &dst, range, &mut buf, &|n| {
+                        moving.add(n)
+                    })
+                    .await;
+                    if copied.is_err() {
+                        break;
+                    }
+                }
+                core.pool.give(buf);
+                copied.map_err(data_err("read"))?;
+                bump(&core.counters.inline_files, 1);
+                tracing::trace!(path = %parent.child_rel(dst_name).display(), size = st.size, ranges = ranges.len(), "data copied in one pass, blocks of zeros left unwritten (-S)");
+                dst
+            }
             DataPath::Clone | DataPath::Kernel | DataPath::KernelRanges(_) => dst,
         };
         if !matches!(path_kind, PathKind::Inline) && !src_device {
@@ -5255,7 +5298,7 @@ async fn copy_file_data(
                 ));
             }
         }
-        if cfg.sparse && !device && st.size > 0 {
+        if cfg.sparse && !device && st.size > 0 && !zeros_left {
             // -S as rsync gives it: zeros the source holds as data become holes too.
             // (The core's small-file buffer: no await until it is given back.)
             let mut buf = core.small_buf.borrow_mut();

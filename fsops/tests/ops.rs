@@ -519,6 +519,86 @@ fn punch_zero_blocks_makes_holes_of_zero_blocks_with_any_buffer() {
     }
 }
 
+/// `-S` in one pass: the same content and the same holes as a copy followed by the punch
+/// above, with any buffer, from a range that starts in the middle of a block, and a source
+/// that is shorter than the range is an error, never a short copy.
+#[test]
+fn copy_sparse_range_writes_only_the_blocks_with_data() {
+    const B: usize = fsops::copy::HOLE_BLOCK as usize;
+    let size = (1 << 20) + 1000;
+    let zero_block = |b: usize| (15..=49).contains(&b) || b == 64 || (100..=180).contains(&b);
+    let mut bytes = data(size, 9);
+    for b in 0..size.div_ceil(B) {
+        let (lo, hi) = (b * B, ((b + 1) * B).min(size));
+        if zero_block(b) || lo >= 1 << 20 {
+            bytes[lo..hi].fill(0);
+        } else {
+            bytes[lo] = 1;
+        }
+    }
+    let t = tmp();
+    std::fs::write(t.path().join("src"), &bytes).unwrap();
+    let rt = compio::runtime::Runtime::new().expect("io_uring runtime");
+    let d = sys::open_dir_path(t.path()).unwrap();
+    let src = sys::open_source(d.as_fd(), &c(b"src"), false).unwrap();
+    for (i, cap) in [0usize, 70_000, 256 << 10].into_iter().enumerate() {
+        // Two ranges, the second from the middle of block 3 (the first ends there).
+        let name = format!("d{i}");
+        let dst = sys::create_excl(d.as_fd(), &c(name.as_bytes()), 0o644).unwrap();
+        let mut buf = Vec::with_capacity(cap);
+        let moved = std::cell::Cell::new(0u64);
+        let mid = 3 * B as u64 + 100;
+        for range in [(0, mid), (mid, size as u64 - mid)] {
+            let end = rt
+                .block_on(fsops::copy::copy_sparse_range(
+                    &src,
+                    &dst,
+                    range,
+                    &mut buf,
+                    &|n| moved.set(moved.get() + n),
+                ))
+                .unwrap();
+            assert_eq!(end, range.0 + range.1);
+        }
+        assert_eq!(moved.get(), size as u64, "buffer {cap}");
+        sys::ftruncate(dst.as_fd(), size as u64).unwrap();
+        let f = std::fs::File::open(t.path().join(&name)).unwrap();
+        assert_eq!(
+            std::fs::read(t.path().join(&name)).unwrap(),
+            bytes,
+            "buffer {cap}"
+        );
+        f.sync_all().unwrap();
+        let blocks = size.div_ceil(B);
+        let expect: Vec<bool> = (0..blocks)
+            .map(|b| !(zero_block(b) || b * B >= 1 << 20))
+            .collect();
+        let mut got = vec![false; blocks];
+        for (start, len) in sys::data_extents(f.as_fd(), size as u64).unwrap() {
+            let first = start as usize / B;
+            let end = ((start + len).div_ceil(B as u64) as usize).min(blocks);
+            got.iter_mut().take(end).skip(first).for_each(|g| *g = true);
+        }
+        assert_eq!(got, expect, "data blocks of the copy, buffer {cap}");
+        assert!(
+            f.metadata().unwrap().blocks() * 512 < size as u64,
+            "buffer {cap}"
+        );
+    }
+    // A source shorter than the range it was measured at: an error.
+    let dst = sys::create_excl(d.as_fd(), &c(b"short"), 0o644).unwrap();
+    let e = rt
+        .block_on(fsops::copy::copy_sparse_range(
+            &src,
+            &dst,
+            (0, size as u64 + 5000),
+            &mut Vec::new(),
+            &|_| {},
+        ))
+        .expect_err("a shrunk source must fail");
+    assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+}
+
 /// `listing_gives_inode` says yes for the temp dir's file system and tmpfs, where every listed
 /// number is the one `stat` gives (checked entry by entry, hard links included), and no for procfs,
 /// which is not on its list.
