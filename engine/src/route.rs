@@ -493,25 +493,27 @@ impl std::ops::Deref for SourceFd {
 
 /// Copy the data of a small file (up to `--inline-max`) into the staged `dst`: inline `read`s,
 /// one ring read of the whole file, or (`auto`) inline when the data is cached and the ring when
-/// it is not. `src` is at offset 0.
+/// it is not. `src` is at offset 0. With `sparse` (`-S`, a new or emptied regular file) only the
+/// blocks with data are written (`fsops::copy::write_data`).
 pub(crate) async fn copy_small(
     core: &Core,
     src: &mut SourceFd,
     dst: &OwnedFd,
     size: u64,
+    sparse: bool,
 ) -> io::Result<u64> {
     let via = core.shared.config.routes.get(Class::Read);
     let ring = |core: &Core, src: &mut SourceFd| {
         count(core, Class::Read, Via::Ring);
         let shared = src.share();
-        async move { fsops::copy::copy_small_async(&shared, dst, size).await }
+        async move { fsops::copy::copy_small_async(&shared, dst, size, sparse).await }
     };
     match via {
         Via::Ring => ring(core, src).await,
         Via::Auto => {
             let cached = {
                 let mut buf = core.small_buf.borrow_mut();
-                fsops::copy::copy_inline_cached(src, dst, size, &mut buf)?
+                fsops::copy::copy_inline_cached(src, dst, size, &mut buf, sparse)?
             };
             match cached {
                 fsops::copy::Inline::Copied(n) => {
@@ -524,7 +526,7 @@ pub(crate) async fn copy_small(
         Via::Inline | Via::Worker => {
             count(core, Class::Read, Via::Inline);
             let mut buf = core.small_buf.borrow_mut();
-            fsops::copy::copy_inline(src, dst, size, &mut buf)
+            fsops::copy::copy_inline(src, dst, size, &mut buf, sparse)
         }
     }
 }

@@ -5187,11 +5187,15 @@ async fn copy_file_data(
         } else {
             PathKind::Other
         };
-        // (The one-pass -S copy left the zeros unwritten: nothing to read back.)
-        let zeros_left = matches!(path, DataPath::Sparse(_));
+        // -S, a regular file on both sides: the inline and the one-pass copies leave the blocks
+        // of zeros unwritten (the file is new or was emptied, not preallocated): nothing to read
+        // back.
+        let zeros_left = cfg.sparse
+            && !device
+            && matches!(path, DataPath::Sparse(_) | DataPath::Inline);
         let dst = match path {
             DataPath::Inline => {
-                route::copy_small(core, src, &dst, st.size)
+                route::copy_small(core, src, &dst, st.size, cfg.sparse && !device)
                     .await
                     .map_err(data_err("read"))?;
                 bump(&core.counters.inline_files, 1);

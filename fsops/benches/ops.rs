@@ -47,7 +47,7 @@ fn ops(c: &mut Criterion) {
             b.iter(|| {
                 let s = sys::open_source(d.as_fd(), &name, false).unwrap();
                 let o = sys::create_excl(d.as_fd(), &tmp, 0o644).unwrap();
-                black_box(fsops::copy::copy_inline(&s, &o, 4096, &mut buf).unwrap());
+                black_box(fsops::copy::copy_inline(&s, &o, 4096, &mut buf, false).unwrap());
                 sys::unlink_at(d.as_fd(), &tmp, 0).unwrap();
             })
         },

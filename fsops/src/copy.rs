@@ -17,13 +17,20 @@ use crate::sys;
 /// Copy `size` bytes (the size `fstat` gave) of a small file with inline syscalls through
 /// `buf`. An empty file costs no read at all, and no read is spent confirming the end of a file
 /// whose size was read in full. A source that ends early is an error (`UnexpectedEof`: the file
-/// shrank while it was copied), never a silently short copy. Returns the bytes copied.
-pub fn copy_inline(src: &OwnedFd, dst: &OwnedFd, size: u64, buf: &mut Vec<u8>) -> io::Result<u64> {
+/// shrank while it was copied), never a silently short copy. Returns the bytes copied. With
+/// `sparse` (`-S`), only the blocks with data are written ([`write_data`]).
+pub fn copy_inline(
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    size: u64,
+    buf: &mut Vec<u8>,
+    sparse: bool,
+) -> io::Result<u64> {
     if size == 0 {
         return Ok(0);
     }
     let buf = work_area(buf, size);
-    copy_inline_from(src, dst, size, 0, buf)
+    copy_inline_from(src, dst, size, 0, buf, sparse)
 }
 
 /// The part of `buf` a copy of `size` bytes reads through: the whole file and the one byte
@@ -57,6 +64,7 @@ pub fn copy_inline_cached(
     dst: &OwnedFd,
     size: u64,
     buf: &mut Vec<u8>,
+    sparse: bool,
 ) -> io::Result<Inline> {
     if size == 0 {
         return Ok(Inline::Copied(0));
@@ -70,12 +78,12 @@ pub fn copy_inline_cached(
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Inline::NotCached),
         Err(e) => return Err(e),
     };
-    write_read(dst, &buf[..n], want, 0)?;
+    write_read(dst, &buf[..n], want, 0, sparse)?;
     if n as u64 == size {
         return Ok(Inline::Copied(size));
     }
     // Partly cached (or a large inline file): the rest with ordinary reads.
-    let rest = copy_inline_from(src, dst, size, n as u64, buf)?;
+    let rest = copy_inline_from(src, dst, size, n as u64, buf, sparse)?;
     Ok(Inline::Copied(rest))
 }
 
@@ -88,6 +96,7 @@ fn copy_inline_from(
     size: u64,
     mut total: u64,
     buf: &mut [u8],
+    sparse: bool,
 ) -> io::Result<u64> {
     let cap = buf.len();
     while total < size {
@@ -95,7 +104,7 @@ fn copy_inline_from(
         let want = left.min(cap as u64) as usize;
         let ask = if left < cap as u64 { want + 1 } else { want };
         let n = sys::read_at(src.as_fd(), &mut buf[..ask], total)?;
-        write_read(dst, &buf[..n], want, total)?;
+        write_read(dst, &buf[..n], want, total, sparse)?;
         total += n as u64;
     }
     Ok(total)
@@ -103,7 +112,7 @@ fn copy_inline_from(
 
 /// Write what one read returned, after checking it against the `want` bytes that were left of
 /// the measured size: nothing means the file shrank, more means it grew (never a torn copy).
-fn write_read(dst: &OwnedFd, got: &[u8], want: usize, offset: u64) -> io::Result<()> {
+fn write_read(dst: &OwnedFd, got: &[u8], want: usize, offset: u64, sparse: bool) -> io::Result<()> {
     if got.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -113,7 +122,35 @@ fn write_read(dst: &OwnedFd, got: &[u8], want: usize, offset: u64) -> io::Result
     if got.len() > want {
         return Err(io::Error::other("file grew while it was being copied"));
     }
-    sys::write_all_at(dst.as_fd(), got, offset)
+    write_data(dst, got, offset, sparse)
+}
+
+/// Write `data` at `offset`: all of it, or with `sparse` (`-S`) only its [`HOLE_BLOCK`]s
+/// (counted from offset 0) that hold a non-zero byte, each run of them with one call, into a
+/// destination that reads as zeros there already and holds no blocks (a new or truncated file,
+/// not preallocated): the blocks of zeros stay holes, the holes [`punch_zero_blocks`] would
+/// make after a full write, and the caller sets the size at the end.
+pub fn write_data(dst: &OwnedFd, data: &[u8], offset: u64, sparse: bool) -> io::Result<()> {
+    if !sparse {
+        return sys::write_all_at(dst.as_fd(), data, offset);
+    }
+    let mut data_from = None;
+    let mut i = 0;
+    while i < data.len() {
+        let at = offset + i as u64;
+        let block_end =
+            ((at / HOLE_BLOCK + 1) * HOLE_BLOCK - offset).min(data.len() as u64) as usize;
+        if !all_zero(&data[i..block_end]) {
+            data_from.get_or_insert(i);
+        } else if let Some(from) = data_from.take() {
+            sys::write_all_at(dst.as_fd(), &data[from..i], offset + from as u64)?;
+        }
+        i = block_end;
+    }
+    if let Some(from) = data_from {
+        sys::write_all_at(dst.as_fd(), &data[from..], offset + from as u64)?;
+    }
+    Ok(())
 }
 
 /// Copy a small file whose data is not in the page cache: one io_uring read of the whole file
@@ -123,7 +160,12 @@ fn write_read(dst: &OwnedFd, got: &[u8], want: usize, offset: u64) -> io::Result
 ///
 /// The ring op holds `src` by a count of its own (no `dup`: the caller's handle is shared), so a
 /// read still in flight when the future is dropped keeps the file open until it completes.
-pub async fn copy_small_async(src: &Rc<OwnedFd>, dst: &OwnedFd, size: u64) -> io::Result<u64> {
+pub async fn copy_small_async(
+    src: &Rc<OwnedFd>,
+    dst: &OwnedFd,
+    size: u64,
+    sparse: bool,
+) -> io::Result<u64> {
     let mut data: Vec<u8> = Vec::new();
     loop {
         let want = size as usize + 1 - data.len();
@@ -152,7 +194,7 @@ pub async fn copy_small_async(src: &Rc<OwnedFd>, dst: &OwnedFd, size: u64) -> io
         )),
         std::cmp::Ordering::Greater => Err(io::Error::other("file grew while it was being copied")),
         std::cmp::Ordering::Equal => {
-            sys::write_all_at(dst.as_fd(), &data, 0)?;
+            write_data(dst, &data, 0, sparse)?;
             Ok(size)
         }
     }
@@ -611,22 +653,7 @@ pub async fn copy_sparse_range(
                 "file shrank while it was being copied",
             ));
         }
-        // Runs of blocks with data, each written with one call.
-        let mut data_from = None;
-        let mut i = 0;
-        while i < got {
-            let at = off + i as u64;
-            let block_end = ((at / HOLE_BLOCK + 1) * HOLE_BLOCK - off).min(got as u64) as usize;
-            if !all_zero(&buf[i..block_end]) {
-                data_from.get_or_insert(i);
-            } else if let Some(from) = data_from.take() {
-                sys::write_all_at(dst.as_fd(), &buf[from..i], off + from as u64)?;
-            }
-            i = block_end;
-        }
-        if let Some(from) = data_from {
-            sys::write_all_at(dst.as_fd(), &buf[from..got], off + from as u64)?;
-        }
+        write_data(dst, &buf[..got], off, true)?;
         moved(got as u64);
         off += got as u64;
         since_yield += got;

@@ -312,7 +312,7 @@ fn copy_inline_is_exact() {
         let o = sys::create_excl(d.as_fd(), &c(format!("d{i}").as_bytes()), 0o644).unwrap();
         let mut buf = Vec::with_capacity(8192);
         assert_eq!(
-            fsops::copy::copy_inline(&s, &o, *n as u64, &mut buf).unwrap(),
+            fsops::copy::copy_inline(&s, &o, *n as u64, &mut buf, false).unwrap(),
             *n as u64
         );
         assert_eq!(
@@ -324,7 +324,7 @@ fn copy_inline_is_exact() {
     let d = sys::open_dir_path(t.path()).unwrap();
     let s = sys::open_source(d.as_fd(), &c(b"s1"), false).unwrap();
     let o = sys::create_excl(d.as_fd(), &c(b"shrunk"), 0o644).unwrap();
-    let e = fsops::copy::copy_inline(&s, &o, 10, &mut Vec::with_capacity(4096)).unwrap_err();
+    let e = fsops::copy::copy_inline(&s, &o, 10, &mut Vec::with_capacity(4096), false).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
 }
 
@@ -356,12 +356,12 @@ fn inline_copies_are_positional() {
             let o = sys::create_excl(d.as_fd(), &c(name.as_bytes()), 0o644).unwrap();
             let mut buf = Vec::with_capacity(8192);
             let n = if cached {
-                match fsops::copy::copy_inline_cached(&s, &o, 70_000, &mut buf).unwrap() {
+                match fsops::copy::copy_inline_cached(&s, &o, 70_000, &mut buf, false).unwrap() {
                     fsops::copy::Inline::Copied(n) => n,
                     fsops::copy::Inline::NotCached => panic!("just written, yet not cached"),
                 }
             } else {
-                fsops::copy::copy_inline(&s, &o, 70_000, &mut buf).unwrap()
+                fsops::copy::copy_inline(&s, &o, 70_000, &mut buf, false).unwrap()
             };
             assert_eq!(n, 70_000);
             assert!(
@@ -597,6 +597,73 @@ fn copy_sparse_range_writes_only_the_blocks_with_data() {
         ))
         .expect_err("a shrunk source must fail");
     assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+}
+
+/// `-S` on the inline path: a small file's blocks of zeros are not written (holes in the new
+/// file), whether the data was cached or read through the ring; its content is exact.
+#[test]
+fn inline_copies_with_sparse_leave_blocks_of_zeros_unwritten() {
+    const B: usize = fsops::copy::HOLE_BLOCK as usize;
+    // Blocks: data, zeros, zeros, data (partial, at the end).
+    let mut bytes = data(3 * B + 100, 3);
+    bytes[B..3 * B].fill(0);
+    bytes[0] = 1;
+    bytes[3 * B] = 1;
+    let t = tmp();
+    std::fs::write(t.path().join("src"), &bytes).unwrap();
+    let rt = compio::runtime::Runtime::new().expect("io_uring runtime");
+    let d = sys::open_dir_path(t.path()).unwrap();
+    for how in ["cached", "inline", "ring"] {
+        let src = sys::open_source(d.as_fd(), &c(b"src"), false).unwrap();
+        let dst = sys::create_excl(d.as_fd(), &c(how.as_bytes()), 0o644).unwrap();
+        let mut buf = Vec::with_capacity(64 << 10);
+        let n = match how {
+            "cached" => match fsops::copy::copy_inline_cached(
+                &src,
+                &dst,
+                bytes.len() as u64,
+                &mut buf,
+                true,
+            )
+            .unwrap()
+            {
+                fsops::copy::Inline::Copied(n) => n,
+                fsops::copy::Inline::NotCached => {
+                    eprintln!("skipped (cached): the source left the page cache");
+                    continue;
+                }
+            },
+            "inline" => {
+                fsops::copy::copy_inline(&src, &dst, bytes.len() as u64, &mut buf, true).unwrap()
+            }
+            _ => rt
+                .block_on(fsops::copy::copy_small_async(
+                    &std::rc::Rc::new(src),
+                    &dst,
+                    bytes.len() as u64,
+                    true,
+                ))
+                .unwrap(),
+        };
+        assert_eq!(n, bytes.len() as u64, "{how}");
+        drop(dst);
+        std::fs::File::open(t.path().join(how))
+            .unwrap()
+            .sync_all()
+            .unwrap();
+        let f = std::fs::File::open(t.path().join(how)).unwrap();
+        assert_eq!(std::fs::read(t.path().join(how)).unwrap(), bytes, "{how}");
+        let ext = sys::data_extents(f.as_fd(), bytes.len() as u64).unwrap();
+        let covered = |b: usize| {
+            ext.iter()
+                .any(|&(o, l)| (o..o + l).contains(&((b * B) as u64)))
+        };
+        assert_eq!(
+            (0..4).map(covered).collect::<Vec<_>>(),
+            [true, false, false, true],
+            "{how}: {ext:?}"
+        );
+    }
 }
 
 /// `listing_gives_inode` says yes for the temp dir's file system and tmpfs, where every listed
