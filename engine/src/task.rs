@@ -5326,7 +5326,10 @@ async fn copy_file_data(
                 Err(e) => return Err(data_err("verify")(e)),
             }
         }
-        if (existing.is_some() || cfg.sparse) && !dst_device {
+        // (A -S copy on the inline path gave the file its size already: a reused file was
+        // emptied first, and a tail of zeros left unwritten was followed by an ftruncate.)
+        let sized = zeros_left && matches!(path_kind, PathKind::Inline);
+        if (existing.is_some() || cfg.sparse) && !dst_device && !sized {
             // Set the size exactly: a trailing hole, or a reused file that was longer.
             sys::ftruncate(dst.as_fd(), st.size).map_err(dst_err("ftruncate"))?;
         }

@@ -18,7 +18,9 @@ use crate::sys;
 /// `buf`. An empty file costs no read at all, and no read is spent confirming the end of a file
 /// whose size was read in full. A source that ends early is an error (`UnexpectedEof`: the file
 /// shrank while it was copied), never a silently short copy. Returns the bytes copied. With
-/// `sparse` (`-S`), only the blocks with data are written ([`write_data`]).
+/// `sparse` (`-S`), only the blocks with data are written ([`write_data`]) and the file is
+/// given its size when blocks of zeros at its end were left unwritten, so it has its size in
+/// every case (as it has without `-S`).
 pub fn copy_inline(
     src: &OwnedFd,
     dst: &OwnedFd,
@@ -78,13 +80,23 @@ pub fn copy_inline_cached(
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Inline::NotCached),
         Err(e) => return Err(e),
     };
-    write_read(dst, &buf[..n], want, 0, sparse)?;
+    let end = write_read(dst, &buf[..n], want, 0, sparse)?;
     if n as u64 == size {
+        sized(dst, size, end)?;
         return Ok(Inline::Copied(size));
     }
     // Partly cached (or a large inline file): the rest with ordinary reads.
     let rest = copy_inline_from(src, dst, size, n as u64, buf, sparse)?;
     Ok(Inline::Copied(rest))
+}
+
+/// After a copy that may have left blocks of zeros at its end unwritten (`-S`: the data written
+/// ends at `end`), give the file its `size`.
+fn sized(dst: &OwnedFd, size: u64, end: u64) -> io::Result<()> {
+    if end < size {
+        sys::ftruncate(dst.as_fd(), size)?;
+    }
+    Ok(())
 }
 
 /// The loop of [`copy_inline`] from offset `total` on (positional reads and writes). The last
@@ -99,20 +111,31 @@ fn copy_inline_from(
     sparse: bool,
 ) -> io::Result<u64> {
     let cap = buf.len();
+    let mut end = total;
     while total < size {
         let left = size - total;
         let want = left.min(cap as u64) as usize;
         let ask = if left < cap as u64 { want + 1 } else { want };
         let n = sys::read_at(src.as_fd(), &mut buf[..ask], total)?;
-        write_read(dst, &buf[..n], want, total, sparse)?;
+        let written = write_read(dst, &buf[..n], want, total, sparse)?;
+        if written > total {
+            end = written;
+        }
         total += n as u64;
     }
+    sized(dst, size, end)?;
     Ok(total)
 }
 
 /// Write what one read returned, after checking it against the `want` bytes that were left of
 /// the measured size: nothing means the file shrank, more means it grew (never a torn copy).
-fn write_read(dst: &OwnedFd, got: &[u8], want: usize, offset: u64, sparse: bool) -> io::Result<()> {
+fn write_read(
+    dst: &OwnedFd,
+    got: &[u8],
+    want: usize,
+    offset: u64,
+    sparse: bool,
+) -> io::Result<u64> {
     if got.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -129,11 +152,14 @@ fn write_read(dst: &OwnedFd, got: &[u8], want: usize, offset: u64, sparse: bool)
 /// (counted from offset 0) that hold a non-zero byte, each run of them with one call, into a
 /// destination that reads as zeros there already and holds no blocks (a new or truncated file,
 /// not preallocated): the blocks of zeros stay holes, the holes [`punch_zero_blocks`] would
-/// make after a full write, and the caller sets the size at the end.
-pub fn write_data(dst: &OwnedFd, data: &[u8], offset: u64, sparse: bool) -> io::Result<()> {
+/// make after a full write, and the caller sets the size at the end. Returns the end of the
+/// last byte written (`offset` if none was).
+pub fn write_data(dst: &OwnedFd, data: &[u8], offset: u64, sparse: bool) -> io::Result<u64> {
     if !sparse {
-        return sys::write_all_at(dst.as_fd(), data, offset);
+        sys::write_all_at(dst.as_fd(), data, offset)?;
+        return Ok(offset + data.len() as u64);
     }
+    let mut end = offset;
     let mut data_from = None;
     let mut i = 0;
     while i < data.len() {
@@ -144,13 +170,15 @@ pub fn write_data(dst: &OwnedFd, data: &[u8], offset: u64, sparse: bool) -> io::
             data_from.get_or_insert(i);
         } else if let Some(from) = data_from.take() {
             sys::write_all_at(dst.as_fd(), &data[from..i], offset + from as u64)?;
+            end = offset + i as u64;
         }
         i = block_end;
     }
     if let Some(from) = data_from {
         sys::write_all_at(dst.as_fd(), &data[from..], offset + from as u64)?;
+        end = offset + data.len() as u64;
     }
-    Ok(())
+    Ok(end)
 }
 
 /// Copy a small file whose data is not in the page cache: one io_uring read of the whole file
@@ -194,7 +222,8 @@ pub async fn copy_small_async(
         )),
         std::cmp::Ordering::Greater => Err(io::Error::other("file grew while it was being copied")),
         std::cmp::Ordering::Equal => {
-            write_data(dst, &data, 0, sparse)?;
+            let end = write_data(dst, &data, 0, sparse)?;
+            sized(dst, size, end)?;
             Ok(size)
         }
     }

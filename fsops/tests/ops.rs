@@ -604,65 +604,77 @@ fn copy_sparse_range_writes_only_the_blocks_with_data() {
 #[test]
 fn inline_copies_with_sparse_leave_blocks_of_zeros_unwritten() {
     const B: usize = fsops::copy::HOLE_BLOCK as usize;
-    // Blocks: data, zeros, zeros, data (partial, at the end).
-    let mut bytes = data(3 * B + 100, 3);
-    bytes[B..3 * B].fill(0);
-    bytes[0] = 1;
-    bytes[3 * B] = 1;
+    // Blocks: data, zeros, zeros, data (partial, at the end); then data and a tail of zeros,
+    // which the copy leaves unwritten and gives the file its size for.
+    let mut mid = data(3 * B + 100, 3);
+    mid[B..3 * B].fill(0);
+    mid[0] = 1;
+    mid[3 * B] = 1;
+    let mut tail = data(3 * B + 100, 4);
+    tail[B..].fill(0);
+    tail[0] = 1;
     let t = tmp();
-    std::fs::write(t.path().join("src"), &bytes).unwrap();
     let rt = compio::runtime::Runtime::new().expect("io_uring runtime");
     let d = sys::open_dir_path(t.path()).unwrap();
-    for how in ["cached", "inline", "ring"] {
-        let src = sys::open_source(d.as_fd(), &c(b"src"), false).unwrap();
-        let dst = sys::create_excl(d.as_fd(), &c(how.as_bytes()), 0o644).unwrap();
-        let mut buf = Vec::with_capacity(64 << 10);
-        let n = match how {
-            "cached" => match fsops::copy::copy_inline_cached(
-                &src,
-                &dst,
-                bytes.len() as u64,
-                &mut buf,
-                true,
-            )
-            .unwrap()
-            {
-                fsops::copy::Inline::Copied(n) => n,
-                fsops::copy::Inline::NotCached => {
-                    eprintln!("skipped (cached): the source left the page cache");
-                    continue;
-                }
-            },
-            "inline" => {
-                fsops::copy::copy_inline(&src, &dst, bytes.len() as u64, &mut buf, true).unwrap()
-            }
-            _ => rt
-                .block_on(fsops::copy::copy_small_async(
-                    &std::rc::Rc::new(src),
+    for (layout, bytes, blocks) in [
+        ("mid", &mid, [true, false, false, true]),
+        ("tail", &tail, [true, false, false, false]),
+    ] {
+        std::fs::write(t.path().join(layout), bytes).unwrap();
+        for how in ["cached", "inline", "ring"] {
+            let name = format!("{layout}-{how}");
+            let src = sys::open_source(d.as_fd(), &c(layout.as_bytes()), false).unwrap();
+            let dst = sys::create_excl(d.as_fd(), &c(name.as_bytes()), 0o644).unwrap();
+            let mut buf = Vec::with_capacity(64 << 10);
+            let n = match how {
+                "cached" => match fsops::copy::copy_inline_cached(
+                    &src,
                     &dst,
                     bytes.len() as u64,
+                    &mut buf,
                     true,
-                ))
-                .unwrap(),
-        };
-        assert_eq!(n, bytes.len() as u64, "{how}");
-        drop(dst);
-        std::fs::File::open(t.path().join(how))
-            .unwrap()
-            .sync_all()
-            .unwrap();
-        let f = std::fs::File::open(t.path().join(how)).unwrap();
-        assert_eq!(std::fs::read(t.path().join(how)).unwrap(), bytes, "{how}");
-        let ext = sys::data_extents(f.as_fd(), bytes.len() as u64).unwrap();
-        let covered = |b: usize| {
-            ext.iter()
-                .any(|&(o, l)| (o..o + l).contains(&((b * B) as u64)))
-        };
-        assert_eq!(
-            (0..4).map(covered).collect::<Vec<_>>(),
-            [true, false, false, true],
-            "{how}: {ext:?}"
-        );
+                )
+                .unwrap()
+                {
+                    fsops::copy::Inline::Copied(n) => n,
+                    fsops::copy::Inline::NotCached => {
+                        eprintln!("skipped (cached): the source left the page cache");
+                        continue;
+                    }
+                },
+                "inline" => {
+                    fsops::copy::copy_inline(&src, &dst, bytes.len() as u64, &mut buf, true)
+                        .unwrap()
+                }
+                _ => rt
+                    .block_on(fsops::copy::copy_small_async(
+                        &std::rc::Rc::new(src),
+                        &dst,
+                        bytes.len() as u64,
+                        true,
+                    ))
+                    .unwrap(),
+            };
+            assert_eq!(n, bytes.len() as u64, "{name}");
+            drop(dst);
+            let f = std::fs::File::open(t.path().join(&name)).unwrap();
+            f.sync_all().unwrap();
+            assert_eq!(
+                &std::fs::read(t.path().join(&name)).unwrap(),
+                bytes,
+                "{name}"
+            );
+            let ext = sys::data_extents(f.as_fd(), bytes.len() as u64).unwrap();
+            let covered = |b: usize| {
+                ext.iter()
+                    .any(|&(o, l)| (o..o + l).contains(&((b * B) as u64)))
+            };
+            assert_eq!(
+                (0..4).map(covered).collect::<Vec<_>>(),
+                blocks,
+                "{name}: {ext:?}"
+            );
+        }
     }
 }
 
