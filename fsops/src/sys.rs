@@ -184,15 +184,7 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
 /// inode numbers, network and stacked file systems) may list numbers `stat` never gives, or
 /// give another file's: `false` for them, and when `fstatfs` fails.
 pub fn listing_gives_inode(fd: BorrowedFd<'_>) -> bool {
-    const KNOWN: [i64; 7] = [
-        0xEF53,      // ext2/3/4
-        0x5846_5342, // XFS
-        0x9123_683E, // btrfs
-        0x0102_1994, // tmpfs
-        0xF2F5_2010, // F2FS
-        0x2FC1_2FC1, // ZFS
-        0xCA45_1A4E, // bcachefs
-    ];
+    const KNOWN: [i64; 7] = [EXT4, XFS, BTRFS, TMPFS, F2FS, ZFS, BCACHEFS];
     fs_magic(fd).is_some_and(|t| KNOWN.contains(&t))
 }
 
@@ -203,16 +195,18 @@ pub fn listing_gives_inode(fd: BorrowedFd<'_>) -> bool {
 /// time within 2% on ext4 and XFS). `false` for others (ZFS's range locks, network and cluster
 /// file systems), and when `fstatfs` fails.
 pub fn writes_one_file_at_a_time(fd: BorrowedFd<'_>) -> bool {
-    const SERIAL: [i64; 6] = [
-        0xEF53,      // ext2/3/4
-        0x5846_5342, // XFS
-        0x9123_683E, // btrfs
-        0x0102_1994, // tmpfs
-        0xF2F5_2010, // F2FS
-        0xCA45_1A4E, // bcachefs
-    ];
+    const SERIAL: [i64; 6] = [EXT4, XFS, BTRFS, TMPFS, F2FS, BCACHEFS];
     fs_magic(fd).is_some_and(|t| SERIAL.contains(&t))
 }
+
+// File system types (`statfs`'s `f_type`) named above.
+const EXT4: i64 = 0xEF53; // ext2/3/4
+const XFS: i64 = 0x5846_5342;
+const BTRFS: i64 = 0x9123_683E;
+const TMPFS: i64 = 0x0102_1994;
+const F2FS: i64 = 0xF2F5_2010;
+const ZFS: i64 = 0x2FC1_2FC1;
+const BCACHEFS: i64 = 0xCA45_1A4E;
 
 /// The file system type (`statfs`'s `f_type`) of the file system holding `fd`.
 fn fs_magic(fd: BorrowedFd<'_>) -> Option<i64> {

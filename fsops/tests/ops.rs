@@ -455,6 +455,42 @@ fn xattrs_copy_between_files_and_sparse_extents() {
     );
 }
 
+/// A file of `(1 << 20) + 1000` bytes for the `-S` tests, with blocks of zeros at 15..=49
+/// (across the 64 KiB edge at block 16), 64 (the 256 KiB edge), 100..=180 and the partial last
+/// block; every other block has a non-zero first byte. Returns the bytes and, per block,
+/// whether it holds data.
+fn zero_block_layout(seed: u8) -> (Vec<u8>, Vec<bool>) {
+    const B: usize = fsops::copy::HOLE_BLOCK as usize;
+    let size = (1 << 20) + 1000;
+    let zero_block = |b: usize| {
+        (15..=49).contains(&b) || b == 64 || (100..=180).contains(&b) || b * B >= 1 << 20
+    };
+    let mut bytes = data(size, seed);
+    let blocks: Vec<bool> = (0..size.div_ceil(B)).map(|b| !zero_block(b)).collect();
+    for (b, &has_data) in blocks.iter().enumerate() {
+        let (lo, hi) = (b * B, ((b + 1) * B).min(size));
+        if has_data {
+            bytes[lo] = 1; // never a zero block by chance
+        } else {
+            bytes[lo..hi].fill(0);
+        }
+    }
+    (bytes, blocks)
+}
+
+/// Per block of `f`'s first `size` bytes, whether it is data (not a hole).
+fn data_blocks(f: &std::fs::File, size: u64) -> Vec<bool> {
+    const B: u64 = fsops::copy::HOLE_BLOCK;
+    let blocks = size.div_ceil(B) as usize;
+    let mut got = vec![false; blocks];
+    for (start, len) in sys::data_extents(f.as_fd(), size).unwrap() {
+        let first = (start / B) as usize;
+        let end = ((start + len).div_ceil(B) as usize).min(blocks);
+        got.iter_mut().take(end).skip(first).for_each(|g| *g = true);
+    }
+    got
+}
+
 /// `-S`'s read-back punches exactly the all-zero blocks whatever buffer a core passes: none
 /// (grown to the smallest step), one whose capacity is not a whole number of blocks, and a
 /// large one; zero runs that cross the steps' edges, one zero block on an edge, a partial last
@@ -462,20 +498,8 @@ fn xattrs_copy_between_files_and_sparse_extents() {
 #[test]
 fn punch_zero_blocks_makes_holes_of_zero_blocks_with_any_buffer() {
     use std::os::unix::fs::FileExt;
-    const B: usize = fsops::copy::HOLE_BLOCK as usize;
-    let size = (1 << 20) + 1000;
-    // Blocks of zeros: 15..=49 (across the 64 KiB edge at block 16), 16 alone would be an edge
-    // too; 64 (the 256 KiB edge), 100..=180, and the partial last block.
-    let zero_block = |b: usize| (15..=49).contains(&b) || b == 64 || (100..=180).contains(&b);
-    let mut bytes = data(size, 5);
-    for b in 0..size.div_ceil(B) {
-        let (lo, hi) = (b * B, ((b + 1) * B).min(size));
-        if zero_block(b) || lo >= 1 << 20 {
-            bytes[lo..hi].fill(0);
-        } else {
-            bytes[lo] = 1; // never a zero block by chance
-        }
-    }
+    let (bytes, expect) = zero_block_layout(5);
+    let size = bytes.len();
     let t = tmp();
     for (i, cap) in [0usize, 70_000, 256 << 10].into_iter().enumerate() {
         let path = t.path().join(format!("f{i}"));
@@ -505,17 +529,11 @@ fn punch_zero_blocks_makes_holes_of_zero_blocks_with_any_buffer() {
             "content, buffer {cap}"
         );
         assert_eq!(f.metadata().unwrap().len(), size as u64);
-        let blocks = size.div_ceil(B);
-        let expect: Vec<bool> = (0..blocks)
-            .map(|b| !(zero_block(b) || b * B >= 1 << 20))
-            .collect();
-        let mut got = vec![false; blocks];
-        for (start, len) in sys::data_extents(f.as_fd(), size as u64).unwrap() {
-            let first = start as usize / B;
-            let end = ((start + len).div_ceil(B as u64) as usize).min(blocks);
-            got.iter_mut().take(end).skip(first).for_each(|g| *g = true);
-        }
-        assert_eq!(got, expect, "data blocks after the punch, buffer {cap}");
+        assert_eq!(
+            data_blocks(&f, size as u64),
+            expect,
+            "data blocks after the punch, buffer {cap}"
+        );
     }
 }
 
@@ -525,17 +543,8 @@ fn punch_zero_blocks_makes_holes_of_zero_blocks_with_any_buffer() {
 #[test]
 fn copy_sparse_range_writes_only_the_blocks_with_data() {
     const B: usize = fsops::copy::HOLE_BLOCK as usize;
-    let size = (1 << 20) + 1000;
-    let zero_block = |b: usize| (15..=49).contains(&b) || b == 64 || (100..=180).contains(&b);
-    let mut bytes = data(size, 9);
-    for b in 0..size.div_ceil(B) {
-        let (lo, hi) = (b * B, ((b + 1) * B).min(size));
-        if zero_block(b) || lo >= 1 << 20 {
-            bytes[lo..hi].fill(0);
-        } else {
-            bytes[lo] = 1;
-        }
-    }
+    let (bytes, expect) = zero_block_layout(9);
+    let size = bytes.len();
     let t = tmp();
     std::fs::write(t.path().join("src"), &bytes).unwrap();
     let rt = compio::runtime::Runtime::new().expect("io_uring runtime");
@@ -569,17 +578,11 @@ fn copy_sparse_range_writes_only_the_blocks_with_data() {
             "buffer {cap}"
         );
         f.sync_all().unwrap();
-        let blocks = size.div_ceil(B);
-        let expect: Vec<bool> = (0..blocks)
-            .map(|b| !(zero_block(b) || b * B >= 1 << 20))
-            .collect();
-        let mut got = vec![false; blocks];
-        for (start, len) in sys::data_extents(f.as_fd(), size as u64).unwrap() {
-            let first = start as usize / B;
-            let end = ((start + len).div_ceil(B as u64) as usize).min(blocks);
-            got.iter_mut().take(end).skip(first).for_each(|g| *g = true);
-        }
-        assert_eq!(got, expect, "data blocks of the copy, buffer {cap}");
+        assert_eq!(
+            data_blocks(&f, size as u64),
+            expect,
+            "data blocks of the copy, buffer {cap}"
+        );
         assert!(
             f.metadata().unwrap().blocks() * 512 < size as u64,
             "buffer {cap}"
@@ -664,16 +667,7 @@ fn inline_copies_with_sparse_leave_blocks_of_zeros_unwritten() {
                 bytes,
                 "{name}"
             );
-            let ext = sys::data_extents(f.as_fd(), bytes.len() as u64).unwrap();
-            let covered = |b: usize| {
-                ext.iter()
-                    .any(|&(o, l)| (o..o + l).contains(&((b * B) as u64)))
-            };
-            assert_eq!(
-                (0..4).map(covered).collect::<Vec<_>>(),
-                blocks,
-                "{name}: {ext:?}"
-            );
+            assert_eq!(data_blocks(&f, bytes.len() as u64), blocks, "{name}");
         }
     }
 }
