@@ -6217,11 +6217,18 @@ async fn make_other(
             }
             return Ok(());
         }
-        let (tmp, ()) = if let Some(target) = &target {
-            with_temp(core, |t| sys::symlink_at(target, dir, t)).map_err(dst_err("symlink"))?
+        // In a new subtree nobody sees yet the entry is made under its final name (as files
+        // are there: `Staging::Direct`); elsewhere under a temporary one, renamed into place.
+        let direct = parent.hidden;
+        let make = |t: &CStr| match &target {
+            Some(target) => sys::symlink_at(target, dir, t),
+            None => sys::mknod_at(dir, t, (st.mode & libc::S_IFMT) | 0o600, st.rdev),
+        };
+        let op = if target.is_some() { "symlink" } else { "mknod" };
+        let (tmp, ()) = if direct {
+            (dst_name.to_owned(), make(dst_name).map_err(dst_err(op))?)
         } else {
-            let mode = (st.mode & libc::S_IFMT) | 0o600;
-            with_temp(core, |t| sys::mknod_at(dir, t, mode, st.rdev)).map_err(dst_err("mknod"))?
+            with_temp(core, make).map_err(dst_err(op))?
         };
         // Attributes of the entry itself; a followed link's target has none we can reach safely.
         let xsrc = if follow {
@@ -6278,9 +6285,10 @@ async fn make_other(
         // An attribute that could not be given fails the entry; a new symlink or special file
         // still takes its name (rsync makes it in place, then sets what it can), but one made
         // anew only to change attributes leaves the entry as it was.
-        let mut named = false;
+        let mut named = direct;
         let r = match given {
             Err(e) if change.how == How::Attrs => Err(e),
+            given if direct => given,
             given => {
                 let rel = sync::Rel::Of(parent);
                 if change.how == How::Attrs {
