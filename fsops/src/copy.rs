@@ -567,17 +567,10 @@ pub fn punch_zero_blocks(
     size: u64,
     buf: &mut Vec<u8>,
 ) -> io::Result<u64> {
-    if buf.capacity() < PUNCH_STEP_MIN {
-        buf.reserve(PUNCH_STEP_MIN - buf.len());
-    }
-    // (Whole blocks: each step's blocks are scanned from its start.)
-    let step = buf.capacity().min(SPARSE_STEP) as u64 / HOLE_BLOCK * HOLE_BLOCK;
-    // (Sized to the file: a small file's read-back zeroes no more of the buffer than it reads.)
-    let need = size.min(step) as usize;
-    if buf.len() < need {
-        buf.resize(need, 0);
-    }
-    let buf = &mut buf[..need];
+    let step = sparse_step(buf, size) as u64;
+    // (Each read at most a step: what the buffer holds past it, from an earlier use, is not
+    // read into, so every step starts on a block.)
+    let buf = &mut buf[..size.min(step) as usize];
     let mut punched = 0;
     // The zero blocks met and not yet punched: (start, end).
     let mut run: Option<(u64, u64)> = None;
@@ -639,6 +632,22 @@ pub fn punch_zero_blocks(
     Ok(punched)
 }
 
+/// The step, in whole [`HOLE_BLOCK`]s, that [`punch_zero_blocks`] and [`copy_sparse_range`]
+/// read `len` bytes in through `buf`: its capacity (grown to [`PUNCH_STEP_MIN`] if smaller), at
+/// most [`SPARSE_STEP`]. The first `min(len, step)` bytes of `buf` are initialised, once (a small
+/// file zeroes no more of the buffer than it reads).
+fn sparse_step(buf: &mut Vec<u8>, len: u64) -> usize {
+    if buf.capacity() < PUNCH_STEP_MIN {
+        buf.reserve(PUNCH_STEP_MIN - buf.len());
+    }
+    let step = buf.capacity().min(SPARSE_STEP) / HOLE_BLOCK as usize * HOLE_BLOCK as usize;
+    let need = len.min(step as u64) as usize;
+    if buf.len() < need {
+        buf.resize(need, 0);
+    }
+    step
+}
+
 /// `-S` in one pass, as `cp --sparse=always` copies: the `len` bytes of `src` at `start` are
 /// read through `buf` and only the [`HOLE_BLOCK`]s (counted from offset 0) that hold a non-zero
 /// byte are written, at the same offsets, so the all-zero ones stay holes: the holes
@@ -656,14 +665,7 @@ pub async fn copy_sparse_range(
     buf: &mut Vec<u8>,
     moved: &dyn Fn(u64),
 ) -> io::Result<u64> {
-    if buf.capacity() < PUNCH_STEP_MIN {
-        buf.reserve(PUNCH_STEP_MIN - buf.len());
-    }
-    let step = buf.capacity().min(SPARSE_STEP) / HOLE_BLOCK as usize * HOLE_BLOCK as usize;
-    let need = len.min(step as u64) as usize;
-    if buf.len() < need {
-        buf.resize(need, 0);
-    }
+    let step = sparse_step(buf, len);
     let end = start + len;
     let mut off = start;
     let mut since_yield = 0;
