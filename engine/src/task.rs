@@ -5190,12 +5190,11 @@ async fn copy_file_data(
         // -S, a regular file on both sides: the inline and the one-pass copies leave the blocks
         // of zeros unwritten (the file is new or was emptied, not preallocated): nothing to read
         // back.
-        let zeros_left = cfg.sparse
-            && !device
-            && matches!(path, DataPath::Sparse(_) | DataPath::Inline);
+        let sparse_writes = cfg.sparse && !device;
+        let zeros_left = sparse_writes && matches!(path, DataPath::Sparse(_) | DataPath::Inline);
         let dst = match path {
             DataPath::Inline => {
-                route::copy_small(core, src, &dst, st.size, cfg.sparse && !device)
+                route::copy_small(core, src, &dst, st.size, sparse_writes)
                     .await
                     .map_err(data_err("read"))?;
                 bump(&core.counters.inline_files, 1);

@@ -597,13 +597,7 @@ pub fn punch_zero_blocks(
         let end = (start + len).min(size);
         while off < end {
             let want = (end - off).min(buf.len() as u64) as usize;
-            let mut got = 0;
-            while got < want {
-                match sys::read_at(fd, &mut buf[got..want], off + got as u64)? {
-                    0 => break,
-                    n => got += n,
-                }
-            }
+            let got = read_fill(fd, &mut buf[..want], off)?;
             if got == 0 {
                 break;
             }
@@ -630,6 +624,18 @@ pub fn punch_zero_blocks(
     }
     flush(&mut run, &mut punched)?;
     Ok(punched)
+}
+
+/// Read at `offset` until `buf` is full or the file ends; returns the bytes read.
+fn read_fill(fd: std::os::fd::BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match sys::read_at(fd, &mut buf[got..], offset + got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got)
 }
 
 /// The step, in whole [`HOLE_BLOCK`]s, that [`punch_zero_blocks`] and [`copy_sparse_range`]
@@ -671,13 +677,7 @@ pub async fn copy_sparse_range(
     let mut since_yield = 0;
     while off < end {
         let want = (end - off).min(step as u64) as usize;
-        let mut got = 0;
-        while got < want {
-            match sys::read_at(src.as_fd(), &mut buf[got..want], off + got as u64)? {
-                0 => break,
-                n => got += n,
-            }
-        }
+        let got = read_fill(src.as_fd(), &mut buf[..want], off)?;
         if got == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
