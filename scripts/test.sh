@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
-for tool in rsync:rsync setfacl:acl getfattr:attr mkfs.xfs:xfsprogs /usr/bin/time:time filefrag:e2fsprogs mkfs.ext4:e2fsprogs setpriv:util-linux mpirun:openmpi-bin mpicc:libopenmpi-dev pkg-config:pkg-config; do
+for tool in rsync:rsync setfacl:acl getfattr:attr mkfs.xfs:xfsprogs /usr/bin/time:time filefrag:e2fsprogs mkfs.ext4:e2fsprogs setpriv:util-linux mpirun:openmpi-bin mpicc:libopenmpi-dev pkg-config:pkg-config strace:strace; do
   cmd=${tool%%:*}; pkg=${tool##*:}
   command -v "$cmd" >/dev/null 2>&1 || need_pkgs+=("$pkg")
 done

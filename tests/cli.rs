@@ -1546,6 +1546,62 @@ fn list_only_prints_what_rsync_prints() {
     }
 }
 
+/// The descriptor table is grown while the process has one thread, in every mode that starts
+/// threads: growing it later waits for an RCU grace period (10–30 ms here) that a listing or a
+/// short copy would spend idle. Seen in the system calls: the first `F_DUPFD_CLOEXEC` (the
+/// reservation) comes before the first thread is cloned.
+#[test]
+fn the_descriptor_table_grows_before_any_thread_starts() {
+    let name = "the_descriptor_table_grows_before_any_thread_starts";
+    if !have("strace") {
+        skip(name, "strace is not installed");
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    write(&src.join("d/f"), &content(1, 5000));
+    for (i, args) in [
+        &["-a", "--list-only", "src/"][..],
+        &["-a", "src/"],
+        &["-a", "src/", "dst0"],
+        &["-a", "--info=progress2", "src/", "dst1"],
+        &["-a", "--timeout=600", "src/", "dst2"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let trace = s.path().join(format!("trace{i}"));
+        let out = std::process::Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=clone,clone3,fcntl", "-o"])
+            .arg(&trace)
+            .arg(env!("CARGO_BIN_EXE_arsync"))
+            .args(args)
+            .current_dir(s.path())
+            .output()
+            .unwrap();
+        assert_eq!(code(&out), 0, "{args:?}: {out:?}");
+        let calls = fs::read_to_string(&trace).unwrap();
+        // The reservation: a dup to a descriptor far above any the run has open yet.
+        let reserved = calls
+            .lines()
+            .position(|l| {
+                l.split_once("F_DUPFD_CLOEXEC, ")
+                    .and_then(|(_, rest)| rest.split(')').next()?.parse::<u32>().ok())
+                    .is_some_and(|low| low >= 255)
+            })
+            .unwrap_or_else(|| panic!("{args:?}: no reservation in\n{calls}"));
+        let cloned = calls
+            .lines()
+            .position(|l| l.contains("clone"))
+            .unwrap_or_else(|| panic!("{args:?}: no thread in\n{calls}"));
+        assert!(
+            reserved < cloned,
+            "{args:?}: grown after a thread started:\n{calls}"
+        );
+    }
+}
+
 /// Names are printed as rsync prints them: control characters other than tab as `\#ooo`, tab
 /// and DEL as they are, valid UTF-8 as it is, other bytes as `\#ooo`, or raw with `-8`.
 #[test]

@@ -155,6 +155,10 @@ fn run() -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    // Before any thread is started (the signal thread, a progress display, the cores), in every
+    // mode: the descriptor table grows now, without the RCU grace period that growing it costs a
+    // multi-threaded process (see engine::prepare_process).
+    engine::prepare_process(&parsed.config);
     let live = engine::Progress::new();
     // One run, then the process exits (`--mpi` runs several and turns it off).
     parsed.config.exit_after_run = true;
@@ -224,9 +228,6 @@ fn run() -> ExitCode {
             return ExitCode::from(11);
         }
     }
-    // Before any thread is started: the descriptor table grows now, without the RCU grace
-    // period that growing it costs a multi-threaded process (see engine::prepare_process).
-    engine::prepare_process(&parsed.config);
     #[cfg(feature = "mpi")]
     if parsed.mpi {
         parsed.config.exit_after_run = false;
