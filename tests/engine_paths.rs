@@ -2,7 +2,7 @@
 //! the path it names (checked in `--stats-json` and in `--stats`), the pipeline tunables work at their edges, the
 //! io-wq cap reaches the kernel, every `--route` is exact and goes where it was sent, and
 //! contradictory combinations are usage errors; a `copy_file_range` from a cold source runs off
-//! the core.
+//! the core; `-c` hashes on the descriptors it holds (no `dup` per file).
 
 mod common;
 
@@ -917,4 +917,58 @@ fn bwlimit_holds_the_rate_and_the_copy_is_exact() {
     let out = copy_contents(&["-a", "--bwlimit=0"], &src, &s.path().join("free"));
     assert_eq!(code(&out), 0);
     assert_same(&src, &s.path().join("free"), treediff::Check::archive());
+}
+
+/// `-c` hashes each source file through the ring on the descriptor the copy holds, shared with
+/// the reads in flight: no `dup` (and its `close`) per file compared. Seen in the system calls of
+/// a re-sync of an up-to-date tree, with one file whose content changed under the same size and
+/// mtime, which only the hash finds.
+#[test]
+fn checksum_compares_files_without_a_dup_each() {
+    let name = "checksum_compares_files_without_a_dup_each";
+    if !have("strace") {
+        skip(name, "strace is not installed");
+        return;
+    }
+    let s = Scratch::new();
+    let (src, dst) = (s.path().join("src"), s.path().join("dst"));
+    let files = 200;
+    for d in 0..4 {
+        fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+    }
+    for i in 0..files {
+        write(
+            &src.join(format!("d{}/f{i}", i % 4)),
+            &content(i, 100 + 37 * i as usize),
+        );
+    }
+    let out = copy_contents(&["-a"], &src, &dst);
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let changed = dst.join("d1/f5");
+    let mut data = fs::read(&changed).unwrap();
+    data[0] ^= 0xff;
+    let m = fs::metadata(&changed).unwrap();
+    fs::write(&changed, &data).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&changed)
+        .unwrap()
+        .set_modified(m.modified().unwrap())
+        .unwrap();
+    let trace = s.path().join("trace");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=fcntl", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_arsync"))
+        .arg("-ac")
+        .arg(format!("{}/", src.display()))
+        .arg(&dst)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_same(&src, &dst, treediff::Check::archive());
+    let calls = fs::read_to_string(&trace).unwrap();
+    let dups = calls.lines().filter(|l| l.contains("F_DUPFD")).count();
+    // (The descriptor table's reservation is one or two dups a run, not one a file.)
+    assert!(dups <= 4, "{dups} dups for {files} files:\n{calls}");
 }

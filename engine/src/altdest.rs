@@ -59,7 +59,7 @@ pub(crate) async fn file_match(
     dirs: &[Option<OwnedFd>],
     src_dir: BorrowedFd<'_>,
     (name, ref_name): (&CStr, &CStr),
-    src: Option<&OwnedFd>,
+    mut src: Option<&mut crate::route::SourceFd>,
     st: &Stat,
 ) -> Option<Match> {
     let cfg = &core.shared.config;
@@ -77,7 +77,8 @@ pub(crate) async fn file_match(
             && match cfg.quick_check {
                 // (rsync's order: -c, then --size-only, then -I.)
                 _ if cfg.checksum => matches!(
-                    sync::same_content(core, dir.as_fd(), src, ref_name, st.size).await,
+                    sync::same_content(core, dir.as_fd(), src.as_deref_mut(), ref_name, st.size)
+                        .await,
                     Ok(true)
                 ),
                 QuickCheck::SizeOnly => true,

@@ -113,7 +113,7 @@ pub(crate) async fn judge_file(
     core: &Core,
     fresh: bool,
     node: &Arc<crate::task::DirNode>,
-    src: Option<&OwnedFd>,
+    mut src: Option<&mut crate::route::SourceFd>,
     st: &Stat,
     dst_name: &CStr,
 ) -> Verdict {
@@ -177,20 +177,22 @@ pub(crate) async fn judge_file(
             change.checksum = cfg.checksum;
             false
         }
-        _ if cfg.checksum => match same_content(core, dir, src, dst_name, st.size).await {
-            // (Without an open source there is nothing to hash: judged again once it is open.)
-            Ok(true) => {
-                change.exact_time = !change.time
-                    && shared.policy.keeps_mtime(FileType::File)
-                    && d.mtime != st.mtime;
-                true
+        _ if cfg.checksum => {
+            match same_content(core, dir, src.as_deref_mut(), dst_name, st.size).await {
+                // (Without an open source there is nothing to hash: judged again once it is open.)
+                Ok(true) => {
+                    change.exact_time = !change.time
+                        && shared.policy.keeps_mtime(FileType::File)
+                        && d.mtime != st.mtime;
+                    true
+                }
+                Ok(false) => {
+                    change.checksum = true;
+                    false
+                }
+                Err(_) => false,
             }
-            Ok(false) => {
-                change.checksum = true;
-                false
-            }
-            Err(_) => false,
-        },
+        }
         QuickCheck::SizeOnly => true,
         QuickCheck::Never => false,
         // The mtime counts without -t too (where it never matches once copied), as in rsync:
@@ -244,11 +246,12 @@ pub(crate) fn file_sum(dir: BorrowedFd<'_>, name: &CStr) -> Option<u128> {
 }
 
 /// `-c`: hash the source and the destination file (XXH3-128) through the ring, both read at once
-/// chunk by chunk; many files are hashed at the same time on every core.
+/// chunk by chunk; many files are hashed at the same time on every core. The source's fd is
+/// shared with the reads in flight, not duplicated (a `dup` and a `close` per file).
 pub(crate) async fn same_content(
     core: &Core,
     dir: BorrowedFd<'_>,
-    src: Option<&OwnedFd>,
+    src: Option<&mut crate::route::SourceFd>,
     dst_name: &CStr,
     size: u64,
 ) -> io::Result<bool> {
@@ -256,7 +259,7 @@ pub(crate) async fn same_content(
         return Ok(false);
     };
     let dst = Rc::new(sys::open_source(dir, dst_name, false)?);
-    let src = Rc::new(src.try_clone()?);
+    let src = src.share();
     let (mut hs, mut hd) = (Xxh3::new(), Xxh3::new());
     let chunk = core.pool.buf_size();
     let mut off = 0u64;

@@ -1453,7 +1453,7 @@ async fn exact_reference_for_existing(
     parent: &Arc<DirNode>,
     name: &CStr,
     dst_name: &CStr,
-    src: &OwnedFd,
+    src: &mut route::SourceFd,
     st: &Stat,
     dirs: &[Option<OwnedFd>],
 ) -> Option<bool> {
@@ -4070,13 +4070,13 @@ async fn copy_file(
         && cfg.alt_dest != AltDest::Copy
         && let Some(dirs) = parent.alt_dest()
         && let Some(done) =
-            exact_reference_for_existing(core, parent, name, dst_name, &src, &st, dirs).await
+            exact_reference_for_existing(core, parent, name, dst_name, &mut src, &st, dirs).await
     {
         hardlink_done(core, parent, dst_name, &st, done);
         return Ok(Outcome::Done);
     }
     let mut change =
-        match sync::judge_file(core, parent.fresh, parent, Some(&src), &st, dst_name).await {
+        match sync::judge_file(core, parent.fresh, parent, Some(&mut src), &st, dst_name).await {
             Verdict::Skip => {
                 hardlink_done(core, parent, dst_name, &st, false);
                 bump(&core.counters.skipped, 1);
@@ -4162,7 +4162,7 @@ async fn copy_file(
             dirs,
             parent.src_fd(),
             (name, dst_name),
-            Some(&src),
+            Some(&mut src),
             &st,
         )
         .await
