@@ -4408,6 +4408,7 @@ fn data_path(
     src: &OwnedFd,
     st: &Stat,
     device: bool,
+    probe: &CacheProbe,
 ) -> EntryResult<DataPath> {
     let cfg = &core.shared.config;
     if device {
@@ -4434,7 +4435,7 @@ fn data_path(
             && ranges
                 .iter()
                 .find(|r| r.1 > 0)
-                .is_none_or(|&(off, _)| sys::is_cached(src.as_fd(), off) == Some(true))
+                .is_none_or(|&(off, _)| probe.is_cached(src, off) == Some(true))
     };
     let sparse = cfg.sparse && st.blocks.saturating_mul(512) < st.size;
     if sparse {
@@ -4471,11 +4472,34 @@ fn data_path(
     Ok(DataPath::Ring(vec![(0, st.size)]))
 }
 
+/// Whether a source file's data is in the page cache, asked once per file (`sys::is_cached`, a
+/// one-byte `preadv2(RWF_NOWAIT)` at its first data): the first ask of a cold file starts the
+/// kernel's readahead there, so a second ask (the one-pass `-S` check, then the cold-copy check)
+/// could find that byte read in by then and take the cold file for a warm one, copying it on
+/// the core, which blocks on the rest of its reads.
+#[derive(Default)]
+struct CacheProbe(Cell<Option<(u64, Option<bool>)>>);
+
+impl CacheProbe {
+    /// [`sys::is_cached`] at `off`, or the answer already given for `off`.
+    fn is_cached(&self, src: &OwnedFd, off: u64) -> Option<bool> {
+        match self.0.get() {
+            Some((at, answer)) if at == off => answer,
+            _ => {
+                let answer = sys::is_cached(src.as_fd(), off);
+                self.0.set(Some((off, answer)));
+                answer
+            }
+        }
+    }
+}
+
 /// `copy_file_range` of `ranges` on a thread of the cold-copy pool when the source is not in the
 /// page cache (`None`: it is, or the pool could not be started; copy on the core). A blocking
 /// copy from the disk would hold the core, and every other file it has in flight, for as long as
 /// the reads take; on the pool the core goes on and several cold files are read at once. A warm
-/// source costs one `preadv2(RWF_NOWAIT)` of one byte. Returns the end offset of the last range.
+/// source costs one `preadv2(RWF_NOWAIT)` of one byte, none if `probe` asked already. Returns
+/// the end offset of the last range.
 ///
 /// A large file is cut into `--split-chunk` pieces, each a job of its own, so one cold file is
 /// read by as many pool threads at once as it has pieces (up to the pool's size): a cold read
@@ -4485,11 +4509,11 @@ async fn copy_cold(
     core: &Core,
     (src, dst): (&OwnedFd, &OwnedFd),
     ranges: &[(u64, u64)],
-    heavy: Option<&Heavy<'_>>,
-    moving: &Moving<'_>,
+    (heavy, moving): (Option<&Heavy<'_>>, &Moving<'_>),
+    probe: &CacheProbe,
 ) -> Option<io::Result<u64>> {
     let &(first, _) = ranges.iter().find(|r| r.1 > 0)?;
-    if sys::is_cached(src.as_fd(), first) != Some(false) {
+    if probe.is_cached(src, first) != Some(false) {
         return None;
     }
     let pool = core.shared.copy_pool()?;
@@ -5044,13 +5068,14 @@ async fn copy_file_data(
                 sys::ftruncate(dst.as_fd(), from).map_err(dst_err("ftruncate"))?;
             }
         }
+        let probe = CacheProbe::default();
         let mut path = if rewritten.is_some() {
             // (Written already.)
             DataPath::Ring(Vec::new())
         } else if from > 0 {
             DataPath::Ring(vec![(from, st.size - from)])
         } else {
-            data_path(core, parent, src, st, device)?
+            data_path(core, parent, src, st, device, &probe)?
         };
         if from > 0 && from == st.size {
             // The kept file is already complete.
@@ -5079,7 +5104,7 @@ async fn copy_file_data(
                 }
                 Err(e) if not_here(&e) => {
                     core.no_clone.borrow_mut().push(pair);
-                    path = data_path(core, parent, src, st, device)?;
+                    path = data_path(core, parent, src, st, device, &probe)?;
                 }
                 Err(e) => return Err(("clone", e, ErrorClass::Partial, Side::Dst)),
             }
@@ -5111,7 +5136,7 @@ async fn copy_file_data(
             // A cold source goes to the pool first (in pieces when large); a warm large one is
             // split across the cores.
             let copied = if let Some(r) =
-                copy_cold(core, (src, &dst), &[(0, st.size)], heavy, moving).await
+                copy_cold(core, (src, &dst), &[(0, st.size)], (heavy, moving), &probe).await
             {
                 r
             } else if split {
@@ -5144,7 +5169,7 @@ async fn copy_file_data(
                 }
             }
             let mut copied = Ok(0);
-            if let Some(r) = copy_cold(core, (src, &dst), extents, heavy, moving).await {
+            if let Some(r) = copy_cold(core, (src, &dst), extents, (heavy, moving), &probe).await {
                 copied = r;
             } else {
                 for &(off, len) in extents {
