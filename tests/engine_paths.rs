@@ -2,7 +2,8 @@
 //! the path it names (checked in `--stats-json` and in `--stats`), the pipeline tunables work at their edges, the
 //! io-wq cap reaches the kernel, every `--route` is exact and goes where it was sent, and
 //! contradictory combinations are usage errors; a `copy_file_range` from a cold source runs off
-//! the core; `-c` hashes on the descriptors it holds (no `dup` per file).
+//! the core; `-c` hashes on the descriptors it holds (no `dup` per file); `--partial` into a new
+//! destination makes no look for partial files to resume.
 
 mod common;
 
@@ -1003,4 +1004,63 @@ fn checksum_compares_files_without_a_dup_each() {
     let dups = calls.lines().filter(|l| l.contains("F_DUPFD")).count();
     // (The descriptor table's reservation is one or two dups a run, not one a file.)
     assert!(dups <= 4, "{dups} dups for {files} files:\n{calls}");
+}
+
+/// `--partial` into a new destination: each file is made under its partial name in its
+/// directory and renamed into place, with no look for a partial file to resume first (a
+/// directory this run made holds none) and no fd of the directory opened for each file. Seen in
+/// the system calls; the copy is exact and leaves no partial name behind.
+#[test]
+fn partial_into_a_new_destination_looks_for_nothing_to_resume() {
+    let name = "partial_into_a_new_destination_looks_for_nothing_to_resume";
+    if !have("strace") {
+        skip(name, "strace is not installed");
+        return;
+    }
+    let s = Scratch::new();
+    let (src, dst) = (s.path().join("src"), s.path().join("dst"));
+    let files = 60;
+    for d in 0..3 {
+        fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+    }
+    for i in 0..files {
+        write(
+            &src.join(format!("d{}/f{i}", i % 3)),
+            &content(i, 10 + 101 * i as usize),
+        );
+    }
+    let trace = s.path().join("trace");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=openat,renameat,renameat2", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_arsync"))
+        .arg("-a")
+        .arg("--partial")
+        .arg(format!("{}/", src.display()))
+        .arg(&dst)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_same(&src, &dst, treediff::Check::archive());
+    assert!(temporaries(&dst).is_empty(), "{:?}", temporaries(&dst));
+    let calls = fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    let count = |f: &dyn Fn(&str) -> bool| lines.iter().filter(|l| f(l)).count();
+    // Each file: created under its partial name, renamed to its own.
+    let created = count(&|l| l.contains("~arsync-partial\"") && l.contains("O_CREAT"));
+    let renamed = count(&|l| l.contains("renameat") && l.contains("~arsync-partial\""));
+    assert_eq!(
+        (created, renamed),
+        (files as usize, files as usize),
+        "{calls}"
+    );
+    let probed = count(&|l| {
+        l.contains("openat(") && l.contains("~arsync-partial\"") && !l.contains("O_CREAT")
+    });
+    assert_eq!(probed, 0, "looked for partial files to resume:\n{calls}");
+    let reopened = count(&|l| l.contains("\".\", O_RDONLY"));
+    assert!(
+        reopened < files as usize / 2,
+        "{reopened} opens of \".\" for {files} files:\n{calls}"
+    );
 }

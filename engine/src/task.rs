@@ -4630,8 +4630,9 @@ enum Staging {
     /// `--partial`/`--partial-dir`: a fixed name (in the destination directory, or in the
     /// partial directory below it) that outlives a failed or killed run and is resumed from.
     Partial {
-        /// The directory holding it: the destination directory, or the partial directory.
-        dir: OwnedFd,
+        /// The partial directory holding it, or `None`: the destination directory (no fd of its
+        /// own opened for each file).
+        dir: Option<OwnedFd>,
         /// Its name there.
         name: CString,
         /// It lives in the partial directory (removed when empty after the rename).
@@ -4647,6 +4648,11 @@ enum Staging {
 }
 
 impl Staging {
+    /// The directory a `--partial` file is staged in: its partial directory, or `dest`.
+    fn partial_dir<'a>(dir: &'a Option<OwnedFd>, dest: BorrowedFd<'a>) -> BorrowedFd<'a> {
+        dir.as_ref().map_or(dest, |d| d.as_fd())
+    }
+
     /// Whether the file was opened rather than created, so its owner and mode are whatever an
     /// earlier run or user left.
     fn reused(&self, resumed_from: Option<u64>) -> bool {
@@ -4815,16 +4821,24 @@ async fn stage(
                         return Err(("opendir (partial dir)", e, ErrorClass::Partial, Side::Dst));
                     }
                 };
-                (fd, dst_name.to_owned(), true)
+                (Some(fd), dst_name.to_owned(), true)
             }
-            None => (
-                sys::open_dir_at(dir, c".").map_err(dst_err("opendir"))?,
-                partial_name(dst_name),
-                false,
-            ),
+            None => (None, partial_name(dst_name), false),
         };
-        // (--write-devices implies --inplace: no device is met here.)
-        let (fd, size, _) = open_or_create(pdir.as_fd(), &name)?;
+        let at = Staging::partial_dir(&pdir, dir);
+        // (--write-devices implies --inplace: no device is met here.) In a directory this run
+        // made (and its partial directory below it) there is no partial file to resume.
+        let fresh = parent.fresh
+            && cfg
+                .partial_dir
+                .as_ref()
+                .is_none_or(|pd| pd.as_bytes().first() != Some(&b'/'));
+        let (fd, size, _) = if fresh {
+            let fd = sys::create_excl(at, &name, mode).map_err(dst_err("create"))?;
+            (fd, None, false)
+        } else {
+            open_or_create(at, &name)?
+        };
         return Ok((
             Staging::Partial {
                 dir: pdir,
@@ -4925,10 +4939,11 @@ fn publish(
                     crate::backup::keep(b, &*core.shared.observer, dir, name, &rel.path())
                         .map_err(dst_err("backup"))?;
                 }
-                match sys::rename_at(pdir.as_fd(), pname, dir, name, 0) {
+                let pdir = Staging::partial_dir(pdir, dir);
+                match sys::rename_at(pdir, pname, dir, name, 0) {
                     Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
                         sync::make_way(core, dir, name, rel)
-                            .and_then(|()| sys::rename_at(pdir.as_fd(), pname, dir, name, 0))
+                            .and_then(|()| sys::rename_at(pdir, pname, dir, name, 0))
                     }
                     r => r,
                 }
@@ -4941,7 +4956,7 @@ fn publish(
                 // Complete, but a directory that may not go holds its name (--max-delete spent,
                 // protected entries): not kept as a partial file to resume, as rsync, which
                 // decides that before the transfer, leaves none (before, `DIR/.pd/NAME` stayed).
-                let _ = sys::unlink_at(pdir.as_fd(), pname, 0);
+                let _ = sys::unlink_at(Staging::partial_dir(pdir, dir), pname, 0);
             }
             // (An emptied partial directory is removed when its directory is finished, when no
             // other file of it can be using it any more.)
@@ -5421,7 +5436,7 @@ async fn copy_file_data(
                 if let Staging::Partial { dir: pdir, name, .. } = &staging
                     && blocked_by_a_directory(&e)
                 {
-                    let _ = sys::unlink_at(pdir.as_fd(), name, 0);
+                    let _ = sys::unlink_at(Staging::partial_dir(pdir, dir), name, 0);
                 }
                 return Err(dst_err("rmdir")(e));
             }
