@@ -953,7 +953,7 @@ fn bwlimit_holds_the_rate_and_the_copy_is_exact() {
 }
 
 /// `-c` hashes each source file through the ring on the descriptor the copy holds, shared with
-/// the reads in flight: no `dup` (and its `close`) per file compared. Seen in the system calls of
+/// the reads in flight: no `dup` (and its `close`) per file compared; `--verify` likewise. Seen in the system calls of
 /// a re-sync of an up-to-date tree, with one file whose content changed under the same size and
 /// mtime, which only the hash finds.
 #[test]
@@ -1004,6 +1004,30 @@ fn checksum_compares_files_without_a_dup_each() {
     let dups = calls.lines().filter(|l| l.contains("F_DUPFD")).count();
     // (The descriptor table's reservation is one or two dups a run, not one a file.)
     assert!(dups <= 4, "{dups} dups for {files} files:\n{calls}");
+    // --verify reads each written file back against its source the same way: the source's
+    // descriptor shared, only the new file's duplicated (two dups a file before).
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=fcntl", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_arsync"))
+        .args(["-a", "--verify", "--stats-json"])
+        .arg(s.path().join("verify.json"))
+        .arg(format!("{}/", src.display()))
+        .arg(s.path().join("verified"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_same(&src, &s.path().join("verified"), treediff::Check::archive());
+    assert_eq!(
+        stats(&s.path().join("verify.json"))["verified"].as_u64(),
+        Some(files)
+    );
+    let calls = fs::read_to_string(&trace).unwrap();
+    let dups = calls.lines().filter(|l| l.contains("F_DUPFD")).count();
+    assert!(
+        dups <= files as usize + 4,
+        "{dups} dups for {files} files verified:\n{calls}"
+    );
 }
 
 /// `--partial` into a new destination: each file is made under its partial name in its

@@ -300,8 +300,13 @@ async fn read_both(
 /// The offset of the first pool-sized chunk in which `a` and `b` differ within their first `len`
 /// bytes (`len` if they agree throughout), comparing byte for byte with both files read through
 /// the ring at once. A file shorter than `len` differs where it ends.
-async fn first_difference(core: &Core, a: &OwnedFd, b: &OwnedFd, len: u64) -> io::Result<u64> {
-    let (a, b) = (Rc::new(a.try_clone()?), Rc::new(b.try_clone()?));
+async fn first_difference(
+    core: &Core,
+    a: &mut crate::route::SourceFd,
+    b: &OwnedFd,
+    len: u64,
+) -> io::Result<u64> {
+    let (a, b) = (a.share(), Rc::new(b.try_clone()?));
     let chunk = core.pool.buf_size() as u64;
     let mut off = 0u64;
     while off < len {
@@ -325,7 +330,7 @@ async fn first_difference(core: &Core, a: &OwnedFd, b: &OwnedFd, len: u64) -> io
 /// missing or wrong is copied. A file not shorter than the source is rewritten from 0.
 pub(crate) async fn resume_point(
     core: &Core,
-    src: &OwnedFd,
+    src: &mut crate::route::SourceFd,
     dst: &OwnedFd,
     dsize: u64,
     ssize: u64,
@@ -345,17 +350,14 @@ pub(crate) async fn resume_point(
 /// destination's old content) or a write (`Side::Dst`) failed.
 pub(crate) async fn rewrite_changed(
     core: &Core,
-    (src, dst): (&OwnedFd, &OwnedFd),
+    (src, dst): (&mut crate::route::SourceFd, &OwnedFd),
     dsize: u64,
     ssize: u64,
     moved: &dyn Fn(u64),
 ) -> Result<u64, (crate::route::Side, io::Error)> {
     use crate::route::Side;
     let read = |e| (Side::Src, e);
-    let (a, b) = (
-        Rc::new(src.try_clone().map_err(read)?),
-        Rc::new(dst.try_clone().map_err(read)?),
-    );
+    let (a, b) = (src.share(), Rc::new(dst.try_clone().map_err(read)?));
     let chunk = core.pool.buf_size() as u64;
     let (mut off, mut written) = (0u64, 0u64);
     while off < ssize {
@@ -406,7 +408,7 @@ pub(crate) async fn rewrite_changed(
 /// `--verify`: whether the written destination holds exactly the source's `size` bytes.
 pub(crate) async fn same_bytes(
     core: &Core,
-    src: &OwnedFd,
+    src: &mut crate::route::SourceFd,
     dst: &OwnedFd,
     size: u64,
 ) -> io::Result<bool> {
