@@ -1561,27 +1561,14 @@ fn the_descriptor_table_grows_before_any_thread_starts() {
     let src = s.path().join("src");
     fs::create_dir_all(src.join("d")).unwrap();
     write(&src.join("d/f"), &content(1, 5000));
-    for (i, args) in [
+    for args in [
         &["-a", "--list-only", "src/"][..],
         &["-a", "src/"],
         &["-a", "src/", "dst0"],
         &["-a", "--info=progress2", "src/", "dst1"],
         &["-a", "--timeout=600", "src/", "dst2"],
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let trace = s.path().join(format!("trace{i}"));
-        let out = std::process::Command::new("strace")
-            .args(["-f", "-qq", "-e", "trace=clone,clone3,fcntl", "-o"])
-            .arg(&trace)
-            .arg(env!("CARGO_BIN_EXE_arsync"))
-            .args(args)
-            .current_dir(s.path())
-            .output()
-            .unwrap();
-        assert_eq!(code(&out), 0, "{args:?}: {out:?}");
-        let calls = fs::read_to_string(&trace).unwrap();
+    ] {
+        let calls = traced_run("clone,clone3,fcntl", s.path(), args);
         // The reservation: a dup to a descriptor far above any the run has open yet.
         let reserved = calls
             .lines()

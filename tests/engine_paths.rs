@@ -588,19 +588,18 @@ fn cold_kernel_copies_leave_the_core_and_stay_exact() {
     for f in ["sparse", "plain", "big"] {
         evict(&src.join(f));
     }
-    let trace = s.path().join("trace");
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=preadv2", "-o"])
-        .arg(&trace)
-        .arg(env!("CARGO_BIN_EXE_arsync"))
-        .args(["-aS", "--split-chunk=1M"])
-        .arg(format!("{}/", src.display()))
-        .arg(s.path().join("traced"))
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    assert_same(&src, &s.path().join("traced"), treediff::Check::archive());
-    let calls = fs::read_to_string(&trace).unwrap();
+    let traced = s.path().join("traced");
+    let calls = traced_run(
+        "preadv2",
+        s.path(),
+        [
+            "-aS".as_ref(),
+            "--split-chunk=1M".as_ref(),
+            format!("{}/", src.display()).as_ref(),
+            traced.as_os_str(),
+        ],
+    );
+    assert_same(&src, &traced, treediff::Check::archive());
     let probes = calls
         .lines()
         .filter(|l| l.contains("iov_len=1}") && l.contains("RWF_NOWAIT"))
@@ -988,41 +987,33 @@ fn checksum_compares_files_without_a_dup_each() {
         .unwrap()
         .set_modified(m.modified().unwrap())
         .unwrap();
-    let trace = s.path().join("trace");
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=fcntl", "-o"])
-        .arg(&trace)
-        .arg(env!("CARGO_BIN_EXE_arsync"))
-        .arg("-ac")
-        .arg(format!("{}/", src.display()))
-        .arg(&dst)
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let from = format!("{}/", src.display());
+    let calls = traced_run(
+        "fcntl",
+        s.path(),
+        ["-ac".as_ref(), from.as_ref(), dst.as_os_str()],
+    );
     assert_same(&src, &dst, treediff::Check::archive());
-    let calls = fs::read_to_string(&trace).unwrap();
     let dups = calls.lines().filter(|l| l.contains("F_DUPFD")).count();
     // (The descriptor table's reservation is one or two dups a run, not one a file.)
     assert!(dups <= 4, "{dups} dups for {files} files:\n{calls}");
     // --verify reads each written file back against its source the same way: the source's
     // descriptor shared, only the new file's duplicated (two dups a file before).
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=fcntl", "-o"])
-        .arg(&trace)
-        .arg(env!("CARGO_BIN_EXE_arsync"))
-        .args(["-a", "--verify", "--stats-json"])
-        .arg(s.path().join("verify.json"))
-        .arg(format!("{}/", src.display()))
-        .arg(s.path().join("verified"))
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-    assert_same(&src, &s.path().join("verified"), treediff::Check::archive());
-    assert_eq!(
-        stats(&s.path().join("verify.json"))["verified"].as_u64(),
-        Some(files)
+    let (json, verified) = (s.path().join("verify.json"), s.path().join("verified"));
+    let calls = traced_run(
+        "fcntl",
+        s.path(),
+        [
+            "-a".as_ref(),
+            "--verify".as_ref(),
+            "--stats-json".as_ref(),
+            json.as_os_str(),
+            from.as_ref(),
+            verified.as_os_str(),
+        ],
     );
-    let calls = fs::read_to_string(&trace).unwrap();
+    assert_same(&src, &verified, treediff::Check::archive());
+    assert_eq!(stats(&json)["verified"].as_u64(), Some(files));
     let dups = calls.lines().filter(|l| l.contains("F_DUPFD")).count();
     assert!(
         dups <= files as usize + 4,
@@ -1053,21 +1044,19 @@ fn partial_into_a_new_destination_looks_for_nothing_to_resume() {
             &content(i, 10 + 101 * i as usize),
         );
     }
-    let trace = s.path().join("trace");
-    let out = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=openat,renameat,renameat2", "-o"])
-        .arg(&trace)
-        .arg(env!("CARGO_BIN_EXE_arsync"))
-        .arg("-a")
-        .arg("--partial")
-        .arg(format!("{}/", src.display()))
-        .arg(&dst)
-        .output()
-        .unwrap();
-    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let from = format!("{}/", src.display());
+    let calls = traced_run(
+        "openat,renameat,renameat2",
+        s.path(),
+        [
+            "-a".as_ref(),
+            "--partial".as_ref(),
+            from.as_ref(),
+            dst.as_os_str(),
+        ],
+    );
     assert_same(&src, &dst, treediff::Check::archive());
     assert!(temporaries(&dst).is_empty(), "{:?}", temporaries(&dst));
-    let calls = fs::read_to_string(&trace).unwrap();
     let lines: Vec<&str> = calls.lines().collect();
     let count = |f: &dyn Fn(&str) -> bool| lines.iter().filter(|l| f(l)).count();
     // Each file: created under its partial name, renamed to its own.

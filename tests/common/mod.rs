@@ -96,6 +96,27 @@ pub fn skip(test: &str, reason: &str) {
     }
 }
 
+/// Run arsync with `args` in `cwd` under `strace -f`, tracing the system calls `calls` (strace's
+/// `-e trace=` list); asserts that it succeeded and returns the trace, one call a line (a call
+/// that other threads' calls interrupt is split over an `unfinished` and a `resumed` line).
+pub fn traced_run<I, S>(calls: &str, cwd: &Path, args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let trace = cwd.join("strace.out");
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-e", &format!("trace={calls}"), "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_arsync"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run strace");
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    fs::read_to_string(&trace).expect("the trace")
+}
+
 /// rsync must be there when root (the test command installs it); otherwise a test may skip.
 pub fn require_rsync(test: &str) -> bool {
     if have("rsync") {
