@@ -319,6 +319,8 @@ fn alternate(
             );
         }
         let (files, dirs, links, bytes) = runner::census(&src)?;
+        // (Rates are reckoned on the data; a sparse set's sizes only make room.)
+        let data_bytes = runner::data_bytes(&src)?;
         let entries = files + dirs + links;
         let mut tools = tools.to_vec();
         if let Some((_, args)) = per_dataset.iter().find(|(k, _)| k == name) {
@@ -354,7 +356,7 @@ fn alternate(
                         &tool.name,
                         rep,
                         &s,
-                        (files, bytes),
+                        (files, data_bytes),
                         None,
                         None,
                         verdict,
@@ -450,6 +452,8 @@ fn concurrent(a: &Args) -> Result<()> {
     let src = data.join(&name);
     anyhow::ensure!(src.is_dir(), "{} is missing", src.display());
     let (files, _, _, bytes) = runner::census(&src)?;
+    // (Rates are reckoned on the data; a sparse set's sizes only make room.)
+    let data_bytes = runner::data_bytes(&src)?;
     let (out, mut dests) = out_and_dests(a, &data, &format!("concurrent-{name}-{jobs}jobs"))?;
     let mut rows = Vec::new();
     for cache in &caches {
@@ -508,7 +512,7 @@ fn concurrent(a: &Args) -> Result<()> {
                     label,
                     rep,
                     &all,
-                    (files * jobs as u64, bytes * jobs as u64),
+                    (files * jobs as u64, data_bytes * jobs as u64),
                     None,
                     None,
                     verdict,
@@ -567,6 +571,8 @@ fn scaling(a: &Args, mpi: bool) -> Result<()> {
         .unwrap_or(1);
     let src = data.join(&name);
     let (files, _, _, bytes) = runner::census(&src)?;
+    // (Rates are reckoned on the data; a sparse set's sizes only make room.)
+    let data_bytes = runner::data_bytes(&src)?;
     let (out, mut dests) = out_and_dests(a, &data, if mpi { "ranks" } else { "threads" })?;
     let stats =
         std::env::temp_dir().join(format!("arsync-bench-stats-{}.json", std::process::id()));
@@ -628,7 +634,7 @@ fn scaling(a: &Args, mpi: bool) -> Result<()> {
                 &tool.name,
                 rep,
                 &s,
-                (files, bytes),
+                (files, data_bytes),
                 Some(t),
                 steals,
                 String::new(),
@@ -724,6 +730,8 @@ fn resync(a: &Args) -> Result<()> {
         datasets::generate("small", &src, want_files as f64 / 20_000.0, 42)?;
     }
     let (files, _, _, bytes) = runner::census(&src)?;
+    // (Rates are reckoned on the data; a sparse set's sizes only make room.)
+    let data_bytes = runner::data_bytes(&src)?;
     let (out, mut dests) = out_and_dests(a, &data, "resync")?;
     let tools = [
         runner::Tool {
@@ -791,7 +799,7 @@ fn resync(a: &Args) -> Result<()> {
                     &tools[i].name,
                     rep,
                     &s,
-                    (files, bytes),
+                    (files, data_bytes),
                     None,
                     None,
                     verdict,

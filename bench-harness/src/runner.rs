@@ -816,9 +816,75 @@ pub fn census(dir: &Path) -> Result<(u64, u64, u64, u64)> {
     Ok((files, dirs, links, bytes))
 }
 
+/// The bytes of data the regular files under `dir` hold: their sizes, less the holes of sparse
+/// files (a file with fewer blocks than its size is measured with `SEEK_DATA`/`SEEK_HOLE`). What
+/// a copy that keeps holes moves, and what rates and the read ceiling are reckoned on; the
+/// sizes themselves ([`census`]) are the room a copy that fills them needs.
+pub fn data_bytes(dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut data = 0;
+    walk(dir, |e, t| {
+        if t.is_file() {
+            let m = e.metadata()?;
+            data += if m.blocks() * 512 < m.len() {
+                data_of(&e.path(), m.len())?
+            } else {
+                m.len()
+            };
+        }
+        Ok(())
+    })?;
+    Ok(data)
+}
+
+/// The bytes of `path` (of `len` bytes) outside its holes.
+fn data_of(path: &Path, len: u64) -> Result<u64> {
+    use std::os::fd::AsRawFd;
+    let f = fs::File::open(path)?;
+    let (mut at, mut data) = (0u64, 0u64);
+    while at < len {
+        // SAFETY: lseek on an fd this function owns.
+        let start = unsafe { libc::lseek(f.as_raw_fd(), at as libc::off_t, libc::SEEK_DATA) };
+        if start < 0 {
+            // ENXIO: no data past `at`; anything else: the file system cannot say, all data.
+            let e = std::io::Error::last_os_error();
+            return Ok(if e.raw_os_error() == Some(libc::ENXIO) {
+                data
+            } else {
+                len
+            });
+        }
+        // SAFETY: as above.
+        let end = unsafe { libc::lseek(f.as_raw_fd(), start, libc::SEEK_HOLE) };
+        let end = if end < 0 { len } else { (end as u64).min(len) };
+        data += end.saturating_sub(start as u64);
+        at = end;
+    }
+    Ok(data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sparse file counts its data, not its size; a plain one (and a small one) its size.
+    #[test]
+    fn data_bytes_leave_out_the_holes() {
+        use std::os::unix::fs::FileExt;
+        let d = tempfile::Builder::new()
+            .prefix("arsync-bench-data-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
+        let f = fs::File::create(d.path().join("sparse")).unwrap();
+        f.write_all_at(&[7u8; 8192], 0).unwrap();
+        f.write_all_at(&[9u8; 4096], 32 << 20).unwrap();
+        f.set_len(64 << 20).unwrap();
+        fs::write(d.path().join("plain"), vec![1u8; 10_000]).unwrap();
+        fs::write(d.path().join("tiny"), b"x").unwrap();
+        let (_, _, _, sizes) = census(d.path()).unwrap();
+        assert_eq!(sizes, (64 << 20) + 10_001);
+        assert_eq!(data_bytes(d.path()).unwrap(), 8192 + 4096 + 10_001);
+    }
 
     /// When the disk runs short, full-size copies of few files go first (largest first, no
     /// wait); trees of many files only when those cannot free enough.
