@@ -318,9 +318,8 @@ fn alternate(
                 data.display()
             );
         }
-        let (files, dirs, links, bytes) = runner::census(&src)?;
         // (Rates are reckoned on the data; a sparse set's sizes only make room.)
-        let data_bytes = runner::data_bytes(&src)?;
+        let (files, dirs, links, bytes, data_bytes) = runner::census(&src)?;
         let entries = files + dirs + links;
         let mut tools = tools.to_vec();
         if let Some((_, args)) = per_dataset.iter().find(|(k, _)| k == name) {
@@ -451,9 +450,8 @@ fn concurrent(a: &Args) -> Result<()> {
     let tools = variant_tools(&arsync, &base, &variants);
     let src = data.join(&name);
     anyhow::ensure!(src.is_dir(), "{} is missing", src.display());
-    let (files, _, _, bytes) = runner::census(&src)?;
     // (Rates are reckoned on the data; a sparse set's sizes only make room.)
-    let data_bytes = runner::data_bytes(&src)?;
+    let (files, _, _, bytes, data_bytes) = runner::census(&src)?;
     let (out, mut dests) = out_and_dests(a, &data, &format!("concurrent-{name}-{jobs}jobs"))?;
     let mut rows = Vec::new();
     for cache in &caches {
@@ -570,9 +568,8 @@ fn scaling(a: &Args, mpi: bool) -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     let src = data.join(&name);
-    let (files, _, _, bytes) = runner::census(&src)?;
     // (Rates are reckoned on the data; a sparse set's sizes only make room.)
-    let data_bytes = runner::data_bytes(&src)?;
+    let (files, _, _, bytes, data_bytes) = runner::census(&src)?;
     let (out, mut dests) = out_and_dests(a, &data, if mpi { "ranks" } else { "threads" })?;
     let stats =
         std::env::temp_dir().join(format!("arsync-bench-stats-{}.json", std::process::id()));
@@ -729,9 +726,8 @@ fn resync(a: &Args) -> Result<()> {
         );
         datasets::generate("small", &src, want_files as f64 / 20_000.0, 42)?;
     }
-    let (files, _, _, bytes) = runner::census(&src)?;
     // (Rates are reckoned on the data; a sparse set's sizes only make room.)
-    let data_bytes = runner::data_bytes(&src)?;
+    let (files, _, _, bytes, data_bytes) = runner::census(&src)?;
     let (out, mut dests) = out_and_dests(a, &data, "resync")?;
     let tools = [
         runner::Tool {
@@ -832,7 +828,7 @@ fn quick_run(a: &Args) -> Result<()> {
             .collect(),
         None => vec!["-a".into()],
     };
-    let (files, _, _, _) = runner::census(&src)?;
+    let (files, _, _, _, _) = runner::census(&src)?;
     let parent = src.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut dests = runner::Dests::new(parent.join(".bench-dst"), Duration::ZERO)?;
     let tool = runner::Tool {

@@ -653,7 +653,7 @@ impl Dests {
             .made
             .iter()
             .map(|p| {
-                let (f, d, l, b) = census(p).unwrap_or((u64::MAX, 0, 0, 0));
+                let (f, d, l, b, _) = census(p).unwrap_or((u64::MAX, 0, 0, 0, 0));
                 (p.clone(), f.saturating_add(d).saturating_add(l), b)
             })
             .collect();
@@ -799,9 +799,13 @@ fn make_writable(p: &Path) {
     }
 }
 
-/// Files, directories, symlinks and bytes of a tree.
-pub fn census(dir: &Path) -> Result<(u64, u64, u64, u64)> {
-    let (mut files, mut dirs, mut links, mut bytes) = (0, 1, 0, 0);
+/// Files, directories, symlinks and bytes of a tree, and the bytes of data its files hold: their
+/// sizes less the holes of sparse files (measured with `SEEK_DATA`/`SEEK_HOLE`). The data is
+/// what a copy that keeps holes moves, what rates and the read ceiling are reckoned on; the
+/// sizes are the room a copy that fills the holes needs.
+pub fn census(dir: &Path) -> Result<(u64, u64, u64, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let (mut files, mut dirs, mut links, mut bytes, mut data) = (0, 1, 0, 0, 0);
     walk(dir, |e, t| {
         if t.is_dir() {
             dirs += 1;
@@ -809,24 +813,10 @@ pub fn census(dir: &Path) -> Result<(u64, u64, u64, u64)> {
             links += 1;
         } else {
             files += 1;
-            bytes += e.metadata()?.len();
-        }
-        Ok(())
-    })?;
-    Ok((files, dirs, links, bytes))
-}
-
-/// The bytes of data the regular files under `dir` hold: their sizes, less the holes of sparse
-/// files (a file with fewer blocks than its size is measured with `SEEK_DATA`/`SEEK_HOLE`). What
-/// a copy that keeps holes moves, and what rates and the read ceiling are reckoned on; the
-/// sizes themselves ([`census`]) are the room a copy that fills them needs.
-pub fn data_bytes(dir: &Path) -> Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let mut data = 0;
-    walk(dir, |e, t| {
-        if t.is_file() {
             let m = e.metadata()?;
-            data += if m.blocks() * 512 < m.len() {
+            bytes += m.len();
+            // (A file with fewer blocks than its size is measured for its holes.)
+            data += if t.is_file() && m.blocks() * 512 < m.len() {
                 data_of(&e.path(), m.len())?
             } else {
                 m.len()
@@ -834,7 +824,7 @@ pub fn data_bytes(dir: &Path) -> Result<u64> {
         }
         Ok(())
     })?;
-    Ok(data)
+    Ok((files, dirs, links, bytes, data))
 }
 
 /// The bytes of `path` (of `len` bytes) outside its holes.
@@ -881,9 +871,9 @@ mod tests {
         f.set_len(64 << 20).unwrap();
         fs::write(d.path().join("plain"), vec![1u8; 10_000]).unwrap();
         fs::write(d.path().join("tiny"), b"x").unwrap();
-        let (_, _, _, sizes) = census(d.path()).unwrap();
+        let (_, _, _, sizes, data) = census(d.path()).unwrap();
         assert_eq!(sizes, (64 << 20) + 10_001);
-        assert_eq!(data_bytes(d.path()).unwrap(), 8192 + 4096 + 10_001);
+        assert_eq!(data, 8192 + 4096 + 10_001);
     }
 
     /// When the disk runs short, full-size copies of few files go first (largest first, no

@@ -4827,13 +4827,9 @@ async fn stage(
         };
         let at = Staging::partial_dir(&pdir, dir);
         // (--write-devices implies --inplace: no device is met here.) In a directory this run
-        // made (and its partial directory below it) there is no partial file to resume.
-        let fresh = parent.fresh
-            && cfg
-                .partial_dir
-                .as_ref()
-                .is_none_or(|pd| pd.as_bytes().first() != Some(&b'/'));
-        let (fd, size, _) = if fresh {
+        // made (and its partial directory, one name inside it) there is no partial file to
+        // resume.
+        let (fd, size, _) = if parent.fresh {
             let fd = sys::create_excl(at, &name, mode).map_err(dst_err("create"))?;
             (fd, None, false)
         } else {
